@@ -1,0 +1,115 @@
+# shellcheck shell=bash
+# Access to a distribution's package archive through a private apt root, so
+# that what the host's own /etc/apt lists does not matter: the suites come from
+# the distribution's descriptor (distro-support/<id>/distro.json).
+#
+# Source this file; it defines:
+#   archive_cache_dir                 where debs and apt state are cached
+#   archive_apt ID apt-get|apt-cache ARGS...   run apt against ID's archive
+#   archive_update ID                 refresh ID's package lists (once per run)
+#   archive_versions ID PACKAGE       "VERSION SUITE" lines, one per suite offering it
+#   archive_fetch ID PACKAGE VERSION  download the .deb, print its path
+#   archive_extract ID PACKAGE VERSION DEST   unpack the .deb's files into DEST
+
+archive_support_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+if [ -z "${SUTURE_ARCHIVE_CACHE:-}" ]; then
+    if [ "$(id -u)" = 0 ]; then
+        SUTURE_ARCHIVE_CACHE=/var/cache/suture-archive
+    else
+        SUTURE_ARCHIVE_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/suture-archive
+    fi
+fi
+archive_cache_dir=$SUTURE_ARCHIVE_CACHE
+
+archive_die() {
+    echo "archive: error: $*" >&2
+    exit 1
+}
+
+archive_descriptor() {
+    local descriptor="$archive_support_dir/$1/distro.json"
+    [ -f "$descriptor" ] || archive_die "$1: no descriptor $descriptor"
+    echo "$descriptor"
+}
+
+archive_root() { echo "$archive_cache_dir/apt/$1"; }
+
+# Writes the private apt root for ID: sources from the descriptor, an empty
+# dpkg status so the host's installed packages play no part.
+archive_prepare_root() {
+    local id=$1 root descriptor
+    root=$(archive_root "$id")
+    descriptor=$(archive_descriptor "$id")
+    mkdir -p "$root/etc/apt/sources.list.d" "$root/etc/apt/preferences.d" \
+        "$root/var/lib/apt/lists/partial" "$root/var/cache/apt/archives/partial" "$root/debs"
+    : > "$root/status"
+    jq -r '.archive.keyring as $key | .archive.repositories[] | . as $repo | .suites[] |
+        "deb [signed-by=\($key)] \($repo.uri) \(.) \($repo.components | join(" "))"' \
+        "$descriptor" > "$root/etc/apt/sources.list"
+}
+
+archive_apt() {
+    local id=$1 tool=$2 root arch
+    shift 2
+    root=$(archive_root "$id")
+    arch=$(jq -r .architecture "$(archive_descriptor "$id")")
+    "$tool" -q \
+        -o Dir::Etc::SourceList="$root/etc/apt/sources.list" \
+        -o Dir::Etc::SourceParts="$root/etc/apt/sources.list.d" \
+        -o Dir::Etc::Preferences="$root/etc/apt/preferences" \
+        -o Dir::Etc::PreferencesParts="$root/etc/apt/preferences.d" \
+        -o Dir::State="$root/var/lib/apt" \
+        -o Dir::State::status="$root/status" \
+        -o Dir::Cache="$root/var/cache/apt" \
+        -o APT::Architecture="$arch" \
+        -o APT::Architectures="$arch" \
+        -o Acquire::Languages=none \
+        -o APT::Sandbox::User=root \
+        "$@"
+}
+
+declare -A archive_updated=()
+archive_update() {
+    local id=$1
+    [ -n "${archive_updated[$id]:-}" ] && return 0
+    archive_prepare_root "$id"
+    echo "archive: $id: refreshing package lists" >&2
+    archive_apt "$id" apt-get update > "$(archive_root "$id")/update.log" 2>&1 ||
+        archive_die "$id: apt-get update failed; see $(archive_root "$id")/update.log"
+    archive_updated[$id]=1
+}
+
+archive_versions() {
+    local id=$1 package=$2
+    archive_update "$id"
+    # madison: "pkg | version | uri suite/component arch Packages"
+    archive_apt "$id" apt-cache madison "$package" |
+        awk -F'|' '{ gsub(/ /, "", $2); split($3, where, " "); split(where[2], suite, "/");
+                     print $2, suite[1] }'
+}
+
+archive_fetch() {
+    local id=$1 package=$2 version=$3 root deb
+    root=$(archive_root "$id")
+    deb=$(find "$root/debs" -maxdepth 1 -name "${package}_$(archive_deb_version "$version")_*.deb" | head -n 1)
+    if [ -z "$deb" ]; then
+        archive_update "$id"
+        echo "archive: $id: downloading $package=$version" >&2
+        (cd "$root/debs" && archive_apt "$id" apt-get download "$package=$version" >&2) ||
+            archive_die "$id: cannot download $package=$version"
+        deb=$(find "$root/debs" -maxdepth 1 -name "${package}_$(archive_deb_version "$version")_*.deb" | head -n 1)
+        [ -n "$deb" ] || archive_die "$id: $package=$version downloaded but not found in $root/debs"
+    fi
+    echo "$deb"
+}
+
+# The version as it appears in a .deb file name: an epoch's ':' becomes %3a.
+archive_deb_version() { echo "${1//:/%3a}"; }
+
+archive_extract() {
+    local id=$1 package=$2 version=$3 dest=$4 deb
+    deb=$(archive_fetch "$id" "$package" "$version") || exit 1
+    mkdir -p "$dest"
+    dpkg-deb -x "$deb" "$dest"
+}

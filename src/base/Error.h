@@ -1,0 +1,48 @@
+// Errors are values: every fallible function returns Result<T>, and only main()
+// turns an Error into a message and an exit code.
+#pragma once
+
+#include <cerrno>
+#include <string>
+#include <utility>
+
+#include <tl/expected.hpp>
+
+namespace suture {
+
+// What went wrong, coarse enough for a caller to branch on and for the CLI to
+// map onto an exit code. The message carries the detail.
+enum class ErrorCode {
+    io,                 // a read, open or stat failed (errno says why)
+    not_found,          // the subject does not exist (also: a process that exited)
+    permission_denied,  // EACCES / EPERM
+    bad_format,         // input that does not parse: a malformed ELF, maps line, index file
+    unsupported,        // well-formed input this version cannot handle
+    invalid_argument,   // a caller passed something unusable
+};
+
+// `message` reads subject first: "pid 1234: maps: Permission denied".
+struct Error {
+    ErrorCode code;
+    std::string message;
+    int errno_value = 0;  // 0 when the error did not come from a system call
+};
+
+template <typename T>
+using Result = tl::expected<T, Error>;
+
+// The unexpected value for a Result, so `return fail(...)` reads naturally.
+inline tl::unexpected<Error> fail(ErrorCode code, std::string message) {
+    return tl::unexpected<Error>(Error{code, std::move(message), 0});
+}
+
+// An error from a failed system call: picks the code from errno and appends
+// strerror, e.g. fail_errno("pid 12: open maps", ENOENT) gives
+// "pid 12: open maps: No such file or directory".
+tl::unexpected<Error> fail_errno(std::string subject, int errno_value);
+
+// Prefixes the message of an existing error with more context
+// ("libcrypto.so.3: " + "build id: note truncated").
+Error with_context(Error error, const std::string& context);
+
+}  // namespace suture

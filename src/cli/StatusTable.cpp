@@ -1,0 +1,132 @@
+#include "cli/StatusTable.h"
+
+#include <map>
+#include <ostream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "engine/Engine.h"
+
+namespace suture {
+
+namespace {
+
+struct ProcessRef {
+    int pid;
+    std::string comm;
+    const MappedLibrary* library;
+    bool other_mount_namespace;
+};
+
+struct BuildGroup {
+    const MappedLibrary* example = nullptr;
+    std::vector<ProcessRef> processes;
+    std::set<std::string> paths;
+};
+
+std::string describe_package(const MappedLibrary& library) {
+    if (!library.package) {
+        return "unknown build";
+    }
+    return library.package->distribution + " " + library.package->package + " " +
+           library.package->version;
+}
+
+// "1201 nginx, 1202 nginx, …" wrapped at `width` columns with `indent`.
+void print_process_list(std::ostream& out, const std::vector<ProcessRef>& processes,
+                        const std::string& indent, std::size_t width = 100) {
+    std::size_t column = indent.size();
+    out << indent;
+    for (std::size_t i = 0; i < processes.size(); ++i) {
+        std::string item = std::to_string(processes[i].pid) + " " + processes[i].comm;
+        if (processes[i].other_mount_namespace) {
+            item += " [container]";
+        }
+        if (i + 1 < processes.size()) {
+            item += ",";
+        }
+        if (column + item.size() + 1 > width && column > indent.size()) {
+            out << "\n" << indent;
+            column = indent.size();
+        } else if (i > 0) {
+            out << " ";
+            ++column;
+        }
+        out << item;
+        column += item.size();
+    }
+    out << "\n";
+}
+
+}  // namespace
+
+void print_status_table(std::ostream& out, const ScanReport& report, bool list_unreadable) {
+    // Group by (soname, build ID): the unit a patch is made for.
+    std::map<std::pair<std::string, std::string>, BuildGroup> groups;
+    std::size_t processes_with_openssl = 0;
+    for (const ProcessReport& process : report.processes) {
+        processes_with_openssl += process.libraries.empty() ? 0 : 1;
+        for (const MappedLibrary& library : process.libraries) {
+            BuildGroup& group = groups[{library.soname, library.build_id}];
+            group.example = &library;
+            group.processes.push_back(
+                {process.info.pid, process.info.comm, &library, process.other_mount_namespace});
+            group.paths.insert(library.path);
+        }
+    }
+
+    for (const auto& [key, group] : groups) {
+        const MappedLibrary& library = *group.example;
+        out << library.soname << "  " << library.version_text.value_or("(no version string)")
+            << "  " << describe_package(library) << "\n";
+        out << "  build ID   " << library.build_id << "\n";
+        for (const std::string& path : group.paths) {
+            out << "  path       " << path << "\n";
+        }
+        out << "  processes  " << group.processes.size() << ":\n";
+        print_process_list(out, group.processes, "    ");
+        std::vector<ProcessRef> stale;
+        for (const ProcessRef& process : group.processes) {
+            if (process.library->deleted || process.library->replaced) {
+                stale.push_back(process);
+            }
+        }
+        if (!stale.empty()) {
+            out << "  ! " << stale.size()
+                << " map a file deleted or replaced on disk (restart or patch needed):\n";
+            print_process_list(out, stale, "    ");
+        }
+        out << "\n";
+    }
+
+    std::size_t incomplete = 0;
+    for (const ProcessReport& process : report.processes) {
+        for (const Error& error : process.errors) {
+            out << "warning: " << error.message << "\n";
+        }
+        incomplete += process.errors.empty() ? 0 : 1;
+    }
+    if (list_unreadable) {
+        for (const UnreadableProcess& process : report.unreadable) {
+            out << "unreadable: " << process.error.message << "\n";
+        }
+    }
+
+    out << "Examined " << report.processes_examined << " processes: " << processes_with_openssl
+        << " map OpenSSL, " << groups.size() << " distinct library builds";
+    if (report.processes_vanished > 0) {
+        out << ", " << report.processes_vanished << " exited during the scan";
+    }
+    out << ".\n";
+    if (!report.unreadable.empty() || incomplete > 0) {
+        out << report.unreadable.size() << " processes could not be read and " << incomplete
+            << " only partly";
+        if (!list_unreadable && !report.unreadable.empty()) {
+            out << " (--verbose lists them; run as root to see every process)";
+        }
+        out << ".\n";
+    }
+}
+
+}  // namespace suture

@@ -1,0 +1,63 @@
+#pragma once
+
+#include <libelf.h>
+
+#include <optional>
+#include <string>
+
+#include "base/Error.h"
+#include "base/MappedFile.h"
+#include "base/UniqueFD.h"
+
+namespace suture {
+
+// A read-only view of one ELF file through libelf, built from the program
+// headers (what the dynamic loader maps), so it also works on libraries whose
+// section headers were stripped.
+//
+// Spec: System V gABI, "Program Header" and "Dynamic Section"
+// (https://refspecs.linuxfoundation.org/elf/gabi4+/contents.html); the GNU
+// build-ID note is NT_GNU_BUILD_ID in note name "GNU".
+class ElfFile {
+public:
+    // Maps the file open on `fd` and checks that it is an ELF file. The
+    // descriptor may be closed afterwards. `name` is used in error messages.
+    static Result<ElfFile> open(const UniqueFD& fd, std::string name);
+
+    ElfFile(ElfFile&& other) noexcept;
+    ElfFile& operator=(ElfFile&& other) noexcept;
+    ElfFile(const ElfFile&) = delete;
+    ElfFile& operator=(const ElfFile&) = delete;
+    ~ElfFile();
+
+    const std::string& name() const { return name_; }
+
+    // Is this a shared object or PIE (e_type ET_DYN)?
+    bool is_shared_object() const;
+
+    // The GNU build ID as lowercase hex, read from the PT_NOTE segments.
+    // Error not_found if the file has none.
+    Result<std::string> build_id() const;
+
+    // DT_SONAME from the PT_DYNAMIC segment, or nullopt when the file has no
+    // dynamic section or no SONAME (executables, plugins).
+    Result<std::optional<std::string>> soname() const;
+
+    // The first NUL-terminated string starting with "OpenSSL " and a digit in
+    // a read-only, non-executable loaded segment: the text OpenSSL_version()
+    // returns, e.g. "OpenSSL 3.0.20 16 Jan 2026". libssl holds none.
+    std::optional<std::string> openssl_version_text() const;
+
+private:
+    ElfFile(std::string name, MappedFile mapping, Elf* elf)
+        : name_(std::move(name)), mapping_(std::move(mapping)), elf_(elf) {}
+
+    // File offset of virtual address `vaddr`, through the PT_LOAD segments.
+    std::optional<std::size_t> offset_of_address(std::uint64_t vaddr) const;
+
+    std::string name_;
+    MappedFile mapping_;
+    Elf* elf_ = nullptr;  // owned; elf_end() on destruction
+};
+
+}  // namespace suture

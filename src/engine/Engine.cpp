@@ -1,0 +1,161 @@
+#include "engine/Engine.h"
+
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "config.h"
+
+namespace suture {
+
+namespace {
+
+std::string default_distro_support_dir() {
+    if (std::filesystem::is_directory(SUTURE_INSTALLED_DISTRO_SUPPORT_DIR)) {
+        return SUTURE_INSTALLED_DISTRO_SUPPORT_DIR;
+    }
+    return SUTURE_SOURCE_DISTRO_SUPPORT_DIR;
+}
+
+std::string hex_address(std::uint64_t address) {
+    char text[24];
+    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(address));
+    return text;
+}
+
+nlohmann::json package_to_json(const std::optional<KnownBuild>& package) {
+    if (!package) {
+        return nullptr;
+    }
+    return {
+        {"name", package->package},
+        {"version", package->version},
+        {"source", package->source},
+        {"distribution", package->distribution},
+        {"architecture", package->architecture},
+        {"suites", package->suites},
+    };
+}
+
+template <typename T>
+nlohmann::json optional_to_json(const std::optional<T>& value) {
+    return value ? nlohmann::json(*value) : nlohmann::json(nullptr);
+}
+
+}  // namespace
+
+Result<Engine> Engine::open(const EngineOptions& options) {
+    std::string directory =
+        options.distro_support_dir.empty() ? default_distro_support_dir() : options.distro_support_dir;
+    auto index = BuildIndex::load_directory(directory);
+    if (!index) {
+        return tl::unexpected(with_context(index.error(), "build index"));
+    }
+    return Engine(std::make_unique<BuildIndex>(std::move(*index)));
+}
+
+ScanReport Engine::status(const std::vector<int>& pids) {
+    if (pids.empty()) {
+        return scanner_->scan_all();
+    }
+    ScanReport scan;
+    for (int pid : pids) {
+        auto report = scanner_->scan_process(pid);
+        if (!report) {
+            scan.unreadable.push_back(UnreadableProcess{pid, "", report.error()});
+            continue;
+        }
+        ++scan.processes_examined;
+        scan.processes.push_back(std::move(*report));
+    }
+    return scan;
+}
+
+std::optional<std::string> openssl_version_number(const std::string& version_text) {
+    constexpr std::string_view prefix = "OpenSSL ";
+    if (!version_text.starts_with(prefix)) {
+        return std::nullopt;
+    }
+    std::size_t end = version_text.find(' ', prefix.size());
+    std::string number = version_text.substr(prefix.size(), end - prefix.size());
+    if (number.empty()) {
+        return std::nullopt;
+    }
+    return number;
+}
+
+std::string error_code_name(ErrorCode code) {
+    switch (code) {
+        case ErrorCode::io: return "io";
+        case ErrorCode::not_found: return "not_found";
+        case ErrorCode::permission_denied: return "permission_denied";
+        case ErrorCode::bad_format: return "bad_format";
+        case ErrorCode::unsupported: return "unsupported";
+        case ErrorCode::invalid_argument: return "invalid_argument";
+    }
+    return "unknown";
+}
+
+nlohmann::json status_to_json(const ScanReport& report) {
+    nlohmann::json processes = nlohmann::json::array();
+    std::size_t with_openssl = 0;
+    for (const ProcessReport& process : report.processes) {
+        nlohmann::json libraries = nlohmann::json::array();
+        for (const MappedLibrary& library : process.libraries) {
+            std::optional<std::string> version;
+            if (library.version_text) {
+                version = openssl_version_number(*library.version_text);
+            }
+            libraries.push_back({
+                {"soname", library.soname},
+                {"path", library.path},
+                {"build_id", library.build_id},
+                {"version", optional_to_json(version)},
+                {"version_text", optional_to_json(library.version_text)},
+                {"package", package_to_json(library.package)},
+                {"deleted", library.deleted},
+                {"replaced", library.replaced},
+                {"on_disk_build_id", optional_to_json(library.on_disk_build_id)},
+                {"base_address", hex_address(library.base_address)},
+            });
+        }
+        nlohmann::json errors = nlohmann::json::array();
+        for (const Error& error : process.errors) {
+            errors.push_back({{"reason", error_code_name(error.code)}, {"message", error.message}});
+        }
+        with_openssl += process.libraries.empty() ? 0 : 1;
+        processes.push_back({
+            {"pid", process.info.pid},
+            {"comm", process.info.comm},
+            {"start_time", process.info.start_time},
+            {"other_mount_namespace", process.other_mount_namespace},
+            {"libraries", std::move(libraries)},
+            {"errors", std::move(errors)},
+        });
+    }
+    nlohmann::json unreadable = nlohmann::json::array();
+    for (const UnreadableProcess& process : report.unreadable) {
+        unreadable.push_back({
+            {"pid", process.pid},
+            {"comm", process.comm},
+            {"reason", error_code_name(process.error.code)},
+            {"message", process.error.message},
+        });
+    }
+    return {
+        {"format", "suture-status"},
+        {"format_version", 1},
+        {"suture_version", SUTURE_VERSION},
+        {"summary",
+         {
+             {"processes_examined", report.processes_examined},
+             {"processes_with_openssl", with_openssl},
+             {"processes_vanished", report.processes_vanished},
+             {"processes_unreadable", report.unreadable.size()},
+         }},
+        {"processes", std::move(processes)},
+        {"unreadable", std::move(unreadable)},
+    };
+}
+
+}  // namespace suture

@@ -1,0 +1,52 @@
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "base/Error.h"
+#include "distro/BuildIndex.h"
+#include "scan/Scanner.h"
+
+namespace suture {
+
+struct EngineOptions {
+    // Directory holding <distribution>/builds.json; empty means the installed
+    // copy, or the source tree's when running from a build directory.
+    std::string distro_support_dir;
+};
+
+// The one API the CLI (and later the daemon) calls. It owns the build index
+// and the scanner with its cache, so a long-lived caller scans warm.
+class Engine {
+public:
+    static Result<Engine> open(const EngineOptions& options);
+
+    // Scans every process, or only `pids` when not empty (a PID that does not
+    // exist is reported as unreadable with reason not_found).
+    ScanReport status(const std::vector<int>& pids = {});
+
+    const BuildIndex& build_index() const { return *index_; }
+
+private:
+    explicit Engine(std::unique_ptr<BuildIndex> index)
+        : index_(std::move(index)), scanner_(std::make_unique<Scanner>(*index_)) {}
+
+    std::unique_ptr<BuildIndex> index_;  // heap: the scanner keeps a reference
+    std::unique_ptr<Scanner> scanner_;
+};
+
+// "3.0.20" out of "OpenSSL 3.0.20 16 Jan 2026" (or "1.1.1w" out of
+// "OpenSSL 1.1.1w  11 Sep 2023"); nullopt when the text has no version.
+std::optional<std::string> openssl_version_number(const std::string& version_text);
+
+// The `suture status --json` document (docs/formats.md, "Status document").
+nlohmann::json status_to_json(const ScanReport& report);
+
+// Name of an ErrorCode as it appears in JSON ("permission_denied").
+std::string error_code_name(ErrorCode code);
+
+}  // namespace suture

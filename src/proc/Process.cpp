@@ -1,0 +1,95 @@
+#include "proc/Process.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <charconv>
+#include <memory>
+
+#include "base/Files.h"
+
+namespace suture {
+
+namespace {
+
+std::uint64_t namespace_inode(const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+}  // namespace
+
+Result<std::vector<int>> list_process_ids() {
+    std::unique_ptr<DIR, int (*)(DIR*)> proc(::opendir("/proc"), ::closedir);
+    if (!proc) {
+        return fail_errno("/proc", errno);
+    }
+    std::vector<int> pids;
+    while (const dirent* entry = ::readdir(proc.get())) {
+        int pid = 0;
+        std::string_view name(entry->d_name);
+        auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), pid);
+        if (ec == std::errc{} && end == name.data() + name.size() && pid > 0) {
+            pids.push_back(pid);
+        }
+    }
+    std::sort(pids.begin(), pids.end());
+    return pids;
+}
+
+Result<std::uint64_t> parse_start_time(std::string_view stat_text) {
+    std::size_t close = stat_text.rfind(')');
+    if (close == std::string_view::npos) {
+        return fail(ErrorCode::bad_format, "stat: no ')' after comm");
+    }
+    std::string_view rest = stat_text.substr(close + 1);
+    // After ')' come fields 3, 4, …; the start time is field 22.
+    for (int field = 3; field < 22; ++field) {
+        std::size_t space = rest.find(' ', 1);
+        if (space == std::string_view::npos) {
+            return fail(ErrorCode::bad_format, "stat: fewer than 22 fields");
+        }
+        rest.remove_prefix(space);
+    }
+    while (!rest.empty() && rest.front() == ' ') {
+        rest.remove_prefix(1);
+    }
+    std::uint64_t start_time = 0;
+    auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), start_time);
+    if (ec != std::errc{} || end == rest.data()) {
+        return fail(ErrorCode::bad_format, "stat: field 22 is not a number");
+    }
+    return start_time;
+}
+
+Result<ProcessInfo> read_process_info(int pid) {
+    std::string dir = "/proc/" + std::to_string(pid);
+    std::string subject = "pid " + std::to_string(pid);
+    ProcessInfo info;
+    info.pid = pid;
+
+    auto stat_text = read_file(dir + "/stat");
+    if (!stat_text) {
+        return tl::unexpected(with_context(stat_text.error(), subject));
+    }
+    auto start_time = parse_start_time(*stat_text);
+    if (!start_time) {
+        return tl::unexpected(with_context(start_time.error(), subject));
+    }
+    info.start_time = *start_time;
+
+    // The comm field sits between the first '(' and the last ')'; reading it
+    // here rather than from /proc/PID/comm saves one read per process.
+    std::size_t open = stat_text->find('(');
+    std::size_t close = stat_text->rfind(')');
+    if (open != std::string::npos && close > open) {
+        info.comm = stat_text->substr(open + 1, close - open - 1);
+    }
+    info.mount_namespace = namespace_inode(dir + "/ns/mnt");
+    return info;
+}
+
+std::uint64_t own_mount_namespace() { return namespace_inode("/proc/self/ns/mnt"); }
+
+}  // namespace suture

@@ -1,0 +1,244 @@
+#include "scan/Scanner.h"
+
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "base/Files.h"
+#include "elf/ElfFile.h"
+
+namespace suture {
+
+namespace {
+
+Scanner::FileKey key_of(const struct stat& st) {
+    return Scanner::FileKey{st.st_dev, st.st_ino, st.st_size,
+                            st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec};
+}
+
+bool same_inode_as_mapping(const struct stat& st, const Mapping& mapping) {
+    return major(st.st_dev) == mapping.dev_major && minor(st.st_dev) == mapping.dev_minor &&
+           st.st_ino == mapping.inode;
+}
+
+// One file as mapped by one process: all its mappings collapsed.
+struct MappedFileSummary {
+    const Mapping* first = nullptr;  // any mapping of the file, for map_files
+    std::uint64_t base_address = 0;  // start of the mapping at file offset 0
+    bool executable = false;
+};
+
+// Groups the file-backed mappings by file. Only files with an executable
+// mapping can be a loaded library's code; data files (locale archives, fonts)
+// are skipped without being opened.
+std::vector<MappedFileSummary> loaded_code_files(const std::vector<Mapping>& mappings) {
+    std::vector<MappedFileSummary> files;
+    for (const Mapping& mapping : mappings) {
+        if (!mapping.is_file()) {
+            continue;
+        }
+        MappedFileSummary* summary = nullptr;
+        for (auto& file : files) {
+            if (file.first->inode == mapping.inode && file.first->dev_major == mapping.dev_major &&
+                file.first->dev_minor == mapping.dev_minor && file.first->path == mapping.path) {
+                summary = &file;
+                break;
+            }
+        }
+        if (summary == nullptr) {
+            files.push_back(MappedFileSummary{&mapping, mapping.start, false});
+            summary = &files.back();
+        }
+        if (mapping.offset == 0 && mapping.start < summary->base_address) {
+            summary->base_address = mapping.start;
+        }
+        summary->executable = summary->executable || mapping.executable;
+    }
+    std::erase_if(files, [](const MappedFileSummary& file) { return !file.executable; });
+    return files;
+}
+
+std::string proc_path(int pid, std::string_view tail) {
+    std::string path = "/proc/" + std::to_string(pid);
+    path += tail;
+    return path;
+}
+
+}  // namespace
+
+bool is_openssl_soname(std::string_view soname) {
+    for (std::string_view prefix : {"libssl.so.", "libcrypto.so."}) {
+        if (soname.starts_with(prefix) && soname.size() > prefix.size()) {
+            std::string_view rest = soname.substr(prefix.size());
+            return rest.find_first_not_of("0123456789.") == std::string_view::npos &&
+                   rest.front() != '.';
+        }
+    }
+    return false;
+}
+
+std::size_t Scanner::FileKeyHash::operator()(const FileKey& key) const {
+    std::size_t hash = std::hash<std::uint64_t>{}(key.ino);
+    for (std::uint64_t part : {static_cast<std::uint64_t>(key.dev),
+                               static_cast<std::uint64_t>(key.size),
+                               static_cast<std::uint64_t>(key.mtime_ns)}) {
+        hash ^= std::hash<std::uint64_t>{}(part) + 0x9e3779b97f4a7c15ULL + (hash << 6) + (hash >> 2);
+    }
+    return hash;
+}
+
+Scanner::Scanner(const BuildIndex& index)
+    : index_(index), own_mount_namespace_(own_mount_namespace()) {}
+
+Result<const Scanner::FileIdentity*> Scanner::identify_file(const std::string& path,
+                                                            const FileKey& key) {
+    if (auto cached = cache_.find(key); cached != cache_.end()) {
+        ++statistics_.cache_hits;
+        return &cached->second;
+    }
+    auto fd = open_read_only(path);
+    if (!fd) {
+        return tl::unexpected(fd.error());
+    }
+    // Between the stat and the open the path may have been replaced: key the
+    // cache by what was actually opened.
+    struct stat st {};
+    if (::fstat(fd->get(), &st) != 0) {
+        return fail_errno(path + ": fstat", errno);
+    }
+    FileIdentity identity;
+    auto elf = ElfFile::open(*fd, path);
+    ++statistics_.files_identified;
+    if (elf && elf->is_shared_object()) {
+        auto soname = elf->soname();
+        if (!soname) {
+            return tl::unexpected(soname.error());
+        }
+        if (*soname && is_openssl_soname(**soname)) {
+            identity.is_openssl = true;
+            identity.soname = *soname;
+            auto build_id = elf->build_id();
+            if (!build_id) {
+                return tl::unexpected(build_id.error());
+            }
+            identity.build_id = std::move(*build_id);
+            identity.version_text = elf->openssl_version_text();
+        }
+    }
+    // A file that is not an ELF shared object is not OpenSSL: cached as such.
+    auto [entry, inserted] = cache_.insert_or_assign(key_of(st), std::move(identity));
+    return &entry->second;
+}
+
+Result<const Scanner::FileIdentity*> Scanner::identify_mapped_file(int pid, const Mapping& mapping,
+                                                                   FileKey& key) {
+    struct stat st {};
+    std::string via_map_files = proc_path(pid, "/map_files/" + mapping.map_files_name());
+    if (::stat(via_map_files.c_str(), &st) == 0) {
+        key = key_of(st);
+        return identify_file(via_map_files, key);
+    }
+    int map_files_errno = errno;
+    if (map_files_errno == ENOENT && ::access(proc_path(pid, "").c_str(), F_OK) != 0) {
+        return fail_errno("pid " + std::to_string(pid), ESRCH);
+    }
+    // Unprivileged: fall back to the path inside the process's root, but only
+    // if it is still the very inode mapped.
+    std::string via_root = proc_path(pid, "/root") + mapping.path;
+    if (!mapping.deleted && ::stat(via_root.c_str(), &st) == 0 && same_inode_as_mapping(st, mapping)) {
+        key = key_of(st);
+        return identify_file(via_root, key);
+    }
+    return fail_errno("pid " + std::to_string(pid) + ": " + mapping.path +
+                          (mapping.deleted ? " (deleted)" : "") + ": cannot open the mapped file",
+                      map_files_errno);
+}
+
+void Scanner::check_file_on_disk(int pid, const FileKey& mapped_key, MappedLibrary& library) {
+    std::string on_disk = proc_path(pid, "/root") + library.path;
+    struct stat st {};
+    if (::stat(on_disk.c_str(), &st) != 0) {
+        return;  // nothing at that path any more: `deleted` already says it
+    }
+    if (st.st_dev == mapped_key.dev && st.st_ino == mapped_key.ino) {
+        return;
+    }
+    library.replaced = true;
+    if (auto identity = identify_file(on_disk, key_of(st)); identity && (*identity)->is_openssl) {
+        library.on_disk_build_id = (*identity)->build_id;
+    }
+}
+
+Result<ProcessReport> Scanner::scan_process(int pid) {
+    auto info = read_process_info(pid);
+    if (!info) {
+        return tl::unexpected(info.error());
+    }
+    auto mappings = read_process_maps(pid);
+    if (!mappings) {
+        return tl::unexpected(mappings.error());
+    }
+    ProcessReport report;
+    report.info = std::move(*info);
+    report.other_mount_namespace = report.info.mount_namespace != 0 &&
+                                   report.info.mount_namespace != own_mount_namespace_;
+    for (const MappedFileSummary& file : loaded_code_files(*mappings)) {
+        FileKey key;
+        auto identity = identify_mapped_file(pid, *file.first, key);
+        if (!identity) {
+            if (identity.error().code == ErrorCode::not_found &&
+                ::access(proc_path(pid, "").c_str(), F_OK) != 0) {
+                return tl::unexpected(identity.error());  // the process exited
+            }
+            report.errors.push_back(identity.error());
+            continue;
+        }
+        if (!(*identity)->is_openssl) {
+            continue;
+        }
+        MappedLibrary library;
+        library.soname = *(*identity)->soname;
+        library.path = file.first->path;
+        library.build_id = (*identity)->build_id;
+        library.version_text = (*identity)->version_text;
+        library.base_address = file.base_address;
+        library.deleted = file.first->deleted;
+        if (const KnownBuild* known = index_.find(library.build_id)) {
+            library.package = *known;
+        }
+        check_file_on_disk(pid, key, library);
+        report.libraries.push_back(std::move(library));
+    }
+    return report;
+}
+
+ScanReport Scanner::scan_all() {
+    ScanReport scan;
+    auto pids = list_process_ids();
+    if (!pids) {
+        scan.unreadable.push_back(UnreadableProcess{0, "", pids.error()});
+        return scan;
+    }
+    for (int pid : *pids) {
+        auto report = scan_process(pid);
+        if (!report) {
+            if (report.error().code == ErrorCode::not_found) {
+                ++scan.processes_vanished;
+                continue;
+            }
+            UnreadableProcess unreadable{pid, "", report.error()};
+            if (auto comm = read_file(proc_path(pid, "/comm"))) {
+                unreadable.comm = comm->substr(0, comm->find('\n'));
+            }
+            scan.unreadable.push_back(std::move(unreadable));
+            continue;
+        }
+        ++scan.processes_examined;
+        if (!report->libraries.empty() || !report->errors.empty()) {
+            scan.processes.push_back(std::move(*report));
+        }
+    }
+    return scan;
+}
+
+}  // namespace suture

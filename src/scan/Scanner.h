@@ -1,0 +1,121 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <ctime>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "base/Error.h"
+#include "distro/BuildIndex.h"
+#include "proc/Process.h"
+#include "proc/ProcessMaps.h"
+
+namespace suture {
+
+// One libssl or libcrypto as one process maps it.
+struct MappedLibrary {
+    std::string soname;          // DT_SONAME of the mapped file, e.g. "libcrypto.so.3"
+    std::string path;            // as the process sees it (inside its own root)
+    std::string build_id;        // GNU build ID of the mapped file itself
+    std::optional<std::string> version_text;  // "OpenSSL 3.0.20 16 Jan 2026"; libssl has none
+    std::uint64_t base_address = 0;
+    bool deleted = false;   // the mapped file has been unlinked
+    bool replaced = false;  // the path now names a different file than the one mapped
+    std::optional<std::string> on_disk_build_id;  // of the file now at `path`, when replaced
+    std::optional<KnownBuild> package;            // from the build index; nullopt if unknown
+};
+
+struct ProcessReport {
+    ProcessInfo info;
+    bool other_mount_namespace = false;  // runs in a container or unshare'd chroot
+    std::vector<MappedLibrary> libraries;
+    // Files this process maps that could not be read, so could not be ruled
+    // out as OpenSSL: the report for this process is incomplete.
+    std::vector<Error> errors;
+};
+
+struct UnreadableProcess {
+    int pid = 0;
+    std::string comm;  // empty if even that was unreadable
+    Error error;
+};
+
+struct ScanReport {
+    std::vector<ProcessReport> processes;  // those mapping OpenSSL, or with errors
+    std::vector<UnreadableProcess> unreadable;
+    std::size_t processes_examined = 0;  // whose maps were read
+    std::size_t processes_vanished = 0;  // exited during the scan: not an error
+};
+
+struct ScanStatistics {
+    std::size_t files_identified = 0;  // cache misses: ELF files opened and parsed
+    std::size_t cache_hits = 0;
+};
+
+// Finds every mapped libssl/libcrypto by reading /proc, without ptrace and
+// without stopping anyone. Keeps a cache of what each file is, keyed by
+// (device, inode, size, mtime), so a repeated scan rereads no file.
+//
+// How a mapped file is read, in order of preference:
+//  1. /proc/PID/map_files/START-END: the very inode mapped, deleted or not,
+//     in any mount namespace. Following these links needs CAP_SYS_ADMIN (or
+//     CAP_CHECKPOINT_RESTORE).
+//  2. /proc/PID/root/PATH, accepted only if its device and inode equal those
+//     the maps line gives: works for an unprivileged caller's own processes.
+class Scanner {
+public:
+    explicit Scanner(const BuildIndex& index);
+
+    // Scans every process. Never fails as a whole: per-process problems are
+    // in the report.
+    ScanReport scan_all();
+
+    // Scans one process. Error not_found if it does not exist (or exited),
+    // permission_denied if its maps cannot be read.
+    Result<ProcessReport> scan_process(int pid);
+
+    const ScanStatistics& statistics() const { return statistics_; }
+
+    // Cache key: the same key means the same file contents.
+    struct FileKey {
+        dev_t dev = 0;
+        ino_t ino = 0;
+        off_t size = 0;
+        std::int64_t mtime_ns = 0;
+        bool operator==(const FileKey&) const = default;
+    };
+
+private:
+    // What a file is; independent of which process maps it.
+    struct FileIdentity {
+        std::optional<std::string> soname;  // only kept for OpenSSL libraries
+        bool is_openssl = false;
+        std::string build_id;
+        std::optional<std::string> version_text;
+    };
+    struct FileKeyHash {
+        std::size_t operator()(const FileKey& key) const;
+    };
+
+    // Identifies the file of `mapping` in process `pid`; fills `key` with the
+    // file's identity so the caller can compare it with the file on disk.
+    Result<const FileIdentity*> identify_mapped_file(int pid, const Mapping& mapping,
+                                                     FileKey& key);
+    // Identifies the file at `path` (which the caller has stat'ed as `key`).
+    Result<const FileIdentity*> identify_file(const std::string& path, const FileKey& key);
+    void check_file_on_disk(int pid, const FileKey& mapped_key, MappedLibrary& library);
+
+    const BuildIndex& index_;
+    std::uint64_t own_mount_namespace_;
+    std::unordered_map<FileKey, FileIdentity, FileKeyHash> cache_;
+    ScanStatistics statistics_;
+};
+
+// Does this DT_SONAME name an OpenSSL library (libssl.so.N…, libcrypto.so.N…)?
+bool is_openssl_soname(std::string_view soname);
+
+}  // namespace suture
