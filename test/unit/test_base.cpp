@@ -1,0 +1,101 @@
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include <catch2/catch.hpp>
+
+#include "base/Error.h"
+#include "base/Files.h"
+#include "base/MappedFile.h"
+#include "base/UniqueFD.h"
+
+using namespace suture;
+
+namespace {
+
+bool is_open(int fd) { return ::fcntl(fd, F_GETFD) != -1; }
+
+std::string temporary_file_with(const std::string& contents) {
+    char path[] = "/tmp/suture-test-XXXXXX";
+    int fd = ::mkstemp(path);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size()));
+    ::close(fd);
+    return path;
+}
+
+}  // namespace
+
+TEST_CASE("a UniqueFD closes its descriptor when it goes out of scope") {
+    int raw = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    REQUIRE(is_open(raw));
+    { UniqueFD fd(raw); }
+    CHECK_FALSE(is_open(raw));
+}
+
+TEST_CASE("a released UniqueFD leaves the descriptor open for its new owner") {
+    UniqueFD fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    int raw = fd.release();
+    CHECK_FALSE(fd.is_valid());
+    CHECK(is_open(raw));
+    ::close(raw);
+}
+
+TEST_CASE("moving a UniqueFD transfers ownership exactly once") {
+    UniqueFD first(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    int raw = first.get();
+    UniqueFD second(std::move(first));
+    CHECK_FALSE(first.is_valid());
+    CHECK(second.get() == raw);
+    UniqueFD third;
+    third = std::move(second);
+    CHECK(third.get() == raw);
+    CHECK(is_open(raw));
+}
+
+TEST_CASE("a MappedFile shows the file's bytes and an empty file maps as empty") {
+    std::string path = temporary_file_with("hello, suture");
+    auto fd = open_read_only(path);
+    REQUIRE(fd);
+    auto mapping = MappedFile::map(*fd, path);
+    REQUIRE(mapping);
+    auto bytes = mapping->bytes();
+    CHECK(std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()) == "hello, suture");
+    ::unlink(path.c_str());
+
+    std::string empty = temporary_file_with("");
+    auto empty_fd = open_read_only(empty);
+    REQUIRE(empty_fd);
+    auto empty_mapping = MappedFile::map(*empty_fd, empty);
+    REQUIRE(empty_mapping);
+    CHECK(empty_mapping->bytes().empty());
+    ::unlink(empty.c_str());
+}
+
+TEST_CASE("errors from system calls name their subject, then the reason, and keep errno") {
+    auto fd = open_read_only("/nonexistent/suture");
+    REQUIRE_FALSE(fd);
+    CHECK(fd.error().code == ErrorCode::not_found);
+    CHECK(fd.error().errno_value == ENOENT);
+    CHECK(fd.error().message == "/nonexistent/suture: No such file or directory");
+
+    CHECK(fail_errno("pid 1: maps", EACCES).value().code == ErrorCode::permission_denied);
+    CHECK(fail_errno("pid 1: maps", EPERM).value().code == ErrorCode::permission_denied);
+    CHECK(fail_errno("pid 1", ESRCH).value().code == ErrorCode::not_found);
+    CHECK(fail_errno("x", EIO).value().code == ErrorCode::io);
+    CHECK(with_context(Error{ErrorCode::io, "read", 0}, "pid 7").message == "pid 7: read");
+}
+
+TEST_CASE("read_file reads a whole file and to_hex spells bytes in lowercase") {
+    std::string path = temporary_file_with(std::string(40000, 'x') + "end");
+    auto text = read_file(path);
+    REQUIRE(text);
+    CHECK(text->size() == 40003);
+    CHECK(text->ends_with("end"));
+    ::unlink(path.c_str());
+
+    const unsigned char bytes[] = {0x00, 0x7d, 0x90, 0xff};
+    CHECK(to_hex(bytes, sizeof bytes) == "007d90ff");
+}
