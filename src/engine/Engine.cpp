@@ -129,6 +129,7 @@ nlohmann::json status_to_json(const ScanReport& report) {
             {"comm", process.info.comm},
             {"start_time", process.info.start_time},
             {"other_mount_namespace", process.other_mount_namespace},
+            {"root", process.root},
             {"libraries", std::move(libraries)},
             {"errors", std::move(errors)},
         });

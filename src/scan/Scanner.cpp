@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <climits>
 #include <unistd.h>
 
 #include "base/Files.h"
@@ -56,6 +57,18 @@ std::vector<MappedFileSummary> loaded_code_files(const std::vector<Mapping>& map
     }
     std::erase_if(files, [](const MappedFileSummary& file) { return !file.executable; });
     return files;
+}
+
+// The kernel prints a maps path relative to the *reader's* root, so for a
+// chroot'ed process we see "/srv/rootfs/usr/lib/…/libssl.so.3". Strip the
+// process's root to get the path it uses itself. (A process in another mount
+// namespace whose root is not under ours already shows its own path.)
+std::string path_in_process(const std::string& maps_path, const std::string& process_root) {
+    if (process_root.size() > 1 && maps_path.size() > process_root.size() &&
+        maps_path.starts_with(process_root) && maps_path[process_root.size()] == '/') {
+        return maps_path.substr(process_root.size());
+    }
+    return maps_path;
 }
 
 std::string proc_path(int pid, std::string_view tail) {
@@ -131,6 +144,7 @@ Result<const Scanner::FileIdentity*> Scanner::identify_file(const std::string& p
 }
 
 Result<const Scanner::FileIdentity*> Scanner::identify_mapped_file(int pid, const Mapping& mapping,
+                                                                   const std::string& path,
                                                                    FileKey& key) {
     struct stat st {};
     std::string via_map_files = proc_path(pid, "/map_files/" + mapping.map_files_name());
@@ -144,12 +158,12 @@ Result<const Scanner::FileIdentity*> Scanner::identify_mapped_file(int pid, cons
     }
     // Unprivileged: fall back to the path inside the process's root, but only
     // if it is still the very inode mapped.
-    std::string via_root = proc_path(pid, "/root") + mapping.path;
+    std::string via_root = proc_path(pid, "/root") + path;
     if (!mapping.deleted && ::stat(via_root.c_str(), &st) == 0 && same_inode_as_mapping(st, mapping)) {
         key = key_of(st);
         return identify_file(via_root, key);
     }
-    return fail_errno("pid " + std::to_string(pid) + ": " + mapping.path +
+    return fail_errno("pid " + std::to_string(pid) + ": " + path +
                           (mapping.deleted ? " (deleted)" : "") + ": cannot open the mapped file",
                       map_files_errno);
 }
@@ -182,9 +196,13 @@ Result<ProcessReport> Scanner::scan_process(int pid) {
     report.info = std::move(*info);
     report.other_mount_namespace = report.info.mount_namespace != 0 &&
                                    report.info.mount_namespace != own_mount_namespace_;
+    char root[PATH_MAX];
+    ssize_t root_length = ::readlink(proc_path(pid, "/root").c_str(), root, sizeof root - 1);
+    report.root = root_length > 0 ? std::string(root, static_cast<std::size_t>(root_length)) : "";
     for (const MappedFileSummary& file : loaded_code_files(*mappings)) {
         FileKey key;
-        auto identity = identify_mapped_file(pid, *file.first, key);
+        std::string path = path_in_process(file.first->path, report.root);
+        auto identity = identify_mapped_file(pid, *file.first, path, key);
         if (!identity) {
             if (identity.error().code == ErrorCode::not_found &&
                 ::access(proc_path(pid, "").c_str(), F_OK) != 0) {
@@ -198,7 +216,7 @@ Result<ProcessReport> Scanner::scan_process(int pid) {
         }
         MappedLibrary library;
         library.soname = *(*identity)->soname;
-        library.path = file.first->path;
+        library.path = std::move(path);
         library.build_id = (*identity)->build_id;
         library.version_text = (*identity)->version_text;
         library.base_address = file.base_address;

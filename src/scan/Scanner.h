@@ -32,6 +32,7 @@ struct MappedLibrary {
 struct ProcessReport {
     ProcessInfo info;
     bool other_mount_namespace = false;  // runs in a container or unshare'd chroot
+    std::string root;  // its root directory as we see it ("/" unless chroot'ed); empty if unreadable
     std::vector<MappedLibrary> libraries;
     // Files this process maps that could not be read, so could not be ruled
     // out as OpenSSL: the report for this process is incomplete.
@@ -103,8 +104,9 @@ private:
 
     // Identifies the file of `mapping` in process `pid`; fills `key` with the
     // file's identity so the caller can compare it with the file on disk.
+    // `path` is the mapping's path as the process itself sees it.
     Result<const FileIdentity*> identify_mapped_file(int pid, const Mapping& mapping,
-                                                     FileKey& key);
+                                                     const std::string& path, FileKey& key);
     // Identifies the file at `path` (which the caller has stat'ed as `key`).
     Result<const FileIdentity*> identify_file(const std::string& path, const FileKey& key);
     void check_file_on_disk(int pid, const FileKey& mapped_key, MappedLibrary& library);
