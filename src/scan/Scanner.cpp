@@ -100,6 +100,11 @@ std::size_t Scanner::FileKeyHash::operator()(const FileKey& key) const {
     return hash;
 }
 
+std::size_t Scanner::MappedFileKeyHash::operator()(const MappedFileKey& key) const {
+    return std::hash<std::uint64_t>{}(key.inode) ^
+           (std::hash<std::uint64_t>{}((std::uint64_t{key.dev_major} << 32) | key.dev_minor) << 1);
+}
+
 Scanner::Scanner(const BuildIndex& index)
     : index_(index), own_mount_namespace_(own_mount_namespace()) {}
 
@@ -143,47 +148,75 @@ Result<const Scanner::FileIdentity*> Scanner::identify_file(const std::string& p
     return &entry->second;
 }
 
-Result<const Scanner::FileIdentity*> Scanner::identify_mapped_file(int pid, const Mapping& mapping,
-                                                                   const std::string& path,
-                                                                   FileKey& key) {
+Result<Scanner::MappedFileSeen> Scanner::identify_mapped_file(int pid, const Mapping& mapping,
+                                                              const std::string& path,
+                                                              ScanMemo& memo) {
+    MappedFileKey memo_key{mapping.dev_major, mapping.dev_minor, mapping.inode};
+    if (auto seen = memo.mapped_files.find(memo_key); seen != memo.mapped_files.end()) {
+        return seen->second;
+    }
     struct stat st {};
+    Result<const FileIdentity*> identity;
     std::string via_map_files = proc_path(pid, "/map_files/" + mapping.map_files_name());
-    if (::stat(via_map_files.c_str(), &st) == 0) {
-        key = key_of(st);
-        return identify_file(via_map_files, key);
-    }
-    int map_files_errno = errno;
-    if (map_files_errno == ENOENT && ::access(proc_path(pid, "").c_str(), F_OK) != 0) {
-        return fail_errno("pid " + std::to_string(pid), ESRCH);
-    }
-    // Unprivileged: fall back to the path inside the process's root, but only
-    // if it is still the very inode mapped.
     std::string via_root = proc_path(pid, "/root") + path;
-    if (!mapping.deleted && ::stat(via_root.c_str(), &st) == 0 && same_inode_as_mapping(st, mapping)) {
-        key = key_of(st);
-        return identify_file(via_root, key);
+    if (::stat(via_map_files.c_str(), &st) == 0) {
+        identity = identify_file(via_map_files, key_of(st));
+    } else if (int map_files_errno = errno;
+               map_files_errno == ENOENT && ::access(proc_path(pid, "").c_str(), F_OK) != 0) {
+        return fail_errno("pid " + std::to_string(pid), ESRCH);
+    } else if (!mapping.deleted && ::stat(via_root.c_str(), &st) == 0 &&
+               same_inode_as_mapping(st, mapping)) {
+        // Unprivileged: the path inside the process's root, but only if it is
+        // still the very inode mapped.
+        identity = identify_file(via_root, key_of(st));
+    } else {
+        return fail_errno("pid " + std::to_string(pid) + ": " + path +
+                              (mapping.deleted ? " (deleted)" : "") +
+                              ": cannot open the mapped file",
+                          map_files_errno);
     }
-    return fail_errno("pid " + std::to_string(pid) + ": " + path +
-                          (mapping.deleted ? " (deleted)" : "") + ": cannot open the mapped file",
-                      map_files_errno);
+    if (!identity) {
+        return tl::unexpected(identity.error());
+    }
+    MappedFileSeen seen{key_of(st), *identity};
+    memo.mapped_files.emplace(memo_key, seen);
+    return seen;
 }
 
-void Scanner::check_file_on_disk(int pid, const FileKey& mapped_key, MappedLibrary& library) {
-    std::string on_disk = proc_path(pid, "/root") + library.path;
-    struct stat st {};
-    if (::stat(on_disk.c_str(), &st) != 0) {
+void Scanner::check_file_on_disk(int pid, const std::string& process_root,
+                                 const FileKey& mapped_key, MappedLibrary& library,
+                                 ScanMemo& memo) {
+    // Memoised by the host's view of the path: "/proc/PID/root" differs per
+    // process, but processes sharing a root see the same file.
+    std::string root_link = proc_path(pid, "/root");
+    std::string host_path = (process_root.size() > 1 ? process_root : "") + library.path;
+    auto [entry, inserted] = memo.on_disk.try_emplace(host_path);
+    if (inserted) {
+        struct stat st {};
+        if (::stat((root_link + library.path).c_str(), &st) == 0) {
+            entry->second = key_of(st);
+        }
+    }
+    const std::optional<FileKey>& on_disk = entry->second;
+    if (!on_disk) {
         return;  // nothing at that path any more: `deleted` already says it
     }
-    if (st.st_dev == mapped_key.dev && st.st_ino == mapped_key.ino) {
+    if (on_disk->dev == mapped_key.dev && on_disk->ino == mapped_key.ino) {
         return;
     }
     library.replaced = true;
-    if (auto identity = identify_file(on_disk, key_of(st)); identity && (*identity)->is_openssl) {
+    if (auto identity = identify_file(root_link + library.path, *on_disk);
+        identity && (*identity)->is_openssl) {
         library.on_disk_build_id = (*identity)->build_id;
     }
 }
 
 Result<ProcessReport> Scanner::scan_process(int pid) {
+    ScanMemo memo;
+    return scan_process(pid, memo);
+}
+
+Result<ProcessReport> Scanner::scan_process(int pid, ScanMemo& memo) {
     auto info = read_process_info(pid);
     if (!info) {
         return tl::unexpected(info.error());
@@ -200,31 +233,31 @@ Result<ProcessReport> Scanner::scan_process(int pid) {
     ssize_t root_length = ::readlink(proc_path(pid, "/root").c_str(), root, sizeof root - 1);
     report.root = root_length > 0 ? std::string(root, static_cast<std::size_t>(root_length)) : "";
     for (const MappedFileSummary& file : loaded_code_files(*mappings)) {
-        FileKey key;
         std::string path = path_in_process(file.first->path, report.root);
-        auto identity = identify_mapped_file(pid, *file.first, path, key);
-        if (!identity) {
-            if (identity.error().code == ErrorCode::not_found &&
+        auto seen = identify_mapped_file(pid, *file.first, path, memo);
+        if (!seen) {
+            if (seen.error().code == ErrorCode::not_found &&
                 ::access(proc_path(pid, "").c_str(), F_OK) != 0) {
-                return tl::unexpected(identity.error());  // the process exited
+                return tl::unexpected(seen.error());  // the process exited
             }
-            report.errors.push_back(identity.error());
+            report.errors.push_back(seen.error());
             continue;
         }
-        if (!(*identity)->is_openssl) {
+        const FileIdentity* identity = seen->identity;
+        if (!identity->is_openssl) {
             continue;
         }
         MappedLibrary library;
-        library.soname = *(*identity)->soname;
+        library.soname = *identity->soname;
         library.path = std::move(path);
-        library.build_id = (*identity)->build_id;
-        library.version_text = (*identity)->version_text;
+        library.build_id = identity->build_id;
+        library.version_text = identity->version_text;
         library.base_address = file.base_address;
         library.deleted = file.first->deleted;
         if (const KnownBuild* known = index_.find(library.build_id)) {
             library.package = *known;
         }
-        check_file_on_disk(pid, key, library);
+        check_file_on_disk(pid, report.root, seen->key, library, memo);
         report.libraries.push_back(std::move(library));
     }
     return report;
@@ -237,8 +270,9 @@ ScanReport Scanner::scan_all() {
         scan.unreadable.push_back(UnreadableProcess{0, "", pids.error()});
         return scan;
     }
+    ScanMemo memo;
     for (int pid : *pids) {
-        auto report = scan_process(pid);
+        auto report = scan_process(pid, memo);
         if (!report) {
             if (report.error().code == ErrorCode::not_found) {
                 ++scan.processes_vanished;

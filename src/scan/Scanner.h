@@ -102,14 +102,38 @@ private:
         std::size_t operator()(const FileKey& key) const;
     };
 
-    // Identifies the file of `mapping` in process `pid`; fills `key` with the
-    // file's identity so the caller can compare it with the file on disk.
-    // `path` is the mapping's path as the process itself sees it.
-    Result<const FileIdentity*> identify_mapped_file(int pid, const Mapping& mapping,
-                                                     const std::string& path, FileKey& key);
+    // What one scan has already looked up. A scan is one snapshot: a file
+    // mapped by a thousand processes is stat'ed once, not a thousand times.
+    struct MappedFileKey {
+        unsigned dev_major;
+        unsigned dev_minor;
+        std::uint64_t inode;
+        bool operator==(const MappedFileKey&) const = default;
+    };
+    struct MappedFileKeyHash {
+        std::size_t operator()(const MappedFileKey& key) const;
+    };
+    struct MappedFileSeen {
+        FileKey key;
+        const FileIdentity* identity;  // points into cache_ (node-stable)
+    };
+    struct ScanMemo {
+        std::unordered_map<MappedFileKey, MappedFileSeen, MappedFileKeyHash> mapped_files;
+        std::unordered_map<std::string, std::optional<FileKey>> on_disk;  // by host path
+    };
+
+    Result<ProcessReport> scan_process(int pid, ScanMemo& memo);
+    // Identifies the file of `mapping` in process `pid`, whose own path for
+    // it is `path`. The result also gives the file's key, so the caller can
+    // compare it with the file on disk.
+    Result<MappedFileSeen> identify_mapped_file(int pid, const Mapping& mapping,
+                                                const std::string& path, ScanMemo& memo);
     // Identifies the file at `path` (which the caller has stat'ed as `key`).
     Result<const FileIdentity*> identify_file(const std::string& path, const FileKey& key);
-    void check_file_on_disk(int pid, const FileKey& mapped_key, MappedLibrary& library);
+    // Sets `replaced` (and `on_disk_build_id`) when the path now names
+    // another file than the one mapped.
+    void check_file_on_disk(int pid, const std::string& process_root, const FileKey& mapped_key,
+                            MappedLibrary& library, ScanMemo& memo);
 
     const BuildIndex& index_;
     std::uint64_t own_mount_namespace_;
