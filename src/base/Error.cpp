@@ -24,7 +24,8 @@ ErrorCode code_for_errno(int errno_value) {
 tl::unexpected<Error> fail_errno(std::string subject, int errno_value) {
     subject += ": ";
     subject += std::strerror(errno_value);
-    return tl::unexpected<Error>(Error{code_for_errno(errno_value), std::move(subject), errno_value});
+    return tl::unexpected<Error>(
+        Error{code_for_errno(errno_value), std::move(subject), errno_value});
 }
 
 Error with_context(Error error, const std::string& context) {

@@ -26,12 +26,24 @@ void write(Level message_level, const char* label, std::string_view message) {
 
 }  // namespace
 
-void set_level(Level level) { current_level.store(level, std::memory_order_relaxed); }
-Level level() { return current_level.load(std::memory_order_relaxed); }
+void set_level(Level level) {
+    current_level.store(level, std::memory_order_relaxed);
+}
+Level level() {
+    return current_level.load(std::memory_order_relaxed);
+}
 
-void error(std::string_view message) { write(Level::error, "error", message); }
-void warning(std::string_view message) { write(Level::warning, "warning", message); }
-void info(std::string_view message) { write(Level::info, "info", message); }
-void debug(std::string_view message) { write(Level::debug, "debug", message); }
+void error(std::string_view message) {
+    write(Level::error, "error", message);
+}
+void warning(std::string_view message) {
+    write(Level::warning, "warning", message);
+}
+void info(std::string_view message) {
+    write(Level::info, "info", message);
+}
+void debug(std::string_view message) {
+    write(Level::debug, "debug", message);
+}
 
 }  // namespace suture::log

@@ -15,8 +15,8 @@ Result<MappedFile> MappedFile::map(const UniqueFD& fd, const std::string& name) 
     if (st.st_size == 0) {
         return MappedFile(nullptr, 0);
     }
-    void* address = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_PRIVATE,
-                           fd.get(), 0);
+    void* address =
+        ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd.get(), 0);
     if (address == MAP_FAILED) {
         return fail_errno(name + ": mmap", errno);
     }
@@ -35,7 +35,9 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
     return *this;
 }
 
-MappedFile::~MappedFile() { unmap(); }
+MappedFile::~MappedFile() {
+    unmap();
+}
 
 void MappedFile::unmap() {
     if (address_ != nullptr) {

@@ -12,7 +12,7 @@ namespace suture {
 
 // A read-only private mapping of a whole file, unmapped on destruction.
 class MappedFile {
-public:
+  public:
     // Maps the file open on `fd` (which the caller keeps). `name` is only
     // used in error messages. An empty file gives an empty mapping.
     static Result<MappedFile> map(const UniqueFD& fd, const std::string& name);
@@ -27,7 +27,7 @@ public:
         return {static_cast<const std::byte*>(address_), size_};
     }
 
-private:
+  private:
     MappedFile(void* address, std::size_t size) : address_(address), size_(size) {}
     void unmap();
 

@@ -7,7 +7,7 @@ namespace suture {
 // Owns one file descriptor and closes it on destruction. No copies, no
 // implicit conversion to int: the owner is always visible.
 class UniqueFD {
-public:
+  public:
     UniqueFD() = default;
     explicit UniqueFD(int fd) : fd_(fd) {}
     UniqueFD(UniqueFD&& other) noexcept : fd_(other.release()) {}
@@ -28,7 +28,7 @@ public:
     // Closes the current descriptor (if any) and takes ownership of `fd`.
     void reset(int fd = -1);
 
-private:
+  private:
     int fd_ = -1;
 };
 

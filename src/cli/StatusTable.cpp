@@ -1,5 +1,7 @@
 #include "cli/StatusTable.h"
 
+#include <unistd.h>
+
 #include <map>
 #include <ostream>
 #include <set>
@@ -59,6 +61,10 @@ void print_process_list(std::ostream& out, const std::vector<ProcessRef>& proces
     out << "\n";
 }
 
+std::string count_of(std::size_t count, const char* singular, const char* plural) {
+    return std::to_string(count) + " " + (count == 1 ? singular : plural);
+}
+
 }  // namespace
 
 void print_status_table(std::ostream& out, const ScanReport& report, bool list_unreadable) {
@@ -113,17 +119,19 @@ void print_status_table(std::ostream& out, const ScanReport& report, bool list_u
         }
     }
 
-    out << "Examined " << report.processes_examined << " processes: " << processes_with_openssl
-        << " map OpenSSL, " << groups.size() << " distinct library builds";
+    out << "Examined " << count_of(report.processes_examined, "process", "processes") << ": "
+        << processes_with_openssl << " map OpenSSL, "
+        << count_of(groups.size(), "distinct library build", "distinct library builds");
     if (report.processes_vanished > 0) {
         out << ", " << report.processes_vanished << " exited during the scan";
     }
     out << ".\n";
     if (!report.unreadable.empty() || incomplete > 0) {
-        out << report.unreadable.size() << " processes could not be read and " << incomplete
-            << " only partly";
+        out << count_of(report.unreadable.size(), "process", "processes") << " could not be read, "
+            << incomplete << " only partly";
         if (!list_unreadable && !report.unreadable.empty()) {
-            out << " (--verbose lists them; run as root to see every process)";
+            out << " (--verbose lists them" << (::geteuid() == 0 ? "" : "; run as root to see all")
+                << ")";
         }
         out << ".\n";
     }

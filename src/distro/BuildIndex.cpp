@@ -33,9 +33,9 @@ Result<void> BuildIndex::add_document(std::string_view json_text, const std::str
             return fail(ErrorCode::bad_format, name + ": not a suture build index");
         }
         if (document.at("format_version").get<int>() != supported_format_version) {
-            return fail(ErrorCode::unsupported,
-                        name + ": build index format_version " +
-                            document.at("format_version").dump() + " is not supported");
+            return fail(ErrorCode::unsupported, name + ": build index format_version " +
+                                                    document.at("format_version").dump() +
+                                                    " is not supported");
         }
         distribution = document.at("distribution").get<std::string>();
         for (const auto& entry : document.at("builds")) {

@@ -18,7 +18,7 @@ struct KnownBuild {
     std::string version;       // package version, e.g. "3.0.20-1~deb12u2"
     std::string source;        // source package, e.g. "openssl"
     std::string architecture;  // e.g. "amd64"
-    std::string library;       // path inside the package, e.g. "/usr/lib/x86_64-linux-gnu/libssl.so.3"
+    std::string library;  // path inside the package, e.g. "/usr/lib/x86_64-linux-gnu/libssl.so.3"
     std::string soname;
     std::vector<std::string> suites;  // archive suites that offered it when indexed
 };
@@ -26,7 +26,7 @@ struct KnownBuild {
 // Build ID → package lookup over the indexes in distro-support/*/builds.json.
 // Format: docs/formats.md, "Build index".
 class BuildIndex {
-public:
+  public:
     // Loads every `<distribution>/builds.json` under `directory`. A directory
     // without any index is an error (the installation is broken); a
     // distribution directory without builds.json is skipped.
@@ -41,7 +41,7 @@ public:
     std::size_t size() const { return builds_.size(); }
     const std::vector<std::string>& distributions() const { return distributions_; }
 
-private:
+  private:
     std::unordered_map<std::string, KnownBuild> builds_;
     std::vector<std::string> distributions_;
 };

@@ -157,10 +157,17 @@ Result<std::optional<std::string>> ElfFile::soname() const {
         GElf_Dyn entry;
         for (int j = 0; gelf_getdyn(data, j, &entry) != nullptr && entry.d_tag != DT_NULL; ++j) {
             switch (entry.d_tag) {
-                case DT_SONAME: soname_index = entry.d_un.d_val; break;
-                case DT_STRTAB: strtab_address = entry.d_un.d_ptr; break;
-                case DT_STRSZ: strtab_size = entry.d_un.d_val; break;
-                default: break;
+                case DT_SONAME:
+                    soname_index = entry.d_un.d_val;
+                    break;
+                case DT_STRTAB:
+                    strtab_address = entry.d_un.d_ptr;
+                    break;
+                case DT_STRSZ:
+                    strtab_size = entry.d_un.d_val;
+                    break;
+                default:
+                    break;
             }
         }
         if (!soname_index) {

@@ -19,7 +19,7 @@ namespace suture {
 // (https://refspecs.linuxfoundation.org/elf/gabi4+/contents.html); the GNU
 // build-ID note is NT_GNU_BUILD_ID in note name "GNU".
 class ElfFile {
-public:
+  public:
     // Maps the file open on `fd` and checks that it is an ELF file. The
     // descriptor may be closed afterwards. `name` is used in error messages.
     static Result<ElfFile> open(const UniqueFD& fd, std::string name);
@@ -48,7 +48,7 @@ public:
     // returns, e.g. "OpenSSL 3.0.20 16 Jan 2026". libssl holds none.
     std::optional<std::string> openssl_version_text() const;
 
-private:
+  private:
     ElfFile(std::string name, MappedFile mapping, Elf* elf)
         : name_(std::move(name)), mapping_(std::move(mapping)), elf_(elf) {}
 

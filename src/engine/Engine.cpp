@@ -45,8 +45,8 @@ nlohmann::json optional_to_json(const std::optional<T>& value) {
 }  // namespace
 
 Result<Engine> Engine::open(const EngineOptions& options) {
-    std::string directory =
-        options.distro_support_dir.empty() ? default_distro_support_dir() : options.distro_support_dir;
+    std::string directory = options.distro_support_dir.empty() ? default_distro_support_dir()
+                                                               : options.distro_support_dir;
     auto index = BuildIndex::load_directory(directory);
     if (!index) {
         return tl::unexpected(with_context(index.error(), "build index"));
@@ -86,12 +86,18 @@ std::optional<std::string> openssl_version_number(const std::string& version_tex
 
 std::string error_code_name(ErrorCode code) {
     switch (code) {
-        case ErrorCode::io: return "io";
-        case ErrorCode::not_found: return "not_found";
-        case ErrorCode::permission_denied: return "permission_denied";
-        case ErrorCode::bad_format: return "bad_format";
-        case ErrorCode::unsupported: return "unsupported";
-        case ErrorCode::invalid_argument: return "invalid_argument";
+        case ErrorCode::io:
+            return "io";
+        case ErrorCode::not_found:
+            return "not_found";
+        case ErrorCode::permission_denied:
+            return "permission_denied";
+        case ErrorCode::bad_format:
+            return "bad_format";
+        case ErrorCode::unsupported:
+            return "unsupported";
+        case ErrorCode::invalid_argument:
+            return "invalid_argument";
     }
     return "unknown";
 }

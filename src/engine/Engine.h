@@ -22,7 +22,7 @@ struct EngineOptions {
 // The one API the CLI (and later the daemon) calls. It owns the build index
 // and the scanner with its cache, so a long-lived caller scans warm.
 class Engine {
-public:
+  public:
     static Result<Engine> open(const EngineOptions& options);
 
     // Scans every process, or only `pids` when not empty (a PID that does not
@@ -31,7 +31,7 @@ public:
 
     const BuildIndex& build_index() const { return *index_; }
 
-private:
+  private:
     explicit Engine(std::unique_ptr<BuildIndex> index)
         : index_(std::move(index)), scanner_(std::make_unique<Scanner>(*index_)) {}
 

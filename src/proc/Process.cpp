@@ -90,6 +90,8 @@ Result<ProcessInfo> read_process_info(int pid) {
     return info;
 }
 
-std::uint64_t own_mount_namespace() { return namespace_inode("/proc/self/ns/mnt"); }
+std::uint64_t own_mount_namespace() {
+    return namespace_inode("/proc/self/ns/mnt");
+}
 
 }  // namespace suture

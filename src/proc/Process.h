@@ -12,8 +12,8 @@ namespace suture {
 // pair (pid, start_time) cannot.
 struct ProcessInfo {
     int pid = 0;
-    std::string comm;                // /proc/PID/comm, without the newline
-    std::uint64_t start_time = 0;    // /proc/PID/stat field 22, clock ticks since boot
+    std::string comm;                   // /proc/PID/comm, without the newline
+    std::uint64_t start_time = 0;       // /proc/PID/stat field 22, clock ticks since boot
     std::uint64_t mount_namespace = 0;  // inode of /proc/PID/ns/mnt, 0 if unreadable
 };
 

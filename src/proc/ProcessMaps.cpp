@@ -87,9 +87,8 @@ Result<std::vector<Mapping>> parse_maps(std::string_view text) {
         }
         Mapping mapping;
         if (!parse_line(line, mapping)) {
-            return fail(ErrorCode::bad_format,
-                        "maps line " + std::to_string(line_number) + ": cannot parse '" +
-                            std::string(line) + "'");
+            return fail(ErrorCode::bad_format, "maps line " + std::to_string(line_number) +
+                                                   ": cannot parse '" + std::string(line) + "'");
         }
         mappings.push_back(std::move(mapping));
     }

@@ -2,8 +2,8 @@
 
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <climits>
 #include <unistd.h>
+#include <climits>
 
 #include "base/Files.h"
 #include "elf/ElfFile.h"
@@ -92,10 +92,11 @@ bool is_openssl_soname(std::string_view soname) {
 
 std::size_t Scanner::FileKeyHash::operator()(const FileKey& key) const {
     std::size_t hash = std::hash<std::uint64_t>{}(key.ino);
-    for (std::uint64_t part : {static_cast<std::uint64_t>(key.dev),
-                               static_cast<std::uint64_t>(key.size),
-                               static_cast<std::uint64_t>(key.mtime_ns)}) {
-        hash ^= std::hash<std::uint64_t>{}(part) + 0x9e3779b97f4a7c15ULL + (hash << 6) + (hash >> 2);
+    for (std::uint64_t part :
+         {static_cast<std::uint64_t>(key.dev), static_cast<std::uint64_t>(key.size),
+          static_cast<std::uint64_t>(key.mtime_ns)}) {
+        hash ^=
+            std::hash<std::uint64_t>{}(part) + 0x9e3779b97f4a7c15ULL + (hash << 6) + (hash >> 2);
     }
     return hash;
 }
@@ -227,8 +228,8 @@ Result<ProcessReport> Scanner::scan_process(int pid, ScanMemo& memo) {
     }
     ProcessReport report;
     report.info = std::move(*info);
-    report.other_mount_namespace = report.info.mount_namespace != 0 &&
-                                   report.info.mount_namespace != own_mount_namespace_;
+    report.other_mount_namespace =
+        report.info.mount_namespace != 0 && report.info.mount_namespace != own_mount_namespace_;
     char root[PATH_MAX];
     ssize_t root_length = ::readlink(proc_path(pid, "/root").c_str(), root, sizeof root - 1);
     report.root = root_length > 0 ? std::string(root, static_cast<std::size_t>(root_length)) : "";

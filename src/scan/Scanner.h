@@ -18,9 +18,9 @@ namespace suture {
 
 // One libssl or libcrypto as one process maps it.
 struct MappedLibrary {
-    std::string soname;          // DT_SONAME of the mapped file, e.g. "libcrypto.so.3"
-    std::string path;            // as the process sees it (inside its own root)
-    std::string build_id;        // GNU build ID of the mapped file itself
+    std::string soname;                       // DT_SONAME of the mapped file, e.g. "libcrypto.so.3"
+    std::string path;                         // as the process sees it (inside its own root)
+    std::string build_id;                     // GNU build ID of the mapped file itself
     std::optional<std::string> version_text;  // "OpenSSL 3.0.20 16 Jan 2026"; libssl has none
     std::uint64_t base_address = 0;
     bool deleted = false;   // the mapped file has been unlinked
@@ -32,7 +32,8 @@ struct MappedLibrary {
 struct ProcessReport {
     ProcessInfo info;
     bool other_mount_namespace = false;  // runs in a container or unshare'd chroot
-    std::string root;  // its root directory as we see it ("/" unless chroot'ed); empty if unreadable
+    std::string
+        root;  // its root directory as we see it ("/" unless chroot'ed); empty if unreadable
     std::vector<MappedLibrary> libraries;
     // Files this process maps that could not be read, so could not be ruled
     // out as OpenSSL: the report for this process is incomplete.
@@ -68,7 +69,7 @@ struct ScanStatistics {
 //  2. /proc/PID/root/PATH, accepted only if its device and inode equal those
 //     the maps line gives: works for an unprivileged caller's own processes.
 class Scanner {
-public:
+  public:
     explicit Scanner(const BuildIndex& index);
 
     // Scans every process. Never fails as a whole: per-process problems are
@@ -90,7 +91,7 @@ public:
         bool operator==(const FileKey&) const = default;
     };
 
-private:
+  private:
     // What a file is; independent of which process maps it.
     struct FileIdentity {
         std::optional<std::string> soname;  // only kept for OpenSSL libraries

@@ -61,14 +61,16 @@ std::vector<double> time_rounds(int rounds, const std::function<void()>& work) {
     for (int i = 0; i < rounds; ++i) {
         auto start = Clock::now();
         work();
-        milliseconds.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+        milliseconds.push_back(
+            std::chrono::duration<double, std::milli>(Clock::now() - start).count());
     }
     return milliseconds;
 }
 
 std::size_t count_openssl_processes(const ScanReport& report) {
-    return static_cast<std::size_t>(std::count_if(report.processes.begin(), report.processes.end(),
-        [](const ProcessReport& process) { return !process.libraries.empty(); }));
+    return static_cast<std::size_t>(
+        std::count_if(report.processes.begin(), report.processes.end(),
+                      [](const ProcessReport& process) { return !process.libraries.empty(); }));
 }
 
 }  // namespace
@@ -121,7 +123,8 @@ int main(int argc, char** argv) {
         }
     }
     double spawn_seconds = std::chrono::duration<double>(Clock::now() - spawn_start).count();
-    std::printf("started %zu holders mapping libcrypto.so.3 in %.1f s\n", ready_count, spawn_seconds);
+    std::printf("started %zu holders mapping libcrypto.so.3 in %.1f s\n", ready_count,
+                spawn_seconds);
 
     BuildIndex index;  // the lookup is one hash probe per library: not what is measured here
     std::size_t found = 0;
@@ -137,7 +140,8 @@ int main(int argc, char** argv) {
     });
     Scanner warm_scanner(index);
     (void)warm_scanner.scan_all();
-    auto warm = time_rounds(rounds, [&] { found = count_openssl_processes(warm_scanner.scan_all()); });
+    auto warm =
+        time_rounds(rounds, [&] { found = count_openssl_processes(warm_scanner.scan_all()); });
 
     auto cli = time_rounds(rounds, [] {
         pid_t child = ::fork();
@@ -153,7 +157,8 @@ int main(int argc, char** argv) {
     double baseline_ms = median(baseline);
     double cold_ms = median(cold);
     double warm_ms = median(warm);
-    std::printf("processes mapping OpenSSL found by the scan: %zu (holders: %zu)\n", found, ready_count);
+    std::printf("processes mapping OpenSSL found by the scan: %zu (holders: %zu)\n", found,
+                ready_count);
     std::printf("%-10s %10s %10s %14s\n", "scan", "median ms", "max ms", "x baseline");
     std::printf("%-10s %10.2f %10.2f %14.2f\n", "baseline", baseline_ms,
                 *std::max_element(baseline.begin(), baseline.end()), 1.0);
@@ -164,8 +169,11 @@ int main(int argc, char** argv) {
     std::printf("%-10s %10.2f %10.2f %14.2f\n", "cli", median(cli),
                 *std::max_element(cli.begin(), cli.end()), median(cli) / baseline_ms);
     std::printf("warm per process: %.1f us; files read per cold scan: %zu\n",
-                warm_ms * 1000.0 / std::max<std::size_t>(found, 1),
-                [&] { Scanner s(index); (void)s.scan_all(); return s.statistics().files_identified; }());
+                warm_ms * 1000.0 / std::max<std::size_t>(found, 1), [&] {
+                    Scanner s(index);
+                    (void)s.scan_all();
+                    return s.statistics().files_identified;
+                }());
 
     for (pid_t pid : holders) {
         ::kill(pid, SIGKILL);

@@ -9,15 +9,15 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-typedef const char *(*openssl_version_fn)(int);
+typedef const char* (*openssl_version_fn)(int);
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: hold-openssl LIBRARY...\n");
         return 2;
     }
     for (int i = 1; i < argc; ++i) {
-        void *handle = dlopen(argv[i], RTLD_NOW | RTLD_GLOBAL);
+        void* handle = dlopen(argv[i], RTLD_NOW | RTLD_GLOBAL);
         if (handle == NULL) {
             fprintf(stderr, "hold-openssl: %s\n", dlerror());
             return 1;

@@ -15,7 +15,9 @@ using namespace suture;
 
 namespace {
 
-bool is_open(int fd) { return ::fcntl(fd, F_GETFD) != -1; }
+bool is_open(int fd) {
+    return ::fcntl(fd, F_GETFD) != -1;
+}
 
 std::string temporary_file_with(const std::string& contents) {
     char path[] = "/tmp/suture-test-XXXXXX";
@@ -62,7 +64,8 @@ TEST_CASE("a MappedFile shows the file's bytes and an empty file maps as empty")
     auto mapping = MappedFile::map(*fd, path);
     REQUIRE(mapping);
     auto bytes = mapping->bytes();
-    CHECK(std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()) == "hello, suture");
+    CHECK(std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()) ==
+          "hello, suture");
     ::unlink(path.c_str());
 
     std::string empty = temporary_file_with("");

@@ -51,7 +51,9 @@ TEST_CASE("malformed or foreign index documents are refused with the file named"
     CHECK(index.size() == 0);  // nothing half-added
 }
 
-TEST_CASE("the shipped index knows Debian 12's 3.0.20-1~deb12u2 libcrypto by the build ID measured on the build machines") {
+TEST_CASE(
+    "the shipped index knows Debian 12's 3.0.20-1~deb12u2 libcrypto by the build ID measured on "
+    "the build machines") {
     auto index = BuildIndex::load_directory(SOURCE_DISTRO_SUPPORT_DIR);
     REQUIRE(index);
     // The build IDs DESIGN.md records for the archive's libssl3 3.0.20-1~deb12u2.

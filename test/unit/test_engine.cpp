@@ -6,8 +6,10 @@
 using namespace suture;
 
 TEST_CASE("the OpenSSL version number is the word after 'OpenSSL '") {
-    CHECK(openssl_version_number("OpenSSL 3.0.20 16 Jan 2026") == std::optional<std::string>("3.0.20"));
-    CHECK(openssl_version_number("OpenSSL 1.1.1w  11 Sep 2023") == std::optional<std::string>("1.1.1w"));
+    CHECK(openssl_version_number("OpenSSL 3.0.20 16 Jan 2026") ==
+          std::optional<std::string>("3.0.20"));
+    CHECK(openssl_version_number("OpenSSL 1.1.1w  11 Sep 2023") ==
+          std::optional<std::string>("1.1.1w"));
     CHECK_FALSE(openssl_version_number("LibreSSL 3.8.2"));
     CHECK_FALSE(openssl_version_number("OpenSSL "));
 }
@@ -31,11 +33,19 @@ TEST_CASE("the status document lists each process's libraries with package null 
     known.soname = "libssl.so.3";
     known.version_text.reset();
     known.deleted = false;
-    known.package = KnownBuild{"ef01", "debian-12", "libssl3", "3.0.20-1~deb12u2", "openssl", "amd64",
-                               "/usr/lib/x86_64-linux-gnu/libssl.so.3", "libssl.so.3", {"bookworm"}};
+    known.package = KnownBuild{"ef01",
+                               "debian-12",
+                               "libssl3",
+                               "3.0.20-1~deb12u2",
+                               "openssl",
+                               "amd64",
+                               "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+                               "libssl.so.3",
+                               {"bookworm"}};
     process.libraries = {unknown, known};
     report.processes.push_back(process);
-    report.unreadable.push_back({1, "init", Error{ErrorCode::permission_denied, "pid 1: maps: denied", EACCES}});
+    report.unreadable.push_back(
+        {1, "init", Error{ErrorCode::permission_denied, "pid 1: maps: denied", EACCES}});
 
     nlohmann::json document = status_to_json(report);
     CHECK(document["format"] == "suture-status");

@@ -21,7 +21,9 @@ TEST_CASE("OpenSSL libraries are recognised by soname") {
     CHECK_FALSE(is_openssl_soname("libssl.so..3"));
 }
 
-TEST_CASE("a library loaded into this process is found by soname with its build ID, and a second scan reads no file") {
+TEST_CASE(
+    "a library loaded into this process is found by soname with its build ID, and a second scan "
+    "reads no file") {
     void* handle = ::dlopen(FAKE_OPENSSL_PATH, RTLD_NOW | RTLD_LOCAL);
     REQUIRE(handle != nullptr);
 
