@@ -41,56 +41,36 @@ Result<ElfFile> ElfFile::open(const UniqueFD& fd, std::string name) {
     // libelf only reads through this pointer in ELF_C_READ mode; the cast
     // drops const because elf_memory's signature predates const.
     auto* image = const_cast<char*>(reinterpret_cast<const char*>(bytes.data()));
-    Elf* elf = elf_memory(image, bytes.size());
-    if (elf == nullptr || elf_kind(elf) != ELF_K_ELF) {
-        if (elf != nullptr) {
-            elf_end(elf);
-        }
+    ElfHandle elf(elf_memory(image, bytes.size()));
+    if (!elf || elf_kind(elf.get()) != ELF_K_ELF) {
         return fail(ErrorCode::bad_format, name + ": libelf: " + libelf_message());
     }
-    return ElfFile(std::move(name), std::move(*mapping), elf);
-}
-
-ElfFile::ElfFile(ElfFile&& other) noexcept
-    : name_(std::move(other.name_)),
-      mapping_(std::move(other.mapping_)),
-      elf_(std::exchange(other.elf_, nullptr)) {}
-
-ElfFile& ElfFile::operator=(ElfFile&& other) noexcept {
-    if (this != &other) {
-        if (elf_ != nullptr) {
-            elf_end(elf_);
+    std::size_t count = 0;
+    if (elf_getphdrnum(elf.get(), &count) != 0) {
+        return fail(ErrorCode::bad_format, name + ": program headers: " + libelf_message());
+    }
+    std::vector<GElf_Phdr> segments(count);
+    for (std::size_t i = 0; i < count; ++i) {
+        if (gelf_getphdr(elf.get(), static_cast<int>(i), &segments[i]) == nullptr) {
+            return fail(ErrorCode::bad_format,
+                        name + ": program header " + std::to_string(i) + ": " + libelf_message());
         }
-        name_ = std::move(other.name_);
-        mapping_ = std::move(other.mapping_);
-        elf_ = std::exchange(other.elf_, nullptr);
     }
-    return *this;
-}
-
-ElfFile::~ElfFile() {
-    if (elf_ != nullptr) {
-        elf_end(elf_);
-    }
+    return ElfFile(std::move(name), std::move(*mapping), std::move(elf), std::move(segments));
 }
 
 bool ElfFile::is_shared_object() const {
     GElf_Ehdr header;
-    return gelf_getehdr(elf_, &header) != nullptr && header.e_type == ET_DYN;
+    return gelf_getehdr(elf_.get(), &header) != nullptr && header.e_type == ET_DYN;
 }
 
 Result<std::string> ElfFile::build_id() const {
-    std::size_t count = 0;
-    if (elf_getphdrnum(elf_, &count) != 0) {
-        return fail(ErrorCode::bad_format, name_ + ": program headers: " + libelf_message());
-    }
-    for (std::size_t i = 0; i < count; ++i) {
-        GElf_Phdr phdr;
-        if (gelf_getphdr(elf_, static_cast<int>(i), &phdr) == nullptr || phdr.p_type != PT_NOTE) {
+    for (const GElf_Phdr& phdr : segments_) {
+        if (phdr.p_type != PT_NOTE) {
             continue;
         }
         // elf_getdata_rawchunk checks the range against the file size.
-        Elf_Data* data = elf_getdata_rawchunk(elf_, static_cast<int64_t>(phdr.p_offset),
+        Elf_Data* data = elf_getdata_rawchunk(elf_.get(), static_cast<int64_t>(phdr.p_offset),
                                               phdr.p_filesz, ELF_T_NHDR);
         if (data == nullptr) {
             return fail(ErrorCode::bad_format,
@@ -118,13 +98,8 @@ Result<std::string> ElfFile::build_id() const {
 }
 
 std::optional<std::size_t> ElfFile::offset_of_address(std::uint64_t vaddr) const {
-    std::size_t count = 0;
-    if (elf_getphdrnum(elf_, &count) != 0) {
-        return std::nullopt;
-    }
-    for (std::size_t i = 0; i < count; ++i) {
-        GElf_Phdr phdr;
-        if (gelf_getphdr(elf_, static_cast<int>(i), &phdr) == nullptr || phdr.p_type != PT_LOAD) {
+    for (const GElf_Phdr& phdr : segments_) {
+        if (phdr.p_type != PT_LOAD) {
             continue;
         }
         if (vaddr >= phdr.p_vaddr && vaddr - phdr.p_vaddr < phdr.p_filesz) {
@@ -135,17 +110,11 @@ std::optional<std::size_t> ElfFile::offset_of_address(std::uint64_t vaddr) const
 }
 
 Result<std::optional<std::string>> ElfFile::soname() const {
-    std::size_t count = 0;
-    if (elf_getphdrnum(elf_, &count) != 0) {
-        return fail(ErrorCode::bad_format, name_ + ": program headers: " + libelf_message());
-    }
-    for (std::size_t i = 0; i < count; ++i) {
-        GElf_Phdr phdr;
-        if (gelf_getphdr(elf_, static_cast<int>(i), &phdr) == nullptr ||
-            phdr.p_type != PT_DYNAMIC) {
+    for (const GElf_Phdr& phdr : segments_) {
+        if (phdr.p_type != PT_DYNAMIC) {
             continue;
         }
-        Elf_Data* data = elf_getdata_rawchunk(elf_, static_cast<int64_t>(phdr.p_offset),
+        Elf_Data* data = elf_getdata_rawchunk(elf_.get(), static_cast<int64_t>(phdr.p_offset),
                                               phdr.p_filesz, ELF_T_DYN);
         if (data == nullptr) {
             return fail(ErrorCode::bad_format,
@@ -196,16 +165,11 @@ Result<std::optional<std::string>> ElfFile::soname() const {
 
 std::optional<std::string> ElfFile::openssl_version_text() const {
     static constexpr std::string_view prefix{"OpenSSL ", 8};
-    std::size_t count = 0;
-    if (elf_getphdrnum(elf_, &count) != 0) {
-        return std::nullopt;
-    }
     auto bytes = mapping_.bytes();
     std::string_view file(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    for (std::size_t i = 0; i < count; ++i) {
-        GElf_Phdr phdr;
-        if (gelf_getphdr(elf_, static_cast<int>(i), &phdr) == nullptr || phdr.p_type != PT_LOAD ||
-            (phdr.p_flags & (PF_X | PF_W)) != 0 || phdr.p_offset >= file.size()) {
+    for (const GElf_Phdr& phdr : segments_) {
+        if (phdr.p_type != PT_LOAD || (phdr.p_flags & (PF_X | PF_W)) != 0 ||
+            phdr.p_offset >= file.size()) {
             continue;
         }
         std::string_view segment = file.substr(phdr.p_offset, phdr.p_filesz);

@@ -1,9 +1,12 @@
 #pragma once
 
+#include <gelf.h>
 #include <libelf.h>
 
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/Error.h"
 #include "base/MappedFile.h"
@@ -24,11 +27,8 @@ class ElfFile {
     // descriptor may be closed afterwards. `name` is used in error messages.
     static Result<ElfFile> open(const UniqueFD& fd, std::string name);
 
-    ElfFile(ElfFile&& other) noexcept;
-    ElfFile& operator=(ElfFile&& other) noexcept;
-    ElfFile(const ElfFile&) = delete;
-    ElfFile& operator=(const ElfFile&) = delete;
-    ~ElfFile();
+    ElfFile(ElfFile&&) noexcept = default;
+    ElfFile& operator=(ElfFile&&) noexcept = default;
 
     const std::string& name() const { return name_; }
 
@@ -49,15 +49,24 @@ class ElfFile {
     std::optional<std::string> openssl_version_text() const;
 
   private:
-    ElfFile(std::string name, MappedFile mapping, Elf* elf)
-        : name_(std::move(name)), mapping_(std::move(mapping)), elf_(elf) {}
+    struct ElfEnd {
+        void operator()(Elf* elf) const { elf_end(elf); }
+    };
+    using ElfHandle = std::unique_ptr<Elf, ElfEnd>;
+
+    ElfFile(std::string name, MappedFile mapping, ElfHandle elf, std::vector<GElf_Phdr> segments)
+        : name_(std::move(name)),
+          mapping_(std::move(mapping)),
+          elf_(std::move(elf)),
+          segments_(std::move(segments)) {}
 
     // File offset of virtual address `vaddr`, through the PT_LOAD segments.
     std::optional<std::size_t> offset_of_address(std::uint64_t vaddr) const;
 
     std::string name_;
-    MappedFile mapping_;
-    Elf* elf_ = nullptr;  // owned; elf_end() on destruction
+    MappedFile mapping_;  // declared before elf_: unmapped only after elf_end()
+    ElfHandle elf_;
+    std::vector<GElf_Phdr> segments_;  // the program headers, read once
 };
 
 }  // namespace suture

@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "TemporaryFile.h"
 #include "base/Error.h"
 #include "base/Files.h"
 #include "base/MappedFile.h"
@@ -17,15 +18,6 @@ namespace {
 
 bool is_open(int fd) {
     return ::fcntl(fd, F_GETFD) != -1;
-}
-
-std::string temporary_file_with(const std::string& contents) {
-    char path[] = "/tmp/suture-test-XXXXXX";
-    int fd = ::mkstemp(path);
-    REQUIRE(fd >= 0);
-    REQUIRE(::write(fd, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size()));
-    ::close(fd);
-    return path;
 }
 
 }  // namespace
@@ -58,7 +50,8 @@ TEST_CASE("moving a UniqueFD transfers ownership exactly once") {
 }
 
 TEST_CASE("a MappedFile shows the file's bytes and an empty file maps as empty") {
-    std::string path = temporary_file_with("hello, suture");
+    TemporaryFile path_file("hello, suture");
+    const std::string& path = path_file.path();
     auto fd = open_read_only(path);
     REQUIRE(fd);
     auto mapping = MappedFile::map(*fd, path);
@@ -66,15 +59,14 @@ TEST_CASE("a MappedFile shows the file's bytes and an empty file maps as empty")
     auto bytes = mapping->bytes();
     CHECK(std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()) ==
           "hello, suture");
-    ::unlink(path.c_str());
 
-    std::string empty = temporary_file_with("");
+    TemporaryFile empty_file("");
+    const std::string& empty = empty_file.path();
     auto empty_fd = open_read_only(empty);
     REQUIRE(empty_fd);
     auto empty_mapping = MappedFile::map(*empty_fd, empty);
     REQUIRE(empty_mapping);
     CHECK(empty_mapping->bytes().empty());
-    ::unlink(empty.c_str());
 }
 
 TEST_CASE("errors from system calls name their subject, then the reason, and keep errno") {
@@ -92,12 +84,12 @@ TEST_CASE("errors from system calls name their subject, then the reason, and kee
 }
 
 TEST_CASE("read_file reads a whole file and to_hex spells bytes in lowercase") {
-    std::string path = temporary_file_with(std::string(40000, 'x') + "end");
+    TemporaryFile path_file(std::string(40000, 'x') + "end");
+    const std::string& path = path_file.path();
     auto text = read_file(path);
     REQUIRE(text);
     CHECK(text->size() == 40003);
     CHECK(text->ends_with("end"));
-    ::unlink(path.c_str());
 
     const unsigned char bytes[] = {0x00, 0x7d, 0x90, 0xff};
     CHECK(to_hex(bytes, sizeof bytes) == "007d90ff");

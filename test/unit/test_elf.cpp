@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "TemporaryFile.h"
 #include "base/Files.h"
 #include "elf/ElfFile.h"
 
@@ -17,15 +18,6 @@ ElfFile open_elf(const std::string& path) {
     auto elf = ElfFile::open(*fd, path);
     REQUIRE(elf);
     return std::move(*elf);
-}
-
-std::string temporary_file_with(const std::string& contents) {
-    char path[] = "/tmp/suture-elf-XXXXXX";
-    int fd = ::mkstemp(path);
-    REQUIRE(fd >= 0);
-    REQUIRE(::write(fd, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size()));
-    ::close(fd);
-    return path;
 }
 
 }  // namespace
@@ -52,14 +44,14 @@ TEST_CASE("an executable has no soname and no OpenSSL version string") {
 }
 
 TEST_CASE("a file that is not ELF is refused as bad_format") {
-    std::string path = temporary_file_with("#!/bin/sh\necho not elf\n");
+    TemporaryFile path_file("#!/bin/sh\necho not elf\n");
+    const std::string& path = path_file.path();
     auto fd = open_read_only(path);
     REQUIRE(fd);
     auto elf = ElfFile::open(*fd, path);
     REQUIRE_FALSE(elf);
     CHECK(elf.error().code == ErrorCode::bad_format);
     CHECK(elf.error().message == path + ": not an ELF file");
-    ::unlink(path.c_str());
 }
 
 TEST_CASE("every truncation of a real library is handled without crashing") {
@@ -68,7 +60,8 @@ TEST_CASE("every truncation of a real library is handled without crashing") {
     // Cut the library at many lengths: each cut must give a value or an
     // error, never a crash or a read past the end (run under ASan to see).
     for (std::size_t length = 0; length < whole->size(); length += 97) {
-        std::string path = temporary_file_with(whole->substr(0, length));
+        TemporaryFile path_file(whole->substr(0, length));
+        const std::string& path = path_file.path();
         auto fd = open_read_only(path);
         REQUIRE(fd);
         if (auto elf = ElfFile::open(*fd, path)) {
@@ -76,7 +69,6 @@ TEST_CASE("every truncation of a real library is handled without crashing") {
             (void)elf->soname();
             (void)elf->openssl_version_text();
         }
-        ::unlink(path.c_str());
     }
     SUCCEED("no crash over " << whole->size() / 97 << " truncations");
 }
