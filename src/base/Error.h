@@ -19,6 +19,13 @@ enum class ErrorCode {
     bad_format,         // input that does not parse: a malformed ELF, maps line, index file
     unsupported,        // well-formed input this version cannot handle
     invalid_argument,   // a caller passed something unusable
+    // Refusals of the injector, each its own exit status in the CLI:
+    library_not_mapped,    // the target does not map the patch's library
+    build_id_mismatch,     // it maps that library, but another build of it
+    fingerprint_mismatch,  // a function's bytes differ from what the patch was made for
+    unsafe,                // a thread is inside code being replaced (after retries)
+    target_died,           // the target exited or was killed during the operation
+    conflict,              // memory the patch needs is not what it should be
 };
 
 // `message` reads subject first: "pid 1234: maps: Permission denied".

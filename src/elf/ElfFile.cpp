@@ -10,10 +10,6 @@
 
 namespace suture {
 
-namespace {
-
-// libelf must be told which ELF version the caller understands before any
-// other call; doing it once per process is enough and harmless to repeat.
 bool initialise_libelf() {
     static const bool ready = elf_version(EV_CURRENT) != EV_NONE;
     return ready;
@@ -23,8 +19,6 @@ std::string libelf_message() {
     const char* message = elf_errmsg(-1);
     return message != nullptr ? message : "unknown libelf error";
 }
-
-}  // namespace
 
 Result<ElfFile> ElfFile::open(const UniqueFD& fd, std::string name) {
     if (!initialise_libelf()) {
@@ -190,6 +184,139 @@ std::optional<std::string> ElfFile::openssl_version_text() const {
         }
     }
     return std::nullopt;
+}
+
+}  // namespace suture
+
+namespace suture {
+
+Result<std::span<const std::byte>> ElfFile::bytes_at(std::uint64_t offset,
+                                                     std::uint64_t size) const {
+    auto bytes = mapping_.bytes();
+    if (offset > bytes.size() || size > bytes.size() - offset) {
+        return fail(ErrorCode::bad_format, name_ + ": range " + std::to_string(offset) + "+" +
+                                               std::to_string(size) + " outside the file");
+    }
+    return bytes.subspan(offset, size);
+}
+
+Result<std::vector<ElfFile::Symbol>> ElfFile::dynamic_symbols() const {
+    return read_symbols(SHT_DYNSYM);
+}
+
+Result<std::vector<ElfFile::Symbol>> ElfFile::static_symbols() const {
+    return read_symbols(SHT_SYMTAB);
+}
+
+Result<std::vector<ElfFile::Symbol>> ElfFile::read_symbols(Elf64_Word section_type) const {
+    Elf* elf = elf_.get();
+    Elf_Scn* symbols_section = nullptr;
+    Elf_Data* versym = nullptr;
+    // Version index -> name, from .gnu.version_d (definitions) and
+    // .gnu.version_r (needs). Spec: LSB Core, "Symbol Versioning".
+    std::vector<std::pair<std::string, bool>> version_names;  // index -> (name, is_need)
+    std::size_t symbol_link = 0;
+    for (Elf_Scn* section = elf_nextscn(elf, nullptr); section != nullptr;
+         section = elf_nextscn(elf, section)) {
+        GElf_Shdr header;
+        if (gelf_getshdr(section, &header) == nullptr) {
+            return fail(ErrorCode::bad_format, name_ + ": section header: " + libelf_message());
+        }
+        if (header.sh_type == section_type) {
+            symbols_section = section;
+            symbol_link = header.sh_link;
+        } else if (section_type == SHT_DYNSYM && header.sh_type == SHT_GNU_versym) {
+            versym = elf_getdata(section, nullptr);
+        } else if (section_type == SHT_DYNSYM &&
+                   (header.sh_type == SHT_GNU_verdef || header.sh_type == SHT_GNU_verneed)) {
+            Elf_Data* data = elf_getdata(section, nullptr);
+            if (data == nullptr) {
+                continue;
+            }
+            std::size_t offset = 0;
+            for (std::size_t i = 0; i < header.sh_info; ++i) {
+                if (header.sh_type == SHT_GNU_verdef) {
+                    GElf_Verdef definition;
+                    GElf_Verdaux auxiliary;
+                    if (gelf_getverdef(data, static_cast<int>(offset), &definition) == nullptr ||
+                        gelf_getverdaux(data, static_cast<int>(offset + definition.vd_aux),
+                                        &auxiliary) == nullptr) {
+                        break;
+                    }
+                    const char* version = elf_strptr(elf, header.sh_link, auxiliary.vda_name);
+                    if (version_names.size() <= definition.vd_ndx) {
+                        version_names.resize(definition.vd_ndx + 1u);
+                    }
+                    version_names[definition.vd_ndx] = {version ? version : "", false};
+                    if (definition.vd_next == 0) {
+                        break;
+                    }
+                    offset += definition.vd_next;
+                } else {
+                    GElf_Verneed need;
+                    if (gelf_getverneed(data, static_cast<int>(offset), &need) == nullptr) {
+                        break;
+                    }
+                    std::size_t aux_offset = offset + need.vn_aux;
+                    for (std::size_t j = 0; j < need.vn_cnt; ++j) {
+                        GElf_Vernaux auxiliary;
+                        if (gelf_getvernaux(data, static_cast<int>(aux_offset), &auxiliary) ==
+                            nullptr) {
+                            break;
+                        }
+                        const char* version = elf_strptr(elf, header.sh_link, auxiliary.vna_name);
+                        std::size_t index = auxiliary.vna_other & 0x7fff;
+                        if (version_names.size() <= index) {
+                            version_names.resize(index + 1);
+                        }
+                        version_names[index] = {version ? version : "", true};
+                        if (auxiliary.vna_next == 0) {
+                            break;
+                        }
+                        aux_offset += auxiliary.vna_next;
+                    }
+                    if (need.vn_next == 0) {
+                        break;
+                    }
+                    offset += need.vn_next;
+                }
+            }
+        }
+    }
+    std::vector<Symbol> symbols;
+    if (symbols_section == nullptr) {
+        return symbols;
+    }
+    Elf_Data* data = elf_getdata(symbols_section, nullptr);
+    if (data == nullptr) {
+        return fail(ErrorCode::bad_format, name_ + ": symbol table: " + libelf_message());
+    }
+    for (int i = 1;; ++i) {  // entry 0 is the null symbol
+        GElf_Sym raw;
+        if (gelf_getsym(data, i, &raw) == nullptr) {
+            break;
+        }
+        Symbol symbol;
+        const char* name = elf_strptr(elf, symbol_link, raw.st_name);
+        symbol.name = name != nullptr ? name : "";
+        symbol.value = raw.st_value;
+        symbol.size = raw.st_size;
+        symbol.type = GELF_ST_TYPE(raw.st_info);
+        symbol.binding = GELF_ST_BIND(raw.st_info);
+        symbol.defined = raw.st_shndx != SHN_UNDEF;
+        if (versym != nullptr) {
+            GElf_Versym version_index;
+            if (gelf_getversym(versym, i, &version_index) != nullptr) {
+                std::size_t index = version_index & 0x7fff;
+                symbol.hidden_version = (version_index & 0x8000) != 0;
+                if (index > 1 && index < version_names.size()) {
+                    symbol.version = version_names[index].first;
+                }
+            }
+        }
+        symbols.push_back(std::move(symbol));
+    }
+    return symbols;
 }
 
 }  // namespace suture

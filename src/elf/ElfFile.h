@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,13 @@
 #include "base/UniqueFD.h"
 
 namespace suture {
+
+// The message of libelf's last error.
+std::string libelf_message();
+
+// Tells libelf which ELF version we understand; must precede any other
+// libelf call. Cheap to call again. False if libelf refuses.
+bool initialise_libelf();
 
 // A read-only view of one ELF file through libelf, built from the program
 // headers (what the dynamic loader maps), so it also works on libraries whose
@@ -48,7 +56,35 @@ class ElfFile {
     // returns, e.g. "OpenSSL 3.0.20 16 Jan 2026". libssl holds none.
     std::optional<std::string> openssl_version_text() const;
 
-  private:
+      // A symbol of .symtab or .dynsym.
+    struct Symbol {
+        std::string name;
+        std::uint64_t value = 0;  // for a shared object: offset from the load base
+        std::uint64_t size = 0;
+        unsigned char type = STT_NOTYPE;
+        unsigned char binding = STB_LOCAL;
+        bool defined = false;  // st_shndx != SHN_UNDEF
+        // Symbol version: for a defined .dynsym symbol its version definition
+        // ("OPENSSL_3.0.0"), for an undefined one the version it needs
+        // ("GLIBC_2.14"); empty if unversioned.
+        std::string version;
+        bool hidden_version = false;  // a non-default version (name@VER, not name@@VER)
+    };
+
+    // The symbols of .dynsym with their versions (needs section headers).
+    Result<std::vector<Symbol>> dynamic_symbols() const;
+
+    // The symbols of .symtab (the full table of an unstripped file, locals
+    // included); empty if the file has none.
+    Result<std::vector<Symbol>> static_symbols() const;
+
+    // The bytes at file offset `offset`, or an error if out of range.
+    Result<std::span<const std::byte>> bytes_at(std::uint64_t offset, std::uint64_t size) const;
+
+    // File offset of virtual address `vaddr`, through the PT_LOAD segments.
+    std::optional<std::size_t> offset_of_address(std::uint64_t vaddr) const;
+
+private:
     struct ElfEnd {
         void operator()(Elf* elf) const { elf_end(elf); }
     };
@@ -60,8 +96,7 @@ class ElfFile {
           elf_(std::move(elf)),
           segments_(std::move(segments)) {}
 
-    // File offset of virtual address `vaddr`, through the PT_LOAD segments.
-    std::optional<std::size_t> offset_of_address(std::uint64_t vaddr) const;
+    Result<std::vector<Symbol>> read_symbols(Elf64_Word section_type) const;
 
     std::string name_;
     MappedFile mapping_;  // declared before elf_: unmapped only after elf_end()

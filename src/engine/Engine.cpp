@@ -98,6 +98,18 @@ std::string error_code_name(ErrorCode code) {
             return "unsupported";
         case ErrorCode::invalid_argument:
             return "invalid_argument";
+        case ErrorCode::library_not_mapped:
+            return "library_not_mapped";
+        case ErrorCode::build_id_mismatch:
+            return "build_id_mismatch";
+        case ErrorCode::fingerprint_mismatch:
+            return "fingerprint_mismatch";
+        case ErrorCode::unsafe:
+            return "unsafe";
+        case ErrorCode::target_died:
+            return "target_died";
+        case ErrorCode::conflict:
+            return "conflict";
     }
     return "unknown";
 }

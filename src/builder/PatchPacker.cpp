@@ -1,0 +1,146 @@
+#include "builder/PatchPacker.h"
+
+#include <map>
+
+#include "base/Files.h"
+#include "base/Sha256.h"
+#include "elf/ElfFile.h"
+#include "elf/RelocatableObject.h"
+#include "patch/PatchFile.h"
+
+namespace suture {
+
+namespace {
+
+// The one address `name` has in the library, or an error naming the
+// ambiguity.
+Result<const ElfFile::Symbol*> unique_definition(const std::vector<ElfFile::Symbol>& symbols,
+                                                 const std::string& name,
+                                                 const std::string& library) {
+    const ElfFile::Symbol* found = nullptr;
+    for (const ElfFile::Symbol& symbol : symbols) {
+        if (!symbol.defined || symbol.name != name || symbol.type == STT_FILE ||
+            symbol.type == STT_SECTION) {
+            continue;
+        }
+        if (found != nullptr && found->value != symbol.value) {
+            return fail(ErrorCode::invalid_argument,
+                        library + ": " + name + " is defined more than once (at " +
+                            std::to_string(found->value) + " and " + std::to_string(symbol.value) +
+                            "): ambiguous");
+        }
+        found = &symbol;
+    }
+    return found;
+}
+
+}  // namespace
+
+Result<std::vector<std::byte>> pack_patch(const PackRequest& request) {
+    auto fd = open_read_only(request.target_library);
+    if (!fd) {
+        return tl::unexpected(fd.error());
+    }
+    auto library = ElfFile::open(*fd, request.target_library);
+    if (!library) {
+        return tl::unexpected(library.error());
+    }
+    auto build_id = library->build_id();
+    auto soname = library->soname();
+    if (!build_id) {
+        return tl::unexpected(build_id.error());
+    }
+    if (!soname || !soname->has_value()) {
+        return fail(ErrorCode::invalid_argument, request.target_library + ": no DT_SONAME");
+    }
+    auto symbols = library->static_symbols();
+    if (!symbols) {
+        return tl::unexpected(symbols.error());
+    }
+    if (symbols->empty()) {
+        symbols = library->dynamic_symbols();
+        if (!symbols) {
+            return tl::unexpected(symbols.error());
+        }
+    }
+    auto dynamic = library->dynamic_symbols();
+    if (!dynamic) {
+        return tl::unexpected(dynamic.error());
+    }
+
+    PatchMetadata metadata;
+    metadata.patch_id = request.patch_id;
+    metadata.level = request.level;
+    metadata.description = request.description;
+    metadata.target_build_id = *build_id;
+    metadata.target_soname = **soname;
+
+    for (const auto& [target_symbol, replacement] : request.replacements) {
+        auto definition = unique_definition(*symbols, target_symbol, request.target_library);
+        if (!definition) {
+            return tl::unexpected(definition.error());
+        }
+        const ElfFile::Symbol* symbol = *definition;
+        if (symbol == nullptr || symbol->type != STT_FUNC) {
+            return fail(ErrorCode::invalid_argument,
+                        request.target_library + ": no function " + target_symbol);
+        }
+        auto file_offset = library->offset_of_address(symbol->value);
+        if (!file_offset) {
+            return fail(ErrorCode::bad_format,
+                        request.target_library + ": " + target_symbol + " is not in the file");
+        }
+        auto bytes = library->bytes_at(*file_offset, symbol->size);
+        if (!bytes) {
+            return tl::unexpected(bytes.error());
+        }
+        metadata.functions.push_back(ReplacedFunction{target_symbol, symbol->value, symbol->size,
+                                                      sha256_hex(*bytes), replacement});
+    }
+
+    auto object_text = read_file(request.object_path);
+    if (!object_text) {
+        return tl::unexpected(object_text.error());
+    }
+    auto object_bytes = std::as_bytes(std::span(object_text->data(), object_text->size()));
+    auto object = RelocatableObject::parse(
+        std::vector<std::byte>(object_bytes.begin(), object_bytes.end()), request.object_path);
+    if (!object) {
+        return tl::unexpected(object.error());
+    }
+    // The versions the target library itself imports its symbols with.
+    std::map<std::string, std::string> imported_versions;
+    for (const ElfFile::Symbol& symbol : *dynamic) {
+        if (!symbol.defined && !symbol.version.empty()) {
+            imported_versions.emplace(symbol.name, symbol.version);
+        }
+    }
+    std::map<std::string, bool> seen;
+    for (const auto& symbol : object->symbols()) {
+        if (symbol.section != SHN_UNDEF || symbol.is_absolute || symbol.name.empty() ||
+            seen[symbol.name]) {
+            continue;
+        }
+        seen[symbol.name] = true;
+        auto definition = unique_definition(*symbols, symbol.name, request.target_library);
+        if (!definition) {
+            return tl::unexpected(definition.error());
+        }
+        if (*definition != nullptr) {
+            metadata.target_references.push_back(TargetReference{symbol.name, (*definition)->value});
+        } else {
+            auto version = imported_versions.find(symbol.name);
+            metadata.imports.push_back(
+                Import{symbol.name, version != imported_versions.end() ? version->second : ""});
+        }
+    }
+
+    std::vector<std::byte> patch = write_patch(metadata, object_bytes);
+    // Check our own output with the same parser the injector uses.
+    if (auto parsed = parse_patch(patch, request.patch_id); !parsed) {
+        return tl::unexpected(parsed.error());
+    }
+    return patch;
+}
+
+}  // namespace suture

@@ -1,0 +1,70 @@
+// suture-pack: packs a compiled patch object into a suture patch file for one
+// exact library build. The patch builder (suture-build) will call the same
+// code; this tool is for tests and hand-made patches.
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "builder/PatchPacker.h"
+#include "config.h"
+
+int main(int argc, char** argv) {
+    CLI::App app{"suture-pack: make a suture patch file from a relocatable object (gcc -c output)\n"
+                 "for one exact build of a shared library. Each --replace SYMBOL=FUNCTION says\n"
+                 "that FUNCTION of the object replaces SYMBOL of the library; SYMBOL's offset,\n"
+                 "size and SHA-256 are read from the library itself.",
+                 "suture-pack"};
+    app.footer("Exit status: 0 written, 1 error (message on stderr), 2 usage error.\n"
+               "Format: docs/patch-format.md.");
+    app.set_version_flag("--version", std::string("suture-pack ") + SUTURE_VERSION);
+    suture::PackRequest request;
+    std::string output;
+    std::vector<std::string> replacements;
+    app.add_option("--target", request.target_library, "The library build the patch is for")
+        ->required()
+        ->check(CLI::ExistingFile);
+    app.add_option("--object", request.object_path, "The patch code (ELF relocatable object)")
+        ->required()
+        ->check(CLI::ExistingFile);
+    app.add_option("--id", request.patch_id, "Patch id, e.g. CVE-2026-63076")->required();
+    app.add_option("--level", request.level, "Patch level (1..65535; a higher level replaces a lower)")
+        ->check(CLI::Range(1, 65535));
+    app.add_option("--description", request.description, "One line for humans");
+    app.add_option("--replace", replacements, "SYMBOL=FUNCTION (repeatable)")->required();
+    app.add_option("-o,--output", output, "Where to write the patch file")->required();
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& error) {
+        return app.exit(error) == 0 ? 0 : 2;
+    }
+    for (const std::string& replacement : replacements) {
+        auto equals = replacement.find('=');
+        if (equals == std::string::npos || equals == 0 || equals + 1 == replacement.size()) {
+            std::cerr << "suture-pack: error: --replace " << replacement
+                      << ": expected SYMBOL=FUNCTION\n";
+            return 2;
+        }
+        request.replacements.emplace_back(replacement.substr(0, equals),
+                                          replacement.substr(equals + 1));
+    }
+    auto patch = suture::pack_patch(request);
+    if (!patch) {
+        std::cerr << "suture-pack: error: " << patch.error().message << "\n";
+        return 1;
+    }
+    // Write to a temporary file and rename: a reader never sees half a patch.
+    std::string temporary = output + ".tmp";
+    int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || ::write(fd, patch->data(), patch->size()) != static_cast<ssize_t>(patch->size()) ||
+        ::fsync(fd) != 0 || ::close(fd) != 0 || ::rename(temporary.c_str(), output.c_str()) != 0) {
+        std::cerr << "suture-pack: error: " << output << ": " << std::strerror(errno) << "\n";
+        ::unlink(temporary.c_str());
+        return 1;
+    }
+    return 0;
+}

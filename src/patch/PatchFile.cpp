@@ -1,0 +1,259 @@
+#include "patch/PatchFile.h"
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "base/Files.h"
+
+namespace suture {
+
+namespace {
+
+constexpr char magic[8] = {'S', 'U', 'T', 'U', 'R', 'E', 'P', 'F'};
+constexpr std::size_t header_size = 32;
+// Smallest function a jump fits into: an endbr64 (4) kept in place plus a
+// 5-byte jmp rel32. Functions without endbr64 need only 5, but the builder
+// never emits those for Debian's -fcf-protection libraries.
+constexpr std::uint64_t min_function_size = 9;
+
+std::uint32_t read_u32(const std::byte* at) {
+    std::uint32_t value;
+    std::memcpy(&value, at, sizeof value);
+    return value;  // x86-64 only: little-endian host
+}
+
+std::uint64_t read_u64(const std::byte* at) {
+    std::uint64_t value;
+    std::memcpy(&value, at, sizeof value);
+    return value;
+}
+
+bool is_hex(const std::string& text, std::size_t min_length, std::size_t max_length) {
+    return text.size() >= min_length && text.size() <= max_length &&
+           std::all_of(text.begin(), text.end(),
+                       [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+bool is_patch_id(const std::string& id) {
+    return !id.empty() && id.size() <= 63 && std::all_of(id.begin(), id.end(), [](char c) {
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '_' || c == '-' || c == '+';
+    });
+}
+
+bool is_symbol_name(const std::string& name) {
+    return !name.empty() && name.size() <= 1024 &&
+           std::none_of(name.begin(), name.end(),
+                        [](char c) { return c == '\0' || c == '@' || c == ' '; });
+}
+
+}  // namespace
+
+Result<PatchMetadata> parse_patch_metadata(std::string_view json_text, const std::string& name) {
+    PatchMetadata metadata;
+    try {
+        auto document = nlohmann::json::parse(json_text);
+        metadata.patch_id = document.at("patch_id").get<std::string>();
+        metadata.level = document.at("level").get<std::uint32_t>();
+        metadata.description = document.value("description", "");
+        const auto& target = document.at("target");
+        metadata.target_build_id = target.at("build_id").get<std::string>();
+        metadata.target_soname = target.at("soname").get<std::string>();
+        for (const auto& entry : document.at("functions")) {
+            metadata.functions.push_back(ReplacedFunction{
+                entry.at("symbol").get<std::string>(), entry.at("offset").get<std::uint64_t>(),
+                entry.at("size").get<std::uint64_t>(), entry.at("sha256").get<std::string>(),
+                entry.at("replacement").get<std::string>()});
+        }
+        for (const auto& entry : document.value("target_references", nlohmann::json::array())) {
+            metadata.target_references.push_back(TargetReference{
+                entry.at("symbol").get<std::string>(), entry.at("offset").get<std::uint64_t>()});
+        }
+        for (const auto& entry : document.value("imports", nlohmann::json::array())) {
+            metadata.imports.push_back(
+                Import{entry.at("symbol").get<std::string>(),
+                       entry.value("version", nlohmann::json()).is_null()
+                           ? std::string()
+                           : entry.at("version").get<std::string>()});
+        }
+    } catch (const nlohmann::json::exception& error) {
+        return fail(ErrorCode::bad_format, name + ": metadata: " + error.what());
+    }
+    auto invalid = [&](const std::string& what) {
+        return fail(ErrorCode::bad_format, name + ": metadata: " + what);
+    };
+    if (!is_patch_id(metadata.patch_id)) {
+        return invalid("patch_id must be 1-63 characters of A-Z a-z 0-9 . _ - +");
+    }
+    if (metadata.level == 0 || metadata.level > 65535) {
+        return invalid("level must be 1..65535");
+    }
+    if (!is_hex(metadata.target_build_id, 2, 128) || metadata.target_build_id.size() % 2 != 0) {
+        return invalid("target.build_id must be lowercase hex");
+    }
+    if (metadata.functions.empty() || metadata.functions.size() > 4096) {
+        return invalid("functions must list 1..4096 entries");
+    }
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+    for (const ReplacedFunction& function : metadata.functions) {
+        if (!is_symbol_name(function.symbol) || !is_symbol_name(function.replacement)) {
+            return invalid("bad symbol name in functions");
+        }
+        if (!is_hex(function.sha256, 64, 64)) {
+            return invalid(function.symbol + ": sha256 must be 64 lowercase hex digits");
+        }
+        if (function.size < min_function_size || function.size > (1u << 24) ||
+            function.offset > (1ull << 40)) {
+            return invalid(function.symbol + ": size " + std::to_string(function.size) +
+                           " cannot hold a jump, or offset out of range");
+        }
+        ranges.emplace_back(function.offset, function.offset + function.size);
+    }
+    std::sort(ranges.begin(), ranges.end());
+    for (std::size_t i = 1; i < ranges.size(); ++i) {
+        if (ranges[i].first < ranges[i - 1].second) {
+            return invalid("replaced functions overlap");
+        }
+    }
+    for (const TargetReference& reference : metadata.target_references) {
+        if (!is_symbol_name(reference.symbol) || reference.offset > (1ull << 40)) {
+            return invalid("bad target reference " + reference.symbol);
+        }
+    }
+    for (const Import& import : metadata.imports) {
+        if (!is_symbol_name(import.symbol) ||
+            (!import.version.empty() && !is_symbol_name(import.version))) {
+            return invalid("bad import " + import.symbol);
+        }
+    }
+    return metadata;
+}
+
+Result<PatchFile> parse_patch(std::span<const std::byte> bytes, const std::string& name) {
+    if (bytes.size() < header_size || std::memcmp(bytes.data(), magic, sizeof magic) != 0) {
+        return fail(ErrorCode::bad_format, name + ": not a suture patch file");
+    }
+    std::uint32_t version = read_u32(bytes.data() + 8);
+    std::uint32_t declared_header_size = read_u32(bytes.data() + 12);
+    std::uint32_t metadata_size = read_u32(bytes.data() + 16);
+    std::uint64_t object_size = read_u64(bytes.data() + 24);
+    if (version != patch_format_version) {
+        return fail(ErrorCode::unsupported,
+                    name + ": patch format version " + std::to_string(version) + " is not supported");
+    }
+    if (declared_header_size != header_size || metadata_size > max_patch_metadata_size ||
+        object_size > max_patch_object_size ||
+        bytes.size() != header_size + metadata_size + object_size) {
+        return fail(ErrorCode::bad_format, name + ": sizes in the header do not match the file");
+    }
+    std::string_view json(reinterpret_cast<const char*>(bytes.data()) + header_size, metadata_size);
+    auto metadata = parse_patch_metadata(json, name);
+    if (!metadata) {
+        return tl::unexpected(metadata.error());
+    }
+    auto object_bytes = bytes.subspan(header_size + metadata_size);
+    auto object = RelocatableObject::parse(
+        std::vector<std::byte>(object_bytes.begin(), object_bytes.end()), name + ": object");
+    if (!object) {
+        return tl::unexpected(object.error());
+    }
+
+    // Consistency between metadata and object.
+    for (const ReplacedFunction& function : metadata->functions) {
+        const RelocatableObject::Symbol* replacement = object->find_defined(function.replacement);
+        if (replacement == nullptr || replacement->type != STT_FUNC ||
+            !object->is_loaded(replacement->section) ||
+            (object->sections()[replacement->section].flags & SHF_EXECINSTR) == 0) {
+            return fail(ErrorCode::bad_format, name + ": replacement " + function.replacement +
+                                                   " is not a function defined in the object");
+        }
+    }
+    std::set<std::string> resolvable;
+    for (const TargetReference& reference : metadata->target_references) {
+        resolvable.insert(reference.symbol);
+    }
+    for (const Import& import : metadata->imports) {
+        resolvable.insert(import.symbol);
+    }
+    for (const auto& symbol : object->symbols()) {
+        if (symbol.section == SHN_UNDEF && !symbol.is_absolute && !symbol.name.empty() &&
+            !resolvable.contains(symbol.name)) {
+            return fail(ErrorCode::bad_format,
+                        name + ": undefined symbol " + symbol.name +
+                            " is neither a target reference nor an import");
+        }
+    }
+    for (std::size_t index = 1; index < object->sections().size(); ++index) {
+        const auto& section = object->sections()[index];
+        if (section.name == ".init_array" || section.name == ".fini_array" ||
+            section.name == ".ctors" || section.name == ".dtors") {
+            return fail(ErrorCode::unsupported,
+                        name + ": " + section.name + ": patch code cannot have constructors");
+        }
+    }
+    return PatchFile{std::move(*metadata), std::move(*object)};
+}
+
+Result<PatchFile> read_patch_file(const std::string& path) {
+    auto text = read_file(path);
+    if (!text) {
+        return tl::unexpected(text.error());
+    }
+    if (text->size() > header_size + max_patch_metadata_size + max_patch_object_size) {
+        return fail(ErrorCode::bad_format, path + ": too large for a patch file");
+    }
+    return parse_patch(std::as_bytes(std::span(text->data(), text->size())), path);
+}
+
+std::vector<std::byte> write_patch(const PatchMetadata& metadata,
+                                   std::span<const std::byte> object_bytes) {
+    nlohmann::json functions = nlohmann::json::array();
+    for (const ReplacedFunction& function : metadata.functions) {
+        functions.push_back({{"symbol", function.symbol},
+                             {"offset", function.offset},
+                             {"size", function.size},
+                             {"sha256", function.sha256},
+                             {"replacement", function.replacement}});
+    }
+    nlohmann::json references = nlohmann::json::array();
+    for (const TargetReference& reference : metadata.target_references) {
+        references.push_back({{"symbol", reference.symbol}, {"offset", reference.offset}});
+    }
+    nlohmann::json imports = nlohmann::json::array();
+    for (const Import& import : metadata.imports) {
+        imports.push_back({{"symbol", import.symbol},
+                           {"version", import.version.empty() ? nlohmann::json()
+                                                              : nlohmann::json(import.version)}});
+    }
+    nlohmann::json document = {
+        {"patch_id", metadata.patch_id},
+        {"level", metadata.level},
+        {"description", metadata.description},
+        {"target", {{"build_id", metadata.target_build_id}, {"soname", metadata.target_soname}}},
+        {"functions", functions},
+        {"target_references", references},
+        {"imports", imports},
+    };
+    std::string json = document.dump(2) + "\n";  // keys sorted: same input, same bytes
+
+    std::vector<std::byte> out(header_size);
+    std::memcpy(out.data(), magic, sizeof magic);
+    auto put_u32 = [&](std::size_t at, std::uint32_t value) {
+        std::memcpy(out.data() + at, &value, sizeof value);
+    };
+    put_u32(8, patch_format_version);
+    put_u32(12, header_size);
+    put_u32(16, static_cast<std::uint32_t>(json.size()));
+    put_u32(20, 0);
+    std::uint64_t object_size = object_bytes.size();
+    std::memcpy(out.data() + 24, &object_size, sizeof object_size);
+    auto json_bytes = std::as_bytes(std::span(json.data(), json.size()));
+    out.insert(out.end(), json_bytes.begin(), json_bytes.end());
+    out.insert(out.end(), object_bytes.begin(), object_bytes.end());
+    return out;
+}
+
+}  // namespace suture

@@ -1,0 +1,75 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/Error.h"
+#include "elf/RelocatableObject.h"
+
+namespace suture {
+
+// One function of the target library that the patch replaces.
+struct ReplacedFunction {
+    std::string symbol;          // its name in the target (for messages)
+    std::uint64_t offset = 0;    // from the target's load base
+    std::uint64_t size = 0;      // bytes, as in the target's symbol table
+    std::string sha256;          // of its original bytes, 64 lowercase hex digits
+    std::string replacement;     // defined function symbol of the patch object
+};
+
+// A symbol of the target library that the patch code refers to, resolved to
+// an offset from the target's load base when the patch was built.
+struct TargetReference {
+    std::string symbol;
+    std::uint64_t offset = 0;
+};
+
+// A symbol the patch code takes from another loaded object, by name and
+// (when known) version, e.g. memcpy@GLIBC_2.14.
+struct Import {
+    std::string symbol;
+    std::string version;  // empty: the default version
+};
+
+struct PatchMetadata {
+    std::string patch_id;  // [A-Za-z0-9._+-]{1,63}
+    std::uint32_t level = 1;
+    std::string description;
+    std::string target_build_id;  // lowercase hex
+    std::string target_soname;
+    std::vector<ReplacedFunction> functions;
+    std::vector<TargetReference> target_references;
+    std::vector<Import> imports;
+};
+
+// A parsed, validated patch file: metadata plus the relocatable object.
+// Format: docs/patch-format.md.
+struct PatchFile {
+    PatchMetadata metadata;
+    RelocatableObject object;
+};
+
+inline constexpr std::uint32_t patch_format_version = 1;
+inline constexpr std::size_t max_patch_metadata_size = 1 << 20;
+inline constexpr std::size_t max_patch_object_size = 64 << 20;
+
+// Parses and validates the bytes of a patch file: the container, the
+// metadata, the object, and their consistency (every replacement defined,
+// every undefined symbol of the object a target reference or an import,
+// replaced functions large enough for a jump and not overlapping).
+Result<PatchFile> parse_patch(std::span<const std::byte> bytes, const std::string& name);
+
+// Reads and parses a patch file from disk.
+Result<PatchFile> read_patch_file(const std::string& path);
+
+// Serialises metadata and an object's bytes into the container format.
+std::vector<std::byte> write_patch(const PatchMetadata& metadata,
+                                   std::span<const std::byte> object_bytes);
+
+// Parses only the metadata document (for tests and tools).
+Result<PatchMetadata> parse_patch_metadata(std::string_view json_text, const std::string& name);
+
+}  // namespace suture
