@@ -26,6 +26,7 @@ enum class ErrorCode {
     unsafe,                // a thread is inside code being replaced (after retries)
     target_died,           // the target exited or was killed during the operation
     conflict,              // memory the patch needs is not what it should be
+    not_applied,           // revert: no such patch in the process
 };
 
 // `message` reads subject first: "pid 1234: maps: Permission denied".

@@ -67,7 +67,8 @@ std::string count_of(std::size_t count, const char* singular, const char* plural
 
 }  // namespace
 
-void print_status_table(std::ostream& out, const ScanReport& report, bool list_unreadable) {
+void print_status_table(std::ostream& out, const StatusReport& status, bool list_unreadable) {
+    const ScanReport& report = status.scan;
     // Group by (soname, build ID): the unit a patch is made for.
     std::map<std::pair<std::string, std::string>, BuildGroup> groups;
     std::size_t processes_with_openssl = 0;
@@ -104,6 +105,15 @@ void print_status_table(std::ostream& out, const ScanReport& report, bool list_u
             print_process_list(out, stale, "    ");
         }
         out << "\n";
+    }
+
+    for (const auto& [pid, patches] : status.patches) {
+        for (const AppliedPatch& patch : patches) {
+            out << "patch " << patch.marker.patch_id << " level " << patch.marker.level << " in pid "
+                << pid << ": " << patch_state_name(patch.state) << " (" << patch.jumps_in_place
+                << "/" << patch.marker.functions.size() << " functions redirected, build "
+                << patch.marker.target_build_id.substr(0, 12) << ")\n";
+        }
     }
 
     std::size_t incomplete = 0;

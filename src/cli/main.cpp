@@ -21,22 +21,37 @@ namespace {
 using namespace suture;
 
 constexpr const char* exit_code_help = R"(Exit status:
-  0  success: every process was examined
+  0  success
   1  failure: the command could not run (for example the build index is missing)
   2  usage error: bad option or argument
-  3  partial: done, but some processes or mapped files could not be read;
+  3  status: done, but some processes or mapped files could not be read;
      they are listed (in --json under "unreadable" and per-process "errors")
+  4  no such process                 9  unsafe: threads kept running code being
+  5  permission denied                  replaced (the blocking frames are listed)
+  6  library not mapped by the process  10 the process died during the operation
+  7  another build of the library      11 bad or unsupported patch file
+  8  function bytes differ from the    12 conflict: another patch or foreign bytes
+     build the patch was made for      13 revert: the patch is not applied
 
 Files:
   <datadir>/suture/distro-support/*/builds.json
       build ID -> package index, generated from Debian's archive by
       distro-support/generate-index; --distro-support overrides the directory.
 
-See docs/operator-guide.md and docs/formats.md for details.)";
+See docs/operator-guide.md, docs/formats.md and docs/patch-format.md.)";
 
 struct StatusOptions {
     bool json = false;
     std::vector<int> pids;
+};
+
+struct InjectCommand {
+    int pid = 0;
+    std::string patch_file;  // apply
+    std::string patch_id;    // revert (empty: all)
+    bool json = false;
+    InjectOptions options;
+    int backoff_ms = 5;
 };
 
 int run_status(const StatusOptions& options, const EngineOptions& engine_options) {
@@ -45,17 +60,114 @@ int run_status(const StatusOptions& options, const EngineOptions& engine_options
         log::error(engine.error().message);
         return exit_failure;
     }
-    ScanReport report = engine->status(options.pids);
+    StatusReport report = engine->status(options.pids);
     if (options.json) {
         std::cout << status_to_json(report).dump(2) << "\n";
     } else {
         print_status_table(std::cout, report, log::level() >= log::Level::info);
     }
-    bool partial = !report.unreadable.empty();
-    for (const ProcessReport& process : report.processes) {
+    bool partial = !report.scan.unreadable.empty();
+    for (const ProcessReport& process : report.scan.processes) {
         partial = partial || !process.errors.empty();
     }
     return partial ? exit_partial : exit_ok;
+}
+
+// Prints an injector error (with blocking frames) and returns its status.
+int report_error(const Error& error, const std::vector<BlockingThread>& blocking, bool json) {
+    if (json) {
+        std::cout << error_to_json(error, blocking).dump(2) << "\n";
+    } else {
+        log::error(error.message);
+    }
+    return exit_code_for(error.code);
+}
+
+std::string microseconds(std::chrono::nanoseconds duration) {
+    return std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(duration).count()) +
+           " us";
+}
+
+int run_apply(InjectCommand& command, const EngineOptions& engine_options) {
+    auto engine = Engine::open(engine_options);
+    if (!engine) {
+        log::error(engine.error().message);
+        return exit_failure;
+    }
+    auto patch = read_patch_file(command.patch_file);
+    if (!patch) {
+        bool missing = patch.error().code == ErrorCode::not_found ||
+                       patch.error().code == ErrorCode::permission_denied ||
+                       patch.error().code == ErrorCode::io;
+        return missing ? (log::error(patch.error().message), exit_failure)
+                       : report_error(patch.error(), {}, command.json);
+    }
+    command.options.first_backoff = std::chrono::milliseconds(command.backoff_ms);
+    std::vector<BlockingThread> blocking;
+    auto report = engine->apply(command.pid, *patch, command.options, &blocking);
+    if (!report) {
+        return report_error(report.error(), blocking, command.json);
+    }
+    if (command.json) {
+        std::cout << inject_report_to_json(command.pid, *report).dump(2) << "\n";
+    } else if (report->already_applied) {
+        std::cout << "pid " << command.pid << ": " << report->patch_id << " level " << report->level
+                  << " is already applied\n";
+    } else {
+        std::cout << "pid " << command.pid << ": applied " << report->patch_id << " level "
+                  << report->level;
+        if (report->replaced_level) {
+            std::cout << " (replacing level " << *report->replaced_level << ")";
+        }
+        std::cout << ": " << report->functions << " functions, " << report->threads
+                  << " threads stopped for " << microseconds(report->stopped_for) << " (try "
+                  << report->attempts << ")\n";
+    }
+    return exit_ok;
+}
+
+int run_revert(InjectCommand& command, const EngineOptions& engine_options) {
+    auto engine = Engine::open(engine_options);
+    if (!engine) {
+        log::error(engine.error().message);
+        return exit_failure;
+    }
+    command.options.first_backoff = std::chrono::milliseconds(command.backoff_ms);
+    std::vector<BlockingThread> blocking;
+    auto reports = engine->revert(command.pid, command.patch_id, command.options, &blocking);
+    if (!reports) {
+        return report_error(reports.error(), blocking, command.json);
+    }
+    if (command.json) {
+        nlohmann::json reverted = nlohmann::json::array();
+        for (const InjectReport& report : *reports) {
+            reverted.push_back(inject_report_to_json(command.pid, report));
+        }
+        std::cout << nlohmann::json{{"reverted", reverted}}.dump(2) << "\n";
+    } else {
+        for (const InjectReport& report : *reports) {
+            std::cout << "pid " << command.pid << ": reverted " << report.patch_id << " level "
+                      << report.level << ": " << report.functions << " functions, "
+                      << report.threads << " threads stopped for "
+                      << microseconds(report.stopped_for) << "\n";
+        }
+    }
+    return exit_ok;
+}
+
+void add_inject_options(CLI::App* command, InjectCommand& options) {
+    command->add_option("--pid", options.pid, "The process")->required()->check(CLI::PositiveNumber);
+    command->add_flag("--json", options.json, "Print a JSON document (docs/formats.md)");
+    command
+        ->add_option("--attempts", options.options.attempts,
+                     "How many times to stop the process and check its stacks before giving up")
+        ->check(CLI::Range(1, 1000))
+        ->capture_default_str();
+    command
+        ->add_option("--backoff-ms", options.backoff_ms,
+                     "First pause between tries, doubling up to 500 ms; the process runs meanwhile")
+        ->check(CLI::Range(0, 60000))
+        ->capture_default_str();
 }
 
 }  // namespace
@@ -87,11 +199,33 @@ int main(int argc, char** argv) {
         "/proc/PID/map_files), so deleted, replaced and containerised copies report their own\n"
         "build. The build ID is looked up in the distribution build index to name the package.\n"
         "Processes mapping a library deleted or replaced on disk are flagged: they still run\n"
-        "the old code. Run as root to see every process.");
+        "the old code. Patches applied by suture are read from their in-process markers.\n"
+        "Run as root to see every process.");
     status->add_flag("--json", status_options.json,
                      "Print a JSON document (format: docs/formats.md, \"Status document\")");
     status->add_option("--pid", status_options.pids, "Only these processes (repeatable)")
         ->check(CLI::PositiveNumber);
+
+    InjectCommand apply_command;
+    CLI::App* apply = app.add_subcommand(
+        "apply",
+        "Apply a patch file to one running process. Every thread is stopped; the library is\n"
+        "found by build ID and each replaced function's bytes are checked against the SHA-256\n"
+        "recorded in the patch; no thread may be inside a function being replaced (checked by\n"
+        "unwinding every stack, retried with backoff); the new code is mapped read+exec within\n"
+        "2 GiB of the library and each function's entry jumps to it. Nothing changes on error.\n"
+        "Applying a higher level of an applied patch id replaces it in the same stop.");
+    add_inject_options(apply, apply_command);
+    apply->add_option("PATCHFILE", apply_command.patch_file, "The patch file")->required();
+
+    InjectCommand revert_command;
+    CLI::App* revert = app.add_subcommand(
+        "revert",
+        "Revert a suture patch (or all of them) in one running process: under the same stop\n"
+        "and stack rules (no thread inside the patch code), the original bytes go back and\n"
+        "the patch region is unmapped. Works from the in-process marker alone.");
+    add_inject_options(revert, revert_command);
+    revert->add_option("PATCH-ID", revert_command.patch_id, "Only this patch id (default: all)");
 
     try {
         app.parse(argc, argv);
@@ -106,6 +240,12 @@ int main(int argc, char** argv) {
                                     : log::Level::warning);
     if (status->parsed()) {
         return run_status(status_options, engine_options);
+    }
+    if (apply->parsed()) {
+        return run_apply(apply_command, engine_options);
+    }
+    if (revert->parsed()) {
+        return run_revert(revert_command, engine_options);
     }
     return exit_usage;
 }

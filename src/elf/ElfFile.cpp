@@ -2,6 +2,7 @@
 
 #include <gelf.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string_view>
 #include <utility>
@@ -198,6 +199,16 @@ Result<std::span<const std::byte>> ElfFile::bytes_at(std::uint64_t offset,
                                                std::to_string(size) + " outside the file");
     }
     return bytes.subspan(offset, size);
+}
+
+std::uint64_t ElfFile::lowest_load_address() const {
+    std::uint64_t lowest = UINT64_MAX;
+    for (const GElf_Phdr& phdr : segments_) {
+        if (phdr.p_type == PT_LOAD) {
+            lowest = std::min<std::uint64_t>(lowest, phdr.p_vaddr);
+        }
+    }
+    return lowest == UINT64_MAX ? 0 : lowest;
 }
 
 Result<std::vector<ElfFile::Symbol>> ElfFile::dynamic_symbols() const {

@@ -78,6 +78,10 @@ class ElfFile {
     // included); empty if the file has none.
     Result<std::vector<Symbol>> static_symbols() const;
 
+    // The lowest p_vaddr of the PT_LOAD segments (0 for ordinary shared
+    // libraries; the link address for a non-PIE executable).
+    std::uint64_t lowest_load_address() const;
+
     // The bytes at file offset `offset`, or an error if out of range.
     Result<std::span<const std::byte>> bytes_at(std::uint64_t offset, std::uint64_t size) const;
 

@@ -1,5 +1,6 @@
 #include "engine/Engine.h"
 
+#include <chrono>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -54,21 +55,40 @@ Result<Engine> Engine::open(const EngineOptions& options) {
     return Engine(std::make_unique<BuildIndex>(std::move(*index)));
 }
 
-ScanReport Engine::status(const std::vector<int>& pids) {
+StatusReport Engine::status(const std::vector<int>& pids) {
+    StatusReport status;
+    ScanReport& scan = status.scan;
     if (pids.empty()) {
-        return scanner_->scan_all();
-    }
-    ScanReport scan;
-    for (int pid : pids) {
-        auto report = scanner_->scan_process(pid);
-        if (!report) {
-            scan.unreadable.push_back(UnreadableProcess{pid, "", report.error()});
-            continue;
+        scan = scanner_->scan_all();
+    } else {
+        for (int pid : pids) {
+            auto report = scanner_->scan_process(pid);
+            if (!report) {
+                scan.unreadable.push_back(UnreadableProcess{pid, "", report.error()});
+                continue;
+            }
+            ++scan.processes_examined;
+            scan.processes.push_back(std::move(*report));
         }
-        ++scan.processes_examined;
-        scan.processes.push_back(std::move(*report));
     }
-    return scan;
+    for (const ProcessReport& process : scan.processes) {
+        auto patches = list_applied_patches(process.info.pid);
+        if (patches && !patches->empty()) {
+            status.patches[process.info.pid] = std::move(*patches);
+        }
+    }
+    return status;
+}
+
+Result<InjectReport> Engine::apply(int pid, const PatchFile& patch, const InjectOptions& options,
+                                   std::vector<BlockingThread>* blocking) {
+    return apply_patch(pid, patch, options, blocking);
+}
+
+Result<std::vector<InjectReport>> Engine::revert(int pid, const std::string& patch_id,
+                                                 const InjectOptions& options,
+                                                 std::vector<BlockingThread>* blocking) {
+    return revert_patches(pid, patch_id, options, blocking);
 }
 
 std::optional<std::string> openssl_version_number(const std::string& version_text) {
@@ -110,11 +130,41 @@ std::string error_code_name(ErrorCode code) {
             return "target_died";
         case ErrorCode::conflict:
             return "conflict";
+        case ErrorCode::not_applied:
+            return "not_applied";
     }
     return "unknown";
 }
 
-nlohmann::json status_to_json(const ScanReport& report) {
+nlohmann::json inject_report_to_json(int pid, const InjectReport& report) {
+    return {
+        {"pid", pid},
+        {"patch_id", report.patch_id},
+        {"level", report.level},
+        {"replaced_level", optional_to_json(report.replaced_level)},
+        {"already_applied", report.already_applied},
+        {"region_address", hex_address(report.region_address)},
+        {"functions", report.functions},
+        {"attempts", report.attempts},
+        {"threads", report.threads},
+        {"stopped_us",
+         std::chrono::duration_cast<std::chrono::microseconds>(report.stopped_for).count()},
+    };
+}
+
+nlohmann::json error_to_json(const Error& error, const std::vector<BlockingThread>& blocking) {
+    nlohmann::json threads = nlohmann::json::array();
+    for (const BlockingThread& thread : blocking) {
+        threads.push_back({{"tid", thread.tid}, {"frames", thread.frames}});
+    }
+    return {{"error",
+             {{"reason", error_code_name(error.code)},
+              {"message", error.message},
+              {"blocking_threads", std::move(threads)}}}};
+}
+
+nlohmann::json status_to_json(const StatusReport& status) {
+    const ScanReport& report = status.scan;
     nlohmann::json processes = nlohmann::json::array();
     std::size_t with_openssl = 0;
     for (const ProcessReport& process : report.processes) {
@@ -142,6 +192,21 @@ nlohmann::json status_to_json(const ScanReport& report) {
             errors.push_back({{"reason", error_code_name(error.code)}, {"message", error.message}});
         }
         with_openssl += process.libraries.empty() ? 0 : 1;
+        nlohmann::json patches = nlohmann::json::array();
+        if (auto found = status.patches.find(process.info.pid); found != status.patches.end()) {
+            for (const AppliedPatch& patch : found->second) {
+                patches.push_back({
+                    {"patch_id", patch.marker.patch_id},
+                    {"level", patch.marker.level},
+                    {"state", patch_state_name(patch.state)},
+                    {"target_build_id", patch.marker.target_build_id},
+                    {"functions", patch.marker.functions.size()},
+                    {"jumps_in_place", patch.jumps_in_place},
+                    {"region_address", hex_address(patch.marker.region_address)},
+                    {"applied_at_unix_ns", patch.marker.applied_at_unix_ns},
+                });
+            }
+        }
         processes.push_back({
             {"pid", process.info.pid},
             {"comm", process.info.comm},
@@ -150,6 +215,7 @@ nlohmann::json status_to_json(const ScanReport& report) {
             {"root", process.root},
             {"libraries", std::move(libraries)},
             {"errors", std::move(errors)},
+            {"patches", std::move(patches)},
         });
     }
     nlohmann::json unreadable = nlohmann::json::array();

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -9,6 +10,8 @@
 
 #include "base/Error.h"
 #include "distro/BuildIndex.h"
+#include "inject/Injector.h"
+#include "patch/PatchFile.h"
 #include "scan/Scanner.h"
 
 namespace suture {
@@ -19,6 +22,13 @@ struct EngineOptions {
     std::string distro_support_dir;
 };
 
+// What `status` reports: the scan, plus the suture patches found in each
+// reported process through their region markers (no ptrace).
+struct StatusReport {
+    ScanReport scan;
+    std::map<int, std::vector<AppliedPatch>> patches;  // by pid; absent: none
+};
+
 // The one API the CLI (and later the daemon) calls. It owns the build index
 // and the scanner with its cache, so a long-lived caller scans warm.
 class Engine {
@@ -27,7 +37,18 @@ class Engine {
 
     // Scans every process, or only `pids` when not empty (a PID that does not
     // exist is reported as unreadable with reason not_found).
-    ScanReport status(const std::vector<int>& pids = {});
+    StatusReport status(const std::vector<int>& pids = {});
+
+    // Applies a patch file to one process (see apply_patch in
+    // inject/Injector.h). `blocking` receives the threads that blocked the
+    // last try when the result is `unsafe`.
+    Result<InjectReport> apply(int pid, const PatchFile& patch, const InjectOptions& options,
+                               std::vector<BlockingThread>* blocking = nullptr);
+
+    // Reverts `patch_id` (every suture patch if empty) in one process.
+    Result<std::vector<InjectReport>> revert(int pid, const std::string& patch_id,
+                                             const InjectOptions& options,
+                                             std::vector<BlockingThread>* blocking = nullptr);
 
     const BuildIndex& build_index() const { return *index_; }
 
@@ -44,7 +65,12 @@ class Engine {
 std::optional<std::string> openssl_version_number(const std::string& version_text);
 
 // The `suture status --json` document (docs/formats.md, "Status document").
-nlohmann::json status_to_json(const ScanReport& report);
+nlohmann::json status_to_json(const StatusReport& report);
+
+// One apply/revert result, and an error with its blocking threads, as JSON
+// (docs/formats.md, "Apply and revert documents").
+nlohmann::json inject_report_to_json(int pid, const InjectReport& report);
+nlohmann::json error_to_json(const Error& error, const std::vector<BlockingThread>& blocking);
 
 // Name of an ErrorCode as it appears in JSON ("permission_denied").
 std::string error_code_name(ErrorCode code);

@@ -47,7 +47,7 @@ TEST_CASE("the status document lists each process's libraries with package null 
     report.unreadable.push_back(
         {1, "init", Error{ErrorCode::permission_denied, "pid 1: maps: denied", EACCES}});
 
-    nlohmann::json document = status_to_json(report);
+    nlohmann::json document = status_to_json(StatusReport{report, {}});
     CHECK(document["format"] == "suture-status");
     CHECK(document["format_version"] == 1);
     CHECK(document["summary"]["processes_examined"] == 5);
@@ -70,4 +70,5 @@ TEST_CASE("the status document lists each process's libraries with package null 
     CHECK(second["package"]["version"] == "3.0.20-1~deb12u2");
     CHECK(second["package"]["distribution"] == "debian-12");
     CHECK(document["unreadable"][0]["reason"] == "permission_denied");
+    CHECK(json_process["patches"].empty());
 }

@@ -1,0 +1,573 @@
+#include "inject/Injector.h"
+
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "base/Sha256.h"
+#include "inject/LoadedObjects.h"
+#include "inject/PatchImage.h"
+#include "inject/RemoteMemory.h"
+#include "inject/RemoteSyscall.h"
+#include "inject/StoppedProcess.h"
+#include "proc/ProcessMaps.h"
+
+namespace suture {
+
+namespace {
+
+constexpr std::uint64_t two_gib = 1ull << 31;
+constexpr std::uint64_t page = 4096;
+constexpr unsigned char endbr64[4] = {0xf3, 0x0f, 0x1e, 0xfa};
+
+std::string hex(std::uint64_t value) {
+    char text[24];
+    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(value));
+    return text;
+}
+
+std::string subject_of(int pid) { return "pid " + std::to_string(pid); }
+
+// Markers of every suture region the process maps: private anonymous
+// read+exec mappings that begin with the magic.
+std::vector<RegionMarker> find_markers(const RemoteMemory& memory,
+                                       const std::vector<Mapping>& mappings) {
+    std::vector<RegionMarker> markers;
+    for (const Mapping& mapping : mappings) {
+        if (mapping.inode != 0 || !mapping.path.empty() || !mapping.executable ||
+            mapping.writable || mapping.shared) {
+            continue;
+        }
+        auto head = memory.read(mapping.start, region_marker_fixed_size);
+        if (!head || std::memcmp(head->data(), region_magic, sizeof region_magic) != 0) {
+            continue;
+        }
+        std::uint32_t size = 0;
+        std::memcpy(&size, head->data() + 12, sizeof size);
+        if (size > mapping.end - mapping.start || size < region_marker_fixed_size) {
+            continue;
+        }
+        auto whole = memory.read(mapping.start, size);
+        if (!whole) {
+            continue;
+        }
+        auto marker = decode_region_marker(*whole);
+        if (!marker) {
+            continue;
+        }
+        marker->region_address = mapping.start;
+        markers.push_back(std::move(*marker));
+    }
+    return markers;
+}
+
+// Counts the functions whose jump site holds the marker's jump.
+Result<std::pair<std::size_t, bool>> count_jumps(const RemoteMemory& memory,
+                                                 const RegionMarker& marker) {
+    std::size_t in_place = 0;
+    bool foreign = false;
+    for (const MarkedFunction& function : marker.functions) {
+        std::uint64_t site = marker.target_base + function.target_offset + function.jump_offset;
+        auto current = memory.read(site, 5);
+        if (!current) {
+            return tl::unexpected(current.error());
+        }
+        auto jump = encode_jump(site, function.replacement_address);
+        if (jump && std::equal(current->begin(), current->end(), jump->begin())) {
+            ++in_place;
+        } else if (!std::equal(current->begin(), current->end(), function.original.begin())) {
+            foreign = true;
+        }
+    }
+    return std::pair{in_place, foreign};
+}
+
+std::string describe_blocking(const std::vector<BlockingThread>& blocking) {
+    std::string text;
+    for (const BlockingThread& thread : blocking) {
+        text += "\n  thread " + std::to_string(thread.tid) + ":";
+        for (const std::string& frame : thread.frames) {
+            text += "\n    " + frame;
+        }
+    }
+    return text;
+}
+
+// Picks an address for `size` bytes within ±2 GiB of every byte of
+// [low, high), in a gap of the current maps, closest to the library first.
+std::vector<std::uint64_t> candidate_addresses(const std::vector<Mapping>& mappings,
+                                               std::uint64_t low, std::uint64_t high,
+                                               std::uint64_t size) {
+    std::uint64_t min_start = high > two_gib ? high - two_gib + page : page;
+    std::uint64_t max_end = low + two_gib - page;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> gaps;  // [start, end)
+    std::uint64_t previous_end = page * 16;
+    for (const Mapping& mapping : mappings) {
+        if (mapping.start > previous_end) {
+            gaps.emplace_back(previous_end, mapping.start);
+        }
+        previous_end = std::max(previous_end, mapping.end);
+    }
+    std::vector<std::uint64_t> candidates;
+    for (auto [start, end] : gaps) {
+        start = std::max(start, min_start);
+        end = std::min(end, max_end);
+        if (end <= start || end - start < size + 2 * page) {
+            continue;
+        }
+        // Leave a guard page on each side; prefer the end nearest the library.
+        if (start >= high) {
+            candidates.push_back(start + page);
+        } else {
+            candidates.push_back((end - page - size) & ~(page - 1));
+        }
+    }
+    std::sort(candidates.begin(), candidates.end(), [&](std::uint64_t a, std::uint64_t b) {
+        auto distance = [&](std::uint64_t x) { return x >= high ? x - high : low - x; };
+        return distance(a) < distance(b);
+    });
+    return candidates;
+}
+
+Result<std::uint64_t> map_region(RemoteSyscall& syscall, const std::vector<Mapping>& mappings,
+                                 std::uint64_t low, std::uint64_t high, std::uint64_t size,
+                                 const std::string& subject) {
+    for (std::uint64_t address : candidate_addresses(mappings, low, high, size)) {
+        auto result = syscall.call(SYS_mmap, address, size, PROT_READ | PROT_EXEC,
+                                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                                   static_cast<std::uint64_t>(-1), 0);
+        if (!result) {
+            return tl::unexpected(result.error());
+        }
+        if (*result == static_cast<long>(address)) {
+            return address;
+        }
+        if (*result >= 0) {
+            // A kernel without MAP_FIXED_NOREPLACE treats it as a hint; a
+            // region elsewhere is of no use.
+            (void)syscall.call(SYS_munmap, static_cast<std::uint64_t>(*result), size);
+            continue;
+        }
+        if (*result != -EEXIST) {
+            return fail(ErrorCode::io, subject + ": mmap in the target failed: " +
+                                           std::strerror(static_cast<int>(-*result)));
+        }
+    }
+    return fail(ErrorCode::conflict, subject + ": no free address within 2 GiB of the library");
+}
+
+Result<void> unmap_region(RemoteSyscall& syscall, std::uint64_t address, std::uint64_t size,
+                          const std::string& subject) {
+    auto result = syscall.call(SYS_munmap, address, size);
+    if (!result) {
+        return tl::unexpected(result.error());
+    }
+    if (*result != 0) {
+        return fail(ErrorCode::io, subject + ": munmap in the target failed: " +
+                                       std::strerror(static_cast<int>(-*result)));
+    }
+    return {};
+}
+
+void sleep_backoff(std::chrono::milliseconds& backoff, const InjectOptions& options) {
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, options.max_backoff);
+}
+
+std::uint64_t unix_now_ns() {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+}
+
+}  // namespace
+
+std::string patch_state_name(PatchState state) {
+    switch (state) {
+        case PatchState::active:
+            return "active";
+        case PatchState::inactive:
+            return "inactive";
+        case PatchState::partial:
+            return "partial";
+        case PatchState::foreign:
+            return "foreign";
+    }
+    return "unknown";
+}
+
+Result<std::vector<AppliedPatch>> list_applied_patches(int pid) {
+    auto mappings = read_process_maps(pid);
+    if (!mappings) {
+        return tl::unexpected(mappings.error());
+    }
+    auto memory = RemoteMemory::open(pid, false);
+    if (!memory) {
+        return tl::unexpected(memory.error());
+    }
+    std::vector<AppliedPatch> patches;
+    for (RegionMarker& marker : find_markers(*memory, *mappings)) {
+        auto jumps = count_jumps(*memory, marker);
+        if (!jumps) {
+            return tl::unexpected(jumps.error());
+        }
+        AppliedPatch patch{std::move(marker), PatchState::active, jumps->first};
+        if (jumps->second) {
+            patch.state = PatchState::foreign;
+        } else if (jumps->first == 0) {
+            patch.state = PatchState::inactive;
+        } else if (jumps->first < patch.marker.functions.size()) {
+            patch.state = PatchState::partial;
+        }
+        patches.push_back(std::move(patch));
+    }
+    return patches;
+}
+
+Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOptions& options,
+                                 std::vector<BlockingThread>* blocking_out) {
+    const PatchMetadata& metadata = patch.metadata;
+    std::string subject = subject_of(pid);
+    // Everything that needs no address is done before the stop.
+    auto layout = layout_patch(patch);
+    if (!layout) {
+        return tl::unexpected(layout.error());
+    }
+    std::chrono::milliseconds backoff = options.first_backoff;
+    for (int attempt = 1;; ++attempt) {
+        auto stopped = StoppedProcess::stop(pid);
+        if (!stopped) {
+            return tl::unexpected(stopped.error());
+        }
+        // 1. Only now, with every thread held, look at the memory.
+        auto mappings = read_process_maps(pid);
+        if (!mappings) {
+            return tl::unexpected(mappings.error());
+        }
+        auto objects = read_loaded_objects(pid, *mappings);
+        if (!objects) {
+            return tl::unexpected(objects.error());
+        }
+        const LoadedObject* target = nullptr;
+        std::string other_builds;
+        for (const LoadedObject& object : *objects) {
+            if (object.soname != metadata.target_soname) {
+                continue;
+            }
+            if (object.build_id == metadata.target_build_id) {
+                target = &object;
+                break;
+            }
+            other_builds += " " + object.build_id;
+        }
+        if (target == nullptr) {
+            if (!other_builds.empty()) {
+                return fail(ErrorCode::build_id_mismatch,
+                            subject + ": maps " + metadata.target_soname + " build" + other_builds +
+                                ", the patch is for build " + metadata.target_build_id);
+            }
+            return fail(ErrorCode::library_not_mapped,
+                        subject + ": does not map " + metadata.target_soname);
+        }
+        auto memory = RemoteMemory::open(pid, true);
+        if (!memory) {
+            return tl::unexpected(memory.error());
+        }
+
+        // 2. Patches already there: the same id at another level is
+        // replaced within this stop; anything else touching our functions
+        // is a conflict.
+        std::optional<RegionMarker> previous;
+        for (RegionMarker& marker : find_markers(*memory, *mappings)) {
+            if (marker.target_base != target->base) {
+                continue;
+            }
+            if (marker.patch_id == metadata.patch_id) {
+                auto jumps = count_jumps(*memory, marker);
+                if (jumps && marker.level == metadata.level && !jumps->second &&
+                    jumps->first == marker.functions.size()) {
+                    InjectReport report;
+                    report.patch_id = metadata.patch_id;
+                    report.level = metadata.level;
+                    report.already_applied = true;
+                    report.region_address = marker.region_address;
+                    report.functions = marker.functions.size();
+                    report.attempts = attempt;
+                    report.threads = stopped->threads().size();
+                    report.stopped_for = stopped->resume();
+                    return report;
+                }
+                if (marker.level > metadata.level) {
+                    return fail(ErrorCode::conflict,
+                                subject + ": " + metadata.patch_id + " level " +
+                                    std::to_string(marker.level) + " is applied, newer than " +
+                                    std::to_string(metadata.level));
+                }
+                previous = std::move(marker);
+                continue;
+            }
+            for (const MarkedFunction& theirs : marker.functions) {
+                for (const ReplacedFunction& ours : metadata.functions) {
+                    if (theirs.target_offset == ours.offset) {
+                        return fail(ErrorCode::conflict,
+                                    subject + ": " + ours.symbol + " is already patched by " +
+                                        marker.patch_id + " level " + std::to_string(marker.level));
+                    }
+                }
+            }
+        }
+
+        // 3. Fingerprints: each function's original bytes (with a previous
+        // level's jump taken out again) must hash to the recorded value.
+        std::vector<std::uint32_t> jump_offsets;
+        std::vector<std::array<std::byte, 5>> originals;
+        for (const ReplacedFunction& function : metadata.functions) {
+            std::uint64_t start = target->base + function.offset;
+            auto bytes = memory->read(start, function.size);
+            if (!bytes) {
+                return tl::unexpected(bytes.error());
+            }
+            if (previous) {
+                for (const MarkedFunction& marked : previous->functions) {
+                    if (marked.target_offset == function.offset) {
+                        std::copy(marked.original.begin(), marked.original.end(),
+                                  bytes->begin() + marked.jump_offset);
+                    }
+                }
+            }
+            if (sha256_hex(*bytes) != function.sha256) {
+                return fail(ErrorCode::fingerprint_mismatch,
+                            subject + ": " + function.symbol + " at " + hex(start) +
+                                ": bytes differ from the build the patch was made for");
+            }
+            std::uint32_t jump_offset = std::memcmp(bytes->data(), endbr64, 4) == 0 ? 4 : 0;
+            jump_offsets.push_back(jump_offset);
+            std::array<std::byte, 5> original;
+            std::copy_n(bytes->begin() + jump_offset, 5, original.begin());
+            originals.push_back(original);
+        }
+
+        // 4. Stacks: no thread may be inside a function being replaced, or
+        // inside the region of the level being replaced.
+        std::vector<CodeRange> ranges;
+        for (const ReplacedFunction& function : metadata.functions) {
+            ranges.push_back(CodeRange{target->base + function.offset,
+                                       target->base + function.offset + function.size,
+                                       function.symbol + " (" + metadata.target_soname + "+" +
+                                           hex(function.offset) + ")"});
+        }
+        if (previous) {
+            ranges.push_back(CodeRange{previous->region_address,
+                                       previous->region_address + previous->region_size,
+                                       previous->patch_id + " level " +
+                                           std::to_string(previous->level) + " region"});
+        }
+        auto blocking = find_blocking_threads(*stopped, ranges);
+        if (!blocking) {
+            return tl::unexpected(blocking.error());
+        }
+        if (!blocking->empty()) {
+            stopped->resume();
+            if (blocking_out != nullptr) {
+                *blocking_out = *blocking;
+            }
+            if (attempt >= options.attempts) {
+                return fail(ErrorCode::unsafe,
+                            subject + ": threads are running code being replaced (gave up after " +
+                                std::to_string(attempt) + " tries):" +
+                                describe_blocking(*blocking));
+            }
+            sleep_backoff(backoff, options);
+            continue;
+        }
+
+        // 5. The region: map near the library, relocate, fill.
+        SymbolResolver resolver(*objects);
+        auto syscall = RemoteSyscall::prepare(*stopped);
+        if (!syscall) {
+            return tl::unexpected(syscall.error());
+        }
+        auto region = map_region(*syscall, *mappings, target->start, target->end, layout->size,
+                                 subject);
+        if (!region) {
+            return tl::unexpected(region.error());
+        }
+        std::vector<std::uint64_t> replacements;
+        auto image = build_patch_image(
+            patch, *layout, *region, target->base,
+            [&](const Import& import) { return resolver.resolve(import); }, replacements);
+        RegionMarker marker;
+        marker.patch_id = metadata.patch_id;
+        marker.level = metadata.level;
+        marker.target_build_id = metadata.target_build_id;
+        marker.target_base = target->base;
+        marker.region_size = layout->size;
+        marker.applied_at_unix_ns = unix_now_ns();
+        std::vector<std::array<std::byte, 5>> jumps;
+        Result<void> filled = {};
+        if (!image) {
+            filled = tl::unexpected(image.error());
+        } else {
+            for (std::size_t i = 0; i < metadata.functions.size() && filled; ++i) {
+                const ReplacedFunction& function = metadata.functions[i];
+                marker.functions.push_back(MarkedFunction{function.offset, function.size,
+                                                          replacements[i], jump_offsets[i],
+                                                          originals[i]});
+                auto jump = encode_jump(target->base + function.offset + jump_offsets[i],
+                                        replacements[i]);
+                if (!jump) {
+                    filled = tl::unexpected(jump.error());
+                } else {
+                    jumps.push_back(*jump);
+                }
+            }
+        }
+        if (filled) {
+            auto encoded = encode_region_marker(marker);
+            std::copy(encoded.begin(), encoded.end(), image->begin());
+            filled = memory->write(*region, *image);
+        }
+        if (!filled) {
+            // Nothing points into the region yet: take it away again.
+            (void)unmap_region(*syscall, *region, layout->size, subject);
+            return tl::unexpected(filled.error());
+        }
+
+        // 6. The jumps: the only writes the running code can notice.
+        for (std::size_t i = 0; i < metadata.functions.size(); ++i) {
+            std::uint64_t site = target->base + metadata.functions[i].offset + jump_offsets[i];
+            if (auto written = memory->write(site, jumps[i]); !written) {
+                return tl::unexpected(with_context(written.error(), "writing jumps (the region "
+                                                                    "marker explains the state)"));
+            }
+        }
+        std::optional<std::uint32_t> replaced_level;
+        if (previous) {
+            // Functions of the old level that the new one no longer replaces
+            // get their original bytes back; then the old region goes.
+            for (const MarkedFunction& old : previous->functions) {
+                bool still_replaced = std::any_of(
+                    metadata.functions.begin(), metadata.functions.end(),
+                    [&](const ReplacedFunction& function) { return function.offset == old.target_offset; });
+                if (!still_replaced) {
+                    (void)memory->write(previous->target_base + old.target_offset + old.jump_offset,
+                                        old.original);
+                }
+            }
+            (void)unmap_region(*syscall, previous->region_address, previous->region_size, subject);
+            replaced_level = previous->level;
+        }
+        InjectReport report;
+        report.patch_id = metadata.patch_id;
+        report.level = metadata.level;
+        report.replaced_level = replaced_level;
+        report.region_address = *region;
+        report.functions = metadata.functions.size();
+        report.attempts = attempt;
+        report.threads = stopped->threads().size();
+        report.stopped_for = stopped->resume();
+        return report;
+    }
+}
+
+Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,
+                                                 const InjectOptions& options,
+                                                 std::vector<BlockingThread>* blocking_out) {
+    std::string subject = subject_of(pid);
+    std::chrono::milliseconds backoff = options.first_backoff;
+    for (int attempt = 1;; ++attempt) {
+        auto stopped = StoppedProcess::stop(pid);
+        if (!stopped) {
+            return tl::unexpected(stopped.error());
+        }
+        auto mappings = read_process_maps(pid);
+        if (!mappings) {
+            return tl::unexpected(mappings.error());
+        }
+        auto memory = RemoteMemory::open(pid, true);
+        if (!memory) {
+            return tl::unexpected(memory.error());
+        }
+        std::vector<RegionMarker> markers;
+        for (RegionMarker& marker : find_markers(*memory, *mappings)) {
+            if (patch_id.empty() || marker.patch_id == patch_id) {
+                markers.push_back(std::move(marker));
+            }
+        }
+        if (markers.empty()) {
+            return fail(ErrorCode::not_applied,
+                        subject + ": " + (patch_id.empty() ? "no suture patch" : patch_id) +
+                            " is not applied");
+        }
+        std::vector<CodeRange> ranges;
+        for (const RegionMarker& marker : markers) {
+            auto jumps = count_jumps(*memory, marker);
+            if (!jumps) {
+                return tl::unexpected(jumps.error());
+            }
+            if (jumps->second) {
+                return fail(ErrorCode::conflict,
+                            subject + ": " + marker.patch_id +
+                                ": a jump site holds bytes suture did not write; not touching it");
+            }
+            ranges.push_back(CodeRange{marker.region_address,
+                                       marker.region_address + marker.region_size,
+                                       marker.patch_id + " level " + std::to_string(marker.level) +
+                                           " region"});
+        }
+        auto blocking = find_blocking_threads(*stopped, ranges);
+        if (!blocking) {
+            return tl::unexpected(blocking.error());
+        }
+        if (!blocking->empty()) {
+            stopped->resume();
+            if (blocking_out != nullptr) {
+                *blocking_out = *blocking;
+            }
+            if (attempt >= options.attempts) {
+                return fail(ErrorCode::unsafe,
+                            subject + ": threads are running patch code (gave up after " +
+                                std::to_string(attempt) + " tries):" + describe_blocking(*blocking));
+            }
+            sleep_backoff(backoff, options);
+            continue;
+        }
+        auto syscall = RemoteSyscall::prepare(*stopped);
+        if (!syscall) {
+            return tl::unexpected(syscall.error());
+        }
+        std::vector<InjectReport> reports;
+        for (const RegionMarker& marker : markers) {
+            for (const MarkedFunction& function : marker.functions) {
+                std::uint64_t site = marker.target_base + function.target_offset + function.jump_offset;
+                if (auto written = memory->write(site, function.original); !written) {
+                    return tl::unexpected(written.error());
+                }
+            }
+            if (auto unmapped = unmap_region(*syscall, marker.region_address, marker.region_size,
+                                             subject);
+                !unmapped) {
+                return tl::unexpected(unmapped.error());
+            }
+            InjectReport report;
+            report.patch_id = marker.patch_id;
+            report.level = marker.level;
+            report.region_address = marker.region_address;
+            report.functions = marker.functions.size();
+            report.attempts = attempt;
+            reports.push_back(report);
+        }
+        auto stopped_for = stopped->resume();
+        for (InjectReport& report : reports) {
+            report.stopped_for = stopped_for;
+            report.threads = stopped->threads().size();
+        }
+        return reports;
+    }
+}
+
+}  // namespace suture

@@ -1,0 +1,94 @@
+#include "inject/LoadedObjects.h"
+
+#include <algorithm>
+
+#include "base/Files.h"
+
+namespace suture {
+
+Result<std::vector<LoadedObject>> read_loaded_objects(int pid,
+                                                      const std::vector<Mapping>& mappings) {
+    std::vector<LoadedObject> objects;
+    for (const Mapping& mapping : mappings) {
+        if (!mapping.is_file()) {
+            continue;
+        }
+        auto existing = std::find_if(objects.begin(), objects.end(), [&](const LoadedObject& object) {
+            return object.path == mapping.path;
+        });
+        if (existing != objects.end()) {
+            existing->start = std::min(existing->start, mapping.start);
+            existing->end = std::max(existing->end, mapping.end);
+            if (mapping.offset == 0 && mapping.start < existing->base) {
+                existing->base = mapping.start;
+            }
+            continue;
+        }
+        LoadedObject object;
+        object.path = mapping.path;
+        object.open_path = "/proc/" + std::to_string(pid) + "/map_files/" + mapping.map_files_name();
+        object.start = mapping.start;
+        object.end = mapping.end;
+        object.base = mapping.offset == 0 ? mapping.start : UINT64_MAX;
+        objects.push_back(std::move(object));
+    }
+    std::vector<LoadedObject> elf_objects;
+    for (LoadedObject& object : objects) {
+        auto fd = open_read_only(object.open_path);
+        if (!fd) {
+            continue;
+        }
+        auto elf = ElfFile::open(*fd, object.path);
+        if (!elf || object.base == UINT64_MAX) {
+            continue;
+        }
+        auto build_id = elf->build_id();
+        auto soname = elf->soname();
+        object.build_id = build_id ? *build_id : "";
+        object.soname = soname ? *soname : std::nullopt;
+        // The offset-0 mapping holds the lowest PT_LOAD; its address minus
+        // that segment's (page-aligned) vaddr is the load bias.
+        object.base -= elf->lowest_load_address() & ~std::uint64_t{0xfff};
+        elf_objects.push_back(std::move(object));
+    }
+    return elf_objects;
+}
+
+Result<std::uint64_t> SymbolResolver::resolve(const Import& import) {
+    std::string wanted = import.symbol + (import.version.empty() ? "" : "@" + import.version);
+    for (const LoadedObject& object : objects_) {
+        auto cached = symbols_.find(object.open_path);
+        if (cached == symbols_.end()) {
+            std::vector<ElfFile::Symbol> symbols;
+            if (auto fd = open_read_only(object.open_path)) {
+                if (auto elf = ElfFile::open(*fd, object.path)) {
+                    if (auto dynamic = elf->dynamic_symbols()) {
+                        symbols = std::move(*dynamic);
+                    }
+                }
+            }
+            cached = symbols_.emplace(object.open_path, std::move(symbols)).first;
+        }
+        for (const ElfFile::Symbol& symbol : cached->second) {
+            if (!symbol.defined || symbol.name != import.symbol ||
+                symbol.binding == STB_LOCAL) {
+                continue;
+            }
+            bool version_matches = import.version.empty()
+                                       ? !symbol.hidden_version
+                                       : symbol.version == import.version;
+            if (!version_matches) {
+                continue;
+            }
+            if (symbol.type == STT_GNU_IFUNC) {
+                return fail(ErrorCode::unsupported,
+                            "import " + wanted + " is an IFUNC in " + object.path +
+                                ": not supported yet");
+            }
+            return object.base + symbol.value;
+        }
+    }
+    return fail(ErrorCode::not_found, "import " + wanted + ": no loaded object defines it");
+}
+
+}  // namespace suture

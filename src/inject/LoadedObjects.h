@@ -1,0 +1,47 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/Error.h"
+#include "elf/ElfFile.h"
+#include "patch/PatchFile.h"
+#include "proc/ProcessMaps.h"
+
+namespace suture {
+
+// One ELF object mapped into a process.
+struct LoadedObject {
+    std::string path;        // as maps shows it
+    std::string open_path;   // /proc/PID/map_files/… of one of its mappings
+    std::uint64_t start = 0; // lowest address of its mappings
+    std::uint64_t end = 0;   // highest end address of its mappings
+    std::uint64_t base = 0;  // load bias: add to a symbol value to get its address
+    std::string build_id;
+    std::optional<std::string> soname;
+};
+
+// The ELF objects a stopped process maps (with an executable mapping), read
+// through /proc/PID/map_files. Objects that cannot be read are skipped.
+Result<std::vector<LoadedObject>> read_loaded_objects(int pid,
+                                                      const std::vector<Mapping>& mappings);
+
+// Resolves imports against the .dynsym of the loaded objects in load order,
+// the way the dynamic linker's global scope does: the first object that
+// defines the symbol with the requested version (or, for an unversioned
+// import, its default version) wins. IFUNC symbols are refused: their
+// address is chosen by a resolver that would have to run in the target.
+class SymbolResolver {
+public:
+    explicit SymbolResolver(const std::vector<LoadedObject>& objects) : objects_(objects) {}
+    Result<std::uint64_t> resolve(const Import& import);
+
+private:
+    const std::vector<LoadedObject>& objects_;
+    std::map<std::string, std::vector<ElfFile::Symbol>> symbols_;  // by open_path
+};
+
+}  // namespace suture

@@ -1,0 +1,50 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <vector>
+
+#include "base/Error.h"
+#include "patch/PatchFile.h"
+
+namespace suture {
+
+// Where everything of a patch goes inside its region, computed before any
+// address is known (so before the target is stopped):
+//
+//   +0               region marker (RegionMarker), 64-byte aligned
+//   +code_offset     the object's loaded sections, each at its alignment
+//   +got_offset      one 8-byte slot per referenced symbol (GOT)
+//   +stubs_offset    one 16-byte `jmp *slot(%rip)` stub per referenced
+//                    symbol, for calls to code more than 2 GiB away
+//   size             page aligned
+//
+// The region is mapped read+exec only; its contents are written through
+// /proc/PID/mem, so patch objects must not define writable data.
+struct PatchLayout {
+    std::size_t marker_size = 0;
+    std::vector<std::uint64_t> section_offsets;  // by section index; 0 if not loaded
+    std::map<std::size_t, std::size_t> slot_of_symbol;  // symbol index -> GOT/stub slot
+    std::size_t got_offset = 0;
+    std::size_t stubs_offset = 0;
+    std::size_t size = 0;
+};
+
+Result<PatchLayout> layout_patch(const PatchFile& patch);
+
+// Resolves an import (name@version) to an address in the target.
+using ImportResolver = std::function<Result<std::uint64_t>(const Import&)>;
+
+// The region's bytes for `region_address`, with every relocation applied,
+// but without the marker (the caller fills [0, marker_size) last).
+// Supported: R_X86_64_64, PC32, PLT32, GOTPCREL, GOTPCRELX, REX_GOTPCRELX,
+// 32, 32S, PC64. `replacement_addresses` receives, per metadata function,
+// the absolute address of its replacement.
+Result<std::vector<std::byte>> build_patch_image(const PatchFile& patch, const PatchLayout& layout,
+                                                 std::uint64_t region_address,
+                                                 std::uint64_t target_base,
+                                                 const ImportResolver& resolve_import,
+                                                 std::vector<std::uint64_t>& replacement_addresses);
+
+}  // namespace suture

@@ -1,0 +1,137 @@
+#include "inject/RegionMarker.h"
+
+#include <cstring>
+
+#include "base/Files.h"
+
+namespace suture {
+
+namespace {
+
+// Fixed part (little-endian):
+//   0  magic[8]            "SUTUREPR"
+//   8  u32 version (1)     12 u32 marker_size
+//  16  u64 region_size     24 u64 target_base
+//  32  u64 applied_at_unix_ns
+//  40  u32 level           44 u32 function_count
+//  48  u8  build_id_length 49 u8 build_id[64]
+// 113  u8  patch_id_length 114 char patch_id[63]
+// 177  reserved up to 192
+// then function_count entries of 48 bytes:
+//   0 u64 target_offset  8 u64 target_size  16 u64 replacement_address
+//  24 u32 jump_offset   28 u8 original[5]   33 reserved up to 48
+constexpr std::uint32_t marker_version = 1;
+
+template <typename T>
+void put(std::vector<std::byte>& out, std::size_t at, T value) {
+    std::memcpy(out.data() + at, &value, sizeof value);
+}
+
+template <typename T>
+T get(std::span<const std::byte> in, std::size_t at) {
+    T value;
+    std::memcpy(&value, in.data() + at, sizeof value);
+    return value;
+}
+
+std::vector<unsigned char> from_hex(const std::string& hex) {
+    std::vector<unsigned char> bytes;
+    for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+        bytes.push_back(static_cast<unsigned char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+    }
+    return bytes;
+}
+
+}  // namespace
+
+std::size_t region_marker_size(std::size_t function_count) {
+    std::size_t size = region_marker_fixed_size + function_count * region_marker_function_size;
+    return (size + 63) & ~std::size_t{63};
+}
+
+std::vector<std::byte> encode_region_marker(const RegionMarker& marker) {
+    std::vector<std::byte> out(region_marker_size(marker.functions.size()));
+    std::memcpy(out.data(), region_magic, sizeof region_magic);
+    put<std::uint32_t>(out, 8, marker_version);
+    put<std::uint32_t>(out, 12, static_cast<std::uint32_t>(out.size()));
+    put<std::uint64_t>(out, 16, marker.region_size);
+    put<std::uint64_t>(out, 24, marker.target_base);
+    put<std::uint64_t>(out, 32, marker.applied_at_unix_ns);
+    put<std::uint32_t>(out, 40, marker.level);
+    put<std::uint32_t>(out, 44, static_cast<std::uint32_t>(marker.functions.size()));
+    auto build_id = from_hex(marker.target_build_id);
+    build_id.resize(std::min<std::size_t>(build_id.size(), 64));
+    put<std::uint8_t>(out, 48, static_cast<std::uint8_t>(build_id.size()));
+    std::memcpy(out.data() + 49, build_id.data(), build_id.size());
+    std::size_t id_length = std::min<std::size_t>(marker.patch_id.size(), 63);
+    put<std::uint8_t>(out, 113, static_cast<std::uint8_t>(id_length));
+    std::memcpy(out.data() + 114, marker.patch_id.data(), id_length);
+    for (std::size_t i = 0; i < marker.functions.size(); ++i) {
+        const MarkedFunction& function = marker.functions[i];
+        std::size_t at = region_marker_fixed_size + i * region_marker_function_size;
+        put<std::uint64_t>(out, at, function.target_offset);
+        put<std::uint64_t>(out, at + 8, function.target_size);
+        put<std::uint64_t>(out, at + 16, function.replacement_address);
+        put<std::uint32_t>(out, at + 24, function.jump_offset);
+        std::memcpy(out.data() + at + 28, function.original.data(), function.original.size());
+    }
+    return out;
+}
+
+Result<RegionMarker> decode_region_marker(std::span<const std::byte> bytes) {
+    if (bytes.size() < region_marker_fixed_size ||
+        std::memcmp(bytes.data(), region_magic, sizeof region_magic) != 0) {
+        return fail(ErrorCode::bad_format, "not a suture region marker");
+    }
+    if (get<std::uint32_t>(bytes, 8) != marker_version) {
+        return fail(ErrorCode::unsupported, "region marker version " +
+                                                std::to_string(get<std::uint32_t>(bytes, 8)));
+    }
+    RegionMarker marker;
+    std::uint32_t size = get<std::uint32_t>(bytes, 12);
+    std::uint32_t function_count = get<std::uint32_t>(bytes, 44);
+    if (function_count > 4096 || size != region_marker_size(function_count) ||
+        size > bytes.size()) {
+        return fail(ErrorCode::bad_format, "region marker: inconsistent sizes");
+    }
+    marker.region_size = get<std::uint64_t>(bytes, 16);
+    marker.target_base = get<std::uint64_t>(bytes, 24);
+    marker.applied_at_unix_ns = get<std::uint64_t>(bytes, 32);
+    marker.level = get<std::uint32_t>(bytes, 40);
+    std::uint8_t build_id_length = get<std::uint8_t>(bytes, 48);
+    std::uint8_t id_length = get<std::uint8_t>(bytes, 113);
+    if (build_id_length > 64 || id_length > 63 || id_length == 0) {
+        return fail(ErrorCode::bad_format, "region marker: bad lengths");
+    }
+    marker.target_build_id =
+        to_hex(reinterpret_cast<const unsigned char*>(bytes.data() + 49), build_id_length);
+    marker.patch_id.assign(reinterpret_cast<const char*>(bytes.data() + 114), id_length);
+    for (std::uint32_t i = 0; i < function_count; ++i) {
+        std::size_t at = region_marker_fixed_size + i * region_marker_function_size;
+        MarkedFunction function;
+        function.target_offset = get<std::uint64_t>(bytes, at);
+        function.target_size = get<std::uint64_t>(bytes, at + 8);
+        function.replacement_address = get<std::uint64_t>(bytes, at + 16);
+        function.jump_offset = get<std::uint32_t>(bytes, at + 24);
+        if (function.jump_offset > 4 || function.target_size < function.jump_offset + 5) {
+            return fail(ErrorCode::bad_format, "region marker: bad function entry");
+        }
+        std::memcpy(function.original.data(), bytes.data() + at + 28, function.original.size());
+        marker.functions.push_back(function);
+    }
+    return marker;
+}
+
+Result<std::array<std::byte, 5>> encode_jump(std::uint64_t site, std::uint64_t destination) {
+    std::int64_t displacement =
+        static_cast<std::int64_t>(destination) - static_cast<std::int64_t>(site + 5);
+    if (displacement < INT32_MIN || displacement > INT32_MAX) {
+        return fail(ErrorCode::unsupported, "jump target more than 2 GiB away");
+    }
+    std::array<std::byte, 5> jump{std::byte{0xe9}};
+    std::int32_t rel32 = static_cast<std::int32_t>(displacement);
+    std::memcpy(jump.data() + 1, &rel32, sizeof rel32);
+    return jump;
+}
+
+}  // namespace suture

@@ -1,0 +1,53 @@
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/Error.h"
+
+namespace suture {
+
+// One redirected function, as recorded in the region.
+struct MarkedFunction {
+    std::uint64_t target_offset = 0;  // function start, from the library's load base
+    std::uint64_t target_size = 0;
+    std::uint64_t replacement_address = 0;  // absolute, inside the region
+    std::uint32_t jump_offset = 0;          // 4 after an endbr64, else 0
+    std::array<std::byte, 5> original{};    // the bytes the jump overwrote
+};
+
+// The marker at the start of every patch region: enough for any later run,
+// with or without the state database, to tell what is applied where and to
+// undo it. Layout: docs/patch-format.md, "Region marker".
+struct RegionMarker {
+    std::string patch_id;
+    std::uint32_t level = 0;
+    std::string target_build_id;  // lowercase hex
+    std::uint64_t target_base = 0;
+    std::uint64_t region_address = 0;  // not stored: where it was found
+    std::uint64_t region_size = 0;
+    std::uint64_t applied_at_unix_ns = 0;
+    std::vector<MarkedFunction> functions;
+};
+
+inline constexpr char region_magic[8] = {'S', 'U', 'T', 'U', 'R', 'E', 'P', 'R'};
+inline constexpr std::size_t region_marker_fixed_size = 192;
+inline constexpr std::size_t region_marker_function_size = 48;
+
+// Size of the encoded marker for `function_count` functions, 64-byte aligned.
+std::size_t region_marker_size(std::size_t function_count);
+
+std::vector<std::byte> encode_region_marker(const RegionMarker& marker);
+
+// Decodes a marker from the first bytes of a region. Defensive: the region
+// lives in a process that may have scribbled over it.
+Result<RegionMarker> decode_region_marker(std::span<const std::byte> bytes);
+
+// The bytes of `jmp rel32` from `site` to `destination`; error if out of range.
+Result<std::array<std::byte, 5>> encode_jump(std::uint64_t site, std::uint64_t destination);
+
+}  // namespace suture

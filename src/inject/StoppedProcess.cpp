@@ -1,0 +1,155 @@
+#include "inject/StoppedProcess.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <charconv>
+#include <memory>
+#include <set>
+#include <string>
+
+namespace suture {
+
+namespace {
+
+// The thread IDs in /proc/PID/task now.
+Result<std::vector<int>> list_threads(int pid) {
+    std::string path = "/proc/" + std::to_string(pid) + "/task";
+    std::unique_ptr<DIR, int (*)(DIR*)> directory(::opendir(path.c_str()), ::closedir);
+    if (!directory) {
+        return fail_errno("pid " + std::to_string(pid), errno == ENOENT ? ESRCH : errno);
+    }
+    std::vector<int> tids;
+    while (const dirent* entry = ::readdir(directory.get())) {
+        int tid = 0;
+        std::string_view name(entry->d_name);
+        auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), tid);
+        if (ec == std::errc{} && end == name.data() + name.size()) {
+            tids.push_back(tid);
+        }
+    }
+    return tids;
+}
+
+}  // namespace
+
+StoppedProcess::StoppedProcess(StoppedProcess&& other) noexcept
+    : pid_(other.pid_),
+      threads_(std::move(other.threads_)),
+      interrupted_(std::move(other.interrupted_)),
+      stopped_at_(other.stopped_at_),
+      attached_(std::exchange(other.attached_, false)) {}
+
+StoppedProcess::~StoppedProcess() { resume(); }
+
+Result<StoppedProcess> StoppedProcess::stop(int pid) {
+    StoppedProcess process(pid);
+    process.attached_ = true;
+    std::string subject = "pid " + std::to_string(pid);
+    std::set<int> seized;
+    process.stopped_at_ = std::chrono::steady_clock::now();
+    for (;;) {
+        auto tids = list_threads(pid);
+        if (!tids) {
+            if (!seized.empty()) {
+                return fail(ErrorCode::target_died, subject + ": exited while being stopped");
+            }
+            return tl::unexpected(tids.error());
+        }
+        std::vector<int> fresh;
+        for (int tid : *tids) {
+            if (seized.contains(tid)) {
+                continue;
+            }
+            if (::ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0) {
+                if (errno == ESRCH) {
+                    continue;  // the thread exited: nothing to hold
+                }
+                int error = errno;
+                if (error == EPERM && seized.empty()) {
+                    return fail_errno(subject + ": attach (already traced, or not permitted)",
+                                      error);
+                }
+                return fail_errno(subject + ": attach thread " + std::to_string(tid), error);
+            }
+            seized.insert(tid);
+            if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0 && errno != ESRCH) {
+                return fail_errno(subject + ": interrupt thread " + std::to_string(tid), errno);
+            }
+            fresh.push_back(tid);
+        }
+        if (fresh.empty()) {
+            break;  // a whole pass found no new thread: the list is stable
+        }
+        for (int tid : fresh) {
+            int status = 0;
+            for (;;) {
+                pid_t waited = ::waitpid(tid, &status, __WALL);
+                if (waited < 0 && errno == EINTR) {
+                    continue;
+                }
+                break;
+            }
+            if (WIFEXITED(status) || WIFSIGNALED(status)) {
+                if (tid == pid) {
+                    return fail(ErrorCode::target_died, subject + ": exited while being stopped");
+                }
+                continue;  // one thread exited
+            }
+            if (!WIFSTOPPED(status)) {
+                continue;
+            }
+            process.threads_.push_back(StoppedThread{tid, 0});
+            if ((status >> 16) == PTRACE_EVENT_STOP) {
+                process.interrupted_.push_back(tid);
+            } else {
+                // A signal-delivery-stop: keep the signal for the thread.
+                process.threads_.back().pending_signal = WSTOPSIG(status);
+            }
+        }
+    }
+    if (process.threads_.empty()) {
+        return fail(ErrorCode::target_died, subject + ": no thread left to stop");
+    }
+    return process;
+}
+
+StoppedThread& StoppedProcess::worker() {
+    for (StoppedThread& thread : threads_) {
+        if (std::find(interrupted_.begin(), interrupted_.end(), thread.tid) != interrupted_.end() &&
+            thread.pending_signal == 0) {
+            return thread;
+        }
+    }
+    return threads_.front();
+}
+
+void StoppedProcess::keep_signal(int tid, int signal) {
+    for (StoppedThread& thread : threads_) {
+        if (thread.tid == tid && thread.pending_signal == 0) {
+            thread.pending_signal = signal;
+            return;
+        }
+    }
+    // A second signal for the same thread while we hold it: standard signals
+    // do not queue either, so one pending instance is what the kernel would
+    // have delivered for a blocked thread.
+}
+
+std::chrono::nanoseconds StoppedProcess::resume() {
+    if (!attached_) {
+        return {};
+    }
+    attached_ = false;
+    for (const StoppedThread& thread : threads_) {
+        // Fails only for a thread that exited meanwhile: nothing to do then.
+        ::ptrace(PTRACE_DETACH, thread.tid, nullptr,
+                 reinterpret_cast<void*>(static_cast<long>(thread.pending_signal)));
+    }
+    return std::chrono::steady_clock::now() - stopped_at_;
+}
+
+}  // namespace suture

@@ -1,0 +1,76 @@
+#pragma once
+
+#include <sys/user.h>
+
+#include <chrono>
+#include <vector>
+
+#include "base/Error.h"
+
+namespace suture {
+
+// One thread held in a ptrace stop.
+struct StoppedThread {
+    int tid = 0;
+    // A signal that arrived while we held the thread and that it must still
+    // receive: it is handed back with PTRACE_DETACH, so no signal meant for
+    // the target is lost. 0 if none.
+    int pending_signal = 0;
+};
+
+// Every thread of a process, stopped with PTRACE_SEIZE + PTRACE_INTERRUPT,
+// for as long as this object lives. Destruction (or resume()) detaches every
+// thread, handing back signals that arrived meanwhile.
+//
+// The story of a stop, as the kernel tells it (ptrace(2)):
+//  1. PTRACE_SEIZE does not stop the thread; PTRACE_INTERRUPT asks it to stop
+//     and it reports a PTRACE_EVENT_STOP through waitpid(__WALL).
+//  2. A thread may report a signal-delivery-stop first (a signal raced with
+//     the interrupt). We keep the signal and give it back at detach.
+//  3. Threads can be created while we attach: /proc/PID/task is listed again
+//     until a pass finds no new thread. A new thread's clone() finishes only
+//     once its creator runs, and stopped creators create nothing, so the loop
+//     ends.
+//  4. A thread can exit meanwhile (ESRCH on seize, or an exit status from
+//     waitpid); it is dropped. If the whole process exits, stop() fails with
+//     target_died.
+//  5. If this tool is killed, the kernel detaches every tracee and they run
+//     on; what is in the process's memory then is explained by the region
+//     marker (see docs/patch-format.md).
+class StoppedProcess {
+public:
+    // Stops every thread of `pid`. Errors: not_found (no such process),
+    // permission_denied, target_died.
+    static Result<StoppedProcess> stop(int pid);
+
+    StoppedProcess(StoppedProcess&& other) noexcept;
+    StoppedProcess& operator=(StoppedProcess&&) = delete;
+    StoppedProcess(const StoppedProcess&) = delete;
+    StoppedProcess& operator=(const StoppedProcess&) = delete;
+    ~StoppedProcess();
+
+    int pid() const { return pid_; }
+    std::vector<StoppedThread>& threads() { return threads_; }
+
+    // A thread stopped by our interrupt (not in a signal-delivery-stop),
+    // best suited for running injected system calls; the main thread
+    // otherwise.
+    StoppedThread& worker();
+
+    // Records a signal a thread received while we held it.
+    void keep_signal(int tid, int signal);
+
+    // Detaches every thread now; returns how long the process was stopped.
+    std::chrono::nanoseconds resume();
+
+private:
+    explicit StoppedProcess(int pid) : pid_(pid) {}
+
+    int pid_;
+    std::vector<StoppedThread> threads_;
+    std::vector<int> interrupted_;  // tids that reported PTRACE_EVENT_STOP
+    std::chrono::steady_clock::time_point stopped_at_{};
+    bool attached_ = false;
+};
+
+}  // namespace suture
