@@ -156,7 +156,7 @@ int run_revert(InjectCommand& command, const EngineOptions& engine_options) {
 }
 
 void add_inject_options(CLI::App* command, InjectCommand& options) {
-    command->add_option("--pid", options.pid, "The process")->required()->check(CLI::PositiveNumber);
+    command->add_option("--pid", options.pid, "The process")->required()->check(CLI::Range(1, 1 << 30));
     command->add_flag("--json", options.json, "Print a JSON document (docs/formats.md)");
     command
         ->add_option("--attempts", options.options.attempts,
@@ -204,7 +204,7 @@ int main(int argc, char** argv) {
     status->add_flag("--json", status_options.json,
                      "Print a JSON document (format: docs/formats.md, \"Status document\")");
     status->add_option("--pid", status_options.pids, "Only these processes (repeatable)")
-        ->check(CLI::PositiveNumber);
+        ->check(CLI::Range(1, 1 << 30));
 
     InjectCommand apply_command;
     CLI::App* apply = app.add_subcommand(

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <thread>
+#include <tuple>
 
 #include "base/Sha256.h"
 #include "inject/LoadedObjects.h"
@@ -184,6 +185,63 @@ std::uint64_t unix_now_ns() {
                                           .count());
 }
 
+// What can be learnt about a process without stopping it: the slow part of
+// an apply (opening every mapped ELF file, resolving imports, finding a
+// syscall instruction). Inside the stop it is reused only if the maps have
+// not changed meanwhile; otherwise it is done again there.
+struct Preparation {
+    std::vector<Mapping> mappings;
+    std::vector<LoadedObject> objects;
+    std::uint64_t syscall_instruction = 0;
+};
+
+bool same_file_mappings(const std::vector<Mapping>& a, const std::vector<Mapping>& b) {
+    auto file_mappings = [](const std::vector<Mapping>& mappings) {
+        std::vector<std::tuple<std::uint64_t, std::uint64_t, std::uint64_t, std::string, bool>> out;
+        for (const Mapping& mapping : mappings) {
+            if (mapping.is_file() || mapping.path == "[vdso]") {
+                out.emplace_back(mapping.start, mapping.end, mapping.inode, mapping.path,
+                                 mapping.executable);
+            }
+        }
+        return out;
+    };
+    return file_mappings(a) == file_mappings(b);
+}
+
+Result<Preparation> prepare(int pid, std::vector<Mapping> mappings) {
+    Preparation preparation;
+    auto objects = read_loaded_objects(pid, mappings);
+    if (!objects) {
+        return tl::unexpected(objects.error());
+    }
+    auto instruction = RemoteSyscall::find_instruction(pid, mappings);
+    if (!instruction) {
+        return tl::unexpected(instruction.error());
+    }
+    preparation.mappings = std::move(mappings);
+    preparation.objects = std::move(*objects);
+    preparation.syscall_instruction = *instruction;
+    return preparation;
+}
+
+// Re-reads the maps of the stopped process and brings `preparation` up to
+// date with them; cheap when nothing changed.
+Result<std::vector<Mapping>> refresh(int pid, Preparation& preparation) {
+    auto mappings = read_process_maps(pid);
+    if (!mappings) {
+        return tl::unexpected(mappings.error());
+    }
+    if (!same_file_mappings(*mappings, preparation.mappings)) {
+        auto fresh = prepare(pid, *mappings);
+        if (!fresh) {
+            return tl::unexpected(fresh.error());
+        }
+        preparation = std::move(*fresh);
+    }
+    return mappings;
+}
+
 }  // namespace
 
 std::string patch_state_name(PatchState state) {
@@ -237,21 +295,26 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
     if (!layout) {
         return tl::unexpected(layout.error());
     }
+    auto first_mappings = read_process_maps(pid);
+    if (!first_mappings) {
+        return tl::unexpected(first_mappings.error());
+    }
+    auto preparation = prepare(pid, std::move(*first_mappings));
+    if (!preparation) {
+        return tl::unexpected(preparation.error());
+    }
     std::chrono::milliseconds backoff = options.first_backoff;
     for (int attempt = 1;; ++attempt) {
         auto stopped = StoppedProcess::stop(pid);
         if (!stopped) {
             return tl::unexpected(stopped.error());
         }
-        // 1. Only now, with every thread held, look at the memory.
-        auto mappings = read_process_maps(pid);
+        // 1. Only now, with every thread held, is what the maps say final.
+        auto mappings = refresh(pid, *preparation);
         if (!mappings) {
             return tl::unexpected(mappings.error());
         }
-        auto objects = read_loaded_objects(pid, *mappings);
-        if (!objects) {
-            return tl::unexpected(objects.error());
-        }
+        const std::vector<LoadedObject>* objects = &preparation->objects;
         const LoadedObject* target = nullptr;
         std::string other_builds;
         for (const LoadedObject& object : *objects) {
@@ -366,7 +429,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
                                        previous->patch_id + " level " +
                                            std::to_string(previous->level) + " region"});
         }
-        auto blocking = find_blocking_threads(*stopped, ranges);
+        auto blocking = find_blocking_threads(*stopped, ranges, *mappings, *memory);
         if (!blocking) {
             return tl::unexpected(blocking.error());
         }
@@ -387,11 +450,8 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
 
         // 5. The region: map near the library, relocate, fill.
         SymbolResolver resolver(*objects);
-        auto syscall = RemoteSyscall::prepare(*stopped);
-        if (!syscall) {
-            return tl::unexpected(syscall.error());
-        }
-        auto region = map_region(*syscall, *mappings, target->start, target->end, layout->size,
+        RemoteSyscall syscall(*stopped, preparation->syscall_instruction);
+        auto region = map_region(syscall, *mappings, target->start, target->end, layout->size,
                                  subject);
         if (!region) {
             return tl::unexpected(region.error());
@@ -433,7 +493,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         }
         if (!filled) {
             // Nothing points into the region yet: take it away again.
-            (void)unmap_region(*syscall, *region, layout->size, subject);
+            (void)unmap_region(syscall, *region, layout->size, subject);
             return tl::unexpected(filled.error());
         }
 
@@ -458,7 +518,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
                                         old.original);
                 }
             }
-            (void)unmap_region(*syscall, previous->region_address, previous->region_size, subject);
+            (void)unmap_region(syscall, previous->region_address, previous->region_size, subject);
             replaced_level = previous->level;
         }
         InjectReport report;
@@ -478,13 +538,21 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
                                                  const InjectOptions& options,
                                                  std::vector<BlockingThread>* blocking_out) {
     std::string subject = subject_of(pid);
+    auto first_mappings = read_process_maps(pid);
+    if (!first_mappings) {
+        return tl::unexpected(first_mappings.error());
+    }
+    auto preparation = prepare(pid, std::move(*first_mappings));
+    if (!preparation) {
+        return tl::unexpected(preparation.error());
+    }
     std::chrono::milliseconds backoff = options.first_backoff;
     for (int attempt = 1;; ++attempt) {
         auto stopped = StoppedProcess::stop(pid);
         if (!stopped) {
             return tl::unexpected(stopped.error());
         }
-        auto mappings = read_process_maps(pid);
+        auto mappings = refresh(pid, *preparation);
         if (!mappings) {
             return tl::unexpected(mappings.error());
         }
@@ -519,7 +587,7 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
                                        marker.patch_id + " level " + std::to_string(marker.level) +
                                            " region"});
         }
-        auto blocking = find_blocking_threads(*stopped, ranges);
+        auto blocking = find_blocking_threads(*stopped, ranges, *mappings, *memory);
         if (!blocking) {
             return tl::unexpected(blocking.error());
         }
@@ -536,10 +604,7 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
             sleep_backoff(backoff, options);
             continue;
         }
-        auto syscall = RemoteSyscall::prepare(*stopped);
-        if (!syscall) {
-            return tl::unexpected(syscall.error());
-        }
+        RemoteSyscall syscall(*stopped, preparation->syscall_instruction);
         std::vector<InjectReport> reports;
         for (const RegionMarker& marker : markers) {
             for (const MarkedFunction& function : marker.functions) {
@@ -548,7 +613,7 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
                     return tl::unexpected(written.error());
                 }
             }
-            if (auto unmapped = unmap_region(*syscall, marker.region_address, marker.region_size,
+            if (auto unmapped = unmap_region(syscall, marker.region_address, marker.region_size,
                                              subject);
                 !unmapped) {
                 return tl::unexpected(unmapped.error());

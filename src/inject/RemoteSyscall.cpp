@@ -30,19 +30,15 @@ bool is_syscall_source(const Mapping& mapping) {
 
 }  // namespace
 
-Result<RemoteSyscall> RemoteSyscall::prepare(StoppedProcess& process) {
-    std::string subject = "pid " + std::to_string(process.pid());
-    auto mappings = read_process_maps(process.pid());
-    if (!mappings) {
-        return tl::unexpected(mappings.error());
-    }
-    auto memory = RemoteMemory::open(process.pid(), false);
+Result<std::uint64_t> RemoteSyscall::find_instruction(int pid, const std::vector<Mapping>& mappings) {
+    std::string subject = "pid " + std::to_string(pid);
+    auto memory = RemoteMemory::open(pid, false);
     if (!memory) {
         return tl::unexpected(memory.error());
     }
     // The vDSO first (small, always there), then libc and the loader.
     for (int pass = 0; pass < 2; ++pass) {
-        for (const Mapping& mapping : *mappings) {
+        for (const Mapping& mapping : mappings) {
             if (!is_syscall_source(mapping) || (pass == 0) != (mapping.path == "[vdso]")) {
                 continue;
             }
@@ -53,7 +49,7 @@ Result<RemoteSyscall> RemoteSyscall::prepare(StoppedProcess& process) {
             }
             for (std::size_t i = 0; i + 1 < bytes->size(); ++i) {
                 if ((*bytes)[i] == std::byte{0x0f} && (*bytes)[i + 1] == std::byte{0x05}) {
-                    return RemoteSyscall(process, mapping.start + i);
+                    return mapping.start + i;
                 }
             }
         }

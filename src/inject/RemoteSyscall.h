@@ -3,7 +3,10 @@
 #include <cstdint>
 
 #include "base/Error.h"
+#include <vector>
+
 #include "inject/StoppedProcess.h"
+#include "proc/ProcessMaps.h"
 
 namespace suture {
 
@@ -24,17 +27,19 @@ namespace suture {
 //     happened.
 class RemoteSyscall {
 public:
-    // Finds a `syscall` instruction in the process's vDSO or libc.
-    static Result<RemoteSyscall> prepare(StoppedProcess& process);
+    // Finds a `syscall` instruction in the process's vDSO or libc. Needs no
+    // stop (it reads /proc/PID/mem), so callers do it before stopping.
+    static Result<std::uint64_t> find_instruction(int pid, const std::vector<Mapping>& mappings);
+
+    // `instruction` from find_instruction, on maps that have not changed since.
+    RemoteSyscall(StoppedProcess& process, std::uint64_t instruction)
+        : process_(process), instruction_(instruction) {}
 
     // Returns the raw result: a value, or -errno.
     Result<long> call(long number, std::uint64_t a0 = 0, std::uint64_t a1 = 0, std::uint64_t a2 = 0,
                       std::uint64_t a3 = 0, std::uint64_t a4 = 0, std::uint64_t a5 = 0);
 
 private:
-    RemoteSyscall(StoppedProcess& process, std::uint64_t instruction)
-        : process_(process), instruction_(instruction) {}
-
     StoppedProcess& process_;
     std::uint64_t instruction_;  // address of 0f 05 in the target
 };

@@ -2,7 +2,11 @@
 
 #include <libunwind-ptrace.h>
 
+#include <sys/ptrace.h>
+#include <sys/user.h>
+
 #include <cstdio>
+#include <cstring>
 #include <memory>
 
 namespace suture {
@@ -33,17 +37,75 @@ struct UptDeleter {
     void operator()(void* context) const { _UPT_destroy(context); }
 };
 
+constexpr std::size_t max_scanned_stack = 512 * 1024;
+
+const Mapping* mapping_containing(const std::vector<Mapping>& mappings, std::uint64_t address) {
+    for (const Mapping& mapping : mappings) {
+        if (address >= mapping.start && address < mapping.end) {
+            return &mapping;
+        }
+    }
+    return nullptr;
+}
+
+// Step 1 of find_blocking_threads: true when the scan proves the thread safe.
+bool scan_proves_safe(int tid, const std::vector<CodeRange>& ranges,
+                      const std::vector<Mapping>& mappings, const RemoteMemory& memory) {
+    user_regs_struct registers{};
+    if (::ptrace(PTRACE_GETREGS, tid, nullptr, &registers) != 0 ||
+        range_containing(ranges, registers.rip) != nullptr) {
+        return false;
+    }
+    const Mapping* stack = mapping_containing(mappings, registers.rsp);
+    if (stack == nullptr) {
+        return false;
+    }
+    bool own_stack = stack->path == "[stack]" ||
+                     (registers.fs_base >= stack->start && registers.fs_base < stack->end);
+    std::uint64_t top = stack->end;
+    if (!own_stack || top - registers.rsp > max_scanned_stack) {
+        return false;
+    }
+    auto words = memory.read(registers.rsp, top - registers.rsp);
+    if (!words) {
+        return false;
+    }
+    for (std::size_t at = 0; at + 8 <= words->size(); at += 8) {
+        std::uint64_t word;
+        std::memcpy(&word, words->data() + at, sizeof word);
+        // A return address points after its call: test word - 1 as well.
+        if (range_containing(ranges, word) != nullptr ||
+            range_containing(ranges, word - 1) != nullptr) {
+            return false;
+        }
+    }
+    return true;
+}
+
 }  // namespace
 
 Result<std::vector<BlockingThread>> find_blocking_threads(StoppedProcess& process,
-                                                          const std::vector<CodeRange>& ranges) {
+                                                          const std::vector<CodeRange>& ranges,
+                                                          const std::vector<Mapping>& mappings,
+                                                          const RemoteMemory& memory) {
+    std::vector<const StoppedThread*> to_unwind;
+    for (const StoppedThread& thread : process.threads()) {
+        if (!scan_proves_safe(thread.tid, ranges, mappings, memory)) {
+            to_unwind.push_back(&thread);
+        }
+    }
+    std::vector<BlockingThread> blocking;
+    if (to_unwind.empty()) {
+        return blocking;
+    }
     std::unique_ptr<unw_addr_space, AddressSpaceDeleter> space(
         unw_create_addr_space(&_UPT_accessors, 0));
     if (!space) {
         return fail(ErrorCode::io, "libunwind: cannot create an address space");
     }
-    std::vector<BlockingThread> blocking;
-    for (const StoppedThread& thread : process.threads()) {
+    unw_set_caching_policy(space.get(), UNW_CACHE_GLOBAL);
+    for (const StoppedThread* stopped_thread : to_unwind) {
+        const StoppedThread& thread = *stopped_thread;
         std::unique_ptr<void, UptDeleter> context(_UPT_create(thread.tid));
         if (!context) {
             return fail(ErrorCode::io, "libunwind: cannot attach to thread " +

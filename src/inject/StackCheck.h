@@ -5,7 +5,9 @@
 #include <vector>
 
 #include "base/Error.h"
+#include "inject/RemoteMemory.h"
 #include "inject/StoppedProcess.h"
+#include "proc/ProcessMaps.h"
 
 namespace suture {
 
@@ -23,11 +25,25 @@ struct BlockingThread {
     std::vector<std::string> frames;  // "#2 0x7f…1139 in compute (libdemo.so+0x1139)"
 };
 
-// Unwinds every stopped thread with libunwind-ptrace (DWARF CFI: Debian's
-// libcrypto has no frame pointers) and returns the threads whose PC or any
-// return address lies in one of `ranges`. A thread that cannot be unwound
-// to its end is reported as blocking too: unknown is not safe.
+// Returns the stopped threads whose PC or any return address lies in one of
+// `ranges`. A thread that cannot be unwound to its end is reported as
+// blocking too: unknown is not safe.
+//
+// Two steps, the first only to save time inside the stop:
+//  1. A conservative scan: if the thread's PC is outside every range, its
+//     stack pointer is on its own stack (the main [stack], or the mapping
+//     that holds its TLS block, where glibc puts thread stacks; not a
+//     sigaltstack), and no 8-byte word between the stack pointer and the top
+//     of that stack points into a range, then no return address can: every
+//     return address of the thread's call chain, signal frames included, is
+//     such a word. The thread is safe.
+//  2. Otherwise the thread is unwound with libunwind-ptrace (DWARF CFI:
+//     Debian's libcrypto has no frame pointers), which decides and names the
+//     frames. A stale word that merely looks like an address costs one unwind,
+//     never a wrong answer.
 Result<std::vector<BlockingThread>> find_blocking_threads(StoppedProcess& process,
-                                                          const std::vector<CodeRange>& ranges);
+                                                          const std::vector<CodeRange>& ranges,
+                                                          const std::vector<Mapping>& mappings,
+                                                          const RemoteMemory& memory);
 
 }  // namespace suture

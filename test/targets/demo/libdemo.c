@@ -1,0 +1,54 @@
+/* libsuture-demo: the library the injector tests patch. Version 1 of each
+ * function; patch_v2.c and patch_v3.c hold later versions. Built with
+ * -fcf-protection like Debian's libcrypto, so functions begin with endbr64.
+ * Each function has a v1 result that differs from its v2 and v3 results, so a
+ * caller can tell at every call which version ran. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+unsigned long OpenSSL_version_num(void);
+
+/* A global variable of the library that patched code reads. */
+int demo_global = 40;
+
+/* A static helper: only the library's own symbol table knows it. */
+__attribute__((noinline)) static int demo_helper(int x) {
+    __asm__ volatile("");
+    return x + 7;
+}
+
+int demo_generation(void) {
+    __asm__ volatile("");
+    return 1;
+}
+
+int demo_compute(int x) {
+    if (x > 1000000) {
+        return -1;
+    }
+    return x * 2;
+}
+
+int demo_with_helper(int x) {
+    return demo_helper(x) * 10;
+}
+
+int demo_global_value(void) {
+    __asm__ volatile("");
+    return demo_global;
+}
+
+/* Calls into libc and libcrypto. */
+long demo_libc_crypto(void) {
+    char text[32];
+    snprintf(text, sizeof text, "%d", 12345);
+    return strtol(text, NULL, 10) + (OpenSSL_version_num() != 0 ? 1 : 0);
+}
+
+/* Sleeps inside the function: the stack-safety test's blocker. */
+int demo_sleep_inside(int milliseconds) {
+    usleep((useconds_t)milliseconds * 1000);
+    __asm__ volatile("");
+    return 1;
+}

@@ -1,0 +1,91 @@
+/* The injector tests' target: a long-running multithreaded process linked
+ * against libsuture-demo. Worker threads call the demo functions in a tight
+ * loop and check every result is one some version (1, 2 or 3) gives for that
+ * call, never anything else. Between calls they do a little work of their own
+ * (as a server does between calls into libcrypto): the injector refuses to
+ * patch while any thread is inside a function being replaced, and threads
+ * that never leave those functions would block it forever. Commands on stdin, one answer line each:
+ *   report       "generation=G compute=C helper=H global=V libc=L calls=N bad=B"
+ *   sleep MS     starts a thread that sleeps MS ms inside demo_sleep_inside
+ *   quit         exits
+ * Usage: patch-target [WORKER-THREADS] */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int demo_generation(void);
+int demo_compute(int x);
+int demo_with_helper(int x);
+int demo_global_value(void);
+long demo_libc_crypto(void);
+int demo_sleep_inside(int milliseconds);
+
+static atomic_ulong calls;
+static atomic_ulong bad;
+
+static int one_of(long value, long a, long b, long c) {
+    return value == a || value == b || value == c;
+}
+
+/* Work outside the library between calls. */
+static unsigned own_work(unsigned seed) {
+    for (int i = 0; i < 400; ++i) {
+        seed = seed * 1103515245u + 12345u;
+        __asm__ volatile("" : "+r"(seed));
+    }
+    return seed;
+}
+
+static void *worker(void *unused) {
+    (void)unused;
+    unsigned seed = 1;
+    for (unsigned long i = 0;; ++i) {
+        int x = (int)(i % 1000);
+        int ok = one_of(demo_generation(), 1, 2, 3) &&
+                 one_of(demo_compute(x), 2L * x, 3L * x, 4L * x) &&
+                 one_of(demo_with_helper(x), (x + 7) * 10L, (x + 7) * 100L, -1) &&
+                 one_of(demo_global_value(), 40, 1040, -1);
+        if (i % 64 == 0) {
+            ok = ok && one_of(demo_libc_crypto(), 12346, 54322, -1);
+        }
+        seed = own_work(seed);
+        if (!ok) {
+            atomic_fetch_add(&bad, 1);
+        }
+        atomic_fetch_add(&calls, 1);
+    }
+    return NULL;
+}
+
+static void *sleeper(void *argument) {
+    demo_sleep_inside((int)(long)argument);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    int threads = argc > 1 ? atoi(argv[1]) : 2;
+    for (int i = 0; i < threads; ++i) {
+        pthread_t thread;
+        pthread_create(&thread, NULL, worker, NULL);
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    printf("ready %d\n", (int)getpid());
+    char line[128];
+    while (fgets(line, sizeof line, stdin) != NULL) {
+        if (strncmp(line, "report", 6) == 0) {
+            printf("generation=%d compute=%d helper=%d global=%d libc=%ld calls=%lu bad=%lu\n",
+                   demo_generation(), demo_compute(5), demo_with_helper(5), demo_global_value(),
+                   demo_libc_crypto(), atomic_load(&calls), atomic_load(&bad));
+        } else if (strncmp(line, "sleep ", 6) == 0) {
+            pthread_t thread;
+            pthread_create(&thread, NULL, sleeper, (void *)(long)atoi(line + 6));
+            printf("sleeping\n");
+        } else if (strncmp(line, "quit", 4) == 0) {
+            return 0;
+        }
+    }
+    return 0;
+}
