@@ -242,6 +242,16 @@ Result<std::vector<Mapping>> refresh(int pid, Preparation& preparation) {
     return mappings;
 }
 
+// A process that vanishes between two tries died during the operation; one
+// that is not there at the first try never existed (as far as we know).
+Error died_between_tries(Error error, int attempt) {
+    if (attempt > 1 && error.code == ErrorCode::not_found) {
+        error.code = ErrorCode::target_died;
+        error.message += " (it exited during the operation)";
+    }
+    return error;
+}
+
 }  // namespace
 
 std::string patch_state_name(PatchState state) {
@@ -307,7 +317,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
     for (int attempt = 1;; ++attempt) {
         auto stopped = StoppedProcess::stop(pid);
         if (!stopped) {
-            return tl::unexpected(stopped.error());
+            return tl::unexpected(died_between_tries(stopped.error(), attempt));
         }
         // 1. Only now, with every thread held, is what the maps say final.
         auto mappings = refresh(pid, *preparation);
@@ -550,7 +560,7 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
     for (int attempt = 1;; ++attempt) {
         auto stopped = StoppedProcess::stop(pid);
         if (!stopped) {
-            return tl::unexpected(stopped.error());
+            return tl::unexpected(died_between_tries(stopped.error(), attempt));
         }
         auto mappings = refresh(pid, *preparation);
         if (!mappings) {

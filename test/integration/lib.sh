@@ -102,3 +102,64 @@ library() {
     jq -r --argjson pid "$2" --arg soname "$3" \
         ".processes[] | select(.pid == \$pid) | .libraries[] | select(.soname == \$soname) | .$4" <<<"$1"
 }
+
+# --- patch-target helpers (the injector tests) ---------------------------
+# start_target VAR [env NAME=VALUE...] -- ARGS...: starts patch-target with
+# ARGS, waits for "ready", sets VAR to its PID. Talk to it with `ask PID CMD`.
+declare -A target_fd target_out
+start_target() {
+    local start_var=$1 dir start_pid fd
+    shift
+    local environment=()
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+        environment+=("$1")
+        shift
+    done
+    [ "${1:-}" = "--" ] && shift
+    dir=$(mktemp -d "$scratch/target-XXXXXX")
+    mkfifo "$dir/in"
+    env "${environment[@]}" "$PATCH_TARGET" "$@" <"$dir/in" >"$dir/out" 2>&1 &
+    start_pid=$!
+    exec {fd}>"$dir/in"
+    started_pids+=("$start_pid")
+    wait_for_line "$dir/out" "^ready " || { cat "$dir/out"; fail_check "patch-target $* did not start"; exit 1; }
+    target_fd[$start_pid]=$fd
+    target_out[$start_pid]="$dir/out"
+    printf -v "$start_var" '%s' "$start_pid"
+}
+
+# ask PID COMMAND: sends one command, prints the answer line (empty if the
+# target did not answer within 5 s: dead or stopped).
+ask() {
+    local ask_pid=$1 before tries
+    before=$(wc -l <"${target_out[$ask_pid]}")
+    echo "$2" >&"${target_fd[$ask_pid]}" 2>/dev/null || return 0
+    for tries in $(seq 100); do
+        if [ "$(wc -l <"${target_out[$ask_pid]}")" -gt "$before" ]; then
+            sed -n "$((before + 1))p" "${target_out[$ask_pid]}"
+            return 0
+        fi
+        sleep 0.05
+    done
+}
+
+# field LINE NAME: the value of NAME=value in a report line.
+field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+
+# rewrite_patch IN OUT JQ-FILTER: a copy of a patch file whose metadata went
+# through the filter (the container's header gets the new size), to make
+# tampered or mismatching inputs.
+rewrite_patch() {
+    local in=$1 out=$2 meta_size new_size
+    meta_size=$(od -An -t u4 -j 16 -N 4 "$in" | tr -d ' ')
+    tail -c +33 "$in" | head -c "$meta_size" | jq -c "$3" >"$scratch/meta.json"
+    new_size=$(stat -c %s "$scratch/meta.json")
+    {
+        head -c 16 "$in"
+        printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $((new_size & 255)) $(((new_size >> 8) & 255)) \
+            $(((new_size >> 16) & 255)) $(((new_size >> 24) & 255)))"
+        tail -c +21 "$in" | head -c 12
+        cat "$scratch/meta.json"
+        tail -c +$((33 + meta_size)) "$in"
+    } >"$out"
+}

@@ -9,6 +9,11 @@
 
 unsigned long OpenSSL_version_num(void);
 
+#ifdef DEMO_OTHER_BUILD
+/* Only in the "other build" variant: different bytes, different build ID. */
+const char demo_build_variant[] = "other build";
+#endif
+
 /* A global variable of the library that patched code reads. */
 int demo_global = 40;
 

@@ -8,8 +8,21 @@
  *   report       "generation=G compute=C helper=H global=V libc=L calls=N bad=B"
  *   sleep MS     starts a thread that sleeps MS ms inside demo_sleep_inside
  *   quit         exits
- * Usage: patch-target [WORKER-THREADS] */
+ * Usage: patch-target [WORKER-THREADS] [--mdwe | --seccomp-mdwe]
+ *   --mdwe          prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN): the kernel's
+ *                   memory-deny-write-execute for this process
+ *   --seccomp-mdwe  a seccomp filter like systemd's MemoryDenyWriteExecute=:
+ *                   mmap with PROT_WRITE|PROT_EXEC and mprotect/pkey_mprotect
+ *                   with PROT_EXEC fail with EPERM */
+#include <errno.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
+#include <stddef.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,8 +78,55 @@ static void *sleeper(void *argument) {
     return NULL;
 }
 
+static int deny_write_execute_with_seccomp(void) {
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, 10),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_mmap, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
+        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, PROT_WRITE | PROT_EXEC),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PROT_WRITE | PROT_EXEC, 6, 5),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_mprotect, 1, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pkey_mprotect, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
+        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, PROT_EXEC),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PROT_EXEC, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+    };
+    struct sock_fprog program = {sizeof filter / sizeof filter[0], filter};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+        return -1;
+    }
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program);
+}
+
+/* Proves the restriction is in force: an anonymous W+X mapping must fail. */
+static int write_execute_refused(void) {
+    void *probe = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (probe != MAP_FAILED) {
+        munmap(probe, 4096);
+        return 0;
+    }
+    return 1;
+}
+
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2;
+    for (int i = 2; i < argc; ++i) {
+        int status = -1;
+        if (strcmp(argv[i], "--mdwe") == 0) {
+            status = prctl(65 /* PR_SET_MDWE */, 1 /* PR_MDWE_REFUSE_EXEC_GAIN */, 0, 0, 0);
+        } else if (strcmp(argv[i], "--seccomp-mdwe") == 0) {
+            status = deny_write_execute_with_seccomp();
+        }
+        if (status != 0 || !write_execute_refused()) {
+            fprintf(stderr, "patch-target: %s: not in force (%s)\n", argv[i], strerror(errno));
+            return 3;
+        }
+    }
     for (int i = 0; i < threads; ++i) {
         pthread_t thread;
         pthread_create(&thread, NULL, worker, NULL);
