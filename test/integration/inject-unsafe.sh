@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# A thread sleeping inside a function to be replaced blocks the apply: after
+# its retries suture reports that thread and the frame, changing nothing.
+# Once the thread has left the function, the same apply succeeds.
+source "$(dirname "$0")/lib.sh"
+require_root "ptrace and /proc/PID/mem of another process"
+
+start_target pid -- 2
+check_eq "a thread goes to sleep inside demo_sleep_inside" sleeping "$(ask "$pid" "sleep 2500")"
+sleep 0.2
+started=$(date +%s%N)
+status=0
+json=$("$SUTURE" apply --json --attempts 4 --backoff-ms 20 --pid "$pid" "$DEMO_PATCH_V2") || status=$?
+check_eq "unsafe: exit status" 9 "$status"
+check_eq "unsafe: reason" unsafe "$(jq -r .error.reason <<<"$json")"
+frames=$(jq -r '.error.blocking_threads[].frames[]' <<<"$json")
+echo "$frames"
+grep -q "demo_sleep_inside (libsuture-demo.so+" <<<"$frames" &&
+    pass "the blocking frame is named" || fail_check "blocking frames: $frames"
+check_eq "nothing applied" generation=1 "$(ask "$pid" report | cut -d' ' -f1)"
+
+# The sleeper leaves after 2.5 s; an apply with enough patience succeeds.
+json=$("$SUTURE" apply --json --attempts 40 --backoff-ms 100 --pid "$pid" "$DEMO_PATCH_V2")
+check_eq "applied once the thread left" demo-fix "$(jq -r .patch_id <<<"$json")"
+[ "$(jq -r .attempts <<<"$json")" -gt 1 ] && pass "it took more than one try" ||
+    fail_check "applied at the first try although a thread was inside"
+check_eq "version 2 now" generation=2 "$(ask "$pid" report | cut -d' ' -f1)"
+"$SUTURE" revert --pid "$pid" >/dev/null
+check_eq "reverted" generation=1 "$(ask "$pid" report | cut -d' ' -f1)"
+check_eq "no wrong result seen" 0 "$(field "$(ask "$pid" report)" bad)"
+finish
