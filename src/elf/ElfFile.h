@@ -78,6 +78,9 @@ class ElfFile {
     // included); empty if the file has none.
     Result<std::vector<Symbol>> static_symbols() const;
 
+    // The program headers.
+    const std::vector<GElf_Phdr>& segments() const { return segments_; }
+
     // The lowest p_vaddr of the PT_LOAD segments (0 for ordinary shared
     // libraries; the link address for a non-PIE executable).
     std::uint64_t lowest_load_address() const;

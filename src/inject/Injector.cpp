@@ -4,6 +4,8 @@
 #include <sys/syscall.h>
 
 #include <algorithm>
+#include <functional>
+#include <map>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -134,14 +136,36 @@ std::vector<std::uint64_t> candidate_addresses(const std::vector<Mapping>& mappi
     return candidates;
 }
 
-Result<std::uint64_t> map_region(RemoteSyscall& syscall, const std::vector<Mapping>& mappings,
-                                 std::uint64_t low, std::uint64_t high, std::uint64_t size,
-                                 const std::string& subject) {
+// Maps the region read+exec at the first free candidate address within 2 GiB
+// of [low, high) and fills it with `image_for(address)` while the mmap call
+// has just returned: a killed injector leaves at worst an empty page, never
+// one whose contents a later run could misread.
+Result<std::uint64_t> map_region(
+    RemoteSyscall& syscall, const RemoteMemory& memory, const std::vector<Mapping>& mappings,
+    std::uint64_t low, std::uint64_t high, std::uint64_t size,
+    const std::function<Result<std::vector<std::byte>>(std::uint64_t)>& image_for,
+    const std::string& subject) {
     for (std::uint64_t address : candidate_addresses(mappings, low, high, size)) {
-        auto result = syscall.call(SYS_mmap, address, size, PROT_READ | PROT_EXEC,
-                                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-                                   static_cast<std::uint64_t>(-1), 0);
+        auto image = image_for(address);
+        if (!image) {
+            return tl::unexpected(image.error());
+        }
+        bool mapped = false;
+        auto fill = [&](long result) -> Result<void> {
+            if (result != static_cast<long>(address)) {
+                return {};
+            }
+            mapped = true;
+            return memory.write(address, *image);
+        };
+        auto result = syscall.call_then(fill, SYS_mmap, address, size, PROT_READ | PROT_EXEC,
+                                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                                        static_cast<std::uint64_t>(-1), 0);
         if (!result) {
+            if (mapped) {
+                // Nothing points into the region yet: take it away again.
+                (void)syscall.call(SYS_munmap, address, size);
+            }
             return tl::unexpected(result.error());
         }
         if (*result == static_cast<long>(address)) {
@@ -159,6 +183,21 @@ Result<std::uint64_t> map_region(RemoteSyscall& syscall, const std::vector<Mappi
         }
     }
     return fail(ErrorCode::conflict, subject + ": no free address within 2 GiB of the library");
+}
+
+// Every import of `patch` resolved against `objects`.
+Result<std::map<std::string, std::uint64_t>> resolve_imports(const PatchFile& patch,
+                                                             const std::vector<LoadedObject>& objects) {
+    SymbolResolver resolver(objects);
+    std::map<std::string, std::uint64_t> addresses;
+    for (const Import& import : patch.metadata.imports) {
+        auto address = resolver.resolve(import);
+        if (!address) {
+            return tl::unexpected(address.error());
+        }
+        addresses[import.symbol] = *address;
+    }
+    return addresses;
 }
 
 Result<void> unmap_region(RemoteSyscall& syscall, std::uint64_t address, std::uint64_t size,
@@ -192,7 +231,8 @@ std::uint64_t unix_now_ns() {
 struct Preparation {
     std::vector<Mapping> mappings;
     std::vector<LoadedObject> objects;
-    std::uint64_t syscall_instruction = 0;
+    std::uint64_t trampoline_site = 0;
+    int generation = 0;  // counts re-preparations inside stops
 };
 
 bool same_file_mappings(const std::vector<Mapping>& a, const std::vector<Mapping>& b) {
@@ -215,13 +255,13 @@ Result<Preparation> prepare(int pid, std::vector<Mapping> mappings) {
     if (!objects) {
         return tl::unexpected(objects.error());
     }
-    auto instruction = RemoteSyscall::find_instruction(pid, mappings);
-    if (!instruction) {
-        return tl::unexpected(instruction.error());
+    auto site = RemoteSyscall::find_trampoline_site(*objects);
+    if (!site) {
+        return tl::unexpected(with_context(site.error(), "pid " + std::to_string(pid)));
     }
     preparation.mappings = std::move(mappings);
     preparation.objects = std::move(*objects);
-    preparation.syscall_instruction = *instruction;
+    preparation.trampoline_site = *site;
     return preparation;
 }
 
@@ -237,6 +277,7 @@ Result<std::vector<Mapping>> refresh(int pid, Preparation& preparation) {
         if (!fresh) {
             return tl::unexpected(fresh.error());
         }
+        fresh->generation = preparation.generation + 1;
         preparation = std::move(*fresh);
     }
     return mappings;
@@ -313,6 +354,11 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
     if (!preparation) {
         return tl::unexpected(preparation.error());
     }
+    auto imports = resolve_imports(patch, preparation->objects);
+    if (!imports) {
+        return tl::unexpected(with_context(imports.error(), subject));
+    }
+    int imports_generation = preparation->generation;
     std::chrono::milliseconds backoff = options.first_backoff;
     for (int attempt = 1;; ++attempt) {
         auto stopped = StoppedProcess::stop(pid);
@@ -459,17 +505,19 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         }
 
         // 5. The region: map near the library, relocate, fill.
-        SymbolResolver resolver(*objects);
-        RemoteSyscall syscall(*stopped, preparation->syscall_instruction);
-        auto region = map_region(syscall, *mappings, target->start, target->end, layout->size,
-                                 subject);
-        if (!region) {
-            return tl::unexpected(region.error());
+        if (imports_generation != preparation->generation) {
+            imports = resolve_imports(patch, preparation->objects);
+            imports_generation = preparation->generation;
         }
-        std::vector<std::uint64_t> replacements;
-        auto image = build_patch_image(
-            patch, *layout, *region, target->base,
-            [&](const Import& import) { return resolver.resolve(import); }, replacements);
+        if (!imports) {
+            return tl::unexpected(imports.error());
+        }
+        auto installed = RemoteSyscall::install(*stopped, *memory, *mappings,
+                                                preparation->trampoline_site);
+        if (!installed) {
+            return tl::unexpected(installed.error());
+        }
+        RemoteSyscall& syscall = *installed;
         RegionMarker marker;
         marker.patch_id = metadata.patch_id;
         marker.level = metadata.level;
@@ -478,11 +526,21 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         marker.region_size = layout->size;
         marker.applied_at_unix_ns = unix_now_ns();
         std::vector<std::array<std::byte, 5>> jumps;
-        Result<void> filled = {};
-        if (!image) {
-            filled = tl::unexpected(image.error());
-        } else {
-            for (std::size_t i = 0; i < metadata.functions.size() && filled; ++i) {
+        // The whole region for one address: code relocated, marker on top.
+        auto image_for = [&](std::uint64_t address) -> Result<std::vector<std::byte>> {
+            std::vector<std::uint64_t> replacements;
+            auto image = build_patch_image(
+                patch, *layout, address, target->base,
+                [&](const Import& import) -> Result<std::uint64_t> {
+                    return imports->at(import.symbol);
+                },
+                replacements);
+            if (!image) {
+                return tl::unexpected(image.error());
+            }
+            marker.functions.clear();
+            jumps.clear();
+            for (std::size_t i = 0; i < metadata.functions.size(); ++i) {
                 const ReplacedFunction& function = metadata.functions[i];
                 marker.functions.push_back(MarkedFunction{function.offset, function.size,
                                                           replacements[i], jump_offsets[i],
@@ -490,21 +548,18 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
                 auto jump = encode_jump(target->base + function.offset + jump_offsets[i],
                                         replacements[i]);
                 if (!jump) {
-                    filled = tl::unexpected(jump.error());
-                } else {
-                    jumps.push_back(*jump);
+                    return tl::unexpected(jump.error());
                 }
+                jumps.push_back(*jump);
             }
-        }
-        if (filled) {
             auto encoded = encode_region_marker(marker);
             std::copy(encoded.begin(), encoded.end(), image->begin());
-            filled = memory->write(*region, *image);
-        }
-        if (!filled) {
-            // Nothing points into the region yet: take it away again.
-            (void)unmap_region(syscall, *region, layout->size, subject);
-            return tl::unexpected(filled.error());
+            return image;
+        };
+        auto region = map_region(syscall, *memory, *mappings, target->start, target->end,
+                                 layout->size, image_for, subject);
+        if (!region) {
+            return tl::unexpected(region.error());
         }
 
         // 6. The jumps: the only writes the running code can notice.
@@ -578,8 +633,9 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
         }
         if (markers.empty()) {
             return fail(ErrorCode::not_applied,
-                        subject + ": " + (patch_id.empty() ? "no suture patch" : patch_id) +
-                            " is not applied");
+                        subject + ": " +
+                            (patch_id.empty() ? "no suture patch is applied"
+                                              : patch_id + " is not applied"));
         }
         std::vector<CodeRange> ranges;
         for (const RegionMarker& marker : markers) {
@@ -614,7 +670,12 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
             sleep_backoff(backoff, options);
             continue;
         }
-        RemoteSyscall syscall(*stopped, preparation->syscall_instruction);
+        auto installed = RemoteSyscall::install(*stopped, *memory, *mappings,
+                                                preparation->trampoline_site);
+        if (!installed) {
+            return tl::unexpected(installed.error());
+        }
+        RemoteSyscall& syscall = *installed;
         std::vector<InjectReport> reports;
         for (const RegionMarker& marker : markers) {
             for (const MarkedFunction& function : marker.functions) {

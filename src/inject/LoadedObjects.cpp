@@ -49,6 +49,18 @@ Result<std::vector<LoadedObject>> read_loaded_objects(int pid,
         // The offset-0 mapping holds the lowest PT_LOAD; its address minus
         // that segment's (page-aligned) vaddr is the load bias.
         object.base -= elf->lowest_load_address() & ~std::uint64_t{0xfff};
+        for (const GElf_Phdr& segment : elf->segments()) {
+            if (segment.p_type != PT_LOAD || (segment.p_flags & PF_X) == 0 ||
+                segment.p_memsz != segment.p_filesz) {
+                continue;
+            }
+            std::uint64_t end = object.base + segment.p_vaddr + segment.p_filesz;
+            std::uint64_t page_end = (end + 0xfff) & ~std::uint64_t{0xfff};
+            if (page_end - end > object.slack_end - object.slack_start && page_end <= object.end) {
+                object.slack_start = end;
+                object.slack_end = page_end;
+            }
+        }
         elf_objects.push_back(std::move(object));
     }
     return elf_objects;

@@ -22,6 +22,11 @@ struct LoadedObject {
     std::uint64_t base = 0;  // load bias: add to a symbol value to get its address
     std::string build_id;
     std::optional<std::string> soname;
+    // Dead bytes mapped executable: from the end of an executable segment's
+    // file contents to the end of its last page. Nothing executes there; the
+    // injector borrows it for its system-call trampoline. Empty if none.
+    std::uint64_t slack_start = 0;
+    std::uint64_t slack_end = 0;
 };
 
 // The ELF objects a stopped process maps (with an executable mapping), read

@@ -8,57 +8,139 @@
 #include <cstring>
 #include <string>
 
-#include "inject/RemoteMemory.h"
-#include "proc/ProcessMaps.h"
-
 namespace suture {
 
 namespace {
 
-bool is_syscall_source(const Mapping& mapping) {
-    if (!mapping.executable || !mapping.readable) {
-        return false;
+// Where, below the stack pointer, the resume values live: far beyond the red
+// zone (128 bytes) and any signal frame (a few KiB, ~11 KiB with AMX state).
+constexpr std::uint64_t save_area_below_sp = 64 * 1024;
+constexpr std::size_t save_area_size = 80;  // rax rdi rsi rdx r10 r8 r9 rcx r11 rip
+
+// Kernel-internal restart codes a thread stopped in a system call may carry
+// in rax (include/linux/errno.h).
+constexpr long erestartsys = 512;
+constexpr long erestartnointr = 513;
+constexpr long erestartnohand = 514;
+constexpr long erestart_restartblock = 516;
+constexpr long nr_restart_syscall = 219;
+
+// syscall; mov REG, [rsp - 64 KiB + k] for each saved register; jmp [rsp - 64 KiB + 72]
+std::vector<std::byte> trampoline_code() {
+    // ModRM/REX bytes of `mov REG, [rsp + disp32]` (48/4C 8B xx 24 disp32).
+    static constexpr unsigned char loads[9][3] = {
+        {0x48, 0x8b, 0x84},  // rax
+        {0x48, 0x8b, 0xbc},  // rdi
+        {0x48, 0x8b, 0xb4},  // rsi
+        {0x48, 0x8b, 0x94},  // rdx
+        {0x4c, 0x8b, 0x94},  // r10
+        {0x4c, 0x8b, 0x84},  // r8
+        {0x4c, 0x8b, 0x8c},  // r9
+        {0x48, 0x8b, 0x8c},  // rcx
+        {0x4c, 0x8b, 0x9c},  // r11
+    };
+    std::vector<std::byte> code = {std::byte{0x0f}, std::byte{0x05}};
+    auto put_displacement = [&](std::int32_t displacement) {
+        std::byte bytes[4];
+        std::memcpy(bytes, &displacement, 4);
+        code.insert(code.end(), bytes, bytes + 4);
+    };
+    std::int32_t base = -static_cast<std::int32_t>(save_area_below_sp);
+    for (int i = 0; i < 9; ++i) {
+        code.push_back(std::byte{loads[i][0]});
+        code.push_back(std::byte{loads[i][1]});
+        code.push_back(std::byte{loads[i][2]});
+        code.push_back(std::byte{0x24});
+        put_displacement(base + 8 * i);
     }
-    if (mapping.path == "[vdso]") {
-        return true;
+    // jmp qword [rsp + disp32]: FF A4 24 disp32
+    code.push_back(std::byte{0xff});
+    code.push_back(std::byte{0xa4});
+    code.push_back(std::byte{0x24});
+    put_displacement(base + 72);
+    return code;
+}
+
+const Mapping* mapping_containing(const std::vector<Mapping>& mappings, std::uint64_t address) {
+    for (const Mapping& mapping : mappings) {
+        if (address >= mapping.start && address < mapping.end) {
+            return &mapping;
+        }
     }
-    std::string_view path = mapping.path;
-    std::size_t slash = path.rfind('/');
-    std::string_view file = slash == std::string_view::npos ? path : path.substr(slash + 1);
-    return file.starts_with("libc.so") || file.starts_with("libc-") || file.starts_with("ld-linux");
+    return nullptr;
+}
+
+// Waits for `tid` to stop; the raw waitpid status, or target_died.
+Result<int> wait_for_stop(int tid, const std::string& subject) {
+    int status = 0;
+    while (::waitpid(tid, &status, __WALL) < 0) {
+        if (errno != EINTR) {
+            return fail_errno(subject + ": wait", errno);
+        }
+    }
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+        return fail(ErrorCode::target_died, subject + ": the target died");
+    }
+    return status;
 }
 
 }  // namespace
 
-Result<std::uint64_t> RemoteSyscall::find_instruction(int pid, const std::vector<Mapping>& mappings) {
-    std::string subject = "pid " + std::to_string(pid);
-    auto memory = RemoteMemory::open(pid, false);
-    if (!memory) {
-        return tl::unexpected(memory.error());
-    }
-    // The vDSO first (small, always there), then libc and the loader.
-    for (int pass = 0; pass < 2; ++pass) {
-        for (const Mapping& mapping : mappings) {
-            if (!is_syscall_source(mapping) || (pass == 0) != (mapping.path == "[vdso]")) {
-                continue;
-            }
-            std::size_t size = std::min<std::uint64_t>(mapping.end - mapping.start, 4 << 20);
-            auto bytes = memory->read(mapping.start, size);
-            if (!bytes) {
-                continue;
-            }
-            for (std::size_t i = 0; i + 1 < bytes->size(); ++i) {
-                if ((*bytes)[i] == std::byte{0x0f} && (*bytes)[i + 1] == std::byte{0x05}) {
-                    return mapping.start + i;
-                }
-            }
+Result<std::uint64_t> RemoteSyscall::find_trampoline_site(const std::vector<LoadedObject>& objects) {
+    std::size_t needed = trampoline_code().size();
+    const LoadedObject* best = nullptr;
+    for (const LoadedObject& object : objects) {
+        if (object.slack_end - object.slack_start < needed) {
+            continue;
+        }
+        bool is_libc = object.soname && object.soname->starts_with("libc.so");
+        if (best == nullptr || is_libc) {
+            best = &object;
+        }
+        if (is_libc) {
+            break;
         }
     }
-    return fail(ErrorCode::unsupported, subject + ": no syscall instruction found in vDSO or libc");
+    if (best == nullptr) {
+        return fail(ErrorCode::unsupported,
+                    "no loaded object has spare executable bytes for the system-call trampoline");
+    }
+    return best->slack_start;
 }
 
-Result<long> RemoteSyscall::call(long number, std::uint64_t a0, std::uint64_t a1, std::uint64_t a2,
-                                 std::uint64_t a3, std::uint64_t a4, std::uint64_t a5) {
+Result<RemoteSyscall> RemoteSyscall::install(StoppedProcess& process, const RemoteMemory& memory,
+                                             const std::vector<Mapping>& mappings,
+                                             std::uint64_t site) {
+    std::vector<std::byte> code = trampoline_code();
+    auto saved = memory.read(site, code.size());
+    if (!saved) {
+        return tl::unexpected(saved.error());
+    }
+    if (auto written = memory.write(site, code); !written) {
+        return tl::unexpected(written.error());
+    }
+    return RemoteSyscall(process, memory, mappings, site, std::move(*saved));
+}
+
+RemoteSyscall::RemoteSyscall(RemoteSyscall&& other) noexcept
+    : process_(other.process_),
+      memory_(other.memory_),
+      mappings_(other.mappings_),
+      site_(other.site_),
+      saved_bytes_(std::move(other.saved_bytes_)),
+      installed_(std::exchange(other.installed_, false)) {}
+
+RemoteSyscall::~RemoteSyscall() {
+    if (installed_) {
+        // Dead bytes either way; put them back to leave no trace.
+        (void)memory_.write(site_, saved_bytes_);
+    }
+}
+
+Result<long> RemoteSyscall::call_then(const std::function<Result<void>(long)>& at_exit,
+                                      long number, std::uint64_t a0, std::uint64_t a1,
+                                      std::uint64_t a2, std::uint64_t a3, std::uint64_t a4,
+                                      std::uint64_t a5) {
     StoppedThread& thread = process_.worker();
     std::string subject = "pid " + std::to_string(process_.pid()) + ": injected syscall " +
                           std::to_string(number);
@@ -66,6 +148,35 @@ Result<long> RemoteSyscall::call(long number, std::uint64_t a0, std::uint64_t a1
     if (::ptrace(PTRACE_GETREGS, thread.tid, nullptr, &saved) != 0) {
         return fail_errno(subject + ": get registers", errno);
     }
+
+    // Where the thread resumes if it has to finish on its own (step 2).
+    std::uint64_t resume_rax = saved.rax;
+    std::uint64_t resume_rip = saved.rip;
+    long interrupted = static_cast<long>(saved.rax);
+    if (static_cast<long>(saved.orig_rax) >= 0) {
+        if (interrupted == -erestartsys || interrupted == -erestartnointr ||
+            interrupted == -erestartnohand) {
+            resume_rax = saved.orig_rax;
+            resume_rip = saved.rip - 2;
+        } else if (interrupted == -erestart_restartblock) {
+            resume_rax = nr_restart_syscall;
+            resume_rip = saved.rip - 2;
+        }
+    }
+    std::uint64_t save_area = saved.rsp - save_area_below_sp;
+    const Mapping* stack = mapping_containing(mappings_, saved.rsp);
+    if (stack == nullptr || save_area < stack->start || !stack->writable) {
+        return fail(ErrorCode::unsupported,
+                    subject + ": thread " + std::to_string(thread.tid) +
+                        " has less than 64 KiB of stack below its stack pointer");
+    }
+    std::uint64_t values[save_area_size / 8] = {resume_rax, saved.rdi, saved.rsi, saved.rdx,
+                                                saved.r10,  saved.r8,  saved.r9,  saved.rcx,
+                                                saved.r11,  resume_rip};
+    if (auto written = memory_.write(save_area, std::as_bytes(std::span(values))); !written) {
+        return tl::unexpected(written.error());
+    }
+
     user_regs_struct call = saved;
     call.rax = static_cast<unsigned long long>(number);
     call.rdi = a0;
@@ -74,46 +185,69 @@ Result<long> RemoteSyscall::call(long number, std::uint64_t a0, std::uint64_t a1
     call.r10 = a3;
     call.r8 = a4;
     call.r9 = a5;
-    call.rip = instruction_;
+    call.rip = site_;
     call.orig_rax = static_cast<unsigned long long>(-1);
     if (::ptrace(PTRACE_SETREGS, thread.tid, nullptr, &call) != 0) {
         return fail_errno(subject + ": set registers", errno);
     }
+    // Step 4: to the entry of our system call, then to its exit.
     user_regs_struct after{};
-    for (int attempt = 0;; ++attempt) {
-        if (::ptrace(PTRACE_SINGLESTEP, thread.tid, nullptr, nullptr) != 0) {
-            return fail_errno(subject + ": single-step", errno);
+    bool entered = false;
+    for (int stops = 0;; ++stops) {
+        if (::ptrace(PTRACE_SYSCALL, thread.tid, nullptr, nullptr) != 0) {
+            return fail_errno(subject + ": resume to the system call", errno);
         }
-        int status = 0;
-        while (::waitpid(thread.tid, &status, __WALL) < 0) {
-            if (errno != EINTR) {
-                return fail_errno(subject + ": wait", errno);
+        auto status = wait_for_stop(thread.tid, subject);
+        if (!status) {
+            return tl::unexpected(status.error());
+        }
+        if (WSTOPSIG(*status) == (SIGTRAP | 0x80)) {
+            if (!entered) {
+                entered = true;
+                continue;
             }
-        }
-        if (WIFEXITED(status) || WIFSIGNALED(status)) {
-            return fail(ErrorCode::target_died, subject + ": the target died");
-        }
-        if (::ptrace(PTRACE_GETREGS, thread.tid, nullptr, &after) != 0) {
-            return fail_errno(subject + ": get registers", errno);
-        }
-        if (WIFSTOPPED(status) && WSTOPSIG(status) == SIGTRAP && after.rip == instruction_ + 2) {
             break;
         }
-        if (WIFSTOPPED(status) && WSTOPSIG(status) != SIGTRAP && (status >> 16) == 0) {
-            process_.keep_signal(thread.tid, WSTOPSIG(status));
+        if ((*status >> 16) == 0 && WSTOPSIG(*status) != SIGTRAP) {
+            process_.keep_signal(thread.tid, WSTOPSIG(*status));  // a signal raced in
         }
-        if (attempt > 100) {
-            ::ptrace(PTRACE_SETREGS, thread.tid, nullptr, &saved);
+        if (stops > 100) {
             return fail(ErrorCode::io, subject + ": the thread never reached the system call");
         }
-        if (after.rip != instruction_) {
-            // Not at the instruction any more and no trap: give up safely.
-            ::ptrace(PTRACE_SETREGS, thread.tid, nullptr, &saved);
-            return fail(ErrorCode::io, subject + ": the thread left the system call");
+    }
+    if (::ptrace(PTRACE_GETREGS, thread.tid, nullptr, &after) != 0) {
+        return fail_errno(subject + ": get registers", errno);
+    }
+    Result<void> followed = {};
+    if (at_exit) {
+        followed = at_exit(static_cast<long>(after.rax));
+    }
+    // Step 5: interrupt pending, registers back, into the interrupt stop.
+    if (::ptrace(PTRACE_INTERRUPT, thread.tid, nullptr, nullptr) != 0 ||
+        ::ptrace(PTRACE_SETREGS, thread.tid, nullptr, &saved) != 0) {
+        return fail_errno(subject + ": restore registers", errno);
+    }
+    for (int stops = 0;; ++stops) {
+        if (::ptrace(PTRACE_CONT, thread.tid, nullptr, nullptr) != 0) {
+            return fail_errno(subject + ": back to the interrupt stop", errno);
+        }
+        auto status = wait_for_stop(thread.tid, subject);
+        if (!status) {
+            return tl::unexpected(status.error());
+        }
+        if ((*status >> 16) == PTRACE_EVENT_STOP) {
+            break;
+        }
+        if ((*status >> 16) == 0 && WSTOPSIG(*status) != SIGTRAP &&
+            WSTOPSIG(*status) != (SIGTRAP | 0x80)) {
+            process_.keep_signal(thread.tid, WSTOPSIG(*status));
+        }
+        if (stops > 100) {
+            return fail(ErrorCode::io, subject + ": the thread did not stop again");
         }
     }
-    if (::ptrace(PTRACE_SETREGS, thread.tid, nullptr, &saved) != 0) {
-        return fail_errno(subject + ": restore registers", errno);
+    if (!followed) {
+        return tl::unexpected(followed.error());
     }
     return static_cast<long>(after.rax);
 }

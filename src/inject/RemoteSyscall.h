@@ -1,47 +1,97 @@
 #pragma once
 
+#include <array>
 #include <cstdint>
-
-#include "base/Error.h"
+#include <functional>
 #include <vector>
 
+#include "base/Error.h"
+#include "inject/LoadedObjects.h"
+#include "inject/RemoteMemory.h"
 #include "inject/StoppedProcess.h"
 #include "proc/ProcessMaps.h"
 
 namespace suture {
 
-// Runs one system call inside a stopped process, on its worker thread.
+// Runs system calls (mmap, munmap) inside a stopped process, on one of its
+// threads, such that the thread ends up exactly where it was even if this
+// tool is killed at any instant.
 //
 // The story of an injected system call (x86-64):
-//  1. Save the thread's registers.
-//  2. Load the call: rax = number, rdi/rsi/rdx/r10/r8/r9 = arguments, rip =
-//     the address of a `syscall` instruction (0f 05) found in the target's
-//     own executable memory, and orig_rax = -1: a thread stopped inside an
-//     interrupted system call would otherwise have the kernel "restart" that
-//     call instead of running ours.
-//  3. Single-step: the thread executes `syscall` and stops with SIGTRAP
-//     right after it. Another signal may stop it first; it is kept for the
-//     thread (StoppedProcess::keep_signal) and the step is retried.
-//  4. Read rax (the result, -errno on failure) and restore every register:
-//     the thread's own interrupted system call restarts as if nothing
-//     happened.
+//  1. A trampoline is written into dead executable bytes of a loaded object
+//     (the slack after an executable segment's contents, in its last page;
+//     nothing runs there):
+//         syscall
+//         mov rax/rdi/rsi/rdx/r10/r8/r9/rcx/r11, [rsp - 64 KiB + …]
+//         jmp [rsp - 64 KiB + 72]
+//  2. The thread's registers are saved, and the values that resume it are
+//     stored on its own stack, 64 KiB below its stack pointer (beyond any
+//     signal frame the kernel could push meanwhile). A thread stopped inside
+//     an interrupted system call resumes the way the kernel restarts it: at
+//     its `syscall` instruction again, with its number back in rax.
+//  3. The call is loaded: rip = trampoline, rax = number, the arguments,
+//     orig_rax = -1 (so the kernel does not "restart" the thread's own call).
+//  4. PTRACE_SYSCALL twice: the thread stops at the entry and at the exit of
+//     our system call; rax at the exit is the result. These stops carry
+//     SIGTRAP|0x80 (PTRACE_O_TRACESYSGOOD), no valid signal, so a tool that
+//     dies there leaves no SIGTRAP behind. (Single-stepping would: the trap
+//     flag and its SIGTRAP outlive the tracer and kill the thread.)
+//  5. PTRACE_INTERRUPT first, then the saved registers back, then
+//     PTRACE_CONT: the thread goes from the system-call exit straight into an
+//     interrupt stop without running user code, and leaves that stop later
+//     exactly as it would have left its first one (including the kernel's
+//     restart of its own interrupted call).
+// If the tool dies at any point, the kernel lets the thread run: before step
+// 5 it runs the trampoline, which finishes the call and puts its registers
+// back; from step 5 on, the pending interrupt makes the kernel apply its
+// normal restart rules to the saved registers. No thread is ever left with
+// borrowed registers or a stray SIGTRAP.
 class RemoteSyscall {
 public:
-    // Finds a `syscall` instruction in the process's vDSO or libc. Needs no
-    // stop (it reads /proc/PID/mem), so callers do it before stopping.
-    static Result<std::uint64_t> find_instruction(int pid, const std::vector<Mapping>& mappings);
+    // Chooses the trampoline's place among `objects` (libc preferred).
+    // Needs no stop.
+    static Result<std::uint64_t> find_trampoline_site(const std::vector<LoadedObject>& objects);
 
-    // `instruction` from find_instruction, on maps that have not changed since.
-    RemoteSyscall(StoppedProcess& process, std::uint64_t instruction)
-        : process_(process), instruction_(instruction) {}
+    // Installs the trampoline at `site` in the stopped process (its bytes are
+    // restored by the destructor).
+    static Result<RemoteSyscall> install(StoppedProcess& process, const RemoteMemory& memory,
+                                         const std::vector<Mapping>& mappings, std::uint64_t site);
+
+    RemoteSyscall(RemoteSyscall&& other) noexcept;
+    RemoteSyscall(const RemoteSyscall&) = delete;
+    RemoteSyscall& operator=(const RemoteSyscall&) = delete;
+    RemoteSyscall& operator=(RemoteSyscall&&) = delete;
+    ~RemoteSyscall();
 
     // Returns the raw result: a value, or -errno.
     Result<long> call(long number, std::uint64_t a0 = 0, std::uint64_t a1 = 0, std::uint64_t a2 = 0,
-                      std::uint64_t a3 = 0, std::uint64_t a4 = 0, std::uint64_t a5 = 0);
+                      std::uint64_t a3 = 0, std::uint64_t a4 = 0, std::uint64_t a5 = 0) {
+        return call_then(nullptr, number, a0, a1, a2, a3, a4, a5);
+    }
+
+    // Like call(), and runs `at_exit` with the result while the thread still
+    // sits at the exit of the system call (step 4): for an mmap, the new
+    // memory can be filled before anything else happens.
+    Result<long> call_then(const std::function<Result<void>(long)>& at_exit, long number,
+                           std::uint64_t a0 = 0, std::uint64_t a1 = 0, std::uint64_t a2 = 0,
+                           std::uint64_t a3 = 0, std::uint64_t a4 = 0, std::uint64_t a5 = 0);
 
 private:
+    RemoteSyscall(StoppedProcess& process, const RemoteMemory& memory,
+                  const std::vector<Mapping>& mappings, std::uint64_t site,
+                  std::vector<std::byte> saved_bytes)
+        : process_(process),
+          memory_(memory),
+          mappings_(mappings),
+          site_(site),
+          saved_bytes_(std::move(saved_bytes)) {}
+
     StoppedProcess& process_;
-    std::uint64_t instruction_;  // address of 0f 05 in the target
+    const RemoteMemory& memory_;
+    const std::vector<Mapping>& mappings_;
+    std::uint64_t site_ = 0;
+    std::vector<std::byte> saved_bytes_;  // what the trampoline overwrote
+    bool installed_ = true;
 };
 
 }  // namespace suture

@@ -64,7 +64,11 @@ Result<StoppedProcess> StoppedProcess::stop(int pid) {
             if (seized.contains(tid)) {
                 continue;
             }
-            if (::ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0) {
+            // TRACESYSGOOD marks system-call stops with SIGTRAP|0x80, which is no
+            // valid signal: should this tool die during such a stop, the kernel
+            // does not deliver a SIGTRAP to the thread (see RemoteSyscall).
+            if (::ptrace(PTRACE_SEIZE, tid, nullptr,
+                         reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD)) != 0) {
                 if (errno == ESRCH) {
                     continue;  // the thread exited: nothing to hold
                 }
