@@ -8,7 +8,9 @@
  *   report       "generation=G compute=C helper=H global=V libc=L calls=N bad=B"
  *   sleep MS     starts a thread that sleeps MS ms inside demo_sleep_inside
  *   quit         exits
- * Usage: patch-target [WORKER-THREADS] [--mdwe | --seccomp-mdwe]
+ * Usage: patch-target [WORKER-THREADS] [--idle] [--mdwe | --seccomp-mdwe]
+ *   --idle          workers block in pause() instead of calling (a server's
+ *                   threads waiting in epoll_wait look like this to ptrace)
  *   --mdwe          prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN): the kernel's
  *                   memory-deny-write-execute for this process
  *   --seccomp-mdwe  a seccomp filter like systemd's MemoryDenyWriteExecute=:
@@ -73,6 +75,14 @@ static void *worker(void *unused) {
     return NULL;
 }
 
+static void *idler(void *unused) {
+    (void)unused;
+    for (;;) {
+        pause();
+    }
+    return NULL;
+}
+
 static void *sleeper(void *argument) {
     demo_sleep_inside((int)(long)argument);
     return NULL;
@@ -115,7 +125,12 @@ static int write_execute_refused(void) {
 
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2;
+    int idle = 0;
     for (int i = 2; i < argc; ++i) {
+        if (strcmp(argv[i], "--idle") == 0) {
+            idle = 1;
+            continue;
+        }
         int status = -1;
         if (strcmp(argv[i], "--mdwe") == 0) {
             status = prctl(65 /* PR_SET_MDWE */, 1 /* PR_MDWE_REFUSE_EXEC_GAIN */, 0, 0, 0);
@@ -129,7 +144,7 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < threads; ++i) {
         pthread_t thread;
-        pthread_create(&thread, NULL, worker, NULL);
+        pthread_create(&thread, NULL, idle ? idler : worker, NULL);
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("ready %d\n", (int)getpid());

@@ -1,0 +1,161 @@
+// Benchmark: how long a target is stopped by apply and revert, and how many
+// apply+revert cycles run per second. Not a test: prints figures only.
+//
+// For each scenario (1 idle thread, 8 idle threads, 8 threads spinning in
+// the patched library) it starts patch-target, then measures in this one
+// process, on the same target:
+//   floor   stop every thread and resume it, nothing else (the cost of the
+//           all-threads stop itself; DESIGN.md measured the same floor)
+//   apply   suture's apply of demo-v2.patch: time stopped
+//   revert  suture's revert: time stopped
+// Usage: inject-bench [--cycles N]
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "inject/Injector.h"
+#include "inject/StoppedProcess.h"
+
+namespace {
+
+using namespace suture;
+using Clock = std::chrono::steady_clock;
+
+struct Target {
+    pid_t pid = -1;
+    int stdin_fd = -1;
+};
+
+Target start_target(const char* threads, bool idle) {
+    int input[2];
+    int output[2];
+    if (::pipe(input) != 0 || ::pipe(output) != 0) {
+        std::perror("pipe");
+        std::exit(1);
+    }
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        ::dup2(input[0], STDIN_FILENO);
+        ::dup2(output[1], STDOUT_FILENO);
+        ::close(input[1]);
+        ::close(output[0]);
+        if (idle) {
+            ::execl(PATCH_TARGET_PATH, PATCH_TARGET_PATH, threads, "--idle", nullptr);
+        } else {
+            ::execl(PATCH_TARGET_PATH, PATCH_TARGET_PATH, threads, nullptr);
+        }
+        ::_exit(127);
+    }
+    ::close(input[0]);
+    ::close(output[1]);
+    char line[64];
+    ssize_t n = ::read(output[0], line, sizeof line);  // "ready PID"
+    if (n <= 0) {
+        std::fprintf(stderr, "patch-target did not start\n");
+        std::exit(1);
+    }
+    ::close(output[0]);
+    return Target{pid, input[1]};
+}
+
+double percentile(std::vector<double> values, double p) {
+    std::sort(values.begin(), values.end());
+    return values[static_cast<std::size_t>(p * static_cast<double>(values.size() - 1))];
+}
+
+double to_us(std::chrono::nanoseconds duration) {
+    return static_cast<double>(duration.count()) / 1000.0;
+}
+
+void print_row(const char* scenario, const char* what, const std::vector<double>& us,
+               double floor_median) {
+    std::printf("%-14s %-7s %10.0f %10.0f %10.0f %9.2f\n", scenario, what, percentile(us, 0.5),
+                percentile(us, 0.99), *std::max_element(us.begin(), us.end()),
+                percentile(us, 0.5) / floor_median);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    int cycles = 200;
+    if (argc == 3 && std::strcmp(argv[1], "--cycles") == 0) {
+        cycles = std::max(1, std::atoi(argv[2]));
+    }
+    auto patch = read_patch_file(DEMO_PATCH_PATH);
+    if (!patch) {
+        std::fprintf(stderr, "%s\n", patch.error().message.c_str());
+        return 1;
+    }
+    InjectOptions options;
+    options.attempts = 200;
+    options.first_backoff = std::chrono::milliseconds(1);
+    options.max_backoff = std::chrono::milliseconds(5);
+
+    std::printf("%d apply/revert cycles per scenario; times the target is stopped, in us\n", cycles);
+    std::printf("%-14s %-7s %10s %10s %10s %9s\n", "scenario", "op", "median", "p99", "max",
+                "x floor");
+    struct Scenario {
+        const char* name;
+        const char* threads;
+        bool idle;
+    };
+    for (Scenario scenario : {Scenario{"1 idle", "0", true}, Scenario{"8 idle", "7", true},
+                              Scenario{"8 spinning", "8", false}}) {
+        Target target = start_target(scenario.threads, scenario.idle);
+        std::vector<double> floor, apply, revert;
+        int failures = 0;
+        for (int i = 0; i < cycles; ++i) {
+            {
+                auto stopped = StoppedProcess::stop(target.pid);
+                if (stopped) {
+                    floor.push_back(to_us(stopped->resume()));
+                }
+            }
+            auto applied = apply_patch(target.pid, *patch, options);
+            if (!applied) {
+                ++failures;
+                continue;
+            }
+            apply.push_back(to_us(applied->stopped_for));
+            auto reverted = revert_patches(target.pid, "", options);
+            if (!reverted || reverted->empty()) {
+                ++failures;
+                continue;
+            }
+            revert.push_back(to_us((*reverted)[0].stopped_for));
+        }
+        auto started = Clock::now();
+        int timed_cycles = std::min(cycles, 50);
+        for (int i = 0; i < timed_cycles; ++i) {
+            (void)apply_patch(target.pid, *patch, options);
+            (void)revert_patches(target.pid, "", options);
+        }
+        double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+        if (floor.empty() || apply.empty() || revert.empty()) {
+            std::printf("%-14s no successful cycle (%d failures)\n", scenario.name, failures);
+        } else {
+            double floor_median = percentile(floor, 0.5);
+            print_row(scenario.name, "floor", floor, floor_median);
+            print_row(scenario.name, "apply", apply, floor_median);
+            print_row(scenario.name, "revert", revert, floor_median);
+            std::printf("%-14s apply+revert cycles per second: %.1f; failed cycles: %d\n",
+                        scenario.name, timed_cycles / seconds, failures);
+        }
+        ::kill(target.pid, SIGKILL);
+        ::waitpid(target.pid, nullptr, 0);
+        ::close(target.stdin_fd);
+    }
+    return 0;
+}
