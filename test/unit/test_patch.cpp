@@ -1,0 +1,119 @@
+#include <cstring>
+#include <random>
+
+#include <catch2/catch.hpp>
+
+#include "base/Files.h"
+#include "patch/PatchFile.h"
+
+using namespace suture;
+
+namespace {
+
+std::vector<std::byte> file_bytes(const std::string& path) {
+    auto text = read_file(path);
+    REQUIRE(text);
+    auto bytes = std::as_bytes(std::span(text->data(), text->size()));
+    return {bytes.begin(), bytes.end()};
+}
+
+}  // namespace
+
+TEST_CASE("a packed patch file reads back with its metadata and object") {
+    auto patch = read_patch_file(DEMO_PATCH_V2);
+    REQUIRE(patch);
+    const PatchMetadata& metadata = patch->metadata;
+    CHECK(metadata.patch_id == "demo-fix");
+    CHECK(metadata.level == 1);
+    CHECK(metadata.target_soname == "libsuture-demo.so");
+    CHECK(metadata.target_build_id.size() == 40);
+    REQUIRE(metadata.functions.size() == 6);
+    CHECK(metadata.functions[0].symbol == "demo_generation");
+    CHECK(metadata.functions[0].replacement == "demo_generation_v2");
+    CHECK(metadata.functions[0].sha256.size() == 64);
+    auto has_reference = [&](const std::string& name) {
+        for (const auto& reference : metadata.target_references) {
+            if (reference.symbol == name) {
+                return true;
+            }
+        }
+        return false;
+    };
+    // The static helper and the global variable resolve into the library.
+    CHECK(has_reference("demo_helper"));
+    CHECK(has_reference("demo_global"));
+    std::vector<std::string> imports;
+    for (const auto& import : metadata.imports) {
+        imports.push_back(import.symbol + "@" + import.version);
+    }
+    std::sort(imports.begin(), imports.end());
+    // Versions are those the library itself imports the symbols with.
+    CHECK(imports == std::vector<std::string>{"OpenSSL_version_num@OPENSSL_3.0.0",
+                                              "snprintf@GLIBC_2.2.5", "strtol@GLIBC_2.2.5"});
+    CHECK(patch->object.find_defined("demo_compute_v2") != nullptr);
+}
+
+TEST_CASE("writing the parsed metadata back gives the same bytes") {
+    auto original = file_bytes(DEMO_PATCH_V2);
+    auto patch = parse_patch(original, "demo-v2");
+    REQUIRE(patch);
+    std::uint32_t metadata_size;
+    std::memcpy(&metadata_size, original.data() + 16, 4);
+    auto object = std::span(original).subspan(32 + metadata_size);
+    CHECK(write_patch(patch->metadata, object) == original);
+}
+
+TEST_CASE("metadata that breaks a rule is refused with the rule named") {
+    auto check_refused = [](const std::string& json, const std::string& expected) {
+        auto metadata = parse_patch_metadata(json, "m");
+        REQUIRE_FALSE(metadata);
+        CHECK(metadata.error().code == ErrorCode::bad_format);
+        INFO(metadata.error().message);
+        CHECK(metadata.error().message.find(expected) != std::string::npos);
+    };
+    std::string function =
+        R"({"symbol": "f", "offset": 4096, "size": 32, "sha256": ")" + std::string(64, 'a') +
+        R"(", "replacement": "f2"})";
+    auto document = [&](const std::string& id, int level, const std::string& functions) {
+        return R"({"patch_id": ")" + id + R"(", "level": )" + std::to_string(level) +
+               R"(, "target": {"build_id": "abcd", "soname": "libx.so"}, "functions": [)" +
+               functions + "]}";
+    };
+    CHECK(parse_patch_metadata(document("ok-1", 1, function), "m"));
+    check_refused(document("bad id", 1, function), "patch_id");
+    check_refused(document("x", 0, function), "level");
+    check_refused(document("x", 1, ""), "functions");
+    check_refused(document("x", 1, function + "," + function), "overlap");
+    std::string tiny = function;
+    tiny.replace(tiny.find("\"size\": 32"), 10, "\"size\": 4");
+    check_refused(document("x", 1, tiny), "cannot hold a jump");
+    check_refused(R"({"patch_id": 1})", "metadata");
+}
+
+TEST_CASE("random damage to a patch file gives errors, never a crash") {
+    auto original = file_bytes(DEMO_PATCH_V2);
+    std::mt19937 random(20261123);
+    int accepted = 0;
+    for (int round = 0; round < 3000; ++round) {
+        auto damaged = original;
+        switch (round % 3) {
+            case 0:  // flip a few bytes anywhere
+                for (int i = 0; i < 1 + static_cast<int>(random() % 8); ++i) {
+                    damaged[random() % damaged.size()] ^= std::byte(1u << (random() % 8));
+                }
+                break;
+            case 1:  // truncate
+                damaged.resize(random() % damaged.size());
+                break;
+            case 2:  // damage the ELF object's headers
+                for (int i = 0; i < 4; ++i) {
+                    std::size_t at = damaged.size() - 1 - random() % 2048;
+                    damaged[at] = std::byte(random() & 0xff);
+                }
+                break;
+        }
+        accepted += parse_patch(damaged, "damaged") ? 1 : 0;
+    }
+    // Flips inside code bytes are still valid patches: some are accepted.
+    SUCCEED(accepted << " of 3000 damaged files still parsed");
+}

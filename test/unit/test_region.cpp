@@ -1,0 +1,110 @@
+#include <cstring>
+
+#include <catch2/catch.hpp>
+
+#include "inject/PatchImage.h"
+#include "inject/RegionMarker.h"
+
+using namespace suture;
+
+TEST_CASE("a region marker decodes to what was encoded") {
+    RegionMarker marker;
+    marker.patch_id = "CVE-2026-63076";
+    marker.level = 3;
+    marker.target_build_id = "7d90f38412d00023e58392b03612a24b62fcaede";
+    marker.target_base = 0x7f0000000000;
+    marker.region_size = 8192;
+    marker.applied_at_unix_ns = 1234567890;
+    marker.functions.push_back(MarkedFunction{0x1150, 10, 0x7f0000100040, 4,
+                                              {std::byte{1}, std::byte{2}, std::byte{3},
+                                               std::byte{4}, std::byte{5}}});
+    auto bytes = encode_region_marker(marker);
+    CHECK(bytes.size() == region_marker_size(1));
+    CHECK(bytes.size() % 64 == 0);
+    auto decoded = decode_region_marker(bytes);
+    REQUIRE(decoded);
+    CHECK(decoded->patch_id == marker.patch_id);
+    CHECK(decoded->level == 3);
+    CHECK(decoded->target_build_id == marker.target_build_id);
+    CHECK(decoded->target_base == marker.target_base);
+    CHECK(decoded->region_size == 8192);
+    REQUIRE(decoded->functions.size() == 1);
+    CHECK(decoded->functions[0].replacement_address == 0x7f0000100040);
+    CHECK(decoded->functions[0].jump_offset == 4);
+    CHECK(decoded->functions[0].original == marker.functions[0].original);
+}
+
+TEST_CASE("damaged markers are refused, never trusted") {
+    RegionMarker marker;
+    marker.patch_id = "p";
+    marker.level = 1;
+    marker.target_build_id = "ab";
+    marker.functions.resize(2, MarkedFunction{0, 16, 0, 4, {}});
+    auto bytes = encode_region_marker(marker);
+    CHECK_FALSE(decode_region_marker(std::span(bytes).first(100)));
+    auto wrong_count = bytes;
+    wrong_count[44] = std::byte{200};
+    CHECK_FALSE(decode_region_marker(wrong_count));
+    auto no_magic = bytes;
+    no_magic[0] = std::byte{'X'};
+    CHECK_FALSE(decode_region_marker(no_magic));
+    auto bad_jump = bytes;
+    bad_jump[192 + 24] = std::byte{9};  // jump_offset 9 > 4
+    CHECK_FALSE(decode_region_marker(bad_jump));
+}
+
+TEST_CASE("a jump is e9 and a displacement from the end of the jump") {
+    auto jump = encode_jump(0x1000, 0x2000);
+    REQUIRE(jump);
+    CHECK((*jump)[0] == std::byte{0xe9});
+    std::int32_t displacement;
+    std::memcpy(&displacement, jump->data() + 1, 4);
+    CHECK(displacement == 0x2000 - 0x1005);
+    CHECK_FALSE(encode_jump(0x1000, 0x1000 + (1ull << 32)));
+}
+
+TEST_CASE("the patch image resolves calls into the library relative to its base") {
+    auto patch = read_patch_file(DEMO_PATCH_V2);
+    REQUIRE(patch);
+    auto layout = layout_patch(*patch);
+    REQUIRE(layout);
+    CHECK(layout->size % 4096 == 0);
+    const std::uint64_t region = 0x7f1000000000;
+    const std::uint64_t base = 0x7f1000200000;
+    std::vector<std::uint64_t> replacements;
+    auto image = build_patch_image(*patch, *layout, region, base,
+                                   [](const Import&) -> Result<std::uint64_t> {
+                                       return std::uint64_t{0x7f2000000000};  // far away
+                                   },
+                                   replacements);
+    REQUIRE(image);
+    REQUIRE(replacements.size() == 6);
+    // demo_with_helper_v2: endbr64; sub rsp,8; call demo_helper (e8 rel32).
+    std::uint64_t function = replacements[2];
+    std::size_t offset = function - region;
+    REQUIRE((*image)[offset + 8] == std::byte{0xe8});
+    std::int32_t rel32;
+    std::memcpy(&rel32, image->data() + offset + 9, 4);
+    std::uint64_t helper_offset = 0;
+    for (const auto& reference : patch->metadata.target_references) {
+        if (reference.symbol == "demo_helper") {
+            helper_offset = reference.offset;
+        }
+    }
+    CHECK(function + 13 + rel32 == base + helper_offset);
+    // A call to an import 4 GiB away goes through a stub: jmp *0(%rip).
+    std::uint64_t libc_function = replacements[4];
+    bool through_stub = false;
+    for (std::size_t at = libc_function - region; at + 5 < image->size(); ++at) {
+        if ((*image)[at] != std::byte{0xe8}) {
+            continue;
+        }
+        std::memcpy(&rel32, image->data() + at + 1, 4);
+        std::uint64_t destination = region + at + 5 + rel32;
+        if (destination >= region + layout->stubs_offset && destination < region + layout->size) {
+            through_stub = (*image)[destination - region] == std::byte{0xff};
+            break;
+        }
+    }
+    CHECK(through_stub);
+}
