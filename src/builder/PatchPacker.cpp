@@ -127,7 +127,8 @@ Result<std::vector<std::byte>> pack_patch(const PackRequest& request) {
             return tl::unexpected(definition.error());
         }
         if (*definition != nullptr) {
-            metadata.target_references.push_back(TargetReference{symbol.name, (*definition)->value});
+            metadata.target_references.push_back(
+                TargetReference{symbol.name, (*definition)->value});
         } else {
             auto version = imported_versions.find(symbol.name);
             metadata.imports.push_back(

@@ -14,13 +14,15 @@
 #include "config.h"
 
 int main(int argc, char** argv) {
-    CLI::App app{"suture-pack: make a suture patch file from a relocatable object (gcc -c output)\n"
-                 "for one exact build of a shared library. Each --replace SYMBOL=FUNCTION says\n"
-                 "that FUNCTION of the object replaces SYMBOL of the library; SYMBOL's offset,\n"
-                 "size and SHA-256 are read from the library itself.",
-                 "suture-pack"};
-    app.footer("Exit status: 0 written, 1 error (message on stderr), 2 usage error.\n"
-               "Format: docs/patch-format.md.");
+    CLI::App app{
+        "suture-pack: make a suture patch file from a relocatable object (gcc -c output)\n"
+        "for one exact build of a shared library. Each --replace SYMBOL=FUNCTION says\n"
+        "that FUNCTION of the object replaces SYMBOL of the library; SYMBOL's offset,\n"
+        "size and SHA-256 are read from the library itself.",
+        "suture-pack"};
+    app.footer(
+        "Exit status: 0 written, 1 error (message on stderr), 2 usage error.\n"
+        "Format: docs/patch-format.md.");
     app.set_version_flag("--version", std::string("suture-pack ") + SUTURE_VERSION);
     suture::PackRequest request;
     std::string output;
@@ -32,7 +34,8 @@ int main(int argc, char** argv) {
         ->required()
         ->check(CLI::ExistingFile);
     app.add_option("--id", request.patch_id, "Patch id, e.g. CVE-2026-63076")->required();
-    app.add_option("--level", request.level, "Patch level (1..65535; a higher level replaces a lower)")
+    app.add_option("--level", request.level,
+                   "Patch level (1..65535; a higher level replaces a lower)")
         ->check(CLI::Range(1, 65535));
     app.add_option("--description", request.description, "One line for humans");
     app.add_option("--replace", replacements, "SYMBOL=FUNCTION (repeatable)")->required();
@@ -60,7 +63,8 @@ int main(int argc, char** argv) {
     // Write to a temporary file and rename: a reader never sees half a patch.
     std::string temporary = output + ".tmp";
     int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || ::write(fd, patch->data(), patch->size()) != static_cast<ssize_t>(patch->size()) ||
+    if (fd < 0 ||
+        ::write(fd, patch->data(), patch->size()) != static_cast<ssize_t>(patch->size()) ||
         ::fsync(fd) != 0 || ::close(fd) != 0 || ::rename(temporary.c_str(), output.c_str()) != 0) {
         std::cerr << "suture-pack: error: " << output << ": " << std::strerror(errno) << "\n";
         ::unlink(temporary.c_str());

@@ -7,20 +7,20 @@ namespace suture {
 // suture's exit codes, shared by every subcommand. Documented in `suture
 // --help` and docs/operator-guide.md; scripts rely on them, so never renumber.
 enum ExitCode : int {
-    exit_ok = 0,        // the command did everything it was asked
-    exit_failure = 1,   // the command could not run (missing build index, I/O error …)
-    exit_usage = 2,     // bad command line
-    exit_partial = 3,   // status: done, but some processes or files could not be read
-    exit_no_process = 4,           // no such process
-    exit_permission = 5,           // permission denied (attach, /proc/PID/mem)
-    exit_not_mapped = 6,           // the patch's library is not mapped by the process
-    exit_build_id_mismatch = 7,    // another build of that library is mapped
-    exit_fingerprint_mismatch = 8, // a function's bytes differ from the patch's record
-    exit_unsafe = 9,               // threads kept running code being replaced
-    exit_target_died = 10,         // the process died during the operation
-    exit_bad_patch = 11,           // the patch file is malformed or unsupported
-    exit_conflict = 12,            // another patch or foreign bytes in the way
-    exit_not_applied = 13,         // revert: the patch is not applied
+    exit_ok = 0,                 // the command did everything it was asked
+    exit_failure = 1,            // the command could not run (missing build index, I/O error …)
+    exit_usage = 2,              // bad command line
+    exit_partial = 3,            // status: done, but some processes or files could not be read
+    exit_no_process = 4,         // no such process
+    exit_permission = 5,         // permission denied (attach, /proc/PID/mem)
+    exit_not_mapped = 6,         // the patch's library is not mapped by the process
+    exit_build_id_mismatch = 7,  // another build of that library is mapped
+    exit_fingerprint_mismatch = 8,  // a function's bytes differ from the patch's record
+    exit_unsafe = 9,                // threads kept running code being replaced
+    exit_target_died = 10,          // the process died during the operation
+    exit_bad_patch = 11,            // the patch file is malformed or unsupported
+    exit_conflict = 12,             // another patch or foreign bytes in the way
+    exit_not_applied = 13,          // revert: the patch is not applied
 };
 
 // The exit status for an error of the injector or the patch parser.

@@ -109,10 +109,11 @@ void print_status_table(std::ostream& out, const StatusReport& status, bool list
 
     for (const auto& [pid, patches] : status.patches) {
         for (const AppliedPatch& patch : patches) {
-            out << "patch " << patch.marker.patch_id << " level " << patch.marker.level << " in pid "
-                << pid << ": " << patch_state_name(patch.state) << " (" << patch.jumps_in_place
-                << "/" << patch.marker.functions.size() << " functions redirected, build "
-                << patch.marker.target_build_id.substr(0, 12) << ")\n";
+            out << "patch " << patch.marker.patch_id << " level " << patch.marker.level
+                << " in pid " << pid << ": " << patch_state_name(patch.state) << " ("
+                << patch.jumps_in_place << "/" << patch.marker.functions.size()
+                << " functions redirected, build " << patch.marker.target_build_id.substr(0, 12)
+                << ")\n";
         }
     }
 

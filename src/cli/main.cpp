@@ -156,7 +156,9 @@ int run_revert(InjectCommand& command, const EngineOptions& engine_options) {
 }
 
 void add_inject_options(CLI::App* command, InjectCommand& options) {
-    command->add_option("--pid", options.pid, "The process")->required()->check(CLI::Range(1, 1 << 30));
+    command->add_option("--pid", options.pid, "The process")
+        ->required()
+        ->check(CLI::Range(1, 1 << 30));
     command->add_flag("--json", options.json, "Print a JSON document (docs/formats.md)");
     command
         ->add_option("--attempts", options.options.attempts,

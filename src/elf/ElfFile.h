@@ -56,7 +56,7 @@ class ElfFile {
     // returns, e.g. "OpenSSL 3.0.20 16 Jan 2026". libssl holds none.
     std::optional<std::string> openssl_version_text() const;
 
-      // A symbol of .symtab or .dynsym.
+    // A symbol of .symtab or .dynsym.
     struct Symbol {
         std::string name;
         std::uint64_t value = 0;  // for a shared object: offset from the load base
@@ -91,7 +91,7 @@ class ElfFile {
     // File offset of virtual address `vaddr`, through the PT_LOAD segments.
     std::optional<std::size_t> offset_of_address(std::uint64_t vaddr) const;
 
-private:
+  private:
     struct ElfEnd {
         void operator()(Elf* elf) const { elf_end(elf); }
     };

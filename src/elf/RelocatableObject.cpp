@@ -15,8 +15,7 @@ Result<RelocatableObject> RelocatableObject::parse(std::vector<std::byte> bytes,
     object.bytes_ = std::make_unique<std::vector<std::byte>>(std::move(bytes));
     const std::string& subject = object.name_;
     auto& image = *object.bytes_;
-    if (image.size() < sizeof(Elf64_Ehdr) ||
-        std::memcmp(image.data(), ELFMAG, SELFMAG) != 0) {
+    if (image.size() < sizeof(Elf64_Ehdr) || std::memcmp(image.data(), ELFMAG, SELFMAG) != 0) {
         return fail(ErrorCode::bad_format, subject + ": not an ELF object");
     }
     object.elf_.reset(elf_memory(reinterpret_cast<char*>(image.data()), image.size()));
@@ -89,9 +88,8 @@ Result<RelocatableObject> RelocatableObject::parse(std::vector<std::byte> bytes,
     if (symbols_data == nullptr || gelf_getshdr(symbols_scn, &symbols_shdr) == nullptr) {
         return fail(ErrorCode::bad_format, subject + ": symbol table: " + libelf_message());
     }
-    std::size_t symbol_count = symbols_shdr.sh_entsize == 0
-                                   ? 0
-                                   : symbols_shdr.sh_size / symbols_shdr.sh_entsize;
+    std::size_t symbol_count =
+        symbols_shdr.sh_entsize == 0 ? 0 : symbols_shdr.sh_size / symbols_shdr.sh_entsize;
     object.symbols_.resize(symbol_count);
     for (std::size_t i = 1; i < symbol_count; ++i) {
         GElf_Sym raw;
@@ -118,14 +116,14 @@ Result<RelocatableObject> RelocatableObject::parse(std::vector<std::byte> bytes,
                             ": common or special section (compile with -fno-common)");
         } else {
             if (raw.st_shndx >= section_count) {
-                return fail(ErrorCode::bad_format, subject + ": symbol " + symbol.name +
-                                                       ": section index out of range");
+                return fail(ErrorCode::bad_format,
+                            subject + ": symbol " + symbol.name + ": section index out of range");
             }
             symbol.section = raw.st_shndx;
             if (symbol.section != SHN_UNDEF &&
                 (symbol.value > object.sections_[symbol.section].size)) {
-                return fail(ErrorCode::bad_format, subject + ": symbol " + symbol.name +
-                                                       ": value outside its section");
+                return fail(ErrorCode::bad_format,
+                            subject + ": symbol " + symbol.name + ": value outside its section");
             }
         }
     }
@@ -134,7 +132,8 @@ Result<RelocatableObject> RelocatableObject::parse(std::vector<std::byte> bytes,
     for (std::size_t index = 1; index < section_count; ++index) {
         const Section& section = object.sections_[index];
         if (section.type == SHT_REL) {
-            return fail(ErrorCode::unsupported, subject + ": " + section.name + ": REL relocations");
+            return fail(ErrorCode::unsupported,
+                        subject + ": " + section.name + ": REL relocations");
         }
         if (section.type != SHT_RELA) {
             continue;
@@ -146,7 +145,8 @@ Result<RelocatableObject> RelocatableObject::parse(std::vector<std::byte> bytes,
             return fail(ErrorCode::bad_format, subject + ": " + section.name);
         }
         if (shdr.sh_info == 0 || shdr.sh_info >= section_count || shdr.sh_link != symbol_table) {
-            return fail(ErrorCode::bad_format, subject + ": " + section.name + ": bad sh_info/sh_link");
+            return fail(ErrorCode::bad_format,
+                        subject + ": " + section.name + ": bad sh_info/sh_link");
         }
         std::size_t count = shdr.sh_entsize == 0 ? 0 : shdr.sh_size / shdr.sh_entsize;
         auto& relocations = object.relocations_[shdr.sh_info];
@@ -154,8 +154,8 @@ Result<RelocatableObject> RelocatableObject::parse(std::vector<std::byte> bytes,
         for (std::size_t i = 0; i < count; ++i) {
             GElf_Rela raw;
             if (gelf_getrela(data, static_cast<int>(i), &raw) == nullptr) {
-                return fail(ErrorCode::bad_format, subject + ": " + section.name + ": entry " +
-                                                       std::to_string(i));
+                return fail(ErrorCode::bad_format,
+                            subject + ": " + section.name + ": entry " + std::to_string(i));
             }
             Relocation relocation{raw.r_offset, static_cast<std::uint32_t>(GELF_R_TYPE(raw.r_info)),
                                   static_cast<std::size_t>(GELF_R_SYM(raw.r_info)), raw.r_addend};

@@ -20,7 +20,7 @@ namespace suture {
 // defensively (patch files are untrusted until verified, and fuzzed).
 // Spec: System V gABI and the x86-64 psABI, "Relocation".
 class RelocatableObject {
-public:
+  public:
     struct Section {
         std::string name;
         Elf64_Word type = SHT_NULL;
@@ -68,7 +68,7 @@ public:
     // size, except unwind tables and notes (see docs/patch-format.md).
     bool is_loaded(std::size_t index) const;
 
-private:
+  private:
     struct ElfEnd {
         void operator()(Elf* elf) const { elf_end(elf); }
     };

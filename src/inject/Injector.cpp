@@ -4,10 +4,10 @@
 #include <sys/syscall.h>
 
 #include <algorithm>
-#include <functional>
-#include <map>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <thread>
 #include <tuple>
 
@@ -33,7 +33,9 @@ std::string hex(std::uint64_t value) {
     return text;
 }
 
-std::string subject_of(int pid) { return "pid " + std::to_string(pid); }
+std::string subject_of(int pid) {
+    return "pid " + std::to_string(pid);
+}
 
 // Markers of every suture region the process maps: private anonymous
 // read+exec mappings that begin with the magic.
@@ -186,8 +188,8 @@ Result<std::uint64_t> map_region(
 }
 
 // Every import of `patch` resolved against `objects`.
-Result<std::map<std::string, std::uint64_t>> resolve_imports(const PatchFile& patch,
-                                                             const std::vector<LoadedObject>& objects) {
+Result<std::map<std::string, std::uint64_t>> resolve_imports(
+    const PatchFile& patch, const std::vector<LoadedObject>& objects) {
     SymbolResolver resolver(objects);
     std::map<std::string, std::uint64_t> addresses;
     for (const Import& import : patch.metadata.imports) {
@@ -293,6 +295,92 @@ Error died_between_tries(Error error, int attempt) {
     return error;
 }
 
+// After a stack check found blocking threads: lets the process run again and
+// either gives up as `unsafe` (the last try) or sleeps the backoff, after
+// which the caller tries again.
+Result<void> back_off_or_give_up(StoppedProcess& stopped, std::vector<BlockingThread> blocking,
+                                 int attempt, const InjectOptions& options,
+                                 std::chrono::milliseconds& backoff,
+                                 std::vector<BlockingThread>* blocking_out,
+                                 const std::string& what_blocks) {
+    stopped.resume();
+    std::string frames = describe_blocking(blocking);
+    if (blocking_out != nullptr) {
+        *blocking_out = std::move(blocking);
+    }
+    if (attempt >= options.attempts) {
+        return fail(ErrorCode::unsafe, "pid " + std::to_string(stopped.pid()) + ": threads are " +
+                                           what_blocks + " (gave up after " +
+                                           std::to_string(attempt) + " tries):" + frames);
+    }
+    sleep_backoff(backoff, options);
+    return {};
+}
+
+// The patch's library among the loaded objects, by soname and build ID.
+Result<const LoadedObject*> find_target_library(const std::vector<LoadedObject>& objects,
+                                                const PatchMetadata& metadata,
+                                                const std::string& subject) {
+    std::string other_builds;
+    for (const LoadedObject& object : objects) {
+        if (object.soname != metadata.target_soname) {
+            continue;
+        }
+        if (object.build_id == metadata.target_build_id) {
+            return &object;
+        }
+        other_builds += " " + object.build_id;
+    }
+    if (!other_builds.empty()) {
+        return fail(ErrorCode::build_id_mismatch,
+                    subject + ": maps " + metadata.target_soname + " build" + other_builds +
+                        ", the patch is for build " + metadata.target_build_id);
+    }
+    return fail(ErrorCode::library_not_mapped,
+                subject + ": does not map " + metadata.target_soname);
+}
+
+// Where the jump goes in one replaced function, and the bytes it replaces.
+struct JumpSite {
+    std::uint32_t offset = 0;  // 4 after an endbr64, else 0
+    std::array<std::byte, 5> original{};
+};
+
+// Checks each replaced function's original bytes (with a previous level's
+// jump taken out again) against the recorded SHA-256.
+Result<std::vector<JumpSite>> check_fingerprints(const RemoteMemory& memory,
+                                                 const LoadedObject& target,
+                                                 const PatchMetadata& metadata,
+                                                 const std::optional<RegionMarker>& previous,
+                                                 const std::string& subject) {
+    std::vector<JumpSite> sites;
+    for (const ReplacedFunction& function : metadata.functions) {
+        std::uint64_t start = target.base + function.offset;
+        auto bytes = memory.read(start, function.size);
+        if (!bytes) {
+            return tl::unexpected(bytes.error());
+        }
+        if (previous) {
+            for (const MarkedFunction& marked : previous->functions) {
+                if (marked.target_offset == function.offset) {
+                    std::copy(marked.original.begin(), marked.original.end(),
+                              bytes->begin() + marked.jump_offset);
+                }
+            }
+        }
+        if (sha256_hex(*bytes) != function.sha256) {
+            return fail(ErrorCode::fingerprint_mismatch,
+                        subject + ": " + function.symbol + " at " + hex(start) +
+                            ": bytes differ from the build the patch was made for");
+        }
+        JumpSite site;
+        site.offset = std::memcmp(bytes->data(), endbr64, 4) == 0 ? 4 : 0;
+        std::copy_n(bytes->begin() + site.offset, 5, site.original.begin());
+        sites.push_back(site);
+    }
+    return sites;
+}
+
 }  // namespace
 
 std::string patch_state_name(PatchState state) {
@@ -370,28 +458,11 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         if (!mappings) {
             return tl::unexpected(mappings.error());
         }
-        const std::vector<LoadedObject>* objects = &preparation->objects;
-        const LoadedObject* target = nullptr;
-        std::string other_builds;
-        for (const LoadedObject& object : *objects) {
-            if (object.soname != metadata.target_soname) {
-                continue;
-            }
-            if (object.build_id == metadata.target_build_id) {
-                target = &object;
-                break;
-            }
-            other_builds += " " + object.build_id;
+        auto found = find_target_library(preparation->objects, metadata, subject);
+        if (!found) {
+            return tl::unexpected(found.error());
         }
-        if (target == nullptr) {
-            if (!other_builds.empty()) {
-                return fail(ErrorCode::build_id_mismatch,
-                            subject + ": maps " + metadata.target_soname + " build" + other_builds +
-                                ", the patch is for build " + metadata.target_build_id);
-            }
-            return fail(ErrorCode::library_not_mapped,
-                        subject + ": does not map " + metadata.target_soname);
-        }
+        const LoadedObject* target = *found;
         auto memory = RemoteMemory::open(pid, true);
         if (!memory) {
             return tl::unexpected(memory.error());
@@ -421,10 +492,10 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
                     return report;
                 }
                 if (marker.level > metadata.level) {
-                    return fail(ErrorCode::conflict,
-                                subject + ": " + metadata.patch_id + " level " +
-                                    std::to_string(marker.level) + " is applied, newer than " +
-                                    std::to_string(metadata.level));
+                    return fail(ErrorCode::conflict, subject + ": " + metadata.patch_id +
+                                                         " level " + std::to_string(marker.level) +
+                                                         " is applied, newer than " +
+                                                         std::to_string(metadata.level));
                 }
                 previous = std::move(marker);
                 continue;
@@ -440,34 +511,10 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
             }
         }
 
-        // 3. Fingerprints: each function's original bytes (with a previous
-        // level's jump taken out again) must hash to the recorded value.
-        std::vector<std::uint32_t> jump_offsets;
-        std::vector<std::array<std::byte, 5>> originals;
-        for (const ReplacedFunction& function : metadata.functions) {
-            std::uint64_t start = target->base + function.offset;
-            auto bytes = memory->read(start, function.size);
-            if (!bytes) {
-                return tl::unexpected(bytes.error());
-            }
-            if (previous) {
-                for (const MarkedFunction& marked : previous->functions) {
-                    if (marked.target_offset == function.offset) {
-                        std::copy(marked.original.begin(), marked.original.end(),
-                                  bytes->begin() + marked.jump_offset);
-                    }
-                }
-            }
-            if (sha256_hex(*bytes) != function.sha256) {
-                return fail(ErrorCode::fingerprint_mismatch,
-                            subject + ": " + function.symbol + " at " + hex(start) +
-                                ": bytes differ from the build the patch was made for");
-            }
-            std::uint32_t jump_offset = std::memcmp(bytes->data(), endbr64, 4) == 0 ? 4 : 0;
-            jump_offsets.push_back(jump_offset);
-            std::array<std::byte, 5> original;
-            std::copy_n(bytes->begin() + jump_offset, 5, original.begin());
-            originals.push_back(original);
+        // 3. Fingerprints, in the stopped process.
+        auto sites = check_fingerprints(*memory, *target, metadata, previous, subject);
+        if (!sites) {
+            return tl::unexpected(sites.error());
         }
 
         // 4. Stacks: no thread may be inside a function being replaced, or
@@ -480,27 +527,20 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
                                            hex(function.offset) + ")"});
         }
         if (previous) {
-            ranges.push_back(CodeRange{previous->region_address,
-                                       previous->region_address + previous->region_size,
-                                       previous->patch_id + " level " +
-                                           std::to_string(previous->level) + " region"});
+            ranges.push_back(CodeRange{
+                previous->region_address, previous->region_address + previous->region_size,
+                previous->patch_id + " level " + std::to_string(previous->level) + " region"});
         }
         auto blocking = find_blocking_threads(*stopped, ranges, *mappings, *memory);
         if (!blocking) {
             return tl::unexpected(blocking.error());
         }
         if (!blocking->empty()) {
-            stopped->resume();
-            if (blocking_out != nullptr) {
-                *blocking_out = *blocking;
+            auto retry = back_off_or_give_up(*stopped, std::move(*blocking), attempt, options,
+                                             backoff, blocking_out, "running code being replaced");
+            if (!retry) {
+                return tl::unexpected(retry.error());
             }
-            if (attempt >= options.attempts) {
-                return fail(ErrorCode::unsafe,
-                            subject + ": threads are running code being replaced (gave up after " +
-                                std::to_string(attempt) + " tries):" +
-                                describe_blocking(*blocking));
-            }
-            sleep_backoff(backoff, options);
             continue;
         }
 
@@ -512,8 +552,8 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         if (!imports) {
             return tl::unexpected(imports.error());
         }
-        auto installed = RemoteSyscall::install(*stopped, *memory, *mappings,
-                                                preparation->trampoline_site);
+        auto installed =
+            RemoteSyscall::install(*stopped, *memory, *mappings, preparation->trampoline_site);
         if (!installed) {
             return tl::unexpected(installed.error());
         }
@@ -542,11 +582,11 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
             jumps.clear();
             for (std::size_t i = 0; i < metadata.functions.size(); ++i) {
                 const ReplacedFunction& function = metadata.functions[i];
-                marker.functions.push_back(MarkedFunction{function.offset, function.size,
-                                                          replacements[i], jump_offsets[i],
-                                                          originals[i]});
-                auto jump = encode_jump(target->base + function.offset + jump_offsets[i],
-                                        replacements[i]);
+                const JumpSite& site = (*sites)[i];
+                marker.functions.push_back(MarkedFunction{
+                    function.offset, function.size, replacements[i], site.offset, site.original});
+                auto jump =
+                    encode_jump(target->base + function.offset + site.offset, replacements[i]);
                 if (!jump) {
                     return tl::unexpected(jump.error());
                 }
@@ -564,10 +604,11 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
 
         // 6. The jumps: the only writes the running code can notice.
         for (std::size_t i = 0; i < metadata.functions.size(); ++i) {
-            std::uint64_t site = target->base + metadata.functions[i].offset + jump_offsets[i];
+            std::uint64_t site = target->base + metadata.functions[i].offset + (*sites)[i].offset;
             if (auto written = memory->write(site, jumps[i]); !written) {
-                return tl::unexpected(with_context(written.error(), "writing jumps (the region "
-                                                                    "marker explains the state)"));
+                return tl::unexpected(with_context(written.error(),
+                                                   "writing jumps (the region "
+                                                   "marker explains the state)"));
             }
         }
         std::optional<std::uint32_t> replaced_level;
@@ -575,9 +616,11 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
             // Functions of the old level that the new one no longer replaces
             // get their original bytes back; then the old region goes.
             for (const MarkedFunction& old : previous->functions) {
-                bool still_replaced = std::any_of(
-                    metadata.functions.begin(), metadata.functions.end(),
-                    [&](const ReplacedFunction& function) { return function.offset == old.target_offset; });
+                bool still_replaced =
+                    std::any_of(metadata.functions.begin(), metadata.functions.end(),
+                                [&](const ReplacedFunction& function) {
+                                    return function.offset == old.target_offset;
+                                });
                 if (!still_replaced) {
                     (void)memory->write(previous->target_base + old.target_offset + old.jump_offset,
                                         old.original);
@@ -648,30 +691,24 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
                             subject + ": " + marker.patch_id +
                                 ": a jump site holds bytes suture did not write; not touching it");
             }
-            ranges.push_back(CodeRange{marker.region_address,
-                                       marker.region_address + marker.region_size,
-                                       marker.patch_id + " level " + std::to_string(marker.level) +
-                                           " region"});
+            ranges.push_back(
+                CodeRange{marker.region_address, marker.region_address + marker.region_size,
+                          marker.patch_id + " level " + std::to_string(marker.level) + " region"});
         }
         auto blocking = find_blocking_threads(*stopped, ranges, *mappings, *memory);
         if (!blocking) {
             return tl::unexpected(blocking.error());
         }
         if (!blocking->empty()) {
-            stopped->resume();
-            if (blocking_out != nullptr) {
-                *blocking_out = *blocking;
+            auto retry = back_off_or_give_up(*stopped, std::move(*blocking), attempt, options,
+                                             backoff, blocking_out, "running patch code");
+            if (!retry) {
+                return tl::unexpected(retry.error());
             }
-            if (attempt >= options.attempts) {
-                return fail(ErrorCode::unsafe,
-                            subject + ": threads are running patch code (gave up after " +
-                                std::to_string(attempt) + " tries):" + describe_blocking(*blocking));
-            }
-            sleep_backoff(backoff, options);
             continue;
         }
-        auto installed = RemoteSyscall::install(*stopped, *memory, *mappings,
-                                                preparation->trampoline_site);
+        auto installed =
+            RemoteSyscall::install(*stopped, *memory, *mappings, preparation->trampoline_site);
         if (!installed) {
             return tl::unexpected(installed.error());
         }
@@ -679,13 +716,14 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
         std::vector<InjectReport> reports;
         for (const RegionMarker& marker : markers) {
             for (const MarkedFunction& function : marker.functions) {
-                std::uint64_t site = marker.target_base + function.target_offset + function.jump_offset;
+                std::uint64_t site =
+                    marker.target_base + function.target_offset + function.jump_offset;
                 if (auto written = memory->write(site, function.original); !written) {
                     return tl::unexpected(written.error());
                 }
             }
-            if (auto unmapped = unmap_region(syscall, marker.region_address, marker.region_size,
-                                             subject);
+            if (auto unmapped =
+                    unmap_region(syscall, marker.region_address, marker.region_size, subject);
                 !unmapped) {
                 return tl::unexpected(unmapped.error());
             }

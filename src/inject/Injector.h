@@ -30,7 +30,7 @@ struct InjectReport {
     bool already_applied = false;                 // nothing to do
     std::uint64_t region_address = 0;
     std::size_t functions = 0;
-    int attempts = 0;               // stops needed (1 = first try)
+    int attempts = 0;                        // stops needed (1 = first try)
     std::chrono::nanoseconds stopped_for{};  // the successful stop
     std::size_t threads = 0;
     // When `unsafe`: the threads and frames that blocked the last try.

@@ -13,9 +13,9 @@ Result<std::vector<LoadedObject>> read_loaded_objects(int pid,
         if (!mapping.is_file()) {
             continue;
         }
-        auto existing = std::find_if(objects.begin(), objects.end(), [&](const LoadedObject& object) {
-            return object.path == mapping.path;
-        });
+        auto existing =
+            std::find_if(objects.begin(), objects.end(),
+                         [&](const LoadedObject& object) { return object.path == mapping.path; });
         if (existing != objects.end()) {
             existing->start = std::min(existing->start, mapping.start);
             existing->end = std::max(existing->end, mapping.end);
@@ -26,7 +26,8 @@ Result<std::vector<LoadedObject>> read_loaded_objects(int pid,
         }
         LoadedObject object;
         object.path = mapping.path;
-        object.open_path = "/proc/" + std::to_string(pid) + "/map_files/" + mapping.map_files_name();
+        object.open_path =
+            "/proc/" + std::to_string(pid) + "/map_files/" + mapping.map_files_name();
         object.start = mapping.start;
         object.end = mapping.end;
         object.base = mapping.offset == 0 ? mapping.start : UINT64_MAX;
@@ -82,20 +83,17 @@ Result<std::uint64_t> SymbolResolver::resolve(const Import& import) {
             cached = symbols_.emplace(object.open_path, std::move(symbols)).first;
         }
         for (const ElfFile::Symbol& symbol : cached->second) {
-            if (!symbol.defined || symbol.name != import.symbol ||
-                symbol.binding == STB_LOCAL) {
+            if (!symbol.defined || symbol.name != import.symbol || symbol.binding == STB_LOCAL) {
                 continue;
             }
-            bool version_matches = import.version.empty()
-                                       ? !symbol.hidden_version
-                                       : symbol.version == import.version;
+            bool version_matches =
+                import.version.empty() ? !symbol.hidden_version : symbol.version == import.version;
             if (!version_matches) {
                 continue;
             }
             if (symbol.type == STT_GNU_IFUNC) {
-                return fail(ErrorCode::unsupported,
-                            "import " + wanted + " is an IFUNC in " + object.path +
-                                ": not supported yet");
+                return fail(ErrorCode::unsupported, "import " + wanted + " is an IFUNC in " +
+                                                        object.path + ": not supported yet");
             }
             return object.base + symbol.value;
         }

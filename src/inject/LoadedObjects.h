@@ -15,11 +15,11 @@ namespace suture {
 
 // One ELF object mapped into a process.
 struct LoadedObject {
-    std::string path;        // as maps shows it
-    std::string open_path;   // /proc/PID/map_files/… of one of its mappings
-    std::uint64_t start = 0; // lowest address of its mappings
-    std::uint64_t end = 0;   // highest end address of its mappings
-    std::uint64_t base = 0;  // load bias: add to a symbol value to get its address
+    std::string path;         // as maps shows it
+    std::string open_path;    // /proc/PID/map_files/… of one of its mappings
+    std::uint64_t start = 0;  // lowest address of its mappings
+    std::uint64_t end = 0;    // highest end address of its mappings
+    std::uint64_t base = 0;   // load bias: add to a symbol value to get its address
     std::string build_id;
     std::optional<std::string> soname;
     // Dead bytes mapped executable: from the end of an executable segment's
@@ -40,11 +40,11 @@ Result<std::vector<LoadedObject>> read_loaded_objects(int pid,
 // import, its default version) wins. IFUNC symbols are refused: their
 // address is chosen by a resolver that would have to run in the target.
 class SymbolResolver {
-public:
+  public:
     explicit SymbolResolver(const std::vector<LoadedObject>& objects) : objects_(objects) {}
     Result<std::uint64_t> resolve(const Import& import);
 
-private:
+  private:
     const std::vector<LoadedObject>& objects_;
     std::map<std::string, std::vector<ElfFile::Symbol>> symbols_;  // by open_path
 };

@@ -57,15 +57,15 @@ Result<PatchLayout> layout_patch(const PatchFile& patch) {
     }
     layout.got_offset = align_up(offset, 8);
     layout.stubs_offset = layout.got_offset + 8 * layout.slot_of_symbol.size();
-    layout.size = align_up(layout.stubs_offset + stub_size * layout.slot_of_symbol.size(), page_size);
+    layout.size =
+        align_up(layout.stubs_offset + stub_size * layout.slot_of_symbol.size(), page_size);
     return layout;
 }
 
-Result<std::vector<std::byte>> build_patch_image(const PatchFile& patch, const PatchLayout& layout,
-                                                 std::uint64_t region_address,
-                                                 std::uint64_t target_base,
-                                                 const ImportResolver& resolve_import,
-                                                 std::vector<std::uint64_t>& replacement_addresses) {
+Result<std::vector<std::byte>> build_patch_image(
+    const PatchFile& patch, const PatchLayout& layout, std::uint64_t region_address,
+    std::uint64_t target_base, const ImportResolver& resolve_import,
+    std::vector<std::uint64_t>& replacement_addresses) {
     const RelocatableObject& object = patch.object;
     std::vector<std::byte> image(layout.size);
     for (std::size_t index = 1; index < object.sections().size(); ++index) {
@@ -126,9 +126,8 @@ Result<std::vector<std::byte>> build_patch_image(const PatchFile& patch, const P
         }
         const auto& section = object.sections()[index];
         for (const auto& relocation : object.relocations_for(index)) {
-            std::size_t width = (relocation.type == R_X86_64_64 || relocation.type == R_X86_64_PC64)
-                                    ? 8
-                                    : 4;
+            std::size_t width =
+                (relocation.type == R_X86_64_64 || relocation.type == R_X86_64_PC64) ? 8 : 4;
             if (relocation.offset + width > section.size) {
                 return fail(ErrorCode::bad_format,
                             object.name() + ": relocation outside " + section.name);
@@ -142,15 +141,18 @@ Result<std::vector<std::byte>> build_patch_image(const PatchFile& patch, const P
             std::int64_t S = static_cast<std::int64_t>(*symbol_address);
             std::int64_t A = relocation.addend;
             std::int64_t P = static_cast<std::int64_t>(place);
-            std::size_t slot = relocation.symbol != 0 ? layout.slot_of_symbol.at(relocation.symbol) : 0;
-            std::int64_t got_slot = static_cast<std::int64_t>(region_address + layout.got_offset + 8 * slot);
-            std::int64_t stub = static_cast<std::int64_t>(region_address + layout.stubs_offset + stub_size * slot);
+            std::size_t slot =
+                relocation.symbol != 0 ? layout.slot_of_symbol.at(relocation.symbol) : 0;
+            std::int64_t got_slot =
+                static_cast<std::int64_t>(region_address + layout.got_offset + 8 * slot);
+            std::int64_t stub =
+                static_cast<std::int64_t>(region_address + layout.stubs_offset + stub_size * slot);
             std::int64_t value = 0;
             const std::string& symbol_name = object.symbols()[relocation.symbol].name;
             auto out_of_range = [&] {
-                return fail(ErrorCode::unsupported,
-                            object.name() + ": relocation type " + std::to_string(relocation.type) +
-                                " to " + symbol_name + " out of range");
+                return fail(ErrorCode::unsupported, object.name() + ": relocation type " +
+                                                        std::to_string(relocation.type) + " to " +
+                                                        symbol_name + " out of range");
             };
             switch (relocation.type) {
                 case R_X86_64_64:
@@ -189,10 +191,10 @@ Result<std::vector<std::byte>> build_patch_image(const PatchFile& patch, const P
                     }
                     break;
                 default:
-                    return fail(ErrorCode::unsupported,
-                                object.name() + ": relocation type " +
-                                    std::to_string(relocation.type) + " in " + section.name +
-                                    " is not supported");
+                    return fail(ErrorCode::unsupported, object.name() + ": relocation type " +
+                                                            std::to_string(relocation.type) +
+                                                            " in " + section.name +
+                                                            " is not supported");
             }
             if (width == 8) {
                 std::memcpy(image.data() + place_offset, &value, 8);

@@ -24,7 +24,7 @@ namespace suture {
 // /proc/PID/mem, so patch objects must not define writable data.
 struct PatchLayout {
     std::size_t marker_size = 0;
-    std::vector<std::uint64_t> section_offsets;  // by section index; 0 if not loaded
+    std::vector<std::uint64_t> section_offsets;         // by section index; 0 if not loaded
     std::map<std::size_t, std::size_t> slot_of_symbol;  // symbol index -> GOT/stub slot
     std::size_t got_offset = 0;
     std::size_t stubs_offset = 0;

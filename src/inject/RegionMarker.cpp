@@ -84,8 +84,8 @@ Result<RegionMarker> decode_region_marker(std::span<const std::byte> bytes) {
         return fail(ErrorCode::bad_format, "not a suture region marker");
     }
     if (get<std::uint32_t>(bytes, 8) != marker_version) {
-        return fail(ErrorCode::unsupported, "region marker version " +
-                                                std::to_string(get<std::uint32_t>(bytes, 8)));
+        return fail(ErrorCode::unsupported,
+                    "region marker version " + std::to_string(get<std::uint32_t>(bytes, 8)));
     }
     RegionMarker marker;
     std::uint32_t size = get<std::uint32_t>(bytes, 12);

@@ -16,7 +16,7 @@ namespace suture {
 // writes into read-only and executable pages, the way a debugger sets
 // breakpoints. See proc(5), /proc/pid/mem.
 class RemoteMemory {
-public:
+  public:
     static Result<RemoteMemory> open(int pid, bool writable);
 
     Result<std::vector<std::byte>> read(std::uint64_t address, std::size_t size) const;
@@ -24,7 +24,7 @@ public:
 
     int pid() const { return pid_; }
 
-private:
+  private:
     RemoteMemory(int pid, UniqueFD fd) : pid_(pid), fd_(std::move(fd)) {}
 
     int pid_;

@@ -86,7 +86,8 @@ Result<int> wait_for_stop(int tid, const std::string& subject) {
 
 }  // namespace
 
-Result<std::uint64_t> RemoteSyscall::find_trampoline_site(const std::vector<LoadedObject>& objects) {
+Result<std::uint64_t> RemoteSyscall::find_trampoline_site(
+    const std::vector<LoadedObject>& objects) {
     std::size_t needed = trampoline_code().size();
     const LoadedObject* best = nullptr;
     for (const LoadedObject& object : objects) {
@@ -137,13 +138,12 @@ RemoteSyscall::~RemoteSyscall() {
     }
 }
 
-Result<long> RemoteSyscall::call_then(const std::function<Result<void>(long)>& at_exit,
-                                      long number, std::uint64_t a0, std::uint64_t a1,
-                                      std::uint64_t a2, std::uint64_t a3, std::uint64_t a4,
-                                      std::uint64_t a5) {
+Result<long> RemoteSyscall::call_then(const std::function<Result<void>(long)>& at_exit, long number,
+                                      std::uint64_t a0, std::uint64_t a1, std::uint64_t a2,
+                                      std::uint64_t a3, std::uint64_t a4, std::uint64_t a5) {
     StoppedThread& thread = process_.worker();
-    std::string subject = "pid " + std::to_string(process_.pid()) + ": injected syscall " +
-                          std::to_string(number);
+    std::string subject =
+        "pid " + std::to_string(process_.pid()) + ": injected syscall " + std::to_string(number);
     user_regs_struct saved{};
     if (::ptrace(PTRACE_GETREGS, thread.tid, nullptr, &saved) != 0) {
         return fail_errno(subject + ": get registers", errno);

@@ -47,7 +47,7 @@ namespace suture {
 // normal restart rules to the saved registers. No thread is ever left with
 // borrowed registers or a stray SIGTRAP.
 class RemoteSyscall {
-public:
+  public:
     // Chooses the trampoline's place among `objects` (libc preferred).
     // Needs no stop.
     static Result<std::uint64_t> find_trampoline_site(const std::vector<LoadedObject>& objects);
@@ -76,7 +76,7 @@ public:
                            std::uint64_t a0 = 0, std::uint64_t a1 = 0, std::uint64_t a2 = 0,
                            std::uint64_t a3 = 0, std::uint64_t a4 = 0, std::uint64_t a5 = 0);
 
-private:
+  private:
     RemoteSyscall(StoppedProcess& process, const RemoteMemory& memory,
                   const std::vector<Mapping>& mappings, std::uint64_t site,
                   std::vector<std::byte> saved_bytes)

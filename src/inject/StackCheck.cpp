@@ -108,8 +108,8 @@ Result<std::vector<BlockingThread>> find_blocking_threads(StoppedProcess& proces
         const StoppedThread& thread = *stopped_thread;
         std::unique_ptr<void, UptDeleter> context(_UPT_create(thread.tid));
         if (!context) {
-            return fail(ErrorCode::io, "libunwind: cannot attach to thread " +
-                                           std::to_string(thread.tid));
+            return fail(ErrorCode::io,
+                        "libunwind: cannot attach to thread " + std::to_string(thread.tid));
         }
         unw_cursor_t cursor;
         BlockingThread report{thread.tid, {}};

@@ -43,7 +43,9 @@ StoppedProcess::StoppedProcess(StoppedProcess&& other) noexcept
       stopped_at_(other.stopped_at_),
       attached_(std::exchange(other.attached_, false)) {}
 
-StoppedProcess::~StoppedProcess() { resume(); }
+StoppedProcess::~StoppedProcess() {
+    resume();
+}
 
 Result<StoppedProcess> StoppedProcess::stop(int pid) {
     StoppedProcess process(pid);

@@ -38,7 +38,7 @@ struct StoppedThread {
 //     on; what is in the process's memory then is explained by the region
 //     marker (see docs/patch-format.md).
 class StoppedProcess {
-public:
+  public:
     // Stops every thread of `pid`. Errors: not_found (no such process),
     // permission_denied, target_died.
     static Result<StoppedProcess> stop(int pid);
@@ -63,7 +63,7 @@ public:
     // Detaches every thread now; returns how long the process was stopped.
     std::chrono::nanoseconds resume();
 
-private:
+  private:
     explicit StoppedProcess(int pid) : pid_(pid) {}
 
     int pid_;

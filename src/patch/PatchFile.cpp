@@ -73,11 +73,10 @@ Result<PatchMetadata> parse_patch_metadata(std::string_view json_text, const std
                 entry.at("symbol").get<std::string>(), entry.at("offset").get<std::uint64_t>()});
         }
         for (const auto& entry : document.value("imports", nlohmann::json::array())) {
-            metadata.imports.push_back(
-                Import{entry.at("symbol").get<std::string>(),
-                       entry.value("version", nlohmann::json()).is_null()
-                           ? std::string()
-                           : entry.at("version").get<std::string>()});
+            metadata.imports.push_back(Import{entry.at("symbol").get<std::string>(),
+                                              entry.value("version", nlohmann::json()).is_null()
+                                                  ? std::string()
+                                                  : entry.at("version").get<std::string>()});
         }
     } catch (const nlohmann::json::exception& error) {
         return fail(ErrorCode::bad_format, name + ": metadata: " + error.what());
@@ -141,8 +140,8 @@ Result<PatchFile> parse_patch(std::span<const std::byte> bytes, const std::strin
     std::uint32_t metadata_size = read_u32(bytes.data() + 16);
     std::uint64_t object_size = read_u64(bytes.data() + 24);
     if (version != patch_format_version) {
-        return fail(ErrorCode::unsupported,
-                    name + ": patch format version " + std::to_string(version) + " is not supported");
+        return fail(ErrorCode::unsupported, name + ": patch format version " +
+                                                std::to_string(version) + " is not supported");
     }
     if (declared_header_size != header_size || metadata_size > max_patch_metadata_size ||
         object_size > max_patch_object_size ||
@@ -181,9 +180,8 @@ Result<PatchFile> parse_patch(std::span<const std::byte> bytes, const std::strin
     for (const auto& symbol : object->symbols()) {
         if (symbol.section == SHN_UNDEF && !symbol.is_absolute && !symbol.name.empty() &&
             !resolvable.contains(symbol.name)) {
-            return fail(ErrorCode::bad_format,
-                        name + ": undefined symbol " + symbol.name +
-                            " is neither a target reference nor an import");
+            return fail(ErrorCode::bad_format, name + ": undefined symbol " + symbol.name +
+                                                   " is neither a target reference nor an import");
         }
     }
     for (std::size_t index = 1; index < object->sections().size(); ++index) {

@@ -13,11 +13,11 @@ namespace suture {
 
 // One function of the target library that the patch replaces.
 struct ReplacedFunction {
-    std::string symbol;          // its name in the target (for messages)
-    std::uint64_t offset = 0;    // from the target's load base
-    std::uint64_t size = 0;      // bytes, as in the target's symbol table
-    std::string sha256;          // of its original bytes, 64 lowercase hex digits
-    std::string replacement;     // defined function symbol of the patch object
+    std::string symbol;        // its name in the target (for messages)
+    std::uint64_t offset = 0;  // from the target's load base
+    std::uint64_t size = 0;    // bytes, as in the target's symbol table
+    std::string sha256;        // of its original bytes, 64 lowercase hex digits
+    std::string replacement;   // defined function symbol of the patch object
 };
 
 // A symbol of the target library that the patch code refers to, resolved to

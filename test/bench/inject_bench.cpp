@@ -103,7 +103,8 @@ int main(int argc, char** argv) {
     options.first_backoff = std::chrono::milliseconds(1);
     options.max_backoff = std::chrono::milliseconds(5);
 
-    std::printf("%d apply/revert cycles per scenario; times the target is stopped, in us\n", cycles);
+    std::printf("%d apply/revert cycles per scenario; times the target is stopped, in us\n",
+                cycles);
     std::printf("%-14s %-7s %10s %10s %10s %9s\n", "scenario", "op", "median", "p99", "max",
                 "x floor");
     struct Scenario {

@@ -8,6 +8,9 @@
 set -euo pipefail
 
 : "${SUTURE:?}" "${HOLD_OPENSSL:?}" "${SOURCE_ROOT:?}"
+# meson puts the directories of every shared library a test depends on into
+# LD_LIBRARY_PATH, in no fixed order; the tests choose libraries explicitly.
+unset LD_LIBRARY_PATH
 test_name=$(basename "$0" .sh)
 scratch=$(mktemp -d "/tmp/suture-$test_name-XXXXXX")
 chmod 755 "$scratch"

@@ -2,8 +2,9 @@
  * soname, found through LD_LIBRARY_PATH, or by path), prints what
  * OpenSSL_version() says, then "ready" and waits until it is killed or its
  * stdin reaches end of file. Each line "version" on stdin prints
- * OpenSSL_version(OPENSSL_VERSION) again (the injector tests patch it). The scanner tests and the benchmark start many of
- * these and compare what suture reports with what readelf says of the files.
+ * OpenSSL_version(OPENSSL_VERSION) again (the injector tests patch it). The scanner tests and the
+ * benchmark start many of these and compare what suture reports with what readelf says of the
+ * files.
  */
 #include <dlfcn.h>
 #include <stdio.h>

@@ -71,9 +71,8 @@ TEST_CASE("metadata that breaks a rule is refused with the rule named") {
         INFO(metadata.error().message);
         CHECK(metadata.error().message.find(expected) != std::string::npos);
     };
-    std::string function =
-        R"({"symbol": "f", "offset": 4096, "size": 32, "sha256": ")" + std::string(64, 'a') +
-        R"(", "replacement": "f2"})";
+    std::string function = R"({"symbol": "f", "offset": 4096, "size": 32, "sha256": ")" +
+                           std::string(64, 'a') + R"(", "replacement": "f2"})";
     auto document = [&](const std::string& id, int level, const std::string& functions) {
         return R"({"patch_id": ")" + id + R"(", "level": )" + std::to_string(level) +
                R"(, "target": {"build_id": "abcd", "soname": "libx.so"}, "functions": [)" +

@@ -15,9 +15,12 @@ TEST_CASE("a region marker decodes to what was encoded") {
     marker.target_base = 0x7f0000000000;
     marker.region_size = 8192;
     marker.applied_at_unix_ns = 1234567890;
-    marker.functions.push_back(MarkedFunction{0x1150, 10, 0x7f0000100040, 4,
-                                              {std::byte{1}, std::byte{2}, std::byte{3},
-                                               std::byte{4}, std::byte{5}}});
+    marker.functions.push_back(
+        MarkedFunction{0x1150,
+                       10,
+                       0x7f0000100040,
+                       4,
+                       {std::byte{1}, std::byte{2}, std::byte{3}, std::byte{4}, std::byte{5}}});
     auto bytes = encode_region_marker(marker);
     CHECK(bytes.size() == region_marker_size(1));
     CHECK(bytes.size() % 64 == 0);
@@ -72,11 +75,12 @@ TEST_CASE("the patch image resolves calls into the library relative to its base"
     const std::uint64_t region = 0x7f1000000000;
     const std::uint64_t base = 0x7f1000200000;
     std::vector<std::uint64_t> replacements;
-    auto image = build_patch_image(*patch, *layout, region, base,
-                                   [](const Import&) -> Result<std::uint64_t> {
-                                       return std::uint64_t{0x7f2000000000};  // far away
-                                   },
-                                   replacements);
+    auto image = build_patch_image(
+        *patch, *layout, region, base,
+        [](const Import&) -> Result<std::uint64_t> {
+            return std::uint64_t{0x7f2000000000};  // far away
+        },
+        replacements);
     REQUIRE(image);
     REQUIRE(replacements.size() == 6);
     // demo_with_helper_v2: endbr64; sub rsp,8; call demo_helper (e8 rel32).

@@ -21,14 +21,14 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
-#include <stddef.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 int demo_generation(void);
@@ -54,7 +54,7 @@ static unsigned own_work(unsigned seed) {
     return seed;
 }
 
-static void *worker(void *unused) {
+static void* worker(void* unused) {
     (void)unused;
     unsigned seed = 1;
     for (unsigned long i = 0;; ++i) {
@@ -75,7 +75,7 @@ static void *worker(void *unused) {
     return NULL;
 }
 
-static void *idler(void *unused) {
+static void* idler(void* unused) {
     (void)unused;
     for (;;) {
         pause();
@@ -83,7 +83,7 @@ static void *idler(void *unused) {
     return NULL;
 }
 
-static void *sleeper(void *argument) {
+static void* sleeper(void* argument) {
     demo_sleep_inside((int)(long)argument);
     return NULL;
 }
@@ -114,8 +114,8 @@ static int deny_write_execute_with_seccomp(void) {
 
 /* Proves the restriction is in force: an anonymous W+X mapping must fail. */
 static int write_execute_refused(void) {
-    void *probe = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* probe =
+        mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (probe != MAP_FAILED) {
         munmap(probe, 4096);
         return 0;
@@ -123,7 +123,7 @@ static int write_execute_refused(void) {
     return 1;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2;
     int idle = 0;
     for (int i = 2; i < argc; ++i) {
@@ -156,7 +156,7 @@ int main(int argc, char **argv) {
                    demo_libc_crypto(), atomic_load(&calls), atomic_load(&bad));
         } else if (strncmp(line, "sleep ", 6) == 0) {
             pthread_t thread;
-            pthread_create(&thread, NULL, sleeper, (void *)(long)atoi(line + 6));
+            pthread_create(&thread, NULL, sleeper, (void*)(long)atoi(line + 6));
             printf("sleeping\n");
         } else if (strncmp(line, "quit", 4) == 0) {
             return 0;
