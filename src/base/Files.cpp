@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cstdio>
+
 namespace suture {
 
 Result<UniqueFD> open_read_only(const std::string& path) {
@@ -34,6 +36,12 @@ Result<std::string> read_file(const std::string& path) {
         contents.append(buffer, static_cast<std::size_t>(n));
     }
     return contents;
+}
+
+std::string hex_address(std::uint64_t address) {
+    char text[24];
+    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(address));
+    return text;
 }
 
 std::string to_hex(const unsigned char* data, std::size_t size) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "base/Error.h"
@@ -16,5 +17,8 @@ Result<std::string> read_file(const std::string& path);
 
 // Lowercase hex of `size` bytes at `data`.
 std::string to_hex(const unsigned char* data, std::size_t size);
+
+// An address as "0x7f3a1c200000".
+std::string hex_address(std::uint64_t address);
 
 }  // namespace suture

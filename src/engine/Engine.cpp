@@ -7,6 +7,8 @@
 
 #include "config.h"
 
+#include "base/Files.h"
+
 namespace suture {
 
 namespace {
@@ -16,12 +18,6 @@ std::string default_distro_support_dir() {
         return SUTURE_INSTALLED_DISTRO_SUPPORT_DIR;
     }
     return SUTURE_SOURCE_DISTRO_SUPPORT_DIR;
-}
-
-std::string hex_address(std::uint64_t address) {
-    char text[24];
-    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(address));
-    return text;
 }
 
 nlohmann::json package_to_json(const std::optional<KnownBuild>& package) {

@@ -19,6 +19,8 @@
 #include "inject/StoppedProcess.h"
 #include "proc/ProcessMaps.h"
 
+#include "base/Files.h"
+
 namespace suture {
 
 namespace {
@@ -26,12 +28,6 @@ namespace {
 constexpr std::uint64_t two_gib = 1ull << 31;
 constexpr std::uint64_t page = 4096;
 constexpr unsigned char endbr64[4] = {0xf3, 0x0f, 0x1e, 0xfa};
-
-std::string hex(std::uint64_t value) {
-    char text[24];
-    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(value));
-    return text;
-}
 
 std::string subject_of(int pid) {
     return "pid " + std::to_string(pid);
@@ -295,18 +291,28 @@ Error died_between_tries(Error error, int attempt) {
     return error;
 }
 
-// After a stack check found blocking threads: lets the process run again and
-// either gives up as `unsafe` (the last try) or sleeps the backoff, after
-// which the caller tries again.
-Result<void> back_off_or_give_up(StoppedProcess& stopped, std::vector<BlockingThread> blocking,
-                                 int attempt, const InjectOptions& options,
-                                 std::chrono::milliseconds& backoff,
-                                 std::vector<BlockingThread>* blocking_out,
-                                 const std::string& what_blocks) {
+// Step 3 of apply and step 2 of revert: true when no thread is in `ranges`.
+// Otherwise lets the process run again and either gives up as `unsafe` (the
+// last try, naming the threads and frames) or sleeps the backoff and returns
+// false, after which the caller tries again.
+Result<bool> stacks_clear_or_back_off(StoppedProcess& stopped, const std::vector<CodeRange>& ranges,
+                                      const std::vector<Mapping>& mappings,
+                                      const RemoteMemory& memory, int attempt,
+                                      const InjectOptions& options,
+                                      std::chrono::milliseconds& backoff,
+                                      std::vector<BlockingThread>* blocking_out,
+                                      const std::string& what_blocks) {
+    auto blocking = find_blocking_threads(stopped, ranges, mappings, memory);
+    if (!blocking) {
+        return tl::unexpected(blocking.error());
+    }
+    if (blocking->empty()) {
+        return true;
+    }
     stopped.resume();
-    std::string frames = describe_blocking(blocking);
+    std::string frames = describe_blocking(*blocking);
     if (blocking_out != nullptr) {
-        *blocking_out = std::move(blocking);
+        *blocking_out = std::move(*blocking);
     }
     if (attempt >= options.attempts) {
         return fail(ErrorCode::unsafe, "pid " + std::to_string(stopped.pid()) + ": threads are " +
@@ -314,7 +320,13 @@ Result<void> back_off_or_give_up(StoppedProcess& stopped, std::vector<BlockingTh
                                            std::to_string(attempt) + " tries):" + frames);
     }
     sleep_backoff(backoff, options);
-    return {};
+    return false;
+}
+
+// The code range of a patch region, for the stack check.
+CodeRange region_range(const RegionMarker& marker) {
+    return CodeRange{marker.region_address, marker.region_address + marker.region_size,
+                     marker.patch_id + " level " + std::to_string(marker.level) + " region"};
 }
 
 // The patch's library among the loaded objects, by soname and build ID.
@@ -370,7 +382,7 @@ Result<std::vector<JumpSite>> check_fingerprints(const RemoteMemory& memory,
         }
         if (sha256_hex(*bytes) != function.sha256) {
             return fail(ErrorCode::fingerprint_mismatch,
-                        subject + ": " + function.symbol + " at " + hex(start) +
+                        subject + ": " + function.symbol + " at " + hex_address(start) +
                             ": bytes differ from the build the patch was made for");
         }
         JumpSite site;
@@ -524,23 +536,18 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
             ranges.push_back(CodeRange{target->base + function.offset,
                                        target->base + function.offset + function.size,
                                        function.symbol + " (" + metadata.target_soname + "+" +
-                                           hex(function.offset) + ")"});
+                                           hex_address(function.offset) + ")"});
         }
         if (previous) {
-            ranges.push_back(CodeRange{
-                previous->region_address, previous->region_address + previous->region_size,
-                previous->patch_id + " level " + std::to_string(previous->level) + " region"});
+            ranges.push_back(region_range(*previous));
         }
-        auto blocking = find_blocking_threads(*stopped, ranges, *mappings, *memory);
-        if (!blocking) {
-            return tl::unexpected(blocking.error());
+        auto clear =
+            stacks_clear_or_back_off(*stopped, ranges, *mappings, *memory, attempt, options,
+                                     backoff, blocking_out, "running code being replaced");
+        if (!clear) {
+            return tl::unexpected(clear.error());
         }
-        if (!blocking->empty()) {
-            auto retry = back_off_or_give_up(*stopped, std::move(*blocking), attempt, options,
-                                             backoff, blocking_out, "running code being replaced");
-            if (!retry) {
-                return tl::unexpected(retry.error());
-            }
+        if (!*clear) {
             continue;
         }
 
@@ -691,20 +698,14 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
                             subject + ": " + marker.patch_id +
                                 ": a jump site holds bytes suture did not write; not touching it");
             }
-            ranges.push_back(
-                CodeRange{marker.region_address, marker.region_address + marker.region_size,
-                          marker.patch_id + " level " + std::to_string(marker.level) + " region"});
+            ranges.push_back(region_range(marker));
         }
-        auto blocking = find_blocking_threads(*stopped, ranges, *mappings, *memory);
-        if (!blocking) {
-            return tl::unexpected(blocking.error());
+        auto clear = stacks_clear_or_back_off(*stopped, ranges, *mappings, *memory, attempt,
+                                              options, backoff, blocking_out, "running patch code");
+        if (!clear) {
+            return tl::unexpected(clear.error());
         }
-        if (!blocking->empty()) {
-            auto retry = back_off_or_give_up(*stopped, std::move(*blocking), attempt, options,
-                                             backoff, blocking_out, "running patch code");
-            if (!retry) {
-                return tl::unexpected(retry.error());
-            }
+        if (!*clear) {
             continue;
         }
         auto installed =

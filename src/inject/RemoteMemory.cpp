@@ -6,17 +6,11 @@
 #include <cstdio>
 #include <string>
 
+#include "base/Files.h"
+
 namespace suture {
 
-namespace {
-
-std::string hex(std::uint64_t address) {
-    char text[24];
-    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(address));
-    return text;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 Result<RemoteMemory> RemoteMemory::open(int pid, bool writable) {
     std::string path = "/proc/" + std::to_string(pid) + "/mem";
@@ -38,7 +32,7 @@ Result<std::vector<std::byte>> RemoteMemory::read(std::uint64_t address, std::si
         }
         if (n <= 0) {
             return fail_errno("pid " + std::to_string(pid_) + ": read " + std::to_string(size) +
-                                  " bytes at " + hex(address),
+                                  " bytes at " + hex_address(address),
                               n == 0 ? EIO : errno);
         }
         done += static_cast<std::size_t>(n);
@@ -56,7 +50,8 @@ Result<void> RemoteMemory::write(std::uint64_t address, std::span<const std::byt
         }
         if (n <= 0) {
             return fail_errno("pid " + std::to_string(pid_) + ": write " +
-                                  std::to_string(bytes.size()) + " bytes at " + hex(address),
+                                  std::to_string(bytes.size()) + " bytes at " +
+                                  hex_address(address),
                               n == 0 ? EIO : errno);
         }
         done += static_cast<std::size_t>(n);

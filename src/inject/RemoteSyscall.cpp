@@ -61,15 +61,6 @@ std::vector<std::byte> trampoline_code() {
     return code;
 }
 
-const Mapping* mapping_containing(const std::vector<Mapping>& mappings, std::uint64_t address) {
-    for (const Mapping& mapping : mappings) {
-        if (address >= mapping.start && address < mapping.end) {
-            return &mapping;
-        }
-    }
-    return nullptr;
-}
-
 // Waits for `tid` to stop; the raw waitpid status, or target_died.
 Result<int> wait_for_stop(int tid, const std::string& subject) {
     int status = 0;
@@ -164,7 +155,7 @@ Result<long> RemoteSyscall::call_then(const std::function<Result<void>(long)>& a
         }
     }
     std::uint64_t save_area = saved.rsp - save_area_below_sp;
-    const Mapping* stack = mapping_containing(mappings_, saved.rsp);
+    const Mapping* stack = find_mapping(mappings_, saved.rsp);
     if (stack == nullptr || save_area < stack->start || !stack->writable) {
         return fail(ErrorCode::unsupported,
                     subject + ": thread " + std::to_string(thread.tid) +

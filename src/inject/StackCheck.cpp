@@ -9,17 +9,13 @@
 #include <cstring>
 #include <memory>
 
+#include "base/Files.h"
+
 namespace suture {
 
 namespace {
 
 constexpr int max_frames = 256;
-
-std::string hex(std::uint64_t value) {
-    char text[24];
-    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(value));
-    return text;
-}
 
 const CodeRange* range_containing(const std::vector<CodeRange>& ranges, std::uint64_t address) {
     for (const CodeRange& range : ranges) {
@@ -39,15 +35,6 @@ struct UptDeleter {
 
 constexpr std::size_t max_scanned_stack = 512 * 1024;
 
-const Mapping* mapping_containing(const std::vector<Mapping>& mappings, std::uint64_t address) {
-    for (const Mapping& mapping : mappings) {
-        if (address >= mapping.start && address < mapping.end) {
-            return &mapping;
-        }
-    }
-    return nullptr;
-}
-
 // Step 1 of find_blocking_threads: true when the scan proves the thread safe.
 bool scan_proves_safe(int tid, const std::vector<CodeRange>& ranges,
                       const std::vector<Mapping>& mappings, const RemoteMemory& memory) {
@@ -56,7 +43,7 @@ bool scan_proves_safe(int tid, const std::vector<CodeRange>& ranges,
         range_containing(ranges, registers.rip) != nullptr) {
         return false;
     }
-    const Mapping* stack = mapping_containing(mappings, registers.rsp);
+    const Mapping* stack = find_mapping(mappings, registers.rsp);
     if (stack == nullptr) {
         return false;
     }
@@ -122,8 +109,8 @@ Result<std::vector<BlockingThread>> find_blocking_threads(StoppedProcess& proces
             // the function that made it) is at ip - 1.
             std::uint64_t address = depth == 0 ? ip : ip - 1;
             if (const CodeRange* range = range_containing(ranges, address)) {
-                report.frames.push_back("#" + std::to_string(depth) + " " + hex(ip) + " in " +
-                                        range->name);
+                report.frames.push_back("#" + std::to_string(depth) + " " + hex_address(ip) +
+                                        " in " + range->name);
             }
             status = unw_step(&cursor);
             if (status == 0) {

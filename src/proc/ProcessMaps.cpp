@@ -95,6 +95,15 @@ Result<std::vector<Mapping>> parse_maps(std::string_view text) {
     return mappings;
 }
 
+const Mapping* find_mapping(const std::vector<Mapping>& mappings, std::uint64_t address) {
+    for (const Mapping& mapping : mappings) {
+        if (address >= mapping.start && address < mapping.end) {
+            return &mapping;
+        }
+    }
+    return nullptr;
+}
+
 Result<std::vector<Mapping>> read_process_maps(int pid) {
     std::string subject = "pid " + std::to_string(pid);
     auto text = read_file("/proc/" + std::to_string(pid) + "/maps");

@@ -39,6 +39,9 @@ struct Mapping {
 // non-maps input.
 Result<std::vector<Mapping>> parse_maps(std::string_view text);
 
+// The mapping that contains `address`, or nullptr.
+const Mapping* find_mapping(const std::vector<Mapping>& mappings, std::uint64_t address);
+
 // Reads and parses /proc/PID/maps.
 Result<std::vector<Mapping>> read_process_maps(int pid);
 
