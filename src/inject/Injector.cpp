@@ -247,7 +247,7 @@ bool same_file_mappings(const std::vector<Mapping>& a, const std::vector<Mapping
     return file_mappings(a) == file_mappings(b);
 }
 
-Result<Preparation> prepare(int pid, std::vector<Mapping> mappings) {
+Result<Preparation> prepare_from(int pid, std::vector<Mapping> mappings) {
     Preparation preparation;
     auto objects = read_loaded_objects(pid, mappings);
     if (!objects) {
@@ -263,6 +263,14 @@ Result<Preparation> prepare(int pid, std::vector<Mapping> mappings) {
     return preparation;
 }
 
+Result<Preparation> prepare(int pid) {
+    auto mappings = read_process_maps(pid);
+    if (!mappings) {
+        return tl::unexpected(mappings.error());
+    }
+    return prepare_from(pid, std::move(*mappings));
+}
+
 // Re-reads the maps of the stopped process and brings `preparation` up to
 // date with them; cheap when nothing changed.
 Result<std::vector<Mapping>> refresh(int pid, Preparation& preparation) {
@@ -271,7 +279,7 @@ Result<std::vector<Mapping>> refresh(int pid, Preparation& preparation) {
         return tl::unexpected(mappings.error());
     }
     if (!same_file_mappings(*mappings, preparation.mappings)) {
-        auto fresh = prepare(pid, *mappings);
+        auto fresh = prepare_from(pid, *mappings);
         if (!fresh) {
             return tl::unexpected(fresh.error());
         }
@@ -446,11 +454,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
     if (!layout) {
         return tl::unexpected(layout.error());
     }
-    auto first_mappings = read_process_maps(pid);
-    if (!first_mappings) {
-        return tl::unexpected(first_mappings.error());
-    }
-    auto preparation = prepare(pid, std::move(*first_mappings));
+    auto preparation = prepare(pid);
     if (!preparation) {
         return tl::unexpected(preparation.error());
     }
@@ -653,11 +657,7 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
                                                  const InjectOptions& options,
                                                  std::vector<BlockingThread>* blocking_out) {
     std::string subject = subject_of(pid);
-    auto first_mappings = read_process_maps(pid);
-    if (!first_mappings) {
-        return tl::unexpected(first_mappings.error());
-    }
-    auto preparation = prepare(pid, std::move(*first_mappings));
+    auto preparation = prepare(pid);
     if (!preparation) {
         return tl::unexpected(preparation.error());
     }
