@@ -181,6 +181,9 @@ Result<long> RemoteSyscall::call_then(const std::function<Result<void>(long)>& a
     if (::ptrace(PTRACE_SETREGS, thread.tid, nullptr, &call) != 0) {
         return fail_errno(subject + ": set registers", errno);
     }
+    // Resuming the thread below drops a signal it sat on; StoppedProcess
+    // sends it again at detach.
+    thread.in_delivery_stop = false;
     // Step 4: to the entry of our system call, then to its exit.
     user_regs_struct after{};
     bool entered = false;
@@ -199,7 +202,7 @@ Result<long> RemoteSyscall::call_then(const std::function<Result<void>(long)>& a
             }
             break;
         }
-        if ((*status >> 16) == 0 && WSTOPSIG(*status) != SIGTRAP) {
+        if ((*status >> 16) == 0) {
             process_.keep_signal(thread.tid, WSTOPSIG(*status));  // a signal raced in
         }
         if (stops > 100) {
@@ -229,8 +232,7 @@ Result<long> RemoteSyscall::call_then(const std::function<Result<void>(long)>& a
         if ((*status >> 16) == PTRACE_EVENT_STOP) {
             break;
         }
-        if ((*status >> 16) == 0 && WSTOPSIG(*status) != SIGTRAP &&
-            WSTOPSIG(*status) != (SIGTRAP | 0x80)) {
+        if ((*status >> 16) == 0 && WSTOPSIG(*status) != (SIGTRAP | 0x80)) {
             process_.keep_signal(thread.tid, WSTOPSIG(*status));
         }
         if (stops > 100) {

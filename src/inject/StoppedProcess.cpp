@@ -3,7 +3,9 @@
 #include <dirent.h>
 #include <signal.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
@@ -108,12 +110,13 @@ Result<StoppedProcess> StoppedProcess::stop(int pid) {
             if (!WIFSTOPPED(status)) {
                 continue;
             }
-            process.threads_.push_back(StoppedThread{tid, 0});
+            process.threads_.push_back(StoppedThread{tid, {}});
             if ((status >> 16) == PTRACE_EVENT_STOP) {
                 process.interrupted_.push_back(tid);
             } else {
                 // A signal-delivery-stop: keep the signal for the thread.
-                process.threads_.back().pending_signal = WSTOPSIG(status);
+                process.threads_.back().pending_signals.push_back(WSTOPSIG(status));
+                process.threads_.back().in_delivery_stop = true;
             }
         }
     }
@@ -126,7 +129,7 @@ Result<StoppedProcess> StoppedProcess::stop(int pid) {
 StoppedThread& StoppedProcess::worker() {
     for (StoppedThread& thread : threads_) {
         if (std::find(interrupted_.begin(), interrupted_.end(), thread.tid) != interrupted_.end() &&
-            thread.pending_signal == 0) {
+            thread.pending_signals.empty()) {
             return thread;
         }
     }
@@ -135,14 +138,11 @@ StoppedThread& StoppedProcess::worker() {
 
 void StoppedProcess::keep_signal(int tid, int signal) {
     for (StoppedThread& thread : threads_) {
-        if (thread.tid == tid && thread.pending_signal == 0) {
-            thread.pending_signal = signal;
+        if (thread.tid == tid) {
+            thread.pending_signals.push_back(signal);
             return;
         }
     }
-    // A second signal for the same thread while we hold it: standard signals
-    // do not queue either, so one pending instance is what the kernel would
-    // have delivered for a blocked thread.
 }
 
 std::chrono::nanoseconds StoppedProcess::resume() {
@@ -151,9 +151,15 @@ std::chrono::nanoseconds StoppedProcess::resume() {
     }
     attached_ = false;
     for (const StoppedThread& thread : threads_) {
+        // PTRACE_DETACH delivers a signal only from a signal-delivery-stop.
+        std::size_t resent_from = thread.in_delivery_stop ? 1 : 0;
+        int first = thread.in_delivery_stop ? thread.pending_signals.front() : 0;
         // Fails only for a thread that exited meanwhile: nothing to do then.
         ::ptrace(PTRACE_DETACH, thread.tid, nullptr,
-                 reinterpret_cast<void*>(static_cast<long>(thread.pending_signal)));
+                 reinterpret_cast<void*>(static_cast<long>(first)));
+        for (std::size_t i = resent_from; i < thread.pending_signals.size(); ++i) {
+            ::syscall(SYS_tgkill, pid_, thread.tid, thread.pending_signals[i]);
+        }
     }
     return std::chrono::steady_clock::now() - stopped_at_;
 }

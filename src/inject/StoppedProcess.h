@@ -12,10 +12,15 @@ namespace suture {
 // One thread held in a ptrace stop.
 struct StoppedThread {
     int tid = 0;
-    // A signal that arrived while we held the thread and that it must still
-    // receive: it is handed back with PTRACE_DETACH, so no signal meant for
-    // the target is lost. 0 if none.
-    int pending_signal = 0;
+    // Signals that arrived while we held the thread and that it must still
+    // receive, in arrival order. The first is handed back with PTRACE_DETACH
+    // (with its original siginfo); any later ones are sent again with
+    // tgkill() right after, so no signal meant for the target is lost or
+    // reordered (their siginfo then names suture as the sender).
+    std::vector<int> pending_signals;
+    // Still sitting in the signal-delivery-stop of pending_signals[0], so
+    // PTRACE_DETACH can deliver it; false once the thread was resumed.
+    bool in_delivery_stop = false;
 };
 
 // Every thread of a process, stopped with PTRACE_SEIZE + PTRACE_INTERRUPT,
@@ -57,7 +62,7 @@ class StoppedProcess {
     // otherwise.
     StoppedThread& worker();
 
-    // Records a signal a thread received while we held it.
+    // Records a signal a thread received while we held it (step 2).
     void keep_signal(int tid, int signal);
 
     // Detaches every thread now; returns how long the process was stopped.

@@ -5,7 +5,9 @@
  * (as a server does between calls into libcrypto): the injector refuses to
  * patch while any thread is inside a function being replaced, and threads
  * that never leave those functions would block it forever. Commands on stdin, one answer line each:
- *   report       "generation=G compute=C helper=H global=V libc=L calls=N bad=B"
+ *   report       "generation=G compute=C helper=H global=V libc=L calls=N bad=B signals=S"
+ *                (S counts SIGRTMIN+1 received: real-time signals queue, so a
+ *                test can check that none was lost while suture held the process)
  *   sleep MS     starts a thread that sleeps MS ms inside demo_sleep_inside
  *   quit         exits
  * Usage: patch-target [WORKER-THREADS] [--idle] [--mdwe | --seccomp-mdwe]
@@ -21,6 +23,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -40,6 +43,12 @@ int demo_sleep_inside(int milliseconds);
 
 static atomic_ulong calls;
 static atomic_ulong bad;
+static atomic_ulong signals_received;
+
+static void count_signal(int signal) {
+    (void)signal;
+    atomic_fetch_add(&signals_received, 1);
+}
 
 static int one_of(long value, long a, long b, long c) {
     return value == a || value == b || value == c;
@@ -146,14 +155,22 @@ int main(int argc, char** argv) {
         pthread_t thread;
         pthread_create(&thread, NULL, idle ? idler : worker, NULL);
     }
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = count_signal;
+    action.sa_flags = SA_RESTART;
+    sigaction(SIGRTMIN + 1, &action, NULL);
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("ready %d\n", (int)getpid());
     char line[128];
     while (fgets(line, sizeof line, stdin) != NULL) {
         if (strncmp(line, "report", 6) == 0) {
-            printf("generation=%d compute=%d helper=%d global=%d libc=%ld calls=%lu bad=%lu\n",
-                   demo_generation(), demo_compute(5), demo_with_helper(5), demo_global_value(),
-                   demo_libc_crypto(), atomic_load(&calls), atomic_load(&bad));
+            printf(
+                "generation=%d compute=%d helper=%d global=%d libc=%ld calls=%lu bad=%lu "
+                "signals=%lu\n",
+                demo_generation(), demo_compute(5), demo_with_helper(5), demo_global_value(),
+                demo_libc_crypto(), atomic_load(&calls), atomic_load(&bad),
+                atomic_load(&signals_received));
         } else if (strncmp(line, "sleep ", 6) == 0) {
             pthread_t thread;
             pthread_create(&thread, NULL, sleeper, (void*)(long)atoi(line + 6));
