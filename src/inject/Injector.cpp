@@ -299,6 +299,30 @@ Error died_between_tries(Error error, int attempt) {
     return error;
 }
 
+// One try's hold on the process: every thread stopped, the maps read again
+// (and the preparation brought up to date with them), its memory open.
+struct HeldProcess {
+    StoppedProcess stopped;
+    std::vector<Mapping> mappings;
+    RemoteMemory memory;
+};
+
+Result<HeldProcess> hold(int pid, Preparation& preparation, int attempt) {
+    auto stopped = StoppedProcess::stop(pid);
+    if (!stopped) {
+        return tl::unexpected(died_between_tries(stopped.error(), attempt));
+    }
+    auto mappings = refresh(pid, preparation);
+    if (!mappings) {
+        return tl::unexpected(mappings.error());
+    }
+    auto memory = RemoteMemory::open(pid, true);
+    if (!memory) {
+        return tl::unexpected(memory.error());
+    }
+    return HeldProcess{std::move(*stopped), std::move(*mappings), std::move(*memory)};
+}
+
 // Step 3 of apply and step 2 of revert: true when no thread is in `ranges`.
 // Otherwise lets the process run again and either gives up as `unsafe` (the
 // last try, naming the threads and frames) or sleeps the backoff and returns
@@ -465,24 +489,19 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
     int imports_generation = preparation->generation;
     std::chrono::milliseconds backoff = options.first_backoff;
     for (int attempt = 1;; ++attempt) {
-        auto stopped = StoppedProcess::stop(pid);
-        if (!stopped) {
-            return tl::unexpected(died_between_tries(stopped.error(), attempt));
-        }
         // 1. Only now, with every thread held, is what the maps say final.
-        auto mappings = refresh(pid, *preparation);
-        if (!mappings) {
-            return tl::unexpected(mappings.error());
+        auto held = hold(pid, *preparation, attempt);
+        if (!held) {
+            return tl::unexpected(held.error());
         }
+        StoppedProcess* stopped = &held->stopped;
+        const std::vector<Mapping>* mappings = &held->mappings;
+        const RemoteMemory* memory = &held->memory;
         auto found = find_target_library(preparation->objects, metadata, subject);
         if (!found) {
             return tl::unexpected(found.error());
         }
         const LoadedObject* target = *found;
-        auto memory = RemoteMemory::open(pid, true);
-        if (!memory) {
-            return tl::unexpected(memory.error());
-        }
 
         // 2. Patches already there: the same id at another level is
         // replaced within this stop; anything else touching our functions
@@ -663,18 +682,13 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
     }
     std::chrono::milliseconds backoff = options.first_backoff;
     for (int attempt = 1;; ++attempt) {
-        auto stopped = StoppedProcess::stop(pid);
-        if (!stopped) {
-            return tl::unexpected(died_between_tries(stopped.error(), attempt));
+        auto held = hold(pid, *preparation, attempt);
+        if (!held) {
+            return tl::unexpected(held.error());
         }
-        auto mappings = refresh(pid, *preparation);
-        if (!mappings) {
-            return tl::unexpected(mappings.error());
-        }
-        auto memory = RemoteMemory::open(pid, true);
-        if (!memory) {
-            return tl::unexpected(memory.error());
-        }
+        StoppedProcess* stopped = &held->stopped;
+        const std::vector<Mapping>* mappings = &held->mappings;
+        const RemoteMemory* memory = &held->memory;
         std::vector<RegionMarker> markers;
         for (RegionMarker& marker : find_markers(*memory, *mappings)) {
             if (patch_id.empty() || marker.patch_id == patch_id) {
