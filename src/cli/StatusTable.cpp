@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "base/Files.h"
 #include "engine/Engine.h"
 
 namespace suture {
@@ -109,6 +110,12 @@ void print_status_table(std::ostream& out, const StatusReport& status, bool list
 
     for (const auto& [pid, patches] : status.patches) {
         for (const AppliedPatch& patch : patches) {
+            if (patch.state == PatchState::empty) {
+                out << "pid " << pid << ": empty region at "
+                    << hex_address(patch.marker.region_address)
+                    << " left by an interrupted apply (suture revert removes it)\n";
+                continue;
+            }
             out << "patch " << patch.marker.patch_id << " level " << patch.marker.level
                 << " in pid " << pid << ": " << patch_state_name(patch.state) << " ("
                 << patch.jumps_in_place << "/" << patch.marker.functions.size()

@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "base/Files.h"
 #include "base/Log.h"
 #include "cli/ExitCode.h"
 #include "cli/StatusTable.h"
@@ -146,6 +147,11 @@ int run_revert(InjectCommand& command, const EngineOptions& engine_options) {
         std::cout << nlohmann::json{{"reverted", reverted}}.dump(2) << "\n";
     } else {
         for (const InjectReport& report : *reports) {
+            if (report.patch_id.empty()) {
+                std::cout << "pid " << command.pid << ": removed the empty region at "
+                          << hex_address(report.region_address) << " an interrupted apply left\n";
+                continue;
+            }
             std::cout << "pid " << command.pid << ": reverted " << report.patch_id << " level "
                       << report.level << ": " << report.functions << " functions, "
                       << report.threads << " threads stopped for "

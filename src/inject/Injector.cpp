@@ -87,6 +87,45 @@ Result<std::pair<std::size_t, bool>> count_jumps(const RemoteMemory& memory,
     return std::pair{in_place, foreign};
 }
 
+// An empty region an interrupted apply left, and where its intent record is.
+struct InterruptedRegion {
+    IntentRecord intent;
+    std::uint64_t record_address = 0;
+};
+
+// Intent records sit in the last bytes of executable file mappings; one whose
+// region is still mapped but holds no marker is an interrupted apply's.
+std::vector<InterruptedRegion> find_interrupted_regions(const RemoteMemory& memory,
+                                                        const std::vector<Mapping>& mappings) {
+    std::vector<InterruptedRegion> regions;
+    for (const Mapping& mapping : mappings) {
+        if (!mapping.is_file() || !mapping.executable) {
+            continue;
+        }
+        std::uint64_t record_address = mapping.end - intent_record_size;
+        auto bytes = memory.read(record_address, intent_record_size);
+        if (!bytes) {
+            continue;
+        }
+        auto intent = decode_intent_record(*bytes);
+        if (!intent) {
+            continue;
+        }
+        const Mapping* region = find_mapping(mappings, intent->region_address);
+        if (region == nullptr || region->start != intent->region_address ||
+            region->end - region->start != intent->region_size || region->inode != 0 ||
+            !region->executable || region->writable) {
+            continue;
+        }
+        auto head = memory.read(region->start, sizeof region_magic);
+        if (!head || std::memcmp(head->data(), region_magic, sizeof region_magic) == 0) {
+            continue;  // the apply got as far as the marker: explained by it
+        }
+        regions.push_back(InterruptedRegion{*intent, record_address});
+    }
+    return regions;
+}
+
 std::string describe_blocking(const std::vector<BlockingThread>& blocking) {
     std::string text;
     for (const BlockingThread& thread : blocking) {
@@ -147,6 +186,11 @@ Result<std::uint64_t> map_region(
         auto image = image_for(address);
         if (!image) {
             return tl::unexpected(image.error());
+        }
+        // Should this tool die right after the mmap, the record explains
+        // the empty page (see IntentRecord).
+        if (auto recorded = syscall.record_intent(address, size); !recorded) {
+            return tl::unexpected(recorded.error());
         }
         bool mapped = false;
         auto fill = [&](long result) -> Result<void> {
@@ -229,7 +273,7 @@ std::uint64_t unix_now_ns() {
 struct Preparation {
     std::vector<Mapping> mappings;
     std::vector<LoadedObject> objects;
-    std::uint64_t trampoline_site = 0;
+    RemoteSyscall::Site trampoline_site;
     int generation = 0;  // counts re-preparations inside stops
 };
 
@@ -253,7 +297,7 @@ Result<Preparation> prepare_from(int pid, std::vector<Mapping> mappings) {
     if (!objects) {
         return tl::unexpected(objects.error());
     }
-    auto site = RemoteSyscall::find_trampoline_site(*objects);
+    auto site = RemoteSyscall::find_site(*objects);
     if (!site) {
         return tl::unexpected(with_context(site.error(), "pid " + std::to_string(pid)));
     }
@@ -437,6 +481,8 @@ std::string patch_state_name(PatchState state) {
             return "partial";
         case PatchState::foreign:
             return "foreign";
+        case PatchState::empty:
+            return "empty";
     }
     return "unknown";
 }
@@ -464,6 +510,13 @@ Result<std::vector<AppliedPatch>> list_applied_patches(int pid) {
         } else if (jumps->first < patch.marker.functions.size()) {
             patch.state = PatchState::partial;
         }
+        patches.push_back(std::move(patch));
+    }
+    for (const InterruptedRegion& interrupted : find_interrupted_regions(*memory, *mappings)) {
+        AppliedPatch patch;
+        patch.marker.region_address = interrupted.intent.region_address;
+        patch.marker.region_size = interrupted.intent.region_size;
+        patch.state = PatchState::empty;
         patches.push_back(std::move(patch));
     }
     return patches;
@@ -695,7 +748,8 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
                 markers.push_back(std::move(marker));
             }
         }
-        if (markers.empty()) {
+        auto interrupted = find_interrupted_regions(*memory, *mappings);
+        if (markers.empty() && interrupted.empty()) {
             return fail(ErrorCode::not_applied,
                         subject + ": " +
                             (patch_id.empty() ? "no suture patch is applied"
@@ -713,6 +767,11 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
                                 ": a jump site holds bytes suture did not write; not touching it");
             }
             ranges.push_back(region_range(marker));
+        }
+        for (const InterruptedRegion& region : interrupted) {
+            ranges.push_back(CodeRange{region.intent.region_address,
+                                       region.intent.region_address + region.intent.region_size,
+                                       "empty region of an interrupted apply"});
         }
         auto clear = stacks_clear_or_back_off(*stopped, ranges, *mappings, *memory, attempt,
                                               options, backoff, blocking_out, "running patch code");
@@ -749,6 +808,18 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
             report.functions = marker.functions.size();
             report.attempts = attempt;
             reports.push_back(report);
+        }
+        for (const InterruptedRegion& region : interrupted) {
+            if (auto unmapped = unmap_region(syscall, region.intent.region_address,
+                                             region.intent.region_size, subject);
+                !unmapped) {
+                return tl::unexpected(unmapped.error());
+            }
+            (void)syscall.clear_intent(region.record_address);
+            InjectReport report;
+            report.region_address = region.intent.region_address;
+            report.attempts = attempt;
+            reports.push_back(report);  // patch_id "": an empty region removed
         }
         auto stopped_for = stopped->resume();
         for (InjectReport& report : reports) {

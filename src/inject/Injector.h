@@ -50,7 +50,8 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
 
 // Reverts the patch `patch_id` (or every suture patch when empty) in
 // `pid`: under the same stop and stack rules (no thread inside the patch
-// region) restores the original bytes and unmaps the region.
+// region) restores the original bytes and unmaps the region. Empty regions
+// left by interrupted applies are removed too.
 Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,
                                                  const InjectOptions& options,
                                                  std::vector<BlockingThread>* blocking = nullptr);
@@ -61,6 +62,8 @@ enum class PatchState {
     inactive,  // no jump in place (a killed apply, before its jumps)
     partial,   // some jumps in place (a killed apply or revert, midway)
     foreign,   // a jump site holds bytes suture did not write
+    empty,     // an empty region an apply killed right after its mmap left
+               // (explained by its intent record; no marker, no jumps)
 };
 
 struct AppliedPatch {

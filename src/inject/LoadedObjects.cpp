@@ -98,7 +98,8 @@ Result<std::uint64_t> SymbolResolver::resolve(const Import& import) {
             return object.base + symbol.value;
         }
     }
-    return fail(ErrorCode::library_not_mapped, "import " + wanted + ": no loaded object defines it");
+    return fail(ErrorCode::library_not_mapped,
+                "import " + wanted + ": no loaded object defines it");
 }
 
 }  // namespace suture

@@ -122,6 +122,31 @@ Result<RegionMarker> decode_region_marker(std::span<const std::byte> bytes) {
     return marker;
 }
 
+namespace {
+constexpr char intent_magic[8] = {'S', 'U', 'T', 'U', 'R', 'E', 'I', 'N'};
+}  // namespace
+
+std::vector<std::byte> encode_intent_record(const IntentRecord& intent) {
+    std::vector<std::byte> out(intent_record_size);
+    std::memcpy(out.data(), intent_magic, sizeof intent_magic);
+    put<std::uint64_t>(out, 8, intent.region_address);
+    put<std::uint64_t>(out, 16, intent.region_size);
+    return out;
+}
+
+std::optional<IntentRecord> decode_intent_record(std::span<const std::byte> bytes) {
+    if (bytes.size() < intent_record_size ||
+        std::memcmp(bytes.data(), intent_magic, sizeof intent_magic) != 0) {
+        return std::nullopt;
+    }
+    IntentRecord intent{get<std::uint64_t>(bytes, 8), get<std::uint64_t>(bytes, 16)};
+    if (intent.region_size == 0 || intent.region_size > (1ull << 32) ||
+        intent.region_address % 4096 != 0) {
+        return std::nullopt;
+    }
+    return intent;
+}
+
 Result<std::array<std::byte, 5>> encode_jump(std::uint64_t site, std::uint64_t destination) {
     std::int64_t displacement =
         static_cast<std::int64_t>(destination) - static_cast<std::int64_t>(site + 5);

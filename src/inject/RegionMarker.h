@@ -3,6 +3,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -46,6 +47,22 @@ std::vector<std::byte> encode_region_marker(const RegionMarker& marker);
 // Decodes a marker from the first bytes of a region. Defensive: the region
 // lives in a process that may have scribbled over it.
 Result<RegionMarker> decode_region_marker(std::span<const std::byte> bytes);
+
+// The intent record: written (in dead executable bytes, at the end of the
+// system-call trampoline's page) just before the region is mapped, and
+// cleared once the region holds its marker. If the injector dies between the
+// target's mmap and the filling of the region, the record is what explains
+// the empty page left behind. Layout: magic `SUTUREIN` (8), region address
+// (8), region size (8), reserved (8).
+struct IntentRecord {
+    std::uint64_t region_address = 0;
+    std::uint64_t region_size = 0;
+};
+
+inline constexpr std::size_t intent_record_size = 32;
+
+std::vector<std::byte> encode_intent_record(const IntentRecord& intent);
+std::optional<IntentRecord> decode_intent_record(std::span<const std::byte> bytes);
 
 // The bytes of `jmp rel32` from `site` to `destination`; error if out of range.
 Result<std::array<std::byte, 5>> encode_jump(std::uint64_t site, std::uint64_t destination);

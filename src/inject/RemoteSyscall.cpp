@@ -5,8 +5,11 @@
 #include <sys/user.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
+
+#include "inject/RegionMarker.h"
 
 namespace suture {
 
@@ -77,9 +80,8 @@ Result<int> wait_for_stop(int tid, const std::string& subject) {
 
 }  // namespace
 
-Result<std::uint64_t> RemoteSyscall::find_trampoline_site(
-    const std::vector<LoadedObject>& objects) {
-    std::size_t needed = trampoline_code().size();
+Result<RemoteSyscall::Site> RemoteSyscall::find_site(const std::vector<LoadedObject>& objects) {
+    std::size_t needed = trampoline_code().size() + intent_record_size;
     const LoadedObject* best = nullptr;
     for (const LoadedObject& object : objects) {
         if (object.slack_end - object.slack_start < needed) {
@@ -97,21 +99,33 @@ Result<std::uint64_t> RemoteSyscall::find_trampoline_site(
         return fail(ErrorCode::unsupported,
                     "no loaded object has spare executable bytes for the system-call trampoline");
     }
-    return best->slack_start;
+    return Site{best->slack_start, best->slack_end};
 }
 
 Result<RemoteSyscall> RemoteSyscall::install(StoppedProcess& process, const RemoteMemory& memory,
-                                             const std::vector<Mapping>& mappings,
-                                             std::uint64_t site) {
-    std::vector<std::byte> code = trampoline_code();
-    auto saved = memory.read(site, code.size());
+                                             const std::vector<Mapping>& mappings, Site site) {
+    auto saved = memory.read(site.start, site.end - site.start);
     if (!saved) {
         return tl::unexpected(saved.error());
     }
-    if (auto written = memory.write(site, code); !written) {
+    if (auto written = memory.write(site.start, trampoline_code()); !written) {
         return tl::unexpected(written.error());
     }
     return RemoteSyscall(process, memory, mappings, site, std::move(*saved));
+}
+
+Result<void> RemoteSyscall::record_intent(std::uint64_t region_address, std::uint64_t region_size) {
+    return memory_.write(site_.end - intent_record_size,
+                         encode_intent_record(IntentRecord{region_address, region_size}));
+}
+
+Result<void> RemoteSyscall::clear_intent(std::uint64_t record_address) {
+    if (record_address >= site_.start && record_address + intent_record_size <= site_.end) {
+        std::fill_n(
+            saved_bytes_.begin() + static_cast<std::ptrdiff_t>(record_address - site_.start),
+            intent_record_size, std::byte{0});
+    }
+    return memory_.write(record_address, std::vector<std::byte>(intent_record_size));
 }
 
 RemoteSyscall::RemoteSyscall(RemoteSyscall&& other) noexcept
@@ -125,7 +139,7 @@ RemoteSyscall::RemoteSyscall(RemoteSyscall&& other) noexcept
 RemoteSyscall::~RemoteSyscall() {
     if (installed_) {
         // Dead bytes either way; put them back to leave no trace.
-        (void)memory_.write(site_, saved_bytes_);
+        (void)memory_.write(site_.start, saved_bytes_);
     }
 }
 
@@ -176,7 +190,7 @@ Result<long> RemoteSyscall::call_then(const std::function<Result<void>(long)>& a
     call.r10 = a3;
     call.r8 = a4;
     call.r9 = a5;
-    call.rip = site_;
+    call.rip = site_.start;
     call.orig_rax = static_cast<unsigned long long>(-1);
     if (::ptrace(PTRACE_SETREGS, thread.tid, nullptr, &call) != 0) {
         return fail_errno(subject + ": set registers", errno);

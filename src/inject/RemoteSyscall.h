@@ -48,14 +48,29 @@ namespace suture {
 // borrowed registers or a stray SIGTRAP.
 class RemoteSyscall {
   public:
+    // Dead executable bytes [start, end) ending at a page end: the
+    // trampoline goes at `start`, an intent record (RegionMarker.h) in the
+    // last bytes before `end`.
+    struct Site {
+        std::uint64_t start = 0;
+        std::uint64_t end = 0;
+    };
+
     // Chooses the trampoline's place among `objects` (libc preferred).
     // Needs no stop.
-    static Result<std::uint64_t> find_trampoline_site(const std::vector<LoadedObject>& objects);
+    static Result<Site> find_site(const std::vector<LoadedObject>& objects);
 
-    // Installs the trampoline at `site` in the stopped process (its bytes are
-    // restored by the destructor).
+    // Installs the trampoline at `site` in the stopped process (the bytes of
+    // the whole site are restored by the destructor).
     static Result<RemoteSyscall> install(StoppedProcess& process, const RemoteMemory& memory,
-                                         const std::vector<Mapping>& mappings, std::uint64_t site);
+                                         const std::vector<Mapping>& mappings, Site site);
+
+    // Writes the intent record for a region about to be mapped.
+    Result<void> record_intent(std::uint64_t region_address, std::uint64_t region_size);
+
+    // Clears an intent record at `record_address` for good (also from the
+    // bytes the destructor puts back, when it lies in this trampoline's site).
+    Result<void> clear_intent(std::uint64_t record_address);
 
     RemoteSyscall(RemoteSyscall&& other) noexcept;
     RemoteSyscall(const RemoteSyscall&) = delete;
@@ -78,7 +93,7 @@ class RemoteSyscall {
 
   private:
     RemoteSyscall(StoppedProcess& process, const RemoteMemory& memory,
-                  const std::vector<Mapping>& mappings, std::uint64_t site,
+                  const std::vector<Mapping>& mappings, Site site,
                   std::vector<std::byte> saved_bytes)
         : process_(process),
           memory_(memory),
@@ -89,8 +104,8 @@ class RemoteSyscall {
     StoppedProcess& process_;
     const RemoteMemory& memory_;
     const std::vector<Mapping>& mappings_;
-    std::uint64_t site_ = 0;
-    std::vector<std::byte> saved_bytes_;  // what the trampoline overwrote
+    Site site_;
+    std::vector<std::byte> saved_bytes_;  // the site's bytes before us
     bool installed_ = true;
 };
 

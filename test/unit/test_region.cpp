@@ -112,3 +112,16 @@ TEST_CASE("the patch image resolves calls into the library relative to its base"
     }
     CHECK(through_stub);
 }
+
+TEST_CASE("an intent record names the region about to be mapped, and nothing else passes for one") {
+    auto bytes = encode_intent_record(IntentRecord{0x7f3183dc0000, 8192});
+    CHECK(bytes.size() == intent_record_size);
+    auto intent = decode_intent_record(bytes);
+    REQUIRE(intent);
+    CHECK(intent->region_address == 0x7f3183dc0000);
+    CHECK(intent->region_size == 8192);
+    CHECK_FALSE(decode_intent_record(std::vector<std::byte>(intent_record_size)));  // zeros
+    CHECK_FALSE(decode_intent_record(std::span(bytes).first(16)));
+    auto unaligned = encode_intent_record(IntentRecord{0x7f3183dc0010, 8192});
+    CHECK_FALSE(decode_intent_record(unaligned));
+}
