@@ -68,6 +68,9 @@ StatusReport Engine::status(const std::vector<int>& pids) {
         }
     }
     for (const ProcessReport& process : scan.processes) {
+        if (process.anonymous_code_mappings == 0) {
+            continue;  // no place a suture region could be
+        }
         auto patches = list_applied_patches(process.info.pid);
         if (patches && !patches->empty()) {
             status.patches[process.info.pid] = std::move(*patches);

@@ -233,6 +233,11 @@ Result<ProcessReport> Scanner::scan_process(int pid, ScanMemo& memo) {
     char root[PATH_MAX];
     ssize_t root_length = ::readlink(proc_path(pid, "/root").c_str(), root, sizeof root - 1);
     report.root = root_length > 0 ? std::string(root, static_cast<std::size_t>(root_length)) : "";
+    for (const Mapping& mapping : *mappings) {
+        if (mapping.inode == 0 && mapping.path.empty() && mapping.executable && !mapping.writable) {
+            ++report.anonymous_code_mappings;
+        }
+    }
     for (const MappedFileSummary& file : loaded_code_files(*mappings)) {
         std::string path = path_in_process(file.first->path, report.root);
         auto seen = identify_mapped_file(pid, *file.first, path, memo);

@@ -35,6 +35,9 @@ struct ProcessReport {
     std::string
         root;  // its root directory as we see it ("/" unless chroot'ed); empty if unreadable
     std::vector<MappedLibrary> libraries;
+    // Private anonymous read+exec mappings: where suture patch regions (and
+    // JIT code) live. Zero means there is no suture patch to look for.
+    std::size_t anonymous_code_mappings = 0;
     // Files this process maps that could not be read, so could not be ruled
     // out as OpenSSL: the report for this process is incomplete.
     std::vector<Error> errors;
