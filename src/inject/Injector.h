@@ -33,8 +33,6 @@ struct InjectReport {
     int attempts = 0;                        // stops needed (1 = first try)
     std::chrono::nanoseconds stopped_for{};  // the successful stop
     std::size_t threads = 0;
-    // When `unsafe`: the threads and frames that blocked the last try.
-    std::vector<BlockingThread> blocking;
 };
 
 // Applies `patch` to process `pid`, following docs/architecture.md,
@@ -44,7 +42,8 @@ struct InjectReport {
 // of an applied patch id replaces the lower one within the same stop.
 // Nothing is changed on any error. Errors: not_found, permission_denied,
 // library_not_mapped, build_id_mismatch, fingerprint_mismatch, conflict,
-// unsafe (see `blocking` via the message), target_died.
+// unsafe, target_died. On `unsafe`, `blocking` (if given) receives the
+// threads and frames that blocked the last try; the message names them too.
 Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOptions& options,
                                  std::vector<BlockingThread>* blocking = nullptr);
 
