@@ -547,9 +547,9 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         if (!held) {
             return tl::unexpected(held.error());
         }
-        StoppedProcess* stopped = &held->stopped;
-        const std::vector<Mapping>* mappings = &held->mappings;
-        const RemoteMemory* memory = &held->memory;
+        StoppedProcess& stopped = held->stopped;
+        const std::vector<Mapping>& mappings = held->mappings;
+        const RemoteMemory& memory = held->memory;
         auto found = find_target_library(preparation->objects, metadata, subject);
         if (!found) {
             return tl::unexpected(found.error());
@@ -560,12 +560,12 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         // replaced within this stop; anything else touching our functions
         // is a conflict.
         std::optional<RegionMarker> previous;
-        for (RegionMarker& marker : find_markers(*memory, *mappings)) {
+        for (RegionMarker& marker : find_markers(memory, mappings)) {
             if (marker.target_base != target->base) {
                 continue;
             }
             if (marker.patch_id == metadata.patch_id) {
-                auto jumps = count_jumps(*memory, marker);
+                auto jumps = count_jumps(memory, marker);
                 if (jumps && marker.level == metadata.level && !jumps->second &&
                     jumps->first == marker.functions.size()) {
                     InjectReport report;
@@ -575,8 +575,8 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
                     report.region_address = marker.region_address;
                     report.functions = marker.functions.size();
                     report.attempts = attempt;
-                    report.threads = stopped->threads().size();
-                    report.stopped_for = stopped->resume();
+                    report.threads = stopped.threads().size();
+                    report.stopped_for = stopped.resume();
                     return report;
                 }
                 if (marker.level > metadata.level) {
@@ -600,7 +600,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         }
 
         // 3. Fingerprints, in the stopped process.
-        auto sites = check_fingerprints(*memory, *target, metadata, previous, subject);
+        auto sites = check_fingerprints(memory, *target, metadata, previous, subject);
         if (!sites) {
             return tl::unexpected(sites.error());
         }
@@ -617,9 +617,8 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         if (previous) {
             ranges.push_back(region_range(*previous));
         }
-        auto clear =
-            stacks_clear_or_back_off(*stopped, ranges, *mappings, *memory, attempt, options,
-                                     backoff, blocking_out, "running code being replaced");
+        auto clear = stacks_clear_or_back_off(stopped, ranges, mappings, memory, attempt, options,
+                                              backoff, blocking_out, "running code being replaced");
         if (!clear) {
             return tl::unexpected(clear.error());
         }
@@ -636,7 +635,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
             return tl::unexpected(imports.error());
         }
         auto installed =
-            RemoteSyscall::install(*stopped, *memory, *mappings, preparation->trampoline_site);
+            RemoteSyscall::install(stopped, memory, mappings, preparation->trampoline_site);
         if (!installed) {
             return tl::unexpected(installed.error());
         }
@@ -679,7 +678,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
             std::copy(encoded.begin(), encoded.end(), image->begin());
             return image;
         };
-        auto region = map_region(syscall, *memory, *mappings, target->start, target->end,
+        auto region = map_region(syscall, memory, mappings, target->start, target->end,
                                  layout->size, image_for, subject);
         if (!region) {
             return tl::unexpected(region.error());
@@ -688,7 +687,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         // 6. The jumps: the only writes the running code can notice.
         for (std::size_t i = 0; i < metadata.functions.size(); ++i) {
             std::uint64_t site = target->base + metadata.functions[i].offset + (*sites)[i].offset;
-            if (auto written = memory->write(site, jumps[i]); !written) {
+            if (auto written = memory.write(site, jumps[i]); !written) {
                 return tl::unexpected(with_context(written.error(),
                                                    "writing jumps (the region "
                                                    "marker explains the state)"));
@@ -705,8 +704,8 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
                                     return function.offset == old.target_offset;
                                 });
                 if (!still_replaced) {
-                    (void)memory->write(previous->target_base + old.target_offset + old.jump_offset,
-                                        old.original);
+                    (void)memory.write(previous->target_base + old.target_offset + old.jump_offset,
+                                       old.original);
                 }
             }
             (void)unmap_region(syscall, previous->region_address, previous->region_size, subject);
@@ -719,8 +718,8 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         report.region_address = *region;
         report.functions = metadata.functions.size();
         report.attempts = attempt;
-        report.threads = stopped->threads().size();
-        report.stopped_for = stopped->resume();
+        report.threads = stopped.threads().size();
+        report.stopped_for = stopped.resume();
         return report;
     }
 }
@@ -739,16 +738,16 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
         if (!held) {
             return tl::unexpected(held.error());
         }
-        StoppedProcess* stopped = &held->stopped;
-        const std::vector<Mapping>* mappings = &held->mappings;
-        const RemoteMemory* memory = &held->memory;
+        StoppedProcess& stopped = held->stopped;
+        const std::vector<Mapping>& mappings = held->mappings;
+        const RemoteMemory& memory = held->memory;
         std::vector<RegionMarker> markers;
-        for (RegionMarker& marker : find_markers(*memory, *mappings)) {
+        for (RegionMarker& marker : find_markers(memory, mappings)) {
             if (patch_id.empty() || marker.patch_id == patch_id) {
                 markers.push_back(std::move(marker));
             }
         }
-        auto interrupted = find_interrupted_regions(*memory, *mappings);
+        auto interrupted = find_interrupted_regions(memory, mappings);
         if (markers.empty() && interrupted.empty()) {
             return fail(ErrorCode::not_applied,
                         subject + ": " +
@@ -757,7 +756,7 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
         }
         std::vector<CodeRange> ranges;
         for (const RegionMarker& marker : markers) {
-            auto jumps = count_jumps(*memory, marker);
+            auto jumps = count_jumps(memory, marker);
             if (!jumps) {
                 return tl::unexpected(jumps.error());
             }
@@ -773,8 +772,8 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
                                        region.intent.region_address + region.intent.region_size,
                                        "empty region of an interrupted apply"});
         }
-        auto clear = stacks_clear_or_back_off(*stopped, ranges, *mappings, *memory, attempt,
-                                              options, backoff, blocking_out, "running patch code");
+        auto clear = stacks_clear_or_back_off(stopped, ranges, mappings, memory, attempt, options,
+                                              backoff, blocking_out, "running patch code");
         if (!clear) {
             return tl::unexpected(clear.error());
         }
@@ -782,7 +781,7 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
             continue;
         }
         auto installed =
-            RemoteSyscall::install(*stopped, *memory, *mappings, preparation->trampoline_site);
+            RemoteSyscall::install(stopped, memory, mappings, preparation->trampoline_site);
         if (!installed) {
             return tl::unexpected(installed.error());
         }
@@ -792,7 +791,7 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
             for (const MarkedFunction& function : marker.functions) {
                 std::uint64_t site =
                     marker.target_base + function.target_offset + function.jump_offset;
-                if (auto written = memory->write(site, function.original); !written) {
+                if (auto written = memory.write(site, function.original); !written) {
                     return tl::unexpected(written.error());
                 }
             }
@@ -821,10 +820,10 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
             report.attempts = attempt;
             reports.push_back(report);  // patch_id "": an empty region removed
         }
-        auto stopped_for = stopped->resume();
+        auto stopped_for = stopped.resume();
         for (InjectReport& report : reports) {
             report.stopped_for = stopped_for;
-            report.threads = stopped->threads().size();
+            report.threads = stopped.threads().size();
         }
         return reports;
     }
