@@ -45,7 +45,8 @@ archive_prepare_root() {
         "$root/var/lib/apt/lists/partial" "$root/var/cache/apt/archives/partial" "$root/debs"
     : > "$root/status"
     jq -r '.archive.keyring as $key | .archive.repositories[] | . as $repo | .suites[] |
-        "deb [signed-by=\($key)] \($repo.uri) \(.) \($repo.components | join(" "))"' \
+        "deb [signed-by=\($key)] \($repo.uri) \(.) \($repo.components | join(" "))",
+        "deb-src [signed-by=\($key)] \($repo.uri) \(.) \($repo.components | join(" "))"' \
         "$descriptor" > "$root/etc/apt/sources.list"
 }
 
@@ -112,4 +113,24 @@ archive_extract() {
     deb=$(archive_fetch "$id" "$package" "$version") || exit 1
     mkdir -p "$dest"
     dpkg-deb -x "$deb" "$dest"
+}
+
+# Downloads and unpacks SOURCE=VERSION into DEST (which must not exist yet).
+# The .dsc, tarballs and signatures stay cached under the apt root's sources/.
+archive_source() {
+    local id=$1 source=$2 version=$3 dest=$4 root dsc
+    root=$(archive_root "$id")
+    mkdir -p "$root/sources"
+    dsc=$root/sources/${source}_$(archive_deb_version "${version#*:}").dsc
+    if [ ! -f "$dsc" ]; then
+        archive_update "$id"
+        echo "archive: $id: downloading source $source=$version" >&2
+        (cd "$root/sources" && archive_apt "$id" apt-get source --download-only "$source=$version" >&2) ||
+            archive_die "$id: cannot download source $source=$version (are deb-src entries reachable?)"
+        [ -f "$dsc" ] || archive_die "$id: source $source=$version downloaded but $dsc is missing"
+    fi
+    [ ! -e "$dest" ] || archive_die "$dest already exists"
+    mkdir -p "$(dirname "$dest")"
+    dpkg-source --no-check -x "$dsc" "$dest" >&2 ||
+        archive_die "$id: cannot unpack $dsc"
 }

@@ -330,4 +330,90 @@ Result<std::vector<ElfFile::Symbol>> ElfFile::read_symbols(Elf64_Word section_ty
     return symbols;
 }
 
+Result<std::map<std::string, std::uint64_t>> ElfFile::plt_entries() const {
+    Elf* elf = elf_.get();
+    std::size_t names_index = 0;
+    if (elf_getshdrstrndx(elf, &names_index) != 0) {
+        return fail(ErrorCode::bad_format, name_ + ": section names: " + libelf_message());
+    }
+    Elf_Scn* relocations = nullptr;
+    Elf_Scn* plt = nullptr;
+    GElf_Shdr plt_header{};
+    std::size_t dynamic_symbols_index = 0;
+    for (Elf_Scn* section = elf_nextscn(elf, nullptr); section != nullptr;
+         section = elf_nextscn(elf, section)) {
+        GElf_Shdr header;
+        if (gelf_getshdr(section, &header) == nullptr) {
+            return fail(ErrorCode::bad_format, name_ + ": section header: " + libelf_message());
+        }
+        const char* name = elf_strptr(elf, names_index, header.sh_name);
+        std::string_view section_name = name != nullptr ? name : "";
+        if (section_name == ".rela.plt" && header.sh_type == SHT_RELA) {
+            relocations = section;
+            dynamic_symbols_index = header.sh_link;
+        } else if (section_name == ".plt.sec" || (section_name == ".plt" && plt == nullptr)) {
+            plt = section;
+            plt_header = header;
+        }
+    }
+    std::map<std::string, std::uint64_t> entries;
+    if (relocations == nullptr || plt == nullptr) {
+        return entries;
+    }
+    // GOT slot address -> symbol name.
+    std::map<std::uint64_t, std::string> slot_symbols;
+    Elf_Scn* dynamic_symbols = elf_getscn(elf, dynamic_symbols_index);
+    GElf_Shdr dynamic_symbols_header;
+    Elf_Data* relocation_data = elf_getdata(relocations, nullptr);
+    Elf_Data* symbol_data = dynamic_symbols ? elf_getdata(dynamic_symbols, nullptr) : nullptr;
+    if (relocation_data == nullptr || symbol_data == nullptr ||
+        gelf_getshdr(dynamic_symbols, &dynamic_symbols_header) == nullptr) {
+        return fail(ErrorCode::bad_format, name_ + ": .rela.plt: " + libelf_message());
+    }
+    for (int i = 0;; ++i) {
+        GElf_Rela relocation;
+        if (gelf_getrela(relocation_data, i, &relocation) == nullptr) {
+            break;
+        }
+        GElf_Sym symbol;
+        if (GELF_R_TYPE(relocation.r_info) != R_X86_64_JUMP_SLOT ||
+            gelf_getsym(symbol_data, static_cast<int>(GELF_R_SYM(relocation.r_info)), &symbol) ==
+                nullptr) {
+            continue;
+        }
+        const char* name = elf_strptr(elf, dynamic_symbols_header.sh_link, symbol.st_name);
+        if (name != nullptr && *name != '\0') {
+            slot_symbols[relocation.r_offset] = name;
+        }
+    }
+    // Each entry: [endbr64] [bnd] jmp *disp32(%rip) ... in 16 bytes. The
+    // first entry of a plain .plt is the resolver stub; it matches no slot.
+    auto bytes = bytes_at(plt_header.sh_offset, plt_header.sh_size);
+    if (!bytes) {
+        return tl::unexpected(bytes.error());
+    }
+    constexpr std::size_t entry_size = 16;
+    for (std::size_t entry = 0; entry + entry_size <= bytes->size(); entry += entry_size) {
+        std::size_t at = entry;
+        auto byte = [&](std::size_t i) { return static_cast<unsigned char>((*bytes)[i]); };
+        if (byte(at) == 0xf3 && byte(at + 1) == 0x0f && byte(at + 2) == 0x1e && byte(at + 3) == 0xfa) {
+            at += 4;  // endbr64
+        }
+        if (byte(at) == 0xf2) {
+            ++at;  // bnd prefix
+        }
+        if (at + 6 > entry + entry_size || byte(at) != 0xff || byte(at + 1) != 0x25) {
+            continue;
+        }
+        std::int32_t displacement = 0;
+        std::memcpy(&displacement, bytes->data() + at + 2, sizeof displacement);
+        std::uint64_t entry_address = plt_header.sh_addr + entry;
+        std::uint64_t slot = plt_header.sh_addr + at + 6 + static_cast<std::int64_t>(displacement);
+        if (auto found = slot_symbols.find(slot); found != slot_symbols.end()) {
+            entries.emplace(found->second, entry_address);
+        }
+    }
+    return entries;
+}
+
 }  // namespace suture

@@ -3,6 +3,7 @@
 #include <gelf.h>
 #include <libelf.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -77,6 +78,14 @@ class ElfFile {
     // The symbols of .symtab (the full table of an unstripped file, locals
     // included); empty if the file has none.
     Result<std::vector<Symbol>> static_symbols() const;
+
+    // The library's PLT entries by the name of the symbol each one jumps to:
+    // name -> offset of the entry from the load base. Read from .rela.plt
+    // (R_X86_64_JUMP_SLOT: which GOT slot holds which symbol) and the
+    // `jmp *slot(%rip)` of each 16-byte entry of .plt.sec (IBT builds) or
+    // .plt. Calling an entry is calling the symbol exactly as the library's
+    // own code does, IFUNCs and interposition included. Needs section headers.
+    Result<std::map<std::string, std::uint64_t>> plt_entries() const;
 
     // The program headers.
     const std::vector<GElf_Phdr>& segments() const { return segments_; }

@@ -1,0 +1,554 @@
+#include "builder/PatchBuilder.h"
+
+#include <map>
+#include <set>
+
+#include "base/Files.h"
+#include "base/Sha256.h"
+#include "builder/LibrarySymbols.h"
+#include "builder/ObjectDiff.h"
+#include "builder/ObjectWriter.h"
+#include "elf/ElfFile.h"
+#include "elf/RelocatableObject.h"
+#include "patch/PatchFile.h"
+
+namespace suture {
+
+namespace {
+
+using Symbol = RelocatableObject::Symbol;
+
+Result<RelocatableObject> read_object(const std::string& path) {
+    auto text = read_file(path);
+    if (!text) {
+        return tl::unexpected(text.error());
+    }
+    auto bytes = std::as_bytes(std::span(text->data(), text->size()));
+    return RelocatableObject::parse(std::vector<std::byte>(bytes.begin(), bytes.end()), path);
+}
+
+Result<ElfFile> open_elf(const std::string& path) {
+    auto fd = open_read_only(path);
+    if (!fd) {
+        return tl::unexpected(fd.error());
+    }
+    return ElfFile::open(*fd, path);
+}
+
+// One compiled unit, parsed and diffed.
+struct Unit {
+    RelocatableObject original;
+    RelocatableObject patched;
+    SymbolOwners original_owners;
+    SymbolOwners patched_owners;
+    ObjectChanges changes;
+    std::string file;  // the STT_FILE name, as in the library's symbol table
+    const LibrarySymbols::FileBlock* block = nullptr;  // found on first use
+    std::set<std::size_t> included_sections;           // of the patched object
+
+    Unit(RelocatableObject original_object, RelocatableObject patched_object)
+        : original(std::move(original_object)),
+          patched(std::move(patched_object)),
+          original_owners(original),
+          patched_owners(patched) {}
+};
+
+std::string source_file_of(const RelocatableObject& object) {
+    for (const Symbol& symbol : object.symbols()) {
+        if (symbol.type == STT_FILE && !symbol.name.empty()) {
+            return symbol.name;
+        }
+    }
+    return {};
+}
+
+std::set<std::string> local_names_of(const RelocatableObject& object) {
+    std::set<std::string> names;
+    for (const Symbol& symbol : object.symbols()) {
+        if (symbol.binding == STB_LOCAL && symbol.section != SHN_UNDEF && !symbol.name.empty() &&
+            (symbol.type == STT_FUNC || symbol.type == STT_OBJECT || symbol.type == STT_TLS)) {
+            names.insert(symbol.name);
+        }
+    }
+    return names;
+}
+
+std::string hex(std::uint64_t value) {
+    char text[32];
+    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(value));
+    return text;
+}
+
+// Where a reference from the patch code goes in the output object.
+struct Destination {
+    bool included = false;        // into a section of the output
+    std::size_t unit = 0;         // included: which unit's section
+    std::size_t section = 0;      // included: section index in that unit's patched object
+    std::int64_t addend = 0;      // section-relative (included) or symbol-relative (reference)
+    std::string reference;        // not included: the undefined symbol's name
+};
+
+class Builder {
+  public:
+    Builder(const BuildRequest& request, BuildReport& report) : request_(request), report_(report) {}
+
+    Result<std::vector<std::byte>> run();
+
+  private:
+    Result<void> open_library();
+    Result<void> load_units();
+    Result<const LibrarySymbols::FileBlock*> block_of(Unit& unit);
+    Result<LibrarySymbols::Definition> definition_of(Unit& unit, const Symbol& symbol);
+    Result<Destination> destination_of(std::size_t unit_index,
+                                       const RelocatableObject::Relocation& relocation,
+                                       std::vector<std::pair<std::size_t, std::size_t>>& work);
+    Result<std::string> reference_to_external(const std::string& name);
+    Result<void> collect_sections();
+    Result<void> describe_replacements();
+    Result<void> check_original_bytes(const Unit& unit, const Symbol& symbol,
+                                      const LibrarySymbols::Definition& definition);
+    std::vector<std::byte> write_object();
+
+    const BuildRequest& request_;
+    BuildReport& report_;
+    std::optional<ElfFile> library_;
+    std::optional<LibrarySymbols> symbols_;
+    std::map<std::string, std::uint64_t> plt_;
+    std::vector<Unit> units_;
+    PatchMetadata metadata_;
+    // Undefined symbols of the output: reference name -> kept in
+    // metadata_.target_references or metadata_.imports.
+    std::set<std::string> references_;
+    // (unit, patched symbol index) -> name in the output object.
+    std::map<std::pair<std::size_t, std::size_t>, std::string> output_names_;
+};
+
+Result<void> Builder::open_library() {
+    auto library = open_elf(request_.library);
+    if (!library) {
+        return tl::unexpected(library.error());
+    }
+    auto debug = open_elf(request_.debug_symbols);
+    if (!debug) {
+        return tl::unexpected(debug.error());
+    }
+    auto library_id = library->build_id();
+    auto debug_id = debug->build_id();
+    if (!library_id || !debug_id) {
+        return fail(ErrorCode::bad_format, request_.library + ": no GNU build ID");
+    }
+    if (*library_id != *debug_id) {
+        return fail(ErrorCode::build_id_mismatch,
+                    request_.debug_symbols + ": build ID " + *debug_id + " is not the library's (" +
+                        *library_id + "): symbols of another build");
+    }
+    auto soname = library->soname();
+    if (!soname || !soname->has_value()) {
+        return fail(ErrorCode::invalid_argument, request_.library + ": no DT_SONAME");
+    }
+    auto table = debug->static_symbols();
+    if (!table) {
+        return tl::unexpected(table.error());
+    }
+    if (table->empty()) {
+        return fail(ErrorCode::not_found,
+                    request_.debug_symbols + ": no .symtab (give the -dbgsym debug file)");
+    }
+    auto plt = library->plt_entries();
+    if (!plt) {
+        return tl::unexpected(plt.error());
+    }
+    plt_ = std::move(*plt);
+    symbols_ = LibrarySymbols::from_table(*table, request_.debug_symbols);
+    metadata_.patch_id = request_.patch_id;
+    metadata_.level = request_.level;
+    metadata_.description = request_.description;
+    metadata_.target_build_id = *library_id;
+    metadata_.target_soname = **soname;
+    library_.emplace(std::move(*library));
+    return {};
+}
+
+Result<void> Builder::load_units() {
+    for (const CompiledUnit& compiled : request_.units) {
+        auto original = read_object(compiled.original_object);
+        auto patched = read_object(compiled.patched_object);
+        if (!original) {
+            return tl::unexpected(original.error());
+        }
+        if (!patched) {
+            return tl::unexpected(patched.error());
+        }
+        Unit& unit = units_.emplace_back(std::move(*original), std::move(*patched));
+        unit.file = source_file_of(unit.original);
+        auto changes = diff_objects(unit.original, unit.patched);
+        if (!changes) {
+            return tl::unexpected(changes.error());
+        }
+        unit.changes = std::move(*changes);
+    }
+    bool any = false;
+    for (const Unit& unit : units_) {
+        any = any || !unit.changes.changed_functions.empty() || !unit.changes.new_functions.empty();
+    }
+    if (!any) {
+        return fail(ErrorCode::invalid_argument,
+                    "the fix changes no function: nothing to patch (is it a header-only or "
+                    "data-only change?)");
+    }
+    return {};
+}
+
+Result<const LibrarySymbols::FileBlock*> Builder::block_of(Unit& unit) {
+    if (unit.block == nullptr) {
+        auto block = symbols_->block_for(unit.file, local_names_of(unit.original));
+        if (!block) {
+            return tl::unexpected(block.error());
+        }
+        unit.block = *block;
+    }
+    return unit.block;
+}
+
+// The library's definition of a symbol the unit defines (by its name in the
+// original compile): local ones in the unit's file block, others globally.
+Result<LibrarySymbols::Definition> Builder::definition_of(Unit& unit, const Symbol& symbol) {
+    if (symbol.binding == STB_LOCAL) {
+        auto block = block_of(unit);
+        if (!block) {
+            return tl::unexpected(block.error());
+        }
+        return symbols_->local(**block, symbol.name);
+    }
+    auto definition = symbols_->global(symbol.name);
+    if (!definition) {
+        return tl::unexpected(definition.error());
+    }
+    if (!definition->has_value()) {
+        return fail(ErrorCode::not_found,
+                    request_.debug_symbols + ": the library does not define " + symbol.name);
+    }
+    return **definition;
+}
+
+// A symbol the object leaves undefined: the library's own definition, else
+// the library's PLT entry for it, else an import resolved in the target.
+Result<std::string> Builder::reference_to_external(const std::string& name) {
+    std::string plt_reference = "plt:" + name;
+    if (references_.contains(name) || references_.contains(plt_reference)) {
+        return references_.contains(name) ? name : plt_reference;
+    }
+    auto definition = symbols_->global(name);
+    if (!definition) {
+        return tl::unexpected(definition.error());
+    }
+    if (definition->has_value()) {
+        if ((*definition)->type == STT_GNU_IFUNC) {
+            return fail(ErrorCode::unsupported, name + " is an IFUNC of the library itself");
+        }
+        metadata_.target_references.push_back(TargetReference{name, (*definition)->offset});
+        report_.references.push_back(name + " -> " + hex((*definition)->offset));
+        references_.insert(name);
+        return name;
+    }
+    if (auto entry = plt_.find(name); entry != plt_.end()) {
+        metadata_.target_references.push_back(TargetReference{plt_reference, entry->second});
+        report_.references.push_back(plt_reference + " -> " + hex(entry->second));
+        references_.insert(plt_reference);
+        return plt_reference;
+    }
+    metadata_.imports.push_back(Import{name, ""});
+    report_.imports.push_back(name);
+    references_.insert(name);
+    return name;
+}
+
+// Decides where one relocation of an included section points in the output,
+// queueing sections that must be included too.
+Result<Destination> Builder::destination_of(
+    std::size_t unit_index, const RelocatableObject::Relocation& relocation,
+    std::vector<std::pair<std::size_t, std::size_t>>& work) {
+    Unit& unit = units_[unit_index];
+    const RelocatableObject& object = unit.patched;
+    RelocationTarget target = relocation_target(object, unit.patched_owners, relocation);
+    Destination destination;
+    auto include = [&](std::size_t section, std::int64_t addend) {
+        if (!unit.included_sections.contains(section)) {
+            unit.included_sections.insert(section);
+            work.emplace_back(unit_index, section);
+        }
+        destination.included = true;
+        destination.unit = unit_index;
+        destination.section = section;
+        destination.addend = addend;
+        return destination;
+    };
+    if (target.kind == RelocationTarget::Kind::literal) {
+        return include(target.section, relocation.addend);
+    }
+    if (target.kind == RelocationTarget::Kind::anonymous) {
+        return fail(ErrorCode::invalid_argument,
+                    object.name() + ": patch code refers to anonymous writable data in " +
+                        object.sections()[target.section].name);
+    }
+    const Symbol& symbol = object.symbols()[target.symbol];
+    if (symbol.section == SHN_UNDEF) {
+        auto name = reference_to_external(symbol.name);
+        if (!name) {
+            return tl::unexpected(name.error());
+        }
+        destination.reference = *name;
+        destination.addend = target.addend;
+        return destination;
+    }
+    const RelocatableObject::Section& section = object.sections()[symbol.section];
+    auto section_addend = target.addend + static_cast<std::int64_t>(symbol.value);
+    if (symbol.type == STT_TLS) {
+        return fail(ErrorCode::unsupported,
+                    object.name() + ": patch code uses thread-local " + symbol.name);
+    }
+    if (symbol.type == STT_OBJECT && (section.flags & SHF_WRITE) == 0) {
+        return include(symbol.section, section_addend);  // read-only data: a copy
+    }
+    if (symbol.type == STT_FUNC) {
+        bool changed = false;
+        for (std::size_t index : unit.changes.changed_functions) {
+            changed = changed || index == target.symbol;
+        }
+        for (std::size_t index : unit.changes.new_functions) {
+            changed = changed || index == target.symbol;
+        }
+        if (changed || is_cold_part(symbol.name)) {
+            return include(symbol.section, section_addend);
+        }
+    }
+    // Unchanged code or writable data: the library's own, by offset. The
+    // patched compile's symbol has the same name as the original's (it is
+    // unchanged), so look it up under that name.
+    auto definition = definition_of(unit, symbol);
+    if (!definition) {
+        if (symbol.type == STT_FUNC && symbol.binding == STB_LOCAL &&
+            definition.error().code == ErrorCode::not_found) {
+            // Inlined everywhere in the library: carry a copy.
+            return include(symbol.section, section_addend);
+        }
+        return tl::unexpected(definition.error());
+    }
+    std::string name = symbol.binding == STB_LOCAL ? unit.file + ":" + symbol.name : symbol.name;
+    if (!references_.contains(name)) {
+        references_.insert(name);
+        metadata_.target_references.push_back(TargetReference{name, definition->offset});
+        report_.references.push_back(name + " -> " + hex(definition->offset));
+    }
+    destination.reference = name;
+    destination.addend = target.addend;
+    return destination;
+}
+
+Result<void> Builder::collect_sections() {
+    std::vector<std::pair<std::size_t, std::size_t>> work;
+    for (std::size_t u = 0; u < units_.size(); ++u) {
+        Unit& unit = units_[u];
+        for (const auto* list : {&unit.changes.changed_functions, &unit.changes.new_functions}) {
+            for (std::size_t index : *list) {
+                std::size_t section = unit.patched.symbols()[index].section;
+                if (unit.included_sections.insert(section).second) {
+                    work.emplace_back(u, section);
+                }
+            }
+        }
+    }
+    // Follow every relocation of every included section (this also checks
+    // that each one resolves) until nothing new is included.
+    while (!work.empty()) {
+        auto [u, section] = work.back();
+        work.pop_back();
+        for (const auto& relocation : units_[u].patched.relocations_for(section)) {
+            auto destination = destination_of(u, relocation, work);
+            if (!destination) {
+                return tl::unexpected(destination.error());
+            }
+        }
+    }
+    return {};
+}
+
+Result<void> Builder::check_original_bytes(const Unit& unit, const Symbol& symbol,
+                                           const LibrarySymbols::Definition& definition) {
+    auto file_offset = library_->offset_of_address(definition.offset);
+    if (!file_offset) {
+        return fail(ErrorCode::bad_format, request_.library + ": " + symbol.name +
+                                               " is not inside a loaded segment");
+    }
+    auto library_bytes = library_->bytes_at(*file_offset, definition.size);
+    if (!library_bytes) {
+        return tl::unexpected(library_bytes.error());
+    }
+    const auto& section = unit.original.sections()[symbol.section];
+    if (symbol.value + symbol.size > section.bytes.size()) {
+        return fail(ErrorCode::bad_format, unit.original.name() + ": " + symbol.name +
+                                               " lies outside its section");
+    }
+    std::vector<bool> in_field(symbol.size, false);
+    for (const auto& relocation : unit.original.relocations_for(symbol.section)) {
+        std::size_t width = relocation.type == R_X86_64_64 || relocation.type == R_X86_64_PC64 ? 8 : 4;
+        for (std::size_t k = 0; k < width; ++k) {
+            std::uint64_t at = relocation.offset + k;
+            if (at >= symbol.value && at < symbol.value + symbol.size) {
+                in_field[at - symbol.value] = true;
+            }
+        }
+    }
+    std::size_t differing = 0;
+    for (std::uint64_t k = 0; k < symbol.size; ++k) {
+        if (!in_field[k] && section.bytes[symbol.value + k] != (*library_bytes)[k]) {
+            ++differing;
+        }
+    }
+    if (differing != 0) {
+        return fail(ErrorCode::fingerprint_mismatch,
+                    unit.original.name() + ": " + symbol.name + ": " + std::to_string(differing) +
+                        " bytes outside relocations differ from the library's: the unit was "
+                        "not compiled with the package build's flags");
+    }
+    return {};
+}
+
+Result<void> Builder::describe_replacements() {
+    for (std::size_t u = 0; u < units_.size(); ++u) {
+        Unit& unit = units_[u];
+        for (std::size_t index : unit.changes.changed_functions) {
+            const Symbol& patched = unit.patched.symbols()[index];
+            if (is_cold_part(patched.name)) {
+                continue;  // entered only from its parent, which is replaced
+            }
+            std::size_t original_index = unit.changes.original_of.at(index);
+            const Symbol& original = unit.original.symbols()[original_index];
+            auto definition = definition_of(unit, original);
+            if (!definition) {
+                return tl::unexpected(definition.error());
+            }
+            if (definition->size != original.size) {
+                return fail(ErrorCode::fingerprint_mismatch,
+                            unit.original.name() + ": " + original.name + " is " +
+                                std::to_string(original.size) + " bytes, the library's " +
+                                std::to_string(definition->size) +
+                                ": the unit was not compiled with the package build's flags");
+            }
+            if (auto same = check_original_bytes(unit, original, *definition); !same) {
+                return tl::unexpected(same.error());
+            }
+            auto file_offset = library_->offset_of_address(definition->offset);
+            auto bytes = library_->bytes_at(*file_offset, definition->size);
+            if (!bytes) {
+                return tl::unexpected(bytes.error());
+            }
+            metadata_.functions.push_back(
+                ReplacedFunction{original.name, definition->offset, definition->size,
+                                 sha256_hex(*bytes), output_names_.at({u, index})});
+            report_.replaced.push_back(original.name + " (" + unit.file + ") at " +
+                                       hex(definition->offset) + ", " +
+                                       std::to_string(definition->size) + " bytes");
+        }
+        for (std::size_t index : unit.changes.new_functions) {
+            report_.added.push_back(unit.patched.symbols()[index].name + " (" + unit.file + ")");
+        }
+    }
+    return {};
+}
+
+std::vector<std::byte> Builder::write_object() {
+    ObjectWriter writer;
+    // Output section index and section symbol per (unit, patched section).
+    std::map<std::pair<std::size_t, std::size_t>, std::size_t> output_section;
+    std::map<std::pair<std::size_t, std::size_t>, std::size_t> section_symbol;
+    for (std::size_t u = 0; u < units_.size(); ++u) {
+        for (std::size_t index : units_[u].included_sections) {
+            const auto& section = units_[u].patched.sections()[index];
+            std::uint64_t entry_size = (section.flags & SHF_MERGE) != 0 ? section.alignment : 0;
+            output_section[{u, index}] = writer.add_section(
+                section.name, section.type, section.flags, section.alignment, entry_size,
+                std::vector<std::byte>(section.bytes.begin(), section.bytes.end()));
+        }
+    }
+    for (const auto& [key, index] : output_section) {
+        section_symbol[key] = writer.add_symbol("", STT_SECTION, STB_LOCAL, index, 0, 0);
+    }
+    for (const auto& [key, name] : output_names_) {
+        const Symbol& symbol = units_[key.first].patched.symbols()[key.second];
+        writer.add_symbol(name, symbol.type, STB_LOCAL,
+                          output_section.at({key.first, symbol.section}), symbol.value,
+                          symbol.size);
+    }
+    std::map<std::string, std::size_t> undefined;
+    for (const std::string& name : references_) {
+        undefined[name] = writer.add_symbol(name, STT_NOTYPE, STB_GLOBAL, 0, 0, 0);
+    }
+    std::vector<std::pair<std::size_t, std::size_t>> no_more_work;
+    for (const auto& [key, index] : output_section) {
+        for (const auto& relocation : units_[key.first].patched.relocations_for(key.second)) {
+            // Every destination was resolved once already in collect_sections.
+            Destination destination = *destination_of(key.first, relocation, no_more_work);
+            ObjectWriter::Relocation out{relocation.offset, relocation.type, 0, destination.addend};
+            out.symbol = destination.included
+                             ? section_symbol.at({destination.unit, destination.section})
+                             : undefined.at(destination.reference);
+            writer.add_relocation(index, out);
+        }
+    }
+    return writer.write();
+}
+
+Result<std::vector<std::byte>> Builder::run() {
+    if (auto opened = open_library(); !opened) {
+        return tl::unexpected(opened.error());
+    }
+    if (auto loaded = load_units(); !loaded) {
+        return tl::unexpected(loaded.error());
+    }
+    if (auto collected = collect_sections(); !collected) {
+        return tl::unexpected(collected.error());
+    }
+    // Name every function and object of the included sections once, unique
+    // across units (static functions of two files may share a name).
+    std::set<std::string> taken(references_.begin(), references_.end());
+    for (std::size_t u = 0; u < units_.size(); ++u) {
+        const auto& symbols = units_[u].patched.symbols();
+        for (std::size_t i = 1; i < symbols.size(); ++i) {
+            const Symbol& symbol = symbols[i];
+            if (symbol.name.empty() || symbol.section == SHN_UNDEF || symbol.is_absolute ||
+                (symbol.type != STT_FUNC && symbol.type != STT_OBJECT) ||
+                !units_[u].included_sections.contains(symbol.section)) {
+                continue;
+            }
+            std::string name = symbol.name;
+            for (int n = 1; taken.contains(name); ++n) {
+                name = symbol.name + ".patch" + std::to_string(n);
+            }
+            taken.insert(name);
+            output_names_[{u, i}] = name;
+        }
+    }
+    if (auto described = describe_replacements(); !described) {
+        return tl::unexpected(described.error());
+    }
+    std::vector<std::byte> object = write_object();
+    std::vector<std::byte> patch = write_patch(metadata_, object);
+    // Check our own output with the parser the injector uses.
+    if (auto parsed = parse_patch(patch, request_.patch_id); !parsed) {
+        return tl::unexpected(parsed.error());
+    }
+    return patch;
+}
+
+}  // namespace
+
+Result<std::vector<std::byte>> build_patch(const BuildRequest& request, BuildReport& report) {
+    if (!initialise_libelf()) {
+        return fail(ErrorCode::unsupported, "libelf: " + libelf_message());
+    }
+    Builder builder(request, report);
+    return builder.run();
+}
+
+}  // namespace suture

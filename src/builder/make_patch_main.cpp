@@ -1,0 +1,119 @@
+// suture-make-patch: the builder's last step. Given a source file compiled
+// before and after a fix (with the package build's flags plus
+// -ffunction-sections -fdata-sections), the archive's library and the
+// rebuild's debug symbols, writes the patch file. suture-build runs it;
+// it is also usable alone.
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "builder/PatchBuilder.h"
+#include "config.h"
+
+namespace {
+
+bool write_atomically(const std::string& path, const std::vector<std::byte>& bytes) {
+    std::string temporary = path + ".tmp";
+    int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    bool written = fd >= 0 &&
+                   ::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()) &&
+                   ::fsync(fd) == 0;
+    if (fd >= 0 && ::close(fd) != 0) {
+        written = false;
+    }
+    if (!written || ::rename(temporary.c_str(), path.c_str()) != 0) {
+        int saved = errno;
+        ::unlink(temporary.c_str());
+        errno = saved;
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{
+        "suture-make-patch: diff two compiles of the source files a fix touches, function by\n"
+        "function, and write a suture patch for one exact library build. Each --unit\n"
+        "ORIGINAL.o:PATCHED.o is one source file compiled without and with the fix, using\n"
+        "the package build's exact flags plus -ffunction-sections -fdata-sections.",
+        "suture-make-patch"};
+    app.footer(
+        "Exit status: 0 written, 1 error (message on stderr: the refused change, the\n"
+        "ambiguous symbol, the mismatching bytes), 2 usage error.\n"
+        "See docs/builder.md (how the diff works) and docs/patch-format.md.");
+    app.set_version_flag("--version", std::string("suture-make-patch ") + SUTURE_VERSION);
+    suture::BuildRequest request;
+    std::vector<std::string> units;
+    std::string output;
+    bool json = false;
+    app.add_option("--library", request.library,
+                   "The archive's library the patch is for (may be stripped)")
+        ->required()
+        ->check(CLI::ExistingFile);
+    app.add_option("--debug-symbols", request.debug_symbols,
+                   "Full symbol table of the same build (the rebuild's .debug file)")
+        ->required()
+        ->check(CLI::ExistingFile);
+    app.add_option("--unit", units, "ORIGINAL.o:PATCHED.o (repeatable)")->required();
+    app.add_option("--id", request.patch_id, "Patch id, e.g. CVE-2026-63076")->required();
+    app.add_option("--level", request.level, "Patch level (1..65535)")
+        ->check(CLI::Range(1, 65535));
+    app.add_option("--description", request.description, "One line for humans");
+    app.add_option("-o,--output", output, "Where to write the patch file")->required();
+    app.add_flag("--json", json, "Print the report as JSON");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& error) {
+        return app.exit(error) == 0 ? 0 : 2;
+    }
+    for (const std::string& unit : units) {
+        auto colon = unit.find(':');
+        if (colon == std::string::npos || colon == 0 || colon + 1 == unit.size()) {
+            std::cerr << "suture-make-patch: error: --unit " << unit
+                      << ": expected ORIGINAL.o:PATCHED.o\n";
+            return 2;
+        }
+        request.units.push_back({unit.substr(0, colon), unit.substr(colon + 1)});
+    }
+    suture::BuildReport report;
+    auto patch = suture::build_patch(request, report);
+    if (!patch) {
+        std::cerr << "suture-make-patch: error: " << patch.error().message << "\n";
+        return 1;
+    }
+    if (!write_atomically(output, *patch)) {
+        std::cerr << "suture-make-patch: error: " << output << ": " << std::strerror(errno) << "\n";
+        return 1;
+    }
+    if (json) {
+        nlohmann::json document = {{"output", output},
+                                   {"replaced", report.replaced},
+                                   {"added", report.added},
+                                   {"references", report.references},
+                                   {"imports", report.imports}};
+        std::cout << document.dump(2) << "\n";
+    } else {
+        std::cout << output << ": " << report.replaced.size() << " function(s) replaced\n";
+        for (const auto& line : report.replaced) {
+            std::cout << "  replaces " << line << "\n";
+        }
+        for (const auto& line : report.added) {
+            std::cout << "  adds     " << line << "\n";
+        }
+        for (const auto& line : report.references) {
+            std::cout << "  uses     " << line << "\n";
+        }
+        for (const auto& line : report.imports) {
+            std::cout << "  imports  " << line << "\n";
+        }
+    }
+    return 0;
+}
