@@ -1,0 +1,360 @@
+// The builder's differ and symbol resolution, on small objects and a small
+// shared library compiled here with gcc (the way a patchset is compiled:
+// -ffunction-sections -fdata-sections), so every case is a real compiler
+// output and not a hand-made ELF.
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include <catch2/catch.hpp>
+
+#include "base/Files.h"
+#include "builder/LibrarySymbols.h"
+#include "builder/ObjectDiff.h"
+#include "builder/PatchBuilder.h"
+#include "elf/ElfFile.h"
+#include "patch/PatchFile.h"
+
+using namespace suture;
+
+namespace {
+
+// A scratch directory with C sources, compiled on demand.
+class Workshop {
+  public:
+    Workshop() {
+        char path[] = "/tmp/suture-builder-test-XXXXXX";
+        REQUIRE(::mkdtemp(path) != nullptr);
+        directory_ = path;
+    }
+    Workshop(const Workshop&) = delete;
+    Workshop& operator=(const Workshop&) = delete;
+    ~Workshop() { run("rm -rf '" + directory_ + "'"); }
+
+    std::string path(const std::string& name) const { return directory_ + "/" + name; }
+
+    void write(const std::string& name, const std::string& text) const {
+        std::ofstream(path(name)) << text;
+    }
+
+    // Compiles SOURCE (a file name in the workshop, which becomes the
+    // object's STT_FILE name) to OBJECT.
+    std::string compile(const std::string& source, const std::string& object,
+                        const std::string& flags = "-O2") const {
+        run("cd '" + directory_ + "' && gcc -c -fPIC -fcf-protection -ffunction-sections "
+            "-fdata-sections " + flags + " -o '" + object + "' '" + source + "'");
+        return path(object);
+    }
+
+    std::string link(const std::string& library, const std::vector<std::string>& objects) const {
+        std::string command = "cd '" + directory_ + "' && gcc -shared -Wl,--build-id -o '" +
+                              library + "' -Wl,-soname," + library;
+        for (const std::string& object : objects) {
+            command += " '" + object + "'";
+        }
+        run(command);
+        return path(library);
+    }
+
+    static void run(const std::string& command) { REQUIRE(std::system(command.c_str()) == 0); }
+
+  private:
+    std::string directory_;
+};
+
+RelocatableObject parse_object(const std::string& path) {
+    auto text = read_file(path);
+    REQUIRE(text);
+    auto bytes = std::as_bytes(std::span(text->data(), text->size()));
+    auto object = RelocatableObject::parse(std::vector<std::byte>(bytes.begin(), bytes.end()), path);
+    REQUIRE(object);
+    return std::move(*object);
+}
+
+std::vector<std::string> names_of(const RelocatableObject& object,
+                                  const std::vector<std::size_t>& indices) {
+    std::vector<std::string> names;
+    for (std::size_t index : indices) {
+        names.push_back(object.symbols()[index].name);
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+// The offset of a symbol in an unstripped library, as `nm` would give it:
+// for a static, the one defined in the block of `file`.
+std::uint64_t library_offset(const std::string& library, const std::string& file,
+                             const std::string& name) {
+    auto fd = open_read_only(library);
+    REQUIRE(fd);
+    auto elf = ElfFile::open(*fd, library);
+    REQUIRE(elf);
+    auto table = elf->static_symbols();
+    REQUIRE(table);
+    bool in_file = file.empty();
+    for (const auto& symbol : *table) {
+        if (symbol.type == STT_FILE) {
+            in_file = file.empty() || symbol.name == file;
+            continue;
+        }
+        if (in_file && symbol.name == name && symbol.defined) {
+            return symbol.value;
+        }
+    }
+    FAIL("no symbol " << name << " in " << file);
+    return 0;
+}
+
+const char* const file_a = R"(
+#include <string.h>
+static const char *const greetings[] = { "hello", "hallo" };
+static const int weights[] = { 3, 1, 4, 1, 5, 9, 2, 6 };
+int counter_a = 0;
+__attribute__((noinline)) static int helper(int x) { counter_a++; return x * 3 + 1; }
+int api_a(int x) { return helper(x) + (int)strlen(x ? "bonjour" : "hello") + weights[x & 7]; }
+int api_a_unchanged(int x) { return helper(x + 1); }
+int api_a_greet(int x) { return (int)strlen(greetings[x & 1]); }
+)";
+
+const char* const file_b = R"(
+int counter_b = 0;
+__attribute__((noinline)) static int helper(int x) { counter_b += 2; return x * 5 - 7; }
+int api_b(int x) { return helper(x) * 2; }
+)";
+
+}  // namespace
+
+TEST_CASE("compiler numbering is normalized away, cold parts are recognised") {
+    CHECK(normalized_symbol_name("foo") == "foo");
+    CHECK(normalized_symbol_name("foo.isra.0") == "foo.isra");
+    CHECK(normalized_symbol_name("bar.constprop.0.isra.12") == "bar.constprop.isra");
+    CHECK(normalized_symbol_name("__func__.3") == "__func__");
+    CHECK(normalized_symbol_name("baz.part.0.cold") == "baz.part.cold");
+    CHECK(is_cold_part("baz.cold"));
+    CHECK(is_cold_part("baz.part.0.cold"));
+    CHECK_FALSE(is_cold_part("coldness"));
+}
+
+TEST_CASE("the differ finds exactly the changed and the new functions") {
+    Workshop workshop;
+    workshop.write("a.c", file_a);
+    auto original = parse_object(workshop.compile("a.c", "original.o"));
+
+    SECTION("an identical compile has no changes") {
+        auto again = parse_object(workshop.compile("a.c", "again.o"));
+        auto changes = diff_objects(original, again);
+        REQUIRE(changes);
+        CHECK(changes->changed_functions.empty());
+        CHECK(changes->new_functions.empty());
+    }
+    SECTION("a changed body changes that function only") {
+        std::string fixed = file_a;
+        fixed.replace(fixed.find("x * 3 + 1"), 9, "x * 3 + 2");
+        workshop.write("a.c", fixed);
+        auto patched = parse_object(workshop.compile("a.c", "patched.o"));
+        auto changes = diff_objects(original, patched);
+        REQUIRE(changes);
+        CHECK(names_of(patched, changes->changed_functions) == std::vector<std::string>{"helper"});
+    }
+    SECTION("a changed string literal changes the function that uses it") {
+        std::string fixed = file_a;
+        fixed.replace(fixed.find("\"bonjour\""), 9, "\"salut\"");
+        workshop.write("a.c", fixed);
+        auto patched = parse_object(workshop.compile("a.c", "patched.o"));
+        auto changes = diff_objects(original, patched);
+        REQUIRE(changes);
+        CHECK(names_of(patched, changes->changed_functions) == std::vector<std::string>{"api_a"});
+    }
+    SECTION("a changed constant table changes the function that reads it") {
+        std::string fixed = file_a;
+        fixed.replace(fixed.find("2, 6 }"), 6, "2, 7 }");
+        workshop.write("a.c", fixed);
+        auto patched = parse_object(workshop.compile("a.c", "patched.o"));
+        auto changes = diff_objects(original, patched);
+        REQUIRE(changes);
+        CHECK(names_of(patched, changes->changed_functions) == std::vector<std::string>{"api_a"});
+    }
+    SECTION("a changed table of pointers (relocated, so writable at load) is refused") {
+        std::string fixed = file_a;
+        fixed.replace(fixed.find("\"hallo\" }"), 9, "\"salut\" }");
+        workshop.write("a.c", fixed);
+        auto patched = parse_object(workshop.compile("a.c", "patched.o"));
+        auto changes = diff_objects(original, patched);
+        REQUIRE_FALSE(changes);
+        CHECK(changes.error().message.find("existing data greetings") != std::string::npos);
+    }
+    SECTION("a new function is new, and its caller changed") {
+        std::string fixed = file_a;
+        fixed.replace(fixed.find("int api_a_unchanged"), 0,
+                      "__attribute__((noinline)) static int clamp(int x) { return x < 0 ? 0 : x; }\n");
+        fixed.replace(fixed.find("return helper(x + 1);"), 21, "return helper(clamp(x));");
+        workshop.write("a.c", fixed);
+        auto patched = parse_object(workshop.compile("a.c", "patched.o"));
+        auto changes = diff_objects(original, patched);
+        REQUIRE(changes);
+        CHECK(names_of(patched, changes->changed_functions) ==
+              std::vector<std::string>{"api_a_unchanged"});
+        CHECK(names_of(patched, changes->new_functions) == std::vector<std::string>{"clamp"});
+    }
+    SECTION("a changed initial value of existing data is refused, naming it") {
+        std::string fixed = file_a;
+        fixed.replace(fixed.find("int counter_a = 0;"), 18, "int counter_a = 5;");
+        workshop.write("a.c", fixed);
+        auto patched = parse_object(workshop.compile("a.c", "patched.o"));
+        auto changes = diff_objects(original, patched);
+        REQUIRE_FALSE(changes);
+        CHECK(changes.error().message.find("counter_a") != std::string::npos);
+    }
+    SECTION("new writable data is refused") {
+        workshop.write("a.c", std::string(file_a) + "int fresh_state = 7;\n");
+        auto patched = parse_object(workshop.compile("a.c", "patched.o"));
+        auto changes = diff_objects(original, patched);
+        REQUIRE_FALSE(changes);
+        CHECK(changes.error().message.find("new writable variable fresh_state") !=
+              std::string::npos);
+    }
+    SECTION("thread-local data is refused when the object is read") {
+        workshop.write("a.c", std::string(file_a) + "__thread int per_thread;\n"
+                                                    "int touch(void) { return ++per_thread; }\n");
+        auto text = read_file(workshop.compile("a.c", "patched.o"));
+        REQUIRE(text);
+        auto bytes = std::as_bytes(std::span(text->data(), text->size()));
+        auto patched = RelocatableObject::parse(std::vector<std::byte>(bytes.begin(), bytes.end()),
+                                                "patched.o");
+        REQUIRE_FALSE(patched);
+        CHECK(patched.error().message.find("thread-local") != std::string::npos);
+    }
+}
+
+TEST_CASE("library symbols: statics with one name in two files are told apart by file") {
+    auto symbol = [](std::string name, unsigned char type, unsigned char binding,
+                     std::uint64_t value) {
+        ElfFile::Symbol s;
+        s.name = std::move(name);
+        s.type = type;
+        s.binding = binding;
+        s.value = value;
+        s.size = 16;
+        s.defined = true;
+        return s;
+    };
+    std::vector<ElfFile::Symbol> table = {
+        symbol("a.c", STT_FILE, STB_LOCAL, 0),   symbol("helper", STT_FUNC, STB_LOCAL, 0x100),
+        symbol("table", STT_OBJECT, STB_LOCAL, 0x900),
+        symbol("b.c", STT_FILE, STB_LOCAL, 0),   symbol("helper", STT_FUNC, STB_LOCAL, 0x200),
+        symbol("twin.c", STT_FILE, STB_LOCAL, 0), symbol("only", STT_FUNC, STB_LOCAL, 0x300),
+        symbol("twin.c", STT_FILE, STB_LOCAL, 0), symbol("only", STT_FUNC, STB_LOCAL, 0x400),
+        symbol("", STT_FILE, STB_LOCAL, 0),      symbol("hidden_api", STT_FUNC, STB_LOCAL, 0x500),
+        symbol("api", STT_FUNC, STB_GLOBAL, 0x600), symbol("twice", STT_FUNC, STB_GLOBAL, 0x700),
+        symbol("twice", STT_FUNC, STB_GLOBAL, 0x780),
+    };
+    LibrarySymbols library = LibrarySymbols::from_table(table, "libtest.so");
+
+    auto a = library.block_for("a.c", {"helper", "table"});
+    REQUIRE(a);
+    CHECK(library.local(**a, "helper")->offset == 0x100);
+    auto b = library.block_for("b.c", {"helper"});
+    REQUIRE(b);
+    CHECK(library.local(**b, "helper")->offset == 0x200);
+
+    SECTION("a block whose locals differ from the object's is a different build") {
+        auto wrong = library.block_for("a.c", {"helper"});
+        REQUIRE_FALSE(wrong);
+        CHECK(wrong.error().message.find("only in the library: table") != std::string::npos);
+    }
+    SECTION("two objects with the same file name and locals: ambiguous, never a guess") {
+        auto twin = library.block_for("twin.c", {"only"});
+        REQUIRE_FALSE(twin);
+        CHECK(twin.error().message.find("ambiguous") != std::string::npos);
+    }
+    SECTION("globals, including hidden ones the linker made local") {
+        CHECK(library.global("api")->value().offset == 0x600);
+        CHECK(library.global("hidden_api")->value().offset == 0x500);
+        CHECK_FALSE(library.global("missing")->has_value());
+        CHECK_FALSE(library.global("twice"));
+    }
+}
+
+TEST_CASE("a patch for a real library resolves the static of the right file") {
+    Workshop workshop;
+    workshop.write("a.c", file_a);
+    workshop.write("b.c", file_b);
+    std::string original_a = workshop.compile("a.c", "a.o");
+    std::string library = workshop.link("libtwo.so", {"a.o", workshop.compile("b.c", "b.o")});
+
+    std::string fixed = file_a;
+    fixed.replace(fixed.find("return helper(x) + "), 19, "return helper(x) - ");
+    fixed.replace(fixed.find("return (int)strlen(greetings"), 6, "return -");
+    workshop.write("a.c", fixed);
+    std::string patched_a = workshop.compile("a.c", "a-fixed.o");
+
+    BuildRequest request;
+    request.units = {{original_a, patched_a}};
+    request.library = library;
+    request.debug_symbols = library;  // unstripped: its own symbol table
+    request.patch_id = "test-fix";
+    request.description = "test";
+    BuildReport report;
+    auto patch = build_patch(request, report);
+    REQUIRE(patch);
+    auto parsed = parse_patch(*patch, "test-fix");
+    REQUIRE(parsed);
+    const PatchMetadata& metadata = parsed->metadata;
+
+    REQUIRE(metadata.functions.size() == 2);
+    CHECK(metadata.functions[0].symbol == "api_a");
+    CHECK(metadata.functions[0].offset == library_offset(library, "", "api_a"));
+    CHECK(metadata.functions[1].symbol == "api_a_greet");
+
+    std::map<std::string, std::uint64_t> references;
+    for (const auto& reference : metadata.target_references) {
+        references[reference.symbol] = reference.offset;
+    }
+    // helper exists in a.c and in b.c; the patch must call a.c's.
+    REQUIRE(references.contains("a.c:helper"));
+    CHECK(references["a.c:helper"] == library_offset(library, "a.c", "helper"));
+    CHECK(references["a.c:helper"] != library_offset(library, "b.c", "helper"));
+    // strlen comes from libc: through the library's own PLT entry.
+    CHECK(references.contains("plt:strlen"));
+    // A table of pointers is relocated at load time (RELRO): the library's own.
+    REQUIRE(references.contains("a.c:greetings"));
+    CHECK(references["a.c:greetings"] == library_offset(library, "a.c", "greetings"));
+    // Read-only constants travel with the code; the library's data does not.
+    CHECK_FALSE(references.contains("a.c:weights"));
+
+    SECTION("same inputs give the same bytes") {
+        BuildReport again_report;
+        auto again = build_patch(request, again_report);
+        REQUIRE(again);
+        CHECK(*again == *patch);
+    }
+    SECTION("an original compiled with other flags does not match the library") {
+        workshop.write("a.c", file_a);
+        request.units = {{workshop.compile("a.c", "a-O1.o", "-O1"), patched_a}};
+        BuildReport mismatch_report;
+        auto mismatch = build_patch(request, mismatch_report);
+        REQUIRE_FALSE(mismatch);
+        CHECK(mismatch.error().code == ErrorCode::fingerprint_mismatch);
+    }
+    SECTION("debug symbols of another build are refused") {
+        workshop.write("b.c", std::string(file_b) + "int extra(void) { return 1; }\n");
+        request.debug_symbols =
+            workshop.link("libother.so", {"a.o", workshop.compile("b.c", "b2.o")});
+        BuildReport other_report;
+        auto other = build_patch(request, other_report);
+        REQUIRE_FALSE(other);
+        CHECK(other.error().code == ErrorCode::build_id_mismatch);
+    }
+    SECTION("a fix that changes nothing is refused") {
+        request.units = {{original_a, original_a}};
+        BuildReport nothing_report;
+        auto nothing = build_patch(request, nothing_report);
+        REQUIRE_FALSE(nothing);
+        CHECK(nothing.error().message.find("changes no function") != std::string::npos);
+    }
+}
