@@ -220,43 +220,27 @@ std::size_t SymbolOwners::owner(std::size_t section, std::uint64_t offset) const
 
 std::size_t SymbolOwners::first_in(std::size_t section) const { return owner(section, 0); }
 
-RelocationTarget relocation_target(const RelocatableObject& object, const SymbolOwners& owners,
-                                   const Relocation& relocation) {
+namespace {
+
+// The target of a reference to "section + addend" (a section symbol, or an
+// assembler label such as .LC0 that the assembler kept because it points
+// into a mergeable section).
+RelocationTarget section_target(const RelocatableObject& object, const SymbolOwners& owners,
+                                std::size_t section_index, std::int64_t addend,
+                                std::uint32_t type) {
     RelocationTarget target;
-    const Symbol& symbol = object.symbols()[relocation.symbol];
-    if (symbol.type == STT_NOTYPE && symbol.binding == STB_LOCAL && symbol.section != SHN_UNDEF &&
-        !symbol.is_absolute && symbol.section < object.sections().size()) {
-        // An assembler label such as .LC0 (kept because it points into a
-        // mergeable section): the same as "section + offset".
-        RelocatableObject::Relocation as_section = relocation;
-        as_section.addend += static_cast<std::int64_t>(symbol.value);
-        for (std::size_t i = 1; i < object.symbols().size(); ++i) {
-            const Symbol& candidate = object.symbols()[i];
-            if (candidate.type == STT_SECTION && candidate.section == symbol.section) {
-                as_section.symbol = i;
-                return relocation_target(object, owners, as_section);
-            }
-        }
-    }
-    if (symbol.type != STT_SECTION) {
-        target.kind = RelocationTarget::Kind::named;
-        target.symbol = relocation.symbol;
-        target.addend = relocation.addend;
-        target.identity = normalized_symbol_name(symbol.name) + "+" + std::to_string(relocation.addend);
-        return target;
-    }
-    // A section symbol: find the named symbol the addend points into. A
-    // PC-relative reference's addend is -4 (or less) from the byte it means.
-    std::int64_t at = is_pc_relative(relocation.type) ? relocation.addend + 4 : relocation.addend;
-    std::size_t owner = at >= 0 ? owners.owner(symbol.section, static_cast<std::uint64_t>(at)) : 0;
+    // Find the named symbol the addend points into. A PC-relative
+    // reference's addend is -4 (or less) from the byte it means.
+    std::int64_t at = is_pc_relative(type) ? addend + 4 : addend;
+    std::size_t owner = at >= 0 ? owners.owner(section_index, static_cast<std::uint64_t>(at)) : 0;
     if (owner == 0 && at < 0) {
-        owner = owners.first_in(symbol.section);
+        owner = owners.first_in(section_index);
     }
     if (owner != 0) {
         const Symbol& named = object.symbols()[owner];
         target.kind = RelocationTarget::Kind::named;
         target.symbol = owner;
-        target.addend = relocation.addend - static_cast<std::int64_t>(named.value);
+        target.addend = addend - static_cast<std::int64_t>(named.value);
         target.identity = normalized_symbol_name(named.name) + "+" + std::to_string(target.addend);
         const Section& section = object.sections()[named.section];
         if (named.type == STT_OBJECT && !is_writable(section) && section.type != SHT_NOBITS &&
@@ -269,11 +253,32 @@ RelocationTarget relocation_target(const RelocatableObject& object, const Symbol
         }
         return target;
     }
-    const Section& section = object.sections()[symbol.section];
-    target.section = symbol.section;
+    const Section& section = object.sections()[section_index];
+    target.section = section_index;
+    target.addend = addend;
     target.kind = is_writable(section) ? RelocationTarget::Kind::anonymous
                                        : RelocationTarget::Kind::literal;
-    target.identity = literal_identity(section, relocation.addend, relocation.type);
+    target.identity = literal_identity(section, addend, type);
+    return target;
+}
+
+}  // namespace
+
+RelocationTarget relocation_target(const RelocatableObject& object, const SymbolOwners& owners,
+                                   const Relocation& relocation) {
+    const Symbol& symbol = object.symbols()[relocation.symbol];
+    bool is_label = symbol.type == STT_NOTYPE && symbol.binding == STB_LOCAL &&
+                    symbol.section != SHN_UNDEF && !symbol.is_absolute;
+    if ((symbol.type == STT_SECTION || is_label) && symbol.section < object.sections().size()) {
+        std::int64_t label_offset = is_label ? static_cast<std::int64_t>(symbol.value) : 0;
+        return section_target(object, owners, symbol.section, relocation.addend + label_offset,
+                              relocation.type);
+    }
+    RelocationTarget target;
+    target.kind = RelocationTarget::Kind::named;
+    target.symbol = relocation.symbol;
+    target.addend = relocation.addend;
+    target.identity = normalized_symbol_name(symbol.name) + "+" + std::to_string(relocation.addend);
     return target;
 }
 

@@ -52,7 +52,7 @@ struct RelocationTarget {
     };
     Kind kind = Kind::named;
     std::size_t symbol = 0;   // named: symbol index in the object
-    std::int64_t addend = 0;  // named: addend relative to the symbol
+    std::int64_t addend = 0;  // named: relative to the symbol; else to the section
     std::size_t section = 0;  // literal/anonymous: section index
     std::string identity;     // equal for the same target in both compiles
 };

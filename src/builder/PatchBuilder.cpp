@@ -284,7 +284,7 @@ Result<Destination> Builder::destination_of(
         return destination;
     };
     if (target.kind == RelocationTarget::Kind::literal) {
-        return include(target.section, relocation.addend);
+        return include(target.section, target.addend);
     }
     if (target.kind == RelocationTarget::Kind::anonymous) {
         return fail(ErrorCode::invalid_argument,

@@ -106,11 +106,12 @@ library() {
         ".processes[] | select(.pid == \$pid) | .libraries[] | select(.soname == \$soname) | .$4" <<<"$1"
 }
 
-# --- patch-target helpers (the injector tests) ---------------------------
-# start_target VAR [env NAME=VALUE...] -- ARGS...: starts patch-target with
-# ARGS, waits for "ready", sets VAR to its PID. Talk to it with `ask PID CMD`.
+# --- long-running targets that answer commands on stdin ------------------
+# start_program VAR [NAME=VALUE...] -- PROGRAM ARGS...: starts PROGRAM with
+# that environment, waits for its "ready" line, sets VAR to its PID. Talk to
+# it with `ask PID CMD`.
 declare -A target_fd target_out
-start_target() {
+start_program() {
     local start_var=$1 dir start_pid fd
     shift
     local environment=()
@@ -121,14 +122,28 @@ start_target() {
     [ "${1:-}" = "--" ] && shift
     dir=$(mktemp -d "$scratch/target-XXXXXX")
     mkfifo "$dir/in"
-    env "${environment[@]}" "$PATCH_TARGET" "$@" <"$dir/in" >"$dir/out" 2>&1 &
+    env "${environment[@]}" "$@" <"$dir/in" >"$dir/out" 2>&1 &
     start_pid=$!
     exec {fd}>"$dir/in"
     started_pids+=("$start_pid")
-    wait_for_line "$dir/out" "^ready " || { cat "$dir/out"; fail_check "patch-target $* did not start"; exit 1; }
+    wait_for_line "$dir/out" "^ready" || { cat "$dir/out"; fail_check "$* did not start"; exit 1; }
     target_fd[$start_pid]=$fd
     target_out[$start_pid]="$dir/out"
     printf -v "$start_var" '%s' "$start_pid"
+}
+
+# start_target VAR [NAME=VALUE...] -- ARGS...: start_program for
+# patch-target (the injector tests' demo program).
+start_target() {
+    local start_var=$1
+    shift
+    local environment=()
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+        environment+=("$1")
+        shift
+    done
+    [ "${1:-}" = "--" ] && shift
+    start_program "$start_var" "${environment[@]}" -- "$PATCH_TARGET" "$@"
 }
 
 # ask PID COMMAND: sends one command, prints the answer line (empty if the
