@@ -55,4 +55,32 @@ std::string to_hex(const unsigned char* data, std::size_t size) {
     return hex;
 }
 
+Result<void> write_file_atomically(const std::string& path, std::span<const std::byte> bytes,
+                                   mode_t mode) {
+    std::string temporary = path + ".tmp";
+    UniqueFD fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+    if (!fd.is_valid()) {
+        return fail_errno(temporary + ": create", errno);
+    }
+    std::size_t written = 0;
+    while (written < bytes.size()) {
+        ssize_t n = ::write(fd.get(), bytes.data() + written, bytes.size() - written);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            auto error = fail_errno(temporary + ": write", errno);
+            ::unlink(temporary.c_str());
+            return error;
+        }
+        written += static_cast<std::size_t>(n);
+    }
+    if (::fsync(fd.get()) != 0 || ::rename(temporary.c_str(), path.c_str()) != 0) {
+        auto error = fail_errno(path + ": write", errno);
+        ::unlink(temporary.c_str());
+        return error;
+    }
+    return {};
+}
+
 }  // namespace suture

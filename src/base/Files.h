@@ -1,6 +1,9 @@
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "base/Error.h"
@@ -20,5 +23,11 @@ std::string to_hex(const unsigned char* data, std::size_t size);
 
 // An address as "0x7f3a1c200000".
 std::string hex_address(std::uint64_t address);
+
+// Writes `bytes` to `path` through a temporary file in the same directory,
+// fsync and rename, so a reader never sees half a file and an interrupted
+// write leaves the old file in place.
+Result<void> write_file_atomically(const std::string& path, std::span<const std::byte> bytes,
+                                   mode_t mode = 0644);
 
 }  // namespace suture

@@ -136,23 +136,20 @@ std::vector<std::byte> ObjectWriter::write() const {
     symbol_header.sh_size = out.size() - symbol_header.sh_offset;
     headers.push_back(symbol_header);
 
-    Elf64_Shdr strings_header{};
-    strings_header.sh_name = section_names.add(".strtab");
-    strings_header.sh_type = SHT_STRTAB;
-    strings_header.sh_offset = out.size();
-    strings_header.sh_size = symbol_names.bytes.size();
-    strings_header.sh_addralign = 1;
-    out.insert(out.end(), symbol_names.bytes.begin(), symbol_names.bytes.end());
-    headers.push_back(strings_header);
-
-    Elf64_Shdr names_header{};
-    names_header.sh_name = section_names.add(".shstrtab");
-    names_header.sh_type = SHT_STRTAB;
-    names_header.sh_offset = out.size();
-    names_header.sh_size = section_names.bytes.size();
-    names_header.sh_addralign = 1;
-    out.insert(out.end(), section_names.bytes.begin(), section_names.bytes.end());
-    headers.push_back(names_header);
+    // The string tables go last; .shstrtab names itself, so its name is
+    // added before its bytes are copied.
+    auto add_string_table = [&](const std::string& name, const StringTable* table) {
+        Elf64_Shdr header{};
+        header.sh_name = section_names.add(name);
+        header.sh_type = SHT_STRTAB;
+        header.sh_offset = out.size();
+        header.sh_size = table->bytes.size();
+        header.sh_addralign = 1;
+        out.insert(out.end(), table->bytes.begin(), table->bytes.end());
+        headers.push_back(header);
+    };
+    add_string_table(".strtab", &symbol_names);
+    add_string_table(".shstrtab", &section_names);
 
     align(out, 8);
     Elf64_Ehdr elf{};

@@ -4,39 +4,14 @@
 // rebuild's debug symbols, writes the patch file. suture-build runs it;
 // it is also usable alone.
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cstring>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "base/Files.h"
 #include "builder/PatchBuilder.h"
 #include "config.h"
-
-namespace {
-
-bool write_atomically(const std::string& path, const std::vector<std::byte>& bytes) {
-    std::string temporary = path + ".tmp";
-    int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    bool written = fd >= 0 &&
-                   ::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()) &&
-                   ::fsync(fd) == 0;
-    if (fd >= 0 && ::close(fd) != 0) {
-        written = false;
-    }
-    if (!written || ::rename(temporary.c_str(), path.c_str()) != 0) {
-        int saved = errno;
-        ::unlink(temporary.c_str());
-        errno = saved;
-        return false;
-    }
-    return true;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
     CLI::App app{
@@ -89,8 +64,8 @@ int main(int argc, char** argv) {
         std::cerr << "suture-make-patch: error: " << patch.error().message << "\n";
         return 1;
     }
-    if (!write_atomically(output, *patch)) {
-        std::cerr << "suture-make-patch: error: " << output << ": " << std::strerror(errno) << "\n";
+    if (auto written = suture::write_file_atomically(output, *patch); !written) {
+        std::cerr << "suture-make-patch: error: " << written.error().message << "\n";
         return 1;
     }
     if (json) {

@@ -1,15 +1,12 @@
-// suture-pack: packs a compiled patch object into a suture patch file for one
-// exact library build. The patch builder (suture-build) will call the same
-// code; this tool is for tests and hand-made patches.
+// suture-pack: packs a hand-written, compiled patch object into a suture patch
+// file for one exact library build (the tests' demo patches). Patches made
+// from a distribution's source come from suture-build / suture-make-patch.
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cstring>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
 
+#include "base/Files.h"
 #include "builder/PatchPacker.h"
 #include "config.h"
 
@@ -60,14 +57,8 @@ int main(int argc, char** argv) {
         std::cerr << "suture-pack: error: " << patch.error().message << "\n";
         return 1;
     }
-    // Write to a temporary file and rename: a reader never sees half a patch.
-    std::string temporary = output + ".tmp";
-    int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 ||
-        ::write(fd, patch->data(), patch->size()) != static_cast<ssize_t>(patch->size()) ||
-        ::fsync(fd) != 0 || ::close(fd) != 0 || ::rename(temporary.c_str(), output.c_str()) != 0) {
-        std::cerr << "suture-pack: error: " << output << ": " << std::strerror(errno) << "\n";
-        ::unlink(temporary.c_str());
+    if (auto written = suture::write_file_atomically(output, *patch); !written) {
+        std::cerr << "suture-pack: error: " << written.error().message << "\n";
         return 1;
     }
     return 0;

@@ -135,15 +135,12 @@ start_program() {
 # start_target VAR [NAME=VALUE...] -- ARGS...: start_program for
 # patch-target (the injector tests' demo program).
 start_target() {
-    local start_var=$1
-    shift
-    local environment=()
-    while [ $# -gt 0 ] && [ "$1" != "--" ]; do
-        environment+=("$1")
-        shift
+    local before=() rest=("${@:2}")
+    while [ ${#rest[@]} -gt 0 ] && [ "${rest[0]}" != "--" ]; do
+        before+=("${rest[0]}")
+        rest=("${rest[@]:1}")
     done
-    [ "${1:-}" = "--" ] && shift
-    start_program "$start_var" "${environment[@]}" -- "$PATCH_TARGET" "$@"
+    start_program "$1" "${before[@]}" -- "$PATCH_TARGET" "${rest[@]:1}"
 }
 
 # ask PID COMMAND: sends one command, prints the answer line (empty if the
