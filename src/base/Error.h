@@ -27,6 +27,15 @@ enum class ErrorCode {
     target_died,           // the target exited or was killed during the operation
     conflict,              // memory the patch needs is not what it should be
     not_applied,           // revert: no such patch in the process
+    // Refusals of the feed client (docs/feed-format.md), each its own exit
+    // status in the CLI:
+    expired,        // metadata past its expiry (a frozen feed)
+    rollback,       // a version lower than one already trusted
+    bad_signature,  // fewer valid signatures than the role's threshold
+    hash_mismatch,  // a file's length or SHA-256 is not what signed metadata says
+    too_large,      // a download exceeded its size cap (endless data)
+    too_slow,       // a download fell below the minimum speed (slow retrieval)
+    unreachable,    // the server could not be reached or kept failing
 };
 
 // `message` reads subject first: "pid 1234: maps: Permission denied".

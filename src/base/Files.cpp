@@ -58,7 +58,8 @@ std::string to_hex(const unsigned char* data, std::size_t size) {
 Result<void> write_file_atomically(const std::string& path, std::span<const std::byte> bytes,
                                    mode_t mode) {
     std::string temporary = path + ".tmp";
-    UniqueFD fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+    ::unlink(temporary.c_str());  // a leftover must not lend us its mode
+    UniqueFD fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
     if (!fd.is_valid()) {
         return fail_errno(temporary + ": create", errno);
     }

@@ -21,6 +21,13 @@ enum ExitCode : int {
     exit_bad_patch = 11,            // the patch file is malformed or unsupported
     exit_conflict = 12,             // another patch or foreign bytes in the way
     exit_not_applied = 13,          // revert: the patch is not applied
+    exit_feed_expired = 14,         // feed: metadata expired (frozen feed)
+    exit_feed_rollback = 15,        // feed: older metadata than already trusted
+    exit_feed_bad_signature = 16,   // feed: signatures below the role's threshold
+    exit_feed_hash_mismatch = 17,   // feed: a file's length or hash differs from the signed one
+    exit_feed_too_large = 18,       // feed: a download exceeded its size cap
+    exit_feed_too_slow = 19,        // feed: a download was too slow
+    exit_feed_unreachable = 20,     // feed: no remote could be reached
 };
 
 // The exit status for an error of the injector or the patch parser.
@@ -47,6 +54,20 @@ inline int exit_code_for(ErrorCode code) {
             return exit_conflict;
         case ErrorCode::not_applied:
             return exit_not_applied;
+        case ErrorCode::expired:
+            return exit_feed_expired;
+        case ErrorCode::rollback:
+            return exit_feed_rollback;
+        case ErrorCode::bad_signature:
+            return exit_feed_bad_signature;
+        case ErrorCode::hash_mismatch:
+            return exit_feed_hash_mismatch;
+        case ErrorCode::too_large:
+            return exit_feed_too_large;
+        case ErrorCode::too_slow:
+            return exit_feed_too_slow;
+        case ErrorCode::unreachable:
+            return exit_feed_unreachable;
         case ErrorCode::io:
         case ErrorCode::invalid_argument:
             return exit_failure;

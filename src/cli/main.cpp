@@ -16,6 +16,7 @@
 #include "cli/StatusTable.h"
 #include "config.h"
 #include "engine/Engine.h"
+#include "engine/Feed.h"
 
 namespace {
 
@@ -33,8 +34,17 @@ constexpr const char* exit_code_help = R"(Exit status:
   7  another build of the library      11 bad or unsupported patch file
   8  function bytes differ from the    12 conflict: another patch or foreign bytes
      build the patch was made for      13 revert: the patch is not applied
+ feed refresh (the first failing remote's reason; the cache stays as it was):
+  14 metadata expired (frozen feed)    18 a download exceeded its size cap
+  15 rollback to older metadata        19 a download was too slow
+  16 signatures below the threshold    20 the remote could not be reached
+  17 length or hash differs from the signed metadata
 
 Files:
+  /etc/suture/remotes.d/*.conf ($SUTURE_CONFIG_DIR/remotes.d)
+      the feeds to refresh from (docs/operator-guide.md, "Feeds").
+  /var/cache/suture/feed ($SUTURE_FEED_CACHE)
+      verified feed metadata and patch files, one directory per remote.
   <datadir>/suture/distro-support/*/builds.json
       build ID -> package index, generated from Debian's archive by
       distro-support/generate-index; --distro-support overrides the directory.
@@ -161,6 +171,113 @@ int run_revert(InjectCommand& command, const EngineOptions& engine_options) {
     return exit_ok;
 }
 
+struct FeedCommand {
+    FeedOptions options;
+    bool json = false;
+};
+
+// The exit status for a feed error; `not_found_status` for a missing file
+// or configuration (exit_code_for would call it "no such process").
+int feed_exit_code(ErrorCode code, int not_found_status) {
+    if (code == ErrorCode::not_found) {
+        return not_found_status;
+    }
+    int status = exit_code_for(code);
+    return status == exit_bad_patch || status == exit_permission ? exit_failure : status;
+}
+
+int run_feed_refresh(const FeedCommand& command) {
+    FeedOptions options = resolve_feed_options(command.options);
+    bool show_progress = !command.json && ::isatty(STDERR_FILENO) && log::level() >= log::Level::warning;
+    auto refreshes = refresh_feeds(options, [&](std::uint64_t now, std::uint64_t total) {
+        if (show_progress) {
+            std::cerr << "\r  downloading: " << now << (total ? " / " + std::to_string(total) : "")
+                      << " bytes" << std::flush;
+        }
+    });
+    if (show_progress) {
+        std::cerr << "\r\033[K" << std::flush;
+    }
+    if (!refreshes) {
+        log::error(refreshes.error().message);
+        return exit_failure;
+    }
+    int status = exit_ok;
+    for (const RemoteRefresh& refresh : *refreshes) {
+        if (!refresh.result && status == exit_ok) {
+            // A file the feed must serve is missing: as good as unreachable.
+            status = feed_exit_code(refresh.result.error().code, exit_feed_unreachable);
+        }
+    }
+    if (command.json) {
+        std::cout << refresh_to_json(*refreshes).dump(2) << "\n";
+        return status;
+    }
+    for (const RemoteRefresh& refresh : *refreshes) {
+        if (!refresh.result) {
+            std::cout << "remote " << refresh.remote << ": refused ("
+                      << error_code_name(refresh.result.error().code)
+                      << "): " << refresh.result.error().message << "\n"
+                      << "  the cache of " << refresh.remote << " is unchanged\n";
+            continue;
+        }
+        const feed::RefreshReport& report = *refresh.result;
+        std::cout << "remote " << refresh.remote << ": " << (report.changed ? "updated" : "up to date")
+                  << " (root v" << report.root_version << ", timestamp v" << report.timestamp_version
+                  << ", snapshot v" << report.snapshot_version << ", targets v"
+                  << report.targets_version << "): " << report.targets << " patch file(s), "
+                  << report.downloaded << " downloaded, " << report.reused << " from the cache\n";
+    }
+    return status;
+}
+
+int run_feed_list(const FeedCommand& command) {
+    auto targets = list_feeds(resolve_feed_options(command.options));
+    if (!targets) {
+        log::error(targets.error().message);
+        return feed_exit_code(targets.error().code, exit_failure);
+    }
+    if (command.json) {
+        std::cout << cached_targets_to_json(*targets).dump(2) << "\n";
+        return exit_ok;
+    }
+    if (targets->empty()) {
+        std::cout << "No patchsets cached; run `suture feed refresh`.\n";
+        return exit_ok;
+    }
+    for (const feed::CachedTarget& cached : *targets) {
+        const auto& custom = cached.target.custom;
+        std::string cves;
+        if (custom.contains("cves") && custom["cves"].is_array()) {
+            for (const auto& cve : custom["cves"]) {
+                cves += (cves.empty() ? "" : ",") + cve.get<std::string>();
+            }
+        }
+        std::cout << custom.value("patch_id", cached.target.name) << " level "
+                  << custom.value("level", 0) << "  " << (cves.empty() ? "-" : cves) << "\n"
+                  << "  for      " << custom.value("distribution", std::string("?")) << " "
+                  << custom.value("package", std::string("?")) << " "
+                  << custom.value("version", std::string("?")) << ", "
+                  << custom.value("soname", std::string("?")) << " build "
+                  << custom.value("build_id", std::string("?")) << "\n"
+                  << "  from     remote " << cached.remote << ", channel "
+                  << custom.value("channel", std::string("stable")) << ", published "
+                  << custom.value("published", std::string("?")) << "\n"
+                  << "  state    "
+                  << (cached.usable ? "usable" : "held back: " + cached.held_back_because) << "\n"
+                  << "  file     " << cached.path << "\n";
+    }
+    return exit_ok;
+}
+
+void add_feed_options(CLI::App* command, FeedCommand& options) {
+    command->add_option("--config-dir", options.options.config_directory,
+                        "Directory with remotes.d/ (default $SUTURE_CONFIG_DIR or /etc/suture)");
+    command->add_option("--cache-dir", options.options.cache_directory,
+                        "Feed cache (default $SUTURE_FEED_CACHE, /var/cache/suture/feed as root)");
+    command->add_flag("--json", options.json, "Print a JSON document (docs/feed-format.md)");
+}
+
 void add_inject_options(CLI::App* command, InjectCommand& options) {
     command->add_option("--pid", options.pid, "The process")
         ->required()
@@ -235,6 +352,29 @@ int main(int argc, char** argv) {
     add_inject_options(revert, revert_command);
     revert->add_option("PATCH-ID", revert_command.patch_id, "Only this patch id (default: all)");
 
+    CLI::App* feed = app.add_subcommand(
+        "feed",
+        "The signed patch feed (TUF-style; docs/feed-format.md): refresh the patchsets of\n"
+        "every remote in remotes.d, or list what the cache holds.");
+    feed->require_subcommand(1);
+    FeedCommand feed_refresh_command;
+    CLI::App* feed_refresh = feed->add_subcommand(
+        "refresh",
+        "Download and verify every enabled remote, in TUF's order: the root chain (each new\n"
+        "root signed by the old and the new root keys), timestamp, snapshot, targets (each\n"
+        "signed by its role's threshold, unexpired, never older than what is trusted, with\n"
+        "the length and hash the previous role gives), then each patch file by length and\n"
+        "SHA-256 before anything reads it. Downloads are capped in size and speed. A remote\n"
+        "that fails keeps its previous cache untouched; cached patches stay usable offline.");
+    add_feed_options(feed_refresh, feed_refresh_command);
+    FeedCommand feed_list_command;
+    CLI::App* feed_list = feed->add_subcommand(
+        "list",
+        "List the verified patchsets in the cache (no network): patch id, level, CVEs, the\n"
+        "build they are for, and whether the remote's channel, level pin and delay let them\n"
+        "be used.");
+    add_feed_options(feed_list, feed_list_command);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& error) {
@@ -254,6 +394,12 @@ int main(int argc, char** argv) {
     }
     if (revert->parsed()) {
         return run_revert(revert_command, engine_options);
+    }
+    if (feed_refresh->parsed()) {
+        return run_feed_refresh(feed_refresh_command);
+    }
+    if (feed_list->parsed()) {
+        return run_feed_list(feed_list_command);
     }
     return exit_usage;
 }

@@ -131,6 +131,20 @@ std::string error_code_name(ErrorCode code) {
             return "conflict";
         case ErrorCode::not_applied:
             return "not_applied";
+        case ErrorCode::expired:
+            return "expired";
+        case ErrorCode::rollback:
+            return "rollback";
+        case ErrorCode::bad_signature:
+            return "bad_signature";
+        case ErrorCode::hash_mismatch:
+            return "hash_mismatch";
+        case ErrorCode::too_large:
+            return "too_large";
+        case ErrorCode::too_slow:
+            return "too_slow";
+        case ErrorCode::unreachable:
+            return "unreachable";
     }
     return "unknown";
 }

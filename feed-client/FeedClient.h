@@ -1,0 +1,63 @@
+#pragma once
+
+#include <cstdint>
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include "base/Error.h"
+#include "feed-client/Fetcher.h"
+#include "feed-client/Metadata.h"
+#include "feed-client/RemoteConfig.h"
+
+namespace suture::feed {
+
+// What one refresh of one remote did.
+struct RefreshReport {
+    std::string remote;
+    std::uint64_t root_version = 0;
+    std::uint64_t timestamp_version = 0;
+    std::uint64_t snapshot_version = 0;
+    std::uint64_t targets_version = 0;
+    std::size_t targets = 0;     // files the feed lists
+    std::size_t downloaded = 0;  // fetched this time
+    std::size_t reused = 0;      // unchanged, taken from the cache
+    bool changed = false;        // a new cache generation was written
+};
+
+// A patch file in the cache, verified, with the custom metadata of the feed.
+struct CachedTarget {
+    std::string remote;
+    Target target;
+    std::string path;  // the verified file in the cache
+    bool usable = true;               // passes channel, level pin and delay
+    std::string held_back_because;    // why not, if not
+};
+
+// The TUF client. Each remote's verified state lives in
+// CACHE/<remote>/current, a symlink to a generation directory holding the
+// four metadata files and targets/<name>. A refresh builds the next
+// generation beside it and switches the symlink only when everything
+// verified, so a failed or killed refresh leaves the cache as it was.
+class FeedClient {
+  public:
+    explicit FeedClient(std::string cache_directory) : cache_(std::move(cache_directory)) {}
+
+    // One remote, in TUF's order: the root chain (each new root signed by the
+    // old and the new root threshold), then timestamp, snapshot, targets
+    // (each signed, unexpired, no rollback, lengths and hashes as the
+    // previous role says), then the target files by length and SHA-256.
+    // `now` is the current time; `progress` reports target downloads.
+    Result<RefreshReport> refresh(const Remote& remote, std::time_t now,
+                                  const Progress& progress = {}) const;
+
+    // The cached, verified targets of one remote (no network). The cached
+    // metadata is verified again against the cached root. `now` decides the
+    // delay; expired metadata still lists (offline reapplication).
+    Result<std::vector<CachedTarget>> list(const Remote& remote, std::time_t now) const;
+
+  private:
+    std::string cache_;
+};
+
+}  // namespace suture::feed

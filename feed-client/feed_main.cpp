@@ -1,0 +1,196 @@
+// suture-feed: the publisher of a signed patch feed. Writes a static
+// repository (docs/feed-format.md) that any HTTP server can serve, with the
+// private keys in a separate directory; each command needs only the keys of
+// the roles it signs, so the root keys can stay offline.
+
+#include <ctime>
+#include <iostream>
+#include <map>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "base/Files.h"
+#include "config.h"
+#include "feed-client/Publisher.h"
+#include "patch/PatchFile.h"
+
+namespace {
+
+using namespace suture;
+using namespace suture::feed;
+
+// A patchset directory (patchsets/openssl/...) as a feed target: its built
+// patch file, named distribution/package/version/file, with the custom
+// metadata a host needs to choose it.
+Result<Publisher::NewTarget> target_from_patchset(const std::string& directory,
+                                                  const std::string& channel, std::time_t now) {
+    auto text = read_file(directory + "/patchset.json");
+    if (!text) {
+        return tl::unexpected(text.error());
+    }
+    nlohmann::json manifest = nlohmann::json::parse(*text, nullptr, false);
+    if (manifest.is_discarded() || !manifest.is_object()) {
+        return fail(ErrorCode::bad_format, directory + "/patchset.json: not JSON");
+    }
+    try {
+        std::string output = manifest.at("output").get<std::string>();
+        std::string file = directory + "/" + output;
+        auto patch = read_patch_file(file);  // publish only patches the injector accepts
+        if (!patch) {
+            return tl::unexpected(patch.error());
+        }
+        const PatchMetadata& metadata = patch->metadata;
+        if (metadata.target_build_id != manifest.at("library").at("build_id").get<std::string>()) {
+            return fail(ErrorCode::bad_format,
+                        file + ": built for " + metadata.target_build_id + ", patchset.json says " +
+                            manifest.at("library").at("build_id").get<std::string>());
+        }
+        std::string name = manifest.at("distribution").get<std::string>() + "/" +
+                           manifest.at("source_package").get<std::string>() + "/" +
+                           manifest.at("source_version").get<std::string>() + "/" + output;
+        nlohmann::json custom = {
+            {"distribution", manifest.at("distribution")},
+            {"package", manifest.at("library").at("package")},
+            {"version", manifest.at("source_version")},
+            {"soname", metadata.target_soname},
+            {"build_id", metadata.target_build_id},
+            {"patch_id", metadata.patch_id},
+            {"level", metadata.level},
+            {"cves", nlohmann::json::array({manifest.at("cve")})},
+            {"severity", manifest.value("severity", "")},
+            {"summary", manifest.value("summary", "")},
+            {"channel", channel},
+            {"published", format_utc(now)},
+        };
+        return Publisher::NewTarget{name, file, custom};
+    } catch (const nlohmann::json::exception& error) {
+        return fail(ErrorCode::bad_format, directory + "/patchset.json: " + error.what());
+    }
+}
+
+int report(const Result<void>& result) {
+    if (!result) {
+        std::cerr << "suture-feed: error: " << result.error().message << "\n";
+        return 1;
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"suture-feed: publish signed suture patchsets as a static TUF-style repository.",
+                 "suture-feed"};
+    app.footer(
+        "Roles: root (offline, threshold), targets (the patch list), snapshot and timestamp\n"
+        "(online, short expiry). Keys live in --keys, mode 0600, never in the repository.\n"
+        "A typical cycle: init once; add PATCHSET_DIR...; publish; timestamp from a timer.\n"
+        "Exit status: 0 done, 1 error (message on stderr), 2 usage error.\n"
+        "See docs/feed-format.md.");
+    app.set_version_flag("--version", std::string("suture-feed ") + SUTURE_VERSION);
+    app.require_subcommand(1);
+    std::string repository;
+    std::string keys;
+    std::vector<std::string> expiries;
+    app.add_option("--repo", repository, "The repository directory (what the server serves)")
+        ->required();
+    app.add_option("--keys", keys, "The private keys directory (kept apart from the repository)")
+        ->required();
+    app.add_option("--expires", expiries,
+                   "ROLE=SECONDS: lifetime of newly signed ROLE metadata (default root 1 year,\n"
+                   "targets 90 days, snapshot 7 days, timestamp 1 day; negative for tests)");
+
+    unsigned root_keys = 1;
+    unsigned root_threshold = 1;
+    CLI::App* init = app.add_subcommand("init", "Generate keys and version 1 of every role");
+    init->add_option("--root-keys", root_keys, "Number of root keys")->check(CLI::Range(1, 16));
+    init->add_option("--root-threshold", root_threshold, "Root signatures required")
+        ->check(CLI::Range(1, 16));
+
+    std::vector<std::string> patchsets;
+    std::string channel = "stable";
+    CLI::App* add = app.add_subcommand(
+        "add", "Add built patchsets (directories with patchset.json) and sign new targets");
+    add->add_option("PATCHSET_DIR", patchsets, "Patchset directories")->required()
+        ->check(CLI::ExistingDirectory);
+    add->add_option("--channel", channel, "stable or testing")
+        ->check(CLI::IsMember({"stable", "testing"}));
+
+    CLI::App* publish = app.add_subcommand(
+        "publish", "Sign a new snapshot of the latest targets and a new timestamp");
+
+    std::uint64_t forced_version = 0;
+    CLI::App* timestamp = app.add_subcommand("timestamp", "Re-sign the timestamp (freshness)");
+    timestamp->add_option("--version", forced_version,
+                          "Force this version (tests of rollback and fast-forward recovery)");
+
+    std::string role_text;
+    CLI::App* rotate = app.add_subcommand(
+        "rotate", "Replace a role's keys with a new key (needs the root keys); re-signs the role");
+    rotate->add_option("ROLE", role_text, "root, targets, snapshot or timestamp")
+        ->required()
+        ->check(CLI::IsMember({"root", "targets", "snapshot", "timestamp"}));
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& error) {
+        return app.exit(error) == 0 ? 0 : 2;
+    }
+    Lifetimes lifetimes;
+    for (const std::string& expiry : expiries) {
+        auto equals = expiry.find('=');
+        std::map<std::string, std::int64_t*> fields = {{"root", &lifetimes.root},
+                                                       {"targets", &lifetimes.targets},
+                                                       {"snapshot", &lifetimes.snapshot},
+                                                       {"timestamp", &lifetimes.timestamp}};
+        auto field = equals == std::string::npos ? fields.end() : fields.find(expiry.substr(0, equals));
+        if (field == fields.end()) {
+            std::cerr << "suture-feed: --expires " << expiry << ": expected ROLE=SECONDS\n";
+            return 2;
+        }
+        try {
+            *field->second = std::stoll(expiry.substr(equals + 1));
+        } catch (const std::exception&) {
+            std::cerr << "suture-feed: --expires " << expiry << ": not a number\n";
+            return 2;
+        }
+    }
+    std::time_t now = std::time(nullptr);
+    Publisher publisher(repository, keys, lifetimes, now);
+    if (init->parsed()) {
+        return report(publisher.init(root_keys, root_threshold));
+    }
+    if (add->parsed()) {
+        std::vector<Publisher::NewTarget> targets;
+        for (const std::string& directory : patchsets) {
+            auto target = target_from_patchset(directory, channel, now);
+            if (!target) {
+                return report(tl::unexpected(target.error()));
+            }
+            std::cout << "adding " << target->name << "\n";
+            targets.push_back(std::move(*target));
+        }
+        auto version = publisher.add_targets(targets);
+        if (!version) {
+            return report(tl::unexpected(version.error()));
+        }
+        std::cout << "signed targets version " << *version << " (run publish to make it visible)\n";
+        return 0;
+    }
+    if (publish->parsed()) {
+        return report(publisher.publish());
+    }
+    if (timestamp->parsed()) {
+        return report(publisher.timestamp(forced_version != 0 ? std::optional(forced_version)
+                                                              : std::nullopt));
+    }
+    if (rotate->parsed()) {
+        std::map<std::string, Role> roles = {{"root", Role::root},
+                                             {"targets", Role::targets},
+                                             {"snapshot", Role::snapshot},
+                                             {"timestamp", Role::timestamp}};
+        return report(publisher.rotate(roles.at(role_text)));
+    }
+    return 2;
+}
