@@ -1,0 +1,29 @@
+// libFuzzer target: the feed's metadata parser, which reads bytes from any
+// mirror before anything is trusted. Every input must end in a value or an
+// Error, never a crash, a hang or a sanitizer report.
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "feed-client/Metadata.h"
+
+using namespace suture::feed;
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    auto bytes = std::as_bytes(std::span(data, size));
+    auto envelope = parse_envelope(bytes, "fuzz");
+    if (!envelope) {
+        return 0;
+    }
+    // Interpret the signed part as every role (the client does so only after
+    // verifying signatures, but the parsers must be safe on any input).
+    auto root = parse_root(envelope->signed_part, "fuzz");
+    (void)parse_timestamp(envelope->signed_part, "fuzz");
+    (void)parse_snapshot(envelope->signed_part, "fuzz");
+    (void)parse_targets(envelope->signed_part, "fuzz");
+    if (root) {
+        (void)verify_signatures(*envelope, *root, Role::root, "fuzz");
+        (void)canonical_bytes(root_to_json(*root));
+    }
+    return 0;
+}

@@ -1,0 +1,171 @@
+// The feed's metadata and remote configuration: signing, thresholds,
+// canonical bytes and the strict interpretation of each role. The attacks
+// against a real server are in test/integration/feed-attacks.sh.
+
+#include <catch2/catch.hpp>
+
+#include "feed-client/Metadata.h"
+#include "feed-client/RemoteConfig.h"
+
+using namespace suture;
+using namespace suture::feed;
+using json = nlohmann::json;
+
+namespace {
+
+std::span<const std::byte> bytes_of(const std::string& text) {
+    return std::as_bytes(std::span(text.data(), text.size()));
+}
+
+// A root whose roles all use `keys` with `threshold`.
+Root root_with(const std::vector<const KeyPair*>& keys, std::uint32_t threshold) {
+    Root root;
+    root.version = 1;
+    root.expires = 2000000000;
+    RoleKeys role_keys;
+    role_keys.threshold = threshold;
+    for (const KeyPair* key : keys) {
+        root.keys.emplace(key->public_key().key_id(), key->public_key());
+        role_keys.key_ids.push_back(key->public_key().key_id());
+    }
+    for (Role role : {Role::root, Role::targets, Role::snapshot, Role::timestamp}) {
+        root.roles[role] = role_keys;
+    }
+    return root;
+}
+
+Timestamp some_timestamp() {
+    Timestamp timestamp;
+    timestamp.version = 7;
+    timestamp.expires = 2000000000;
+    timestamp.snapshot = FileInfo{3, 120, std::string(64, 'a')};
+    return timestamp;
+}
+
+}  // namespace
+
+TEST_CASE("canonical bytes: sorted keys, no whitespace, independent of input order") {
+    json a = json::parse(R"({"b": 1, "a": {"y": [1, 2], "x": "é"}})");
+    json b = json::parse(R"({"a":{"x":"é","y":[1,2]},"b":1})");
+    CHECK(canonical_bytes(a) == R"({"a":{"x":"é","y":[1,2]},"b":1})");
+    CHECK(canonical_bytes(a) == canonical_bytes(b));
+}
+
+TEST_CASE("a signed file verifies, and any change to its signed part breaks it") {
+    KeyPair key = KeyPair::generate();
+    Root root = root_with({&key}, 1);
+    std::string file = sign_envelope(timestamp_to_json(some_timestamp()), {&key});
+
+    auto envelope = parse_envelope(bytes_of(file), "timestamp.json");
+    REQUIRE(envelope);
+    CHECK(verify_signatures(*envelope, root, Role::timestamp, "timestamp.json"));
+    auto timestamp = parse_timestamp(envelope->signed_part, "timestamp.json");
+    REQUIRE(timestamp);
+    CHECK(timestamp->version == 7);
+    CHECK(timestamp->snapshot.version == 3);
+
+    std::string tampered = file;
+    tampered.replace(tampered.find("\"version\": 7"), 12, "\"version\": 8");
+    auto changed = parse_envelope(bytes_of(tampered), "timestamp.json");
+    REQUIRE(changed);
+    auto refused = verify_signatures(*changed, root, Role::timestamp, "timestamp.json");
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().code == ErrorCode::bad_signature);
+}
+
+TEST_CASE("thresholds count distinct keys of the role only") {
+    KeyPair first = KeyPair::generate();
+    KeyPair second = KeyPair::generate();
+    KeyPair stranger = KeyPair::generate();
+    Root root = root_with({&first, &second}, 2);
+    json signed_part = timestamp_to_json(some_timestamp());
+
+    auto verify = [&](const std::vector<const KeyPair*>& signers) {
+        auto envelope = parse_envelope(bytes_of(sign_envelope(signed_part, signers)), "t");
+        REQUIRE(envelope);
+        return bool(verify_signatures(*envelope, root, Role::timestamp, "t"));
+    };
+    CHECK(verify({&first, &second}));
+    CHECK_FALSE(verify({&first}));
+    CHECK_FALSE(verify({&first, &first}));  // one key twice counts once
+    CHECK_FALSE(verify({&first, &stranger}));  // a key the root does not list
+    CHECK(verify({&stranger, &second, &first}));
+}
+
+TEST_CASE("roles are interpreted strictly") {
+    KeyPair key = KeyPair::generate();
+    json root = root_to_json(root_with({&key}, 1));
+    REQUIRE(parse_root(root, "root.json"));
+
+    SECTION("the wrong _type") {
+        root["_type"] = "targets";
+        CHECK_FALSE(parse_root(root, "root.json"));
+    }
+    SECTION("a key whose ID is not its hash") {
+        json keys = root["keys"];
+        json entry = keys.begin().value();
+        root["keys"] = {{std::string(64, 'b'), entry}};
+        CHECK_FALSE(parse_root(root, "root.json"));
+    }
+    SECTION("a threshold above the number of keys") {
+        root["roles"]["timestamp"]["threshold"] = 2;
+        CHECK_FALSE(parse_root(root, "root.json"));
+    }
+    SECTION("a version of 0 or a bad expiry") {
+        root["version"] = 0;
+        CHECK_FALSE(parse_root(root, "root.json"));
+        root["version"] = 1;
+        root["expires"] = "tomorrow";
+        CHECK_FALSE(parse_root(root, "root.json"));
+    }
+    SECTION("target names that would escape the cache") {
+        Targets targets;
+        targets.version = 1;
+        targets.expires = 2000000000;
+        for (std::string name : {"../evil", "/etc/passwd", "a/../../b"}) {
+            targets.targets = {Target{name, 10, std::string(64, 'c'), json::object()}};
+            auto parsed = parse_targets(targets_to_json(targets), "targets.json");
+            REQUIRE_FALSE(parsed);
+            CHECK(parsed.error().message.find("bad target name") != std::string::npos);
+        }
+    }
+}
+
+TEST_CASE("the envelope parser refuses hostile shapes before interpreting anything") {
+    CHECK_FALSE(parse_envelope(bytes_of("not json"), "x"));
+    CHECK_FALSE(parse_envelope(bytes_of(R"({"signed":{}})"), "x"));
+    CHECK_FALSE(parse_envelope(bytes_of(R"({"signed":{"a":1.5},"signatures":[]})"), "x"));
+    CHECK_FALSE(parse_envelope(bytes_of(R"({"signed":{},"signatures":[{"keyid":1}]})"), "x"));
+    std::string deep = std::string(100, '[') + std::string(100, ']');
+    auto nested = parse_envelope(bytes_of(R"({"signed":{"a":)" + deep + R"(},"signatures":[]})"), "x");
+    REQUIRE_FALSE(nested);
+    CHECK(nested.error().message.find("nested") != std::string::npos);
+}
+
+TEST_CASE("UTC times round-trip and only the one format is accepted") {
+    CHECK(parse_utc("2026-11-23T12:00:00Z") == std::optional<std::time_t>(1795435200));
+    CHECK(format_utc(1795435200) == "2026-11-23T12:00:00Z");
+    CHECK_FALSE(parse_utc("2026-11-23 12:00:00"));
+    CHECK_FALSE(parse_utc("2026-11-23T12:00:00+01:00"));
+}
+
+TEST_CASE("remotes.d files") {
+    auto remote = parse_remote("# a comment\n[remote]\nurl=https://feed.example/debian-12\n"
+                               "root=/etc/suture/roots/vendor.json\nchannel=testing\n"
+                               "delay_hours=24\n",
+                               "/etc/suture/remotes.d/vendor.conf");
+    REQUIRE(remote);
+    CHECK(remote->name == "vendor");
+    CHECK(remote->url == "https://feed.example/debian-12/");
+    CHECK(remote->channel == "testing");
+    CHECK(remote->delay_hours == 24);
+
+    auto no_root = parse_remote("[remote]\nurl=http://x/\n", "a.conf");
+    REQUIRE_FALSE(no_root);
+    CHECK(no_root.error().message.find("root=") != std::string::npos);
+    auto bad_scheme = parse_remote("[remote]\nurl=ftp://x/\nroot=/r\n", "a.conf");
+    REQUIRE_FALSE(bad_scheme);
+    auto unknown_key = parse_remote("[remote]\nurl=http://x/\nroot=/r\ncolour=blue\n", "a.conf");
+    REQUIRE_FALSE(unknown_key);
+    CHECK(unknown_key.error().message.find("a.conf:4") != std::string::npos);
+}
