@@ -1,5 +1,6 @@
 #include "builder/PatchBuilder.h"
 
+#include <deque>
 #include <map>
 #include <set>
 
@@ -114,7 +115,9 @@ class Builder {
     std::optional<ElfFile> library_;
     std::optional<LibrarySymbols> symbols_;
     std::map<std::string, std::uint64_t> plt_;
-    std::vector<Unit> units_;
+    // A deque: a Unit's SymbolOwners refer to its own objects, so units
+    // must never move once added.
+    std::deque<Unit> units_;
     PatchMetadata metadata_;
     // Undefined symbols of the output: reference name -> kept in
     // metadata_.target_references or metadata_.imports.

@@ -350,6 +350,26 @@ TEST_CASE("a patch for a real library resolves the static of the right file") {
         REQUIRE_FALSE(other);
         CHECK(other.error().code == ErrorCode::build_id_mismatch);
     }
+    SECTION("a fix across two files: each unit resolves its own statics") {
+        std::string fixed_b = file_b;
+        fixed_b.replace(fixed_b.find("helper(x) * 2"), 13, "helper(x) * 4");
+        workshop.write("b.c", file_b);
+        std::string original_b = workshop.compile("b.c", "b-original.o");
+        workshop.write("b.c", fixed_b);
+        request.units.push_back({original_b, workshop.compile("b.c", "b-fixed.o")});
+        BuildReport both_report;
+        auto both = build_patch(request, both_report);
+        REQUIRE(both);
+        auto both_parsed = parse_patch(*both, "test-fix");
+        REQUIRE(both_parsed);
+        std::map<std::string, std::uint64_t> both_references;
+        for (const auto& reference : both_parsed->metadata.target_references) {
+            both_references[reference.symbol] = reference.offset;
+        }
+        CHECK(both_parsed->metadata.functions.size() == 3);
+        CHECK(both_references["a.c:helper"] == library_offset(library, "a.c", "helper"));
+        CHECK(both_references["b.c:helper"] == library_offset(library, "b.c", "helper"));
+    }
     SECTION("a fix that changes nothing is refused") {
         request.units = {{original_a, original_a}};
         BuildReport nothing_report;
