@@ -1,0 +1,96 @@
+#pragma once
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/Error.h"
+
+namespace suture {
+
+// A process as the state database knows it: the PID together with the
+// process's start time (from /proc/PID/stat), so a reused PID is never
+// mistaken for the process that was patched.
+struct ProcessIdentity {
+    int pid = 0;
+    std::uint64_t start_time = 0;  // clock ticks since boot
+    bool operator==(const ProcessIdentity&) const = default;
+};
+
+// One patch applied to one process, as recorded.
+struct Application {
+    std::int64_t id = 0;
+    ProcessIdentity process;
+    std::string executable;
+    std::string build_id;
+    std::string patch_id;
+    std::uint32_t level = 0;
+    std::int64_t applied_at = 0;  // Unix seconds
+    std::string state;            // "active", "reverted", "exited"
+};
+
+// One line of the audit log: every action with its outcome and reason.
+struct HistoryEntry {
+    std::int64_t id = 0;
+    std::int64_t at = 0;  // Unix seconds
+    std::string action;   // "apply", "revert", "adopt", "close", "refresh", "update", "settings"
+    ProcessIdentity process;
+    std::string patch_id;
+    std::uint32_t level = 0;
+    std::string outcome;  // "ok", "failed", "skipped"
+    std::string reason;   // error code name, or why skipped
+    std::string message;
+};
+
+// suture's state (docs/state.md): intent and history in SQLite. The
+// in-target markers are the truth about memory; this is the truth about
+// what suture meant to do and did.
+//
+// The file is created with mode 0600, used in WAL mode with synchronous=FULL
+// (a `kill -9` at any point leaves either the old or the new state), and its
+// schema is migrated step by step on open (schema versions are listed in
+// StateDatabase.cpp; old databases are kept as test fixtures).
+class StateDatabase {
+  public:
+    static Result<StateDatabase> open(const std::string& path);
+
+    StateDatabase(StateDatabase&&) noexcept = default;
+    StateDatabase& operator=(StateDatabase&&) noexcept = default;
+
+    static constexpr int latest_schema_version = 2;
+    Result<int> schema_version();
+
+    // Applications.
+    Result<std::int64_t> record_application(const Application& application);
+    Result<std::vector<Application>> applications(const std::string& state = "active");
+    Result<void> set_application_state(std::int64_t id, const std::string& state);
+
+    // History.
+    Result<void> log(const HistoryEntry& entry);
+    Result<std::vector<HistoryEntry>> history(std::size_t limit = 100);
+
+    // Settings: "enabled", "channel", … (key/value text).
+    Result<std::optional<std::string>> setting(const std::string& key);
+    Result<void> set_setting(const std::string& key, const std::string& value);
+
+    // Exclusions: executable paths or systemd units suture must not touch.
+    Result<void> add_exclusion(const std::string& kind, const std::string& value);
+    Result<std::vector<std::pair<std::string, std::string>>> exclusions();
+
+  private:
+    struct Close {
+        void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+    };
+    explicit StateDatabase(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+    Result<void> execute(const std::string& sql);
+    Result<void> migrate();
+
+    std::unique_ptr<sqlite3, Close> db_;
+    std::string path_;
+};
+
+}  // namespace suture
