@@ -28,6 +28,7 @@ enum ExitCode : int {
     exit_feed_too_large = 18,       // feed: a download exceeded its size cap
     exit_feed_too_slow = 19,        // feed: a download was too slow
     exit_feed_unreachable = 20,     // feed: no remote could be reached
+    exit_update_failures = 21,      // update: some processes could not be patched
 };
 
 // The exit status for an error of the injector or the patch parser.

@@ -17,6 +17,8 @@
 #include "config.h"
 #include "engine/Engine.h"
 #include "engine/Feed.h"
+#include "engine/Update.h"
+#include "state/StateDatabase.h"
 
 namespace {
 
@@ -39,6 +41,9 @@ constexpr const char* exit_code_help = R"(Exit status:
   15 rollback to older metadata        19 a download was too slow
   16 signatures below the threshold    20 the remote could not be reached
   17 length or hash differs from the signed metadata
+ update:
+  0  every matching process is patched (or there was nothing to do)
+  21 some processes could not be patched (each is listed with its reason)
 
 Files:
   /etc/suture/remotes.d/*.conf ($SUTURE_CONFIG_DIR/remotes.d)
@@ -278,6 +283,77 @@ void add_feed_options(CLI::App* command, FeedCommand& options) {
     command->add_flag("--json", options.json, "Print a JSON document (docs/feed-format.md)");
 }
 
+struct UpdateCommand {
+    UpdateOptions options;
+    bool offline = false;
+    bool json = false;
+};
+
+int run_update_command(UpdateCommand& command, const EngineOptions& engine_options) {
+    auto engine = Engine::open(engine_options);
+    if (!engine) {
+        log::error(engine.error().message);
+        return exit_failure;
+    }
+    command.options.refresh = !command.offline;
+    bool show_progress = !command.json && ::isatty(STDERR_FILENO);
+    auto report = run_update(*engine, command.options, [&](std::size_t done, std::size_t total) {
+        if (show_progress) {
+            std::cerr << "\r  " << done << " / " << total << " processes" << std::flush;
+        }
+    });
+    if (show_progress) {
+        std::cerr << "\r\033[K" << std::flush;
+    }
+    if (!report) {
+        log::error(report.error().message);
+        return exit_failure;
+    }
+    bool failures = false;
+    for (const UpdateAction& action : report->actions) {
+        failures = failures || action.outcome == "failed";
+    }
+    if (command.json) {
+        std::cout << update_to_json(*report).dump(2) << "\n";
+        return failures ? exit_update_failures : exit_ok;
+    }
+    if (!report->enabled) {
+        std::cout << "suture is disabled (suture enable turns it on again); nothing done\n";
+        return exit_ok;
+    }
+    for (const RemoteRefresh& refresh : report->refreshes) {
+        if (!refresh.result) {
+            std::cout << "feed " << refresh.remote << ": not refreshed ("
+                      << error_code_name(refresh.result.error().code)
+                      << "); using the cached patchsets\n";
+        }
+    }
+    for (const std::string& problem : report->problems) {
+        log::warning("skipped a cached patch file: " + problem);
+    }
+    for (const UpdateAction& action : report->actions) {
+        std::cout << "pid " << action.process.pid << " (" << action.comm << "): " << action.patch_id
+                  << " level " << action.level << ": " << action.outcome;
+        if (!action.message.empty()) {
+            std::cout << " (" << (action.reason.empty() ? "" : action.reason + ": ")
+                      << action.message << ")";
+        }
+        std::cout << "\n";
+    }
+    std::size_t applied = 0;
+    for (const UpdateAction& action : report->actions) {
+        applied += action.outcome == "applied" ? 1 : 0;
+    }
+    std::cout << report->patchsets << " usable patchset(s); " << report->processes_matching
+              << " of " << report->processes_examined << " processes run a build they fix; "
+              << applied << " patch(es) applied now";
+    if (report->closed > 0) {
+        std::cout << "; " << report->closed << " record(s) of exited processes closed";
+    }
+    std::cout << (failures ? "; some failed (exit 21)" : "") << "\n";
+    return failures ? exit_update_failures : exit_ok;
+}
+
 void add_inject_options(CLI::App* command, InjectCommand& options) {
     command->add_option("--pid", options.pid, "The process")
         ->required()
@@ -375,6 +451,23 @@ int main(int argc, char** argv) {
         "be used.");
     add_feed_options(feed_list, feed_list_command);
 
+    UpdateCommand update_command;
+    CLI::App* update = app.add_subcommand(
+        "update",
+        "The automatic cycle: refresh the feeds (if reachable; the verified cache is used\n"
+        "either way), scan every process, apply each usable patchset to every process that\n"
+        "maps the exact build it is for (the highest level of each patch id; already active\n"
+        "patches are left alone), record it all in the state database, and close the records\n"
+        "of processes that exited. Running it again does nothing new.");
+    update->add_flag("--offline", update_command.offline,
+                     "Do not refresh the feeds; apply from the cache (the boot case)");
+    update->add_flag("--json", update_command.json, "Print a JSON document");
+    update->add_option("--state", update_command.options.state_database,
+                       "State database (default $SUTURE_STATE_DB or /var/lib/suture/state.db)");
+    update->add_option("--config-dir", update_command.options.feed.config_directory,
+                       "Directory with remotes.d/");
+    update->add_option("--cache-dir", update_command.options.feed.cache_directory, "Feed cache");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& error) {
@@ -394,6 +487,9 @@ int main(int argc, char** argv) {
     }
     if (revert->parsed()) {
         return run_revert(revert_command, engine_options);
+    }
+    if (update->parsed()) {
+        return run_update_command(update_command, engine_options);
     }
     if (feed_refresh->parsed()) {
         return run_feed_refresh(feed_refresh_command);

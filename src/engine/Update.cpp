@@ -1,0 +1,257 @@
+#include "engine/Update.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <ctime>
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "state/StateDatabase.h"
+
+namespace suture {
+
+namespace {
+
+// A patch file from the cache, parsed (verified by the feed client).
+struct Candidate {
+    feed::CachedTarget cached;
+    PatchFile patch;
+};
+
+std::string executable_of(int pid) {
+    char path[4096];
+    ssize_t length = ::readlink(("/proc/" + std::to_string(pid) + "/exe").c_str(), path,
+                                sizeof path - 1);
+    return length > 0 ? std::string(path, static_cast<std::size_t>(length)) : "";
+}
+
+// Per build ID and patch id, the highest usable level.
+Result<std::map<std::string, std::vector<Candidate>>> usable_patches(
+    const std::vector<feed::CachedTarget>& cached, std::vector<std::string>& problems) {
+    std::map<std::string, std::map<std::string, Candidate>> best;
+    for (const feed::CachedTarget& target : cached) {
+        if (!target.usable) {
+            continue;
+        }
+        auto patch = read_patch_file(target.path);
+        if (!patch) {
+            problems.push_back(patch.error().message);
+            continue;
+        }
+        // Copies: the patch is moved into the map below.
+        std::string patch_id = patch->metadata.patch_id;
+        std::uint32_t level = patch->metadata.level;
+        auto& slot = best[patch->metadata.target_build_id];
+        auto existing = slot.find(patch_id);
+        if (existing == slot.end() || existing->second.patch.metadata.level < level) {
+            slot.erase(patch_id);
+            slot.emplace(patch_id, Candidate{target, std::move(*patch)});
+        }
+    }
+    std::map<std::string, std::vector<Candidate>> by_build;
+    for (auto& [build_id, patches] : best) {
+        for (auto& [patch_id, candidate] : patches) {
+            by_build[build_id].push_back(std::move(candidate));
+        }
+    }
+    return by_build;
+}
+
+}  // namespace
+
+std::string resolve_state_database(const std::string& path) {
+    if (!path.empty()) {
+        return path;
+    }
+    const char* environment = std::getenv("SUTURE_STATE_DB");
+    return environment != nullptr && *environment != '\0' ? environment
+                                                          : "/var/lib/suture/state.db";
+}
+
+Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
+                                const UpdateProgress& progress) {
+    auto database = StateDatabase::open(resolve_state_database(options.state_database));
+    if (!database) {
+        return tl::unexpected(database.error());
+    }
+    UpdateReport report;
+    auto enabled = database->setting("enabled");
+    if (enabled && enabled->has_value() && **enabled == "false") {
+        report.enabled = false;
+        (void)database->log({0, 0, "update", {}, "", 0, "skipped", "disabled", "suture is disabled"});
+        return report;
+    }
+    FeedOptions feed_options = resolve_feed_options(options.feed);
+    if (options.refresh) {
+        auto refreshes = refresh_feeds(feed_options);
+        if (!refreshes) {
+            return tl::unexpected(refreshes.error());
+        }
+        report.refreshes = std::move(*refreshes);
+        for (const RemoteRefresh& refresh : report.refreshes) {
+            (void)database->log({0, 0, "refresh", {}, "", 0, refresh.result ? "ok" : "failed",
+                                 refresh.result ? "" : error_code_name(refresh.result.error().code),
+                                 refresh.result ? "remote " + refresh.remote
+                                                : refresh.result.error().message});
+        }
+    }
+    auto cached = list_feeds(feed_options);
+    if (!cached) {
+        return tl::unexpected(cached.error());
+    }
+    auto candidates = usable_patches(*cached, report.problems);
+    if (!candidates) {
+        return tl::unexpected(candidates.error());
+    }
+    for (const auto& [build_id, patches] : *candidates) {
+        report.patchsets += patches.size();
+    }
+    std::set<std::string> excluded_executables;
+    if (auto exclusions = database->exclusions()) {
+        for (const auto& [kind, value] : *exclusions) {
+            if (kind == "executable") {
+                excluded_executables.insert(value);
+            }
+        }
+    }
+
+    StatusReport status = engine.status();
+    report.processes_examined = status.scan.processes_examined;
+    std::set<std::pair<int, std::uint64_t>> alive;
+    struct Work {
+        const ProcessReport* process;
+        const Candidate* candidate;
+    };
+    std::vector<Work> work;
+    for (const ProcessReport& process : status.scan.processes) {
+        alive.insert({process.info.pid, process.info.start_time});
+        bool matching = false;
+        for (const MappedLibrary& library : process.libraries) {
+            auto found = candidates->find(library.build_id);
+            if (found == candidates->end()) {
+                continue;
+            }
+            matching = true;
+            for (const Candidate& candidate : found->second) {
+                work.push_back({&process, &candidate});
+            }
+        }
+        report.processes_matching += matching ? 1 : 0;
+    }
+
+    auto recorded = database->applications("active");
+    std::set<std::tuple<int, std::uint64_t, std::string, std::uint32_t>> known;
+    if (recorded) {
+        for (const Application& application : *recorded) {
+            known.insert({application.process.pid, application.process.start_time,
+                          application.patch_id, application.level});
+        }
+    }
+    std::size_t done = 0;
+    for (const Work& item : work) {
+        const ProcessInfo& info = item.process->info;
+        const PatchMetadata& metadata = item.candidate->patch.metadata;
+        UpdateAction action{{info.pid, info.start_time}, info.comm, metadata.patch_id,
+                            metadata.level, "", "", ""};
+        std::string executable = executable_of(info.pid);
+        const AppliedPatch* present = nullptr;
+        if (auto found = status.patches.find(info.pid); found != status.patches.end()) {
+            for (const AppliedPatch& applied : found->second) {
+                if (applied.marker.patch_id == metadata.patch_id &&
+                    applied.state == PatchState::active && applied.marker.level >= metadata.level) {
+                    present = &applied;
+                }
+            }
+        }
+        if (info.pid == ::getpid()) {
+            action.outcome = "excluded";
+            action.message = "suture never patches itself";
+        } else if (excluded_executables.contains(executable)) {
+            action.outcome = "excluded";
+            action.message = executable + " is excluded";
+        } else if (present != nullptr) {
+            bool in_database = known.contains(
+                {info.pid, info.start_time, metadata.patch_id, present->marker.level});
+            action.outcome = in_database ? "already" : "adopted";
+            action.level = present->marker.level;
+            if (!in_database) {
+                // In memory but not in the database (a lost database, or an
+                // apply by hand): adopt it, so intent matches memory.
+                (void)database->record_application({0, action.process, executable,
+                                                    metadata.target_build_id, metadata.patch_id,
+                                                    present->marker.level, 0, "active"});
+                (void)database->log({0, 0, "adopt", action.process, metadata.patch_id,
+                                     present->marker.level, "ok", "", "found active in memory"});
+            }
+        } else {
+            auto applied = engine.apply(info.pid, item.candidate->patch, options.inject);
+            if (applied) {
+                action.outcome = "applied";
+                (void)database->record_application({0, action.process, executable,
+                                                    metadata.target_build_id, metadata.patch_id,
+                                                    metadata.level, 0, "active"});
+                (void)database->log({0, 0, "apply", action.process, metadata.patch_id,
+                                     metadata.level, "ok", "", "from " + item.candidate->cached.remote});
+            } else {
+                action.outcome = "failed";
+                action.reason = error_code_name(applied.error().code);
+                action.message = applied.error().message;
+                (void)database->log({0, 0, "apply", action.process, metadata.patch_id,
+                                     metadata.level, "failed", action.reason, action.message});
+            }
+        }
+        report.actions.push_back(std::move(action));
+        if (progress) {
+            progress(++done, work.size());
+        }
+    }
+
+    // Close out what the database believes active in processes now gone (a
+    // reused PID has another start time, so it does not count as alive).
+    if (recorded) {
+        for (const Application& application : *recorded) {
+            bool exists = alive.contains({application.process.pid, application.process.start_time});
+            if (!exists) {
+                auto info = read_process_info(application.process.pid);
+                exists = info && info->start_time == application.process.start_time;
+            }
+            if (!exists) {
+                (void)database->set_application_state(application.id, "exited");
+                (void)database->log({0, 0, "close", application.process, application.patch_id,
+                                     application.level, "ok", "", "the process exited"});
+                ++report.closed;
+            }
+        }
+    }
+    (void)database->log({0, 0, "update", {}, "", 0, "ok", "",
+                         std::to_string(report.actions.size()) + " action(s)"});
+    return report;
+}
+
+nlohmann::json update_to_json(const UpdateReport& report) {
+    nlohmann::json actions = nlohmann::json::array();
+    for (const UpdateAction& action : report.actions) {
+        actions.push_back({{"pid", action.process.pid},
+                           {"start_time", action.process.start_time},
+                           {"comm", action.comm},
+                           {"patch_id", action.patch_id},
+                           {"level", action.level},
+                           {"outcome", action.outcome},
+                           {"reason", action.reason},
+                           {"message", action.message}});
+    }
+    nlohmann::json document = {{"enabled", report.enabled},
+                               {"patchsets", report.patchsets},
+                               {"processes_examined", report.processes_examined},
+                               {"processes_matching", report.processes_matching},
+                               {"closed", report.closed},
+                               {"problems", report.problems},
+                               {"actions", actions}};
+    document["feed"] = refresh_to_json(report.refreshes)["remotes"];
+    return document;
+}
+
+}  // namespace suture

@@ -1,0 +1,67 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "base/Error.h"
+#include "engine/Engine.h"
+#include "engine/Feed.h"
+#include "state/StateDatabase.h"
+
+namespace suture {
+
+struct UpdateOptions {
+    FeedOptions feed;
+    std::string state_database;  // default $SUTURE_STATE_DB or /var/lib/suture/state.db
+    bool refresh = true;         // false: offline, from the cache only (the boot case)
+    InjectOptions inject;
+};
+
+// What happened to one (process, patch) pair.
+struct UpdateAction {
+    ProcessIdentity process;
+    std::string comm;
+    std::string patch_id;
+    std::uint32_t level = 0;
+    // "applied", "already" (the marker shows it active), "adopted" (active in
+    // memory but unknown to the database), "excluded", "failed"
+    std::string outcome;
+    std::string reason;  // error code name when failed
+    std::string message;
+};
+
+struct UpdateReport {
+    bool enabled = true;
+    std::vector<RemoteRefresh> refreshes;  // empty when offline
+    std::size_t patchsets = 0;             // usable patch files in the cache
+    std::size_t processes_examined = 0;
+    std::size_t processes_matching = 0;  // mapping a build some patchset is for
+    std::size_t closed = 0;              // recorded applications whose process exited
+    std::vector<std::string> problems;   // cached patch files that could not be read
+    std::vector<UpdateAction> actions;
+};
+
+// Progress: (processes handled, processes to handle).
+using UpdateProgress = std::function<void(std::size_t, std::size_t)>;
+
+// The automatic cycle (`suture update`): refresh the feeds (failures are
+// reported; the cache is used anyway), scan, match each process's mapped
+// library build ID against the usable cached patchsets, apply the highest
+// level of each patch id that is not already active (read from the in-target
+// markers), record everything in the state database, and close out
+// applications whose process (pid + start time) is gone. Idempotent: a
+// second run finds everything active and does nothing. Never touches the
+// calling process or excluded executables.
+Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
+                                const UpdateProgress& progress = {});
+
+// The database path with the default applied.
+std::string resolve_state_database(const std::string& path);
+
+nlohmann::json update_to_json(const UpdateReport& report);
+
+}  // namespace suture
