@@ -1,0 +1,628 @@
+#!/usr/bin/env bash
+# The signed feed under attack, over real HTTP: each case publishes a fresh
+# repository with suture-feed, serves it with feed-server.py on a free port,
+# lets `suture feed refresh` trust a good state, then makes the repository
+# or the server lie. Every attack must be refused with its documented exit
+# status and reason (docs/feed-format.md, "Errors"), and the client's cache
+# must be byte for byte what it was. The attacks are those python-tuf's
+# tests name (tests/test_updater_*.py): rollback, freeze, mix-and-match,
+# arbitrary and endless data, slow retrieval, wrong keys, thresholds, root
+# rotation and fast-forward recovery; then the feed working as it should.
+#
+# Environment: SUTURE (the CLI), SUTURE_FEED (build/feed-client/suture-feed),
+# SOURCE_ROOT. lib.sh also wants HOLD_OPENSSL, which this test never runs.
+: "${HOLD_OPENSSL:=unused-by-feed-attacks}"
+export HOLD_OPENSSL
+source "$(dirname "$0")/lib.sh"
+: "${SUTURE_FEED:?}"
+
+python=/usr/bin/python3
+server_script=$SOURCE_ROOT/test/integration/feed-server.py
+[ -x "$python" ] || skip "needs $python for feed-server.py"
+command -v jq >/dev/null || skip "needs jq"
+
+patchsets=$SOURCE_ROOT/patchsets/openssl/debian-12/3.0.20-1~deb12u2
+build_id=7d90f38412d00023e58392b03612a24b62fcaede
+started=$SECONDS
+
+# --- one case: a repository, its keys, a server, a client ----------------
+# new_case NAME: fresh directories; $repo, $keys, $conf, $cache, $case_dir.
+new_case() {
+    case_name=$1
+    case_dir=$scratch/$1
+    repo=$case_dir/repo
+    keys=$case_dir/keys
+    conf=$case_dir/config
+    cache=$case_dir/cache
+    mkdir -p "$case_dir" "$conf/remotes.d"
+    echo '{}' >"$case_dir/control.json"
+    echo "--- $1"
+}
+
+# feed ARGS...: suture-feed on this case's repository. A publisher failure
+# is a broken test, not an attack: it fails a check and the case goes on.
+feed() {
+    if ! "$SUTURE_FEED" --repo "$repo" --keys "$keys" "$@" >>"$case_dir/publisher.log" 2>&1; then
+        fail_check "$case_name: setup: suture-feed $*: $(tail -n 1 "$case_dir/publisher.log")"
+    fi
+}
+
+# publish_feed CVE...: init, add these patchsets, publish (targets, snapshot
+# and timestamp version 2). The client pins 1.root.json.
+publish_feed() {
+    feed init
+    cp "$repo/1.root.json" "$case_dir/pinned-root.json"
+    if [ $# -gt 0 ]; then
+        feed add "${@/#/$patchsets/}"
+        feed publish
+    fi
+}
+
+# start_server: feed-server.py on a free port, with this case's control file.
+start_server() {
+    "$python" "$server_script" --control "$case_dir/control.json" "$repo" 0 \
+        >"$case_dir/server.out" 2>>"$case_dir/server.log" &
+    server_pid=$!
+    started_pids+=("$server_pid")
+    wait_for_line "$case_dir/server.out" "^port " ||
+        { cat "$case_dir/server.log"; fail_check "$case_name: feed-server.py did not start"; exit 1; }
+    port=$(awk '/^port / { print $2 }' "$case_dir/server.out")
+}
+
+# stop_server: SIGTERM; the server's exit status in $server_status.
+stop_server() {
+    server_status=0
+    kill -TERM "$server_pid"
+    wait "$server_pid" || server_status=$?
+    server_pid=
+}
+
+# end_case: stops the case's server if it still runs.
+end_case() {
+    if [ -n "${server_pid:-}" ]; then
+        stop_server
+        [ "$server_status" = 0 ] || fail_check "$case_name: feed-server.py exit status $server_status on SIGTERM"
+    fi
+}
+
+# add_remote NAME [KEY=VALUE...]: a remotes.d entry for this case's server;
+# small speed limits and one attempt unless the case says otherwise.
+add_remote() {
+    local name=$1
+    shift
+    {
+        echo "[remote]"
+        echo "url=http://127.0.0.1:$port/"
+        echo "root=$case_dir/pinned-root.json"
+        echo "channel=stable"
+        echo "low_speed_bytes=1024"
+        echo "low_speed_seconds=2"
+        echo "attempts=1"
+        echo "connect_timeout_seconds=5"
+        echo "timeout_seconds=20"
+        printf '%s\n' "$@"
+    } >"$conf/remotes.d/$name.conf"
+}
+
+# control JSON: what the server does with which path (feed-server.py).
+control() { echo "$1" >"$case_dir/control.json"; }
+
+# target_path CVE: the URL path of a patchset's file in the repository.
+target_path() {
+    local file
+    file=$(find "$repo/targets" -name "*.$1.suture" | head -n 1)
+    echo "${file#"$repo"}"
+}
+
+# save_repo / restore_repo: undo what one attack did to the repository.
+save_repo() {
+    rm -rf "$case_dir/saved"
+    mkdir "$case_dir/saved"
+    cp -a "$repo" "$keys" "$case_dir/saved/"
+}
+restore_repo() {
+    rm -rf "$repo" "$keys"
+    cp -a "$case_dir/saved/repo" "$case_dir/saved/keys" "$case_dir/"
+}
+
+# cache_state: one checksum over the names, types, modes, link targets and
+# contents of everything in the cache.
+cache_state() {
+    [ -d "$cache" ] || { echo "no cache"; return; }
+    (
+        cd "$cache"
+        find . -printf '%p %y %m %l\n' | LC_ALL=C sort
+        find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum
+    ) | sha256sum | cut -c 1-16
+}
+
+# refresh: `suture feed refresh --json`; sets $refresh_status and writes
+# $case_dir/refresh.json. remote_field JQ-PATH [REMOTE] reads it.
+refresh() {
+    refresh_status=0
+    "$SUTURE" feed refresh --json --config-dir "$conf" --cache-dir "$cache" \
+        >"$case_dir/refresh.json" 2>"$case_dir/refresh.err" || refresh_status=$?
+}
+remote_field() {
+    jq -r --arg remote "${2:-feed}" ".remotes[] | select(.remote == \$remote) | $1" \
+        "$case_dir/refresh.json" 2>/dev/null || echo "(no JSON)"
+}
+
+# list: `suture feed list --json` into $case_dir/list.json; $list_status.
+list() {
+    list_status=0
+    "$SUTURE" feed list --json --config-dir "$conf" --cache-dir "$cache" \
+        >"$case_dir/list.json" 2>"$case_dir/list.err" || list_status=$?
+}
+listed() { jq -r "$1" "$case_dir/list.json" 2>/dev/null || echo "(no JSON)"; }
+
+# expect_refused DESCRIPTION STATUS REASON [MESSAGE-REGEX]: one refresh,
+# refused as documented, cache untouched.
+expect_refused() {
+    local before after reason message want got
+    before=$(cache_state)
+    refresh
+    after=$(cache_state)
+    reason=$(remote_field .error.reason)
+    message=$(remote_field .error.message)
+    want="exit $2, $3, cache unchanged"
+    got="exit $refresh_status, $reason, cache $([ "$before" = "$after" ] && echo unchanged || echo CHANGED)"
+    if [ -n "${4:-}" ]; then
+        want+=", says /$4/"
+        if grep -qE -- "$4" <<<"$message"; then got+=", says /$4/"; else got+=", says '$message'"; fi
+    fi
+    check_eq "$case_name: $1" "$want" "$got"
+    echo "    refused: $message"
+}
+
+# expect_accepted DESCRIPTION: one refresh that succeeds.
+expect_accepted() {
+    refresh
+    local got="exit $refresh_status, ok $(remote_field .ok)"
+    [ "$refresh_status" = 0 ] || got+=" ($(remote_field .error.reason): $(remote_field .error.message))"
+    check_eq "$case_name: $1" "exit 0, ok true" "$got"
+}
+
+# trust DESCRIPTION: the good state an attack starts from.
+trust() { expect_accepted "the client trusts ${1:-the published feed}"; }
+
+# --- the feed working as it should ---------------------------------------
+
+# Three patchsets published, fetched over HTTP, listed with their CVEs;
+# the next refresh finds nothing new and downloads nothing.
+case_end_to_end() {
+    new_case end-to-end
+    publish_feed CVE-2026-63076 CVE-2026-63072 CVE-2026-63074
+    start_server
+    add_remote feed
+    expect_accepted "first refresh over http"
+    check_eq "$case_name: versions root/timestamp/snapshot/targets" "1 2 2 2" \
+        "$(remote_field '.versions | "\(.root) \(.timestamp) \(.snapshot) \(.targets)"')"
+    check_eq "$case_name: patch files downloaded" 3 "$(remote_field .downloaded)"
+    list
+    check_eq "$case_name: feed list exit status" 0 "$list_status"
+    check_eq "$case_name: feed list shows 3 patchsets" 3 "$(listed '.patchsets | length')"
+    check_eq "$case_name: their CVEs" "CVE-2026-63072 CVE-2026-63074 CVE-2026-63076" \
+        "$(listed '[.patchsets[].custom.cves[]] | sort | join(" ")')"
+    check_eq "$case_name: their build ID" "$build_id" \
+        "$(listed '[.patchsets[].custom.build_id] | unique | join(" ")')"
+    check_eq "$case_name: all usable on a stable remote" true "$(listed '[.patchsets[].usable] | all')"
+    local cve mismatches=0
+    for cve in CVE-2026-63072 CVE-2026-63074 CVE-2026-63076; do
+        cmp -s "$patchsets/$cve/$cve.suture" \
+            "$(listed ".patchsets[] | select(.custom.patch_id == \"$cve\") | .path")" ||
+            mismatches=$((mismatches + 1))
+    done
+    check_eq "$case_name: cached files identical to the published patches" 0 "$mismatches"
+
+    local before requests
+    before=$(cache_state)
+    requests=$(wc -l <"$case_dir/server.log")
+    expect_accepted "second refresh"
+    check_eq "$case_name: second refresh: changed, downloaded, reused" "false 0 3" \
+        "$(remote_field '"\(.changed) \(.downloaded) \(.reused)"')"
+    check_eq "$case_name: second refresh asked the server for" "/2.root.json /timestamp.json" \
+        "$(tail -n +$((requests + 1)) "$case_dir/server.log" | awk '$2 == "GET" { print $3 }' | xargs)"
+    check_eq "$case_name: second refresh left the cache as it was" "$before" "$(cache_state)"
+    stop_server
+    check_eq "$case_name: feed-server.py exit status on SIGTERM" 0 "$server_status"
+}
+
+# Channels, level pins and delays hold targets back, but the files are
+# still downloaded and verified.
+case_channels() {
+    new_case channels
+    publish_feed CVE-2026-63076 CVE-2026-63072
+    feed add --channel testing "$patchsets/CVE-2026-63074"
+    # A level-2 patch: CVE-2026-63072's file with its metadata saying level 2.
+    local level2=$case_dir/CVE-2026-63072-level2
+    mkdir "$level2"
+    rewrite_patch "$patchsets/CVE-2026-63072/CVE-2026-63072.suture" "$level2/level2.suture" '.level = 2'
+    jq '.output = "level2.suture"' "$patchsets/CVE-2026-63072/patchset.json" >"$level2/patchset.json"
+    feed add "$level2"
+    feed publish
+    start_server
+    add_remote stable
+    add_remote testing channel=testing
+    add_remote pinned pin_level=1
+    add_remote delayed delay_hours=1
+    refresh
+    check_eq "$case_name: four remotes refreshed" "0 true,true,true,true" \
+        "$refresh_status $(jq -r '[.remotes[].ok] | map(tostring) | join(",")' "$case_dir/refresh.json")"
+    list
+    check_eq "$case_name: feed list exit status" 0 "$list_status"
+    state() { # state REMOTE FILE: "usable" or "held back: why"
+        listed ".patchsets[] | select(.remote == \"$1\" and (.name | endswith(\"/$2\")))
+                | if .usable then \"usable\" else \"held back: \" + .held_back_because end"
+    }
+    check_eq "$case_name: stable remote, testing patchset" "held back: channel testing" \
+        "$(state stable CVE-2026-63074.suture)"
+    check_eq "$case_name: stable remote, stable patchset" usable "$(state stable CVE-2026-63076.suture)"
+    check_eq "$case_name: testing remote, testing patchset" usable "$(state testing CVE-2026-63074.suture)"
+    check_eq "$case_name: testing remote, stable patchset" usable "$(state testing CVE-2026-63076.suture)"
+    check_eq "$case_name: pin_level=1, level 2" "held back: level pinned at 1" "$(state pinned level2.suture)"
+    check_eq "$case_name: pin_level=1, level 1" usable "$(state pinned CVE-2026-63072.suture)"
+    check_eq "$case_name: delay_hours=1, published just now" "held back: delayed 1 h" \
+        "$(state delayed CVE-2026-63076.suture)"
+    check_eq "$case_name: a held-back patch is still downloaded and verified" \
+        "$(sha256sum <"$patchsets/CVE-2026-63074/CVE-2026-63074.suture")" \
+        "$(sha256sum <"$(listed '.patchsets[] | select(.remote == "stable" and .custom.patch_id == "CVE-2026-63074") | .path')")"
+}
+
+# --- rollback --------------------------------------------------------------
+
+case_rollback_timestamp() {
+    new_case rollback-timestamp
+    publish_feed CVE-2026-63076
+    start_server
+    add_remote feed
+    cp "$repo/timestamp.json" "$case_dir/timestamp-v2.json"
+    feed timestamp
+    trust "timestamp version 3"
+    # A mirror replays the version-2 timestamp it kept.
+    cp "$case_dir/timestamp-v2.json" "$repo/timestamp.json"
+    expect_refused "an older timestamp.json, kept aside" 15 rollback "version 2 is older than the trusted 3"
+    # The timestamp key signs an older version on purpose.
+    feed timestamp --version 1
+    expect_refused "timestamp --version 1" 15 rollback "version 1 is older than the trusted 3"
+}
+
+case_rollback_snapshot() {
+    new_case rollback-snapshot
+    publish_feed CVE-2026-63076
+    feed publish
+    start_server
+    add_remote feed
+    trust "snapshot version 3"
+    # A new timestamp (version 4) that names the older snapshot 2.
+    mv "$repo/3.snapshot.json" "$case_dir/"
+    feed timestamp
+    mv "$case_dir/3.snapshot.json" "$repo/"
+    expect_refused "a new timestamp naming snapshot 2" 15 rollback "names snapshot version 2, older than the trusted 3"
+}
+
+case_rollback_targets() {
+    new_case rollback-targets
+    publish_feed CVE-2026-63076
+    feed add "$patchsets/CVE-2026-63072"
+    feed publish
+    start_server
+    add_remote feed
+    trust "targets version 3"
+    # A new snapshot (version 4) that names the older targets 2.
+    mv "$repo/3.targets.json" "$case_dir/"
+    feed publish
+    mv "$case_dir/3.targets.json" "$repo/"
+    expect_refused "a new snapshot naming targets 2" 15 rollback "names targets version 2, older than the trusted 3"
+}
+
+# --- freeze ------------------------------------------------------------------
+
+case_freeze() {
+    new_case freeze
+    publish_feed CVE-2026-63076
+    start_server
+    add_remote feed
+    trust
+    save_repo
+    feed --expires timestamp=-60 timestamp
+    expect_refused "an expired timestamp" 14 expired "^timestamp.json: expired"
+    restore_repo
+    feed --expires snapshot=-60 publish
+    expect_refused "an expired snapshot" 14 expired "^3.snapshot.json: expired"
+    restore_repo
+    feed --expires targets=-60 add "$patchsets/CVE-2026-63072"
+    feed publish
+    expect_refused "expired targets" 14 expired "^3.targets.json: expired"
+    restore_repo
+    feed --expires root=-60 rotate timestamp
+    expect_refused "an expired root (2.root.json)" 14 expired "feed: root: expired"
+    # A frozen mirror: it keeps serving the timestamp the client already
+    # trusts, until that expires.
+    restore_repo
+    feed --expires timestamp=2 timestamp
+    trust "a timestamp that expires in 2 s"
+    sleep 2.2
+    expect_refused "the same timestamp, now expired" 14 expired "^timestamp.json: expired"
+}
+
+# --- mix-and-match -------------------------------------------------------------
+
+case_mix_and_match() {
+    new_case mix-and-match
+    publish_feed CVE-2026-63076
+    start_server
+    add_remote feed
+    trust
+    feed add "$patchsets/CVE-2026-63072"
+    feed publish
+    save_repo
+    cp "$repo/2.targets.json" "$repo/3.targets.json"
+    expect_refused "targets 2 served as 3.targets.json" 17 hash_mismatch "^3.targets.json: "
+    restore_repo
+    cp "$repo/2.snapshot.json" "$repo/3.snapshot.json"
+    expect_refused "snapshot 2 served as 3.snapshot.json" 17 hash_mismatch "^3.snapshot.json: "
+    restore_repo
+    expect_accepted "the untouched publication"
+}
+
+# --- arbitrary and endless targets ---------------------------------------------
+
+case_arbitrary_target() {
+    new_case arbitrary-target
+    publish_feed CVE-2026-63076 CVE-2026-63072
+    start_server
+    add_remote feed
+    trust
+    feed add "$patchsets/CVE-2026-63074"
+    feed publish
+    local file length
+    file=$repo$(target_path CVE-2026-63074)
+    length=$(stat -c %s "$file")
+    cp "$file" "$case_dir/original.suture"
+    # Same length, other bytes: another patch, padded.
+    cp "$patchsets/CVE-2026-63076/CVE-2026-63076.suture" "$file"
+    truncate -s "$length" "$file"
+    expect_refused "target swapped, same length" 17 hash_mismatch "CVE-2026-63074.suture: SHA-256 differs"
+    { cat "$case_dir/original.suture"; echo "extra"; } >"$file"
+    # Arguable: the size cap (too_large) fires before the length check
+    # (hash_mismatch) could; both refuse the file unread.
+    expect_refused "target with bytes appended" 18 too_large "size cap"
+    head -c $((length - 1)) "$case_dir/original.suture" >"$file"
+    expect_refused "target truncated by a byte" 17 hash_mismatch "CVE-2026-63074.suture: $((length - 1)) bytes"
+    cp "$case_dir/original.suture" "$file"
+    expect_accepted "the genuine target"
+}
+
+case_endless() {
+    new_case endless-data
+    publish_feed CVE-2026-63076
+    start_server
+    add_remote feed
+    trust
+    feed add "$patchsets/CVE-2026-63072"
+    feed publish
+    control '{"/timestamp.json": "endless"}'
+    expect_refused "endless timestamp.json" 18 too_large "timestamp.json: more than 16384 bytes"
+    control '{"/2.root.json": "endless"}'
+    expect_refused "endless 2.root.json" 18 too_large "2.root.json: more than 1048576 bytes"
+    control "{\"$(target_path CVE-2026-63072)\": \"endless\"}"
+    expect_refused "endless target" 18 too_large "CVE-2026-63072.suture: more than $(stat -c %s "$patchsets/CVE-2026-63072/CVE-2026-63072.suture") bytes"
+    control '{}'
+    expect_accepted "the same feed served normally"
+}
+
+case_slow() {
+    new_case slow-retrieval
+    publish_feed CVE-2026-63076
+    start_server
+    add_remote feed
+    trust
+    feed add "$patchsets/CVE-2026-63072"
+    feed publish
+    control '{"/timestamp.json": "slow"}'
+    expect_refused "timestamp.json at 1 byte/s (low_speed_seconds=2)" 19 too_slow "timestamp.json: too slow"
+    control "{\"$(target_path CVE-2026-63072)\": \"slow\"}"
+    expect_refused "a target at 1 byte/s" 19 too_slow "CVE-2026-63072.suture: too slow"
+}
+
+# --- keys and thresholds ---------------------------------------------------------
+
+case_wrong_key() {
+    new_case wrong-key
+    publish_feed CVE-2026-63076
+    start_server
+    add_remote feed
+    trust
+    "$SUTURE_FEED" --repo "$case_dir/other" --keys "$case_dir/other-keys" init >>"$case_dir/publisher.log"
+    save_repo
+    cp "$case_dir/other/timestamp.json" "$repo/timestamp.json"
+    expect_refused "timestamp.json signed by another feed's key" 16 bad_signature \
+        "timestamp.json: 0 valid signature\(s\) of timestamp keys"
+    restore_repo
+    cp "$case_dir/other/1.root.json" "$repo/2.root.json"
+    expect_refused "another feed's root as 2.root.json" 16 bad_signature \
+        "2.root.json \(by the previous root's keys\): 0 valid"
+}
+
+# Root threshold 2 of 2: a root rotation must carry both root keys' signatures.
+case_threshold() {
+    new_case threshold
+    feed init --root-keys 2 --root-threshold 2
+    cp "$repo/1.root.json" "$case_dir/pinned-root.json"
+    feed add "$patchsets/CVE-2026-63076"
+    feed publish
+    start_server
+    add_remote feed
+    trust
+    feed rotate timestamp
+    cp "$repo/2.root.json" "$case_dir/2.root.json"
+    check_eq "$case_name: suture-feed signed 2.root.json with both root keys" 2 \
+        "$(jq '[.signatures[].keyid] | unique | length' "$case_dir/2.root.json")"
+    jq '.signatures |= .[:1]' "$case_dir/2.root.json" >"$repo/2.root.json"
+    expect_refused "2.root.json with 1 of 2 root signatures" 16 bad_signature "1 valid signature\(s\) of root keys, threshold 2"
+    jq '.signatures |= [.[0], .[0]]' "$case_dir/2.root.json" >"$repo/2.root.json"
+    expect_refused "2.root.json with one key's signature twice" 16 bad_signature "1 valid signature\(s\) of root keys, threshold 2"
+    jq '.signatures |= [.[0], {keyid: .[1].keyid, sig: .[0].sig}]' "$case_dir/2.root.json" >"$repo/2.root.json"
+    expect_refused "2.root.json with key 1's signature under key 2's ID" 16 bad_signature "1 valid signature\(s\)"
+    cp "$case_dir/2.root.json" "$repo/2.root.json"
+    expect_accepted "2.root.json with both signatures"
+    check_eq "$case_name: trusted root version" 2 "$(remote_field .versions.root)"
+}
+
+# --- root rotation ---------------------------------------------------------------
+
+case_root_rotation() {
+    new_case root-rotation
+    publish_feed CVE-2026-63076 CVE-2026-63072 CVE-2026-63074
+    start_server
+    add_remote feed
+    trust
+    save_repo
+    # Done right: new root keys (2.root.json signed by old and new), then a
+    # new timestamp key (3.root.json signed by the new root key alone).
+    feed rotate root
+    feed rotate timestamp
+    expect_accepted "root 1 -> 2 (new root key) -> 3 (new timestamp key)"
+    check_eq "$case_name: trusted versions root/timestamp" "3 3" \
+        "$(remote_field '.versions | "\(.root) \(.timestamp)"')"
+    check_eq "$case_name: the cache holds root version 3" 3 \
+        "$(jq .signed.version "$cache/feed/current/root.json")"
+    list
+    check_eq "$case_name: feed list after the rotation" "0 3" "$list_status $(listed '.patchsets | length')"
+    expect_accepted "a refresh from the rotated root"
+
+    # Done wrong, from a client that trusts root 1 again.
+    rm -rf "$cache"
+    restore_repo
+    trust
+    feed rotate timestamp
+    feed rotate timestamp
+    save_repo
+    rm "$repo/2.root.json"
+    # The client cannot know 3.root.json exists: it keeps root 1, whose
+    # timestamp key no longer signs (arguable: unreachable would also do).
+    expect_refused "3.root.json served without 2.root.json" 16 bad_signature "^timestamp.json: 0 valid"
+    mv "$repo/3.root.json" "$repo/2.root.json"
+    expect_refused "3.root.json renamed 2.root.json" 15 rollback "2.root.json: says version 3, expected 2"
+    restore_repo
+    cp "$repo/1.root.json" "$repo/2.root.json"
+    expect_refused "1.root.json served as 2.root.json" 15 rollback "2.root.json: says version 1, expected 2"
+
+    rm -rf "$repo" "$keys" "$cache"
+    publish_feed CVE-2026-63076
+    trust
+    feed rotate root
+    cp "$repo/2.root.json" "$case_dir/2.root.json"
+    local old_key
+    old_key=$(jq -r '.signed.roles.root.keyids[0]' "$repo/1.root.json")
+    jq --arg old "$old_key" '.signatures |= map(select(.keyid != $old))' "$case_dir/2.root.json" >"$repo/2.root.json"
+    expect_refused "new root not signed by the old root key" 16 bad_signature "by the previous root's keys"
+    jq --arg old "$old_key" '.signatures |= map(select(.keyid == $old))' "$case_dir/2.root.json" >"$repo/2.root.json"
+    expect_refused "new root not signed by its own new key" 16 bad_signature "by its own root keys"
+    cp "$case_dir/2.root.json" "$repo/2.root.json"
+    expect_accepted "the genuine 2.root.json"
+}
+
+# The timestamp key leaks and signs version 1000; the client trusts it.
+# Once the root rotates the timestamp key, version 2 is accepted again.
+case_fast_forward() {
+    new_case fast-forward
+    publish_feed CVE-2026-63076
+    start_server
+    add_remote feed
+    trust
+    feed timestamp --version 1000
+    expect_accepted "the compromised key's timestamp version 1000"
+    cp "$repo/timestamp.json" "$case_dir/timestamp-1000.json"
+    feed timestamp --version 2
+    expect_refused "timestamp version 2 before the key is rotated" 15 rollback "older than the trusted 1000"
+    feed rotate timestamp
+    feed timestamp --version 2
+    expect_accepted "rotate timestamp, then timestamp version 2"
+    check_eq "$case_name: trusted versions root/timestamp" "2 2" \
+        "$(remote_field '.versions | "\(.root) \(.timestamp)"')"
+    cp "$case_dir/timestamp-1000.json" "$repo/timestamp.json"
+    expect_refused "the old key's timestamp 1000 after the rotation" 16 bad_signature "^timestamp.json: 0 valid"
+    feed timestamp --version 3
+    expect_accepted "the next timestamp, version 3"
+}
+
+# --- the network ---------------------------------------------------------------------
+
+case_server_errors() {
+    new_case server-errors
+    publish_feed CVE-2026-63076
+    start_server
+    add_remote feed
+    trust
+    feed add "$patchsets/CVE-2026-63072"
+    feed publish
+    control '{"/timestamp.json": "status:503"}'
+    expect_refused "timestamp.json answers 503" 20 unreachable "HTTP status 503"
+    control "{\"$(target_path CVE-2026-63072)\": \"status:404\"}"
+    expect_refused "a target the feed lists is missing (404)" 20 not_found "CVE-2026-63072.suture: .*not found"
+    control "{\"/3.snapshot.json\": \"status:404\"}"
+    expect_refused "the snapshot the timestamp names is missing (404)" 20 not_found "3.snapshot.json: not found"
+}
+
+case_server_down() {
+    new_case server-down
+    publish_feed CVE-2026-63076 CVE-2026-63072 CVE-2026-63074
+    start_server
+    add_remote feed
+    trust
+    stop_server
+    expect_refused "server down" 20 unreachable "Couldn't connect|Could not connect|connect"
+    list
+    check_eq "$case_name: feed list offline" "0 3" "$list_status $(listed '.patchsets | length')"
+}
+
+# A connection that breaks half-way is retried and resumed with a Range
+# request. The cache is reset to the good state before each variant.
+case_resume() {
+    new_case resume
+    publish_feed CVE-2026-63076 CVE-2026-63072
+    start_server
+    add_remote feed attempts=2
+    trust
+    cp -a "$cache" "$case_dir/good-cache"
+    feed add "$patchsets/CVE-2026-63074"
+    feed publish
+    local target
+    target=$(target_path CVE-2026-63074)
+    control "{\"$target\": \"drop-once\", \"/3.snapshot.json\": \"drop-once\"}"
+    expect_accepted "the target and 3.snapshot.json drop half-way once"
+    check_eq "$case_name: the target was resumed (200 cut short, then 206)" "200 206" \
+        "$(awk -v path="$target" '$3 == path { print $6 }' "$case_dir/server.log" | xargs)"
+    check_eq "$case_name: downloaded" 1 "$(remote_field .downloaded)"
+
+    # A server that does not honour Range: the retry must take the whole
+    # file again. CLIENT BUG: libcurl refuses a 200 to a resumed request
+    # (CURLE_RANGE_ERROR, "Cannot resume"), so Fetcher's "the server sent
+    # the whole file again" branch never runs and the refresh fails.
+    rm -rf "$cache"
+    cp -a "$case_dir/good-cache" "$cache"
+    control "{\"$target\": [\"drop-once\", \"no-range\"]}"
+    expect_accepted "drop-once on a server without Range support (attempts=2)"
+
+    # A transient 503 with a body, then the file. CLIENT BUG: Fetcher keeps
+    # the 503 page's bytes in the body and resumes after them, so the file
+    # it assembles is error page + the file's tail: hash_mismatch.
+    rm -rf "$cache"
+    cp -a "$case_dir/good-cache" "$cache"
+    control "{\"$target\": \"status-once:503\"}"
+    expect_accepted "one 503 then the target (attempts=2)"
+    rm -rf "$cache"
+    cp -a "$case_dir/good-cache" "$cache"
+    control '{"/timestamp.json": "status-once:503"}'
+    expect_accepted "one 503 then timestamp.json (attempts=2)"
+}
+
+# FEED_ATTACKS_CASES="freeze resume" runs only those cases.
+for name in ${FEED_ATTACKS_CASES:-end_to_end channels rollback_timestamp rollback_snapshot rollback_targets freeze mix_and_match arbitrary_target endless slow wrong_key threshold root_rotation fast_forward server_errors server_down resume}; do
+    "case_$name"
+    end_case
+done
+echo "feed-attacks: $((SECONDS - started)) s"
+finish
