@@ -22,6 +22,7 @@ void initialise_curl_once() {
 }
 
 struct Transfer {
+    CURL* handle = nullptr;  // of the current attempt
     std::vector<std::byte> body;
     std::uint64_t max_bytes = 0;
     bool over_cap = false;
@@ -32,6 +33,11 @@ struct Transfer {
 std::size_t write_body(char* data, std::size_t size, std::size_t count, void* user) {
     auto* transfer = static_cast<Transfer*>(user);
     std::size_t bytes = size * count;
+    long status = 0;
+    curl_easy_getinfo(transfer->handle, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 300) {
+        return bytes;  // an error page is not part of the file: drop it
+    }
     if (transfer->body.size() + bytes > transfer->max_bytes) {
         transfer->over_cap = true;
         return 0;  // libcurl aborts the transfer: CURLE_WRITE_ERROR
@@ -76,6 +82,7 @@ Result<std::vector<std::byte>> Fetcher::fetch(const std::string& url, std::uint6
     transfer.max_bytes = max_bytes;
     transfer.progress = &progress;
     std::string last_error;
+    bool restarted_without_range = false;
     for (int attempt = 1; attempt <= limits_.attempts; ++attempt) {
         std::unique_ptr<CURL, CurlEasyDelete> curl(curl_easy_init());
         if (!curl) {
@@ -83,6 +90,7 @@ Result<std::vector<std::byte>> Fetcher::fetch(const std::string& url, std::uint6
         }
         char curl_message[CURL_ERROR_SIZE] = "";
         CURL* handle = curl.get();
+        transfer.handle = handle;
         curl_easy_setopt(handle, CURLOPT_URL, url.c_str());
         curl_easy_setopt(handle, CURLOPT_PROTOCOLS_STR, "http,https,file");
         curl_easy_setopt(handle, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -107,14 +115,16 @@ Result<std::vector<std::byte>> Fetcher::fetch(const std::string& url, std::uint6
             curl_easy_setopt(handle, CURLOPT_RESUME_FROM_LARGE,
                              static_cast<curl_off_t>(transfer.resume_from));
         }
-        std::size_t kept = transfer.body.size();
         CURLcode code = curl_easy_perform(handle);
         long http_status = 0;
         curl_easy_getinfo(handle, CURLINFO_RESPONSE_CODE, &http_status);
-        if (transfer.resume_from > 0 && http_status == 200) {
-            // The server sent the whole file again: keep only the new copy.
-            transfer.body.erase(transfer.body.begin(),
-                                transfer.body.begin() + static_cast<std::ptrdiff_t>(kept));
+        if (code == CURLE_RANGE_ERROR && !restarted_without_range) {
+            // The server cannot resume: start again from byte 0, at once and
+            // without spending an attempt (this happens at most once).
+            restarted_without_range = true;
+            transfer.body.clear();
+            --attempt;
+            continue;
         }
         if (transfer.over_cap || code == CURLE_FILESIZE_EXCEEDED) {
             return fail(ErrorCode::too_large,

@@ -354,6 +354,35 @@ int run_update_command(UpdateCommand& command, const EngineOptions& engine_optio
     return failures ? exit_update_failures : exit_ok;
 }
 
+int run_history(const std::string& state_database, std::size_t limit, bool json) {
+    auto entries = read_history(state_database, limit);
+    if (!entries) {
+        log::error(entries.error().message);
+        return exit_failure;
+    }
+    if (json) {
+        std::cout << history_to_json(*entries).dump(2) << "\n";
+        return exit_ok;
+    }
+    for (auto entry = entries->rbegin(); entry != entries->rend(); ++entry) {
+        std::cout << feed::format_utc(entry->at) << "  " << entry->action << " " << entry->outcome;
+        if (entry->process.pid != 0) {
+            std::cout << "  pid " << entry->process.pid;
+        }
+        if (!entry->patch_id.empty()) {
+            std::cout << "  " << entry->patch_id << " level " << entry->level;
+        }
+        if (!entry->reason.empty()) {
+            std::cout << "  (" << entry->reason << ")";
+        }
+        if (!entry->message.empty()) {
+            std::cout << "  " << entry->message;
+        }
+        std::cout << "\n";
+    }
+    return exit_ok;
+}
+
 void add_inject_options(CLI::App* command, InjectCommand& options) {
     command->add_option("--pid", options.pid, "The process")
         ->required()
@@ -468,6 +497,24 @@ int main(int argc, char** argv) {
                        "Directory with remotes.d/");
     update->add_option("--cache-dir", update_command.options.feed.cache_directory, "Feed cache");
 
+    std::string history_state;
+    std::size_t history_limit = 50;
+    bool history_json = false;
+    CLI::App* history = app.add_subcommand(
+        "history", "Show the audit log of the state database, oldest first (every apply,\n"
+                   "adoption, close, refresh and setting change, with outcome and reason).");
+    history->add_option("--state", history_state, "State database");
+    history->add_option("--limit", history_limit, "How many of the newest entries")
+        ->check(CLI::Range(1, 100000))
+        ->capture_default_str();
+    history->add_flag("--json", history_json, "Print a JSON document");
+    std::string switch_state;
+    CLI::App* enable = app.add_subcommand("enable", "Let suture update patch processes (default)");
+    enable->add_option("--state", switch_state, "State database");
+    CLI::App* disable = app.add_subcommand(
+        "disable", "Stop suture update from patching anything (applied patches stay)");
+    disable->add_option("--state", switch_state, "State database");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& error) {
@@ -487,6 +534,17 @@ int main(int argc, char** argv) {
     }
     if (revert->parsed()) {
         return run_revert(revert_command, engine_options);
+    }
+    if (history->parsed()) {
+        return run_history(history_state, history_limit, history_json);
+    }
+    if (enable->parsed() || disable->parsed()) {
+        if (auto set = set_enabled(switch_state, enable->parsed()); !set) {
+            log::error(set.error().message);
+            return exit_failure;
+        }
+        std::cout << "suture is " << (enable->parsed() ? "enabled" : "disabled") << "\n";
+        return exit_ok;
     }
     if (update->parsed()) {
         return run_update_command(update_command, engine_options);

@@ -254,4 +254,41 @@ nlohmann::json update_to_json(const UpdateReport& report) {
     return document;
 }
 
+Result<std::vector<HistoryEntry>> read_history(const std::string& state_database,
+                                               std::size_t limit) {
+    auto database = StateDatabase::open(resolve_state_database(state_database));
+    if (!database) {
+        return tl::unexpected(database.error());
+    }
+    return database->history(limit);
+}
+
+nlohmann::json history_to_json(const std::vector<HistoryEntry>& entries) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const HistoryEntry& entry : entries) {
+        rows.push_back({{"id", entry.id},
+                        {"at", entry.at},
+                        {"action", entry.action},
+                        {"pid", entry.process.pid},
+                        {"start_time", entry.process.start_time},
+                        {"patch_id", entry.patch_id},
+                        {"level", entry.level},
+                        {"outcome", entry.outcome},
+                        {"reason", entry.reason},
+                        {"message", entry.message}});
+    }
+    return {{"history", rows}};
+}
+
+Result<void> set_enabled(const std::string& state_database, bool enabled) {
+    auto database = StateDatabase::open(resolve_state_database(state_database));
+    if (!database) {
+        return tl::unexpected(database.error());
+    }
+    if (auto set = database->set_setting("enabled", enabled ? "true" : "false"); !set) {
+        return set;
+    }
+    return database->log({0, 0, "settings", {}, "", 0, "ok", "", enabled ? "enabled" : "disabled"});
+}
+
 }  // namespace suture

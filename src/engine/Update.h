@@ -64,4 +64,12 @@ std::string resolve_state_database(const std::string& path);
 
 nlohmann::json update_to_json(const UpdateReport& report);
 
+// `suture history`: the newest `limit` entries of the audit log.
+Result<std::vector<HistoryEntry>> read_history(const std::string& state_database,
+                                               std::size_t limit);
+nlohmann::json history_to_json(const std::vector<HistoryEntry>& entries);
+
+// `suture enable` / `suture disable`: the global switch `update` obeys.
+Result<void> set_enabled(const std::string& state_database, bool enabled);
+
 }  // namespace suture

@@ -117,10 +117,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "suture-feed-test-server"
     sys_version = ""
 
-    # The default per-request log goes to stderr in another format: the
-    # handler writes its own line when the response is over.
-    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+    # The base class logs every request in its own format: the handler
+    # writes its own line when the response is over. Malformed requests,
+    # which never reach respond(), still get one line.
+    def log_request(self, code="-", size="-"):
         pass
+
+    def log_message(self, format, *args):  # noqa: A002 (the base class's parameter name)
+        log(f"{self.client_address[0]}: {format % args}")
 
     def do_HEAD(self):
         self.respond(send_body=False)
@@ -148,18 +152,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def dispatch(self, path, behaviours, active, send_body):
         for behaviour in behaviours:
-            if behaviour.startswith("status:"):
+            if behaviour.startswith("status:") or (
+                    behaviour.startswith("status-once:")
+                    and self.server.control.take_once(path, behaviour)):
                 active.append(behaviour)
-                return self.send_status(int(behaviour.split(":", 1)[1]), send_body)
-            if behaviour.startswith("status-once:") and self.server.control.take_once(path, behaviour):
-                active.append(behaviour)
-                return self.send_status(int(behaviour.split(":", 1)[1]), send_body)
+                self.send_status(int(behaviour.split(":", 1)[1]), send_body)
+                return
             if behaviour == "endless":
                 active.append(behaviour)
-                return self.send_endless(send_body)
+                self.send_endless(send_body)
+                return
         body = self.read_target(path)
         if body is None:
-            return self.send_status(404, send_body)
+            self.send_status(404, send_body)
+            return
         ignore_range = "no-range" in behaviours
         if ignore_range:
             active.append("no-range")
@@ -171,7 +177,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.send_header("Connection", "close")
             self.end_headers()
-            return None
+            return
         if wanted is None:
             self.status = 200
             self.send_response(200)
@@ -189,17 +195,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         if not send_body:
-            return None
+            return
         if "drop-once" in behaviours and self.server.control.take_once(path, "drop-once"):
+            # Content-Length promised the whole part: the client sees a
+            # transfer cut short (curl: CURLE_PARTIAL_FILE) and may resume.
             active.append("drop-once")
-            return self.write(part[:len(part) // 2])
+            self.write(part[:len(part) // 2])
+            return
         if "slow" in behaviours:
             active.append("slow")
             for index in range(len(part)):
                 self.write(part[index:index + 1])
                 time.sleep(1)
-            return None
-        return self.write(part)
+            return
+        self.write(part)
 
     def read_target(self, path):
         """The served file's bytes, or None for anything outside the

@@ -85,4 +85,20 @@ done
 check_eq "after the kills, update succeeds" 0 "$?"
 expect_probes "after the kills and a final update" FIXED
 check_eq "every target alive" "$cmp $cms" "$(ask "$cmp" pid) $(ask "$cms" pid)"
+
+# The global switch and the audit log.
+"$SUTURE" disable >/dev/null
+"$SUTURE" revert --pid "$cms" >/dev/null
+"$SUTURE" update --json >"$scratch/disabled.json"
+check_eq "disabled: update does nothing" "false 0" \
+    "$(jq -r '"\(.enabled) \(.actions | length)"' "$scratch/disabled.json")"
+check_eq "disabled: the reverted process stays unpatched" VULNERABLE "$(ask "$cms" probe)"
+"$SUTURE" enable >/dev/null
+"$SUTURE" update >/dev/null
+check_eq "enabled again: patched" FIXED "$(ask "$cms" probe)"
+"$SUTURE" history --json --limit 1000 >"$scratch/history.json"
+for action in apply close refresh update settings; do
+    [ "$(jq --arg a "$action" '[.history[] | select(.action == $a)] | length' "$scratch/history.json")" -gt 0 ] &&
+        pass "history records $action" || fail_check "history has no $action entry"
+done
 finish
