@@ -152,15 +152,15 @@ Result<Trusted> load_trusted(const std::string& cache, const Remote& remote) {
         return trusted;
     }
     if (auto text = read_file(current + "/timestamp.json")) {
-        if (auto timestamp = verified<Timestamp>(*text, trusted.root, Role::timestamp, "cached timestamp",
-                                                 parse_timestamp)) {
+        if (auto timestamp = verified<Timestamp>(*text, trusted.root, Role::timestamp,
+                                                 "cached timestamp", parse_timestamp)) {
             trusted.timestamp = *timestamp;
             trusted.timestamp_text = *text;
         }
     }
     if (auto text = read_file(current + "/snapshot.json")) {
-        if (auto snapshot = verified<Snapshot>(*text, trusted.root, Role::snapshot, "cached snapshot",
-                                               parse_snapshot)) {
+        if (auto snapshot = verified<Snapshot>(*text, trusted.root, Role::snapshot,
+                                               "cached snapshot", parse_snapshot)) {
             trusted.snapshot = *snapshot;
             trusted.snapshot_text = *text;
         }
@@ -200,7 +200,8 @@ Result<void> commit_generation(const std::string& cache, const std::string& remo
     }
     std::string staging = base + "/" + generation + ".partial";
     remove_tree(staging);
-    auto write = [&](const std::string& relative, std::span<const std::byte> bytes) -> Result<void> {
+    auto write = [&](const std::string& relative,
+                     std::span<const std::byte> bytes) -> Result<void> {
         std::string path = staging + "/" + relative;
         if (auto made = make_directories(path.substr(0, path.rfind('/')), 0700); !made) {
             return made;
@@ -294,8 +295,8 @@ Result<RefreshReport> FeedClient::refresh(const Remote& remote, std::time_t now,
         }
         if (new_root->version != next) {
             return fail(ErrorCode::rollback, name + ": says version " +
-                                                 std::to_string(new_root->version) +
-                                                 ", expected " + std::to_string(next));
+                                                 std::to_string(new_root->version) + ", expected " +
+                                                 std::to_string(next));
         }
         // Fast-forward recovery: new keys for a role reset what we trusted
         // of it, so an attacker's inflated versions cannot block the feed.
@@ -329,15 +330,16 @@ Result<RefreshReport> FeedClient::refresh(const Remote& remote, std::time_t now,
     }
     if (state.timestamp) {
         if (timestamp->version < state.timestamp->version) {
-            return fail(ErrorCode::rollback,
-                        "timestamp.json: version " + std::to_string(timestamp->version) +
-                            " is older than the trusted " + std::to_string(state.timestamp->version));
+            return fail(ErrorCode::rollback, "timestamp.json: version " +
+                                                 std::to_string(timestamp->version) +
+                                                 " is older than the trusted " +
+                                                 std::to_string(state.timestamp->version));
         }
         if (timestamp->snapshot.version < state.timestamp->snapshot.version) {
-            return fail(ErrorCode::rollback,
-                        "timestamp.json: names snapshot version " +
-                            std::to_string(timestamp->snapshot.version) + ", older than the trusted " +
-                            std::to_string(state.timestamp->snapshot.version));
+            return fail(ErrorCode::rollback, "timestamp.json: names snapshot version " +
+                                                 std::to_string(timestamp->snapshot.version) +
+                                                 ", older than the trusted " +
+                                                 std::to_string(state.timestamp->snapshot.version));
         }
     }
     if (auto fresh = check_unexpired(*timestamp, now, "timestamp.json"); !fresh) {
@@ -366,14 +368,14 @@ Result<RefreshReport> FeedClient::refresh(const Remote& remote, std::time_t now,
             return tl::unexpected(parsed.error());
         }
         if (parsed->version != timestamp->snapshot.version) {
-            return fail(ErrorCode::rollback, snapshot_name + ": says version " +
-                                                 std::to_string(parsed->version));
+            return fail(ErrorCode::rollback,
+                        snapshot_name + ": says version " + std::to_string(parsed->version));
         }
         if (state.snapshot && parsed->targets.version < state.snapshot->targets.version) {
-            return fail(ErrorCode::rollback,
-                        snapshot_name + ": names targets version " +
-                            std::to_string(parsed->targets.version) + ", older than the trusted " +
-                            std::to_string(state.snapshot->targets.version));
+            return fail(ErrorCode::rollback, snapshot_name + ": names targets version " +
+                                                 std::to_string(parsed->targets.version) +
+                                                 ", older than the trusted " +
+                                                 std::to_string(state.snapshot->targets.version));
         }
         snapshot = *parsed;
     }
@@ -396,8 +398,8 @@ Result<RefreshReport> FeedClient::refresh(const Remote& remote, std::time_t now,
             return tl::unexpected(matches.error());
         }
         targets_text = as_text(*bytes);
-        auto parsed = verified<Targets>(targets_text, state.root, Role::targets, targets_name,
-                                        parse_targets);
+        auto parsed =
+            verified<Targets>(targets_text, state.root, Role::targets, targets_name, parse_targets);
         if (!parsed) {
             return tl::unexpected(parsed.error());
         }
@@ -443,8 +445,9 @@ Result<RefreshReport> FeedClient::refresh(const Remote& remote, std::time_t now,
         ++report.downloaded;
     }
 
-    bool unchanged = !report.changed && !timestamp_changed && snapshot_text == state.snapshot_text &&
-                     targets_text == state.targets_text && report.downloaded == 0;
+    bool unchanged = !report.changed && !timestamp_changed &&
+                     snapshot_text == state.snapshot_text && targets_text == state.targets_text &&
+                     report.downloaded == 0;
     if (unchanged) {
         return report;
     }

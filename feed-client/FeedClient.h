@@ -29,9 +29,9 @@ struct RefreshReport {
 struct CachedTarget {
     std::string remote;
     Target target;
-    std::string path;  // the verified file in the cache
-    bool usable = true;               // passes channel, level pin and delay
-    std::string held_back_because;    // why not, if not
+    std::string path;               // the verified file in the cache
+    bool usable = true;             // passes channel, level pin and delay
+    std::string held_back_because;  // why not, if not
 };
 
 // The TUF client. Each remote's verified state lives in

@@ -50,9 +50,9 @@ std::size_t write_body(char* data, std::size_t size, std::size_t count, void* us
 int report_progress(void* user, curl_off_t total, curl_off_t now, curl_off_t, curl_off_t) {
     auto* transfer = static_cast<Transfer*>(user);
     if (transfer->progress != nullptr && *transfer->progress) {
-        (*transfer->progress)(transfer->resume_from + static_cast<std::uint64_t>(now),
-                              total > 0 ? transfer->resume_from + static_cast<std::uint64_t>(total)
-                                        : 0);
+        (*transfer->progress)(
+            transfer->resume_from + static_cast<std::uint64_t>(now),
+            total > 0 ? transfer->resume_from + static_cast<std::uint64_t>(total) : 0);
     }
     return 0;
 }
@@ -140,14 +140,16 @@ Result<std::vector<std::byte>> Fetcher::fetch(const std::string& url, std::uint6
         if (code == CURLE_OK && (http_status == 0 || (http_status >= 200 && http_status < 300))) {
             return std::move(transfer.body);
         }
-        last_error = code != CURLE_OK ? std::string(curl_easy_strerror(code)) +
-                                            (curl_message[0] ? std::string(": ") + curl_message : "")
-                                      : "HTTP status " + std::to_string(http_status);
+        last_error = code != CURLE_OK
+                         ? std::string(curl_easy_strerror(code)) +
+                               (curl_message[0] ? std::string(": ") + curl_message : "")
+                         : "HTTP status " + std::to_string(http_status);
         if (!is_transient(code, http_status)) {
             return fail(ErrorCode::unreachable, url + ": " + last_error);
         }
         if (attempt < limits_.attempts) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(limits_.retry_delay_ms * attempt));
+            std::this_thread::sleep_for(
+                std::chrono::milliseconds(limits_.retry_delay_ms * attempt));
         }
     }
     return fail(ErrorCode::unreachable, url + ": " + last_error + " (after " +

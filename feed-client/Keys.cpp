@@ -26,9 +26,13 @@ bool from_hex_string(const std::string& text, std::span<unsigned char> out) {
            length == out.size();
 }
 
-std::string PublicKey::hex() const { return to_hex_string(bytes); }
+std::string PublicKey::hex() const {
+    return to_hex_string(bytes);
+}
 
-std::string PublicKey::key_id() const { return sha256_hex(std::as_bytes(std::span(bytes))); }
+std::string PublicKey::key_id() const {
+    return sha256_hex(std::as_bytes(std::span(bytes)));
+}
 
 Result<PublicKey> PublicKey::from_hex(const std::string& text) {
     PublicKey key;
@@ -59,7 +63,9 @@ KeyPair::KeyPair(KeyPair&& other) noexcept : public_(other.public_), secret_(oth
     sodium_memzero(other.secret_.data(), other.secret_.size());
 }
 
-KeyPair::~KeyPair() { sodium_memzero(secret_.data(), secret_.size()); }
+KeyPair::~KeyPair() {
+    sodium_memzero(secret_.data(), secret_.size());
+}
 
 std::string KeyPair::sign(std::span<const std::byte> message) const {
     std::array<unsigned char, crypto_sign_BYTES> signature{};
@@ -107,13 +113,12 @@ Result<KeyPair> KeyPair::load(const std::string& path) {
 
 Result<void> KeyPair::save(const std::string& path) const {
     std::string secret_hex = to_hex_string(secret_);
-    std::string text = nlohmann::json{{"keytype", "ed25519"},
-                                      {"public", public_.hex()},
-                                      {"secret", secret_hex}}
-                           .dump(2) +
-                       "\n";
-    auto written = write_file_atomically(path, std::as_bytes(std::span(text.data(), text.size())),
-                                         0600);
+    std::string text =
+        nlohmann::json{{"keytype", "ed25519"}, {"public", public_.hex()}, {"secret", secret_hex}}
+            .dump(2) +
+        "\n";
+    auto written =
+        write_file_atomically(path, std::as_bytes(std::span(text.data(), text.size())), 0600);
     sodium_memzero(secret_hex.data(), secret_hex.size());
     sodium_memzero(text.data(), text.size());
     return written;

@@ -187,17 +187,17 @@ std::string canonical_bytes(const json& value) {
 
 Result<Envelope> parse_envelope(std::span<const std::byte> bytes, const std::string& name) {
     if (bytes.size() > max_metadata_size) {
-        return fail(ErrorCode::too_large, name + ": larger than " +
-                                              std::to_string(max_metadata_size) + " bytes");
+        return fail(ErrorCode::too_large,
+                    name + ": larger than " + std::to_string(max_metadata_size) + " bytes");
     }
     if (nesting_depth(bytes) > max_nesting) {
-        return fail(ErrorCode::bad_format, name + ": nested deeper than " +
-                                              std::to_string(max_nesting) + " levels");
+        return fail(ErrorCode::bad_format,
+                    name + ": nested deeper than " + std::to_string(max_nesting) + " levels");
     }
     Envelope envelope;
-    json document = json::parse(reinterpret_cast<const char*>(bytes.data()),
-                                reinterpret_cast<const char*>(bytes.data()) + bytes.size(),
-                                nullptr, false);
+    json document =
+        json::parse(reinterpret_cast<const char*>(bytes.data()),
+                    reinterpret_cast<const char*>(bytes.data()) + bytes.size(), nullptr, false);
     if (document.is_discarded() || !document.is_object()) {
         return fail(ErrorCode::bad_format, name + ": not a JSON object");
     }
@@ -247,10 +247,10 @@ Result<void> verify_signatures(const Envelope& envelope, const Root& root, Role 
         }
     }
     if (valid_keys.size() < role_keys.threshold) {
-        return fail(ErrorCode::bad_signature,
-                    name + ": " + std::to_string(valid_keys.size()) + " valid signature(s) of " +
-                        role_name(role) + " keys, threshold " +
-                        std::to_string(role_keys.threshold));
+        return fail(ErrorCode::bad_signature, name + ": " + std::to_string(valid_keys.size()) +
+                                                  " valid signature(s) of " + role_name(role) +
+                                                  " keys, threshold " +
+                                                  std::to_string(role_keys.threshold));
     }
     return {};
 }
@@ -294,7 +294,8 @@ Result<Timestamp> parse_timestamp(const json& signed_part, const std::string& na
     return interpret<Timestamp>(name, [&] {
         Timestamp timestamp;
         read_common(signed_part, "timestamp", timestamp);
-        timestamp.snapshot = read_file_info(member(member(signed_part, "meta"), "snapshot.json"), true);
+        timestamp.snapshot =
+            read_file_info(member(member(signed_part, "meta"), "snapshot.json"), true);
         if (timestamp.snapshot.length == 0 || timestamp.snapshot.sha256.empty()) {
             throw Invalid{"snapshot.json needs \"length\" and \"hashes\""};
         }
@@ -306,7 +307,8 @@ Result<Snapshot> parse_snapshot(const json& signed_part, const std::string& name
     return interpret<Snapshot>(name, [&] {
         Snapshot snapshot;
         read_common(signed_part, "snapshot", snapshot);
-        snapshot.targets = read_file_info(member(member(signed_part, "meta"), "targets.json"), true);
+        snapshot.targets =
+            read_file_info(member(member(signed_part, "meta"), "targets.json"), true);
         if (snapshot.targets.length == 0 || snapshot.targets.sha256.empty()) {
             throw Invalid{"targets.json needs \"length\" and \"hashes\""};
         }
@@ -345,12 +347,14 @@ json root_to_json(const Root& root) {
     signed_part["consistent_snapshot"] = true;
     json keys = json::object();
     for (const auto& [key_id, key] : root.keys) {
-        keys[key_id] = {{"keytype", "ed25519"}, {"scheme", "ed25519"}, {"keyval", {{"public", key.hex()}}}};
+        keys[key_id] = {
+            {"keytype", "ed25519"}, {"scheme", "ed25519"}, {"keyval", {{"public", key.hex()}}}};
     }
     signed_part["keys"] = keys;
     json roles = json::object();
     for (const auto& [role, role_keys] : root.roles) {
-        roles[role_name(role)] = {{"keyids", role_keys.key_ids}, {"threshold", role_keys.threshold}};
+        roles[role_name(role)] = {{"keyids", role_keys.key_ids},
+                                  {"threshold", role_keys.threshold}};
     }
     signed_part["roles"] = roles;
     return signed_part;

@@ -76,7 +76,7 @@ struct Targets : Common {
 // canonical bytes the signatures cover) and its signatures.
 struct Envelope {
     nlohmann::json signed_part;
-    std::string canonical;  // canonical_bytes(signed_part)
+    std::string canonical;                                        // canonical_bytes(signed_part)
     std::vector<std::pair<std::string, std::string>> signatures;  // (key ID, signature hex)
 };
 

@@ -111,11 +111,10 @@ Result<std::vector<KeyPair>> Publisher::load_keys(Role role) const {
         }
     }
     if (keys.size() < root->roles.at(role).threshold) {
-        return fail(ErrorCode::not_found,
-                    keys_ + ": " + std::to_string(keys.size()) + " " + role_name(role) +
-                        " key(s) here, the role needs " +
-                        std::to_string(root->roles.at(role).threshold) +
-                        " (signing a role needs that role's keys)");
+        return fail(ErrorCode::not_found, keys_ + ": " + std::to_string(keys.size()) + " " +
+                                              role_name(role) + " key(s) here, the role needs " +
+                                              std::to_string(root->roles.at(role).threshold) +
+                                              " (signing a role needs that role's keys)");
     }
     return keys;
 }
@@ -153,8 +152,9 @@ Result<void> Publisher::init(unsigned root_keys, unsigned root_threshold) {
         return made;
     }
     if (real_path(keys_).starts_with(real_path(repository_))) {
-        return fail(ErrorCode::invalid_argument,
-                    keys_ + ": the keys directory must not be inside the repository (it is served)");
+        return fail(
+            ErrorCode::invalid_argument,
+            keys_ + ": the keys directory must not be inside the repository (it is served)");
     }
     Root root;
     root.version = 1;
@@ -168,7 +168,8 @@ Result<void> Publisher::init(unsigned root_keys, unsigned root_threshold) {
             KeyPair pair = KeyPair::generate();
             std::string file = keys_ + "/" + role_name(role) + "-" + std::to_string(n) + ".key";
             if (::access(file.c_str(), F_OK) == 0) {
-                return fail(ErrorCode::invalid_argument, file + ": exists; refusing to overwrite a key");
+                return fail(ErrorCode::invalid_argument,
+                            file + ": exists; refusing to overwrite a key");
             }
             if (auto saved = pair.save(file); !saved) {
                 return saved;
@@ -195,7 +196,8 @@ Result<void> Publisher::init(unsigned root_keys, unsigned root_threshold) {
     if (!keys) {
         return tl::unexpected(keys.error());
     }
-    if (auto written = write_metadata("1.targets.json", targets_to_json(targets), *keys); !written) {
+    if (auto written = write_metadata("1.targets.json", targets_to_json(targets), *keys);
+        !written) {
         return written;
     }
     return publish();
@@ -264,8 +266,8 @@ Result<void> Publisher::publish() {
     Snapshot snapshot;
     snapshot.version = snapshot_version ? *snapshot_version + 1 : 1;
     snapshot.expires = now_ + lifetimes_.snapshot;
-    snapshot.targets = FileInfo{*targets_version, targets_text->size(),
-                                sha256_hex(as_span(*targets_text))};
+    snapshot.targets =
+        FileInfo{*targets_version, targets_text->size(), sha256_hex(as_span(*targets_text))};
     if (auto written = write_metadata(std::to_string(snapshot.version) + ".snapshot.json",
                                       snapshot_to_json(snapshot), *keys);
         !written) {
@@ -296,8 +298,8 @@ Result<void> Publisher::timestamp(std::optional<std::uint64_t> version) {
         timestamp.version = current ? current->version + 1 : 1;
     }
     timestamp.expires = now_ + lifetimes_.timestamp;
-    timestamp.snapshot = FileInfo{*snapshot_version, snapshot_text->size(),
-                                  sha256_hex(as_span(*snapshot_text))};
+    timestamp.snapshot =
+        FileInfo{*snapshot_version, snapshot_text->size(), sha256_hex(as_span(*snapshot_text))};
     return write_metadata("timestamp.json", timestamp_to_json(timestamp), *keys);
 }
 

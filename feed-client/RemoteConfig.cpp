@@ -92,16 +92,19 @@ Result<Remote> parse_remote(const std::string& text, const std::string& file_nam
         }
     }
     if (remote.name.empty() ||
-        !std::all_of(remote.name.begin(), remote.name.end(), [](char c) {
-            return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
-        }) || remote.name[0] == '.') {
+        !std::all_of(remote.name.begin(), remote.name.end(),
+                     [](char c) {
+                         return std::isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+                                c == '_' || c == '.';
+                     }) ||
+        remote.name[0] == '.') {
         return fail(ErrorCode::bad_format, file_name + ": bad remote name \"" + remote.name + "\"");
     }
     if (!remote.url.starts_with("http://") && !remote.url.starts_with("https://") &&
         !remote.url.starts_with("file://")) {
-        return fail(ErrorCode::bad_format,
-                    file_name + ": url must be http://, https:// or file:// (got \"" + remote.url +
-                        "\")");
+        return fail(
+            ErrorCode::bad_format,
+            file_name + ": url must be http://, https:// or file:// (got \"" + remote.url + "\")");
     }
     if (!remote.url.ends_with("/")) {
         remote.url += '/';
@@ -142,8 +145,8 @@ Result<std::vector<Remote>> load_remotes(const std::string& directory) {
         }
         for (const Remote& other : remotes) {
             if (other.name == remote->name) {
-                return fail(ErrorCode::bad_format,
-                            file + ": remote name " + remote->name + " also used by " + other.source);
+                return fail(ErrorCode::bad_format, file + ": remote name " + remote->name +
+                                                       " also used by " + other.source);
             }
         }
         remotes.push_back(std::move(*remote));

@@ -12,15 +12,15 @@ namespace suture::feed {
 // One configured feed, from a file in remotes.d (fwupd's model): an INI-style
 // `[remote]` section of key=value lines. Format: docs/operator-guide.md.
 struct Remote {
-    std::string name;            // default: the file name without ".conf"
+    std::string name;  // default: the file name without ".conf"
     bool enabled = true;
-    std::string url;             // base URL: http://, https:// or file://, ends in '/'
+    std::string url;                 // base URL: http://, https:// or file://, ends in '/'
     std::string channel = "stable";  // "stable" or "testing" (testing also sees stable)
-    std::string root_file;       // the pinned root metadata trusted on first use
+    std::string root_file;           // the pinned root metadata trusted on first use
     std::uint32_t delay_hours = 0;   // hide patchsets younger than this
     std::uint32_t pin_level = 0;     // 0: any level; else the highest level to use
     FetchLimits limits;
-    std::string source;          // the file it came from, for messages
+    std::string source;  // the file it came from, for messages
 };
 
 // Parses one remote file's text.

@@ -112,7 +112,8 @@ int main(int argc, char** argv) {
     std::string channel = "stable";
     CLI::App* add = app.add_subcommand(
         "add", "Add built patchsets (directories with patchset.json) and sign new targets");
-    add->add_option("PATCHSET_DIR", patchsets, "Patchset directories")->required()
+    add->add_option("PATCHSET_DIR", patchsets, "Patchset directories")
+        ->required()
         ->check(CLI::ExistingDirectory);
     add->add_option("--channel", channel, "stable or testing")
         ->check(CLI::IsMember({"stable", "testing"}));
@@ -144,7 +145,8 @@ int main(int argc, char** argv) {
                                                        {"targets", &lifetimes.targets},
                                                        {"snapshot", &lifetimes.snapshot},
                                                        {"timestamp", &lifetimes.timestamp}};
-        auto field = equals == std::string::npos ? fields.end() : fields.find(expiry.substr(0, equals));
+        auto field =
+            equals == std::string::npos ? fields.end() : fields.find(expiry.substr(0, equals));
         if (field == fields.end()) {
             std::cerr << "suture-feed: --expires " << expiry << ": expected ROLE=SECONDS\n";
             return 2;

@@ -106,7 +106,8 @@ Result<const LibrarySymbols::FileBlock*> LibrarySymbols::block_for(
                         "; only in the library: " + join(only_library) + ")");
     }
     return fail(ErrorCode::invalid_argument,
-                name_ + ": " + std::to_string(matching.empty() ? same_file.size() : matching.size()) +
+                name_ + ": " +
+                    std::to_string(matching.empty() ? same_file.size() : matching.size()) +
                     " objects named " + file + " match the object's local symbols: ambiguous");
 }
 
@@ -127,9 +128,9 @@ Result<std::optional<LibrarySymbols::Definition>> LibrarySymbols::global(
         return std::optional<Definition>{};
     }
     if (found->second.size() > 1) {
-        return fail(ErrorCode::invalid_argument,
-                    name_ + ": " + name + " is defined at " + std::to_string(found->second.size()) +
-                        " addresses: ambiguous");
+        return fail(ErrorCode::invalid_argument, name_ + ": " + name + " is defined at " +
+                                                     std::to_string(found->second.size()) +
+                                                     " addresses: ambiguous");
     }
     return std::optional<Definition>{found->second.front()};
 }

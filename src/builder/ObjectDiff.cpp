@@ -33,7 +33,9 @@ bool is_named(const Symbol& symbol) {
            !symbol.name.empty();
 }
 
-bool is_writable(const Section& section) { return (section.flags & SHF_WRITE) != 0; }
+bool is_writable(const Section& section) {
+    return (section.flags & SHF_WRITE) != 0;
+}
 
 std::string hex_of(std::span<const std::byte> bytes) {
     static const char digits[] = "0123456789abcdef";
@@ -122,8 +124,8 @@ bool same_contents(const RelocatableObject& original, const SymbolOwners& origin
     }
     auto original_relocations = relocations_in(original, original_symbol.section,
                                                original_symbol.value, original_symbol.size);
-    auto patched_relocations = relocations_in(patched, patched_symbol.section,
-                                              patched_symbol.value, patched_symbol.size);
+    auto patched_relocations =
+        relocations_in(patched, patched_symbol.section, patched_symbol.value, patched_symbol.size);
     if (original_relocations.size() != patched_relocations.size()) {
         return false;
     }
@@ -171,8 +173,8 @@ std::string normalized_symbol_name(std::string_view name) {
     bool first = true;
     while (start <= name.size()) {
         std::size_t dot = name.find('.', start);
-        std::string_view part =
-            name.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
+        std::string_view part = name.substr(
+            start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
         if (first || !is_all_digits(part)) {
             if (!first) {
                 result += '.';
@@ -211,14 +213,17 @@ std::size_t SymbolOwners::owner(std::size_t section, std::uint64_t offset) const
     }
     for (std::size_t index : found->second) {
         const Symbol& symbol = object_.symbols()[index];
-        if (offset >= symbol.value && (offset < symbol.value + symbol.size || offset == symbol.value)) {
+        if (offset >= symbol.value &&
+            (offset < symbol.value + symbol.size || offset == symbol.value)) {
             return index;
         }
     }
     return 0;
 }
 
-std::size_t SymbolOwners::first_in(std::size_t section) const { return owner(section, 0); }
+std::size_t SymbolOwners::first_in(std::size_t section) const {
+    return owner(section, 0);
+}
 
 namespace {
 
@@ -256,8 +261,8 @@ RelocationTarget section_target(const RelocatableObject& object, const SymbolOwn
     const Section& section = object.sections()[section_index];
     target.section = section_index;
     target.addend = addend;
-    target.kind = is_writable(section) ? RelocationTarget::Kind::anonymous
-                                       : RelocationTarget::Kind::literal;
+    target.kind =
+        is_writable(section) ? RelocationTarget::Kind::anonymous : RelocationTarget::Kind::literal;
     target.identity = literal_identity(section, addend, type);
     return target;
 }
@@ -316,7 +321,8 @@ Result<ObjectChanges> diff_objects(const RelocatableObject& original,
             continue;  // new read-only data travels with the code that uses it
         }
         const Symbol& before = original.symbols()[counterpart->second];
-        bool same = same_contents(original, original_owners, before, patched, patched_owners, symbol);
+        bool same =
+            same_contents(original, original_owners, before, patched, patched_owners, symbol);
         if (symbol.type == STT_FUNC) {
             if (!same) {
                 changes.changed_functions.push_back(i);

@@ -40,8 +40,8 @@ struct StringTable {
 std::size_t ObjectWriter::add_section(std::string name, Elf64_Word type, std::uint64_t flags,
                                       std::uint64_t alignment, std::uint64_t entry_size,
                                       std::vector<std::byte> bytes) {
-    sections_.push_back(Section{std::move(name), type, flags, alignment, entry_size,
-                                std::move(bytes), {}});
+    sections_.push_back(
+        Section{std::move(name), type, flags, alignment, entry_size, std::move(bytes), {}});
     return sections_.size();
 }
 

@@ -82,16 +82,17 @@ std::string hex(std::uint64_t value) {
 
 // Where a reference from the patch code goes in the output object.
 struct Destination {
-    bool included = false;        // into a section of the output
-    std::size_t unit = 0;         // included: which unit's section
-    std::size_t section = 0;      // included: section index in that unit's patched object
-    std::int64_t addend = 0;      // section-relative (included) or symbol-relative (reference)
-    std::string reference;        // not included: the undefined symbol's name
+    bool included = false;    // into a section of the output
+    std::size_t unit = 0;     // included: which unit's section
+    std::size_t section = 0;  // included: section index in that unit's patched object
+    std::int64_t addend = 0;  // section-relative (included) or symbol-relative (reference)
+    std::string reference;    // not included: the undefined symbol's name
 };
 
 class Builder {
   public:
-    Builder(const BuildRequest& request, BuildReport& report) : request_(request), report_(report) {}
+    Builder(const BuildRequest& request, BuildReport& report)
+        : request_(request), report_(report) {}
 
     Result<std::vector<std::byte>> run();
 
@@ -141,9 +142,9 @@ Result<void> Builder::open_library() {
         return fail(ErrorCode::bad_format, request_.library + ": no GNU build ID");
     }
     if (*library_id != *debug_id) {
-        return fail(ErrorCode::build_id_mismatch,
-                    request_.debug_symbols + ": build ID " + *debug_id + " is not the library's (" +
-                        *library_id + "): symbols of another build");
+        return fail(ErrorCode::build_id_mismatch, request_.debug_symbols + ": build ID " +
+                                                      *debug_id + " is not the library's (" +
+                                                      *library_id + "): symbols of another build");
     }
     auto soname = library->soname();
     if (!soname || !soname->has_value()) {
@@ -380,8 +381,8 @@ Result<void> Builder::check_original_bytes(const Unit& unit, const Symbol& symbo
                                            const LibrarySymbols::Definition& definition) {
     auto file_offset = library_->offset_of_address(definition.offset);
     if (!file_offset) {
-        return fail(ErrorCode::bad_format, request_.library + ": " + symbol.name +
-                                               " is not inside a loaded segment");
+        return fail(ErrorCode::bad_format,
+                    request_.library + ": " + symbol.name + " is not inside a loaded segment");
     }
     auto library_bytes = library_->bytes_at(*file_offset, definition.size);
     if (!library_bytes) {
@@ -389,12 +390,13 @@ Result<void> Builder::check_original_bytes(const Unit& unit, const Symbol& symbo
     }
     const auto& section = unit.original.sections()[symbol.section];
     if (symbol.value + symbol.size > section.bytes.size()) {
-        return fail(ErrorCode::bad_format, unit.original.name() + ": " + symbol.name +
-                                               " lies outside its section");
+        return fail(ErrorCode::bad_format,
+                    unit.original.name() + ": " + symbol.name + " lies outside its section");
     }
     std::vector<bool> in_field(symbol.size, false);
     for (const auto& relocation : unit.original.relocations_for(symbol.section)) {
-        std::size_t width = relocation.type == R_X86_64_64 || relocation.type == R_X86_64_PC64 ? 8 : 4;
+        std::size_t width =
+            relocation.type == R_X86_64_64 || relocation.type == R_X86_64_PC64 ? 8 : 4;
         for (std::size_t k = 0; k < width; ++k) {
             std::uint64_t at = relocation.offset + k;
             if (at >= symbol.value && at < symbol.value + symbol.size) {
@@ -446,9 +448,9 @@ Result<void> Builder::describe_replacements() {
             if (!bytes) {
                 return tl::unexpected(bytes.error());
             }
-            metadata_.functions.push_back(
-                ReplacedFunction{original.name, definition->offset, definition->size,
-                                 sha256_hex(*bytes), output_names_.at({u, index})});
+            metadata_.functions.push_back(ReplacedFunction{original.name, definition->offset,
+                                                           definition->size, sha256_hex(*bytes),
+                                                           output_names_.at({u, index})});
             report_.replaced.push_back(original.name + " (" + unit.file + ") at " +
                                        hex(definition->offset) + ", " +
                                        std::to_string(definition->size) + " bytes");

@@ -39,8 +39,7 @@ int main(int argc, char** argv) {
         ->check(CLI::ExistingFile);
     app.add_option("--unit", units, "ORIGINAL.o:PATCHED.o (repeatable)")->required();
     app.add_option("--id", request.patch_id, "Patch id, e.g. CVE-2026-63076")->required();
-    app.add_option("--level", request.level, "Patch level (1..65535)")
-        ->check(CLI::Range(1, 65535));
+    app.add_option("--level", request.level, "Patch level (1..65535)")->check(CLI::Range(1, 65535));
     app.add_option("--description", request.description, "One line for humans");
     app.add_option("-o,--output", output, "Where to write the patch file")->required();
     app.add_flag("--json", json, "Print the report as JSON");

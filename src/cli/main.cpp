@@ -193,7 +193,8 @@ int feed_exit_code(ErrorCode code, int not_found_status) {
 
 int run_feed_refresh(const FeedCommand& command) {
     FeedOptions options = resolve_feed_options(command.options);
-    bool show_progress = !command.json && ::isatty(STDERR_FILENO) && log::level() >= log::Level::warning;
+    bool show_progress =
+        !command.json && ::isatty(STDERR_FILENO) && log::level() >= log::Level::warning;
     auto refreshes = refresh_feeds(options, [&](std::uint64_t now, std::uint64_t total) {
         if (show_progress) {
             std::cerr << "\r  downloading: " << now << (total ? " / " + std::to_string(total) : "")
@@ -227,8 +228,9 @@ int run_feed_refresh(const FeedCommand& command) {
             continue;
         }
         const feed::RefreshReport& report = *refresh.result;
-        std::cout << "remote " << refresh.remote << ": " << (report.changed ? "updated" : "up to date")
-                  << " (root v" << report.root_version << ", timestamp v" << report.timestamp_version
+        std::cout << "remote " << refresh.remote << ": "
+                  << (report.changed ? "updated" : "up to date") << " (root v"
+                  << report.root_version << ", timestamp v" << report.timestamp_version
                   << ", snapshot v" << report.snapshot_version << ", targets v"
                   << report.targets_version << "): " << report.targets << " patch file(s), "
                   << report.downloaded << " downloaded, " << report.reused << " from the cache\n";
@@ -501,8 +503,9 @@ int main(int argc, char** argv) {
     std::size_t history_limit = 50;
     bool history_json = false;
     CLI::App* history = app.add_subcommand(
-        "history", "Show the audit log of the state database, oldest first (every apply,\n"
-                   "adoption, close, refresh and setting change, with outcome and reason).");
+        "history",
+        "Show the audit log of the state database, oldest first (every apply,\n"
+        "adoption, close, refresh and setting change, with outcome and reason).");
     history->add_option("--state", history_state, "State database");
     history->add_option("--limit", history_limit, "How many of the newest entries")
         ->check(CLI::Range(1, 100000))

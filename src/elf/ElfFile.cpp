@@ -396,7 +396,8 @@ Result<std::map<std::string, std::uint64_t>> ElfFile::plt_entries() const {
     for (std::size_t entry = 0; entry + entry_size <= bytes->size(); entry += entry_size) {
         std::size_t at = entry;
         auto byte = [&](std::size_t i) { return static_cast<unsigned char>((*bytes)[i]); };
-        if (byte(at) == 0xf3 && byte(at + 1) == 0x0f && byte(at + 2) == 0x1e && byte(at + 3) == 0xfa) {
+        if (byte(at) == 0xf3 && byte(at + 1) == 0x0f && byte(at + 2) == 0x1e &&
+            byte(at + 3) == 0xfa) {
             at += 4;  // endbr64
         }
         if (byte(at) == 0xf2) {

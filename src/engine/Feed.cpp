@@ -44,8 +44,9 @@ FeedOptions resolve_feed_options(FeedOptions options) {
     if (options.cache_directory.empty()) {
         std::string fallback = "/var/cache/suture/feed";
         if (::geteuid() != 0) {
-            fallback = environment_or("XDG_CACHE_HOME", environment_or("HOME", "/tmp") + "/.cache") +
-                       "/suture/feed";
+            fallback =
+                environment_or("XDG_CACHE_HOME", environment_or("HOME", "/tmp") + "/.cache") +
+                "/suture/feed";
         }
         options.cache_directory = environment_or("SUTURE_FEED_CACHE", fallback);
     }

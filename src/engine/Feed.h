@@ -13,8 +13,8 @@ namespace suture {
 // Where the feed client reads its remotes and keeps its cache.
 struct FeedOptions {
     std::string config_directory;  // holds remotes.d/; default $SUTURE_CONFIG_DIR or /etc/suture
-    std::string cache_directory;    // default $SUTURE_FEED_CACHE, /var/cache/suture/feed as root,
-                                    // else ~/.cache/suture/feed
+    std::string cache_directory;   // default $SUTURE_FEED_CACHE, /var/cache/suture/feed as root,
+                                   // else ~/.cache/suture/feed
 };
 
 // The options with every empty field set to its default.

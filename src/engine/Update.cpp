@@ -23,8 +23,8 @@ struct Candidate {
 
 std::string executable_of(int pid) {
     char path[4096];
-    ssize_t length = ::readlink(("/proc/" + std::to_string(pid) + "/exe").c_str(), path,
-                                sizeof path - 1);
+    ssize_t length =
+        ::readlink(("/proc/" + std::to_string(pid) + "/exe").c_str(), path, sizeof path - 1);
     return length > 0 ? std::string(path, static_cast<std::size_t>(length)) : "";
 }
 
@@ -81,7 +81,8 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     auto enabled = database->setting("enabled");
     if (enabled && enabled->has_value() && **enabled == "false") {
         report.enabled = false;
-        (void)database->log({0, 0, "update", {}, "", 0, "skipped", "disabled", "suture is disabled"});
+        (void)database->log(
+            {0, 0, "update", {}, "", 0, "skipped", "disabled", "suture is disabled"});
         return report;
     }
     FeedOptions feed_options = resolve_feed_options(options.feed);
@@ -92,10 +93,16 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
         }
         report.refreshes = std::move(*refreshes);
         for (const RemoteRefresh& refresh : report.refreshes) {
-            (void)database->log({0, 0, "refresh", {}, "", 0, refresh.result ? "ok" : "failed",
-                                 refresh.result ? "" : error_code_name(refresh.result.error().code),
-                                 refresh.result ? "remote " + refresh.remote
-                                                : refresh.result.error().message});
+            (void)database->log(
+                {0,
+                 0,
+                 "refresh",
+                 {},
+                 "",
+                 0,
+                 refresh.result ? "ok" : "failed",
+                 refresh.result ? "" : error_code_name(refresh.result.error().code),
+                 refresh.result ? "remote " + refresh.remote : refresh.result.error().message});
         }
     }
     auto cached = list_feeds(feed_options);
@@ -154,8 +161,8 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     for (const Work& item : work) {
         const ProcessInfo& info = item.process->info;
         const PatchMetadata& metadata = item.candidate->patch.metadata;
-        UpdateAction action{{info.pid, info.start_time}, info.comm, metadata.patch_id,
-                            metadata.level, "", "", ""};
+        UpdateAction action{
+            {info.pid, info.start_time}, info.comm, metadata.patch_id, metadata.level, "", "", ""};
         std::string executable = executable_of(info.pid);
         const AppliedPatch* present = nullptr;
         if (auto found = status.patches.find(info.pid); found != status.patches.end()) {
@@ -194,7 +201,8 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
                                                     metadata.target_build_id, metadata.patch_id,
                                                     metadata.level, 0, "active"});
                 (void)database->log({0, 0, "apply", action.process, metadata.patch_id,
-                                     metadata.level, "ok", "", "from " + item.candidate->cached.remote});
+                                     metadata.level, "ok", "",
+                                     "from " + item.candidate->cached.remote});
             } else {
                 action.outcome = "failed";
                 action.reason = error_code_name(applied.error().code);
@@ -226,7 +234,14 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
             }
         }
     }
-    (void)database->log({0, 0, "update", {}, "", 0, "ok", "",
+    (void)database->log({0,
+                         0,
+                         "update",
+                         {},
+                         "",
+                         0,
+                         "ok",
+                         "",
                          std::to_string(report.actions.size()) + " action(s)"});
     return report;
 }

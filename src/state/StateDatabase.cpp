@@ -99,15 +99,15 @@ Result<StateDatabase> StateDatabase::open(const std::string& path) {
         return fail_errno(path + ": chmod 600", errno);
     }
     sqlite3* raw = nullptr;
-    int opened = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
-                                 nullptr);
+    int opened =
+        sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr);
     StateDatabase database(raw, path);
     if (opened != SQLITE_OK) {
         return fail(ErrorCode::io, path + ": " + (raw ? sqlite3_errmsg(raw) : "cannot open"));
     }
     sqlite3_busy_timeout(raw, 5000);
-    for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-                               "PRAGMA foreign_keys=ON"}) {
+    for (const char* pragma :
+         {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
         if (auto done = database.execute(pragma); !done) {
             return tl::unexpected(done.error());
         }
@@ -142,10 +142,10 @@ Result<void> StateDatabase::migrate() {
         return tl::unexpected(version.error());
     }
     if (*version > latest_schema_version) {
-        return fail(ErrorCode::unsupported,
-                    path_ + ": schema version " + std::to_string(*version) +
-                        " is newer than this suture (" + std::to_string(latest_schema_version) +
-                        "); refusing to touch it");
+        return fail(ErrorCode::unsupported, path_ + ": schema version " + std::to_string(*version) +
+                                                " is newer than this suture (" +
+                                                std::to_string(latest_schema_version) +
+                                                "); refusing to touch it");
     }
     for (int next = *version + 1; next <= latest_schema_version; ++next) {
         // One transaction per step: a kill mid-migration leaves the last
@@ -195,9 +195,12 @@ Result<std::vector<Application>> StateDatabase::applications(const std::string& 
         rows.push_back(Application{statement.integer(0),
                                    {static_cast<int>(statement.integer(1)),
                                     static_cast<std::uint64_t>(statement.integer(2))},
-                                   statement.text(3), statement.text(4), statement.text(5),
+                                   statement.text(3),
+                                   statement.text(4),
+                                   statement.text(5),
                                    static_cast<std::uint32_t>(statement.integer(6)),
-                                   statement.integer(7), statement.text(8)});
+                                   statement.integer(7),
+                                   statement.text(8)});
     }
     return rows;
 }
@@ -247,12 +250,16 @@ Result<std::vector<HistoryEntry>> StateDatabase::history(std::size_t limit) {
     statement.bind(1, static_cast<std::int64_t>(limit));
     std::vector<HistoryEntry> rows;
     while (statement.step() == SQLITE_ROW) {
-        rows.push_back(HistoryEntry{statement.integer(0), statement.integer(1), statement.text(2),
+        rows.push_back(HistoryEntry{statement.integer(0),
+                                    statement.integer(1),
+                                    statement.text(2),
                                     {static_cast<int>(statement.integer(3)),
                                      static_cast<std::uint64_t>(statement.integer(4))},
                                     statement.text(5),
                                     static_cast<std::uint32_t>(statement.integer(6)),
-                                    statement.text(7), statement.text(8), statement.text(9)});
+                                    statement.text(7),
+                                    statement.text(8),
+                                    statement.text(9)});
     }
     return rows;
 }
@@ -285,7 +292,9 @@ Result<void> StateDatabase::set_setting(const std::string& key, const std::strin
 }
 
 Result<void> StateDatabase::add_exclusion(const std::string& kind, const std::string& value) {
-    Statement statement(db_.get(), "INSERT INTO exclusions (kind, value) VALUES (?, ?) ON CONFLICT (kind, value) DO NOTHING");
+    Statement statement(
+        db_.get(),
+        "INSERT INTO exclusions (kind, value) VALUES (?, ?) ON CONFLICT (kind, value) DO NOTHING");
     if (!statement.prepared()) {
         return tl::unexpected(sqlite_error("exclusions", db_.get()));
     }

@@ -46,8 +46,10 @@ class Workshop {
     // object's STT_FILE name) to OBJECT.
     std::string compile(const std::string& source, const std::string& object,
                         const std::string& flags = "-O2") const {
-        run("cd '" + directory_ + "' && gcc -c -fPIC -fcf-protection -ffunction-sections "
-            "-fdata-sections " + flags + " -o '" + object + "' '" + source + "'");
+        run("cd '" + directory_ +
+            "' && gcc -c -fPIC -fcf-protection -ffunction-sections "
+            "-fdata-sections " +
+            flags + " -o '" + object + "' '" + source + "'");
         return path(object);
     }
 
@@ -71,7 +73,8 @@ RelocatableObject parse_object(const std::string& path) {
     auto text = read_file(path);
     REQUIRE(text);
     auto bytes = std::as_bytes(std::span(text->data(), text->size()));
-    auto object = RelocatableObject::parse(std::vector<std::byte>(bytes.begin(), bytes.end()), path);
+    auto object =
+        RelocatableObject::parse(std::vector<std::byte>(bytes.begin(), bytes.end()), path);
     REQUIRE(object);
     return std::move(*object);
 }
@@ -190,8 +193,9 @@ TEST_CASE("the differ finds exactly the changed and the new functions") {
     }
     SECTION("a new function is new, and its caller changed") {
         std::string fixed = file_a;
-        fixed.replace(fixed.find("int api_a_unchanged"), 0,
-                      "__attribute__((noinline)) static int clamp(int x) { return x < 0 ? 0 : x; }\n");
+        fixed.replace(
+            fixed.find("int api_a_unchanged"), 0,
+            "__attribute__((noinline)) static int clamp(int x) { return x < 0 ? 0 : x; }\n");
         fixed.replace(fixed.find("return helper(x + 1);"), 21, "return helper(clamp(x));");
         workshop.write("a.c", fixed);
         auto patched = parse_object(workshop.compile("a.c", "patched.o"));
@@ -219,8 +223,9 @@ TEST_CASE("the differ finds exactly the changed and the new functions") {
               std::string::npos);
     }
     SECTION("thread-local data is refused when the object is read") {
-        workshop.write("a.c", std::string(file_a) + "__thread int per_thread;\n"
-                                                    "int touch(void) { return ++per_thread; }\n");
+        workshop.write("a.c", std::string(file_a) +
+                                  "__thread int per_thread;\n"
+                                  "int touch(void) { return ++per_thread; }\n");
         auto text = read_file(workshop.compile("a.c", "patched.o"));
         REQUIRE(text);
         auto bytes = std::as_bytes(std::span(text->data(), text->size()));
@@ -244,13 +249,19 @@ TEST_CASE("library symbols: statics with one name in two files are told apart by
         return s;
     };
     std::vector<ElfFile::Symbol> table = {
-        symbol("a.c", STT_FILE, STB_LOCAL, 0),   symbol("helper", STT_FUNC, STB_LOCAL, 0x100),
+        symbol("a.c", STT_FILE, STB_LOCAL, 0),
+        symbol("helper", STT_FUNC, STB_LOCAL, 0x100),
         symbol("table", STT_OBJECT, STB_LOCAL, 0x900),
-        symbol("b.c", STT_FILE, STB_LOCAL, 0),   symbol("helper", STT_FUNC, STB_LOCAL, 0x200),
-        symbol("twin.c", STT_FILE, STB_LOCAL, 0), symbol("only", STT_FUNC, STB_LOCAL, 0x300),
-        symbol("twin.c", STT_FILE, STB_LOCAL, 0), symbol("only", STT_FUNC, STB_LOCAL, 0x400),
-        symbol("", STT_FILE, STB_LOCAL, 0),      symbol("hidden_api", STT_FUNC, STB_LOCAL, 0x500),
-        symbol("api", STT_FUNC, STB_GLOBAL, 0x600), symbol("twice", STT_FUNC, STB_GLOBAL, 0x700),
+        symbol("b.c", STT_FILE, STB_LOCAL, 0),
+        symbol("helper", STT_FUNC, STB_LOCAL, 0x200),
+        symbol("twin.c", STT_FILE, STB_LOCAL, 0),
+        symbol("only", STT_FUNC, STB_LOCAL, 0x300),
+        symbol("twin.c", STT_FILE, STB_LOCAL, 0),
+        symbol("only", STT_FUNC, STB_LOCAL, 0x400),
+        symbol("", STT_FILE, STB_LOCAL, 0),
+        symbol("hidden_api", STT_FUNC, STB_LOCAL, 0x500),
+        symbol("api", STT_FUNC, STB_GLOBAL, 0x600),
+        symbol("twice", STT_FUNC, STB_GLOBAL, 0x700),
         symbol("twice", STT_FUNC, STB_GLOBAL, 0x780),
     };
     LibrarySymbols library = LibrarySymbols::from_table(table, "libtest.so");

@@ -87,7 +87,7 @@ TEST_CASE("thresholds count distinct keys of the role only") {
     };
     CHECK(verify({&first, &second}));
     CHECK_FALSE(verify({&first}));
-    CHECK_FALSE(verify({&first, &first}));  // one key twice counts once
+    CHECK_FALSE(verify({&first, &first}));     // one key twice counts once
     CHECK_FALSE(verify({&first, &stranger}));  // a key the root does not list
     CHECK(verify({&stranger, &second, &first}));
 }
@@ -137,7 +137,8 @@ TEST_CASE("the envelope parser refuses hostile shapes before interpreting anythi
     CHECK_FALSE(parse_envelope(bytes_of(R"({"signed":{"a":1.5},"signatures":[]})"), "x"));
     CHECK_FALSE(parse_envelope(bytes_of(R"({"signed":{},"signatures":[{"keyid":1}]})"), "x"));
     std::string deep = std::string(100, '[') + std::string(100, ']');
-    auto nested = parse_envelope(bytes_of(R"({"signed":{"a":)" + deep + R"(},"signatures":[]})"), "x");
+    auto nested =
+        parse_envelope(bytes_of(R"({"signed":{"a":)" + deep + R"(},"signatures":[]})"), "x");
     REQUIRE_FALSE(nested);
     CHECK(nested.error().message.find("nested") != std::string::npos);
 }
@@ -150,10 +151,11 @@ TEST_CASE("UTC times round-trip and only the one format is accepted") {
 }
 
 TEST_CASE("remotes.d files") {
-    auto remote = parse_remote("# a comment\n[remote]\nurl=https://feed.example/debian-12\n"
-                               "root=/etc/suture/roots/vendor.json\nchannel=testing\n"
-                               "delay_hours=24\n",
-                               "/etc/suture/remotes.d/vendor.conf");
+    auto remote = parse_remote(
+        "# a comment\n[remote]\nurl=https://feed.example/debian-12\n"
+        "root=/etc/suture/roots/vendor.json\nchannel=testing\n"
+        "delay_hours=24\n",
+        "/etc/suture/remotes.d/vendor.conf");
     REQUIRE(remote);
     CHECK(remote->name == "vendor");
     CHECK(remote->url == "https://feed.example/debian-12/");

@@ -33,8 +33,8 @@ TEST_CASE("a new database is private, at the latest schema, and keeps what it re
         auto id = database->record_application(Application{
             0, {4711, 98765}, "/usr/sbin/nginx", "7d90f384", "CVE-2026-63076", 1, 0, "active"});
         REQUIRE(id);
-        REQUIRE(database->log(HistoryEntry{0, 0, "apply", {4711, 98765}, "CVE-2026-63076", 1, "ok",
-                                           "", "applied"}));
+        REQUIRE(database->log(
+            HistoryEntry{0, 0, "apply", {4711, 98765}, "CVE-2026-63076", 1, "ok", "", "applied"}));
         REQUIRE(database->set_setting("channel", "testing"));
         REQUIRE(database->set_setting("channel", "stable"));
         REQUIRE(database->add_exclusion("executable", "/usr/sbin/sshd"));
