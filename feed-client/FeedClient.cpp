@@ -183,6 +183,39 @@ std::string target_url_path(const Target& target) {
     return "targets/" + directory + target.sha256 + "." + base;
 }
 
+// A snapshot or targets file as the previous role describes it (`expected`:
+// version, length, SHA-256): the trusted copy if it is that very file, else
+// downloaded with a cap of that length, checked by length and hash, verified
+// by `role`'s keys, and of exactly that version. Returns it with its text.
+template <typename T, typename Parse>
+Result<std::pair<T, std::string>> described_role(const Fetcher& fetcher, const std::string& base,
+                                                 const std::string& name, const FileInfo& expected,
+                                                 const Root& root, Role role, Parse parse,
+                                                 const std::optional<T>& trusted,
+                                                 const std::string& trusted_text) {
+    if (trusted && trusted->version == expected.version &&
+        sha256_hex(as_span(trusted_text)) == expected.sha256) {
+        return std::pair{*trusted, trusted_text};
+    }
+    auto bytes = fetcher.fetch(base + name, expected.length);
+    if (!bytes) {
+        return tl::unexpected(bytes.error());
+    }
+    if (auto matches = check_file(*bytes, expected, name); !matches) {
+        return tl::unexpected(matches.error());
+    }
+    std::string text = as_text(*bytes);
+    auto parsed = verified<T>(text, root, role, name, parse);
+    if (!parsed) {
+        return tl::unexpected(parsed.error());
+    }
+    if (parsed->version != expected.version) {
+        return fail(ErrorCode::rollback,
+                    name + ": says version " + std::to_string(parsed->version));
+    }
+    return std::pair{std::move(*parsed), std::move(text)};
+}
+
 // Writes a new generation and switches `current` to it.
 Result<void> commit_generation(const std::string& cache, const std::string& remote,
                                const Trusted& state,
@@ -350,65 +383,32 @@ Result<RefreshReport> FeedClient::refresh(const Remote& remote, std::time_t now,
 
     // 3. Snapshot, exactly as the timestamp describes it.
     std::string snapshot_name = std::to_string(timestamp->snapshot.version) + ".snapshot.json";
-    std::string snapshot_text = state.snapshot_text;
-    std::optional<Snapshot> snapshot = state.snapshot;
-    if (!state.snapshot || state.snapshot->version != timestamp->snapshot.version ||
-        sha256_hex(as_span(state.snapshot_text)) != timestamp->snapshot.sha256) {
-        auto bytes = fetcher.fetch(base + snapshot_name, timestamp->snapshot.length);
-        if (!bytes) {
-            return tl::unexpected(bytes.error());
-        }
-        if (auto matches = check_file(*bytes, timestamp->snapshot, snapshot_name); !matches) {
-            return tl::unexpected(matches.error());
-        }
-        snapshot_text = as_text(*bytes);
-        auto parsed = verified<Snapshot>(snapshot_text, state.root, Role::snapshot, snapshot_name,
-                                         parse_snapshot);
-        if (!parsed) {
-            return tl::unexpected(parsed.error());
-        }
-        if (parsed->version != timestamp->snapshot.version) {
-            return fail(ErrorCode::rollback,
-                        snapshot_name + ": says version " + std::to_string(parsed->version));
-        }
-        if (state.snapshot && parsed->targets.version < state.snapshot->targets.version) {
-            return fail(ErrorCode::rollback, snapshot_name + ": names targets version " +
-                                                 std::to_string(parsed->targets.version) +
-                                                 ", older than the trusted " +
-                                                 std::to_string(state.snapshot->targets.version));
-        }
-        snapshot = *parsed;
+    auto snapshot = described_role<Snapshot>(fetcher, base, snapshot_name, timestamp->snapshot,
+                                             state.root, Role::snapshot, parse_snapshot,
+                                             state.snapshot, state.snapshot_text);
+    if (!snapshot) {
+        return tl::unexpected(snapshot.error());
     }
-    if (auto fresh = check_unexpired(*snapshot, now, snapshot_name); !fresh) {
+    if (state.snapshot && snapshot->first.targets.version < state.snapshot->targets.version) {
+        return fail(ErrorCode::rollback, snapshot_name + ": names targets version " +
+                                             std::to_string(snapshot->first.targets.version) +
+                                             ", older than the trusted " +
+                                             std::to_string(state.snapshot->targets.version));
+    }
+    if (auto fresh = check_unexpired(snapshot->first, now, snapshot_name); !fresh) {
         return tl::unexpected(fresh.error());
     }
-    report.snapshot_version = snapshot->version;
+    report.snapshot_version = snapshot->first.version;
 
     // 4. Targets, exactly as the snapshot describes them.
-    std::string targets_name = std::to_string(snapshot->targets.version) + ".targets.json";
-    std::string targets_text = state.targets_text;
-    std::optional<Targets> targets = state.targets;
-    if (!state.targets || state.targets->version != snapshot->targets.version ||
-        sha256_hex(as_span(state.targets_text)) != snapshot->targets.sha256) {
-        auto bytes = fetcher.fetch(base + targets_name, snapshot->targets.length);
-        if (!bytes) {
-            return tl::unexpected(bytes.error());
-        }
-        if (auto matches = check_file(*bytes, snapshot->targets, targets_name); !matches) {
-            return tl::unexpected(matches.error());
-        }
-        targets_text = as_text(*bytes);
-        auto parsed =
-            verified<Targets>(targets_text, state.root, Role::targets, targets_name, parse_targets);
-        if (!parsed) {
-            return tl::unexpected(parsed.error());
-        }
-        if (parsed->version != snapshot->targets.version) {
-            return fail(ErrorCode::rollback,
-                        targets_name + ": says version " + std::to_string(parsed->version));
-        }
-        targets = *parsed;
+    std::string targets_name = std::to_string(snapshot->first.targets.version) + ".targets.json";
+    auto described_targets =
+        described_role<Targets>(fetcher, base, targets_name, snapshot->first.targets, state.root,
+                                Role::targets, parse_targets, state.targets, state.targets_text);
+    if (!described_targets) {
+        return tl::unexpected(described_targets.error());
     }
+    const Targets* targets = &described_targets->first;
     if (auto fresh = check_unexpired(*targets, now, targets_name); !fresh) {
         return tl::unexpected(fresh.error());
     }
@@ -446,17 +446,17 @@ Result<RefreshReport> FeedClient::refresh(const Remote& remote, std::time_t now,
     }
 
     bool unchanged = !report.changed && !timestamp_changed &&
-                     snapshot_text == state.snapshot_text && targets_text == state.targets_text &&
-                     report.downloaded == 0;
+                     snapshot->second == state.snapshot_text &&
+                     described_targets->second == state.targets_text && report.downloaded == 0;
     if (unchanged) {
         return report;
     }
     state.timestamp = *timestamp;
     state.timestamp_text = timestamp_text;
-    state.snapshot = snapshot;
-    state.snapshot_text = snapshot_text;
-    state.targets = targets;
-    state.targets_text = targets_text;
+    state.snapshot = snapshot->first;
+    state.snapshot_text = snapshot->second;
+    state.targets = described_targets->first;
+    state.targets_text = described_targets->second;
     if (auto committed = commit_generation(cache_, remote.name, state, files); !committed) {
         return tl::unexpected(committed.error());
     }
