@@ -12,6 +12,7 @@
 
 #include "base/Files.h"
 #include "base/Log.h"
+#include "cli/DaemonClient.h"
 #include "cli/ExitCode.h"
 #include "cli/StatusTable.h"
 #include "config.h"
@@ -68,6 +69,7 @@ struct InjectCommand {
     bool json = false;
     InjectOptions options;
     int backoff_ms = 5;
+    bool direct = false;  // run the engine here even if sutured runs
 };
 
 int run_status(const StatusOptions& options, const EngineOptions& engine_options) {
@@ -89,22 +91,87 @@ int run_status(const StatusOptions& options, const EngineOptions& engine_options
     return partial ? exit_partial : exit_ok;
 }
 
-// Prints an injector error (with blocking frames) and returns its status.
-int report_error(const Error& error, const std::vector<BlockingThread>& blocking, bool json) {
+// An error document ({"error": {reason, message, blocking_threads}}) from
+// the engine or the daemon: printed, and its exit status returned.
+int report_error_document(const nlohmann::json& document, bool json) {
+    const nlohmann::json& error = document["error"];
     if (json) {
-        std::cout << error_to_json(error, blocking).dump(2) << "\n";
+        std::cout << document.dump(2) << "\n";
     } else {
-        log::error(error.message);
+        log::error(error.value("message", std::string("failed")));
+        for (const auto& thread : error.value("blocking_threads", nlohmann::json::array())) {
+            std::cerr << "  thread " << thread.value("tid", 0) << ":";
+            for (const auto& frame : thread.value("frames", nlohmann::json::array())) {
+                std::cerr << " " << frame.get<std::string>();
+            }
+            std::cerr << "\n";
+        }
     }
-    return exit_code_for(error.code);
+    auto code = error_code_from_name(error.value("reason", std::string()));
+    return code ? exit_code_for(*code) : exit_failure;
 }
 
-std::string microseconds(std::chrono::nanoseconds duration) {
-    return std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(duration).count()) +
-           " us";
+// One apply/revert report (inject_report_to_json) as a line.
+void print_inject_report(const nlohmann::json& report, const char* verb) {
+    std::string head = "pid " + std::to_string(report.value("pid", 0)) + ": ";
+    std::string patch_id = report.value("patch_id", std::string());
+    if (patch_id.empty()) {
+        std::cout << head << "removed the empty region at "
+                  << report.value("region_address", std::string())
+                  << " an interrupted apply left\n";
+        return;
+    }
+    if (report.value("already_applied", false)) {
+        std::cout << head << patch_id << " level " << report.value("level", 0)
+                  << " is already applied\n";
+        return;
+    }
+    std::cout << head << verb << " " << patch_id << " level " << report.value("level", 0);
+    if (report.contains("replaced_level") && !report["replaced_level"].is_null()) {
+        std::cout << " (replacing level " << report["replaced_level"].get<int>() << ")";
+    }
+    std::cout << ": " << report.value("functions", 0) << " functions, "
+              << report.value("threads", 0) << " threads stopped for "
+              << report.value("stopped_us", 0) << " us";
+    if (std::string(verb) == "applied") {
+        std::cout << " (try " << report.value("attempts", 1) << ")";
+    }
+    std::cout << "\n";
+}
+
+// Prints a document the daemon or the engine produced; returns the status.
+int finish_inject(const nlohmann::json& document, bool json, const char* verb) {
+    if (document.contains("error")) {
+        return report_error_document(document, json);
+    }
+    if (json) {
+        std::cout << document.dump(2) << "\n";
+    } else if (document.contains("reverted")) {
+        for (const auto& report : document["reverted"]) {
+            print_inject_report(report, verb);
+        }
+    } else {
+        print_inject_report(document, verb);
+    }
+    return exit_ok;
 }
 
 int run_apply(InjectCommand& command, const EngineOptions& engine_options) {
+    if (!command.direct) {
+        std::string path = command.patch_file;
+        if (char* resolved = ::realpath(path.c_str(), nullptr)) {
+            path = resolved;  // the daemon has another working directory
+            std::free(resolved);
+        }
+        auto reply = daemon_apply(command.pid, path);
+        if (!reply) {
+            log::error(reply.error().message);
+            return exit_code_for(reply.error().code);
+        }
+        if (*reply) {
+            return finish_inject(**reply, command.json, "applied");
+        }
+    }
     auto engine = Engine::open(engine_options);
     if (!engine) {
         log::error(engine.error().message);
@@ -116,33 +183,27 @@ int run_apply(InjectCommand& command, const EngineOptions& engine_options) {
                        patch.error().code == ErrorCode::permission_denied ||
                        patch.error().code == ErrorCode::io;
         return missing ? (log::error(patch.error().message), exit_failure)
-                       : report_error(patch.error(), {}, command.json);
+                       : finish_inject(error_to_json(patch.error(), {}), command.json, "applied");
     }
     command.options.first_backoff = std::chrono::milliseconds(command.backoff_ms);
     std::vector<BlockingThread> blocking;
     auto report = engine->apply(command.pid, *patch, command.options, &blocking);
-    if (!report) {
-        return report_error(report.error(), blocking, command.json);
-    }
-    if (command.json) {
-        std::cout << inject_report_to_json(command.pid, *report).dump(2) << "\n";
-    } else if (report->already_applied) {
-        std::cout << "pid " << command.pid << ": " << report->patch_id << " level " << report->level
-                  << " is already applied\n";
-    } else {
-        std::cout << "pid " << command.pid << ": applied " << report->patch_id << " level "
-                  << report->level;
-        if (report->replaced_level) {
-            std::cout << " (replacing level " << *report->replaced_level << ")";
-        }
-        std::cout << ": " << report->functions << " functions, " << report->threads
-                  << " threads stopped for " << microseconds(report->stopped_for) << " (try "
-                  << report->attempts << ")\n";
-    }
-    return exit_ok;
+    return finish_inject(report ? inject_report_to_json(command.pid, *report)
+                                : error_to_json(report.error(), blocking),
+                         command.json, "applied");
 }
 
 int run_revert(InjectCommand& command, const EngineOptions& engine_options) {
+    if (!command.direct) {
+        auto reply = daemon_revert(command.pid, command.patch_id);
+        if (!reply) {
+            log::error(reply.error().message);
+            return exit_code_for(reply.error().code);
+        }
+        if (*reply) {
+            return finish_inject(**reply, command.json, "reverted");
+        }
+    }
     auto engine = Engine::open(engine_options);
     if (!engine) {
         log::error(engine.error().message);
@@ -152,28 +213,13 @@ int run_revert(InjectCommand& command, const EngineOptions& engine_options) {
     std::vector<BlockingThread> blocking;
     auto reports = engine->revert(command.pid, command.patch_id, command.options, &blocking);
     if (!reports) {
-        return report_error(reports.error(), blocking, command.json);
+        return finish_inject(error_to_json(reports.error(), blocking), command.json, "reverted");
     }
-    if (command.json) {
-        nlohmann::json reverted = nlohmann::json::array();
-        for (const InjectReport& report : *reports) {
-            reverted.push_back(inject_report_to_json(command.pid, report));
-        }
-        std::cout << nlohmann::json{{"reverted", reverted}}.dump(2) << "\n";
-    } else {
-        for (const InjectReport& report : *reports) {
-            if (report.patch_id.empty()) {
-                std::cout << "pid " << command.pid << ": removed the empty region at "
-                          << hex_address(report.region_address) << " an interrupted apply left\n";
-                continue;
-            }
-            std::cout << "pid " << command.pid << ": reverted " << report.patch_id << " level "
-                      << report.level << ": " << report.functions << " functions, "
-                      << report.threads << " threads stopped for "
-                      << microseconds(report.stopped_for) << "\n";
-        }
+    nlohmann::json reverted = nlohmann::json::array();
+    for (const InjectReport& report : *reports) {
+        reverted.push_back(inject_report_to_json(command.pid, report));
     }
-    return exit_ok;
+    return finish_inject({{"reverted", reverted}}, command.json, "reverted");
 }
 
 struct FeedCommand {
@@ -289,9 +335,73 @@ struct UpdateCommand {
     UpdateOptions options;
     bool offline = false;
     bool json = false;
+    bool direct = false;
 };
 
+// Prints an update document (update_to_json); returns the exit status.
+int finish_update(const nlohmann::json& document, bool json) {
+    if (document.contains("error")) {
+        report_error_document(document, json);
+        return exit_failure;  // the cycle itself could not run
+    }
+    bool failures = false;
+    std::size_t applied = 0;
+    for (const auto& action : document["actions"]) {
+        failures = failures || action.value("outcome", std::string()) == "failed";
+        applied += action.value("outcome", std::string()) == "applied" ? 1 : 0;
+    }
+    int status = failures ? exit_update_failures : exit_ok;
+    if (json) {
+        std::cout << document.dump(2) << "\n";
+        return status;
+    }
+    if (!document.value("enabled", true)) {
+        std::cout << "suture is disabled (suture enable turns it on again); nothing done\n";
+        return exit_ok;
+    }
+    for (const auto& remote : document.value("feed", nlohmann::json::array())) {
+        if (!remote.value("ok", true)) {
+            std::cout << "feed " << remote.value("remote", std::string()) << ": not refreshed ("
+                      << remote["error"].value("reason", std::string())
+                      << "); using the cached patchsets\n";
+        }
+    }
+    for (const auto& problem : document.value("problems", nlohmann::json::array())) {
+        log::warning("skipped a cached patch file: " + problem.get<std::string>());
+    }
+    for (const auto& action : document["actions"]) {
+        std::cout << "pid " << action.value("pid", 0) << " (" << action.value("comm", std::string())
+                  << "): " << action.value("patch_id", std::string()) << " level "
+                  << action.value("level", 0) << ": " << action.value("outcome", std::string());
+        std::string message = action.value("message", std::string());
+        std::string reason = action.value("reason", std::string());
+        if (!message.empty()) {
+            std::cout << " (" << (reason.empty() ? "" : reason + ": ") << message << ")";
+        }
+        std::cout << "\n";
+    }
+    std::cout << document.value("patchsets", 0) << " usable patchset(s); "
+              << document.value("processes_matching", 0) << " of "
+              << document.value("processes_examined", 0) << " processes run a build they fix; "
+              << applied << " patch(es) applied now";
+    if (document.value("closed", 0) > 0) {
+        std::cout << "; " << document.value("closed", 0) << " record(s) of exited processes closed";
+    }
+    std::cout << (failures ? "; some failed (exit 21)" : "") << "\n";
+    return status;
+}
+
 int run_update_command(UpdateCommand& command, const EngineOptions& engine_options) {
+    if (!command.direct) {
+        auto reply = daemon_update(command.offline);
+        if (!reply) {
+            log::error(reply.error().message);
+            return exit_code_for(reply.error().code);
+        }
+        if (*reply) {
+            return finish_update(**reply, command.json);
+        }
+    }
     auto engine = Engine::open(engine_options);
     if (!engine) {
         log::error(engine.error().message);
@@ -311,74 +421,54 @@ int run_update_command(UpdateCommand& command, const EngineOptions& engine_optio
         log::error(report.error().message);
         return exit_failure;
     }
-    bool failures = false;
-    for (const UpdateAction& action : report->actions) {
-        failures = failures || action.outcome == "failed";
-    }
-    if (command.json) {
-        std::cout << update_to_json(*report).dump(2) << "\n";
-        return failures ? exit_update_failures : exit_ok;
-    }
-    if (!report->enabled) {
-        std::cout << "suture is disabled (suture enable turns it on again); nothing done\n";
-        return exit_ok;
-    }
-    for (const RemoteRefresh& refresh : report->refreshes) {
-        if (!refresh.result) {
-            std::cout << "feed " << refresh.remote << ": not refreshed ("
-                      << error_code_name(refresh.result.error().code)
-                      << "); using the cached patchsets\n";
-        }
-    }
-    for (const std::string& problem : report->problems) {
-        log::warning("skipped a cached patch file: " + problem);
-    }
-    for (const UpdateAction& action : report->actions) {
-        std::cout << "pid " << action.process.pid << " (" << action.comm << "): " << action.patch_id
-                  << " level " << action.level << ": " << action.outcome;
-        if (!action.message.empty()) {
-            std::cout << " (" << (action.reason.empty() ? "" : action.reason + ": ")
-                      << action.message << ")";
-        }
-        std::cout << "\n";
-    }
-    std::size_t applied = 0;
-    for (const UpdateAction& action : report->actions) {
-        applied += action.outcome == "applied" ? 1 : 0;
-    }
-    std::cout << report->patchsets << " usable patchset(s); " << report->processes_matching
-              << " of " << report->processes_examined << " processes run a build they fix; "
-              << applied << " patch(es) applied now";
-    if (report->closed > 0) {
-        std::cout << "; " << report->closed << " record(s) of exited processes closed";
-    }
-    std::cout << (failures ? "; some failed (exit 21)" : "") << "\n";
-    return failures ? exit_update_failures : exit_ok;
+    return finish_update(update_to_json(*report), command.json);
 }
 
-int run_history(const std::string& state_database, std::size_t limit, bool json) {
-    auto entries = read_history(state_database, limit);
-    if (!entries) {
-        log::error(entries.error().message);
-        return exit_failure;
+int run_history(const std::string& state_database, std::size_t limit, bool json, bool direct) {
+    nlohmann::json document;
+    std::optional<nlohmann::json> from_daemon;
+    if (!direct) {
+        auto reply = daemon_history(static_cast<unsigned>(limit));
+        if (!reply) {
+            log::error(reply.error().message);
+            return exit_code_for(reply.error().code);
+        }
+        from_daemon = *reply;
+    }
+    if (from_daemon) {
+        document = *from_daemon;
+    } else {
+        auto entries = read_history(state_database, limit);
+        if (!entries) {
+            log::error(entries.error().message);
+            return exit_failure;
+        }
+        document = history_to_json(*entries);
+    }
+    if (document.contains("error")) {
+        return report_error_document(document, json);
     }
     if (json) {
-        std::cout << history_to_json(*entries).dump(2) << "\n";
+        std::cout << document.dump(2) << "\n";
         return exit_ok;
     }
-    for (auto entry = entries->rbegin(); entry != entries->rend(); ++entry) {
-        std::cout << feed::format_utc(entry->at) << "  " << entry->action << " " << entry->outcome;
-        if (entry->process.pid != 0) {
-            std::cout << "  pid " << entry->process.pid;
+    const auto& entries = document["history"];
+    for (auto entry = entries.rbegin(); entry != entries.rend(); ++entry) {
+        std::cout << feed::format_utc(entry->value("at", std::int64_t{0})) << "  "
+                  << entry->value("action", std::string()) << " "
+                  << entry->value("outcome", std::string());
+        if (entry->value("pid", 0) != 0) {
+            std::cout << "  pid " << entry->value("pid", 0);
         }
-        if (!entry->patch_id.empty()) {
-            std::cout << "  " << entry->patch_id << " level " << entry->level;
+        if (!entry->value("patch_id", std::string()).empty()) {
+            std::cout << "  " << entry->value("patch_id", std::string()) << " level "
+                      << entry->value("level", 0);
         }
-        if (!entry->reason.empty()) {
-            std::cout << "  (" << entry->reason << ")";
+        if (!entry->value("reason", std::string()).empty()) {
+            std::cout << "  (" << entry->value("reason", std::string()) << ")";
         }
-        if (!entry->message.empty()) {
-            std::cout << "  " << entry->message;
+        if (!entry->value("message", std::string()).empty()) {
+            std::cout << "  " << entry->value("message", std::string());
         }
         std::cout << "\n";
     }
@@ -421,6 +511,11 @@ int main(int argc, char** argv) {
         ->check(CLI::ExistingDirectory);
     app.add_flag("-v,--verbose", verbosity, "More diagnostics on stderr (repeat for debug)");
     app.add_flag("-q,--quiet", quiet, "Only errors on stderr");
+    bool direct = false;
+    app.add_flag("--direct", direct,
+                 "Run the engine in this process even when sutured runs (by default update,\n"
+                 "apply, revert, history, enable and disable go to sutured over D-Bus when it\n"
+                 "answers, and run here when it does not)");
 
     StatusOptions status_options;
     CLI::App* status = app.add_subcommand(
@@ -525,6 +620,7 @@ int main(int argc, char** argv) {
         return code == 0 ? exit_ok : exit_usage;
     }
 
+    apply_command.direct = revert_command.direct = update_command.direct = direct;
     log::set_level(quiet            ? log::Level::error
                    : verbosity >= 2 ? log::Level::debug
                    : verbosity == 1 ? log::Level::info
@@ -539,12 +635,20 @@ int main(int argc, char** argv) {
         return run_revert(revert_command, engine_options);
     }
     if (history->parsed()) {
-        return run_history(history_state, history_limit, history_json);
+        return run_history(history_state, history_limit, history_json, direct);
     }
     if (enable->parsed() || disable->parsed()) {
-        if (auto set = set_enabled(switch_state, enable->parsed()); !set) {
-            log::error(set.error().message);
-            return exit_failure;
+        auto through_daemon = direct ? Result<std::optional<bool>>(std::optional<bool>{})
+                                     : daemon_set_enabled(enable->parsed());
+        if (!through_daemon) {
+            log::error(through_daemon.error().message);
+            return exit_code_for(through_daemon.error().code);
+        }
+        if (!through_daemon->has_value()) {
+            if (auto set = set_enabled(switch_state, enable->parsed()); !set) {
+                log::error(set.error().message);
+                return exit_failure;
+            }
         }
         std::cout << "suture is " << (enable->parsed() ? "enabled" : "disabled") << "\n";
         return exit_ok;

@@ -103,6 +103,16 @@ std::optional<std::string> openssl_version_number(const std::string& version_tex
     return number;
 }
 
+std::optional<ErrorCode> error_code_from_name(const std::string& name) {
+    for (int value = 0; value <= static_cast<int>(ErrorCode::unreachable); ++value) {
+        auto code = static_cast<ErrorCode>(value);
+        if (error_code_name(code) == name) {
+            return code;
+        }
+    }
+    return std::nullopt;
+}
+
 std::string error_code_name(ErrorCode code) {
     switch (code) {
         case ErrorCode::io:

@@ -74,5 +74,7 @@ nlohmann::json error_to_json(const Error& error, const std::vector<BlockingThrea
 
 // Name of an ErrorCode as it appears in JSON ("permission_denied").
 std::string error_code_name(ErrorCode code);
+// The inverse, for documents that come back over D-Bus; nullopt if unknown.
+std::optional<ErrorCode> error_code_from_name(const std::string& name);
 
 }  // namespace suture

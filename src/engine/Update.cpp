@@ -306,4 +306,16 @@ Result<void> set_enabled(const std::string& state_database, bool enabled) {
     return database->log({0, 0, "settings", {}, "", 0, "ok", "", enabled ? "enabled" : "disabled"});
 }
 
+Result<bool> is_enabled(const std::string& state_database) {
+    auto database = StateDatabase::open(resolve_state_database(state_database));
+    if (!database) {
+        return tl::unexpected(database.error());
+    }
+    auto value = database->setting("enabled");
+    if (!value) {
+        return tl::unexpected(value.error());
+    }
+    return !value->has_value() || **value != "false";
+}
+
 }  // namespace suture

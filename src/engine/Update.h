@@ -71,5 +71,6 @@ nlohmann::json history_to_json(const std::vector<HistoryEntry>& entries);
 
 // `suture enable` / `suture disable`: the global switch `update` obeys.
 Result<void> set_enabled(const std::string& state_database, bool enabled);
+Result<bool> is_enabled(const std::string& state_database);
 
 }  // namespace suture

@@ -1,0 +1,262 @@
+#include "daemon/Daemon.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/Log.h"
+#include "config.h"
+#include "patch/PatchFile.h"
+
+namespace suture {
+
+namespace {
+
+// Replies with one string (a JSON document).
+int reply_document(sd_bus_message* message, const nlohmann::json& document) {
+    return sd_bus_reply_method_return(message, "s", document.dump(2).c_str());
+}
+
+nlohmann::json error_document(const Error& error) {
+    return {{"ok", false},
+            {"error", {{"reason", error_code_name(error.code)}, {"message", error.message}}}};
+}
+
+const sd_bus_vtable daemon_vtable[] = {
+    SD_BUS_VTABLE_START(0),
+    SD_BUS_METHOD_WITH_NAMES("Status", "ai", SD_BUS_PARAM(pids), "s", SD_BUS_PARAM(document),
+                             Daemon::status, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("Update", "b", SD_BUS_PARAM(offline), "s", SD_BUS_PARAM(document),
+                             Daemon::update, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("Apply", "is", SD_BUS_PARAM(pid) SD_BUS_PARAM(patch_path), "s",
+                             SD_BUS_PARAM(document), Daemon::apply, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("Revert", "is", SD_BUS_PARAM(pid) SD_BUS_PARAM(patch_id), "s",
+                             SD_BUS_PARAM(document), Daemon::revert, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("History", "u", SD_BUS_PARAM(limit), "s", SD_BUS_PARAM(document),
+                             Daemon::history, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("SetEnabled", "b", SD_BUS_PARAM(enabled), "", , Daemon::set_enabled,
+                             SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_PROPERTY("Enabled", "b", Daemon::enabled_property, 0, 0),
+    SD_BUS_PROPERTY("Version", "s", Daemon::version_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_SIGNAL_WITH_NAMES("ProcessPatched", "isu",
+                             SD_BUS_PARAM(pid) SD_BUS_PARAM(patch_id) SD_BUS_PARAM(level), 0),
+    SD_BUS_VTABLE_END};
+
+}  // namespace
+
+Result<std::unique_ptr<Daemon>> Daemon::open(DaemonOptions options) {
+    auto engine = Engine::open(options.engine);
+    if (!engine) {
+        return tl::unexpected(engine.error());
+    }
+    std::unique_ptr<Daemon> daemon(new Daemon(std::move(options), std::move(*engine)));
+    int result = sd_bus_open_system(&daemon->bus_);
+    if (result < 0) {
+        return fail_errno("system bus", -result);
+    }
+    result = sd_bus_add_object_vtable(daemon->bus_, &daemon->slot_, bus_path, bus_interface,
+                                      daemon_vtable, daemon.get());
+    if (result < 0) {
+        return fail_errno("D-Bus object " + std::string(bus_path), -result);
+    }
+    result = sd_bus_request_name(daemon->bus_, bus_name, 0);
+    if (result < 0) {
+        return fail_errno(std::string("D-Bus name ") + bus_name +
+                              " (only root may own it; is another sutured running?)",
+                          -result);
+    }
+    return daemon;
+}
+
+Daemon::~Daemon() {
+    sd_bus_slot_unref(slot_);
+    sd_bus_flush_close_unref(bus_);
+    sd_event_unref(event_);
+}
+
+int Daemon::run() {
+    if (sd_event_default(&event_) < 0 || sd_bus_attach_event(bus_, event_, 0) < 0) {
+        log::error("sutured: cannot set up the event loop");
+        return 1;
+    }
+    // SIGTERM/SIGINT end the loop cleanly (sd-event needs them blocked).
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    sigprocmask(SIG_BLOCK, &signals, nullptr);
+    sd_event_add_signal(event_, nullptr, SIGTERM, nullptr, nullptr);
+    sd_event_add_signal(event_, nullptr, SIGINT, nullptr, nullptr);
+    log::info(std::string("sutured: serving ") + bus_name);
+    int result = sd_event_loop(event_);
+    return result < 0 ? 1 : 0;
+}
+
+int Daemon::authorize(sd_bus_message* message, sd_bus_error* error) {
+    sd_bus_creds* creds = nullptr;
+    uid_t uid = static_cast<uid_t>(-1);
+    if (sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID, &creds) >= 0) {
+        sd_bus_creds_get_euid(creds, &uid);
+        sd_bus_creds_unref(creds);
+    }
+    if (uid == 0) {
+        return 0;
+    }
+    // Ask polkit: CheckAuthorization(subject, action, details, flags, cancellation).
+    sd_bus_message* reply = nullptr;
+    sd_bus_error polkit_error = SD_BUS_ERROR_NULL;
+    const char* sender = sd_bus_message_get_sender(message);
+    int result = sd_bus_call_method(bus_, "org.freedesktop.PolicyKit1",
+                                    "/org/freedesktop/PolicyKit1/Authority",
+                                    "org.freedesktop.PolicyKit1.Authority", "CheckAuthorization",
+                                    &polkit_error, &reply, "(sa{sv})sa{ss}us", "system-bus-name", 1,
+                                    "name", "s", sender ? sender : "", polkit_action, 0, 1u, "");
+    int authorized = 0;
+    if (result >= 0) {
+        sd_bus_message_enter_container(reply, 'r', "bba{ss}");
+        sd_bus_message_read(reply, "b", &authorized);
+    }
+    sd_bus_message_unref(reply);
+    sd_bus_error_free(&polkit_error);
+    if (authorized) {
+        return 0;
+    }
+    return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                             "uid %u is not allowed to do that: it needs root or the polkit "
+                             "action %s%s",
+                             static_cast<unsigned>(uid), polkit_action,
+                             result < 0 ? " (polkit is not available)" : "");
+}
+
+void Daemon::emit_patched(int pid, const std::string& patch_id, std::uint32_t level) {
+    sd_bus_emit_signal(bus_, bus_path, bus_interface, "ProcessPatched", "isu", pid,
+                       patch_id.c_str(), level);
+}
+
+int Daemon::status(sd_bus_message* message, void* self, sd_bus_error*) {
+    auto* daemon = static_cast<Daemon*>(self);
+    const void* data = nullptr;
+    std::size_t size = 0;
+    int result = sd_bus_message_read_array(message, 'i', &data, &size);
+    if (result < 0) {
+        return result;
+    }
+    const auto* pids = static_cast<const int*>(data);
+    std::vector<int> wanted(pids, pids + size / sizeof(int));
+    return reply_document(message, status_to_json(daemon->engine_.status(wanted)));
+}
+
+int Daemon::update(sd_bus_message* message, void* self, sd_bus_error* error) {
+    auto* daemon = static_cast<Daemon*>(self);
+    int offline = 0;
+    if (int result = sd_bus_message_read(message, "b", &offline); result < 0) {
+        return result;
+    }
+    if (int denied = daemon->authorize(message, error); denied < 0) {
+        return denied;
+    }
+    UpdateOptions options = daemon->options_.update;
+    options.refresh = !offline;
+    auto report = run_update(daemon->engine_, options);
+    if (!report) {
+        return reply_document(message, error_document(report.error()));
+    }
+    for (const UpdateAction& action : report->actions) {
+        if (action.outcome == "applied") {
+            daemon->emit_patched(action.process.pid, action.patch_id, action.level);
+        }
+    }
+    return reply_document(message, update_to_json(*report));
+}
+
+int Daemon::apply(sd_bus_message* message, void* self, sd_bus_error* error) {
+    auto* daemon = static_cast<Daemon*>(self);
+    int pid = 0;
+    const char* path = nullptr;
+    if (int result = sd_bus_message_read(message, "is", &pid, &path); result < 0) {
+        return result;
+    }
+    if (int denied = daemon->authorize(message, error); denied < 0) {
+        return denied;
+    }
+    auto patch = read_patch_file(path);
+    if (!patch) {
+        return reply_document(message, error_document(patch.error()));
+    }
+    std::vector<BlockingThread> blocking;
+    auto report = daemon->engine_.apply(pid, *patch, daemon->options_.update.inject, &blocking);
+    if (!report) {
+        return reply_document(message, error_to_json(report.error(), blocking));
+    }
+    daemon->emit_patched(pid, report->patch_id, report->level);
+    return reply_document(message, inject_report_to_json(pid, *report));
+}
+
+int Daemon::revert(sd_bus_message* message, void* self, sd_bus_error* error) {
+    auto* daemon = static_cast<Daemon*>(self);
+    int pid = 0;
+    const char* patch_id = nullptr;
+    if (int result = sd_bus_message_read(message, "is", &pid, &patch_id); result < 0) {
+        return result;
+    }
+    if (int denied = daemon->authorize(message, error); denied < 0) {
+        return denied;
+    }
+    std::vector<BlockingThread> blocking;
+    auto reports = daemon->engine_.revert(pid, patch_id, daemon->options_.update.inject, &blocking);
+    if (!reports) {
+        return reply_document(message, error_to_json(reports.error(), blocking));
+    }
+    nlohmann::json reverted = nlohmann::json::array();
+    for (const InjectReport& report : *reports) {
+        reverted.push_back(inject_report_to_json(pid, report));
+    }
+    return reply_document(message, {{"reverted", reverted}});
+}
+
+int Daemon::history(sd_bus_message* message, void* self, sd_bus_error*) {
+    auto* daemon = static_cast<Daemon*>(self);
+    std::uint32_t limit = 0;
+    if (int result = sd_bus_message_read(message, "u", &limit); result < 0) {
+        return result;
+    }
+    auto entries = read_history(daemon->options_.update.state_database, limit ? limit : 100);
+    if (!entries) {
+        return reply_document(message, error_document(entries.error()));
+    }
+    return reply_document(message, history_to_json(*entries));
+}
+
+int Daemon::set_enabled(sd_bus_message* message, void* self, sd_bus_error* error) {
+    auto* daemon = static_cast<Daemon*>(self);
+    int enabled = 0;
+    if (int result = sd_bus_message_read(message, "b", &enabled); result < 0) {
+        return result;
+    }
+    if (int denied = daemon->authorize(message, error); denied < 0) {
+        return denied;
+    }
+    if (auto set = suture::set_enabled(daemon->options_.update.state_database, enabled != 0);
+        !set) {
+        return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, set.error().message.c_str());
+    }
+    sd_bus_emit_properties_changed(daemon->bus_, bus_path, bus_interface, "Enabled", nullptr);
+    return sd_bus_reply_method_return(message, "");
+}
+
+int Daemon::version_property(sd_bus*, const char*, const char*, const char*, sd_bus_message* reply,
+                             void*, sd_bus_error*) {
+    return sd_bus_message_append(reply, "s", SUTURE_VERSION);
+}
+
+int Daemon::enabled_property(sd_bus*, const char*, const char*, const char*, sd_bus_message* reply,
+                             void* self, sd_bus_error*) {
+    auto* daemon = static_cast<Daemon*>(self);
+    auto enabled = is_enabled(daemon->options_.update.state_database);
+    return sd_bus_message_append(reply, "b", enabled ? static_cast<int>(*enabled) : 1);
+}
+
+}  // namespace suture

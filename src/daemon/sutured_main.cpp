@@ -1,0 +1,45 @@
+// sutured: suture's daemon. Serves the engine on the system bus (D-Bus API:
+// data/org.suture.Suture1.xml); systemd starts it (data/systemd/).
+
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "base/Log.h"
+#include "config.h"
+#include "daemon/Daemon.h"
+
+int main(int argc, char** argv) {
+    CLI::App app{
+        "sutured: suture's daemon. Owns org.suture.Suture1 on the system bus (or on\n"
+        "$DBUS_SYSTEM_BUS_ADDRESS) and serves the engine: Status, Update, Apply, Revert,\n"
+        "History, SetEnabled. Mutating methods need root or polkit's org.suture.manage.",
+        "sutured"};
+    app.footer(
+        "Exit status: 0 stopped by SIGTERM/SIGINT, 1 could not start.\n"
+        "See docs/operator-guide.md and data/org.suture.Suture1.xml.");
+    app.set_version_flag("--version", std::string("sutured ") + SUTURE_VERSION);
+    suture::DaemonOptions options;
+    int verbosity = 0;
+    app.add_option("--state", options.update.state_database, "State database");
+    app.add_option("--config-dir", options.update.feed.config_directory,
+                   "Directory with remotes.d/");
+    app.add_option("--cache-dir", options.update.feed.cache_directory, "Feed cache");
+    app.add_option("--distro-support", options.engine.distro_support_dir,
+                   "Directory of per-distribution build indexes");
+    app.add_flag("-v,--verbose", verbosity, "More diagnostics on stderr");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& error) {
+        return app.exit(error) == 0 ? 0 : 2;
+    }
+    suture::log::set_level(verbosity >= 2   ? suture::log::Level::debug
+                           : verbosity == 1 ? suture::log::Level::info
+                                            : suture::log::Level::warning);
+    auto daemon = suture::Daemon::open(options);
+    if (!daemon) {
+        suture::log::error("sutured: " + daemon.error().message);
+        return 1;
+    }
+    return (*daemon)->run();
+}

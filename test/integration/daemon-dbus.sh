@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# sutured on a real (private) D-Bus system bus: the CLI reaches it, it patches
+# a real process and records it, it emits ProcessPatched, an unprivileged
+# caller is refused on mutating methods but may read, and a `kill -9` of the
+# daemon in the middle of an update leaves a state the next run reconciles.
+#
+# Usage (meson passes it): daemon-dbus.sh SUTURED REPRODUCER_63076
+source "$(dirname "$0")/lib.sh"
+require_root "ptrace, and running the unprivileged caller with setpriv"
+: "${SUTURE_FEED:?}"
+sutured=${1:?}
+reproducer=${2:?}
+command -v dbus-daemon >/dev/null || skip "needs dbus-daemon (package dbus)"
+
+# A private bus with the system bus's rules for our name (data/…conf).
+cat >"$scratch/bus.conf" <<EOF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <auth>EXTERNAL</auth>
+  <listen>unix:path=$scratch/bus</listen>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_type="method_return"/>
+    <allow send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="signal"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+  </policy>
+  <include>$SOURCE_ROOT/data/org.suture.Suture1.conf</include>
+</busconfig>
+EOF
+dbus-daemon --config-file="$scratch/bus.conf" --nofork --nopidfile 2>"$scratch/bus.log" &
+started_pids+=($!)
+for _ in $(seq 50); do [ -S "$scratch/bus" ] && break; sleep 0.1; done
+export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$scratch/bus
+chmod 777 "$scratch/bus"
+
+export SUTURE_FEED_ROOT_DIR=$scratch/var
+export SUTURE_CONFIG_DIR=$scratch/etc
+"$SOURCE_ROOT/scripts/setup-local-feed" "$(dirname "$(dirname "$SUTURE_FEED")")" >"$scratch/setup.log" 2>&1 ||
+    { cat "$scratch/setup.log"; fail_check "setup-local-feed"; finish; }
+state=$scratch/daemon-state.db
+start_daemon() {
+    "$sutured" -v --state "$state" --config-dir "$scratch/etc" --cache-dir "$scratch/cache" \
+        >>"$scratch/sutured.log" 2>&1 &
+    daemon_pid=$!
+    started_pids+=("$daemon_pid")
+    for _ in $(seq 50); do
+        busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" status org.suture.Suture1 >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    cat "$scratch/sutured.log"
+    fail_check "sutured did not take its bus name"
+    finish
+}
+start_daemon
+pass "sutured owns org.suture.Suture1"
+check_eq "Version property" "s \"$("$SUTURE" --version | awk '{print $2}')\"" \
+    "$(busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" get-property org.suture.Suture1 /org/suture/Suture1 org.suture.Suture1 Version)"
+
+fetch_archive_package debian-12 libssl3 3.0.20-1~deb12u2 "$scratch/archive"
+start_program target "LD_LIBRARY_PATH=$scratch/archive/usr/lib/x86_64-linux-gnu" -- "$reproducer"
+check_eq "before: the target" VULNERABLE "$(ask "$target" probe)"
+
+dbus-monitor --address "$DBUS_SYSTEM_BUS_ADDRESS" \
+    "type='signal',interface='org.suture.Suture1',member='ProcessPatched'" >"$scratch/signals.log" 2>&1 &
+started_pids+=($!)
+sleep 0.3
+
+# The CLI, without --direct and without any state path of its own: the work
+# is done by the daemon, and recorded in the daemon's database.
+unset SUTURE_STATE_DB SUTURE_FEED_CACHE
+"$SUTURE" update --json >"$scratch/update.json"
+check_eq "suture update through the daemon" 0 "$?"
+check_eq "the target" FIXED "$(ask "$target" probe)"
+check_eq "the daemon's database records the applications" 3 \
+    "$(sqlite3 "$state" "select count(*) from applications where pid = $target and state = 'active'")"
+sleep 0.3
+grep -q "int32 $target" "$scratch/signals.log" && pass "ProcessPatched signals for pid $target" ||
+    fail_check "no ProcessPatched signal: $(cat "$scratch/signals.log")"
+
+# An unprivileged caller: may read, may not change anything.
+as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+status=0
+as_nobody "$SUTURE" update >"$scratch/nobody-update.out" 2>&1 || status=$?
+check_eq "unprivileged update: refused (exit 5)" 5 "$status"
+grep -q "not allowed" "$scratch/nobody-update.out" && pass "the refusal says why" ||
+    fail_check "refusal message: $(cat "$scratch/nobody-update.out")"
+status=0
+as_nobody "$SUTURE" revert --pid "$target" >/dev/null 2>&1 || status=$?
+check_eq "unprivileged revert: refused (exit 5)" 5 "$status"
+status=0
+as_nobody "$SUTURE" disable >/dev/null 2>&1 || status=$?
+check_eq "unprivileged disable: refused (exit 5)" 5 "$status"
+check_eq "the target is still patched" FIXED "$(ask "$target" probe)"
+status=0
+as_nobody "$SUTURE" history --json >"$scratch/nobody-history.json" 2>&1 || status=$?
+check_eq "unprivileged history: allowed" 0 "$status"
+[ "$(jq '.history | length' "$scratch/nobody-history.json")" -gt 0 ] && pass "it reads the daemon's history" ||
+    fail_check "empty history for the unprivileged caller"
+
+# Root through the daemon: revert, apply, the switch.
+"$SUTURE" revert --pid "$target" CVE-2026-63076 >/dev/null
+check_eq "revert through the daemon" VULNERABLE "$(ask "$target" probe)"
+"$SUTURE" apply --pid "$target" \
+    "$SOURCE_ROOT/patchsets/openssl/debian-12/3.0.20-1~deb12u2/CVE-2026-63076/CVE-2026-63076.suture" >/dev/null
+check_eq "apply through the daemon" FIXED "$(ask "$target" probe)"
+"$SUTURE" disable >/dev/null
+check_eq "Enabled after disable" "b false" \
+    "$(busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" get-property org.suture.Suture1 /org/suture/Suture1 org.suture.Suture1 Enabled)"
+"$SUTURE" enable >/dev/null
+
+# kill -9 of the daemon while it runs an update; a new daemon reconciles.
+"$SUTURE" revert --pid "$target" >/dev/null
+"$SUTURE" update >/dev/null 2>&1 &
+sleep 0.05
+kill -9 "$daemon_pid"
+wait $! 2>/dev/null || true
+check_eq "database intact after kill -9 of sutured" ok "$(sqlite3 "$state" 'pragma integrity_check')"
+start_daemon
+"$SUTURE" update --json >"$scratch/after.json"
+check_eq "update after the restart" 0 "$?"
+check_eq "the target after the restart" FIXED "$(ask "$target" probe)"
+check_eq "the target survived it all" "$target" "$(ask "$target" pid)"
+kill -TERM "$daemon_pid"
+status=0
+wait "$daemon_pid" 2>/dev/null || status=$?
+check_eq "sutured exits 0 on SIGTERM" 0 "$status"
+finish
