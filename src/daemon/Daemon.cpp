@@ -1,14 +1,18 @@
 #include "daemon/Daemon.h"
 
 #include <signal.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "base/Log.h"
 #include "config.h"
+#include "inject/EntryGate.h"
 #include "patch/PatchFile.h"
 
 namespace suture {
@@ -62,12 +66,6 @@ Result<std::unique_ptr<Daemon>> Daemon::open(DaemonOptions options) {
     if (result < 0) {
         return fail_errno("D-Bus object " + std::string(bus_path), -result);
     }
-    result = sd_bus_request_name(daemon->bus_, bus_name, 0);
-    if (result < 0) {
-        return fail_errno(std::string("D-Bus name ") + bus_name +
-                              " (only root may own it; is another sutured running?)",
-                          -result);
-    }
     return daemon;
 }
 
@@ -90,9 +88,63 @@ int Daemon::run() {
     sigprocmask(SIG_BLOCK, &signals, nullptr);
     sd_event_add_signal(event_, nullptr, SIGTERM, nullptr, nullptr);
     sd_event_add_signal(event_, nullptr, SIGINT, nullptr, nullptr);
+    if (options_.new_processes) {
+        watch_new_processes();
+    }
+    // The name last: a client that sees it finds the daemon fully ready.
+    if (int result = sd_bus_request_name(bus_, bus_name, 0); result < 0) {
+        log::error(std::string("sutured: D-Bus name ") + bus_name + ": " + std::strerror(-result) +
+                   " (only root may own it; is another sutured running?)");
+        return 1;
+    }
     log::info(std::string("sutured: serving ") + bus_name);
     int result = sd_event_loop(event_);
     return result < 0 ? 1 : 0;
+}
+
+void Daemon::watch_new_processes() {
+    if (std::size_t released = release_abandoned(); released > 0) {
+        log::warning("sutured: released " + std::to_string(released) +
+                     " process(es) a previous sutured left parked");
+    }
+    if (auto loaded = new_processes_.reload(); !loaded) {
+        log::warning("sutured: no patchsets for new processes yet: " + loaded.error().message);
+    }
+    auto watcher = ExecWatcher::open();
+    if (!watcher) {
+        log::warning("sutured: new processes will not be patched at start: " +
+                     watcher.error().message);
+        return;
+    }
+    // A new process's loader runs for a millisecond or two before its
+    // entry point: sutured must be scheduled at once when an exec event
+    // arrives, even on a busy machine.
+    if (::setpriority(PRIO_PROCESS, 0, -15) != 0) {
+        log::warning("sutured: cannot raise its priority; new processes may be patched late");
+    }
+    exec_watcher_.emplace(std::move(*watcher));
+    sd_event_add_io(event_, nullptr, exec_watcher_->fd(), EPOLLIN, Daemon::exec_events, this);
+    log::info("sutured: patching new processes at their entry point");
+}
+
+int Daemon::exec_events(sd_event_source*, int, std::uint32_t, void* self) {
+    auto* daemon = static_cast<Daemon*>(self);
+    daemon->exec_watcher_->drain([&](int pid) {
+        auto outcome = daemon->new_processes_.on_exec(pid);
+        if (!outcome) {
+            return;
+        }
+        for (const UpdateAction& action : outcome->actions) {
+            if (action.outcome == "applied") {
+                daemon->emit_patched(pid, action.patch_id, action.level);
+            }
+            log::info("sutured: new pid " + std::to_string(pid) + " (" + action.comm +
+                      "): " + action.patch_id + " " + action.outcome +
+                      (outcome->parked ? " before main()" : " while running") +
+                      (action.message.empty() ? "" : ": " + action.message));
+        }
+    });
+    return 0;
 }
 
 int Daemon::authorize(sd_bus_message* message, sd_bus_error* error) {
@@ -169,6 +221,7 @@ int Daemon::update(sd_bus_message* message, void* self, sd_bus_error* error) {
             daemon->emit_patched(action.process.pid, action.patch_id, action.level);
         }
     }
+    (void)daemon->new_processes_.reload();  // the feed may have brought new patchsets
     return reply_document(message, update_to_json(*report));
 }
 
@@ -243,6 +296,7 @@ int Daemon::set_enabled(sd_bus_message* message, void* self, sd_bus_error* error
         !set) {
         return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, set.error().message.c_str());
     }
+    (void)daemon->new_processes_.reload();
     sd_bus_emit_properties_changed(daemon->bus_, bus_path, bus_interface, "Enabled", nullptr);
     return sd_bus_reply_method_return(message, "");
 }

@@ -7,7 +7,9 @@
 #include <string>
 
 #include "base/Error.h"
+#include "daemon/ExecWatcher.h"
 #include "engine/Engine.h"
+#include "engine/NewProcesses.h"
 #include "engine/Update.h"
 
 namespace suture {
@@ -19,7 +21,8 @@ inline constexpr const char* polkit_action = "org.suture.manage";
 
 struct DaemonOptions {
     EngineOptions engine;
-    UpdateOptions update;  // feed and state database locations
+    UpdateOptions update;       // feed and state database locations
+    bool new_processes = true;  // patch processes as they start (exec events)
 };
 
 // sutured: the engine behind a D-Bus API (data/org.suture.Suture1.xml) on
@@ -50,9 +53,17 @@ class Daemon {
     static int version_property(sd_bus*, const char*, const char*, const char*,
                                 sd_bus_message* reply, void* self, sd_bus_error* error);
 
+    static int exec_events(sd_event_source*, int fd, std::uint32_t, void* self);
+
   private:
     Daemon(DaemonOptions options, Engine engine)
-        : options_(std::move(options)), engine_(std::move(engine)) {}
+        : options_(std::move(options)),
+          engine_(std::move(engine)),
+          new_processes_(engine_, options_.update) {}
+
+    // Starts listening to exec events (a warning, not an error, if the
+    // kernel refuses: updates still work).
+    void watch_new_processes();
 
     // 0 if the sender may mutate; else a negative errno with `error` set.
     int authorize(sd_bus_message* message, sd_bus_error* error);
@@ -60,6 +71,8 @@ class Daemon {
 
     DaemonOptions options_;
     Engine engine_;
+    NewProcessPatcher new_processes_;
+    std::optional<ExecWatcher> exec_watcher_;
     sd_bus* bus_ = nullptr;
     sd_event* event_ = nullptr;
     sd_bus_slot* slot_ = nullptr;

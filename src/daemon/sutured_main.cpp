@@ -27,6 +27,9 @@ int main(int argc, char** argv) {
     app.add_option("--cache-dir", options.update.feed.cache_directory, "Feed cache");
     app.add_option("--distro-support", options.engine.distro_support_dir,
                    "Directory of per-distribution build indexes");
+    bool no_new_processes = false;
+    app.add_flag("--no-new-processes", no_new_processes,
+                 "Do not patch processes as they start (exec events); updates only");
     app.add_flag("-v,--verbose", verbosity, "More diagnostics on stderr");
     try {
         app.parse(argc, argv);
@@ -36,6 +39,7 @@ int main(int argc, char** argv) {
     suture::log::set_level(verbosity >= 2   ? suture::log::Level::debug
                            : verbosity == 1 ? suture::log::Level::info
                                             : suture::log::Level::warning);
+    options.new_processes = !no_new_processes;
     auto daemon = suture::Daemon::open(options);
     if (!daemon) {
         suture::log::error("sutured: " + daemon.error().message);

@@ -104,7 +104,8 @@ std::optional<std::size_t> ElfFile::offset_of_address(std::uint64_t vaddr) const
     return std::nullopt;
 }
 
-Result<std::optional<std::string>> ElfFile::soname() const {
+Result<std::vector<std::string>> ElfFile::dynamic_strings(std::int64_t tag) const {
+    std::vector<std::string> strings;
     for (const GElf_Phdr& phdr : segments_) {
         if (phdr.p_type != PT_DYNAMIC) {
             continue;
@@ -115,47 +116,62 @@ Result<std::optional<std::string>> ElfFile::soname() const {
             return fail(ErrorCode::bad_format,
                         name_ + ": dynamic segment outside the file: " + libelf_message());
         }
-        std::optional<std::uint64_t> soname_index;
+        std::vector<std::uint64_t> indices;
         std::optional<std::uint64_t> strtab_address;
         std::uint64_t strtab_size = 0;
         GElf_Dyn entry;
         for (int j = 0; gelf_getdyn(data, j, &entry) != nullptr && entry.d_tag != DT_NULL; ++j) {
-            switch (entry.d_tag) {
-                case DT_SONAME:
-                    soname_index = entry.d_un.d_val;
-                    break;
-                case DT_STRTAB:
-                    strtab_address = entry.d_un.d_ptr;
-                    break;
-                case DT_STRSZ:
-                    strtab_size = entry.d_un.d_val;
-                    break;
-                default:
-                    break;
+            if (entry.d_tag == tag) {
+                indices.push_back(entry.d_un.d_val);
+            } else if (entry.d_tag == DT_STRTAB) {
+                strtab_address = entry.d_un.d_ptr;
+            } else if (entry.d_tag == DT_STRSZ) {
+                strtab_size = entry.d_un.d_val;
             }
         }
-        if (!soname_index) {
-            return std::optional<std::string>{};
+        if (indices.empty()) {
+            return strings;
         }
-        if (!strtab_address || *soname_index >= strtab_size) {
-            return fail(ErrorCode::bad_format, name_ + ": DT_SONAME outside DT_STRTAB");
-        }
-        auto strtab_offset = offset_of_address(*strtab_address);
+        auto strtab_offset = strtab_address ? offset_of_address(*strtab_address) : std::nullopt;
         auto bytes = mapping_.bytes();
         if (!strtab_offset || *strtab_offset >= bytes.size() ||
             bytes.size() - *strtab_offset < strtab_size) {
             return fail(ErrorCode::bad_format, name_ + ": DT_STRTAB outside the file");
         }
         const char* strtab = reinterpret_cast<const char*>(bytes.data()) + *strtab_offset;
-        std::size_t available = static_cast<std::size_t>(strtab_size - *soname_index);
-        const char* start = strtab + *soname_index;
-        std::size_t length = strnlen(start, available);
-        if (length == available) {
-            return fail(ErrorCode::bad_format, name_ + ": DT_SONAME is not NUL-terminated");
+        for (std::uint64_t index : indices) {
+            if (index >= strtab_size) {
+                return fail(ErrorCode::bad_format, name_ + ": a dynamic string outside DT_STRTAB");
+            }
+            std::size_t available = static_cast<std::size_t>(strtab_size - index);
+            std::size_t length = strnlen(strtab + index, available);
+            if (length == available) {
+                return fail(ErrorCode::bad_format,
+                            name_ + ": a dynamic string is not NUL-terminated");
+            }
+            strings.emplace_back(strtab + index, length);
         }
-        return std::optional<std::string>(std::string(start, length));
+        return strings;
     }
-    return std::optional<std::string>{};
+    return strings;
+}
+
+Result<std::optional<std::string>> ElfFile::soname() const {
+    auto strings = dynamic_strings(DT_SONAME);
+    if (!strings) {
+        return tl::unexpected(strings.error());
+    }
+    return strings->empty() ? std::optional<std::string>{}
+                            : std::optional<std::string>(strings->front());
+}
+
+Result<std::vector<std::string>> ElfFile::needed() const {
+    return dynamic_strings(DT_NEEDED);
+}
+
+std::uint64_t ElfFile::entry_address() const {
+    GElf_Ehdr header;
+    return gelf_getehdr(elf_.get(), &header) != nullptr ? header.e_entry : 0;
 }
 
 std::optional<std::string> ElfFile::openssl_version_text() const {

@@ -52,6 +52,10 @@ class ElfFile {
     // dynamic section or no SONAME (executables, plugins).
     Result<std::optional<std::string>> soname() const;
 
+    // The DT_NEEDED entries (libraries the loader maps before the program
+    // runs), in order; empty for a static executable.
+    Result<std::vector<std::string>> needed() const;
+
     // The first NUL-terminated string starting with "OpenSSL " and a digit in
     // a read-only, non-executable loaded segment: the text OpenSSL_version()
     // returns, e.g. "OpenSSL 3.0.20 16 Jan 2026". libssl holds none.
@@ -94,6 +98,9 @@ class ElfFile {
     // libraries; the link address for a non-PIE executable).
     std::uint64_t lowest_load_address() const;
 
+    // e_entry: the program's entry point as a link-time address.
+    std::uint64_t entry_address() const;
+
     // The bytes at file offset `offset`, or an error if out of range.
     Result<std::span<const std::byte>> bytes_at(std::uint64_t offset, std::uint64_t size) const;
 
@@ -113,6 +120,8 @@ class ElfFile {
           segments_(std::move(segments)) {}
 
     Result<std::vector<Symbol>> read_symbols(Elf64_Word section_type) const;
+    // Every string of the PT_DYNAMIC entries with `tag` (DT_SONAME, DT_NEEDED).
+    Result<std::vector<std::string>> dynamic_strings(std::int64_t tag) const;
 
     std::string name_;
     MappedFile mapping_;  // declared before elf_: unmapped only after elf_end()

@@ -15,12 +15,6 @@ namespace suture {
 
 namespace {
 
-// A patch file from the cache, parsed (verified by the feed client).
-struct Candidate {
-    feed::CachedTarget cached;
-    PatchFile patch;
-};
-
 std::string executable_of(int pid) {
     char path[4096];
     ssize_t length =
@@ -28,11 +22,17 @@ std::string executable_of(int pid) {
     return length > 0 ? std::string(path, static_cast<std::size_t>(length)) : "";
 }
 
-// Per build ID and patch id, the highest usable level.
-Result<std::map<std::string, std::vector<Candidate>>> usable_patches(
-    const std::vector<feed::CachedTarget>& cached, std::vector<std::string>& problems) {
-    std::map<std::string, std::map<std::string, Candidate>> best;
-    for (const feed::CachedTarget& target : cached) {
+}  // namespace
+
+Result<std::map<std::string, std::vector<UsablePatch>>> load_usable_patches(
+    const FeedOptions& options, std::vector<std::string>& problems) {
+    auto cached = list_feeds(options);
+    if (!cached) {
+        return tl::unexpected(cached.error());
+    }
+    // Per build ID and patch id, the highest usable level.
+    std::map<std::string, std::map<std::string, UsablePatch>> best;
+    for (const feed::CachedTarget& target : *cached) {
         if (!target.usable) {
             continue;
         }
@@ -48,10 +48,10 @@ Result<std::map<std::string, std::vector<Candidate>>> usable_patches(
         auto existing = slot.find(patch_id);
         if (existing == slot.end() || existing->second.patch.metadata.level < level) {
             slot.erase(patch_id);
-            slot.emplace(patch_id, Candidate{target, std::move(*patch)});
+            slot.emplace(patch_id, UsablePatch{target, std::move(*patch)});
         }
     }
-    std::map<std::string, std::vector<Candidate>> by_build;
+    std::map<std::string, std::vector<UsablePatch>> by_build;
     for (auto& [build_id, patches] : best) {
         for (auto& [patch_id, candidate] : patches) {
             by_build[build_id].push_back(std::move(candidate));
@@ -59,8 +59,6 @@ Result<std::map<std::string, std::vector<Candidate>>> usable_patches(
     }
     return by_build;
 }
-
-}  // namespace
 
 std::string resolve_state_database(const std::string& path) {
     if (!path.empty()) {
@@ -105,11 +103,7 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
                  refresh.result ? "remote " + refresh.remote : refresh.result.error().message});
         }
     }
-    auto cached = list_feeds(feed_options);
-    if (!cached) {
-        return tl::unexpected(cached.error());
-    }
-    auto candidates = usable_patches(*cached, report.problems);
+    auto candidates = load_usable_patches(feed_options, report.problems);
     if (!candidates) {
         return tl::unexpected(candidates.error());
     }
@@ -130,7 +124,7 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     std::set<std::pair<int, std::uint64_t>> alive;
     struct Work {
         const ProcessReport* process;
-        const Candidate* candidate;
+        const UsablePatch* candidate;
     };
     std::vector<Work> work;
     for (const ProcessReport& process : status.scan.processes) {
@@ -142,7 +136,7 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
                 continue;
             }
             matching = true;
-            for (const Candidate& candidate : found->second) {
+            for (const UsablePatch& candidate : found->second) {
                 work.push_back({&process, &candidate});
             }
         }

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,17 @@ struct UpdateReport {
     std::vector<std::string> problems;   // cached patch files that could not be read
     std::vector<UpdateAction> actions;
 };
+
+// A patch file from the feed cache (verified by the feed client), parsed.
+struct UsablePatch {
+    feed::CachedTarget cached;
+    PatchFile patch;
+};
+
+// The usable cached patchsets by target build ID: per patch id only the
+// highest level. Unreadable patch files are skipped and named in `problems`.
+Result<std::map<std::string, std::vector<UsablePatch>>> load_usable_patches(
+    const FeedOptions& options, std::vector<std::string>& problems);
 
 // Progress: (processes handled, processes to handle).
 using UpdateProgress = std::function<void(std::size_t, std::size_t)>;
