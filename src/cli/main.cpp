@@ -613,6 +613,19 @@ int main(int argc, char** argv) {
         "disable", "Stop suture update from patching anything (applied patches stay)");
     disable->add_option("--state", switch_state, "State database");
 
+    std::string exclude_state;
+    std::string exclude_executable;
+    std::string exclude_unit;
+    bool exclude_remove = false;
+    CLI::App* exclude =
+        app.add_subcommand("exclude",
+                           "Keep suture away from an executable or a systemd unit (update and the\n"
+                           "daemon skip it); without options, list the exclusions.");
+    exclude->add_option("--executable", exclude_executable, "Absolute path of an executable");
+    exclude->add_option("--unit", exclude_unit, "A systemd unit, e.g. sshd.service");
+    exclude->add_flag("--remove", exclude_remove, "Remove the exclusion instead");
+    exclude->add_option("--state", exclude_state, "State database");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& error) {
@@ -651,6 +664,36 @@ int main(int argc, char** argv) {
             }
         }
         std::cout << "suture is " << (enable->parsed() ? "enabled" : "disabled") << "\n";
+        return exit_ok;
+    }
+    if (exclude->parsed()) {
+        if (exclude_executable.empty() && exclude_unit.empty()) {
+            auto rows = read_exclusions(exclude_state);
+            if (!rows) {
+                log::error(rows.error().message);
+                return exit_failure;
+            }
+            for (const auto& [kind, value] : *rows) {
+                std::cout << kind << " " << value << "\n";
+            }
+            return exit_ok;
+        }
+        if (!exclude_executable.empty() && !exclude_executable.starts_with("/")) {
+            log::error("--executable needs an absolute path");
+            return exit_usage;
+        }
+        for (const auto& [kind, value] :
+             {std::pair{"executable", exclude_executable}, std::pair{"unit", exclude_unit}}) {
+            if (value.empty()) {
+                continue;
+            }
+            if (auto set = set_exclusion(exclude_state, kind, value, !exclude_remove); !set) {
+                log::error(set.error().message);
+                return exit_failure;
+            }
+            std::cout << (exclude_remove ? "no longer excluded: " : "excluded: ") << kind << " "
+                      << value << "\n";
+        }
         return exit_ok;
     }
     if (update->parsed()) {

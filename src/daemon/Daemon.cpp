@@ -91,6 +91,11 @@ int Daemon::run() {
     if (options_.new_processes) {
         watch_new_processes();
     }
+    if (options_.rescan_seconds > 0) {
+        sd_event_add_time_relative(event_, nullptr, CLOCK_MONOTONIC,
+                                   options_.rescan_seconds * 1000000ULL, 1000000ULL, Daemon::rescan,
+                                   this);
+    }
     // The name last: a client that sees it finds the daemon fully ready.
     if (int result = sd_bus_request_name(bus_, bus_name, 0); result < 0) {
         log::error(std::string("sutured: D-Bus name ") + bus_name + ": " + std::strerror(-result) +
@@ -144,6 +149,36 @@ int Daemon::exec_events(sd_event_source*, int, std::uint32_t, void* self) {
                       (action.message.empty() ? "" : ": " + action.message));
         }
     });
+    return 0;
+}
+
+// The periodic offline update; re-arms itself.
+int Daemon::rescan(sd_event_source* source, std::uint64_t, void* self) {
+    auto* daemon = static_cast<Daemon*>(self);
+    UpdateOptions options = daemon->options_.update;
+    options.refresh = false;
+    options.log_idle_runs = false;
+    // Between processes, handle exec events that arrived meanwhile, so a
+    // process starting during the rescan is still parked in time.
+    auto handle_pending_execs = [&](std::size_t, std::size_t) {
+        if (daemon->exec_watcher_) {
+            exec_events(nullptr, daemon->exec_watcher_->fd(), 0, daemon);
+        }
+    };
+    if (auto report = run_update(daemon->engine_, options, handle_pending_execs)) {
+        for (const UpdateAction& action : report->actions) {
+            if (action.outcome == "applied") {
+                daemon->emit_patched(action.process.pid, action.patch_id, action.level);
+                log::info("sutured: rescan: pid " + std::to_string(action.process.pid) + " (" +
+                          action.comm + "): " + action.patch_id + " applied");
+            }
+        }
+    } else {
+        log::warning("sutured: rescan: " + report.error().message);
+    }
+    (void)daemon->new_processes_.reload();
+    sd_event_source_set_time_relative(source, daemon->options_.rescan_seconds * 1000000ULL);
+    sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
     return 0;
 }
 

@@ -23,6 +23,9 @@ struct DaemonOptions {
     EngineOptions engine;
     UpdateOptions update;       // feed and state database locations
     bool new_processes = true;  // patch processes as they start (exec events)
+    // Rescan every process this often (offline update): catches libraries
+    // loaded later with dlopen and exclusions changed meanwhile. 0: never.
+    unsigned rescan_seconds = 30;
 };
 
 // sutured: the engine behind a D-Bus API (data/org.suture.Suture1.xml) on
@@ -54,6 +57,7 @@ class Daemon {
                                 sd_bus_message* reply, void* self, sd_bus_error* error);
 
     static int exec_events(sd_event_source*, int fd, std::uint32_t, void* self);
+    static int rescan(sd_event_source* source, std::uint64_t, void* self);
 
   private:
     Daemon(DaemonOptions options, Engine engine)

@@ -30,6 +30,9 @@ int main(int argc, char** argv) {
     bool no_new_processes = false;
     app.add_flag("--no-new-processes", no_new_processes,
                  "Do not patch processes as they start (exec events); updates only");
+    app.add_option("--rescan-seconds", options.rescan_seconds,
+                   "Rescan every process this often (catches dlopen'ed libraries); 0: never")
+        ->capture_default_str();
     app.add_flag("-v,--verbose", verbosity, "More diagnostics on stderr");
     try {
         app.parse(argc, argv);

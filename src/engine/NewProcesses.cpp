@@ -122,6 +122,17 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid) {
         }
         return std::nullopt;  // gone already
     }
+    // Exclusions are read fresh (the process waits parked meanwhile), so a
+    // `suture exclude` takes effect for the very next process.
+    if (auto database = StateDatabase::open(resolve_state_database(options_.state_database))) {
+        if (auto excluded = Exclusions::load(*database).reason(pid)) {
+            log::debug("new process: pid " + std::to_string(pid) + ": " + *excluded);
+            if (*parked) {
+                (void)release_parked(**parked);
+            }
+            return std::nullopt;
+        }
+    }
     NewProcessOutcome outcome;
     outcome.pid = pid;
     if (*parked) {

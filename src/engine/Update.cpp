@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/Files.h"
 #include "state/StateDatabase.h"
 
 namespace suture {
@@ -110,14 +111,7 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     for (const auto& [build_id, patches] : *candidates) {
         report.patchsets += patches.size();
     }
-    std::set<std::string> excluded_executables;
-    if (auto exclusions = database->exclusions()) {
-        for (const auto& [kind, value] : *exclusions) {
-            if (kind == "executable") {
-                excluded_executables.insert(value);
-            }
-        }
-    }
+    Exclusions exclusions = Exclusions::load(*database);
 
     StatusReport status = engine.status();
     report.processes_examined = status.scan.processes_examined;
@@ -170,9 +164,9 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
         if (info.pid == ::getpid()) {
             action.outcome = "excluded";
             action.message = "suture never patches itself";
-        } else if (excluded_executables.contains(executable)) {
+        } else if (auto excluded = exclusions.reason(info.pid)) {
             action.outcome = "excluded";
-            action.message = executable + " is excluded";
+            action.message = *excluded;
         } else if (present != nullptr) {
             bool in_database = known.contains(
                 {info.pid, info.start_time, metadata.patch_id, present->marker.level});
@@ -228,15 +222,21 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
             }
         }
     }
-    (void)database->log({0,
-                         0,
-                         "update",
-                         {},
-                         "",
-                         0,
-                         "ok",
-                         "",
-                         std::to_string(report.actions.size()) + " action(s)"});
+    bool idle = report.closed == 0;
+    for (const UpdateAction& action : report.actions) {
+        idle = idle && action.outcome == "already";
+    }
+    if (options.log_idle_runs || !idle) {
+        (void)database->log({0,
+                             0,
+                             "update",
+                             {},
+                             "",
+                             0,
+                             "ok",
+                             "",
+                             std::to_string(report.actions.size()) + " action(s)"});
+    }
     return report;
 }
 
@@ -310,6 +310,97 @@ Result<bool> is_enabled(const std::string& state_database) {
         return tl::unexpected(value.error());
     }
     return !value->has_value() || **value != "false";
+}
+
+Exclusions Exclusions::load(StateDatabase& database) {
+    Exclusions exclusions;
+    if (auto rows = database.exclusions()) {
+        for (const auto& [kind, value] : *rows) {
+            (kind == "unit" ? exclusions.units_ : exclusions.executables_).insert(value);
+        }
+    }
+    return exclusions;
+}
+
+std::optional<std::string> Exclusions::reason(int pid) const {
+    if (!executables_.empty()) {
+        std::string executable = executable_of(pid);
+        if (executables_.contains(executable)) {
+            return executable + " is excluded";
+        }
+    }
+    if (!units_.empty()) {
+        std::string unit = unit_of(pid);
+        if (!unit.empty() && units_.contains(unit)) {
+            return "unit " + unit + " is excluded";
+        }
+    }
+    return std::nullopt;
+}
+
+std::string unit_of(int pid) {
+    auto text = read_file("/proc/" + std::to_string(pid) + "/cgroup");
+    if (!text) {
+        return "";
+    }
+    // cgroup v2: "0::/system.slice/nginx.service"; v1: "1:name=systemd:/...".
+    std::string unit;
+    std::size_t start = 0;
+    while (start < text->size()) {
+        std::size_t end = text->find('\n', start);
+        std::string line =
+            text->substr(start, end == std::string::npos ? std::string::npos : end - start);
+        start = end == std::string::npos ? text->size() : end + 1;
+        if (!line.starts_with("0::") && line.find(":name=systemd:") == std::string::npos) {
+            continue;
+        }
+        std::string path = line.substr(line.find(':', line.find(':') + 1) + 1);
+        std::size_t from = 0;
+        while (from <= path.size()) {
+            std::size_t next = path.find('/', from);
+            std::string part =
+                path.substr(from, next == std::string::npos ? std::string::npos : next - from);
+            if (part.ends_with(".service") || part.ends_with(".scope")) {
+                unit = part;
+            }
+            if (next == std::string::npos) {
+                break;
+            }
+            from = next + 1;
+        }
+    }
+    return unit;
+}
+
+Result<void> set_exclusion(const std::string& state_database, const std::string& kind,
+                           const std::string& value, bool excluded) {
+    auto database = StateDatabase::open(resolve_state_database(state_database));
+    if (!database) {
+        return tl::unexpected(database.error());
+    }
+    auto changed =
+        excluded ? database->add_exclusion(kind, value) : database->remove_exclusion(kind, value);
+    if (!changed) {
+        return changed;
+    }
+    return database->log({0,
+                          0,
+                          "settings",
+                          {},
+                          "",
+                          0,
+                          "ok",
+                          "",
+                          std::string(excluded ? "exclude " : "include ") + kind + " " + value});
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> read_exclusions(
+    const std::string& state_database) {
+    auto database = StateDatabase::open(resolve_state_database(state_database));
+    if (!database) {
+        return tl::unexpected(database.error());
+    }
+    return database->exclusions();
 }
 
 }  // namespace suture

@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,7 @@ struct UpdateOptions {
     FeedOptions feed;
     std::string state_database;  // default $SUTURE_STATE_DB or /var/lib/suture/state.db
     bool refresh = true;         // false: offline, from the cache only (the boot case)
+    bool log_idle_runs = true;   // false: no history entry for a run that did nothing
     InjectOptions inject;
 };
 
@@ -57,6 +60,23 @@ struct UsablePatch {
 Result<std::map<std::string, std::vector<UsablePatch>>> load_usable_patches(
     const FeedOptions& options, std::vector<std::string>& problems);
 
+// What suture must not touch: executables and systemd units from the state
+// database's exclusions (`suture exclude`).
+class Exclusions {
+  public:
+    static Exclusions load(StateDatabase& database);
+    // Why `pid` is excluded, or nullopt.
+    std::optional<std::string> reason(int pid) const;
+
+  private:
+    std::set<std::string> executables_;
+    std::set<std::string> units_;
+};
+
+// The systemd unit a process runs in ("nginx.service"), from the last
+// .service or .scope component of its cgroup path; empty if none.
+std::string unit_of(int pid);
+
 // Progress: (processes handled, processes to handle).
 using UpdateProgress = std::function<void(std::size_t, std::size_t)>;
 
@@ -84,5 +104,11 @@ nlohmann::json history_to_json(const std::vector<HistoryEntry>& entries);
 // `suture enable` / `suture disable`: the global switch `update` obeys.
 Result<void> set_enabled(const std::string& state_database, bool enabled);
 Result<bool> is_enabled(const std::string& state_database);
+
+// `suture exclude`: add (or remove) an exclusion; kind "executable" or "unit".
+Result<void> set_exclusion(const std::string& state_database, const std::string& kind,
+                           const std::string& value, bool excluded);
+Result<std::vector<std::pair<std::string, std::string>>> read_exclusions(
+    const std::string& state_database);
 
 }  // namespace suture

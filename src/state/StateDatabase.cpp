@@ -307,6 +307,19 @@ Result<void> StateDatabase::add_exclusion(const std::string& kind, const std::st
     return {};
 }
 
+Result<void> StateDatabase::remove_exclusion(const std::string& kind, const std::string& value) {
+    Statement statement(db_.get(), "DELETE FROM exclusions WHERE kind = ? AND value = ?");
+    if (!statement.prepared()) {
+        return tl::unexpected(sqlite_error("exclusions", db_.get()));
+    }
+    statement.bind(1, kind);
+    statement.bind(2, value);
+    if (statement.step() != SQLITE_DONE) {
+        return tl::unexpected(sqlite_error("exclusions", db_.get()));
+    }
+    return {};
+}
+
 Result<std::vector<std::pair<std::string, std::string>>> StateDatabase::exclusions() {
     Statement statement(db_.get(), "SELECT kind, value FROM exclusions ORDER BY kind, value");
     if (!statement.prepared()) {

@@ -79,6 +79,7 @@ class StateDatabase {
 
     // Exclusions: executable paths or systemd units suture must not touch.
     Result<void> add_exclusion(const std::string& kind, const std::string& value);
+    Result<void> remove_exclusion(const std::string& kind, const std::string& value);
     Result<std::vector<std::pair<std::string, std::string>>> exclusions();
 
   private:

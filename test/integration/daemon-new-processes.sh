@@ -122,6 +122,28 @@ else
     echo "SKIP (part): gdb is not installed; the kill-while-parked check did not run"
 fi
 
+# Libraries loaded later with dlopen are caught by the periodic rescan, and
+# exclusions keep new processes untouched.
+kill -TERM "$daemon_pid"
+wait "$daemon_pid" 2>/dev/null || true
+start_daemon --rescan-seconds 1
+hold holder "" "$scratch/archive/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
+patched=""
+for _ in $(seq 40); do
+    patched=$("$SUTURE" status --json --pid "$holder" |
+        jq -r --argjson pid "$holder" '[.processes[] | select(.pid == $pid) | .patches[]? | select(.state == "active")] | length')
+    [ "$patched" = 3 ] && break
+    sleep 0.1
+done
+check_eq "a library dlopen'ed after start is patched by the rescan" 3 "$patched"
+kill -TERM "$daemon_pid"
+wait "$daemon_pid" 2>/dev/null || true
+start_daemon
+"$SUTURE" exclude --state "$scratch/state.db" --executable "$(readlink -f "$program")" >/dev/null
+check_eq "an excluded executable starts unpatched" VULNERABLE "$(run_program)"
+"$SUTURE" exclude --state "$scratch/state.db" --remove --executable "$(readlink -f "$program")" >/dev/null
+check_eq "no longer excluded: patched before main() again" FIXED "$(run_program)"
+
 check_eq "sutured is alive and serving" 0 \
     "$(timeout 5 busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" status org.suture.Suture1 >/dev/null 2>&1; echo $?)"
 finish
