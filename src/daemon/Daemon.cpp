@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -122,9 +123,14 @@ void Daemon::watch_new_processes() {
         return;
     }
     // A new process's loader runs for a millisecond or two before its
-    // entry point: sutured must be scheduled at once when an exec event
-    // arrives, even on a busy machine.
-    if (::setpriority(PRIO_PROCESS, 0, -15) != 0) {
+    // entry point: sutured must run the moment an exec event arrives, even
+    // on a busy machine, so it takes the lowest real-time priority (the
+    // kernel's real-time throttling still leaves others 5% of every second;
+    // children do not inherit it). Without the privilege: nice -15.
+    sched_param lowest_realtime{};
+    lowest_realtime.sched_priority = 1;
+    if (::sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &lowest_realtime) != 0 &&
+        ::setpriority(PRIO_PROCESS, 0, -15) != 0) {
         log::warning("sutured: cannot raise its priority; new processes may be patched late");
     }
     exec_watcher_.emplace(std::move(*watcher));
