@@ -104,6 +104,21 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
                  refresh.result ? "remote " + refresh.remote : refresh.result.error().message});
         }
     }
+    if (auto cached = list_feeds(feed_options)) {
+        std::vector<CachedPatchset> rows;
+        for (const feed::CachedTarget& target : *cached) {
+            const auto& custom = target.target.custom;
+            std::string cves;
+            for (const auto& cve : custom.value("cves", nlohmann::json::array())) {
+                cves += (cves.empty() ? "" : ",") + cve.get<std::string>();
+            }
+            rows.push_back({target.remote, target.target.name,
+                            custom.value("patch_id", std::string()), custom.value("level", 0u),
+                            custom.value("build_id", std::string()), target.target.sha256, cves,
+                            target.usable});
+        }
+        (void)database->record_patchsets(rows);
+    }
     auto candidates = load_usable_patches(feed_options, report.problems);
     if (!candidates) {
         return tl::unexpected(candidates.error());

@@ -14,6 +14,7 @@ namespace {
 // N+1... in one transaction each. Never edit a released step: add one.
 //   1 (2026-11): applications, history, settings
 //   2 (2026-11): exclusions; history.level
+//   3 (2026-11): patchsets (the verified patchsets of the feed cache)
 const char* const migration_steps[] = {
     // 1
     R"(CREATE TABLE applications (
@@ -44,6 +45,18 @@ const char* const migration_steps[] = {
          value TEXT NOT NULL,
          PRIMARY KEY (kind, value));
        ALTER TABLE history ADD COLUMN level INTEGER NOT NULL DEFAULT 0;)",
+    // 3
+    R"(CREATE TABLE patchsets (
+         remote TEXT NOT NULL,
+         name TEXT NOT NULL,
+         patch_id TEXT NOT NULL,
+         level INTEGER NOT NULL,
+         build_id TEXT NOT NULL,
+         sha256 TEXT NOT NULL,
+         cves TEXT NOT NULL DEFAULT '',
+         usable INTEGER NOT NULL,
+         verified_at INTEGER NOT NULL,
+         PRIMARY KEY (remote, name));)",
 };
 static_assert(std::size(migration_steps) == StateDatabase::latest_schema_version);
 
@@ -318,6 +331,53 @@ Result<void> StateDatabase::remove_exclusion(const std::string& kind, const std:
         return tl::unexpected(sqlite_error("exclusions", db_.get()));
     }
     return {};
+}
+
+Result<void> StateDatabase::record_patchsets(const std::vector<CachedPatchset>& patchsets) {
+    if (auto begun = execute("BEGIN IMMEDIATE; DELETE FROM patchsets;"); !begun) {
+        return begun;
+    }
+    for (const CachedPatchset& patchset : patchsets) {
+        Statement statement(db_.get(),
+                            "INSERT OR REPLACE INTO patchsets (remote, name, patch_id, level, "
+                            "build_id, sha256, cves, usable, verified_at) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        if (!statement.prepared()) {
+            (void)execute("ROLLBACK");
+            return tl::unexpected(sqlite_error("patchsets", db_.get()));
+        }
+        statement.bind(1, patchset.remote);
+        statement.bind(2, patchset.name);
+        statement.bind(3, patchset.patch_id);
+        statement.bind(4, patchset.level);
+        statement.bind(5, patchset.build_id);
+        statement.bind(6, patchset.sha256);
+        statement.bind(7, patchset.cves);
+        statement.bind(8, patchset.usable ? 1 : 0);
+        statement.bind(9, static_cast<std::int64_t>(::time(nullptr)));
+        if (statement.step() != SQLITE_DONE) {
+            (void)execute("ROLLBACK");
+            return tl::unexpected(sqlite_error("patchsets", db_.get()));
+        }
+    }
+    return execute("COMMIT");
+}
+
+Result<std::vector<CachedPatchset>> StateDatabase::patchsets() {
+    Statement statement(db_.get(),
+                        "SELECT remote, name, patch_id, level, build_id, sha256, cves, usable "
+                        "FROM patchsets ORDER BY remote, name");
+    if (!statement.prepared()) {
+        return tl::unexpected(sqlite_error("patchsets", db_.get()));
+    }
+    std::vector<CachedPatchset> rows;
+    while (statement.step() == SQLITE_ROW) {
+        rows.push_back(CachedPatchset{statement.text(0), statement.text(1), statement.text(2),
+                                      static_cast<std::uint32_t>(statement.integer(3)),
+                                      statement.text(4), statement.text(5), statement.text(6),
+                                      statement.integer(7) != 0});
+    }
+    return rows;
 }
 
 Result<std::vector<std::pair<std::string, std::string>>> StateDatabase::exclusions() {

@@ -46,6 +46,18 @@ struct HistoryEntry {
     std::string message;
 };
 
+// A verified patchset of the feed cache, as the last update saw it.
+struct CachedPatchset {
+    std::string remote;
+    std::string name;
+    std::string patch_id;
+    std::uint32_t level = 0;
+    std::string build_id;
+    std::string sha256;
+    std::string cves;  // comma-separated
+    bool usable = false;
+};
+
 // suture's state (docs/state.md): intent and history in SQLite. The
 // in-target markers are the truth about memory; this is the truth about
 // what suture meant to do and did.
@@ -61,7 +73,7 @@ class StateDatabase {
     StateDatabase(StateDatabase&&) noexcept = default;
     StateDatabase& operator=(StateDatabase&&) noexcept = default;
 
-    static constexpr int latest_schema_version = 2;
+    static constexpr int latest_schema_version = 3;
     Result<int> schema_version();
 
     // Applications.
@@ -76,6 +88,10 @@ class StateDatabase {
     // Settings: "enabled", "channel", … (key/value text).
     Result<std::optional<std::string>> setting(const std::string& key);
     Result<void> set_setting(const std::string& key, const std::string& value);
+
+    // The feed cache's verified patchsets: replaced as a whole.
+    Result<void> record_patchsets(const std::vector<CachedPatchset>& patchsets);
+    Result<std::vector<CachedPatchset>> patchsets();
 
     // Exclusions: executable paths or systemd units suture must not touch.
     Result<void> add_exclusion(const std::string& kind, const std::string& value);

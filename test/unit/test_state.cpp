@@ -68,7 +68,7 @@ TEST_CASE("a schema version 1 database is migrated and keeps its rows") {
     REQUIRE(std::system(("cp '" FIXTURE_DIR "/state-v1.db' '" + path + "'").c_str()) == 0);
     auto database = StateDatabase::open(path);
     REQUIRE(database);
-    CHECK(database->schema_version() == 2);
+    CHECK(database->schema_version() == 3);
     auto active = database->applications("active");
     REQUIRE(active);
     REQUIRE(active->size() == 1);
@@ -79,6 +79,9 @@ TEST_CASE("a schema version 1 database is migrated and keeps its rows") {
     CHECK(history->front().level == 0);  // the column version 2 added, defaulted
     CHECK(database->add_exclusion("unit", "sshd.service"));
     CHECK(database->setting("enabled")->value() == "true");
+    REQUIRE(database->record_patchsets({{"local", "debian-12/openssl/x/CVE-1.suture", "CVE-1", 1,
+                                         "7d90f384", std::string(64, 'a'), "CVE-1", true}}));
+    CHECK(database->patchsets()->size() == 1);
     std::system(("rm -rf '" + path.substr(0, path.rfind('/')) + "'").c_str());
 }
 
