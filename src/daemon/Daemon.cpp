@@ -183,6 +183,11 @@ int Daemon::rescan(sd_event_source* source, std::uint64_t, void* self) {
         log::warning("sutured: rescan: " + report.error().message);
     }
     (void)daemon->new_processes_.reload();
+    // A process whose release failed (say, a debugger attached to it in
+    // between) is found again here; no park is in flight at this point.
+    if (daemon->exec_watcher_) {
+        (void)release_abandoned();
+    }
     sd_event_source_set_time_relative(source, daemon->options_.rescan_seconds * 1000000ULL);
     sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
     return 0;
