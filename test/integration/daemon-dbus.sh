@@ -10,55 +10,14 @@ require_root "ptrace, and running the unprivileged caller with setpriv"
 : "${SUTURE_FEED:?}"
 sutured=${1:?}
 reproducer=${2:?}
-command -v dbus-daemon >/dev/null || skip "needs dbus-daemon (package dbus)"
-
-# A private bus with the system bus's rules for our name (data/…conf).
-cat >"$scratch/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <auth>EXTERNAL</auth>
-  <listen>unix:path=$scratch/bus</listen>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <allow send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_type="method_return"/>
-    <allow send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="signal"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-  </policy>
-  <include>$SOURCE_ROOT/data/org.suture.Suture1.conf</include>
-</busconfig>
-EOF
-dbus-daemon --config-file="$scratch/bus.conf" --nofork --nopidfile 2>"$scratch/bus.log" &
-started_pids+=($!)
-for _ in $(seq 50); do [ -S "$scratch/bus" ] && break; sleep 0.1; done
-export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$scratch/bus
-chmod 777 "$scratch/bus"
+start_private_system_bus
 
 export SUTURE_FEED_ROOT_DIR=$scratch/var
 export SUTURE_CONFIG_DIR=$scratch/etc
 "$SOURCE_ROOT/scripts/setup-local-feed" "$(dirname "$(dirname "$SUTURE_FEED")")" >"$scratch/setup.log" 2>&1 ||
     { cat "$scratch/setup.log"; fail_check "setup-local-feed"; finish; }
-state=$scratch/daemon-state.db
-start_daemon() {
-    "$sutured" -v --state "$state" --config-dir "$scratch/etc" --cache-dir "$scratch/cache" \
-        >>"$scratch/sutured.log" 2>&1 &
-    daemon_pid=$!
-    started_pids+=("$daemon_pid")
-    for _ in $(seq 50); do
-        busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" status org.suture.Suture1 >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    cat "$scratch/sutured.log"
-    fail_check "sutured did not take its bus name"
-    finish
-}
+state=$scratch/state.db  # start_sutured gives the daemon this database
+start_daemon() { start_sutured "$sutured" "$@"; }
 start_daemon
 pass "sutured owns org.suture.Suture1"
 check_eq "Version property" "s \"$("$SUTURE" --version | awk '{print $2}')\"" \

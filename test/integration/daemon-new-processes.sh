@@ -13,34 +13,7 @@ require_root "exec events (netlink proc connector) and ptrace"
 sutured=${1:?}
 program=${2:?}
 runs=${SUTURE_NEW_PROCESS_RUNS:-100}
-command -v dbus-daemon >/dev/null || skip "needs dbus-daemon (package dbus)"
-
-cat >"$scratch/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <auth>EXTERNAL</auth>
-  <listen>unix:path=$scratch/bus</listen>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <allow send_type="method_call"/>
-    <allow send_type="method_return"/>
-    <allow send_type="error"/>
-    <allow send_type="signal"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-  </policy>
-  <include>$SOURCE_ROOT/data/org.suture.Suture1.conf</include>
-</busconfig>
-EOF
-dbus-daemon --config-file="$scratch/bus.conf" --nofork --nopidfile 2>"$scratch/bus.log" &
-started_pids+=($!)
-for _ in $(seq 50); do [ -S "$scratch/bus" ] && break; sleep 0.1; done
-export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$scratch/bus
+start_private_system_bus
 
 export SUTURE_FEED_ROOT_DIR=$scratch/var
 export SUTURE_CONFIG_DIR=$scratch/etc
@@ -65,19 +38,7 @@ started=$(date +%s%N)
 check_eq "without sutured: $runs runs, none fixed" 0 "$(count_fixed "$runs")"
 baseline_ms=$((($(date +%s%N) - started) / 1000000))
 
-start_daemon() {
-    "$sutured" -v "$@" --state "$scratch/state.db" --config-dir "$scratch/etc" \
-        --cache-dir "$scratch/cache" >>"$scratch/sutured.log" 2>&1 &
-    daemon_pid=$!
-    started_pids+=("$daemon_pid")
-    for _ in $(seq 50); do
-        timeout 5 busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" status org.suture.Suture1 >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    cat "$scratch/sutured.log"
-    fail_check "sutured did not start"
-    finish
-}
+start_daemon() { start_sutured "$sutured" "$@"; }
 
 start_daemon --no-new-processes
 check_eq "sutured --no-new-processes: 5 runs, none fixed" 0 "$(count_fixed 5)"

@@ -178,3 +178,58 @@ rewrite_patch() {
         tail -c +$((33 + meta_size)) "$in"
     } >"$out"
 }
+
+# --- sutured on a private D-Bus system bus --------------------------------
+# start_private_system_bus: a dbus-daemon with the system bus's rules for
+# suture's name (data/org.suture.Suture1.conf); exports
+# DBUS_SYSTEM_BUS_ADDRESS so suture and sutured use it.
+start_private_system_bus() {
+    command -v dbus-daemon >/dev/null || skip "needs dbus-daemon (package dbus)"
+    cat >"$scratch/bus.conf" <<EOF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <auth>EXTERNAL</auth>
+  <listen>unix:path=$scratch/bus</listen>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_type="method_return"/>
+    <allow send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="signal"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+  </policy>
+  <include>$SOURCE_ROOT/data/org.suture.Suture1.conf</include>
+</busconfig>
+EOF
+    dbus-daemon --config-file="$scratch/bus.conf" --nofork --nopidfile 2>"$scratch/bus.log" &
+    started_pids+=($!)
+    for _ in $(seq 50); do [ -S "$scratch/bus" ] && break; sleep 0.1; done
+    chmod 777 "$scratch/bus"
+    export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$scratch/bus
+}
+
+# start_sutured SUTURED [OPTIONS...]: starts the daemon with its state, feed
+# configuration and cache in $scratch, waits until it owns its name, and sets
+# daemon_pid.
+start_sutured() {
+    local binary=$1
+    shift
+    "$binary" -v "$@" --state "$scratch/state.db" --config-dir "$scratch/etc" \
+        --cache-dir "$scratch/cache" >>"$scratch/sutured.log" 2>&1 &
+    daemon_pid=$!
+    started_pids+=("$daemon_pid")
+    for _ in $(seq 50); do
+        timeout 5 busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" status org.suture.Suture1 \
+            >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    cat "$scratch/sutured.log"
+    fail_check "sutured did not take its bus name"
+    finish
+}
