@@ -52,25 +52,44 @@ bool is_symbol_name(const std::string& name) {
 
 }  // namespace
 
+namespace {
+
+// A field that must be an unsigned integer. Floats and negative numbers are
+// refused: converting them to an integer type is undefined (a float out of
+// range, found by the fuzzer) or silently wraps.
+struct BadField {
+    std::string what;
+};
+std::uint64_t unsigned_field(const nlohmann::json& object, const char* key) {
+    const nlohmann::json& value = object.at(key);
+    if (!value.is_number_unsigned()) {
+        throw BadField{std::string("\"") + key + "\" must be an unsigned integer"};
+    }
+    return value.get<std::uint64_t>();
+}
+
+}  // namespace
+
 Result<PatchMetadata> parse_patch_metadata(std::string_view json_text, const std::string& name) {
     PatchMetadata metadata;
     try {
         auto document = nlohmann::json::parse(json_text);
         metadata.patch_id = document.at("patch_id").get<std::string>();
-        metadata.level = document.at("level").get<std::uint32_t>();
+        std::uint64_t level = unsigned_field(document, "level");
+        metadata.level = level > 65535 ? 0 : static_cast<std::uint32_t>(level);
         metadata.description = document.value("description", "");
         const auto& target = document.at("target");
         metadata.target_build_id = target.at("build_id").get<std::string>();
         metadata.target_soname = target.at("soname").get<std::string>();
         for (const auto& entry : document.at("functions")) {
             metadata.functions.push_back(ReplacedFunction{
-                entry.at("symbol").get<std::string>(), entry.at("offset").get<std::uint64_t>(),
-                entry.at("size").get<std::uint64_t>(), entry.at("sha256").get<std::string>(),
+                entry.at("symbol").get<std::string>(), unsigned_field(entry, "offset"),
+                unsigned_field(entry, "size"), entry.at("sha256").get<std::string>(),
                 entry.at("replacement").get<std::string>()});
         }
         for (const auto& entry : document.value("target_references", nlohmann::json::array())) {
             metadata.target_references.push_back(TargetReference{
-                entry.at("symbol").get<std::string>(), entry.at("offset").get<std::uint64_t>()});
+                entry.at("symbol").get<std::string>(), unsigned_field(entry, "offset")});
         }
         for (const auto& entry : document.value("imports", nlohmann::json::array())) {
             metadata.imports.push_back(Import{entry.at("symbol").get<std::string>(),
@@ -80,6 +99,8 @@ Result<PatchMetadata> parse_patch_metadata(std::string_view json_text, const std
         }
     } catch (const nlohmann::json::exception& error) {
         return fail(ErrorCode::bad_format, name + ": metadata: " + error.what());
+    } catch (const BadField& bad) {
+        return fail(ErrorCode::bad_format, name + ": metadata: " + bad.what);
     }
     auto invalid = [&](const std::string& what) {
         return fail(ErrorCode::bad_format, name + ": metadata: " + what);

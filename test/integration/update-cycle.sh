@@ -38,8 +38,10 @@ expect_probes "before update" VULNERABLE
 
 "$SUTURE" update --json >"$scratch/update1.json"
 check_eq "update exit status" 0 "$?"
+# `suture update` patches every matching process on the machine; count ours.
+ours() { jq --argjson a "$cmp" --argjson b "$cms" "[.actions[] | select((.pid == \$a or .pid == \$b) and $1)] | length" "$2"; }
 check_eq "patches applied to the two archive-build processes" 6 \
-    "$(jq '[.actions[] | select(.outcome == "applied")] | length' "$scratch/update1.json")"
+    "$(ours '.outcome == "applied"' "$scratch/update1.json")"
 check_eq "the host-build process is left alone" 0 \
     "$(jq --argjson pid "$system_cmp" '[.actions[] | select(.pid == $pid)] | length' "$scratch/update1.json")"
 expect_probes "after update" FIXED
@@ -49,9 +51,9 @@ check_eq "workload still works" OK "$(ask "$cmp" workload)"
 check_eq "second update: nothing applied" 0 \
     "$(jq '[.actions[] | select(.outcome == "applied")] | length' "$scratch/update2.json")"
 check_eq "second update: all already active" 6 \
-    "$(jq '[.actions[] | select(.outcome == "already")] | length' "$scratch/update2.json")"
+    "$(ours '.outcome == "already"' "$scratch/update2.json")"
 check_eq "state database: 6 active applications" 6 \
-    "$(sqlite3 "$SUTURE_STATE_DB" "select count(*) from applications where state = 'active'")"
+    "$(sqlite3 "$SUTURE_STATE_DB" "select count(*) from applications where state = 'active' and pid in ($cmp, $cms)")"
 check_eq "state database file mode" 600 "$(stat -c %a "$SUTURE_STATE_DB")"
 
 # "Reboot": the processes go, the feed becomes unreachable, fresh processes
@@ -63,7 +65,8 @@ expect_probes "after reboot, before the boot run" VULNERABLE
 "$SUTURE" update --offline --json >"$scratch/boot.json"
 check_eq "boot run exit status" 0 "$?"
 expect_probes "after the boot run (no feed reachable)" FIXED
-check_eq "boot run closed the records of the killed processes" 6 "$(jq .closed "$scratch/boot.json")"
+[ "$(jq .closed "$scratch/boot.json")" -ge 6 ] && pass "boot run closed the records of the killed processes" ||
+    fail_check "boot run closed $(jq .closed "$scratch/boot.json") records, expected at least 6"
 "$SUTURE" update >"$scratch/online.out" 2>&1
 check_eq "an update with the feed unreachable still succeeds from the cache" 0 "$?"
 grep -q "not refreshed" "$scratch/online.out" && pass "it says the feed was not refreshed" ||

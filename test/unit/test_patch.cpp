@@ -87,6 +87,12 @@ TEST_CASE("metadata that breaks a rule is refused with the rule named") {
     tiny.replace(tiny.find("\"size\": 32"), 10, "\"size\": 4");
     check_refused(document("x", 1, tiny), "cannot hold a jump");
     check_refused(R"({"patch_id": 1})", "metadata");
+    // Found by the patch-parser fuzzer: a float where an integer belongs
+    // (converting 2.994e+47 to an integer is undefined behaviour).
+    std::string huge = function;
+    huge.replace(huge.find("4096"), 4, "2.994e+47");
+    check_refused(document("x", 1, huge), "\"offset\" must be an unsigned integer");
+    check_refused(document("x", -1, function), "\"level\" must be an unsigned integer");
 }
 
 TEST_CASE("random damage to a patch file gives errors, never a crash") {
