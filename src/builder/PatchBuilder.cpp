@@ -74,12 +74,6 @@ std::set<std::string> local_names_of(const RelocatableObject& object) {
     return names;
 }
 
-std::string hex(std::uint64_t value) {
-    char text[32];
-    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(value));
-    return text;
-}
-
 // Where a reference from the patch code goes in the output object.
 struct Destination {
     bool included = false;    // into a section of the output
@@ -251,13 +245,13 @@ Result<std::string> Builder::reference_to_external(const std::string& name) {
             return fail(ErrorCode::unsupported, name + " is an IFUNC of the library itself");
         }
         metadata_.target_references.push_back(TargetReference{name, (*definition)->offset});
-        report_.references.push_back(name + " -> " + hex((*definition)->offset));
+        report_.references.push_back(name + " -> " + hex_address((*definition)->offset));
         references_.insert(name);
         return name;
     }
     if (auto entry = plt_.find(name); entry != plt_.end()) {
         metadata_.target_references.push_back(TargetReference{plt_reference, entry->second});
-        report_.references.push_back(plt_reference + " -> " + hex(entry->second));
+        report_.references.push_back(plt_reference + " -> " + hex_address(entry->second));
         references_.insert(plt_reference);
         return plt_reference;
     }
@@ -342,7 +336,7 @@ Result<Destination> Builder::destination_of(
     if (!references_.contains(name)) {
         references_.insert(name);
         metadata_.target_references.push_back(TargetReference{name, definition->offset});
-        report_.references.push_back(name + " -> " + hex(definition->offset));
+        report_.references.push_back(name + " -> " + hex_address(definition->offset));
     }
     destination.reference = name;
     destination.addend = target.addend;
@@ -452,7 +446,7 @@ Result<void> Builder::describe_replacements() {
                                                            definition->size, sha256_hex(*bytes),
                                                            output_names_.at({u, index})});
             report_.replaced.push_back(original.name + " (" + unit.file + ") at " +
-                                       hex(definition->offset) + ", " +
+                                       hex_address(definition->offset) + ", " +
                                        std::to_string(definition->size) + " bytes");
         }
         for (std::size_t index : unit.changes.new_functions) {
