@@ -1,6 +1,5 @@
 #include "feed-client/FeedClient.h"
 
-#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,42 +14,8 @@ namespace suture::feed {
 
 namespace {
 
-std::span<const std::byte> as_span(const std::string& text) {
-    return std::as_bytes(std::span(text.data(), text.size()));
-}
-
 std::string as_text(const std::vector<std::byte>& bytes) {
     return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-}
-
-Result<void> make_directories(const std::string& path, mode_t mode) {
-    std::size_t slash = 0;
-    while ((slash = path.find('/', slash + 1)) != std::string::npos) {
-        std::string prefix = path.substr(0, slash);
-        if (::mkdir(prefix.c_str(), mode) != 0 && errno != EEXIST) {
-            return fail_errno(prefix, errno);
-        }
-    }
-    if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) {
-        return fail_errno(path, errno);
-    }
-    return {};
-}
-
-void remove_tree(const std::string& path) {
-    DIR* dir = ::opendir(path.c_str());
-    if (dir == nullptr) {
-        ::unlink(path.c_str());
-        return;
-    }
-    while (dirent* entry = ::readdir(dir)) {
-        std::string name = entry->d_name;
-        if (name != "." && name != "..") {
-            remove_tree(path + "/" + name);
-        }
-    }
-    ::closedir(dir);
-    ::rmdir(path.c_str());
 }
 
 // Metadata the client trusts: verified files and what they say.
@@ -69,7 +34,7 @@ struct Trusted {
 template <typename T, typename Parse>
 Result<T> verified(const std::string& text, const Root& root, Role role, const std::string& name,
                    Parse parse) {
-    auto envelope = parse_envelope(as_span(text), name);
+    auto envelope = parse_envelope(bytes_of(text), name);
     if (!envelope) {
         return tl::unexpected(envelope.error());
     }
@@ -81,7 +46,7 @@ Result<T> verified(const std::string& text, const Root& root, Role role, const s
 
 // A root file that signs itself (the pinned root, or the cached one).
 Result<Root> self_signed_root(const std::string& text, const std::string& name) {
-    auto envelope = parse_envelope(as_span(text), name);
+    auto envelope = parse_envelope(bytes_of(text), name);
     if (!envelope) {
         return tl::unexpected(envelope.error());
     }
@@ -194,7 +159,7 @@ Result<std::pair<T, std::string>> described_role(const Fetcher& fetcher, const s
                                                  const std::optional<T>& trusted,
                                                  const std::string& trusted_text) {
     if (trusted && trusted->version == expected.version &&
-        sha256_hex(as_span(trusted_text)) == expected.sha256) {
+        sha256_hex(bytes_of(trusted_text)) == expected.sha256) {
         return std::pair{*trusted, trusted_text};
     }
     auto bytes = fetcher.fetch(base + name, expected.length);
@@ -250,7 +215,7 @@ Result<void> commit_generation(const std::string& cache, const std::string& remo
                                      std::pair{"timestamp.json", &state.timestamp_text},
                                      std::pair{"snapshot.json", &state.snapshot_text},
                                      std::pair{"targets.json", &state.targets_text}}) {
-        if (auto written = write(name, as_span(*text)); !written) {
+        if (auto written = write(name, bytes_of(*text)); !written) {
             return written;
         }
     }
@@ -264,17 +229,9 @@ Result<void> commit_generation(const std::string& cache, const std::string& remo
         return fail_errno(base + "/current", errno);
     }
     // Older generations (and leftovers of interrupted refreshes) go.
-    if (DIR* dir = ::opendir(base.c_str())) {
-        std::vector<std::string> stale;
-        while (dirent* entry = ::readdir(dir)) {
-            std::string name = entry->d_name;
-            if (name.starts_with("gen-") && name != generation) {
-                stale.push_back(base + "/" + name);
-            }
-        }
-        ::closedir(dir);
-        for (const std::string& path : stale) {
-            remove_tree(path);
+    for (const std::string& name : directory_entries(base)) {
+        if (name.starts_with("gen-") && name != generation) {
+            remove_tree(base + "/" + name);
         }
     }
     return {};
@@ -421,7 +378,7 @@ Result<RefreshReport> FeedClient::refresh(const Remote& remote, std::time_t now,
     for (const Target& target : targets->targets) {
         FileInfo expected{0, target.length, target.sha256};
         if (auto cached = read_file(current + "/targets/" + target.name)) {
-            auto bytes = std::as_bytes(std::span(cached->data(), cached->size()));
+            auto bytes = bytes_of(*cached);
             std::vector<std::byte> copy(bytes.begin(), bytes.end());
             if (check_file(copy, expected, target.name)) {
                 files.emplace(target.name, std::move(copy));

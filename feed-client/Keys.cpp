@@ -117,8 +117,7 @@ Result<void> KeyPair::save(const std::string& path) const {
         nlohmann::json{{"keytype", "ed25519"}, {"public", public_.hex()}, {"secret", secret_hex}}
             .dump(2) +
         "\n";
-    auto written =
-        write_file_atomically(path, std::as_bytes(std::span(text.data(), text.size())), 0600);
+    auto written = write_file_atomically(path, bytes_of(text), 0600);
     sodium_memzero(secret_hex.data(), secret_hex.size());
     sodium_memzero(text.data(), text.size());
     return written;

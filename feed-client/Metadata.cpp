@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <set>
 
+#include "base/Files.h"
+
 namespace suture::feed {
 
 namespace {
@@ -234,7 +236,7 @@ Result<void> verify_signatures(const Envelope& envelope, const Root& root, Role 
     }
     const RoleKeys& role_keys = definition->second;
     std::set<std::string> valid_keys;
-    auto message = std::as_bytes(std::span(envelope.canonical.data(), envelope.canonical.size()));
+    auto message = bytes_of(envelope.canonical);
     for (const auto& [key_id, signature] : envelope.signatures) {
         if (valid_keys.contains(key_id) ||
             std::find(role_keys.key_ids.begin(), role_keys.key_ids.end(), key_id) ==
@@ -386,7 +388,7 @@ json targets_to_json(const Targets& targets) {
 
 std::string sign_envelope(const json& signed_part, const std::vector<const KeyPair*>& keys) {
     std::string canonical = canonical_bytes(signed_part);
-    auto message = std::as_bytes(std::span(canonical.data(), canonical.size()));
+    auto message = bytes_of(canonical);
     json signatures = json::array();
     for (const KeyPair* key : keys) {
         signatures.push_back({{"keyid", key->public_key().key_id()}, {"sig", key->sign(message)}});

@@ -1,6 +1,5 @@
 #include "feed-client/Publisher.h"
 
-#include <dirent.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -19,33 +18,6 @@ using json = nlohmann::json;
 
 const Role all_roles[] = {Role::root, Role::targets, Role::snapshot, Role::timestamp};
 
-std::span<const std::byte> as_span(const std::string& text) {
-    return std::as_bytes(std::span(text.data(), text.size()));
-}
-
-std::vector<std::string> directory_entries(const std::string& directory) {
-    std::vector<std::string> names;
-    if (DIR* dir = ::opendir(directory.c_str())) {
-        while (dirent* entry = ::readdir(dir)) {
-            names.emplace_back(entry->d_name);
-        }
-        ::closedir(dir);
-    }
-    std::sort(names.begin(), names.end());
-    return names;
-}
-
-Result<void> make_directories(const std::string& path, mode_t mode) {
-    std::size_t slash = 0;
-    while ((slash = path.find('/', slash + 1)) != std::string::npos) {
-        ::mkdir(path.substr(0, slash).c_str(), mode);
-    }
-    if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) {
-        return fail_errno(path, errno);
-    }
-    return {};
-}
-
 // Reads one of our own metadata files and interprets it (the publisher
 // trusts its repository; the client never does).
 template <typename T, typename Parse>
@@ -54,7 +26,7 @@ Result<T> read_own(const std::string& path, Parse parse) {
     if (!text) {
         return tl::unexpected(text.error());
     }
-    auto envelope = parse_envelope(as_span(*text), path);
+    auto envelope = parse_envelope(bytes_of(*text), path);
     if (!envelope) {
         return tl::unexpected(envelope.error());
     }
@@ -126,16 +98,16 @@ Result<void> Publisher::write_metadata(const std::string& file, const json& sign
         signers.push_back(&key);
     }
     std::string text = sign_envelope(signed_part, signers);
-    return write_file_atomically(repository_ + "/" + file, as_span(text), 0644);
+    return write_file_atomically(repository_ + "/" + file, bytes_of(text), 0644);
 }
 
 Result<void> Publisher::write_root(const Root& root, const std::vector<const KeyPair*>& signers) {
     std::string text = sign_envelope(root_to_json(root), signers);
     std::string versioned = repository_ + "/" + std::to_string(root.version) + ".root.json";
-    if (auto written = write_file_atomically(versioned, as_span(text), 0644); !written) {
+    if (auto written = write_file_atomically(versioned, bytes_of(text), 0644); !written) {
         return written;
     }
-    return write_file_atomically(repository_ + "/root.json", as_span(text), 0644);
+    return write_file_atomically(repository_ + "/root.json", bytes_of(text), 0644);
 }
 
 Result<void> Publisher::init(unsigned root_keys, unsigned root_threshold) {
@@ -222,7 +194,7 @@ Result<std::uint64_t> Publisher::add_targets(const std::vector<NewTarget>& addit
         if (!text) {
             return tl::unexpected(text.error());
         }
-        Target target{addition.name, text->size(), sha256_hex(as_span(*text)), addition.custom};
+        Target target{addition.name, text->size(), sha256_hex(bytes_of(*text)), addition.custom};
         auto slash = target.name.rfind('/');
         std::string directory = slash == std::string::npos ? "" : target.name.substr(0, slash + 1);
         std::string base = slash == std::string::npos ? target.name : target.name.substr(slash + 1);
@@ -230,7 +202,7 @@ Result<std::uint64_t> Publisher::add_targets(const std::vector<NewTarget>& addit
         if (auto made = make_directories(path.substr(0, path.rfind('/')), 0755); !made) {
             return tl::unexpected(made.error());
         }
-        if (auto written = write_file_atomically(path, as_span(*text), 0644); !written) {
+        if (auto written = write_file_atomically(path, bytes_of(*text), 0644); !written) {
             return tl::unexpected(written.error());
         }
         std::erase_if(targets->targets, [&](const Target& t) { return t.name == target.name; });
@@ -267,7 +239,7 @@ Result<void> Publisher::publish() {
     snapshot.version = snapshot_version ? *snapshot_version + 1 : 1;
     snapshot.expires = now_ + lifetimes_.snapshot;
     snapshot.targets =
-        FileInfo{*targets_version, targets_text->size(), sha256_hex(as_span(*targets_text))};
+        FileInfo{*targets_version, targets_text->size(), sha256_hex(bytes_of(*targets_text))};
     if (auto written = write_metadata(std::to_string(snapshot.version) + ".snapshot.json",
                                       snapshot_to_json(snapshot), *keys);
         !written) {
@@ -299,7 +271,7 @@ Result<void> Publisher::timestamp(std::optional<std::uint64_t> version) {
     }
     timestamp.expires = now_ + lifetimes_.timestamp;
     timestamp.snapshot =
-        FileInfo{*snapshot_version, snapshot_text->size(), sha256_hex(as_span(*snapshot_text))};
+        FileInfo{*snapshot_version, snapshot_text->size(), sha256_hex(bytes_of(*snapshot_text))};
     return write_metadata("timestamp.json", timestamp_to_json(timestamp), *keys);
 }
 

@@ -1,9 +1,13 @@
 #include "base/Files.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <memory>
 
 namespace suture {
 
@@ -82,6 +86,51 @@ Result<void> write_file_atomically(const std::string& path, std::span<const std:
         return error;
     }
     return {};
+}
+
+Result<void> make_directories(const std::string& path, mode_t mode) {
+    std::size_t slash = 0;
+    while ((slash = path.find('/', slash + 1)) != std::string::npos) {
+        std::string prefix = path.substr(0, slash);
+        if (::mkdir(prefix.c_str(), mode) != 0 && errno != EEXIST) {
+            return fail_errno(prefix, errno);
+        }
+    }
+    if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) {
+        return fail_errno(path, errno);
+    }
+    return {};
+}
+
+void remove_tree(const std::string& path) {
+    struct stat info {};
+    if (::lstat(path.c_str(), &info) != 0) {
+        return;
+    }
+    if (!S_ISDIR(info.st_mode)) {
+        ::unlink(path.c_str());
+        return;
+    }
+    for (const std::string& name : directory_entries(path)) {
+        remove_tree(path + "/" + name);
+    }
+    ::rmdir(path.c_str());
+}
+
+std::vector<std::string> directory_entries(const std::string& directory) {
+    std::vector<std::string> names;
+    std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(directory.c_str()), ::closedir);
+    if (!dir) {
+        return names;
+    }
+    while (const dirent* entry = ::readdir(dir.get())) {
+        std::string name = entry->d_name;
+        if (name != "." && name != "..") {
+            names.push_back(std::move(name));
+        }
+    }
+    std::sort(names.begin(), names.end());
+    return names;
 }
 
 }  // namespace suture

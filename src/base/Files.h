@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "base/Error.h"
 #include "base/UniqueFD.h"
@@ -29,5 +30,20 @@ std::string hex_address(std::uint64_t address);
 // write leaves the old file in place.
 Result<void> write_file_atomically(const std::string& path, std::span<const std::byte> bytes,
                                    mode_t mode = 0644);
+
+// The bytes of a string, for APIs that take bytes.
+inline std::span<const std::byte> bytes_of(const std::string& text) {
+    return std::as_bytes(std::span(text.data(), text.size()));
+}
+
+// mkdir -p: creates `path` and any missing parents with `mode`.
+Result<void> make_directories(const std::string& path, mode_t mode);
+
+// rm -rf, best effort: removes `path` and everything under it.
+void remove_tree(const std::string& path);
+
+// The names in `directory` except "." and "..", sorted; empty if it cannot
+// be read.
+std::vector<std::string> directory_entries(const std::string& directory);
 
 }  // namespace suture

@@ -19,15 +19,6 @@ namespace {
 
 using Symbol = RelocatableObject::Symbol;
 
-Result<RelocatableObject> read_object(const std::string& path) {
-    auto text = read_file(path);
-    if (!text) {
-        return tl::unexpected(text.error());
-    }
-    auto bytes = std::as_bytes(std::span(text->data(), text->size()));
-    return RelocatableObject::parse(std::vector<std::byte>(bytes.begin(), bytes.end()), path);
-}
-
 Result<ElfFile> open_elf(const std::string& path) {
     auto fd = open_read_only(path);
     if (!fd) {
@@ -169,8 +160,8 @@ Result<void> Builder::open_library() {
 
 Result<void> Builder::load_units() {
     for (const CompiledUnit& compiled : request_.units) {
-        auto original = read_object(compiled.original_object);
-        auto patched = read_object(compiled.patched_object);
+        auto original = RelocatableObject::read(compiled.original_object);
+        auto patched = RelocatableObject::read(compiled.patched_object);
         if (!original) {
             return tl::unexpected(original.error());
         }

@@ -102,7 +102,7 @@ Result<std::vector<std::byte>> pack_patch(const PackRequest& request) {
     if (!object_text) {
         return tl::unexpected(object_text.error());
     }
-    auto object_bytes = std::as_bytes(std::span(object_text->data(), object_text->size()));
+    auto object_bytes = bytes_of(*object_text);
     auto object = RelocatableObject::parse(
         std::vector<std::byte>(object_bytes.begin(), object_bytes.end()), request.object_path);
     if (!object) {

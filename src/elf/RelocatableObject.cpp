@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "base/Files.h"
 #include "elf/ElfFile.h"
 
 namespace suture {
@@ -168,6 +169,15 @@ Result<RelocatableObject> RelocatableObject::parse(std::vector<std::byte> bytes,
         }
     }
     return object;
+}
+
+Result<RelocatableObject> RelocatableObject::read(const std::string& path) {
+    auto text = read_file(path);
+    if (!text) {
+        return tl::unexpected(text.error());
+    }
+    auto bytes = bytes_of(*text);
+    return parse(std::vector<std::byte>(bytes.begin(), bytes.end()), path);
 }
 
 const RelocatableObject::Symbol* RelocatableObject::find_defined(std::string_view name) const {

@@ -48,6 +48,9 @@ class RelocatableObject {
     // Takes the object's bytes; `name` is used in messages.
     static Result<RelocatableObject> parse(std::vector<std::byte> bytes, std::string name);
 
+    // Reads the file at `path` and parses it.
+    static Result<RelocatableObject> read(const std::string& path);
+
     RelocatableObject(RelocatableObject&&) noexcept = default;
     RelocatableObject& operator=(RelocatableObject&&) noexcept = default;
 

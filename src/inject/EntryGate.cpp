@@ -108,16 +108,6 @@ Result<std::uint64_t> entry_point_of(int pid) {
     return fail(ErrorCode::not_found, subject_of(pid) + ": no AT_ENTRY in auxv");
 }
 
-std::size_t thread_count(int pid) {
-    std::error_code error;
-    std::size_t count = 0;
-    for ([[maybe_unused]] const auto& entry :
-         std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", error)) {
-        ++count;
-    }
-    return count;
-}
-
 // Is `address` inside the dynamic loader (ld-linux*.so, ld.so)?
 bool in_dynamic_loader(const std::vector<Mapping>& mappings, std::uint64_t address) {
     const Mapping* mapping = find_mapping(mappings, address);
@@ -157,7 +147,8 @@ Result<std::optional<ParkedProcess>> park_at_entry(int pid) {
     if (!stop) {
         return tl::unexpected(stop.error());
     }
-    if (thread_count(pid) != 1) {
+    auto threads = list_thread_ids(pid);
+    if (!threads || threads->size() != 1) {
         return std::optional<ParkedProcess>{};
     }
     auto rip = stop->instruction_pointer();

@@ -1,6 +1,5 @@
 #include "inject/StoppedProcess.h"
 
-#include <dirent.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -8,35 +7,13 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <memory>
 #include <set>
 #include <string>
 
+#include "proc/Process.h"
+
 namespace suture {
-
-namespace {
-
-// The thread IDs in /proc/PID/task now.
-Result<std::vector<int>> list_threads(int pid) {
-    std::string path = "/proc/" + std::to_string(pid) + "/task";
-    std::unique_ptr<DIR, int (*)(DIR*)> directory(::opendir(path.c_str()), ::closedir);
-    if (!directory) {
-        return fail_errno("pid " + std::to_string(pid), errno == ENOENT ? ESRCH : errno);
-    }
-    std::vector<int> tids;
-    while (const dirent* entry = ::readdir(directory.get())) {
-        int tid = 0;
-        std::string_view name(entry->d_name);
-        auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), tid);
-        if (ec == std::errc{} && end == name.data() + name.size()) {
-            tids.push_back(tid);
-        }
-    }
-    return tids;
-}
-
-}  // namespace
 
 StoppedProcess::StoppedProcess(StoppedProcess&& other) noexcept
     : pid_(other.pid_),
@@ -56,7 +33,7 @@ Result<StoppedProcess> StoppedProcess::stop(int pid) {
     std::set<int> seized;
     process.stopped_at_ = std::chrono::steady_clock::now();
     for (;;) {
-        auto tids = list_threads(pid);
+        auto tids = list_thread_ids(pid);
         if (!tids) {
             if (!seized.empty()) {
                 return fail(ErrorCode::target_died, subject + ": exited while being stopped");

@@ -224,7 +224,7 @@ Result<PatchFile> read_patch_file(const std::string& path) {
     if (text->size() > header_size + max_patch_metadata_size + max_patch_object_size) {
         return fail(ErrorCode::bad_format, path + ": too large for a patch file");
     }
-    return parse_patch(std::as_bytes(std::span(text->data(), text->size())), path);
+    return parse_patch(bytes_of(*text), path);
 }
 
 std::vector<std::byte> write_patch(const PatchMetadata& metadata,
@@ -269,7 +269,7 @@ std::vector<std::byte> write_patch(const PatchMetadata& metadata,
     put_u32(20, 0);
     std::uint64_t object_size = object_bytes.size();
     std::memcpy(out.data() + 24, &object_size, sizeof object_size);
-    auto json_bytes = std::as_bytes(std::span(json.data(), json.size()));
+    auto json_bytes = bytes_of(json);
     out.insert(out.end(), json_bytes.begin(), json_bytes.end());
     out.insert(out.end(), object_bytes.begin(), object_bytes.end());
     return out;

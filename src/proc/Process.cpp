@@ -20,22 +20,40 @@ std::uint64_t namespace_inode(const std::string& path) {
 
 }  // namespace
 
-Result<std::vector<int>> list_process_ids() {
-    std::unique_ptr<DIR, int (*)(DIR*)> proc(::opendir("/proc"), ::closedir);
-    if (!proc) {
-        return fail_errno("/proc", errno);
+namespace {
+
+// The numeric entries of a /proc directory (PIDs or TIDs), ascending; the
+// directory's errno if it cannot be opened.
+Result<std::vector<int>> numeric_entries(const std::string& directory, int errno_if_missing) {
+    std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(directory.c_str()), ::closedir);
+    if (!dir) {
+        return fail_errno(directory, errno == ENOENT ? errno_if_missing : errno);
     }
-    std::vector<int> pids;
-    while (const dirent* entry = ::readdir(proc.get())) {
-        int pid = 0;
+    std::vector<int> ids;
+    while (const dirent* entry = ::readdir(dir.get())) {
+        int id = 0;
         std::string_view name(entry->d_name);
-        auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), pid);
-        if (ec == std::errc{} && end == name.data() + name.size() && pid > 0) {
-            pids.push_back(pid);
+        auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), id);
+        if (ec == std::errc{} && end == name.data() + name.size() && id > 0) {
+            ids.push_back(id);
         }
     }
-    std::sort(pids.begin(), pids.end());
-    return pids;
+    std::sort(ids.begin(), ids.end());
+    return ids;
+}
+
+}  // namespace
+
+Result<std::vector<int>> list_process_ids() {
+    return numeric_entries("/proc", ENOENT);
+}
+
+Result<std::vector<int>> list_thread_ids(int pid) {
+    auto tids = numeric_entries("/proc/" + std::to_string(pid) + "/task", ESRCH);
+    if (!tids) {
+        return fail_errno("pid " + std::to_string(pid), tids.error().errno_value);
+    }
+    return tids;
 }
 
 Result<std::uint64_t> parse_start_time(std::string_view stat_text) {

@@ -20,6 +20,10 @@ struct ProcessInfo {
 // Every process (thread group) now in /proc, in ascending PID order.
 Result<std::vector<int>> list_process_ids();
 
+// The thread IDs of `pid` now (/proc/PID/task), ascending. Error not_found
+// (ESRCH) when the process is gone.
+Result<std::vector<int>> list_thread_ids(int pid);
+
 // Reads comm, start time and namespace of `pid`. Error not_found when the
 // process exited meanwhile.
 Result<ProcessInfo> read_process_info(int pid);

@@ -70,11 +70,7 @@ class Workshop {
 };
 
 RelocatableObject parse_object(const std::string& path) {
-    auto text = read_file(path);
-    REQUIRE(text);
-    auto bytes = std::as_bytes(std::span(text->data(), text->size()));
-    auto object =
-        RelocatableObject::parse(std::vector<std::byte>(bytes.begin(), bytes.end()), path);
+    auto object = RelocatableObject::read(path);
     REQUIRE(object);
     return std::move(*object);
 }
@@ -226,11 +222,7 @@ TEST_CASE("the differ finds exactly the changed and the new functions") {
         workshop.write("a.c", std::string(file_a) +
                                   "__thread int per_thread;\n"
                                   "int touch(void) { return ++per_thread; }\n");
-        auto text = read_file(workshop.compile("a.c", "patched.o"));
-        REQUIRE(text);
-        auto bytes = std::as_bytes(std::span(text->data(), text->size()));
-        auto patched = RelocatableObject::parse(std::vector<std::byte>(bytes.begin(), bytes.end()),
-                                                "patched.o");
+        auto patched = RelocatableObject::read(workshop.compile("a.c", "patched.o"));
         REQUIRE_FALSE(patched);
         CHECK(patched.error().message.find("thread-local") != std::string::npos);
     }
