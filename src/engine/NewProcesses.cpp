@@ -23,12 +23,12 @@ NewProcessPatcher::NewProcessPatcher(Engine& engine, UpdateOptions options)
     : engine_(engine), options_(std::move(options)) {}
 
 Result<void> NewProcessPatcher::reload() {
-    std::vector<std::string> problems;
-    auto patches = load_usable_patches(resolve_feed_options(options_.feed), problems);
-    if (!patches) {
-        return tl::unexpected(patches.error());
+    auto cached = list_feeds(resolve_feed_options(options_.feed));
+    if (!cached) {
+        return tl::unexpected(cached.error());
     }
-    patches_ = std::move(*patches);
+    std::vector<std::string> problems;
+    patches_ = load_usable_patches(*cached, problems);
     auto enabled = is_enabled(options_.state_database);
     enabled_ = !enabled || *enabled;
     return {};
@@ -63,10 +63,10 @@ bool NewProcessPatcher::needs_openssl(int pid) {
 }
 
 std::vector<UpdateAction> NewProcessPatcher::apply_matching(int pid, std::uint64_t start_time,
-                                                            const std::string& comm) {
+                                                            const std::string& comm,
+                                                            StateDatabase* database) {
     std::vector<UpdateAction> actions;
     StatusReport status = engine_.status({pid});
-    auto database = StateDatabase::open(resolve_state_database(options_.state_database));
     for (const ProcessReport& process : status.scan.processes) {
         for (const MappedLibrary& library : process.libraries) {
             auto found = patches_.find(library.build_id);
@@ -77,22 +77,8 @@ std::vector<UpdateAction> NewProcessPatcher::apply_matching(int pid, std::uint64
                 const PatchMetadata& metadata = candidate.patch.metadata;
                 UpdateAction action{
                     {pid, start_time}, comm, metadata.patch_id, metadata.level, "", "", ""};
-                auto applied = engine_.apply(pid, candidate.patch, options_.inject);
-                action.outcome = applied ? "applied" : "failed";
-                if (!applied) {
-                    action.reason = error_code_name(applied.error().code);
-                    action.message = applied.error().message;
-                }
-                if (database) {
-                    if (applied) {
-                        (void)database->record_application(
-                            {0, action.process, "", metadata.target_build_id, metadata.patch_id,
-                             metadata.level, 0, "active"});
-                    }
-                    (void)database->log({0, 0, "apply", action.process, metadata.patch_id,
-                                         metadata.level, applied ? "ok" : "failed", action.reason,
-                                         applied ? "new process" : action.message});
-                }
+                apply_and_record(engine_, database, candidate, options_.inject, "", "new process",
+                                 action);
                 actions.push_back(std::move(action));
             }
         }
@@ -124,7 +110,8 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid) {
     }
     // Exclusions are read fresh (the process waits parked meanwhile), so a
     // `suture exclude` takes effect for the very next process.
-    if (auto database = StateDatabase::open(resolve_state_database(options_.state_database))) {
+    auto database = StateDatabase::open(resolve_state_database(options_.state_database));
+    if (database) {
         if (auto excluded = Exclusions::load(*database).reason(pid)) {
             log::debug("new process: pid " + std::to_string(pid) + ": " + *excluded);
             if (*parked) {
@@ -146,7 +133,8 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid) {
         ++statistics_.parked;
     }
     // 2. Apply what matches the libraries it mapped.
-    outcome.actions = apply_matching(pid, info->start_time, info->comm);
+    outcome.actions =
+        apply_matching(pid, info->start_time, info->comm, database ? &*database : nullptr);
     bool any_applied = false;
     for (const UpdateAction& action : outcome.actions) {
         any_applied = any_applied || action.outcome == "applied";

@@ -52,7 +52,7 @@ class NewProcessPatcher {
   private:
     bool needs_openssl(int pid);
     std::vector<UpdateAction> apply_matching(int pid, std::uint64_t start_time,
-                                             const std::string& comm);
+                                             const std::string& comm, StateDatabase* database);
 
     Engine& engine_;
     UpdateOptions options_;

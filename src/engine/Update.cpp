@@ -25,15 +25,11 @@ std::string executable_of(int pid) {
 
 }  // namespace
 
-Result<std::map<std::string, std::vector<UsablePatch>>> load_usable_patches(
-    const FeedOptions& options, std::vector<std::string>& problems) {
-    auto cached = list_feeds(options);
-    if (!cached) {
-        return tl::unexpected(cached.error());
-    }
+std::map<std::string, std::vector<UsablePatch>> load_usable_patches(
+    const std::vector<feed::CachedTarget>& cached, std::vector<std::string>& problems) {
     // Per build ID and patch id, the highest usable level.
     std::map<std::string, std::map<std::string, UsablePatch>> best;
-    for (const feed::CachedTarget& target : *cached) {
+    for (const feed::CachedTarget& target : cached) {
         if (!target.usable) {
             continue;
         }
@@ -59,6 +55,28 @@ Result<std::map<std::string, std::vector<UsablePatch>>> load_usable_patches(
         }
     }
     return by_build;
+}
+
+void apply_and_record(Engine& engine, StateDatabase* database, const UsablePatch& candidate,
+                      const InjectOptions& options, const std::string& executable,
+                      const std::string& origin, UpdateAction& action) {
+    const PatchMetadata& metadata = candidate.patch.metadata;
+    auto applied = engine.apply(action.process.pid, candidate.patch, options);
+    action.outcome = applied ? "applied" : "failed";
+    if (!applied) {
+        action.reason = error_code_name(applied.error().code);
+        action.message = applied.error().message;
+    }
+    if (database == nullptr) {
+        return;
+    }
+    if (applied) {
+        (void)database->record_application({0, action.process, executable, metadata.target_build_id,
+                                            metadata.patch_id, metadata.level, 0, "active"});
+    }
+    (void)database->log({0, 0, "apply", action.process, metadata.patch_id, metadata.level,
+                         applied ? "ok" : "failed", action.reason,
+                         applied ? origin : action.message});
 }
 
 std::string resolve_state_database(const std::string& path) {
@@ -104,7 +122,11 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
                  refresh.result ? "remote " + refresh.remote : refresh.result.error().message});
         }
     }
-    if (auto cached = list_feeds(feed_options)) {
+    auto cached = list_feeds(feed_options);
+    if (!cached) {
+        return tl::unexpected(cached.error());
+    }
+    {
         std::vector<CachedPatchset> rows;
         for (const feed::CachedTarget& target : *cached) {
             const auto& custom = target.target.custom;
@@ -119,11 +141,8 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
         }
         (void)database->record_patchsets(rows);
     }
-    auto candidates = load_usable_patches(feed_options, report.problems);
-    if (!candidates) {
-        return tl::unexpected(candidates.error());
-    }
-    for (const auto& [build_id, patches] : *candidates) {
+    auto candidates = load_usable_patches(*cached, report.problems);
+    for (const auto& [build_id, patches] : candidates) {
         report.patchsets += patches.size();
     }
     Exclusions exclusions = Exclusions::load(*database);
@@ -140,8 +159,8 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
         alive.insert({process.info.pid, process.info.start_time});
         bool matching = false;
         for (const MappedLibrary& library : process.libraries) {
-            auto found = candidates->find(library.build_id);
-            if (found == candidates->end()) {
+            auto found = candidates.find(library.build_id);
+            if (found == candidates.end()) {
                 continue;
             }
             matching = true;
@@ -197,22 +216,8 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
                                      present->marker.level, "ok", "", "found active in memory"});
             }
         } else {
-            auto applied = engine.apply(info.pid, item.candidate->patch, options.inject);
-            if (applied) {
-                action.outcome = "applied";
-                (void)database->record_application({0, action.process, executable,
-                                                    metadata.target_build_id, metadata.patch_id,
-                                                    metadata.level, 0, "active"});
-                (void)database->log({0, 0, "apply", action.process, metadata.patch_id,
-                                     metadata.level, "ok", "",
-                                     "from " + item.candidate->cached.remote});
-            } else {
-                action.outcome = "failed";
-                action.reason = error_code_name(applied.error().code);
-                action.message = applied.error().message;
-                (void)database->log({0, 0, "apply", action.process, metadata.patch_id,
-                                     metadata.level, "failed", action.reason, action.message});
-            }
+            apply_and_record(engine, &*database, *item.candidate, options.inject, executable,
+                             "from " + item.candidate->cached.remote, action);
         }
         report.actions.push_back(std::move(action));
         if (progress) {

@@ -55,10 +55,19 @@ struct UsablePatch {
     PatchFile patch;
 };
 
-// The usable cached patchsets by target build ID: per patch id only the
-// highest level. Unreadable patch files are skipped and named in `problems`.
-Result<std::map<std::string, std::vector<UsablePatch>>> load_usable_patches(
-    const FeedOptions& options, std::vector<std::string>& problems);
+// The usable patchsets among `cached` (list_feeds) by target build ID: per
+// patch id only the highest level. Unreadable patch files are skipped and
+// named in `problems`.
+std::map<std::string, std::vector<UsablePatch>> load_usable_patches(
+    const std::vector<feed::CachedTarget>& cached, std::vector<std::string>& problems);
+
+// Applies `candidate` to the process `action` names, fills in the action's
+// outcome (and reason), and records it in `database` (if any): the
+// application when it succeeded, a history entry either way, with `origin`
+// as its message on success.
+void apply_and_record(Engine& engine, StateDatabase* database, const UsablePatch& candidate,
+                      const InjectOptions& options, const std::string& executable,
+                      const std::string& origin, UpdateAction& action);
 
 // What suture must not touch: executables and systemd units from the state
 // database's exclusions (`suture exclude`).
