@@ -10,6 +10,8 @@
 #   archive_versions ID PACKAGE       "VERSION SUITE" lines, one per suite offering it
 #   archive_fetch ID PACKAGE VERSION  download the .deb, print its path
 #   archive_extract ID PACKAGE VERSION DEST   unpack the .deb's files into DEST
+#   archive_source ID SOURCE VERSION DEST     unpack a source package into DEST
+#   archive_rootfs ID [PACKAGE...]    a debootstrap'ed root filesystem of ID
 
 archive_support_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -133,4 +135,38 @@ archive_source() {
     mkdir -p "$(dirname "$dest")"
     dpkg-source --no-check -x "$dsc" "$dest" >&2 ||
         archive_die "$id: cannot unpack $dsc"
+}
+
+# Prints the path of a root filesystem of ID (a debian-family descriptor) with
+# PACKAGE... installed, building it with debootstrap on first use. Trees are
+# cached under $archive_cache_dir/rootfs/, keyed by distribution and package
+# list, and built under a lock so parallel callers wait for one build. This is
+# the container stand-in where no container engine runs (enter it with
+# `unshare --mount --pid --fork chroot ROOTFS ...`) and the build root of
+# suture-build for releases other than the host's. Needs root and debootstrap.
+archive_rootfs() {
+    local id=$1 descriptor codename mirror packages rootfs lock
+    shift
+    descriptor=$(archive_descriptor "$id")
+    [ "$(jq -r .family "$descriptor")" = debian ] || archive_die "$id: only debian-family rootfs are built here"
+    command -v debootstrap >/dev/null || archive_die "debootstrap is not installed"
+    codename=$(jq -r .codename "$descriptor")
+    mirror=$(jq -r '.archive.repositories[0].uri' "$descriptor")
+    packages=$(printf '%s\n' "$@" | sed '/^$/d' | sort -u | paste -sd, -)
+    rootfs="$archive_cache_dir/rootfs/$id${packages:+-${packages//,/-}}"
+    mkdir -p "$archive_cache_dir/rootfs"
+    exec {lock}>"$rootfs.lock"
+    flock "$lock"
+    if [ ! -f "$rootfs/.suture-rootfs-complete" ]; then
+        rm -rf "$rootfs.tmp"
+        echo "archive: debootstrap $codename${packages:+ with $packages} into $rootfs (a few minutes, once)" >&2
+        debootstrap --variant=minbase ${packages:+--include="$packages"} "$codename" "$rootfs.tmp" "$mirror" \
+            >"$rootfs.log" 2>&1 ||
+            { exec {lock}>&-; archive_die "debootstrap $codename failed; see $rootfs.log"; }
+        touch "$rootfs.tmp/.suture-rootfs-complete"
+        rm -rf "$rootfs"
+        mv "$rootfs.tmp" "$rootfs"
+    fi
+    exec {lock}>&-
+    echo "$rootfs"
 }
