@@ -15,13 +15,14 @@ test_name=$(basename "$0" .sh)
 scratch=$(mktemp -d "/tmp/suture-$test_name-XXXXXX")
 chmod 755 "$scratch"
 started_pids=()
+removed_paths=() # also removed at exit, e.g. work directories inside a rootfs
 
 cleanup() {
     local pid
     for pid in "${started_pids[@]}"; do
         kill -9 "$pid" 2>/dev/null || true
     done
-    rm -rf "$scratch"
+    rm -rf "$scratch" "${removed_paths[@]}"
 }
 trap cleanup EXIT
 
@@ -130,6 +131,29 @@ start_program() {
     target_fd[$start_pid]=$fd
     target_out[$start_pid]="$dir/out"
     printf -v "$start_var" '%s' "$start_pid"
+}
+
+# start_in_rootfs VAR ROOTFS [NAME=VALUE...] -- PROGRAM ARGS...: start_program
+# for PROGRAM (a path inside ROOTFS), run by chroot into ROOTFS in new mount
+# and PID namespaces: the container stand-in. VAR gets the program's PID as
+# the host sees it (`ask` works with it); the namespace ends with the test.
+start_in_rootfs() {
+    local start_var=$1 rootfs=$2 launcher program_pid
+    shift 2
+    local environment=()
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+        environment+=("$1")
+        shift
+    done
+    [ "${1:-}" = "--" ] && shift
+    start_program launcher -- unshare --mount --pid --fork --kill-child \
+        chroot "$rootfs" /usr/bin/env "${environment[@]}" "$@"
+    # unshare forks once; the child execs chroot, env and then PROGRAM.
+    program_pid=$(pgrep -P "$launcher" | head -n 1)
+    [ -n "$program_pid" ] || { fail_check "$* did not start in $rootfs"; exit 1; }
+    target_fd[$program_pid]=${target_fd[$launcher]}
+    target_out[$program_pid]=${target_out[$launcher]}
+    printf -v "$start_var" '%s' "$program_pid"
 }
 
 # start_target VAR [NAME=VALUE...] -- ARGS...: start_program for

@@ -5,12 +5,18 @@
 # VULNERABLE into FIXED in that same running process, revert turns it back,
 # and the API's normal workload keeps working throughout.
 #
-# Usage (meson passes it): patchset-cve.sh PATCHSET_DIR REPRODUCER_BINARY
+# Usage (meson passes it): patchset-cve.sh PATCHSET_DIR [REPRODUCER_BINARY]
+#
+# Without REPRODUCER_BINARY (patchsets for another release than the host's),
+# the test runs in a debootstrap'ed root filesystem of the patchset's release
+# in new mount and PID namespaces, the container stand-in: the reproducer is
+# compiled there by that release's gcc against its libssl-dev, and runs there
+# on the archive's library; suture patches it from the host.
 source "$(dirname "$0")/lib.sh"
 require_root "ptrace of the reproducer"
 
 patchset=${1:?patchset directory}
-reproducer=${2:?reproducer binary}
+reproducer=${2:-}
 manifest=$patchset/patchset.json
 cve=$(jq -r .cve "$manifest")
 patch=$patchset/$(jq -r .output "$manifest")
@@ -18,14 +24,35 @@ build_id=$(jq -r .library.build_id "$manifest")
 soname=$(jq -r .library.soname "$manifest")
 echo "$cve: $(jq -r .summary "$manifest")"
 
-fetch_archive_package "$(jq -r .distribution "$manifest")" "$(jq -r .library.package "$manifest")" \
-    "$(jq -r .source_version "$manifest")" "$scratch/archive"
-library_dir=$scratch/archive$(dirname "$(jq -r .library.path "$manifest")")
+distro=$(jq -r .distribution "$manifest")
+rootfs=""
+work=$scratch
+if [ -z "$reproducer" ]; then
+    command -v debootstrap >/dev/null || skip "debootstrap is not installed"
+    rootfs=$("$SOURCE_ROOT/containers/make-rootfs" "$distro" gcc libc6-dev libssl-dev) ||
+        skip "cannot build the $distro rootfs (archive unreachable?)"
+    work=$(mktemp -d "$rootfs/tmp/suture-$test_name-XXXXXX")
+    removed_paths+=("$work")
+fi
+fetch_archive_package "$distro" "$(jq -r .library.package "$manifest")" \
+    "$(jq -r .source_version "$manifest")" "$work/archive"
+library_dir=$work/archive$(dirname "$(jq -r .library.path "$manifest")")
 check_eq "the archive's $soname build ID" "$build_id" "$(build_id_of "$library_dir/$soname")"
 check_eq "the committed patch is for that build" "$build_id" \
     "$(tail -c +33 "$patch" | head -c "$(od -An -t u4 -j 16 -N 4 "$patch" | tr -d ' ')" | jq -r .target.build_id)"
 
-start_program pid "LD_LIBRARY_PATH=$library_dir" -- "$reproducer"
+if [ -z "$rootfs" ]; then
+    start_program pid "LD_LIBRARY_PATH=$library_dir" -- "$reproducer"
+else
+    # Paths as the rootfs sees them.
+    inside=${work#"$rootfs"}
+    cp "$patchset/$(jq -r .reproducer "$manifest")" "$work/reproducer.c"
+    chroot "$rootfs" gcc -O2 -Wall -o "$inside/reproducer" "$inside/reproducer.c" -lcrypto \
+        >"$scratch/compile.log" 2>&1 || { cat "$scratch/compile.log"; fail_check "the reproducer does not compile in the $distro rootfs"; exit 1; }
+    start_in_rootfs pid "$rootfs" "LD_LIBRARY_PATH=${library_dir#"$rootfs"}" -- "$inside/reproducer"
+    check_eq "the reproducer runs in its own PID namespace (PID 1 there)" 1 \
+        "$(awk '/^NSpid:/ { print $NF }' "/proc/$pid/status")"
+fi
 status=$(status_json "$pid")
 check_eq "the reproducer maps the archive's $soname" "$build_id" \
     "$(library "$status" "$pid" "$soname" build_id)"
@@ -65,5 +92,6 @@ workload "reverted"
 check_eq "suture apply again" 0 "$?"
 probe_times 3 FIXED
 workload "patched again"
-check_eq "the reproducer is still the same live process" "$pid" "$(ask "$pid" pid)"
+check_eq "the reproducer is still the same live process" \
+    "$(awk '/^NSpid:/ { print $NF }' "/proc/$pid/status")" "$(ask "$pid" pid)"
 finish
