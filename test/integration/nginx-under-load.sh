@@ -1,62 +1,82 @@
 #!/usr/bin/env bash
-# nginx serving HTTPS on loopback with the archive's vulnerable libssl3
-# 3.0.20-1~deb12u2, under wrk load, while suture applies and reverts a real
-# patchset (CVE-2026-63076) across its master and worker processes, again and
-# again. Every request must succeed; the throughput and latency of the loaded
-# run are printed beside an unpatched run of the same length in the same
-# script (figures, never assertions).
+# nginx from Debian's packages in a bookworm root filesystem pinned to the
+# vulnerable libssl3 3.0.20-1~deb12u2, run in new mount and PID namespaces
+# (unshare + chroot: the container stand-in), serving HTTPS on loopback under
+# wrk load while suture, on the host, applies and reverts a real patchset
+# (CVE-2026-63076) across its master and worker processes again and again.
+# Every request must succeed; the throughput and latency of the loaded run
+# are printed beside an unpatched run of the same length in the same script.
+# Then TLS handshakes per second (openssl s_time, a new session each time)
+# through nginx unpatched and with all three debian-12 patchsets applied, in
+# alternating rounds: the median ratio is printed (figures, never assertions).
 #
-# SUTURE_NGINX_CYCLES (default 20 in the test suite; 100 for the benchmark)
-# and SUTURE_NGINX_SECONDS (default: enough for the cycles) set the size.
+# SUTURE_NGINX_CYCLES (default 20 in the test suite; 100 for the benchmark),
+# SUTURE_NGINX_SECONDS (default: enough for the cycles) and
+# SUTURE_HANDSHAKE_ROUNDS (pairs of 2 s rounds, default 3) set the size.
 source "$(dirname "$0")/lib.sh"
-require_root "ptrace of nginx"
-command -v nginx >/dev/null || skip "needs nginx (package nginx-light)"
+require_root "debootstrap, chroot and ptrace of nginx"
+command -v debootstrap >/dev/null || skip "debootstrap is not installed"
 command -v wrk >/dev/null || skip "needs wrk"
 cycles=${SUTURE_NGINX_CYCLES:-20}
 # Long enough for the cycles (each is six CLI runs, about 0.3 s).
 seconds=${SUTURE_NGINX_SECONDS:-$((cycles * 35 / 100 + 2))}
-patch=$SOURCE_ROOT/patchsets/openssl/debian-12/3.0.20-1~deb12u2/CVE-2026-63076/CVE-2026-63076.suture
+handshake_rounds=${SUTURE_HANDSHAKE_ROUNDS:-3}
+patchsets=$SOURCE_ROOT/patchsets/openssl/debian-12/3.0.20-1~deb12u2
+patch=$patchsets/CVE-2026-63076/CVE-2026-63076.suture
 
-fetch_archive_package debian-12 libssl3 3.0.20-1~deb12u2 "$scratch/archive"
-library_dir=$scratch/archive/usr/lib/x86_64-linux-gnu
+rootfs=$("$SOURCE_ROOT/containers/make-rootfs" --pin libssl3=3.0.20-1~deb12u2 debian-12 nginx-light dovecot-imapd) ||
+    skip "cannot build the pinned bookworm rootfs (archive unreachable?)"
+work=$(mktemp -d "$rootfs/tmp/suture-$test_name-XXXXXX")
+removed_paths+=("$work")
+inside=${work#"$rootfs"}
 port=$((20000 + RANDOM % 20000))
-mkdir -p "$scratch/nginx/logs" "$scratch/www"
-head -c 4096 /dev/urandom | base64 >"$scratch/www/index.html"
+mkdir -p "$work/nginx/logs" "$work/www"
+head -c 4096 /dev/urandom | base64 >"$work/www/index.html"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
-    -keyout "$scratch/nginx/key.pem" -out "$scratch/nginx/cert.pem" 2>/dev/null
-cat >"$scratch/nginx/nginx.conf" <<EOF
+    -keyout "$work/nginx/key.pem" -out "$work/nginx/cert.pem" 2>/dev/null
+cat >"$work/nginx/nginx.conf" <<END_OF_CONFIG
 daemon off;
 master_process on;
 worker_processes 2;
-pid $scratch/nginx/nginx.pid;
-error_log $scratch/nginx/logs/error.log warn;
+pid $inside/nginx/nginx.pid;
+error_log $inside/nginx/logs/error.log warn;
 events { worker_connections 1024; }
 http {
     access_log off;
     server {
         listen 127.0.0.1:$port ssl;
-        ssl_certificate $scratch/nginx/cert.pem;
-        ssl_certificate_key $scratch/nginx/key.pem;
+        ssl_certificate $inside/nginx/cert.pem;
+        ssl_certificate_key $inside/nginx/key.pem;
         ssl_protocols TLSv1.2 TLSv1.3;
-        root $scratch/www;
+        root $inside/www;
     }
 }
-EOF
-LD_LIBRARY_PATH=$library_dir nginx -p "$scratch/nginx" -c "$scratch/nginx/nginx.conf" \
-    >"$scratch/nginx/stdout" 2>&1 &
-started_pids+=($!)
-master=$!
-for _ in $(seq 50); do
-    [ "$(pgrep -P "$master" | wc -l)" -ge 2 ] && break
+END_OF_CONFIG
+chmod -R a+rX "$work"
+unshare --mount --pid --fork --kill-child chroot "$rootfs" \
+    nginx -p "$inside/nginx" -c "$inside/nginx/nginx.conf" >"$scratch/nginx.out" 2>&1 &
+launcher=$!
+started_pids+=("$launcher")
+master=""
+workers=()
+for _ in $(seq 100); do
+    master=$(pgrep -P "$launcher" || true)
+    if [ -n "$master" ]; then
+        mapfile -t workers < <(pgrep -P "$master" || true)
+        [ "${#workers[@]}" -ge 2 ] && break
+    fi
     sleep 0.1
 done
-mapfile -t workers < <(pgrep -P "$master")
+[ -n "$master" ] || { cat "$scratch/nginx.out"; fail_check "nginx did not start in the rootfs"; exit 1; }
 nginx_pids=("$master" "${workers[@]}")
 check_eq "nginx: a master and 2 workers" 3 "${#nginx_pids[@]}"
+check_eq "nginx runs in its own PID namespace (the master is PID 1 there)" 1 \
+    "$(awk '/^NSpid:/ { print $NF }' "/proc/$master/status")"
 status=$(status_json "${nginx_pids[@]}")
 for pid in "${nginx_pids[@]}"; do
-    check_eq "pid $pid maps the archive's libcrypto" 7d90f38412d00023e58392b03612a24b62fcaede \
-        "$(library "$status" "$pid" libcrypto.so.3 build_id)"
+    check_eq "pid $pid maps the rootfs's pinned libcrypto (the archive's build)" \
+        "7d90f38412d00023e58392b03612a24b62fcaede /usr/lib/x86_64-linux-gnu/libcrypto.so.3" \
+        "$(library "$status" "$pid" libcrypto.so.3 build_id) $(library "$status" "$pid" libcrypto.so.3 path)"
 done
 curl_status=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port/index.html" || true)
 check_eq "nginx answers over TLS" 200 "$curl_status"
@@ -113,4 +133,37 @@ echo "figures: while patching ($done_cycles apply+revert cycles on 3 processes):
     "$(field_of "$scratch/patched.txt" Requests/sec) requests/s," \
     "p50 $(awk '$1 == "50%" { print $2 }' "$scratch/patched.txt")," \
     "p99 $(awk '$1 == "99%" { print $2 }' "$scratch/patched.txt"); median stop per apply ${median_stop} us"
+
+# Handshakes per second through nginx: a new TLS session per connection.
+# Alternating rounds, unpatched then with all three patchsets on every nginx
+# process, so slow drift of the machine hits both sides alike.
+handshakes_per_second() {
+    openssl s_time -connect "127.0.0.1:$port" -new -time 2 2>/dev/null |
+        awk '$2 == "connections" && $5 == "real" { printf "%.1f\n", $1 / $4; exit }'
+}
+handshakes_per_second >/dev/null # warm-up: session caches, page cache, CPU frequency
+ratios=()
+applied_all=true
+for round in $(seq "$handshake_rounds"); do
+    unpatched=$(handshakes_per_second)
+    for pid in "${nginx_pids[@]}"; do
+        for cve in CVE-2026-63076 CVE-2026-63072 CVE-2026-63074; do
+            "$SUTURE" apply --pid "$pid" "$patchsets/$cve/$cve.suture" >/dev/null 2>&1 || applied_all=false
+        done
+    done
+    patched=$(handshakes_per_second)
+    for pid in "${nginx_pids[@]}"; do
+        "$SUTURE" revert --pid "$pid" >/dev/null 2>&1 || applied_all=false
+    done
+    if [ -z "$unpatched" ] || [ -z "$patched" ]; then
+        fail_check "openssl s_time gave no figure in round $round"
+        break
+    fi
+    ratio=$(awk -v p="$patched" -v u="$unpatched" 'BEGIN { printf "%.3f", p / u }')
+    echo "handshake round $round: unpatched $unpatched/s, patched $patched/s, ratio $ratio"
+    ratios+=("$ratio")
+done
+check_eq "three patchsets applied and reverted on every nginx process in every round" true "$applied_all"
+median_ratio=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+echo "figures: TLS handshakes/s through nginx, patched / unpatched, median of ${#ratios[@]} rounds: $median_ratio"
 finish
