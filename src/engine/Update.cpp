@@ -179,8 +179,16 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
                           application.patch_id, application.level});
         }
     }
+    // The records of a fleet go to disk in batches (see begin_batch): with
+    // synchronous=FULL, one transaction per record cost about as much as the
+    // applies themselves.
+    constexpr std::size_t records_per_batch = 64;
+    bool batching = database->begin_batch().has_value();
     std::size_t done = 0;
     for (const Work& item : work) {
+        if (batching && done > 0 && done % records_per_batch == 0) {
+            batching = database->commit_batch().has_value() && database->begin_batch().has_value();
+        }
         const ProcessInfo& info = item.process->info;
         const PatchMetadata& metadata = item.candidate->patch.metadata;
         UpdateAction action{
@@ -220,8 +228,9 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
                              "from " + item.candidate->cached.remote, action);
         }
         report.actions.push_back(std::move(action));
+        ++done;
         if (progress) {
-            progress(++done, work.size());
+            progress(done, work.size());
         }
     }
 
@@ -241,6 +250,9 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
                 ++report.closed;
             }
         }
+    }
+    if (batching) {
+        (void)database->commit_batch();
     }
     bool idle = report.closed == 0;
     for (const UpdateAction& action : report.actions) {

@@ -231,6 +231,14 @@ Result<void> StateDatabase::set_application_state(std::int64_t id, const std::st
     return {};
 }
 
+Result<void> StateDatabase::begin_batch() {
+    return execute("BEGIN");
+}
+
+Result<void> StateDatabase::commit_batch() {
+    return execute("COMMIT");
+}
+
 Result<void> StateDatabase::log(const HistoryEntry& entry) {
     Statement statement(db_.get(),
                         "INSERT INTO history (at, action, pid, start_time, patch_id, level, "

@@ -85,6 +85,13 @@ class StateDatabase {
     Result<void> log(const HistoryEntry& entry);
     Result<std::vector<HistoryEntry>> history(std::size_t limit = 100);
 
+    // Groups the writes in between into one transaction: one fsync instead
+    // of one per record. `suture update` writes a fleet's records in batches;
+    // a crash loses at most one batch of records, and the next update finds
+    // those patches in memory and adopts them.
+    Result<void> begin_batch();
+    Result<void> commit_batch();
+
     // Settings: "enabled", "channel", … (key/value text).
     Result<std::optional<std::string>> setting(const std::string& key);
     Result<void> set_setting(const std::string& key, const std::string& value);

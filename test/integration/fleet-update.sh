@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The fleet case: `suture update` over many processes that map Debian's
+# vulnerable libcrypto 3.0.20-1~deb12u2 (idle hold-openssl processes), from
+# the local signed feed, with a private state database. Every process must
+# end with the three debian-12 patchsets active and none may be left stopped.
+# Prints the update's wall time, the cost per process, and as a baseline in
+# the same run `suture status --json` of the same processes (scan only) —
+# figures, never assertions.
+#
+# SUTURE_FLEET_PROCESSES sets the size (default 100 in the test suite; the
+# benchmark figure uses 1000).
+source "$(dirname "$0")/lib.sh"
+require_root "ptrace of the fleet"
+: "${SUTURE_FEED:?}"
+count=${SUTURE_FLEET_PROCESSES:-100}
+
+export SUTURE_FEED_ROOT_DIR=$scratch/var
+export SUTURE_CONFIG_DIR=$scratch/etc
+export SUTURE_FEED_CACHE=$scratch/cache
+export SUTURE_STATE_DB=${SUTURE_FLEET_STATE_DB:-$scratch/state.db}
+"$SOURCE_ROOT/scripts/setup-local-feed" "$(dirname "$(dirname "$SUTURE_FEED")")" >"$scratch/setup.log" 2>&1 ||
+    { cat "$scratch/setup.log"; fail_check "setup-local-feed"; finish; }
+"$SUTURE" feed refresh >/dev/null || { fail_check "feed refresh"; finish; }
+
+fetch_archive_package debian-12 libssl3 3.0.20-1~deb12u2 "$scratch/archive"
+library_dir=$scratch/archive/usr/lib/x86_64-linux-gnu
+
+# The fleet: each holder loads libcrypto.so.3 and libssl.so.3 from the
+# archive build, prints "ready" and waits.
+fleet=()
+for _ in $(seq "$count"); do
+    LD_LIBRARY_PATH=$library_dir "$HOLD_OPENSSL" libcrypto.so.3 libssl.so.3 </dev/null >>"$scratch/holders.out" 2>&1 &
+    fleet+=($!)
+    disown
+    started_pids+=($!)
+done
+for _ in $(seq 300); do
+    [ "$(grep -c '^ready' "$scratch/holders.out")" -ge "$count" ] && break
+    sleep 0.1
+done
+check_eq "holders ready" "$count" "$(grep -c '^ready' "$scratch/holders.out")"
+
+pid_args=()
+for pid in "${fleet[@]}"; do
+    pid_args+=(--pid "$pid")
+done
+milliseconds() { echo $(($(date +%s%N) / 1000000)); }
+
+started=$(milliseconds)
+"$SUTURE" status --json "${pid_args[@]}" >"$scratch/status-before.json"
+status_ms=$(($(milliseconds) - started))
+check_eq "every holder maps the vulnerable libcrypto" "$count" \
+    "$(jq '[.processes[] | select(any(.libraries[]; .build_id == "7d90f38412d00023e58392b03612a24b62fcaede"))] | length' \
+        "$scratch/status-before.json")"
+
+started=$(milliseconds)
+"$SUTURE" update --offline --json >"$scratch/update.json"
+update_status=$?
+update_ms=$(($(milliseconds) - started))
+check_eq "update exit status" 0 "$update_status"
+
+stopped=0
+for pid in "${fleet[@]}"; do
+    case $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) in
+        t | T) stopped=$((stopped + 1)) ;;
+        "") stopped=$((stopped + 1)); echo "holder $pid is gone" ;;
+    esac
+done
+check_eq "holders left stopped or dead" 0 "$stopped"
+ours=$(printf '%s\n' "${fleet[@]}" | jq -s .)
+check_eq "patches applied to the fleet (3 per process)" $((count * 3)) \
+    "$(jq --argjson ours "$ours" '[.actions[] | select(.outcome == "applied" and (.pid as $p | $ours | index($p)))] | length' \
+        "$scratch/update.json")"
+"$SUTURE" status --json "${pid_args[@]}" >"$scratch/status-after.json"
+check_eq "holders with all three patches active" "$count" \
+    "$(jq '[.processes[] | select([.patches[] | select(.state == "active")] | length == 3)] | length' \
+        "$scratch/status-after.json")"
+
+echo "figures: $count processes: suture update (scan, match, apply 3 patches each, record) ${update_ms} ms," \
+    "$(awk -v t="$update_ms" -v n="$count" 'BEGIN { printf "%.2f", t / n }') ms per process;" \
+    "baseline suture status --json of the same processes ${status_ms} ms" \
+    "(update / status $(awk -v a="$update_ms" -v b="$status_ms" 'BEGIN { printf "%.1f", a / b }')x)"
+finish
