@@ -6,7 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 require_root "debootstrap and chroot"
 command -v debootstrap >/dev/null || skip "debootstrap is not installed"
-SUTURE=$SUTURE "$SOURCE_ROOT/containers/run-matrix" --json >"$scratch/matrix.json"
+SUTURE=$SUTURE "$SOURCE_ROOT/containers/run-matrix" --engine chroot --json >"$scratch/matrix.json"
 check_eq "run-matrix exit status" 0 "$?"
 jq -r '"\(.row): \(.result): \(.detail)"' "$scratch/matrix.json"
 for row in debian-11 debian-12 debian-13; do
