@@ -222,6 +222,38 @@ int run_revert(InjectCommand& command, const EngineOptions& engine_options) {
     return finish_inject({{"reverted", reverted}}, command.json, "reverted");
 }
 
+struct StacksCommand {
+    int pid = 0;
+    bool json = false;
+};
+
+int run_stacks(const StacksCommand& command, const EngineOptions& engine_options) {
+    auto engine = Engine::open(engine_options);
+    if (!engine) {
+        log::error(engine.error().message);
+        return exit_failure;
+    }
+    auto stacks = engine->stacks(command.pid);
+    if (!stacks) {
+        log::error(stacks.error().message);
+        return exit_code_for(stacks.error().code);
+    }
+    nlohmann::json document = thread_stacks_to_json(command.pid, *stacks);
+    if (command.json) {
+        std::cout << document.dump(2) << "\n";
+        return exit_ok;
+    }
+    for (const ThreadStack& stack : *stacks) {
+        std::cout << "thread " << stack.tid << ": " << stack.frames.size() << " frames, "
+                  << (stack.complete ? "complete" : "incomplete: " + stack.incomplete_reason)
+                  << "\n";
+        for (std::size_t depth = 0; depth < stack.frames.size(); ++depth) {
+            std::cout << "  #" << depth << " " << hex_address(stack.frames[depth]) << "\n";
+        }
+    }
+    return exit_ok;
+}
+
 struct FeedCommand {
     FeedOptions options;
     bool json = false;
@@ -550,9 +582,25 @@ int main(int argc, char** argv) {
         "revert",
         "Revert a suture patch (or all of them) in one running process: under the same stop\n"
         "and stack rules (no thread inside the patch code), the original bytes go back and\n"
-        "the patch region is unmapped. Works from the in-process marker alone.");
+        "the patch region is retired: left mapped, marked in its marker, and unmapped by a\n"
+        "later stop of the process whose stack check proves no thread can return into it.\n"
+        "Works from the in-process marker alone.");
     add_inject_options(revert, revert_command);
     revert->add_option("PATCH-ID", revert_command.patch_id, "Only this patch id (default: all)");
+
+    StacksCommand stacks_command;
+    CLI::App* stacks = app.add_subcommand(
+        "stacks",
+        "Stop one process for a moment, unwind every thread the way the stack check of apply\n"
+        "and revert does (DWARF unwind tables read from the process's own memory), print each\n"
+        "call chain and whether it reached the outermost frame, and let the process go. An\n"
+        "incomplete chain is what makes apply and revert treat a thread as blocking.\n"
+        "Changes nothing. Needs ptrace access to the process.");
+    stacks->add_option("--pid", stacks_command.pid, "The process")
+        ->required()
+        ->check(CLI::Range(1, 1 << 30));
+    stacks->add_flag("--json", stacks_command.json,
+                     "Print a JSON document (docs/formats.md, \"Stacks document\")");
 
     CLI::App* feed = app.add_subcommand(
         "feed",
@@ -646,6 +694,9 @@ int main(int argc, char** argv) {
     }
     if (revert->parsed()) {
         return run_revert(revert_command, engine_options);
+    }
+    if (stacks->parsed()) {
+        return run_stacks(stacks_command, engine_options);
     }
     if (history->parsed()) {
         return run_history(history_state, history_limit, history_json, direct);

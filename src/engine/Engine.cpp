@@ -172,13 +172,41 @@ nlohmann::json inject_report_to_json(int pid, const InjectReport& report) {
         {"threads", report.threads},
         {"stopped_us",
          std::chrono::duration_cast<std::chrono::microseconds>(report.stopped_for).count()},
+        {"stack_check",
+         {{"threads", report.stack_check.threads},
+          {"proven_by_scan", report.stack_check.proven_by_scan},
+          {"unwound", report.stack_check.unwound},
+          {"complete_unwinds", report.stack_check.complete_unwinds},
+          {"deepest_frames", report.stack_check.deepest_frames}}},
+        {"released_regions", report.released_regions},
     };
+}
+
+nlohmann::json thread_stacks_to_json(int pid, const std::vector<ThreadStack>& stacks) {
+    nlohmann::json threads = nlohmann::json::array();
+    for (const ThreadStack& stack : stacks) {
+        nlohmann::json frames = nlohmann::json::array();
+        for (std::uint64_t frame : stack.frames) {
+            frames.push_back(hex_address(frame));
+        }
+        threads.push_back({{"tid", stack.tid},
+                           {"complete", stack.complete},
+                           {"incomplete_reason", stack.complete
+                                                     ? nlohmann::json(nullptr)
+                                                     : nlohmann::json(stack.incomplete_reason)},
+                           {"frames", std::move(frames)}});
+    }
+    return {{"pid", pid}, {"threads", std::move(threads)}};
 }
 
 nlohmann::json error_to_json(const Error& error, const std::vector<BlockingThread>& blocking) {
     nlohmann::json threads = nlohmann::json::array();
     for (const BlockingThread& thread : blocking) {
-        threads.push_back({{"tid", thread.tid}, {"frames", thread.frames}});
+        threads.push_back({{"tid", thread.tid},
+                           {"frames", thread.frames},
+                           {"cannot_unwind", thread.cannot_unwind.empty()
+                                                 ? nlohmann::json(nullptr)
+                                                 : nlohmann::json(thread.cannot_unwind)}});
     }
     return {{"error",
              {{"reason", error_code_name(error.code)},

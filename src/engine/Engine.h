@@ -50,6 +50,10 @@ class Engine {
                                              const InjectOptions& options,
                                              std::vector<BlockingThread>* blocking = nullptr);
 
+    // Unwinds every thread of one process, stopped for the duration, as the
+    // stack check would (`suture stacks`); changes nothing.
+    Result<std::vector<ThreadStack>> stacks(int pid) { return unwind_threads(pid); }
+
     const BuildIndex& build_index() const { return *index_; }
 
   private:
@@ -70,6 +74,8 @@ nlohmann::json status_to_json(const StatusReport& report);
 // One apply/revert result, and an error with its blocking threads, as JSON
 // (docs/formats.md, "Apply and revert documents").
 nlohmann::json inject_report_to_json(int pid, const InjectReport& report);
+// The `suture stacks --json` document (docs/formats.md, "Stacks document").
+nlohmann::json thread_stacks_to_json(int pid, const std::vector<ThreadStack>& stacks);
 nlohmann::json error_to_json(const Error& error, const std::vector<BlockingThread>& blocking);
 
 // Name of an ErrorCode as it appears in JSON ("permission_denied").

@@ -377,8 +377,9 @@ Result<bool> stacks_clear_or_back_off(StoppedProcess& stopped, const std::vector
                                       const InjectOptions& options,
                                       std::chrono::milliseconds& backoff,
                                       std::vector<BlockingThread>* blocking_out,
-                                      const std::string& what_blocks) {
-    auto blocking = find_blocking_threads(stopped, ranges, mappings, memory);
+                                      const std::string& what_blocks,
+                                      StackCheckFigures& figures) {
+    auto blocking = find_blocking_threads(stopped, ranges, mappings, memory, &figures);
     if (!blocking) {
         return tl::unexpected(blocking.error());
     }
@@ -402,7 +403,43 @@ Result<bool> stacks_clear_or_back_off(StoppedProcess& stopped, const std::vector
 // The code range of a patch region, for the stack check.
 CodeRange region_range(const RegionMarker& marker) {
     return CodeRange{marker.region_address, marker.region_address + marker.region_size,
-                     marker.patch_id + " level " + std::to_string(marker.level) + " region"};
+                     marker.patch_id + " level " + std::to_string(marker.level) +
+                         (marker.retired() ? " retired region" : " region")};
+}
+
+// Unmaps, inside the current stop, each retired region that no thread's PC
+// or return address refers to (a complete unwind proves it); the others stay
+// for a later stop. Returns how many went.
+Result<std::size_t> release_clear_retired(StoppedProcess& stopped, RemoteSyscall& syscall,
+                                          const std::vector<Mapping>& mappings,
+                                          const RemoteMemory& memory,
+                                          const std::vector<RegionMarker>& retired,
+                                          const std::string& subject) {
+    std::size_t released = 0;
+    for (const RegionMarker& marker : retired) {
+        auto blocking = find_blocking_threads(stopped, {region_range(marker)}, mappings, memory);
+        if (!blocking) {
+            return tl::unexpected(blocking.error());
+        }
+        if (!blocking->empty()) {
+            continue;
+        }
+        if (auto unmapped = unmap_region(syscall, marker.region_address, marker.region_size,
+                                         subject);
+            !unmapped) {
+            return tl::unexpected(unmapped.error());
+        }
+        ++released;
+    }
+    return released;
+}
+
+// Marks a reverted region retired, in its marker.
+Result<void> mark_retired(const RemoteMemory& memory, const RegionMarker& marker) {
+    std::uint64_t now = unix_now_ns();
+    std::array<std::byte, sizeof now> bytes;
+    std::memcpy(bytes.data(), &now, sizeof now);
+    return memory.write(marker.region_address + region_marker_retired_offset, bytes);
 }
 
 // The patch's library among the loaded objects, by soname and build ID.
@@ -483,6 +520,8 @@ std::string patch_state_name(PatchState state) {
             return "foreign";
         case PatchState::empty:
             return "empty";
+        case PatchState::retired:
+            return "retired";
     }
     return "unknown";
 }
@@ -503,7 +542,9 @@ Result<std::vector<AppliedPatch>> list_applied_patches(int pid) {
             return tl::unexpected(jumps.error());
         }
         AppliedPatch patch{std::move(marker), PatchState::active, jumps->first};
-        if (jumps->second) {
+        if (patch.marker.retired()) {
+            patch.state = PatchState::retired;
+        } else if (jumps->second) {
             patch.state = PatchState::foreign;
         } else if (jumps->first == 0) {
             patch.state = PatchState::inactive;
@@ -560,7 +601,12 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         // replaced within this stop; anything else touching our functions
         // is a conflict.
         std::optional<RegionMarker> previous;
+        std::vector<RegionMarker> retired;
         for (RegionMarker& marker : find_markers(memory, mappings)) {
+            if (marker.retired()) {
+                retired.push_back(std::move(marker));
+                continue;
+            }
             if (marker.target_base != target->base) {
                 continue;
             }
@@ -617,8 +663,10 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         if (previous) {
             ranges.push_back(region_range(*previous));
         }
+        StackCheckFigures figures;
         auto clear = stacks_clear_or_back_off(stopped, ranges, mappings, memory, attempt, options,
-                                              backoff, blocking_out, "running code being replaced");
+                                              backoff, blocking_out, "running code being replaced",
+                                              figures);
         if (!clear) {
             return tl::unexpected(clear.error());
         }
@@ -640,6 +688,10 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
             return tl::unexpected(installed.error());
         }
         RemoteSyscall& syscall = *installed;
+        auto released = release_clear_retired(stopped, syscall, mappings, memory, retired, subject);
+        if (!released) {
+            return tl::unexpected(released.error());
+        }
         RegionMarker marker;
         marker.patch_id = metadata.patch_id;
         marker.level = metadata.level;
@@ -708,7 +760,9 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
                                        old.original);
                 }
             }
-            (void)unmap_region(syscall, previous->region_address, previous->region_size, subject);
+            // The old level's region stays mapped, retired, until a later
+            // stop proves no thread can still return into it.
+            (void)mark_retired(memory, *previous);
             replaced_level = previous->level;
         }
         InjectReport report;
@@ -719,6 +773,8 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         report.functions = metadata.functions.size();
         report.attempts = attempt;
         report.threads = stopped.threads().size();
+        report.stack_check = figures;
+        report.released_regions = *released;
         report.stopped_for = stopped.resume();
         return report;
     }
@@ -742,13 +798,18 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
         const std::vector<Mapping>& mappings = held->mappings;
         const RemoteMemory& memory = held->memory;
         std::vector<RegionMarker> markers;
+        std::vector<RegionMarker> retired;
         for (RegionMarker& marker : find_markers(memory, mappings)) {
-            if (patch_id.empty() || marker.patch_id == patch_id) {
+            if (marker.retired()) {
+                retired.push_back(std::move(marker));
+            } else if (patch_id.empty() || marker.patch_id == patch_id) {
                 markers.push_back(std::move(marker));
             }
         }
         auto interrupted = find_interrupted_regions(memory, mappings);
         if (markers.empty() && interrupted.empty()) {
+            stopped.resume();
+            (void)release_retired_regions(pid);
             return fail(ErrorCode::not_applied,
                         subject + ": " +
                             (patch_id.empty() ? "no suture patch is applied"
@@ -772,8 +833,9 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
                                        region.intent.region_address + region.intent.region_size,
                                        "empty region of an interrupted apply"});
         }
+        StackCheckFigures figures;
         auto clear = stacks_clear_or_back_off(stopped, ranges, mappings, memory, attempt, options,
-                                              backoff, blocking_out, "running patch code");
+                                              backoff, blocking_out, "running patch code", figures);
         if (!clear) {
             return tl::unexpected(clear.error());
         }
@@ -786,6 +848,10 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
             return tl::unexpected(installed.error());
         }
         RemoteSyscall& syscall = *installed;
+        auto released = release_clear_retired(stopped, syscall, mappings, memory, retired, subject);
+        if (!released) {
+            return tl::unexpected(released.error());
+        }
         std::vector<InjectReport> reports;
         for (const RegionMarker& marker : markers) {
             for (const MarkedFunction& function : marker.functions) {
@@ -795,10 +861,10 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
                     return tl::unexpected(written.error());
                 }
             }
-            if (auto unmapped =
-                    unmap_region(syscall, marker.region_address, marker.region_size, subject);
-                !unmapped) {
-                return tl::unexpected(unmapped.error());
+            // Not unmapped: retired, so that even a thread the stack check
+            // could not see returns into mapped code. A later stop unmaps it.
+            if (auto retiring = mark_retired(memory, marker); !retiring) {
+                return tl::unexpected(retiring.error());
             }
             InjectReport report;
             report.patch_id = marker.patch_id;
@@ -824,9 +890,65 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
         for (InjectReport& report : reports) {
             report.stopped_for = stopped_for;
             report.threads = stopped.threads().size();
+            report.stack_check = figures;
+            report.released_regions = *released;
         }
         return reports;
     }
+}
+
+Result<std::size_t> release_retired_regions(int pid) {
+    std::string subject = subject_of(pid);
+    auto listed = list_applied_patches(pid);
+    if (!listed) {
+        return tl::unexpected(listed.error());
+    }
+    if (std::none_of(listed->begin(), listed->end(), [](const AppliedPatch& patch) {
+            return patch.state == PatchState::retired;
+        })) {
+        return 0;
+    }
+    auto preparation = prepare(pid);
+    if (!preparation) {
+        return tl::unexpected(preparation.error());
+    }
+    auto held = hold(pid, *preparation, 1);
+    if (!held) {
+        return tl::unexpected(held.error());
+    }
+    std::vector<RegionMarker> retired;
+    for (RegionMarker& marker : find_markers(held->memory, held->mappings)) {
+        if (marker.retired()) {
+            retired.push_back(std::move(marker));
+        }
+    }
+    auto installed = RemoteSyscall::install(held->stopped, held->memory, held->mappings,
+                                            preparation->trampoline_site);
+    if (!installed) {
+        return tl::unexpected(installed.error());
+    }
+    auto released = release_clear_retired(held->stopped, *installed, held->mappings,
+                                          held->memory, retired, subject);
+    held->stopped.resume();
+    return released;
+}
+
+Result<std::vector<ThreadStack>> unwind_threads(int pid) {
+    auto stopped = StoppedProcess::stop(pid);
+    if (!stopped) {
+        return tl::unexpected(stopped.error());
+    }
+    auto mappings = read_process_maps(pid);
+    if (!mappings) {
+        return tl::unexpected(mappings.error());
+    }
+    auto memory = RemoteMemory::open(pid, false);
+    if (!memory) {
+        return tl::unexpected(memory.error());
+    }
+    auto stacks = unwind_every_thread(*stopped, *mappings, *memory);
+    stopped->resume();
+    return stacks;
 }
 
 }  // namespace suture

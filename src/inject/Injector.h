@@ -33,6 +33,9 @@ struct InjectReport {
     int attempts = 0;                        // stops needed (1 = first try)
     std::chrono::nanoseconds stopped_for{};  // the successful stop
     std::size_t threads = 0;
+    StackCheckFigures stack_check;  // the successful stop's stack check
+    // Regions of earlier reverts unmapped in this stop (see `retired`).
+    std::size_t released_regions = 0;
 };
 
 // Applies `patch` to process `pid`, following docs/architecture.md,
@@ -49,11 +52,22 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
 
 // Reverts the patch `patch_id` (or every suture patch when empty) in
 // `pid`: under the same stop and stack rules (no thread inside the patch
-// region) restores the original bytes and unmaps the region. Empty regions
-// left by interrupted applies are removed too.
+// region) restores the original bytes and marks the region retired instead
+// of unmapping it: should any thread still hold a return address into it,
+// it returns into mapped code. Every stop of a later apply or revert
+// unmaps the retired regions its stack check proves unreferenced. Empty
+// regions left by interrupted applies are removed at once.
 Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,
                                                  const InjectOptions& options,
                                                  std::vector<BlockingThread>* blocking = nullptr);
+
+// Stops `pid` once and unmaps every retired region no thread refers to;
+// returns how many it unmapped (0 without a stop when there are none).
+Result<std::size_t> release_retired_regions(int pid);
+
+// Stops `pid` and unwinds every thread as the stack check would (for
+// `suture stacks`); changes nothing.
+Result<std::vector<ThreadStack>> unwind_threads(int pid);
 
 // How far a marked patch is in effect, read back from the jump sites.
 enum class PatchState {
@@ -63,6 +77,8 @@ enum class PatchState {
     foreign,   // a jump site holds bytes suture did not write
     empty,     // an empty region an apply killed right after its mmap left
                // (explained by its intent record; no marker, no jumps)
+    retired,   // reverted, original bytes back, the region still mapped
+               // until a stop proves no thread refers to it
 };
 
 struct AppliedPatch {

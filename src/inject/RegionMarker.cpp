@@ -16,7 +16,7 @@ namespace {
 //  40  u32 level           44 u32 function_count
 //  48  u8  build_id_length 49 u8 build_id[64]
 // 113  u8  patch_id_length 114 char patch_id[63]
-// 177  reserved up to 192
+// 177  reserved up to 184   184 u64 retired_at_unix_ns (0: in use)
 // then function_count entries of 48 bytes:
 //   0 u64 target_offset  8 u64 target_size  16 u64 replacement_address
 //  24 u32 jump_offset   28 u8 original[5]   33 reserved up to 48
@@ -66,6 +66,7 @@ std::vector<std::byte> encode_region_marker(const RegionMarker& marker) {
     std::size_t id_length = std::min<std::size_t>(marker.patch_id.size(), 63);
     put<std::uint8_t>(out, 113, static_cast<std::uint8_t>(id_length));
     std::memcpy(out.data() + 114, marker.patch_id.data(), id_length);
+    put<std::uint64_t>(out, region_marker_retired_offset, marker.retired_at_unix_ns);
     for (std::size_t i = 0; i < marker.functions.size(); ++i) {
         const MarkedFunction& function = marker.functions[i];
         std::size_t at = region_marker_fixed_size + i * region_marker_function_size;
@@ -98,6 +99,7 @@ Result<RegionMarker> decode_region_marker(std::span<const std::byte> bytes) {
     marker.target_base = get<std::uint64_t>(bytes, 24);
     marker.applied_at_unix_ns = get<std::uint64_t>(bytes, 32);
     marker.level = get<std::uint32_t>(bytes, 40);
+    marker.retired_at_unix_ns = get<std::uint64_t>(bytes, region_marker_retired_offset);
     std::uint8_t build_id_length = get<std::uint8_t>(bytes, 48);
     std::uint8_t id_length = get<std::uint8_t>(bytes, 113);
     if (build_id_length > 64 || id_length > 63 || id_length == 0) {

@@ -32,12 +32,22 @@ struct RegionMarker {
     std::uint64_t region_address = 0;  // not stored: where it was found
     std::uint64_t region_size = 0;
     std::uint64_t applied_at_unix_ns = 0;
+    // Set by a revert that restored every original byte but left the region
+    // mapped, because a thread might still return into it; 0 while the
+    // patch is in use. A later stop unmaps a retired region once its stack
+    // check proves no thread refers to it.
+    std::uint64_t retired_at_unix_ns = 0;
     std::vector<MarkedFunction> functions;
+
+    bool retired() const { return retired_at_unix_ns != 0; }
 };
 
 inline constexpr char region_magic[8] = {'S', 'U', 'T', 'U', 'R', 'E', 'P', 'R'};
 inline constexpr std::size_t region_marker_fixed_size = 192;
 inline constexpr std::size_t region_marker_function_size = 48;
+// Where `retired_at_unix_ns` sits in the marker (a u64, once reserved, so
+// markers written before it existed read as "in use").
+inline constexpr std::size_t region_marker_retired_offset = 184;
 
 // Size of the encoded marker for `function_count` functions, 64-byte aligned.
 std::size_t region_marker_size(std::size_t function_count);

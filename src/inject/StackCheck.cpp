@@ -1,7 +1,5 @@
 #include "inject/StackCheck.h"
 
-#include <libunwind-ptrace.h>
-
 #include <sys/ptrace.h>
 #include <sys/user.h>
 
@@ -10,6 +8,7 @@
 #include <memory>
 
 #include "base/Files.h"
+#include "inject/RemoteUnwinder.h"
 
 namespace suture {
 
@@ -25,13 +24,6 @@ const CodeRange* range_containing(const std::vector<CodeRange>& ranges, std::uin
     }
     return nullptr;
 }
-
-struct AddressSpaceDeleter {
-    void operator()(unw_addr_space* space) const { unw_destroy_addr_space(space); }
-};
-struct UptDeleter {
-    void operator()(void* context) const { _UPT_destroy(context); }
-};
 
 constexpr std::size_t max_scanned_stack = 512 * 1024;
 
@@ -74,37 +66,29 @@ bool scan_proves_safe(int tid, const std::vector<CodeRange>& ranges,
 Result<std::vector<BlockingThread>> find_blocking_threads(StoppedProcess& process,
                                                           const std::vector<CodeRange>& ranges,
                                                           const std::vector<Mapping>& mappings,
-                                                          const RemoteMemory& memory) {
-    std::vector<const StoppedThread*> to_unwind;
+                                                          const RemoteMemory& memory,
+                                                          StackCheckFigures* figures) {
+    StackCheckFigures counted;
+    counted.threads = process.threads().size();
+    std::vector<int> to_unwind;
     for (const StoppedThread& thread : process.threads()) {
-        if (!scan_proves_safe(thread.tid, ranges, mappings, memory)) {
-            to_unwind.push_back(&thread);
+        if (scan_proves_safe(thread.tid, ranges, mappings, memory)) {
+            ++counted.proven_by_scan;
+        } else {
+            to_unwind.push_back(thread.tid);
         }
     }
     std::vector<BlockingThread> blocking;
-    if (to_unwind.empty()) {
-        return blocking;
-    }
-    std::unique_ptr<unw_addr_space, AddressSpaceDeleter> space(
-        unw_create_addr_space(&_UPT_accessors, 0));
-    if (!space) {
-        return fail(ErrorCode::io, "libunwind: cannot create an address space");
-    }
-    unw_set_caching_policy(space.get(), UNW_CACHE_GLOBAL);
-    for (const StoppedThread* stopped_thread : to_unwind) {
-        const StoppedThread& thread = *stopped_thread;
-        std::unique_ptr<void, UptDeleter> context(_UPT_create(thread.tid));
-        if (!context) {
-            return fail(ErrorCode::io,
-                        "libunwind: cannot attach to thread " + std::to_string(thread.tid));
+    RemoteUnwinder unwinder(mappings, memory);
+    for (int tid : to_unwind) {
+        auto chain = unwinder.unwind(tid, max_frames);
+        if (!chain) {
+            return tl::unexpected(chain.error());
         }
-        unw_cursor_t cursor;
-        BlockingThread report{thread.tid, {}};
-        int status = unw_init_remote(&cursor, space.get(), context.get());
-        int depth = 0;
-        for (; status >= 0 && depth < max_frames; ++depth) {
-            unw_word_t ip = 0;
-            unw_get_reg(&cursor, UNW_REG_IP, &ip);
+        ++counted.unwound;
+        BlockingThread report{tid, {}, {}};
+        for (std::size_t depth = 0; depth < chain->frames.size(); ++depth) {
+            std::uint64_t ip = chain->frames[depth];
             // A return address points after the call: the call itself (and
             // the function that made it) is at ip - 1.
             std::uint64_t address = depth == 0 ? ip : ip - 1;
@@ -112,20 +96,41 @@ Result<std::vector<BlockingThread>> find_blocking_threads(StoppedProcess& proces
                 report.frames.push_back("#" + std::to_string(depth) + " " + hex_address(ip) +
                                         " in " + range->name);
             }
-            status = unw_step(&cursor);
-            if (status == 0) {
-                break;  // the outermost frame
-            }
         }
-        if (status < 0 || depth >= max_frames) {
-            report.frames.push_back("(cannot unwind past frame " + std::to_string(depth) +
-                                    ": libunwind error " + std::to_string(status) + ")");
+        if (chain->complete) {
+            ++counted.complete_unwinds;
+            counted.deepest_frames = std::max(counted.deepest_frames, chain->frames.size());
+        } else {
+            // Unknown is not safe: the scan saw a word pointing into a range
+            // and only a complete unwind may overrule it.
+            report.cannot_unwind = chain->incomplete_reason;
+            report.frames.push_back("(cannot unwind thread " + std::to_string(tid) + ": " +
+                                    chain->incomplete_reason + ")");
         }
         if (!report.frames.empty()) {
             blocking.push_back(std::move(report));
         }
     }
+    if (figures != nullptr) {
+        *figures = counted;
+    }
     return blocking;
+}
+
+Result<std::vector<ThreadStack>> unwind_every_thread(StoppedProcess& process,
+                                                     const std::vector<Mapping>& mappings,
+                                                     const RemoteMemory& memory) {
+    std::vector<ThreadStack> stacks;
+    RemoteUnwinder unwinder(mappings, memory);
+    for (const StoppedThread& thread : process.threads()) {
+        auto chain = unwinder.unwind(thread.tid, max_frames);
+        if (!chain) {
+            return tl::unexpected(chain.error());
+        }
+        stacks.push_back(ThreadStack{thread.tid, std::move(chain->frames), chain->complete,
+                                     std::move(chain->incomplete_reason)});
+    }
+    return stacks;
 }
 
 }  // namespace suture
