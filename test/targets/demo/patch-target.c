@@ -9,6 +9,9 @@
  *                (S counts SIGRTMIN+1 received: real-time signals queue, so a
  *                test can check that none was lost while suture held the process)
  *   sleep MS     starts a thread that sleeps MS ms inside demo_sleep_inside
+ *   nounwind MS  starts a thread that sleeps MS ms in a function without
+ *                unwind information, holding a pointer to where
+ *                demo_compute leads now (into the patch region once patched)
  *   quit         exits
  * Usage: patch-target [WORKER-THREADS] [--idle] [--mdwe | --seccomp-mdwe]
  *   --idle          workers block in pause() instead of calling (a server's
@@ -97,6 +100,14 @@ static void* sleeper(void* argument) {
     return NULL;
 }
 
+void sleep_without_unwind_info(int milliseconds, unsigned long kept_address);
+unsigned long demo_compute_destination(void);
+
+static void* sleeper_without_unwind_info(void* argument) {
+    sleep_without_unwind_info((int)(long)argument, demo_compute_destination() + 1);
+    return NULL;
+}
+
 static int deny_write_execute_with_seccomp(void) {
     struct sock_filter filter[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
@@ -174,6 +185,10 @@ int main(int argc, char** argv) {
         } else if (strncmp(line, "sleep ", 6) == 0) {
             pthread_t thread;
             pthread_create(&thread, NULL, sleeper, (void*)(long)atoi(line + 6));
+            printf("sleeping\n");
+        } else if (strncmp(line, "nounwind ", 9) == 0) {
+            pthread_t thread;
+            pthread_create(&thread, NULL, sleeper_without_unwind_info, (void*)(long)atoi(line + 9));
             printf("sleeping\n");
         } else if (strncmp(line, "quit", 4) == 0) {
             return 0;
