@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "base/Files.h"
+#include "proc/MappingFile.h"
 
 namespace suture {
 
@@ -26,8 +27,9 @@ Result<std::vector<LoadedObject>> read_loaded_objects(int pid,
         }
         LoadedObject object;
         object.path = mapping.path;
-        object.open_path =
-            "/proc/" + std::to_string(pid) + "/map_files/" + mapping.map_files_name();
+        // The mapped inode itself (never /proc/PID/root + the maps path: see
+        // proc/MappingFile.h).
+        object.open_path = mapping_file(pid, mapping, "").via_map_files;
         object.start = mapping.start;
         object.end = mapping.end;
         object.base = mapping.offset == 0 ? mapping.start : UINT64_MAX;

@@ -7,6 +7,7 @@
 
 #include "base/Files.h"
 #include "elf/ElfFile.h"
+#include "proc/MappingFile.h"
 
 namespace suture {
 
@@ -57,18 +58,6 @@ std::vector<MappedFileSummary> loaded_code_files(const std::vector<Mapping>& map
     }
     std::erase_if(files, [](const MappedFileSummary& file) { return !file.executable; });
     return files;
-}
-
-// The kernel prints a maps path relative to the *reader's* root, so for a
-// chroot'ed process we see "/srv/rootfs/usr/lib/…/libssl.so.3". Strip the
-// process's root to get the path it uses itself. (A process in another mount
-// namespace whose root is not under ours already shows its own path.)
-std::string path_in_process(const std::string& maps_path, const std::string& process_root) {
-    if (process_root.size() > 1 && maps_path.size() > process_root.size() &&
-        maps_path.starts_with(process_root) && maps_path[process_root.size()] == '/') {
-        return maps_path.substr(process_root.size());
-    }
-    return maps_path;
 }
 
 std::string proc_path(int pid, std::string_view tail) {
@@ -150,7 +139,7 @@ Result<const Scanner::FileIdentity*> Scanner::identify_file(const std::string& p
 }
 
 Result<Scanner::MappedFileSeen> Scanner::identify_mapped_file(int pid, const Mapping& mapping,
-                                                              const std::string& path,
+                                                              const std::string& process_root,
                                                               ScanMemo& memo) {
     MappedFileKey memo_key{mapping.dev_major, mapping.dev_minor, mapping.inode};
     if (auto seen = memo.mapped_files.find(memo_key); seen != memo.mapped_files.end()) {
@@ -158,8 +147,10 @@ Result<Scanner::MappedFileSeen> Scanner::identify_mapped_file(int pid, const Map
     }
     struct stat st {};
     Result<const FileIdentity*> identity;
-    std::string via_map_files = proc_path(pid, "/map_files/" + mapping.map_files_name());
-    std::string via_root = proc_path(pid, "/root") + path;
+    MappingFile file = mapping_file(pid, mapping, process_root);
+    const std::string& via_map_files = file.via_map_files;
+    const std::string& via_root = file.via_root;
+    const std::string& path = file.path_in_process;
     if (::stat(via_map_files.c_str(), &st) == 0) {
         identity = identify_file(via_map_files, key_of(st));
     } else if (int map_files_errno = errno;
@@ -230,9 +221,7 @@ Result<ProcessReport> Scanner::scan_process(int pid, ScanMemo& memo) {
     report.info = std::move(*info);
     report.other_mount_namespace =
         report.info.mount_namespace != 0 && report.info.mount_namespace != own_mount_namespace_;
-    char root[PATH_MAX];
-    ssize_t root_length = ::readlink(proc_path(pid, "/root").c_str(), root, sizeof root - 1);
-    report.root = root_length > 0 ? std::string(root, static_cast<std::size_t>(root_length)) : "";
+    report.root = process_root(pid);
     for (const Mapping& mapping : *mappings) {
         if (mapping.inode == 0 && mapping.path.empty() && mapping.executable && !mapping.writable) {
             ++report.anonymous_code_mappings;
@@ -240,7 +229,7 @@ Result<ProcessReport> Scanner::scan_process(int pid, ScanMemo& memo) {
     }
     for (const MappedFileSummary& file : loaded_code_files(*mappings)) {
         std::string path = path_in_process(file.first->path, report.root);
-        auto seen = identify_mapped_file(pid, *file.first, path, memo);
+        auto seen = identify_mapped_file(pid, *file.first, report.root, memo);
         if (!seen) {
             if (seen.error().code == ErrorCode::not_found &&
                 ::access(proc_path(pid, "").c_str(), F_OK) != 0) {

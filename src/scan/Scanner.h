@@ -127,11 +127,11 @@ class Scanner {
     };
 
     Result<ProcessReport> scan_process(int pid, ScanMemo& memo);
-    // Identifies the file of `mapping` in process `pid`, whose own path for
-    // it is `path`. The result also gives the file's key, so the caller can
+    // Identifies the file of `mapping` in process `pid`, whose root the
+    // host sees as `process_root` (proc/MappingFile.h). The result also gives the file's key, so the caller can
     // compare it with the file on disk.
     Result<MappedFileSeen> identify_mapped_file(int pid, const Mapping& mapping,
-                                                const std::string& path, ScanMemo& memo);
+                                                const std::string& process_root, ScanMemo& memo);
     // Identifies the file at `path` (which the caller has stat'ed as `key`).
     Result<const FileIdentity*> identify_file(const std::string& path, const FileKey& key);
     // Sets `replaced` (and `on_disk_build_id`) when the path now names

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "proc/MappingFile.h"
 #include "proc/ProcessMaps.h"
 
 using namespace suture;
@@ -82,4 +83,23 @@ TEST_CASE("the maps of a process that does not exist are a not_found error") {
     REQUIRE_FALSE(mappings);
     CHECK(mappings.error().code == ErrorCode::not_found);
     CHECK(mappings.error().message.starts_with("pid 1073741823: maps: "));
+}
+
+TEST_CASE("the file of a chrooted process's mapping is reached without doubling its root") {
+    auto mappings = parse_maps(
+        "7f0000000000-7f0000001000 r-xp 00001000 fe:00 42 "
+        "/srv/rootfs/usr/lib/x86_64-linux-gnu/libssl.so.3\n");
+    REQUIRE(mappings);
+    MappingFile file = mapping_file(1234, mappings->front(), "/srv/rootfs");
+    CHECK(file.path_in_process == "/usr/lib/x86_64-linux-gnu/libssl.so.3");
+    CHECK(file.via_root == "/proc/1234/root/usr/lib/x86_64-linux-gnu/libssl.so.3");
+    CHECK(file.via_map_files == "/proc/1234/map_files/7f0000000000-7f0000001000");
+}
+
+TEST_CASE("a mapping path outside the process's root, or a root of /, is kept as it is") {
+    CHECK(path_in_process("/usr/lib/libssl.so.3", "/") == "/usr/lib/libssl.so.3");
+    CHECK(path_in_process("/usr/lib/libssl.so.3", "") == "/usr/lib/libssl.so.3");
+    // Another mount namespace prints its own paths; a sibling directory
+    // whose name merely starts with the root's is not under it.
+    CHECK(path_in_process("/srv/rootfs2/lib/x.so", "/srv/rootfs") == "/srv/rootfs2/lib/x.so");
 }

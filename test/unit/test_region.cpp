@@ -125,3 +125,22 @@ TEST_CASE("an intent record names the region about to be mapped, and nothing els
     auto unaligned = encode_intent_record(IntentRecord{0x7f3183dc0010, 8192});
     CHECK_FALSE(decode_intent_record(unaligned));
 }
+
+TEST_CASE("a retired region's marker says so; markers from before the field read as in use") {
+    RegionMarker marker;
+    marker.patch_id = "CVE-2026-63076";
+    marker.level = 1;
+    marker.target_build_id = "ab";
+    auto in_use = decode_region_marker(encode_region_marker(marker));
+    REQUIRE(in_use);
+    CHECK_FALSE(in_use->retired());
+    marker.retired_at_unix_ns = 1700000000000000000ull;
+    auto bytes = encode_region_marker(marker);
+    std::uint64_t stored = 0;
+    std::memcpy(&stored, bytes.data() + region_marker_retired_offset, sizeof stored);
+    CHECK(stored == marker.retired_at_unix_ns);  // where the revert writes it
+    auto retired = decode_region_marker(bytes);
+    REQUIRE(retired);
+    CHECK(retired->retired());
+    CHECK(retired->retired_at_unix_ns == marker.retired_at_unix_ns);
+}
