@@ -10,7 +10,15 @@
 # through nginx unpatched and with all three debian-12 patchsets applied, in
 # alternating rounds: the median ratio is printed (figures, never assertions).
 #
+# Then the same load while a patch that replaces functions *every request
+# runs* (test/fixtures/request-path: libssl's tls13_enc and tls1_enc rebuilt
+# by suture-build with one nop more) is applied and reverted on the workers:
+# no worker may die (the master's children are the same PIDs before and
+# after, and the error log names no signal), no request may fail, and the
+# unwinder must see the workers' stacks completely (frame counts printed).
+#
 # SUTURE_NGINX_CYCLES (default 20 in the test suite; 100 for the benchmark),
+# SUTURE_REQUEST_PATH_CYCLES (default 50),
 # SUTURE_NGINX_SECONDS (default: enough for the cycles) and
 # SUTURE_HANDSHAKE_ROUNDS (pairs of 2 s rounds, default 3) set the size.
 source "$(dirname "$0")/lib.sh"
@@ -23,6 +31,8 @@ seconds=${SUTURE_NGINX_SECONDS:-$((cycles * 35 / 100 + 2))}
 handshake_rounds=${SUTURE_HANDSHAKE_ROUNDS:-3}
 patchsets=$SOURCE_ROOT/patchsets/openssl/debian-12/3.0.20-1~deb12u2
 patch=$patchsets/CVE-2026-63076/CVE-2026-63076.suture
+request_path_patch=$SOURCE_ROOT/test/fixtures/request-path/request-path.suture
+request_path_cycles=${SUTURE_REQUEST_PATH_CYCLES:-50}
 
 rootfs=$("$SOURCE_ROOT/containers/make-rootfs" --pin libssl3=3.0.20-1~deb12u2 debian-12 nginx-light dovecot-imapd) ||
     skip "cannot build the pinned bookworm rootfs (archive unreachable?)"
@@ -133,6 +143,71 @@ echo "figures: while patching ($done_cycles apply+revert cycles on 3 processes):
     "$(field_of "$scratch/patched.txt" Requests/sec) requests/s," \
     "p50 $(awk '$1 == "50%" { print $2 }' "$scratch/patched.txt")," \
     "p99 $(awk '$1 == "99%" { print $2 }' "$scratch/patched.txt"); median stop per apply ${median_stop} us"
+
+# The request path: tls13_enc/tls1_enc run for every record of every request.
+stacks_complete=true
+for worker in "${workers[@]}"; do
+    stacks=$("$SUTURE" stacks --json --pid "$worker")
+    echo "worker $worker stacks: $(jq -r '[.threads[] | "\(.tid): \(.frames | length) frames\(if .complete then ", complete" else ", INCOMPLETE: \(.incomplete_reason)" end)"] | join("; ")' <<<"$stacks")"
+    [ "$(jq '[.threads[] | select((.complete | not) or (.frames | length) <= 2)] | length' <<<"$stacks")" = 0 ] ||
+        stacks_complete=false
+done
+check_eq "every worker thread in the rootfs unwinds completely, more than 2 frames" true "$stacks_complete"
+workers_before=$(pgrep -P "$master" | sort | tr '\n' ' ')
+request_seconds=$((request_path_cycles * 6 / 10 + 3))
+wrk -t2 -c32 -d"${request_seconds}s" --latency "https://127.0.0.1:$port/index.html" >"$scratch/request-path.txt" 2>&1 &
+wrk_pid=$!
+sleep 0.5
+done_cycles=0
+failed_operations=0
+unwound=0
+complete_unwinds=0
+deepest=0
+released=0
+record_figures() {
+    unwound=$((unwound + $(jq -r '[.. | objects | select(has("stack_check")) | .stack_check.unwound] | add // 0' <<<"$1")))
+    complete_unwinds=$((complete_unwinds + $(jq -r '[.. | objects | select(has("stack_check")) | .stack_check.complete_unwinds] | add // 0' <<<"$1")))
+    released=$((released + $(jq -r '[.. | objects | select(has("released_regions")) | .released_regions] | max // 0' <<<"$1")))
+    local deep
+    deep=$(jq -r '[.. | objects | select(has("stack_check")) | .stack_check.deepest_frames] | max // 0' <<<"$1")
+    [ "$deep" -gt "$deepest" ] && deepest=$deep
+    return 0
+}
+while [ "$done_cycles" -lt "$request_path_cycles" ] && kill -0 "$wrk_pid" 2>/dev/null; do
+    for worker in "${workers[@]}"; do
+        if out=$("$SUTURE" apply --json --attempts 30 --pid "$worker" "$request_path_patch" 2>&1); then
+            record_figures "$out"
+        else
+            failed_operations=$((failed_operations + 1))
+            echo "apply pid $worker: $out"
+        fi
+    done
+    for worker in "${workers[@]}"; do
+        if out=$("$SUTURE" revert --json --attempts 30 --pid "$worker" 2>&1); then
+            record_figures "$out"
+        else
+            failed_operations=$((failed_operations + 1))
+            echo "revert pid $worker: $out"
+        fi
+    done
+    done_cycles=$((done_cycles + 1))
+done
+wait "$wrk_pid" || true
+workers_after=$(pgrep -P "$master" | sort | tr '\n' ' ')
+check_eq "request-path apply/revert cycles completed under load" "$request_path_cycles" "$done_cycles"
+check_eq "request-path operations that failed" 0 "$failed_operations"
+check_eq "no nginx worker died or was replaced (the master's children)" "$workers_before" "$workers_after"
+if grep -E "exited on signal|worker process [0-9]+ exited" "$work/nginx/logs/error.log"; then
+    fail_check "nginx's error log reports a worker exit"
+else
+    pass "nginx's error log reports no worker exit"
+fi
+check_eq "failed requests, request-path run" "no socket errors, 0 non-2xx" "$(errors_in "$scratch/request-path.txt")"
+echo "figures: request path ($done_cycles cycles on ${#workers[@]} workers):" \
+    "$(field_of "$scratch/request-path.txt" Requests/sec) requests/s," \
+    "p99 $(awk '$1 == "99%" { print $2 }' "$scratch/request-path.txt");" \
+    "threads unwound $unwound, complete $complete_unwinds, deepest $deepest frames;" \
+    "retired regions released by later stops: $released"
 
 # Handshakes per second through nginx: a new TLS session per connection.
 # Alternating rounds, unpatched then with all three patchsets on every nginx
