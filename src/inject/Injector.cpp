@@ -434,6 +434,16 @@ Result<std::size_t> release_clear_retired(StoppedProcess& stopped, RemoteSyscall
     return released;
 }
 
+// The regions just retired are usually unreferenced a moment later: let the
+// process run for the first backoff, then stop it once more to unmap them.
+// What is still referenced stays retired for a later stop. Returns how many
+// went; errors only mean they stay.
+std::size_t release_after_a_pause(int pid, const InjectOptions& options) {
+    std::this_thread::sleep_for(options.first_backoff);
+    auto released = release_retired_regions(pid);
+    return released ? *released : 0;
+}
+
 // Marks a reverted region retired, in its marker.
 Result<void> mark_retired(const RemoteMemory& memory, const RegionMarker& marker) {
     std::uint64_t now = unix_now_ns();
@@ -776,6 +786,9 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         report.stack_check = figures;
         report.released_regions = *released;
         report.stopped_for = stopped.resume();
+        if (previous) {
+            report.released_regions += release_after_a_pause(pid, options);
+        }
         return report;
     }
 }
@@ -887,11 +900,12 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
             reports.push_back(report);  // patch_id "": an empty region removed
         }
         auto stopped_for = stopped.resume();
+        std::size_t released_later = markers.empty() ? 0 : release_after_a_pause(pid, options);
         for (InjectReport& report : reports) {
             report.stopped_for = stopped_for;
             report.threads = stopped.threads().size();
             report.stack_check = figures;
-            report.released_regions = *released;
+            report.released_regions = *released + released_later;
         }
         return reports;
     }

@@ -54,8 +54,9 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
 // `pid`: under the same stop and stack rules (no thread inside the patch
 // region) restores the original bytes and marks the region retired instead
 // of unmapping it: should any thread still hold a return address into it,
-// it returns into mapped code. Every stop of a later apply or revert
-// unmaps the retired regions its stack check proves unreferenced. Empty
+// it returns into mapped code. A second stop right after (one first backoff
+// later), and every stop of a later apply or revert, unmaps the retired
+// regions its stack check proves unreferenced. Empty
 // regions left by interrupted applies are removed at once.
 Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,
                                                  const InjectOptions& options,

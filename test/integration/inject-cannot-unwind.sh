@@ -47,13 +47,29 @@ grep -q "cannot unwind thread" <<<"$(jq -r .error.message <<<"$json")" &&
     pass "revert refuses: cannot unwind" || fail_check "revert message: $(jq -r .error.message <<<"$json")"
 check_eq "still version 2" generation=2 "$(ask "$pid" report | cut -d' ' -f1)"
 sleep 3
-"$SUTURE" revert --pid "$pid" >/dev/null
+json=$("$SUTURE" revert --json --pid "$pid")
 check_eq "reverted once the thread left" generation=1 "$(ask "$pid" report | cut -d' ' -f1)"
+check_eq "the region went in a second stop right after" 1 "$(jq -r '.reverted[0].released_regions' <<<"$json")"
+check_eq "no region left" 0 "$("$SUTURE" status --json --pid "$pid" | jq '.processes[0].patches | length')"
+
+# A revert killed after its stop, while it lets the process run before the
+# second stop (3 s here), leaves the region retired; a later stop unmaps it.
+# (Idle threads: the revert's first try goes through.)
+start_target idle -- 2 --idle
+"$SUTURE" apply --pid "$idle" "$DEMO_PATCH_V2" >/dev/null
+"$SUTURE" revert --backoff-ms 3000 --pid "$idle" >/dev/null 2>&1 &
+reverter=$!
+sleep 1
+kill -9 "$reverter" 2>/dev/null || true
+wait "$reverter" 2>/dev/null || true
+check_eq "reverted by the killed revert" generation=1 "$(ask "$idle" report | cut -d' ' -f1)"
 check_eq "the reverted region is retired, still mapped" retired \
-    "$("$SUTURE" status --json --pid "$pid" | jq -r '.processes[0].patches[0].state')"
-json=$("$SUTURE" apply --json --pid "$pid" "$DEMO_PATCH_V2")
+    "$("$SUTURE" status --json --pid "$idle" | jq -r '.processes[0].patches[0].state')"
+json=$("$SUTURE" apply --json --pid "$idle" "$DEMO_PATCH_V2")
 check_eq "the next apply unmaps the retired region" 1 "$(jq -r .released_regions <<<"$json")"
-"$SUTURE" revert --pid "$pid" >/dev/null
+"$SUTURE" revert --pid "$idle" >/dev/null
+check_eq "nothing left after the last revert" 0 \
+    "$("$SUTURE" status --json --pid "$idle" | jq '.processes[0].patches | length')"
 check_eq "no wrong result seen" 0 "$(field "$(ask "$pid" report)" bad)"
 
 # The target chrooted into a tree of its own files, in new mount and PID
