@@ -154,7 +154,8 @@ for worker in "${workers[@]}"; do
 done
 check_eq "every worker thread in the rootfs unwinds completely, more than 2 frames" true "$stacks_complete"
 workers_before=$(pgrep -P "$master" | sort | tr '\n' ' ')
-request_seconds=$((request_path_cycles * 6 / 10 + 3))
+# Each cycle is four CLI runs and two short pauses, about 0.7 s under load.
+request_seconds=$((request_path_cycles * 12 / 10 + 5))
 wrk -t2 -c32 -d"${request_seconds}s" --latency "https://127.0.0.1:$port/index.html" >"$scratch/request-path.txt" 2>&1 &
 wrk_pid=$!
 sleep 0.5
