@@ -6,19 +6,29 @@
 #include <nlohmann/json.hpp>
 
 #include "base/Error.h"
+#include "dbus/Bus.h"
 
 namespace suture {
 
-// The CLI's side of sutured's D-Bus API (data/org.suture.Suture1.xml).
-// Each call returns the daemon's JSON document, nullopt when no daemon
-// answers (no system bus, or nobody owns org.suture.Suture1: the caller then
-// runs the engine in-process), or an error: permission_denied when the
-// daemon refuses the caller (not root, no polkit authorization).
-Result<std::optional<nlohmann::json>> daemon_update(bool offline);
-Result<std::optional<nlohmann::json>> daemon_apply(int pid, const std::string& patch_path);
-Result<std::optional<nlohmann::json>> daemon_revert(int pid, const std::string& patch_id);
-Result<std::optional<nlohmann::json>> daemon_history(unsigned limit);
-// Returns true when the daemon took it (nullopt: no daemon).
-Result<std::optional<bool>> daemon_set_enabled(bool enabled);
+// The CLI's side of sutured's D-Bus API (data/org.suture.Suture1.xml): one
+// connection to the system bus on which sutured owns its name.
+class DaemonClient {
+  public:
+    // nullopt when no daemon answers: no system bus, or nobody owns
+    // org.suture.Suture1 (the caller then runs the engine in-process).
+    static std::optional<DaemonClient> connect();
+
+    // Calls METHOD with arguments of D-Bus signature `types`; returns its
+    // document (a method without one returns an empty object). Errors:
+    // permission_denied when the daemon refuses the caller (not root, no
+    // polkit authorization), bad_format for a reply that is not JSON, io
+    // for anything else on the bus.
+    Result<nlohmann::json> call(const char* method, bool returns_document, const char* types,
+                                ...);
+
+  private:
+    explicit DaemonClient(bus::Bus connection) : bus_(std::move(connection)) {}
+    bus::Bus bus_;
+};
 
 }  // namespace suture

@@ -1,35 +1,96 @@
 #pragma once
 
+#include <string>
+
 #include "base/Error.h"
 
 namespace suture {
 
-// suture's exit codes, shared by every subcommand. Documented in `suture
-// --help` and docs/operator-guide.md; scripts rely on them, so never renumber.
+// suture's exit codes, shared by every subcommand; what each means is
+// written once, in `exit_statuses` below, which `suture --help` prints
+// (docs/operator-guide.md repeats it for readers). Scripts rely on them, so
+// never renumber.
 enum ExitCode : int {
-    exit_ok = 0,                 // the command did everything it was asked
-    exit_failure = 1,            // the command could not run (missing build index, I/O error …)
-    exit_usage = 2,              // bad command line
-    exit_partial = 3,            // status: done, but some processes or files could not be read
-    exit_no_process = 4,         // no such process
-    exit_permission = 5,         // permission denied (attach, /proc/PID/mem)
-    exit_not_mapped = 6,         // the patch's library is not mapped by the process
-    exit_build_id_mismatch = 7,  // another build of that library is mapped
-    exit_fingerprint_mismatch = 8,  // a function's bytes differ from the patch's record
-    exit_unsafe = 9,                // threads kept running code being replaced
-    exit_target_died = 10,          // the process died during the operation
-    exit_bad_patch = 11,            // the patch file is malformed or unsupported
-    exit_conflict = 12,             // another patch or foreign bytes in the way
-    exit_not_applied = 13,          // revert: the patch is not applied
-    exit_feed_expired = 14,         // feed: metadata expired (frozen feed)
-    exit_feed_rollback = 15,        // feed: older metadata than already trusted
-    exit_feed_bad_signature = 16,   // feed: signatures below the role's threshold
-    exit_feed_hash_mismatch = 17,   // feed: a file's length or hash differs from the signed one
-    exit_feed_too_large = 18,       // feed: a download exceeded its size cap
-    exit_feed_too_slow = 19,        // feed: a download was too slow
-    exit_feed_unreachable = 20,     // feed: no remote could be reached
-    exit_update_failures = 21,      // update: some processes could not be patched
+    exit_ok = 0,
+    exit_failure = 1,
+    exit_usage = 2,
+    exit_partial = 3,
+    exit_no_process = 4,
+    exit_permission = 5,
+    exit_not_mapped = 6,
+    exit_build_id_mismatch = 7,
+    exit_fingerprint_mismatch = 8,
+    exit_unsafe = 9,
+    exit_target_died = 10,
+    exit_bad_patch = 11,
+    exit_conflict = 12,
+    exit_not_applied = 13,
+    exit_feed_expired = 14,
+    exit_feed_rollback = 15,
+    exit_feed_bad_signature = 16,
+    exit_feed_hash_mismatch = 17,
+    exit_feed_too_large = 18,
+    exit_feed_too_slow = 19,
+    exit_feed_unreachable = 20,
+    exit_update_failures = 21,
 };
+
+struct ExitStatusMeaning {
+    const char* heading;  // non-null: a heading line printed before this status
+    ExitCode code;
+    const char* meaning;
+};
+
+inline constexpr ExitStatusMeaning exit_statuses[] = {
+    {nullptr, exit_ok, "success"},
+    {nullptr, exit_failure,
+     "failure: the command could not run (for example the build index is missing)"},
+    {nullptr, exit_usage, "usage error: bad option or argument"},
+    {nullptr, exit_partial,
+     "status: done, but some processes or mapped files could not be read; they are listed\n"
+     "(in --json under \"unreadable\" and per-process \"errors\")"},
+    {nullptr, exit_no_process, "no such process"},
+    {nullptr, exit_permission, "permission denied"},
+    {nullptr, exit_not_mapped, "library not mapped by the process"},
+    {nullptr, exit_build_id_mismatch, "another build of the library"},
+    {nullptr, exit_fingerprint_mismatch, "function bytes differ from the build the patch was made for"},
+    {nullptr, exit_unsafe, "unsafe: threads kept running code being replaced (the blocking frames are listed)"},
+    {nullptr, exit_target_died, "the process died during the operation"},
+    {nullptr, exit_bad_patch, "bad or unsupported patch file"},
+    {nullptr, exit_conflict, "conflict: another patch or foreign bytes"},
+    {nullptr, exit_not_applied, "revert: the patch is not applied"},
+    {"feed refresh (the first failing remote's reason; the cache stays as it was):",
+     exit_feed_expired, "metadata expired (frozen feed)"},
+    {nullptr, exit_feed_rollback, "rollback to older metadata"},
+    {nullptr, exit_feed_bad_signature, "signatures below the threshold"},
+    {nullptr, exit_feed_hash_mismatch, "length or hash differs from the signed metadata"},
+    {nullptr, exit_feed_too_large, "a download exceeded its size cap"},
+    {nullptr, exit_feed_too_slow, "a download was too slow"},
+    {nullptr, exit_feed_unreachable, "the remote could not be reached"},
+    {"update:", exit_ok, "every matching process is patched (or there was nothing to do)"},
+    {nullptr, exit_update_failures, "some processes could not be patched (each is listed with its reason)"},
+};
+
+// The "Exit status:" block of `suture --help`, from `exit_statuses`.
+inline std::string exit_status_help() {
+    std::string text = "Exit status:\n";
+    for (const ExitStatusMeaning& status : exit_statuses) {
+        if (status.heading != nullptr) {
+            text += std::string(" ") + status.heading + "\n";
+        }
+        std::string number = std::to_string(static_cast<int>(status.code));
+        std::string indent(6, ' ');
+        text += std::string(4 - number.size(), ' ') + number + "  ";
+        for (const char* c = status.meaning; *c != '\0'; ++c) {
+            text += *c;
+            if (*c == '\n') {
+                text += indent;
+            }
+        }
+        text += "\n";
+    }
+    return text;
+}
 
 // The exit status for an error of the injector or the patch parser.
 inline int exit_code_for(ErrorCode code) {

@@ -13,22 +13,10 @@
 
 #include "base/Log.h"
 #include "config.h"
-#include "inject/EntryGate.h"
-#include "patch/PatchFile.h"
 
 namespace suture {
 
 namespace {
-
-// Replies with one string (a JSON document).
-int reply_document(sd_bus_message* message, const nlohmann::json& document) {
-    return sd_bus_reply_method_return(message, "s", document.dump(2).c_str());
-}
-
-nlohmann::json error_document(const Error& error) {
-    return {{"ok", false},
-            {"error", {{"reason", error_code_name(error.code)}, {"message", error.message}}}};
-}
 
 const sd_bus_vtable daemon_vtable[] = {
     SD_BUS_VTABLE_START(0),
@@ -58,26 +46,34 @@ Result<std::unique_ptr<Daemon>> Daemon::open(DaemonOptions options) {
         return tl::unexpected(engine.error());
     }
     std::unique_ptr<Daemon> daemon(new Daemon(std::move(options), std::move(*engine)));
-    int result = sd_bus_open_system(&daemon->bus_);
+    sd_bus* connection = nullptr;
+    int result = sd_bus_open_system(&connection);
     if (result < 0) {
         return fail_errno("system bus", -result);
     }
-    result = sd_bus_add_object_vtable(daemon->bus_, &daemon->slot_, bus_path, bus_interface,
-                                      daemon_vtable, daemon.get());
+    daemon->bus_.reset(connection);
+    sd_bus_slot* slot = nullptr;
+    result = sd_bus_add_object_vtable(connection, &slot, bus::path, bus::interface, daemon_vtable,
+                                      daemon.get());
     if (result < 0) {
-        return fail_errno("D-Bus object " + std::string(bus_path), -result);
+        return fail_errno("D-Bus object " + std::string(bus::path), -result);
     }
+    daemon->slot_.reset(slot);
     return daemon;
 }
 
-Daemon::~Daemon() {
-    sd_bus_slot_unref(slot_);
-    sd_bus_flush_close_unref(bus_);
-    sd_event_unref(event_);
+int Daemon::reply(sd_bus_message* message, const nlohmann::json& document) {
+    return sd_bus_reply_method_return(message, "s", document.dump(2).c_str());
 }
 
 int Daemon::run() {
-    if (sd_event_default(&event_) < 0 || sd_bus_attach_event(bus_, event_, 0) < 0) {
+    sd_event* loop = nullptr;
+    if (sd_event_default(&loop) < 0) {
+        log::error("sutured: cannot set up the event loop");
+        return 1;
+    }
+    event_.reset(loop);
+    if (sd_bus_attach_event(bus_.get(), loop, 0) < 0) {
         log::error("sutured: cannot set up the event loop");
         return 1;
     }
@@ -87,33 +83,33 @@ int Daemon::run() {
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
     sigprocmask(SIG_BLOCK, &signals, nullptr);
-    sd_event_add_signal(event_, nullptr, SIGTERM, nullptr, nullptr);
-    sd_event_add_signal(event_, nullptr, SIGINT, nullptr, nullptr);
+    sd_event_add_signal(loop, nullptr, SIGTERM, nullptr, nullptr);
+    sd_event_add_signal(loop, nullptr, SIGINT, nullptr, nullptr);
     if (options_.new_processes) {
         watch_new_processes();
     }
     if (options_.rescan_seconds > 0) {
-        sd_event_add_time_relative(event_, nullptr, CLOCK_MONOTONIC,
+        sd_event_add_time_relative(loop, nullptr, CLOCK_MONOTONIC,
                                    options_.rescan_seconds * 1000000ULL, 1000000ULL, Daemon::rescan,
                                    this);
     }
     // The name last: a client that sees it finds the daemon fully ready.
-    if (int result = sd_bus_request_name(bus_, bus_name, 0); result < 0) {
-        log::error(std::string("sutured: D-Bus name ") + bus_name + ": " + std::strerror(-result) +
+    if (int result = sd_bus_request_name(bus_.get(), bus::name, 0); result < 0) {
+        log::error(std::string("sutured: D-Bus name ") + bus::name + ": " + std::strerror(-result) +
                    " (only root may own it; is another sutured running?)");
         return 1;
     }
-    log::info(std::string("sutured: serving ") + bus_name);
-    int result = sd_event_loop(event_);
+    log::info(std::string("sutured: serving ") + bus::name);
+    int result = sd_event_loop(loop);
     return result < 0 ? 1 : 0;
 }
 
 void Daemon::watch_new_processes() {
-    if (std::size_t released = release_abandoned(); released > 0) {
+    if (std::size_t released = engine_->release_abandoned_parks(); released > 0) {
         log::warning("sutured: released " + std::to_string(released) +
                      " process(es) a previous sutured left parked");
     }
-    if (auto loaded = new_processes_.reload(); !loaded) {
+    if (auto loaded = engine_->reload_new_process_patches(); !loaded) {
         log::warning("sutured: no patchsets for new processes yet: " + loaded.error().message);
     }
     auto watcher = ExecWatcher::open();
@@ -134,23 +130,21 @@ void Daemon::watch_new_processes() {
         log::warning("sutured: cannot raise its priority; new processes may be patched late");
     }
     exec_watcher_.emplace(std::move(*watcher));
-    sd_event_add_io(event_, nullptr, exec_watcher_->fd(), EPOLLIN, Daemon::exec_events, this);
+    sd_event_add_io(event_.get(), nullptr, exec_watcher_->fd(), EPOLLIN, Daemon::exec_events, this);
     log::info("sutured: patching new processes at their entry point");
 }
 
 int Daemon::exec_events(sd_event_source*, int, std::uint32_t, void* self) {
     auto* daemon = static_cast<Daemon*>(self);
     daemon->exec_watcher_->drain([&](int pid) {
-        auto outcome = daemon->new_processes_.on_exec(pid);
+        auto outcome = daemon->engine_->on_exec(pid, daemon->options_.inject);
         if (!outcome) {
             return;
         }
+        daemon->emit_applied(outcome->actions);
         for (const UpdateAction& action : outcome->actions) {
-            if (action.outcome == "applied") {
-                daemon->emit_patched(pid, action.patch_id, action.level);
-            }
             log::info("sutured: new pid " + std::to_string(pid) + " (" + action.comm +
-                      "): " + action.patch_id + " " + action.outcome +
+                      "): " + action.patch_id + " " + std::string(outcome_name(action.outcome)) +
                       (outcome->parked ? " before main()" : " while running") +
                       (action.message.empty() ? "" : ": " + action.message));
         }
@@ -161,9 +155,7 @@ int Daemon::exec_events(sd_event_source*, int, std::uint32_t, void* self) {
 // The periodic offline update; re-arms itself.
 int Daemon::rescan(sd_event_source* source, std::uint64_t, void* self) {
     auto* daemon = static_cast<Daemon*>(self);
-    UpdateOptions options = daemon->options_.update;
-    options.refresh = false;
-    options.log_idle_runs = false;
+    UpdateOptions options{.refresh = false, .log_idle_runs = false, .inject = daemon->options_.inject};
     // Between processes, handle exec events that arrived meanwhile, so a
     // process starting during the rescan is still parked in time.
     auto handle_pending_execs = [&](std::size_t, std::size_t) {
@@ -171,10 +163,10 @@ int Daemon::rescan(sd_event_source* source, std::uint64_t, void* self) {
             exec_events(nullptr, daemon->exec_watcher_->fd(), 0, daemon);
         }
     };
-    if (auto report = run_update(daemon->engine_, options, handle_pending_execs)) {
+    if (auto report = daemon->engine_->update(options, handle_pending_execs)) {
+        daemon->emit_applied(report->actions);
         for (const UpdateAction& action : report->actions) {
-            if (action.outcome == "applied") {
-                daemon->emit_patched(action.process.pid, action.patch_id, action.level);
+            if (action.outcome == ActionOutcome::applied) {
                 log::info("sutured: rescan: pid " + std::to_string(action.process.pid) + " (" +
                           action.comm + "): " + action.patch_id + " applied");
             }
@@ -182,11 +174,11 @@ int Daemon::rescan(sd_event_source* source, std::uint64_t, void* self) {
     } else {
         log::warning("sutured: rescan: " + report.error().message);
     }
-    (void)daemon->new_processes_.reload();
+    (void)daemon->engine_->reload_new_process_patches();
     // A process whose release failed (say, a debugger attached to it in
     // between) is found again here; no park is in flight at this point.
     if (daemon->exec_watcher_) {
-        (void)release_abandoned();
+        (void)daemon->engine_->release_abandoned_parks();
     }
     sd_event_source_set_time_relative(source, daemon->options_.rescan_seconds * 1000000ULL);
     sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
@@ -194,44 +186,51 @@ int Daemon::rescan(sd_event_source* source, std::uint64_t, void* self) {
 }
 
 int Daemon::authorize(sd_bus_message* message, sd_bus_error* error) {
-    sd_bus_creds* creds = nullptr;
     uid_t uid = static_cast<uid_t>(-1);
-    if (sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID, &creds) >= 0) {
-        sd_bus_creds_get_euid(creds, &uid);
-        sd_bus_creds_unref(creds);
+    sd_bus_creds* raw_creds = nullptr;
+    if (sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID, &raw_creds) >= 0) {
+        bus::Creds creds(raw_creds);
+        sd_bus_creds_get_euid(creds.get(), &uid);
     }
     if (uid == 0) {
         return 0;
     }
     // Ask polkit: CheckAuthorization(subject, action, details, flags, cancellation).
-    sd_bus_message* reply = nullptr;
-    sd_bus_error polkit_error = SD_BUS_ERROR_NULL;
+    bus::BusError polkit_error;
+    sd_bus_message* raw_reply = nullptr;
     const char* sender = sd_bus_message_get_sender(message);
-    int result = sd_bus_call_method(bus_, "org.freedesktop.PolicyKit1",
-                                    "/org/freedesktop/PolicyKit1/Authority",
-                                    "org.freedesktop.PolicyKit1.Authority", "CheckAuthorization",
-                                    &polkit_error, &reply, "(sa{sv})sa{ss}us", "system-bus-name", 1,
-                                    "name", "s", sender ? sender : "", polkit_action, 0, 1u, "");
+    int result = sd_bus_call_method(
+        bus_.get(), "org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority",
+        "org.freedesktop.PolicyKit1.Authority", "CheckAuthorization", polkit_error.get(),
+        &raw_reply, "(sa{sv})sa{ss}us", "system-bus-name", 1, "name", "s", sender ? sender : "",
+        bus::polkit_action, 0, 1u, "");
+    bus::Message reply(raw_reply);
     int authorized = 0;
-    if (result >= 0) {
-        sd_bus_message_enter_container(reply, 'r', "bba{ss}");
-        sd_bus_message_read(reply, "b", &authorized);
+    if (result >= 0 && sd_bus_message_enter_container(reply.get(), 'r', "bba{ss}") >= 0 &&
+        sd_bus_message_read(reply.get(), "b", &authorized) < 0) {
+        authorized = 0;
     }
-    sd_bus_message_unref(reply);
-    sd_bus_error_free(&polkit_error);
     if (authorized) {
         return 0;
     }
     return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
                              "uid %u is not allowed to do that: it needs root or the polkit "
                              "action %s%s",
-                             static_cast<unsigned>(uid), polkit_action,
+                             static_cast<unsigned>(uid), bus::polkit_action,
                              result < 0 ? " (polkit is not available)" : "");
 }
 
 void Daemon::emit_patched(int pid, const std::string& patch_id, std::uint32_t level) {
-    sd_bus_emit_signal(bus_, bus_path, bus_interface, "ProcessPatched", "isu", pid,
+    sd_bus_emit_signal(bus_.get(), bus::path, bus::interface, "ProcessPatched", "isu", pid,
                        patch_id.c_str(), level);
+}
+
+void Daemon::emit_applied(const std::vector<UpdateAction>& actions) {
+    for (const UpdateAction& action : actions) {
+        if (action.outcome == ActionOutcome::applied) {
+            emit_patched(action.process.pid, action.patch_id, action.level);
+        }
+    }
 }
 
 int Daemon::status(sd_bus_message* message, void* self, sd_bus_error*) {
@@ -244,7 +243,7 @@ int Daemon::status(sd_bus_message* message, void* self, sd_bus_error*) {
     }
     const auto* pids = static_cast<const int*>(data);
     std::vector<int> wanted(pids, pids + size / sizeof(int));
-    return reply_document(message, status_to_json(daemon->engine_.status(wanted)));
+    return reply(message, status_to_json(daemon->engine_->status(wanted)));
 }
 
 int Daemon::update(sd_bus_message* message, void* self, sd_bus_error* error) {
@@ -256,19 +255,14 @@ int Daemon::update(sd_bus_message* message, void* self, sd_bus_error* error) {
     if (int denied = daemon->authorize(message, error); denied < 0) {
         return denied;
     }
-    UpdateOptions options = daemon->options_.update;
-    options.refresh = !offline;
-    auto report = run_update(daemon->engine_, options);
+    UpdateOptions options{.refresh = !offline, .inject = daemon->options_.inject};
+    auto report = daemon->engine_->update(options);
     if (!report) {
-        return reply_document(message, error_document(report.error()));
+        return reply(message, error_to_json(report.error()));
     }
-    for (const UpdateAction& action : report->actions) {
-        if (action.outcome == "applied") {
-            daemon->emit_patched(action.process.pid, action.patch_id, action.level);
-        }
-    }
-    (void)daemon->new_processes_.reload();  // the feed may have brought new patchsets
-    return reply_document(message, update_to_json(*report));
+    daemon->emit_applied(report->actions);
+    (void)daemon->engine_->reload_new_process_patches();  // the feed may have brought new patchsets
+    return reply(message, update_to_json(*report));
 }
 
 int Daemon::apply(sd_bus_message* message, void* self, sd_bus_error* error) {
@@ -281,17 +275,12 @@ int Daemon::apply(sd_bus_message* message, void* self, sd_bus_error* error) {
     if (int denied = daemon->authorize(message, error); denied < 0) {
         return denied;
     }
-    auto patch = read_patch_file(path);
-    if (!patch) {
-        return reply_document(message, error_document(patch.error()));
-    }
-    std::vector<BlockingThread> blocking;
-    auto report = daemon->engine_.apply(pid, *patch, daemon->options_.update.inject, &blocking);
+    auto report = daemon->engine_->apply_file(pid, path, daemon->options_.inject);
     if (!report) {
-        return reply_document(message, error_to_json(report.error(), blocking));
+        return reply(message, failure_to_json(report.error()));
     }
     daemon->emit_patched(pid, report->patch_id, report->level);
-    return reply_document(message, inject_report_to_json(pid, *report));
+    return reply(message, inject_report_to_json(pid, *report));
 }
 
 int Daemon::revert(sd_bus_message* message, void* self, sd_bus_error* error) {
@@ -304,16 +293,11 @@ int Daemon::revert(sd_bus_message* message, void* self, sd_bus_error* error) {
     if (int denied = daemon->authorize(message, error); denied < 0) {
         return denied;
     }
-    std::vector<BlockingThread> blocking;
-    auto reports = daemon->engine_.revert(pid, patch_id, daemon->options_.update.inject, &blocking);
+    auto reports = daemon->engine_->revert(pid, patch_id, daemon->options_.inject);
     if (!reports) {
-        return reply_document(message, error_to_json(reports.error(), blocking));
+        return reply(message, failure_to_json(reports.error()));
     }
-    nlohmann::json reverted = nlohmann::json::array();
-    for (const InjectReport& report : *reports) {
-        reverted.push_back(inject_report_to_json(pid, report));
-    }
-    return reply_document(message, {{"reverted", reverted}});
+    return reply(message, reverted_to_json(pid, *reports));
 }
 
 int Daemon::history(sd_bus_message* message, void* self, sd_bus_error*) {
@@ -322,11 +306,11 @@ int Daemon::history(sd_bus_message* message, void* self, sd_bus_error*) {
     if (int result = sd_bus_message_read(message, "u", &limit); result < 0) {
         return result;
     }
-    auto entries = read_history(daemon->options_.update.state_database, limit ? limit : 100);
+    auto entries = daemon->engine_->history(limit ? limit : 100);
     if (!entries) {
-        return reply_document(message, error_document(entries.error()));
+        return reply(message, error_to_json(entries.error()));
     }
-    return reply_document(message, history_to_json(*entries));
+    return reply(message, history_to_json(*entries));
 }
 
 int Daemon::set_enabled(sd_bus_message* message, void* self, sd_bus_error* error) {
@@ -338,12 +322,12 @@ int Daemon::set_enabled(sd_bus_message* message, void* self, sd_bus_error* error
     if (int denied = daemon->authorize(message, error); denied < 0) {
         return denied;
     }
-    if (auto set = suture::set_enabled(daemon->options_.update.state_database, enabled != 0);
-        !set) {
+    if (auto set = daemon->engine_->set_enabled(enabled != 0); !set) {
         return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, set.error().message.c_str());
     }
-    (void)daemon->new_processes_.reload();
-    sd_bus_emit_properties_changed(daemon->bus_, bus_path, bus_interface, "Enabled", nullptr);
+    (void)daemon->engine_->reload_new_process_patches();
+    sd_bus_emit_properties_changed(daemon->bus_.get(), bus::path, bus::interface, "Enabled",
+                                   nullptr);
     return sd_bus_reply_method_return(message, "");
 }
 
@@ -355,7 +339,7 @@ int Daemon::version_property(sd_bus*, const char*, const char*, const char*, sd_
 int Daemon::enabled_property(sd_bus*, const char*, const char*, const char*, sd_bus_message* reply,
                              void* self, sd_bus_error*) {
     auto* daemon = static_cast<Daemon*>(self);
-    auto enabled = is_enabled(daemon->options_.update.state_database);
+    auto enabled = daemon->engine_->enabled();
     return sd_bus_message_append(reply, "b", enabled ? static_cast<int>(*enabled) : 1);
 }
 

@@ -1,27 +1,21 @@
 #pragma once
 
-#include <systemd/sd-bus.h>
-#include <systemd/sd-event.h>
-
 #include <memory>
+#include <optional>
 #include <string>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "base/Error.h"
 #include "daemon/ExecWatcher.h"
+#include "dbus/Bus.h"
 #include "engine/Engine.h"
-#include "engine/NewProcesses.h"
-#include "engine/Update.h"
 
 namespace suture {
 
-inline constexpr const char* bus_name = "org.suture.Suture1";
-inline constexpr const char* bus_path = "/org/suture/Suture1";
-inline constexpr const char* bus_interface = "org.suture.Suture1";
-inline constexpr const char* polkit_action = "org.suture.manage";
-
 struct DaemonOptions {
-    EngineOptions engine;
-    UpdateOptions update;       // feed and state database locations
+    EngineOptions engine;       // build index, feed and state database locations
+    InjectOptions inject;       // for Apply, Revert, updates and new processes
     bool new_processes = true;  // patch processes as they start (exec events)
     // Rescan every process this often (offline update): catches libraries
     // loaded later with dlopen and exclusions changed meanwhile. 0: never.
@@ -39,7 +33,6 @@ class Daemon {
 
     Daemon(const Daemon&) = delete;
     Daemon& operator=(const Daemon&) = delete;
-    ~Daemon();
 
     // Serves until SIGTERM or SIGINT. Returns the exit status.
     int run();
@@ -60,10 +53,8 @@ class Daemon {
     static int rescan(sd_event_source* source, std::uint64_t, void* self);
 
   private:
-    Daemon(DaemonOptions options, Engine engine)
-        : options_(std::move(options)),
-          engine_(std::move(engine)),
-          new_processes_(engine_, options_.update) {}
+    Daemon(DaemonOptions options, std::unique_ptr<Engine> engine)
+        : options_(std::move(options)), engine_(std::move(engine)) {}
 
     // Starts listening to exec events (a warning, not an error, if the
     // kernel refuses: updates still work).
@@ -72,14 +63,19 @@ class Daemon {
     // 0 if the sender may mutate; else a negative errno with `error` set.
     int authorize(sd_bus_message* message, sd_bus_error* error);
     void emit_patched(int pid, const std::string& patch_id, std::uint32_t level);
+    // ProcessPatched for every action that applied a patch.
+    void emit_applied(const std::vector<UpdateAction>& actions);
+    // Replies with one JSON document.
+    static int reply(sd_bus_message* message, const nlohmann::json& document);
 
     DaemonOptions options_;
-    Engine engine_;
-    NewProcessPatcher new_processes_;
+    std::unique_ptr<Engine> engine_;
     std::optional<ExecWatcher> exec_watcher_;
-    sd_bus* bus_ = nullptr;
-    sd_event* event_ = nullptr;
-    sd_bus_slot* slot_ = nullptr;
+    // Declared in this order so the slot goes before the bus, the bus
+    // before the event loop it is attached to.
+    bus::Event event_;
+    bus::Bus bus_;
+    bus::Slot slot_;
 };
 
 }  // namespace suture

@@ -21,10 +21,10 @@ int main(int argc, char** argv) {
     app.set_version_flag("--version", std::string("sutured ") + SUTURE_VERSION);
     suture::DaemonOptions options;
     int verbosity = 0;
-    app.add_option("--state", options.update.state_database, "State database");
-    app.add_option("--config-dir", options.update.feed.config_directory,
+    app.add_option("--state", options.engine.state_database, "State database");
+    app.add_option("--config-dir", options.engine.feed.config_directory,
                    "Directory with remotes.d/");
-    app.add_option("--cache-dir", options.update.feed.cache_directory, "Feed cache");
+    app.add_option("--cache-dir", options.engine.feed.cache_directory, "Feed cache");
     app.add_option("--distro-support", options.engine.distro_support_dir,
                    "Directory of per-distribution build indexes");
     bool no_new_processes = false;

@@ -1,13 +1,17 @@
 #include "engine/Engine.h"
 
-#include <chrono>
+#include <sys/stat.h>
+
+#include <cstdlib>
 #include <filesystem>
 
-#include <nlohmann/json.hpp>
-
 #include "config.h"
-
-#include "base/Files.h"
+#include "distro/BuildIndex.h"
+#include "engine/NewProcesses.h"
+#include "engine/Update.h"
+#include "inject/EntryGate.h"
+#include "scan/Scanner.h"
+#include "state/StateDatabase.h"
 
 namespace suture {
 
@@ -20,36 +24,53 @@ std::string default_distro_support_dir() {
     return SUTURE_SOURCE_DISTRO_SUPPORT_DIR;
 }
 
-nlohmann::json package_to_json(const std::optional<KnownBuild>& package) {
-    if (!package) {
-        return nullptr;
+// (device, inode) of a file; (0, 0) if it does not exist.
+std::pair<std::uint64_t, std::uint64_t> file_identity(const std::string& path) {
+    struct stat info {};
+    if (::stat(path.c_str(), &info) != 0) {
+        return {0, 0};
     }
-    return {
-        {"name", package->package},
-        {"version", package->version},
-        {"source", package->source},
-        {"distribution", package->distribution},
-        {"architecture", package->architecture},
-        {"suites", package->suites},
-    };
+    return {static_cast<std::uint64_t>(info.st_dev), static_cast<std::uint64_t>(info.st_ino)};
 }
 
-template <typename T>
-nlohmann::json optional_to_json(const std::optional<T>& value) {
-    return value ? nlohmann::json(*value) : nlohmann::json(nullptr);
+InjectFailure failure_of(const Error& error) {
+    return InjectFailure{error, {}};
 }
 
 }  // namespace
 
-Result<Engine> Engine::open(const EngineOptions& options) {
-    std::string directory = options.distro_support_dir.empty() ? default_distro_support_dir()
-                                                               : options.distro_support_dir;
-    auto index = BuildIndex::load_directory(directory);
+std::string resolve_state_database(const std::string& path) {
+    if (!path.empty()) {
+        return path;
+    }
+    const char* environment = std::getenv("SUTURE_STATE_DB");
+    return environment != nullptr && *environment != '\0' ? environment
+                                                          : "/var/lib/suture/state.db";
+}
+
+Result<std::unique_ptr<Engine>> Engine::open(EngineOptions options) {
+    if (options.distro_support_dir.empty()) {
+        options.distro_support_dir = default_distro_support_dir();
+    }
+    options.state_database = resolve_state_database(options.state_database);
+    options.feed = resolve_feed_options(options.feed);
+    auto index = BuildIndex::load_directory(options.distro_support_dir);
     if (!index) {
         return tl::unexpected(with_context(index.error(), "build index"));
     }
-    return Engine(std::make_unique<BuildIndex>(std::move(*index)));
+    return std::unique_ptr<Engine>(
+        new Engine(std::move(options), std::make_unique<BuildIndex>(std::move(*index))));
 }
+
+Engine::Engine(EngineOptions options, std::unique_ptr<BuildIndex> index)
+    : options_(std::move(options)),
+      index_(std::move(index)),
+      scanner_(std::make_unique<Scanner>(*index_)),
+      new_processes_(std::make_unique<NewProcessPatcher>(*this)) {}
+
+Engine::~Engine() = default;
+
+// Looking.
 
 StatusReport Engine::status(const std::vector<int>& pids) {
     StatusReport status;
@@ -79,219 +100,159 @@ StatusReport Engine::status(const std::vector<int>& pids) {
     return status;
 }
 
-Result<InjectReport> Engine::apply(int pid, const PatchFile& patch, const InjectOptions& options,
-                                   std::vector<BlockingThread>* blocking) {
-    return apply_patch(pid, patch, options, blocking);
+Result<std::vector<ThreadStack>> Engine::stacks(int pid) {
+    return unwind_threads(pid);
 }
 
-Result<std::vector<InjectReport>> Engine::revert(int pid, const std::string& patch_id,
-                                                 const InjectOptions& options,
-                                                 std::vector<BlockingThread>* blocking) {
-    return revert_patches(pid, patch_id, options, blocking);
-}
+// Patching one process.
 
-std::optional<std::string> openssl_version_number(const std::string& version_text) {
-    constexpr std::string_view prefix = "OpenSSL ";
-    if (!version_text.starts_with(prefix)) {
-        return std::nullopt;
+InjectResult<InjectReport> Engine::apply(int pid, const PatchFile& patch,
+                                         const InjectOptions& options) {
+    std::vector<BlockingThread> blocking;
+    auto report = apply_patch(pid, patch, options, &blocking);
+    if (!report) {
+        return tl::unexpected(InjectFailure{report.error(), std::move(blocking)});
     }
-    std::size_t end = version_text.find(' ', prefix.size());
-    std::string number = version_text.substr(prefix.size(), end - prefix.size());
-    if (number.empty()) {
-        return std::nullopt;
-    }
-    return number;
+    return *report;
 }
 
-std::optional<ErrorCode> error_code_from_name(const std::string& name) {
-    for (int value = 0; value <= static_cast<int>(ErrorCode::unreachable); ++value) {
-        auto code = static_cast<ErrorCode>(value);
-        if (error_code_name(code) == name) {
-            return code;
+InjectResult<InjectReport> Engine::apply_file(int pid, const std::string& path,
+                                              const InjectOptions& options) {
+    auto patch = read_patch_file(path);
+    if (!patch) {
+        // A file that cannot be read is not the process's fault: not
+        // not_found ("no such process") but io.
+        bool unreadable = patch.error().code == ErrorCode::not_found ||
+                          patch.error().code == ErrorCode::permission_denied;
+        Error error = patch.error();
+        error.code = unreadable ? ErrorCode::io : error.code;
+        return tl::unexpected(failure_of(error));
+    }
+    return apply(pid, *patch, options);
+}
+
+InjectResult<std::vector<InjectReport>> Engine::revert(int pid, const std::string& patch_id,
+                                                       const InjectOptions& options) {
+    std::vector<BlockingThread> blocking;
+    auto reports = revert_patches(pid, patch_id, options, &blocking);
+    if (!reports) {
+        return tl::unexpected(InjectFailure{reports.error(), std::move(blocking)});
+    }
+    return *reports;
+}
+
+// The update cycle and the feed.
+
+Result<UpdateReport> Engine::update(const UpdateOptions& options, const UpdateProgress& progress) {
+    return run_update(*this, options, progress);
+}
+
+Result<std::vector<RemoteRefresh>> Engine::refresh_feeds(const feed::Progress& progress) {
+    return suture::refresh_feeds(options_.feed, progress);
+}
+
+Result<std::vector<feed::CachedTarget>> Engine::list_feeds() {
+    return suture::list_feeds(options_.feed);
+}
+
+// New processes.
+
+Result<void> Engine::reload_new_process_patches() {
+    return new_processes_->reload();
+}
+
+std::optional<NewProcessOutcome> Engine::on_exec(int pid, const InjectOptions& options) {
+    return new_processes_->on_exec(pid, options);
+}
+
+const NewProcessStatistics& Engine::new_process_statistics() const {
+    return new_processes_->statistics();
+}
+
+std::size_t Engine::release_abandoned_parks() {
+    return release_abandoned();
+}
+
+// State.
+
+Result<StateDatabase*> Engine::state() {
+    auto identity = file_identity(options_.state_database);
+    if (state_ && identity != state_file_) {
+        state_.reset();  // replaced or removed since it was opened
+    }
+    if (!state_) {
+        auto database = StateDatabase::open(options_.state_database);
+        if (!database) {
+            return tl::unexpected(database.error());
         }
+        state_ = std::make_unique<StateDatabase>(std::move(*database));
+        state_file_ = file_identity(options_.state_database);
     }
-    return std::nullopt;
+    return state_.get();
 }
 
-std::string error_code_name(ErrorCode code) {
-    switch (code) {
-        case ErrorCode::io:
-            return "io";
-        case ErrorCode::not_found:
-            return "not_found";
-        case ErrorCode::permission_denied:
-            return "permission_denied";
-        case ErrorCode::bad_format:
-            return "bad_format";
-        case ErrorCode::unsupported:
-            return "unsupported";
-        case ErrorCode::invalid_argument:
-            return "invalid_argument";
-        case ErrorCode::library_not_mapped:
-            return "library_not_mapped";
-        case ErrorCode::build_id_mismatch:
-            return "build_id_mismatch";
-        case ErrorCode::fingerprint_mismatch:
-            return "fingerprint_mismatch";
-        case ErrorCode::unsafe:
-            return "unsafe";
-        case ErrorCode::target_died:
-            return "target_died";
-        case ErrorCode::conflict:
-            return "conflict";
-        case ErrorCode::not_applied:
-            return "not_applied";
-        case ErrorCode::expired:
-            return "expired";
-        case ErrorCode::rollback:
-            return "rollback";
-        case ErrorCode::bad_signature:
-            return "bad_signature";
-        case ErrorCode::hash_mismatch:
-            return "hash_mismatch";
-        case ErrorCode::too_large:
-            return "too_large";
-        case ErrorCode::too_slow:
-            return "too_slow";
-        case ErrorCode::unreachable:
-            return "unreachable";
+Result<std::vector<HistoryEntry>> Engine::history(std::size_t limit) {
+    auto database = state();
+    if (!database) {
+        return tl::unexpected(database.error());
     }
-    return "unknown";
+    return (*database)->history(limit);
 }
 
-nlohmann::json inject_report_to_json(int pid, const InjectReport& report) {
-    return {
-        {"pid", pid},
-        {"patch_id", report.patch_id},
-        {"level", report.level},
-        {"replaced_level", optional_to_json(report.replaced_level)},
-        {"already_applied", report.already_applied},
-        {"region_address", hex_address(report.region_address)},
-        {"functions", report.functions},
-        {"attempts", report.attempts},
-        {"threads", report.threads},
-        {"stopped_us",
-         std::chrono::duration_cast<std::chrono::microseconds>(report.stopped_for).count()},
-        {"stack_check",
-         {{"threads", report.stack_check.threads},
-          {"proven_by_scan", report.stack_check.proven_by_scan},
-          {"unwound", report.stack_check.unwound},
-          {"complete_unwinds", report.stack_check.complete_unwinds},
-          {"deepest_frames", report.stack_check.deepest_frames}}},
-        {"released_regions", report.released_regions},
-    };
+Result<void> Engine::set_enabled(bool enabled) {
+    auto database = state();
+    if (!database) {
+        return tl::unexpected(database.error());
+    }
+    if (auto set = (*database)->set_setting("enabled", enabled ? "true" : "false"); !set) {
+        return set;
+    }
+    return (*database)->log(
+        {.action = "settings", .outcome = "ok", .message = enabled ? "enabled" : "disabled"});
 }
 
-nlohmann::json thread_stacks_to_json(int pid, const std::vector<ThreadStack>& stacks) {
-    nlohmann::json threads = nlohmann::json::array();
-    for (const ThreadStack& stack : stacks) {
-        nlohmann::json frames = nlohmann::json::array();
-        for (std::uint64_t frame : stack.frames) {
-            frames.push_back(hex_address(frame));
-        }
-        threads.push_back({{"tid", stack.tid},
-                           {"complete", stack.complete},
-                           {"incomplete_reason", stack.complete
-                                                     ? nlohmann::json(nullptr)
-                                                     : nlohmann::json(stack.incomplete_reason)},
-                           {"frames", std::move(frames)}});
+Result<bool> Engine::enabled() {
+    auto database = state();
+    if (!database) {
+        return tl::unexpected(database.error());
     }
-    return {{"pid", pid}, {"threads", std::move(threads)}};
+    auto value = (*database)->setting("enabled");
+    if (!value) {
+        return tl::unexpected(value.error());
+    }
+    return !value->has_value() || **value != "false";
 }
 
-nlohmann::json error_to_json(const Error& error, const std::vector<BlockingThread>& blocking) {
-    nlohmann::json threads = nlohmann::json::array();
-    for (const BlockingThread& thread : blocking) {
-        threads.push_back({{"tid", thread.tid},
-                           {"frames", thread.frames},
-                           {"cannot_unwind", thread.cannot_unwind.empty()
-                                                 ? nlohmann::json(nullptr)
-                                                 : nlohmann::json(thread.cannot_unwind)}});
+Result<void> Engine::set_exclusion(const Exclusion& exclusion, bool excluded) {
+    const auto& [kind, value] = exclusion;
+    if (kind != "executable" && kind != "unit") {
+        return fail(ErrorCode::invalid_argument, "exclusion kind \"" + kind +
+                                                     "\": must be executable or unit");
     }
-    return {{"error",
-             {{"reason", error_code_name(error.code)},
-              {"message", error.message},
-              {"blocking_threads", std::move(threads)}}}};
+    if (kind == "executable" && !value.starts_with("/")) {
+        return fail(ErrorCode::invalid_argument, "--executable needs an absolute path");
+    }
+    auto database = state();
+    if (!database) {
+        return tl::unexpected(database.error());
+    }
+    auto changed = excluded ? (*database)->add_exclusion(kind, value)
+                            : (*database)->remove_exclusion(kind, value);
+    if (!changed) {
+        return changed;
+    }
+    return (*database)->log(
+        {.action = "settings",
+         .outcome = "ok",
+         .message = std::string(excluded ? "exclude " : "include ") + kind + " " + value});
 }
 
-nlohmann::json status_to_json(const StatusReport& status) {
-    const ScanReport& report = status.scan;
-    nlohmann::json processes = nlohmann::json::array();
-    std::size_t with_openssl = 0;
-    for (const ProcessReport& process : report.processes) {
-        nlohmann::json libraries = nlohmann::json::array();
-        for (const MappedLibrary& library : process.libraries) {
-            std::optional<std::string> version;
-            if (library.version_text) {
-                version = openssl_version_number(*library.version_text);
-            }
-            libraries.push_back({
-                {"soname", library.soname},
-                {"path", library.path},
-                {"build_id", library.build_id},
-                {"version", optional_to_json(version)},
-                {"version_text", optional_to_json(library.version_text)},
-                {"package", package_to_json(library.package)},
-                {"deleted", library.deleted},
-                {"replaced", library.replaced},
-                {"on_disk_build_id", optional_to_json(library.on_disk_build_id)},
-                {"base_address", hex_address(library.base_address)},
-            });
-        }
-        nlohmann::json errors = nlohmann::json::array();
-        for (const Error& error : process.errors) {
-            errors.push_back({{"reason", error_code_name(error.code)}, {"message", error.message}});
-        }
-        with_openssl += process.libraries.empty() ? 0 : 1;
-        nlohmann::json patches = nlohmann::json::array();
-        if (auto found = status.patches.find(process.info.pid); found != status.patches.end()) {
-            for (const AppliedPatch& patch : found->second) {
-                patches.push_back({
-                    {"patch_id", patch.marker.patch_id},
-                    {"level", patch.marker.level},
-                    {"state", patch_state_name(patch.state)},
-                    {"target_build_id", patch.marker.target_build_id},
-                    {"functions", patch.marker.functions.size()},
-                    {"jumps_in_place", patch.jumps_in_place},
-                    {"region_address", hex_address(patch.marker.region_address)},
-                    {"applied_at_unix_ns", patch.marker.applied_at_unix_ns},
-                });
-            }
-        }
-        processes.push_back({
-            {"pid", process.info.pid},
-            {"comm", process.info.comm},
-            {"start_time", process.info.start_time},
-            {"other_mount_namespace", process.other_mount_namespace},
-            {"root", process.root},
-            {"libraries", std::move(libraries)},
-            {"errors", std::move(errors)},
-            {"patches", std::move(patches)},
-        });
+Result<std::vector<Exclusion>> Engine::exclusions() {
+    auto database = state();
+    if (!database) {
+        return tl::unexpected(database.error());
     }
-    nlohmann::json unreadable = nlohmann::json::array();
-    for (const UnreadableProcess& process : report.unreadable) {
-        unreadable.push_back({
-            {"pid", process.pid},
-            {"comm", process.comm},
-            {"reason", error_code_name(process.error.code)},
-            {"message", process.error.message},
-        });
-    }
-    return {
-        {"format", "suture-status"},
-        {"format_version", 1},
-        {"suture_version", SUTURE_VERSION},
-        {"summary",
-         {
-             {"processes_examined", report.processes_examined},
-             {"processes_with_openssl", with_openssl},
-             {"processes_vanished", report.processes_vanished},
-             {"processes_unreadable", report.unreadable.size()},
-         }},
-        {"processes", std::move(processes)},
-        {"unreadable", std::move(unreadable)},
-    };
+    return (*database)->exclusions();
 }
 
 }  // namespace suture

@@ -1,86 +1,118 @@
+// The engine: the one API of suture. The CLI (src/cli) and the daemon
+// (src/daemon) call only this and the documents of engine/Documents.h;
+// meson and scripts/check-layers make reaching past it a build error.
 #pragma once
 
-#include <map>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
-
 #include "base/Error.h"
-#include "distro/BuildIndex.h"
-#include "inject/Injector.h"
+#include "engine/Documents.h"
+#include "engine/Feed.h"
 #include "patch/PatchFile.h"
-#include "scan/Scanner.h"
 
 namespace suture {
+
+class BuildIndex;
+class Scanner;
+class StateDatabase;
+class NewProcessPatcher;
 
 struct EngineOptions {
     // Directory holding <distribution>/builds.json; empty means the installed
     // copy, or the source tree's when running from a build directory.
     std::string distro_support_dir;
+    // The state database; empty: $SUTURE_STATE_DB or /var/lib/suture/state.db.
+    // Opened on first use (status and stacks never need it).
+    std::string state_database;
+    FeedOptions feed;  // empty fields get their defaults (resolve_feed_options)
 };
 
-// What `status` reports: the scan, plus the suture patches found in each
-// reported process through their region markers (no ptrace).
-struct StatusReport {
-    ScanReport scan;
-    std::map<int, std::vector<AppliedPatch>> patches;  // by pid; absent: none
+struct UpdateOptions {
+    bool refresh = true;        // false: offline, from the cache only (the boot case)
+    bool log_idle_runs = true;  // false: no history entry for a run that did nothing
+    InjectOptions inject;
 };
 
-// The one API the CLI (and later the daemon) calls. It owns the build index
-// and the scanner with its cache, so a long-lived caller scans warm.
+// Progress of an update: (processes handled, processes to handle).
+using UpdateProgress = std::function<void(std::size_t, std::size_t)>;
+
+// An exclusion: kind "executable" (an absolute path) or "unit" (a systemd
+// unit), and its value.
+using Exclusion = std::pair<std::string, std::string>;
+
+// Owns the build index, the scanner with its cache (a long-lived caller
+// scans warm), the state database and the feed configuration, and offers
+// every operation. Not copyable or movable: its parts refer to it.
 class Engine {
   public:
-    static Result<Engine> open(const EngineOptions& options);
+    static Result<std::unique_ptr<Engine>> open(EngineOptions options);
+    ~Engine();
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
 
+    // Looking: no ptrace, nothing changes.
     // Scans every process, or only `pids` when not empty (a PID that does not
     // exist is reported as unreadable with reason not_found).
     StatusReport status(const std::vector<int>& pids = {});
-
-    // Applies a patch file to one process (see apply_patch in
-    // inject/Injector.h). `blocking` receives the threads that blocked the
-    // last try when the result is `unsafe`.
-    Result<InjectReport> apply(int pid, const PatchFile& patch, const InjectOptions& options,
-                               std::vector<BlockingThread>* blocking = nullptr);
-
-    // Reverts `patch_id` (every suture patch if empty) in one process.
-    Result<std::vector<InjectReport>> revert(int pid, const std::string& patch_id,
-                                             const InjectOptions& options,
-                                             std::vector<BlockingThread>* blocking = nullptr);
-
     // Unwinds every thread of one process, stopped for the duration, as the
     // stack check would (`suture stacks`); changes nothing.
-    Result<std::vector<ThreadStack>> stacks(int pid) { return unwind_threads(pid); }
+    Result<std::vector<ThreadStack>> stacks(int pid);
 
-    const BuildIndex& build_index() const { return *index_; }
+    // Patching one process (see apply_patch and revert_patches in
+    // inject/Injector.h). Not recorded in the state database: `update`
+    // adopts what it finds in memory.
+    InjectResult<InjectReport> apply(int pid, const PatchFile& patch, const InjectOptions& options);
+    // The same from a patch file's path; a file that does not parse is a
+    // bad_format (or unsupported) failure.
+    InjectResult<InjectReport> apply_file(int pid, const std::string& path,
+                                          const InjectOptions& options);
+    // Reverts `patch_id` (every suture patch if empty) in one process.
+    InjectResult<std::vector<InjectReport>> revert(int pid, const std::string& patch_id,
+                                                   const InjectOptions& options);
+
+    // The automatic cycle (`suture update`, Engine::update in Update.cpp).
+    Result<UpdateReport> update(const UpdateOptions& options, const UpdateProgress& progress = {});
+    // The feed: refresh every enabled remote, or list the verified cache.
+    Result<std::vector<RemoteRefresh>> refresh_feeds(const feed::Progress& progress = {});
+    Result<std::vector<feed::CachedTarget>> list_feeds();
+
+    // New processes (sutured): see NewProcesses.h.
+    Result<void> reload_new_process_patches();
+    std::optional<NewProcessOutcome> on_exec(int pid, const InjectOptions& options);
+    const NewProcessStatistics& new_process_statistics() const;
+    // Releases processes a previous sutured left parked; returns how many.
+    std::size_t release_abandoned_parks();
+
+    // State: the audit log, the global switch, exclusions.
+    Result<std::vector<HistoryEntry>> history(std::size_t limit);
+    Result<void> set_enabled(bool enabled);
+    Result<bool> enabled();
+    Result<void> set_exclusion(const Exclusion& exclusion, bool excluded);
+    Result<std::vector<Exclusion>> exclusions();
+
+    // For the engine's own parts (Update.cpp, NewProcesses.cpp).
+    // The state database, opened on first use and opened again when its
+    // file was replaced or removed meanwhile.
+    Result<StateDatabase*> state();
+    const FeedOptions& feed_options() const { return options_.feed; }
 
   private:
-    explicit Engine(std::unique_ptr<BuildIndex> index)
-        : index_(std::move(index)), scanner_(std::make_unique<Scanner>(*index_)) {}
+    Engine(EngineOptions options, std::unique_ptr<BuildIndex> index);
 
-    std::unique_ptr<BuildIndex> index_;  // heap: the scanner keeps a reference
-    std::unique_ptr<Scanner> scanner_;
+    EngineOptions options_;  // defaults resolved
+    std::unique_ptr<BuildIndex> index_;
+    std::unique_ptr<Scanner> scanner_;  // keeps a reference to *index_
+    std::unique_ptr<StateDatabase> state_;
+    std::pair<std::uint64_t, std::uint64_t> state_file_{};  // device, inode
+    std::unique_ptr<NewProcessPatcher> new_processes_;
 };
 
-// "3.0.20" out of "OpenSSL 3.0.20 16 Jan 2026" (or "1.1.1w" out of
-// "OpenSSL 1.1.1w  11 Sep 2023"); nullopt when the text has no version.
-std::optional<std::string> openssl_version_number(const std::string& version_text);
-
-// The `suture status --json` document (docs/formats.md, "Status document").
-nlohmann::json status_to_json(const StatusReport& report);
-
-// One apply/revert result, and an error with its blocking threads, as JSON
-// (docs/formats.md, "Apply and revert documents").
-nlohmann::json inject_report_to_json(int pid, const InjectReport& report);
-// The `suture stacks --json` document (docs/formats.md, "Stacks document").
-nlohmann::json thread_stacks_to_json(int pid, const std::vector<ThreadStack>& stacks);
-nlohmann::json error_to_json(const Error& error, const std::vector<BlockingThread>& blocking);
-
-// Name of an ErrorCode as it appears in JSON ("permission_denied").
-std::string error_code_name(ErrorCode code);
-// The inverse, for documents that come back over D-Bus; nullopt if unknown.
-std::optional<ErrorCode> error_code_from_name(const std::string& name);
+// The database path with the default applied.
+std::string resolve_state_database(const std::string& path);
 
 }  // namespace suture

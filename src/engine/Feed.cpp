@@ -5,7 +5,6 @@
 #include <cstdlib>
 #include <ctime>
 
-#include "engine/Engine.h"
 
 namespace suture {
 
@@ -82,48 +81,6 @@ Result<std::vector<feed::CachedTarget>> list_feeds(const FeedOptions& options) {
         all.insert(all.end(), listed->begin(), listed->end());
     }
     return all;
-}
-
-nlohmann::json refresh_to_json(const std::vector<RemoteRefresh>& refreshes) {
-    nlohmann::json remotes = nlohmann::json::array();
-    for (const RemoteRefresh& refresh : refreshes) {
-        if (refresh.result) {
-            const feed::RefreshReport& report = *refresh.result;
-            remotes.push_back({{"remote", refresh.remote},
-                               {"ok", true},
-                               {"changed", report.changed},
-                               {"versions",
-                                {{"root", report.root_version},
-                                 {"timestamp", report.timestamp_version},
-                                 {"snapshot", report.snapshot_version},
-                                 {"targets", report.targets_version}}},
-                               {"targets", report.targets},
-                               {"downloaded", report.downloaded},
-                               {"reused", report.reused}});
-        } else {
-            remotes.push_back({{"remote", refresh.remote},
-                               {"ok", false},
-                               {"error",
-                                {{"reason", error_code_name(refresh.result.error().code)},
-                                 {"message", refresh.result.error().message}}}});
-        }
-    }
-    return {{"remotes", remotes}};
-}
-
-nlohmann::json cached_targets_to_json(const std::vector<feed::CachedTarget>& targets) {
-    nlohmann::json entries = nlohmann::json::array();
-    for (const feed::CachedTarget& cached : targets) {
-        entries.push_back({{"remote", cached.remote},
-                           {"name", cached.target.name},
-                           {"length", cached.target.length},
-                           {"sha256", cached.target.sha256},
-                           {"path", cached.path},
-                           {"usable", cached.usable},
-                           {"held_back_because", cached.held_back_because},
-                           {"custom", cached.target.custom}});
-    }
-    return {{"patchsets", entries}};
 }
 
 }  // namespace suture

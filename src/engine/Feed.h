@@ -3,8 +3,6 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "base/Error.h"
 #include "feed-client/FeedClient.h"
 
@@ -34,9 +32,5 @@ Result<std::vector<RemoteRefresh>> refresh_feeds(const FeedOptions& options,
 
 // The verified patchsets in the cache of every enabled remote (no network).
 Result<std::vector<feed::CachedTarget>> list_feeds(const FeedOptions& options);
-
-// The `suture feed refresh --json` and `suture feed list --json` documents.
-nlohmann::json refresh_to_json(const std::vector<RemoteRefresh>& refreshes);
-nlohmann::json cached_targets_to_json(const std::vector<feed::CachedTarget>& targets);
 
 }  // namespace suture

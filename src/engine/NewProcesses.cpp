@@ -1,9 +1,7 @@
 #include "engine/NewProcesses.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include "base/Files.h"
 #include "base/Log.h"
 #include "elf/ElfFile.h"
 #include "inject/EntryGate.h"
@@ -17,19 +15,45 @@ bool is_openssl_soname(const std::string& name) {
     return name.starts_with("libssl.so") || name.starts_with("libcrypto.so");
 }
 
+// A process held at its entry point, released when this goes out of scope
+// (on every path: excluded, gone, timed out, patched).
+class Park {
+  public:
+    explicit Park(std::optional<ParkedProcess> parked) : parked_(std::move(parked)) {}
+    ~Park() { release(); }
+    Park(const Park&) = delete;
+    Park& operator=(const Park&) = delete;
+
+    bool held() const { return parked_.has_value(); }
+    const ParkedProcess& process() const { return *parked_; }
+
+    // Into main(). A failure is logged: the next rescan's release_abandoned
+    // finds the process again.
+    void release() {
+        if (!parked_) {
+            return;
+        }
+        if (auto released = release_parked(*parked_); !released) {
+            log::error("new process: cannot release pid " + std::to_string(parked_->pid) + ": " +
+                       released.error().message);
+        }
+        parked_.reset();
+    }
+
+  private:
+    std::optional<ParkedProcess> parked_;
+};
+
 }  // namespace
 
-NewProcessPatcher::NewProcessPatcher(Engine& engine, UpdateOptions options)
-    : engine_(engine), options_(std::move(options)) {}
-
 Result<void> NewProcessPatcher::reload() {
-    auto cached = list_feeds(resolve_feed_options(options_.feed));
+    auto cached = engine_.list_feeds();
     if (!cached) {
         return tl::unexpected(cached.error());
     }
     std::vector<std::string> problems;
     patches_ = load_usable_patches(*cached, problems);
-    auto enabled = is_enabled(options_.state_database);
+    auto enabled = engine_.enabled();
     enabled_ = !enabled || *enabled;
     return {};
 }
@@ -37,24 +61,19 @@ Result<void> NewProcessPatcher::reload() {
 // Does the process's executable name libssl or libcrypto in DT_NEEDED?
 // Cached per file (device, inode, modification time).
 bool NewProcessPatcher::needs_openssl(int pid) {
-    std::string exe = "/proc/" + std::to_string(pid) + "/exe";
-    struct stat info {};
-    if (::stat(exe.c_str(), &info) != 0) {
+    auto executable = open_executable(pid);
+    if (!executable) {
         return false;
     }
-    auto key = std::make_tuple(static_cast<std::uint64_t>(info.st_dev),
-                               static_cast<std::uint64_t>(info.st_ino),
-                               static_cast<std::int64_t>(info.st_mtime));
+    auto key = std::make_tuple(executable->device, executable->inode, executable->modified);
     if (auto known = executables_.find(key); known != executables_.end()) {
         return known->second;
     }
     bool needs = false;
-    if (auto fd = open_read_only(exe)) {
-        if (auto elf = ElfFile::open(*fd, exe)) {
-            if (auto needed = elf->needed()) {
-                for (const std::string& name : *needed) {
-                    needs = needs || is_openssl_soname(name);
-                }
+    if (auto elf = ElfFile::open(executable->fd, executable->path)) {
+        if (auto needed = elf->needed()) {
+            for (const std::string& name : *needed) {
+                needs = needs || is_openssl_soname(name);
             }
         }
     }
@@ -62,11 +81,27 @@ bool NewProcessPatcher::needs_openssl(int pid) {
     return needs;
 }
 
-std::vector<UpdateAction> NewProcessPatcher::apply_matching(int pid, std::uint64_t start_time,
-                                                            const std::string& comm,
-                                                            StateDatabase* database) {
+// Exclusions are read fresh (the process waits parked meanwhile), so a
+// `suture exclude` takes effect for the very next process.
+bool NewProcessPatcher::excluded(int pid) {
+    auto rows = engine_.exclusions();
+    if (!rows) {
+        return false;
+    }
+    Exclusions exclusions = Exclusions::from(*rows);
+    if (auto why = exclusions.reason(place_of(pid, exclusions))) {
+        log::debug("new process: pid " + std::to_string(pid) + ": " + *why);
+        return true;
+    }
+    return false;
+}
+
+std::vector<UpdateAction> NewProcessPatcher::apply_matching(const ProcessInfo& info,
+                                                            const InjectOptions& options) {
+    auto database = engine_.state();
+    StateDatabase* records = database ? *database : nullptr;
     std::vector<UpdateAction> actions;
-    StatusReport status = engine_.status({pid});
+    StatusReport status = engine_.status({info.pid});
     for (const ProcessReport& process : status.scan.processes) {
         for (const MappedLibrary& library : process.libraries) {
             auto found = patches_.find(library.build_id);
@@ -75,10 +110,11 @@ std::vector<UpdateAction> NewProcessPatcher::apply_matching(int pid, std::uint64
             }
             for (const UsablePatch& candidate : found->second) {
                 const PatchMetadata& metadata = candidate.patch.metadata;
-                UpdateAction action{
-                    {pid, start_time}, comm, metadata.patch_id, metadata.level, "", "", ""};
-                apply_and_record(engine_, database, candidate, options_.inject, "", "new process",
-                                 action);
+                UpdateAction action{.process = {info.pid, info.start_time},
+                                    .comm = info.comm,
+                                    .patch_id = metadata.patch_id,
+                                    .level = metadata.level};
+                apply_and_record(engine_, records, candidate, options, "", "new process", action);
                 actions.push_back(std::move(action));
             }
         }
@@ -86,65 +122,45 @@ std::vector<UpdateAction> NewProcessPatcher::apply_matching(int pid, std::uint64
     return actions;
 }
 
-std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid) {
+std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const InjectOptions& options) {
     ++statistics_.execs;
     // Only cheap, cached checks before parking: the loader is racing us.
     if (pid == ::getpid() || !enabled_ || patches_.empty() || !needs_openssl(pid)) {
         return std::nullopt;
     }
     ++statistics_.candidates;
+    // 1. Park it at its entry point (or find it past its loader already).
     auto parked = park_at_entry(pid);
     if (!parked) {
         log::debug("new process: " + parked.error().message);
         return std::nullopt;
     }
-    if (!*parked) {
+    Park park(std::move(*parked));
+    if (!park.held()) {
         log::debug("new process: pid " + std::to_string(pid) + " is past its loader already");
     }
+    // 2. Skip what is gone or excluded (released on return).
     auto info = read_process_info(pid);
-    if (!info) {
-        if (*parked) {
-            (void)release_parked(**parked);
-        }
-        return std::nullopt;  // gone already
+    if (!info || excluded(pid)) {
+        return std::nullopt;
     }
-    // Exclusions are read fresh (the process waits parked meanwhile), so a
-    // `suture exclude` takes effect for the very next process.
-    auto database = StateDatabase::open(resolve_state_database(options_.state_database));
-    if (database) {
-        if (auto excluded = Exclusions::load(*database).reason(pid)) {
-            log::debug("new process: pid " + std::to_string(pid) + ": " + *excluded);
-            if (*parked) {
-                (void)release_parked(**parked);
-            }
-            return std::nullopt;
-        }
-    }
-    NewProcessOutcome outcome;
-    outcome.pid = pid;
-    if (*parked) {
-        // 1. Wait until the loader is done and it spins at its entry.
-        if (auto ready = wait_until_parked(**parked, std::chrono::seconds(5)); !ready) {
+    // 3. Wait until the loader is done and it spins at its entry.
+    NewProcessOutcome outcome{.pid = pid};
+    if (park.held()) {
+        if (auto ready = wait_until_parked(park.process(), std::chrono::seconds(5)); !ready) {
             log::warning("new process: " + ready.error().message);
-            (void)release_parked(**parked);
             return std::nullopt;
         }
         outcome.parked = true;
         ++statistics_.parked;
     }
-    // 2. Apply what matches the libraries it mapped.
-    outcome.actions =
-        apply_matching(pid, info->start_time, info->comm, database ? &*database : nullptr);
+    // 4. Apply what matches the libraries it mapped.
+    outcome.actions = apply_matching(*info, options);
+    // 5. Into main(), patched.
+    park.release();
     bool any_applied = false;
     for (const UpdateAction& action : outcome.actions) {
-        any_applied = any_applied || action.outcome == "applied";
-    }
-    // 3. Into main(), patched.
-    if (*parked) {
-        if (auto released = release_parked(**parked); !released) {
-            log::error("new process: cannot release pid " + std::to_string(pid) + ": " +
-                       released.error().message);
-        }
+        any_applied = any_applied || action.outcome == ActionOutcome::applied;
     }
     if (any_applied) {
         ++(outcome.parked ? statistics_.patched_before_main : statistics_.patched_late);

@@ -2,161 +2,110 @@
 
 #include <unistd.h>
 
-#include <cstdlib>
-#include <ctime>
 #include <map>
-#include <set>
 
 #include <nlohmann/json.hpp>
 
-#include "base/Files.h"
+#include "proc/Process.h"
 #include "state/StateDatabase.h"
 
 namespace suture {
 
 namespace {
 
-std::string executable_of(int pid) {
-    char path[4096];
-    ssize_t length =
-        ::readlink(("/proc/" + std::to_string(pid) + "/exe").c_str(), path, sizeof path - 1);
-    return length > 0 ? std::string(path, static_cast<std::size_t>(length)) : "";
+using Candidates = std::map<std::string, std::vector<UsablePatch>>;
+
+// One (process, candidate) pair to decide about.
+struct Work {
+    const ProcessReport* process;
+    const UsablePatch* candidate;
+};
+
+// The records of a fleet go to disk in batches: with synchronous=FULL, one
+// transaction per record cost about as much as the applies themselves. A
+// crash loses at most one batch, and the next update adopts those patches
+// from memory. The batch in progress is committed when this goes out of
+// scope.
+class RecordBatches {
+  public:
+    explicit RecordBatches(StateDatabase& database)
+        : database_(database), open_(database.begin_batch().has_value()) {}
+    ~RecordBatches() {
+        if (open_) {
+            (void)database_.commit_batch();
+        }
+    }
+    RecordBatches(const RecordBatches&) = delete;
+    RecordBatches& operator=(const RecordBatches&) = delete;
+
+    // Call after each record: every `per_batch` records, a new batch.
+    void recorded() {
+        if (open_ && ++in_batch_ == per_batch) {
+            open_ = database_.commit_batch().has_value() && database_.begin_batch().has_value();
+            in_batch_ = 0;
+        }
+    }
+
+  private:
+    static constexpr std::size_t per_batch = 64;
+    StateDatabase& database_;
+    bool open_;
+    std::size_t in_batch_ = 0;
+};
+
+bool switched_off(StateDatabase& database) {
+    auto enabled = database.setting("enabled");
+    return enabled && enabled->has_value() && **enabled == "false";
 }
 
-}  // namespace
-
-std::map<std::string, std::vector<UsablePatch>> load_usable_patches(
-    const std::vector<feed::CachedTarget>& cached, std::vector<std::string>& problems) {
-    // Per build ID and patch id, the highest usable level.
-    std::map<std::string, std::map<std::string, UsablePatch>> best;
-    for (const feed::CachedTarget& target : cached) {
-        if (!target.usable) {
-            continue;
-        }
-        auto patch = read_patch_file(target.path);
-        if (!patch) {
-            problems.push_back(patch.error().message);
-            continue;
-        }
-        // Copies: the patch is moved into the map below.
-        std::string patch_id = patch->metadata.patch_id;
-        std::uint32_t level = patch->metadata.level;
-        auto& slot = best[patch->metadata.target_build_id];
-        auto existing = slot.find(patch_id);
-        if (existing == slot.end() || existing->second.patch.metadata.level < level) {
-            slot.erase(patch_id);
-            slot.emplace(patch_id, UsablePatch{target, std::move(*patch)});
-        }
+// Step: refresh every remote, each result in the history.
+Result<void> refresh_feeds(Engine& engine, StateDatabase& database, UpdateReport& report) {
+    auto refreshes = engine.refresh_feeds();
+    if (!refreshes) {
+        return tl::unexpected(refreshes.error());
     }
-    std::map<std::string, std::vector<UsablePatch>> by_build;
-    for (auto& [build_id, patches] : best) {
-        for (auto& [patch_id, candidate] : patches) {
-            by_build[build_id].push_back(std::move(candidate));
-        }
-    }
-    return by_build;
-}
-
-void apply_and_record(Engine& engine, StateDatabase* database, const UsablePatch& candidate,
-                      const InjectOptions& options, const std::string& executable,
-                      const std::string& origin, UpdateAction& action) {
-    const PatchMetadata& metadata = candidate.patch.metadata;
-    auto applied = engine.apply(action.process.pid, candidate.patch, options);
-    action.outcome = applied ? "applied" : "failed";
-    if (!applied) {
-        action.reason = error_code_name(applied.error().code);
-        action.message = applied.error().message;
-    }
-    if (database == nullptr) {
-        return;
-    }
-    if (applied) {
-        (void)database->record_application({0, action.process, executable, metadata.target_build_id,
-                                            metadata.patch_id, metadata.level, 0, "active"});
-    }
-    (void)database->log({0, 0, "apply", action.process, metadata.patch_id, metadata.level,
-                         applied ? "ok" : "failed", action.reason,
-                         applied ? origin : action.message});
-}
-
-std::string resolve_state_database(const std::string& path) {
-    if (!path.empty()) {
-        return path;
-    }
-    const char* environment = std::getenv("SUTURE_STATE_DB");
-    return environment != nullptr && *environment != '\0' ? environment
-                                                          : "/var/lib/suture/state.db";
-}
-
-Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
-                                const UpdateProgress& progress) {
-    auto database = StateDatabase::open(resolve_state_database(options.state_database));
-    if (!database) {
-        return tl::unexpected(database.error());
-    }
-    UpdateReport report;
-    auto enabled = database->setting("enabled");
-    if (enabled && enabled->has_value() && **enabled == "false") {
-        report.enabled = false;
-        (void)database->log(
-            {0, 0, "update", {}, "", 0, "skipped", "disabled", "suture is disabled"});
-        return report;
-    }
-    FeedOptions feed_options = resolve_feed_options(options.feed);
-    if (options.refresh) {
-        auto refreshes = refresh_feeds(feed_options);
-        if (!refreshes) {
-            return tl::unexpected(refreshes.error());
-        }
-        report.refreshes = std::move(*refreshes);
-        for (const RemoteRefresh& refresh : report.refreshes) {
-            (void)database->log(
-                {0,
-                 0,
-                 "refresh",
-                 {},
-                 "",
-                 0,
-                 refresh.result ? "ok" : "failed",
-                 refresh.result ? "" : error_code_name(refresh.result.error().code),
+    report.refreshes = std::move(*refreshes);
+    for (const RemoteRefresh& refresh : report.refreshes) {
+        (void)database.log(
+            {.action = "refresh",
+             .outcome = refresh.result ? "ok" : "failed",
+             .reason = refresh.result ? "" : error_code_name(refresh.result.error().code),
+             .message =
                  refresh.result ? "remote " + refresh.remote : refresh.result.error().message});
-        }
     }
-    auto cached = list_feeds(feed_options);
+    return {};
+}
+
+// Step: what the cache offers, recorded as the patchsets the update saw.
+Result<Candidates> load_candidates(Engine& engine, StateDatabase& database, UpdateReport& report) {
+    auto cached = engine.list_feeds();
     if (!cached) {
         return tl::unexpected(cached.error());
     }
-    {
-        std::vector<CachedPatchset> rows;
-        for (const feed::CachedTarget& target : *cached) {
-            const auto& custom = target.target.custom;
-            std::string cves;
-            for (const auto& cve : custom.value("cves", nlohmann::json::array())) {
-                cves += (cves.empty() ? "" : ",") + cve.get<std::string>();
-            }
-            rows.push_back({target.remote, target.target.name,
-                            custom.value("patch_id", std::string()), custom.value("level", 0u),
-                            custom.value("build_id", std::string()), target.target.sha256, cves,
-                            target.usable});
+    std::vector<CachedPatchset> rows;
+    for (const feed::CachedTarget& target : *cached) {
+        const auto& custom = target.target.custom;
+        std::string cves;
+        for (const auto& cve : custom.value("cves", nlohmann::json::array())) {
+            cves += (cves.empty() ? "" : ",") + cve.get<std::string>();
         }
-        (void)database->record_patchsets(rows);
+        rows.push_back({target.remote, target.target.name, custom.value("patch_id", std::string()),
+                        custom.value("level", 0u), custom.value("build_id", std::string()),
+                        target.target.sha256, cves, target.usable});
     }
-    auto candidates = load_usable_patches(*cached, report.problems);
+    (void)database.record_patchsets(rows);
+    Candidates candidates = load_usable_patches(*cached, report.problems);
     for (const auto& [build_id, patches] : candidates) {
         report.patchsets += patches.size();
     }
-    Exclusions exclusions = Exclusions::load(*database);
+    return candidates;
+}
 
-    StatusReport status = engine.status();
-    report.processes_examined = status.scan.processes_examined;
-    std::set<std::pair<int, std::uint64_t>> alive;
-    struct Work {
-        const ProcessReport* process;
-        const UsablePatch* candidate;
-    };
+// Step: every (process, candidate) pair whose build ID matches.
+std::vector<Work> match(const StatusReport& status, const Candidates& candidates,
+                        UpdateReport& report) {
     std::vector<Work> work;
     for (const ProcessReport& process : status.scan.processes) {
-        alive.insert({process.info.pid, process.info.start_time});
         bool matching = false;
         for (const MappedLibrary& library : process.libraries) {
             auto found = candidates.find(library.build_id);
@@ -170,269 +119,193 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
         }
         report.processes_matching += matching ? 1 : 0;
     }
+    return work;
+}
 
-    auto recorded = database->applications("active");
-    std::set<std::tuple<int, std::uint64_t, std::string, std::uint32_t>> known;
-    if (recorded) {
-        for (const Application& application : *recorded) {
-            known.insert({application.process.pid, application.process.start_time,
-                          application.patch_id, application.level});
-        }
+KnownApplications known_applications(const std::vector<Application>& active) {
+    KnownApplications known;
+    for (const Application& application : active) {
+        known.insert({application.process.pid, application.process.start_time,
+                      application.patch_id, application.level});
     }
-    // The records of a fleet go to disk in batches (see begin_batch): with
-    // synchronous=FULL, one transaction per record cost about as much as the
-    // applies themselves.
-    constexpr std::size_t records_per_batch = 64;
-    bool batching = database->begin_batch().has_value();
-    std::size_t done = 0;
-    for (const Work& item : work) {
-        if (batching && done > 0 && done % records_per_batch == 0) {
-            batching = database->commit_batch().has_value() && database->begin_batch().has_value();
-        }
-        const ProcessInfo& info = item.process->info;
-        const PatchMetadata& metadata = item.candidate->patch.metadata;
-        UpdateAction action{
-            {info.pid, info.start_time}, info.comm, metadata.patch_id, metadata.level, "", "", ""};
-        std::string executable = executable_of(info.pid);
-        const AppliedPatch* present = nullptr;
-        if (auto found = status.patches.find(info.pid); found != status.patches.end()) {
-            for (const AppliedPatch& applied : found->second) {
-                if (applied.marker.patch_id == metadata.patch_id &&
-                    applied.state == PatchState::active && applied.marker.level >= metadata.level) {
-                    present = &applied;
-                }
-            }
-        }
-        if (info.pid == ::getpid()) {
-            action.outcome = "excluded";
-            action.message = "suture never patches itself";
-        } else if (auto excluded = exclusions.reason(info.pid)) {
-            action.outcome = "excluded";
-            action.message = *excluded;
-        } else if (present != nullptr) {
-            bool in_database = known.contains(
-                {info.pid, info.start_time, metadata.patch_id, present->marker.level});
-            action.outcome = in_database ? "already" : "adopted";
-            action.level = present->marker.level;
-            if (!in_database) {
-                // In memory but not in the database (a lost database, or an
-                // apply by hand): adopt it, so intent matches memory.
-                (void)database->record_application({0, action.process, executable,
-                                                    metadata.target_build_id, metadata.patch_id,
-                                                    present->marker.level, 0, "active"});
-                (void)database->log({0, 0, "adopt", action.process, metadata.patch_id,
-                                     present->marker.level, "ok", "", "found active in memory"});
-            }
-        } else {
-            apply_and_record(engine, &*database, *item.candidate, options.inject, executable,
+    return known;
+}
+
+// Step: decide about one pair and act on it.
+UpdateAction act_on(Engine& engine, StateDatabase& database, const StatusReport& status,
+                    const Work& item, const Exclusions& exclusions, const KnownApplications& known,
+                    const InjectOptions& inject) {
+    const ProcessInfo& info = item.process->info;
+    const PatchMetadata& metadata = item.candidate->patch.metadata;
+    UpdateAction action{.process = {info.pid, info.start_time},
+                        .comm = info.comm,
+                        .patch_id = metadata.patch_id,
+                        .level = metadata.level};
+    auto in_memory = status.patches.find(info.pid);
+    UpdateSubject subject{
+        .process = action.process,
+        .place = place_of(info.pid, exclusions),
+        .is_self = info.pid == ::getpid(),
+        .in_memory = in_memory == status.patches.end() ? nullptr : &in_memory->second};
+    Decision decision = decide(subject, metadata, exclusions, known);
+    switch (decision.verdict) {
+        case Verdict::exclude:
+            action.outcome = ActionOutcome::excluded;
+            action.message = decision.why;
+            break;
+        case Verdict::already:
+            action.outcome = ActionOutcome::already;
+            action.level = decision.level;
+            break;
+        case Verdict::adopt:
+            // In memory but not in the database (a lost database, or an
+            // apply by hand): adopt it, so intent matches memory.
+            action.outcome = ActionOutcome::adopted;
+            action.level = decision.level;
+            (void)database.record_application({.process = action.process,
+                                               .executable = subject.place.executable,
+                                               .build_id = metadata.target_build_id,
+                                               .patch_id = metadata.patch_id,
+                                               .level = decision.level,
+                                               .state = "active"});
+            (void)database.log({.action = "adopt",
+                                .process = action.process,
+                                .patch_id = metadata.patch_id,
+                                .level = decision.level,
+                                .outcome = "ok",
+                                .message = "found active in memory"});
+            break;
+        case Verdict::apply:
+            apply_and_record(engine, &database, *item.candidate, inject, subject.place.executable,
                              "from " + item.candidate->cached.remote, action);
+            break;
+    }
+    return action;
+}
+
+// Step: close out what the database believes active in processes now gone
+// (a reused PID has another start time, so it does not count as alive).
+void close_exited(StateDatabase& database, const StatusReport& status,
+                  const std::vector<Application>& active, RecordBatches& batches,
+                  UpdateReport& report) {
+    std::set<std::pair<int, std::uint64_t>> alive;
+    for (const ProcessReport& process : status.scan.processes) {
+        alive.insert({process.info.pid, process.info.start_time});
+    }
+    for (const Application& application : active) {
+        bool exists = alive.contains({application.process.pid, application.process.start_time});
+        if (!exists) {
+            auto info = read_process_info(application.process.pid);
+            exists = info && info->start_time == application.process.start_time;
         }
-        report.actions.push_back(std::move(action));
-        ++done;
-        if (progress) {
-            progress(done, work.size());
-        }
-    }
-
-    // Close out what the database believes active in processes now gone (a
-    // reused PID has another start time, so it does not count as alive).
-    if (recorded) {
-        for (const Application& application : *recorded) {
-            bool exists = alive.contains({application.process.pid, application.process.start_time});
-            if (!exists) {
-                auto info = read_process_info(application.process.pid);
-                exists = info && info->start_time == application.process.start_time;
-            }
-            if (!exists) {
-                (void)database->set_application_state(application.id, "exited");
-                (void)database->log({0, 0, "close", application.process, application.patch_id,
-                                     application.level, "ok", "", "the process exited"});
-                ++report.closed;
-            }
-        }
-    }
-    if (batching) {
-        (void)database->commit_batch();
-    }
-    bool idle = report.closed == 0;
-    for (const UpdateAction& action : report.actions) {
-        idle = idle && action.outcome == "already";
-    }
-    if (options.log_idle_runs || !idle) {
-        (void)database->log({0,
-                             0,
-                             "update",
-                             {},
-                             "",
-                             0,
-                             "ok",
-                             "",
-                             std::to_string(report.actions.size()) + " action(s)"});
-    }
-    return report;
-}
-
-nlohmann::json update_to_json(const UpdateReport& report) {
-    nlohmann::json actions = nlohmann::json::array();
-    for (const UpdateAction& action : report.actions) {
-        actions.push_back({{"pid", action.process.pid},
-                           {"start_time", action.process.start_time},
-                           {"comm", action.comm},
-                           {"patch_id", action.patch_id},
-                           {"level", action.level},
-                           {"outcome", action.outcome},
-                           {"reason", action.reason},
-                           {"message", action.message}});
-    }
-    nlohmann::json document = {{"enabled", report.enabled},
-                               {"patchsets", report.patchsets},
-                               {"processes_examined", report.processes_examined},
-                               {"processes_matching", report.processes_matching},
-                               {"closed", report.closed},
-                               {"problems", report.problems},
-                               {"actions", actions}};
-    document["feed"] = refresh_to_json(report.refreshes)["remotes"];
-    return document;
-}
-
-Result<std::vector<HistoryEntry>> read_history(const std::string& state_database,
-                                               std::size_t limit) {
-    auto database = StateDatabase::open(resolve_state_database(state_database));
-    if (!database) {
-        return tl::unexpected(database.error());
-    }
-    return database->history(limit);
-}
-
-nlohmann::json history_to_json(const std::vector<HistoryEntry>& entries) {
-    nlohmann::json rows = nlohmann::json::array();
-    for (const HistoryEntry& entry : entries) {
-        rows.push_back({{"id", entry.id},
-                        {"at", entry.at},
-                        {"action", entry.action},
-                        {"pid", entry.process.pid},
-                        {"start_time", entry.process.start_time},
-                        {"patch_id", entry.patch_id},
-                        {"level", entry.level},
-                        {"outcome", entry.outcome},
-                        {"reason", entry.reason},
-                        {"message", entry.message}});
-    }
-    return {{"history", rows}};
-}
-
-Result<void> set_enabled(const std::string& state_database, bool enabled) {
-    auto database = StateDatabase::open(resolve_state_database(state_database));
-    if (!database) {
-        return tl::unexpected(database.error());
-    }
-    if (auto set = database->set_setting("enabled", enabled ? "true" : "false"); !set) {
-        return set;
-    }
-    return database->log({0, 0, "settings", {}, "", 0, "ok", "", enabled ? "enabled" : "disabled"});
-}
-
-Result<bool> is_enabled(const std::string& state_database) {
-    auto database = StateDatabase::open(resolve_state_database(state_database));
-    if (!database) {
-        return tl::unexpected(database.error());
-    }
-    auto value = database->setting("enabled");
-    if (!value) {
-        return tl::unexpected(value.error());
-    }
-    return !value->has_value() || **value != "false";
-}
-
-Exclusions Exclusions::load(StateDatabase& database) {
-    Exclusions exclusions;
-    if (auto rows = database.exclusions()) {
-        for (const auto& [kind, value] : *rows) {
-            (kind == "unit" ? exclusions.units_ : exclusions.executables_).insert(value);
-        }
-    }
-    return exclusions;
-}
-
-std::optional<std::string> Exclusions::reason(int pid) const {
-    if (!executables_.empty()) {
-        std::string executable = executable_of(pid);
-        if (executables_.contains(executable)) {
-            return executable + " is excluded";
-        }
-    }
-    if (!units_.empty()) {
-        std::string unit = unit_of(pid);
-        if (!unit.empty() && units_.contains(unit)) {
-            return "unit " + unit + " is excluded";
-        }
-    }
-    return std::nullopt;
-}
-
-std::string unit_of(int pid) {
-    auto text = read_file("/proc/" + std::to_string(pid) + "/cgroup");
-    if (!text) {
-        return "";
-    }
-    // cgroup v2: "0::/system.slice/nginx.service"; v1: "1:name=systemd:/...".
-    std::string unit;
-    std::size_t start = 0;
-    while (start < text->size()) {
-        std::size_t end = text->find('\n', start);
-        std::string line =
-            text->substr(start, end == std::string::npos ? std::string::npos : end - start);
-        start = end == std::string::npos ? text->size() : end + 1;
-        if (!line.starts_with("0::") && line.find(":name=systemd:") == std::string::npos) {
+        if (exists) {
             continue;
         }
-        std::string path = line.substr(line.find(':', line.find(':') + 1) + 1);
-        std::size_t from = 0;
-        while (from <= path.size()) {
-            std::size_t next = path.find('/', from);
-            std::string part =
-                path.substr(from, next == std::string::npos ? std::string::npos : next - from);
-            if (part.ends_with(".service") || part.ends_with(".scope")) {
-                unit = part;
+        (void)database.set_application_state(application.id, "exited");
+        (void)database.log({.action = "close",
+                            .process = application.process,
+                            .patch_id = application.patch_id,
+                            .level = application.level,
+                            .outcome = "ok",
+                            .message = "the process exited"});
+        ++report.closed;
+        batches.recorded();
+    }
+}
+
+bool did_nothing(const UpdateReport& report) {
+    bool idle = report.closed == 0;
+    for (const UpdateAction& action : report.actions) {
+        idle = idle && action.outcome == ActionOutcome::already;
+    }
+    return idle;
+}
+
+}  // namespace
+
+Decision decide(const UpdateSubject& subject, const PatchMetadata& candidate,
+                const Exclusions& exclusions, const KnownApplications& known) {
+    if (subject.is_self) {
+        return {.verdict = Verdict::exclude, .why = "suture never patches itself"};
+    }
+    if (auto excluded = exclusions.reason(subject.place)) {
+        return {.verdict = Verdict::exclude, .why = *excluded};
+    }
+    const AppliedPatch* present = nullptr;
+    if (subject.in_memory != nullptr) {
+        for (const AppliedPatch& applied : *subject.in_memory) {
+            if (applied.marker.patch_id == candidate.patch_id &&
+                applied.state == PatchState::active && applied.marker.level >= candidate.level) {
+                present = &applied;
             }
-            if (next == std::string::npos) {
-                break;
-            }
-            from = next + 1;
         }
     }
-    return unit;
+    if (present == nullptr) {
+        return {.verdict = Verdict::apply};
+    }
+    std::uint32_t level = present->marker.level;
+    bool recorded = known.contains(
+        {subject.process.pid, subject.process.start_time, candidate.patch_id, level});
+    return {.verdict = recorded ? Verdict::already : Verdict::adopt, .level = level};
 }
 
-Result<void> set_exclusion(const std::string& state_database, const std::string& kind,
-                           const std::string& value, bool excluded) {
-    auto database = StateDatabase::open(resolve_state_database(state_database));
+Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
+                                const UpdateProgress& progress) {
+    auto database = engine.state();
     if (!database) {
         return tl::unexpected(database.error());
     }
-    auto changed =
-        excluded ? database->add_exclusion(kind, value) : database->remove_exclusion(kind, value);
-    if (!changed) {
-        return changed;
+    StateDatabase& state = **database;
+    UpdateReport report;
+    // 1. The global switch.
+    if (switched_off(state)) {
+        report.enabled = false;
+        (void)state.log({.action = "update",
+                         .outcome = "skipped",
+                         .reason = "disabled",
+                         .message = "suture is disabled"});
+        return report;
     }
-    return database->log({0,
-                          0,
-                          "settings",
-                          {},
-                          "",
-                          0,
-                          "ok",
-                          "",
-                          std::string(excluded ? "exclude " : "include ") + kind + " " + value});
-}
-
-Result<std::vector<std::pair<std::string, std::string>>> read_exclusions(
-    const std::string& state_database) {
-    auto database = StateDatabase::open(resolve_state_database(state_database));
-    if (!database) {
-        return tl::unexpected(database.error());
+    // 2. The feeds, then what their caches offer.
+    if (options.refresh) {
+        if (auto refreshed = refresh_feeds(engine, state, report); !refreshed) {
+            return tl::unexpected(refreshed.error());
+        }
     }
-    return database->exclusions();
+    auto candidates = load_candidates(engine, state, report);
+    if (!candidates) {
+        return tl::unexpected(candidates.error());
+    }
+    auto exclusions = state.exclusions();
+    Exclusions excluded = Exclusions::from(exclusions ? *exclusions : std::vector<Exclusion>{});
+    // 3. Every process, matched against the candidates.
+    StatusReport status = engine.status();
+    report.processes_examined = status.scan.processes_examined;
+    std::vector<Work> work = match(status, *candidates, report);
+    // 4. Decide and act, pair by pair.
+    auto active = state.applications("active");
+    std::vector<Application> recorded = active ? std::move(*active) : std::vector<Application>{};
+    KnownApplications known = known_applications(recorded);
+    RecordBatches batches(state);
+    for (const Work& item : work) {
+        report.actions.push_back(
+            act_on(engine, state, status, item, excluded, known, options.inject));
+        batches.recorded();
+        if (progress) {
+            progress(report.actions.size(), work.size());
+        }
+    }
+    // 5. Records of processes that are gone.
+    if (active) {
+        close_exited(state, status, recorded, batches, report);
+    }
+    // 6. The run itself, in the history.
+    if (options.log_idle_runs || !did_nothing(report)) {
+        (void)state.log({.action = "update",
+                         .outcome = "ok",
+                         .message = std::to_string(report.actions.size()) + " action(s)"});
+    }
+    return report;
 }
 
 }  // namespace suture

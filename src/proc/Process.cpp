@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
@@ -110,6 +111,60 @@ Result<ProcessInfo> read_process_info(int pid) {
 
 std::uint64_t own_mount_namespace() {
     return namespace_inode("/proc/self/ns/mnt");
+}
+
+std::string executable_path(int pid) {
+    char path[4096];
+    ssize_t length =
+        ::readlink(("/proc/" + std::to_string(pid) + "/exe").c_str(), path, sizeof path - 1);
+    return length > 0 ? std::string(path, static_cast<std::size_t>(length)) : "";
+}
+
+Result<ExecutableFile> open_executable(int pid) {
+    ExecutableFile file;
+    file.path = "/proc/" + std::to_string(pid) + "/exe";
+    auto fd = open_read_only(file.path);
+    if (!fd) {
+        return tl::unexpected(fd.error());
+    }
+    struct stat info {};
+    if (::fstat(fd->get(), &info) != 0) {
+        return fail_errno(file.path, errno);
+    }
+    file.fd = std::move(*fd);
+    file.device = static_cast<std::uint64_t>(info.st_dev);
+    file.inode = static_cast<std::uint64_t>(info.st_ino);
+    file.modified = static_cast<std::int64_t>(info.st_mtime);
+    return file;
+}
+
+std::string unit_from_cgroup(std::string_view cgroup_text) {
+    std::string unit;
+    while (!cgroup_text.empty()) {
+        std::size_t end = cgroup_text.find('\n');
+        std::string_view line = cgroup_text.substr(0, end);
+        cgroup_text.remove_prefix(end == std::string_view::npos ? cgroup_text.size() : end + 1);
+        if (!line.starts_with("0::") && line.find(":name=systemd:") == std::string_view::npos) {
+            continue;
+        }
+        // "hierarchy:controllers:path": the path follows the second ':'.
+        std::size_t second_colon = line.find(':', line.find(':') + 1);
+        std::string_view path = line.substr(second_colon + 1);
+        while (!path.empty()) {
+            std::size_t slash = path.find('/');
+            std::string_view part = path.substr(0, slash);
+            if (part.ends_with(".service") || part.ends_with(".scope")) {
+                unit = std::string(part);
+            }
+            path.remove_prefix(slash == std::string_view::npos ? path.size() : slash + 1);
+        }
+    }
+    return unit;
+}
+
+std::string systemd_unit(int pid) {
+    auto text = read_file("/proc/" + std::to_string(pid) + "/cgroup");
+    return text ? unit_from_cgroup(*text) : "";
 }
 
 }  // namespace suture

@@ -2,9 +2,11 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/Error.h"
+#include "base/UniqueFD.h"
 
 namespace suture {
 
@@ -36,5 +38,28 @@ std::uint64_t own_mount_namespace();
 // comm field (2) may hold spaces and parentheses, so fields are counted from
 // the last ')'.
 Result<std::uint64_t> parse_start_time(std::string_view stat_text);
+
+// The path of the executable `pid` runs (/proc/PID/exe, as the process's
+// mount namespace names it); empty if unreadable (gone, or no permission).
+std::string executable_path(int pid);
+
+// The file behind /proc/PID/exe, opened, with what identifies its contents
+// (device, inode, modification time): a cache key that changes when the
+// file is replaced.
+struct ExecutableFile {
+    UniqueFD fd;
+    std::string path;  // /proc/PID/exe, for messages
+    std::uint64_t device = 0;
+    std::uint64_t inode = 0;
+    std::int64_t modified = 0;  // Unix seconds
+};
+Result<ExecutableFile> open_executable(int pid);
+
+// The systemd unit a process runs in ("nginx.service"): the last .service
+// or .scope component of its cgroup path; empty if none.
+std::string systemd_unit(int pid);
+// The same out of the text of /proc/PID/cgroup (cgroup v2 "0::/a/b.service"
+// or v1 "1:name=systemd:/a/b.service" lines).
+std::string unit_from_cgroup(std::string_view cgroup_text);
 
 }  // namespace suture

@@ -1,0 +1,162 @@
+#include "cli/TextOutput.h"
+
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "base/Files.h"
+#include "base/Log.h"
+
+namespace suture {
+
+void print_inject_report(std::ostream& out, int pid, const InjectReport& report, InjectVerb verb) {
+    std::string head = "pid " + std::to_string(pid) + ": ";
+    if (report.patch_id.empty()) {
+        out << head << "removed the empty region at " << hex_address(report.region_address)
+            << " an interrupted apply left\n";
+        return;
+    }
+    if (report.already_applied) {
+        out << head << report.patch_id << " level " << report.level << " is already applied\n";
+        return;
+    }
+    out << head << (verb == InjectVerb::applied ? "applied " : "reverted ") << report.patch_id
+        << " level " << report.level;
+    if (report.replaced_level) {
+        out << " (replacing level " << *report.replaced_level << ")";
+    }
+    out << ": " << report.functions << " functions, " << report.threads << " threads stopped for "
+        << std::chrono::duration_cast<std::chrono::microseconds>(report.stopped_for).count()
+        << " us";
+    if (verb == InjectVerb::applied) {
+        out << " (try " << report.attempts << ")";
+    }
+    out << "\n";
+}
+
+void print_failure(const InjectFailure& failure) {
+    log::error(failure.error.message);
+    std::ostream& err = std::cerr;
+    for (const BlockingThread& thread : failure.blocking) {
+        err << "  thread " << thread.tid << ":";
+        for (const std::string& frame : thread.frames) {
+            err << " " << frame;
+        }
+        err << "\n";
+    }
+}
+
+void print_thread_stacks(std::ostream& out, const std::vector<ThreadStack>& stacks) {
+    for (const ThreadStack& stack : stacks) {
+        out << "thread " << stack.tid << ": " << stack.frames.size() << " frames, "
+            << (stack.complete ? "complete" : "incomplete: " + stack.incomplete_reason) << "\n";
+        for (std::size_t depth = 0; depth < stack.frames.size(); ++depth) {
+            out << "  #" << depth << " " << hex_address(stack.frames[depth]) << "\n";
+        }
+    }
+}
+
+void print_refreshes(std::ostream& out, const std::vector<RemoteRefresh>& refreshes) {
+    for (const RemoteRefresh& refresh : refreshes) {
+        if (!refresh.result) {
+            out << "remote " << refresh.remote << ": refused ("
+                << error_code_name(refresh.result.error().code)
+                << "): " << refresh.result.error().message << "\n"
+                << "  the cache of " << refresh.remote << " is unchanged\n";
+            continue;
+        }
+        const feed::RefreshReport& report = *refresh.result;
+        out << "remote " << refresh.remote << ": " << (report.changed ? "updated" : "up to date")
+            << " (root v" << report.root_version << ", timestamp v" << report.timestamp_version
+            << ", snapshot v" << report.snapshot_version << ", targets v"
+            << report.targets_version << "): " << report.targets << " patch file(s), "
+            << report.downloaded << " downloaded, " << report.reused << " from the cache\n";
+    }
+}
+
+void print_cached_targets(std::ostream& out, const std::vector<feed::CachedTarget>& targets) {
+    if (targets.empty()) {
+        out << "No patchsets cached; run `suture feed refresh`.\n";
+        return;
+    }
+    for (const feed::CachedTarget& cached : targets) {
+        const auto& custom = cached.target.custom;
+        std::string cves;
+        if (custom.contains("cves") && custom["cves"].is_array()) {
+            for (const auto& cve : custom["cves"]) {
+                cves += (cves.empty() ? "" : ",") + cve.get<std::string>();
+            }
+        }
+        out << custom.value("patch_id", cached.target.name) << " level "
+            << custom.value("level", 0) << "  " << (cves.empty() ? "-" : cves) << "\n"
+            << "  for      " << custom.value("distribution", std::string("?")) << " "
+            << custom.value("package", std::string("?")) << " "
+            << custom.value("version", std::string("?")) << ", "
+            << custom.value("soname", std::string("?")) << " build "
+            << custom.value("build_id", std::string("?")) << "\n"
+            << "  from     remote " << cached.remote << ", channel "
+            << custom.value("channel", std::string("stable")) << ", published "
+            << custom.value("published", std::string("?")) << "\n"
+            << "  state    " << (cached.usable ? "usable" : "held back: " + cached.held_back_because)
+            << "\n"
+            << "  file     " << cached.path << "\n";
+    }
+}
+
+void print_update(std::ostream& out, const UpdateReport& report) {
+    if (!report.enabled) {
+        out << "suture is disabled (suture enable turns it on again); nothing done\n";
+        return;
+    }
+    for (const RemoteRefresh& refresh : report.refreshes) {
+        if (!refresh.result) {
+            out << "feed " << refresh.remote << ": not refreshed ("
+                << error_code_name(refresh.result.error().code)
+                << "); using the cached patchsets\n";
+        }
+    }
+    for (const std::string& problem : report.problems) {
+        log::warning("skipped a cached patch file: " + problem);
+    }
+    bool failures = false;
+    std::size_t applied = 0;
+    for (const UpdateAction& action : report.actions) {
+        failures = failures || action.outcome == ActionOutcome::failed;
+        applied += action.outcome == ActionOutcome::applied ? 1 : 0;
+        out << "pid " << action.process.pid << " (" << action.comm << "): " << action.patch_id
+            << " level " << action.level << ": " << outcome_name(action.outcome);
+        if (!action.message.empty()) {
+            out << " (" << (action.reason.empty() ? "" : action.reason + ": ") << action.message
+                << ")";
+        }
+        out << "\n";
+    }
+    out << report.patchsets << " usable patchset(s); " << report.processes_matching << " of "
+        << report.processes_examined << " processes run a build they fix; " << applied
+        << " patch(es) applied now";
+    if (report.closed > 0) {
+        out << "; " << report.closed << " record(s) of exited processes closed";
+    }
+    out << (failures ? "; some failed (exit 21)" : "") << "\n";
+}
+
+void print_history(std::ostream& out, const std::vector<HistoryEntry>& entries) {
+    for (auto entry = entries.rbegin(); entry != entries.rend(); ++entry) {
+        out << format_utc_time(entry->at) << "  " << entry->action << " " << entry->outcome;
+        if (entry->process.pid != 0) {
+            out << "  pid " << entry->process.pid;
+        }
+        if (!entry->patch_id.empty()) {
+            out << "  " << entry->patch_id << " level " << entry->level;
+        }
+        if (!entry->reason.empty()) {
+            out << "  (" << entry->reason << ")";
+        }
+        if (!entry->message.empty()) {
+            out << "  " << entry->message;
+        }
+        out << "\n";
+    }
+}
+
+}  // namespace suture

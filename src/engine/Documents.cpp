@@ -1,0 +1,649 @@
+#include "engine/Documents.h"
+
+#include <chrono>
+#include <cstdlib>
+
+#include <nlohmann/json.hpp>
+
+#include "base/Files.h"
+#include "config.h"
+#include "feed-client/Metadata.h"
+
+namespace suture {
+
+namespace {
+
+using nlohmann::json;
+
+template <typename T>
+json optional_to_json(const std::optional<T>& value) {
+    return value ? json(*value) : json(nullptr);
+}
+
+json package_to_json(const std::optional<KnownBuild>& package) {
+    if (!package) {
+        return nullptr;
+    }
+    return {
+        {"name", package->package},
+        {"version", package->version},
+        {"source", package->source},
+        {"distribution", package->distribution},
+        {"architecture", package->architecture},
+        {"suites", package->suites},
+    };
+}
+
+// Reads the fields of one JSON object strictly: a missing field or a wrong
+// type is remembered (the first one) and yields a default, so a reader is a
+// plain list of reads followed by one check of `problem()`.
+class FieldReader {
+  public:
+    FieldReader(const json& object, std::string where)
+        : object_(object), where_(std::move(where)) {
+        if (!object_.is_object()) {
+            note(where_ + " is not an object");
+        }
+    }
+
+    template <typename T>
+    T get(const char* key) {
+        if (problem_ || !object_.contains(key)) {
+            note(where_ + ": no \"" + key + "\"");
+            return T{};
+        }
+        return convert<T>(object_.at(key), key);
+    }
+
+    // Absent or null: nullopt.
+    template <typename T>
+    std::optional<T> optional(const char* key) {
+        if (problem_ || !object_.contains(key) || object_.at(key).is_null()) {
+            return std::nullopt;
+        }
+        return convert<T>(object_.at(key), key);
+    }
+
+    // A member that must be an array (else an empty one, and a problem).
+    const json& array(const char* key) {
+        static const json empty = json::array();
+        if (problem_ || !object_.contains(key) || !object_.at(key).is_array()) {
+            note(where_ + ": \"" + key + "\" is not an array");
+            return empty;
+        }
+        return object_.at(key);
+    }
+
+    const json& object(const char* key) {
+        static const json empty = json::object();
+        if (problem_ || !object_.contains(key) || !object_.at(key).is_object()) {
+            note(where_ + ": \"" + key + "\" is not an object");
+            return empty;
+        }
+        return object_.at(key);
+    }
+
+    // Takes over a nested reader's problem.
+    void adopt(const FieldReader& nested) {
+        if (nested.problem_) {
+            note(*nested.problem_);
+        }
+    }
+    void note(std::string problem) {
+        if (!problem_) {
+            problem_ = std::move(problem);
+        }
+    }
+    const std::optional<std::string>& problem() const { return problem_; }
+    Error error() const { return Error{ErrorCode::bad_format, "sutured's reply: " + *problem_}; }
+
+  private:
+    template <typename T>
+    T convert(const json& value, const char* key) {
+        try {
+            return value.get<T>();
+        } catch (const json::exception&) {
+            note(where_ + ": \"" + key + "\" has the wrong type");
+            return T{};
+        }
+    }
+
+    const json& object_;
+    std::string where_;
+    std::optional<std::string> problem_;
+};
+
+std::uint64_t parse_hex_address(const std::string& text, FieldReader& fields) {
+    char* end = nullptr;
+    std::uint64_t address = std::strtoull(text.c_str(), &end, 16);
+    if (!text.starts_with("0x") || end == nullptr || *end != '\0') {
+        fields.note("\"" + text + "\" is not a hex address");
+    }
+    return address;
+}
+
+BlockingThread blocking_thread_from_json(const json& value, FieldReader& parent) {
+    FieldReader fields(value, "blocking thread");
+    BlockingThread thread{.tid = fields.get<int>("tid"),
+                          .frames = fields.get<std::vector<std::string>>("frames"),
+                          .cannot_unwind = fields.optional<std::string>("cannot_unwind").value_or("")};
+    parent.adopt(fields);
+    return thread;
+}
+
+InjectReport one_inject_report_from_json(const json& document, FieldReader& parent) {
+    FieldReader fields(document, "report");
+    InjectReport report{
+        .patch_id = fields.get<std::string>("patch_id"),
+        .level = fields.get<std::uint32_t>("level"),
+        .replaced_level = fields.optional<std::uint32_t>("replaced_level"),
+        .already_applied = fields.get<bool>("already_applied"),
+        .region_address = parse_hex_address(fields.get<std::string>("region_address"), fields),
+        .functions = fields.get<std::size_t>("functions"),
+        .attempts = fields.get<int>("attempts"),
+        .stopped_for = std::chrono::microseconds(fields.get<std::int64_t>("stopped_us")),
+        .threads = fields.get<std::size_t>("threads"),
+        .stack_check = {},
+        .released_regions = fields.get<std::size_t>("released_regions"),
+    };
+    FieldReader check(fields.object("stack_check"), "stack_check");
+    report.stack_check = {.threads = check.get<std::size_t>("threads"),
+                          .proven_by_scan = check.get<std::size_t>("proven_by_scan"),
+                          .unwound = check.get<std::size_t>("unwound"),
+                          .complete_unwinds = check.get<std::size_t>("complete_unwinds"),
+                          .deepest_frames = check.get<std::size_t>("deepest_frames")};
+    fields.adopt(check);
+    parent.adopt(fields);
+    return report;
+}
+
+RemoteRefresh remote_refresh_from_json(const json& value, FieldReader& parent) {
+    FieldReader fields(value, "feed remote");
+    RemoteRefresh refresh{.remote = fields.get<std::string>("remote"), .result = {}};
+    if (!fields.get<bool>("ok")) {
+        FieldReader error(fields.object("error"), "feed error");
+        auto code = error_code_from_name(error.get<std::string>("reason"));
+        refresh.result = tl::unexpected(
+            Error{code.value_or(ErrorCode::io), error.get<std::string>("message"), 0});
+        fields.adopt(error);
+    } else {
+        FieldReader versions(fields.object("versions"), "versions");
+        refresh.result = feed::RefreshReport{
+            .remote = refresh.remote,
+            .root_version = versions.get<std::uint64_t>("root"),
+            .timestamp_version = versions.get<std::uint64_t>("timestamp"),
+            .snapshot_version = versions.get<std::uint64_t>("snapshot"),
+            .targets_version = versions.get<std::uint64_t>("targets"),
+            .targets = fields.get<std::size_t>("targets"),
+            .downloaded = fields.get<std::size_t>("downloaded"),
+            .reused = fields.get<std::size_t>("reused"),
+            .changed = fields.get<bool>("changed"),
+        };
+        fields.adopt(versions);
+    }
+    parent.adopt(fields);
+    return refresh;
+}
+
+UpdateAction update_action_from_json(const json& value, FieldReader& parent) {
+    FieldReader fields(value, "action");
+    UpdateAction action{
+        .process = {.pid = fields.get<int>("pid"),
+                    .start_time = fields.get<std::uint64_t>("start_time")},
+        .comm = fields.get<std::string>("comm"),
+        .patch_id = fields.get<std::string>("patch_id"),
+        .level = fields.get<std::uint32_t>("level"),
+        .outcome = ActionOutcome::failed,
+        .reason = fields.get<std::string>("reason"),
+        .message = fields.get<std::string>("message"),
+    };
+    std::string outcome = fields.get<std::string>("outcome");
+    if (auto known = outcome_from_name(outcome)) {
+        action.outcome = *known;
+    } else {
+        fields.note("unknown outcome \"" + outcome + "\"");
+    }
+    parent.adopt(fields);
+    return action;
+}
+
+}  // namespace
+
+std::string_view outcome_name(ActionOutcome outcome) {
+    switch (outcome) {
+        case ActionOutcome::applied:
+            return "applied";
+        case ActionOutcome::already:
+            return "already";
+        case ActionOutcome::adopted:
+            return "adopted";
+        case ActionOutcome::excluded:
+            return "excluded";
+        case ActionOutcome::failed:
+            return "failed";
+    }
+    return "failed";
+}
+
+std::optional<ActionOutcome> outcome_from_name(std::string_view name) {
+    for (ActionOutcome outcome : {ActionOutcome::applied, ActionOutcome::already,
+                                  ActionOutcome::adopted, ActionOutcome::excluded,
+                                  ActionOutcome::failed}) {
+        if (outcome_name(outcome) == name) {
+            return outcome;
+        }
+    }
+    return std::nullopt;
+}
+
+std::optional<std::string> openssl_version_number(const std::string& version_text) {
+    constexpr std::string_view prefix = "OpenSSL ";
+    if (!version_text.starts_with(prefix)) {
+        return std::nullopt;
+    }
+    std::size_t end = version_text.find(' ', prefix.size());
+    std::string number = version_text.substr(prefix.size(), end - prefix.size());
+    if (number.empty()) {
+        return std::nullopt;
+    }
+    return number;
+}
+
+std::optional<ErrorCode> error_code_from_name(const std::string& name) {
+    for (int value = 0; value <= static_cast<int>(ErrorCode::unreachable); ++value) {
+        auto code = static_cast<ErrorCode>(value);
+        if (error_code_name(code) == name) {
+            return code;
+        }
+    }
+    return std::nullopt;
+}
+
+std::string error_code_name(ErrorCode code) {
+    switch (code) {
+        case ErrorCode::io:
+            return "io";
+        case ErrorCode::not_found:
+            return "not_found";
+        case ErrorCode::permission_denied:
+            return "permission_denied";
+        case ErrorCode::bad_format:
+            return "bad_format";
+        case ErrorCode::unsupported:
+            return "unsupported";
+        case ErrorCode::invalid_argument:
+            return "invalid_argument";
+        case ErrorCode::library_not_mapped:
+            return "library_not_mapped";
+        case ErrorCode::build_id_mismatch:
+            return "build_id_mismatch";
+        case ErrorCode::fingerprint_mismatch:
+            return "fingerprint_mismatch";
+        case ErrorCode::unsafe:
+            return "unsafe";
+        case ErrorCode::target_died:
+            return "target_died";
+        case ErrorCode::conflict:
+            return "conflict";
+        case ErrorCode::not_applied:
+            return "not_applied";
+        case ErrorCode::expired:
+            return "expired";
+        case ErrorCode::rollback:
+            return "rollback";
+        case ErrorCode::bad_signature:
+            return "bad_signature";
+        case ErrorCode::hash_mismatch:
+            return "hash_mismatch";
+        case ErrorCode::too_large:
+            return "too_large";
+        case ErrorCode::too_slow:
+            return "too_slow";
+        case ErrorCode::unreachable:
+            return "unreachable";
+    }
+    return "unknown";
+}
+
+std::string format_utc_time(std::int64_t unix_seconds) {
+    return feed::format_utc(static_cast<std::time_t>(unix_seconds));
+}
+
+// To JSON.
+
+json inject_report_to_json(int pid, const InjectReport& report) {
+    return {
+        {"pid", pid},
+        {"patch_id", report.patch_id},
+        {"level", report.level},
+        {"replaced_level", optional_to_json(report.replaced_level)},
+        {"already_applied", report.already_applied},
+        {"region_address", hex_address(report.region_address)},
+        {"functions", report.functions},
+        {"attempts", report.attempts},
+        {"threads", report.threads},
+        {"stopped_us",
+         std::chrono::duration_cast<std::chrono::microseconds>(report.stopped_for).count()},
+        {"stack_check",
+         {{"threads", report.stack_check.threads},
+          {"proven_by_scan", report.stack_check.proven_by_scan},
+          {"unwound", report.stack_check.unwound},
+          {"complete_unwinds", report.stack_check.complete_unwinds},
+          {"deepest_frames", report.stack_check.deepest_frames}}},
+        {"released_regions", report.released_regions},
+    };
+}
+
+json reverted_to_json(int pid, const std::vector<InjectReport>& reports) {
+    json reverted = json::array();
+    for (const InjectReport& report : reports) {
+        reverted.push_back(inject_report_to_json(pid, report));
+    }
+    return {{"reverted", std::move(reverted)}};
+}
+
+json thread_stacks_to_json(int pid, const std::vector<ThreadStack>& stacks) {
+    json threads = json::array();
+    for (const ThreadStack& stack : stacks) {
+        json frames = json::array();
+        for (std::uint64_t frame : stack.frames) {
+            frames.push_back(hex_address(frame));
+        }
+        threads.push_back(
+            {{"tid", stack.tid},
+             {"complete", stack.complete},
+             {"incomplete_reason", stack.complete ? json(nullptr) : json(stack.incomplete_reason)},
+             {"frames", std::move(frames)}});
+    }
+    return {{"pid", pid}, {"threads", std::move(threads)}};
+}
+
+json failure_to_json(const InjectFailure& failure) {
+    json threads = json::array();
+    for (const BlockingThread& thread : failure.blocking) {
+        threads.push_back({{"tid", thread.tid},
+                           {"frames", thread.frames},
+                           {"cannot_unwind", thread.cannot_unwind.empty()
+                                                 ? json(nullptr)
+                                                 : json(thread.cannot_unwind)}});
+    }
+    return {{"ok", false},
+            {"error",
+             {{"reason", error_code_name(failure.error.code)},
+              {"message", failure.error.message},
+              {"blocking_threads", std::move(threads)}}}};
+}
+
+json error_to_json(const Error& error) {
+    return failure_to_json({error, {}});
+}
+
+json status_to_json(const StatusReport& status) {
+    const ScanReport& report = status.scan;
+    json processes = json::array();
+    std::size_t with_openssl = 0;
+    for (const ProcessReport& process : report.processes) {
+        json libraries = json::array();
+        for (const MappedLibrary& library : process.libraries) {
+            std::optional<std::string> version;
+            if (library.version_text) {
+                version = openssl_version_number(*library.version_text);
+            }
+            libraries.push_back({
+                {"soname", library.soname},
+                {"path", library.path},
+                {"build_id", library.build_id},
+                {"version", optional_to_json(version)},
+                {"version_text", optional_to_json(library.version_text)},
+                {"package", package_to_json(library.package)},
+                {"deleted", library.deleted},
+                {"replaced", library.replaced},
+                {"on_disk_build_id", optional_to_json(library.on_disk_build_id)},
+                {"base_address", hex_address(library.base_address)},
+            });
+        }
+        json errors = json::array();
+        for (const Error& error : process.errors) {
+            errors.push_back({{"reason", error_code_name(error.code)}, {"message", error.message}});
+        }
+        with_openssl += process.libraries.empty() ? 0 : 1;
+        json patches = json::array();
+        if (auto found = status.patches.find(process.info.pid); found != status.patches.end()) {
+            for (const AppliedPatch& patch : found->second) {
+                patches.push_back({
+                    {"patch_id", patch.marker.patch_id},
+                    {"level", patch.marker.level},
+                    {"state", patch_state_name(patch.state)},
+                    {"target_build_id", patch.marker.target_build_id},
+                    {"functions", patch.marker.functions.size()},
+                    {"jumps_in_place", patch.jumps_in_place},
+                    {"region_address", hex_address(patch.marker.region_address)},
+                    {"applied_at_unix_ns", patch.marker.applied_at_unix_ns},
+                });
+            }
+        }
+        processes.push_back({
+            {"pid", process.info.pid},
+            {"comm", process.info.comm},
+            {"start_time", process.info.start_time},
+            {"other_mount_namespace", process.other_mount_namespace},
+            {"root", process.root},
+            {"libraries", std::move(libraries)},
+            {"errors", std::move(errors)},
+            {"patches", std::move(patches)},
+        });
+    }
+    json unreadable = json::array();
+    for (const UnreadableProcess& process : report.unreadable) {
+        unreadable.push_back({
+            {"pid", process.pid},
+            {"comm", process.comm},
+            {"reason", error_code_name(process.error.code)},
+            {"message", process.error.message},
+        });
+    }
+    return {
+        {"format", "suture-status"},
+        {"format_version", 1},
+        {"suture_version", SUTURE_VERSION},
+        {"summary",
+         {
+             {"processes_examined", report.processes_examined},
+             {"processes_with_openssl", with_openssl},
+             {"processes_vanished", report.processes_vanished},
+             {"processes_unreadable", report.unreadable.size()},
+         }},
+        {"processes", std::move(processes)},
+        {"unreadable", std::move(unreadable)},
+    };
+}
+
+json refresh_to_json(const std::vector<RemoteRefresh>& refreshes) {
+    json remotes = json::array();
+    for (const RemoteRefresh& refresh : refreshes) {
+        if (refresh.result) {
+            const feed::RefreshReport& report = *refresh.result;
+            remotes.push_back({{"remote", refresh.remote},
+                               {"ok", true},
+                               {"changed", report.changed},
+                               {"versions",
+                                {{"root", report.root_version},
+                                 {"timestamp", report.timestamp_version},
+                                 {"snapshot", report.snapshot_version},
+                                 {"targets", report.targets_version}}},
+                               {"targets", report.targets},
+                               {"downloaded", report.downloaded},
+                               {"reused", report.reused}});
+        } else {
+            remotes.push_back({{"remote", refresh.remote},
+                               {"ok", false},
+                               {"error",
+                                {{"reason", error_code_name(refresh.result.error().code)},
+                                 {"message", refresh.result.error().message}}}});
+        }
+    }
+    return {{"remotes", remotes}};
+}
+
+json cached_targets_to_json(const std::vector<feed::CachedTarget>& targets) {
+    json entries = json::array();
+    for (const feed::CachedTarget& cached : targets) {
+        entries.push_back({{"remote", cached.remote},
+                           {"name", cached.target.name},
+                           {"length", cached.target.length},
+                           {"sha256", cached.target.sha256},
+                           {"path", cached.path},
+                           {"usable", cached.usable},
+                           {"held_back_because", cached.held_back_because},
+                           {"custom", cached.target.custom}});
+    }
+    return {{"patchsets", entries}};
+}
+
+json update_to_json(const UpdateReport& report) {
+    json actions = json::array();
+    for (const UpdateAction& action : report.actions) {
+        actions.push_back({{"pid", action.process.pid},
+                           {"start_time", action.process.start_time},
+                           {"comm", action.comm},
+                           {"patch_id", action.patch_id},
+                           {"level", action.level},
+                           {"outcome", outcome_name(action.outcome)},
+                           {"reason", action.reason},
+                           {"message", action.message}});
+    }
+    json document = {{"enabled", report.enabled},
+                     {"patchsets", report.patchsets},
+                     {"processes_examined", report.processes_examined},
+                     {"processes_matching", report.processes_matching},
+                     {"closed", report.closed},
+                     {"problems", report.problems},
+                     {"actions", actions}};
+    document["feed"] = refresh_to_json(report.refreshes)["remotes"];
+    return document;
+}
+
+json history_to_json(const std::vector<HistoryEntry>& entries) {
+    json rows = json::array();
+    for (const HistoryEntry& entry : entries) {
+        rows.push_back({{"id", entry.id},
+                        {"at", entry.at},
+                        {"action", entry.action},
+                        {"pid", entry.process.pid},
+                        {"start_time", entry.process.start_time},
+                        {"patch_id", entry.patch_id},
+                        {"level", entry.level},
+                        {"outcome", entry.outcome},
+                        {"reason", entry.reason},
+                        {"message", entry.message}});
+    }
+    return {{"history", rows}};
+}
+
+// From JSON.
+
+std::optional<InjectFailure> failure_from_json(const json& document) {
+    if (!document.is_object() || !document.contains("error")) {
+        return std::nullopt;
+    }
+    FieldReader fields(document, "document");
+    FieldReader error(fields.object("error"), "error");
+    std::string reason = error.get<std::string>("reason");
+    InjectFailure failure{.error = {error_code_from_name(reason).value_or(ErrorCode::io),
+                                    error.get<std::string>("message"), 0},
+                          .blocking = {}};
+    if (error.optional<json>("blocking_threads")) {
+        for (const json& thread : error.array("blocking_threads")) {
+            failure.blocking.push_back(blocking_thread_from_json(thread, error));
+        }
+    }
+    fields.adopt(error);
+    if (fields.problem()) {
+        return InjectFailure{fields.error(), {}};
+    }
+    return failure;
+}
+
+InjectResult<InjectReport> inject_report_from_json(const json& document) {
+    if (auto failure = failure_from_json(document)) {
+        return tl::unexpected(*failure);
+    }
+    FieldReader fields(document, "document");
+    InjectReport report = one_inject_report_from_json(document, fields);
+    if (fields.problem()) {
+        return tl::unexpected(InjectFailure{fields.error(), {}});
+    }
+    return report;
+}
+
+InjectResult<std::vector<InjectReport>> reverted_from_json(const json& document) {
+    if (auto failure = failure_from_json(document)) {
+        return tl::unexpected(*failure);
+    }
+    FieldReader fields(document, "document");
+    std::vector<InjectReport> reports;
+    for (const json& report : fields.array("reverted")) {
+        reports.push_back(one_inject_report_from_json(report, fields));
+    }
+    if (fields.problem()) {
+        return tl::unexpected(InjectFailure{fields.error(), {}});
+    }
+    return reports;
+}
+
+Result<UpdateReport> update_from_json(const json& document) {
+    if (auto failure = failure_from_json(document)) {
+        return tl::unexpected(failure->error);
+    }
+    FieldReader fields(document, "update document");
+    UpdateReport report{
+        .enabled = fields.get<bool>("enabled"),
+        .refreshes = {},
+        .patchsets = fields.get<std::size_t>("patchsets"),
+        .processes_examined = fields.get<std::size_t>("processes_examined"),
+        .processes_matching = fields.get<std::size_t>("processes_matching"),
+        .closed = fields.get<std::size_t>("closed"),
+        .problems = fields.get<std::vector<std::string>>("problems"),
+        .actions = {},
+    };
+    for (const json& remote : fields.array("feed")) {
+        report.refreshes.push_back(remote_refresh_from_json(remote, fields));
+    }
+    for (const json& action : fields.array("actions")) {
+        report.actions.push_back(update_action_from_json(action, fields));
+    }
+    if (fields.problem()) {
+        return tl::unexpected(fields.error());
+    }
+    return report;
+}
+
+Result<std::vector<HistoryEntry>> history_from_json(const json& document) {
+    if (auto failure = failure_from_json(document)) {
+        return tl::unexpected(failure->error);
+    }
+    FieldReader fields(document, "history document");
+    std::vector<HistoryEntry> entries;
+    for (const json& row : fields.array("history")) {
+        FieldReader entry(row, "history entry");
+        entries.push_back({
+            .id = entry.get<std::int64_t>("id"),
+            .at = entry.get<std::int64_t>("at"),
+            .action = entry.get<std::string>("action"),
+            .process = {.pid = entry.get<int>("pid"),
+                        .start_time = entry.get<std::uint64_t>("start_time")},
+            .patch_id = entry.get<std::string>("patch_id"),
+            .level = entry.get<std::uint32_t>("level"),
+            .outcome = entry.get<std::string>("outcome"),
+            .reason = entry.get<std::string>("reason"),
+            .message = entry.get<std::string>("message"),
+        });
+        fields.adopt(entry);
+    }
+    if (fields.problem()) {
+        return tl::unexpected(fields.error());
+    }
+    return entries;
+}
+
+}  // namespace suture

@@ -1,0 +1,124 @@
+// The engine's typed reports and their JSON documents (docs/formats.md,
+// docs/feed-format.md, docs/state.md), both directions, in one place: the
+// CLI prints what the engine returns and what sutured sends back as the
+// same types, so a renamed field fails to compile instead of printing 0.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "base/Error.h"
+#include "engine/Feed.h"
+#include "inject/Injector.h"
+#include "scan/Scanner.h"
+#include "state/StateDatabase.h"
+
+namespace suture {
+
+// What `status` reports: the scan, plus the suture patches found in each
+// reported process through their region markers (no ptrace).
+struct StatusReport {
+    ScanReport scan;
+    std::map<int, std::vector<AppliedPatch>> patches;  // by pid; absent: none
+};
+
+// A failed apply or revert: the error, and on `unsafe` the threads that
+// blocked the last try.
+struct InjectFailure {
+    Error error;
+    std::vector<BlockingThread> blocking;
+};
+template <typename T>
+using InjectResult = tl::expected<T, InjectFailure>;
+
+// What happened to one (process, patch) pair in an update or to a new
+// process.
+enum class ActionOutcome {
+    applied,   // patched now
+    already,   // the marker shows it active, and the database knows it
+    adopted,   // active in memory but unknown to the database: recorded now
+    excluded,  // suture itself, or an excluded executable or unit
+    failed,    // the apply failed; `reason` and `message` say why
+};
+std::string_view outcome_name(ActionOutcome outcome);
+std::optional<ActionOutcome> outcome_from_name(std::string_view name);
+
+struct UpdateAction {
+    ProcessIdentity process;
+    std::string comm;
+    std::string patch_id;
+    std::uint32_t level = 0;
+    ActionOutcome outcome = ActionOutcome::failed;
+    std::string reason;  // error code name when failed
+    std::string message;
+};
+
+struct UpdateReport {
+    bool enabled = true;
+    std::vector<RemoteRefresh> refreshes;  // empty when offline
+    std::size_t patchsets = 0;             // usable patch files in the cache
+    std::size_t processes_examined = 0;
+    std::size_t processes_matching = 0;  // mapping a build some patchset is for
+    std::size_t closed = 0;              // recorded applications whose process exited
+    std::vector<std::string> problems;   // cached patch files that could not be read
+    std::vector<UpdateAction> actions;
+};
+
+// What happened to one new process (sutured, on an exec event).
+struct NewProcessOutcome {
+    int pid = 0;
+    bool parked = false;  // held at its entry point before main()
+    std::vector<UpdateAction> actions;
+};
+
+// Counters since the daemon started.
+struct NewProcessStatistics {
+    std::uint64_t execs = 0;       // exec events seen
+    std::uint64_t candidates = 0;  // executables that need libssl/libcrypto
+    std::uint64_t parked = 0;      // held at their entry point in time
+    std::uint64_t patched_before_main = 0;
+    std::uint64_t patched_late = 0;  // too late to park: patched while running
+};
+
+// Name of an ErrorCode as it appears in JSON ("permission_denied"), and the
+// inverse (nullopt if unknown).
+std::string error_code_name(ErrorCode code);
+std::optional<ErrorCode> error_code_from_name(const std::string& name);
+
+// "3.0.20" out of "OpenSSL 3.0.20 16 Jan 2026" (or "1.1.1w" out of
+// "OpenSSL 1.1.1w  11 Sep 2023"); nullopt when the text has no version.
+std::optional<std::string> openssl_version_number(const std::string& version_text);
+
+// "2026-12-01T10:05:17Z" (the feed's and the history's time format).
+std::string format_utc_time(std::int64_t unix_seconds);
+
+// To JSON. Every document of a failure has the same shape:
+// {"ok": false, "error": {"reason", "message", "blocking_threads"}}.
+nlohmann::json status_to_json(const StatusReport& report);
+nlohmann::json inject_report_to_json(int pid, const InjectReport& report);
+nlohmann::json reverted_to_json(int pid, const std::vector<InjectReport>& reports);
+nlohmann::json failure_to_json(const InjectFailure& failure);
+nlohmann::json error_to_json(const Error& error);
+nlohmann::json thread_stacks_to_json(int pid, const std::vector<ThreadStack>& stacks);
+nlohmann::json update_to_json(const UpdateReport& report);
+nlohmann::json history_to_json(const std::vector<HistoryEntry>& entries);
+nlohmann::json refresh_to_json(const std::vector<RemoteRefresh>& refreshes);
+nlohmann::json cached_targets_to_json(const std::vector<feed::CachedTarget>& targets);
+
+// From JSON: the documents sutured sends back, read strictly. A missing
+// field or a wrong type is a bad_format error naming the field; a failure
+// document becomes the failure it describes.
+InjectResult<InjectReport> inject_report_from_json(const nlohmann::json& document);
+InjectResult<std::vector<InjectReport>> reverted_from_json(const nlohmann::json& document);
+Result<UpdateReport> update_from_json(const nlohmann::json& document);
+Result<std::vector<HistoryEntry>> history_from_json(const nlohmann::json& document);
+// The failure a document describes, or nullopt when it is not one.
+std::optional<InjectFailure> failure_from_json(const nlohmann::json& document);
+
+}  // namespace suture
