@@ -47,7 +47,8 @@ struct Global {
 };
 
 void print_json(const nlohmann::json& document) {
-    std::cout << document.dump(2) << "\n";
+    // Invalid UTF-8 (a process's comm can hold any bytes) is replaced.
+    std::cout << document.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
 }
 
 // An error of a command as a whole (not of one process): a message, and

@@ -63,7 +63,10 @@ Result<std::unique_ptr<Daemon>> Daemon::open(DaemonOptions options) {
 }
 
 int Daemon::reply(sd_bus_message* message, const nlohmann::json& document) {
-    return sd_bus_reply_method_return(message, "s", document.dump(2).c_str());
+    // Invalid UTF-8 (a process's comm can hold any bytes) is replaced, not
+    // thrown: the daemon never aborts on what it reads.
+    std::string text = document.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+    return sd_bus_reply_method_return(message, "s", text.c_str());
 }
 
 int Daemon::run() {

@@ -41,3 +41,19 @@ TEST_CASE("a process that does not exist is not_found, not a crash") {
     REQUIRE_FALSE(info);
     CHECK(info.error().code == ErrorCode::not_found);
 }
+
+TEST_CASE("the systemd unit is the last .service or .scope of the cgroup path") {
+    CHECK(unit_from_cgroup("0::/system.slice/nginx.service\n") == "nginx.service");
+    CHECK(unit_from_cgroup("0::/user.slice/user-1000.slice/session-3.scope\n") == "session-3.scope");
+    // The last one wins (a service started inside a session scope's subtree).
+    CHECK(unit_from_cgroup("0::/system.slice/a.service/b.scope/c.service\n") == "c.service");
+    // cgroup v1: only the name=systemd hierarchy counts.
+    CHECK(unit_from_cgroup("12:cpu,cpuacct:/system.slice/wrong.service\n"
+                           "1:name=systemd:/system.slice/dovecot.service\n") ==
+          "dovecot.service");
+    CHECK(unit_from_cgroup("0::/\n").empty());
+    CHECK(unit_from_cgroup("").empty());
+    CHECK(unit_from_cgroup("0::/system.slice/no-newline.service") == "no-newline.service");
+    // A component only named like a unit suffix is not taken as part of another.
+    CHECK(unit_from_cgroup("0::/system.slice/my.service.d/x\n") == "");
+}

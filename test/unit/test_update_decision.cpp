@@ -1,0 +1,177 @@
+// The engine's logic around its parts: the update decision, exclusions and
+// the documents sutured sends back, read strictly.
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "engine/Documents.h"
+#include "engine/Update.h"
+
+using namespace suture;
+
+namespace {
+
+PatchMetadata candidate(const std::string& patch_id, std::uint32_t level) {
+    PatchMetadata metadata;
+    metadata.patch_id = patch_id;
+    metadata.level = level;
+    return metadata;
+}
+
+AppliedPatch in_memory(const std::string& patch_id, std::uint32_t level, PatchState state) {
+    AppliedPatch applied;
+    applied.marker.patch_id = patch_id;
+    applied.marker.level = level;
+    applied.state = state;
+    return applied;
+}
+
+UpdateSubject subject_with(const std::vector<AppliedPatch>* patches) {
+    return {.process = {.pid = 42, .start_time = 7},
+            .place = {.executable = "/usr/sbin/nginx", .unit = "nginx.service"},
+            .in_memory = patches};
+}
+
+}  // namespace
+
+TEST_CASE("update decides to apply a patch no marker shows active") {
+    Exclusions none = Exclusions::from({});
+    CHECK(decide(subject_with(nullptr), candidate("CVE-1", 1), none, {}).verdict == Verdict::apply);
+    // An inactive, partial or retired region of the same patch is not active.
+    for (PatchState state : {PatchState::inactive, PatchState::partial, PatchState::retired,
+                             PatchState::foreign}) {
+        std::vector<AppliedPatch> patches{in_memory("CVE-1", 1, state)};
+        CHECK(decide(subject_with(&patches), candidate("CVE-1", 1), none, {}).verdict ==
+              Verdict::apply);
+    }
+    // A lower level active is upgraded; another patch id does not count.
+    std::vector<AppliedPatch> lower{in_memory("CVE-1", 1, PatchState::active),
+                                    in_memory("CVE-2", 5, PatchState::active)};
+    CHECK(decide(subject_with(&lower), candidate("CVE-1", 2), none, {}).verdict ==
+          Verdict::apply);
+}
+
+TEST_CASE("update leaves an active patch alone and adopts one the database does not know") {
+    Exclusions none = Exclusions::from({});
+    std::vector<AppliedPatch> patches{in_memory("CVE-1", 3, PatchState::active)};
+    Decision unknown = decide(subject_with(&patches), candidate("CVE-1", 2), none, {});
+    CHECK(unknown.verdict == Verdict::adopt);
+    CHECK(unknown.level == 3);  // the level in memory, not the candidate's
+    KnownApplications known{{42, 7, "CVE-1", 3}};
+    Decision recorded = decide(subject_with(&patches), candidate("CVE-1", 2), none, known);
+    CHECK(recorded.verdict == Verdict::already);
+    CHECK(recorded.level == 3);
+    // A record of the same PID with another start time is another process.
+    KnownApplications reused_pid{{42, 8, "CVE-1", 3}};
+    CHECK(decide(subject_with(&patches), candidate("CVE-1", 2), none, reused_pid).verdict ==
+          Verdict::adopt);
+}
+
+TEST_CASE("update never touches itself or what is excluded, before anything else") {
+    std::vector<AppliedPatch> patches{in_memory("CVE-1", 1, PatchState::active)};
+    UpdateSubject self = subject_with(&patches);
+    self.is_self = true;
+    Decision decision = decide(self, candidate("CVE-1", 1), Exclusions::from({}), {});
+    CHECK(decision.verdict == Verdict::exclude);
+    CHECK(decision.why == "suture never patches itself");
+
+    Decision by_executable = decide(subject_with(nullptr), candidate("CVE-1", 1),
+                                    Exclusions::from({{"executable", "/usr/sbin/nginx"}}), {});
+    CHECK(by_executable.verdict == Verdict::exclude);
+    CHECK(by_executable.why == "/usr/sbin/nginx is excluded");
+
+    Decision by_unit = decide(subject_with(nullptr), candidate("CVE-1", 1),
+                              Exclusions::from({{"unit", "nginx.service"}}), {});
+    CHECK(by_unit.verdict == Verdict::exclude);
+    CHECK(by_unit.why == "unit nginx.service is excluded");
+}
+
+TEST_CASE("exclusions match whole executable paths and units, and say whether units matter") {
+    Exclusions exclusions =
+        Exclusions::from({{"executable", "/usr/sbin/nginx"}, {"unit", "dovecot.service"}});
+    CHECK(exclusions.has_units());
+    CHECK_FALSE(Exclusions::from({{"executable", "/bin/x"}}).has_units());
+    CHECK_FALSE(exclusions.reason({.executable = "/usr/sbin/nginx-debug", .unit = ""}));
+    CHECK_FALSE(exclusions.reason({.executable = "/usr/sbin", .unit = ""}));
+    CHECK_FALSE(exclusions.reason({.executable = "/usr/bin/doveadm", .unit = "dovecot.socket"}));
+    CHECK(exclusions.reason({.executable = "/usr/sbin/dovecot", .unit = "dovecot.service"}));
+    // An empty unit never matches, even against an empty exclusion value.
+    CHECK_FALSE(Exclusions::from({{"unit", ""}}).reason({.executable = "/x", .unit = ""}));
+}
+
+TEST_CASE("an inject report and a failure survive the trip through their documents") {
+    InjectReport report{.patch_id = "CVE-2026-63076",
+                        .level = 2,
+                        .replaced_level = 1,
+                        .region_address = 0x7f1234560000,
+                        .functions = 3,
+                        .attempts = 2,
+                        .stopped_for = std::chrono::microseconds(812),
+                        .threads = 9,
+                        .stack_check = {.threads = 9, .proven_by_scan = 7, .unwound = 2,
+                                        .complete_unwinds = 2, .deepest_frames = 11},
+                        .released_regions = 1};
+    auto back = inject_report_from_json(inject_report_to_json(42, report));
+    REQUIRE(back);
+    CHECK(back->patch_id == report.patch_id);
+    CHECK(back->level == 2);
+    CHECK(back->replaced_level == std::optional<std::uint32_t>(1));
+    CHECK(back->region_address == 0x7f1234560000);
+    CHECK(back->stopped_for == std::chrono::microseconds(812));
+    CHECK(back->stack_check.deepest_frames == 11);
+    CHECK(back->released_regions == 1);
+
+    InjectFailure failure{.error = {ErrorCode::unsafe, "pid 42: unsafe", 0},
+                          .blocking = {{.tid = 43, .frames = {"#0 0x1 in f"}, .cannot_unwind = ""}}};
+    nlohmann::json document = failure_to_json(failure);
+    CHECK(document["ok"] == false);
+    auto failed = inject_report_from_json(document);
+    REQUIRE_FALSE(failed);
+    CHECK(failed.error().error.code == ErrorCode::unsafe);
+    REQUIRE(failed.error().blocking.size() == 1);
+    CHECK(failed.error().blocking[0].tid == 43);
+    // Every error document has the same shape.
+    CHECK(error_to_json(Error{ErrorCode::io, "x", 0})["ok"] == false);
+    CHECK(error_to_json(Error{ErrorCode::io, "x", 0})["error"]["blocking_threads"].is_array());
+}
+
+TEST_CASE("a reply with a missing field or a wrong type is a bad_format error, not an exception") {
+    InjectReport report{.patch_id = "p", .level = 1};
+    nlohmann::json good = inject_report_to_json(1, report);
+    for (const char* field : {"patch_id", "level", "region_address", "stack_check"}) {
+        nlohmann::json missing = good;
+        missing.erase(field);
+        auto parsed = inject_report_from_json(missing);
+        REQUIRE_FALSE(parsed);
+        CHECK(parsed.error().error.code == ErrorCode::bad_format);
+        CHECK_THAT(parsed.error().error.message, Catch::Contains(field));
+    }
+    nlohmann::json wrong = good;
+    wrong["level"] = "two";
+    CHECK_FALSE(inject_report_from_json(wrong));
+    wrong = good;
+    wrong["region_address"] = "nonsense";
+    CHECK_FALSE(inject_report_from_json(wrong));
+    CHECK_FALSE(inject_report_from_json(nlohmann::json::array()));
+    CHECK_FALSE(inject_report_from_json(nlohmann::json("text")));
+
+    UpdateReport update;
+    update.actions.push_back({.process = {.pid = 5, .start_time = 6},
+                              .comm = "nginx",
+                              .patch_id = "p",
+                              .level = 1,
+                              .outcome = ActionOutcome::adopted});
+    update.refreshes.push_back({"main", feed::RefreshReport{.remote = "main", .targets = 4}});
+    update.refreshes.push_back({"other", tl::unexpected(Error{ErrorCode::expired, "old", 0})});
+    auto round = update_from_json(update_to_json(update));
+    REQUIRE(round);
+    REQUIRE(round->actions.size() == 1);
+    CHECK(round->actions[0].outcome == ActionOutcome::adopted);
+    REQUIRE(round->refreshes.size() == 2);
+    CHECK(round->refreshes[0].result->targets == 4);
+    CHECK(round->refreshes[1].result.error().code == ErrorCode::expired);
+    nlohmann::json bad_outcome = update_to_json(update);
+    bad_outcome["actions"][0]["outcome"] = "exploded";
+    CHECK_FALSE(update_from_json(bad_outcome));
+    nlohmann::json bad_history = {{"history", {{{"id", "one"}}}}};
+    CHECK_FALSE(history_from_json(bad_history));
+}
