@@ -44,10 +44,14 @@ check_eq "the committed patch is for that build" "$build_id" \
 if [ -z "$rootfs" ]; then
     start_program pid "LD_LIBRARY_PATH=$library_dir" -- "$reproducer"
 else
-    # Paths as the rootfs sees them.
+    # Paths as the rootfs sees them. The reproducer is compiled in a copy of
+    # patchsets/openssl/, with that directory on the include path as meson
+    # has it: it includes reproducer-harness.h (and may include another
+    # patchset's reproducer by its relative path).
     inside=${work#"$rootfs"}
-    cp "$patchset/$(jq -r .reproducer "$manifest")" "$work/reproducer.c"
-    chroot "$rootfs" gcc -O2 -Wall -o "$inside/reproducer" "$inside/reproducer.c" -lcrypto \
+    cp -r "$SOURCE_ROOT/patchsets/openssl" "$work/patchsets"
+    source_file=${patchset#"$SOURCE_ROOT/patchsets/openssl/"}/$(jq -r .reproducer "$manifest")
+    chroot "$rootfs" gcc -O2 -Wall -I "$inside/patchsets" -o "$inside/reproducer" "$inside/patchsets/$source_file" -lcrypto \
         >"$scratch/compile.log" 2>&1 || { cat "$scratch/compile.log"; fail_check "the reproducer does not compile in the $distro rootfs"; exit 1; }
     start_in_rootfs pid "$rootfs" "LD_LIBRARY_PATH=${library_dir#"$rootfs"}" -- "$inside/reproducer"
     check_eq "the reproducer runs in its own PID namespace (PID 1 there)" 1 \
