@@ -35,8 +35,7 @@ sleep 0.3
 # The CLI, without --direct and without any state path of its own: the work
 # is done by the daemon, and recorded in the daemon's database.
 unset SUTURE_STATE_DB SUTURE_FEED_CACHE
-"$SUTURE" update --json >"$scratch/update.json"
-check_eq "suture update through the daemon" 0 "$?"
+run 0 "suture update through the daemon" "$SUTURE" update --json
 check_eq "the target" FIXED "$(ask "$target" probe)"
 check_eq "the daemon's database records the applications" 3 \
     "$(sqlite3 "$state" "select count(*) from applications where pid = $target and state = 'active'")"
@@ -46,22 +45,14 @@ grep -q "int32 $target" "$scratch/signals.log" && pass "ProcessPatched signals f
 
 # An unprivileged caller: may read, may not change anything.
 as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
-status=0
-as_nobody "$SUTURE" update >"$scratch/nobody-update.out" 2>&1 || status=$?
-check_eq "unprivileged update: refused (exit 5)" 5 "$status"
-grep -q "not allowed" "$scratch/nobody-update.out" && pass "the refusal says why" ||
-    fail_check "refusal message: $(cat "$scratch/nobody-update.out")"
-status=0
-as_nobody "$SUTURE" revert --pid "$target" >/dev/null 2>&1 || status=$?
-check_eq "unprivileged revert: refused (exit 5)" 5 "$status"
-status=0
-as_nobody "$SUTURE" disable >/dev/null 2>&1 || status=$?
-check_eq "unprivileged disable: refused (exit 5)" 5 "$status"
+run 5 "unprivileged update: refused" as_nobody "$SUTURE" update
+grep -q "not allowed" <<<"$errors" && pass "the refusal says why" ||
+    fail_check "refusal message: $errors"
+run 5 "unprivileged revert: refused" as_nobody "$SUTURE" revert --pid "$target"
+run 5 "unprivileged disable: refused" as_nobody "$SUTURE" disable
 check_eq "the target is still patched" FIXED "$(ask "$target" probe)"
-status=0
-as_nobody "$SUTURE" history --json >"$scratch/nobody-history.json" 2>&1 || status=$?
-check_eq "unprivileged history: allowed" 0 "$status"
-[ "$(jq '.history | length' "$scratch/nobody-history.json")" -gt 0 ] && pass "it reads the daemon's history" ||
+run 0 "unprivileged history: allowed" as_nobody "$SUTURE" history --json
+[ "$(jq '.history | length' <<<"$output")" -gt 0 ] && pass "it reads the daemon's history" ||
     fail_check "empty history for the unprivileged caller"
 
 # Root through the daemon: revert, apply, the switch.
@@ -83,8 +74,7 @@ kill -9 "$daemon_pid"
 wait $! 2>/dev/null || true
 check_eq "database intact after kill -9 of sutured" ok "$(sqlite3 "$state" 'pragma integrity_check')"
 start_daemon
-"$SUTURE" update --json >"$scratch/after.json"
-check_eq "update after the restart" 0 "$?"
+run 0 "update after the restart" "$SUTURE" update --json
 check_eq "the target after the restart" FIXED "$(ask "$target" probe)"
 check_eq "the target survived it all" "$target" "$(ask "$target" pid)"
 kill -TERM "$daemon_pid"

@@ -54,10 +54,8 @@ check_eq "every holder maps the vulnerable libcrypto" "$count" \
         "$scratch/status-before.json")"
 
 started=$(milliseconds)
-"$SUTURE" update --offline --json >"$scratch/update.json"
-update_status=$?
+run 0 "update" "$SUTURE" update --offline --json
 update_ms=$(($(milliseconds) - started))
-check_eq "update exit status" 0 "$update_status"
 
 stopped=0
 for pid in "${fleet[@]}"; do
@@ -70,7 +68,7 @@ check_eq "holders left stopped or dead" 0 "$stopped"
 ours=$(printf '%s\n' "${fleet[@]}" | jq -s .)
 check_eq "patches applied to the fleet (3 per process)" $((count * 3)) \
     "$(jq --argjson ours "$ours" '[.actions[] | select(.outcome == "applied" and (.pid as $p | $ours | index($p)))] | length' \
-        "$scratch/update.json")"
+        <<<"$output")"
 "$SUTURE" status --json "${pid_args[@]}" >"$scratch/status-after.json"
 check_eq "holders with all three patches active" "$count" \
     "$(jq '[.processes[] | select([.patches[] | select(.state == "active")] | length == 3)] | length' \

@@ -32,7 +32,7 @@ check_eq "level 2 replaced level 1" "2 1" "$(jq -r '"\(.level) \(.replaced_level
 check_eq "after the upgrade: level 2 functions, the rest original" "$v3" "$(results)"
 status=$("$SUTURE" status --json --pid "$pid")
 check_eq "one region left after the upgrade" 1 "$(jq '.processes[0].patches | length' <<<"$status")"
-check_eq "older level refused" 12 "$("$SUTURE" apply --pid "$pid" "$DEMO_PATCH_V2" >/dev/null 2>&1; echo $?)"
+run 12 "older level refused" "$SUTURE" apply --pid "$pid" "$DEMO_PATCH_V2"
 
 json=$("$SUTURE" revert --json --pid "$pid" demo-fix)
 check_eq "revert: what" "demo-fix 2" "$(jq -r '.reverted[0] | "\(.patch_id) \(.level)"' <<<"$json")"

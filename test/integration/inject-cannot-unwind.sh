@@ -21,15 +21,13 @@ check_eq "suture stacks: exactly one thread cannot be unwound" 1 \
     "$(jq '[.threads[] | select(.complete | not)] | length' <<<"$stacks")"
 echo "incomplete: $(jq -r '.threads[] | select(.complete | not) | .incomplete_reason' <<<"$stacks")"
 echo "frame counts: $(jq -r '[.threads[] | "\(.tid):\(.frames | length)\(if .complete then "" else "(incomplete)" end)"] | join(" ")' <<<"$stacks")"
-status=0
-json=$("$SUTURE" apply --json --attempts 3 --backoff-ms 20 --pid "$pid" "$DEMO_PATCH_V2") || status=$?
-check_eq "apply: unsafe exit status" 9 "$status"
-check_eq "apply: reason" unsafe "$(jq -r .error.reason <<<"$json")"
-grep -q "cannot unwind thread [0-9]*: frame #[0-9]* at 0x[0-9a-f]*: " <<<"$(jq -r .error.message <<<"$json")" &&
+run 9 "apply: unsafe" "$SUTURE" apply --json --attempts 3 --backoff-ms 20 --pid "$pid" "$DEMO_PATCH_V2"
+check_eq "apply: reason" unsafe "$(jq -r .error.reason <<<"$output")"
+grep -q "cannot unwind thread [0-9]*: frame #[0-9]* at 0x[0-9a-f]*: " <<<"$(jq -r .error.message <<<"$output")" &&
     pass "the message says which thread cannot be unwound and where" ||
-    fail_check "message: $(jq -r .error.message <<<"$json")"
+    fail_check "message: $(jq -r .error.message <<<"$output")"
 check_eq "the blocking thread's reason is in the document" 1 \
-    "$(jq '[.error.blocking_threads[] | select(.cannot_unwind != null)] | length' <<<"$json")"
+    "$(jq '[.error.blocking_threads[] | select(.cannot_unwind != null)] | length' <<<"$output")"
 check_eq "nothing applied" generation=1 "$(ask "$pid" report | cut -d' ' -f1)"
 sleep 3
 json=$("$SUTURE" apply --json --pid "$pid" "$DEMO_PATCH_V2")
@@ -40,11 +38,9 @@ check_eq "version 2 runs" generation=2 "$(ask "$pid" report | cut -d' ' -f1)"
 check_eq "a thread sleeps without unwind information, pointing into the region" sleeping \
     "$(ask "$pid" "nounwind 3000")"
 sleep 0.2
-status=0
-json=$("$SUTURE" revert --json --attempts 3 --backoff-ms 20 --pid "$pid") || status=$?
-check_eq "revert: unsafe exit status" 9 "$status"
-grep -q "cannot unwind thread" <<<"$(jq -r .error.message <<<"$json")" &&
-    pass "revert refuses: cannot unwind" || fail_check "revert message: $(jq -r .error.message <<<"$json")"
+run 9 "revert: unsafe" "$SUTURE" revert --json --attempts 3 --backoff-ms 20 --pid "$pid"
+grep -q "cannot unwind thread" <<<"$(jq -r .error.message <<<"$output")" &&
+    pass "revert refuses: cannot unwind" || fail_check "revert message: $(jq -r .error.message <<<"$output")"
 check_eq "still version 2" generation=2 "$(ask "$pid" report | cut -d' ' -f1)"
 sleep 3
 json=$("$SUTURE" revert --json --pid "$pid")

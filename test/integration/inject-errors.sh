@@ -4,50 +4,43 @@
 source "$(dirname "$0")/lib.sh"
 require_root "ptrace and /proc/PID/mem of another process"
 
-# run EXPECTED DESCRIPTION ARGS...: output (stdout+stderr) in $output
-run() {
-    local expected=$1 description=$2 status=0
-    shift 2
-    output=$("$SUTURE" "$@" 2>&1) || status=$?
-    check_eq "$description: exit status" "$expected" "$status"
-}
 says() {
-    grep -q -- "$1" <<<"$output" && pass "message says '$1'" || fail_check "message lacks '$1': $output"
+    grep -q -- "$1" <<<"$errors" && pass "message says '$1'" || fail_check "message lacks '$1': $errors"
 }
 
 start_target pid -- 2
 v1=$(ask "$pid" report | cut -d' ' -f1-5)
 
-run 4 "no such process" apply --pid 1073741 "$DEMO_PATCH_V2"
+run 4 "no such process" "$SUTURE" apply --pid 1073741 "$DEMO_PATCH_V2"
 says "pid 1073741"
 
 hold holder "" libcrypto.so.3
-run 6 "library not mapped" apply --pid "$holder" "$DEMO_PATCH_V2"
+run 6 "library not mapped" "$SUTURE" apply --pid "$holder" "$DEMO_PATCH_V2"
 says "does not map libsuture-demo.so"
 
 start_target other env "LD_LIBRARY_PATH=$DEMO_OTHER_BUILD_DIR" -- 2
-run 7 "another build of the library" apply --pid "$other" "$DEMO_PATCH_V2"
+run 7 "another build of the library" "$SUTURE" apply --pid "$other" "$DEMO_PATCH_V2"
 says "the patch is for build"
 
 rewrite_patch "$DEMO_PATCH_V2" "$scratch/wrong-hash.patch" \
     '.functions[1].sha256 = ("0" * 64)'
-run 8 "fingerprint mismatch" apply --pid "$pid" "$scratch/wrong-hash.patch"
+run 8 "fingerprint mismatch" "$SUTURE" apply --pid "$pid" "$scratch/wrong-hash.patch"
 says "demo_compute at 0x"
 says "bytes differ"
 
 echo "not a patch" >"$scratch/garbage.patch"
-run 11 "a file that is no patch" apply --pid "$pid" "$scratch/garbage.patch"
+run 11 "a file that is no patch" "$SUTURE" apply --pid "$pid" "$scratch/garbage.patch"
 says "not a suture patch file"
 head -c 200 "$DEMO_PATCH_V2" >"$scratch/truncated.patch"
-run 11 "a truncated patch" apply --pid "$pid" "$scratch/truncated.patch"
+run 11 "a truncated patch" "$SUTURE" apply --pid "$pid" "$scratch/truncated.patch"
 rewrite_patch "$DEMO_PATCH_V2" "$scratch/undefined.patch" '.imports |= map(select(.symbol != "strtol"))'
-run 11 "an import left out of the metadata" apply --pid "$pid" "$scratch/undefined.patch"
+run 11 "an import left out of the metadata" "$SUTURE" apply --pid "$pid" "$scratch/undefined.patch"
 says "undefined symbol strtol"
-run 1 "a patch file that does not exist" apply --pid "$pid" "$scratch/missing.patch"
+run 1 "a patch file that does not exist" "$SUTURE" apply --pid "$pid" "$scratch/missing.patch"
 
-run 13 "revert of a patch that is not applied" revert --pid "$pid" demo-fix
+run 13 "revert of a patch that is not applied" "$SUTURE" revert --pid "$pid" demo-fix
 says "is not applied"
-run 2 "apply without a patch file" apply --pid "$pid"
+run 2 "apply without a patch file" "$SUTURE" apply --pid "$pid"
 
 check_eq "after all refusals the target still runs version 1" "$v1" "$(ask "$pid" report | cut -d' ' -f1-5)"
 check_eq "no suture region was left behind" 0 \

@@ -9,11 +9,9 @@ start_target pid -- 2
 check_eq "a thread goes to sleep inside demo_sleep_inside" sleeping "$(ask "$pid" "sleep 2500")"
 sleep 0.2
 started=$(date +%s%N)
-status=0
-json=$("$SUTURE" apply --json --attempts 4 --backoff-ms 20 --pid "$pid" "$DEMO_PATCH_V2") || status=$?
-check_eq "unsafe: exit status" 9 "$status"
-check_eq "unsafe: reason" unsafe "$(jq -r .error.reason <<<"$json")"
-frames=$(jq -r '.error.blocking_threads[].frames[]' <<<"$json")
+run 9 "unsafe" "$SUTURE" apply --json --attempts 4 --backoff-ms 20 --pid "$pid" "$DEMO_PATCH_V2"
+check_eq "unsafe: reason" unsafe "$(jq -r .error.reason <<<"$output")"
+frames=$(jq -r '.error.blocking_threads[].frames[]' <<<"$output")
 echo "$frames"
 grep -q "demo_sleep_inside (libsuture-demo.so+" <<<"$frames" &&
     pass "the blocking frame is named" || fail_check "blocking frames: $frames"

@@ -55,6 +55,21 @@ check_eq() {
     fi
 }
 
+# run EXPECTED_STATUS DESCRIPTION COMMAND...: runs COMMAND and checks its exit
+# status; its standard output is then in $output, its standard error in
+# $errors. A failing COMMAND does not end the test (set -e would, before the
+# check could say so); a wrong status prints both streams.
+run() {
+    local expected=$1 description=$2 status=0
+    shift 2
+    output=$("$@" 2>"$scratch/run.err") || status=$?
+    errors=$(cat "$scratch/run.err")
+    check_eq "$description: exit status" "$expected" "$status"
+    if [ "$status" != "$expected" ]; then
+        printf '%s\n' "--- stdout of $*:" "$output" "--- stderr:" "$errors"
+    fi
+}
+
 require_root() {
     [ "$(id -u)" = 0 ] || skip "needs root: $*"
 }

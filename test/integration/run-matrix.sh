@@ -6,15 +6,15 @@
 source "$(dirname "$0")/lib.sh"
 require_root "debootstrap and chroot"
 command -v debootstrap >/dev/null || skip "debootstrap is not installed"
-SUTURE=$SUTURE "$SOURCE_ROOT/containers/run-matrix" --engine chroot --json >"$scratch/matrix.json"
-check_eq "run-matrix exit status" 0 "$?"
-jq -r '"\(.row): \(.result): \(.detail)"' "$scratch/matrix.json"
+run 0 "run-matrix" env SUTURE="$SUTURE" "$SOURCE_ROOT/containers/run-matrix" --engine chroot --json
+matrix=$output
+jq -r '"\(.row): \(.result): \(.detail)"' <<<"$matrix"
 for row in debian-11 debian-12 debian-13; do
-    check_eq "$row" passed "$(jq -r --arg row "$row" 'select(.row == $row) | .result' "$scratch/matrix.json")"
+    check_eq "$row" passed "$(jq -r --arg row "$row" 'select(.row == $row) | .result' <<<"$matrix")"
 done
 for row in ubuntu-22.04 ubuntu-24.04 rhel-9; do
-    check_eq "$row" "not tested" "$(jq -r --arg row "$row" 'select(.row == $row) | .result' "$scratch/matrix.json")"
+    check_eq "$row" "not tested" "$(jq -r --arg row "$row" 'select(.row == $row) | .result' <<<"$matrix")"
 done
 check_eq "the debian-12 row lists the shipped patchsets" "CVE-2026-63072 CVE-2026-63074 CVE-2026-63076" \
-    "$(jq -r 'select(.row == "debian-12") | .patchsets | join(" ")' "$scratch/matrix.json")"
+    "$(jq -r 'select(.row == "debian-12") | .patchsets | join(" ")' <<<"$matrix")"
 finish

@@ -15,9 +15,8 @@ started_pids+=($!)
 wait_for_line "$out" "^ready " || { cat "$out"; fail_check "holder did not start"; exit 1; }
 pid=$(sed -n 's/^ready //p' "$out")
 
-status=0
-json=$("${as_nobody[@]}" "$SUTURE" status --json) || status=$?
-check_eq "exit status when other users' processes are unreadable" 3 "$status"
+run 3 "status when other users' processes are unreadable" "${as_nobody[@]}" "$SUTURE" status --json
+json=$output
 library_path=$(library "$json" "$pid" libcrypto.so.3 path)
 check_eq "own process's libcrypto build ID" "$(build_id_of "$library_path")" \
     "$(library "$json" "$pid" libcrypto.so.3 build_id)"

@@ -36,22 +36,20 @@ expect_probes() {
 start_targets
 expect_probes "before update" VULNERABLE
 
-"$SUTURE" update --json >"$scratch/update1.json"
-check_eq "update exit status" 0 "$?"
-# `suture update` patches every matching process on the machine; count ours.
-ours() { jq --argjson a "$cmp" --argjson b "$cms" "[.actions[] | select((.pid == \$a or .pid == \$b) and $1)] | length" "$2"; }
-check_eq "patches applied to the two archive-build processes" 6 \
-    "$(ours '.outcome == "applied"' "$scratch/update1.json")"
+run 0 "update" "$SUTURE" update --json
+# `suture update` patches every matching process on the machine. ours FILTER:
+# how many of the last update's actions on our two processes pass FILTER.
+ours() { jq --argjson a "$cmp" --argjson b "$cms" "[.actions[] | select((.pid == \$a or .pid == \$b) and $1)] | length" <<<"$output"; }
+check_eq "patches applied to the two archive-build processes" 6 "$(ours '.outcome == "applied"')"
 check_eq "the host-build process is left alone" 0 \
-    "$(jq --argjson pid "$system_cmp" '[.actions[] | select(.pid == $pid)] | length' "$scratch/update1.json")"
+    "$(jq --argjson pid "$system_cmp" '[.actions[] | select(.pid == $pid)] | length' <<<"$output")"
 expect_probes "after update" FIXED
 check_eq "workload still works" OK "$(ask "$cmp" workload)"
 
-"$SUTURE" update --json >"$scratch/update2.json"
+run 0 "second update" "$SUTURE" update --json
 check_eq "second update: nothing applied" 0 \
-    "$(jq '[.actions[] | select(.outcome == "applied")] | length' "$scratch/update2.json")"
-check_eq "second update: all already active" 6 \
-    "$(ours '.outcome == "already"' "$scratch/update2.json")"
+    "$(jq '[.actions[] | select(.outcome == "applied")] | length' <<<"$output")"
+check_eq "second update: all already active" 6 "$(ours '.outcome == "already"')"
 check_eq "state database: 6 active applications" 6 \
     "$(sqlite3 "$SUTURE_STATE_DB" "select count(*) from applications where state = 'active' and pid in ($cmp, $cms)")"
 check_eq "state database file mode" 600 "$(stat -c %a "$SUTURE_STATE_DB")"
@@ -62,15 +60,13 @@ kill -9 "$cmp" "$cms" "$system_cmp"
 mv "$SUTURE_FEED_ROOT_DIR/feed" "$SUTURE_FEED_ROOT_DIR/feed.gone"
 start_targets
 expect_probes "after reboot, before the boot run" VULNERABLE
-"$SUTURE" update --offline --json >"$scratch/boot.json"
-check_eq "boot run exit status" 0 "$?"
+run 0 "boot run" "$SUTURE" update --offline --json
 expect_probes "after the boot run (no feed reachable)" FIXED
-[ "$(jq .closed "$scratch/boot.json")" -ge 6 ] && pass "boot run closed the records of the killed processes" ||
-    fail_check "boot run closed $(jq .closed "$scratch/boot.json") records, expected at least 6"
-"$SUTURE" update >"$scratch/online.out" 2>&1
-check_eq "an update with the feed unreachable still succeeds from the cache" 0 "$?"
-grep -q "not refreshed" "$scratch/online.out" && pass "it says the feed was not refreshed" ||
-    fail_check "no word of the unreachable feed: $(cat "$scratch/online.out")"
+[ "$(jq .closed <<<"$output")" -ge 6 ] && pass "boot run closed the records of the killed processes" ||
+    fail_check "boot run closed $(jq .closed <<<"$output") records, expected at least 6"
+run 0 "an update with the feed unreachable (it succeeds from the cache)" "$SUTURE" update
+grep -q "not refreshed" <<<"$output$errors" && pass "it says the feed was not refreshed" ||
+    fail_check "no word of the unreachable feed: $output$errors"
 
 # kill -9 of suture update at random moments: the database stays intact and
 # the next run reconciles (everything active, nothing lost).
@@ -84,17 +80,15 @@ for delay in 0.01 0.03 0.05 0.1 0.2; do
     check_eq "after kill -9 at ${delay}s: integrity" ok "$(sqlite3 "$SUTURE_STATE_DB" 'pragma integrity_check')"
     "$SUTURE" revert --pid "$cmp" >/dev/null 2>&1 || true
 done
-"$SUTURE" update --json >"$scratch/after-kills.json"
-check_eq "after the kills, update succeeds" 0 "$?"
+run 0 "after the kills, update" "$SUTURE" update --json
 expect_probes "after the kills and a final update" FIXED
 check_eq "every target alive" "$cmp $cms" "$(ask "$cmp" pid) $(ask "$cms" pid)"
 
 # The global switch and the audit log.
 "$SUTURE" disable >/dev/null
 "$SUTURE" revert --pid "$cms" >/dev/null
-"$SUTURE" update --json >"$scratch/disabled.json"
-check_eq "disabled: update does nothing" "false 0" \
-    "$(jq -r '"\(.enabled) \(.actions | length)"' "$scratch/disabled.json")"
+run 0 "disabled: update" "$SUTURE" update --json
+check_eq "disabled: update does nothing" "false 0" "$(jq -r '"\(.enabled) \(.actions | length)"' <<<"$output")"
 check_eq "disabled: the reverted process stays unpatched" VULNERABLE "$(ask "$cms" probe)"
 "$SUTURE" enable >/dev/null
 "$SUTURE" update >/dev/null
