@@ -19,7 +19,8 @@
 #
 # SUTURE_NGINX_CYCLES (default 20 in the test suite; 100 for the benchmark),
 # SUTURE_REQUEST_PATH_CYCLES (default 50),
-# SUTURE_NGINX_SECONDS (default: enough for the cycles) and
+# SUTURE_NGINX_SECONDS (the unpatched run; default about as long as the
+# cycles take on an idle machine) and
 # SUTURE_HANDSHAKE_ROUNDS (pairs of 2 s rounds, default 3) set the size.
 source "$(dirname "$0")/lib.sh"
 require_root "debootstrap, chroot and ptrace of nginx"
@@ -95,6 +96,19 @@ check_eq "nginx answers over TLS" 200 "$curl_status"
 run_wrk() {
     wrk -t2 -c32 -d"${seconds}s" --latency "https://127.0.0.1:$port/index.html" >"$1" 2>&1
 }
+# start_load OUT: load that lasts until stop_load (wrk reports on SIGINT),
+# so the cycles run under load however slow a busy machine makes them; an
+# hour at most.
+start_load() {
+    wrk -t2 -c32 -d3600s --latency "https://127.0.0.1:$port/index.html" >"$1" 2>&1 &
+    wrk_pid=$!
+    started_pids+=("$wrk_pid") # killed at exit should the test die first
+    sleep 0.5
+}
+stop_load() {
+    kill -INT "$wrk_pid" 2>/dev/null || true
+    wait "$wrk_pid" || true
+}
 field_of() { awk -v key="$2:" '$1 == key { print $2 }' "$1"; }
 errors_in() {
     local socket non2xx
@@ -106,9 +120,7 @@ errors_in() {
 run_wrk "$scratch/baseline.txt"
 
 # The same load while suture applies and reverts across all three processes.
-run_wrk "$scratch/patched.txt" &
-wrk_pid=$!
-sleep 0.5
+start_load "$scratch/patched.txt"
 done_cycles=0
 failed_cycles=0
 stopped_us=()
@@ -126,7 +138,7 @@ while [ "$done_cycles" -lt "$cycles" ] && kill -0 "$wrk_pid" 2>/dev/null; do
     done
     done_cycles=$((done_cycles + 1))
 done
-wait "$wrk_pid" || true
+stop_load
 
 check_eq "apply/revert cycles completed during the load" "$cycles" "$done_cycles"
 check_eq "cycles that failed" 0 "$failed_cycles"
@@ -154,11 +166,7 @@ for worker in "${workers[@]}"; do
 done
 check_eq "every worker thread in the rootfs unwinds completely, more than 2 frames" true "$stacks_complete"
 workers_before=$(pgrep -P "$master" | sort | tr '\n' ' ')
-# Each cycle is four CLI runs and two short pauses, about 0.7 s under load.
-request_seconds=$((request_path_cycles * 12 / 10 + 5))
-wrk -t2 -c32 -d"${request_seconds}s" --latency "https://127.0.0.1:$port/index.html" >"$scratch/request-path.txt" 2>&1 &
-wrk_pid=$!
-sleep 0.5
+start_load "$scratch/request-path.txt"
 done_cycles=0
 failed_operations=0
 unwound=0
@@ -193,7 +201,7 @@ while [ "$done_cycles" -lt "$request_path_cycles" ] && kill -0 "$wrk_pid" 2>/dev
     done
     done_cycles=$((done_cycles + 1))
 done
-wait "$wrk_pid" || true
+stop_load
 workers_after=$(pgrep -P "$master" | sort | tr '\n' ' ')
 check_eq "request-path apply/revert cycles completed under load" "$request_path_cycles" "$done_cycles"
 check_eq "request-path operations that failed" 0 "$failed_operations"
