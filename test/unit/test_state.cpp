@@ -1,12 +1,17 @@
-// The state database: a real SQLite file, its mode, its records, and the
-// step-by-step migration of a database written by an older schema (kept as
-// a fixture in test/fixtures/).
+// The state database: a real SQLite file, its mode, its records, the
+// step-by-step migration of a database written by an older schema (kept as a
+// fixture in test/fixtures/), and reads of a damaged file that fail instead
+// of coming back short.
 
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <string>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -16,16 +21,111 @@ using namespace suture;
 
 namespace {
 
-std::string scratch_path(const std::string& name) {
-    char directory[] = "/tmp/suture-state-test-XXXXXX";
-    REQUIRE(::mkdtemp(directory) != nullptr);
-    return std::string(directory) + "/" + name;
+// A directory in /tmp, removed with everything in it when it goes out of
+// scope (also when an assertion fails).
+class ScratchDirectory {
+  public:
+    ScratchDirectory() {
+        char directory[] = "/tmp/suture-state-test-XXXXXX";
+        REQUIRE(::mkdtemp(directory) != nullptr);
+        path_ = directory;
+    }
+    ScratchDirectory(const ScratchDirectory&) = delete;
+    ScratchDirectory& operator=(const ScratchDirectory&) = delete;
+    ~ScratchDirectory() {
+        std::error_code ignored;
+        std::filesystem::remove_all(path_, ignored);
+    }
+
+    std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+  private:
+    std::string path_;
+};
+
+// A plain SQLite connection of the test's own, to look at a file or change it
+// behind the StateDatabase's back. No busy timeout: a lock held elsewhere is
+// SQLITE_BUSY at once.
+class RawConnection {
+  public:
+    explicit RawConnection(const std::string& path) {
+        REQUIRE(sqlite3_open(path.c_str(), &db_) == SQLITE_OK);
+    }
+    RawConnection(const RawConnection&) = delete;
+    RawConnection& operator=(const RawConnection&) = delete;
+    ~RawConnection() { sqlite3_close_v2(db_); }
+
+    sqlite3* get() const { return db_; }
+
+    // SQLITE_OK or the error code of the first statement that failed.
+    int execute(const std::string& sql) {
+        return sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
+    }
+
+    // The first column of every row `sql` returns, as text.
+    std::vector<std::string> column(const std::string& sql) {
+        sqlite3_stmt* statement = nullptr;
+        REQUIRE(sqlite3_prepare_v2(db_, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK);
+        std::vector<std::string> values;
+        int stepped = SQLITE_OK;
+        while ((stepped = sqlite3_step(statement)) == SQLITE_ROW) {
+            const unsigned char* text = sqlite3_column_text(statement, 0);
+            values.emplace_back(text != nullptr ? reinterpret_cast<const char*>(text) : "");
+        }
+        sqlite3_finalize(statement);
+        REQUIRE(stepped == SQLITE_DONE);
+        return values;
+    }
+
+    // How many rows of `sql` can be read, and the code stepping ended with.
+    std::pair<int, int> count_readable_rows(const std::string& sql) {
+        sqlite3_stmt* statement = nullptr;
+        REQUIRE(sqlite3_prepare_v2(db_, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK);
+        int rows = 0;
+        int stepped = SQLITE_OK;
+        while ((stepped = sqlite3_step(statement)) == SQLITE_ROW) {
+            ++rows;
+        }
+        sqlite3_finalize(statement);
+        return {rows, stepped};
+    }
+
+  private:
+    sqlite3* db_ = nullptr;
+};
+
+// Overwrites page `page` (counted from 1) of the SQLite file at `path` with
+// zeros, as a lost write or a bad sector would leave it. The file must not be
+// open.
+void zero_page(const std::string& path, std::uint32_t page, std::uint32_t page_size) {
+    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+    REQUIRE(file);
+    file.seekp(static_cast<std::streamoff>(page - 1) * page_size);
+    file.write(std::string(page_size, '\0').data(), page_size);
+    REQUIRE(file);
+}
+
+// The right-most child of the interior table b-tree page `page`: its page
+// number is the big-endian 32-bit value at byte 8 of the page
+// (https://sqlite.org/fileformat.html, "B-tree Pages"). Page type 0x05 is an
+// interior table page.
+std::uint32_t right_most_child(const std::string& path, std::uint32_t page,
+                               std::uint32_t page_size) {
+    std::ifstream file(path, std::ios::binary);
+    file.seekg(static_cast<std::streamoff>(page - 1) * page_size);
+    unsigned char header[12] = {};
+    file.read(reinterpret_cast<char*>(header), sizeof header);
+    REQUIRE(file);
+    REQUIRE(header[0] == 0x05);
+    return std::uint32_t{header[8]} << 24 | std::uint32_t{header[9]} << 16 |
+           std::uint32_t{header[10]} << 8 | std::uint32_t{header[11]};
 }
 
 }  // namespace
 
 TEST_CASE("a new database is private, at the latest schema, and keeps what it records") {
-    std::string path = scratch_path("state.db");
+    ScratchDirectory scratch;
+    std::string path = scratch.file("state.db");
     {
         auto database = StateDatabase::open(path);
         REQUIRE(database);
@@ -60,11 +160,11 @@ TEST_CASE("a new database is private, at the latest schema, and keeps what it re
     REQUIRE(history);
     REQUIRE(history->size() == 1);
     CHECK(history->front().level == 1);
-    std::system(("rm -rf '" + path.substr(0, path.rfind('/')) + "'").c_str());
 }
 
 TEST_CASE("a schema version 1 database is migrated and keeps its rows") {
-    std::string path = scratch_path("state-v1.db");
+    ScratchDirectory scratch;
+    std::string path = scratch.file("state-v1.db");
     REQUIRE(std::system(("cp '" FIXTURE_DIR "/state-v1.db' '" + path + "'").c_str()) == 0);
     auto database = StateDatabase::open(path);
     REQUIRE(database);
@@ -82,14 +182,91 @@ TEST_CASE("a schema version 1 database is migrated and keeps its rows") {
     REQUIRE(database->record_patchsets({{"local", "debian-12/openssl/x/CVE-1.suture", "CVE-1", 1,
                                          "7d90f384", std::string(64, 'a'), "CVE-1", true}}));
     CHECK(database->patchsets()->size() == 1);
-    std::system(("rm -rf '" + path.substr(0, path.rfind('/')) + "'").c_str());
 }
 
 TEST_CASE("a database from a newer suture is refused, not downgraded") {
-    std::string path = scratch_path("future.db");
+    ScratchDirectory scratch;
+    std::string path = scratch.file("future.db");
     REQUIRE(std::system(("sqlite3 '" + path + "' 'PRAGMA user_version=99'").c_str()) == 0);
     auto database = StateDatabase::open(path);
     REQUIRE_FALSE(database);
     CHECK(database.error().message.find("newer than this suture") != std::string::npos);
-    std::system(("rm -rf '" + path.substr(0, path.rfind('/')) + "'").c_str());
+}
+
+TEST_CASE("a read that meets a damaged page fails instead of returning the rows before it") {
+    ScratchDirectory scratch;
+    std::string path = scratch.file("damaged.db");
+    constexpr int recorded = 400;  // enough rows for many leaf pages
+    {
+        auto database = StateDatabase::open(path);
+        REQUIRE(database);
+        REQUIRE(database->begin_batch());
+        for (int pid = 1; pid <= recorded; ++pid) {
+            REQUIRE(
+                database->record_application({0,
+                                              {pid, 1000},
+                                              "/usr/lib/dovecot/imap-login-" + std::string(80, 'x'),
+                                              "7d90f384",
+                                              "CVE-2026-63076",
+                                              1,
+                                              0,
+                                              "active"}));
+        }
+        REQUIRE(database->commit_batch());
+    }
+    std::uint32_t page_size = 0;
+    std::uint32_t last_leaf = 0;
+    {
+        RawConnection connection(path);
+        page_size = std::stoul(connection.column("PRAGMA page_size").at(0));
+        auto root = std::stoul(
+            connection.column("SELECT rootpage FROM sqlite_master WHERE name = 'applications'")
+                .at(0));
+        last_leaf = right_most_child(path, root, page_size);
+    }
+    zero_page(path, last_leaf, page_size);
+    {
+        // A plain loop over the rows gets some and then SQLITE_CORRUPT:
+        // ending the loop there would return a short list.
+        RawConnection connection(path);
+        auto [rows, ended] =
+            connection.count_readable_rows("SELECT * FROM applications ORDER BY id");
+        CHECK(rows > 0);
+        CHECK(rows < recorded);
+        CHECK(ended == SQLITE_CORRUPT);
+    }
+
+    auto database = StateDatabase::open(path);
+    REQUIRE(database);
+    auto active = database->applications("active");
+    REQUIRE_FALSE(active);
+    CHECK(active.error().code == ErrorCode::io);
+    CHECK(active.error().message ==
+          "state database: applications: database disk image is malformed");
+}
+
+TEST_CASE("a setting that cannot be read is an error, not an unset setting") {
+    ScratchDirectory scratch;
+    std::string path = scratch.file("damaged.db");
+    {
+        auto database = StateDatabase::open(path);
+        REQUIRE(database);
+        REQUIRE(database->set_setting("enabled", "false"));
+    }
+    std::uint32_t page_size = 0;
+    std::vector<std::string> pages;
+    {
+        RawConnection connection(path);
+        page_size = std::stoul(connection.column("PRAGMA page_size").at(0));
+        pages = connection.column("SELECT rootpage FROM sqlite_master WHERE tbl_name = 'settings'");
+    }
+    for (const std::string& page : pages) {  // the table and its primary key's index
+        zero_page(path, std::stoul(page), page_size);
+    }
+
+    auto database = StateDatabase::open(path);
+    REQUIRE(database);
+    auto enabled = database->setting("enabled");
+    REQUIRE_FALSE(enabled);
+    CHECK(enabled.error().message == "state database: settings: database disk image is malformed");
 }
