@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "state/Statement.h"
+#include "state/Transaction.h"
 
 namespace suture {
 
@@ -165,6 +166,18 @@ Result<StateDatabase> StateDatabase::open(const std::string& path) {
     return database;
 }
 
+StateDatabase& StateDatabase::operator=(StateDatabase&& other) noexcept {
+    if (this != &other) {
+        // Member by member would close the connection before rolling back
+        // the batch open on it.
+        batch_.reset();
+        db_ = std::move(other.db_);
+        path_ = std::move(other.path_);
+        batch_ = std::move(other.batch_);
+    }
+    return *this;
+}
+
 Result<void> StateDatabase::execute(const std::string& sql) {
     char* message = nullptr;
     if (sqlite3_exec(db_.get(), sql.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
@@ -198,17 +211,28 @@ Result<void> StateDatabase::migrate() {
                                                 "); refusing to touch it");
     }
     for (int next = *version + 1; next <= latest_schema_version; ++next) {
-        // One transaction per step: a kill mid-migration leaves the last
-        // complete version.
-        std::string step = std::string("BEGIN IMMEDIATE;") + migration_steps[next - 1] +
-                           ";PRAGMA user_version=" + std::to_string(next) + ";COMMIT;";
-        if (auto done = execute(step); !done) {
-            (void)execute("ROLLBACK");
+        if (auto done = migrate_to(next); !done) {
             return fail(ErrorCode::io, path_ + ": migrating to schema version " +
                                            std::to_string(next) + ": " + done.error().message);
         }
     }
     return {};
+}
+
+Result<void> StateDatabase::migrate_to(int version) {
+    // One transaction per step: a kill mid-migration leaves the last
+    // complete version.
+    auto transaction = Transaction::begin(db_.get(), Transaction::Lock::immediate, path_);
+    if (!transaction) {
+        return tl::unexpected(transaction.error());
+    }
+    if (auto done = execute(migration_steps[version - 1]); !done) {
+        return done;
+    }
+    if (auto done = execute("PRAGMA user_version=" + std::to_string(version)); !done) {
+        return done;
+    }
+    return transaction->commit();
 }
 
 Result<std::int64_t> StateDatabase::record_application(const Application& application) {
@@ -239,11 +263,24 @@ Result<void> StateDatabase::set_application_state(std::int64_t id, const std::st
 }
 
 Result<void> StateDatabase::begin_batch() {
-    return execute("BEGIN");
+    auto transaction = Transaction::begin(db_.get(), Transaction::Lock::deferred, path_);
+    if (!transaction) {
+        return tl::unexpected(transaction.error());
+    }
+    batch_ = std::move(*transaction);
+    return {};
 }
 
 Result<void> StateDatabase::commit_batch() {
-    return execute("COMMIT");
+    if (!batch_) {
+        return fail(ErrorCode::invalid_argument, path_ + ": commit: no batch begun");
+    }
+    // A batch that fails to commit is rolled back now, so the writes after
+    // it go to disk on their own rather than into a transaction no one
+    // will commit.
+    auto committed = batch_->commit();
+    batch_.reset();
+    return committed;
 }
 
 Result<void> StateDatabase::log(const HistoryEntry& entry) {
@@ -304,8 +341,12 @@ Result<void> StateDatabase::remove_exclusion(const std::string& kind, const std:
 }
 
 Result<void> StateDatabase::record_patchsets(const std::vector<CachedPatchset>& patchsets) {
-    if (auto begun = execute("BEGIN IMMEDIATE; DELETE FROM patchsets;"); !begun) {
-        return begun;
+    auto transaction = Transaction::begin(db_.get(), Transaction::Lock::immediate, path_);
+    if (!transaction) {
+        return tl::unexpected(transaction.error());
+    }
+    if (auto cleared = run_statement(db_.get(), "patchsets", "DELETE FROM patchsets"); !cleared) {
+        return cleared;
     }
     for (const CachedPatchset& patchset : patchsets) {
         auto recorded = run_statement(
@@ -316,11 +357,10 @@ Result<void> StateDatabase::record_patchsets(const std::vector<CachedPatchset>& 
             patchset.sha256, patchset.cves, patchset.usable ? 1 : 0,
             static_cast<std::int64_t>(::time(nullptr)));
         if (!recorded) {
-            (void)execute("ROLLBACK");
             return recorded;
         }
     }
-    return execute("COMMIT");
+    return transaction->commit();
 }
 
 Result<std::vector<CachedPatchset>> StateDatabase::patchsets() {

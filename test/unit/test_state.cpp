@@ -1,7 +1,7 @@
 // The state database: a real SQLite file, its mode, its records, the
 // step-by-step migration of a database written by an older schema (kept as a
-// fixture in test/fixtures/), and reads of a damaged file that fail instead
-// of coming back short.
+// fixture in test/fixtures/), its transactions, and reads of a damaged file
+// that fail instead of coming back short.
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,6 +16,7 @@
 #include <catch2/catch.hpp>
 
 #include "state/StateDatabase.h"
+#include "state/Transaction.h"
 
 using namespace suture;
 
@@ -93,6 +94,14 @@ class RawConnection {
   private:
     sqlite3* db_ = nullptr;
 };
+
+// Copies the fixture `name` from test/fixtures/ into `scratch`: a test never
+// changes the committed file.
+std::string copy_fixture(const ScratchDirectory& scratch, const std::string& name) {
+    std::string path = scratch.file(name);
+    REQUIRE(std::filesystem::copy_file(FIXTURE_DIR "/" + name, path));
+    return path;
+}
 
 // Overwrites page `page` (counted from 1) of the SQLite file at `path` with
 // zeros, as a lost write or a bad sector would leave it. The file must not be
@@ -191,6 +200,127 @@ TEST_CASE("a database from a newer suture is refused, not downgraded") {
     auto database = StateDatabase::open(path);
     REQUIRE_FALSE(database);
     CHECK(database.error().message.find("newer than this suture") != std::string::npos);
+}
+
+TEST_CASE("a migration step that fails leaves the database at its last complete version") {
+    ScratchDirectory scratch;
+    std::string path = copy_fixture(scratch, "state-v1.db");
+    {
+        // Step 2 creates exclusions, then adds history.level: make the
+        // second half fail.
+        RawConnection connection(path);
+        REQUIRE(connection.execute("ALTER TABLE history ADD COLUMN level INTEGER") == SQLITE_OK);
+    }
+    auto database = StateDatabase::open(path);
+    REQUIRE_FALSE(database);
+    CHECK(database.error().message.find("migrating to schema version 2") != std::string::npos);
+    CHECK(database.error().message.find("duplicate column name: level") != std::string::npos);
+
+    RawConnection connection(path);
+    CHECK(connection.column("PRAGMA user_version") == std::vector<std::string>{"1"});
+    CHECK(connection.column("SELECT name FROM sqlite_master WHERE name = 'exclusions'").empty());
+    CHECK(connection.column("SELECT message FROM history") ==
+          std::vector<std::string>{"applied level 1"});
+}
+
+TEST_CASE("a batch still open when the database goes away is rolled back") {
+    ScratchDirectory scratch;
+    std::string first = scratch.file("first.db");
+    std::string second = scratch.file("second.db");
+    {
+        auto database = StateDatabase::open(first);
+        REQUIRE(database);
+        REQUIRE(database->begin_batch());
+        REQUIRE(database->record_application(
+            {0, {4711, 98765}, "/usr/sbin/nginx", "7d90f384", "CVE-2026-63076", 1, 0, "active"}));
+        // Assigning another database over it rolls the batch back before
+        // its connection closes.
+        auto other = StateDatabase::open(second);
+        REQUIRE(other);
+        *database = std::move(*other);
+        REQUIRE(database->begin_batch());
+        REQUIRE(database->record_application(
+            {0, {4712, 98766}, "/usr/sbin/nginx", "7d90f384", "CVE-2026-63076", 1, 0, "active"}));
+    }
+    for (const std::string& path : {first, second}) {
+        auto reopened = StateDatabase::open(path);
+        REQUIRE(reopened);
+        CHECK(reopened->applications("active")->empty());
+    }
+}
+
+TEST_CASE("a batch commits its writes once, and only a begun batch commits") {
+    ScratchDirectory scratch;
+    auto database = StateDatabase::open(scratch.file("state.db"));
+    REQUIRE(database);
+    CHECK_FALSE(database->commit_batch());
+    REQUIRE(database->begin_batch());
+    CHECK_FALSE(database->begin_batch());  // batches do not nest
+    REQUIRE(database->log({0, 0, "update", {}, "", 0, "ok", "", "0 action(s)"}));
+    REQUIRE(database->commit_batch());
+    CHECK_FALSE(database->commit_batch());
+    CHECK(database->history()->size() == 1);
+}
+
+TEST_CASE("a transaction not committed is rolled back when it goes out of scope") {
+    ScratchDirectory scratch;
+    RawConnection connection(scratch.file("transaction.db"));
+    REQUIRE(connection.execute("CREATE TABLE t (x INTEGER)") == SQLITE_OK);
+    {
+        auto transaction =
+            Transaction::begin(connection.get(), Transaction::Lock::immediate, "transaction.db");
+        REQUIRE(transaction);
+        REQUIRE(connection.execute("INSERT INTO t VALUES (1)") == SQLITE_OK);
+    }
+    CHECK(sqlite3_get_autocommit(connection.get()) != 0);
+    CHECK(connection.column("SELECT count(*) FROM t") == std::vector<std::string>{"0"});
+}
+
+TEST_CASE("a committed transaction keeps its writes") {
+    ScratchDirectory scratch;
+    RawConnection connection(scratch.file("transaction.db"));
+    REQUIRE(connection.execute("CREATE TABLE t (x INTEGER)") == SQLITE_OK);
+    {
+        auto transaction =
+            Transaction::begin(connection.get(), Transaction::Lock::deferred, "transaction.db");
+        REQUIRE(transaction);
+        REQUIRE(connection.execute("INSERT INTO t VALUES (1)") == SQLITE_OK);
+        REQUIRE(transaction->commit());
+    }
+    CHECK(connection.column("SELECT count(*) FROM t") == std::vector<std::string>{"1"});
+}
+
+TEST_CASE("a transaction cannot begin inside another") {
+    ScratchDirectory scratch;
+    RawConnection connection(scratch.file("transaction.db"));
+    auto outer = Transaction::begin(connection.get(), Transaction::Lock::deferred, "outer");
+    REQUIRE(outer);
+    auto inner = Transaction::begin(connection.get(), Transaction::Lock::deferred, "inner");
+    REQUIRE_FALSE(inner);
+    CHECK(inner.error().message.find("inner: BEGIN: ") == 0);
+}
+
+TEST_CASE("a commit that fails says why, and the transaction is rolled back at scope end") {
+    ScratchDirectory scratch;
+    std::string path = scratch.file("transaction.db");
+    RawConnection writer(path);
+    RawConnection reader(path);  // rollback journal: a reader's lock blocks the commit
+    REQUIRE(writer.execute("CREATE TABLE t (x INTEGER)") == SQLITE_OK);
+    {
+        auto transaction =
+            Transaction::begin(writer.get(), Transaction::Lock::deferred, "transaction.db");
+        REQUIRE(transaction);
+        REQUIRE(writer.execute("INSERT INTO t VALUES (1)") == SQLITE_OK);
+        REQUIRE(reader.execute("BEGIN; SELECT count(*) FROM t") == SQLITE_OK);
+
+        auto committed = transaction->commit();
+        REQUIRE_FALSE(committed);
+        CHECK(committed.error().message == "transaction.db: COMMIT: database is locked");
+        CHECK(sqlite3_get_autocommit(writer.get()) == 0);  // still open, still ours
+    }
+    CHECK(sqlite3_get_autocommit(writer.get()) != 0);
+    REQUIRE(reader.execute("COMMIT") == SQLITE_OK);
+    CHECK(reader.column("SELECT count(*) FROM t") == std::vector<std::string>{"0"});
 }
 
 TEST_CASE("a read that meets a damaged page fails instead of returning the rows before it") {
