@@ -6,6 +6,7 @@
 
 #include <ctime>
 
+#include "base/UniqueFD.h"
 #include "state/Statement.h"
 #include "state/Transaction.h"
 
@@ -131,20 +132,29 @@ std::int64_t read_integer(const Statement& row) {
     return row.integer(0);
 }
 
-}  // namespace
-
-Result<StateDatabase> StateDatabase::open(const std::string& path) {
-    // Create the file ourselves so it is never, even briefly, readable by
-    // others (the history names processes and executables).
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
+// Creates `path` with mode 0600 if it does not exist, and narrows the mode
+// of an existing file to 0600, so the file is never, even briefly, readable
+// by others (the history names processes and executables).
+Result<void> create_private_file(const std::string& path) {
+    UniqueFD fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!fd.is_valid()) {
         return fail_errno(path, errno);
     }
     struct stat info {};
-    ::fstat(fd, &info);
-    ::close(fd);
-    if ((info.st_mode & 077) != 0 && ::chmod(path.c_str(), 0600) != 0) {
+    if (::fstat(fd.get(), &info) != 0) {
+        return fail_errno(path + ": stat", errno);
+    }
+    if ((info.st_mode & 077) != 0 && ::fchmod(fd.get(), 0600) != 0) {
         return fail_errno(path + ": chmod 600", errno);
+    }
+    return {};
+}
+
+}  // namespace
+
+Result<StateDatabase> StateDatabase::open(const std::string& path) {
+    if (auto created = create_private_file(path); !created) {
+        return tl::unexpected(created.error());
     }
     sqlite3* raw = nullptr;
     int opened =
