@@ -19,6 +19,9 @@ namespace {
 //   1 (2026-11): applications, history, settings
 //   2 (2026-11): exclusions; history.level
 //   3 (2026-11): patchsets (the verified patchsets of the feed cache)
+// Every older version N has a fixture, test/fixtures/state-vN.db, made from
+// these steps by test/fixtures/make-state-fixtures.sh; a new version makes
+// the one before it old and wants a fixture and a test of its own.
 const char* const migration_steps[] = {
     // 1
     R"(CREATE TABLE applications (

@@ -1,7 +1,8 @@
 // The state database: a real SQLite file, its mode, its records, the
-// step-by-step migration of a database written by an older schema (kept as a
-// fixture in test/fixtures/), its transactions, and reads of a damaged file
-// that fail instead of coming back short.
+// step-by-step migration of a database written by each older schema (kept
+// as fixtures in test/fixtures/, made by make-state-fixtures.sh), its
+// transactions, and reads of a damaged file that fail instead of coming back
+// short.
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -130,6 +132,42 @@ std::uint32_t right_most_child(const std::string& path, std::uint32_t page,
            std::uint32_t{header[10]} << 8 | std::uint32_t{header[11]};
 }
 
+// One line per row, every field named, so a failed comparison shows which
+// value changed.
+std::string describe(const Application& application) {
+    std::ostringstream text;
+    text << application.id << ": pid " << application.process.pid << " started "
+         << application.process.start_time << " " << application.executable << " build "
+         << application.build_id << " " << application.patch_id << " level " << application.level
+         << " at " << application.applied_at << " " << application.state;
+    return text.str();
+}
+
+std::string describe(const HistoryEntry& entry) {
+    std::ostringstream text;
+    text << entry.id << ": at " << entry.at << " " << entry.action << " pid " << entry.process.pid
+         << " started " << entry.process.start_time << " " << entry.patch_id << " level "
+         << entry.level << " " << entry.outcome << " (" << entry.reason << ") " << entry.message;
+    return text.str();
+}
+
+template <typename Row>
+std::vector<std::string> describe_all(const std::vector<Row>& rows) {
+    std::vector<std::string> lines;
+    for (const Row& row : rows) {
+        lines.push_back(describe(row));
+    }
+    return lines;
+}
+
+// The schema as sqlite_master holds it, without the page numbers.
+std::vector<std::string> schema_of(const std::string& path) {
+    RawConnection connection(path);
+    return connection.column(
+        "SELECT type || ' ' || name || ' on ' || tbl_name || ': ' || coalesce(sql, '') "
+        "FROM sqlite_master ORDER BY type, name");
+}
+
 }  // namespace
 
 TEST_CASE("a new database is private, at the latest schema, and keeps what it records") {
@@ -200,6 +238,86 @@ TEST_CASE("a database from a newer suture is refused, not downgraded") {
     auto database = StateDatabase::open(path);
     REQUIRE_FALSE(database);
     CHECK(database.error().message.find("newer than this suture") != std::string::npos);
+}
+
+TEST_CASE("a schema version 1 database keeps every value of its rows") {
+    ScratchDirectory scratch;
+    auto database = StateDatabase::open(copy_fixture(scratch, "state-v1.db"));
+    REQUIRE(database);
+    CHECK(database->schema_version() == StateDatabase::latest_schema_version);
+
+    CHECK(describe_all(*database->applications("active")) ==
+          std::vector<std::string>{"1: pid 4242 started 123456 /usr/sbin/nginx build "
+                                   "7d90f38412d00023e58392b03612a24b62fcaede CVE-2026-63076 "
+                                   "level 1 at 1795400000 active"});
+    CHECK(database->applications("reverted")->empty());
+    CHECK(database->applications("exited")->empty());
+    CHECK(describe_all(*database->history()) ==
+          std::vector<std::string>{"1: at 1795400000 apply pid 4242 started 123456 "
+                                   "CVE-2026-63076 level 0 ok () applied level 1"});
+    CHECK(database->setting("enabled")->value() == "true");
+    CHECK(database->exclusions()->empty());
+    CHECK(database->patchsets()->empty());
+}
+
+TEST_CASE("a schema version 2 database is migrated and keeps every value of its rows") {
+    ScratchDirectory scratch;
+    auto database = StateDatabase::open(copy_fixture(scratch, "state-v2.db"));
+    REQUIRE(database);
+    CHECK(database->schema_version() == StateDatabase::latest_schema_version);
+
+    const std::string build = " build 7d90f38412d00023e58392b03612a24b62fcaede ";
+    CHECK(describe_all(*database->applications("active")) ==
+          std::vector<std::string>{
+              "2: pid 813 started 4185 /usr/sbin/nginx" + build +
+                  "CVE-2026-63076 level 1 at 1795400001 active",
+              "3: pid 1290 started 4294967396 /usr/lib/dovecot/imap-login" + build +
+                  "CVE-2026-63076 level 2 at 1795400120 active",
+          });
+    CHECK(describe_all(*database->applications("reverted")) ==
+          std::vector<std::string>{"4: pid 2044 started 120007 /usr/sbin/haproxy" + build +
+                                   "CVE-2026-61502 level 1 at 1795400180 reverted"});
+    CHECK(describe_all(*database->applications("exited")) ==
+          std::vector<std::string>{"1: pid 812 started 4183 /usr/sbin/nginx" + build +
+                                   "CVE-2026-63076 level 1 at 1795400000 exited"});
+    CHECK(describe_all(*database->history()) ==
+          std::vector<std::string>{
+              "9: at 1795407200 update pid 0 started 0  level 0 ok () 5 action(s)",
+              "8: at 1795407200 close pid 812 started 4183 CVE-2026-63076 level 1 ok () "
+              "the process exited",
+              "7: at 1795403600 revert pid 2044 started 120007 CVE-2026-61502 level 1 ok () "
+              "reverted by 'suture revert'",
+              "6: at 1795400180 adopt pid 2044 started 120007 CVE-2026-61502 level 1 ok () "
+              "found active in memory",
+              "5: at 1795400150 apply pid 977 started 3020 CVE-2026-63076 level 1 skipped "
+              "(excluded) executable /usr/sbin/sshd is excluded",
+              "4: at 1795400120 apply pid 1290 started 4294967396 CVE-2026-63076 level 2 ok () "
+              "applied level 2",
+              "3: at 1795400060 apply pid 1290 started 4294967396 CVE-2026-63076 level 2 failed "
+              "(unsafe) pid 1290: thread 1291 is inside SSL_read (after 5 retries)",
+              "2: at 1795400001 apply pid 813 started 4185 CVE-2026-63076 level 1 ok () "
+              "applied level 1",
+              "1: at 1795400000 apply pid 812 started 4183 CVE-2026-63076 level 1 ok () "
+              "applied level 1",
+          });
+    CHECK(database->setting("enabled")->value() == "true");
+    CHECK(database->setting("channel")->value() == "stable");
+    CHECK(*database->exclusions() ==
+          std::vector<std::pair<std::string, std::string>>{{"executable", "/usr/sbin/sshd"},
+                                                           {"unit", "postgresql.service"}});
+    CHECK(database->patchsets()->empty());
+}
+
+TEST_CASE("every migrated fixture has the schema of a new database") {
+    ScratchDirectory scratch;
+    std::string fresh = scratch.file("new.db");
+    REQUIRE(StateDatabase::open(fresh));
+    for (const char* fixture : {"state-v1.db", "state-v2.db"}) {
+        INFO(fixture);
+        std::string path = copy_fixture(scratch, fixture);
+        REQUIRE(StateDatabase::open(path));
+        CHECK(schema_of(path) == schema_of(fresh));
+    }
 }
 
 TEST_CASE("a migration step that fails leaves the database at its last complete version") {
