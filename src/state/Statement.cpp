@@ -39,8 +39,8 @@ std::string Statement::text(int column) const {
     return value != nullptr ? reinterpret_cast<const char*>(value) : "";
 }
 
-Error Statement::error(ErrorCode code) const {
-    return Error{code, "state database: " + what_ + ": " + sqlite3_errmsg(db_), 0};
+Error Statement::error() const {
+    return Error{ErrorCode::io, "state database: " + what_ + ": " + sqlite3_errmsg(db_), 0};
 }
 
 void Statement::bind_one(int index, std::int64_t value) {

@@ -61,8 +61,8 @@ class Statement {
     std::int64_t integer(int column) const;
     std::string text(int column) const;  // "" for NULL
 
-    // The connection's latest error, as an Error of code `code`.
-    Error error(ErrorCode code = ErrorCode::io) const;
+    // The connection's latest error, about this statement.
+    Error error() const;
 
   private:
     struct Finalize {
