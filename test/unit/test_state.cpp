@@ -17,34 +17,13 @@
 
 #include <catch2/catch.hpp>
 
+#include "ScratchDirectory.h"
 #include "state/StateDatabase.h"
 #include "state/Transaction.h"
 
 using namespace suture;
 
 namespace {
-
-// A directory in /tmp, removed with everything in it when it goes out of
-// scope (also when an assertion fails).
-class ScratchDirectory {
-  public:
-    ScratchDirectory() {
-        char directory[] = "/tmp/suture-state-test-XXXXXX";
-        REQUIRE(::mkdtemp(directory) != nullptr);
-        path_ = directory;
-    }
-    ScratchDirectory(const ScratchDirectory&) = delete;
-    ScratchDirectory& operator=(const ScratchDirectory&) = delete;
-    ~ScratchDirectory() {
-        std::error_code ignored;
-        std::filesystem::remove_all(path_, ignored);
-    }
-
-    std::string file(const std::string& name) const { return path_ + "/" + name; }
-
-  private:
-    std::string path_;
-};
 
 // A plain SQLite connection of the test's own, to look at a file or change it
 // behind the StateDatabase's back. No busy timeout: a lock held elsewhere is
@@ -380,32 +359,31 @@ TEST_CASE("a batch commits its writes once, and only a begun batch commits") {
     CHECK(database->history()->size() == 1);
 }
 
-TEST_CASE("a transaction not committed is rolled back when it goes out of scope") {
+TEST_CASE("a transaction keeps its writes only when committed") {
     ScratchDirectory scratch;
     RawConnection connection(scratch.file("transaction.db"));
     REQUIRE(connection.execute("CREATE TABLE t (x INTEGER)") == SQLITE_OK);
-    {
-        auto transaction =
-            Transaction::begin(connection.get(), Transaction::Lock::immediate, "transaction.db");
-        REQUIRE(transaction);
-        REQUIRE(connection.execute("INSERT INTO t VALUES (1)") == SQLITE_OK);
-    }
-    CHECK(sqlite3_get_autocommit(connection.get()) != 0);
-    CHECK(connection.column("SELECT count(*) FROM t") == std::vector<std::string>{"0"});
-}
 
-TEST_CASE("a committed transaction keeps its writes") {
-    ScratchDirectory scratch;
-    RawConnection connection(scratch.file("transaction.db"));
-    REQUIRE(connection.execute("CREATE TABLE t (x INTEGER)") == SQLITE_OK);
-    {
-        auto transaction =
-            Transaction::begin(connection.get(), Transaction::Lock::deferred, "transaction.db");
-        REQUIRE(transaction);
-        REQUIRE(connection.execute("INSERT INTO t VALUES (1)") == SQLITE_OK);
-        REQUIRE(transaction->commit());
+    SECTION("one not committed is rolled back when it goes out of scope") {
+        {
+            auto transaction = Transaction::begin(connection.get(), Transaction::Lock::immediate,
+                                                  "transaction.db");
+            REQUIRE(transaction);
+            REQUIRE(connection.execute("INSERT INTO t VALUES (1)") == SQLITE_OK);
+        }
+        CHECK(sqlite3_get_autocommit(connection.get()) != 0);
+        CHECK(connection.column("SELECT count(*) FROM t") == std::vector<std::string>{"0"});
     }
-    CHECK(connection.column("SELECT count(*) FROM t") == std::vector<std::string>{"1"});
+    SECTION("one committed keeps them when it goes out of scope") {
+        {
+            auto transaction =
+                Transaction::begin(connection.get(), Transaction::Lock::deferred, "transaction.db");
+            REQUIRE(transaction);
+            REQUIRE(connection.execute("INSERT INTO t VALUES (1)") == SQLITE_OK);
+            REQUIRE(transaction->commit());
+        }
+        CHECK(connection.column("SELECT count(*) FROM t") == std::vector<std::string>{"1"});
+    }
 }
 
 TEST_CASE("a transaction cannot begin inside another") {
