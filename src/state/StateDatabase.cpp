@@ -6,6 +6,10 @@
 
 #include <ctime>
 
+#include "base/UniqueFD.h"
+#include "state/Statement.h"
+#include "state/Transaction.h"
+
 namespace suture {
 
 namespace {
@@ -15,6 +19,9 @@ namespace {
 //   1 (2026-11): applications, history, settings
 //   2 (2026-11): exclusions; history.level
 //   3 (2026-11): patchsets (the verified patchsets of the feed cache)
+// Every older version N has a fixture, test/fixtures/state-vN.db, made from
+// these steps by test/fixtures/make-state-fixtures.sh; a new version makes
+// the one before it old and wants a fixture and a test of its own.
 const char* const migration_steps[] = {
     // 1
     R"(CREATE TABLE applications (
@@ -60,56 +67,97 @@ const char* const migration_steps[] = {
 };
 static_assert(std::size(migration_steps) == StateDatabase::latest_schema_version);
 
-// A prepared statement, finalized when it goes out of scope.
-class Statement {
-  public:
-    Statement(sqlite3* db, const char* sql) : db_(db) {
-        if (sqlite3_prepare_v2(db, sql, -1, &statement_, nullptr) != SQLITE_OK) {
-            statement_ = nullptr;
-        }
+// Prepares `sql`, binds `values` to its parameters and runs it to the end.
+template <typename... Values>
+Result<void> run_statement(sqlite3* db, const char* what, const char* sql,
+                           const Values&... values) {
+    auto statement = Statement::prepare(db, sql, what);
+    if (!statement) {
+        return tl::unexpected(statement.error());
     }
-    Statement(const Statement&) = delete;
-    Statement& operator=(const Statement&) = delete;
-    ~Statement() { sqlite3_finalize(statement_); }
+    return statement->bind(values...).run();
+}
 
-    bool prepared() const { return statement_ != nullptr; }
-    void bind(int index, std::int64_t value) { sqlite3_bind_int64(statement_, index, value); }
-    void bind(int index, const std::string& value) {
-        sqlite3_bind_text(statement_, index, value.c_str(), static_cast<int>(value.size()),
-                          SQLITE_TRANSIENT);
+// Prepares `sql`, binds `values` to its parameters and reads every row it
+// returns with `read_row`; a read that ends early is an error, not fewer rows.
+template <typename Row, typename... Values>
+Result<std::vector<Row>> read_rows(sqlite3* db, const char* what, const char* sql,
+                                   Row (*read_row)(const Statement&), const Values&... values) {
+    auto statement = Statement::prepare(db, sql, what);
+    if (!statement) {
+        return tl::unexpected(statement.error());
     }
-    // SQLITE_ROW, SQLITE_DONE or an error code.
-    int step() { return sqlite3_step(statement_); }
-    std::int64_t integer(int column) { return sqlite3_column_int64(statement_, column); }
-    std::string text(int column) {
-        const unsigned char* value = sqlite3_column_text(statement_, column);
-        return value != nullptr ? reinterpret_cast<const char*>(value) : "";
+    return statement->bind(values...).rows(read_row);
+}
+
+// The row readers, one per query, columns in the order the query names them.
+
+Application read_application(const Statement& row) {
+    return Application{
+        row.integer(0),
+        {static_cast<int>(row.integer(1)), static_cast<std::uint64_t>(row.integer(2))},
+        row.text(3),
+        row.text(4),
+        row.text(5),
+        static_cast<std::uint32_t>(row.integer(6)),
+        row.integer(7),
+        row.text(8)};
+}
+
+HistoryEntry read_history_entry(const Statement& row) {
+    return HistoryEntry{
+        row.integer(0),
+        row.integer(1),
+        row.text(2),
+        {static_cast<int>(row.integer(3)), static_cast<std::uint64_t>(row.integer(4))},
+        row.text(5),
+        static_cast<std::uint32_t>(row.integer(6)),
+        row.text(7),
+        row.text(8),
+        row.text(9)};
+}
+
+CachedPatchset read_patchset(const Statement& row) {
+    return CachedPatchset{
+        row.text(0), row.text(1), row.text(2), static_cast<std::uint32_t>(row.integer(3)),
+        row.text(4), row.text(5), row.text(6), row.integer(7) != 0};
+}
+
+std::pair<std::string, std::string> read_text_pair(const Statement& row) {
+    return {row.text(0), row.text(1)};
+}
+
+std::string read_text(const Statement& row) {
+    return row.text(0);
+}
+
+std::int64_t read_integer(const Statement& row) {
+    return row.integer(0);
+}
+
+// Creates `path` with mode 0600 if it does not exist, and narrows the mode
+// of an existing file to 0600, so the file is never, even briefly, readable
+// by others (the history names processes and executables).
+Result<void> create_private_file(const std::string& path) {
+    UniqueFD fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!fd.is_valid()) {
+        return fail_errno(path, errno);
     }
-    std::string error() const { return sqlite3_errmsg(db_); }
-
-  private:
-    sqlite3* db_;
-    sqlite3_stmt* statement_ = nullptr;
-};
-
-Error sqlite_error(const std::string& what, sqlite3* db) {
-    return Error{ErrorCode::io, "state database: " + what + ": " + sqlite3_errmsg(db), 0};
+    struct stat info {};
+    if (::fstat(fd.get(), &info) != 0) {
+        return fail_errno(path + ": stat", errno);
+    }
+    if ((info.st_mode & 077) != 0 && ::fchmod(fd.get(), 0600) != 0) {
+        return fail_errno(path + ": chmod 600", errno);
+    }
+    return {};
 }
 
 }  // namespace
 
 Result<StateDatabase> StateDatabase::open(const std::string& path) {
-    // Create the file ourselves so it is never, even briefly, readable by
-    // others (the history names processes and executables).
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        return fail_errno(path, errno);
-    }
-    struct stat info {};
-    ::fstat(fd, &info);
-    ::close(fd);
-    if ((info.st_mode & 077) != 0 && ::chmod(path.c_str(), 0600) != 0) {
-        return fail_errno(path + ": chmod 600", errno);
+    if (auto created = create_private_file(path); !created) {
+        return tl::unexpected(created.error());
     }
     sqlite3* raw = nullptr;
     int opened =
@@ -131,6 +179,18 @@ Result<StateDatabase> StateDatabase::open(const std::string& path) {
     return database;
 }
 
+StateDatabase& StateDatabase::operator=(StateDatabase&& other) noexcept {
+    if (this != &other) {
+        // Member by member would close the connection before rolling back
+        // the batch open on it.
+        batch_.reset();
+        db_ = std::move(other.db_);
+        path_ = std::move(other.path_);
+        batch_ = std::move(other.batch_);
+    }
+    return *this;
+}
+
 Result<void> StateDatabase::execute(const std::string& sql) {
     char* message = nullptr;
     if (sqlite3_exec(db_.get(), sql.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
@@ -142,11 +202,14 @@ Result<void> StateDatabase::execute(const std::string& sql) {
 }
 
 Result<int> StateDatabase::schema_version() {
-    Statement statement(db_.get(), "PRAGMA user_version");
-    if (!statement.prepared() || statement.step() != SQLITE_ROW) {
-        return tl::unexpected(sqlite_error("user_version", db_.get()));
+    auto version = read_rows(db_.get(), "user_version", "PRAGMA user_version", read_integer);
+    if (!version) {
+        return tl::unexpected(version.error());
     }
-    return static_cast<int>(statement.integer(0));
+    if (version->size() != 1) {
+        return fail(ErrorCode::io, "state database: user_version: no value");
+    }
+    return static_cast<int>(version->front());
 }
 
 Result<void> StateDatabase::migrate() {
@@ -161,12 +224,7 @@ Result<void> StateDatabase::migrate() {
                                                 "); refusing to touch it");
     }
     for (int next = *version + 1; next <= latest_schema_version; ++next) {
-        // One transaction per step: a kill mid-migration leaves the last
-        // complete version.
-        std::string step = std::string("BEGIN IMMEDIATE;") + migration_steps[next - 1] +
-                           ";PRAGMA user_version=" + std::to_string(next) + ";COMMIT;";
-        if (auto done = execute(step); !done) {
-            (void)execute("ROLLBACK");
+        if (auto done = migrate_to(next); !done) {
             return fail(ErrorCode::io, path_ + ": migrating to schema version " +
                                            std::to_string(next) + ": " + done.error().message);
         }
@@ -174,230 +232,160 @@ Result<void> StateDatabase::migrate() {
     return {};
 }
 
-Result<std::int64_t> StateDatabase::record_application(const Application& application) {
-    Statement statement(db_.get(),
-                        "INSERT INTO applications (pid, start_time, executable, build_id, "
-                        "patch_id, level, applied_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
-    if (!statement.prepared()) {
-        return tl::unexpected(sqlite_error("record application", db_.get()));
+Result<void> StateDatabase::migrate_to(int version) {
+    // One transaction per step: a kill mid-migration leaves the last
+    // complete version.
+    auto transaction = Transaction::begin(db_.get(), Transaction::Lock::immediate, path_);
+    if (!transaction) {
+        return tl::unexpected(transaction.error());
     }
-    statement.bind(1, application.process.pid);
-    statement.bind(2, static_cast<std::int64_t>(application.process.start_time));
-    statement.bind(3, application.executable);
-    statement.bind(4, application.build_id);
-    statement.bind(5, application.patch_id);
-    statement.bind(6, application.level);
-    statement.bind(7, application.applied_at != 0 ? application.applied_at : ::time(nullptr));
-    statement.bind(8, application.state.empty() ? std::string("active") : application.state);
-    if (statement.step() != SQLITE_DONE) {
-        return tl::unexpected(sqlite_error("record application", db_.get()));
+    if (auto done = execute(migration_steps[version - 1]); !done) {
+        return done;
+    }
+    if (auto done = execute("PRAGMA user_version=" + std::to_string(version)); !done) {
+        return done;
+    }
+    return transaction->commit();
+}
+
+Result<std::int64_t> StateDatabase::record_application(const Application& application) {
+    auto recorded = run_statement(
+        db_.get(), "record application",
+        "INSERT INTO applications (pid, start_time, executable, build_id, "
+        "patch_id, level, applied_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        application.process.pid, static_cast<std::int64_t>(application.process.start_time),
+        application.executable, application.build_id, application.patch_id, application.level,
+        application.applied_at != 0 ? application.applied_at : ::time(nullptr),
+        application.state.empty() ? std::string("active") : application.state);
+    if (!recorded) {
+        return tl::unexpected(recorded.error());
     }
     return sqlite3_last_insert_rowid(db_.get());
 }
 
 Result<std::vector<Application>> StateDatabase::applications(const std::string& state) {
-    Statement statement(db_.get(),
-                        "SELECT id, pid, start_time, executable, build_id, patch_id, level, "
-                        "applied_at, state FROM applications WHERE state = ? ORDER BY id");
-    if (!statement.prepared()) {
-        return tl::unexpected(sqlite_error("applications", db_.get()));
-    }
-    statement.bind(1, state);
-    std::vector<Application> rows;
-    while (statement.step() == SQLITE_ROW) {
-        rows.push_back(Application{statement.integer(0),
-                                   {static_cast<int>(statement.integer(1)),
-                                    static_cast<std::uint64_t>(statement.integer(2))},
-                                   statement.text(3),
-                                   statement.text(4),
-                                   statement.text(5),
-                                   static_cast<std::uint32_t>(statement.integer(6)),
-                                   statement.integer(7),
-                                   statement.text(8)});
-    }
-    return rows;
+    return read_rows(db_.get(), "applications",
+                     "SELECT id, pid, start_time, executable, build_id, patch_id, level, "
+                     "applied_at, state FROM applications WHERE state = ? ORDER BY id",
+                     read_application, state);
 }
 
 Result<void> StateDatabase::set_application_state(std::int64_t id, const std::string& state) {
-    Statement statement(db_.get(), "UPDATE applications SET state = ? WHERE id = ?");
-    if (!statement.prepared()) {
-        return tl::unexpected(sqlite_error("update application", db_.get()));
-    }
-    statement.bind(1, state);
-    statement.bind(2, id);
-    if (statement.step() != SQLITE_DONE) {
-        return tl::unexpected(sqlite_error("update application", db_.get()));
-    }
-    return {};
+    return run_statement(db_.get(), "update application",
+                         "UPDATE applications SET state = ? WHERE id = ?", state, id);
 }
 
 Result<void> StateDatabase::begin_batch() {
-    return execute("BEGIN");
+    auto transaction = Transaction::begin(db_.get(), Transaction::Lock::deferred, path_);
+    if (!transaction) {
+        return tl::unexpected(transaction.error());
+    }
+    batch_ = std::move(*transaction);
+    return {};
 }
 
 Result<void> StateDatabase::commit_batch() {
-    return execute("COMMIT");
+    if (!batch_) {
+        return fail(ErrorCode::invalid_argument, path_ + ": commit: no batch begun");
+    }
+    // A batch that fails to commit is rolled back now, so the writes after
+    // it go to disk on their own rather than into a transaction no one
+    // will commit.
+    auto committed = batch_->commit();
+    batch_.reset();
+    return committed;
 }
 
 Result<void> StateDatabase::log(const HistoryEntry& entry) {
-    Statement statement(db_.get(),
-                        "INSERT INTO history (at, action, pid, start_time, patch_id, level, "
-                        "outcome, reason, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    if (!statement.prepared()) {
-        return tl::unexpected(sqlite_error("history", db_.get()));
-    }
-    statement.bind(1, entry.at != 0 ? entry.at : ::time(nullptr));
-    statement.bind(2, entry.action);
-    statement.bind(3, entry.process.pid);
-    statement.bind(4, static_cast<std::int64_t>(entry.process.start_time));
-    statement.bind(5, entry.patch_id);
-    statement.bind(6, entry.level);
-    statement.bind(7, entry.outcome);
-    statement.bind(8, entry.reason);
-    statement.bind(9, entry.message);
-    if (statement.step() != SQLITE_DONE) {
-        return tl::unexpected(sqlite_error("history", db_.get()));
-    }
-    return {};
+    return run_statement(db_.get(), "history",
+                         "INSERT INTO history (at, action, pid, start_time, patch_id, level, "
+                         "outcome, reason, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         entry.at != 0 ? entry.at : ::time(nullptr), entry.action,
+                         entry.process.pid, static_cast<std::int64_t>(entry.process.start_time),
+                         entry.patch_id, entry.level, entry.outcome, entry.reason, entry.message);
 }
 
 Result<std::vector<HistoryEntry>> StateDatabase::history(std::size_t limit) {
-    Statement statement(db_.get(),
-                        "SELECT id, at, action, pid, start_time, patch_id, level, outcome, reason, "
-                        "message FROM history ORDER BY id DESC LIMIT ?");
-    if (!statement.prepared()) {
-        return tl::unexpected(sqlite_error("history", db_.get()));
-    }
-    statement.bind(1, static_cast<std::int64_t>(limit));
-    std::vector<HistoryEntry> rows;
-    while (statement.step() == SQLITE_ROW) {
-        rows.push_back(HistoryEntry{statement.integer(0),
-                                    statement.integer(1),
-                                    statement.text(2),
-                                    {static_cast<int>(statement.integer(3)),
-                                     static_cast<std::uint64_t>(statement.integer(4))},
-                                    statement.text(5),
-                                    static_cast<std::uint32_t>(statement.integer(6)),
-                                    statement.text(7),
-                                    statement.text(8),
-                                    statement.text(9)});
-    }
-    return rows;
+    return read_rows(db_.get(), "history",
+                     "SELECT id, at, action, pid, start_time, patch_id, level, outcome, reason, "
+                     "message FROM history ORDER BY id DESC LIMIT ?",
+                     read_history_entry, static_cast<std::int64_t>(limit));
 }
 
 Result<std::optional<std::string>> StateDatabase::setting(const std::string& key) {
-    Statement statement(db_.get(), "SELECT value FROM settings WHERE key = ?");
-    if (!statement.prepared()) {
-        return tl::unexpected(sqlite_error("settings", db_.get()));
+    auto values = read_rows(db_.get(), "settings", "SELECT value FROM settings WHERE key = ?",
+                            read_text, key);
+    if (!values) {
+        return tl::unexpected(values.error());
     }
-    statement.bind(1, key);
-    if (statement.step() == SQLITE_ROW) {
-        return std::optional<std::string>(statement.text(0));
+    if (values->empty()) {
+        return std::optional<std::string>{};
     }
-    return std::optional<std::string>{};
+    return std::optional<std::string>(values->front());
 }
 
 Result<void> StateDatabase::set_setting(const std::string& key, const std::string& value) {
-    Statement statement(db_.get(),
-                        "INSERT INTO settings (key, value) VALUES (?, ?) "
-                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value");
-    if (!statement.prepared()) {
-        return tl::unexpected(sqlite_error("settings", db_.get()));
-    }
-    statement.bind(1, key);
-    statement.bind(2, value);
-    if (statement.step() != SQLITE_DONE) {
-        return tl::unexpected(sqlite_error("settings", db_.get()));
-    }
-    return {};
+    return run_statement(db_.get(), "settings",
+                         "INSERT INTO settings (key, value) VALUES (?, ?) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                         key, value);
 }
 
 Result<void> StateDatabase::add_exclusion(const std::string& kind, const std::string& value) {
-    Statement statement(
+    auto statement = Statement::prepare(
         db_.get(),
-        "INSERT INTO exclusions (kind, value) VALUES (?, ?) ON CONFLICT (kind, value) DO NOTHING");
-    if (!statement.prepared()) {
-        return tl::unexpected(sqlite_error("exclusions", db_.get()));
+        "INSERT INTO exclusions (kind, value) VALUES (?, ?) ON CONFLICT (kind, value) DO NOTHING",
+        "exclusions");
+    if (!statement) {
+        return tl::unexpected(statement.error());
     }
-    statement.bind(1, kind);
-    statement.bind(2, value);
-    if (statement.step() != SQLITE_DONE) {
+    if (auto added = statement->bind(kind, value).run(); !added) {
+        // The schema's CHECK refuses a kind it does not know: the caller's
+        // mistake, not the database's.
         return fail(ErrorCode::invalid_argument,
-                    "exclusion " + kind + " " + value + ": " + statement.error());
+                    "exclusion " + kind + " " + value + ": " + sqlite3_errmsg(db_.get()));
     }
     return {};
 }
 
 Result<void> StateDatabase::remove_exclusion(const std::string& kind, const std::string& value) {
-    Statement statement(db_.get(), "DELETE FROM exclusions WHERE kind = ? AND value = ?");
-    if (!statement.prepared()) {
-        return tl::unexpected(sqlite_error("exclusions", db_.get()));
-    }
-    statement.bind(1, kind);
-    statement.bind(2, value);
-    if (statement.step() != SQLITE_DONE) {
-        return tl::unexpected(sqlite_error("exclusions", db_.get()));
-    }
-    return {};
+    return run_statement(db_.get(), "exclusions",
+                         "DELETE FROM exclusions WHERE kind = ? AND value = ?", kind, value);
 }
 
 Result<void> StateDatabase::record_patchsets(const std::vector<CachedPatchset>& patchsets) {
-    if (auto begun = execute("BEGIN IMMEDIATE; DELETE FROM patchsets;"); !begun) {
-        return begun;
+    auto transaction = Transaction::begin(db_.get(), Transaction::Lock::immediate, path_);
+    if (!transaction) {
+        return tl::unexpected(transaction.error());
+    }
+    if (auto cleared = run_statement(db_.get(), "patchsets", "DELETE FROM patchsets"); !cleared) {
+        return cleared;
     }
     for (const CachedPatchset& patchset : patchsets) {
-        Statement statement(db_.get(),
-                            "INSERT OR REPLACE INTO patchsets (remote, name, patch_id, level, "
-                            "build_id, sha256, cves, usable, verified_at) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
-        if (!statement.prepared()) {
-            (void)execute("ROLLBACK");
-            return tl::unexpected(sqlite_error("patchsets", db_.get()));
-        }
-        statement.bind(1, patchset.remote);
-        statement.bind(2, patchset.name);
-        statement.bind(3, patchset.patch_id);
-        statement.bind(4, patchset.level);
-        statement.bind(5, patchset.build_id);
-        statement.bind(6, patchset.sha256);
-        statement.bind(7, patchset.cves);
-        statement.bind(8, patchset.usable ? 1 : 0);
-        statement.bind(9, static_cast<std::int64_t>(::time(nullptr)));
-        if (statement.step() != SQLITE_DONE) {
-            (void)execute("ROLLBACK");
-            return tl::unexpected(sqlite_error("patchsets", db_.get()));
+        auto recorded = run_statement(
+            db_.get(), "patchsets",
+            "INSERT OR REPLACE INTO patchsets (remote, name, patch_id, level, build_id, sha256, "
+            "cves, usable, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            patchset.remote, patchset.name, patchset.patch_id, patchset.level, patchset.build_id,
+            patchset.sha256, patchset.cves, patchset.usable ? 1 : 0,
+            static_cast<std::int64_t>(::time(nullptr)));
+        if (!recorded) {
+            return recorded;
         }
     }
-    return execute("COMMIT");
+    return transaction->commit();
 }
 
 Result<std::vector<CachedPatchset>> StateDatabase::patchsets() {
-    Statement statement(db_.get(),
-                        "SELECT remote, name, patch_id, level, build_id, sha256, cves, usable "
-                        "FROM patchsets ORDER BY remote, name");
-    if (!statement.prepared()) {
-        return tl::unexpected(sqlite_error("patchsets", db_.get()));
-    }
-    std::vector<CachedPatchset> rows;
-    while (statement.step() == SQLITE_ROW) {
-        rows.push_back(CachedPatchset{statement.text(0), statement.text(1), statement.text(2),
-                                      static_cast<std::uint32_t>(statement.integer(3)),
-                                      statement.text(4), statement.text(5), statement.text(6),
-                                      statement.integer(7) != 0});
-    }
-    return rows;
+    return read_rows(db_.get(), "patchsets",
+                     "SELECT remote, name, patch_id, level, build_id, sha256, cves, usable "
+                     "FROM patchsets ORDER BY remote, name",
+                     read_patchset);
 }
 
 Result<std::vector<std::pair<std::string, std::string>>> StateDatabase::exclusions() {
-    Statement statement(db_.get(), "SELECT kind, value FROM exclusions ORDER BY kind, value");
-    if (!statement.prepared()) {
-        return tl::unexpected(sqlite_error("exclusions", db_.get()));
-    }
-    std::vector<std::pair<std::string, std::string>> rows;
-    while (statement.step() == SQLITE_ROW) {
-        rows.emplace_back(statement.text(0), statement.text(1));
-    }
-    return rows;
+    return read_rows(db_.get(), "exclusions",
+                     "SELECT kind, value FROM exclusions ORDER BY kind, value", read_text_pair);
 }
 
 }  // namespace suture

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/Error.h"
+#include "state/Transaction.h"
 
 namespace suture {
 
@@ -71,7 +72,7 @@ class StateDatabase {
     static Result<StateDatabase> open(const std::string& path);
 
     StateDatabase(StateDatabase&&) noexcept = default;
-    StateDatabase& operator=(StateDatabase&&) noexcept = default;
+    StateDatabase& operator=(StateDatabase&&) noexcept;
 
     static constexpr int latest_schema_version = 3;
     Result<int> schema_version();
@@ -89,6 +90,8 @@ class StateDatabase {
     // of one per record. `suture update` writes a fleet's records in batches;
     // a crash loses at most one batch of records, and the next update finds
     // those patches in memory and adopts them.
+    // A batch that fails to commit is rolled back (commit_batch() returns
+    // the error), and so is one still open when the database is destroyed.
     Result<void> begin_batch();
     Result<void> commit_batch();
 
@@ -112,9 +115,13 @@ class StateDatabase {
     explicit StateDatabase(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
     Result<void> execute(const std::string& sql);
     Result<void> migrate();
+    Result<void> migrate_to(int version);
 
     std::unique_ptr<sqlite3, Close> db_;
     std::string path_;
+    // The transaction begin_batch() opened, if any; declared after db_ so it
+    // is rolled back before the connection closes.
+    std::optional<Transaction> batch_;
 };
 
 }  // namespace suture

@@ -1,31 +1,157 @@
-// The state database: a real SQLite file, its mode, its records, and the
-// step-by-step migration of a database written by an older schema (kept as
-// a fixture in test/fixtures/).
+// The state database: a real SQLite file, its mode, its records, the
+// step-by-step migration of a database written by each older schema (kept
+// as fixtures in test/fixtures/, made by make-state-fixtures.sh), its
+// transactions, and reads of a damaged file that fail instead of coming back
+// short.
 
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
+#include "ScratchDirectory.h"
 #include "state/StateDatabase.h"
+#include "state/Transaction.h"
 
 using namespace suture;
 
 namespace {
 
-std::string scratch_path(const std::string& name) {
-    char directory[] = "/tmp/suture-state-test-XXXXXX";
-    REQUIRE(::mkdtemp(directory) != nullptr);
-    return std::string(directory) + "/" + name;
+// A plain SQLite connection of the test's own, to look at a file or change it
+// behind the StateDatabase's back. No busy timeout: a lock held elsewhere is
+// SQLITE_BUSY at once.
+class RawConnection {
+  public:
+    explicit RawConnection(const std::string& path) {
+        REQUIRE(sqlite3_open(path.c_str(), &db_) == SQLITE_OK);
+    }
+    RawConnection(const RawConnection&) = delete;
+    RawConnection& operator=(const RawConnection&) = delete;
+    ~RawConnection() { sqlite3_close_v2(db_); }
+
+    sqlite3* get() const { return db_; }
+
+    // SQLITE_OK or the error code of the first statement that failed.
+    int execute(const std::string& sql) {
+        return sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
+    }
+
+    // The first column of every row `sql` returns, as text.
+    std::vector<std::string> column(const std::string& sql) {
+        sqlite3_stmt* statement = nullptr;
+        REQUIRE(sqlite3_prepare_v2(db_, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK);
+        std::vector<std::string> values;
+        int stepped = SQLITE_OK;
+        while ((stepped = sqlite3_step(statement)) == SQLITE_ROW) {
+            const unsigned char* text = sqlite3_column_text(statement, 0);
+            values.emplace_back(text != nullptr ? reinterpret_cast<const char*>(text) : "");
+        }
+        sqlite3_finalize(statement);
+        REQUIRE(stepped == SQLITE_DONE);
+        return values;
+    }
+
+    // How many rows of `sql` can be read, and the code stepping ended with.
+    std::pair<int, int> count_readable_rows(const std::string& sql) {
+        sqlite3_stmt* statement = nullptr;
+        REQUIRE(sqlite3_prepare_v2(db_, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK);
+        int rows = 0;
+        int stepped = SQLITE_OK;
+        while ((stepped = sqlite3_step(statement)) == SQLITE_ROW) {
+            ++rows;
+        }
+        sqlite3_finalize(statement);
+        return {rows, stepped};
+    }
+
+  private:
+    sqlite3* db_ = nullptr;
+};
+
+// Copies the fixture `name` from test/fixtures/ into `scratch`: a test never
+// changes the committed file.
+std::string copy_fixture(const ScratchDirectory& scratch, const std::string& name) {
+    std::string path = scratch.file(name);
+    REQUIRE(std::filesystem::copy_file(FIXTURE_DIR "/" + name, path));
+    return path;
+}
+
+// Overwrites page `page` (counted from 1) of the SQLite file at `path` with
+// zeros, as a lost write or a bad sector would leave it. The file must not be
+// open.
+void zero_page(const std::string& path, std::uint32_t page, std::uint32_t page_size) {
+    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+    REQUIRE(file);
+    file.seekp(static_cast<std::streamoff>(page - 1) * page_size);
+    file.write(std::string(page_size, '\0').data(), page_size);
+    REQUIRE(file);
+}
+
+// The right-most child of the interior table b-tree page `page`: its page
+// number is the big-endian 32-bit value at byte 8 of the page
+// (https://sqlite.org/fileformat.html, "B-tree Pages"). Page type 0x05 is an
+// interior table page.
+std::uint32_t right_most_child(const std::string& path, std::uint32_t page,
+                               std::uint32_t page_size) {
+    std::ifstream file(path, std::ios::binary);
+    file.seekg(static_cast<std::streamoff>(page - 1) * page_size);
+    unsigned char header[12] = {};
+    file.read(reinterpret_cast<char*>(header), sizeof header);
+    REQUIRE(file);
+    REQUIRE(header[0] == 0x05);
+    return std::uint32_t{header[8]} << 24 | std::uint32_t{header[9]} << 16 |
+           std::uint32_t{header[10]} << 8 | std::uint32_t{header[11]};
+}
+
+// One line per row, every field named, so a failed comparison shows which
+// value changed.
+std::string describe(const Application& application) {
+    std::ostringstream text;
+    text << application.id << ": pid " << application.process.pid << " started "
+         << application.process.start_time << " " << application.executable << " build "
+         << application.build_id << " " << application.patch_id << " level " << application.level
+         << " at " << application.applied_at << " " << application.state;
+    return text.str();
+}
+
+std::string describe(const HistoryEntry& entry) {
+    std::ostringstream text;
+    text << entry.id << ": at " << entry.at << " " << entry.action << " pid " << entry.process.pid
+         << " started " << entry.process.start_time << " " << entry.patch_id << " level "
+         << entry.level << " " << entry.outcome << " (" << entry.reason << ") " << entry.message;
+    return text.str();
+}
+
+template <typename Row>
+std::vector<std::string> describe_all(const std::vector<Row>& rows) {
+    std::vector<std::string> lines;
+    for (const Row& row : rows) {
+        lines.push_back(describe(row));
+    }
+    return lines;
+}
+
+// The schema as sqlite_master holds it, without the page numbers.
+std::vector<std::string> schema_of(const std::string& path) {
+    RawConnection connection(path);
+    return connection.column(
+        "SELECT type || ' ' || name || ' on ' || tbl_name || ': ' || coalesce(sql, '') "
+        "FROM sqlite_master ORDER BY type, name");
 }
 
 }  // namespace
 
 TEST_CASE("a new database is private, at the latest schema, and keeps what it records") {
-    std::string path = scratch_path("state.db");
+    ScratchDirectory scratch;
+    std::string path = scratch.file("state.db");
     {
         auto database = StateDatabase::open(path);
         REQUIRE(database);
@@ -60,11 +186,11 @@ TEST_CASE("a new database is private, at the latest schema, and keeps what it re
     REQUIRE(history);
     REQUIRE(history->size() == 1);
     CHECK(history->front().level == 1);
-    std::system(("rm -rf '" + path.substr(0, path.rfind('/')) + "'").c_str());
 }
 
 TEST_CASE("a schema version 1 database is migrated and keeps its rows") {
-    std::string path = scratch_path("state-v1.db");
+    ScratchDirectory scratch;
+    std::string path = scratch.file("state-v1.db");
     REQUIRE(std::system(("cp '" FIXTURE_DIR "/state-v1.db' '" + path + "'").c_str()) == 0);
     auto database = StateDatabase::open(path);
     REQUIRE(database);
@@ -82,14 +208,291 @@ TEST_CASE("a schema version 1 database is migrated and keeps its rows") {
     REQUIRE(database->record_patchsets({{"local", "debian-12/openssl/x/CVE-1.suture", "CVE-1", 1,
                                          "7d90f384", std::string(64, 'a'), "CVE-1", true}}));
     CHECK(database->patchsets()->size() == 1);
-    std::system(("rm -rf '" + path.substr(0, path.rfind('/')) + "'").c_str());
 }
 
 TEST_CASE("a database from a newer suture is refused, not downgraded") {
-    std::string path = scratch_path("future.db");
+    ScratchDirectory scratch;
+    std::string path = scratch.file("future.db");
     REQUIRE(std::system(("sqlite3 '" + path + "' 'PRAGMA user_version=99'").c_str()) == 0);
     auto database = StateDatabase::open(path);
     REQUIRE_FALSE(database);
     CHECK(database.error().message.find("newer than this suture") != std::string::npos);
-    std::system(("rm -rf '" + path.substr(0, path.rfind('/')) + "'").c_str());
+}
+
+TEST_CASE("a schema version 1 database keeps every value of its rows") {
+    ScratchDirectory scratch;
+    auto database = StateDatabase::open(copy_fixture(scratch, "state-v1.db"));
+    REQUIRE(database);
+    CHECK(database->schema_version() == StateDatabase::latest_schema_version);
+
+    CHECK(describe_all(*database->applications("active")) ==
+          std::vector<std::string>{"1: pid 4242 started 123456 /usr/sbin/nginx build "
+                                   "7d90f38412d00023e58392b03612a24b62fcaede CVE-2026-63076 "
+                                   "level 1 at 1795400000 active"});
+    CHECK(database->applications("reverted")->empty());
+    CHECK(database->applications("exited")->empty());
+    CHECK(describe_all(*database->history()) ==
+          std::vector<std::string>{"1: at 1795400000 apply pid 4242 started 123456 "
+                                   "CVE-2026-63076 level 0 ok () applied level 1"});
+    CHECK(database->setting("enabled")->value() == "true");
+    CHECK(database->exclusions()->empty());
+    CHECK(database->patchsets()->empty());
+}
+
+TEST_CASE("a schema version 2 database is migrated and keeps every value of its rows") {
+    ScratchDirectory scratch;
+    auto database = StateDatabase::open(copy_fixture(scratch, "state-v2.db"));
+    REQUIRE(database);
+    CHECK(database->schema_version() == StateDatabase::latest_schema_version);
+
+    const std::string build = " build 7d90f38412d00023e58392b03612a24b62fcaede ";
+    CHECK(describe_all(*database->applications("active")) ==
+          std::vector<std::string>{
+              "2: pid 813 started 4185 /usr/sbin/nginx" + build +
+                  "CVE-2026-63076 level 1 at 1795400001 active",
+              "3: pid 1290 started 4294967396 /usr/lib/dovecot/imap-login" + build +
+                  "CVE-2026-63076 level 2 at 1795400120 active",
+          });
+    CHECK(describe_all(*database->applications("reverted")) ==
+          std::vector<std::string>{"4: pid 2044 started 120007 /usr/sbin/haproxy" + build +
+                                   "CVE-2026-61502 level 1 at 1795400180 reverted"});
+    CHECK(describe_all(*database->applications("exited")) ==
+          std::vector<std::string>{"1: pid 812 started 4183 /usr/sbin/nginx" + build +
+                                   "CVE-2026-63076 level 1 at 1795400000 exited"});
+    CHECK(describe_all(*database->history()) ==
+          std::vector<std::string>{
+              "9: at 1795407200 update pid 0 started 0  level 0 ok () 5 action(s)",
+              "8: at 1795407200 close pid 812 started 4183 CVE-2026-63076 level 1 ok () "
+              "the process exited",
+              "7: at 1795403600 revert pid 2044 started 120007 CVE-2026-61502 level 1 ok () "
+              "reverted by 'suture revert'",
+              "6: at 1795400180 adopt pid 2044 started 120007 CVE-2026-61502 level 1 ok () "
+              "found active in memory",
+              "5: at 1795400150 apply pid 977 started 3020 CVE-2026-63076 level 1 skipped "
+              "(excluded) executable /usr/sbin/sshd is excluded",
+              "4: at 1795400120 apply pid 1290 started 4294967396 CVE-2026-63076 level 2 ok () "
+              "applied level 2",
+              "3: at 1795400060 apply pid 1290 started 4294967396 CVE-2026-63076 level 2 failed "
+              "(unsafe) pid 1290: thread 1291 is inside SSL_read (after 5 retries)",
+              "2: at 1795400001 apply pid 813 started 4185 CVE-2026-63076 level 1 ok () "
+              "applied level 1",
+              "1: at 1795400000 apply pid 812 started 4183 CVE-2026-63076 level 1 ok () "
+              "applied level 1",
+          });
+    CHECK(database->setting("enabled")->value() == "true");
+    CHECK(database->setting("channel")->value() == "stable");
+    CHECK(*database->exclusions() ==
+          std::vector<std::pair<std::string, std::string>>{{"executable", "/usr/sbin/sshd"},
+                                                           {"unit", "postgresql.service"}});
+    CHECK(database->patchsets()->empty());
+}
+
+TEST_CASE("every migrated fixture has the schema of a new database") {
+    ScratchDirectory scratch;
+    std::string fresh = scratch.file("new.db");
+    REQUIRE(StateDatabase::open(fresh));
+    for (const char* fixture : {"state-v1.db", "state-v2.db"}) {
+        INFO(fixture);
+        std::string path = copy_fixture(scratch, fixture);
+        REQUIRE(StateDatabase::open(path));
+        CHECK(schema_of(path) == schema_of(fresh));
+    }
+}
+
+TEST_CASE("a migration step that fails leaves the database at its last complete version") {
+    ScratchDirectory scratch;
+    std::string path = copy_fixture(scratch, "state-v1.db");
+    {
+        // Step 2 creates exclusions, then adds history.level: make the
+        // second half fail.
+        RawConnection connection(path);
+        REQUIRE(connection.execute("ALTER TABLE history ADD COLUMN level INTEGER") == SQLITE_OK);
+    }
+    auto database = StateDatabase::open(path);
+    REQUIRE_FALSE(database);
+    CHECK(database.error().message.find("migrating to schema version 2") != std::string::npos);
+    CHECK(database.error().message.find("duplicate column name: level") != std::string::npos);
+
+    RawConnection connection(path);
+    CHECK(connection.column("PRAGMA user_version") == std::vector<std::string>{"1"});
+    CHECK(connection.column("SELECT name FROM sqlite_master WHERE name = 'exclusions'").empty());
+    CHECK(connection.column("SELECT message FROM history") ==
+          std::vector<std::string>{"applied level 1"});
+}
+
+TEST_CASE("a batch still open when the database goes away is rolled back") {
+    ScratchDirectory scratch;
+    std::string first = scratch.file("first.db");
+    std::string second = scratch.file("second.db");
+    {
+        auto database = StateDatabase::open(first);
+        REQUIRE(database);
+        REQUIRE(database->begin_batch());
+        REQUIRE(database->record_application(
+            {0, {4711, 98765}, "/usr/sbin/nginx", "7d90f384", "CVE-2026-63076", 1, 0, "active"}));
+        // Assigning another database over it rolls the batch back before
+        // its connection closes.
+        auto other = StateDatabase::open(second);
+        REQUIRE(other);
+        *database = std::move(*other);
+        REQUIRE(database->begin_batch());
+        REQUIRE(database->record_application(
+            {0, {4712, 98766}, "/usr/sbin/nginx", "7d90f384", "CVE-2026-63076", 1, 0, "active"}));
+    }
+    for (const std::string& path : {first, second}) {
+        auto reopened = StateDatabase::open(path);
+        REQUIRE(reopened);
+        CHECK(reopened->applications("active")->empty());
+    }
+}
+
+TEST_CASE("a batch commits its writes once, and only a begun batch commits") {
+    ScratchDirectory scratch;
+    auto database = StateDatabase::open(scratch.file("state.db"));
+    REQUIRE(database);
+    CHECK_FALSE(database->commit_batch());
+    REQUIRE(database->begin_batch());
+    CHECK_FALSE(database->begin_batch());  // batches do not nest
+    REQUIRE(database->log({0, 0, "update", {}, "", 0, "ok", "", "0 action(s)"}));
+    REQUIRE(database->commit_batch());
+    CHECK_FALSE(database->commit_batch());
+    CHECK(database->history()->size() == 1);
+}
+
+TEST_CASE("a transaction keeps its writes only when committed") {
+    ScratchDirectory scratch;
+    RawConnection connection(scratch.file("transaction.db"));
+    REQUIRE(connection.execute("CREATE TABLE t (x INTEGER)") == SQLITE_OK);
+
+    SECTION("one not committed is rolled back when it goes out of scope") {
+        {
+            auto transaction = Transaction::begin(connection.get(), Transaction::Lock::immediate,
+                                                  "transaction.db");
+            REQUIRE(transaction);
+            REQUIRE(connection.execute("INSERT INTO t VALUES (1)") == SQLITE_OK);
+        }
+        CHECK(sqlite3_get_autocommit(connection.get()) != 0);
+        CHECK(connection.column("SELECT count(*) FROM t") == std::vector<std::string>{"0"});
+    }
+    SECTION("one committed keeps them when it goes out of scope") {
+        {
+            auto transaction =
+                Transaction::begin(connection.get(), Transaction::Lock::deferred, "transaction.db");
+            REQUIRE(transaction);
+            REQUIRE(connection.execute("INSERT INTO t VALUES (1)") == SQLITE_OK);
+            REQUIRE(transaction->commit());
+        }
+        CHECK(connection.column("SELECT count(*) FROM t") == std::vector<std::string>{"1"});
+    }
+}
+
+TEST_CASE("a transaction cannot begin inside another") {
+    ScratchDirectory scratch;
+    RawConnection connection(scratch.file("transaction.db"));
+    auto outer = Transaction::begin(connection.get(), Transaction::Lock::deferred, "outer");
+    REQUIRE(outer);
+    auto inner = Transaction::begin(connection.get(), Transaction::Lock::deferred, "inner");
+    REQUIRE_FALSE(inner);
+    CHECK(inner.error().message.find("inner: BEGIN: ") == 0);
+}
+
+TEST_CASE("a commit that fails says why, and the transaction is rolled back at scope end") {
+    ScratchDirectory scratch;
+    std::string path = scratch.file("transaction.db");
+    RawConnection writer(path);
+    RawConnection reader(path);  // rollback journal: a reader's lock blocks the commit
+    REQUIRE(writer.execute("CREATE TABLE t (x INTEGER)") == SQLITE_OK);
+    {
+        auto transaction =
+            Transaction::begin(writer.get(), Transaction::Lock::deferred, "transaction.db");
+        REQUIRE(transaction);
+        REQUIRE(writer.execute("INSERT INTO t VALUES (1)") == SQLITE_OK);
+        REQUIRE(reader.execute("BEGIN; SELECT count(*) FROM t") == SQLITE_OK);
+
+        auto committed = transaction->commit();
+        REQUIRE_FALSE(committed);
+        CHECK(committed.error().message == "transaction.db: COMMIT: database is locked");
+        CHECK(sqlite3_get_autocommit(writer.get()) == 0);  // still open, still ours
+    }
+    CHECK(sqlite3_get_autocommit(writer.get()) != 0);
+    REQUIRE(reader.execute("COMMIT") == SQLITE_OK);
+    CHECK(reader.column("SELECT count(*) FROM t") == std::vector<std::string>{"0"});
+}
+
+TEST_CASE("a read that meets a damaged page fails instead of returning the rows before it") {
+    ScratchDirectory scratch;
+    std::string path = scratch.file("damaged.db");
+    constexpr int recorded = 400;  // enough rows for many leaf pages
+    {
+        auto database = StateDatabase::open(path);
+        REQUIRE(database);
+        REQUIRE(database->begin_batch());
+        for (int pid = 1; pid <= recorded; ++pid) {
+            REQUIRE(
+                database->record_application({0,
+                                              {pid, 1000},
+                                              "/usr/lib/dovecot/imap-login-" + std::string(80, 'x'),
+                                              "7d90f384",
+                                              "CVE-2026-63076",
+                                              1,
+                                              0,
+                                              "active"}));
+        }
+        REQUIRE(database->commit_batch());
+    }
+    std::uint32_t page_size = 0;
+    std::uint32_t last_leaf = 0;
+    {
+        RawConnection connection(path);
+        page_size = std::stoul(connection.column("PRAGMA page_size").at(0));
+        auto root = std::stoul(
+            connection.column("SELECT rootpage FROM sqlite_master WHERE name = 'applications'")
+                .at(0));
+        last_leaf = right_most_child(path, root, page_size);
+    }
+    zero_page(path, last_leaf, page_size);
+    {
+        // A plain loop over the rows gets some and then SQLITE_CORRUPT:
+        // ending the loop there would return a short list.
+        RawConnection connection(path);
+        auto [rows, ended] =
+            connection.count_readable_rows("SELECT * FROM applications ORDER BY id");
+        CHECK(rows > 0);
+        CHECK(rows < recorded);
+        CHECK(ended == SQLITE_CORRUPT);
+    }
+
+    auto database = StateDatabase::open(path);
+    REQUIRE(database);
+    auto active = database->applications("active");
+    REQUIRE_FALSE(active);
+    CHECK(active.error().code == ErrorCode::io);
+    CHECK(active.error().message ==
+          "state database: applications: database disk image is malformed");
+}
+
+TEST_CASE("a setting that cannot be read is an error, not an unset setting") {
+    ScratchDirectory scratch;
+    std::string path = scratch.file("damaged.db");
+    {
+        auto database = StateDatabase::open(path);
+        REQUIRE(database);
+        REQUIRE(database->set_setting("enabled", "false"));
+    }
+    std::uint32_t page_size = 0;
+    std::vector<std::string> pages;
+    {
+        RawConnection connection(path);
+        page_size = std::stoul(connection.column("PRAGMA page_size").at(0));
+        pages = connection.column("SELECT rootpage FROM sqlite_master WHERE tbl_name = 'settings'");
+    }
+    for (const std::string& page : pages) {  // the table and its primary key's index
+        zero_page(path, std::stoul(page), page_size);
+    }
+
+    auto database = StateDatabase::open(path);
+    REQUIRE(database);
+    auto enabled = database->setting("enabled");
+    REQUIRE_FALSE(enabled);
+    CHECK(enabled.error().message == "state database: settings: database disk image is malformed");
 }
