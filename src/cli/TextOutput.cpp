@@ -142,7 +142,7 @@ void print_update(std::ostream& out, const UpdateReport& report) {
 
 void print_history(std::ostream& out, const std::vector<HistoryEntry>& entries) {
     for (auto entry = entries.rbegin(); entry != entries.rend(); ++entry) {
-        out << format_utc_time(entry->at) << "  " << entry->action << " " << entry->outcome;
+        out << format_utc_time(entry->at) << "  " << name_of(entry->action) << " " << name_of(entry->outcome);
         if (entry->process.pid != 0) {
             out << "  pid " << entry->process.pid;
         }

@@ -78,13 +78,13 @@ void apply_and_record(Engine& engine, StateDatabase* database, const UsablePatch
                                             .build_id = metadata.target_build_id,
                                             .patch_id = metadata.patch_id,
                                             .level = metadata.level,
-                                            .state = "active"});
+                                            .state = ApplicationState::active});
     }
-    (void)database->log({.action = "apply",
+    (void)database->log({.action = HistoryAction::apply,
                          .process = action.process,
                          .patch_id = metadata.patch_id,
                          .level = metadata.level,
-                         .outcome = applied ? "ok" : "failed",
+                         .outcome = applied ? HistoryOutcome::ok : HistoryOutcome::failed,
                          .reason = action.reason,
                          .message = applied ? origin : action.message});
 }

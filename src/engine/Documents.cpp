@@ -528,12 +528,12 @@ json history_to_json(const std::vector<HistoryEntry>& entries) {
     for (const HistoryEntry& entry : entries) {
         rows.push_back({{"id", entry.id},
                         {"at", entry.at},
-                        {"action", entry.action},
+                        {"action", name_of(entry.action)},
                         {"pid", entry.process.pid},
                         {"start_time", entry.process.start_time},
                         {"patch_id", entry.patch_id},
                         {"level", entry.level},
-                        {"outcome", entry.outcome},
+                        {"outcome", name_of(entry.outcome)},
                         {"reason", entry.reason},
                         {"message", entry.message}});
     }
@@ -629,12 +629,12 @@ Result<std::vector<HistoryEntry>> history_from_json(const json& document) {
         entries.push_back({
             .id = entry.get<std::int64_t>("id"),
             .at = entry.get<std::int64_t>("at"),
-            .action = entry.get<std::string>("action"),
+            .action = history_action_named(entry.get<std::string>("action")),
             .process = {.pid = entry.get<int>("pid"),
                         .start_time = entry.get<std::uint64_t>("start_time")},
             .patch_id = entry.get<std::string>("patch_id"),
             .level = entry.get<std::uint32_t>("level"),
-            .outcome = entry.get<std::string>("outcome"),
+            .outcome = history_outcome_named(entry.get<std::string>("outcome")),
             .reason = entry.get<std::string>("reason"),
             .message = entry.get<std::string>("message"),
         });

@@ -208,7 +208,7 @@ Result<void> Engine::set_enabled(bool enabled) {
         return set;
     }
     return (*database)->log(
-        {.action = "settings", .outcome = "ok", .message = enabled ? "enabled" : "disabled"});
+        {.action = HistoryAction::settings, .outcome = HistoryOutcome::ok, .message = enabled ? "enabled" : "disabled"});
 }
 
 Result<bool> Engine::enabled() {
@@ -242,8 +242,8 @@ Result<void> Engine::set_exclusion(const Exclusion& exclusion, bool excluded) {
         return changed;
     }
     return (*database)->log(
-        {.action = "settings",
-         .outcome = "ok",
+        {.action = HistoryAction::settings,
+         .outcome = HistoryOutcome::ok,
          .message = std::string(excluded ? "exclude " : "include ") + kind + " " + value});
 }
 

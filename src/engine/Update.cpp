@@ -67,8 +67,8 @@ Result<void> refresh_feeds(Engine& engine, StateDatabase& database, UpdateReport
     report.refreshes = std::move(*refreshes);
     for (const RemoteRefresh& refresh : report.refreshes) {
         (void)database.log(
-            {.action = "refresh",
-             .outcome = refresh.result ? "ok" : "failed",
+            {.action = HistoryAction::refresh,
+             .outcome = refresh.result ? HistoryOutcome::ok : HistoryOutcome::failed,
              .reason = refresh.result ? "" : error_code_name(refresh.result.error().code),
              .message =
                  refresh.result ? "remote " + refresh.remote : refresh.result.error().message});
@@ -167,12 +167,12 @@ UpdateAction act_on(Engine& engine, StateDatabase& database, const StatusReport&
                                                .build_id = metadata.target_build_id,
                                                .patch_id = metadata.patch_id,
                                                .level = decision.level,
-                                               .state = "active"});
-            (void)database.log({.action = "adopt",
+                                               .state = ApplicationState::active});
+            (void)database.log({.action = HistoryAction::adopt,
                                 .process = action.process,
                                 .patch_id = metadata.patch_id,
                                 .level = decision.level,
-                                .outcome = "ok",
+                                .outcome = HistoryOutcome::ok,
                                 .message = "found active in memory"});
             break;
         case Verdict::apply:
@@ -201,12 +201,12 @@ void close_exited(StateDatabase& database, const StatusReport& status,
         if (exists) {
             continue;
         }
-        (void)database.set_application_state(application.id, "exited");
-        (void)database.log({.action = "close",
+        (void)database.set_application_state(application.id, ApplicationState::exited);
+        (void)database.log({.action = HistoryAction::close,
                             .process = application.process,
                             .patch_id = application.patch_id,
                             .level = application.level,
-                            .outcome = "ok",
+                            .outcome = HistoryOutcome::ok,
                             .message = "the process exited"});
         ++report.closed;
         batches.recorded();
@@ -260,8 +260,8 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     // 1. The global switch.
     if (switched_off(state)) {
         report.enabled = false;
-        (void)state.log({.action = "update",
-                         .outcome = "skipped",
+        (void)state.log({.action = HistoryAction::update,
+                         .outcome = HistoryOutcome::skipped,
                          .reason = "disabled",
                          .message = "suture is disabled"});
         return report;
@@ -283,7 +283,7 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     report.processes_examined = status.scan.processes_examined;
     std::vector<Work> work = match(status, *candidates, report);
     // 4. Decide and act, pair by pair.
-    auto active = state.applications("active");
+    auto active = state.applications(ApplicationState::active);
     std::vector<Application> recorded = active ? std::move(*active) : std::vector<Application>{};
     KnownApplications known = known_applications(recorded);
     RecordBatches batches(state);
@@ -301,8 +301,8 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     }
     // 6. The run itself, in the history.
     if (options.log_idle_runs || !did_nothing(report)) {
-        (void)state.log({.action = "update",
-                         .outcome = "ok",
+        (void)state.log({.action = HistoryAction::update,
+                         .outcome = HistoryOutcome::ok,
                          .message = std::to_string(report.actions.size()) + " action(s)"});
     }
     return report;

@@ -94,27 +94,68 @@ Result<std::vector<Row>> read_rows(sqlite3* db, const char* what, const char* sq
 
 Application read_application(const Statement& row) {
     return Application{
-        row.integer(0),
-        {static_cast<int>(row.integer(1)), static_cast<std::uint64_t>(row.integer(2))},
-        row.text(3),
-        row.text(4),
-        row.text(5),
-        static_cast<std::uint32_t>(row.integer(6)),
-        row.integer(7),
-        row.text(8)};
+        .id = row.integer(0),
+        .process = {static_cast<int>(row.integer(1)), static_cast<std::uint64_t>(row.integer(2))},
+        .executable = row.text(3),
+        .build_id = row.text(4),
+        .patch_id = row.text(5),
+        .level = static_cast<std::uint32_t>(row.integer(6)),
+        .applied_at = row.integer(7),
+        // The schema's CHECK admits only the three names.
+        .state = application_state_named(row.text(8)).value_or(ApplicationState::active)};
 }
 
 HistoryEntry read_history_entry(const Statement& row) {
     return HistoryEntry{
-        row.integer(0),
-        row.integer(1),
-        row.text(2),
-        {static_cast<int>(row.integer(3)), static_cast<std::uint64_t>(row.integer(4))},
-        row.text(5),
-        static_cast<std::uint32_t>(row.integer(6)),
-        row.text(7),
-        row.text(8),
-        row.text(9)};
+        .id = row.integer(0),
+        .at = row.integer(1),
+        .action = history_action_named(row.text(2)),
+        .process = {static_cast<int>(row.integer(3)), static_cast<std::uint64_t>(row.integer(4))},
+        .patch_id = row.text(5),
+        .level = static_cast<std::uint32_t>(row.integer(6)),
+        .outcome = history_outcome_named(row.text(7)),
+        .reason = row.text(8),
+        .message = row.text(9)};
+}
+
+// The names of the enums, each table used both ways.
+constexpr std::pair<ApplicationState, std::string_view> application_state_names[] = {
+    {ApplicationState::active, "active"},
+    {ApplicationState::reverted, "reverted"},
+    {ApplicationState::exited, "exited"},
+};
+constexpr std::pair<HistoryAction, std::string_view> history_action_names[] = {
+    {HistoryAction::apply, "apply"},     {HistoryAction::revert, "revert"},
+    {HistoryAction::adopt, "adopt"},     {HistoryAction::close, "close"},
+    {HistoryAction::refresh, "refresh"}, {HistoryAction::update, "update"},
+    {HistoryAction::settings, "settings"}, {HistoryAction::unknown, "unknown"},
+};
+constexpr std::pair<HistoryOutcome, std::string_view> history_outcome_names[] = {
+    {HistoryOutcome::ok, "ok"},
+    {HistoryOutcome::failed, "failed"},
+    {HistoryOutcome::skipped, "skipped"},
+    {HistoryOutcome::unknown, "unknown"},
+};
+
+template <typename Enum, std::size_t N>
+std::string_view name_in(const std::pair<Enum, std::string_view> (&table)[N], Enum value) {
+    for (const auto& [entry, name] : table) {
+        if (entry == value) {
+            return name;
+        }
+    }
+    return "unknown";
+}
+
+template <typename Enum, std::size_t N>
+std::optional<Enum> value_in(const std::pair<Enum, std::string_view> (&table)[N],
+                             std::string_view name) {
+    for (const auto& [entry, entry_name] : table) {
+        if (entry_name == name) {
+            return entry;
+        }
+    }
+    return std::nullopt;
 }
 
 CachedPatchset read_patchset(const Statement& row) {
@@ -256,23 +297,24 @@ Result<std::int64_t> StateDatabase::record_application(const Application& applic
         application.process.pid, static_cast<std::int64_t>(application.process.start_time),
         application.executable, application.build_id, application.patch_id, application.level,
         application.applied_at != 0 ? application.applied_at : ::time(nullptr),
-        application.state.empty() ? std::string("active") : application.state);
+        std::string(name_of(application.state)));
     if (!recorded) {
         return tl::unexpected(recorded.error());
     }
     return sqlite3_last_insert_rowid(db_.get());
 }
 
-Result<std::vector<Application>> StateDatabase::applications(const std::string& state) {
+Result<std::vector<Application>> StateDatabase::applications(ApplicationState state) {
     return read_rows(db_.get(), "applications",
                      "SELECT id, pid, start_time, executable, build_id, patch_id, level, "
                      "applied_at, state FROM applications WHERE state = ? ORDER BY id",
-                     read_application, state);
+                     read_application, std::string(name_of(state)));
 }
 
-Result<void> StateDatabase::set_application_state(std::int64_t id, const std::string& state) {
+Result<void> StateDatabase::set_application_state(std::int64_t id, ApplicationState state) {
     return run_statement(db_.get(), "update application",
-                         "UPDATE applications SET state = ? WHERE id = ?", state, id);
+                         "UPDATE applications SET state = ? WHERE id = ?",
+                         std::string(name_of(state)), id);
 }
 
 Result<void> StateDatabase::begin_batch() {
@@ -300,9 +342,11 @@ Result<void> StateDatabase::log(const HistoryEntry& entry) {
     return run_statement(db_.get(), "history",
                          "INSERT INTO history (at, action, pid, start_time, patch_id, level, "
                          "outcome, reason, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         entry.at != 0 ? entry.at : ::time(nullptr), entry.action,
+                         entry.at != 0 ? entry.at : ::time(nullptr),
+                         std::string(name_of(entry.action)),
                          entry.process.pid, static_cast<std::int64_t>(entry.process.start_time),
-                         entry.patch_id, entry.level, entry.outcome, entry.reason, entry.message);
+                         entry.patch_id, entry.level, std::string(name_of(entry.outcome)),
+                         entry.reason, entry.message);
 }
 
 Result<std::vector<HistoryEntry>> StateDatabase::history(std::size_t limit) {
@@ -386,6 +430,25 @@ Result<std::vector<CachedPatchset>> StateDatabase::patchsets() {
 Result<std::vector<std::pair<std::string, std::string>>> StateDatabase::exclusions() {
     return read_rows(db_.get(), "exclusions",
                      "SELECT kind, value FROM exclusions ORDER BY kind, value", read_text_pair);
+}
+
+std::string_view name_of(ApplicationState state) {
+    return name_in(application_state_names, state);
+}
+std::string_view name_of(HistoryAction action) {
+    return name_in(history_action_names, action);
+}
+std::string_view name_of(HistoryOutcome outcome) {
+    return name_in(history_outcome_names, outcome);
+}
+std::optional<ApplicationState> application_state_named(std::string_view name) {
+    return value_in(application_state_names, name);
+}
+HistoryAction history_action_named(std::string_view name) {
+    return value_in(history_action_names, name).value_or(HistoryAction::unknown);
+}
+HistoryOutcome history_outcome_named(std::string_view name) {
+    return value_in(history_outcome_names, name).value_or(HistoryOutcome::unknown);
 }
 
 }  // namespace suture

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/Error.h"
@@ -22,6 +23,19 @@ struct ProcessIdentity {
     bool operator==(const ProcessIdentity&) const = default;
 };
 
+// What the database stores as text, as enums, each with one table of names
+// (StateDatabase.cpp) used both ways.
+enum class ApplicationState { active, reverted, exited };
+enum class HistoryAction { apply, revert, adopt, close, refresh, update, settings,
+                           unknown };  // unknown: a name a newer suture wrote
+enum class HistoryOutcome { ok, failed, skipped, unknown };
+std::string_view name_of(ApplicationState state);
+std::string_view name_of(HistoryAction action);
+std::string_view name_of(HistoryOutcome outcome);
+std::optional<ApplicationState> application_state_named(std::string_view name);
+HistoryAction history_action_named(std::string_view name);    // unknown if not a name
+HistoryOutcome history_outcome_named(std::string_view name);  // unknown if not a name
+
 // One patch applied to one process, as recorded.
 struct Application {
     std::int64_t id = 0;
@@ -31,18 +45,18 @@ struct Application {
     std::string patch_id;
     std::uint32_t level = 0;
     std::int64_t applied_at = 0;  // Unix seconds
-    std::string state;            // "active", "reverted", "exited"
+    ApplicationState state = ApplicationState::active;
 };
 
 // One line of the audit log: every action with its outcome and reason.
 struct HistoryEntry {
     std::int64_t id = 0;
     std::int64_t at = 0;  // Unix seconds
-    std::string action;   // "apply", "revert", "adopt", "close", "refresh", "update", "settings"
+    HistoryAction action = HistoryAction::unknown;
     ProcessIdentity process;
     std::string patch_id;
     std::uint32_t level = 0;
-    std::string outcome;  // "ok", "failed", "skipped"
+    HistoryOutcome outcome = HistoryOutcome::unknown;
     std::string reason;   // error code name, or why skipped
     std::string message;
 };
@@ -79,8 +93,9 @@ class StateDatabase {
 
     // Applications.
     Result<std::int64_t> record_application(const Application& application);
-    Result<std::vector<Application>> applications(const std::string& state = "active");
-    Result<void> set_application_state(std::int64_t id, const std::string& state);
+    Result<std::vector<Application>> applications(
+        ApplicationState state = ApplicationState::active);
+    Result<void> set_application_state(std::int64_t id, ApplicationState state);
 
     // History.
     Result<void> log(const HistoryEntry& entry);

@@ -118,15 +118,15 @@ std::string describe(const Application& application) {
     text << application.id << ": pid " << application.process.pid << " started "
          << application.process.start_time << " " << application.executable << " build "
          << application.build_id << " " << application.patch_id << " level " << application.level
-         << " at " << application.applied_at << " " << application.state;
+         << " at " << application.applied_at << " " << name_of(application.state);
     return text.str();
 }
 
 std::string describe(const HistoryEntry& entry) {
     std::ostringstream text;
-    text << entry.id << ": at " << entry.at << " " << entry.action << " pid " << entry.process.pid
+    text << entry.id << ": at " << entry.at << " " << name_of(entry.action) << " pid " << entry.process.pid
          << " started " << entry.process.start_time << " " << entry.patch_id << " level "
-         << entry.level << " " << entry.outcome << " (" << entry.reason << ") " << entry.message;
+         << entry.level << " " << name_of(entry.outcome) << " (" << entry.reason << ") " << entry.message;
     return text.str();
 }
 
@@ -157,15 +157,15 @@ TEST_CASE("a new database is private, at the latest schema, and keeps what it re
         REQUIRE(database);
         CHECK(database->schema_version() == StateDatabase::latest_schema_version);
         auto id = database->record_application(Application{
-            0, {4711, 98765}, "/usr/sbin/nginx", "7d90f384", "CVE-2026-63076", 1, 0, "active"});
+            0, {4711, 98765}, "/usr/sbin/nginx", "7d90f384", "CVE-2026-63076", 1, 0, ApplicationState::active});
         REQUIRE(id);
         REQUIRE(database->log(
-            HistoryEntry{0, 0, "apply", {4711, 98765}, "CVE-2026-63076", 1, "ok", "", "applied"}));
+            HistoryEntry{0, 0, HistoryAction::apply, {4711, 98765}, "CVE-2026-63076", 1, HistoryOutcome::ok, "", "applied"}));
         REQUIRE(database->set_setting("channel", "testing"));
         REQUIRE(database->set_setting("channel", "stable"));
         REQUIRE(database->add_exclusion("executable", "/usr/sbin/sshd"));
         CHECK_FALSE(database->add_exclusion("colour", "blue"));
-        REQUIRE(database->set_application_state(*id, "exited"));
+        REQUIRE(database->set_application_state(*id, ApplicationState::exited));
     }
     struct stat info {};
     REQUIRE(::stat(path.c_str(), &info) == 0);
@@ -173,8 +173,8 @@ TEST_CASE("a new database is private, at the latest schema, and keeps what it re
 
     auto reopened = StateDatabase::open(path);
     REQUIRE(reopened);
-    CHECK(reopened->applications("active")->empty());
-    auto exited = reopened->applications("exited");
+    CHECK(reopened->applications(ApplicationState::active)->empty());
+    auto exited = reopened->applications(ApplicationState::exited);
     REQUIRE(exited);
     REQUIRE(exited->size() == 1);
     CHECK(exited->front().process == ProcessIdentity{4711, 98765});
@@ -195,7 +195,7 @@ TEST_CASE("a schema version 1 database is migrated and keeps its rows") {
     auto database = StateDatabase::open(path);
     REQUIRE(database);
     CHECK(database->schema_version() == 3);
-    auto active = database->applications("active");
+    auto active = database->applications(ApplicationState::active);
     REQUIRE(active);
     REQUIRE(active->size() == 1);
     CHECK(active->front().executable == "/usr/sbin/nginx");
@@ -225,12 +225,12 @@ TEST_CASE("a schema version 1 database keeps every value of its rows") {
     REQUIRE(database);
     CHECK(database->schema_version() == StateDatabase::latest_schema_version);
 
-    CHECK(describe_all(*database->applications("active")) ==
+    CHECK(describe_all(*database->applications(ApplicationState::active)) ==
           std::vector<std::string>{"1: pid 4242 started 123456 /usr/sbin/nginx build "
                                    "7d90f38412d00023e58392b03612a24b62fcaede CVE-2026-63076 "
                                    "level 1 at 1795400000 active"});
-    CHECK(database->applications("reverted")->empty());
-    CHECK(database->applications("exited")->empty());
+    CHECK(database->applications(ApplicationState::reverted)->empty());
+    CHECK(database->applications(ApplicationState::exited)->empty());
     CHECK(describe_all(*database->history()) ==
           std::vector<std::string>{"1: at 1795400000 apply pid 4242 started 123456 "
                                    "CVE-2026-63076 level 0 ok () applied level 1"});
@@ -246,17 +246,17 @@ TEST_CASE("a schema version 2 database is migrated and keeps every value of its 
     CHECK(database->schema_version() == StateDatabase::latest_schema_version);
 
     const std::string build = " build 7d90f38412d00023e58392b03612a24b62fcaede ";
-    CHECK(describe_all(*database->applications("active")) ==
+    CHECK(describe_all(*database->applications(ApplicationState::active)) ==
           std::vector<std::string>{
               "2: pid 813 started 4185 /usr/sbin/nginx" + build +
                   "CVE-2026-63076 level 1 at 1795400001 active",
               "3: pid 1290 started 4294967396 /usr/lib/dovecot/imap-login" + build +
                   "CVE-2026-63076 level 2 at 1795400120 active",
           });
-    CHECK(describe_all(*database->applications("reverted")) ==
+    CHECK(describe_all(*database->applications(ApplicationState::reverted)) ==
           std::vector<std::string>{"4: pid 2044 started 120007 /usr/sbin/haproxy" + build +
                                    "CVE-2026-61502 level 1 at 1795400180 reverted"});
-    CHECK(describe_all(*database->applications("exited")) ==
+    CHECK(describe_all(*database->applications(ApplicationState::exited)) ==
           std::vector<std::string>{"1: pid 812 started 4183 /usr/sbin/nginx" + build +
                                    "CVE-2026-63076 level 1 at 1795400000 exited"});
     CHECK(describe_all(*database->history()) ==
@@ -329,7 +329,7 @@ TEST_CASE("a batch still open when the database goes away is rolled back") {
         REQUIRE(database);
         REQUIRE(database->begin_batch());
         REQUIRE(database->record_application(
-            {0, {4711, 98765}, "/usr/sbin/nginx", "7d90f384", "CVE-2026-63076", 1, 0, "active"}));
+            {0, {4711, 98765}, "/usr/sbin/nginx", "7d90f384", "CVE-2026-63076", 1, 0, ApplicationState::active}));
         // Assigning another database over it rolls the batch back before
         // its connection closes.
         auto other = StateDatabase::open(second);
@@ -337,12 +337,12 @@ TEST_CASE("a batch still open when the database goes away is rolled back") {
         *database = std::move(*other);
         REQUIRE(database->begin_batch());
         REQUIRE(database->record_application(
-            {0, {4712, 98766}, "/usr/sbin/nginx", "7d90f384", "CVE-2026-63076", 1, 0, "active"}));
+            {0, {4712, 98766}, "/usr/sbin/nginx", "7d90f384", "CVE-2026-63076", 1, 0, ApplicationState::active}));
     }
     for (const std::string& path : {first, second}) {
         auto reopened = StateDatabase::open(path);
         REQUIRE(reopened);
-        CHECK(reopened->applications("active")->empty());
+        CHECK(reopened->applications(ApplicationState::active)->empty());
     }
 }
 
@@ -353,7 +353,7 @@ TEST_CASE("a batch commits its writes once, and only a begun batch commits") {
     CHECK_FALSE(database->commit_batch());
     REQUIRE(database->begin_batch());
     CHECK_FALSE(database->begin_batch());  // batches do not nest
-    REQUIRE(database->log({0, 0, "update", {}, "", 0, "ok", "", "0 action(s)"}));
+    REQUIRE(database->log({0, 0, HistoryAction::update, {}, "", 0, HistoryOutcome::ok, "", "0 action(s)"}));
     REQUIRE(database->commit_batch());
     CHECK_FALSE(database->commit_batch());
     CHECK(database->history()->size() == 1);
@@ -436,7 +436,7 @@ TEST_CASE("a read that meets a damaged page fails instead of returning the rows 
                                               "CVE-2026-63076",
                                               1,
                                               0,
-                                              "active"}));
+                                              ApplicationState::active}));
         }
         REQUIRE(database->commit_batch());
     }
@@ -464,7 +464,7 @@ TEST_CASE("a read that meets a damaged page fails instead of returning the rows 
 
     auto database = StateDatabase::open(path);
     REQUIRE(database);
-    auto active = database->applications("active");
+    auto active = database->applications(ApplicationState::active);
     REQUIRE_FALSE(active);
     CHECK(active.error().code == ErrorCode::io);
     CHECK(active.error().message ==
@@ -495,4 +495,24 @@ TEST_CASE("a setting that cannot be read is an error, not an unset setting") {
     auto enabled = database->setting("enabled");
     REQUIRE_FALSE(enabled);
     CHECK(enabled.error().message == "state database: settings: database disk image is malformed");
+}
+
+TEST_CASE("the stored names of states, actions and outcomes read back as the same enums") {
+    for (ApplicationState state :
+         {ApplicationState::active, ApplicationState::reverted, ApplicationState::exited}) {
+        CHECK(application_state_named(name_of(state)) == state);
+    }
+    CHECK_FALSE(application_state_named("paused"));
+    for (HistoryAction action :
+         {HistoryAction::apply, HistoryAction::revert, HistoryAction::adopt, HistoryAction::close,
+          HistoryAction::refresh, HistoryAction::update, HistoryAction::settings}) {
+        CHECK(history_action_named(name_of(action)) == action);
+    }
+    CHECK(name_of(HistoryAction::apply) == "apply");
+    CHECK(history_action_named("rollout") == HistoryAction::unknown);  // a newer suture's
+    for (HistoryOutcome outcome :
+         {HistoryOutcome::ok, HistoryOutcome::failed, HistoryOutcome::skipped}) {
+        CHECK(history_outcome_named(name_of(outcome)) == outcome);
+    }
+    CHECK(history_outcome_named("") == HistoryOutcome::unknown);
 }
