@@ -55,6 +55,19 @@ run 0 "unprivileged history: allowed" as_nobody "$SUTURE" history --json
 [ "$(jq '.history | length' <<<"$output")" -gt 0 ] && pass "it reads the daemon's history" ||
     fail_check "empty history for the unprivileged caller"
 
+# Input sutured cannot choose: a process whose comm is not UTF-8. Status
+# answers (invalid bytes replaced), and the daemon lives on.
+odd_name="$scratch/"$'\xff\xfe'"sleep"
+cp "$(command -v sleep)" "$odd_name"
+"$odd_name" 60 &
+odd=$!
+started_pids+=("$odd")
+wait_for_exec "$odd" "$odd_name"
+run 0 "Status of a process whose comm is not UTF-8" as_nobody busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" \
+    call org.suture.Suture1 /org/suture/Suture1 org.suture.Suture1 Status ai 1 "$odd"
+grep -q 'sleep' <<<"$output" && pass "the Status document names it" || fail_check "Status reply: $output"
+kill -0 "$daemon_pid" 2>/dev/null && pass "sutured still runs" || fail_check "sutured died on a Status call"
+
 # Root through the daemon: revert, apply, the switch.
 "$SUTURE" revert --pid "$target" CVE-2026-63076 >/dev/null
 check_eq "revert through the daemon" VULNERABLE "$(ask "$target" probe)"

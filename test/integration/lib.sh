@@ -148,6 +148,18 @@ start_program() {
     printf -v "$start_var" '%s' "$start_pid"
 }
 
+# wait_for_exec PID PATH: until process PID runs PATH (a child started with
+# `PATH &` may not have exec'ed yet); fails the test after 5 s.
+wait_for_exec() {
+    local tries
+    for tries in $(seq 100); do
+        [ "$(readlink "/proc/$1/exe" 2>/dev/null)" = "$2" ] && return 0
+        sleep 0.05
+    done
+    fail_check "pid $1 does not run $2"
+    exit 1
+}
+
 # start_in_rootfs VAR ROOTFS [NAME=VALUE...] -- PROGRAM ARGS...: start_program
 # for PROGRAM (a path inside ROOTFS), run by chroot into ROOTFS in new mount
 # and PID namespaces: the container stand-in. VAR gets the program's PID as
