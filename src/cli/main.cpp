@@ -58,8 +58,28 @@ int command_failed(const Error& error) {
     return error.code == ErrorCode::permission_denied ? exit_permission : exit_failure;
 }
 
-Result<std::unique_ptr<Backend>> backend_for(const Global& global) {
-    return choose_backend(global.direct, global.engine);
+// Runs `body` with an engine opened here, or with the backend (sutured or
+// an engine here) for commands that go to the daemon; failing to open one
+// is the command's failure.
+template <typename Body>
+int with_engine(const Global& global, Body body) {
+    auto engine = Engine::open(global.engine);
+    return engine ? body(**engine) : command_failed(engine.error());
+}
+template <typename Body>
+int with_backend(const Global& global, Body body) {
+    auto backend = choose_backend(global.direct, global.engine);
+    return backend ? body(**backend) : command_failed(backend.error());
+}
+
+// Prints a report as its JSON document or as text.
+template <typename PrintText>
+void print_report(bool json, const nlohmann::json& document, PrintText print_text) {
+    if (json) {
+        print_json(document);
+    } else {
+        print_text();
+    }
 }
 
 void add_state_option(CLI::App* command, Global& global) {
@@ -89,7 +109,8 @@ struct StatusCommand {
             "Libraries are recognised by their ELF DT_SONAME (libssl.so.*, libcrypto.so.*) and\n"
             "identified by the GNU build ID of the very file mapped (through\n"
             "/proc/PID/map_files), so deleted, replaced and containerised copies report their own\n"
-            "build. The build ID is looked up in the distribution build index to name the package.\n"
+            "build. The build ID is looked up in the distribution build index to name the "
+            "package.\n"
             "Processes mapping a library deleted or replaced on disk are flagged: they still run\n"
             "the old code. Patches applied by suture are read from their in-process markers.\n"
             "Run as root to see every process.");
@@ -100,21 +121,17 @@ struct StatusCommand {
     }
 
     int run(const Global& global) const {
-        auto engine = Engine::open(global.engine);
-        if (!engine) {
-            return command_failed(engine.error());
-        }
-        StatusReport report = (*engine)->status(pids);
-        if (json) {
-            print_json(status_to_json(report));
-        } else {
-            print_status_table(std::cout, report, log::level() >= log::Level::info);
-        }
-        bool partial = !report.scan.unreadable.empty();
-        for (const ProcessReport& process : report.scan.processes) {
-            partial = partial || !process.errors.empty();
-        }
-        return partial ? exit_partial : exit_ok;
+        return with_engine(global, [&](Engine& engine) -> int {
+            StatusReport report = engine.status(pids);
+            print_report(json, status_to_json(report), [&] {
+                print_status_table(std::cout, report, log::level() >= log::Level::info);
+            });
+            bool partial = !report.scan.unreadable.empty();
+            for (const ProcessReport& process : report.scan.processes) {
+                partial = partial || !process.errors.empty();
+            }
+            return partial ? exit_partial : exit_ok;
+        });
     }
 };
 
@@ -135,8 +152,9 @@ struct InjectCommand {
                         "How many times to stop the process and check its stacks before giving up")
             ->check(CLI::Range(1, 1000))
             ->capture_default_str();
-        app->add_option("--backoff-ms", backoff_ms,
-                        "First pause between tries, doubling up to 500 ms; the process runs meanwhile")
+        app->add_option(
+               "--backoff-ms", backoff_ms,
+               "First pause between tries, doubling up to 500 ms; the process runs meanwhile")
             ->check(CLI::Range(0, 60000))
             ->capture_default_str();
     }
@@ -148,11 +166,7 @@ struct InjectCommand {
     }
 
     int failed(const InjectFailure& failure) const {
-        if (json) {
-            print_json(failure_to_json(failure));
-        } else {
-            print_failure(failure);
-        }
+        print_report(json, failure_to_json(failure), [&] { print_failure(failure); });
         return exit_code_for(failure.error.code);
     }
 };
@@ -164,28 +178,26 @@ struct ApplyCommand : InjectCommand {
             "Apply a patch file to one running process. Every thread is stopped; the library is\n"
             "found by build ID and each replaced function's bytes are checked against the SHA-256\n"
             "recorded in the patch; no thread may be inside a function being replaced (checked by\n"
-            "unwinding every stack, retried with backoff); the new code is mapped read+exec within\n"
-            "2 GiB of the library and each function's entry jumps to it. Nothing changes on error.\n"
+            "unwinding every stack, retried with backoff); the new code is mapped read+exec "
+            "within\n"
+            "2 GiB of the library and each function's entry jumps to it. Nothing changes on "
+            "error.\n"
             "Applying a higher level of an applied patch id replaces it in the same stop.");
         add_options();
         app->add_option("PATCHFILE", patch_file, "The patch file")->required();
     }
 
     int run(const Global& global) const {
-        auto backend = backend_for(global);
-        if (!backend) {
-            return command_failed(backend.error());
-        }
-        auto report = (*backend)->apply(pid, patch_file, inject_options());
-        if (!report) {
-            return failed(report.error());
-        }
-        if (json) {
-            print_json(inject_report_to_json(pid, *report));
-        } else {
-            print_inject_report(std::cout, pid, *report, InjectVerb::applied);
-        }
-        return exit_ok;
+        return with_backend(global, [&](Backend& backend) -> int {
+            auto report = backend.apply(pid, patch_file, inject_options());
+            if (!report) {
+                return failed(report.error());
+            }
+            print_report(json, inject_report_to_json(pid, *report), [&] {
+                print_inject_report(std::cout, pid, *report, InjectVerb::applied);
+            });
+            return exit_ok;
+        });
     }
 };
 
@@ -203,22 +215,20 @@ struct RevertCommand : InjectCommand {
     }
 
     int run(const Global& global) const {
-        auto backend = backend_for(global);
-        if (!backend) {
-            return command_failed(backend.error());
-        }
-        auto reports = (*backend)->revert(pid, patch_id, inject_options());
-        if (!reports) {
-            return failed(reports.error());
-        }
-        if (json) {
-            print_json(reverted_to_json(pid, *reports));
+        return with_backend(global, [&](Backend& backend) -> int {
+            auto reports = backend.revert(pid, patch_id, inject_options());
+            if (!reports) {
+                return failed(reports.error());
+            }
+            if (json) {
+                print_json(reverted_to_json(pid, *reports));
+                return exit_ok;
+            }
+            for (const InjectReport& report : *reports) {
+                print_inject_report(std::cout, pid, report, InjectVerb::reverted);
+            }
             return exit_ok;
-        }
-        for (const InjectReport& report : *reports) {
-            print_inject_report(std::cout, pid, report, InjectVerb::reverted);
-        }
-        return exit_ok;
+        });
     }
 };
 
@@ -241,21 +251,16 @@ struct StacksCommand {
     }
 
     int run(const Global& global) const {
-        auto engine = Engine::open(global.engine);
-        if (!engine) {
-            return command_failed(engine.error());
-        }
-        auto stacks = (*engine)->stacks(pid);
-        if (!stacks) {
-            log::error(stacks.error().message);
-            return exit_code_for(stacks.error().code);
-        }
-        if (json) {
-            print_json(thread_stacks_to_json(pid, *stacks));
-        } else {
-            print_thread_stacks(std::cout, *stacks);
-        }
-        return exit_ok;
+        return with_engine(global, [&](Engine& engine) -> int {
+            auto stacks = engine.stacks(pid);
+            if (!stacks) {
+                log::error(stacks.error().message);
+                return exit_code_for(stacks.error().code);
+            }
+            print_report(json, thread_stacks_to_json(pid, *stacks),
+                         [&] { print_thread_stacks(std::cout, *stacks); });
+            return exit_ok;
+        });
     }
 };
 
@@ -287,38 +292,34 @@ struct FeedRefreshCommand {
     }
 
     int run(const Global& global) const {
-        auto engine = Engine::open(global.engine);
-        if (!engine) {
-            return command_failed(engine.error());
-        }
-        bool show_progress = !json && ::isatty(STDERR_FILENO) && log::level() >= log::Level::warning;
-        auto refreshes = (*engine)->refresh_feeds([&](std::uint64_t now, std::uint64_t total) {
+        return with_engine(global, [&](Engine& engine) -> int {
+            bool show_progress =
+                !json && ::isatty(STDERR_FILENO) && log::level() >= log::Level::warning;
+            auto refreshes = engine.refresh_feeds([&](std::uint64_t now, std::uint64_t total) {
+                if (show_progress) {
+                    std::cerr << "\r  downloading: " << now
+                              << (total ? " / " + std::to_string(total) : "") << " bytes"
+                              << std::flush;
+                }
+            });
             if (show_progress) {
-                std::cerr << "\r  downloading: " << now
-                          << (total ? " / " + std::to_string(total) : "") << " bytes"
-                          << std::flush;
+                std::cerr << "\r\033[K" << std::flush;
             }
+            if (!refreshes) {
+                log::error(refreshes.error().message);
+                return exit_failure;
+            }
+            int status = exit_ok;
+            for (const RemoteRefresh& refresh : *refreshes) {
+                if (!refresh.result && status == exit_ok) {
+                    // A file the feed must serve is missing: as good as unreachable.
+                    status = feed_exit_code(refresh.result.error().code, exit_feed_unreachable);
+                }
+            }
+            print_report(json, refresh_to_json(*refreshes),
+                         [&] { print_refreshes(std::cout, *refreshes); });
+            return status;
         });
-        if (show_progress) {
-            std::cerr << "\r\033[K" << std::flush;
-        }
-        if (!refreshes) {
-            log::error(refreshes.error().message);
-            return exit_failure;
-        }
-        int status = exit_ok;
-        for (const RemoteRefresh& refresh : *refreshes) {
-            if (!refresh.result && status == exit_ok) {
-                // A file the feed must serve is missing: as good as unreachable.
-                status = feed_exit_code(refresh.result.error().code, exit_feed_unreachable);
-            }
-        }
-        if (json) {
-            print_json(refresh_to_json(*refreshes));
-        } else {
-            print_refreshes(std::cout, *refreshes);
-        }
-        return status;
     }
 };
 
@@ -337,21 +338,16 @@ struct FeedListCommand {
     }
 
     int run(const Global& global) const {
-        auto engine = Engine::open(global.engine);
-        if (!engine) {
-            return command_failed(engine.error());
-        }
-        auto targets = (*engine)->list_feeds();
-        if (!targets) {
-            log::error(targets.error().message);
-            return feed_exit_code(targets.error().code, exit_failure);
-        }
-        if (json) {
-            print_json(cached_targets_to_json(*targets));
-        } else {
-            print_cached_targets(std::cout, *targets);
-        }
-        return exit_ok;
+        return with_engine(global, [&](Engine& engine) -> int {
+            auto targets = engine.list_feeds();
+            if (!targets) {
+                log::error(targets.error().message);
+                return feed_exit_code(targets.error().code, exit_failure);
+            }
+            print_report(json, cached_targets_to_json(*targets),
+                         [&] { print_cached_targets(std::cout, *targets); });
+            return exit_ok;
+        });
     }
 };
 
@@ -376,36 +372,30 @@ struct UpdateCommand {
     }
 
     int run(const Global& global) const {
-        auto backend = backend_for(global);
-        if (!backend) {
-            return command_failed(backend.error());
-        }
-        UpdateOptions options{.refresh = !offline};
-        bool show_progress = !json && ::isatty(STDERR_FILENO);
-        auto report = (*backend)->update(options, [&](std::size_t done, std::size_t total) {
+        return with_backend(global, [&](Backend& backend) -> int {
+            UpdateOptions options{.refresh = !offline};
+            bool show_progress = !json && ::isatty(STDERR_FILENO);
+            auto report = backend.update(options, [&](std::size_t done, std::size_t total) {
+                if (show_progress) {
+                    std::cerr << "\r  " << done << " / " << total << " processes" << std::flush;
+                }
+            });
             if (show_progress) {
-                std::cerr << "\r  " << done << " / " << total << " processes" << std::flush;
+                std::cerr << "\r\033[K" << std::flush;
             }
+            if (!report) {
+                if (json) {
+                    print_json(error_to_json(report.error()));
+                }
+                return command_failed(report.error());
+            }
+            bool failures = false;
+            for (const UpdateAction& action : report->actions) {
+                failures = failures || action.outcome == ActionOutcome::failed;
+            }
+            print_report(json, update_to_json(*report), [&] { print_update(std::cout, *report); });
+            return failures && report->enabled ? exit_update_failures : exit_ok;
         });
-        if (show_progress) {
-            std::cerr << "\r\033[K" << std::flush;
-        }
-        if (!report) {
-            if (json) {
-                print_json(error_to_json(report.error()));
-            }
-            return command_failed(report.error());
-        }
-        bool failures = false;
-        for (const UpdateAction& action : report->actions) {
-            failures = failures || action.outcome == ActionOutcome::failed;
-        }
-        if (json) {
-            print_json(update_to_json(*report));
-        } else {
-            print_update(std::cout, *report);
-        }
-        return failures && report->enabled ? exit_update_failures : exit_ok;
     }
 };
 
@@ -427,23 +417,18 @@ struct HistoryCommand {
     }
 
     int run(const Global& global) const {
-        auto backend = backend_for(global);
-        if (!backend) {
-            return command_failed(backend.error());
-        }
-        auto entries = (*backend)->history(limit);
-        if (!entries) {
-            if (json) {
-                print_json(error_to_json(entries.error()));
+        return with_backend(global, [&](Backend& backend) -> int {
+            auto entries = backend.history(limit);
+            if (!entries) {
+                if (json) {
+                    print_json(error_to_json(entries.error()));
+                }
+                return command_failed(entries.error());
             }
-            return command_failed(entries.error());
-        }
-        if (json) {
-            print_json(history_to_json(*entries));
-        } else {
-            print_history(std::cout, *entries);
-        }
-        return exit_ok;
+            print_report(json, history_to_json(*entries),
+                         [&] { print_history(std::cout, *entries); });
+            return exit_ok;
+        });
     }
 };
 
@@ -454,24 +439,22 @@ struct SwitchCommand {
 
     void define(CLI::App& parent, Global& global, bool turns_on) {
         enable = turns_on;
-        app = turns_on ? parent.add_subcommand("enable",
-                                               "Let suture update patch processes (default)")
-                       : parent.add_subcommand(
-                             "disable",
-                             "Stop suture update from patching anything (applied patches stay)");
+        app = turns_on
+                  ? parent.add_subcommand("enable", "Let suture update patch processes (default)")
+                  : parent.add_subcommand(
+                        "disable",
+                        "Stop suture update from patching anything (applied patches stay)");
         add_state_option(app, global);
     }
 
     int run(const Global& global) const {
-        auto backend = backend_for(global);
-        if (!backend) {
-            return command_failed(backend.error());
-        }
-        if (auto set = (*backend)->set_enabled(enable); !set) {
-            return command_failed(set.error());
-        }
-        std::cout << "suture is " << (enable ? "enabled" : "disabled") << "\n";
-        return exit_ok;
+        return with_backend(global, [&](Backend& backend) -> int {
+            if (auto set = backend.set_enabled(enable); !set) {
+                return command_failed(set.error());
+            }
+            std::cout << "suture is " << (enable ? "enabled" : "disabled") << "\n";
+            return exit_ok;
+        });
     }
 };
 
@@ -497,25 +480,23 @@ struct ExcludeCommand {
             log::error("--executable needs an absolute path");
             return exit_usage;
         }
-        auto engine = Engine::open(global.engine);
-        if (!engine) {
-            return command_failed(engine.error());
-        }
-        if (executable.empty() && unit.empty()) {
-            return list(**engine);
-        }
-        for (const Exclusion& exclusion :
-             {Exclusion{"executable", executable}, Exclusion{"unit", unit}}) {
-            if (exclusion.second.empty()) {
-                continue;
+        return with_engine(global, [&](Engine& engine) -> int {
+            if (executable.empty() && unit.empty()) {
+                return list(engine);
             }
-            if (auto set = (*engine)->set_exclusion(exclusion, !remove); !set) {
-                return command_failed(set.error());
+            for (const Exclusion& exclusion :
+                 {Exclusion{"executable", executable}, Exclusion{"unit", unit}}) {
+                if (exclusion.second.empty()) {
+                    continue;
+                }
+                if (auto set = engine.set_exclusion(exclusion, !remove); !set) {
+                    return command_failed(set.error());
+                }
+                std::cout << (remove ? "no longer excluded: " : "excluded: ") << exclusion.first
+                          << " " << exclusion.second << "\n";
             }
-            std::cout << (remove ? "no longer excluded: " : "excluded: ") << exclusion.first << " "
-                      << exclusion.second << "\n";
-        }
-        return exit_ok;
+            return exit_ok;
+        });
     }
 
     static int list(Engine& engine) {
@@ -565,17 +546,28 @@ struct Commands {
 
     // The exit status of the command the command line chose.
     int run(const Global& global) const {
-        if (status.app->parsed()) return status.run(global);
-        if (apply.app->parsed()) return apply.run(global);
-        if (revert.app->parsed()) return revert.run(global);
-        if (stacks.app->parsed()) return stacks.run(global);
-        if (feed_refresh.app->parsed()) return feed_refresh.run(global);
-        if (feed_list.app->parsed()) return feed_list.run(global);
-        if (update.app->parsed()) return update.run(global);
-        if (history.app->parsed()) return history.run(global);
-        if (enable.app->parsed()) return enable.run(global);
-        if (disable.app->parsed()) return disable.run(global);
-        if (exclude.app->parsed()) return exclude.run(global);
+        if (status.app->parsed())
+            return status.run(global);
+        if (apply.app->parsed())
+            return apply.run(global);
+        if (revert.app->parsed())
+            return revert.run(global);
+        if (stacks.app->parsed())
+            return stacks.run(global);
+        if (feed_refresh.app->parsed())
+            return feed_refresh.run(global);
+        if (feed_list.app->parsed())
+            return feed_list.run(global);
+        if (update.app->parsed())
+            return update.run(global);
+        if (history.app->parsed())
+            return history.run(global);
+        if (enable.app->parsed())
+            return enable.run(global);
+        if (disable.app->parsed())
+            return disable.run(global);
+        if (exclude.app->parsed())
+            return exclude.run(global);
         return exit_usage;
     }
 };
