@@ -39,8 +39,7 @@ json package_to_json(const std::optional<KnownBuild>& package) {
 // plain list of reads followed by one check of `problem()`.
 class FieldReader {
   public:
-    FieldReader(const json& object, std::string where)
-        : object_(object), where_(std::move(where)) {
+    FieldReader(const json& object, std::string where) : object_(object), where_(std::move(where)) {
         if (!object_.is_object()) {
             note(where_ + " is not an object");
         }
@@ -124,9 +123,10 @@ std::uint64_t parse_hex_address(const std::string& text, FieldReader& fields) {
 
 BlockingThread blocking_thread_from_json(const json& value, FieldReader& parent) {
     FieldReader fields(value, "blocking thread");
-    BlockingThread thread{.tid = fields.get<int>("tid"),
-                          .frames = fields.get<std::vector<std::string>>("frames"),
-                          .cannot_unwind = fields.optional<std::string>("cannot_unwind").value_or("")};
+    BlockingThread thread{
+        .tid = fields.get<int>("tid"),
+        .frames = fields.get<std::vector<std::string>>("frames"),
+        .cannot_unwind = fields.optional<std::string>("cannot_unwind").value_or("")};
     parent.adopt(fields);
     return thread;
 }
@@ -226,9 +226,9 @@ std::string_view outcome_name(ActionOutcome outcome) {
 }
 
 std::optional<ActionOutcome> outcome_from_name(std::string_view name) {
-    for (ActionOutcome outcome : {ActionOutcome::applied, ActionOutcome::already,
-                                  ActionOutcome::adopted, ActionOutcome::excluded,
-                                  ActionOutcome::failed}) {
+    for (ActionOutcome outcome :
+         {ActionOutcome::applied, ActionOutcome::already, ActionOutcome::adopted,
+          ActionOutcome::excluded, ActionOutcome::failed}) {
         if (outcome_name(outcome) == name) {
             return outcome;
         }
@@ -249,10 +249,33 @@ std::optional<std::string> openssl_version_number(const std::string& version_tex
     return number;
 }
 
+// ErrorCode's names in JSON, one table used both ways.
+constexpr std::pair<ErrorCode, std::string_view> error_code_names[] = {
+    {ErrorCode::io, "io"},
+    {ErrorCode::not_found, "not_found"},
+    {ErrorCode::permission_denied, "permission_denied"},
+    {ErrorCode::bad_format, "bad_format"},
+    {ErrorCode::unsupported, "unsupported"},
+    {ErrorCode::invalid_argument, "invalid_argument"},
+    {ErrorCode::library_not_mapped, "library_not_mapped"},
+    {ErrorCode::build_id_mismatch, "build_id_mismatch"},
+    {ErrorCode::fingerprint_mismatch, "fingerprint_mismatch"},
+    {ErrorCode::unsafe, "unsafe"},
+    {ErrorCode::target_died, "target_died"},
+    {ErrorCode::conflict, "conflict"},
+    {ErrorCode::not_applied, "not_applied"},
+    {ErrorCode::expired, "expired"},
+    {ErrorCode::rollback, "rollback"},
+    {ErrorCode::bad_signature, "bad_signature"},
+    {ErrorCode::hash_mismatch, "hash_mismatch"},
+    {ErrorCode::too_large, "too_large"},
+    {ErrorCode::too_slow, "too_slow"},
+    {ErrorCode::unreachable, "unreachable"},
+};
+
 std::optional<ErrorCode> error_code_from_name(const std::string& name) {
-    for (int value = 0; value <= static_cast<int>(ErrorCode::unreachable); ++value) {
-        auto code = static_cast<ErrorCode>(value);
-        if (error_code_name(code) == name) {
+    for (const auto& [code, code_name] : error_code_names) {
+        if (name == code_name) {
             return code;
         }
     }
@@ -260,53 +283,12 @@ std::optional<ErrorCode> error_code_from_name(const std::string& name) {
 }
 
 std::string error_code_name(ErrorCode code) {
-    switch (code) {
-        case ErrorCode::io:
-            return "io";
-        case ErrorCode::not_found:
-            return "not_found";
-        case ErrorCode::permission_denied:
-            return "permission_denied";
-        case ErrorCode::bad_format:
-            return "bad_format";
-        case ErrorCode::unsupported:
-            return "unsupported";
-        case ErrorCode::invalid_argument:
-            return "invalid_argument";
-        case ErrorCode::library_not_mapped:
-            return "library_not_mapped";
-        case ErrorCode::build_id_mismatch:
-            return "build_id_mismatch";
-        case ErrorCode::fingerprint_mismatch:
-            return "fingerprint_mismatch";
-        case ErrorCode::unsafe:
-            return "unsafe";
-        case ErrorCode::target_died:
-            return "target_died";
-        case ErrorCode::conflict:
-            return "conflict";
-        case ErrorCode::not_applied:
-            return "not_applied";
-        case ErrorCode::expired:
-            return "expired";
-        case ErrorCode::rollback:
-            return "rollback";
-        case ErrorCode::bad_signature:
-            return "bad_signature";
-        case ErrorCode::hash_mismatch:
-            return "hash_mismatch";
-        case ErrorCode::too_large:
-            return "too_large";
-        case ErrorCode::too_slow:
-            return "too_slow";
-        case ErrorCode::unreachable:
-            return "unreachable";
+    for (const auto& [entry, name] : error_code_names) {
+        if (entry == code) {
+            return std::string(name);
+        }
     }
     return "unknown";
-}
-
-std::string format_utc_time(std::int64_t unix_seconds) {
-    return feed::format_utc(static_cast<std::time_t>(unix_seconds));
 }
 
 // To JSON.
@@ -361,11 +343,11 @@ json thread_stacks_to_json(int pid, const std::vector<ThreadStack>& stacks) {
 json failure_to_json(const InjectFailure& failure) {
     json threads = json::array();
     for (const BlockingThread& thread : failure.blocking) {
-        threads.push_back({{"tid", thread.tid},
-                           {"frames", thread.frames},
-                           {"cannot_unwind", thread.cannot_unwind.empty()
-                                                 ? json(nullptr)
-                                                 : json(thread.cannot_unwind)}});
+        threads.push_back(
+            {{"tid", thread.tid},
+             {"frames", thread.frames},
+             {"cannot_unwind",
+              thread.cannot_unwind.empty() ? json(nullptr) : json(thread.cannot_unwind)}});
     }
     return {{"ok", false},
             {"error",
