@@ -291,6 +291,10 @@ std::string error_code_name(ErrorCode code) {
     return "unknown";
 }
 
+std::string format_utc_time(std::int64_t unix_seconds) {
+    return feed::format_utc(static_cast<std::time_t>(unix_seconds));
+}
+
 // To JSON.
 
 json inject_report_to_json(int pid, const InjectReport& report) {
