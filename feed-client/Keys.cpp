@@ -1,15 +1,32 @@
 #include "feed-client/Keys.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
 #include "base/Files.h"
 #include "base/Sha256.h"
+#include "feed-client/StrictJson.h"
 
 namespace suture::feed {
+
+namespace {
+
+// Key files hold a private key: one others can read is refused.
+Result<void> check_private(const std::string& path) {
+    struct stat info {};
+    if (::stat(path.c_str(), &info) != 0) {
+        return fail_errno(path, errno);
+    }
+    if ((info.st_mode & 077) != 0) {
+        return fail(ErrorCode::permission_denied,
+                    path + ": a private key readable by others (mode " +
+                        std::to_string(info.st_mode & 0777) + "); chmod 600 it");
+    }
+    return {};
+}
+
+}  // namespace
 
 std::string to_hex_string(std::span<const unsigned char> bytes) {
     std::string text(bytes.size() * 2 + 1, '\0');
@@ -76,32 +93,29 @@ std::string KeyPair::sign(std::span<const std::byte> message) const {
 }
 
 Result<KeyPair> KeyPair::load(const std::string& path) {
-    struct stat info {};
-    if (::stat(path.c_str(), &info) != 0) {
-        return fail_errno(path, errno);
-    }
-    if ((info.st_mode & 077) != 0) {
-        return fail(ErrorCode::permission_denied,
-                    path + ": a private key readable by others (mode " +
-                        std::to_string(info.st_mode & 0777) + "); chmod 600 it");
+    if (auto private_file = check_private(path); !private_file) {
+        return tl::unexpected(private_file.error());
     }
     auto text = read_file(path);
     if (!text) {
         return tl::unexpected(text.error());
     }
     KeyPair pair;
-    try {
-        auto document = nlohmann::json::parse(*text);
-        std::string secret_hex = document.at("secret").get<std::string>();
-        bool good = document.at("keytype") == "ed25519" &&
-                    from_hex_string(document.at("public").get<std::string>(), pair.public_.bytes) &&
-                    from_hex_string(secret_hex, pair.secret_);
+    auto document = nlohmann::json::parse(*text, nullptr, false);
+    sodium_memzero(text->data(), text->size());
+    auto read = strict::interpret<bool>(path, [&] {
+        bool good = strict::string_member(document, "keytype") == "ed25519" &&
+                    from_hex_string(strict::string_member(document, "public"), pair.public_.bytes);
+        std::string secret_hex = strict::string_member(document, "secret");
+        good = good && from_hex_string(secret_hex, pair.secret_);
         sodium_memzero(secret_hex.data(), secret_hex.size());
-        if (!good) {
-            return fail(ErrorCode::bad_format, path + ": not an ed25519 key file");
-        }
-    } catch (const nlohmann::json::exception& error) {
-        return fail(ErrorCode::bad_format, path + ": " + error.what());
+        return good;
+    });
+    if (!read) {
+        return tl::unexpected(read.error());
+    }
+    if (!*read) {
+        return fail(ErrorCode::bad_format, path + ": not an ed25519 key file");
     }
     // The public half must belong to the secret half (libsodium keeps it in
     // the last 32 bytes of the secret key).

@@ -3,7 +3,6 @@
 #include <cstdint>
 #include <ctime>
 #include <map>
-#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -12,6 +11,7 @@
 
 #include "base/Error.h"
 #include "feed-client/Keys.h"
+#include "feed-client/UtcTime.h"
 
 // The feed's metadata: TUF's four roles (root, targets, snapshot,
 // timestamp) as signed JSON documents. Format and rules: docs/feed-format.md.
@@ -112,9 +112,5 @@ nlohmann::json targets_to_json(const Targets& targets);
 // A metadata file: the signed part signed by `keys`.
 std::string sign_envelope(const nlohmann::json& signed_part,
                           const std::vector<const KeyPair*>& keys);
-
-// "2027-11-23T00:00:00Z" <-> Unix time (UTC only).
-std::optional<std::time_t> parse_utc(const std::string& text);
-std::string format_utc(std::time_t time);
 
 }  // namespace suture::feed

@@ -13,6 +13,7 @@
 #include "base/Files.h"
 #include "config.h"
 #include "feed-client/Publisher.h"
+#include "feed-client/StrictJson.h"
 #include "patch/PatchFile.h"
 
 namespace {
@@ -20,53 +21,77 @@ namespace {
 using namespace suture;
 using namespace suture::feed;
 
+// What suture-feed reads of a patchset directory's patchset.json.
+struct Manifest {
+    std::string output;  // the built patch file, in the directory
+    std::string distribution;
+    std::string source_package;
+    std::string source_version;
+    std::string package;   // library.package
+    std::string build_id;  // library.build_id
+    std::string cve;
+    std::string severity;  // optional
+    std::string summary;   // optional
+};
+
+Result<Manifest> read_manifest(const std::string& directory) {
+    std::string path = directory + "/patchset.json";
+    auto text = read_file(path);
+    if (!text) {
+        return tl::unexpected(text.error());
+    }
+    auto document = nlohmann::json::parse(*text, nullptr, false);
+    return strict::interpret<Manifest>(path, [&] {
+        using namespace strict;
+        const nlohmann::json& library = object_member(document, "library");
+        return Manifest{string_member(document, "output"),
+                        string_member(document, "distribution"),
+                        string_member(document, "source_package"),
+                        string_member(document, "source_version"),
+                        string_member(library, "package"),
+                        string_member(library, "build_id"),
+                        string_member(document, "cve"),
+                        optional_string_member(document, "severity"),
+                        optional_string_member(document, "summary")};
+    });
+}
+
 // A patchset directory (patchsets/openssl/...) as a feed target: its built
 // patch file, named distribution/package/version/file, with the custom
 // metadata a host needs to choose it.
 Result<Publisher::NewTarget> target_from_patchset(const std::string& directory,
                                                   const std::string& channel, std::time_t now) {
-    auto text = read_file(directory + "/patchset.json");
-    if (!text) {
-        return tl::unexpected(text.error());
+    auto manifest = read_manifest(directory);
+    if (!manifest) {
+        return tl::unexpected(manifest.error());
     }
-    nlohmann::json manifest = nlohmann::json::parse(*text, nullptr, false);
-    if (manifest.is_discarded() || !manifest.is_object()) {
-        return fail(ErrorCode::bad_format, directory + "/patchset.json: not JSON");
+    std::string file = directory + "/" + manifest->output;
+    auto patch = read_patch_file(file);  // publish only patches the injector accepts
+    if (!patch) {
+        return tl::unexpected(patch.error());
     }
-    try {
-        std::string output = manifest.at("output").get<std::string>();
-        std::string file = directory + "/" + output;
-        auto patch = read_patch_file(file);  // publish only patches the injector accepts
-        if (!patch) {
-            return tl::unexpected(patch.error());
-        }
-        const PatchMetadata& metadata = patch->metadata;
-        if (metadata.target_build_id != manifest.at("library").at("build_id").get<std::string>()) {
-            return fail(ErrorCode::bad_format,
-                        file + ": built for " + metadata.target_build_id + ", patchset.json says " +
-                            manifest.at("library").at("build_id").get<std::string>());
-        }
-        std::string name = manifest.at("distribution").get<std::string>() + "/" +
-                           manifest.at("source_package").get<std::string>() + "/" +
-                           manifest.at("source_version").get<std::string>() + "/" + output;
-        nlohmann::json custom = {
-            {"distribution", manifest.at("distribution")},
-            {"package", manifest.at("library").at("package")},
-            {"version", manifest.at("source_version")},
-            {"soname", metadata.target_soname},
-            {"build_id", metadata.target_build_id},
-            {"patch_id", metadata.patch_id},
-            {"level", metadata.level},
-            {"cves", nlohmann::json::array({manifest.at("cve")})},
-            {"severity", manifest.value("severity", "")},
-            {"summary", manifest.value("summary", "")},
-            {"channel", channel},
-            {"published", format_utc(now)},
-        };
-        return Publisher::NewTarget{name, file, custom};
-    } catch (const nlohmann::json::exception& error) {
-        return fail(ErrorCode::bad_format, directory + "/patchset.json: " + error.what());
+    const PatchMetadata& metadata = patch->metadata;
+    if (metadata.target_build_id != manifest->build_id) {
+        return fail(ErrorCode::bad_format, file + ": built for " + metadata.target_build_id +
+                                               ", patchset.json says " + manifest->build_id);
     }
+    std::string name = manifest->distribution + "/" + manifest->source_package + "/" +
+                       manifest->source_version + "/" + manifest->output;
+    nlohmann::json custom = {
+        {"distribution", manifest->distribution},
+        {"package", manifest->package},
+        {"version", manifest->source_version},
+        {"soname", metadata.target_soname},
+        {"build_id", metadata.target_build_id},
+        {"patch_id", metadata.patch_id},
+        {"level", metadata.level},
+        {"cves", nlohmann::json::array({manifest->cve})},
+        {"severity", manifest->severity},
+        {"summary", manifest->summary},
+        {"channel", channel},
+        {"published", format_utc(now)},
+    };
+    return Publisher::NewTarget{name, file, custom};
 }
 
 int report(const Result<void>& result) {
