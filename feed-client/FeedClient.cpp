@@ -140,14 +140,6 @@ Result<Trusted> load_trusted(const std::string& cache, const Remote& remote) {
     return trusted;
 }
 
-// The consistent-snapshot name of a target: dirname/SHA256.basename.
-std::string target_url_path(const Target& target) {
-    auto slash = target.name.rfind('/');
-    std::string directory = slash == std::string::npos ? "" : target.name.substr(0, slash + 1);
-    std::string base = slash == std::string::npos ? target.name : target.name.substr(slash + 1);
-    return "targets/" + directory + target.sha256 + "." + base;
-}
-
 // A snapshot or targets file as the previous role describes it (`expected`:
 // version, length, SHA-256): the trusted copy if it is that very file, else
 // downloaded with a cap of that length, checked by length and hash, verified
@@ -386,7 +378,7 @@ Result<RefreshReport> FeedClient::refresh(const Remote& remote, std::time_t now,
                 continue;
             }
         }
-        auto bytes = fetcher.fetch(base + target_url_path(target), target.length,
+        auto bytes = fetcher.fetch(base + consistent_target_path(target), target.length,
                                    [&](std::uint64_t now_bytes, std::uint64_t total) {
                                        if (progress) {
                                            progress(now_bytes, total);

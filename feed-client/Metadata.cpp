@@ -329,6 +329,13 @@ Result<Targets> parse_targets(const json& signed_part, const std::string& name) 
     });
 }
 
+std::string consistent_target_path(const Target& target) {
+    auto slash = target.name.rfind('/');
+    std::string directory = slash == std::string::npos ? "" : target.name.substr(0, slash + 1);
+    std::string base = slash == std::string::npos ? target.name : target.name.substr(slash + 1);
+    return "targets/" + directory + target.sha256 + "." + base;
+}
+
 json root_to_json(const Root& root) {
     json signed_part = common_to_json("root", root);
     signed_part["consistent_snapshot"] = true;

@@ -72,6 +72,10 @@ struct Targets : Common {
     std::vector<Target> targets;  // sorted by name
 };
 
+// Where the repository keeps a target's file (consistent snapshots,
+// docs/feed-format.md): targets/DIRNAME/SHA256.BASENAME, relative to it.
+std::string consistent_target_path(const Target& target);
+
 // A parsed metadata file: the signed part (as parsed JSON and as the exact
 // canonical bytes the signatures cover) and its signatures.
 struct Envelope {

@@ -67,6 +67,7 @@ class Publisher {
   private:
     Result<Root> latest_root() const;
     Result<std::uint64_t> latest_version(const std::string& role) const;
+    Result<FileInfo> latest_file_info(const std::string& role) const;
     Result<std::vector<KeyPair>> load_keys(Role role) const;
     Result<void> write_metadata(const std::string& file, const nlohmann::json& signed_part,
                                 const std::vector<KeyPair>& keys);
