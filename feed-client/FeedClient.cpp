@@ -229,6 +229,22 @@ Result<void> commit_generation(const std::string& cache, const std::string& remo
     return {};
 }
 
+// Why `remote` holds a target back (docs/feed-format.md, "Channels, pins and
+// delays"); "" when it does not.
+std::string held_back_because(const PatchsetInfo& info, const Remote& remote, std::time_t now) {
+    if (info.channel != "stable" && info.channel != remote.channel) {
+        return "channel " + info.channel;
+    }
+    if (remote.pin_level != 0 && info.level > remote.pin_level) {
+        return "level pinned at " + std::to_string(remote.pin_level);
+    }
+    if (remote.delay_hours != 0 &&
+        info.published + static_cast<std::time_t>(remote.delay_hours) * 3600 > now) {
+        return "delayed " + std::to_string(remote.delay_hours) + " h";
+    }
+    return "";
+}
+
 }  // namespace
 
 Result<RefreshReport> FeedClient::refresh(const Remote& remote, std::time_t now,
@@ -428,25 +444,14 @@ Result<std::vector<CachedTarget>> FeedClient::list(const Remote& remote, std::ti
                     remote.name + ": the cached targets metadata no longer verifies");
     }
     for (const Target& target : trusted->targets->targets) {
-        CachedTarget entry{remote.name, target, current + "/targets/" + target.name, true, ""};
-        const auto& custom = target.custom;
-        std::string channel = custom.value("channel", std::string("stable"));
-        std::uint64_t level = custom.contains("level") && custom["level"].is_number_unsigned()
-                                  ? custom["level"].get<std::uint64_t>()
-                                  : 1;
-        auto published = parse_utc(custom.value("published", std::string()));
-        if (channel != "stable" && channel != remote.channel) {
-            entry.usable = false;
-            entry.held_back_because = "channel " + channel;
-        } else if (remote.pin_level != 0 && level > remote.pin_level) {
-            entry.usable = false;
-            entry.held_back_because = "level pinned at " + std::to_string(remote.pin_level);
-        } else if (remote.delay_hours != 0 &&
-                   (!published || *published + remote.delay_hours * 3600 > now)) {
-            entry.usable = false;
-            entry.held_back_because = "delayed " + std::to_string(remote.delay_hours) + " h";
-        }
-        listed.push_back(std::move(entry));
+        std::string held_back = held_back_because(target.info, remote, now);
+        listed.push_back(CachedTarget{remote.name, target, current + "/targets/" + target.name,
+                                      held_back.empty(), held_back, std::nullopt});
+    }
+    for (const RefusedTarget& refused : trusted->targets->refused) {
+        listed.push_back(CachedTarget{remote.name,
+                                      Target{refused.name, refused.length, refused.sha256, {}}, "",
+                                      false, "refused: " + refused.error.message, refused.error});
     }
     return listed;
 }

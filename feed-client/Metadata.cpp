@@ -131,8 +131,10 @@ void check_target_name(const std::string& name) {
     }
 }
 
-// One entry of targets.targets: {length, hashes, custom?}.
-Target read_target(const std::string& name, const json& entry) {
+// One entry of targets.targets. Its length and hash belong to TUF and a
+// fault there refuses the whole file; a fault in its custom metadata
+// refuses this target only.
+void read_target(const std::string& name, const json& entry, Targets& targets) {
     check_target_name(name);
     if (!entry.is_object()) {
         throw Invalid{name + ": must be a JSON object"};
@@ -141,12 +143,13 @@ Target read_target(const std::string& name, const json& entry) {
     if (file.length == 0 || file.sha256.empty()) {
         throw Invalid{name + ": needs \"length\" and \"hashes\""};
     }
-    Target target{name, file.length, file.sha256,
-                  entry.contains("custom") ? entry.at("custom") : json::object()};
-    if (!target.custom.is_object()) {
-        throw Invalid{name + ": \"custom\" must be an object"};
+    static const json absent;  // null: refused as not an object
+    auto info = parse_patchset_info(entry.contains("custom") ? entry.at("custom") : absent, name);
+    if (info) {
+        targets.targets.push_back(Target{name, file.length, file.sha256, std::move(*info)});
+    } else {
+        targets.refused.push_back(RefusedTarget{name, file.length, file.sha256, info.error()});
     }
-    return target;
 }
 
 // Refuses floats anywhere: their text form is not canonical.
@@ -323,7 +326,7 @@ Result<Targets> parse_targets(const json& signed_part, const std::string& name) 
         Targets targets;
         read_common(signed_part, "targets", targets);
         for (const auto& [target_name, entry] : object_member(signed_part, "targets").items()) {
-            targets.targets.push_back(read_target(target_name, entry));
+            read_target(target_name, entry, targets);
         }
         return targets;
     });
@@ -371,7 +374,7 @@ json targets_to_json(const Targets& targets) {
     json entries = json::object();
     for (const Target& target : targets.targets) {
         json entry = file_info_to_json(FileInfo{0, target.length, target.sha256}, false);
-        entry["custom"] = target.custom;
+        entry["custom"] = patchset_info_to_json(target.info);
         entries[target.name] = entry;
     }
     signed_part["targets"] = entries;

@@ -39,13 +39,17 @@ std::string real_path(const std::string& path) {
 }
 
 // Copies a new target's file into the repository under its consistent
-// name.
+// name, once its custom metadata is exactly what clients accept.
 Result<Target> store_target(const std::string& repository, const Publisher::NewTarget& addition) {
+    if (auto accepted = parse_patchset_info(patchset_info_to_json(addition.info), addition.name);
+        !accepted) {
+        return tl::unexpected(accepted.error());
+    }
     auto text = read_file(addition.file);
     if (!text) {
         return tl::unexpected(text.error());
     }
-    Target target{addition.name, text->size(), sha256_hex(bytes_of(*text)), addition.custom};
+    Target target{addition.name, text->size(), sha256_hex(bytes_of(*text)), addition.info};
     std::string path = repository + "/" + consistent_target_path(target);
     if (auto made = make_directories(path.substr(0, path.rfind('/')), 0755); !made) {
         return tl::unexpected(made.error());
@@ -198,10 +202,13 @@ Result<std::uint64_t> Publisher::add_targets(const std::vector<NewTarget>& addit
     if (!version) {
         return tl::unexpected(version.error());
     }
-    auto targets = read_own<Targets>(repository_ + "/" + std::to_string(*version) + ".targets.json",
-                                     parse_targets);
+    std::string latest = repository_ + "/" + std::to_string(*version) + ".targets.json";
+    auto targets = read_own<Targets>(latest, parse_targets);
     if (!targets) {
         return tl::unexpected(targets.error());
+    }
+    if (!targets->refused.empty()) {
+        return fail(ErrorCode::bad_format, latest + ": " + targets->refused.front().error.message);
     }
     auto keys = load_keys(Role::targets);
     if (!keys) {

@@ -44,11 +44,13 @@ class Publisher {
     Result<void> init(unsigned root_keys, unsigned root_threshold);
 
     // Adds (or replaces, by name) patch files with their custom metadata and
-    // signs a new targets version. Needs the targets key.
+    // signs a new targets version. Needs the targets key. Refuses custom
+    // metadata clients would refuse, and a repository whose latest targets
+    // list a target clients refuse (it would be dropped silently).
     struct NewTarget {
         std::string name;
         std::string file;
-        nlohmann::json custom;
+        PatchsetInfo info;
     };
     Result<std::uint64_t> add_targets(const std::vector<NewTarget>& targets);
 

@@ -77,21 +77,19 @@ Result<Publisher::NewTarget> target_from_patchset(const std::string& directory,
     }
     std::string name = manifest->distribution + "/" + manifest->source_package + "/" +
                        manifest->source_version + "/" + manifest->output;
-    nlohmann::json custom = {
-        {"distribution", manifest->distribution},
-        {"package", manifest->package},
-        {"version", manifest->source_version},
-        {"soname", metadata.target_soname},
-        {"build_id", metadata.target_build_id},
-        {"patch_id", metadata.patch_id},
-        {"level", metadata.level},
-        {"cves", nlohmann::json::array({manifest->cve})},
-        {"severity", manifest->severity},
-        {"summary", manifest->summary},
-        {"channel", channel},
-        {"published", format_utc(now)},
-    };
-    return Publisher::NewTarget{name, file, custom};
+    PatchsetInfo info{manifest->distribution,
+                      manifest->package,
+                      manifest->source_version,
+                      metadata.target_soname,
+                      metadata.target_build_id,
+                      metadata.patch_id,
+                      metadata.level,
+                      {manifest->cve},
+                      channel,
+                      now,
+                      manifest->severity,
+                      manifest->summary};
+    return Publisher::NewTarget{name, file, std::move(info)};
 }
 
 int report(const Result<void>& result) {

@@ -322,37 +322,48 @@ int run_feed_list(const FeedCommand& command) {
         log::error(targets.error().message);
         return feed_exit_code(targets.error().code, exit_failure);
     }
+    // A refused target (malformed custom metadata) is listed, and fails the
+    // command as bad_format once everything is shown.
+    std::size_t refused = 0;
+    for (const feed::CachedTarget& cached : *targets) {
+        refused += cached.refused ? 1 : 0;
+    }
+    int status = refused == 0 ? exit_ok : feed_exit_code(ErrorCode::bad_format, exit_failure);
     if (command.json) {
         std::cout << cached_targets_to_json(*targets).dump(2) << "\n";
-        return exit_ok;
+        return status;
     }
     if (targets->empty()) {
         std::cout << "No patchsets cached; run `suture feed refresh`.\n";
         return exit_ok;
     }
     for (const feed::CachedTarget& cached : *targets) {
-        const auto& custom = cached.target.custom;
-        std::string cves;
-        if (custom.contains("cves") && custom["cves"].is_array()) {
-            for (const auto& cve : custom["cves"]) {
-                cves += (cves.empty() ? "" : ",") + cve.get<std::string>();
-            }
+        if (cached.refused) {
+            std::cout << "refused (" << error_code_name(cached.refused->code)
+                      << "): " << cached.refused->message << "\n"
+                      << "  from     remote " << cached.remote << "\n";
+            continue;
         }
-        std::cout << custom.value("patch_id", cached.target.name) << " level "
-                  << custom.value("level", 0) << "  " << (cves.empty() ? "-" : cves) << "\n"
-                  << "  for      " << custom.value("distribution", std::string("?")) << " "
-                  << custom.value("package", std::string("?")) << " "
-                  << custom.value("version", std::string("?")) << ", "
-                  << custom.value("soname", std::string("?")) << " build "
-                  << custom.value("build_id", std::string("?")) << "\n"
-                  << "  from     remote " << cached.remote << ", channel "
-                  << custom.value("channel", std::string("stable")) << ", published "
-                  << custom.value("published", std::string("?")) << "\n"
+        const feed::PatchsetInfo& info = cached.target.info;
+        std::string cves;
+        for (const std::string& cve : info.cves) {
+            cves += (cves.empty() ? "" : ",") + cve;
+        }
+        std::cout << info.patch_id << " level " << info.level << "  " << (cves.empty() ? "-" : cves)
+                  << "\n"
+                  << "  for      " << info.distribution << " " << info.package << " "
+                  << info.version << ", " << info.soname << " build " << info.build_id << "\n"
+                  << "  from     remote " << cached.remote << ", channel " << info.channel
+                  << ", published " << feed::format_utc(info.published) << "\n"
                   << "  state    "
                   << (cached.usable ? "usable" : "held back: " + cached.held_back_because) << "\n"
                   << "  file     " << cached.path << "\n";
     }
-    return exit_ok;
+    if (refused > 0) {
+        log::error(std::to_string(refused) +
+                   " target(s) refused: malformed custom metadata (docs/feed-format.md)");
+    }
+    return status;
 }
 
 void add_feed_options(CLI::App* command, FeedCommand& options) {

@@ -113,7 +113,16 @@ nlohmann::json refresh_to_json(const std::vector<RemoteRefresh>& refreshes) {
 
 nlohmann::json cached_targets_to_json(const std::vector<feed::CachedTarget>& targets) {
     nlohmann::json entries = nlohmann::json::array();
+    nlohmann::json refused = nlohmann::json::array();
     for (const feed::CachedTarget& cached : targets) {
+        if (cached.refused) {
+            refused.push_back({{"remote", cached.remote},
+                               {"name", cached.target.name},
+                               {"error",
+                                {{"reason", error_code_name(cached.refused->code)},
+                                 {"message", cached.refused->message}}}});
+            continue;
+        }
         entries.push_back({{"remote", cached.remote},
                            {"name", cached.target.name},
                            {"length", cached.target.length},
@@ -121,9 +130,9 @@ nlohmann::json cached_targets_to_json(const std::vector<feed::CachedTarget>& tar
                            {"path", cached.path},
                            {"usable", cached.usable},
                            {"held_back_because", cached.held_back_because},
-                           {"custom", cached.target.custom}});
+                           {"custom", feed::patchset_info_to_json(cached.target.info)}});
     }
-    return {{"patchsets", entries}};
+    return {{"patchsets", entries}, {"refused", refused}};
 }
 
 }  // namespace suture

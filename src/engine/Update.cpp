@@ -30,6 +30,10 @@ std::map<std::string, std::vector<UsablePatch>> load_usable_patches(
     // Per build ID and patch id, the highest usable level.
     std::map<std::string, std::map<std::string, UsablePatch>> best;
     for (const feed::CachedTarget& target : cached) {
+        if (target.refused) {
+            problems.push_back("remote " + target.remote + ": " + target.refused->message);
+            continue;
+        }
         if (!target.usable) {
             continue;
         }
@@ -129,15 +133,16 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     {
         std::vector<CachedPatchset> rows;
         for (const feed::CachedTarget& target : *cached) {
-            const auto& custom = target.target.custom;
-            std::string cves;
-            for (const auto& cve : custom.value("cves", nlohmann::json::array())) {
-                cves += (cves.empty() ? "" : ",") + cve.get<std::string>();
+            if (target.refused) {
+                continue;  // named in the problems by load_usable_patches
             }
-            rows.push_back({target.remote, target.target.name,
-                            custom.value("patch_id", std::string()), custom.value("level", 0u),
-                            custom.value("build_id", std::string()), target.target.sha256, cves,
-                            target.usable});
+            const feed::PatchsetInfo& info = target.target.info;
+            std::string cves;
+            for (const std::string& cve : info.cves) {
+                cves += (cves.empty() ? "" : ",") + cve;
+            }
+            rows.push_back({target.remote, target.target.name, info.patch_id, info.level,
+                            info.build_id, target.target.sha256, cves, target.usable});
         }
         (void)database->record_patchsets(rows);
     }

@@ -31,12 +31,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         return 0;
     }
     // Interpret the signed part as every role (the client does so only after
-    // verifying signatures, but the parsers must be safe on any input).
+    // verifying signatures, but the parsers must be safe on any input), and
+    // as one target's custom metadata.
     auto root = parse_root(envelope->signed_part, "fuzz");
     check_explicit(root);
     check_explicit(parse_timestamp(envelope->signed_part, "fuzz"));
     check_explicit(parse_snapshot(envelope->signed_part, "fuzz"));
-    check_explicit(parse_targets(envelope->signed_part, "fuzz"));
+    auto targets = parse_targets(envelope->signed_part, "fuzz");
+    check_explicit(targets);
+    if (targets) {
+        for (const RefusedTarget& refused : targets->refused) {
+            check_explicit(Result<void>(tl::unexpected(refused.error)));
+        }
+    }
+    check_explicit(parse_patchset_info(envelope->signed_part, "fuzz"));
     if (root) {
         (void)verify_signatures(*envelope, *root, Role::root, "fuzz");
         (void)canonical_bytes(root_to_json(*root));

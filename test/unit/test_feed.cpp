@@ -124,7 +124,7 @@ TEST_CASE("roles are interpreted strictly") {
         targets.version = 1;
         targets.expires = 2000000000;
         for (std::string name : {"../evil", "/etc/passwd", "a/../../b"}) {
-            targets.targets = {Target{name, 10, std::string(64, 'c'), json::object()}};
+            targets.targets = {Target{name, 10, std::string(64, 'c'), PatchsetInfo{}}};
             auto parsed = parse_targets(targets_to_json(targets), "targets.json");
             REQUIRE_FALSE(parsed);
             CHECK(parsed.error().message.find("bad target name") != std::string::npos);
