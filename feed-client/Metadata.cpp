@@ -381,14 +381,4 @@ json targets_to_json(const Targets& targets) {
     return signed_part;
 }
 
-std::string sign_envelope(const json& signed_part, const std::vector<const KeyPair*>& keys) {
-    std::string canonical = canonical_bytes(signed_part);
-    auto message = bytes_of(canonical);
-    json signatures = json::array();
-    for (const KeyPair* key : keys) {
-        signatures.push_back({{"keyid", key->public_key().key_id()}, {"sig", key->sign(message)}});
-    }
-    return json{{"signatures", signatures}, {"signed", signed_part}}.dump(1) + "\n";
-}
-
 }  // namespace suture::feed

@@ -125,8 +125,4 @@ nlohmann::json timestamp_to_json(const Timestamp& timestamp);
 nlohmann::json snapshot_to_json(const Snapshot& snapshot);
 nlohmann::json targets_to_json(const Targets& targets);
 
-// A metadata file: the signed part signed by `keys`.
-std::string sign_envelope(const nlohmann::json& signed_part,
-                          const std::vector<const KeyPair*>& keys);
-
 }  // namespace suture::feed

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/Error.h"
+#include "feed-client/KeyPair.h"
 #include "feed-client/Metadata.h"
 
 namespace suture::feed {

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include "TemporaryFile.h"
+#include "feed-client/KeyPair.h"
 #include "feed-client/Metadata.h"
 #include "feed-client/RemoteConfig.h"
 

@@ -10,6 +10,7 @@
 #include "base/Files.h"
 #include "base/Sha256.h"
 #include "feed-client/FeedClient.h"
+#include "feed-client/KeyPair.h"
 #include "feed-client/Publisher.h"
 
 using namespace suture;
