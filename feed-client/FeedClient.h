@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <ctime>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,13 +26,16 @@ struct RefreshReport {
     bool changed = false;        // a new cache generation was written
 };
 
-// A patch file in the cache, verified, with the custom metadata of the feed.
+// A patch file in the cache, verified, with the custom metadata of the feed
+// (target.info). A target whose custom metadata is malformed is listed as
+// refused: never usable, no file, and target.info empty.
 struct CachedTarget {
     std::string remote;
     Target target;
-    std::string path;               // the verified file in the cache
+    std::string path;               // the verified file in the cache ("" if refused)
     bool usable = true;             // passes channel, level pin and delay
     std::string held_back_because;  // why not, if not
+    std::optional<Error> refused;   // bad_format "NAME: custom: what", if refused
 };
 
 // The TUF client. Each remote's verified state lives in
@@ -47,13 +51,16 @@ class FeedClient {
     // old and the new root threshold), then timestamp, snapshot, targets
     // (each signed, unexpired, no rollback, lengths and hashes as the
     // previous role says), then the target files by length and SHA-256.
-    // `now` is the current time; `progress` reports target downloads.
+    // Targets with malformed custom metadata are not downloaded (list()
+    // reports them). `now` is the current time; `progress` reports target
+    // downloads.
     Result<RefreshReport> refresh(const Remote& remote, std::time_t now,
                                   const Progress& progress = {}) const;
 
-    // The cached, verified targets of one remote (no network). The cached
-    // metadata is verified again against the cached root. `now` decides the
-    // delay; expired metadata still lists (offline reapplication).
+    // The cached, verified targets of one remote (no network), then its
+    // refused ones. The cached metadata is verified again against the cached
+    // root. `now` decides the delay; expired metadata still lists (offline
+    // reapplication).
     Result<std::vector<CachedTarget>> list(const Remote& remote, std::time_t now) const;
 
   private:

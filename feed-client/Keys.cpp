@@ -1,12 +1,5 @@
 #include "feed-client/Keys.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <nlohmann/json.hpp>
-
-#include "base/Files.h"
 #include "base/Sha256.h"
 
 namespace suture::feed {
@@ -51,76 +44,6 @@ bool signature_is_valid(const PublicKey& key, std::span<const std::byte> message
     return crypto_sign_verify_detached(signature.data(),
                                        reinterpret_cast<const unsigned char*>(message.data()),
                                        message.size(), key.bytes.data()) == 0;
-}
-
-KeyPair KeyPair::generate() {
-    KeyPair pair;
-    crypto_sign_keypair(pair.public_.bytes.data(), pair.secret_.data());
-    return pair;
-}
-
-KeyPair::KeyPair(KeyPair&& other) noexcept : public_(other.public_), secret_(other.secret_) {
-    sodium_memzero(other.secret_.data(), other.secret_.size());
-}
-
-KeyPair::~KeyPair() {
-    sodium_memzero(secret_.data(), secret_.size());
-}
-
-std::string KeyPair::sign(std::span<const std::byte> message) const {
-    std::array<unsigned char, crypto_sign_BYTES> signature{};
-    crypto_sign_detached(signature.data(), nullptr,
-                         reinterpret_cast<const unsigned char*>(message.data()), message.size(),
-                         secret_.data());
-    return to_hex_string(signature);
-}
-
-Result<KeyPair> KeyPair::load(const std::string& path) {
-    struct stat info {};
-    if (::stat(path.c_str(), &info) != 0) {
-        return fail_errno(path, errno);
-    }
-    if ((info.st_mode & 077) != 0) {
-        return fail(ErrorCode::permission_denied,
-                    path + ": a private key readable by others (mode " +
-                        std::to_string(info.st_mode & 0777) + "); chmod 600 it");
-    }
-    auto text = read_file(path);
-    if (!text) {
-        return tl::unexpected(text.error());
-    }
-    KeyPair pair;
-    try {
-        auto document = nlohmann::json::parse(*text);
-        std::string secret_hex = document.at("secret").get<std::string>();
-        bool good = document.at("keytype") == "ed25519" &&
-                    from_hex_string(document.at("public").get<std::string>(), pair.public_.bytes) &&
-                    from_hex_string(secret_hex, pair.secret_);
-        sodium_memzero(secret_hex.data(), secret_hex.size());
-        if (!good) {
-            return fail(ErrorCode::bad_format, path + ": not an ed25519 key file");
-        }
-    } catch (const nlohmann::json::exception& error) {
-        return fail(ErrorCode::bad_format, path + ": " + error.what());
-    }
-    // The public half must belong to the secret half (libsodium keeps it in
-    // the last 32 bytes of the secret key).
-    if (sodium_memcmp(pair.secret_.data() + 32, pair.public_.bytes.data(), 32) != 0) {
-        return fail(ErrorCode::bad_format, path + ": public and secret key do not match");
-    }
-    return pair;
-}
-
-Result<void> KeyPair::save(const std::string& path) const {
-    std::string secret_hex = to_hex_string(secret_);
-    std::string text =
-        nlohmann::json{{"keytype", "ed25519"}, {"public", public_.hex()}, {"secret", secret_hex}}
-            .dump(2) +
-        "\n";
-    auto written = write_file_atomically(path, bytes_of(text), 0600);
-    sodium_memzero(secret_hex.data(), secret_hex.size());
-    sodium_memzero(text.data(), text.size());
-    return written;
 }
 
 }  // namespace suture::feed

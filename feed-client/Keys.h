@@ -26,33 +26,6 @@ struct PublicKey {
 bool signature_is_valid(const PublicKey& key, std::span<const std::byte> message,
                         const std::string& signature_hex);
 
-// An Ed25519 key pair. The secret half is wiped when the object dies and is
-// never copied.
-class KeyPair {
-  public:
-    static KeyPair generate();
-    // Reads a key file written by save(): JSON {"keytype":"ed25519",
-    // "public":HEX,"secret":HEX}. Refuses files others can read.
-    static Result<KeyPair> load(const std::string& path);
-    // Writes the key file with mode 0600 (never through a more open mode).
-    Result<void> save(const std::string& path) const;
-
-    KeyPair(const KeyPair&) = delete;
-    KeyPair& operator=(const KeyPair&) = delete;
-    KeyPair(KeyPair&& other) noexcept;
-    KeyPair& operator=(KeyPair&&) = delete;
-    ~KeyPair();
-
-    const PublicKey& public_key() const { return public_; }
-    // The detached signature of `message`, as hex.
-    std::string sign(std::span<const std::byte> message) const;
-
-  private:
-    KeyPair() = default;
-    PublicKey public_;
-    std::array<unsigned char, crypto_sign_SECRETKEYBYTES> secret_{};
-};
-
 // Lowercase hex <-> bytes.
 std::string to_hex_string(std::span<const unsigned char> bytes);
 bool from_hex_string(const std::string& text, std::span<unsigned char> out);

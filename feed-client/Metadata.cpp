@@ -4,6 +4,7 @@
 #include <set>
 
 #include "base/Files.h"
+#include "feed-client/StrictJson.h"
 
 namespace suture::feed {
 
@@ -11,35 +12,10 @@ namespace {
 
 using json = nlohmann::json;
 
-// Thrown only inside this file while interpreting a signed part, caught at
-// each parse_* boundary and returned as an Error.
-struct Invalid {
-    std::string what;
-};
+using namespace strict;
 
-const json& member(const json& object, const char* key) {
-    if (!object.is_object() || !object.contains(key)) {
-        throw Invalid{std::string("missing \"") + key + "\""};
-    }
-    return object.at(key);
-}
-
-std::uint64_t unsigned_member(const json& object, const char* key, std::uint64_t max) {
-    const json& value = member(object, key);
-    if (!value.is_number_unsigned() || value.get<std::uint64_t>() > max) {
-        throw Invalid{std::string("\"") + key + "\" must be an integer from 0 to " +
-                      std::to_string(max)};
-    }
-    return value.get<std::uint64_t>();
-}
-
-std::string string_member(const json& object, const char* key) {
-    const json& value = member(object, key);
-    if (!value.is_string()) {
-        throw Invalid{std::string("\"") + key + "\" must be a string"};
-    }
-    return value.get<std::string>();
-}
+constexpr std::uint64_t max_version = std::uint64_t{1} << 53;
+constexpr std::uint64_t max_length = std::uint64_t{1} << 40;
 
 bool is_sha256_hex(const std::string& text) {
     return text.size() == 64 && std::all_of(text.begin(), text.end(), [](char c) {
@@ -54,15 +30,8 @@ void read_common(const json& signed_part, const char* type, Common& common) {
     if (string_member(signed_part, "spec_version").rfind("1.", 0) != 0) {
         throw Invalid{"unsupported \"spec_version\""};
     }
-    common.version = unsigned_member(signed_part, "version", std::uint64_t{1} << 53);
-    if (common.version == 0) {
-        throw Invalid{"\"version\" must be at least 1"};
-    }
-    auto expires = parse_utc(string_member(signed_part, "expires"));
-    if (!expires) {
-        throw Invalid{"\"expires\" is not YYYY-MM-DDTHH:MM:SSZ"};
-    }
-    common.expires = *expires;
+    common.version = unsigned_member(signed_part, "version", 1, max_version);
+    common.expires = utc_member(signed_part, "expires");
 }
 
 json common_to_json(const char* type, const Common& common) {
@@ -72,19 +41,31 @@ json common_to_json(const char* type, const Common& common) {
                 {"expires", format_utc(common.expires)}};
 }
 
+// A METAFILES or TARGETS entry: {version?, length?, hashes?: {sha256}}.
 FileInfo read_file_info(const json& entry, bool with_version) {
+    require_object(entry);
     FileInfo info;
     if (with_version) {
-        info.version = unsigned_member(entry, "version", std::uint64_t{1} << 53);
+        info.version = unsigned_member(entry, "version", 0, max_version);
     }
     if (entry.contains("length")) {
-        info.length = unsigned_member(entry, "length", std::uint64_t{1} << 40);
+        info.length = unsigned_member(entry, "length", 0, max_length);
     }
     if (entry.contains("hashes")) {
-        info.sha256 = string_member(member(entry, "hashes"), "sha256");
+        info.sha256 = string_member(object_member(entry, "hashes"), "sha256");
         if (!is_sha256_hex(info.sha256)) {
             throw Invalid{"\"sha256\" must be 64 lowercase hex digits"};
         }
+    }
+    return info;
+}
+
+// The entry of the file `name` in `meta`, which must give its length and
+// hash (the snapshot in the timestamp, the targets in the snapshot).
+FileInfo read_described_file(const json& signed_part, const char* name) {
+    FileInfo info = read_file_info(member(object_member(signed_part, "meta"), name), true);
+    if (info.length == 0 || info.sha256.empty()) {
+        throw Invalid{std::string(name) + " needs \"length\" and \"hashes\""};
     }
     return info;
 }
@@ -103,22 +84,73 @@ json file_info_to_json(const FileInfo& info, bool with_version) {
     return entry;
 }
 
-// Runs `interpret`, turning Invalid and JSON type errors into bad_format.
-template <typename T, typename F>
-Result<T> interpret(const std::string& name, F&& interpret_fields) {
-    try {
-        return interpret_fields();
-    } catch (const Invalid& invalid) {
-        return fail(ErrorCode::bad_format, name + ": " + invalid.what);
-    } catch (const json::exception& error) {
-        return fail(ErrorCode::bad_format, name + ": " + error.what());
-    }
-}
-
 const std::map<std::string, Role> role_by_name = {{"root", Role::root},
                                                   {"targets", Role::targets},
                                                   {"snapshot", Role::snapshot},
                                                   {"timestamp", Role::timestamp}};
+
+// root.keys: key ID -> {keytype, scheme, keyval: {public}}.
+std::map<std::string, PublicKey> read_keys(const json& signed_part) {
+    std::map<std::string, PublicKey> keys;
+    for (const auto& [key_id, entry] : object_member(signed_part, "keys").items()) {
+        if (string_member(entry, "keytype") != "ed25519" ||
+            string_member(entry, "scheme") != "ed25519") {
+            throw Invalid{"key " + key_id + ": only ed25519 keys are supported"};
+        }
+        auto key = PublicKey::from_hex(string_member(object_member(entry, "keyval"), "public"));
+        if (!key || key->key_id() != key_id) {
+            throw Invalid{"key " + key_id + ": its ID is not the SHA-256 of its public key"};
+        }
+        keys.emplace(key_id, *key);
+    }
+    return keys;
+}
+
+// root.roles[role]: {keyids, threshold}, every key ID defined in `keys`.
+RoleKeys read_role_keys(const json& entry, const std::string& role,
+                        const std::map<std::string, PublicKey>& keys) {
+    RoleKeys role_keys;
+    role_keys.threshold = static_cast<std::uint32_t>(unsigned_member(entry, "threshold", 0, 256));
+    for (const json& key_id : array_member(entry, "keyids")) {
+        if (!key_id.is_string() || !keys.contains(key_id.get<std::string>())) {
+            throw Invalid{role + ": a key ID not defined in \"keys\""};
+        }
+        role_keys.key_ids.push_back(key_id.get<std::string>());
+    }
+    if (role_keys.threshold == 0 || role_keys.threshold > role_keys.key_ids.size()) {
+        throw Invalid{role + ": threshold must be 1.." + std::to_string(role_keys.key_ids.size())};
+    }
+    return role_keys;
+}
+
+// Target names become file names in the cache: no way out of it.
+void check_target_name(const std::string& name) {
+    if (name.empty() || name.size() > 255 || name.front() == '/' ||
+        name.find("..") != std::string::npos || name.find('\0') != std::string::npos) {
+        throw Invalid{"bad target name \"" + name + "\""};
+    }
+}
+
+// One entry of targets.targets. Its length and hash belong to TUF and a
+// fault there refuses the whole file; a fault in its custom metadata
+// refuses this target only.
+void read_target(const std::string& name, const json& entry, Targets& targets) {
+    check_target_name(name);
+    if (!entry.is_object()) {
+        throw Invalid{name + ": must be a JSON object"};
+    }
+    FileInfo file = read_file_info(entry, false);
+    if (file.length == 0 || file.sha256.empty()) {
+        throw Invalid{name + ": needs \"length\" and \"hashes\""};
+    }
+    static const json absent;  // null: refused as not an object
+    auto info = parse_patchset_info(entry.contains("custom") ? entry.at("custom") : absent, name);
+    if (info) {
+        targets.targets.push_back(Target{name, file.length, file.sha256, std::move(*info)});
+    } else {
+        targets.refused.push_back(RefusedTarget{name, file.length, file.sha256, info.error()});
+    }
+}
 
 // Refuses floats anywhere: their text form is not canonical.
 bool has_float(const json& value) {
@@ -261,32 +293,11 @@ Result<Root> parse_root(const json& signed_part, const std::string& name) {
     return interpret<Root>(name, [&] {
         Root root;
         read_common(signed_part, "root", root);
-        for (const auto& [key_id, entry] : member(signed_part, "keys").items()) {
-            if (string_member(entry, "keytype") != "ed25519" ||
-                string_member(entry, "scheme") != "ed25519") {
-                throw Invalid{"key " + key_id + ": only ed25519 keys are supported"};
-            }
-            auto key = PublicKey::from_hex(string_member(member(entry, "keyval"), "public"));
-            if (!key || key->key_id() != key_id) {
-                throw Invalid{"key " + key_id + ": its ID is not the SHA-256 of its public key"};
-            }
-            root.keys.emplace(key_id, *key);
-        }
+        root.keys = read_keys(signed_part);
+        const json& roles = object_member(signed_part, "roles");
         for (const auto& [role_text, role] : role_by_name) {
-            const json& entry = member(member(signed_part, "roles"), role_text.c_str());
-            RoleKeys keys;
-            keys.threshold = static_cast<std::uint32_t>(unsigned_member(entry, "threshold", 256));
-            for (const json& key_id : member(entry, "keyids")) {
-                if (!key_id.is_string() || !root.keys.contains(key_id.get<std::string>())) {
-                    throw Invalid{role_text + ": a key ID not defined in \"keys\""};
-                }
-                keys.key_ids.push_back(key_id.get<std::string>());
-            }
-            if (keys.threshold == 0 || keys.threshold > keys.key_ids.size()) {
-                throw Invalid{role_text + ": threshold must be 1.." +
-                              std::to_string(keys.key_ids.size())};
-            }
-            root.roles.emplace(role, std::move(keys));
+            root.roles.emplace(
+                role, read_role_keys(member(roles, role_text.c_str()), role_text, root.keys));
         }
         return root;
     });
@@ -296,11 +307,7 @@ Result<Timestamp> parse_timestamp(const json& signed_part, const std::string& na
     return interpret<Timestamp>(name, [&] {
         Timestamp timestamp;
         read_common(signed_part, "timestamp", timestamp);
-        timestamp.snapshot =
-            read_file_info(member(member(signed_part, "meta"), "snapshot.json"), true);
-        if (timestamp.snapshot.length == 0 || timestamp.snapshot.sha256.empty()) {
-            throw Invalid{"snapshot.json needs \"length\" and \"hashes\""};
-        }
+        timestamp.snapshot = read_described_file(signed_part, "snapshot.json");
         return timestamp;
     });
 }
@@ -309,11 +316,7 @@ Result<Snapshot> parse_snapshot(const json& signed_part, const std::string& name
     return interpret<Snapshot>(name, [&] {
         Snapshot snapshot;
         read_common(signed_part, "snapshot", snapshot);
-        snapshot.targets =
-            read_file_info(member(member(signed_part, "meta"), "targets.json"), true);
-        if (snapshot.targets.length == 0 || snapshot.targets.sha256.empty()) {
-            throw Invalid{"targets.json needs \"length\" and \"hashes\""};
-        }
+        snapshot.targets = read_described_file(signed_part, "targets.json");
         return snapshot;
     });
 }
@@ -322,26 +325,18 @@ Result<Targets> parse_targets(const json& signed_part, const std::string& name) 
     return interpret<Targets>(name, [&] {
         Targets targets;
         read_common(signed_part, "targets", targets);
-        for (const auto& [target_name, entry] : member(signed_part, "targets").items()) {
-            // Target names become file names in the cache: no way out of it.
-            if (target_name.empty() || target_name.size() > 255 || target_name.front() == '/' ||
-                target_name.find("..") != std::string::npos ||
-                target_name.find('\0') != std::string::npos) {
-                throw Invalid{"bad target name \"" + target_name + "\""};
-            }
-            FileInfo info = read_file_info(entry, false);
-            if (info.length == 0 || info.sha256.empty()) {
-                throw Invalid{target_name + ": needs \"length\" and \"hashes\""};
-            }
-            Target target{target_name, info.length, info.sha256,
-                          entry.contains("custom") ? entry["custom"] : json::object()};
-            if (!target.custom.is_object()) {
-                throw Invalid{target_name + ": \"custom\" must be an object"};
-            }
-            targets.targets.push_back(std::move(target));
+        for (const auto& [target_name, entry] : object_member(signed_part, "targets").items()) {
+            read_target(target_name, entry, targets);
         }
         return targets;
     });
+}
+
+std::string consistent_target_path(const Target& target) {
+    auto slash = target.name.rfind('/');
+    std::string directory = slash == std::string::npos ? "" : target.name.substr(0, slash + 1);
+    std::string base = slash == std::string::npos ? target.name : target.name.substr(slash + 1);
+    return "targets/" + directory + target.sha256 + "." + base;
 }
 
 json root_to_json(const Root& root) {
@@ -379,38 +374,11 @@ json targets_to_json(const Targets& targets) {
     json entries = json::object();
     for (const Target& target : targets.targets) {
         json entry = file_info_to_json(FileInfo{0, target.length, target.sha256}, false);
-        entry["custom"] = target.custom;
+        entry["custom"] = patchset_info_to_json(target.info);
         entries[target.name] = entry;
     }
     signed_part["targets"] = entries;
     return signed_part;
-}
-
-std::string sign_envelope(const json& signed_part, const std::vector<const KeyPair*>& keys) {
-    std::string canonical = canonical_bytes(signed_part);
-    auto message = bytes_of(canonical);
-    json signatures = json::array();
-    for (const KeyPair* key : keys) {
-        signatures.push_back({{"keyid", key->public_key().key_id()}, {"sig", key->sign(message)}});
-    }
-    return json{{"signatures", signatures}, {"signed", signed_part}}.dump(1) + "\n";
-}
-
-std::optional<std::time_t> parse_utc(const std::string& text) {
-    struct tm fields {};
-    const char* end = ::strptime(text.c_str(), "%Y-%m-%dT%H:%M:%SZ", &fields);
-    if (end == nullptr || *end != '\0' || text.size() != 20) {
-        return std::nullopt;
-    }
-    return ::timegm(&fields);
-}
-
-std::string format_utc(std::time_t time) {
-    struct tm fields {};
-    ::gmtime_r(&time, &fields);
-    char text[32];
-    std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &fields);
-    return text;
 }
 
 }  // namespace suture::feed

@@ -3,7 +3,6 @@
 #include <cstdint>
 #include <ctime>
 #include <map>
-#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -12,6 +11,8 @@
 
 #include "base/Error.h"
 #include "feed-client/Keys.h"
+#include "feed-client/PatchsetInfo.h"
+#include "feed-client/UtcTime.h"
 
 // The feed's metadata: TUF's four roles (root, targets, snapshot,
 // timestamp) as signed JSON documents. Format and rules: docs/feed-format.md.
@@ -64,13 +65,26 @@ struct Target {
     std::string name;  // e.g. "debian-12/openssl/3.0.20-1~deb12u2/CVE-2026-63076.suture"
     std::uint64_t length = 0;
     std::string sha256;
-    nlohmann::json custom;  // distribution, package, version, build_id, soname,
-                            // patch_id, level, cves, channel, published
+    PatchsetInfo info;  // its "custom", parsed
+};
+
+// A target whose custom metadata is malformed: the rest of the targets
+// metadata still holds, this one target is never downloaded nor used.
+struct RefusedTarget {
+    std::string name;
+    std::uint64_t length = 0;
+    std::string sha256;
+    Error error;  // bad_format "NAME: custom: what"
 };
 
 struct Targets : Common {
-    std::vector<Target> targets;  // sorted by name
+    std::vector<Target> targets;         // sorted by name
+    std::vector<RefusedTarget> refused;  // sorted by name
 };
+
+// Where the repository keeps a target's file (consistent snapshots,
+// docs/feed-format.md): targets/DIRNAME/SHA256.BASENAME, relative to it.
+std::string consistent_target_path(const Target& target);
 
 // A parsed metadata file: the signed part (as parsed JSON and as the exact
 // canonical bytes the signatures cover) and its signatures.
@@ -97,24 +111,18 @@ Result<void> verify_signatures(const Envelope& envelope, const Root& root, Role 
                                const std::string& name);
 
 // Interpret a verified signed part. Each checks "_type", the field types
-// and ranges, and refuses anything else.
+// and ranges, and refuses anything else. parse_targets refuses a target
+// with malformed custom metadata on its own (Targets::refused).
 Result<Root> parse_root(const nlohmann::json& signed_part, const std::string& name);
 Result<Timestamp> parse_timestamp(const nlohmann::json& signed_part, const std::string& name);
 Result<Snapshot> parse_snapshot(const nlohmann::json& signed_part, const std::string& name);
 Result<Targets> parse_targets(const nlohmann::json& signed_part, const std::string& name);
 
-// The signed parts, for the publisher.
+// The signed parts: the inverse of the parsers, for the publisher (and for
+// tests). targets_to_json writes Targets::targets only.
 nlohmann::json root_to_json(const Root& root);
 nlohmann::json timestamp_to_json(const Timestamp& timestamp);
 nlohmann::json snapshot_to_json(const Snapshot& snapshot);
 nlohmann::json targets_to_json(const Targets& targets);
-
-// A metadata file: the signed part signed by `keys`.
-std::string sign_envelope(const nlohmann::json& signed_part,
-                          const std::vector<const KeyPair*>& keys);
-
-// "2027-11-23T00:00:00Z" <-> Unix time (UTC only).
-std::optional<std::time_t> parse_utc(const std::string& text);
-std::string format_utc(std::time_t time);
 
 }  // namespace suture::feed

@@ -38,6 +38,28 @@ std::string real_path(const std::string& path) {
     return ::realpath(path.c_str(), resolved) != nullptr ? std::string(resolved) + "/" : path + "/";
 }
 
+// Copies a new target's file into the repository under its consistent
+// name, once its custom metadata is exactly what clients accept.
+Result<Target> store_target(const std::string& repository, const Publisher::NewTarget& addition) {
+    if (auto accepted = parse_patchset_info(patchset_info_to_json(addition.info), addition.name);
+        !accepted) {
+        return tl::unexpected(accepted.error());
+    }
+    auto text = read_file(addition.file);
+    if (!text) {
+        return tl::unexpected(text.error());
+    }
+    Target target{addition.name, text->size(), sha256_hex(bytes_of(*text)), addition.info};
+    std::string path = repository + "/" + consistent_target_path(target);
+    if (auto made = make_directories(path.substr(0, path.rfind('/')), 0755); !made) {
+        return tl::unexpected(made.error());
+    }
+    if (auto written = write_file_atomically(path, bytes_of(*text), 0644); !written) {
+        return tl::unexpected(written.error());
+    }
+    return target;
+}
+
 }  // namespace
 
 Result<std::uint64_t> Publisher::latest_version(const std::string& role) const {
@@ -180,33 +202,25 @@ Result<std::uint64_t> Publisher::add_targets(const std::vector<NewTarget>& addit
     if (!version) {
         return tl::unexpected(version.error());
     }
-    auto targets = read_own<Targets>(repository_ + "/" + std::to_string(*version) + ".targets.json",
-                                     parse_targets);
+    std::string latest = repository_ + "/" + std::to_string(*version) + ".targets.json";
+    auto targets = read_own<Targets>(latest, parse_targets);
     if (!targets) {
         return tl::unexpected(targets.error());
+    }
+    if (!targets->refused.empty()) {
+        return fail(ErrorCode::bad_format, latest + ": " + targets->refused.front().error.message);
     }
     auto keys = load_keys(Role::targets);
     if (!keys) {
         return tl::unexpected(keys.error());
     }
     for (const NewTarget& addition : additions) {
-        auto text = read_file(addition.file);
-        if (!text) {
-            return tl::unexpected(text.error());
+        auto target = store_target(repository_, addition);
+        if (!target) {
+            return tl::unexpected(target.error());
         }
-        Target target{addition.name, text->size(), sha256_hex(bytes_of(*text)), addition.custom};
-        auto slash = target.name.rfind('/');
-        std::string directory = slash == std::string::npos ? "" : target.name.substr(0, slash + 1);
-        std::string base = slash == std::string::npos ? target.name : target.name.substr(slash + 1);
-        std::string path = repository_ + "/targets/" + directory + target.sha256 + "." + base;
-        if (auto made = make_directories(path.substr(0, path.rfind('/')), 0755); !made) {
-            return tl::unexpected(made.error());
-        }
-        if (auto written = write_file_atomically(path, bytes_of(*text), 0644); !written) {
-            return tl::unexpected(written.error());
-        }
-        std::erase_if(targets->targets, [&](const Target& t) { return t.name == target.name; });
-        targets->targets.push_back(std::move(target));
+        std::erase_if(targets->targets, [&](const Target& t) { return t.name == target->name; });
+        targets->targets.push_back(std::move(*target));
     }
     std::sort(targets->targets.begin(), targets->targets.end(),
               [](const Target& a, const Target& b) { return a.name < b.name; });
@@ -220,26 +234,34 @@ Result<std::uint64_t> Publisher::add_targets(const std::vector<NewTarget>& addit
     return targets->version;
 }
 
+// The newest N.ROLE.json as the role above it describes it: version,
+// length and SHA-256.
+Result<FileInfo> Publisher::latest_file_info(const std::string& role) const {
+    auto version = latest_version(role);
+    if (!version) {
+        return tl::unexpected(version.error());
+    }
+    auto text = read_file(repository_ + "/" + std::to_string(*version) + "." + role + ".json");
+    if (!text) {
+        return tl::unexpected(text.error());
+    }
+    return FileInfo{*version, text->size(), sha256_hex(bytes_of(*text))};
+}
+
 Result<void> Publisher::publish() {
-    auto targets_version = latest_version("targets");
-    if (!targets_version) {
-        return tl::unexpected(targets_version.error());
+    auto targets = latest_file_info("targets");
+    if (!targets) {
+        return tl::unexpected(targets.error());
     }
     auto keys = load_keys(Role::snapshot);
     if (!keys) {
         return tl::unexpected(keys.error());
     }
-    auto targets_text =
-        read_file(repository_ + "/" + std::to_string(*targets_version) + ".targets.json");
-    if (!targets_text) {
-        return tl::unexpected(targets_text.error());
-    }
     auto snapshot_version = latest_version("snapshot");
     Snapshot snapshot;
     snapshot.version = snapshot_version ? *snapshot_version + 1 : 1;
     snapshot.expires = now_ + lifetimes_.snapshot;
-    snapshot.targets =
-        FileInfo{*targets_version, targets_text->size(), sha256_hex(bytes_of(*targets_text))};
+    snapshot.targets = *targets;
     if (auto written = write_metadata(std::to_string(snapshot.version) + ".snapshot.json",
                                       snapshot_to_json(snapshot), *keys);
         !written) {
@@ -253,14 +275,9 @@ Result<void> Publisher::timestamp(std::optional<std::uint64_t> version) {
     if (!keys) {
         return tl::unexpected(keys.error());
     }
-    auto snapshot_version = latest_version("snapshot");
-    if (!snapshot_version) {
-        return tl::unexpected(snapshot_version.error());
-    }
-    auto snapshot_text =
-        read_file(repository_ + "/" + std::to_string(*snapshot_version) + ".snapshot.json");
-    if (!snapshot_text) {
-        return tl::unexpected(snapshot_text.error());
+    auto snapshot = latest_file_info("snapshot");
+    if (!snapshot) {
+        return tl::unexpected(snapshot.error());
     }
     Timestamp timestamp;
     if (version) {
@@ -270,8 +287,7 @@ Result<void> Publisher::timestamp(std::optional<std::uint64_t> version) {
         timestamp.version = current ? current->version + 1 : 1;
     }
     timestamp.expires = now_ + lifetimes_.timestamp;
-    timestamp.snapshot =
-        FileInfo{*snapshot_version, snapshot_text->size(), sha256_hex(bytes_of(*snapshot_text))};
+    timestamp.snapshot = *snapshot;
     return write_metadata("timestamp.json", timestamp_to_json(timestamp), *keys);
 }
 

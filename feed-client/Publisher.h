@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/Error.h"
+#include "feed-client/KeyPair.h"
 #include "feed-client/Metadata.h"
 
 namespace suture::feed {
@@ -44,11 +45,13 @@ class Publisher {
     Result<void> init(unsigned root_keys, unsigned root_threshold);
 
     // Adds (or replaces, by name) patch files with their custom metadata and
-    // signs a new targets version. Needs the targets key.
+    // signs a new targets version. Needs the targets key. Refuses custom
+    // metadata clients would refuse, and a repository whose latest targets
+    // list a target clients refuse (it would be dropped silently).
     struct NewTarget {
         std::string name;
         std::string file;
-        nlohmann::json custom;
+        PatchsetInfo info;
     };
     Result<std::uint64_t> add_targets(const std::vector<NewTarget>& targets);
 
@@ -67,6 +70,7 @@ class Publisher {
   private:
     Result<Root> latest_root() const;
     Result<std::uint64_t> latest_version(const std::string& role) const;
+    Result<FileInfo> latest_file_info(const std::string& role) const;
     Result<std::vector<KeyPair>> load_keys(Role role) const;
     Result<void> write_metadata(const std::string& file, const nlohmann::json& signed_part,
                                 const std::vector<KeyPair>& keys);

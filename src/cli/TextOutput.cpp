@@ -2,8 +2,6 @@
 
 #include <iostream>
 
-#include <nlohmann/json.hpp>
-
 #include "base/Files.h"
 #include "base/Log.h"
 
@@ -80,23 +78,23 @@ void print_cached_targets(std::ostream& out, const std::vector<feed::CachedTarge
         return;
     }
     for (const feed::CachedTarget& cached : targets) {
-        const auto& custom = cached.target.custom;
-        std::string cves;
-        if (custom.contains("cves") && custom["cves"].is_array()) {
-            for (const auto& cve : custom["cves"]) {
-                cves += (cves.empty() ? "" : ",") + cve.get<std::string>();
-            }
+        if (cached.refused) {
+            out << "refused (" << error_code_name(cached.refused->code)
+                << "): " << cached.refused->message << "\n"
+                << "  from     remote " << cached.remote << "\n";
+            continue;
         }
-        out << custom.value("patch_id", cached.target.name) << " level "
-            << custom.value("level", 0) << "  " << (cves.empty() ? "-" : cves) << "\n"
-            << "  for      " << custom.value("distribution", std::string("?")) << " "
-            << custom.value("package", std::string("?")) << " "
-            << custom.value("version", std::string("?")) << ", "
-            << custom.value("soname", std::string("?")) << " build "
-            << custom.value("build_id", std::string("?")) << "\n"
-            << "  from     remote " << cached.remote << ", channel "
-            << custom.value("channel", std::string("stable")) << ", published "
-            << custom.value("published", std::string("?")) << "\n"
+        const feed::PatchsetInfo& info = cached.target.info;
+        std::string cves;
+        for (const std::string& cve : info.cves) {
+            cves += (cves.empty() ? "" : ",") + cve;
+        }
+        out << info.patch_id << " level " << info.level << "  " << (cves.empty() ? "-" : cves)
+            << "\n"
+            << "  for      " << info.distribution << " " << info.package << " " << info.version
+            << ", " << info.soname << " build " << info.build_id << "\n"
+            << "  from     remote " << cached.remote << ", channel " << info.channel
+            << ", published " << format_utc_time(info.published) << "\n"
             << "  state    " << (cached.usable ? "usable" : "held back: " + cached.held_back_because)
             << "\n"
             << "  file     " << cached.path << "\n";

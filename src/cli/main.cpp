@@ -346,7 +346,18 @@ struct FeedListCommand {
             }
             print_report(json, cached_targets_to_json(*targets),
                          [&] { print_cached_targets(std::cout, *targets); });
-            return exit_ok;
+            // A refused target (malformed custom metadata) is listed, and
+            // fails the command as bad_format once everything is shown.
+            std::size_t refused = 0;
+            for (const feed::CachedTarget& cached : *targets) {
+                refused += cached.refused ? 1 : 0;
+            }
+            if (refused == 0) {
+                return exit_ok;
+            }
+            log::error(std::to_string(refused) +
+                       " target(s) refused: malformed custom metadata (docs/feed-format.md)");
+            return feed_exit_code(ErrorCode::bad_format, exit_failure);
         });
     }
 };

@@ -9,6 +9,10 @@ std::map<std::string, std::vector<UsablePatch>> load_usable_patches(
     // Per build ID and patch id, the highest usable level.
     std::map<std::string, std::map<std::string, UsablePatch>> best;
     for (const feed::CachedTarget& target : cached) {
+        if (target.refused) {
+            problems.push_back("remote " + target.remote + ": " + target.refused->message);
+            continue;
+        }
         if (!target.usable) {
             continue;
         }

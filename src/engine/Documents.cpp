@@ -7,7 +7,7 @@
 
 #include "base/Files.h"
 #include "config.h"
-#include "feed-client/Metadata.h"
+#include "feed-client/UtcTime.h"
 
 namespace suture {
 
@@ -473,7 +473,16 @@ json refresh_to_json(const std::vector<RemoteRefresh>& refreshes) {
 
 json cached_targets_to_json(const std::vector<feed::CachedTarget>& targets) {
     json entries = json::array();
+    json refused = json::array();
     for (const feed::CachedTarget& cached : targets) {
+        if (cached.refused) {
+            refused.push_back({{"remote", cached.remote},
+                               {"name", cached.target.name},
+                               {"error",
+                                {{"reason", error_code_name(cached.refused->code)},
+                                 {"message", cached.refused->message}}}});
+            continue;
+        }
         entries.push_back({{"remote", cached.remote},
                            {"name", cached.target.name},
                            {"length", cached.target.length},
@@ -481,9 +490,9 @@ json cached_targets_to_json(const std::vector<feed::CachedTarget>& targets) {
                            {"path", cached.path},
                            {"usable", cached.usable},
                            {"held_back_because", cached.held_back_because},
-                           {"custom", cached.target.custom}});
+                           {"custom", feed::patchset_info_to_json(cached.target.info)}});
     }
-    return {{"patchsets", entries}};
+    return {{"patchsets", entries}, {"refused", refused}};
 }
 
 json update_to_json(const UpdateReport& report) {

@@ -4,8 +4,6 @@
 
 #include <map>
 
-#include <nlohmann/json.hpp>
-
 #include "proc/Process.h"
 #include "state/StateDatabase.h"
 
@@ -84,14 +82,22 @@ Result<Candidates> load_candidates(Engine& engine, StateDatabase& database, Upda
     }
     std::vector<CachedPatchset> rows;
     for (const feed::CachedTarget& target : *cached) {
-        const auto& custom = target.target.custom;
-        std::string cves;
-        for (const auto& cve : custom.value("cves", nlohmann::json::array())) {
-            cves += (cves.empty() ? "" : ",") + cve.get<std::string>();
+        if (target.refused) {
+            continue;  // named in the problems by load_usable_patches
         }
-        rows.push_back({target.remote, target.target.name, custom.value("patch_id", std::string()),
-                        custom.value("level", 0u), custom.value("build_id", std::string()),
-                        target.target.sha256, cves, target.usable});
+        const feed::PatchsetInfo& info = target.target.info;
+        std::string cves;
+        for (const std::string& cve : info.cves) {
+            cves += (cves.empty() ? "" : ",") + cve;
+        }
+        rows.push_back({.remote = target.remote,
+                        .name = target.target.name,
+                        .patch_id = info.patch_id,
+                        .level = info.level,
+                        .build_id = info.build_id,
+                        .sha256 = target.target.sha256,
+                        .cves = cves,
+                        .usable = target.usable});
     }
     (void)database.record_patchsets(rows);
     Candidates candidates = load_usable_patches(*cached, report.problems);

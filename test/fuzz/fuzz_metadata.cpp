@@ -1,13 +1,28 @@
 // libFuzzer target: the feed's metadata parser, which reads bytes from any
 // mirror before anything is trusted. Every input must end in a value or an
-// Error, never a crash, a hang or a sanitizer report.
+// Error, never a crash, a hang or a sanitizer report; and every refusal must
+// come from an explicit check, never from nlohmann's own exceptions (which
+// strict::interpret only catches as a last line of defence).
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <span>
 
 #include "feed-client/Metadata.h"
 
+using namespace suture;
 using namespace suture::feed;
+
+namespace {
+
+template <typename T>
+void check_explicit(const Result<T>& result) {
+    if (!result && result.error().message.find("unchecked JSON read") != std::string::npos) {
+        std::abort();  // a read that did not check its type first
+    }
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     auto bytes = std::as_bytes(std::span(data, size));
@@ -16,11 +31,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         return 0;
     }
     // Interpret the signed part as every role (the client does so only after
-    // verifying signatures, but the parsers must be safe on any input).
+    // verifying signatures, but the parsers must be safe on any input), and
+    // as one target's custom metadata.
     auto root = parse_root(envelope->signed_part, "fuzz");
-    (void)parse_timestamp(envelope->signed_part, "fuzz");
-    (void)parse_snapshot(envelope->signed_part, "fuzz");
-    (void)parse_targets(envelope->signed_part, "fuzz");
+    check_explicit(root);
+    check_explicit(parse_timestamp(envelope->signed_part, "fuzz"));
+    check_explicit(parse_snapshot(envelope->signed_part, "fuzz"));
+    auto targets = parse_targets(envelope->signed_part, "fuzz");
+    check_explicit(targets);
+    if (targets) {
+        for (const RefusedTarget& refused : targets->refused) {
+            check_explicit(Result<void>(tl::unexpected(refused.error)));
+        }
+    }
+    check_explicit(parse_patchset_info(envelope->signed_part, "fuzz"));
     if (root) {
         (void)verify_signatures(*envelope, *root, Role::root, "fuzz");
         (void)canonical_bytes(root_to_json(*root));

@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "TemporaryFile.h"
+#include "feed-client/KeyPair.h"
 #include "feed-client/Metadata.h"
 #include "feed-client/RemoteConfig.h"
 
@@ -123,11 +125,58 @@ TEST_CASE("roles are interpreted strictly") {
         targets.version = 1;
         targets.expires = 2000000000;
         for (std::string name : {"../evil", "/etc/passwd", "a/../../b"}) {
-            targets.targets = {Target{name, 10, std::string(64, 'c'), json::object()}};
+            targets.targets = {Target{name, 10, std::string(64, 'c'), PatchsetInfo{}}};
             auto parsed = parse_targets(targets_to_json(targets), "targets.json");
             REQUIRE_FALSE(parsed);
             CHECK(parsed.error().message.find("bad target name") != std::string::npos);
         }
+    }
+}
+
+TEST_CASE("wrong types in the roles themselves refuse the file, never throw") {
+    KeyPair key = KeyPair::generate();
+    json good = root_to_json(root_with({&key}, 1));
+    REQUIRE(parse_root(good, "root.json"));
+    auto refused = [](const json& signed_part) {
+        auto parsed = parse_root(signed_part, "root.json");
+        return parsed ? "accepted" : parsed.error().message;
+    };
+    json keys_array = good;
+    keys_array["keys"] = json::array({1, 2});
+    CHECK(refused(keys_array) == "root.json: \"keys\" must be an object");
+    json keyids_object = good;
+    keyids_object["roles"]["timestamp"]["keyids"] = {{"a", key.public_key().key_id()}};
+    CHECK(refused(keyids_object) == "root.json: \"keyids\" must be an array");
+    json threshold_string = good;
+    threshold_string["roles"]["root"]["threshold"] = "1";
+    CHECK(refused(threshold_string) == "root.json: \"threshold\" must be an integer from 0 to 256");
+    json roles_null = good;
+    roles_null["roles"] = nullptr;
+    CHECK(refused(roles_null) == "root.json: \"roles\" must be an object");
+
+    json timestamp = timestamp_to_json(some_timestamp());
+    timestamp["meta"]["snapshot.json"]["hashes"] = "abc";
+    auto parsed = parse_timestamp(timestamp, "timestamp.json");
+    REQUIRE_FALSE(parsed);
+    CHECK(parsed.error().message == "timestamp.json: \"hashes\" must be an object");
+    CHECK(parse_targets(json{{"_type", "targets"},
+                             {"spec_version", "1.0"},
+                             {"version", 1u},
+                             {"expires", "2030-01-01T00:00:00Z"},
+                             {"targets", {{"a.suture", "not an entry"}}}},
+                        "1.targets.json")
+              .error()
+              .message == "1.targets.json: a.suture: must be a JSON object");
+}
+
+TEST_CASE("a key file with wrong types is refused, never thrown") {
+    for (const char* text :
+         {R"({"keytype": "ed25519", "public": 5, "secret": "00"})", R"({"keytype": ["ed25519"]})",
+          R"(["not", "an", "object"])", "not JSON"}) {
+        TemporaryFile file(text);  // mode 0600, as key files must be
+        auto key = KeyPair::load(file.path());
+        REQUIRE_FALSE(key);
+        CHECK(key.error().code == ErrorCode::bad_format);
     }
 }
 

@@ -1,0 +1,79 @@
+#include "feed-client/PatchsetInfo.h"
+
+#include <algorithm>
+
+#include "feed-client/StrictJson.h"
+#include "feed-client/UtcTime.h"
+
+namespace suture::feed {
+
+namespace {
+
+using json = nlohmann::json;
+using namespace strict;
+
+// The rules of the patch file's own metadata (src/patch/PatchFile.cpp), so
+// that a target describes only patches the injector could accept.
+bool is_lowercase_hex(const std::string& text) {
+    return std::all_of(text.begin(), text.end(),
+                       [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+std::string build_id_member(const json& custom) {
+    std::string build_id = string_member(custom, "build_id");
+    if (build_id.size() < 2 || build_id.size() > 128 || build_id.size() % 2 != 0 ||
+        !is_lowercase_hex(build_id)) {
+        throw Invalid{"\"build_id\" must be 2 to 128 lowercase hex digits, an even number"};
+    }
+    return build_id;
+}
+
+std::string patch_id_member(const json& custom) {
+    std::string patch_id = non_empty_string_member(custom, "patch_id");
+    if (patch_id.size() > 63 || !std::all_of(patch_id.begin(), patch_id.end(), [](char c) {
+            return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
+                   c == '-' || c == '+';
+        })) {
+        throw Invalid{"\"patch_id\" must be 1 to 63 characters of A-Z a-z 0-9 . _ - +"};
+    }
+    return patch_id;
+}
+
+}  // namespace
+
+Result<PatchsetInfo> parse_patchset_info(const json& custom, const std::string& name) {
+    return interpret<PatchsetInfo>(name + ": custom", [&] {
+        require_object(custom);
+        PatchsetInfo info;
+        info.distribution = non_empty_string_member(custom, "distribution");
+        info.package = non_empty_string_member(custom, "package");
+        info.version = non_empty_string_member(custom, "version");
+        info.soname = non_empty_string_member(custom, "soname");
+        info.build_id = build_id_member(custom);
+        info.patch_id = patch_id_member(custom);
+        info.level = static_cast<std::uint32_t>(unsigned_member(custom, "level", 1, 65535));
+        info.cves = string_array_member(custom, "cves");
+        info.channel = non_empty_string_member(custom, "channel");
+        info.published = utc_member(custom, "published");
+        info.severity = optional_string_member(custom, "severity");
+        info.summary = optional_string_member(custom, "summary");
+        return info;
+    });
+}
+
+json patchset_info_to_json(const PatchsetInfo& info) {
+    return json{{"distribution", info.distribution},
+                {"package", info.package},
+                {"version", info.version},
+                {"soname", info.soname},
+                {"build_id", info.build_id},
+                {"patch_id", info.patch_id},
+                {"level", info.level},
+                {"cves", info.cves},
+                {"channel", info.channel},
+                {"published", format_utc(info.published)},
+                {"severity", info.severity},
+                {"summary", info.summary}};
+}
+
+}  // namespace suture::feed
