@@ -22,8 +22,8 @@ struct UsablePatch {
 };
 
 // The usable patchsets among `cached` by target build ID: per patch id only
-// the highest level. Unreadable patch files are skipped and named in
-// `problems`.
+// the highest level. Unreadable patch files and targets the feed client
+// refused (malformed custom metadata) are skipped and named in `problems`.
 std::map<std::string, std::vector<UsablePatch>> load_usable_patches(
     const std::vector<feed::CachedTarget>& cached, std::vector<std::string>& problems);
 
