@@ -1,12 +1,13 @@
 #include "daemon/Daemon.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
-#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <exception>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -18,20 +19,38 @@ namespace suture {
 
 namespace {
 
+// Every method runs inside this: nothing a caller sends may take the daemon
+// down, so an exception (a bug, or memory exhausted) becomes an error reply
+// instead of unwinding through sd-bus's C frames into std::terminate.
+using MethodHandler = int (*)(sd_bus_message*, void*, sd_bus_error*);
+template <MethodHandler handler>
+int guarded(sd_bus_message* message, void* self, sd_bus_error* error) {
+    try {
+        return handler(message, self, error);
+    } catch (const std::exception& exception) {
+        const char* member = sd_bus_message_get_member(message);
+        log::error(std::string("sutured: ") + (member ? member : "?") + ": " + exception.what());
+        return sd_bus_error_setf(error, SD_BUS_ERROR_FAILED, "sutured: internal error: %s",
+                                 exception.what());
+    }
+}
+
 const sd_bus_vtable daemon_vtable[] = {
     SD_BUS_VTABLE_START(0),
     SD_BUS_METHOD_WITH_NAMES("Status", "ai", SD_BUS_PARAM(pids), "s", SD_BUS_PARAM(document),
-                             Daemon::status, SD_BUS_VTABLE_UNPRIVILEGED),
+                             guarded<Daemon::status>, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("Update", "b", SD_BUS_PARAM(offline), "s", SD_BUS_PARAM(document),
-                             Daemon::update, SD_BUS_VTABLE_UNPRIVILEGED),
+                             guarded<Daemon::update>, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("Apply", "is", SD_BUS_PARAM(pid) SD_BUS_PARAM(patch_path), "s",
-                             SD_BUS_PARAM(document), Daemon::apply, SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_NAMES("Revert", "is", SD_BUS_PARAM(pid) SD_BUS_PARAM(patch_id), "s",
-                             SD_BUS_PARAM(document), Daemon::revert, SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_NAMES("History", "u", SD_BUS_PARAM(limit), "s", SD_BUS_PARAM(document),
-                             Daemon::history, SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_NAMES("SetEnabled", "b", SD_BUS_PARAM(enabled), "", , Daemon::set_enabled,
+                             SD_BUS_PARAM(document), guarded<Daemon::apply>,
                              SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("Revert", "is", SD_BUS_PARAM(pid) SD_BUS_PARAM(patch_id), "s",
+                             SD_BUS_PARAM(document), guarded<Daemon::revert>,
+                             SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("History", "u", SD_BUS_PARAM(limit), "s", SD_BUS_PARAM(document),
+                             guarded<Daemon::history>, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("SetEnabled", "b", SD_BUS_PARAM(enabled), "", ,
+                             guarded<Daemon::set_enabled>, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_PROPERTY("Enabled", "b", Daemon::enabled_property, 0, 0),
     SD_BUS_PROPERTY("Version", "s", Daemon::version_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_SIGNAL_WITH_NAMES("ProcessPatched", "isu",
@@ -140,34 +159,54 @@ void Daemon::watch_new_processes() {
 int Daemon::exec_events(sd_event_source*, int, std::uint32_t, void* self) {
     auto* daemon = static_cast<Daemon*>(self);
     daemon->exec_watcher_->drain([&](int pid) {
-        auto outcome = daemon->engine_->on_exec(pid, daemon->options_.inject);
-        if (!outcome) {
-            return;
-        }
-        daemon->emit_applied(outcome->actions);
-        for (const UpdateAction& action : outcome->actions) {
-            log::info("sutured: new pid " + std::to_string(pid) + " (" + action.comm +
-                      "): " + action.patch_id + " " + std::string(outcome_name(action.outcome)) +
-                      (outcome->parked ? " before main()" : " while running") +
-                      (action.message.empty() ? "" : ": " + action.message));
+        try {
+            daemon->handle_exec(pid);
+        } catch (const std::exception& exception) {
+            // A parked process is released by its guard on the way out.
+            log::error("sutured: new pid " + std::to_string(pid) + ": " + exception.what());
         }
     });
     return 0;
 }
 
-// The periodic offline update; re-arms itself.
+void Daemon::handle_exec(int pid) {
+    auto outcome = engine_->on_exec(pid, options_.inject);
+    if (!outcome) {
+        return;
+    }
+    emit_applied(outcome->actions);
+    for (const UpdateAction& action : outcome->actions) {
+        log::info("sutured: new pid " + std::to_string(pid) + " (" + action.comm +
+                  "): " + action.patch_id + " " + std::string(outcome_name(action.outcome)) +
+                  (outcome->parked ? " before main()" : " while running") +
+                  (action.message.empty() ? "" : ": " + action.message));
+    }
+}
+
+// The periodic offline update; re-arms itself whatever happens.
 int Daemon::rescan(sd_event_source* source, std::uint64_t, void* self) {
     auto* daemon = static_cast<Daemon*>(self);
-    UpdateOptions options{.refresh = false, .log_idle_runs = false, .inject = daemon->options_.inject};
+    try {
+        daemon->rescan_once();
+    } catch (const std::exception& exception) {
+        log::error(std::string("sutured: rescan: ") + exception.what());
+    }
+    sd_event_source_set_time_relative(source, daemon->options_.rescan_seconds * 1000000ULL);
+    sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
+    return 0;
+}
+
+void Daemon::rescan_once() {
+    UpdateOptions options{.refresh = false, .log_idle_runs = false, .inject = options_.inject};
     // Between processes, handle exec events that arrived meanwhile, so a
     // process starting during the rescan is still parked in time.
     auto handle_pending_execs = [&](std::size_t, std::size_t) {
-        if (daemon->exec_watcher_) {
-            exec_events(nullptr, daemon->exec_watcher_->fd(), 0, daemon);
+        if (exec_watcher_) {
+            exec_events(nullptr, exec_watcher_->fd(), 0, this);
         }
     };
-    if (auto report = daemon->engine_->update(options, handle_pending_execs)) {
-        daemon->emit_applied(report->actions);
+    if (auto report = engine_->update(options, handle_pending_execs)) {
+        emit_applied(report->actions);
         for (const UpdateAction& action : report->actions) {
             if (action.outcome == ActionOutcome::applied) {
                 log::info("sutured: rescan: pid " + std::to_string(action.process.pid) + " (" +
@@ -177,15 +216,12 @@ int Daemon::rescan(sd_event_source* source, std::uint64_t, void* self) {
     } else {
         log::warning("sutured: rescan: " + report.error().message);
     }
-    (void)daemon->engine_->reload_new_process_patches();
+    (void)engine_->reload_new_process_patches();
     // A process whose release failed (say, a debugger attached to it in
     // between) is found again here; no park is in flight at this point.
-    if (daemon->exec_watcher_) {
-        (void)daemon->engine_->release_abandoned_parks();
+    if (exec_watcher_) {
+        (void)engine_->release_abandoned_parks();
     }
-    sd_event_source_set_time_relative(source, daemon->options_.rescan_seconds * 1000000ULL);
-    sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
-    return 0;
 }
 
 int Daemon::authorize(sd_bus_message* message, sd_bus_error* error) {

@@ -56,6 +56,10 @@ class Daemon {
     Daemon(DaemonOptions options, std::unique_ptr<Engine> engine)
         : options_(std::move(options)), engine_(std::move(engine)) {}
 
+    // One exec event; one offline update with what follows it.
+    void handle_exec(int pid);
+    void rescan_once();
+
     // Starts listening to exec events (a warning, not an error, if the
     // kernel refuses: updates still work).
     void watch_new_processes();
