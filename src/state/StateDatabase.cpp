@@ -159,9 +159,14 @@ std::optional<Enum> value_in(const std::pair<Enum, std::string_view> (&table)[N]
 }
 
 CachedPatchset read_patchset(const Statement& row) {
-    return CachedPatchset{
-        row.text(0), row.text(1), row.text(2), static_cast<std::uint32_t>(row.integer(3)),
-        row.text(4), row.text(5), row.text(6), row.integer(7) != 0};
+    return CachedPatchset{.remote = row.text(0),
+                          .name = row.text(1),
+                          .patch_id = row.text(2),
+                          .level = static_cast<std::uint32_t>(row.integer(3)),
+                          .build_id = row.text(4),
+                          .sha256 = row.text(5),
+                          .cves = row.text(6),
+                          .usable = row.integer(7) != 0};
 }
 
 std::pair<std::string, std::string> read_text_pair(const Statement& row) {
