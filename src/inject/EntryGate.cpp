@@ -76,12 +76,12 @@ class BriefStop {
         }
     }
 
-    Result<std::uint64_t> instruction_pointer() const {
+    Result<RemoteAddress> instruction_pointer() const {
         user_regs_struct registers{};
         if (::ptrace(PTRACE_GETREGS, pid_, nullptr, &registers) != 0) {
             return fail_errno(subject_of(pid_) + ": registers", errno);
         }
-        return registers.rip;
+        return RemoteAddress(registers.rip);
     }
 
   private:
@@ -91,7 +91,7 @@ class BriefStop {
     int pending_signal_ = 0;
 };
 
-Result<std::uint64_t> entry_point_of(int pid) {
+Result<RemoteAddress> entry_point_of(int pid) {
     auto auxv = read_file("/proc/" + std::to_string(pid) + "/auxv");
     if (!auxv) {
         return tl::unexpected(auxv.error());
@@ -102,15 +102,15 @@ Result<std::uint64_t> entry_point_of(int pid) {
         std::memcpy(&type, auxv->data() + at, 8);
         std::memcpy(&value, auxv->data() + at + 8, 8);
         if (type == AT_ENTRY) {
-            return value;
+            return RemoteAddress(value);
         }
     }
     return fail(ErrorCode::not_found, subject_of(pid) + ": no AT_ENTRY in auxv");
 }
 
 // Is `address` inside the dynamic loader (ld-linux*.so, ld.so)?
-bool in_dynamic_loader(const std::vector<Mapping>& mappings, std::uint64_t address) {
-    const Mapping* mapping = find_mapping(mappings, address);
+bool in_dynamic_loader(const std::vector<Mapping>& mappings, RemoteAddress address) {
+    const Mapping* mapping = find_mapping(mappings, address.raw());
     if (mapping == nullptr) {
         return false;
     }
@@ -118,7 +118,7 @@ bool in_dynamic_loader(const std::vector<Mapping>& mappings, std::uint64_t addre
     return name.starts_with("ld-linux") || name.starts_with("ld.so") || name.starts_with("ld-");
 }
 
-Result<std::array<unsigned char, 2>> read_entry(const RemoteMemory& memory, std::uint64_t entry) {
+Result<std::array<unsigned char, 2>> read_entry(const RemoteMemory& memory, RemoteAddress entry) {
     auto bytes = memory.read(entry, 2);
     if (!bytes) {
         return tl::unexpected(bytes.error());
@@ -127,7 +127,7 @@ Result<std::array<unsigned char, 2>> read_entry(const RemoteMemory& memory, std:
                                         static_cast<unsigned char>((*bytes)[1])};
 }
 
-Result<void> write_entry(const RemoteMemory& memory, std::uint64_t entry,
+Result<void> write_entry(const RemoteMemory& memory, RemoteAddress entry,
                          const std::array<unsigned char, 2>& bytes) {
     return memory.write(entry, std::as_bytes(std::span(bytes)));
 }
@@ -157,7 +157,7 @@ Result<std::optional<ParkedProcess>> park_at_entry(int pid) {
         return tl::unexpected(!rip ? rip.error() : mappings.error());
     }
     if (!in_dynamic_loader(*mappings, *rip)) {
-        const Mapping* where = find_mapping(*mappings, *rip);
+        const Mapping* where = find_mapping(*mappings, rip->raw());
         log::debug(subject_of(pid) + ": at " + hex_address(*rip) + " in " +
                    (where != nullptr ? where->path : std::string("?")) + ": past the loader");
         return std::optional<ParkedProcess>{};  // already running the program
@@ -176,7 +176,8 @@ Result<std::optional<ParkedProcess>> park_at_entry(int pid) {
     if (auto written = write_entry(*memory, *entry, spin); !written) {
         return tl::unexpected(written.error());
     }
-    return std::optional<ParkedProcess>(ParkedProcess{pid, info->start_time, *entry, *original});
+    return std::optional<ParkedProcess>(
+        ParkedProcess{pid, info->start_time, entry->raw(), *original});
 }
 
 Result<void> wait_until_parked(const ParkedProcess& parked, std::chrono::milliseconds timeout) {
@@ -192,7 +193,7 @@ Result<void> wait_until_parked(const ParkedProcess& parked, std::chrono::millise
             if (!rip) {
                 return tl::unexpected(rip.error());
             }
-            if (*rip == parked.entry) {
+            if (*rip == RemoteAddress(parked.entry)) {
                 return {};
             }
         }
@@ -218,14 +219,14 @@ Result<void> release_parked(const ParkedProcess& parked) {
     if (!memory) {
         return tl::unexpected(memory.error());
     }
-    auto current = read_entry(*memory, parked.entry);
+    auto current = read_entry(*memory, RemoteAddress(parked.entry));
     if (!current) {
         return tl::unexpected(current.error());
     }
     if (*current != spin) {
         return {};  // already released
     }
-    return write_entry(*memory, parked.entry, parked.original);
+    return write_entry(*memory, RemoteAddress(parked.entry), parked.original);
 }
 
 std::size_t release_abandoned() {
@@ -268,7 +269,7 @@ std::size_t release_abandoned() {
         if (original == spin) {
             continue;  // the program itself begins so: not ours
         }
-        if (release_parked(ParkedProcess{pid, info->start_time, *entry, original})) {
+        if (release_parked(ParkedProcess{pid, info->start_time, entry->raw(), original})) {
             log::warning(subject_of(pid) +
                          ": released from its entry point, where a previous "
                          "sutured had parked it");

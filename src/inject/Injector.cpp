@@ -43,7 +43,8 @@ std::vector<RegionMarker> find_markers(const RemoteMemory& memory,
             mapping.writable || mapping.shared) {
             continue;
         }
-        auto head = memory.read(mapping.start, region_marker_fixed_size);
+        RemoteAddress start(mapping.start);
+        auto head = memory.read(start, region_marker_fixed_size);
         if (!head || std::memcmp(head->data(), region_magic, sizeof region_magic) != 0) {
             continue;
         }
@@ -52,7 +53,7 @@ std::vector<RegionMarker> find_markers(const RemoteMemory& memory,
         if (size > mapping.end - mapping.start || size < region_marker_fixed_size) {
             continue;
         }
-        auto whole = memory.read(mapping.start, size);
+        auto whole = memory.read(start, size);
         if (!whole) {
             continue;
         }
@@ -72,12 +73,13 @@ Result<std::pair<std::size_t, bool>> count_jumps(const RemoteMemory& memory,
     std::size_t in_place = 0;
     bool foreign = false;
     for (const MarkedFunction& function : marker.functions) {
-        std::uint64_t site = marker.target_base + function.target_offset + function.jump_offset;
+        RemoteAddress site =
+            RemoteAddress(marker.target_base) + function.target_offset + function.jump_offset;
         auto current = memory.read(site, 5);
         if (!current) {
             return tl::unexpected(current.error());
         }
-        auto jump = encode_jump(site, function.replacement_address);
+        auto jump = encode_jump(site.raw(), function.replacement_address);
         if (jump && std::equal(current->begin(), current->end(), jump->begin())) {
             ++in_place;
         } else if (!std::equal(current->begin(), current->end(), function.original.begin())) {
@@ -90,7 +92,7 @@ Result<std::pair<std::size_t, bool>> count_jumps(const RemoteMemory& memory,
 // An empty region an interrupted apply left, and where its intent record is.
 struct InterruptedRegion {
     IntentRecord intent;
-    std::uint64_t record_address = 0;
+    RemoteAddress record_address;
 };
 
 // Intent records sit in the last bytes of executable file mappings; one whose
@@ -102,7 +104,7 @@ std::vector<InterruptedRegion> find_interrupted_regions(const RemoteMemory& memo
         if (!mapping.is_file() || !mapping.executable) {
             continue;
         }
-        std::uint64_t record_address = mapping.end - intent_record_size;
+        RemoteAddress record_address = RemoteAddress(mapping.end) - intent_record_size;
         auto bytes = memory.read(record_address, intent_record_size);
         if (!bytes) {
             continue;
@@ -117,7 +119,7 @@ std::vector<InterruptedRegion> find_interrupted_regions(const RemoteMemory& memo
             !region->executable || region->writable) {
             continue;
         }
-        auto head = memory.read(region->start, sizeof region_magic);
+        auto head = memory.read(RemoteAddress(region->start), sizeof region_magic);
         if (!head || std::memcmp(head->data(), region_magic, sizeof region_magic) == 0) {
             continue;  // the apply got as far as the marker: explained by it
         }
@@ -177,12 +179,13 @@ std::vector<std::uint64_t> candidate_addresses(const std::vector<Mapping>& mappi
 // of [low, high) and fills it with `image_for(address)` while the mmap call
 // has just returned: a killed injector leaves at worst an empty page, never
 // one whose contents a later run could misread.
-Result<std::uint64_t> map_region(
+Result<RemoteAddress> map_region(
     RemoteSyscall& syscall, const RemoteMemory& memory, const std::vector<Mapping>& mappings,
-    std::uint64_t low, std::uint64_t high, std::uint64_t size,
-    const std::function<Result<std::vector<std::byte>>(std::uint64_t)>& image_for,
+    RemoteAddress low, RemoteAddress high, std::uint64_t size,
+    const std::function<Result<std::vector<std::byte>>(RemoteAddress)>& image_for,
     const std::string& subject) {
-    for (std::uint64_t address : candidate_addresses(mappings, low, high, size)) {
+    for (std::uint64_t raw : candidate_addresses(mappings, low.raw(), high.raw(), size)) {
+        RemoteAddress address(raw);
         auto image = image_for(address);
         if (!image) {
             return tl::unexpected(image.error());
@@ -194,23 +197,23 @@ Result<std::uint64_t> map_region(
         }
         bool mapped = false;
         auto fill = [&](long result) -> Result<void> {
-            if (result != static_cast<long>(address)) {
+            if (result != static_cast<long>(address.raw())) {
                 return {};
             }
             mapped = true;
             return memory.write(address, *image);
         };
-        auto result = syscall.call_then(fill, SYS_mmap, address, size, PROT_READ | PROT_EXEC,
+        auto result = syscall.call_then(fill, SYS_mmap, address.raw(), size, PROT_READ | PROT_EXEC,
                                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
                                         static_cast<std::uint64_t>(-1), 0);
         if (!result) {
             if (mapped) {
                 // Nothing points into the region yet: take it away again.
-                (void)syscall.call(SYS_munmap, address, size);
+                (void)syscall.call(SYS_munmap, address.raw(), size);
             }
             return tl::unexpected(result.error());
         }
-        if (*result == static_cast<long>(address)) {
+        if (*result == static_cast<long>(address.raw())) {
             return address;
         }
         if (*result >= 0) {
@@ -228,10 +231,10 @@ Result<std::uint64_t> map_region(
 }
 
 // Every import of `patch` resolved against `objects`.
-Result<std::map<std::string, std::uint64_t>> resolve_imports(
+Result<std::map<std::string, RemoteAddress>> resolve_imports(
     const PatchFile& patch, const std::vector<LoadedObject>& objects) {
     SymbolResolver resolver(objects);
-    std::map<std::string, std::uint64_t> addresses;
+    std::map<std::string, RemoteAddress> addresses;
     for (const Import& import : patch.metadata.imports) {
         auto address = resolver.resolve(import);
         if (!address) {
@@ -242,9 +245,9 @@ Result<std::map<std::string, std::uint64_t>> resolve_imports(
     return addresses;
 }
 
-Result<void> unmap_region(RemoteSyscall& syscall, std::uint64_t address, std::uint64_t size,
+Result<void> unmap_region(RemoteSyscall& syscall, RemoteAddress address, std::uint64_t size,
                           const std::string& subject) {
-    auto result = syscall.call(SYS_munmap, address, size);
+    auto result = syscall.call(SYS_munmap, address.raw(), size);
     if (!result) {
         return tl::unexpected(result.error());
     }
@@ -424,8 +427,8 @@ Result<std::size_t> release_clear_retired(StoppedProcess& stopped, RemoteSyscall
         if (!blocking->empty()) {
             continue;
         }
-        if (auto unmapped = unmap_region(syscall, marker.region_address, marker.region_size,
-                                         subject);
+        if (auto unmapped = unmap_region(syscall, RemoteAddress(marker.region_address),
+                                         marker.region_size, subject);
             !unmapped) {
             return tl::unexpected(unmapped.error());
         }
@@ -449,7 +452,7 @@ Result<void> mark_retired(const RemoteMemory& memory, const RegionMarker& marker
     std::uint64_t now = unix_now_ns();
     std::array<std::byte, sizeof now> bytes;
     std::memcpy(bytes.data(), &now, sizeof now);
-    return memory.write(marker.region_address + region_marker_retired_offset, bytes);
+    return memory.write(RemoteAddress(marker.region_address) + region_marker_retired_offset, bytes);
 }
 
 // The patch's library among the loaded objects, by soname and build ID.
@@ -490,7 +493,7 @@ Result<std::vector<JumpSite>> check_fingerprints(const RemoteMemory& memory,
                                                  const std::string& subject) {
     std::vector<JumpSite> sites;
     for (const ReplacedFunction& function : metadata.functions) {
-        std::uint64_t start = target.base + function.offset;
+        RemoteAddress start = target.base + function.offset;
         auto bytes = memory.read(start, function.size);
         if (!bytes) {
             return tl::unexpected(bytes.error());
@@ -617,7 +620,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
                 retired.push_back(std::move(marker));
                 continue;
             }
-            if (marker.target_base != target->base) {
+            if (RemoteAddress(marker.target_base) != target->base) {
                 continue;
             }
             if (marker.patch_id == metadata.patch_id) {
@@ -665,8 +668,8 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         // inside the region of the level being replaced.
         std::vector<CodeRange> ranges;
         for (const ReplacedFunction& function : metadata.functions) {
-            ranges.push_back(CodeRange{target->base + function.offset,
-                                       target->base + function.offset + function.size,
+            ranges.push_back(CodeRange{(target->base + function.offset).raw(),
+                                       (target->base + function.offset + function.size).raw(),
                                        function.symbol + " (" + metadata.target_soname + "+" +
                                            hex_address(function.offset) + ")"});
         }
@@ -706,16 +709,16 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         marker.patch_id = metadata.patch_id;
         marker.level = metadata.level;
         marker.target_build_id = metadata.target_build_id;
-        marker.target_base = target->base;
+        marker.target_base = target->base.raw();
         marker.region_size = layout->size;
         marker.applied_at_unix_ns = unix_now_ns();
         std::vector<std::array<std::byte, 5>> jumps;
         // The whole region for one address: code relocated, marker on top.
-        auto image_for = [&](std::uint64_t address) -> Result<std::vector<std::byte>> {
-            std::vector<std::uint64_t> replacements;
+        auto image_for = [&](RemoteAddress address) -> Result<std::vector<std::byte>> {
+            std::vector<RemoteAddress> replacements;
             auto image = build_patch_image(
                 patch, *layout, address, target->base,
-                [&](const Import& import) -> Result<std::uint64_t> {
+                [&](const Import& import) -> Result<RemoteAddress> {
                     return imports->at(import.symbol);
                 },
                 replacements);
@@ -727,10 +730,11 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
             for (std::size_t i = 0; i < metadata.functions.size(); ++i) {
                 const ReplacedFunction& function = metadata.functions[i];
                 const JumpSite& site = (*sites)[i];
-                marker.functions.push_back(MarkedFunction{
-                    function.offset, function.size, replacements[i], site.offset, site.original});
-                auto jump =
-                    encode_jump(target->base + function.offset + site.offset, replacements[i]);
+                marker.functions.push_back(MarkedFunction{function.offset, function.size,
+                                                          replacements[i].raw(), site.offset,
+                                                          site.original});
+                auto jump = encode_jump((target->base + function.offset + site.offset).raw(),
+                                        replacements[i].raw());
                 if (!jump) {
                     return tl::unexpected(jump.error());
                 }
@@ -748,7 +752,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
 
         // 6. The jumps: the only writes the running code can notice.
         for (std::size_t i = 0; i < metadata.functions.size(); ++i) {
-            std::uint64_t site = target->base + metadata.functions[i].offset + (*sites)[i].offset;
+            RemoteAddress site = target->base + metadata.functions[i].offset + (*sites)[i].offset;
             if (auto written = memory.write(site, jumps[i]); !written) {
                 return tl::unexpected(with_context(written.error(),
                                                    "writing jumps (the region "
@@ -766,8 +770,9 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
                                     return function.offset == old.target_offset;
                                 });
                 if (!still_replaced) {
-                    (void)memory.write(previous->target_base + old.target_offset + old.jump_offset,
-                                       old.original);
+                    (void)memory.write(
+                        RemoteAddress(previous->target_base) + old.target_offset + old.jump_offset,
+                        old.original);
                 }
             }
             // The old level's region stays mapped, retired, until a later
@@ -779,7 +784,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         report.patch_id = metadata.patch_id;
         report.level = metadata.level;
         report.replaced_level = replaced_level;
-        report.region_address = *region;
+        report.region_address = region->raw();
         report.functions = metadata.functions.size();
         report.attempts = attempt;
         report.threads = stopped.threads().size();
@@ -868,8 +873,8 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
         std::vector<InjectReport> reports;
         for (const RegionMarker& marker : markers) {
             for (const MarkedFunction& function : marker.functions) {
-                std::uint64_t site =
-                    marker.target_base + function.target_offset + function.jump_offset;
+                RemoteAddress site = RemoteAddress(marker.target_base) + function.target_offset +
+                                     function.jump_offset;
                 if (auto written = memory.write(site, function.original); !written) {
                     return tl::unexpected(written.error());
                 }
@@ -888,7 +893,7 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
             reports.push_back(report);
         }
         for (const InterruptedRegion& region : interrupted) {
-            if (auto unmapped = unmap_region(syscall, region.intent.region_address,
+            if (auto unmapped = unmap_region(syscall, RemoteAddress(region.intent.region_address),
                                              region.intent.region_size, subject);
                 !unmapped) {
                 return tl::unexpected(unmapped.error());

@@ -63,9 +63,9 @@ Result<PatchLayout> layout_patch(const PatchFile& patch) {
 }
 
 Result<std::vector<std::byte>> build_patch_image(
-    const PatchFile& patch, const PatchLayout& layout, std::uint64_t region_address,
-    std::uint64_t target_base, const ImportResolver& resolve_import,
-    std::vector<std::uint64_t>& replacement_addresses) {
+    const PatchFile& patch, const PatchLayout& layout, RemoteAddress region_address,
+    RemoteAddress target_base, const ImportResolver& resolve_import,
+    std::vector<RemoteAddress>& replacement_addresses) {
     const RelocatableObject& object = patch.object;
     std::vector<std::byte> image(layout.size);
     for (std::size_t index = 1; index < object.sections().size(); ++index) {
@@ -85,10 +85,10 @@ Result<std::vector<std::byte>> build_patch_image(
     for (const Import& import : patch.metadata.imports) {
         imports[import.symbol] = &import;
     }
-    auto address_of = [&](std::size_t symbol_index) -> Result<std::uint64_t> {
+    auto address_of = [&](std::size_t symbol_index) -> Result<RemoteAddress> {
         const auto& symbol = object.symbols()[symbol_index];
         if (symbol.is_absolute) {
-            return symbol.value;
+            return RemoteAddress(symbol.value);
         }
         if (symbol.section != SHN_UNDEF) {
             if (!object.is_loaded(symbol.section)) {
@@ -113,11 +113,12 @@ Result<std::vector<std::byte>> build_patch_image(
         if (!address) {
             return tl::unexpected(address.error());
         }
-        std::memcpy(image.data() + layout.got_offset + 8 * slot, &*address, 8);
+        std::uint64_t raw = address->raw();
+        std::memcpy(image.data() + layout.got_offset + 8 * slot, &raw, 8);
         std::byte* stub = image.data() + layout.stubs_offset + stub_size * slot;
         const unsigned char jump_indirect[6] = {0xff, 0x25, 0x00, 0x00, 0x00, 0x00};
         std::memcpy(stub, jump_indirect, sizeof jump_indirect);
-        std::memcpy(stub + 6, &*address, 8);
+        std::memcpy(stub + 6, &raw, 8);
     }
 
     for (std::size_t index = 1; index < object.sections().size(); ++index) {
@@ -133,20 +134,20 @@ Result<std::vector<std::byte>> build_patch_image(
                             object.name() + ": relocation outside " + section.name);
             }
             std::size_t place_offset = layout.section_offsets[index] + relocation.offset;
-            std::uint64_t place = region_address + place_offset;
+            RemoteAddress place = region_address + place_offset;
             auto symbol_address = address_of(relocation.symbol);
             if (!symbol_address) {
                 return tl::unexpected(symbol_address.error());
             }
-            std::int64_t S = static_cast<std::int64_t>(*symbol_address);
+            std::int64_t S = static_cast<std::int64_t>(symbol_address->raw());
             std::int64_t A = relocation.addend;
-            std::int64_t P = static_cast<std::int64_t>(place);
+            std::int64_t P = static_cast<std::int64_t>(place.raw());
             std::size_t slot =
                 relocation.symbol != 0 ? layout.slot_of_symbol.at(relocation.symbol) : 0;
             std::int64_t got_slot =
-                static_cast<std::int64_t>(region_address + layout.got_offset + 8 * slot);
-            std::int64_t stub =
-                static_cast<std::int64_t>(region_address + layout.stubs_offset + stub_size * slot);
+                static_cast<std::int64_t>((region_address + layout.got_offset + 8 * slot).raw());
+            std::int64_t stub = static_cast<std::int64_t>(
+                (region_address + layout.stubs_offset + stub_size * slot).raw());
             std::int64_t value = 0;
             const std::string& symbol_name = object.symbols()[relocation.symbol].name;
             auto out_of_range = [&] {

@@ -114,12 +114,12 @@ Result<RemoteSyscall> RemoteSyscall::install(StoppedProcess& process, const Remo
     return RemoteSyscall(process, memory, mappings, site, std::move(*saved));
 }
 
-Result<void> RemoteSyscall::record_intent(std::uint64_t region_address, std::uint64_t region_size) {
+Result<void> RemoteSyscall::record_intent(RemoteAddress region_address, std::uint64_t region_size) {
     return memory_.write(site_.end - intent_record_size,
-                         encode_intent_record(IntentRecord{region_address, region_size}));
+                         encode_intent_record(IntentRecord{region_address.raw(), region_size}));
 }
 
-Result<void> RemoteSyscall::clear_intent(std::uint64_t record_address) {
+Result<void> RemoteSyscall::clear_intent(RemoteAddress record_address) {
     if (record_address >= site_.start && record_address + intent_record_size <= site_.end) {
         std::fill_n(
             saved_bytes_.begin() + static_cast<std::ptrdiff_t>(record_address - site_.start),
@@ -168,9 +168,9 @@ Result<long> RemoteSyscall::call_then(const std::function<Result<void>(long)>& a
             resume_rip = saved.rip - 2;
         }
     }
-    std::uint64_t save_area = saved.rsp - save_area_below_sp;
+    RemoteAddress save_area = RemoteAddress(saved.rsp) - save_area_below_sp;
     const Mapping* stack = find_mapping(mappings_, saved.rsp);
-    if (stack == nullptr || save_area < stack->start || !stack->writable) {
+    if (stack == nullptr || save_area < RemoteAddress(stack->start) || !stack->writable) {
         return fail(ErrorCode::unsupported,
                     subject + ": thread " + std::to_string(thread.tid) +
                         " has less than 64 KiB of stack below its stack pointer");
@@ -190,7 +190,7 @@ Result<long> RemoteSyscall::call_then(const std::function<Result<void>(long)>& a
     call.r10 = a3;
     call.r8 = a4;
     call.r9 = a5;
-    call.rip = site_.start;
+    call.rip = site_.start.raw();
     call.orig_rax = static_cast<unsigned long long>(-1);
     if (::ptrace(PTRACE_SETREGS, thread.tid, nullptr, &call) != 0) {
         return fail_errno(subject + ": set registers", errno);
