@@ -29,6 +29,12 @@ constexpr std::uint64_t two_gib = 1ull << 31;
 constexpr std::uint64_t page = 4096;
 constexpr unsigned char endbr64[4] = {0xf3, 0x0f, 0x1e, 0xfa};
 
+// The jump `marker` records for `function`, as bytes.
+Result<std::array<std::byte, jump_size>> jump_of(const RegionMarker& marker,
+                                                 const MarkedFunction& function) {
+    return encode_jump(jump_site(marker, function).raw(), function.replacement_address);
+}
+
 std::string subject_of(int pid) {
     return "pid " + std::to_string(pid);
 }
@@ -49,7 +55,7 @@ std::vector<RegionMarker> find_markers(const RemoteMemory& memory,
             continue;
         }
         std::uint32_t size = 0;
-        std::memcpy(&size, head->data() + 12, sizeof size);
+        std::memcpy(&size, head->data() + region_marker_size_offset, sizeof size);
         if (size > mapping.end - mapping.start || size < region_marker_fixed_size) {
             continue;
         }
@@ -73,13 +79,11 @@ Result<std::pair<std::size_t, bool>> count_jumps(const RemoteMemory& memory,
     std::size_t in_place = 0;
     bool foreign = false;
     for (const MarkedFunction& function : marker.functions) {
-        RemoteAddress site =
-            RemoteAddress(marker.target_base) + function.target_offset + function.jump_offset;
-        auto current = memory.read(site, 5);
+        auto current = memory.read(jump_site(marker, function), jump_size);
         if (!current) {
             return tl::unexpected(current.error());
         }
-        auto jump = encode_jump(site.raw(), function.replacement_address);
+        auto jump = jump_of(marker, function);
         if (jump && std::equal(current->begin(), current->end(), jump->begin())) {
             ++in_place;
         } else if (!std::equal(current->begin(), current->end(), function.original.begin())) {
@@ -481,7 +485,7 @@ Result<const LoadedObject*> find_target_library(const std::vector<LoadedObject>&
 // Where the jump goes in one replaced function, and the bytes it replaces.
 struct JumpSite {
     std::uint32_t offset = 0;  // 4 after an endbr64, else 0
-    std::array<std::byte, 5> original{};
+    std::array<std::byte, jump_size> original{};
 };
 
 // Checks each replaced function's original bytes (with a previous level's
@@ -512,8 +516,8 @@ Result<std::vector<JumpSite>> check_fingerprints(const RemoteMemory& memory,
                             ": bytes differ from the build the patch was made for");
         }
         JumpSite site;
-        site.offset = std::memcmp(bytes->data(), endbr64, 4) == 0 ? 4 : 0;
-        std::copy_n(bytes->begin() + site.offset, 5, site.original.begin());
+        site.offset = std::memcmp(bytes->data(), endbr64, sizeof endbr64) == 0 ? sizeof endbr64 : 0;
+        std::copy_n(bytes->begin() + site.offset, jump_size, site.original.begin());
         sites.push_back(site);
     }
     return sites;
@@ -712,7 +716,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         marker.target_base = target->base.raw();
         marker.region_size = layout->size;
         marker.applied_at_unix_ns = unix_now_ns();
-        std::vector<std::array<std::byte, 5>> jumps;
+        std::vector<std::array<std::byte, jump_size>> jumps;
         // The whole region for one address: code relocated, marker on top.
         auto image_for = [&](RemoteAddress address) -> Result<std::vector<std::byte>> {
             std::vector<RemoteAddress> replacements;
@@ -733,8 +737,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
                 marker.functions.push_back(MarkedFunction{function.offset, function.size,
                                                           replacements[i].raw(), site.offset,
                                                           site.original});
-                auto jump = encode_jump((target->base + function.offset + site.offset).raw(),
-                                        replacements[i].raw());
+                auto jump = jump_of(marker, marker.functions.back());
                 if (!jump) {
                     return tl::unexpected(jump.error());
                 }
@@ -751,9 +754,9 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
         }
 
         // 6. The jumps: the only writes the running code can notice.
-        for (std::size_t i = 0; i < metadata.functions.size(); ++i) {
-            RemoteAddress site = target->base + metadata.functions[i].offset + (*sites)[i].offset;
-            if (auto written = memory.write(site, jumps[i]); !written) {
+        for (std::size_t i = 0; i < marker.functions.size(); ++i) {
+            if (auto written = memory.write(jump_site(marker, marker.functions[i]), jumps[i]);
+                !written) {
                 return tl::unexpected(with_context(written.error(),
                                                    "writing jumps (the region "
                                                    "marker explains the state)"));
@@ -770,9 +773,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
                                     return function.offset == old.target_offset;
                                 });
                 if (!still_replaced) {
-                    (void)memory.write(
-                        RemoteAddress(previous->target_base) + old.target_offset + old.jump_offset,
-                        old.original);
+                    (void)memory.write(jump_site(*previous, old), old.original);
                 }
             }
             // The old level's region stays mapped, retired, until a later
@@ -873,9 +874,8 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
         std::vector<InjectReport> reports;
         for (const RegionMarker& marker : markers) {
             for (const MarkedFunction& function : marker.functions) {
-                RemoteAddress site = RemoteAddress(marker.target_base) + function.target_offset +
-                                     function.jump_offset;
-                if (auto written = memory.write(site, function.original); !written) {
+                if (auto written = memory.write(jump_site(marker, function), function.original);
+                    !written) {
                     return tl::unexpected(written.error());
                 }
             }
