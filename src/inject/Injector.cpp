@@ -14,6 +14,7 @@
 #include "base/Sha256.h"
 #include "inject/LoadedObjects.h"
 #include "inject/PatchImage.h"
+#include "inject/RegionPlacement.h"
 #include "inject/RemoteMemory.h"
 #include "inject/RemoteSyscall.h"
 #include "inject/StoppedProcess.h"
@@ -25,8 +26,6 @@ namespace suture {
 
 namespace {
 
-constexpr std::uint64_t two_gib = 1ull << 31;
-constexpr std::uint64_t page = 4096;
 constexpr unsigned char endbr64[4] = {0xf3, 0x0f, 0x1e, 0xfa};
 
 // The jump `marker` records for `function`, as bytes.
@@ -143,42 +142,6 @@ std::string describe_blocking(const std::vector<BlockingThread>& blocking) {
     return text;
 }
 
-// Picks an address for `size` bytes within ±2 GiB of every byte of
-// [low, high), in a gap of the current maps, closest to the library first.
-std::vector<std::uint64_t> candidate_addresses(const std::vector<Mapping>& mappings,
-                                               std::uint64_t low, std::uint64_t high,
-                                               std::uint64_t size) {
-    std::uint64_t min_start = high > two_gib ? high - two_gib + page : page;
-    std::uint64_t max_end = low + two_gib - page;
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> gaps;  // [start, end)
-    std::uint64_t previous_end = page * 16;
-    for (const Mapping& mapping : mappings) {
-        if (mapping.start > previous_end) {
-            gaps.emplace_back(previous_end, mapping.start);
-        }
-        previous_end = std::max(previous_end, mapping.end);
-    }
-    std::vector<std::uint64_t> candidates;
-    for (auto [start, end] : gaps) {
-        start = std::max(start, min_start);
-        end = std::min(end, max_end);
-        if (end <= start || end - start < size + 2 * page) {
-            continue;
-        }
-        // Leave a guard page on each side; prefer the end nearest the library.
-        if (start >= high) {
-            candidates.push_back(start + page);
-        } else {
-            candidates.push_back((end - page - size) & ~(page - 1));
-        }
-    }
-    std::sort(candidates.begin(), candidates.end(), [&](std::uint64_t a, std::uint64_t b) {
-        auto distance = [&](std::uint64_t x) { return x >= high ? x - high : low - x; };
-        return distance(a) < distance(b);
-    });
-    return candidates;
-}
-
 // Maps the region read+exec at the first free candidate address within 2 GiB
 // of [low, high) and fills it with `image_for(address)` while the mmap call
 // has just returned: a killed injector leaves at worst an empty page, never
@@ -188,8 +151,7 @@ Result<RemoteAddress> map_region(
     RemoteAddress low, RemoteAddress high, std::uint64_t size,
     const std::function<Result<std::vector<std::byte>>(RemoteAddress)>& image_for,
     const std::string& subject) {
-    for (std::uint64_t raw : candidate_addresses(mappings, low.raw(), high.raw(), size)) {
-        RemoteAddress address(raw);
+    for (RemoteAddress address : region_candidates(mappings, low, high, size)) {
         auto image = image_for(address);
         if (!image) {
             return tl::unexpected(image.error());
