@@ -3,8 +3,9 @@
 #include <elf.h>
 #include <signal.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/user.h>
-#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include "base/Log.h"
 #include "elf/ElfFile.h"
 #include "inject/RemoteMemory.h"
+#include "inject/WaitStatus.h"
 #include "proc/Process.h"
 #include "proc/ProcessMaps.h"
 
@@ -29,7 +31,8 @@ std::string subject_of(int pid) {
 
 // A short ptrace hold on a single-threaded process: seize, interrupt, wait
 // for the stop; detaching (with any signal that arrived meanwhile) in the
-// destructor. The whole hold lasts microseconds.
+// destructor, on every path: a thread seized but not yet seen stopped is
+// waited for first (detach_when_stopped). The whole hold lasts microseconds.
 class BriefStop {
   public:
     static Result<BriefStop> take(int pid) {
@@ -41,39 +44,44 @@ class BriefStop {
             return fail_errno(subject_of(pid) + ": interrupt", errno);
         }
         for (;;) {
-            int status = 0;
-            if (::waitpid(pid, &status, __WALL) < 0) {
-                if (errno == EINTR) {
-                    continue;
-                }
-                return fail_errno(subject_of(pid) + ": wait", errno);
+            auto status = wait_for_stop(pid, subject_of(pid));
+            if (!status) {
+                return tl::unexpected(status.error());
             }
-            if (WIFEXITED(status) || WIFSIGNALED(status)) {
+            if (status->ended()) {
                 stop.attached_ = false;
                 return fail(ErrorCode::target_died, subject_of(pid) + ": exited");
             }
-            if (WIFSTOPPED(status) && (status >> 16) == PTRACE_EVENT_STOP) {
+            if (status->event_stop()) {
+                stop.stopped_ = true;
                 return stop;  // our interrupt (or a group-stop): stopped
             }
-            if (WIFSTOPPED(status)) {
-                // A signal arrived first: keep it for the detach, wait on.
-                stop.pending_signal_ = WSTOPSIG(status);
-                ::ptrace(PTRACE_CONT, pid, nullptr, nullptr);
-                ::ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr);
-            }
+            // A signal arrived first: keep it for the detach, wait on.
+            stop.pending_signal_ = status->signal();
+            ::ptrace(PTRACE_CONT, pid, nullptr, nullptr);
+            ::ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr);
         }
     }
 
     BriefStop(BriefStop&& other) noexcept
-        : pid_(other.pid_), attached_(other.attached_), pending_signal_(other.pending_signal_) {
-        other.attached_ = false;
-    }
+        : pid_(other.pid_),
+          attached_(std::exchange(other.attached_, false)),
+          stopped_(other.stopped_),
+          pending_signal_(other.pending_signal_) {}
     BriefStop& operator=(BriefStop&&) = delete;
     ~BriefStop() {
-        if (attached_) {
-            ::ptrace(PTRACE_DETACH, pid_, nullptr,
-                     reinterpret_cast<void*>(static_cast<long>(pending_signal_)));
+        if (!attached_) {
+            return;
         }
+        if (!stopped_) {
+            detach_when_stopped(pid_);  // an error cut take() short
+            if (pending_signal_ != 0) {
+                ::syscall(SYS_tgkill, pid_, pid_, pending_signal_);
+            }
+            return;
+        }
+        ::ptrace(PTRACE_DETACH, pid_, nullptr,
+                 reinterpret_cast<void*>(static_cast<long>(pending_signal_)));
     }
 
     Result<RemoteAddress> instruction_pointer() const {
@@ -88,6 +96,7 @@ class BriefStop {
     explicit BriefStop(int pid) : pid_(pid) {}
     int pid_;
     bool attached_ = true;
+    bool stopped_ = false;  // seen in its ptrace-stop: PTRACE_DETACH works
     int pending_signal_ = 0;
 };
 

@@ -1,8 +1,11 @@
 #pragma once
 
+#include <sys/user.h>
+
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "base/Error.h"
@@ -92,6 +95,10 @@ class RemoteSyscall {
                            std::uint64_t a3 = 0, std::uint64_t a4 = 0, std::uint64_t a5 = 0);
 
   private:
+    // Step 2: the values that resume the thread, stored on its own stack.
+    Result<void> store_resume_values(int tid, const user_regs_struct& saved,
+                                     const std::string& subject);
+
     RemoteSyscall(StoppedProcess& process, const RemoteMemory& memory,
                   const std::vector<Mapping>& mappings, Site site,
                   std::vector<std::byte> saved_bytes)
