@@ -39,6 +39,36 @@ std::string subject_of(int pid) {
     return "pid " + std::to_string(pid);
 }
 
+// Whether `head`, a region's first bytes, begins with the marker's magic.
+bool has_region_magic(std::span<const std::byte> head) {
+    return head.size() >= sizeof region_magic &&
+           std::memcmp(head.data(), region_magic, sizeof region_magic) == 0;
+}
+
+// The marker at the start of `mapping`, if it holds one that decodes.
+std::optional<RegionMarker> read_marker(const RemoteMemory& memory, const Mapping& mapping) {
+    RemoteAddress start(mapping.start);
+    auto head = memory.read(start, region_marker_fixed_size);
+    if (!head || !has_region_magic(*head)) {
+        return std::nullopt;
+    }
+    std::uint32_t size = 0;
+    std::memcpy(&size, head->data() + region_marker_size_offset, sizeof size);
+    if (size > mapping.end - mapping.start || size < region_marker_fixed_size) {
+        return std::nullopt;
+    }
+    auto whole = memory.read(start, size);
+    if (!whole) {
+        return std::nullopt;
+    }
+    auto marker = decode_region_marker(*whole);
+    if (!marker) {
+        return std::nullopt;
+    }
+    marker->region_address = mapping.start;
+    return std::move(*marker);
+}
+
 // Markers of every suture region the process maps: private anonymous
 // read+exec mappings that begin with the magic.
 std::vector<RegionMarker> find_markers(const RemoteMemory& memory,
@@ -49,26 +79,9 @@ std::vector<RegionMarker> find_markers(const RemoteMemory& memory,
             mapping.writable || mapping.shared) {
             continue;
         }
-        RemoteAddress start(mapping.start);
-        auto head = memory.read(start, region_marker_fixed_size);
-        if (!head || std::memcmp(head->data(), region_magic, sizeof region_magic) != 0) {
-            continue;
+        if (auto marker = read_marker(memory, mapping)) {
+            markers.push_back(std::move(*marker));
         }
-        std::uint32_t size = 0;
-        std::memcpy(&size, head->data() + region_marker_size_offset, sizeof size);
-        if (size > mapping.end - mapping.start || size < region_marker_fixed_size) {
-            continue;
-        }
-        auto whole = memory.read(start, size);
-        if (!whole) {
-            continue;
-        }
-        auto marker = decode_region_marker(*whole);
-        if (!marker) {
-            continue;
-        }
-        marker->region_address = mapping.start;
-        markers.push_back(std::move(*marker));
     }
     return markers;
 }
@@ -103,6 +116,12 @@ struct InterruptedRegion {
     RemoteAddress record_address;
 };
 
+// The intent record at `record_address`, if there is one.
+std::optional<IntentRecord> read_intent(const RemoteMemory& memory, RemoteAddress record_address) {
+    auto bytes = memory.read(record_address, intent_record_size);
+    return bytes ? decode_intent_record(*bytes) : std::nullopt;
+}
+
 // Intent records sit in the last bytes of executable file mappings; one whose
 // region is still mapped but holds no marker is an interrupted apply's.
 std::vector<InterruptedRegion> find_interrupted_regions(const RemoteMemory& memory,
@@ -113,11 +132,7 @@ std::vector<InterruptedRegion> find_interrupted_regions(const RemoteMemory& memo
             continue;
         }
         RemoteAddress record_address = RemoteAddress(mapping.end) - intent_record_size;
-        auto bytes = memory.read(record_address, intent_record_size);
-        if (!bytes) {
-            continue;
-        }
-        auto intent = decode_intent_record(*bytes);
+        auto intent = read_intent(memory, record_address);
         if (!intent) {
             continue;
         }
@@ -128,7 +143,7 @@ std::vector<InterruptedRegion> find_interrupted_regions(const RemoteMemory& memo
             continue;
         }
         auto head = memory.read(RemoteAddress(region->start), sizeof region_magic);
-        if (!head || std::memcmp(head->data(), region_magic, sizeof region_magic) == 0) {
+        if (!head || has_region_magic(*head)) {
             continue;  // the apply got as far as the marker: explained by it
         }
         regions.push_back(InterruptedRegion{*intent, record_address});
