@@ -21,6 +21,22 @@ std::string libelf_message() {
     return message != nullptr ? message : "unknown libelf error";
 }
 
+namespace {
+
+// The contents of segment `phdr`, as libelf data of `type`;
+// elf_getdata_rawchunk checks the range against the file size.
+Result<Elf_Data*> segment_data(Elf* elf, const GElf_Phdr& phdr, Elf_Type type,
+                               const std::string& what) {
+    Elf_Data* data =
+        elf_getdata_rawchunk(elf, static_cast<int64_t>(phdr.p_offset), phdr.p_filesz, type);
+    if (data == nullptr) {
+        return fail(ErrorCode::bad_format, what + " outside the file: " + libelf_message());
+    }
+    return data;
+}
+
+}  // namespace
+
 Result<ElfFile> ElfFile::open(const UniqueFD& fd, std::string name) {
     if (!initialise_libelf()) {
         return fail(ErrorCode::unsupported, "libelf: " + libelf_message());
@@ -64,13 +80,11 @@ Result<std::string> ElfFile::build_id() const {
         if (phdr.p_type != PT_NOTE) {
             continue;
         }
-        // elf_getdata_rawchunk checks the range against the file size.
-        Elf_Data* data = elf_getdata_rawchunk(elf_.get(), static_cast<int64_t>(phdr.p_offset),
-                                              phdr.p_filesz, ELF_T_NHDR);
-        if (data == nullptr) {
-            return fail(ErrorCode::bad_format,
-                        name_ + ": note segment outside the file: " + libelf_message());
+        auto segment = segment_data(elf_.get(), phdr, ELF_T_NHDR, name_ + ": note segment");
+        if (!segment) {
+            return tl::unexpected(segment.error());
         }
+        Elf_Data* data = *segment;
         std::size_t offset = 0;
         GElf_Nhdr note;
         std::size_t name_offset = 0;
@@ -110,12 +124,11 @@ Result<std::vector<std::string>> ElfFile::dynamic_strings(std::int64_t tag) cons
         if (phdr.p_type != PT_DYNAMIC) {
             continue;
         }
-        Elf_Data* data = elf_getdata_rawchunk(elf_.get(), static_cast<int64_t>(phdr.p_offset),
-                                              phdr.p_filesz, ELF_T_DYN);
-        if (data == nullptr) {
-            return fail(ErrorCode::bad_format,
-                        name_ + ": dynamic segment outside the file: " + libelf_message());
+        auto segment = segment_data(elf_.get(), phdr, ELF_T_DYN, name_ + ": dynamic segment");
+        if (!segment) {
+            return tl::unexpected(segment.error());
         }
+        Elf_Data* data = *segment;
         std::vector<std::uint64_t> indices;
         std::optional<std::uint64_t> strtab_address;
         std::uint64_t strtab_size = 0;
