@@ -993,6 +993,24 @@ Result<std::optional<std::vector<InjectReport>>> revert_in_stop(HeldProcess& hel
     return std::move(*reports);
 }
 
+// What reading a process needs: its maps, and its memory open read-only.
+struct ProcessView {
+    std::vector<Mapping> mappings;
+    RemoteMemory memory;
+};
+
+Result<ProcessView> view_of(int pid) {
+    auto mappings = read_process_maps(pid);
+    if (!mappings) {
+        return tl::unexpected(mappings.error());
+    }
+    auto memory = RemoteMemory::open(pid, false);
+    if (!memory) {
+        return tl::unexpected(memory.error());
+    }
+    return ProcessView{std::move(*mappings), std::move(*memory)};
+}
+
 // Copies what the stop cost into `report`.
 void add_stop_figures(InjectReport& report, int attempts, std::size_t threads,
                       const StackCheckFigures& stack_check, std::chrono::nanoseconds stopped_for) {
@@ -1023,17 +1041,14 @@ std::string patch_state_name(PatchState state) {
 }
 
 Result<std::vector<AppliedPatch>> list_applied_patches(int pid) {
-    auto mappings = read_process_maps(pid);
-    if (!mappings) {
-        return tl::unexpected(mappings.error());
+    auto view = view_of(pid);
+    if (!view) {
+        return tl::unexpected(view.error());
     }
-    auto memory = RemoteMemory::open(pid, false);
-    if (!memory) {
-        return tl::unexpected(memory.error());
-    }
+    const RemoteMemory& memory = view->memory;
     std::vector<AppliedPatch> patches;
-    for (RegionMarker& marker : find_markers(*memory, *mappings)) {
-        auto jumps = count_jumps(*memory, marker);
+    for (RegionMarker& marker : find_markers(memory, view->mappings)) {
+        auto jumps = count_jumps(memory, marker);
         if (!jumps) {
             return tl::unexpected(jumps.error());
         }
@@ -1049,7 +1064,7 @@ Result<std::vector<AppliedPatch>> list_applied_patches(int pid) {
         }
         patches.push_back(std::move(patch));
     }
-    for (const InterruptedRegion& interrupted : find_interrupted_regions(*memory, *mappings)) {
+    for (const InterruptedRegion& interrupted : find_interrupted_regions(memory, view->mappings)) {
         AppliedPatch patch;
         patch.marker.region_address = interrupted.intent.region_address;
         patch.marker.region_size = interrupted.intent.region_size;
@@ -1154,15 +1169,11 @@ Result<std::vector<ThreadStack>> unwind_threads(int pid) {
     if (!stopped) {
         return tl::unexpected(stopped.error());
     }
-    auto mappings = read_process_maps(pid);
-    if (!mappings) {
-        return tl::unexpected(mappings.error());
+    auto view = view_of(pid);
+    if (!view) {
+        return tl::unexpected(view.error());
     }
-    auto memory = RemoteMemory::open(pid, false);
-    if (!memory) {
-        return tl::unexpected(memory.error());
-    }
-    auto stacks = unwind_every_thread(*stopped, *mappings, *memory);
+    auto stacks = unwind_every_thread(*stopped, view->mappings, view->memory);
     stopped->resume();
     return stacks;
 }
