@@ -164,3 +164,47 @@ TEST_CASE("a stopped process holds every thread and lets every one go again") {
     }
     CHECK(tracers_of(threads.pid()) == std::vector<int>(4, 0));
 }
+
+TEST_CASE("a stop that fails midway lets go of every thread it had seized") {
+    Child threads([] {
+        pthread_t thread;
+        pthread_create(&thread, nullptr, sleep_forever, nullptr);
+        sleep_forever(nullptr);
+    });
+    while (thread_count(threads.pid()) < 2) {
+        ::usleep(1000);
+    }
+    // Another tracer holds the second thread: seizing it fails with EPERM,
+    // after the main thread (listed first) was seized and interrupted.
+    int second = 0;
+    for (const auto& task :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(threads.pid()) + "/task")) {
+        second = std::max(second, std::stoi(task.path().filename()));
+    }
+    REQUIRE(second > threads.pid());
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
+    Child tracer([&] {
+        if (::ptrace(PTRACE_SEIZE, second, nullptr, nullptr) == 0) {
+            (void)!::write(ready[1], "s", 1);
+        }
+        sleep_forever(nullptr);
+    });
+    char seized = 0;
+    REQUIRE(::read(ready[0], &seized, 1) == 1);
+    auto stopped = StoppedProcess::stop(threads.pid());
+    REQUIRE_FALSE(stopped);
+    CHECK(stopped.error().code == ErrorCode::permission_denied);
+    std::ifstream status("/proc/" + std::to_string(threads.pid()) + "/task/" +
+                         std::to_string(threads.pid()) + "/status");
+    std::string line;
+    int main_tracer = -1;
+    while (std::getline(status, line)) {
+        if (line.starts_with("TracerPid:")) {
+            main_tracer = std::stoi(line.substr(10));
+        }
+    }
+    CHECK(main_tracer == 0);
+    ::close(ready[0]);
+    ::close(ready[1]);
+}
