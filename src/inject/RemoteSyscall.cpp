@@ -183,6 +183,7 @@ Result<RemoteSyscall> RemoteSyscall::install(StoppedProcess& process, const Remo
         return tl::unexpected(saved.error());
     }
     if (auto written = memory.write(site.start, trampoline_code()); !written) {
+        (void)memory.write(site.start, *saved);  // dead bytes, but as they were
         return tl::unexpected(written.error());
     }
     return RemoteSyscall(process, memory, mappings, site, std::move(*saved));
