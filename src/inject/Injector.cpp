@@ -477,7 +477,8 @@ Result<void> mark_retired(const RemoteMemory& memory, const RegionMarker& marker
     return memory.write(RemoteAddress(marker.region_address) + region_marker_retired_offset, bytes);
 }
 
-// The patch's library among the loaded objects, by soname and build ID.
+// Step 1 of an apply: the patch's library among the loaded objects, by
+// soname and build ID.
 Result<const LoadedObject*> find_target_library(const std::vector<LoadedObject>& objects,
                                                 const PatchMetadata& metadata,
                                                 const std::string& subject) {
@@ -506,8 +507,9 @@ struct JumpSite {
     std::array<std::byte, jump_size> original{};
 };
 
-// Checks each replaced function's original bytes (with a previous level's
-// jump taken out again) against the recorded SHA-256.
+// Step 3 of an apply: each replaced function's original bytes (with a
+// previous level's jump taken out again) against the recorded SHA-256; and
+// where each jump goes.
 Result<std::vector<JumpSite>> check_fingerprints(const RemoteMemory& memory,
                                                  const LoadedObject& target,
                                                  const PatchMetadata& metadata,
