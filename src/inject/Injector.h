@@ -38,8 +38,8 @@ struct InjectReport {
     std::size_t released_regions = 0;
 };
 
-// Applies `patch` to process `pid` (docs/architecture.md, "The injector";
-// the numbers are those of Injector.cpp):
+// Applies `patch` to process `pid` (docs/architecture.md has the story; the
+// step numbers here are those of Injector.cpp):
 //  0. Before any stop: lay out the region, read the maps, open every mapped
 //     ELF object, resolve the imports.
 //  1. Stop every thread; only now are the maps final (step 0 is redone in
