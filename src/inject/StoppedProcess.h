@@ -44,7 +44,8 @@ struct StoppedThread {
 //  5. Every thread seized is detached again on every path out of stop(),
 //     failures included: PTRACE_DETACH needs a thread in a ptrace-stop, so
 //     one seized but not yet seen stopped is waited for first. A thread left
-//     traced would stop at its next signal and wait for us forever.
+//     traced would stop at its next signal and wait there for as long as
+//     this tool lives (for sutured: until it exits).
 //  6. If this tool is killed, the kernel detaches every tracee and they run
 //     on; what is in the process's memory then is explained by the region
 //     marker (see docs/patch-format.md).
