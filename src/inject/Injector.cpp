@@ -4,17 +4,17 @@
 #include <sys/syscall.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <map>
 #include <optional>
 #include <thread>
-#include <tuple>
 
 #include "base/Sha256.h"
+#include "inject/HeldProcess.h"
 #include "inject/LoadedObjects.h"
 #include "inject/PatchImage.h"
+#include "inject/PatchRegions.h"
 #include "inject/RegionPlacement.h"
 #include "inject/RemoteMemory.h"
 #include "inject/RemoteSyscall.h"
@@ -28,139 +28,6 @@ namespace suture {
 namespace {
 
 constexpr unsigned char endbr64[4] = {0xf3, 0x0f, 0x1e, 0xfa};
-
-// The jump `marker` records for `function`, as bytes.
-Result<std::array<std::byte, jump_size>> jump_of(const RegionMarker& marker,
-                                                 const MarkedFunction& function) {
-    return encode_jump(jump_site(marker, function).raw(), function.replacement_address);
-}
-
-std::string subject_of(int pid) {
-    return "pid " + std::to_string(pid);
-}
-
-// Whether `head`, a region's first bytes, begins with the marker's magic.
-bool has_region_magic(std::span<const std::byte> head) {
-    return head.size() >= sizeof region_magic &&
-           std::memcmp(head.data(), region_magic, sizeof region_magic) == 0;
-}
-
-// The marker at the start of `mapping`, if it holds one that decodes.
-std::optional<RegionMarker> read_marker(const RemoteMemory& memory, const Mapping& mapping) {
-    RemoteAddress start(mapping.start);
-    auto head = memory.read(start, region_marker_fixed_size);
-    if (!head || !has_region_magic(*head)) {
-        return std::nullopt;
-    }
-    std::uint32_t size = 0;
-    std::memcpy(&size, head->data() + region_marker_size_offset, sizeof size);
-    if (size > mapping.end - mapping.start || size < region_marker_fixed_size) {
-        return std::nullopt;
-    }
-    auto whole = memory.read(start, size);
-    if (!whole) {
-        return std::nullopt;
-    }
-    auto marker = decode_region_marker(*whole);
-    if (!marker) {
-        return std::nullopt;
-    }
-    marker->region_address = mapping.start;
-    return std::move(*marker);
-}
-
-// Markers of every suture region the process maps: private anonymous
-// read+exec mappings that begin with the magic.
-std::vector<RegionMarker> find_markers(const RemoteMemory& memory,
-                                       const std::vector<Mapping>& mappings) {
-    std::vector<RegionMarker> markers;
-    for (const Mapping& mapping : mappings) {
-        if (mapping.inode != 0 || !mapping.path.empty() || !mapping.executable ||
-            mapping.writable || mapping.shared) {
-            continue;
-        }
-        if (auto marker = read_marker(memory, mapping)) {
-            markers.push_back(std::move(*marker));
-        }
-    }
-    return markers;
-}
-
-// How many of a marker's jump sites hold its jump, and whether any holds
-// neither that jump nor the original bytes.
-struct JumpCount {
-    std::size_t in_place = 0;
-    bool foreign = false;
-};
-
-Result<JumpCount> count_jumps(const RemoteMemory& memory, const RegionMarker& marker) {
-    JumpCount count;
-    for (const MarkedFunction& function : marker.functions) {
-        auto current = memory.read(jump_site(marker, function), jump_size);
-        if (!current) {
-            return tl::unexpected(current.error());
-        }
-        auto jump = jump_of(marker, function);
-        if (jump && std::equal(current->begin(), current->end(), jump->begin())) {
-            ++count.in_place;
-        } else if (!std::equal(current->begin(), current->end(), function.original.begin())) {
-            count.foreign = true;
-        }
-    }
-    return count;
-}
-
-// An empty region an interrupted apply left, and where its intent record is.
-struct InterruptedRegion {
-    IntentRecord intent;
-    RemoteAddress record_address;
-};
-
-// The intent record at `record_address`, if there is one.
-std::optional<IntentRecord> read_intent(const RemoteMemory& memory, RemoteAddress record_address) {
-    auto bytes = memory.read(record_address, intent_record_size);
-    return bytes ? decode_intent_record(*bytes) : std::nullopt;
-}
-
-// Intent records sit in the last bytes of executable file mappings; one whose
-// region is still mapped but holds no marker is an interrupted apply's.
-std::vector<InterruptedRegion> find_interrupted_regions(const RemoteMemory& memory,
-                                                        const std::vector<Mapping>& mappings) {
-    std::vector<InterruptedRegion> regions;
-    for (const Mapping& mapping : mappings) {
-        if (!mapping.is_file() || !mapping.executable) {
-            continue;
-        }
-        RemoteAddress record_address = RemoteAddress(mapping.end) - intent_record_size;
-        auto intent = read_intent(memory, record_address);
-        if (!intent) {
-            continue;
-        }
-        const Mapping* region = find_mapping(mappings, intent->region_address);
-        if (region == nullptr || region->start != intent->region_address ||
-            region->end - region->start != intent->region_size || region->inode != 0 ||
-            !region->executable || region->writable) {
-            continue;
-        }
-        auto head = memory.read(RemoteAddress(region->start), sizeof region_magic);
-        if (!head || has_region_magic(*head)) {
-            continue;  // the apply got as far as the marker: explained by it
-        }
-        regions.push_back(InterruptedRegion{*intent, record_address});
-    }
-    return regions;
-}
-
-std::string describe_blocking(const std::vector<BlockingThread>& blocking) {
-    std::string text;
-    for (const BlockingThread& thread : blocking) {
-        text += "\n  thread " + std::to_string(thread.tid) + ":";
-        for (const std::string& frame : thread.frames) {
-            text += "\n    " + frame;
-        }
-    }
-    return text;
-}
 
 // Maps the region read+exec at the first free candidate address within 2 GiB
 // of [low, high) and fills it with `image_for(address)` while the mmap call
@@ -244,193 +111,10 @@ Result<void> unmap_region(RemoteSyscall& syscall, RemoteAddress address, std::ui
     return {};
 }
 
-void sleep_backoff(std::chrono::milliseconds& backoff, const InjectOptions& options) {
-    std::this_thread::sleep_for(backoff);
-    backoff = std::min(backoff * 2, options.max_backoff);
-}
-
 std::uint64_t unix_now_ns() {
     return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                           std::chrono::system_clock::now().time_since_epoch())
                                           .count());
-}
-
-// What can be learnt about a process without stopping it: the slow part of
-// an apply (opening every mapped ELF file, resolving imports, finding a
-// syscall instruction). Inside the stop it is reused only if the maps have
-// not changed meanwhile; otherwise it is done again there.
-struct Preparation {
-    std::vector<Mapping> mappings;
-    std::vector<LoadedObject> objects;
-    RemoteSyscall::Site trampoline_site;
-    int generation = 0;  // counts re-preparations inside stops
-};
-
-bool same_file_mappings(const std::vector<Mapping>& a, const std::vector<Mapping>& b) {
-    auto file_mappings = [](const std::vector<Mapping>& mappings) {
-        std::vector<std::tuple<std::uint64_t, std::uint64_t, std::uint64_t, std::string, bool>> out;
-        for (const Mapping& mapping : mappings) {
-            if (mapping.is_file() || mapping.path == "[vdso]") {
-                out.emplace_back(mapping.start, mapping.end, mapping.inode, mapping.path,
-                                 mapping.executable);
-            }
-        }
-        return out;
-    };
-    return file_mappings(a) == file_mappings(b);
-}
-
-Result<Preparation> prepare_from(int pid, std::vector<Mapping> mappings) {
-    Preparation preparation;
-    auto objects = read_loaded_objects(pid, mappings);
-    if (!objects) {
-        return tl::unexpected(objects.error());
-    }
-    auto site = RemoteSyscall::find_site(*objects);
-    if (!site) {
-        return tl::unexpected(with_context(site.error(), "pid " + std::to_string(pid)));
-    }
-    preparation.mappings = std::move(mappings);
-    preparation.objects = std::move(*objects);
-    preparation.trampoline_site = *site;
-    return preparation;
-}
-
-Result<Preparation> prepare(int pid) {
-    auto mappings = read_process_maps(pid);
-    if (!mappings) {
-        return tl::unexpected(mappings.error());
-    }
-    return prepare_from(pid, std::move(*mappings));
-}
-
-// Re-reads the maps of the stopped process and brings `preparation` up to
-// date with them; cheap when nothing changed.
-Result<std::vector<Mapping>> refresh(int pid, Preparation& preparation) {
-    auto mappings = read_process_maps(pid);
-    if (!mappings) {
-        return tl::unexpected(mappings.error());
-    }
-    if (!same_file_mappings(*mappings, preparation.mappings)) {
-        auto fresh = prepare_from(pid, *mappings);
-        if (!fresh) {
-            return tl::unexpected(fresh.error());
-        }
-        fresh->generation = preparation.generation + 1;
-        preparation = std::move(*fresh);
-    }
-    return mappings;
-}
-
-// A process that vanishes between two tries died during the operation; one
-// that is not there at the first try never existed (as far as we know).
-Error died_between_tries(Error error, int attempt) {
-    if (attempt > 1 && error.code == ErrorCode::not_found) {
-        error.code = ErrorCode::target_died;
-        error.message += " (it exited during the operation)";
-    }
-    return error;
-}
-
-// One try's hold on the process: every thread stopped, the maps read again
-// (and the preparation brought up to date with them), its memory open; and
-// what the try's stack check found.
-struct HeldProcess {
-    StoppedProcess stopped;
-    std::vector<Mapping> mappings;
-    RemoteMemory memory;
-    StackCheckFigures stack_check;
-    std::vector<BlockingThread> blocking;  // threads in the way, if any
-};
-
-Result<HeldProcess> hold(int pid, Preparation& preparation, int attempt) {
-    auto stopped = StoppedProcess::stop(pid);
-    if (!stopped) {
-        return tl::unexpected(died_between_tries(stopped.error(), attempt));
-    }
-    auto mappings = refresh(pid, preparation);
-    if (!mappings) {
-        return tl::unexpected(mappings.error());
-    }
-    auto memory = RemoteMemory::open(pid, true);
-    if (!memory) {
-        return tl::unexpected(memory.error());
-    }
-    return HeldProcess{std::move(*stopped), std::move(*mappings), std::move(*memory), {}, {}};
-}
-
-// The stack check of a try: true when no thread's PC or return address lies
-// in `ranges`; otherwise the threads in the way are in `held.blocking`.
-Result<bool> stacks_clear(HeldProcess& held, const std::vector<CodeRange>& ranges) {
-    auto blocking =
-        find_blocking_threads(held.stopped, ranges, held.mappings, held.memory, &held.stack_check);
-    if (!blocking) {
-        return tl::unexpected(blocking.error());
-    }
-    held.blocking = std::move(*blocking);
-    return held.blocking.empty();
-}
-
-// What a try that went through gave, and what its stop cost.
-template <typename T>
-struct DoneInStop {
-    T value;
-    int attempts = 0;
-    std::size_t threads = 0;
-    StackCheckFigures stack_check;
-    std::chrono::nanoseconds stopped_for{};
-};
-
-// Runs `one_try(HeldProcess&)` with every thread of `pid` stopped: the
-// "with the process stopped" of apply and revert. The try returns its value,
-// or nullopt when its stack check found threads in the way; then the process
-// runs for a backoff (doubling up to max_backoff) and the next try stops it
-// again, up to `options.attempts` tries, after which it fails `unsafe`
-// ("threads are <what_blocks>"), naming the last try's threads and frames in
-// the message and in `blocking_out`. Every path out, errors included,
-// resumes the process (HeldProcess's StoppedProcess detaches in its
-// destructor) after the try's own objects are gone.
-template <typename T, typename OneTry>
-Result<DoneInStop<T>> with_process_stopped(int pid, Preparation& preparation,
-                                           const InjectOptions& options,
-                                           const std::string& what_blocks,
-                                           std::vector<BlockingThread>* blocking_out,
-                                           const OneTry& one_try) {
-    std::chrono::milliseconds backoff = options.first_backoff;
-    for (int attempt = 1;; ++attempt) {
-        auto held = hold(pid, preparation, attempt);
-        if (!held) {
-            return tl::unexpected(held.error());
-        }
-        Result<std::optional<T>> tried = one_try(*held);
-        if (!tried) {
-            return tl::unexpected(tried.error());
-        }
-        if (*tried) {
-            DoneInStop<T> done{
-                std::move(**tried), attempt, held->stopped.threads().size(), held->stack_check, {}};
-            done.stopped_for = held->stopped.resume();
-            return done;
-        }
-        held->stopped.resume();
-        std::string frames = describe_blocking(held->blocking);
-        if (blocking_out != nullptr) {
-            *blocking_out = std::move(held->blocking);
-        }
-        if (attempt >= options.attempts) {
-            return fail(ErrorCode::unsafe, subject_of(pid) + ": threads are " + what_blocks +
-                                               " (gave up after " + std::to_string(attempt) +
-                                               " tries):" + frames);
-        }
-        sleep_backoff(backoff, options);
-    }
-}
-
-// The code range of a patch region, for the stack check.
-CodeRange region_range(const RegionMarker& marker) {
-    return CodeRange{marker.region_address, marker.region_address + marker.region_size,
-                     marker.patch_id + " level " + std::to_string(marker.level) +
-                         (marker.retired() ? " retired region" : " region")};
 }
 
 // Unmaps, inside the current stop, each retired region that no thread's PC
@@ -562,7 +246,7 @@ Result<ApplyPlan> plan_apply(int pid, const PatchFile& patch) {
     if (!layout) {
         return tl::unexpected(layout.error());
     }
-    auto preparation = prepare(pid);
+    auto preparation = prepare_process(pid);
     if (!preparation) {
         return tl::unexpected(preparation.error());
     }
@@ -1105,7 +789,7 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
                                                  const InjectOptions& options,
                                                  std::vector<BlockingThread>* blocking_out) {
     std::string subject = subject_of(pid);
-    auto preparation = prepare(pid);
+    auto preparation = prepare_process(pid);
     if (!preparation) {
         return tl::unexpected(preparation.error());
     }
@@ -1148,11 +832,11 @@ Result<std::size_t> release_retired_regions(int pid) {
         })) {
         return 0;
     }
-    auto preparation = prepare(pid);
+    auto preparation = prepare_process(pid);
     if (!preparation) {
         return tl::unexpected(preparation.error());
     }
-    auto held = hold(pid, *preparation, 1);
+    auto held = hold_process(pid, *preparation, 1);
     if (!held) {
         return tl::unexpected(held.error());
     }
