@@ -54,6 +54,14 @@ class ObjectWriter {
         std::uint64_t value;
         std::uint64_t size;
     };
+    // The steps of write(), in order.
+    struct Output;  // the bytes and section headers written so far
+    void write_contents(Output& out) const;
+    std::size_t relocated_sections() const;  // how many have relocations
+    void write_relocations(Output& out, std::size_t symbol_table) const;
+    void write_symbol_table(Output& out, std::size_t symbol_table) const;
+    static void write_header_and_section_table(Output& out);
+
     std::vector<Section> sections_;
     std::vector<Symbol> symbols_;
 };

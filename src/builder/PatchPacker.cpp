@@ -34,14 +34,21 @@ Result<const ElfFile::Symbol*> unique_definition(const std::vector<ElfFile::Symb
     return found;
 }
 
-}  // namespace
+// What a patch needs from its target library.
+struct TargetLibrary {
+    ElfFile elf;
+    std::string build_id;
+    std::string soname;
+    std::vector<ElfFile::Symbol> symbols;  // .symtab if present, else .dynsym
+    std::vector<ElfFile::Symbol> dynamic;  // .dynsym, for the versions it imports
+};
 
-Result<std::vector<std::byte>> pack_patch(const PackRequest& request) {
-    auto fd = open_read_only(request.target_library);
+Result<TargetLibrary> read_target_library(const std::string& path) {
+    auto fd = open_read_only(path);
     if (!fd) {
         return tl::unexpected(fd.error());
     }
-    auto library = ElfFile::open(*fd, request.target_library);
+    auto library = ElfFile::open(*fd, path);
     if (!library) {
         return tl::unexpected(library.error());
     }
@@ -51,7 +58,7 @@ Result<std::vector<std::byte>> pack_patch(const PackRequest& request) {
         return tl::unexpected(build_id.error());
     }
     if (!soname || !soname->has_value()) {
-        return fail(ErrorCode::invalid_argument, request.target_library + ": no DT_SONAME");
+        return fail(ErrorCode::invalid_argument, path + ": no DT_SONAME");
     }
     auto symbols = library->static_symbols();
     if (!symbols) {
@@ -67,16 +74,17 @@ Result<std::vector<std::byte>> pack_patch(const PackRequest& request) {
     if (!dynamic) {
         return tl::unexpected(dynamic.error());
     }
+    return TargetLibrary{std::move(*library), *build_id, **soname, std::move(*symbols),
+                         std::move(*dynamic)};
+}
 
-    PatchMetadata metadata;
-    metadata.patch_id = request.patch_id;
-    metadata.level = request.level;
-    metadata.description = request.description;
-    metadata.target_build_id = *build_id;
-    metadata.target_soname = **soname;
-
+// Each function to replace: its offset and size from the library's symbol
+// table, the SHA-256 of its bytes.
+Result<std::vector<ReplacedFunction>> replaced_functions(const TargetLibrary& library,
+                                                         const PackRequest& request) {
+    std::vector<ReplacedFunction> functions;
     for (const auto& [target_symbol, replacement] : request.replacements) {
-        auto definition = unique_definition(*symbols, target_symbol, request.target_library);
+        auto definition = unique_definition(library.symbols, target_symbol, request.target_library);
         if (!definition) {
             return tl::unexpected(definition.error());
         }
@@ -85,44 +93,41 @@ Result<std::vector<std::byte>> pack_patch(const PackRequest& request) {
             return fail(ErrorCode::invalid_argument,
                         request.target_library + ": no function " + target_symbol);
         }
-        auto file_offset = library->offset_of_address(symbol->value);
+        auto file_offset = library.elf.offset_of_address(symbol->value);
         if (!file_offset) {
             return fail(ErrorCode::bad_format,
                         request.target_library + ": " + target_symbol + " is not in the file");
         }
-        auto bytes = library->bytes_at(*file_offset, symbol->size);
+        auto bytes = library.elf.bytes_at(*file_offset, symbol->size);
         if (!bytes) {
             return tl::unexpected(bytes.error());
         }
-        metadata.functions.push_back(ReplacedFunction{target_symbol, symbol->value, symbol->size,
-                                                      sha256_hex(*bytes), replacement});
+        functions.push_back(ReplacedFunction{target_symbol, symbol->value, symbol->size,
+                                             sha256_hex(*bytes), replacement});
     }
+    return functions;
+}
 
-    auto object_text = read_file(request.object_path);
-    if (!object_text) {
-        return tl::unexpected(object_text.error());
-    }
-    auto object_bytes = bytes_of(*object_text);
-    auto object = RelocatableObject::parse(
-        std::vector<std::byte>(object_bytes.begin(), object_bytes.end()), request.object_path);
-    if (!object) {
-        return tl::unexpected(object.error());
-    }
-    // The versions the target library itself imports its symbols with.
+// Sorts each undefined symbol of `object` into `metadata`: a target
+// reference when the library defines it, else an import, versioned as the
+// library itself imports it.
+Result<void> add_references_and_imports(const TargetLibrary& library,
+                                        const RelocatableObject& object,
+                                        const std::string& library_path, PatchMetadata& metadata) {
     std::map<std::string, std::string> imported_versions;
-    for (const ElfFile::Symbol& symbol : *dynamic) {
+    for (const ElfFile::Symbol& symbol : library.dynamic) {
         if (!symbol.defined && !symbol.version.empty()) {
             imported_versions.emplace(symbol.name, symbol.version);
         }
     }
     std::map<std::string, bool> seen;
-    for (const auto& symbol : object->symbols()) {
+    for (const auto& symbol : object.symbols()) {
         if (symbol.section != SHN_UNDEF || symbol.is_absolute || symbol.name.empty() ||
             seen[symbol.name]) {
             continue;
         }
         seen[symbol.name] = true;
-        auto definition = unique_definition(*symbols, symbol.name, request.target_library);
+        auto definition = unique_definition(library.symbols, symbol.name, library_path);
         if (!definition) {
             return tl::unexpected(definition.error());
         }
@@ -134,6 +139,43 @@ Result<std::vector<std::byte>> pack_patch(const PackRequest& request) {
             metadata.imports.push_back(
                 Import{symbol.name, version != imported_versions.end() ? version->second : ""});
         }
+    }
+    return {};
+}
+
+}  // namespace
+
+Result<std::vector<std::byte>> pack_patch(const PackRequest& request) {
+    auto library = read_target_library(request.target_library);
+    if (!library) {
+        return tl::unexpected(library.error());
+    }
+    PatchMetadata metadata;
+    metadata.patch_id = request.patch_id;
+    metadata.level = request.level;
+    metadata.description = request.description;
+    metadata.target_build_id = library->build_id;
+    metadata.target_soname = library->soname;
+    auto functions = replaced_functions(*library, request);
+    if (!functions) {
+        return tl::unexpected(functions.error());
+    }
+    metadata.functions = std::move(*functions);
+
+    auto object_text = read_file(request.object_path);
+    if (!object_text) {
+        return tl::unexpected(object_text.error());
+    }
+    auto object_bytes = bytes_of(*object_text);
+    auto object = RelocatableObject::parse(
+        std::vector<std::byte>(object_bytes.begin(), object_bytes.end()), request.object_path);
+    if (!object) {
+        return tl::unexpected(object.error());
+    }
+    if (auto sorted =
+            add_references_and_imports(*library, *object, request.target_library, metadata);
+        !sorted) {
+        return tl::unexpected(sorted.error());
     }
 
     std::vector<std::byte> patch = write_patch(metadata, object_bytes);

@@ -21,6 +21,22 @@ std::string libelf_message() {
     return message != nullptr ? message : "unknown libelf error";
 }
 
+namespace {
+
+// The contents of segment `phdr`, as libelf data of `type`;
+// elf_getdata_rawchunk checks the range against the file size.
+Result<Elf_Data*> segment_data(Elf* elf, const GElf_Phdr& phdr, Elf_Type type,
+                               const std::string& what) {
+    Elf_Data* data =
+        elf_getdata_rawchunk(elf, static_cast<int64_t>(phdr.p_offset), phdr.p_filesz, type);
+    if (data == nullptr) {
+        return fail(ErrorCode::bad_format, what + " outside the file: " + libelf_message());
+    }
+    return data;
+}
+
+}  // namespace
+
 Result<ElfFile> ElfFile::open(const UniqueFD& fd, std::string name) {
     if (!initialise_libelf()) {
         return fail(ErrorCode::unsupported, "libelf: " + libelf_message());
@@ -64,13 +80,11 @@ Result<std::string> ElfFile::build_id() const {
         if (phdr.p_type != PT_NOTE) {
             continue;
         }
-        // elf_getdata_rawchunk checks the range against the file size.
-        Elf_Data* data = elf_getdata_rawchunk(elf_.get(), static_cast<int64_t>(phdr.p_offset),
-                                              phdr.p_filesz, ELF_T_NHDR);
-        if (data == nullptr) {
-            return fail(ErrorCode::bad_format,
-                        name_ + ": note segment outside the file: " + libelf_message());
+        auto segment = segment_data(elf_.get(), phdr, ELF_T_NHDR, name_ + ": note segment");
+        if (!segment) {
+            return tl::unexpected(segment.error());
         }
+        Elf_Data* data = *segment;
         std::size_t offset = 0;
         GElf_Nhdr note;
         std::size_t name_offset = 0;
@@ -110,12 +124,11 @@ Result<std::vector<std::string>> ElfFile::dynamic_strings(std::int64_t tag) cons
         if (phdr.p_type != PT_DYNAMIC) {
             continue;
         }
-        Elf_Data* data = elf_getdata_rawchunk(elf_.get(), static_cast<int64_t>(phdr.p_offset),
-                                              phdr.p_filesz, ELF_T_DYN);
-        if (data == nullptr) {
-            return fail(ErrorCode::bad_format,
-                        name_ + ": dynamic segment outside the file: " + libelf_message());
+        auto segment = segment_data(elf_.get(), phdr, ELF_T_DYN, name_ + ": dynamic segment");
+        if (!segment) {
+            return tl::unexpected(segment.error());
         }
+        Elf_Data* data = *segment;
         std::vector<std::uint64_t> indices;
         std::optional<std::uint64_t> strtab_address;
         std::uint64_t strtab_size = 0;
@@ -235,86 +248,121 @@ Result<std::vector<ElfFile::Symbol>> ElfFile::static_symbols() const {
     return read_symbols(SHT_SYMTAB);
 }
 
-Result<std::vector<ElfFile::Symbol>> ElfFile::read_symbols(Elf64_Word section_type) const {
-    Elf* elf = elf_.get();
-    Elf_Scn* symbols_section = nullptr;
-    Elf_Data* versym = nullptr;
-    // Version index -> name, from .gnu.version_d (definitions) and
-    // .gnu.version_r (needs). Spec: LSB Core, "Symbol Versioning".
-    std::vector<std::pair<std::string, bool>> version_names;  // index -> (name, is_need)
-    std::size_t symbol_link = 0;
+namespace {
+
+// Version index -> (name, is_need), from .gnu.version_d (definitions) and
+// .gnu.version_r (needs). Spec: LSB Core, "Symbol Versioning".
+using VersionNames = std::vector<std::pair<std::string, bool>>;
+
+void set_version_name(VersionNames& names, std::size_t index, const char* name, bool is_need) {
+    if (names.size() <= index) {
+        names.resize(index + 1);
+    }
+    names[index] = {name != nullptr ? name : "", is_need};
+}
+
+// The entries of a .gnu.version_d section.
+void add_version_definitions(Elf* elf, const GElf_Shdr& header, Elf_Data* data,
+                             VersionNames& names) {
+    std::size_t offset = 0;
+    for (std::size_t i = 0; i < header.sh_info; ++i) {
+        GElf_Verdef definition;
+        GElf_Verdaux auxiliary;
+        if (gelf_getverdef(data, static_cast<int>(offset), &definition) == nullptr ||
+            gelf_getverdaux(data, static_cast<int>(offset + definition.vd_aux), &auxiliary) ==
+                nullptr) {
+            return;
+        }
+        set_version_name(names, definition.vd_ndx,
+                         elf_strptr(elf, header.sh_link, auxiliary.vda_name), false);
+        if (definition.vd_next == 0) {
+            return;
+        }
+        offset += definition.vd_next;
+    }
+}
+
+// The entries of a .gnu.version_r section: each needed file's versions.
+void add_version_needs(Elf* elf, const GElf_Shdr& header, Elf_Data* data, VersionNames& names) {
+    std::size_t offset = 0;
+    for (std::size_t i = 0; i < header.sh_info; ++i) {
+        GElf_Verneed need;
+        if (gelf_getverneed(data, static_cast<int>(offset), &need) == nullptr) {
+            return;
+        }
+        std::size_t aux_offset = offset + need.vn_aux;
+        for (std::size_t j = 0; j < need.vn_cnt; ++j) {
+            GElf_Vernaux auxiliary;
+            if (gelf_getvernaux(data, static_cast<int>(aux_offset), &auxiliary) == nullptr) {
+                break;
+            }
+            set_version_name(names, auxiliary.vna_other & 0x7fff,
+                             elf_strptr(elf, header.sh_link, auxiliary.vna_name), true);
+            if (auxiliary.vna_next == 0) {
+                break;
+            }
+            aux_offset += auxiliary.vna_next;
+        }
+        if (need.vn_next == 0) {
+            return;
+        }
+        offset += need.vn_next;
+    }
+}
+
+// Where a symbol table and (for .dynsym) its versions are.
+struct SymbolTableSections {
+    Elf_Scn* symbols = nullptr;
+    std::size_t names = 0;       // the string table of the symbols' names
+    Elf_Data* versym = nullptr;  // .gnu.version: each symbol's version index
+    VersionNames version_names;
+};
+
+// The symbol table of `section_type` and, for .dynsym, its versions.
+Result<SymbolTableSections> find_symbol_table(Elf* elf, Elf64_Word section_type,
+                                              const std::string& subject) {
+    SymbolTableSections found;
     for (Elf_Scn* section = elf_nextscn(elf, nullptr); section != nullptr;
          section = elf_nextscn(elf, section)) {
         GElf_Shdr header;
         if (gelf_getshdr(section, &header) == nullptr) {
-            return fail(ErrorCode::bad_format, name_ + ": section header: " + libelf_message());
+            return fail(ErrorCode::bad_format, subject + ": section header: " + libelf_message());
         }
+        bool definitions = header.sh_type == SHT_GNU_verdef;
         if (header.sh_type == section_type) {
-            symbols_section = section;
-            symbol_link = header.sh_link;
-        } else if (section_type == SHT_DYNSYM && header.sh_type == SHT_GNU_versym) {
-            versym = elf_getdata(section, nullptr);
-        } else if (section_type == SHT_DYNSYM &&
-                   (header.sh_type == SHT_GNU_verdef || header.sh_type == SHT_GNU_verneed)) {
+            found.symbols = section;
+            found.names = header.sh_link;
+        } else if (section_type != SHT_DYNSYM) {
+            continue;  // versions are .dynsym's only
+        } else if (header.sh_type == SHT_GNU_versym) {
+            found.versym = elf_getdata(section, nullptr);
+        } else if (definitions || header.sh_type == SHT_GNU_verneed) {
             Elf_Data* data = elf_getdata(section, nullptr);
             if (data == nullptr) {
                 continue;
             }
-            std::size_t offset = 0;
-            for (std::size_t i = 0; i < header.sh_info; ++i) {
-                if (header.sh_type == SHT_GNU_verdef) {
-                    GElf_Verdef definition;
-                    GElf_Verdaux auxiliary;
-                    if (gelf_getverdef(data, static_cast<int>(offset), &definition) == nullptr ||
-                        gelf_getverdaux(data, static_cast<int>(offset + definition.vd_aux),
-                                        &auxiliary) == nullptr) {
-                        break;
-                    }
-                    const char* version = elf_strptr(elf, header.sh_link, auxiliary.vda_name);
-                    if (version_names.size() <= definition.vd_ndx) {
-                        version_names.resize(definition.vd_ndx + 1u);
-                    }
-                    version_names[definition.vd_ndx] = {version ? version : "", false};
-                    if (definition.vd_next == 0) {
-                        break;
-                    }
-                    offset += definition.vd_next;
-                } else {
-                    GElf_Verneed need;
-                    if (gelf_getverneed(data, static_cast<int>(offset), &need) == nullptr) {
-                        break;
-                    }
-                    std::size_t aux_offset = offset + need.vn_aux;
-                    for (std::size_t j = 0; j < need.vn_cnt; ++j) {
-                        GElf_Vernaux auxiliary;
-                        if (gelf_getvernaux(data, static_cast<int>(aux_offset), &auxiliary) ==
-                            nullptr) {
-                            break;
-                        }
-                        const char* version = elf_strptr(elf, header.sh_link, auxiliary.vna_name);
-                        std::size_t index = auxiliary.vna_other & 0x7fff;
-                        if (version_names.size() <= index) {
-                            version_names.resize(index + 1);
-                        }
-                        version_names[index] = {version ? version : "", true};
-                        if (auxiliary.vna_next == 0) {
-                            break;
-                        }
-                        aux_offset += auxiliary.vna_next;
-                    }
-                    if (need.vn_next == 0) {
-                        break;
-                    }
-                    offset += need.vn_next;
-                }
+            if (definitions) {
+                add_version_definitions(elf, header, data, found.version_names);
+            } else {
+                add_version_needs(elf, header, data, found.version_names);
             }
         }
     }
+    return found;
+}
+
+}  // namespace
+
+Result<std::vector<ElfFile::Symbol>> ElfFile::read_symbols(Elf64_Word section_type) const {
+    auto sections = find_symbol_table(elf_.get(), section_type, name_);
+    if (!sections) {
+        return tl::unexpected(sections.error());
+    }
     std::vector<Symbol> symbols;
-    if (symbols_section == nullptr) {
+    if (sections->symbols == nullptr) {
         return symbols;
     }
-    Elf_Data* data = elf_getdata(symbols_section, nullptr);
+    Elf_Data* data = elf_getdata(sections->symbols, nullptr);
     if (data == nullptr) {
         return fail(ErrorCode::bad_format, name_ + ": symbol table: " + libelf_message());
     }
@@ -324,21 +372,20 @@ Result<std::vector<ElfFile::Symbol>> ElfFile::read_symbols(Elf64_Word section_ty
             break;
         }
         Symbol symbol;
-        const char* name = elf_strptr(elf, symbol_link, raw.st_name);
+        const char* name = elf_strptr(elf_.get(), sections->names, raw.st_name);
         symbol.name = name != nullptr ? name : "";
         symbol.value = raw.st_value;
         symbol.size = raw.st_size;
         symbol.type = GELF_ST_TYPE(raw.st_info);
         symbol.binding = GELF_ST_BIND(raw.st_info);
         symbol.defined = raw.st_shndx != SHN_UNDEF;
-        if (versym != nullptr) {
-            GElf_Versym version_index;
-            if (gelf_getversym(versym, i, &version_index) != nullptr) {
-                std::size_t index = version_index & 0x7fff;
-                symbol.hidden_version = (version_index & 0x8000) != 0;
-                if (index > 1 && index < version_names.size()) {
-                    symbol.version = version_names[index].first;
-                }
+        GElf_Versym version_index;
+        if (sections->versym != nullptr &&
+            gelf_getversym(sections->versym, i, &version_index) != nullptr) {
+            std::size_t index = version_index & 0x7fff;
+            symbol.hidden_version = (version_index & 0x8000) != 0;
+            if (index > 1 && index < sections->version_names.size()) {
+                symbol.version = sections->version_names[index].first;
             }
         }
         symbols.push_back(std::move(symbol));

@@ -3,8 +3,9 @@
 #include <elf.h>
 #include <signal.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/user.h>
-#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include "base/Log.h"
 #include "elf/ElfFile.h"
 #include "inject/RemoteMemory.h"
+#include "inject/WaitStatus.h"
 #include "proc/Process.h"
 #include "proc/ProcessMaps.h"
 
@@ -29,7 +31,8 @@ std::string subject_of(int pid) {
 
 // A short ptrace hold on a single-threaded process: seize, interrupt, wait
 // for the stop; detaching (with any signal that arrived meanwhile) in the
-// destructor. The whole hold lasts microseconds.
+// destructor, on every path: a thread seized but not yet seen stopped is
+// waited for first (detach_when_stopped). The whole hold lasts microseconds.
 class BriefStop {
   public:
     static Result<BriefStop> take(int pid) {
@@ -41,57 +44,63 @@ class BriefStop {
             return fail_errno(subject_of(pid) + ": interrupt", errno);
         }
         for (;;) {
-            int status = 0;
-            if (::waitpid(pid, &status, __WALL) < 0) {
-                if (errno == EINTR) {
-                    continue;
-                }
-                return fail_errno(subject_of(pid) + ": wait", errno);
+            auto status = wait_for_stop(pid, subject_of(pid));
+            if (!status) {
+                return tl::unexpected(status.error());
             }
-            if (WIFEXITED(status) || WIFSIGNALED(status)) {
+            if (status->ended()) {
                 stop.attached_ = false;
                 return fail(ErrorCode::target_died, subject_of(pid) + ": exited");
             }
-            if (WIFSTOPPED(status) && (status >> 16) == PTRACE_EVENT_STOP) {
+            if (status->event_stop()) {
+                stop.stopped_ = true;
                 return stop;  // our interrupt (or a group-stop): stopped
             }
-            if (WIFSTOPPED(status)) {
-                // A signal arrived first: keep it for the detach, wait on.
-                stop.pending_signal_ = WSTOPSIG(status);
-                ::ptrace(PTRACE_CONT, pid, nullptr, nullptr);
-                ::ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr);
-            }
+            // A signal arrived first: keep it for the detach, wait on.
+            stop.pending_signal_ = status->signal();
+            ::ptrace(PTRACE_CONT, pid, nullptr, nullptr);
+            ::ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr);
         }
     }
 
     BriefStop(BriefStop&& other) noexcept
-        : pid_(other.pid_), attached_(other.attached_), pending_signal_(other.pending_signal_) {
-        other.attached_ = false;
-    }
+        : pid_(other.pid_),
+          attached_(std::exchange(other.attached_, false)),
+          stopped_(other.stopped_),
+          pending_signal_(other.pending_signal_) {}
     BriefStop& operator=(BriefStop&&) = delete;
     ~BriefStop() {
-        if (attached_) {
-            ::ptrace(PTRACE_DETACH, pid_, nullptr,
-                     reinterpret_cast<void*>(static_cast<long>(pending_signal_)));
+        if (!attached_) {
+            return;
         }
+        if (!stopped_) {
+            detach_when_stopped(pid_);  // an error cut take() short
+            if (pending_signal_ != 0) {
+                ::syscall(SYS_tgkill, pid_, pid_, pending_signal_);
+            }
+            return;
+        }
+        ::ptrace(PTRACE_DETACH, pid_, nullptr,
+                 reinterpret_cast<void*>(static_cast<long>(pending_signal_)));
     }
 
-    Result<std::uint64_t> instruction_pointer() const {
+    Result<RemoteAddress> instruction_pointer() const {
         user_regs_struct registers{};
         if (::ptrace(PTRACE_GETREGS, pid_, nullptr, &registers) != 0) {
             return fail_errno(subject_of(pid_) + ": registers", errno);
         }
-        return registers.rip;
+        return RemoteAddress(registers.rip);
     }
 
   private:
     explicit BriefStop(int pid) : pid_(pid) {}
     int pid_;
     bool attached_ = true;
+    bool stopped_ = false;  // seen in its ptrace-stop: PTRACE_DETACH works
     int pending_signal_ = 0;
 };
 
-Result<std::uint64_t> entry_point_of(int pid) {
+Result<RemoteAddress> entry_point_of(int pid) {
     auto auxv = read_file("/proc/" + std::to_string(pid) + "/auxv");
     if (!auxv) {
         return tl::unexpected(auxv.error());
@@ -102,15 +111,15 @@ Result<std::uint64_t> entry_point_of(int pid) {
         std::memcpy(&type, auxv->data() + at, 8);
         std::memcpy(&value, auxv->data() + at + 8, 8);
         if (type == AT_ENTRY) {
-            return value;
+            return RemoteAddress(value);
         }
     }
     return fail(ErrorCode::not_found, subject_of(pid) + ": no AT_ENTRY in auxv");
 }
 
 // Is `address` inside the dynamic loader (ld-linux*.so, ld.so)?
-bool in_dynamic_loader(const std::vector<Mapping>& mappings, std::uint64_t address) {
-    const Mapping* mapping = find_mapping(mappings, address);
+bool in_dynamic_loader(const std::vector<Mapping>& mappings, RemoteAddress address) {
+    const Mapping* mapping = find_mapping(mappings, address.raw());
     if (mapping == nullptr) {
         return false;
     }
@@ -118,7 +127,7 @@ bool in_dynamic_loader(const std::vector<Mapping>& mappings, std::uint64_t addre
     return name.starts_with("ld-linux") || name.starts_with("ld.so") || name.starts_with("ld-");
 }
 
-Result<std::array<unsigned char, 2>> read_entry(const RemoteMemory& memory, std::uint64_t entry) {
+Result<std::array<unsigned char, 2>> read_entry(const RemoteMemory& memory, RemoteAddress entry) {
     auto bytes = memory.read(entry, 2);
     if (!bytes) {
         return tl::unexpected(bytes.error());
@@ -127,7 +136,7 @@ Result<std::array<unsigned char, 2>> read_entry(const RemoteMemory& memory, std:
                                         static_cast<unsigned char>((*bytes)[1])};
 }
 
-Result<void> write_entry(const RemoteMemory& memory, std::uint64_t entry,
+Result<void> write_entry(const RemoteMemory& memory, RemoteAddress entry,
                          const std::array<unsigned char, 2>& bytes) {
     return memory.write(entry, std::as_bytes(std::span(bytes)));
 }
@@ -157,7 +166,7 @@ Result<std::optional<ParkedProcess>> park_at_entry(int pid) {
         return tl::unexpected(!rip ? rip.error() : mappings.error());
     }
     if (!in_dynamic_loader(*mappings, *rip)) {
-        const Mapping* where = find_mapping(*mappings, *rip);
+        const Mapping* where = find_mapping(*mappings, rip->raw());
         log::debug(subject_of(pid) + ": at " + hex_address(*rip) + " in " +
                    (where != nullptr ? where->path : std::string("?")) + ": past the loader");
         return std::optional<ParkedProcess>{};  // already running the program
@@ -176,7 +185,8 @@ Result<std::optional<ParkedProcess>> park_at_entry(int pid) {
     if (auto written = write_entry(*memory, *entry, spin); !written) {
         return tl::unexpected(written.error());
     }
-    return std::optional<ParkedProcess>(ParkedProcess{pid, info->start_time, *entry, *original});
+    return std::optional<ParkedProcess>(
+        ParkedProcess{pid, info->start_time, entry->raw(), *original});
 }
 
 Result<void> wait_until_parked(const ParkedProcess& parked, std::chrono::milliseconds timeout) {
@@ -192,7 +202,7 @@ Result<void> wait_until_parked(const ParkedProcess& parked, std::chrono::millise
             if (!rip) {
                 return tl::unexpected(rip.error());
             }
-            if (*rip == parked.entry) {
+            if (*rip == RemoteAddress(parked.entry)) {
                 return {};
             }
         }
@@ -218,14 +228,14 @@ Result<void> release_parked(const ParkedProcess& parked) {
     if (!memory) {
         return tl::unexpected(memory.error());
     }
-    auto current = read_entry(*memory, parked.entry);
+    auto current = read_entry(*memory, RemoteAddress(parked.entry));
     if (!current) {
         return tl::unexpected(current.error());
     }
     if (*current != spin) {
         return {};  // already released
     }
-    return write_entry(*memory, parked.entry, parked.original);
+    return write_entry(*memory, RemoteAddress(parked.entry), parked.original);
 }
 
 std::size_t release_abandoned() {
@@ -268,7 +278,7 @@ std::size_t release_abandoned() {
         if (original == spin) {
             continue;  // the program itself begins so: not ours
         }
-        if (release_parked(ParkedProcess{pid, info->start_time, *entry, original})) {
+        if (release_parked(ParkedProcess{pid, info->start_time, entry->raw(), original})) {
             log::warning(subject_of(pid) +
                          ": released from its entry point, where a previous "
                          "sutured had parked it");

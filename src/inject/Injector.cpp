@@ -4,16 +4,18 @@
 #include <sys/syscall.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <map>
+#include <optional>
 #include <thread>
-#include <tuple>
 
 #include "base/Sha256.h"
+#include "inject/HeldProcess.h"
 #include "inject/LoadedObjects.h"
 #include "inject/PatchImage.h"
+#include "inject/PatchRegions.h"
+#include "inject/RegionPlacement.h"
 #include "inject/RemoteMemory.h"
 #include "inject/RemoteSyscall.h"
 #include "inject/StoppedProcess.h"
@@ -25,164 +27,18 @@ namespace suture {
 
 namespace {
 
-constexpr std::uint64_t two_gib = 1ull << 31;
-constexpr std::uint64_t page = 4096;
 constexpr unsigned char endbr64[4] = {0xf3, 0x0f, 0x1e, 0xfa};
-
-std::string subject_of(int pid) {
-    return "pid " + std::to_string(pid);
-}
-
-// Markers of every suture region the process maps: private anonymous
-// read+exec mappings that begin with the magic.
-std::vector<RegionMarker> find_markers(const RemoteMemory& memory,
-                                       const std::vector<Mapping>& mappings) {
-    std::vector<RegionMarker> markers;
-    for (const Mapping& mapping : mappings) {
-        if (mapping.inode != 0 || !mapping.path.empty() || !mapping.executable ||
-            mapping.writable || mapping.shared) {
-            continue;
-        }
-        auto head = memory.read(mapping.start, region_marker_fixed_size);
-        if (!head || std::memcmp(head->data(), region_magic, sizeof region_magic) != 0) {
-            continue;
-        }
-        std::uint32_t size = 0;
-        std::memcpy(&size, head->data() + 12, sizeof size);
-        if (size > mapping.end - mapping.start || size < region_marker_fixed_size) {
-            continue;
-        }
-        auto whole = memory.read(mapping.start, size);
-        if (!whole) {
-            continue;
-        }
-        auto marker = decode_region_marker(*whole);
-        if (!marker) {
-            continue;
-        }
-        marker->region_address = mapping.start;
-        markers.push_back(std::move(*marker));
-    }
-    return markers;
-}
-
-// Counts the functions whose jump site holds the marker's jump.
-Result<std::pair<std::size_t, bool>> count_jumps(const RemoteMemory& memory,
-                                                 const RegionMarker& marker) {
-    std::size_t in_place = 0;
-    bool foreign = false;
-    for (const MarkedFunction& function : marker.functions) {
-        std::uint64_t site = marker.target_base + function.target_offset + function.jump_offset;
-        auto current = memory.read(site, 5);
-        if (!current) {
-            return tl::unexpected(current.error());
-        }
-        auto jump = encode_jump(site, function.replacement_address);
-        if (jump && std::equal(current->begin(), current->end(), jump->begin())) {
-            ++in_place;
-        } else if (!std::equal(current->begin(), current->end(), function.original.begin())) {
-            foreign = true;
-        }
-    }
-    return std::pair{in_place, foreign};
-}
-
-// An empty region an interrupted apply left, and where its intent record is.
-struct InterruptedRegion {
-    IntentRecord intent;
-    std::uint64_t record_address = 0;
-};
-
-// Intent records sit in the last bytes of executable file mappings; one whose
-// region is still mapped but holds no marker is an interrupted apply's.
-std::vector<InterruptedRegion> find_interrupted_regions(const RemoteMemory& memory,
-                                                        const std::vector<Mapping>& mappings) {
-    std::vector<InterruptedRegion> regions;
-    for (const Mapping& mapping : mappings) {
-        if (!mapping.is_file() || !mapping.executable) {
-            continue;
-        }
-        std::uint64_t record_address = mapping.end - intent_record_size;
-        auto bytes = memory.read(record_address, intent_record_size);
-        if (!bytes) {
-            continue;
-        }
-        auto intent = decode_intent_record(*bytes);
-        if (!intent) {
-            continue;
-        }
-        const Mapping* region = find_mapping(mappings, intent->region_address);
-        if (region == nullptr || region->start != intent->region_address ||
-            region->end - region->start != intent->region_size || region->inode != 0 ||
-            !region->executable || region->writable) {
-            continue;
-        }
-        auto head = memory.read(region->start, sizeof region_magic);
-        if (!head || std::memcmp(head->data(), region_magic, sizeof region_magic) == 0) {
-            continue;  // the apply got as far as the marker: explained by it
-        }
-        regions.push_back(InterruptedRegion{*intent, record_address});
-    }
-    return regions;
-}
-
-std::string describe_blocking(const std::vector<BlockingThread>& blocking) {
-    std::string text;
-    for (const BlockingThread& thread : blocking) {
-        text += "\n  thread " + std::to_string(thread.tid) + ":";
-        for (const std::string& frame : thread.frames) {
-            text += "\n    " + frame;
-        }
-    }
-    return text;
-}
-
-// Picks an address for `size` bytes within ±2 GiB of every byte of
-// [low, high), in a gap of the current maps, closest to the library first.
-std::vector<std::uint64_t> candidate_addresses(const std::vector<Mapping>& mappings,
-                                               std::uint64_t low, std::uint64_t high,
-                                               std::uint64_t size) {
-    std::uint64_t min_start = high > two_gib ? high - two_gib + page : page;
-    std::uint64_t max_end = low + two_gib - page;
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> gaps;  // [start, end)
-    std::uint64_t previous_end = page * 16;
-    for (const Mapping& mapping : mappings) {
-        if (mapping.start > previous_end) {
-            gaps.emplace_back(previous_end, mapping.start);
-        }
-        previous_end = std::max(previous_end, mapping.end);
-    }
-    std::vector<std::uint64_t> candidates;
-    for (auto [start, end] : gaps) {
-        start = std::max(start, min_start);
-        end = std::min(end, max_end);
-        if (end <= start || end - start < size + 2 * page) {
-            continue;
-        }
-        // Leave a guard page on each side; prefer the end nearest the library.
-        if (start >= high) {
-            candidates.push_back(start + page);
-        } else {
-            candidates.push_back((end - page - size) & ~(page - 1));
-        }
-    }
-    std::sort(candidates.begin(), candidates.end(), [&](std::uint64_t a, std::uint64_t b) {
-        auto distance = [&](std::uint64_t x) { return x >= high ? x - high : low - x; };
-        return distance(a) < distance(b);
-    });
-    return candidates;
-}
 
 // Maps the region read+exec at the first free candidate address within 2 GiB
 // of [low, high) and fills it with `image_for(address)` while the mmap call
 // has just returned: a killed injector leaves at worst an empty page, never
 // one whose contents a later run could misread.
-Result<std::uint64_t> map_region(
+Result<RemoteAddress> map_region(
     RemoteSyscall& syscall, const RemoteMemory& memory, const std::vector<Mapping>& mappings,
-    std::uint64_t low, std::uint64_t high, std::uint64_t size,
-    const std::function<Result<std::vector<std::byte>>(std::uint64_t)>& image_for,
+    RemoteAddress low, RemoteAddress high, std::uint64_t size,
+    const std::function<Result<std::vector<std::byte>>(RemoteAddress)>& image_for,
     const std::string& subject) {
-    for (std::uint64_t address : candidate_addresses(mappings, low, high, size)) {
+    for (RemoteAddress address : region_candidates(mappings, low, high, size)) {
         auto image = image_for(address);
         if (!image) {
             return tl::unexpected(image.error());
@@ -194,23 +50,23 @@ Result<std::uint64_t> map_region(
         }
         bool mapped = false;
         auto fill = [&](long result) -> Result<void> {
-            if (result != static_cast<long>(address)) {
+            if (result != static_cast<long>(address.raw())) {
                 return {};
             }
             mapped = true;
             return memory.write(address, *image);
         };
-        auto result = syscall.call_then(fill, SYS_mmap, address, size, PROT_READ | PROT_EXEC,
+        auto result = syscall.call_then(fill, SYS_mmap, address.raw(), size, PROT_READ | PROT_EXEC,
                                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
                                         static_cast<std::uint64_t>(-1), 0);
         if (!result) {
             if (mapped) {
                 // Nothing points into the region yet: take it away again.
-                (void)syscall.call(SYS_munmap, address, size);
+                (void)syscall.call(SYS_munmap, address.raw(), size);
             }
             return tl::unexpected(result.error());
         }
-        if (*result == static_cast<long>(address)) {
+        if (*result == static_cast<long>(address.raw())) {
             return address;
         }
         if (*result >= 0) {
@@ -228,10 +84,10 @@ Result<std::uint64_t> map_region(
 }
 
 // Every import of `patch` resolved against `objects`.
-Result<std::map<std::string, std::uint64_t>> resolve_imports(
+Result<std::map<std::string, RemoteAddress>> resolve_imports(
     const PatchFile& patch, const std::vector<LoadedObject>& objects) {
     SymbolResolver resolver(objects);
-    std::map<std::string, std::uint64_t> addresses;
+    std::map<std::string, RemoteAddress> addresses;
     for (const Import& import : patch.metadata.imports) {
         auto address = resolver.resolve(import);
         if (!address) {
@@ -242,9 +98,9 @@ Result<std::map<std::string, std::uint64_t>> resolve_imports(
     return addresses;
 }
 
-Result<void> unmap_region(RemoteSyscall& syscall, std::uint64_t address, std::uint64_t size,
+Result<void> unmap_region(RemoteSyscall& syscall, RemoteAddress address, std::uint64_t size,
                           const std::string& subject) {
-    auto result = syscall.call(SYS_munmap, address, size);
+    auto result = syscall.call(SYS_munmap, address.raw(), size);
     if (!result) {
         return tl::unexpected(result.error());
     }
@@ -255,177 +111,30 @@ Result<void> unmap_region(RemoteSyscall& syscall, std::uint64_t address, std::ui
     return {};
 }
 
-void sleep_backoff(std::chrono::milliseconds& backoff, const InjectOptions& options) {
-    std::this_thread::sleep_for(backoff);
-    backoff = std::min(backoff * 2, options.max_backoff);
-}
-
 std::uint64_t unix_now_ns() {
     return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                           std::chrono::system_clock::now().time_since_epoch())
                                           .count());
 }
 
-// What can be learnt about a process without stopping it: the slow part of
-// an apply (opening every mapped ELF file, resolving imports, finding a
-// syscall instruction). Inside the stop it is reused only if the maps have
-// not changed meanwhile; otherwise it is done again there.
-struct Preparation {
-    std::vector<Mapping> mappings;
-    std::vector<LoadedObject> objects;
-    RemoteSyscall::Site trampoline_site;
-    int generation = 0;  // counts re-preparations inside stops
-};
-
-bool same_file_mappings(const std::vector<Mapping>& a, const std::vector<Mapping>& b) {
-    auto file_mappings = [](const std::vector<Mapping>& mappings) {
-        std::vector<std::tuple<std::uint64_t, std::uint64_t, std::uint64_t, std::string, bool>> out;
-        for (const Mapping& mapping : mappings) {
-            if (mapping.is_file() || mapping.path == "[vdso]") {
-                out.emplace_back(mapping.start, mapping.end, mapping.inode, mapping.path,
-                                 mapping.executable);
-            }
-        }
-        return out;
-    };
-    return file_mappings(a) == file_mappings(b);
-}
-
-Result<Preparation> prepare_from(int pid, std::vector<Mapping> mappings) {
-    Preparation preparation;
-    auto objects = read_loaded_objects(pid, mappings);
-    if (!objects) {
-        return tl::unexpected(objects.error());
-    }
-    auto site = RemoteSyscall::find_site(*objects);
-    if (!site) {
-        return tl::unexpected(with_context(site.error(), "pid " + std::to_string(pid)));
-    }
-    preparation.mappings = std::move(mappings);
-    preparation.objects = std::move(*objects);
-    preparation.trampoline_site = *site;
-    return preparation;
-}
-
-Result<Preparation> prepare(int pid) {
-    auto mappings = read_process_maps(pid);
-    if (!mappings) {
-        return tl::unexpected(mappings.error());
-    }
-    return prepare_from(pid, std::move(*mappings));
-}
-
-// Re-reads the maps of the stopped process and brings `preparation` up to
-// date with them; cheap when nothing changed.
-Result<std::vector<Mapping>> refresh(int pid, Preparation& preparation) {
-    auto mappings = read_process_maps(pid);
-    if (!mappings) {
-        return tl::unexpected(mappings.error());
-    }
-    if (!same_file_mappings(*mappings, preparation.mappings)) {
-        auto fresh = prepare_from(pid, *mappings);
-        if (!fresh) {
-            return tl::unexpected(fresh.error());
-        }
-        fresh->generation = preparation.generation + 1;
-        preparation = std::move(*fresh);
-    }
-    return mappings;
-}
-
-// A process that vanishes between two tries died during the operation; one
-// that is not there at the first try never existed (as far as we know).
-Error died_between_tries(Error error, int attempt) {
-    if (attempt > 1 && error.code == ErrorCode::not_found) {
-        error.code = ErrorCode::target_died;
-        error.message += " (it exited during the operation)";
-    }
-    return error;
-}
-
-// One try's hold on the process: every thread stopped, the maps read again
-// (and the preparation brought up to date with them), its memory open.
-struct HeldProcess {
-    StoppedProcess stopped;
-    std::vector<Mapping> mappings;
-    RemoteMemory memory;
-};
-
-Result<HeldProcess> hold(int pid, Preparation& preparation, int attempt) {
-    auto stopped = StoppedProcess::stop(pid);
-    if (!stopped) {
-        return tl::unexpected(died_between_tries(stopped.error(), attempt));
-    }
-    auto mappings = refresh(pid, preparation);
-    if (!mappings) {
-        return tl::unexpected(mappings.error());
-    }
-    auto memory = RemoteMemory::open(pid, true);
-    if (!memory) {
-        return tl::unexpected(memory.error());
-    }
-    return HeldProcess{std::move(*stopped), std::move(*mappings), std::move(*memory)};
-}
-
-// Step 3 of apply and step 2 of revert: true when no thread is in `ranges`.
-// Otherwise lets the process run again and either gives up as `unsafe` (the
-// last try, naming the threads and frames) or sleeps the backoff and returns
-// false, after which the caller tries again.
-Result<bool> stacks_clear_or_back_off(StoppedProcess& stopped, const std::vector<CodeRange>& ranges,
-                                      const std::vector<Mapping>& mappings,
-                                      const RemoteMemory& memory, int attempt,
-                                      const InjectOptions& options,
-                                      std::chrono::milliseconds& backoff,
-                                      std::vector<BlockingThread>* blocking_out,
-                                      const std::string& what_blocks,
-                                      StackCheckFigures& figures) {
-    auto blocking = find_blocking_threads(stopped, ranges, mappings, memory, &figures);
-    if (!blocking) {
-        return tl::unexpected(blocking.error());
-    }
-    if (blocking->empty()) {
-        return true;
-    }
-    stopped.resume();
-    std::string frames = describe_blocking(*blocking);
-    if (blocking_out != nullptr) {
-        *blocking_out = std::move(*blocking);
-    }
-    if (attempt >= options.attempts) {
-        return fail(ErrorCode::unsafe, "pid " + std::to_string(stopped.pid()) + ": threads are " +
-                                           what_blocks + " (gave up after " +
-                                           std::to_string(attempt) + " tries):" + frames);
-    }
-    sleep_backoff(backoff, options);
-    return false;
-}
-
-// The code range of a patch region, for the stack check.
-CodeRange region_range(const RegionMarker& marker) {
-    return CodeRange{marker.region_address, marker.region_address + marker.region_size,
-                     marker.patch_id + " level " + std::to_string(marker.level) +
-                         (marker.retired() ? " retired region" : " region")};
-}
-
 // Unmaps, inside the current stop, each retired region that no thread's PC
 // or return address refers to (a complete unwind proves it); the others stay
 // for a later stop. Returns how many went.
-Result<std::size_t> release_clear_retired(StoppedProcess& stopped, RemoteSyscall& syscall,
-                                          const std::vector<Mapping>& mappings,
-                                          const RemoteMemory& memory,
+Result<std::size_t> release_clear_retired(HeldProcess& held, RemoteSyscall& syscall,
                                           const std::vector<RegionMarker>& retired,
                                           const std::string& subject) {
     std::size_t released = 0;
     for (const RegionMarker& marker : retired) {
-        auto blocking = find_blocking_threads(stopped, {region_range(marker)}, mappings, memory);
+        auto blocking =
+            find_blocking_threads(held.stopped, {region_range(marker)}, held.mappings, held.memory);
         if (!blocking) {
             return tl::unexpected(blocking.error());
         }
         if (!blocking->empty()) {
             continue;
         }
-        if (auto unmapped = unmap_region(syscall, marker.region_address, marker.region_size,
-                                         subject);
+        if (auto unmapped = unmap_region(syscall, RemoteAddress(marker.region_address),
+                                         marker.region_size, subject);
             !unmapped) {
             return tl::unexpected(unmapped.error());
         }
@@ -449,10 +158,11 @@ Result<void> mark_retired(const RemoteMemory& memory, const RegionMarker& marker
     std::uint64_t now = unix_now_ns();
     std::array<std::byte, sizeof now> bytes;
     std::memcpy(bytes.data(), &now, sizeof now);
-    return memory.write(marker.region_address + region_marker_retired_offset, bytes);
+    return memory.write(RemoteAddress(marker.region_address) + region_marker_retired_offset, bytes);
 }
 
-// The patch's library among the loaded objects, by soname and build ID.
+// Step 1 of an apply: the patch's library among the loaded objects, by
+// soname and build ID.
 Result<const LoadedObject*> find_target_library(const std::vector<LoadedObject>& objects,
                                                 const PatchMetadata& metadata,
                                                 const std::string& subject) {
@@ -478,11 +188,12 @@ Result<const LoadedObject*> find_target_library(const std::vector<LoadedObject>&
 // Where the jump goes in one replaced function, and the bytes it replaces.
 struct JumpSite {
     std::uint32_t offset = 0;  // 4 after an endbr64, else 0
-    std::array<std::byte, 5> original{};
+    std::array<std::byte, jump_size> original{};
 };
 
-// Checks each replaced function's original bytes (with a previous level's
-// jump taken out again) against the recorded SHA-256.
+// Step 3 of an apply: each replaced function's original bytes (with a
+// previous level's jump taken out again) against the recorded SHA-256; and
+// where each jump goes.
 Result<std::vector<JumpSite>> check_fingerprints(const RemoteMemory& memory,
                                                  const LoadedObject& target,
                                                  const PatchMetadata& metadata,
@@ -490,7 +201,7 @@ Result<std::vector<JumpSite>> check_fingerprints(const RemoteMemory& memory,
                                                  const std::string& subject) {
     std::vector<JumpSite> sites;
     for (const ReplacedFunction& function : metadata.functions) {
-        std::uint64_t start = target.base + function.offset;
+        RemoteAddress start = target.base + function.offset;
         auto bytes = memory.read(start, function.size);
         if (!bytes) {
             return tl::unexpected(bytes.error());
@@ -509,11 +220,490 @@ Result<std::vector<JumpSite>> check_fingerprints(const RemoteMemory& memory,
                             ": bytes differ from the build the patch was made for");
         }
         JumpSite site;
-        site.offset = std::memcmp(bytes->data(), endbr64, 4) == 0 ? 4 : 0;
-        std::copy_n(bytes->begin() + site.offset, 5, site.original.begin());
+        site.offset = std::memcmp(bytes->data(), endbr64, sizeof endbr64) == 0 ? sizeof endbr64 : 0;
+        std::copy_n(bytes->begin() + site.offset, jump_size, site.original.begin());
         sites.push_back(site);
     }
     return sites;
+}
+
+// What an apply learns before the stop: the region's layout, the process's
+// loaded objects, and the imports resolved against them (again inside the
+// stop should the preparation have been redone there).
+struct ApplyPlan {
+    const PatchFile& patch;
+    std::string subject;
+    PatchLayout layout;
+    Preparation preparation;
+    std::map<std::string, RemoteAddress> imports;
+    int imports_generation = 0;
+};
+
+// Step 0 of an apply.
+Result<ApplyPlan> plan_apply(int pid, const PatchFile& patch) {
+    std::string subject = subject_of(pid);
+    auto layout = layout_patch(patch);
+    if (!layout) {
+        return tl::unexpected(layout.error());
+    }
+    auto preparation = prepare_process(pid);
+    if (!preparation) {
+        return tl::unexpected(preparation.error());
+    }
+    auto imports = resolve_imports(patch, preparation->objects);
+    if (!imports) {
+        return tl::unexpected(with_context(imports.error(), subject));
+    }
+    int generation = preparation->generation;
+    return ApplyPlan{patch,    subject,   std::move(*layout), std::move(*preparation),
+                     *imports, generation};
+}
+
+// Resolves the imports again if the preparation was redone in the stop.
+Result<void> refresh_imports(ApplyPlan& plan) {
+    if (plan.imports_generation == plan.preparation.generation) {
+        return {};
+    }
+    auto imports = resolve_imports(plan.patch, plan.preparation.objects);
+    if (!imports) {
+        return tl::unexpected(imports.error());
+    }
+    plan.imports = std::move(*imports);
+    plan.imports_generation = plan.preparation.generation;
+    return {};
+}
+
+// The suture regions already in the process, as an apply of `metadata`
+// sees them.
+struct ExistingPatches {
+    std::optional<RegionMarker> already_applied;  // this level, every jump in place
+    std::optional<RegionMarker> previous;         // this id at a lower level: to replace
+    std::vector<RegionMarker> retired;            // reverted regions still mapped
+};
+
+// A conflict if `theirs`, another patch, replaces one of the functions of
+// `ours`.
+Result<void> check_no_overlap(const RegionMarker& theirs, const PatchMetadata& ours,
+                              const std::string& subject) {
+    for (const MarkedFunction& their_function : theirs.functions) {
+        for (const ReplacedFunction& our_function : ours.functions) {
+            if (their_function.target_offset == our_function.offset) {
+                return fail(ErrorCode::conflict, subject + ": " + our_function.symbol +
+                                                     " is already patched by " + theirs.patch_id +
+                                                     " level " + std::to_string(theirs.level));
+            }
+        }
+    }
+    return {};
+}
+
+// Step 2 of an apply: the same id at the same level with every jump in
+// place is already applied; at a higher level, or another id on one of our
+// functions, a conflict; at a lower level it is the level to replace.
+Result<ExistingPatches> find_existing_patches(const HeldProcess& held, const LoadedObject& target,
+                                              const PatchMetadata& metadata,
+                                              const std::string& subject) {
+    ExistingPatches existing;
+    for (RegionMarker& marker : find_markers(held.memory, held.mappings)) {
+        if (marker.retired()) {
+            existing.retired.push_back(std::move(marker));
+            continue;
+        }
+        if (RemoteAddress(marker.target_base) != target.base) {
+            continue;
+        }
+        if (marker.patch_id != metadata.patch_id) {
+            if (auto overlap = check_no_overlap(marker, metadata, subject); !overlap) {
+                return tl::unexpected(overlap.error());
+            }
+            continue;
+        }
+        auto jumps = count_jumps(held.memory, marker);
+        if (jumps && marker.level == metadata.level && !jumps->foreign &&
+            jumps->in_place == marker.functions.size()) {
+            existing.already_applied = std::move(marker);
+            return existing;
+        }
+        if (marker.level > metadata.level) {
+            return fail(ErrorCode::conflict, subject + ": " + metadata.patch_id + " level " +
+                                                 std::to_string(marker.level) +
+                                                 " is applied, newer than " +
+                                                 std::to_string(metadata.level));
+        }
+        existing.previous = std::move(marker);
+    }
+    return existing;
+}
+
+// Step 4 of an apply: the code no thread may be in, the functions being
+// replaced and the region of the level being replaced.
+std::vector<CodeRange> apply_ranges(const LoadedObject& target, const PatchMetadata& metadata,
+                                    const std::optional<RegionMarker>& previous) {
+    std::vector<CodeRange> ranges;
+    for (const ReplacedFunction& function : metadata.functions) {
+        RemoteAddress start = target.base + function.offset;
+        ranges.push_back(CodeRange{start.raw(), (start + function.size).raw(),
+                                   function.symbol + " (" + metadata.target_soname + "+" +
+                                       hex_address(function.offset) + ")"});
+    }
+    if (previous) {
+        ranges.push_back(region_range(*previous));
+    }
+    return ranges;
+}
+
+// A region mapped and filled in the target: where, its marker, and the jump
+// of each of the marker's functions.
+struct FilledRegion {
+    RemoteAddress address;
+    RegionMarker marker;
+    std::vector<std::array<std::byte, jump_size>> jumps;
+};
+
+// The bytes of the region at `address`: the patch's code relocated for it,
+// its marker on top. `region` receives the marker's functions and jumps.
+Result<std::vector<std::byte>> region_image(const ApplyPlan& plan, const LoadedObject& target,
+                                            const std::vector<JumpSite>& sites,
+                                            RemoteAddress address, FilledRegion& region) {
+    std::vector<RemoteAddress> replacements;
+    auto image = build_patch_image(
+        plan.patch, plan.layout, address, target.base,
+        [&](const Import& import) -> Result<RemoteAddress> {
+            return plan.imports.at(import.symbol);
+        },
+        replacements);
+    if (!image) {
+        return tl::unexpected(image.error());
+    }
+    const std::vector<ReplacedFunction>& functions = plan.patch.metadata.functions;
+    region.marker.functions.clear();
+    region.jumps.clear();
+    for (std::size_t i = 0; i < functions.size(); ++i) {
+        region.marker.functions.push_back(MarkedFunction{functions[i].offset, functions[i].size,
+                                                         replacements[i].raw(), sites[i].offset,
+                                                         sites[i].original});
+        auto jump = jump_of(region.marker, region.marker.functions.back());
+        if (!jump) {
+            return tl::unexpected(jump.error());
+        }
+        region.jumps.push_back(*jump);
+    }
+    auto encoded = encode_region_marker(region.marker);
+    std::copy(encoded.begin(), encoded.end(), image->begin());
+    return image;
+}
+
+// Step 5 of an apply: the region mapped near the library and filled.
+Result<FilledRegion> fill_region(const HeldProcess& held, RemoteSyscall& syscall,
+                                 const ApplyPlan& plan, const LoadedObject& target,
+                                 const std::vector<JumpSite>& sites) {
+    const PatchMetadata& metadata = plan.patch.metadata;
+    FilledRegion region;
+    region.marker.patch_id = metadata.patch_id;
+    region.marker.level = metadata.level;
+    region.marker.target_build_id = metadata.target_build_id;
+    region.marker.target_base = target.base.raw();
+    region.marker.region_size = plan.layout.size;
+    region.marker.applied_at_unix_ns = unix_now_ns();
+    auto address = map_region(
+        syscall, held.memory, held.mappings, target.start, target.end, plan.layout.size,
+        [&](RemoteAddress at) { return region_image(plan, target, sites, at, region); },
+        plan.subject);
+    if (!address) {
+        return tl::unexpected(address.error());
+    }
+    region.address = *address;
+    region.marker.region_address = address->raw();
+    return region;
+}
+
+// Puts back the original bytes of the first `count` functions of `marker`.
+Result<void> restore_originals(const RemoteMemory& memory, const RegionMarker& marker,
+                               std::size_t count) {
+    for (std::size_t i = 0; i < count; ++i) {
+        const MarkedFunction& function = marker.functions[i];
+        if (auto written = memory.write(jump_site(marker, function), function.original); !written) {
+            return tl::unexpected(written.error());
+        }
+    }
+    return {};
+}
+
+// Step 6 of an apply: the jumps, the only writes the running code can
+// notice. Should one fail, the jumps written before it get their bytes back
+// and the region goes again, in this stop: no thread saw any of it. Only if
+// that fails too (in practice: the process died) is something left, and the
+// region's marker explains it.
+Result<void> write_jumps(const HeldProcess& held, RemoteSyscall& syscall,
+                         const FilledRegion& region, const std::string& subject) {
+    const RegionMarker& marker = region.marker;
+    for (std::size_t i = 0; i < marker.functions.size(); ++i) {
+        auto written = held.memory.write(jump_site(marker, marker.functions[i]), region.jumps[i]);
+        if (written) {
+            continue;
+        }
+        bool undone = restore_originals(held.memory, marker, i) &&
+                      unmap_region(syscall, region.address, marker.region_size, subject);
+        return tl::unexpected(with_context(
+            written.error(), undone ? "writing jumps (undone, the region unmapped again)"
+                                    : "writing jumps (the region marker explains the state)"));
+    }
+    return {};
+}
+
+// Step 7 of an upgrade: functions of the old level that the new one no
+// longer replaces get their original bytes back, and the old region is
+// retired: it stays mapped until a later stop proves that no thread can
+// still return into it. Nothing here is reported as an error: the new level
+// is in place by now, and a write fails only in a process that died.
+void retire_level(const RemoteMemory& memory, const RegionMarker& previous,
+                  const PatchMetadata& metadata) {
+    for (const MarkedFunction& old : previous.functions) {
+        bool still_replaced = std::any_of(
+            metadata.functions.begin(), metadata.functions.end(),
+            [&](const ReplacedFunction& function) { return function.offset == old.target_offset; });
+        if (!still_replaced) {
+            (void)memory.write(jump_site(previous, old), old.original);
+        }
+    }
+    (void)mark_retired(memory, previous);
+}
+
+InjectReport already_applied_report(const RegionMarker& marker) {
+    InjectReport report;
+    report.patch_id = marker.patch_id;
+    report.level = marker.level;
+    report.already_applied = true;
+    report.region_address = marker.region_address;
+    report.functions = marker.functions.size();
+    return report;
+}
+
+// Steps 1 to 7 of an apply, in one stop; nullopt when threads are in the
+// way (step 4). The caller's with_process_stopped() fills in what the stop
+// cost.
+Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& plan) {
+    const PatchMetadata& metadata = plan.patch.metadata;
+    const std::string& subject = plan.subject;
+    // 1. The library, by soname and build ID, in the maps as they are now.
+    auto found = find_target_library(plan.preparation.objects, metadata, subject);
+    if (!found) {
+        return tl::unexpected(found.error());
+    }
+    const LoadedObject& target = **found;
+    // 2. The patches already there.
+    auto existing = find_existing_patches(held, target, metadata, subject);
+    if (!existing) {
+        return tl::unexpected(existing.error());
+    }
+    if (existing->already_applied) {
+        return already_applied_report(*existing->already_applied);
+    }
+    // 3. Fingerprints, in the stopped process.
+    auto sites = check_fingerprints(held.memory, target, metadata, existing->previous, subject);
+    if (!sites) {
+        return tl::unexpected(sites.error());
+    }
+    // 4. Stacks.
+    auto clear = stacks_clear(held, apply_ranges(target, metadata, existing->previous));
+    if (!clear) {
+        return tl::unexpected(clear.error());
+    }
+    if (!*clear) {
+        return std::optional<InjectReport>{};  // threads in the way: another try
+    }
+    // 5. The region, after unmapping the retired regions no thread refers to.
+    if (auto imports = refresh_imports(plan); !imports) {
+        return tl::unexpected(imports.error());
+    }
+    auto syscall = RemoteSyscall::install(held.stopped, held.memory, held.mappings,
+                                          plan.preparation.trampoline_site);
+    if (!syscall) {
+        return tl::unexpected(syscall.error());
+    }
+    auto released = release_clear_retired(held, *syscall, existing->retired, subject);
+    if (!released) {
+        return tl::unexpected(released.error());
+    }
+    auto region = fill_region(held, *syscall, plan, target, *sites);
+    if (!region) {
+        return tl::unexpected(region.error());
+    }
+    // 6. The jumps.
+    if (auto written = write_jumps(held, *syscall, *region, subject); !written) {
+        return tl::unexpected(written.error());
+    }
+    // 7. The level replaced.
+    InjectReport report;
+    if (existing->previous) {
+        retire_level(held.memory, *existing->previous, metadata);
+        report.replaced_level = existing->previous->level;
+    }
+    report.patch_id = metadata.patch_id;
+    report.level = metadata.level;
+    report.region_address = region->address.raw();
+    report.functions = metadata.functions.size();
+    report.released_regions = *released;
+    return report;
+}
+
+// The suture regions a revert of `patch_id` (every one when empty) sees.
+struct RevertTargets {
+    std::vector<RegionMarker> markers;  // the regions to revert
+    std::vector<RegionMarker> retired;
+    std::vector<InterruptedRegion> interrupted;
+
+    bool empty() const { return markers.empty() && interrupted.empty(); }
+};
+
+// Step 1 of a revert.
+RevertTargets find_revert_targets(const HeldProcess& held, const std::string& patch_id) {
+    RevertTargets targets;
+    for (RegionMarker& marker : find_markers(held.memory, held.mappings)) {
+        if (marker.retired()) {
+            targets.retired.push_back(std::move(marker));
+        } else if (patch_id.empty() || marker.patch_id == patch_id) {
+            targets.markers.push_back(std::move(marker));
+        }
+    }
+    targets.interrupted = find_interrupted_regions(held.memory, held.mappings);
+    return targets;
+}
+
+// Step 2 of a revert: every jump site holds our jump or the original bytes
+// (foreign bytes are a conflict); the ranges no thread may be in are the
+// regions.
+Result<std::vector<CodeRange>> revert_ranges(const RemoteMemory& memory,
+                                             const RevertTargets& targets,
+                                             const std::string& subject) {
+    std::vector<CodeRange> ranges;
+    for (const RegionMarker& marker : targets.markers) {
+        auto jumps = count_jumps(memory, marker);
+        if (!jumps) {
+            return tl::unexpected(jumps.error());
+        }
+        if (jumps->foreign) {
+            return fail(ErrorCode::conflict,
+                        subject + ": " + marker.patch_id +
+                            ": a jump site holds bytes suture did not write; not touching it");
+        }
+        ranges.push_back(region_range(marker));
+    }
+    for (const InterruptedRegion& region : targets.interrupted) {
+        RemoteAddress start(region.intent.region_address);
+        ranges.push_back(CodeRange{start.raw(), (start + region.intent.region_size).raw(),
+                                   "empty region of an interrupted apply"});
+    }
+    return ranges;
+}
+
+// Step 4 of a revert: each marked region's original bytes back, the region
+// retired (not unmapped: should a thread the stack check could not see
+// still return into it, it finds mapped code; a later stop unmaps it), and
+// the empty regions of interrupted applies unmapped.
+Result<std::vector<InjectReport>> undo_patches(const HeldProcess& held, RemoteSyscall& syscall,
+                                               const RevertTargets& targets,
+                                               const std::string& subject) {
+    std::vector<InjectReport> reports;
+    for (const RegionMarker& marker : targets.markers) {
+        if (auto restored = restore_originals(held.memory, marker, marker.functions.size());
+            !restored) {
+            return tl::unexpected(restored.error());
+        }
+        if (auto retiring = mark_retired(held.memory, marker); !retiring) {
+            return tl::unexpected(retiring.error());
+        }
+        InjectReport report;
+        report.patch_id = marker.patch_id;
+        report.level = marker.level;
+        report.region_address = marker.region_address;
+        report.functions = marker.functions.size();
+        reports.push_back(report);
+    }
+    for (const InterruptedRegion& region : targets.interrupted) {
+        if (auto unmapped = unmap_region(syscall, RemoteAddress(region.intent.region_address),
+                                         region.intent.region_size, subject);
+            !unmapped) {
+            return tl::unexpected(unmapped.error());
+        }
+        (void)syscall.clear_intent(region.record_address);
+        InjectReport report;
+        report.region_address = region.intent.region_address;
+        reports.push_back(report);  // patch_id "": an empty region removed
+    }
+    return reports;
+}
+
+// Steps 1 to 4 of a revert, in one stop; nullopt when threads are in the
+// way (step 3), an empty list when there is nothing to revert.
+Result<std::optional<std::vector<InjectReport>>> revert_in_stop(HeldProcess& held,
+                                                                const Preparation& preparation,
+                                                                const std::string& patch_id,
+                                                                const std::string& subject) {
+    // 1. The regions to revert.
+    RevertTargets targets = find_revert_targets(held, patch_id);
+    if (targets.empty()) {
+        return std::vector<InjectReport>{};
+    }
+    // 2. The jump sites.
+    auto ranges = revert_ranges(held.memory, targets, subject);
+    if (!ranges) {
+        return tl::unexpected(ranges.error());
+    }
+    // 3. Stacks.
+    auto clear = stacks_clear(held, *ranges);
+    if (!clear) {
+        return tl::unexpected(clear.error());
+    }
+    if (!*clear) {
+        return std::optional<std::vector<InjectReport>>{};  // threads in the way: another try
+    }
+    // 4. The original bytes, after unmapping the retired regions no thread
+    // refers to.
+    auto syscall = RemoteSyscall::install(held.stopped, held.memory, held.mappings,
+                                          preparation.trampoline_site);
+    if (!syscall) {
+        return tl::unexpected(syscall.error());
+    }
+    auto released = release_clear_retired(held, *syscall, targets.retired, subject);
+    if (!released) {
+        return tl::unexpected(released.error());
+    }
+    auto reports = undo_patches(held, *syscall, targets, subject);
+    if (!reports) {
+        return tl::unexpected(reports.error());
+    }
+    for (InjectReport& report : *reports) {
+        report.released_regions = *released;
+    }
+    return std::move(*reports);
+}
+
+// What reading a process needs: its maps, and its memory open read-only.
+struct ProcessView {
+    std::vector<Mapping> mappings;
+    RemoteMemory memory;
+};
+
+Result<ProcessView> view_of(int pid) {
+    auto mappings = read_process_maps(pid);
+    if (!mappings) {
+        return tl::unexpected(mappings.error());
+    }
+    auto memory = RemoteMemory::open(pid, false);
+    if (!memory) {
+        return tl::unexpected(memory.error());
+    }
+    return ProcessView{std::move(*mappings), std::move(*memory)};
+}
+
+// Copies what the stop cost into `report`.
+void add_stop_figures(InjectReport& report, int attempts, std::size_t threads,
+                      const StackCheckFigures& stack_check, std::chrono::nanoseconds stopped_for) {
+    report.attempts = attempts;
+    report.threads = threads;
+    report.stack_check = stack_check;
+    report.stopped_for = stopped_for;
 }
 
 }  // namespace
@@ -537,33 +727,30 @@ std::string patch_state_name(PatchState state) {
 }
 
 Result<std::vector<AppliedPatch>> list_applied_patches(int pid) {
-    auto mappings = read_process_maps(pid);
-    if (!mappings) {
-        return tl::unexpected(mappings.error());
+    auto view = view_of(pid);
+    if (!view) {
+        return tl::unexpected(view.error());
     }
-    auto memory = RemoteMemory::open(pid, false);
-    if (!memory) {
-        return tl::unexpected(memory.error());
-    }
+    const RemoteMemory& memory = view->memory;
     std::vector<AppliedPatch> patches;
-    for (RegionMarker& marker : find_markers(*memory, *mappings)) {
-        auto jumps = count_jumps(*memory, marker);
+    for (RegionMarker& marker : find_markers(memory, view->mappings)) {
+        auto jumps = count_jumps(memory, marker);
         if (!jumps) {
             return tl::unexpected(jumps.error());
         }
-        AppliedPatch patch{std::move(marker), PatchState::active, jumps->first};
+        AppliedPatch patch{std::move(marker), PatchState::active, jumps->in_place};
         if (patch.marker.retired()) {
             patch.state = PatchState::retired;
-        } else if (jumps->second) {
+        } else if (jumps->foreign) {
             patch.state = PatchState::foreign;
-        } else if (jumps->first == 0) {
+        } else if (jumps->in_place == 0) {
             patch.state = PatchState::inactive;
-        } else if (jumps->first < patch.marker.functions.size()) {
+        } else if (jumps->in_place < patch.marker.functions.size()) {
             patch.state = PatchState::partial;
         }
         patches.push_back(std::move(patch));
     }
-    for (const InterruptedRegion& interrupted : find_interrupted_regions(*memory, *mappings)) {
+    for (const InterruptedRegion& interrupted : find_interrupted_regions(memory, view->mappings)) {
         AppliedPatch patch;
         patch.marker.region_address = interrupted.intent.region_address;
         patch.marker.region_size = interrupted.intent.region_size;
@@ -575,340 +762,63 @@ Result<std::vector<AppliedPatch>> list_applied_patches(int pid) {
 
 Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOptions& options,
                                  std::vector<BlockingThread>* blocking_out) {
-    const PatchMetadata& metadata = patch.metadata;
-    std::string subject = subject_of(pid);
-    // Everything that needs no address is done before the stop.
-    auto layout = layout_patch(patch);
-    if (!layout) {
-        return tl::unexpected(layout.error());
+    // 0. Everything that needs no address, before the stop.
+    auto plan = plan_apply(pid, patch);
+    if (!plan) {
+        return tl::unexpected(plan.error());
     }
-    auto preparation = prepare(pid);
-    if (!preparation) {
-        return tl::unexpected(preparation.error());
+    // 1 to 7, in one stop (tried again while threads are in the way).
+    auto applied = with_process_stopped<InjectReport>(
+        pid, plan->preparation, options, "running code being replaced", blocking_out,
+        [&](HeldProcess& held) { return apply_in_stop(held, *plan); });
+    if (!applied) {
+        return tl::unexpected(applied.error());
     }
-    auto imports = resolve_imports(patch, preparation->objects);
-    if (!imports) {
-        return tl::unexpected(with_context(imports.error(), subject));
+    InjectReport report = std::move(applied->value);
+    add_stop_figures(report, applied->attempts, applied->threads, applied->stack_check,
+                     applied->stopped_for);
+    // The replaced level's region, retired in that stop, usually goes in a
+    // second stop a moment later.
+    if (report.replaced_level) {
+        report.released_regions += release_after_a_pause(pid, options);
     }
-    int imports_generation = preparation->generation;
-    std::chrono::milliseconds backoff = options.first_backoff;
-    for (int attempt = 1;; ++attempt) {
-        // 1. Only now, with every thread held, is what the maps say final.
-        auto held = hold(pid, *preparation, attempt);
-        if (!held) {
-            return tl::unexpected(held.error());
-        }
-        StoppedProcess& stopped = held->stopped;
-        const std::vector<Mapping>& mappings = held->mappings;
-        const RemoteMemory& memory = held->memory;
-        auto found = find_target_library(preparation->objects, metadata, subject);
-        if (!found) {
-            return tl::unexpected(found.error());
-        }
-        const LoadedObject* target = *found;
-
-        // 2. Patches already there: the same id at another level is
-        // replaced within this stop; anything else touching our functions
-        // is a conflict.
-        std::optional<RegionMarker> previous;
-        std::vector<RegionMarker> retired;
-        for (RegionMarker& marker : find_markers(memory, mappings)) {
-            if (marker.retired()) {
-                retired.push_back(std::move(marker));
-                continue;
-            }
-            if (marker.target_base != target->base) {
-                continue;
-            }
-            if (marker.patch_id == metadata.patch_id) {
-                auto jumps = count_jumps(memory, marker);
-                if (jumps && marker.level == metadata.level && !jumps->second &&
-                    jumps->first == marker.functions.size()) {
-                    InjectReport report;
-                    report.patch_id = metadata.patch_id;
-                    report.level = metadata.level;
-                    report.already_applied = true;
-                    report.region_address = marker.region_address;
-                    report.functions = marker.functions.size();
-                    report.attempts = attempt;
-                    report.threads = stopped.threads().size();
-                    report.stopped_for = stopped.resume();
-                    return report;
-                }
-                if (marker.level > metadata.level) {
-                    return fail(ErrorCode::conflict, subject + ": " + metadata.patch_id +
-                                                         " level " + std::to_string(marker.level) +
-                                                         " is applied, newer than " +
-                                                         std::to_string(metadata.level));
-                }
-                previous = std::move(marker);
-                continue;
-            }
-            for (const MarkedFunction& theirs : marker.functions) {
-                for (const ReplacedFunction& ours : metadata.functions) {
-                    if (theirs.target_offset == ours.offset) {
-                        return fail(ErrorCode::conflict,
-                                    subject + ": " + ours.symbol + " is already patched by " +
-                                        marker.patch_id + " level " + std::to_string(marker.level));
-                    }
-                }
-            }
-        }
-
-        // 3. Fingerprints, in the stopped process.
-        auto sites = check_fingerprints(memory, *target, metadata, previous, subject);
-        if (!sites) {
-            return tl::unexpected(sites.error());
-        }
-
-        // 4. Stacks: no thread may be inside a function being replaced, or
-        // inside the region of the level being replaced.
-        std::vector<CodeRange> ranges;
-        for (const ReplacedFunction& function : metadata.functions) {
-            ranges.push_back(CodeRange{target->base + function.offset,
-                                       target->base + function.offset + function.size,
-                                       function.symbol + " (" + metadata.target_soname + "+" +
-                                           hex_address(function.offset) + ")"});
-        }
-        if (previous) {
-            ranges.push_back(region_range(*previous));
-        }
-        StackCheckFigures figures;
-        auto clear = stacks_clear_or_back_off(stopped, ranges, mappings, memory, attempt, options,
-                                              backoff, blocking_out, "running code being replaced",
-                                              figures);
-        if (!clear) {
-            return tl::unexpected(clear.error());
-        }
-        if (!*clear) {
-            continue;
-        }
-
-        // 5. The region: map near the library, relocate, fill.
-        if (imports_generation != preparation->generation) {
-            imports = resolve_imports(patch, preparation->objects);
-            imports_generation = preparation->generation;
-        }
-        if (!imports) {
-            return tl::unexpected(imports.error());
-        }
-        auto installed =
-            RemoteSyscall::install(stopped, memory, mappings, preparation->trampoline_site);
-        if (!installed) {
-            return tl::unexpected(installed.error());
-        }
-        RemoteSyscall& syscall = *installed;
-        auto released = release_clear_retired(stopped, syscall, mappings, memory, retired, subject);
-        if (!released) {
-            return tl::unexpected(released.error());
-        }
-        RegionMarker marker;
-        marker.patch_id = metadata.patch_id;
-        marker.level = metadata.level;
-        marker.target_build_id = metadata.target_build_id;
-        marker.target_base = target->base;
-        marker.region_size = layout->size;
-        marker.applied_at_unix_ns = unix_now_ns();
-        std::vector<std::array<std::byte, 5>> jumps;
-        // The whole region for one address: code relocated, marker on top.
-        auto image_for = [&](std::uint64_t address) -> Result<std::vector<std::byte>> {
-            std::vector<std::uint64_t> replacements;
-            auto image = build_patch_image(
-                patch, *layout, address, target->base,
-                [&](const Import& import) -> Result<std::uint64_t> {
-                    return imports->at(import.symbol);
-                },
-                replacements);
-            if (!image) {
-                return tl::unexpected(image.error());
-            }
-            marker.functions.clear();
-            jumps.clear();
-            for (std::size_t i = 0; i < metadata.functions.size(); ++i) {
-                const ReplacedFunction& function = metadata.functions[i];
-                const JumpSite& site = (*sites)[i];
-                marker.functions.push_back(MarkedFunction{
-                    function.offset, function.size, replacements[i], site.offset, site.original});
-                auto jump =
-                    encode_jump(target->base + function.offset + site.offset, replacements[i]);
-                if (!jump) {
-                    return tl::unexpected(jump.error());
-                }
-                jumps.push_back(*jump);
-            }
-            auto encoded = encode_region_marker(marker);
-            std::copy(encoded.begin(), encoded.end(), image->begin());
-            return image;
-        };
-        auto region = map_region(syscall, memory, mappings, target->start, target->end,
-                                 layout->size, image_for, subject);
-        if (!region) {
-            return tl::unexpected(region.error());
-        }
-
-        // 6. The jumps: the only writes the running code can notice.
-        for (std::size_t i = 0; i < metadata.functions.size(); ++i) {
-            std::uint64_t site = target->base + metadata.functions[i].offset + (*sites)[i].offset;
-            if (auto written = memory.write(site, jumps[i]); !written) {
-                return tl::unexpected(with_context(written.error(),
-                                                   "writing jumps (the region "
-                                                   "marker explains the state)"));
-            }
-        }
-        std::optional<std::uint32_t> replaced_level;
-        if (previous) {
-            // Functions of the old level that the new one no longer replaces
-            // get their original bytes back; then the old region goes.
-            for (const MarkedFunction& old : previous->functions) {
-                bool still_replaced =
-                    std::any_of(metadata.functions.begin(), metadata.functions.end(),
-                                [&](const ReplacedFunction& function) {
-                                    return function.offset == old.target_offset;
-                                });
-                if (!still_replaced) {
-                    (void)memory.write(previous->target_base + old.target_offset + old.jump_offset,
-                                       old.original);
-                }
-            }
-            // The old level's region stays mapped, retired, until a later
-            // stop proves no thread can still return into it.
-            (void)mark_retired(memory, *previous);
-            replaced_level = previous->level;
-        }
-        InjectReport report;
-        report.patch_id = metadata.patch_id;
-        report.level = metadata.level;
-        report.replaced_level = replaced_level;
-        report.region_address = *region;
-        report.functions = metadata.functions.size();
-        report.attempts = attempt;
-        report.threads = stopped.threads().size();
-        report.stack_check = figures;
-        report.released_regions = *released;
-        report.stopped_for = stopped.resume();
-        if (previous) {
-            report.released_regions += release_after_a_pause(pid, options);
-        }
-        return report;
-    }
+    return report;
 }
 
 Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,
                                                  const InjectOptions& options,
                                                  std::vector<BlockingThread>* blocking_out) {
     std::string subject = subject_of(pid);
-    auto preparation = prepare(pid);
+    auto preparation = prepare_process(pid);
     if (!preparation) {
         return tl::unexpected(preparation.error());
     }
-    std::chrono::milliseconds backoff = options.first_backoff;
-    for (int attempt = 1;; ++attempt) {
-        auto held = hold(pid, *preparation, attempt);
-        if (!held) {
-            return tl::unexpected(held.error());
-        }
-        StoppedProcess& stopped = held->stopped;
-        const std::vector<Mapping>& mappings = held->mappings;
-        const RemoteMemory& memory = held->memory;
-        std::vector<RegionMarker> markers;
-        std::vector<RegionMarker> retired;
-        for (RegionMarker& marker : find_markers(memory, mappings)) {
-            if (marker.retired()) {
-                retired.push_back(std::move(marker));
-            } else if (patch_id.empty() || marker.patch_id == patch_id) {
-                markers.push_back(std::move(marker));
-            }
-        }
-        auto interrupted = find_interrupted_regions(memory, mappings);
-        if (markers.empty() && interrupted.empty()) {
-            stopped.resume();
-            (void)release_retired_regions(pid);
-            return fail(ErrorCode::not_applied,
-                        subject + ": " +
-                            (patch_id.empty() ? "no suture patch is applied"
-                                              : patch_id + " is not applied"));
-        }
-        std::vector<CodeRange> ranges;
-        for (const RegionMarker& marker : markers) {
-            auto jumps = count_jumps(memory, marker);
-            if (!jumps) {
-                return tl::unexpected(jumps.error());
-            }
-            if (jumps->second) {
-                return fail(ErrorCode::conflict,
-                            subject + ": " + marker.patch_id +
-                                ": a jump site holds bytes suture did not write; not touching it");
-            }
-            ranges.push_back(region_range(marker));
-        }
-        for (const InterruptedRegion& region : interrupted) {
-            ranges.push_back(CodeRange{region.intent.region_address,
-                                       region.intent.region_address + region.intent.region_size,
-                                       "empty region of an interrupted apply"});
-        }
-        StackCheckFigures figures;
-        auto clear = stacks_clear_or_back_off(stopped, ranges, mappings, memory, attempt, options,
-                                              backoff, blocking_out, "running patch code", figures);
-        if (!clear) {
-            return tl::unexpected(clear.error());
-        }
-        if (!*clear) {
-            continue;
-        }
-        auto installed =
-            RemoteSyscall::install(stopped, memory, mappings, preparation->trampoline_site);
-        if (!installed) {
-            return tl::unexpected(installed.error());
-        }
-        RemoteSyscall& syscall = *installed;
-        auto released = release_clear_retired(stopped, syscall, mappings, memory, retired, subject);
-        if (!released) {
-            return tl::unexpected(released.error());
-        }
-        std::vector<InjectReport> reports;
-        for (const RegionMarker& marker : markers) {
-            for (const MarkedFunction& function : marker.functions) {
-                std::uint64_t site =
-                    marker.target_base + function.target_offset + function.jump_offset;
-                if (auto written = memory.write(site, function.original); !written) {
-                    return tl::unexpected(written.error());
-                }
-            }
-            // Not unmapped: retired, so that even a thread the stack check
-            // could not see returns into mapped code. A later stop unmaps it.
-            if (auto retiring = mark_retired(memory, marker); !retiring) {
-                return tl::unexpected(retiring.error());
-            }
-            InjectReport report;
-            report.patch_id = marker.patch_id;
-            report.level = marker.level;
-            report.region_address = marker.region_address;
-            report.functions = marker.functions.size();
-            report.attempts = attempt;
-            reports.push_back(report);
-        }
-        for (const InterruptedRegion& region : interrupted) {
-            if (auto unmapped = unmap_region(syscall, region.intent.region_address,
-                                             region.intent.region_size, subject);
-                !unmapped) {
-                return tl::unexpected(unmapped.error());
-            }
-            (void)syscall.clear_intent(region.record_address);
-            InjectReport report;
-            report.region_address = region.intent.region_address;
-            report.attempts = attempt;
-            reports.push_back(report);  // patch_id "": an empty region removed
-        }
-        auto stopped_for = stopped.resume();
-        std::size_t released_later = markers.empty() ? 0 : release_after_a_pause(pid, options);
-        for (InjectReport& report : reports) {
-            report.stopped_for = stopped_for;
-            report.threads = stopped.threads().size();
-            report.stack_check = figures;
-            report.released_regions = *released + released_later;
-        }
-        return reports;
+    auto reverted = with_process_stopped<std::vector<InjectReport>>(
+        pid, *preparation, options, "running patch code", blocking_out,
+        [&](HeldProcess& held) { return revert_in_stop(held, *preparation, patch_id, subject); });
+    if (!reverted) {
+        return tl::unexpected(reverted.error());
     }
+    std::vector<InjectReport>& reports = reverted->value;
+    if (reports.empty()) {
+        // Nothing to revert; still, retired regions may be releasable.
+        (void)release_retired_regions(pid);
+        return fail(ErrorCode::not_applied, subject + ": " +
+                                                (patch_id.empty() ? "no suture patch is applied"
+                                                                  : patch_id + " is not applied"));
+    }
+    // The regions retired in that stop usually go in a second stop a moment
+    // later.
+    bool retired_any = std::any_of(reports.begin(), reports.end(), [](const InjectReport& report) {
+        return !report.patch_id.empty();
+    });
+    std::size_t released_later = retired_any ? release_after_a_pause(pid, options) : 0;
+    for (InjectReport& report : reports) {
+        add_stop_figures(report, reverted->attempts, reverted->threads, reverted->stack_check,
+                         reverted->stopped_for);
+        report.released_regions += released_later;
+    }
+    return std::move(reports);
 }
 
 Result<std::size_t> release_retired_regions(int pid) {
@@ -922,29 +832,22 @@ Result<std::size_t> release_retired_regions(int pid) {
         })) {
         return 0;
     }
-    auto preparation = prepare(pid);
+    auto preparation = prepare_process(pid);
     if (!preparation) {
         return tl::unexpected(preparation.error());
     }
-    auto held = hold(pid, *preparation, 1);
+    auto held = hold_process(pid, *preparation, 1);
     if (!held) {
         return tl::unexpected(held.error());
     }
-    std::vector<RegionMarker> retired;
-    for (RegionMarker& marker : find_markers(held->memory, held->mappings)) {
-        if (marker.retired()) {
-            retired.push_back(std::move(marker));
-        }
+    std::vector<RegionMarker> retired = find_markers(held->memory, held->mappings);
+    std::erase_if(retired, [](const RegionMarker& marker) { return !marker.retired(); });
+    auto syscall = RemoteSyscall::install(held->stopped, held->memory, held->mappings,
+                                          preparation->trampoline_site);
+    if (!syscall) {
+        return tl::unexpected(syscall.error());
     }
-    auto installed = RemoteSyscall::install(held->stopped, held->memory, held->mappings,
-                                            preparation->trampoline_site);
-    if (!installed) {
-        return tl::unexpected(installed.error());
-    }
-    auto released = release_clear_retired(held->stopped, *installed, held->mappings,
-                                          held->memory, retired, subject);
-    held->stopped.resume();
-    return released;
+    return release_clear_retired(*held, *syscall, retired, subject);
 }
 
 Result<std::vector<ThreadStack>> unwind_threads(int pid) {
@@ -952,15 +855,11 @@ Result<std::vector<ThreadStack>> unwind_threads(int pid) {
     if (!stopped) {
         return tl::unexpected(stopped.error());
     }
-    auto mappings = read_process_maps(pid);
-    if (!mappings) {
-        return tl::unexpected(mappings.error());
+    auto view = view_of(pid);
+    if (!view) {
+        return tl::unexpected(view.error());
     }
-    auto memory = RemoteMemory::open(pid, false);
-    if (!memory) {
-        return tl::unexpected(memory.error());
-    }
-    auto stacks = unwind_every_thread(*stopped, *mappings, *memory);
+    auto stacks = unwind_every_thread(*stopped, view->mappings, view->memory);
     stopped->resume();
     return stacks;
 }

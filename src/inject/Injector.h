@@ -38,26 +38,68 @@ struct InjectReport {
     std::size_t released_regions = 0;
 };
 
-// Applies `patch` to process `pid`, following docs/architecture.md,
-// "Applying": stop every thread; only then read the maps, find the library
-// by build ID and check every function's SHA-256; check every stack; map the
-// region near the library, fill it, write the jumps; resume. A higher level
-// of an applied patch id replaces the lower one within the same stop.
-// Nothing is changed on any error. Errors: not_found, permission_denied,
-// library_not_mapped, build_id_mismatch, fingerprint_mismatch, conflict,
-// unsafe, target_died. On `unsafe`, `blocking` (if given) receives the
-// threads and frames that blocked the last try; the message names them too.
+// Applies `patch` to process `pid` (docs/architecture.md has the story; the
+// step numbers here are those of Injector.cpp):
+//  0. Before any stop: lay out the region, read the maps, open every mapped
+//     ELF object, resolve the imports.
+//  1. Stop every thread; only now are the maps final (step 0 is redone in
+//     the stop if a file mapping changed). Find the library by soname and
+//     build ID.
+//  2. Find the patches already there: the same id and level with every jump
+//     in place is `already_applied` (resumed, nothing written); a higher
+//     level, or another id on one of our functions, is a conflict; a lower
+//     level is replaced within this stop.
+//  3. Check every function's SHA-256 in the stopped process.
+//  4. Check every stack: no thread in a function being replaced or in the
+//     region of the level being replaced. If one is: resume, back off
+//     (doubling), and start again at 1, up to `options.attempts` tries.
+//  5. Unmap retired regions this stop proves unreferenced; map the new
+//     region near the library and fill it (code relocated, marker).
+//  6. Write the jumps.
+//  7. For an upgrade, give the functions the new level no longer replaces
+//     their bytes back and retire the old region. Resume. One first backoff
+//     later a second stop unmaps the old region if no thread refers to it.
+// Errors: not_found, permission_denied, library_not_mapped,
+// build_id_mismatch, fingerprint_mismatch, conflict, unsafe, target_died;
+// io or unsupported when a system call or the patch itself fails. Every
+// error resumes every thread. What it leaves behind:
+//  - steps 0 to 4: nothing changed;
+//  - from step 5 on, retired regions of earlier reverts that step 5 unmapped
+//    stay unmapped (no thread referred to them); besides that:
+//  - step 5: no free address, or a failed mmap: nothing else; a failure
+//    while filling the region: the region is unmapped again;
+//  - step 6: the jumps already written get their bytes back and the region
+//    is unmapped again, in the same stop, so no thread ran any of it; should
+//    that undo fail too (a process that died), what stays is explained by
+//    the region's marker (`partial`);
+//  - step 7 reports no error: the new level is in place by then.
+// A killed injector leaves the threads running (the kernel detaches them)
+// and its state explained by the region's marker or, right after the mmap,
+// by the intent record (RegionMarker.h).
+// On `unsafe`, `blocking` (if given) receives the threads and frames that
+// blocked the last try; the message names them too.
 Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOptions& options,
                                  std::vector<BlockingThread>* blocking = nullptr);
 
-// Reverts the patch `patch_id` (or every suture patch when empty) in
-// `pid`: under the same stop and stack rules (no thread inside the patch
-// region) restores the original bytes and marks the region retired instead
-// of unmapping it: should any thread still hold a return address into it,
-// it returns into mapped code. A second stop right after (one first backoff
-// later), and every stop of a later apply or revert, unmaps the retired
-// regions its stack check proves unreferenced. Empty
-// regions left by interrupted applies are removed at once.
+// Reverts the patch `patch_id` (or every suture patch when empty) in `pid`,
+// under the same stop and retry rules as an apply:
+//  1. Stop every thread; find the regions to revert, the retired regions and
+//     the empty regions interrupted applies left. None to revert:
+//     not_applied (after one more stop that unmaps the retired regions no
+//     thread refers to).
+//  2. Every jump site must hold our jump or the original bytes (conflict).
+//  3. No thread may be inside a region (else back off and retry; unsafe).
+//  4. Unmap the retired regions this stop proves unreferenced; restore the
+//     original bytes and mark each region retired instead of unmapping it:
+//     should any thread still hold a return address into it, it returns
+//     into mapped code. Unmap the empty regions. Resume.
+// A second stop right after (one first backoff later), and every stop of a
+// later apply or revert, unmaps the retired regions its stack check proves
+// unreferenced. Every error resumes every thread. Errors up to step 3
+// change nothing (but for not_applied's release of retired regions); an
+// error in step 4 (in practice: a process that died) leaves what step 4 did
+// so far: regions reverted, the one in progress partly, as its marker
+// explains (`partial` or `inactive`); a revert again finishes it.
 Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,
                                                  const InjectOptions& options,
                                                  std::vector<BlockingThread>* blocking = nullptr);

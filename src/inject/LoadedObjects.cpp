@@ -7,6 +7,14 @@
 
 namespace suture {
 
+namespace {
+
+constexpr std::uint64_t page = 4096;
+// No mapping of the object's start (file offset 0) seen yet.
+constexpr RemoteAddress no_base(UINT64_MAX);
+
+}  // namespace
+
 Result<std::vector<LoadedObject>> read_loaded_objects(int pid,
                                                       const std::vector<Mapping>& mappings) {
     std::vector<LoadedObject> objects;
@@ -18,10 +26,10 @@ Result<std::vector<LoadedObject>> read_loaded_objects(int pid,
             std::find_if(objects.begin(), objects.end(),
                          [&](const LoadedObject& object) { return object.path == mapping.path; });
         if (existing != objects.end()) {
-            existing->start = std::min(existing->start, mapping.start);
-            existing->end = std::max(existing->end, mapping.end);
-            if (mapping.offset == 0 && mapping.start < existing->base) {
-                existing->base = mapping.start;
+            existing->start = std::min(existing->start, RemoteAddress(mapping.start));
+            existing->end = std::max(existing->end, RemoteAddress(mapping.end));
+            if (mapping.offset == 0 && RemoteAddress(mapping.start) < existing->base) {
+                existing->base = RemoteAddress(mapping.start);
             }
             continue;
         }
@@ -30,9 +38,9 @@ Result<std::vector<LoadedObject>> read_loaded_objects(int pid,
         // The mapped inode itself (never /proc/PID/root + the maps path: see
         // proc/MappingFile.h).
         object.open_path = mapping_file(pid, mapping, "").via_map_files;
-        object.start = mapping.start;
-        object.end = mapping.end;
-        object.base = mapping.offset == 0 ? mapping.start : UINT64_MAX;
+        object.start = RemoteAddress(mapping.start);
+        object.end = RemoteAddress(mapping.end);
+        object.base = mapping.offset == 0 ? RemoteAddress(mapping.start) : no_base;
         objects.push_back(std::move(object));
     }
     std::vector<LoadedObject> elf_objects;
@@ -42,7 +50,7 @@ Result<std::vector<LoadedObject>> read_loaded_objects(int pid,
             continue;
         }
         auto elf = ElfFile::open(*fd, object.path);
-        if (!elf || object.base == UINT64_MAX) {
+        if (!elf || object.base == no_base) {
             continue;
         }
         auto build_id = elf->build_id();
@@ -51,14 +59,14 @@ Result<std::vector<LoadedObject>> read_loaded_objects(int pid,
         object.soname = soname ? *soname : std::nullopt;
         // The offset-0 mapping holds the lowest PT_LOAD; its address minus
         // that segment's (page-aligned) vaddr is the load bias.
-        object.base -= elf->lowest_load_address() & ~std::uint64_t{0xfff};
+        object.base = object.base - (elf->lowest_load_address() & ~(page - 1));
         for (const GElf_Phdr& segment : elf->segments()) {
             if (segment.p_type != PT_LOAD || (segment.p_flags & PF_X) == 0 ||
                 segment.p_memsz != segment.p_filesz) {
                 continue;
             }
-            std::uint64_t end = object.base + segment.p_vaddr + segment.p_filesz;
-            std::uint64_t page_end = (end + 0xfff) & ~std::uint64_t{0xfff};
+            RemoteAddress end = object.base + segment.p_vaddr + segment.p_filesz;
+            RemoteAddress page_end = end.align_up(page);
             if (page_end - end > object.slack_end - object.slack_start && page_end <= object.end) {
                 object.slack_start = end;
                 object.slack_end = page_end;
@@ -69,7 +77,7 @@ Result<std::vector<LoadedObject>> read_loaded_objects(int pid,
     return elf_objects;
 }
 
-Result<std::uint64_t> SymbolResolver::resolve(const Import& import) {
+Result<RemoteAddress> SymbolResolver::resolve(const Import& import) {
     std::string wanted = import.symbol + (import.version.empty() ? "" : "@" + import.version);
     for (const LoadedObject& object : objects_) {
         auto cached = symbols_.find(object.open_path);

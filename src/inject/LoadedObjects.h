@@ -8,6 +8,7 @@
 
 #include "base/Error.h"
 #include "elf/ElfFile.h"
+#include "inject/RemoteAddress.h"
 #include "patch/PatchFile.h"
 #include "proc/ProcessMaps.h"
 
@@ -15,18 +16,18 @@ namespace suture {
 
 // One ELF object mapped into a process.
 struct LoadedObject {
-    std::string path;         // as maps shows it
-    std::string open_path;    // /proc/PID/map_files/… of one of its mappings
-    std::uint64_t start = 0;  // lowest address of its mappings
-    std::uint64_t end = 0;    // highest end address of its mappings
-    std::uint64_t base = 0;   // load bias: add to a symbol value to get its address
+    std::string path;       // as maps shows it
+    std::string open_path;  // /proc/PID/map_files/… of one of its mappings
+    RemoteAddress start;    // lowest address of its mappings
+    RemoteAddress end;      // highest end address of its mappings
+    RemoteAddress base;     // load bias: add a symbol value (a LibraryOffset) to get its address
     std::string build_id;
     std::optional<std::string> soname;
     // Dead bytes mapped executable: from the end of an executable segment's
     // file contents to the end of its last page. Nothing executes there; the
     // injector borrows it for its system-call trampoline. Empty if none.
-    std::uint64_t slack_start = 0;
-    std::uint64_t slack_end = 0;
+    RemoteAddress slack_start;
+    RemoteAddress slack_end;
 };
 
 // The ELF objects a stopped process maps (with an executable mapping), read
@@ -42,7 +43,7 @@ Result<std::vector<LoadedObject>> read_loaded_objects(int pid,
 class SymbolResolver {
   public:
     explicit SymbolResolver(const std::vector<LoadedObject>& objects) : objects_(objects) {}
-    Result<std::uint64_t> resolve(const Import& import);
+    Result<RemoteAddress> resolve(const Import& import);
 
   private:
     const std::vector<LoadedObject>& objects_;

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <limits>
+#include <optional>
 
 #include "inject/RegionMarker.h"
 
@@ -21,6 +22,188 @@ std::size_t align_up(std::size_t value, std::size_t alignment) {
 bool fits_signed32(std::int64_t value) {
     return value >= std::numeric_limits<std::int32_t>::min() &&
            value <= std::numeric_limits<std::int32_t>::max();
+}
+
+// Every symbol's address in the target, for one region address: defined in
+// the object (inside the region), a reference into the target library
+// (from its load base), or an import.
+class SymbolAddresses {
+  public:
+    SymbolAddresses(const PatchFile& patch, const PatchLayout& layout, RemoteAddress region,
+                    RemoteAddress target_base, const ImportResolver& resolve_import)
+        : object_(patch.object),
+          layout_(layout),
+          region_(region),
+          target_base_(target_base),
+          resolve_import_(resolve_import) {
+        for (const TargetReference& reference : patch.metadata.target_references) {
+            target_offsets_[reference.symbol] = reference.offset;
+        }
+        for (const Import& import : patch.metadata.imports) {
+            imports_[import.symbol] = &import;
+        }
+    }
+
+    Result<RemoteAddress> of(std::size_t symbol_index) const {
+        const auto& symbol = object_.symbols()[symbol_index];
+        if (symbol.is_absolute) {
+            return RemoteAddress(symbol.value);
+        }
+        if (symbol.section != SHN_UNDEF) {
+            if (!object_.is_loaded(symbol.section)) {
+                return fail(ErrorCode::unsupported, object_.name() + ": reference to " +
+                                                        symbol.name + " in unloaded section " +
+                                                        object_.sections()[symbol.section].name);
+            }
+            return region_ + layout_.section_offsets[symbol.section] + symbol.value;
+        }
+        if (auto found = target_offsets_.find(symbol.name); found != target_offsets_.end()) {
+            return target_base_ + found->second;
+        }
+        if (auto found = imports_.find(symbol.name); found != imports_.end()) {
+            return resolve_import_(*found->second);
+        }
+        return fail(ErrorCode::bad_format, object_.name() + ": unresolved symbol " + symbol.name);
+    }
+
+  private:
+    const RelocatableObject& object_;
+    const PatchLayout& layout_;
+    RemoteAddress region_;
+    RemoteAddress target_base_;
+    const ImportResolver& resolve_import_;
+    std::map<std::string, LibraryOffset> target_offsets_;
+    std::map<std::string, const Import*> imports_;
+};
+
+// The loaded sections' contents, each at its offset.
+void copy_sections(const RelocatableObject& object, const PatchLayout& layout,
+                   std::vector<std::byte>& image) {
+    for (std::size_t index = 1; index < object.sections().size(); ++index) {
+        const auto& section = object.sections()[index];
+        if (object.is_loaded(index) && section.type != SHT_NOBITS) {
+            std::memcpy(image.data() + layout.section_offsets[index], section.bytes.data(),
+                        section.bytes.size());
+        }
+    }
+}
+
+// GOT slots and stubs: each slot holds its symbol's address, each stub is
+// `jmp *[rip + 0]` followed by the same address.
+Result<void> fill_got_and_stubs(const PatchLayout& layout, const SymbolAddresses& symbols,
+                                std::vector<std::byte>& image) {
+    for (const auto& [symbol_index, slot] : layout.slot_of_symbol) {
+        auto address = symbols.of(symbol_index);
+        if (!address) {
+            return tl::unexpected(address.error());
+        }
+        std::uint64_t raw = address->raw();
+        std::memcpy(image.data() + layout.got_offset + 8 * slot, &raw, 8);
+        std::byte* stub = image.data() + layout.stubs_offset + stub_size * slot;
+        const unsigned char jump_indirect[6] = {0xff, 0x25, 0x00, 0x00, 0x00, 0x00};
+        std::memcpy(stub, jump_indirect, sizeof jump_indirect);
+        std::memcpy(stub + 6, &raw, 8);
+    }
+    return {};
+}
+
+// The psABI's names for what a relocation computes from: the symbol (S),
+// the addend (A), the place (P), the symbol's GOT slot and stub.
+struct RelocationInputs {
+    std::int64_t S = 0;
+    std::int64_t A = 0;
+    std::int64_t P = 0;
+    std::int64_t got_slot = 0;
+    std::int64_t stub = 0;
+};
+
+std::int64_t signed_address(RemoteAddress address) {
+    return static_cast<std::int64_t>(address.raw());
+}
+
+// What one relocation computes, and whether that fits its field.
+struct RelocationValue {
+    std::int64_t value = 0;
+    bool fits = true;
+};
+
+// The value of a relocation of `type` (x86-64 psABI, "Relocation Types");
+// nullopt for a type suture does not support.
+std::optional<RelocationValue> relocation_value(std::uint32_t type, const RelocationInputs& in) {
+    switch (type) {
+        case R_X86_64_64:
+            return RelocationValue{in.S + in.A};
+        case R_X86_64_PC64:
+            return RelocationValue{in.S + in.A - in.P};
+        case R_X86_64_PC32:
+            return RelocationValue{in.S + in.A - in.P, fits_signed32(in.S + in.A - in.P)};
+        case R_X86_64_PLT32:
+            // A call to code far away goes through the symbol's stub.
+            return RelocationValue{fits_signed32(in.S + in.A - in.P) ? in.S + in.A - in.P
+                                                                     : in.stub + in.A - in.P};
+        case R_X86_64_GOTPCREL:
+        case R_X86_64_GOTPCRELX:
+        case R_X86_64_REX_GOTPCRELX:
+            return RelocationValue{in.got_slot + in.A - in.P};
+        case R_X86_64_32:
+            return RelocationValue{in.S + in.A, in.S + in.A >= 0 && in.S + in.A <= UINT32_MAX};
+        case R_X86_64_32S:
+            return RelocationValue{in.S + in.A, fits_signed32(in.S + in.A)};
+        default:
+            return std::nullopt;
+    }
+}
+
+// Applies every relocation of loaded section `index` to the image.
+Result<void> relocate_section(const RelocatableObject& object, std::size_t index,
+                              const PatchLayout& layout, const SymbolAddresses& symbols,
+                              RemoteAddress region, std::vector<std::byte>& image) {
+    const auto& section = object.sections()[index];
+    for (const auto& relocation : object.relocations_for(index)) {
+        std::size_t width =
+            (relocation.type == R_X86_64_64 || relocation.type == R_X86_64_PC64) ? 8 : 4;
+        if (relocation.offset + width > section.size) {
+            return fail(ErrorCode::bad_format,
+                        object.name() + ": relocation outside " + section.name);
+        }
+        RegionOffset place = layout.section_offsets[index] + relocation.offset;
+        auto symbol_address = symbols.of(relocation.symbol);
+        if (!symbol_address) {
+            return tl::unexpected(symbol_address.error());
+        }
+        std::size_t slot = relocation.symbol != 0 ? layout.slot_of_symbol.at(relocation.symbol) : 0;
+        RelocationInputs inputs{signed_address(*symbol_address), relocation.addend,
+                                signed_address(region + place),
+                                signed_address(region + layout.got_offset + 8 * slot),
+                                signed_address(region + layout.stubs_offset + stub_size * slot)};
+        std::string what = object.name() + ": relocation type " + std::to_string(relocation.type);
+        auto value = relocation_value(relocation.type, inputs);
+        if (!value) {
+            return fail(ErrorCode::unsupported, what + " in " + section.name + " is not supported");
+        }
+        if (!value->fits) {
+            return fail(ErrorCode::unsupported,
+                        what + " to " + object.symbols()[relocation.symbol].name + " out of range");
+        }
+        if (width == 8) {
+            std::memcpy(image.data() + place, &value->value, 8);
+        } else {
+            std::int32_t value32 = static_cast<std::int32_t>(value->value);
+            std::memcpy(image.data() + place, &value32, 4);
+        }
+    }
+    return {};
+}
+
+// Where each metadata function's replacement lies in the region.
+std::vector<RemoteAddress> replacements_in(const PatchFile& patch, const PatchLayout& layout,
+                                           RemoteAddress region) {
+    std::vector<RemoteAddress> addresses;
+    for (const ReplacedFunction& function : patch.metadata.functions) {
+        const auto* symbol = patch.object.find_defined(function.replacement);
+        addresses.push_back(region + layout.section_offsets[symbol->section] + symbol->value);
+    }
+    return addresses;
 }
 
 }  // namespace
@@ -63,154 +246,27 @@ Result<PatchLayout> layout_patch(const PatchFile& patch) {
 }
 
 Result<std::vector<std::byte>> build_patch_image(
-    const PatchFile& patch, const PatchLayout& layout, std::uint64_t region_address,
-    std::uint64_t target_base, const ImportResolver& resolve_import,
-    std::vector<std::uint64_t>& replacement_addresses) {
+    const PatchFile& patch, const PatchLayout& layout, RemoteAddress region_address,
+    RemoteAddress target_base, const ImportResolver& resolve_import,
+    std::vector<RemoteAddress>& replacement_addresses) {
     const RelocatableObject& object = patch.object;
     std::vector<std::byte> image(layout.size);
-    for (std::size_t index = 1; index < object.sections().size(); ++index) {
-        const auto& section = object.sections()[index];
-        if (object.is_loaded(index) && section.type != SHT_NOBITS) {
-            std::memcpy(image.data() + layout.section_offsets[index], section.bytes.data(),
-                        section.bytes.size());
-        }
+    copy_sections(object, layout, image);
+    SymbolAddresses symbols(patch, layout, region_address, target_base, resolve_import);
+    if (auto filled = fill_got_and_stubs(layout, symbols, image); !filled) {
+        return tl::unexpected(filled.error());
     }
-
-    // Every symbol's address in the target.
-    std::map<std::string, std::uint64_t> target_offsets;
-    for (const TargetReference& reference : patch.metadata.target_references) {
-        target_offsets[reference.symbol] = reference.offset;
-    }
-    std::map<std::string, const Import*> imports;
-    for (const Import& import : patch.metadata.imports) {
-        imports[import.symbol] = &import;
-    }
-    auto address_of = [&](std::size_t symbol_index) -> Result<std::uint64_t> {
-        const auto& symbol = object.symbols()[symbol_index];
-        if (symbol.is_absolute) {
-            return symbol.value;
-        }
-        if (symbol.section != SHN_UNDEF) {
-            if (!object.is_loaded(symbol.section)) {
-                return fail(ErrorCode::unsupported, object.name() + ": reference to " +
-                                                        symbol.name + " in unloaded section " +
-                                                        object.sections()[symbol.section].name);
-            }
-            return region_address + layout.section_offsets[symbol.section] + symbol.value;
-        }
-        if (auto found = target_offsets.find(symbol.name); found != target_offsets.end()) {
-            return target_base + found->second;
-        }
-        if (auto found = imports.find(symbol.name); found != imports.end()) {
-            return resolve_import(*found->second);
-        }
-        return fail(ErrorCode::bad_format, object.name() + ": unresolved symbol " + symbol.name);
-    };
-
-    // GOT slots and stubs: `jmp *[rip + 0]` followed by the 8-byte address.
-    for (const auto& [symbol_index, slot] : layout.slot_of_symbol) {
-        auto address = address_of(symbol_index);
-        if (!address) {
-            return tl::unexpected(address.error());
-        }
-        std::memcpy(image.data() + layout.got_offset + 8 * slot, &*address, 8);
-        std::byte* stub = image.data() + layout.stubs_offset + stub_size * slot;
-        const unsigned char jump_indirect[6] = {0xff, 0x25, 0x00, 0x00, 0x00, 0x00};
-        std::memcpy(stub, jump_indirect, sizeof jump_indirect);
-        std::memcpy(stub + 6, &*address, 8);
-    }
-
     for (std::size_t index = 1; index < object.sections().size(); ++index) {
         if (!object.is_loaded(index)) {
             continue;
         }
-        const auto& section = object.sections()[index];
-        for (const auto& relocation : object.relocations_for(index)) {
-            std::size_t width =
-                (relocation.type == R_X86_64_64 || relocation.type == R_X86_64_PC64) ? 8 : 4;
-            if (relocation.offset + width > section.size) {
-                return fail(ErrorCode::bad_format,
-                            object.name() + ": relocation outside " + section.name);
-            }
-            std::size_t place_offset = layout.section_offsets[index] + relocation.offset;
-            std::uint64_t place = region_address + place_offset;
-            auto symbol_address = address_of(relocation.symbol);
-            if (!symbol_address) {
-                return tl::unexpected(symbol_address.error());
-            }
-            std::int64_t S = static_cast<std::int64_t>(*symbol_address);
-            std::int64_t A = relocation.addend;
-            std::int64_t P = static_cast<std::int64_t>(place);
-            std::size_t slot =
-                relocation.symbol != 0 ? layout.slot_of_symbol.at(relocation.symbol) : 0;
-            std::int64_t got_slot =
-                static_cast<std::int64_t>(region_address + layout.got_offset + 8 * slot);
-            std::int64_t stub =
-                static_cast<std::int64_t>(region_address + layout.stubs_offset + stub_size * slot);
-            std::int64_t value = 0;
-            const std::string& symbol_name = object.symbols()[relocation.symbol].name;
-            auto out_of_range = [&] {
-                return fail(ErrorCode::unsupported, object.name() + ": relocation type " +
-                                                        std::to_string(relocation.type) + " to " +
-                                                        symbol_name + " out of range");
-            };
-            switch (relocation.type) {
-                case R_X86_64_64:
-                    value = S + A;
-                    break;
-                case R_X86_64_PC64:
-                    value = S + A - P;
-                    break;
-                case R_X86_64_PC32:
-                    value = S + A - P;
-                    if (!fits_signed32(value)) {
-                        return out_of_range();
-                    }
-                    break;
-                case R_X86_64_PLT32:
-                    value = S + A - P;
-                    if (!fits_signed32(value)) {
-                        value = stub + A - P;  // a call to code far away goes through a stub
-                    }
-                    break;
-                case R_X86_64_GOTPCREL:
-                case R_X86_64_GOTPCRELX:
-                case R_X86_64_REX_GOTPCRELX:
-                    value = got_slot + A - P;
-                    break;
-                case R_X86_64_32:
-                    value = S + A;
-                    if (value < 0 || value > std::numeric_limits<std::uint32_t>::max()) {
-                        return out_of_range();
-                    }
-                    break;
-                case R_X86_64_32S:
-                    value = S + A;
-                    if (!fits_signed32(value)) {
-                        return out_of_range();
-                    }
-                    break;
-                default:
-                    return fail(ErrorCode::unsupported, object.name() + ": relocation type " +
-                                                            std::to_string(relocation.type) +
-                                                            " in " + section.name +
-                                                            " is not supported");
-            }
-            if (width == 8) {
-                std::memcpy(image.data() + place_offset, &value, 8);
-            } else {
-                std::int32_t value32 = static_cast<std::int32_t>(value);
-                std::memcpy(image.data() + place_offset, &value32, 4);
-            }
+        if (auto relocated =
+                relocate_section(object, index, layout, symbols, region_address, image);
+            !relocated) {
+            return tl::unexpected(relocated.error());
         }
     }
-
-    replacement_addresses.clear();
-    for (const ReplacedFunction& function : patch.metadata.functions) {
-        const auto* symbol = object.find_defined(function.replacement);
-        replacement_addresses.push_back(region_address + layout.section_offsets[symbol->section] +
-                                        symbol->value);
-    }
+    replacement_addresses = replacements_in(patch, layout, region_address);
     return image;
 }
 

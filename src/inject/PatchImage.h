@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "base/Error.h"
+#include "inject/RemoteAddress.h"
 #include "patch/PatchFile.h"
 
 namespace suture {
@@ -24,17 +25,17 @@ namespace suture {
 // /proc/PID/mem, so patch objects must not define writable data.
 struct PatchLayout {
     std::size_t marker_size = 0;
-    std::vector<std::uint64_t> section_offsets;         // by section index; 0 if not loaded
+    std::vector<RegionOffset> section_offsets;          // by section index; 0 if not loaded
     std::map<std::size_t, std::size_t> slot_of_symbol;  // symbol index -> GOT/stub slot
-    std::size_t got_offset = 0;
-    std::size_t stubs_offset = 0;
+    RegionOffset got_offset = 0;
+    RegionOffset stubs_offset = 0;
     std::size_t size = 0;
 };
 
 Result<PatchLayout> layout_patch(const PatchFile& patch);
 
 // Resolves an import (name@version) to an address in the target.
-using ImportResolver = std::function<Result<std::uint64_t>(const Import&)>;
+using ImportResolver = std::function<Result<RemoteAddress>(const Import&)>;
 
 // The region's bytes for `region_address`, with every relocation applied,
 // but without the marker (the caller fills [0, marker_size) last).
@@ -42,9 +43,9 @@ using ImportResolver = std::function<Result<std::uint64_t>(const Import&)>;
 // 32, 32S, PC64. `replacement_addresses` receives, per metadata function,
 // the absolute address of its replacement.
 Result<std::vector<std::byte>> build_patch_image(const PatchFile& patch, const PatchLayout& layout,
-                                                 std::uint64_t region_address,
-                                                 std::uint64_t target_base,
+                                                 RemoteAddress region_address,
+                                                 RemoteAddress target_base,
                                                  const ImportResolver& resolve_import,
-                                                 std::vector<std::uint64_t>& replacement_addresses);
+                                                 std::vector<RemoteAddress>& replacement_addresses);
 
 }  // namespace suture

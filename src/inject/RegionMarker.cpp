@@ -53,7 +53,7 @@ std::vector<std::byte> encode_region_marker(const RegionMarker& marker) {
     std::vector<std::byte> out(region_marker_size(marker.functions.size()));
     std::memcpy(out.data(), region_magic, sizeof region_magic);
     put<std::uint32_t>(out, 8, marker_version);
-    put<std::uint32_t>(out, 12, static_cast<std::uint32_t>(out.size()));
+    put<std::uint32_t>(out, region_marker_size_offset, static_cast<std::uint32_t>(out.size()));
     put<std::uint64_t>(out, 16, marker.region_size);
     put<std::uint64_t>(out, 24, marker.target_base);
     put<std::uint64_t>(out, 32, marker.applied_at_unix_ns);
@@ -89,7 +89,7 @@ Result<RegionMarker> decode_region_marker(std::span<const std::byte> bytes) {
                     "region marker version " + std::to_string(get<std::uint32_t>(bytes, 8)));
     }
     RegionMarker marker;
-    std::uint32_t size = get<std::uint32_t>(bytes, 12);
+    std::uint32_t size = get<std::uint32_t>(bytes, region_marker_size_offset);
     std::uint32_t function_count = get<std::uint32_t>(bytes, 44);
     if (function_count > 4096 || size != region_marker_size(function_count) ||
         size > bytes.size()) {
@@ -115,7 +115,7 @@ Result<RegionMarker> decode_region_marker(std::span<const std::byte> bytes) {
         function.target_size = get<std::uint64_t>(bytes, at + 8);
         function.replacement_address = get<std::uint64_t>(bytes, at + 16);
         function.jump_offset = get<std::uint32_t>(bytes, at + 24);
-        if (function.jump_offset > 4 || function.target_size < function.jump_offset + 5) {
+        if (function.jump_offset > 4 || function.target_size < function.jump_offset + jump_size) {
             return fail(ErrorCode::bad_format, "region marker: bad function entry");
         }
         std::memcpy(function.original.data(), bytes.data() + at + 28, function.original.size());
@@ -149,16 +149,21 @@ std::optional<IntentRecord> decode_intent_record(std::span<const std::byte> byte
     return intent;
 }
 
-Result<std::array<std::byte, 5>> encode_jump(std::uint64_t site, std::uint64_t destination) {
+Result<std::array<std::byte, jump_size>> encode_jump(std::uint64_t site,
+                                                     std::uint64_t destination) {
     std::int64_t displacement =
-        static_cast<std::int64_t>(destination) - static_cast<std::int64_t>(site + 5);
+        static_cast<std::int64_t>(destination) - static_cast<std::int64_t>(site + jump_size);
     if (displacement < INT32_MIN || displacement > INT32_MAX) {
         return fail(ErrorCode::unsupported, "jump target more than 2 GiB away");
     }
-    std::array<std::byte, 5> jump{std::byte{0xe9}};
+    std::array<std::byte, jump_size> jump{std::byte{0xe9}};
     std::int32_t rel32 = static_cast<std::int32_t>(displacement);
     std::memcpy(jump.data() + 1, &rel32, sizeof rel32);
     return jump;
+}
+
+RemoteAddress jump_site(const RegionMarker& marker, const MarkedFunction& function) {
+    return RemoteAddress(marker.target_base) + function.target_offset + function.jump_offset;
 }
 
 }  // namespace suture

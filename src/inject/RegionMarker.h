@@ -9,16 +9,23 @@
 #include <vector>
 
 #include "base/Error.h"
+#include "inject/RemoteAddress.h"
 
 namespace suture {
+
+// A function is redirected by a `jmp rel32` (opcode e9 and a 32-bit
+// displacement counted from the end of the jump) written over its first
+// bytes, or over the bytes right after its endbr64. The marker keeps the
+// bytes it overwrote to undo it.
+inline constexpr std::size_t jump_size = 5;
 
 // One redirected function, as recorded in the region.
 struct MarkedFunction {
     std::uint64_t target_offset = 0;  // function start, from the library's load base
     std::uint64_t target_size = 0;
-    std::uint64_t replacement_address = 0;  // absolute, inside the region
-    std::uint32_t jump_offset = 0;          // 4 after an endbr64, else 0
-    std::array<std::byte, 5> original{};    // the bytes the jump overwrote
+    std::uint64_t replacement_address = 0;        // absolute, inside the region
+    std::uint32_t jump_offset = 0;                // 4 after an endbr64, else 0
+    std::array<std::byte, jump_size> original{};  // the bytes the jump overwrote
 };
 
 // The marker at the start of every patch region: enough for any later run,
@@ -45,6 +52,9 @@ struct RegionMarker {
 inline constexpr char region_magic[8] = {'S', 'U', 'T', 'U', 'R', 'E', 'P', 'R'};
 inline constexpr std::size_t region_marker_fixed_size = 192;
 inline constexpr std::size_t region_marker_function_size = 48;
+// Where the marker's own encoded size (a u32) sits: a reader learns from the
+// fixed part how many bytes to read for the whole marker.
+inline constexpr std::size_t region_marker_size_offset = 12;
 // Where `retired_at_unix_ns` sits in the marker (a u64, once reserved, so
 // markers written before it existed read as "in use").
 inline constexpr std::size_t region_marker_retired_offset = 184;
@@ -75,6 +85,11 @@ std::vector<std::byte> encode_intent_record(const IntentRecord& intent);
 std::optional<IntentRecord> decode_intent_record(std::span<const std::byte> bytes);
 
 // The bytes of `jmp rel32` from `site` to `destination`; error if out of range.
-Result<std::array<std::byte, 5>> encode_jump(std::uint64_t site, std::uint64_t destination);
+Result<std::array<std::byte, jump_size>> encode_jump(std::uint64_t site, std::uint64_t destination);
+
+// Where the jump of `function` goes: the function's start in the library
+// the marker was made for (its load base plus the function's offset), after
+// an endbr64 if it begins with one.
+RemoteAddress jump_site(const RegionMarker& marker, const MarkedFunction& function);
 
 }  // namespace suture

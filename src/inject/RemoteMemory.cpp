@@ -10,8 +10,6 @@
 
 namespace suture {
 
-namespace {}  // namespace
-
 Result<RemoteMemory> RemoteMemory::open(int pid, bool writable) {
     std::string path = "/proc/" + std::to_string(pid) + "/mem";
     int fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
@@ -21,12 +19,12 @@ Result<RemoteMemory> RemoteMemory::open(int pid, bool writable) {
     return RemoteMemory(pid, UniqueFD(fd));
 }
 
-Result<std::vector<std::byte>> RemoteMemory::read(std::uint64_t address, std::size_t size) const {
+Result<std::vector<std::byte>> RemoteMemory::read(RemoteAddress address, std::size_t size) const {
     std::vector<std::byte> bytes(size);
     std::size_t done = 0;
     while (done < size) {
         ssize_t n = ::pread(fd_.get(), bytes.data() + done, size - done,
-                            static_cast<off_t>(address + done));
+                            static_cast<off_t>((address + done).raw()));
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -40,11 +38,11 @@ Result<std::vector<std::byte>> RemoteMemory::read(std::uint64_t address, std::si
     return bytes;
 }
 
-Result<void> RemoteMemory::write(std::uint64_t address, std::span<const std::byte> bytes) const {
+Result<void> RemoteMemory::write(RemoteAddress address, std::span<const std::byte> bytes) const {
     std::size_t done = 0;
     while (done < bytes.size()) {
         ssize_t n = ::pwrite(fd_.get(), bytes.data() + done, bytes.size() - done,
-                             static_cast<off_t>(address + done));
+                             static_cast<off_t>((address + done).raw()));
         if (n < 0 && errno == EINTR) {
             continue;
         }

@@ -7,6 +7,7 @@
 
 #include "base/Error.h"
 #include "base/UniqueFD.h"
+#include "inject/RemoteAddress.h"
 
 namespace suture {
 
@@ -19,8 +20,8 @@ class RemoteMemory {
   public:
     static Result<RemoteMemory> open(int pid, bool writable);
 
-    Result<std::vector<std::byte>> read(std::uint64_t address, std::size_t size) const;
-    Result<void> write(std::uint64_t address, std::span<const std::byte> bytes) const;
+    Result<std::vector<std::byte>> read(RemoteAddress address, std::size_t size) const;
+    Result<void> write(RemoteAddress address, std::span<const std::byte> bytes) const;
 
     int pid() const { return pid_; }
 

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "inject/RegionMarker.h"
+#include "inject/WaitStatus.h"
 
 namespace suture {
 
@@ -64,18 +65,91 @@ std::vector<std::byte> trampoline_code() {
     return code;
 }
 
-// Waits for `tid` to stop; the raw waitpid status, or target_died.
-Result<int> wait_for_stop(int tid, const std::string& subject) {
-    int status = 0;
-    while (::waitpid(tid, &status, __WALL) < 0) {
-        if (errno != EINTR) {
-            return fail_errno(subject + ": wait", errno);
+// Where the thread resumes should it finish on its own (step 2): where it
+// stopped, or, stopped inside an interrupted system call, at that call's
+// `syscall` instruction again with its number back in rax, the way the
+// kernel restarts it.
+struct ResumePoint {
+    std::uint64_t rax = 0;
+    std::uint64_t rip = 0;
+};
+
+ResumePoint resume_point(const user_regs_struct& saved) {
+    ResumePoint point{saved.rax, saved.rip};
+    long interrupted = static_cast<long>(saved.rax);
+    if (static_cast<long>(saved.orig_rax) < 0) {
+        return point;  // not inside a system call
+    }
+    if (interrupted == -erestartsys || interrupted == -erestartnointr ||
+        interrupted == -erestartnohand) {
+        point = ResumePoint{saved.orig_rax, saved.rip - 2};
+    } else if (interrupted == -erestart_restartblock) {
+        point = ResumePoint{nr_restart_syscall, saved.rip - 2};
+    }
+    return point;
+}
+
+// The registers that run system call `number` with `arguments` at the
+// trampoline (step 3). orig_rax -1: the kernel must not "restart" the
+// thread's own call.
+user_regs_struct call_registers(const user_regs_struct& saved, long number,
+                                const std::array<std::uint64_t, 6>& arguments,
+                                RemoteAddress trampoline) {
+    user_regs_struct call = saved;
+    call.rax = static_cast<unsigned long long>(number);
+    call.rdi = arguments[0];
+    call.rsi = arguments[1];
+    call.rdx = arguments[2];
+    call.r10 = arguments[3];
+    call.r8 = arguments[4];
+    call.r9 = arguments[5];
+    call.rip = trampoline.raw();
+    call.orig_rax = static_cast<unsigned long long>(-1);
+    return call;
+}
+
+// One leg of steps 4 and 5: how the thread is resumed, the stop that ends
+// the leg, and what to say when it goes wrong.
+struct Leg {
+    __ptrace_request request;
+    bool (*arrived)(const WaitStatus&);
+    const char* resume_failed;
+    const char* never_arrived;
+};
+
+constexpr Leg to_system_call_stop = {
+    PTRACE_SYSCALL,
+    [](const WaitStatus& status) { return status.kind() == WaitStatus::Kind::syscall_stop; },
+    "resume to the system call", "the thread never reached the system call"};
+constexpr Leg to_interrupt_stop = {PTRACE_CONT,
+                                   [](const WaitStatus& status) { return status.event_stop(); },
+                                   "back to the interrupt stop", "the thread did not stop again"};
+
+// Resumes `thread` along `leg` until it reports the leg's stop. A signal
+// that races in is kept for the thread (StoppedProcess hands it back at
+// detach) and the thread resumed without it.
+Result<void> follow(StoppedProcess& process, int tid, const Leg& leg, const std::string& subject) {
+    for (int stops = 0;; ++stops) {
+        if (::ptrace(leg.request, tid, nullptr, nullptr) != 0) {
+            return fail_errno(subject + ": " + leg.resume_failed, errno);
+        }
+        auto status = wait_for_stop(tid, subject);
+        if (!status) {
+            return tl::unexpected(status.error());
+        }
+        if (status->ended()) {
+            return fail(ErrorCode::target_died, subject + ": the target died");
+        }
+        if (leg.arrived(*status)) {
+            return {};
+        }
+        if (status->kind() == WaitStatus::Kind::signal_stop) {
+            process.keep_signal(tid, status->signal());
+        }
+        if (stops > 100) {
+            return fail(ErrorCode::io, subject + ": " + leg.never_arrived);
         }
     }
-    if (WIFEXITED(status) || WIFSIGNALED(status)) {
-        return fail(ErrorCode::target_died, subject + ": the target died");
-    }
-    return status;
 }
 
 }  // namespace
@@ -109,17 +183,18 @@ Result<RemoteSyscall> RemoteSyscall::install(StoppedProcess& process, const Remo
         return tl::unexpected(saved.error());
     }
     if (auto written = memory.write(site.start, trampoline_code()); !written) {
+        (void)memory.write(site.start, *saved);  // dead bytes, but as they were
         return tl::unexpected(written.error());
     }
     return RemoteSyscall(process, memory, mappings, site, std::move(*saved));
 }
 
-Result<void> RemoteSyscall::record_intent(std::uint64_t region_address, std::uint64_t region_size) {
+Result<void> RemoteSyscall::record_intent(RemoteAddress region_address, std::uint64_t region_size) {
     return memory_.write(site_.end - intent_record_size,
-                         encode_intent_record(IntentRecord{region_address, region_size}));
+                         encode_intent_record(IntentRecord{region_address.raw(), region_size}));
 }
 
-Result<void> RemoteSyscall::clear_intent(std::uint64_t record_address) {
+Result<void> RemoteSyscall::clear_intent(RemoteAddress record_address) {
     if (record_address >= site_.start && record_address + intent_record_size <= site_.end) {
         std::fill_n(
             saved_bytes_.begin() + static_cast<std::ptrdiff_t>(record_address - site_.start),
@@ -153,45 +228,10 @@ Result<long> RemoteSyscall::call_then(const std::function<Result<void>(long)>& a
     if (::ptrace(PTRACE_GETREGS, thread.tid, nullptr, &saved) != 0) {
         return fail_errno(subject + ": get registers", errno);
     }
-
-    // Where the thread resumes if it has to finish on its own (step 2).
-    std::uint64_t resume_rax = saved.rax;
-    std::uint64_t resume_rip = saved.rip;
-    long interrupted = static_cast<long>(saved.rax);
-    if (static_cast<long>(saved.orig_rax) >= 0) {
-        if (interrupted == -erestartsys || interrupted == -erestartnointr ||
-            interrupted == -erestartnohand) {
-            resume_rax = saved.orig_rax;
-            resume_rip = saved.rip - 2;
-        } else if (interrupted == -erestart_restartblock) {
-            resume_rax = nr_restart_syscall;
-            resume_rip = saved.rip - 2;
-        }
+    if (auto stored = store_resume_values(thread.tid, saved, subject); !stored) {
+        return tl::unexpected(stored.error());
     }
-    std::uint64_t save_area = saved.rsp - save_area_below_sp;
-    const Mapping* stack = find_mapping(mappings_, saved.rsp);
-    if (stack == nullptr || save_area < stack->start || !stack->writable) {
-        return fail(ErrorCode::unsupported,
-                    subject + ": thread " + std::to_string(thread.tid) +
-                        " has less than 64 KiB of stack below its stack pointer");
-    }
-    std::uint64_t values[save_area_size / 8] = {resume_rax, saved.rdi, saved.rsi, saved.rdx,
-                                                saved.r10,  saved.r8,  saved.r9,  saved.rcx,
-                                                saved.r11,  resume_rip};
-    if (auto written = memory_.write(save_area, std::as_bytes(std::span(values))); !written) {
-        return tl::unexpected(written.error());
-    }
-
-    user_regs_struct call = saved;
-    call.rax = static_cast<unsigned long long>(number);
-    call.rdi = a0;
-    call.rsi = a1;
-    call.rdx = a2;
-    call.r10 = a3;
-    call.r8 = a4;
-    call.r9 = a5;
-    call.rip = site_.start;
-    call.orig_rax = static_cast<unsigned long long>(-1);
+    user_regs_struct call = call_registers(saved, number, {a0, a1, a2, a3, a4, a5}, site_.start);
     if (::ptrace(PTRACE_SETREGS, thread.tid, nullptr, &call) != 0) {
         return fail_errno(subject + ": set registers", errno);
     }
@@ -199,64 +239,45 @@ Result<long> RemoteSyscall::call_then(const std::function<Result<void>(long)>& a
     // sends it again at detach.
     thread.in_delivery_stop = false;
     // Step 4: to the entry of our system call, then to its exit.
-    user_regs_struct after{};
-    bool entered = false;
-    for (int stops = 0;; ++stops) {
-        if (::ptrace(PTRACE_SYSCALL, thread.tid, nullptr, nullptr) != 0) {
-            return fail_errno(subject + ": resume to the system call", errno);
-        }
-        auto status = wait_for_stop(thread.tid, subject);
-        if (!status) {
-            return tl::unexpected(status.error());
-        }
-        if (WSTOPSIG(*status) == (SIGTRAP | 0x80)) {
-            if (!entered) {
-                entered = true;
-                continue;
-            }
-            break;
-        }
-        if ((*status >> 16) == 0) {
-            process_.keep_signal(thread.tid, WSTOPSIG(*status));  // a signal raced in
-        }
-        if (stops > 100) {
-            return fail(ErrorCode::io, subject + ": the thread never reached the system call");
+    for (int stop = 0; stop < 2; ++stop) {
+        if (auto stopped = follow(process_, thread.tid, to_system_call_stop, subject); !stopped) {
+            return tl::unexpected(stopped.error());
         }
     }
+    user_regs_struct after{};
     if (::ptrace(PTRACE_GETREGS, thread.tid, nullptr, &after) != 0) {
         return fail_errno(subject + ": get registers", errno);
     }
-    Result<void> followed = {};
-    if (at_exit) {
-        followed = at_exit(static_cast<long>(after.rax));
-    }
+    long result = static_cast<long>(after.rax);
+    Result<void> followed = at_exit ? at_exit(result) : Result<void>{};
     // Step 5: interrupt pending, registers back, into the interrupt stop.
     if (::ptrace(PTRACE_INTERRUPT, thread.tid, nullptr, nullptr) != 0 ||
         ::ptrace(PTRACE_SETREGS, thread.tid, nullptr, &saved) != 0) {
         return fail_errno(subject + ": restore registers", errno);
     }
-    for (int stops = 0;; ++stops) {
-        if (::ptrace(PTRACE_CONT, thread.tid, nullptr, nullptr) != 0) {
-            return fail_errno(subject + ": back to the interrupt stop", errno);
-        }
-        auto status = wait_for_stop(thread.tid, subject);
-        if (!status) {
-            return tl::unexpected(status.error());
-        }
-        if ((*status >> 16) == PTRACE_EVENT_STOP) {
-            break;
-        }
-        if ((*status >> 16) == 0 && WSTOPSIG(*status) != (SIGTRAP | 0x80)) {
-            process_.keep_signal(thread.tid, WSTOPSIG(*status));
-        }
-        if (stops > 100) {
-            return fail(ErrorCode::io, subject + ": the thread did not stop again");
-        }
+    if (auto back = follow(process_, thread.tid, to_interrupt_stop, subject); !back) {
+        return tl::unexpected(back.error());
     }
     if (!followed) {
         return tl::unexpected(followed.error());
     }
-    return static_cast<long>(after.rax);
+    return result;
+}
+
+Result<void> RemoteSyscall::store_resume_values(int tid, const user_regs_struct& saved,
+                                                const std::string& subject) {
+    RemoteAddress save_area = RemoteAddress(saved.rsp) - save_area_below_sp;
+    const Mapping* stack = find_mapping(mappings_, saved.rsp);
+    if (stack == nullptr || save_area < RemoteAddress(stack->start) || !stack->writable) {
+        return fail(ErrorCode::unsupported,
+                    subject + ": thread " + std::to_string(tid) +
+                        " has less than 64 KiB of stack below its stack pointer");
+    }
+    ResumePoint resume = resume_point(saved);
+    std::uint64_t values[save_area_size / 8] = {resume.rax, saved.rdi, saved.rsi, saved.rdx,
+                                                saved.r10,  saved.r8,  saved.r9,  saved.rcx,
+                                                saved.r11,  resume.rip};
+    return memory_.write(save_area, std::as_bytes(std::span(values)));
 }
 
 }  // namespace suture

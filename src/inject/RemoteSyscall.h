@@ -1,8 +1,11 @@
 #pragma once
 
+#include <sys/user.h>
+
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "base/Error.h"
@@ -52,8 +55,8 @@ class RemoteSyscall {
     // trampoline goes at `start`, an intent record (RegionMarker.h) in the
     // last bytes before `end`.
     struct Site {
-        std::uint64_t start = 0;
-        std::uint64_t end = 0;
+        RemoteAddress start;
+        RemoteAddress end;
     };
 
     // Chooses the trampoline's place among `objects` (libc preferred).
@@ -66,11 +69,11 @@ class RemoteSyscall {
                                          const std::vector<Mapping>& mappings, Site site);
 
     // Writes the intent record for a region about to be mapped.
-    Result<void> record_intent(std::uint64_t region_address, std::uint64_t region_size);
+    Result<void> record_intent(RemoteAddress region_address, std::uint64_t region_size);
 
     // Clears an intent record at `record_address` for good (also from the
     // bytes the destructor puts back, when it lies in this trampoline's site).
-    Result<void> clear_intent(std::uint64_t record_address);
+    Result<void> clear_intent(RemoteAddress record_address);
 
     RemoteSyscall(RemoteSyscall&& other) noexcept;
     RemoteSyscall(const RemoteSyscall&) = delete;
@@ -92,6 +95,10 @@ class RemoteSyscall {
                            std::uint64_t a3 = 0, std::uint64_t a4 = 0, std::uint64_t a5 = 0);
 
   private:
+    // Step 2: the values that resume the thread, stored on its own stack.
+    Result<void> store_resume_values(int tid, const user_regs_struct& saved,
+                                     const std::string& subject);
+
     RemoteSyscall(StoppedProcess& process, const RemoteMemory& memory,
                   const std::vector<Mapping>& mappings, Site site,
                   std::vector<std::byte> saved_bytes)

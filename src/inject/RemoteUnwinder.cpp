@@ -61,7 +61,7 @@ struct RemoteUnwinder::Session {
         std::uint64_t start = address & ~(page_size - 1);
         auto [entry, inserted] = pages.try_emplace(start);
         if (inserted) {
-            if (auto bytes = memory.read(start, page_size)) {
+            if (auto bytes = memory.read(RemoteAddress(start), page_size)) {
                 entry->second = std::move(*bytes);
             }
         }

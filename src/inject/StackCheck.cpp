@@ -45,7 +45,7 @@ bool scan_proves_safe(int tid, const std::vector<CodeRange>& ranges,
     if (!own_stack || top - registers.rsp > max_scanned_stack) {
         return false;
     }
-    auto words = memory.read(registers.rsp, top - registers.rsp);
+    auto words = memory.read(RemoteAddress(registers.rsp), top - registers.rsp);
     if (!words) {
         return false;
     }

@@ -3,14 +3,12 @@
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <memory>
-#include <set>
 #include <string>
 
+#include "inject/WaitStatus.h"
 #include "proc/Process.h"
 
 namespace suture {
@@ -19,6 +17,8 @@ StoppedProcess::StoppedProcess(StoppedProcess&& other) noexcept
     : pid_(other.pid_),
       threads_(std::move(other.threads_)),
       interrupted_(std::move(other.interrupted_)),
+      seized_(std::move(other.seized_)),
+      unreported_(std::move(other.unreported_)),
       stopped_at_(other.stopped_at_),
       attached_(std::exchange(other.attached_, false)) {}
 
@@ -27,80 +27,94 @@ StoppedProcess::~StoppedProcess() {
 }
 
 Result<StoppedProcess> StoppedProcess::stop(int pid) {
+    // From here on every thread seized is detached again by `process`'s
+    // destructor, on every path out.
     StoppedProcess process(pid);
     process.attached_ = true;
-    std::string subject = "pid " + std::to_string(pid);
-    std::set<int> seized;
     process.stopped_at_ = std::chrono::steady_clock::now();
     for (;;) {
-        auto tids = list_thread_ids(pid);
-        if (!tids) {
-            if (!seized.empty()) {
-                return fail(ErrorCode::target_died, subject + ": exited while being stopped");
-            }
-            return tl::unexpected(tids.error());
+        auto fresh = process.seize_new_threads();
+        if (!fresh) {
+            return tl::unexpected(fresh.error());
         }
-        std::vector<int> fresh;
-        for (int tid : *tids) {
-            if (seized.contains(tid)) {
-                continue;
-            }
-            // TRACESYSGOOD marks system-call stops with SIGTRAP|0x80, which is no
-            // valid signal: should this tool die during such a stop, the kernel
-            // does not deliver a SIGTRAP to the thread (see RemoteSyscall).
-            if (::ptrace(PTRACE_SEIZE, tid, nullptr,
-                         reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD)) != 0) {
-                if (errno == ESRCH) {
-                    continue;  // the thread exited: nothing to hold
-                }
-                int error = errno;
-                if (error == EPERM && seized.empty()) {
-                    return fail_errno(subject + ": attach (already traced, or not permitted)",
-                                      error);
-                }
-                return fail_errno(subject + ": attach thread " + std::to_string(tid), error);
-            }
-            seized.insert(tid);
-            if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0 && errno != ESRCH) {
-                return fail_errno(subject + ": interrupt thread " + std::to_string(tid), errno);
-            }
-            fresh.push_back(tid);
+        if (*fresh == 0) {
+            break;  // a whole pass found no new thread: the list is stable (step 3)
         }
-        if (fresh.empty()) {
-            break;  // a whole pass found no new thread: the list is stable
-        }
-        for (int tid : fresh) {
-            int status = 0;
-            for (;;) {
-                pid_t waited = ::waitpid(tid, &status, __WALL);
-                if (waited < 0 && errno == EINTR) {
-                    continue;
-                }
-                break;
-            }
-            if (WIFEXITED(status) || WIFSIGNALED(status)) {
-                if (tid == pid) {
-                    return fail(ErrorCode::target_died, subject + ": exited while being stopped");
-                }
-                continue;  // one thread exited
-            }
-            if (!WIFSTOPPED(status)) {
-                continue;
-            }
-            process.threads_.push_back(StoppedThread{tid, {}});
-            if ((status >> 16) == PTRACE_EVENT_STOP) {
-                process.interrupted_.push_back(tid);
-            } else {
-                // A signal-delivery-stop: keep the signal for the thread.
-                process.threads_.back().pending_signals.push_back(WSTOPSIG(status));
-                process.threads_.back().in_delivery_stop = true;
-            }
+        if (auto stopped = process.wait_for_interrupts(); !stopped) {
+            return tl::unexpected(stopped.error());
         }
     }
     if (process.threads_.empty()) {
-        return fail(ErrorCode::target_died, subject + ": no thread left to stop");
+        return fail(ErrorCode::target_died, process.subject() + ": no thread left to stop");
     }
     return process;
+}
+
+std::string StoppedProcess::subject() const {
+    return "pid " + std::to_string(pid_);
+}
+
+Result<std::size_t> StoppedProcess::seize_new_threads() {
+    auto tids = list_thread_ids(pid_);
+    if (!tids) {
+        if (!seized_.empty()) {
+            return fail(ErrorCode::target_died, subject() + ": exited while being stopped");
+        }
+        return tl::unexpected(tids.error());
+    }
+    std::size_t fresh = 0;
+    for (int tid : *tids) {
+        if (seized_.contains(tid)) {
+            continue;
+        }
+        // TRACESYSGOOD marks system-call stops with SIGTRAP|0x80, which is no
+        // valid signal: should this tool die during such a stop, the kernel
+        // does not deliver a SIGTRAP to the thread (see RemoteSyscall).
+        if (::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD)) !=
+            0) {
+            if (errno == ESRCH) {
+                continue;  // the thread exited: nothing to hold (step 4)
+            }
+            int error = errno;
+            if (error == EPERM && seized_.empty()) {
+                return fail_errno(subject() + ": attach (already traced, or not permitted)", error);
+            }
+            return fail_errno(subject() + ": attach thread " + std::to_string(tid), error);
+        }
+        seized_.insert(tid);
+        unreported_.push_back(tid);
+        ++fresh;
+        if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0 && errno != ESRCH) {
+            return fail_errno(subject() + ": interrupt thread " + std::to_string(tid), errno);
+        }
+    }
+    return fresh;
+}
+
+Result<void> StoppedProcess::wait_for_interrupts() {
+    while (!unreported_.empty()) {
+        int tid = unreported_.front();
+        auto status = wait_for_stop(tid, subject());
+        if (!status) {
+            return tl::unexpected(status.error());  // still unreported: resume() sees to it
+        }
+        unreported_.erase(unreported_.begin());
+        if (status->ended()) {
+            if (tid == pid_) {
+                return fail(ErrorCode::target_died, subject() + ": exited while being stopped");
+            }
+            continue;  // one thread exited (step 4)
+        }
+        threads_.push_back(StoppedThread{tid, {}});
+        if (status->kind() == WaitStatus::Kind::signal_stop) {
+            // A signal-delivery-stop (step 2): keep the signal for the thread.
+            threads_.back().pending_signals.push_back(status->signal());
+            threads_.back().in_delivery_stop = true;
+        } else {
+            interrupted_.push_back(tid);
+        }
+    }
+    return {};
 }
 
 StoppedThread& StoppedProcess::worker() {
@@ -138,6 +152,11 @@ std::chrono::nanoseconds StoppedProcess::resume() {
             ::syscall(SYS_tgkill, pid_, thread.tid, thread.pending_signals[i]);
         }
     }
+    // Seized, but stop() failed before their stop was seen (step 5).
+    for (int tid : unreported_) {
+        detach_when_stopped(tid);
+    }
+    unreported_.clear();
     return std::chrono::steady_clock::now() - stopped_at_;
 }
 

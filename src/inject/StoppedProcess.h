@@ -3,6 +3,8 @@
 #include <sys/user.h>
 
 #include <chrono>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "base/Error.h"
@@ -38,14 +40,19 @@ struct StoppedThread {
 //     ends.
 //  4. A thread can exit meanwhile (ESRCH on seize, or an exit status from
 //     waitpid); it is dropped. If the whole process exits, stop() fails with
-//     target_died.
-//  5. If this tool is killed, the kernel detaches every tracee and they run
+//     target_died. Any other waitpid failure is an error of its own.
+//  5. Every thread seized is detached again on every path out of stop(),
+//     failures included: PTRACE_DETACH needs a thread in a ptrace-stop, so
+//     one seized but not yet seen stopped is waited for first. A thread left
+//     traced would stop at its next signal and wait there for as long as
+//     this tool lives (for sutured: until it exits).
+//  6. If this tool is killed, the kernel detaches every tracee and they run
 //     on; what is in the process's memory then is explained by the region
 //     marker (see docs/patch-format.md).
 class StoppedProcess {
   public:
     // Stops every thread of `pid`. Errors: not_found (no such process),
-    // permission_denied, target_died.
+    // permission_denied, target_died, and the errno of a failed waitpid.
     static Result<StoppedProcess> stop(int pid);
 
     StoppedProcess(StoppedProcess&& other) noexcept;
@@ -71,9 +78,19 @@ class StoppedProcess {
   private:
     explicit StoppedProcess(int pid) : pid_(pid) {}
 
+    std::string subject() const;
+    // One pass over /proc/PID/task: seizes and interrupts every thread not
+    // seized yet (steps 1, 3, 4); returns how many.
+    Result<std::size_t> seize_new_threads();
+    // Waits for the stop of every thread seized but not yet seen stopped
+    // (steps 1, 2, 4).
+    Result<void> wait_for_interrupts();
+
     int pid_;
     std::vector<StoppedThread> threads_;
     std::vector<int> interrupted_;  // tids that reported PTRACE_EVENT_STOP
+    std::set<int> seized_;          // every tid seized, stopped or not
+    std::vector<int> unreported_;   // seized, its stop not yet waited for
     std::chrono::steady_clock::time_point stopped_at_{};
     bool attached_ = false;
 };

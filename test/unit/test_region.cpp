@@ -74,17 +74,17 @@ TEST_CASE("the patch image resolves calls into the library relative to its base"
     CHECK(layout->size % 4096 == 0);
     const std::uint64_t region = 0x7f1000000000;
     const std::uint64_t base = 0x7f1000200000;
-    std::vector<std::uint64_t> replacements;
+    std::vector<RemoteAddress> replacements;
     auto image = build_patch_image(
-        *patch, *layout, region, base,
-        [](const Import&) -> Result<std::uint64_t> {
-            return std::uint64_t{0x7f2000000000};  // far away
+        *patch, *layout, RemoteAddress(region), RemoteAddress(base),
+        [](const Import&) -> Result<RemoteAddress> {
+            return RemoteAddress(0x7f2000000000);  // far away
         },
         replacements);
     REQUIRE(image);
     REQUIRE(replacements.size() == 6);
     // demo_with_helper_v2: endbr64; sub rsp,8; call demo_helper (e8 rel32).
-    std::uint64_t function = replacements[2];
+    std::uint64_t function = replacements[2].raw();
     std::size_t offset = function - region;
     REQUIRE((*image)[offset + 8] == std::byte{0xe8});
     std::int32_t rel32;
@@ -97,7 +97,7 @@ TEST_CASE("the patch image resolves calls into the library relative to its base"
     }
     CHECK(function + 13 + rel32 == base + helper_offset);
     // A call to an import 4 GiB away goes through a stub: jmp *0(%rip).
-    std::uint64_t libc_function = replacements[4];
+    std::uint64_t libc_function = replacements[4].raw();
     bool through_stub = false;
     for (std::size_t at = libc_function - region; at + 5 < image->size(); ++at) {
         if ((*image)[at] != std::byte{0xe8}) {

@@ -1,0 +1,117 @@
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/Error.h"
+#include "inject/Injector.h"
+#include "inject/LoadedObjects.h"
+#include "inject/RemoteMemory.h"
+#include "inject/RemoteSyscall.h"
+#include "inject/StackCheck.h"
+#include "inject/StoppedProcess.h"
+#include "proc/ProcessMaps.h"
+
+namespace suture {
+
+// "pid 1234", the subject of a message about a process.
+std::string subject_of(int pid);
+
+// What can be learnt about a process without stopping it: the slow part of
+// an apply (opening every mapped ELF file, resolving imports, finding a
+// syscall instruction). Inside the stop it is reused only if the maps have
+// not changed meanwhile; otherwise it is done again there.
+struct Preparation {
+    std::vector<Mapping> mappings;
+    std::vector<LoadedObject> objects;
+    RemoteSyscall::Site trampoline_site;
+    int generation = 0;  // counts re-preparations inside stops
+};
+
+// Reads the maps of `pid` and prepares from them, without a stop.
+Result<Preparation> prepare_process(int pid);
+
+// One try's hold on the process: every thread stopped, the maps read again
+// (and the preparation brought up to date with them), its memory open; and
+// what the try's stack check found.
+struct HeldProcess {
+    StoppedProcess stopped;
+    std::vector<Mapping> mappings;
+    RemoteMemory memory;
+    StackCheckFigures stack_check;
+    std::vector<BlockingThread> blocking;  // threads in the way, if any
+};
+
+// Stops every thread of `pid` for try number `attempt` (a process gone at a
+// later try died during the operation: target_died), reads its maps again,
+// redoing `preparation` if a file mapping changed, and opens its memory.
+Result<HeldProcess> hold_process(int pid, Preparation& preparation, int attempt);
+
+// The stack check of a try: true when no thread's PC or return address lies
+// in `ranges`; otherwise the threads in the way are in `held.blocking`.
+Result<bool> stacks_clear(HeldProcess& held, const std::vector<CodeRange>& ranges);
+
+// The threads and frames, one line each, for a message.
+std::string describe_blocking(const std::vector<BlockingThread>& blocking);
+
+// Sleeps `backoff`, then doubles it up to `options.max_backoff`.
+void sleep_backoff(std::chrono::milliseconds& backoff, const InjectOptions& options);
+
+// What a try that went through gave, and what its stop cost.
+template <typename T>
+struct DoneInStop {
+    T value;
+    int attempts = 0;
+    std::size_t threads = 0;
+    StackCheckFigures stack_check;
+    std::chrono::nanoseconds stopped_for{};
+};
+
+// Runs `one_try(HeldProcess&)` with every thread of `pid` stopped: the
+// "with the process stopped" of apply and revert. The try returns its value,
+// or nullopt when its stack check found threads in the way; then the process
+// runs for a backoff (doubling up to max_backoff) and the next try stops it
+// again, up to `options.attempts` tries, after which it fails `unsafe`
+// ("threads are <what_blocks>"), naming the last try's threads and frames in
+// the message and in `blocking_out`. Every path out, errors included,
+// resumes the process (HeldProcess's StoppedProcess detaches in its
+// destructor) after the try's own objects are gone.
+template <typename T, typename OneTry>
+Result<DoneInStop<T>> with_process_stopped(int pid, Preparation& preparation,
+                                           const InjectOptions& options,
+                                           const std::string& what_blocks,
+                                           std::vector<BlockingThread>* blocking_out,
+                                           const OneTry& one_try) {
+    std::chrono::milliseconds backoff = options.first_backoff;
+    for (int attempt = 1;; ++attempt) {
+        auto held = hold_process(pid, preparation, attempt);
+        if (!held) {
+            return tl::unexpected(held.error());
+        }
+        Result<std::optional<T>> tried = one_try(*held);
+        if (!tried) {
+            return tl::unexpected(tried.error());
+        }
+        if (*tried) {
+            DoneInStop<T> done{
+                std::move(**tried), attempt, held->stopped.threads().size(), held->stack_check, {}};
+            done.stopped_for = held->stopped.resume();
+            return done;
+        }
+        held->stopped.resume();
+        std::string frames = describe_blocking(held->blocking);
+        if (blocking_out != nullptr) {
+            *blocking_out = std::move(held->blocking);
+        }
+        if (attempt >= options.attempts) {
+            return fail(ErrorCode::unsafe, subject_of(pid) + ": threads are " + what_blocks +
+                                               " (gave up after " + std::to_string(attempt) +
+                                               " tries):" + frames);
+        }
+        sleep_backoff(backoff, options);
+    }
+}
+
+}  // namespace suture
