@@ -1,6 +1,6 @@
 #include "cli/TextOutput.h"
 
-#include <iostream>
+#include <ostream>
 
 #include "base/Files.h"
 #include "base/Log.h"
@@ -33,15 +33,9 @@ void print_inject_report(std::ostream& out, int pid, const InjectReport& report,
 }
 
 void print_failure(const InjectFailure& failure) {
+    // The injector's message already names every blocking thread with its
+    // frames (the structured list is for --json): printed once.
     log::error(failure.error.message);
-    std::ostream& err = std::cerr;
-    for (const BlockingThread& thread : failure.blocking) {
-        err << "  thread " << thread.tid << ":";
-        for (const std::string& frame : thread.frames) {
-            err << " " << frame;
-        }
-        err << "\n";
-    }
 }
 
 void print_thread_stacks(std::ostream& out, const std::vector<ThreadStack>& stacks) {

@@ -14,8 +14,8 @@ enum class InjectVerb { applied, reverted };
 
 // One line per report: "pid 12: applied CVE-… level 1: 3 functions, …".
 void print_inject_report(std::ostream& out, int pid, const InjectReport& report, InjectVerb verb);
-// The failure's message (log::error), then each blocking thread with its
-// frames, on stderr.
+// The failure's message (log::error); for `unsafe` it lists each blocking
+// thread with its frames.
 void print_failure(const InjectFailure& failure);
 void print_thread_stacks(std::ostream& out, const std::vector<ThreadStack>& stacks);
 void print_refreshes(std::ostream& out, const std::vector<RemoteRefresh>& refreshes);

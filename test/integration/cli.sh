@@ -31,12 +31,7 @@ run 0 "a readable PID" "$SUTURE" status --json --pid "$pid"
 
 # A comm is any bytes (a program's file name): JSON output replaces invalid
 # UTF-8 instead of aborting (it used to end with exit 134).
-odd_name="$scratch/"$'\xff\xfe'"sleep"
-cp "$(command -v sleep)" "$odd_name"
-"$odd_name" 60 &
-odd=$!
-started_pids+=("$odd")
-wait_for_exec "$odd" "$odd_name"
+start_not_utf8 odd
 run 0 "status of a process whose comm is not UTF-8" "$SUTURE" status --json --pid "$odd"
 check_eq "its comm, invalid bytes replaced" $'\xef\xbf\xbd\xef\xbf\xbdsleep' \
     "$(jq -r '.processes[0].comm' <<<"$output")"

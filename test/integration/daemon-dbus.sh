@@ -57,12 +57,7 @@ run 0 "unprivileged history: allowed" as_nobody "$SUTURE" history --json
 
 # Input sutured cannot choose: a process whose comm is not UTF-8. Status
 # answers (invalid bytes replaced), and the daemon lives on.
-odd_name="$scratch/"$'\xff\xfe'"sleep"
-cp "$(command -v sleep)" "$odd_name"
-"$odd_name" 60 &
-odd=$!
-started_pids+=("$odd")
-wait_for_exec "$odd" "$odd_name"
+start_not_utf8 odd
 run 0 "Status of a process whose comm is not UTF-8" as_nobody busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" \
     call org.suture.Suture1 /org/suture/Suture1 org.suture.Suture1 Status ai 1 "$odd"
 grep -q 'sleep' <<<"$output" && pass "the Status document names it" || fail_check "Status reply: $output"

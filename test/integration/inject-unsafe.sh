@@ -16,6 +16,13 @@ echo "$frames"
 grep -q "demo_sleep_inside (libsuture-demo.so+" <<<"$frames" &&
     pass "the blocking frame is named" || fail_check "blocking frames: $frames"
 check_eq "nothing applied" generation=1 "$(ask "$pid" report | cut -d' ' -f1)"
+# The text report names each blocking thread once (it used to print the
+# list in the message and then again).
+blocking_tid=$(jq -r '.error.blocking_threads[0].tid' <<<"$output")
+run 9 "unsafe, as text" "$SUTURE" apply --attempts 2 --backoff-ms 20 --pid "$pid" "$DEMO_PATCH_V2"
+echo "$errors"
+check_eq "the text names blocking thread $blocking_tid once" 1 \
+    "$(grep -c "thread $blocking_tid:" <<<"$errors")"
 
 # The sleeper leaves after 2.5 s; an apply with enough patience succeeds.
 json=$("$SUTURE" apply --json --attempts 40 --backoff-ms 100 --pid "$pid" "$DEMO_PATCH_V2")

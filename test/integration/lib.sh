@@ -160,6 +160,18 @@ wait_for_exec() {
     exit 1
 }
 
+# start_not_utf8 VAR: a sleeping process whose comm is not UTF-8 (its file
+# name starts with the bytes ff fe); VAR gets its PID.
+start_not_utf8() {
+    local name="$scratch/"$'\xff\xfe'"sleep" started
+    cp "$(command -v sleep)" "$name"
+    "$name" 60 &
+    started=$!
+    started_pids+=("$started")
+    wait_for_exec "$started" "$name"
+    printf -v "$1" '%s' "$started"
+}
+
 # start_in_rootfs VAR ROOTFS [NAME=VALUE...] -- PROGRAM ARGS...: start_program
 # for PROGRAM (a path inside ROOTFS), run by chroot into ROOTFS in new mount
 # and PID namespaces: the container stand-in. VAR gets the program's PID as

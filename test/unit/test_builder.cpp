@@ -17,6 +17,7 @@
 #include "builder/LibrarySymbols.h"
 #include "builder/ObjectDiff.h"
 #include "builder/PatchBuilder.h"
+#include "ScratchDirectory.h"
 #include "elf/ElfFile.h"
 #include "patch/PatchFile.h"
 
@@ -27,16 +28,7 @@ namespace {
 // A scratch directory with C sources, compiled on demand.
 class Workshop {
   public:
-    Workshop() {
-        char path[] = "/tmp/suture-builder-test-XXXXXX";
-        REQUIRE(::mkdtemp(path) != nullptr);
-        directory_ = path;
-    }
-    Workshop(const Workshop&) = delete;
-    Workshop& operator=(const Workshop&) = delete;
-    ~Workshop() { run("rm -rf '" + directory_ + "'"); }
-
-    std::string path(const std::string& name) const { return directory_ + "/" + name; }
+    std::string path(const std::string& name) const { return scratch_.file(name); }
 
     void write(const std::string& name, const std::string& text) const {
         std::ofstream(path(name)) << text;
@@ -66,7 +58,8 @@ class Workshop {
     static void run(const std::string& command) { REQUIRE(std::system(command.c_str()) == 0); }
 
   private:
-    std::string directory_;
+    ScratchDirectory scratch_;
+    const std::string& directory_ = scratch_.path();
 };
 
 RelocatableObject parse_object(const std::string& path) {

@@ -7,6 +7,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "ScratchDirectory.h"
+
 #include "base/Files.h"
 #include "base/Sha256.h"
 #include "feed-client/FeedClient.h"
@@ -38,24 +40,6 @@ std::string refusal(const json& custom) {
     CHECK(info.error().code == ErrorCode::bad_format);
     return info.error().message;
 }
-
-// A directory in /tmp, removed with everything in it at the end of scope.
-class TemporaryDirectory {
-  public:
-    TemporaryDirectory() {
-        char path[] = "/tmp/suture-test-XXXXXX";
-        REQUIRE(::mkdtemp(path) != nullptr);
-        path_ = path;
-    }
-    TemporaryDirectory(const TemporaryDirectory&) = delete;
-    TemporaryDirectory& operator=(const TemporaryDirectory&) = delete;
-    ~TemporaryDirectory() { remove_tree(path_); }
-
-    const std::string& path() const { return path_; }
-
-  private:
-    std::string path_;
-};
 
 // A targets entry for a file of `text` with `custom`.
 json target_entry(const std::string& text, const json& custom) {
@@ -154,7 +138,7 @@ TEST_CASE("a signed target with wrong-typed custom metadata is refused on its ow
 }
 
 TEST_CASE("refresh and list: a good target is kept beside a refused sibling") {
-    TemporaryDirectory work;
+    ScratchDirectory work;
     std::string repo = work.path() + "/repo";
     std::string keys = work.path() + "/keys";
     std::time_t now = ::time(nullptr);
@@ -222,7 +206,7 @@ TEST_CASE("refresh and list: a good target is kept beside a refused sibling") {
 }
 
 TEST_CASE("the publisher signs only custom metadata clients accept") {
-    TemporaryDirectory work;
+    ScratchDirectory work;
     Publisher publisher(work.path() + "/repo", work.path() + "/keys", Lifetimes{}, ::time(nullptr));
     REQUIRE(publisher.init(1, 1));
     std::string patch = work.path() + "/x.suture";
