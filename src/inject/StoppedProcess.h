@@ -81,7 +81,8 @@ struct StoppedThread {
 class StoppedProcess {
   public:
     // Stops every thread of `pid`. Errors: not_found (no such process),
-    // permission_denied, target_died, and the errno of a failed waitpid.
+    // permission_denied, target_died, unsafe (a thread did not stop within
+    // stop_bound, step 7), and the errno of a failed waitpid.
     static Result<StoppedProcess> stop(int pid);
 
     StoppedProcess(StoppedProcess&& other) noexcept;
