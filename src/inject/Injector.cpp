@@ -888,8 +888,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
 Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,
                                                  const InjectOptions& options,
                                                  std::vector<BlockingThread>* blocking_out) {
-    return on_tracer_thread(
-        [&] { return revert_as_tracer(pid, patch_id, options, blocking_out); });
+    return on_tracer_thread([&] { return revert_as_tracer(pid, patch_id, options, blocking_out); });
 }
 
 Result<std::size_t> release_retired_regions(int pid) {

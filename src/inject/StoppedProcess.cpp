@@ -135,8 +135,8 @@ Error StoppedProcess::did_not_stop(int tid) const {
             if (sharer.creator_tid == tid) {
                 why += " for pid " + std::to_string(sharer.pid) +
                        ", which shares its memory, to exec or exit";
-                advice = "try again when pid " + std::to_string(sharer.pid) +
-                         " has exec'ed or exited";
+                advice =
+                    "try again when pid " + std::to_string(sharer.pid) + " has exec'ed or exited";
             }
         }
     }

@@ -1,8 +1,8 @@
 #include "inject/WaitStatus.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <sys/ptrace.h>
-#include <sched.h>
 #include <sys/wait.h>
 
 #include <thread>

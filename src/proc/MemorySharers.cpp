@@ -172,16 +172,16 @@ std::string describe_sharer(int pid, const MemorySharer& sharer) {
     std::string advice = "try again when it has exec'ed or exited";
     switch (sharer.relation) {
         case MemorySharer::Relation::child:
-            what = sharer.vfork_wait ? other + ", a vfork() child that has not exec'ed yet (thread " +
-                                           std::to_string(sharer.creator_tid) +
-                                           " waits in vfork() for it)"
-                                     : other + ", a child made with clone(CLONE_VM)";
+            what = sharer.vfork_wait
+                       ? other + ", a vfork() child that has not exec'ed yet (thread " +
+                             std::to_string(sharer.creator_tid) + " waits in vfork() for it)"
+                       : other + ", a child made with clone(CLONE_VM)";
             break;
         case MemorySharer::Relation::parent:
-            what = sharer.vfork_wait ? other + ", its parent, which waits in vfork() for " +
-                                           subject + " to exec or exit"
-                                     : other + ", its parent (" + subject +
-                                           " was made with clone(CLONE_VM))";
+            what = sharer.vfork_wait
+                       ? other + ", its parent, which waits in vfork() for " + subject +
+                             " to exec or exit"
+                       : other + ", its parent (" + subject + " was made with clone(CLONE_VM))";
             advice = sharer.vfork_wait ? "patch " + other + " once " + subject + " has exec'ed"
                                        : "try again when either has exec'ed or exited";
             break;

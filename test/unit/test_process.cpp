@@ -78,8 +78,9 @@ void* vfork_and_wait(void* milliseconds) {
 
 }  // namespace
 
-TEST_CASE("a vfork child that has not exec'ed yet shares this process's memory; the scan of "
-          "every process finds it, and so does the look at the relatives") {
+TEST_CASE(
+    "a vfork child that has not exec'ed yet shares this process's memory; the scan of "
+    "every process finds it, and so does the look at the relatives") {
     auto alone = find_memory_sharers(::getpid(), SharerSearch::every_process);
     REQUIRE(alone);
     CHECK(alone->empty());
@@ -110,15 +111,15 @@ TEST_CASE("a vfork child that has not exec'ed yet shares this process's memory; 
         (void)find_memory_sharers(::getpid(), SharerSearch::relatives);
     }
     auto relatives = std::chrono::steady_clock::now() - started;
-    std::printf("memory sharer search over %zu processes: every process %lld us, relatives %lld us "
-                "(mean of %d)\n",
-                pids->size(),
-                static_cast<long long>(
-                    std::chrono::duration_cast<std::chrono::microseconds>(every).count() / rounds),
-                static_cast<long long>(
-                    std::chrono::duration_cast<std::chrono::microseconds>(relatives).count() /
-                    rounds),
-                rounds);
+    std::printf(
+        "memory sharer search over %zu processes: every process %lld us, relatives %lld us "
+        "(mean of %d)\n",
+        pids->size(),
+        static_cast<long long>(
+            std::chrono::duration_cast<std::chrono::microseconds>(every).count() / rounds),
+        static_cast<long long>(
+            std::chrono::duration_cast<std::chrono::microseconds>(relatives).count() / rounds),
+        rounds);
     pthread_join(thread, nullptr);
     int status = 0;
     while (::waitpid(-1, &status, WNOHANG | __WALL) > 0) {

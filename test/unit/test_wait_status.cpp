@@ -221,8 +221,9 @@ char state_of(int pid) {
 
 }  // namespace
 
-TEST_CASE("a thread waiting in vfork() cannot stop: the stop gives up after its bound and the "
-          "tracer thread's exit lets go of it") {
+TEST_CASE(
+    "a thread waiting in vfork() cannot stop: the stop gives up after its bound and the "
+    "tracer thread's exit lets go of it") {
     // The child vforks; the grandchild sleeps 1.5 s before it exits, and
     // meanwhile the child's only thread waits in vfork().
     Child parent([] {

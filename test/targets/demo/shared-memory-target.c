@@ -95,7 +95,8 @@ static int clone_child(void* argument) {
 
 static int start_clone_child(long milliseconds) {
     const size_t stack_size = 1 << 20;
-    char* stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char* stack =
+        mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (stack == MAP_FAILED) {
         return -1;
     }
@@ -147,10 +148,11 @@ int main(int argc, char** argv) {
             int pid = start_clone_child(milliseconds);
             printf("child %d\n", pid < 0 ? -1 : wait_for_child_pid());
         } else if (strncmp(line, "report", 6) == 0) {
-            printf("generation=%d calls=%lu bad=%lu child_calls=%lu child_bad=%lu reaped=%lu "
-                   "crashed=%lu\n",
-                   demo_generation(), atomic_load(&calls), atomic_load(&bad),
-                   atomic_load(&child_calls), atomic_load(&child_bad), reaped, crashed);
+            printf(
+                "generation=%d calls=%lu bad=%lu child_calls=%lu child_bad=%lu reaped=%lu "
+                "crashed=%lu\n",
+                demo_generation(), atomic_load(&calls), atomic_load(&bad),
+                atomic_load(&child_calls), atomic_load(&child_bad), reaped, crashed);
         } else if (strncmp(line, "quit", 4) == 0) {
             return 0;
         }
