@@ -4,7 +4,9 @@
 # either process, before anything is stopped or written: the other task
 # would run the code being changed unstopped and unchecked. Neither process
 # crashes or computes a wrong result, nothing is left stopped or traced, and
-# once the child is gone the same apply and revert succeed.
+# once the child is gone the same apply and revert succeed. Last, vfork()
+# children one after the other race with the checks: every apply returns,
+# applied (in a gap between children) or refused.
 source "$(dirname "$0")/lib.sh"
 require_root "ptrace and /proc/PID/mem of another process"
 : "${SHARED_MEMORY_TARGET:?}"
@@ -98,6 +100,54 @@ echo "$report"
 check_eq "reverted" 1 "$(field "$report" generation)"
 check_eq "no wrong result in the parent" 0 "$(field "$report" bad)"
 check_eq "no wrong result in a child" 0 "$(field "$report" child_bad)"
+kill -0 "$pid" && pass "the parent runs on" || fail_check "the parent died"
+untraced "$pid"
+
+# --- vfork() children one after the other, 3 ms each: the race -----------
+# A vfork() can come between the check before the stop and the stop; the
+# check in the stop (or the stop's bound, for a thread inside vfork()) has
+# to catch it. Each apply must return, applied or refused; an apply that
+# went through is reverted (retried while a child shares the memory).
+check_eq "a vfork series starts" started "$(ask "$pid" "vforks 1000000 3")"
+declare -A outcomes=()
+slowest_ms=0
+for round in $(seq 40); do
+    started=$(date +%s%N)
+    status=0
+    timeout 10 "$SUTURE" apply --pid "$pid" "$DEMO_PATCH_V2" >/dev/null 2>"$scratch/err" || status=$?
+    elapsed_ms=$((($(date +%s%N) - started) / 1000000))
+    [ "$elapsed_ms" -gt "$slowest_ms" ] && slowest_ms=$elapsed_ms
+    if [ "$status" = 0 ]; then
+        outcome=applied
+        for tries in $(seq 200); do
+            timeout 10 "$SUTURE" revert --pid "$pid" >/dev/null 2>&1 && break
+        done
+    elif [ "$status" = 9 ] && grep -q "shares its memory with pid" "$scratch/err"; then
+        outcome=refused-shared
+    elif [ "$status" = 9 ] && grep -q "did not stop within" "$scratch/err"; then
+        outcome=refused-did-not-stop
+        cat "$scratch/err"
+    else
+        outcome="unexpected-$status"
+        cat "$scratch/err"
+    fi
+    outcomes[$outcome]=$((${outcomes[$outcome]:-0} + 1))
+done
+for outcome in "${!outcomes[@]}"; do
+    echo "vfork series: $outcome ${outcomes[$outcome]} of 40"
+done
+echo "vfork series: slowest apply $slowest_ms ms"
+unexpected=0
+for outcome in "${!outcomes[@]}"; do
+    [[ "$outcome" == unexpected-* ]] && unexpected=$((unexpected + outcomes[$outcome]))
+done
+check_eq "vfork series: every apply applied or refused within 10 s" 0 "$unexpected"
+report=$(ask "$pid" report)
+echo "$report"
+check_eq "vfork series: reverted in the end" 1 "$(field "$report" generation)"
+check_eq "vfork series: no wrong result in the parent" 0 "$(field "$report" bad)"
+check_eq "vfork series: no wrong result in a child" 0 "$(field "$report" child_bad)"
+check_eq "vfork series: no child crashed" 0 "$(field "$report" crashed)"
 kill -0 "$pid" && pass "the parent runs on" || fail_check "the parent died"
 untraced "$pid"
 finish

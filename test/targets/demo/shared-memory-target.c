@@ -6,6 +6,9 @@
  * Commands on stdin, one answer line each:
  *   vfork MS   a thread calls vfork(); the child calls demo_compute for MS ms
  *              without exec'ing, then _exit(0)s; answers "child PID"
+ *   vforks N MS  a thread vforks N children one after the other, each
+ *              calling demo_compute for MS ms; answers "started" (for the
+ *              race of a vfork() between suture's check and its stop)
  *   clone MS   clone(CLONE_VM|SIGCHLD): a child process in this memory calls
  *              demo_compute for MS ms, then exits; answers "child PID"
  *   report     "generation=G calls=N bad=B child_calls=C child_bad=D
@@ -76,13 +79,29 @@ static void child_calls_for(long milliseconds) {
     }
 }
 
-static void* vfork_thread(void* argument) {
-    long milliseconds = (long)argument;
-    /* The parent thread waits in vfork() until the child exits. */
-    pid_t pid = vfork();
-    if (pid == 0) {
+/* The calling thread waits in vfork() until the child exits. */
+static __attribute__((noinline)) void vfork_one(long milliseconds) {
+    if (vfork() == 0) {
         child_calls_for(milliseconds);
         _exit(0);
+    }
+}
+
+static void* vfork_thread(void* argument) {
+    vfork_one((long)argument);
+    return NULL;
+}
+
+struct VforkSeries {
+    long count;
+    long milliseconds;
+};
+
+static void* vfork_series_thread(void* argument) {
+    struct VforkSeries series = *(struct VforkSeries*)argument;
+    free(argument);
+    for (long i = 0; i < series.count; ++i) {
+        vfork_one(series.milliseconds);
     }
     return NULL;
 }
@@ -139,7 +158,16 @@ int main(int argc, char** argv) {
     while (fgets(line, sizeof line, stdin) != NULL) {
         long milliseconds = 0;
         reap_children();
-        if (sscanf(line, "vfork %ld", &milliseconds) == 1) {
+        long count = 0;
+        if (sscanf(line, "vforks %ld %ld", &count, &milliseconds) == 2) {
+            struct VforkSeries* series = malloc(sizeof *series);
+            series->count = count;
+            series->milliseconds = milliseconds;
+            pthread_t thread;
+            pthread_create(&thread, NULL, vfork_series_thread, series);
+            pthread_detach(thread);
+            printf("started\n");
+        } else if (sscanf(line, "vfork %ld", &milliseconds) == 1) {
             pthread_t thread;
             pthread_create(&thread, NULL, vfork_thread, (void*)milliseconds);
             pthread_detach(thread);
