@@ -79,10 +79,33 @@ Result<Preparation> prepare_process(int pid) {
     return prepare_from(pid, std::move(*mappings));
 }
 
+Result<void> check_memory_not_shared(int pid, SharerSearch search) {
+    auto sharers = find_memory_sharers(pid, search);
+    if (!sharers) {
+        return tl::unexpected(sharers.error());
+    }
+    if (!sharers->empty()) {
+        return fail(ErrorCode::unsafe, describe_sharer(pid, sharers->front()));
+    }
+    return {};
+}
+
 Result<HeldProcess> hold_process(int pid, Preparation& preparation, int attempt) {
     auto stopped = StoppedProcess::stop(pid);
     if (!stopped) {
         return tl::unexpected(died_between_tries(stopped.error(), attempt));
+    }
+    // A process sharing the memory may have appeared since the check before
+    // the stop (a vfork() or clone(CLONE_VM) in between). Only a task in this
+    // memory can create one, and the full search found none but our threads;
+    // those are stopped now, and a clone() either returned before the stop
+    // (its child is in the creator's /proc/PID/task/TID/children, or in
+    // another thread's if the creator has exited) or starts again after it.
+    // So the relatives suffice here (docs/architecture.md, "Shared address
+    // spaces"). A thread still inside vfork() never stops: stop() gives up on
+    // it after its bound.
+    if (auto alone = check_memory_not_shared(pid, SharerSearch::relatives); !alone) {
+        return tl::unexpected(alone.error());
     }
     auto mappings = refresh(pid, preparation);
     if (!mappings) {

@@ -12,6 +12,7 @@
 #include "inject/RemoteSyscall.h"
 #include "inject/StackCheck.h"
 #include "inject/StoppedProcess.h"
+#include "proc/MemorySharers.h"
 #include "proc/ProcessMaps.h"
 
 namespace suture {
@@ -33,6 +34,15 @@ struct Preparation {
 // Reads the maps of `pid` and prepares from them, without a stop.
 Result<Preparation> prepare_process(int pid);
 
+// Refuses (`unsafe`, the message from describe_sharer()) when a process
+// outside the thread group of `pid` shares its memory: a vfork() child that
+// has not exec'ed yet, a clone(CLONE_VM) child or parent. Such a task runs
+// the code being changed but is neither stopped nor stack-checked with the
+// threads, and a revert would unmap code it may be running. Before any
+// stop, with SharerSearch::every_process; in each stop again, with
+// SharerSearch::relatives (hold_process() says why that suffices there).
+Result<void> check_memory_not_shared(int pid, SharerSearch search);
+
 // One try's hold on the process: every thread stopped, the maps read again
 // (and the preparation brought up to date with them), its memory open; and
 // what the try's stack check found.
@@ -45,8 +55,9 @@ struct HeldProcess {
 };
 
 // Stops every thread of `pid` for try number `attempt` (a process gone at a
-// later try died during the operation: target_died), reads its maps again,
-// redoing `preparation` if a file mapping changed, and opens its memory.
+// later try died during the operation: target_died), checks again that no
+// other process shares its memory, reads its maps again, redoing
+// `preparation` if a file mapping changed, and opens its memory.
 Result<HeldProcess> hold_process(int pid, Preparation& preparation, int attempt);
 
 // The stack check of a try: true when no thread's PC or return address lies

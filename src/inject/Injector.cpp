@@ -760,9 +760,15 @@ Result<std::vector<AppliedPatch>> list_applied_patches(int pid) {
     return patches;
 }
 
-Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOptions& options,
-                                 std::vector<BlockingThread>* blocking_out) {
-    // 0. Everything that needs no address, before the stop.
+namespace {
+
+Result<InjectReport> apply_as_tracer(int pid, const PatchFile& patch, const InjectOptions& options,
+                                     std::vector<BlockingThread>* blocking_out) {
+    // 0. Everything that needs no address, before the stop; first of all,
+    // no other process may share the memory.
+    if (auto alone = check_memory_not_shared(pid, SharerSearch::every_process); !alone) {
+        return tl::unexpected(alone.error());
+    }
     auto plan = plan_apply(pid, patch);
     if (!plan) {
         return tl::unexpected(plan.error());
@@ -785,10 +791,13 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
     return report;
 }
 
-Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,
-                                                 const InjectOptions& options,
-                                                 std::vector<BlockingThread>* blocking_out) {
+Result<std::vector<InjectReport>> revert_as_tracer(int pid, const std::string& patch_id,
+                                                   const InjectOptions& options,
+                                                   std::vector<BlockingThread>* blocking_out) {
     std::string subject = subject_of(pid);
+    if (auto alone = check_memory_not_shared(pid, SharerSearch::every_process); !alone) {
+        return tl::unexpected(alone.error());
+    }
     auto preparation = prepare_process(pid);
     if (!preparation) {
         return tl::unexpected(preparation.error());
@@ -821,7 +830,7 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
     return std::move(reports);
 }
 
-Result<std::size_t> release_retired_regions(int pid) {
+Result<std::size_t> release_as_tracer(int pid) {
     std::string subject = subject_of(pid);
     auto listed = list_applied_patches(pid);
     if (!listed) {
@@ -831,6 +840,9 @@ Result<std::size_t> release_retired_regions(int pid) {
             return patch.state == PatchState::retired;
         })) {
         return 0;
+    }
+    if (auto alone = check_memory_not_shared(pid, SharerSearch::every_process); !alone) {
+        return tl::unexpected(alone.error());
     }
     auto preparation = prepare_process(pid);
     if (!preparation) {
@@ -850,7 +862,7 @@ Result<std::size_t> release_retired_regions(int pid) {
     return release_clear_retired(*held, *syscall, retired, subject);
 }
 
-Result<std::vector<ThreadStack>> unwind_threads(int pid) {
+Result<std::vector<ThreadStack>> unwind_as_tracer(int pid) {
     auto stopped = StoppedProcess::stop(pid);
     if (!stopped) {
         return tl::unexpected(stopped.error());
@@ -862,6 +874,29 @@ Result<std::vector<ThreadStack>> unwind_threads(int pid) {
     auto stacks = unwind_every_thread(*stopped, view->mappings, view->memory);
     stopped->resume();
     return stacks;
+}
+
+}  // namespace
+
+// Each operation runs on a tracer thread of its own (StoppedProcess.h,
+// on_tracer_thread: a thread that never stopped is released when it ends).
+Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOptions& options,
+                                 std::vector<BlockingThread>* blocking_out) {
+    return on_tracer_thread([&] { return apply_as_tracer(pid, patch, options, blocking_out); });
+}
+
+Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,
+                                                 const InjectOptions& options,
+                                                 std::vector<BlockingThread>* blocking_out) {
+    return on_tracer_thread([&] { return revert_as_tracer(pid, patch_id, options, blocking_out); });
+}
+
+Result<std::size_t> release_retired_regions(int pid) {
+    return on_tracer_thread([&] { return release_as_tracer(pid); });
+}
+
+Result<std::vector<ThreadStack>> unwind_threads(int pid) {
+    return on_tracer_thread([&] { return unwind_as_tracer(pid); });
 }
 
 }  // namespace suture

@@ -60,7 +60,9 @@ struct InjectReport {
 //     their bytes back and retire the old region. Resume. One first backoff
 //     later a second stop unmaps the old region if no thread refers to it.
 // Errors: not_found, permission_denied, library_not_mapped,
-// build_id_mismatch, fingerprint_mismatch, conflict, unsafe, target_died;
+// build_id_mismatch, fingerprint_mismatch, conflict, unsafe (also: another
+// process shares the memory, before step 0 and again in each stop, or a
+// thread did not stop within stop_bound), target_died;
 // io or unsupported when a system call or the patch itself fails. Every
 // error resumes every thread. What it leaves behind:
 //  - steps 0 to 4: nothing changed;
@@ -82,7 +84,8 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
                                  std::vector<BlockingThread>* blocking = nullptr);
 
 // Reverts the patch `patch_id` (or every suture patch when empty) in `pid`,
-// under the same stop and retry rules as an apply:
+// under the same stop and retry rules as an apply (and the same refusal of
+// a process whose memory another process shares):
 //  1. Stop every thread; find the regions to revert, the retired regions and
 //     the empty regions interrupted applies left. None to revert:
 //     not_applied (after one more stop that unmaps the retired regions no

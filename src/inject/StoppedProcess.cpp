@@ -9,6 +9,7 @@
 #include <string>
 
 #include "inject/WaitStatus.h"
+#include "proc/MemorySharers.h"
 #include "proc/Process.h"
 
 namespace suture {
@@ -19,6 +20,7 @@ StoppedProcess::StoppedProcess(StoppedProcess&& other) noexcept
       interrupted_(std::move(other.interrupted_)),
       seized_(std::move(other.seized_)),
       unreported_(std::move(other.unreported_)),
+      never_stopped_(std::move(other.never_stopped_)),
       stopped_at_(other.stopped_at_),
       attached_(std::exchange(other.attached_, false)) {}
 
@@ -92,12 +94,18 @@ Result<std::size_t> StoppedProcess::seize_new_threads() {
 }
 
 Result<void> StoppedProcess::wait_for_interrupts() {
+    auto deadline = std::chrono::steady_clock::now() + stop_bound;
     while (!unreported_.empty()) {
         int tid = unreported_.front();
-        auto status = wait_for_stop(tid, subject());
-        if (!status) {
-            return tl::unexpected(status.error());  // still unreported: resume() sees to it
+        auto waited = wait_for_stop_until(tid, deadline, subject());
+        if (!waited) {
+            return tl::unexpected(waited.error());  // still unreported: resume() sees to it
         }
+        if (!*waited) {
+            never_stopped_.insert(tid);  // step 7
+            return tl::unexpected(did_not_stop(tid));
+        }
+        WaitStatus* status = &**waited;
         unreported_.erase(unreported_.begin());
         if (status->ended()) {
             if (tid == pid_) {
@@ -115,6 +123,28 @@ Result<void> StoppedProcess::wait_for_interrupts() {
         }
     }
     return {};
+}
+
+Error StoppedProcess::did_not_stop(int tid) const {
+    std::string why = describe_thread_wait(tid);
+    std::string advice = "try again later";
+    if (waits_in_vfork(tid)) {
+        why = "it waits in vfork()";
+        auto sharers = find_memory_sharers(pid_, SharerSearch::relatives);
+        for (const MemorySharer& sharer : sharers ? *sharers : std::vector<MemorySharer>{}) {
+            if (sharer.creator_tid == tid) {
+                why += " for pid " + std::to_string(sharer.pid) +
+                       ", which shares its memory, to exec or exit";
+                advice =
+                    "try again when pid " + std::to_string(sharer.pid) + " has exec'ed or exited";
+            }
+        }
+    }
+    return Error{ErrorCode::unsafe,
+                 subject() + ": thread " + std::to_string(tid) + " did not stop within " +
+                     std::to_string(stop_bound.count()) + " ms (" + why +
+                     "): every thread released, nothing changed; " + advice,
+                 0};
 }
 
 StoppedThread& StoppedProcess::worker() {
@@ -152,9 +182,14 @@ std::chrono::nanoseconds StoppedProcess::resume() {
             ::syscall(SYS_tgkill, pid_, thread.tid, thread.pending_signals[i]);
         }
     }
-    // Seized, but stop() failed before their stop was seen (step 5).
+    // Seized, but stop() failed before their stop was seen (step 5); but
+    // for a thread that did not stop in time: the tracer's exit releases it
+    // (step 7).
+    auto deadline = std::chrono::steady_clock::now() + stop_bound;
     for (int tid : unreported_) {
-        detach_when_stopped(tid);
+        if (!never_stopped_.contains(tid)) {
+            detach_when_stopped(tid, deadline);
+        }
     }
     unreported_.clear();
     return std::chrono::steady_clock::now() - stopped_at_;

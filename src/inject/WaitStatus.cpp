@@ -1,8 +1,11 @@
 #include "inject/WaitStatus.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/wait.h>
+
+#include <thread>
 
 #include <string>
 
@@ -62,6 +65,44 @@ Result<WaitStatus> wait_for_stop(int tid, const std::string& subject) {
         }
     }
     return WaitStatus(status);
+}
+
+Result<std::optional<WaitStatus>> wait_for_stop_until(
+    int tid, std::chrono::steady_clock::time_point deadline, const std::string& subject) {
+    // A stop usually comes within microseconds: yield first, sleep later.
+    constexpr int yields = 200;
+    for (int polls = 0;; ++polls) {
+        int status = 0;
+        pid_t reported = ::waitpid(tid, &status, __WALL | WNOHANG);
+        if (reported == tid) {
+            return WaitStatus(status);
+        }
+        if (reported < 0 && errno != EINTR) {
+            return fail_errno(subject + ": wait for thread " + std::to_string(tid), errno);
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+            return std::nullopt;
+        }
+        if (polls < yields) {
+            ::sched_yield();
+        } else {
+            std::this_thread::sleep_for(std::chrono::microseconds(20));
+        }
+    }
+}
+
+void detach_when_stopped(int tid, std::chrono::steady_clock::time_point deadline) {
+    ::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
+    auto status = wait_for_stop_until(tid, deadline, "thread " + std::to_string(tid));
+    if (status && !*status) {
+        return;  // not stopped: left to the tracer thread's exit
+    }
+    if (status && (*status)->ended()) {
+        return;
+    }
+    long signal =
+        status && (*status)->kind() == WaitStatus::Kind::signal_stop ? (*status)->signal() : 0;
+    ::ptrace(PTRACE_DETACH, tid, nullptr, reinterpret_cast<void*>(signal));
 }
 
 void detach_when_stopped(int tid) {

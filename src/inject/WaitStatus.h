@@ -1,5 +1,7 @@
 #pragma once
 
+#include <chrono>
+#include <optional>
 #include <string>
 
 #include "base/Error.h"
@@ -61,12 +63,23 @@ class WaitStatus {
 // our tracee, EINVAL); `subject` starts its message.
 Result<WaitStatus> wait_for_stop(int tid, const std::string& subject);
 
+// wait_for_stop() with a bound: nullopt when `tid` has reported nothing by
+// `deadline`. It polls (waitpid WNOHANG, yielding the CPU in between, then
+// sleeping 20 µs), since a blocking waitpid(2) cannot time out. Needed for
+// the thread that cannot stop: one in vfork() waits (killable only) for its
+// child to exec or exit, and a PTRACE_INTERRUPT stops it only then.
+Result<std::optional<WaitStatus>> wait_for_stop_until(
+    int tid, std::chrono::steady_clock::time_point deadline, const std::string& subject);
+
 // Detaches tracee `tid` whose stop nobody has waited for yet: PTRACE_DETACH
 // works only on a tracee in a ptrace-stop, so it is interrupted (again,
 // should the first PTRACE_INTERRUPT have failed), its stop waited for, and
 // then detached, with the signal of a signal-delivery-stop handed back. For
 // error paths; best effort: a thread that ended needs nothing, and after a
-// failed wait one PTRACE_DETACH is tried all the same.
+// failed wait one PTRACE_DETACH is tried all the same. With a `deadline`,
+// a tracee that has not stopped by then stays traced: only the exit of the
+// tracer thread releases it (StoppedProcess.h, on_tracer_thread).
 void detach_when_stopped(int tid);
+void detach_when_stopped(int tid, std::chrono::steady_clock::time_point deadline);
 
 }  // namespace suture

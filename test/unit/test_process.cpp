@@ -1,9 +1,15 @@
 #include <unistd.h>
 
+#include <pthread.h>
+#include <sys/wait.h>
+
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 
 #include <catch2/catch.hpp>
 
+#include "proc/MemorySharers.h"
 #include "proc/Process.h"
 
 using namespace suture;
@@ -56,4 +62,69 @@ TEST_CASE("the systemd unit is the last .service or .scope of the cgroup path") 
     CHECK(unit_from_cgroup("0::/system.slice/no-newline.service") == "no-newline.service");
     // A component only named like a unit suffix is not taken as part of another.
     CHECK(unit_from_cgroup("0::/system.slice/my.service.d/x\n") == "");
+}
+
+namespace {
+
+// A thread of this process that vforks; the child sleeps `milliseconds`
+// without exec'ing, then exits.
+void* vfork_and_wait(void* milliseconds) {
+    if (::vfork() == 0) {
+        ::usleep(static_cast<useconds_t>(reinterpret_cast<long>(milliseconds)) * 1000);
+        ::_exit(0);
+    }
+    return nullptr;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a vfork child that has not exec'ed yet shares this process's memory; the scan of "
+    "every process finds it, and so does the look at the relatives") {
+    auto alone = find_memory_sharers(::getpid(), SharerSearch::every_process);
+    REQUIRE(alone);
+    CHECK(alone->empty());
+    pthread_t thread;
+    REQUIRE(pthread_create(&thread, nullptr, vfork_and_wait, reinterpret_cast<void*>(600L)) == 0);
+    ::usleep(100 * 1000);
+    for (SharerSearch search : {SharerSearch::every_process, SharerSearch::relatives}) {
+        auto sharers = find_memory_sharers(::getpid(), search);
+        REQUIRE(sharers);
+        REQUIRE(sharers->size() == 1);
+        CHECK(sharers->front().relation == MemorySharer::Relation::child);
+        CHECK(sharers->front().vfork_wait);
+        std::string message = describe_sharer(::getpid(), sharers->front());
+        INFO(message);
+        CHECK(message.find("a vfork() child that has not exec'ed yet") != std::string::npos);
+    }
+    // What the scan of every process costs, printed for the record.
+    auto pids = list_process_ids();
+    REQUIRE(pids);
+    auto started = std::chrono::steady_clock::now();
+    constexpr int rounds = 20;
+    for (int i = 0; i < rounds; ++i) {
+        (void)find_memory_sharers(::getpid(), SharerSearch::every_process);
+    }
+    auto every = std::chrono::steady_clock::now() - started;
+    started = std::chrono::steady_clock::now();
+    for (int i = 0; i < rounds; ++i) {
+        (void)find_memory_sharers(::getpid(), SharerSearch::relatives);
+    }
+    auto relatives = std::chrono::steady_clock::now() - started;
+    std::printf(
+        "memory sharer search over %zu processes: every process %lld us, relatives %lld us "
+        "(mean of %d)\n",
+        pids->size(),
+        static_cast<long long>(
+            std::chrono::duration_cast<std::chrono::microseconds>(every).count() / rounds),
+        static_cast<long long>(
+            std::chrono::duration_cast<std::chrono::microseconds>(relatives).count() / rounds),
+        rounds);
+    pthread_join(thread, nullptr);
+    int status = 0;
+    while (::waitpid(-1, &status, WNOHANG | __WALL) > 0) {
+    }
+    auto after = find_memory_sharers(::getpid(), SharerSearch::every_process);
+    REQUIRE(after);
+    CHECK(after->empty());
 }

@@ -208,3 +208,46 @@ TEST_CASE("a stop that fails midway lets go of every thread it had seized") {
     ::close(ready[0]);
     ::close(ready[1]);
 }
+
+namespace {
+
+// The state letter of `pid` in /proc/PID/stat ('t' in a ptrace-stop).
+char state_of(int pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    std::size_t close = text.rfind(')');
+    return close == std::string::npos || close + 2 >= text.size() ? '?' : text[close + 2];
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a thread waiting in vfork() cannot stop: the stop gives up after its bound and the "
+    "tracer thread's exit lets go of it") {
+    // The child vforks; the grandchild sleeps 1.5 s before it exits, and
+    // meanwhile the child's only thread waits in vfork().
+    Child parent([] {
+        if (::vfork() == 0) {
+            ::usleep(1500 * 1000);
+            ::_exit(0);
+        }
+        sleep_forever(nullptr);
+    });
+    while (state_of(parent.pid()) != 'D') {
+        ::usleep(1000);
+    }
+    auto started = std::chrono::steady_clock::now();
+    auto stopped = on_tracer_thread([&] { return StoppedProcess::stop(parent.pid()); });
+    auto took = std::chrono::steady_clock::now() - started;
+    REQUIRE_FALSE(stopped);
+    CHECK(stopped.error().code == ErrorCode::unsafe);
+    INFO(stopped.error().message);
+    CHECK(stopped.error().message.find("did not stop within") != std::string::npos);
+    CHECK(stopped.error().message.find("waits in vfork()") != std::string::npos);
+    CHECK(took >= stop_bound);
+    CHECK(took < stop_bound + std::chrono::milliseconds(400));
+    // The grandchild exits; the parent leaves vfork() and runs on, untraced.
+    ::usleep(1000 * 1000);
+    CHECK(tracers_of(parent.pid()) == std::vector<int>{0});
+    CHECK(state_of(parent.pid()) == 'S');
+}
