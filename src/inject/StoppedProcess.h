@@ -3,6 +3,7 @@
 #include <sys/user.h>
 
 #include <chrono>
+#include <exception>
 #include <optional>
 #include <set>
 #include <string>
@@ -25,8 +26,18 @@ constexpr std::chrono::milliseconds stop_bound{1000};
 template <typename Work>
 auto on_tracer_thread(const Work& work) -> decltype(work()) {
     std::optional<decltype(work())> result;
-    std::thread tracer([&] { result.emplace(work()); });
+    std::exception_ptr thrown;  // rethrown here: an exception must not end the tracer thread
+    std::thread tracer([&] {
+        try {
+            result.emplace(work());
+        } catch (...) {
+            thrown = std::current_exception();
+        }
+    });
     tracer.join();
+    if (thrown) {
+        std::rethrow_exception(thrown);
+    }
     return std::move(*result);
 }
 
