@@ -37,8 +37,7 @@ InjectFailure failure_of(const Error& error) {
     return InjectFailure{error, {}};
 }
 
-}  // namespace
-
+// The database path with the default applied.
 std::string resolve_state_database(const std::string& path) {
     if (!path.empty()) {
         return path;
@@ -47,6 +46,8 @@ std::string resolve_state_database(const std::string& path) {
     return environment != nullptr && *environment != '\0' ? environment
                                                           : "/var/lib/suture/state.db";
 }
+
+}  // namespace
 
 Result<std::unique_ptr<Engine>> Engine::open(EngineOptions options) {
     if (options.distro_support_dir.empty()) {

@@ -112,7 +112,4 @@ class Engine {
     std::unique_ptr<NewProcessPatcher> new_processes_;
 };
 
-// The database path with the default applied.
-std::string resolve_state_database(const std::string& path);
-
 }  // namespace suture
