@@ -1,5 +1,7 @@
 #include "feed-client/StrictJson.h"
 
+#include <atomic>
+
 #include "feed-client/UtcTime.h"
 
 namespace suture::feed::strict {
@@ -99,5 +101,13 @@ std::time_t utc_member(const json& object, const char* key) {
     }
     return *time;
 }
+
+namespace {
+std::atomic<std::uint64_t> unchecked_read_count{0};
+}  // namespace
+
+std::uint64_t unchecked_reads() { return unchecked_read_count.load(); }
+
+void count_unchecked_read() { ++unchecked_read_count; }
 
 }  // namespace suture::feed::strict

@@ -9,16 +9,19 @@
 #include <span>
 
 #include "feed-client/Metadata.h"
+#include "feed-client/StrictJson.h"
 
 using namespace suture;
 using namespace suture::feed;
 
 namespace {
 
-template <typename T>
-void check_explicit(const Result<T>& result) {
-    if (!result && result.error().message.find("unchecked JSON read") != std::string::npos) {
-        std::abort();  // a read that did not check its type first
+// Aborts (a crash for libFuzzer) if a parser reached a read that did not
+// check its type first. The count, not the error message, is the oracle: a
+// message quotes the input, which may itself say "unchecked JSON read".
+void check_explicit() {
+    if (strict::unchecked_reads() != 0) {
+        std::abort();
     }
 }
 
@@ -34,20 +37,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // verifying signatures, but the parsers must be safe on any input), and
     // as one target's custom metadata.
     auto root = parse_root(envelope->signed_part, "fuzz");
-    check_explicit(root);
-    check_explicit(parse_timestamp(envelope->signed_part, "fuzz"));
-    check_explicit(parse_snapshot(envelope->signed_part, "fuzz"));
-    auto targets = parse_targets(envelope->signed_part, "fuzz");
-    check_explicit(targets);
-    if (targets) {
-        for (const RefusedTarget& refused : targets->refused) {
-            check_explicit(Result<void>(tl::unexpected(refused.error)));
-        }
-    }
-    check_explicit(parse_patchset_info(envelope->signed_part, "fuzz"));
+    (void)parse_timestamp(envelope->signed_part, "fuzz");
+    (void)parse_snapshot(envelope->signed_part, "fuzz");
+    (void)parse_targets(envelope->signed_part, "fuzz");
+    (void)parse_patchset_info(envelope->signed_part, "fuzz");
     if (root) {
         (void)verify_signatures(*envelope, *root, Role::root, "fuzz");
         (void)canonical_bytes(root_to_json(*root));
     }
+    check_explicit();
     return 0;
 }
