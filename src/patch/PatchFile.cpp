@@ -70,6 +70,20 @@ std::uint64_t unsigned_field(const nlohmann::json& object, const char* key) {
 
 }  // namespace
 
+std::string consistency_name(Consistency consistency) {
+    return consistency == Consistency::entry ? "entry" : "strict";
+}
+
+std::optional<Consistency> consistency_from_name(std::string_view name) {
+    if (name == "entry") {
+        return Consistency::entry;
+    }
+    if (name == "strict") {
+        return Consistency::strict;
+    }
+    return std::nullopt;
+}
+
 Result<PatchMetadata> parse_patch_metadata(std::string_view json_text, const std::string& name) {
     PatchMetadata metadata;
     try {
@@ -78,6 +92,16 @@ Result<PatchMetadata> parse_patch_metadata(std::string_view json_text, const std
         std::uint64_t level = unsigned_field(document, "level");
         metadata.level = level > 65535 ? 0 : static_cast<std::uint32_t>(level);
         metadata.description = document.value("description", "");
+        if (document.contains("consistency")) {
+            const auto& consistency = document.at("consistency");
+            auto parsed = consistency.is_string()
+                              ? consistency_from_name(consistency.get<std::string>())
+                              : std::nullopt;
+            if (!parsed) {
+                throw BadField{"\"consistency\" must be \"entry\" or \"strict\""};
+            }
+            metadata.consistency = *parsed;
+        }
         const auto& target = document.at("target");
         metadata.target_build_id = target.at("build_id").get<std::string>();
         metadata.target_soname = target.at("soname").get<std::string>();
@@ -251,6 +275,7 @@ std::vector<std::byte> write_patch(const PatchMetadata& metadata,
         {"patch_id", metadata.patch_id},
         {"level", metadata.level},
         {"description", metadata.description},
+        {"consistency", consistency_name(metadata.consistency)},
         {"target", {{"build_id", metadata.target_build_id}, {"soname", metadata.target_soname}}},
         {"functions", functions},
         {"target_references", references},

@@ -34,9 +34,26 @@ struct Import {
     std::string version;  // empty: the default version
 };
 
+// Which threads may be in the way of an apply (docs/patch-format.md,
+// "Consistency"). The builder decides; a file without the field is strict.
+enum class Consistency {
+    // The replaced functions are self-contained: a thread inside an old
+    // body finishes it and its next call takes the new code. Only a thread
+    // inside the bytes a jump overwrites is in the way.
+    entry,
+    // The replaced functions depend on each other's new behaviour: no thread
+    // may be anywhere in them (or return into them) when the jumps go in.
+    strict,
+};
+
+std::string consistency_name(Consistency consistency);
+// "entry" or "strict"; nullopt for anything else.
+std::optional<Consistency> consistency_from_name(std::string_view name);
+
 struct PatchMetadata {
     std::string patch_id;  // [A-Za-z0-9._+-]{1,63}
     std::uint32_t level = 1;
+    Consistency consistency = Consistency::strict;
     std::string description;
     std::string target_build_id;  // lowercase hex
     std::string target_soname;
