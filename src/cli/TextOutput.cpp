@@ -129,6 +129,9 @@ void print_update(std::ostream& out, const UpdateReport& report) {
     if (report.closed > 0) {
         out << "; " << report.closed << " record(s) of exited processes closed";
     }
+    if (report.released_regions > 0) {
+        out << "; " << report.released_regions << " retired region(s) unmapped";
+    }
     out << (failures ? "; some failed (exit 21)" : "") << "\n";
 }
 

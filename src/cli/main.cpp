@@ -205,11 +205,12 @@ struct RevertCommand : InjectCommand {
     void define(CLI::App& parent) {
         app = parent.add_subcommand(
             "revert",
-            "Revert a suture patch (or all of them) in one running process: under the same stop\n"
-            "and stack rules (no thread inside the patch code), the original bytes go back and\n"
-            "the patch region is retired: left mapped, marked in its marker, and unmapped by a\n"
-            "later stop of the process whose stack check proves no thread can return into it.\n"
-            "Works from the in-process marker alone.");
+            "Revert a suture patch (or all of them) in one running process, in one short stop\n"
+            "that never waits for busy code: the original bytes go back at once and the patch\n"
+            "region is retired: left mapped (a thread still running in it finishes there),\n"
+            "marked in its marker, and unmapped by the first stop whose stack check proves no\n"
+            "thread can return into it (this one, one right after, or a later apply, revert or\n"
+            "update). Works from the in-process marker alone.");
         add_options();
         app->add_option("PATCH-ID", patch_id, "Only this patch id (default: all)");
     }
@@ -373,8 +374,9 @@ struct UpdateCommand {
             "The automatic cycle: refresh the feeds (if reachable; the verified cache is used\n"
             "either way), scan every process, apply each usable patchset to every process that\n"
             "maps the exact build it is for (the highest level of each patch id; already active\n"
-            "patches are left alone), record it all in the state database, and close the records\n"
-            "of processes that exited. Running it again does nothing new.");
+            "patches are left alone), record it all in the state database, close the records\n"
+            "of processes that exited, and unmap the retired regions of earlier reverts that no\n"
+            "thread refers to any more. Running it again does nothing new.");
         app->add_flag("--offline", offline,
                       "Do not refresh the feeds; apply from the cache (the boot case)");
         app->add_flag("--json", json, "Print a JSON document");

@@ -512,6 +512,7 @@ json update_to_json(const UpdateReport& report) {
                      {"processes_examined", report.processes_examined},
                      {"processes_matching", report.processes_matching},
                      {"closed", report.closed},
+                     {"released_regions", report.released_regions},
                      {"problems", report.problems},
                      {"actions", actions}};
     document["feed"] = refresh_to_json(report.refreshes)["remotes"];
@@ -598,6 +599,7 @@ Result<UpdateReport> update_from_json(const json& document) {
         .processes_examined = fields.get<std::size_t>("processes_examined"),
         .processes_matching = fields.get<std::size_t>("processes_matching"),
         .closed = fields.get<std::size_t>("closed"),
+        .released_regions = fields.get<std::size_t>("released_regions"),
         .problems = fields.get<std::vector<std::string>>("problems"),
         .actions = {},
     };

@@ -66,6 +66,7 @@ struct UpdateReport {
     std::size_t processes_examined = 0;
     std::size_t processes_matching = 0;  // mapping a build some patchset is for
     std::size_t closed = 0;              // recorded applications whose process exited
+    std::size_t released_regions = 0;    // retired regions unmapped (docs/architecture.md)
     std::vector<std::string> problems;   // cached patch files that could not be read
     std::vector<UpdateAction> actions;
 };

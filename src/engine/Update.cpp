@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 
 #include "proc/Process.h"
@@ -219,8 +220,25 @@ void close_exited(StateDatabase& database, const StatusReport& status,
     }
 }
 
+// Step: regions of earlier reverts still mapped because a thread was running
+// in them are unmapped once no thread refers to them (one short stop per
+// process that has any; the daemon's rescan runs this step too).
+void release_retired(const StatusReport& status, UpdateReport& report) {
+    for (const auto& [pid, patches] : status.patches) {
+        bool any_retired = std::any_of(patches.begin(), patches.end(), [](const AppliedPatch& patch) {
+            return patch.state == PatchState::retired;
+        });
+        if (!any_retired) {
+            continue;
+        }
+        if (auto released = release_retired_regions(pid)) {
+            report.released_regions += *released;
+        }
+    }
+}
+
 bool did_nothing(const UpdateReport& report) {
-    bool idle = report.closed == 0;
+    bool idle = report.closed == 0 && report.released_regions == 0;
     for (const UpdateAction& action : report.actions) {
         idle = idle && action.outcome == ActionOutcome::already;
     }
@@ -305,7 +323,9 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     if (active) {
         close_exited(state, status, recorded, batches, report);
     }
-    // 6. The run itself, in the history.
+    // 6. Retired regions no thread refers to any more.
+    release_retired(status, report);
+    // 7. The run itself, in the history.
     if (options.log_idle_runs || !did_nothing(report)) {
         (void)state.log({.action = HistoryAction::update,
                          .outcome = HistoryOutcome::ok,

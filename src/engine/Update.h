@@ -46,7 +46,8 @@ Decision decide(const UpdateSubject& subject, const PatchMetadata& candidate,
 // library build ID against the usable cached patchsets, apply the highest
 // level of each patch id that is not already active (read from the
 // in-target markers), record everything in the state database, and close
-// out applications whose process (pid + start time) is gone. Idempotent: a
+// out applications whose process (pid + start time) is gone, and unmap the
+// retired regions of earlier reverts that no thread refers to. Idempotent: a
 // second run finds everything active and does nothing. Never touches the
 // calling process or excluded executables.
 Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,

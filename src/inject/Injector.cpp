@@ -153,6 +153,14 @@ std::size_t release_after_a_pause(int pid, const InjectOptions& options) {
     return released ? *released : 0;
 }
 
+// True when `pid` still maps a retired region (read without a stop).
+bool still_retired(int pid) {
+    auto listed = list_applied_patches(pid);
+    return listed && std::any_of(listed->begin(), listed->end(), [](const AppliedPatch& patch) {
+               return patch.state == PatchState::retired;
+           });
+}
+
 // Marks a reverted region retired, in its marker.
 Result<void> mark_retired(const RemoteMemory& memory, const RegionMarker& marker) {
     std::uint64_t now = unix_now_ns();
@@ -571,12 +579,9 @@ RevertTargets find_revert_targets(const HeldProcess& held, const std::string& pa
 }
 
 // Step 2 of a revert: every jump site holds our jump or the original bytes
-// (foreign bytes are a conflict); the ranges no thread may be in are the
-// regions.
-Result<std::vector<CodeRange>> revert_ranges(const RemoteMemory& memory,
-                                             const RevertTargets& targets,
-                                             const std::string& subject) {
-    std::vector<CodeRange> ranges;
+// (foreign bytes are a conflict).
+Result<void> check_jump_sites(const RemoteMemory& memory, const RevertTargets& targets,
+                              const std::string& subject) {
     for (const RegionMarker& marker : targets.markers) {
         auto jumps = count_jumps(memory, marker);
         if (!jumps) {
@@ -587,14 +592,8 @@ Result<std::vector<CodeRange>> revert_ranges(const RemoteMemory& memory,
                         subject + ": " + marker.patch_id +
                             ": a jump site holds bytes suture did not write; not touching it");
         }
-        ranges.push_back(region_range(marker));
     }
-    for (const InterruptedRegion& region : targets.interrupted) {
-        RemoteAddress start(region.intent.region_address);
-        ranges.push_back(CodeRange{start.raw(), (start + region.intent.region_size).raw(),
-                                   "empty region of an interrupted apply"});
-    }
-    return ranges;
+    return {};
 }
 
 // Step 4 of a revert: each marked region's original bytes back, the region
@@ -634,8 +633,11 @@ Result<std::vector<InjectReport>> undo_patches(const HeldProcess& held, RemoteSy
     return reports;
 }
 
-// Steps 1 to 4 of a revert, in one stop; nullopt when threads are in the
-// way (step 3), an empty list when there is nothing to revert.
+// Steps 1 to 4 of a revert, in one stop; an empty list when there is
+// nothing to revert. A revert never waits for busy code: no stack check
+// stands between it and the original bytes (a thread inside a region runs
+// on in mapped code and returns to the unchanged callers; its next call
+// takes the original function).
 Result<std::optional<std::vector<InjectReport>>> revert_in_stop(HeldProcess& held,
                                                                 const Preparation& preparation,
                                                                 const std::string& patch_id,
@@ -646,32 +648,27 @@ Result<std::optional<std::vector<InjectReport>>> revert_in_stop(HeldProcess& hel
         return std::vector<InjectReport>{};
     }
     // 2. The jump sites.
-    auto ranges = revert_ranges(held.memory, targets, subject);
-    if (!ranges) {
-        return tl::unexpected(ranges.error());
+    if (auto sites = check_jump_sites(held.memory, targets, subject); !sites) {
+        return tl::unexpected(sites.error());
     }
-    // 3. Stacks.
-    auto clear = stacks_clear(held, *ranges);
-    if (!clear) {
-        return tl::unexpected(clear.error());
-    }
-    if (!*clear) {
-        return std::optional<std::vector<InjectReport>>{};  // threads in the way: another try
-    }
-    // 4. The original bytes, after unmapping the retired regions no thread
-    // refers to.
+    // 3. The original bytes back, each region retired; the empty regions of
+    // interrupted applies unmapped.
     auto syscall = RemoteSyscall::install(held.stopped, held.memory, held.mappings,
                                           preparation.trampoline_site);
     if (!syscall) {
         return tl::unexpected(syscall.error());
     }
-    auto released = release_clear_retired(held, *syscall, targets.retired, subject);
-    if (!released) {
-        return tl::unexpected(released.error());
-    }
     auto reports = undo_patches(held, *syscall, targets, subject);
     if (!reports) {
         return tl::unexpected(reports.error());
+    }
+    // 4. Every retired region no thread refers to unmapped, the ones just
+    // retired included; the others stay for a later stop.
+    std::vector<RegionMarker> retired = std::move(targets.retired);
+    std::move(targets.markers.begin(), targets.markers.end(), std::back_inserter(retired));
+    auto released = release_clear_retired(held, *syscall, retired, subject);
+    if (!released) {
+        return tl::unexpected(released.error());
     }
     for (InjectReport& report : *reports) {
         report.released_regions = *released;
@@ -816,12 +813,9 @@ Result<std::vector<InjectReport>> revert_as_tracer(int pid, const std::string& p
                                                 (patch_id.empty() ? "no suture patch is applied"
                                                                   : patch_id + " is not applied"));
     }
-    // The regions retired in that stop usually go in a second stop a moment
-    // later.
-    bool retired_any = std::any_of(reports.begin(), reports.end(), [](const InjectReport& report) {
-        return !report.patch_id.empty();
-    });
-    std::size_t released_later = retired_any ? release_after_a_pause(pid, options) : 0;
+    // A region a thread was still running in stays retired; it usually goes
+    // in a second stop a moment later.
+    std::size_t released_later = still_retired(pid) ? release_after_a_pause(pid, options) : 0;
     for (InjectReport& report : reports) {
         add_stop_figures(report, reverted->attempts, reverted->threads, reverted->stack_check,
                          reverted->stopped_for);
@@ -832,13 +826,7 @@ Result<std::vector<InjectReport>> revert_as_tracer(int pid, const std::string& p
 
 Result<std::size_t> release_as_tracer(int pid) {
     std::string subject = subject_of(pid);
-    auto listed = list_applied_patches(pid);
-    if (!listed) {
-        return tl::unexpected(listed.error());
-    }
-    if (std::none_of(listed->begin(), listed->end(), [](const AppliedPatch& patch) {
-            return patch.state == PatchState::retired;
-        })) {
+    if (!still_retired(pid)) {
         return 0;
     }
     if (auto alone = check_memory_not_shared(pid, SharerSearch::every_process); !alone) {

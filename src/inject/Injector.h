@@ -84,25 +84,28 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
                                  std::vector<BlockingThread>* blocking = nullptr);
 
 // Reverts the patch `patch_id` (or every suture patch when empty) in `pid`,
-// under the same stop and retry rules as an apply (and the same refusal of
-// a process whose memory another process shares):
+// in one stop (with the same refusal of a process whose memory another
+// process shares as an apply). A revert never waits for busy code: no
+// thread is in its way.
 //  1. Stop every thread; find the regions to revert, the retired regions and
 //     the empty regions interrupted applies left. None to revert:
 //     not_applied (after one more stop that unmaps the retired regions no
 //     thread refers to).
 //  2. Every jump site must hold our jump or the original bytes (conflict).
-//  3. No thread may be inside a region (else back off and retry; unsafe).
-//  4. Unmap the retired regions this stop proves unreferenced; restore the
-//     original bytes and mark each region retired instead of unmapping it:
-//     should any thread still hold a return address into it, it returns
-//     into mapped code. Unmap the empty regions. Resume.
-// A second stop right after (one first backoff later), and every stop of a
-// later apply or revert, unmaps the retired regions its stack check proves
-// unreferenced. Every error resumes every thread. Errors up to step 3
-// change nothing (but for not_applied's release of retired regions); an
-// error in step 4 (in practice: a process that died) leaves what step 4 did
-// so far: regions reverted, the one in progress partly, as its marker
-// explains (`partial` or `inactive`); a revert again finishes it.
+//  3. Restore the original bytes and mark each region retired instead of
+//     unmapping it: a thread running in it finishes in mapped code and
+//     returns to its unchanged caller; its next call takes the original
+//     function. Unmap the empty regions.
+//  4. Unmap every retired region, the ones just retired included, that the
+//     stack check proves no thread's PC or return address refers to. Resume.
+// Should a just-retired region still be referred to, a second stop one first
+// backoff later tries again; after that every stop of a later apply, revert
+// or update (the daemon's rescan) does. Every error resumes every thread.
+// Errors up to step 2 change nothing (but for not_applied's release of
+// retired regions); an error in step 3 (in practice: a process that died)
+// leaves what it did so far: regions reverted, the one in progress partly,
+// as its marker explains (`partial` or `inactive`); a revert again finishes
+// it.
 Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,
                                                  const InjectOptions& options,
                                                  std::vector<BlockingThread>* blocking = nullptr);
