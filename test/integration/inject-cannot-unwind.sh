@@ -48,12 +48,18 @@ check_eq "the region stays while the thread may return into it" 0 \
 check_eq "status shows it retired" retired \
     "$("$SUTURE" status --json --pid "$pid" | jq -r '.processes[0].patches[0].state')"
 sleep 3
-json=$("$SUTURE" apply --json --pid "$pid" "$DEMO_PATCH_V2")
-check_eq "the next apply's stop unmapped it once the thread left" 1 \
-    "$(jq -r .released_regions <<<"$json")"
+# `suture update` (what the daemon's rescan runs) is such an operation: a
+# local feed of the shipped patchsets, none of which is for the demo library.
+export SUTURE_FEED_ROOT_DIR=$scratch/var SUTURE_CONFIG_DIR=$scratch/etc
+export SUTURE_FEED_CACHE=$scratch/cache SUTURE_STATE_DB=$scratch/state.db
+"$SOURCE_ROOT/scripts/setup-local-feed" "$(dirname "$(dirname "$SUTURE_FEED")")" >"$scratch/setup.log" 2>&1 ||
+    { cat "$scratch/setup.log"; fail_check "setup-local-feed"; finish; }
+run 0 "update" "$SUTURE" update --offline --json
+check_eq "the update's stop unmapped it once the thread left" 1 "$(jq -r .released_regions <<<"$output")"
+check_eq "no region left" 0 "$("$SUTURE" status --json --pid "$pid" | jq '.processes[0].patches | length')"
+"$SUTURE" apply --pid "$pid" "$DEMO_PATCH_V2" >/dev/null
 json=$("$SUTURE" revert --json --pid "$pid")
 check_eq "an idle revert unmaps its region in its own stop" 1 "$(jq -r '.reverted[0].released_regions' <<<"$json")"
-check_eq "no region left" 0 "$("$SUTURE" status --json --pid "$pid" | jq '.processes[0].patches | length')"
 
 check_eq "no wrong result seen" 0 "$(field "$(ask "$pid" report)" bad)"
 
