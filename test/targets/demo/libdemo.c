@@ -57,3 +57,14 @@ int demo_sleep_inside(int milliseconds) {
     __asm__ volatile("");
     return 1;
 }
+
+/* Spins for `rounds` rounds of a loop deep inside its body, far from the
+ * first bytes a patch's jump overwrites, and calls nothing: a thread that
+ * calls it back to back is almost always inside it (its PC in the loop),
+ * which blocks a strict patch of it and not an entry one. */
+int demo_spin(int rounds) {
+    for (long i = 0; i < (long)rounds * 100000L; ++i) {
+        __asm__ volatile("");
+    }
+    return 1;
+}
