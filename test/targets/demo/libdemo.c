@@ -57,3 +57,18 @@ int demo_sleep_inside(int milliseconds) {
     __asm__ volatile("");
     return 1;
 }
+
+/* Spins ROUNDS times inside the function (no call out of it): the busy
+ * function of the entry-patch benchmark, patched by patch_spin.c. The
+ * arithmetic before the loop keeps the loop off the bytes a jump at the
+ * entry overwrites. */
+int demo_spin_inside(unsigned rounds) {
+    unsigned seed = rounds ^ 0x5bd1e995u;
+    seed = seed * 1103515245u + 12345u;
+    __asm__ volatile("" : "+r"(seed));
+    for (unsigned i = 0; i < rounds; ++i) {
+        seed = seed * 1103515245u + 12345u;
+        __asm__ volatile("" : "+r"(seed));
+    }
+    return 1;
+}

@@ -13,9 +13,12 @@
  *                unwind information, holding a pointer to where
  *                demo_compute leads now (into the patch region once patched)
  *   quit         exits
- * Usage: patch-target [WORKER-THREADS] [--idle] [--mdwe | --seccomp-mdwe]
+ * Usage: patch-target [WORKER-THREADS] [--idle | --spin] [--mdwe | --seccomp-mdwe]
  *   --idle          workers block in pause() instead of calling (a server's
  *                   threads waiting in epoll_wait look like this to ptrace)
+ *   --spin          workers call demo_spin_inside and nothing else, spending
+ *                   all their time inside it (the entry-patch benchmark); a
+ *                   result other than 1 or 2 counts as bad
  *   --mdwe          prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN): the kernel's
  *                   memory-deny-write-execute for this process
  *   --seccomp-mdwe  a seccomp filter like systemd's MemoryDenyWriteExecute=:
@@ -43,6 +46,7 @@ int demo_with_helper(int x);
 int demo_global_value(void);
 long demo_libc_crypto(void);
 int demo_sleep_inside(int milliseconds);
+int demo_spin_inside(unsigned rounds);
 
 static atomic_ulong calls;
 static atomic_ulong bad;
@@ -91,6 +95,18 @@ static void* idler(void* unused) {
     (void)unused;
     for (;;) {
         pause();
+    }
+    return NULL;
+}
+
+static void* spinner(void* unused) {
+    (void)unused;
+    for (;;) {
+        int result = demo_spin_inside(1000000);
+        if (result != 1 && result != 2) {
+            atomic_fetch_add(&bad, 1);
+        }
+        atomic_fetch_add(&calls, 1);
     }
     return NULL;
 }
@@ -145,10 +161,14 @@ static int write_execute_refused(void) {
 
 int main(int argc, char** argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2;
-    int idle = 0;
+    void* (*work)(void*) = worker;
     for (int i = 2; i < argc; ++i) {
         if (strcmp(argv[i], "--idle") == 0) {
-            idle = 1;
+            work = idler;
+            continue;
+        }
+        if (strcmp(argv[i], "--spin") == 0) {
+            work = spinner;
             continue;
         }
         int status = -1;
@@ -164,7 +184,7 @@ int main(int argc, char** argv) {
     }
     for (int i = 0; i < threads; ++i) {
         pthread_t thread;
-        pthread_create(&thread, NULL, idle ? idler : worker, NULL);
+        pthread_create(&thread, NULL, work, NULL);
     }
     struct sigaction action;
     memset(&action, 0, sizeof action);
