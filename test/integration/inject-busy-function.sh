@@ -18,10 +18,9 @@ require_root "ptrace of the busy target"
 cycles=${SUTURE_BUSY_CYCLES:-100}
 patch=$SOURCE_ROOT/patchsets/openssl/debian-12/3.0.20-1~deb12u2/CVE-2026-63076/CVE-2026-63076.suture
 
-metadata_of() { tail -c +33 "$1" | head -c "$(od -An -t u4 -j 16 -N 4 "$1" | tr -d ' ')"; }
-check_eq "the CVE-2026-63076 patch is an entry patch" entry "$(metadata_of "$patch" | jq -r '.consistency // "strict"')"
+check_eq "the CVE-2026-63076 patch is an entry patch" entry "$(patch_metadata "$patch" | jq -r '.consistency // "strict"')"
 rewrite_patch "$patch" "$scratch/strict.suture" '.consistency = "strict"'
-check_eq "its copy rewritten to strict reads as strict" strict "$(metadata_of "$scratch/strict.suture" | jq -r .consistency)"
+check_eq "its copy rewritten to strict reads as strict" strict "$(patch_metadata "$scratch/strict.suture" | jq -r .consistency)"
 
 fetch_archive_package debian-12 libssl3 3.0.20-1~deb12u2 "$scratch/archive"
 library_dir=$scratch/archive/usr/lib/x86_64-linux-gnu
@@ -32,8 +31,8 @@ check_eq "busy-cmp maps the archive's libcrypto" 7d90f38412d00023e58392b03612a24
 
 # threads_inside: how many of the target's threads have the PC or a return
 # address inside the replaced function (from `suture stacks`).
-function_start=$(metadata_of "$patch" | jq -r '.functions[0].offset')
-function_size=$(metadata_of "$patch" | jq -r '.functions[0].size')
+function_start=$(patch_metadata "$patch" | jq -r '.functions[0].offset')
+function_size=$(patch_metadata "$patch" | jq -r '.functions[0].size')
 library_base=$((16#$(awk -v path="$(readlink -f "$library_dir/libcrypto.so.3")" \
     '$6 == path && $3 == "00000000" { sub(/-.*/, "", $1); print $1; exit }' "/proc/$pid/maps")))
 threads_inside() {
@@ -65,6 +64,7 @@ check_eq "after the refused strict apply, nothing is in the process" 0 \
     "$(status_json "$pid" | jq '.processes[0].patches | length')"
 
 # After: the entry patch, applied and reverted again and again.
+first_line_of_error() { jq -r '"\(.error.reason): \(.error.message | split("\n")[0])"' <<<"$1" 2>/dev/null || head -n 1 <<<"$1"; }
 apply_ms=()
 stopped_us=()
 tries=()
@@ -77,11 +77,12 @@ for cycle in $(seq "$cycles"); do
         tries+=("$(jq -r .attempts <<<"$out")")
     else
         failed=$((failed + 1))
-        echo "cycle $cycle: apply: $out"
+        echo "cycle $cycle: apply: $(first_line_of_error "$out")"
+        continue
     fi
     if ! out=$("$SUTURE" revert --json --pid "$pid" 2>&1); then
         failed=$((failed + 1))
-        echo "cycle $cycle: revert: $out"
+        echo "cycle $cycle: revert: $(first_line_of_error "$out")"
     fi
 done
 check_eq "apply/revert operations that failed in $cycles cycles" 0 "$failed"
