@@ -92,6 +92,7 @@ class Builder {
     Result<std::string> reference_to_external(const std::string& name);
     Result<void> collect_sections();
     Result<void> describe_replacements();
+    Result<void> decide_consistency();
     Result<void> check_original_bytes(const Unit& unit, const Symbol& symbol,
                                       const LibrarySymbols::Definition& definition);
     std::vector<std::byte> write_object();
@@ -447,6 +448,160 @@ Result<void> Builder::describe_replacements() {
     return {};
 }
 
+// The consistency rule (docs/builder.md, "Consistency"). The code of the
+// patch is a graph: included sections (one function or one piece of data
+// each, with -ffunction-sections -fdata-sections) joined by relocations.
+// A replaced function is self-contained when nothing it reaches, through its
+// own cold part, new helpers, copied functions or read-only tables, is
+// another replaced function, and when no new function is reached from two
+// replaced functions (the helper's new behaviour would tie them). Only then
+// may a thread finish an old body while others already run new ones.
+using Node = std::pair<std::size_t, std::size_t>;  // (unit, section of its patched object)
+
+struct ReplacedNode {
+    Node node;
+    std::string name;
+};
+
+// How the instruction at `offset` of `bytes` uses the 4-byte field there:
+// the opcode byte before a rel32 field says call (e8) or jump (e9, 0f 8x).
+std::string use_of_field(std::span<const std::byte> bytes, std::uint64_t offset) {
+    if (offset == 0 || offset > bytes.size()) {
+        return "refers to";
+    }
+    auto opcode = std::to_integer<unsigned>(bytes[offset - 1]);
+    if (opcode == 0xe8) {
+        return "calls";
+    }
+    bool conditional = offset >= 2 && std::to_integer<unsigned>(bytes[offset - 2]) == 0x0f &&
+                       (opcode & 0xf0) == 0x80;
+    if (opcode == 0xe9 || conditional) {
+        return "jumps to";
+    }
+    return "takes the address of";
+}
+
+// "foo.cold", "table": what a node of the graph holds, for messages.
+std::string node_name(const Unit& unit, std::size_t section) {
+    std::size_t owner = unit.patched_owners.first_in(section);
+    return owner != 0 ? unit.patched.symbols()[owner].name : unit.patched.sections()[section].name;
+}
+
+Result<void> Builder::decide_consistency() {
+    // 1. The nodes that matter: replaced functions, new functions, and the
+    //    global functions of each unit by name (another unit refers to them
+    //    through an undefined symbol, or the library's PLT entry).
+    std::vector<ReplacedNode> replaced;
+    std::map<Node, std::string> new_functions;
+    std::map<std::string, Node> global_functions;
+    for (std::size_t u = 0; u < units_.size(); ++u) {
+        const auto& symbols = units_[u].patched.symbols();
+        for (std::size_t index : units_[u].changes.changed_functions) {
+            if (!is_cold_part(symbols[index].name)) {
+                replaced.push_back({{u, symbols[index].section}, symbols[index].name});
+            }
+        }
+        for (std::size_t index : units_[u].changes.new_functions) {
+            new_functions[{u, symbols[index].section}] = symbols[index].name;
+        }
+        for (const auto* list : {&units_[u].changes.changed_functions,
+                                 &units_[u].changes.new_functions}) {
+            for (std::size_t index : *list) {
+                if (symbols[index].binding != STB_LOCAL) {
+                    global_functions[symbols[index].name] = {u, symbols[index].section};
+                }
+            }
+        }
+    }
+    std::map<Node, std::string> replaced_names;
+    for (const ReplacedNode& node : replaced) {
+        replaced_names[node.node] = node.name;
+    }
+    // 2. From each replaced function, walk everything it reaches without
+    //    passing through another replaced function.
+    std::vector<Node> no_more_work;
+    std::map<Node, std::size_t> first_user_of_new;  // new function -> index in `replaced`
+    std::string tie;
+    for (std::size_t r = 0; r < replaced.size() && tie.empty(); ++r) {
+        const ReplacedNode& from = replaced[r];
+        std::set<Node> seen{from.node};
+        std::vector<std::pair<Node, std::string>> work{{from.node, ""}};  // node, reached via
+        while (!work.empty() && tie.empty()) {
+            auto [node, via] = work.back();
+            work.pop_back();
+            const Unit& unit = units_[node.first];
+            for (const auto& relocation : unit.patched.relocations_for(node.second)) {
+                // Every destination was resolved once already in collect_sections.
+                Destination destination = *destination_of(node.first, relocation, no_more_work);
+                Node next;
+                if (destination.included) {
+                    next = {destination.unit, destination.section};
+                } else {
+                    std::string name = destination.reference;
+                    if (name.starts_with("plt:")) {
+                        name = name.substr(4);
+                    }
+                    auto global = global_functions.find(name);
+                    if (global == global_functions.end()) {
+                        continue;  // the library's unchanged code or data
+                    }
+                    next = global->second;
+                }
+                if (next == from.node) {
+                    continue;
+                }
+                if (auto other = replaced_names.find(next); other != replaced_names.end()) {
+                    tie = via.empty()
+                              ? from.name + " " +
+                                    use_of_field(unit.patched.sections()[node.second].bytes,
+                                                 relocation.offset) +
+                                    " " + other->second + ", both replaced"
+                              : from.name + " reaches " + other->second + " through " + via +
+                                    ", both replaced";
+                    break;
+                }
+                if (auto helper = new_functions.find(next); helper != new_functions.end()) {
+                    auto [user, first] = first_user_of_new.emplace(next, r);
+                    if (!first && user->second != r) {
+                        tie = replaced[user->second].name + " and " + from.name +
+                              " share the new function " + helper->second;
+                        break;
+                    }
+                }
+                if (seen.insert(next).second) {
+                    work.emplace_back(next,
+                                      via.empty() ? node_name(units_[next.first], next.second)
+                                                  : via);
+                }
+            }
+        }
+    }
+    // 3. Decide, and hold the author's request against the rule.
+    Consistency decided = tie.empty() ? Consistency::entry : Consistency::strict;
+    if (tie.empty()) {
+        report_.consistency_reason = replaced.size() == 1
+                                         ? "one function"
+                                         : std::to_string(replaced.size()) +
+                                               " independent functions";
+    } else {
+        report_.consistency_reason = tie;
+    }
+    if (request_.consistency == Consistency::entry && decided == Consistency::strict) {
+        return fail(ErrorCode::invalid_argument,
+                    "consistency \"entry\" was asked for, but the replaced functions are not "
+                    "self-contained: " + tie);
+    }
+    if (request_.consistency == Consistency::strict && decided == Consistency::entry) {
+        decided = Consistency::strict;
+        report_.consistency_reason =
+            "asked for by the patch's author (the rule allows entry: " +
+            report_.consistency_reason + ")";
+    }
+    metadata_.consistency = decided;
+    report_.consistency = decided;
+    return {};
+}
+
 std::vector<std::byte> Builder::write_object() {
     ObjectWriter writer;
     // Output section index and section symbol per (unit, patched section).
@@ -521,6 +676,9 @@ Result<std::vector<std::byte>> Builder::run() {
     }
     if (auto described = describe_replacements(); !described) {
         return tl::unexpected(described.error());
+    }
+    if (auto decided = decide_consistency(); !decided) {
+        return tl::unexpected(decided.error());
     }
     std::vector<std::byte> object = write_object();
     std::vector<std::byte> patch = write_patch(metadata_, object);

@@ -1,10 +1,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "base/Error.h"
+#include "patch/PatchFile.h"
 
 namespace suture {
 
@@ -26,6 +28,11 @@ struct BuildRequest {
     std::string patch_id;
     std::uint32_t level = 1;
     std::string description;
+    // What the patch's author asks for (patchset.json "consistency"); empty:
+    // the builder decides. `strict` is always granted; `entry` only when the
+    // rule (decide_consistency in PatchBuilder.cpp, docs/builder.md) allows
+    // it, else the build fails saying which function refers to which.
+    std::optional<Consistency> consistency;
 };
 
 // What went into a patch, for the builder's report.
@@ -34,6 +41,10 @@ struct BuildReport {
     std::vector<std::string> added;       // functions new in the fix
     std::vector<std::string> references;  // "name -> 0xOFFSET"
     std::vector<std::string> imports;     // "name@VERSION"
+    Consistency consistency = Consistency::strict;
+    // Why: "one function", "3 independent functions" (entry);
+    // "tls1_enc calls ssl3_read_bytes, both replaced" (strict).
+    std::string consistency_reason;
 };
 
 // Builds a patch file (docs/patch-format.md) from the compiled units:
@@ -49,7 +60,10 @@ struct BuildReport {
 //  4. check that each replaced function's original compile matches the
 //     library's bytes outside relocation fields (proof that the flags were
 //     right), and hash the library's bytes;
-//  5. write the object and the metadata. Same inputs, same bytes.
+//  5. decide the consistency model: entry when the replaced functions are
+//     provably self-contained (one function; or none refers to another and
+//     no two share a new function), else strict;
+//  6. write the object and the metadata. Same inputs, same bytes.
 // Errors name the symbol and the reason; nothing is guessed.
 Result<std::vector<std::byte>> build_patch(const BuildRequest& request, BuildReport& report);
 

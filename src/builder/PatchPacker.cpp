@@ -154,6 +154,7 @@ Result<std::vector<std::byte>> pack_patch(const PackRequest& request) {
     metadata.patch_id = request.patch_id;
     metadata.level = request.level;
     metadata.description = request.description;
+    metadata.consistency = request.consistency;
     metadata.target_build_id = library->build_id;
     metadata.target_soname = library->soname;
     auto functions = replaced_functions(*library, request);

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "base/Error.h"
+#include "patch/PatchFile.h"
 
 namespace suture {
 
@@ -16,6 +17,9 @@ struct PackRequest {
     std::string description;
     // (symbol in the target, replacement function in the object)
     std::vector<std::pair<std::string, std::string>> replacements;
+    // Recorded as given: a hand-written object comes with no proof that its
+    // functions are self-contained, so the default is strict.
+    Consistency consistency = Consistency::strict;
 };
 
 // Builds a patch file's bytes: "this object's function X replaces symbol Y of

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> units;
     std::string output;
     bool json = false;
+    std::string consistency;
     app.add_option("--library", request.library,
                    "The archive's library the patch is for (may be stripped)")
         ->required()
@@ -42,6 +43,11 @@ int main(int argc, char** argv) {
     app.add_option("--level", request.level, "Patch level (1..65535)")->check(CLI::Range(1, 65535));
     app.add_option("--description", request.description, "One line for humans");
     app.add_option("-o,--output", output, "Where to write the patch file")->required();
+    app.add_option("--consistency", consistency,
+                   "entry or strict: what the patch's author asks for (default: the builder "
+                   "decides; strict is always granted, entry only when the functions are "
+                   "provably self-contained, see docs/builder.md)")
+        ->check(CLI::IsMember({"entry", "strict"}));
     app.add_flag("--json", json, "Print the report as JSON");
     try {
         app.parse(argc, argv);
@@ -56,6 +62,9 @@ int main(int argc, char** argv) {
             return 2;
         }
         request.units.push_back({unit.substr(0, colon), unit.substr(colon + 1)});
+    }
+    if (!consistency.empty()) {
+        request.consistency = suture::consistency_from_name(consistency);
     }
     suture::BuildReport report;
     auto patch = suture::build_patch(request, report);
@@ -72,10 +81,14 @@ int main(int argc, char** argv) {
                                    {"replaced", report.replaced},
                                    {"added", report.added},
                                    {"references", report.references},
-                                   {"imports", report.imports}};
+                                   {"imports", report.imports},
+                                   {"consistency", suture::consistency_name(report.consistency)},
+                                   {"consistency_reason", report.consistency_reason}};
         std::cout << document.dump(2) << "\n";
     } else {
         std::cout << output << ": " << report.replaced.size() << " function(s) replaced\n";
+        std::cout << "  consistency: " << suture::consistency_name(report.consistency) << " ("
+                  << report.consistency_reason << ")\n";
         for (const auto& line : report.replaced) {
             std::cout << "  replaces " << line << "\n";
         }

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
     suture::PackRequest request;
     std::string output;
     std::vector<std::string> replacements;
+    std::string consistency = "strict";
     app.add_option("--target", request.target_library, "The library build the patch is for")
         ->required()
         ->check(CLI::ExistingFile);
@@ -36,6 +37,11 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 65535));
     app.add_option("--description", request.description, "One line for humans");
     app.add_option("--replace", replacements, "SYMBOL=FUNCTION (repeatable)")->required();
+    app.add_option("--consistency", consistency,
+                   "entry or strict (default strict). entry only if the replaced functions are "
+                   "self-contained: none depends on another's new behaviour, so a thread may "
+                   "finish an old body while others run new ones (docs/patch-format.md)")
+        ->check(CLI::IsMember({"entry", "strict"}));
     app.add_option("-o,--output", output, "Where to write the patch file")->required();
     try {
         app.parse(argc, argv);
@@ -52,6 +58,7 @@ int main(int argc, char** argv) {
         request.replacements.emplace_back(replacement.substr(0, equals),
                                           replacement.substr(equals + 1));
     }
+    request.consistency = *suture::consistency_from_name(consistency);
     auto patch = suture::pack_patch(request);
     if (!patch) {
         std::cerr << "suture-pack: error: " << patch.error().message << "\n";
