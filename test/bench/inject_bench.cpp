@@ -100,7 +100,9 @@ void run_busy_entry_scenario(int cycles) {
     // 1. The target: 8 workers spinning in demo_spin_inside.
     Target target = start_target("8", "--spin");
     ::usleep(200 * 1000);
-    // 2. Strict first: how the same patch fares when every thread counts.
+    // 2. Strict first: how the same patch fares, read as strict, when every
+    //    thread counts.
+    Consistency built = patch->metadata.consistency;
     patch->metadata.consistency = Consistency::strict;
     InjectOptions defaults;  // what `suture apply` uses: 8 tries, 5..500 ms backoff
     auto strict = apply_patch(target.pid, *patch, defaults);
@@ -111,8 +113,12 @@ void run_busy_entry_scenario(int cycles) {
     if (strict) {
         (void)revert_patches(target.pid, "", defaults);
     }
-    // 3. As entry: the floor and the time to a successful apply, alternately.
-    patch->metadata.consistency = Consistency::entry;
+    // 3. As built (entry): the floor and the time to a successful apply,
+    //    alternately.
+    patch->metadata.consistency = built;
+    if (built != Consistency::entry) {
+        std::printf("%-14s demo-spin.patch is not an entry patch\n", "8 busy");
+    }
     std::vector<double> floor, until_applied, stopped, tries;
     int failures = 0;
     for (int i = 0; i < cycles; ++i) {
