@@ -23,6 +23,9 @@ void print_inject_report(std::ostream& out, int pid, const InjectReport& report,
     if (report.replaced_level) {
         out << " (replacing level " << *report.replaced_level << ")";
     }
+    if (verb == InjectVerb::applied) {
+        out << ", consistency " << consistency_name(report.consistency);
+    }
     out << ": " << report.functions << " functions, " << report.threads << " threads stopped for "
         << std::chrono::duration_cast<std::chrono::microseconds>(report.stopped_for).count()
         << " us";

@@ -146,6 +146,11 @@ InjectReport one_inject_report_from_json(const json& document, FieldReader& pare
         .stack_check = {},
         .released_regions = fields.get<std::size_t>("released_regions"),
     };
+    if (auto consistency = consistency_from_name(fields.get<std::string>("consistency"))) {
+        report.consistency = *consistency;
+    } else {
+        fields.note("report: \"consistency\" is not \"entry\" or \"strict\"");
+    }
     FieldReader check(fields.object("stack_check"), "stack_check");
     report.stack_check = {.threads = check.get<std::size_t>("threads"),
                           .proven_by_scan = check.get<std::size_t>("proven_by_scan"),
@@ -304,6 +309,7 @@ json inject_report_to_json(int pid, const InjectReport& report) {
         {"level", report.level},
         {"replaced_level", optional_to_json(report.replaced_level)},
         {"already_applied", report.already_applied},
+        {"consistency", consistency_name(report.consistency)},
         {"region_address", hex_address(report.region_address)},
         {"functions", report.functions},
         {"attempts", report.attempts},

@@ -335,18 +335,29 @@ Result<ExistingPatches> find_existing_patches(const HeldProcess& held, const Loa
     return existing;
 }
 
-// Step 4 of an apply: the code no thread may be in, the functions being
-// replaced and the region of the level being replaced.
+// Step 4 of an apply: the code no thread may be in. Strict: the functions
+// being replaced and the region of the level being replaced. Entry: only
+// the bytes each jump overwrites (`sites`, one per function), since a thread
+// may finish an old body, including the previous level's (retired, not
+// unmapped, by retire_level).
 std::vector<CodeRange> apply_ranges(const LoadedObject& target, const PatchMetadata& metadata,
+                                    const std::vector<JumpSite>& sites,
                                     const std::optional<RegionMarker>& previous) {
     std::vector<CodeRange> ranges;
-    for (const ReplacedFunction& function : metadata.functions) {
+    for (std::size_t i = 0; i < metadata.functions.size(); ++i) {
+        const ReplacedFunction& function = metadata.functions[i];
         RemoteAddress start = target.base + function.offset;
-        ranges.push_back(CodeRange{start.raw(), (start + function.size).raw(),
-                                   function.symbol + " (" + metadata.target_soname + "+" +
-                                       hex_address(function.offset) + ")"});
+        std::string name = function.symbol + " (" + metadata.target_soname + "+" +
+                           hex_address(function.offset) + ")";
+        if (metadata.consistency == Consistency::entry) {
+            RemoteAddress site = start + sites[i].offset;
+            ranges.push_back(CodeRange{site.raw(), (site + jump_size).raw(),
+                                       "the jump site of " + name, CodeRange::Kind::overwritten});
+        } else {
+            ranges.push_back(CodeRange{start.raw(), (start + function.size).raw(), name});
+        }
     }
-    if (previous) {
+    if (previous && metadata.consistency == Consistency::strict) {
         ranges.push_back(region_range(*previous));
     }
     return ranges;
@@ -469,8 +480,9 @@ void retire_level(const RemoteMemory& memory, const RegionMarker& previous,
     (void)mark_retired(memory, previous);
 }
 
-InjectReport already_applied_report(const RegionMarker& marker) {
+InjectReport already_applied_report(const RegionMarker& marker, Consistency consistency) {
     InjectReport report;
+    report.consistency = consistency;
     report.patch_id = marker.patch_id;
     report.level = marker.level;
     report.already_applied = true;
@@ -497,7 +509,7 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
         return tl::unexpected(existing.error());
     }
     if (existing->already_applied) {
-        return already_applied_report(*existing->already_applied);
+        return already_applied_report(*existing->already_applied, metadata.consistency);
     }
     // 3. Fingerprints, in the stopped process.
     auto sites = check_fingerprints(held.memory, target, metadata, existing->previous, subject);
@@ -505,7 +517,7 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
         return tl::unexpected(sites.error());
     }
     // 4. Stacks.
-    auto clear = stacks_clear(held, apply_ranges(target, metadata, existing->previous));
+    auto clear = stacks_clear(held, apply_ranges(target, metadata, *sites, existing->previous));
     if (!clear) {
         return tl::unexpected(clear.error());
     }
@@ -541,6 +553,7 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
     }
     report.patch_id = metadata.patch_id;
     report.level = metadata.level;
+    report.consistency = metadata.consistency;
     report.region_address = region->address.raw();
     report.functions = metadata.functions.size();
     report.released_regions = *released;

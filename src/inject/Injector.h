@@ -28,6 +28,8 @@ struct InjectReport {
     std::uint32_t level = 0;
     std::optional<std::uint32_t> replaced_level;  // an upgrade replaced this level
     bool already_applied = false;                 // nothing to do
+    // The patch's consistency model: which code the stack check kept clear.
+    Consistency consistency = Consistency::strict;
     std::uint64_t region_address = 0;
     std::size_t functions = 0;
     int attempts = 0;                        // stops needed (1 = first try)

@@ -3,6 +3,7 @@
 #include <sys/ptrace.h>
 #include <sys/user.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -16,13 +17,21 @@ namespace {
 
 constexpr int max_frames = 256;
 
-const CodeRange* range_containing(const std::vector<CodeRange>& ranges, std::uint64_t address) {
+// The range a frame is in the way of: frame 0 by its PC, any other by its
+// return address.
+const CodeRange* range_holding(const std::vector<CodeRange>& ranges, std::uint64_t ip,
+                               bool is_pc) {
     for (const CodeRange& range : ranges) {
-        if (address >= range.start && address < range.end) {
+        if (is_pc ? range.holds_pc(ip) : range.holds_return_address(ip)) {
             return &range;
         }
     }
     return nullptr;
+}
+
+bool any_might_hold(const std::vector<CodeRange>& ranges, std::uint64_t word) {
+    return std::any_of(ranges.begin(), ranges.end(),
+                       [&](const CodeRange& range) { return range.might_hold_word(word); });
 }
 
 constexpr std::size_t max_scanned_stack = 512 * 1024;
@@ -32,7 +41,7 @@ bool scan_proves_safe(int tid, const std::vector<CodeRange>& ranges,
                       const std::vector<Mapping>& mappings, const RemoteMemory& memory) {
     user_regs_struct registers{};
     if (::ptrace(PTRACE_GETREGS, tid, nullptr, &registers) != 0 ||
-        range_containing(ranges, registers.rip) != nullptr) {
+        range_holding(ranges, registers.rip, true) != nullptr) {
         return false;
     }
     const Mapping* stack = find_mapping(mappings, registers.rsp);
@@ -52,9 +61,8 @@ bool scan_proves_safe(int tid, const std::vector<CodeRange>& ranges,
     for (std::size_t at = 0; at + 8 <= words->size(); at += 8) {
         std::uint64_t word;
         std::memcpy(&word, words->data() + at, sizeof word);
-        // A return address points after its call: test word - 1 as well.
-        if (range_containing(ranges, word) != nullptr ||
-            range_containing(ranges, word - 1) != nullptr) {
+        // Any word may be a return address (which points after its call).
+        if (any_might_hold(ranges, word)) {
             return false;
         }
     }
@@ -89,10 +97,8 @@ Result<std::vector<BlockingThread>> find_blocking_threads(StoppedProcess& proces
         BlockingThread report{tid, {}, {}};
         for (std::size_t depth = 0; depth < chain->frames.size(); ++depth) {
             std::uint64_t ip = chain->frames[depth];
-            // A return address points after the call: the call itself (and
-            // the function that made it) is at ip - 1.
-            std::uint64_t address = depth == 0 ? ip : ip - 1;
-            if (const CodeRange* range = range_containing(ranges, address)) {
+            // Frame 0 is the PC; every other ip is a return address.
+            if (const CodeRange* range = range_holding(ranges, ip, depth == 0)) {
                 report.frames.push_back("#" + std::to_string(depth) + " " + hex_address(ip) +
                                         " in " + range->name);
             }

@@ -11,12 +11,38 @@
 
 namespace suture {
 
-// A half-open address range [start, end) that no thread may be executing in
-// (its PC) or return into (a return address) while it is being replaced.
+// Code that no thread may be in while it is being replaced. Two kinds:
+//  - body (strict patches, regions): the half-open range [start, end); a
+//    thread is in the way if its PC lies in it, or a return address r does
+//    with r - 1 (the call) in it.
+//  - overwritten (entry patches): the bytes a 5-byte jump replaces at
+//    start; a thread finishing the old body elsewhere is fine. It is in the
+//    way only if its PC is strictly inside (start, end) (PC == start will
+//    execute the jump), or a return address r satisfies start < r < end (a
+//    call among the overwritten bytes returning into them; r == end
+//    continues the old body).
 struct CodeRange {
+    enum class Kind { body, overwritten };
     std::uint64_t start = 0;
     std::uint64_t end = 0;
     std::string name;  // for reports: "compute (libdemo.so+0x1139)"
+    Kind kind = Kind::body;
+
+    // Is a thread whose PC is `pc` in the way?
+    bool holds_pc(std::uint64_t pc) const {
+        return kind == Kind::body ? pc >= start && pc < end : pc > start && pc < end;
+    }
+    // Is a thread that will return to `address` in the way?
+    bool holds_return_address(std::uint64_t address) const {
+        return kind == Kind::body ? address - 1 >= start && address - 1 < end
+                                  : address > start && address < end;
+    }
+    // The conservative scan's test of a stack word: true for every word
+    // holds_return_address is true for (and, for a body, for its first
+    // byte too, as ever).
+    bool might_hold_word(std::uint64_t word) const {
+        return kind == Kind::body ? word >= start && word <= end : holds_return_address(word);
+    }
 };
 
 // One thread whose stack touches a range, with the frames that do; or one
@@ -39,7 +65,7 @@ struct StackCheckFigures {
 };
 
 // Returns the stopped threads whose PC or any return address lies in one of
-// `ranges`. A thread that cannot be unwound to its end is reported as
+// `ranges` (CodeRange::holds_pc, holds_return_address). A thread that cannot be unwound to its end is reported as
 // blocking too: unknown is not safe. An unwind is complete only when it
 // reaches the frame the unwind tables mark outermost; a frame without unwind
 // information, a libunwind error or too many frames leave it incomplete,

@@ -374,3 +374,136 @@ TEST_CASE("a patch for a real library resolves the static of the right file") {
         CHECK(nothing.error().message.find("changes no function") != std::string::npos);
     }
 }
+
+namespace {
+
+// The consistency rule's library: three global functions, caller calls
+// leaf_a (each big enough to hold a jump).
+const char* const file_c = R"(
+#define KEEP __attribute__((noipa))
+KEEP int leaf_a(int x) { x = x / 3 - (x ^ 0x5a5a); return x + 1; }
+KEEP int leaf_b(int x) { x = x / 5 - (x ^ 0x3c3c); return x * 2; }
+KEEP int caller(int x) { return leaf_a(x) + 3; }
+)";
+
+// Builds a patch of libc.so (from file_c) to `fixed`, with the author's
+// `requested` model; the report's consistency and reason, or the error.
+struct ConsistencyOutcome {
+    bool built = false;
+    Consistency recorded = Consistency::strict;  // in the patch file's metadata
+    Consistency reported = Consistency::strict;
+    std::string reason;
+    std::string error;
+};
+
+ConsistencyOutcome build_with_fix(const std::string& fixed,
+                                  std::optional<Consistency> requested = std::nullopt) {
+    Workshop workshop;
+    workshop.write("c.c", file_c);
+    std::string original = workshop.compile("c.c", "c.o");
+    std::string library = workshop.link("libc-rule.so", {"c.o"});
+    workshop.write("c.c", fixed);
+    BuildRequest request;
+    request.units = {{original, workshop.compile("c.c", "c-fixed.o")}};
+    request.library = library;
+    request.debug_symbols = library;
+    request.patch_id = "rule";
+    request.consistency = requested;
+    BuildReport report;
+    auto patch = build_patch(request, report);
+    ConsistencyOutcome outcome;
+    if (!patch) {
+        outcome.error = patch.error().message;
+        UNSCOPED_INFO("build_patch: " << outcome.error);
+        return outcome;
+    }
+    auto parsed = parse_patch(*patch, "rule");
+    REQUIRE(parsed);
+    outcome.built = true;
+    outcome.recorded = parsed->metadata.consistency;
+    outcome.reported = report.consistency;
+    outcome.reason = report.consistency_reason;
+    return outcome;
+}
+
+std::string with(std::string text, const std::string& from, const std::string& to) {
+    auto at = text.find(from);
+    REQUIRE(at != std::string::npos);
+    return text.replace(at, from.size(), to);
+}
+
+}  // namespace
+
+TEST_CASE("the builder decides the consistency model from what the new code refers to") {
+    std::string c = file_c;
+    SECTION("one replaced function is entry") {
+        auto outcome = build_with_fix(with(c, "x + 1", "x + 11"));
+        REQUIRE(outcome.built);
+        CHECK(outcome.recorded == Consistency::entry);
+        CHECK(outcome.reported == Consistency::entry);
+        CHECK(outcome.reason == "one function");
+    }
+    SECTION("two functions that do not refer to each other are entry") {
+        auto outcome = build_with_fix(with(with(c, "x + 1", "x + 11"), "x * 2", "x * 3"));
+        REQUIRE(outcome.built);
+        CHECK(outcome.recorded == Consistency::entry);
+        CHECK(outcome.reason == "2 independent functions");
+    }
+    SECTION("a replaced function calling another replaced function is strict") {
+        std::string fixed = with(with(c, "x + 1", "x + 11"), "leaf_a(x) + 3", "leaf_a(x) + 4");
+        auto outcome = build_with_fix(fixed);
+        REQUIRE(outcome.built);
+        CHECK(outcome.recorded == Consistency::strict);
+        CHECK(outcome.reason == "caller calls leaf_a, both replaced");
+        SECTION("and asking for entry is refused, saying why") {
+            auto refused = build_with_fix(fixed, Consistency::entry);
+            CHECK_FALSE(refused.built);
+            INFO(refused.error);
+            CHECK(refused.error.find("caller calls leaf_a, both replaced") != std::string::npos);
+        }
+    }
+    SECTION("taking the address of another replaced function is strict") {
+        auto outcome = build_with_fix(
+            with(with(c, "x + 1", "x + 11"), "return x * 2;",
+                 "int (*volatile f)(int) = leaf_a; return f(x) * 2;"));
+        REQUIRE(outcome.built);
+        CHECK(outcome.recorded == Consistency::strict);
+        CHECK(outcome.reason == "leaf_b takes the address of leaf_a, both replaced");
+    }
+    SECTION("a new helper used by two replaced functions ties them") {
+        std::string fixed =
+            with(with(with(c, "KEEP int leaf_a",
+                           "KEEP static int clamp_new(int x) { return x < 0 ? 0 : x; }\n"
+                           "KEEP int leaf_a"),
+                      "return x + 1;", "return clamp_new(x) + 1;"),
+                 "return x * 2;", "return clamp_new(x) * 2;");
+        auto outcome = build_with_fix(fixed);
+        REQUIRE(outcome.built);
+        CHECK(outcome.recorded == Consistency::strict);
+        CHECK(outcome.reason == "leaf_a and leaf_b share the new function clamp_new");
+    }
+    SECTION("reaching another replaced function through a new helper is strict") {
+        std::string fixed =
+            with(with(with(c, "KEEP int leaf_a",
+                           "int leaf_b(int x);\n"
+                           "KEEP static int via_new(int x) { return leaf_b(x) - 1; }\n"
+                           "KEEP int leaf_a"),
+                      "return x + 1;", "return via_new(x) + 1;"),
+                 "x * 2", "x * 3");
+        auto outcome = build_with_fix(fixed);
+        REQUIRE(outcome.built);
+        CHECK(outcome.recorded == Consistency::strict);
+        CHECK(outcome.reason == "leaf_a reaches leaf_b through via_new, both replaced");
+    }
+    SECTION("the author may force strict where the rule allows entry") {
+        auto outcome = build_with_fix(with(c, "x + 1", "x + 11"), Consistency::strict);
+        REQUIRE(outcome.built);
+        CHECK(outcome.recorded == Consistency::strict);
+        CHECK(outcome.reason.find("asked for") != std::string::npos);
+    }
+    SECTION("asking for entry where the rule allows it is granted") {
+        auto outcome = build_with_fix(with(c, "x + 1", "x + 11"), Consistency::entry);
+        REQUIRE(outcome.built);
+        CHECK(outcome.recorded == Consistency::entry);
+    }
+}

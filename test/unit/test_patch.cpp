@@ -122,3 +122,50 @@ TEST_CASE("random damage to a patch file gives errors, never a crash") {
     // Flips inside code bytes are still valid patches: some are accepted.
     SUCCEED(accepted << " of 3000 damaged files still parsed");
 }
+
+TEST_CASE("the consistency field: absent reads as strict, entry and strict round-trip") {
+    std::string function = R"({"symbol": "f", "offset": 4096, "size": 32, "sha256": ")" +
+                           std::string(64, 'a') + R"(", "replacement": "f2"})";
+    auto document = [&](const std::string& consistency) {
+        return R"({"patch_id": "c", "level": 1, )" + consistency +
+               R"("target": {"build_id": "abcd", "soname": "libx.so"}, "functions": [)" +
+               function + "]}";
+    };
+    SECTION("a file written before the field existed is strict") {
+        auto metadata = parse_patch_metadata(document(""), "old");
+        REQUIRE(metadata);
+        CHECK(metadata->consistency == Consistency::strict);
+    }
+    SECTION("entry and strict are read as written, and written back") {
+        for (Consistency model : {Consistency::entry, Consistency::strict}) {
+            auto metadata =
+                parse_patch_metadata(document(R"("consistency": ")" + consistency_name(model) +
+                                              R"(", )"),
+                                     "m");
+            REQUIRE(metadata);
+            CHECK(metadata->consistency == model);
+            // Through a whole file: write_patch keeps it, parse_patch reads it.
+            auto demo = read_patch_file(DEMO_PATCH_V2);
+            REQUIRE(demo);
+            PatchMetadata changed = demo->metadata;
+            changed.consistency = model;
+            auto original = file_bytes(DEMO_PATCH_V2);
+            std::uint32_t metadata_size;
+            std::memcpy(&metadata_size, original.data() + 16, 4);
+            auto object = std::span(original).subspan(32 + metadata_size);
+            auto reread = parse_patch(write_patch(changed, object), "round-trip");
+            REQUIRE(reread);
+            CHECK(reread->metadata.consistency == model);
+        }
+    }
+    SECTION("any other value or type is refused as bad_format") {
+        for (std::string value : {R"("Entry")", R"("")", R"("loose")", "1", "true", "null",
+                                  R"(["entry"])", R"({"model": "entry"})"}) {
+            INFO(value);
+            auto metadata = parse_patch_metadata(document(R"("consistency": )" + value + ", "), "m");
+            REQUIRE_FALSE(metadata);
+            CHECK(metadata.error().code == ErrorCode::bad_format);
+            CHECK(metadata.error().message.find("consistency") != std::string::npos);
+        }
+    }
+}

@@ -102,6 +102,7 @@ TEST_CASE("an inject report and a failure survive the trip through their documen
     InjectReport report{.patch_id = "CVE-2026-63076",
                         .level = 2,
                         .replaced_level = 1,
+                        .consistency = Consistency::entry,
                         .region_address = 0x7f1234560000,
                         .functions = 3,
                         .attempts = 2,
@@ -115,6 +116,7 @@ TEST_CASE("an inject report and a failure survive the trip through their documen
     CHECK(back->patch_id == report.patch_id);
     CHECK(back->level == 2);
     CHECK(back->replaced_level == std::optional<std::uint32_t>(1));
+    CHECK(back->consistency == Consistency::entry);
     CHECK(back->region_address == 0x7f1234560000);
     CHECK(back->stopped_for == std::chrono::microseconds(812));
     CHECK(back->stack_check.deepest_frames == 11);
@@ -137,7 +139,7 @@ TEST_CASE("an inject report and a failure survive the trip through their documen
 TEST_CASE("a reply with a missing field or a wrong type is a bad_format error, not an exception") {
     InjectReport report{.patch_id = "p", .level = 1};
     nlohmann::json good = inject_report_to_json(1, report);
-    for (const char* field : {"patch_id", "level", "region_address", "stack_check"}) {
+    for (const char* field : {"patch_id", "level", "consistency", "region_address", "stack_check"}) {
         nlohmann::json missing = good;
         missing.erase(field);
         auto parsed = inject_report_from_json(missing);
@@ -147,6 +149,12 @@ TEST_CASE("a reply with a missing field or a wrong type is a bad_format error, n
     }
     nlohmann::json wrong = good;
     wrong["level"] = "two";
+    CHECK_FALSE(inject_report_from_json(wrong));
+    wrong = good;
+    wrong["consistency"] = "loose";
+    CHECK_FALSE(inject_report_from_json(wrong));
+    wrong = good;
+    wrong["consistency"] = 1;
     CHECK_FALSE(inject_report_from_json(wrong));
     wrong = good;
     wrong["region_address"] = "nonsense";

@@ -58,17 +58,13 @@ int demo_sleep_inside(int milliseconds) {
     return 1;
 }
 
-/* Spins ROUNDS times inside the function (no call out of it): the busy
- * function of the entry-patch benchmark, patched by patch_spin.c. The
- * arithmetic before the loop keeps the loop off the bytes a jump at the
- * entry overwrites. */
-int demo_spin_inside(unsigned rounds) {
-    unsigned seed = rounds ^ 0x5bd1e995u;
-    seed = seed * 1103515245u + 12345u;
-    __asm__ volatile("" : "+r"(seed));
-    for (unsigned i = 0; i < rounds; ++i) {
-        seed = seed * 1103515245u + 12345u;
-        __asm__ volatile("" : "+r"(seed));
+/* Spins for `rounds` rounds of a loop deep inside its body, far from the
+ * first bytes a patch's jump overwrites, and calls nothing: a thread that
+ * calls it back to back is almost always inside it (its PC in the loop),
+ * which blocks a strict patch of it and not an entry one. */
+int demo_spin(int rounds) {
+    for (long i = 0; i < (long)rounds * 100000L; ++i) {
+        __asm__ volatile("");
     }
     return 1;
 }

@@ -12,13 +12,17 @@
  *   nounwind MS  starts a thread that sleeps MS ms in a function without
  *                unwind information, holding a pointer to where
  *                demo_compute leads now (into the patch region once patched)
+ *   spin N S     starts N threads that call demo_spin back to back for S
+ *                seconds (always inside it), counting results: "spinning"
  *   quit         exits
+ * The report ends "spin=R spun=K spun_v2=K2 spin_bad=B": demo_spin's result
+ * now, calls the spinners made, how many gave version 2's result, and how
+ * many gave neither version's.
  * Usage: patch-target [WORKER-THREADS] [--idle | --spin] [--mdwe | --seccomp-mdwe]
  *   --idle          workers block in pause() instead of calling (a server's
  *                   threads waiting in epoll_wait look like this to ptrace)
- *   --spin          workers call demo_spin_inside and nothing else, spending
- *                   all their time inside it (the entry-patch benchmark); a
- *                   result other than 1 or 2 counts as bad
+ *   --spin          workers are spinners (as `spin` starts) for a year: the
+ *                   benchmark's busy scenario, which reads no answers
  *   --mdwe          prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN): the kernel's
  *                   memory-deny-write-execute for this process
  *   --seccomp-mdwe  a seccomp filter like systemd's MemoryDenyWriteExecute=:
@@ -38,6 +42,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 int demo_generation(void);
@@ -46,11 +51,14 @@ int demo_with_helper(int x);
 int demo_global_value(void);
 long demo_libc_crypto(void);
 int demo_sleep_inside(int milliseconds);
-int demo_spin_inside(unsigned rounds);
+int demo_spin(int rounds);
 
 static atomic_ulong calls;
 static atomic_ulong bad;
 static atomic_ulong signals_received;
+static atomic_ulong spun;
+static atomic_ulong spun_v2;
+static atomic_ulong spin_bad;
 
 static void count_signal(int signal) {
     (void)signal;
@@ -99,20 +107,23 @@ static void* idler(void* unused) {
     return NULL;
 }
 
-static void* spinner(void* unused) {
-    (void)unused;
-    for (;;) {
-        int result = demo_spin_inside(1000000);
-        if (result != 1 && result != 2) {
-            atomic_fetch_add(&bad, 1);
-        }
-        atomic_fetch_add(&calls, 1);
-    }
+static void* sleeper(void* argument) {
+    demo_sleep_inside((int)(long)argument);
     return NULL;
 }
 
-static void* sleeper(void* argument) {
-    demo_sleep_inside((int)(long)argument);
+static void* spinner(void* argument) {
+    time_t until = time(NULL) + (long)argument;
+    while (time(NULL) < until) {
+        int result = demo_spin(50);
+        if (result != 1 && result != 2) {
+            atomic_fetch_add(&spin_bad, 1);
+        }
+        if (result == 2) {
+            atomic_fetch_add(&spun_v2, 1);
+        }
+        atomic_fetch_add(&spun, 1);
+    }
     return NULL;
 }
 
@@ -162,6 +173,7 @@ static int write_execute_refused(void) {
 int main(int argc, char** argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2;
     void* (*work)(void*) = worker;
+    void* work_argument = NULL;
     for (int i = 2; i < argc; ++i) {
         if (strcmp(argv[i], "--idle") == 0) {
             work = idler;
@@ -169,6 +181,7 @@ int main(int argc, char** argv) {
         }
         if (strcmp(argv[i], "--spin") == 0) {
             work = spinner;
+            work_argument = (void*)(365L * 24 * 3600);
             continue;
         }
         int status = -1;
@@ -184,7 +197,7 @@ int main(int argc, char** argv) {
     }
     for (int i = 0; i < threads; ++i) {
         pthread_t thread;
-        pthread_create(&thread, NULL, work, NULL);
+        pthread_create(&thread, NULL, work, work_argument);
     }
     struct sigaction action;
     memset(&action, 0, sizeof action);
@@ -198,10 +211,11 @@ int main(int argc, char** argv) {
         if (strncmp(line, "report", 6) == 0) {
             printf(
                 "generation=%d compute=%d helper=%d global=%d libc=%ld calls=%lu bad=%lu "
-                "signals=%lu\n",
+                "signals=%lu spin=%d spun=%lu spun_v2=%lu spin_bad=%lu\n",
                 demo_generation(), demo_compute(5), demo_with_helper(5), demo_global_value(),
                 demo_libc_crypto(), atomic_load(&calls), atomic_load(&bad),
-                atomic_load(&signals_received));
+                atomic_load(&signals_received), demo_spin(0), atomic_load(&spun),
+                atomic_load(&spun_v2), atomic_load(&spin_bad));
         } else if (strncmp(line, "sleep ", 6) == 0) {
             pthread_t thread;
             pthread_create(&thread, NULL, sleeper, (void*)(long)atoi(line + 6));
@@ -210,6 +224,16 @@ int main(int argc, char** argv) {
             pthread_t thread;
             pthread_create(&thread, NULL, sleeper_without_unwind_info, (void*)(long)atoi(line + 9));
             printf("sleeping\n");
+        } else if (strncmp(line, "spin ", 5) == 0) {
+            int threads = 0;
+            long seconds = 0;
+            if (sscanf(line + 5, "%d %ld", &threads, &seconds) == 2) {
+                for (int i = 0; i < threads; ++i) {
+                    pthread_t thread;
+                    pthread_create(&thread, NULL, spinner, (void*)seconds);
+                }
+            }
+            printf("spinning\n");
         } else if (strncmp(line, "quit", 4) == 0) {
             return 0;
         }
