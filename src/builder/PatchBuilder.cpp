@@ -74,6 +74,31 @@ struct Destination {
     std::string reference;    // not included: the undefined symbol's name
 };
 
+// The consistency rule (docs/builder.md, "Consistency"). The code of the
+// patch is a graph: included sections (one function or one piece of data
+// each, with -ffunction-sections -fdata-sections) joined by relocations.
+// A replaced function is self-contained when nothing it reaches, through its
+// own cold part, new helpers, copied functions or read-only tables, is
+// another replaced function, and when no new function is reached from two
+// replaced functions (the helper's new behaviour would tie them). Only then
+// may a thread finish an old body while others already run new ones.
+using Node = std::pair<std::size_t, std::size_t>;  // (unit, section of its patched object)
+
+struct ReplacedNode {
+    Node node;
+    std::string name;
+};
+
+// The nodes that matter to the rule.
+struct PatchGraph {
+    std::vector<ReplacedNode> replaced;           // not cold parts: those belong to their parent
+    std::map<Node, std::string> replaced_names;
+    std::map<Node, std::string> new_functions;
+    // Global functions of the units by name: another unit refers to them
+    // through an undefined symbol, or through the library's PLT entry.
+    std::map<std::string, Node> global_functions;
+};
+
 class Builder {
   public:
     Builder(const BuildRequest& request, BuildReport& report)
@@ -92,6 +117,10 @@ class Builder {
     Result<std::string> reference_to_external(const std::string& name);
     Result<void> collect_sections();
     Result<void> describe_replacements();
+    PatchGraph patch_graph() const;
+    std::optional<Node> next_node(const Node& node, const RelocatableObject::Relocation& relocation,
+                                  const PatchGraph& graph);
+    std::string find_tie(const PatchGraph& graph);
     Result<void> decide_consistency();
     Result<void> check_original_bytes(const Unit& unit, const Symbol& symbol,
                                       const LibrarySymbols::Definition& definition);
@@ -448,21 +477,6 @@ Result<void> Builder::describe_replacements() {
     return {};
 }
 
-// The consistency rule (docs/builder.md, "Consistency"). The code of the
-// patch is a graph: included sections (one function or one piece of data
-// each, with -ffunction-sections -fdata-sections) joined by relocations.
-// A replaced function is self-contained when nothing it reaches, through its
-// own cold part, new helpers, copied functions or read-only tables, is
-// another replaced function, and when no new function is reached from two
-// replaced functions (the helper's new behaviour would tie them). Only then
-// may a thread finish an old body while others already run new ones.
-using Node = std::pair<std::size_t, std::size_t>;  // (unit, section of its patched object)
-
-struct ReplacedNode {
-    Node node;
-    std::string name;
-};
-
 // How the instruction at `offset` of `bytes` uses the 4-byte field there:
 // the opcode byte before a rel32 field says call (e8) or jump (e9, 0f 8x).
 std::string use_of_field(std::span<const std::byte> bytes, std::uint64_t offset) {
@@ -487,115 +501,123 @@ std::string node_name(const Unit& unit, std::size_t section) {
     return owner != 0 ? unit.patched.symbols()[owner].name : unit.patched.sections()[section].name;
 }
 
-Result<void> Builder::decide_consistency() {
-    // 1. The nodes that matter: replaced functions, new functions, and the
-    //    global functions of each unit by name (another unit refers to them
-    //    through an undefined symbol, or the library's PLT entry).
-    std::vector<ReplacedNode> replaced;
-    std::map<Node, std::string> new_functions;
-    std::map<std::string, Node> global_functions;
+PatchGraph Builder::patch_graph() const {
+    PatchGraph graph;
     for (std::size_t u = 0; u < units_.size(); ++u) {
         const auto& symbols = units_[u].patched.symbols();
         for (std::size_t index : units_[u].changes.changed_functions) {
             if (!is_cold_part(symbols[index].name)) {
-                replaced.push_back({{u, symbols[index].section}, symbols[index].name});
+                graph.replaced.push_back({{u, symbols[index].section}, symbols[index].name});
+                graph.replaced_names[{u, symbols[index].section}] = symbols[index].name;
             }
         }
         for (std::size_t index : units_[u].changes.new_functions) {
-            new_functions[{u, symbols[index].section}] = symbols[index].name;
+            graph.new_functions[{u, symbols[index].section}] = symbols[index].name;
         }
-        for (const auto* list : {&units_[u].changes.changed_functions,
-                                 &units_[u].changes.new_functions}) {
+        for (const auto* list :
+             {&units_[u].changes.changed_functions, &units_[u].changes.new_functions}) {
             for (std::size_t index : *list) {
                 if (symbols[index].binding != STB_LOCAL) {
-                    global_functions[symbols[index].name] = {u, symbols[index].section};
+                    graph.global_functions[symbols[index].name] = {u, symbols[index].section};
                 }
             }
         }
     }
-    std::map<Node, std::string> replaced_names;
-    for (const ReplacedNode& node : replaced) {
-        replaced_names[node.node] = node.name;
-    }
-    // 2. From each replaced function, walk everything it reaches without
-    //    passing through another replaced function.
+    return graph;
+}
+
+// The node a relocation of `node` leads to, if it is code or data of the
+// patch (else nullopt: the library's unchanged code or data).
+std::optional<Node> Builder::next_node(const Node& node,
+                                       const RelocatableObject::Relocation& relocation,
+                                       const PatchGraph& graph) {
     std::vector<Node> no_more_work;
-    std::map<Node, std::size_t> first_user_of_new;  // new function -> index in `replaced`
-    std::string tie;
-    for (std::size_t r = 0; r < replaced.size() && tie.empty(); ++r) {
-        const ReplacedNode& from = replaced[r];
+    // Every destination was resolved once already in collect_sections.
+    Destination destination = *destination_of(node.first, relocation, no_more_work);
+    if (destination.included) {
+        return Node{destination.unit, destination.section};
+    }
+    std::string name = destination.reference;
+    if (name.starts_with("plt:")) {
+        name = name.substr(4);
+    }
+    auto global = graph.global_functions.find(name);
+    if (global == graph.global_functions.end()) {
+        return std::nullopt;
+    }
+    return global->second;
+}
+
+// What ties the replaced functions together ("A calls B, both replaced"),
+// or empty when nothing does: from each replaced function, walks everything
+// it reaches without passing through another replaced function.
+std::string Builder::find_tie(const PatchGraph& graph) {
+    std::map<Node, std::size_t> first_user_of_new;  // new function -> index in graph.replaced
+    for (std::size_t r = 0; r < graph.replaced.size(); ++r) {
+        const ReplacedNode& from = graph.replaced[r];
         std::set<Node> seen{from.node};
         std::vector<std::pair<Node, std::string>> work{{from.node, ""}};  // node, reached via
-        while (!work.empty() && tie.empty()) {
+        while (!work.empty()) {
             auto [node, via] = work.back();
             work.pop_back();
             const Unit& unit = units_[node.first];
             for (const auto& relocation : unit.patched.relocations_for(node.second)) {
-                // Every destination was resolved once already in collect_sections.
-                Destination destination = *destination_of(node.first, relocation, no_more_work);
-                Node next;
-                if (destination.included) {
-                    next = {destination.unit, destination.section};
-                } else {
-                    std::string name = destination.reference;
-                    if (name.starts_with("plt:")) {
-                        name = name.substr(4);
-                    }
-                    auto global = global_functions.find(name);
-                    if (global == global_functions.end()) {
-                        continue;  // the library's unchanged code or data
-                    }
-                    next = global->second;
-                }
-                if (next == from.node) {
+                std::optional<Node> next = next_node(node, relocation, graph);
+                if (!next || *next == from.node) {
                     continue;
                 }
-                if (auto other = replaced_names.find(next); other != replaced_names.end()) {
-                    tie = via.empty()
-                              ? from.name + " " +
-                                    use_of_field(unit.patched.sections()[node.second].bytes,
-                                                 relocation.offset) +
-                                    " " + other->second + ", both replaced"
-                              : from.name + " reaches " + other->second + " through " + via +
-                                    ", both replaced";
-                    break;
+                if (auto other = graph.replaced_names.find(*next);
+                    other != graph.replaced_names.end()) {
+                    std::string how =
+                        via.empty() ? use_of_field(unit.patched.sections()[node.second].bytes,
+                                                   relocation.offset)
+                                    : "reaches";
+                    return from.name + " " + how + " " + other->second +
+                           (via.empty() ? "" : " through " + via) + ", both replaced";
                 }
-                if (auto helper = new_functions.find(next); helper != new_functions.end()) {
-                    auto [user, first] = first_user_of_new.emplace(next, r);
+                if (auto helper = graph.new_functions.find(*next);
+                    helper != graph.new_functions.end()) {
+                    auto [user, first] = first_user_of_new.emplace(*next, r);
                     if (!first && user->second != r) {
-                        tie = replaced[user->second].name + " and " + from.name +
-                              " share the new function " + helper->second;
-                        break;
+                        return graph.replaced[user->second].name + " and " + from.name +
+                               " share the new function " + helper->second;
                     }
                 }
-                if (seen.insert(next).second) {
-                    work.emplace_back(next,
-                                      via.empty() ? node_name(units_[next.first], next.second)
-                                                  : via);
+                if (seen.insert(*next).second) {
+                    work.emplace_back(*next, via.empty()
+                                                 ? node_name(units_[next->first], next->second)
+                                                 : via);
                 }
             }
         }
     }
-    // 3. Decide, and hold the author's request against the rule.
+    return {};
+}
+
+Result<void> Builder::decide_consistency() {
+    // 1. The rule.
+    PatchGraph graph = patch_graph();
+    std::string tie = find_tie(graph);
     Consistency decided = tie.empty() ? Consistency::entry : Consistency::strict;
     if (tie.empty()) {
-        report_.consistency_reason = replaced.size() == 1
+        report_.consistency_reason = graph.replaced.size() == 1
                                          ? "one function"
-                                         : std::to_string(replaced.size()) +
+                                         : std::to_string(graph.replaced.size()) +
                                                " independent functions";
     } else {
         report_.consistency_reason = tie;
     }
+    // 2. The author's request, held against the rule.
     if (request_.consistency == Consistency::entry && decided == Consistency::strict) {
         return fail(ErrorCode::invalid_argument,
                     "consistency \"entry\" was asked for, but the replaced functions are not "
-                    "self-contained: " + tie);
+                    "self-contained: " +
+                        tie);
     }
     if (request_.consistency == Consistency::strict && decided == Consistency::entry) {
         decided = Consistency::strict;
-        report_.consistency_reason =
-            "asked for by the patch's author (the rule allows entry: " +
-            report_.consistency_reason + ")";
+        report_.consistency_reason = "asked for by the patch's author (the rule allows entry: " +
+                                     report_.consistency_reason + ")";
     }
     metadata_.consistency = decided;
     report_.consistency = decided;

@@ -4,6 +4,7 @@
 
 #include "inject/PatchImage.h"
 #include "inject/RegionMarker.h"
+#include "inject/StackCheck.h"
 
 using namespace suture;
 
@@ -143,4 +144,30 @@ TEST_CASE("a retired region's marker says so; markers from before the field read
     REQUIRE(retired);
     CHECK(retired->retired());
     CHECK(retired->retired_at_unix_ns == marker.retired_at_unix_ns);
+}
+
+TEST_CASE("what a code range holds: a whole body (strict) or a jump's 5 bytes (entry)") {
+    CodeRange body{0x1000, 0x1040, "f"};
+    CHECK(body.holds_pc(0x1000));
+    CHECK(body.holds_pc(0x103f));
+    CHECK_FALSE(body.holds_pc(0x1040));
+    // A return address r is in the way when its call, at r - 1, is inside.
+    CHECK(body.holds_return_address(0x1040));
+    CHECK_FALSE(body.holds_return_address(0x1000));
+    CHECK(body.might_hold_word(0x1000));
+    CHECK(body.might_hold_word(0x1040));
+
+    CodeRange site{0x1004, 0x1009, "jump site of f", CodeRange::Kind::overwritten};
+    CHECK_FALSE(site.holds_pc(0x1004));  // it will execute the jump
+    CHECK(site.holds_pc(0x1005));
+    CHECK(site.holds_pc(0x1008));
+    CHECK_FALSE(site.holds_pc(0x1009));  // past the jump: the old body goes on
+    CHECK_FALSE(site.holds_pc(0x1030));
+    CHECK(site.holds_return_address(0x1008));  // a call among the 5 bytes returns into them
+    CHECK_FALSE(site.holds_return_address(0x1009));
+    CHECK_FALSE(site.holds_return_address(0x1004));
+    // The scan's test agrees with the unwinder's for every word.
+    for (std::uint64_t word = 0x1000; word < 0x1010; ++word) {
+        CHECK(site.might_hold_word(word) == site.holds_return_address(word));
+    }
 }
