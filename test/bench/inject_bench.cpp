@@ -148,9 +148,9 @@ void run_busy_entry_scenario(int cycles) {
         print_row("8 busy", "stopped", stopped, floor_median);
         print_row("8 busy", "apply*", until_applied, floor_median);
         std::printf("%-14s apply* = time to a successful apply, its tries included\n", "8 busy");
-        std::printf("%-14s tries per apply: median %.0f, max %.0f; failed applies: %d\n",
-                    "8 busy", percentile(tries, 0.5),
-                    *std::max_element(tries.begin(), tries.end()), failures);
+        std::printf("%-14s tries per apply: median %.0f, max %.0f; failed applies: %d\n", "8 busy",
+                    percentile(tries, 0.5), *std::max_element(tries.begin(), tries.end()),
+                    failures);
         std::printf("%-14s then a revert while they spin: %s\n", "8 busy", revert_outcome.c_str());
     }
     ::kill(target.pid, SIGKILL);

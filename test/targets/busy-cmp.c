@@ -97,14 +97,15 @@ static OSSL_CMP_MSG* new_pbm_protected_pkiconf(void) {
         0xa4, 0x02, 0x30, 0x00, /* sender: directoryName, empty Name */
         0xa4, 0x02, 0x30, 0x00, /* recipient: directoryName, empty Name */
     };
-    static const unsigned char pbm_oid[] = {/* 1.2.840.113533.7.66.13 */
-                                            0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf6,
-                                            0x7d, 0x07, 0x42, 0x0d};
+    static const unsigned char pbm_oid[] = {
+        /* 1.2.840.113533.7.66.13 */
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf6, 0x7d, 0x07, 0x42, 0x0d};
     static const unsigned char pkiconf_body[] = {0xb3, 0x02, 0x05, 0x00};
     OSSL_CRMF_PBMPARAMETER* parameter =
         OSSL_CRMF_pbmp_new(NULL, 16, NID_sha256, iterations, NID_hmacWithSHA256);
     unsigned char* parameter_der = NULL;
-    int parameter_size = parameter != NULL ? i2d_OSSL_CRMF_PBMPARAMETER(parameter, &parameter_der) : -1;
+    int parameter_size =
+        parameter != NULL ? i2d_OSSL_CRMF_PBMPARAMETER(parameter, &parameter_der) : -1;
     struct der algorithm = {0}, algorithm_sequence = {0}, header_content = {0}, header = {0},
                protected_content = {0}, protected_part = {0}, bit_string = {0}, protection = {0},
                message_content = {0}, message = {0};
@@ -126,8 +127,8 @@ static OSSL_CMP_MSG* new_pbm_protected_pkiconf(void) {
         der_tlv(&protected_part, 0x30, &protected_content);
     }
     if (parameter_size > 0 && !protected_part.failed &&
-        OSSL_CRMF_pbm_new(NULL, NULL, parameter, protected_part.bytes, protected_part.size,
-                          secret, sizeof secret - 1, &mac, &mac_size)) {
+        OSSL_CRMF_pbm_new(NULL, NULL, parameter, protected_part.bytes, protected_part.size, secret,
+                          sizeof secret - 1, &mac, &mac_size)) {
         /* 3. PKIMessage ::= SEQUENCE { header, body, [0] BIT STRING mac } */
         der_append(&bit_string, (const unsigned char*)"", 1); /* no unused bits */
         der_append(&bit_string, mac, mac_size);
@@ -176,7 +177,8 @@ static int client_protected_genm_validates(OSSL_CMP_CTX* verifier) {
     OSSL_CMP_CTX* client = new_ctx_with(secret, sizeof secret - 1);
     OSSL_CMP_MSG* genm = NULL;
     int valid = 0;
-    if (client != NULL && OSSL_CMP_CTX_set1_referenceValue(client, reference, sizeof reference - 1) &&
+    if (client != NULL &&
+        OSSL_CMP_CTX_set1_referenceValue(client, reference, sizeof reference - 1) &&
         OSSL_CMP_CTX_set_transfer_cb(client, keep_request) &&
         OSSL_CMP_CTX_set_transfer_cb_arg(client, &genm)) {
         /* Fails by design once the request is kept; genm tells the outcome. */
