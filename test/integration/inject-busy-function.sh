@@ -120,7 +120,7 @@ calls=$(field "$report" calls)
 [ "${calls:-0}" -gt 0 ] && pass "the threads kept validating ($calls calls)" || fail_check "no calls: $report"
 kill -0 "$pid" 2>/dev/null && pass "busy-cmp alive" || fail_check "busy-cmp died"
 
-# percentiles P VALUES...: the P-th percentile (nearest rank).
+# percentile P VALUES...: the P-th percentile (nearest rank).
 percentile() {
     local p=$1
     shift
