@@ -8,6 +8,13 @@
 //           all-threads stop itself; DESIGN.md measured the same floor)
 //   apply   suture's apply of demo-v2.patch: time stopped
 //   revert  suture's revert: time stopped
+// Then the busy scenario for entry patches (run_busy_entry_scenario): 8
+// threads spinning inside demo_spin, the function demo-spin-entry.patch
+// replaces; the time to a successful apply (its tries included) with the
+// injector's default tries and backoff, beside the stop floor of the same
+// target, and what the same code packed strict gets. Each apply there is the
+// next level of the patch (an upgrade in one stop): a revert needs the
+// patch region clear, which the spinners never leave.
 // Usage: inject-bench [--cycles N]
 
 #include <fcntl.h>
@@ -37,7 +44,8 @@ struct Target {
     int stdin_fd = -1;
 };
 
-Target start_target(const char* threads, bool idle) {
+// MODE: nullptr, or patch-target's --idle or --spin.
+Target start_target(const char* threads, const char* mode) {
     int input[2];
     int output[2];
     if (::pipe(input) != 0 || ::pipe(output) != 0) {
@@ -51,11 +59,7 @@ Target start_target(const char* threads, bool idle) {
         ::dup2(output[1], STDOUT_FILENO);
         ::close(input[1]);
         ::close(output[0]);
-        if (idle) {
-            ::execl(PATCH_TARGET_PATH, PATCH_TARGET_PATH, threads, "--idle", nullptr);
-        } else {
-            ::execl(PATCH_TARGET_PATH, PATCH_TARGET_PATH, threads, nullptr);
-        }
+        ::execl(PATCH_TARGET_PATH, PATCH_TARGET_PATH, threads, mode, nullptr);
         ::_exit(127);
     }
     ::close(input[0]);
@@ -86,6 +90,74 @@ void print_row(const char* scenario, const char* what, const std::vector<double>
                 percentile(us, 0.5) / floor_median);
 }
 
+// 8 threads that never leave demo_spin, the function demo-spin-entry.patch
+// replaces. As an entry patch only a thread on the 5 bytes the jump
+// overwrites is in the way; as strict (demo-spin-strict.patch, the same
+// code) every spinning thread is, every try.
+void run_busy_entry_scenario(int cycles) {
+    auto entry = read_patch_file(DEMO_SPIN_ENTRY_PATCH_PATH);
+    auto strict_patch = read_patch_file(DEMO_SPIN_STRICT_PATCH_PATH);
+    if (!entry || !strict_patch) {
+        std::fprintf(stderr, "%s\n", (entry ? strict_patch : entry).error().message.c_str());
+        std::exit(1);
+    }
+    // 1. The target: 8 workers spinning in demo_spin.
+    Target target = start_target("8", "--spin");
+    ::usleep(200 * 1000);
+    // 2. Strict first: how the same code fares when every thread counts.
+    InjectOptions defaults;  // what `suture apply` uses: 8 tries, 5..500 ms backoff
+    auto strict = apply_patch(target.pid, *strict_patch, defaults);
+    std::string outcome = strict ? "applied (unexpected: the threads are inside)"
+                                 : "refused: " + strict.error().message;
+    outcome = outcome.substr(0, outcome.find('\n'));  // the threads' frames follow
+    std::printf("%-14s strict: %s\n", "8 busy", outcome.c_str());
+    if (strict) {
+        (void)revert_patches(target.pid, "", defaults);
+    }
+    // 3. Entry: the floor and the time to a successful apply, alternately.
+    //    A revert keeps the strict rule for the patch region, which the
+    //    spinners never leave, so each apply is the next level of the patch:
+    //    it replaces the previous level in the same stop, whose region need
+    //    not be clear under entry (retired; released once unreferenced).
+    std::vector<double> floor, until_applied, stopped, tries;
+    int failures = 0;
+    for (int i = 0; i < cycles; ++i) {
+        if (auto held = StoppedProcess::stop(target.pid)) {
+            floor.push_back(to_us(held->resume()));
+        }
+        entry->metadata.level = static_cast<std::uint32_t>(i + 1);
+        auto started = Clock::now();
+        auto applied = apply_patch(target.pid, *entry, defaults);
+        if (!applied) {
+            ++failures;
+            continue;
+        }
+        until_applied.push_back(to_us(Clock::now() - started));
+        stopped.push_back(to_us(applied->stopped_for));
+        tries.push_back(applied->attempts);
+    }
+    auto reverted = revert_patches(target.pid, "", defaults);
+    std::string revert_outcome = reverted ? "reverted" : "refused: " + reverted.error().message;
+    revert_outcome = revert_outcome.substr(0, revert_outcome.find('\n'));
+    // 4. The figures.
+    if (floor.empty() || until_applied.empty()) {
+        std::printf("%-14s entry: no successful apply (%d failures)\n", "8 busy", failures);
+    } else {
+        double floor_median = percentile(floor, 0.5);
+        print_row("8 busy", "floor", floor, floor_median);
+        print_row("8 busy", "stopped", stopped, floor_median);
+        print_row("8 busy", "apply*", until_applied, floor_median);
+        std::printf("%-14s apply* = time to a successful apply, its tries included\n", "8 busy");
+        std::printf("%-14s tries per apply: median %.0f, max %.0f; failed applies: %d\n", "8 busy",
+                    percentile(tries, 0.5), *std::max_element(tries.begin(), tries.end()),
+                    failures);
+        std::printf("%-14s then a revert while they spin: %s\n", "8 busy", revert_outcome.c_str());
+    }
+    ::kill(target.pid, SIGKILL);
+    ::waitpid(target.pid, nullptr, 0);
+    ::close(target.stdin_fd);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -114,7 +186,7 @@ int main(int argc, char** argv) {
     };
     for (Scenario scenario : {Scenario{"1 idle", "0", true}, Scenario{"8 idle", "7", true},
                               Scenario{"8 spinning", "8", false}}) {
-        Target target = start_target(scenario.threads, scenario.idle);
+        Target target = start_target(scenario.threads, scenario.idle ? "--idle" : nullptr);
         std::vector<double> floor, apply, revert;
         int failures = 0;
         for (int i = 0; i < cycles; ++i) {
@@ -158,5 +230,6 @@ int main(int argc, char** argv) {
         ::waitpid(target.pid, nullptr, 0);
         ::close(target.stdin_fd);
     }
+    run_busy_entry_scenario(cycles);
     return 0;
 }

@@ -224,19 +224,27 @@ ask() {
 # field LINE NAME: the value of NAME=value in a report line.
 field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 
+# patch_metadata PATCH: the metadata JSON of a patch file
+# (docs/patch-format.md: a 32-byte header whose bytes 16..19 hold its size).
+patch_metadata() {
+    head -c $((32 + $(od -An -t u4 -j 16 -N 4 "$1" | tr -d ' '))) "$1" | tail -c +33
+}
+
 # rewrite_patch IN OUT JQ-FILTER: a copy of a patch file whose metadata went
 # through the filter (the container's header gets the new size), to make
-# tampered or mismatching inputs.
+# tampered or mismatching inputs. (Each slice is head then tail: a tail
+# feeding head dies of SIGPIPE once the file is larger than a pipe's buffer,
+# which pipefail and set -e would make the test's end.)
 rewrite_patch() {
     local in=$1 out=$2 meta_size new_size
     meta_size=$(od -An -t u4 -j 16 -N 4 "$in" | tr -d ' ')
-    tail -c +33 "$in" | head -c "$meta_size" | jq -c "$3" >"$scratch/meta.json"
+    head -c $((32 + meta_size)) "$in" | tail -c "$meta_size" | jq -c "$3" >"$scratch/meta.json"
     new_size=$(stat -c %s "$scratch/meta.json")
     {
         head -c 16 "$in"
         printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $((new_size & 255)) $(((new_size >> 8) & 255)) \
             $(((new_size >> 16) & 255)) $(((new_size >> 24) & 255)))"
-        tail -c +21 "$in" | head -c 12
+        head -c 32 "$in" | tail -c 12
         cat "$scratch/meta.json"
         tail -c +$((33 + meta_size)) "$in"
     } >"$out"

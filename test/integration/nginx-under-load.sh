@@ -17,8 +17,16 @@
 # after, and the error log names no signal), no request may fail, and the
 # unwinder must see the workers' stacks completely (frame counts printed).
 #
+# Then an entry patch on the same path (test/fixtures/record-layer:
+# ssl3_read_bytes and ssl3_write_bytes, where a loaded worker spends much of
+# its time) applied and reverted on the workers under the same load with the
+# default tries: every apply succeeds, no request fails, no worker dies; the
+# apply latency and requests/s are printed beside an untouched run of the
+# same length, and how the same patch fares read as strict.
+#
 # SUTURE_NGINX_CYCLES (default 20 in the test suite; 100 for the benchmark),
 # SUTURE_REQUEST_PATH_CYCLES (default 50),
+# SUTURE_RECORD_LAYER_CYCLES (default 50 in the test suite; 100 for the benchmark),
 # SUTURE_NGINX_SECONDS (the unpatched run; default about as long as the
 # cycles take on an idle machine) and
 # SUTURE_HANDSHAKE_ROUNDS (pairs of 2 s rounds, default 3) set the size.
@@ -217,6 +225,102 @@ echo "figures: request path ($done_cycles cycles on ${#workers[@]} workers):" \
     "p99 $(awk '$1 == "99%" { print $2 }' "$scratch/request-path.txt");" \
     "threads unwound $unwound, complete $complete_unwinds, deepest $deepest frames;" \
     "retired regions released by later stops: $released"
+
+# An entry patch on every request's path (test/fixtures/record-layer:
+# ssl3_read_bytes and ssl3_write_bytes rebuilt by suture-build with one nop
+# more): each TLS read and write of a loaded worker runs in them. With the
+# default tries every apply must succeed, no request fail, no worker die
+# (reverts keep the strict rule for the patch region and get 30 tries).
+# The load's figures are printed beside an untouched run of the same length.
+record_layer_patch=$SOURCE_ROOT/test/fixtures/record-layer/record-layer.suture
+record_layer_cycles=${SUTURE_RECORD_LAYER_CYCLES:-50}
+record_layer_consistency=$(patch_metadata "$record_layer_patch" | jq -r '.consistency // "strict"')
+echo "record-layer patch: $(patch_metadata "$record_layer_patch" | jq -r '[.functions[].symbol] | join(", ")'), consistency $record_layer_consistency"
+check_eq "the record-layer patch is an entry patch" entry "$record_layer_consistency"
+# percentile P VALUES...: the P-th percentile (nearest rank).
+percentile() {
+    local p=$1
+    shift
+    printf '%s\n' "$@" | sort -n | awk -v p="$p" '{ a[NR] = $1 } END { i = int((NR - 1) * p / 100 + 0.5) + 1; print a[i] }'
+}
+first_line_of_error() { jq -r '"\(.error.reason): \(.error.message | split("\n")[0])"' <<<"$1" 2>/dev/null || head -n 1 <<<"$1"; }
+workers_before=$(pgrep -P "$master" | sort | tr '\n' ' ')
+start_load "$scratch/record-layer.txt"
+load_started=$(date +%s%N)
+done_cycles=0
+failed_operations=0
+apply_ms=()
+apply_stopped_us=()
+apply_tries=()
+while [ "$done_cycles" -lt "$record_layer_cycles" ] && kill -0 "$wrk_pid" 2>/dev/null; do
+    for worker in "${workers[@]}"; do
+        started=$(date +%s%N)
+        if out=$("$SUTURE" apply --json --pid "$worker" "$record_layer_patch" 2>&1); then
+            apply_ms+=("$((($(date +%s%N) - started) / 1000000))")
+            apply_stopped_us+=("$(jq -r .stopped_us <<<"$out")")
+            apply_tries+=("$(jq -r .attempts <<<"$out")")
+        else
+            failed_operations=$((failed_operations + 1))
+            echo "record-layer apply pid $worker: $(first_line_of_error "$out")"
+        fi
+    done
+    for worker in "${workers[@]}"; do
+        # A revert keeps the strict rule for the patch region: more tries,
+        # as the request-path phase gives both.
+        if ! out=$("$SUTURE" revert --json --attempts 30 --pid "$worker" 2>&1); then
+            failed_operations=$((failed_operations + 1))
+            echo "record-layer revert pid $worker: $(first_line_of_error "$out")"
+        fi
+    done
+    done_cycles=$((done_cycles + 1))
+done
+stop_load
+load_seconds=$((($(date +%s%N) - load_started + 999999999) / 1000000000))
+wrk -t2 -c32 -d"${load_seconds}s" --latency "https://127.0.0.1:$port/index.html" >"$scratch/record-layer-untouched.txt" 2>&1
+workers_after=$(pgrep -P "$master" | sort | tr '\n' ' ')
+check_eq "record-layer apply/revert cycles completed under load" "$record_layer_cycles" "$done_cycles"
+check_eq "record-layer applies (default tries) and reverts (30 tries) that failed" 0 "$failed_operations"
+check_eq "no nginx worker died or was replaced during the record-layer cycles" "$workers_before" "$workers_after"
+if grep -E "exited on signal|worker process [0-9]+ exited" "$work/nginx/logs/error.log"; then
+    fail_check "nginx's error log reports a worker exit"
+else
+    pass "nginx's error log still reports no worker exit"
+fi
+check_eq "failed requests, record-layer run" "no socket errors, 0 non-2xx" "$(errors_in "$scratch/record-layer.txt")"
+check_eq "failed requests, its untouched run" "no socket errors, 0 non-2xx" "$(errors_in "$scratch/record-layer-untouched.txt")"
+if [ "${#apply_ms[@]}" -gt 0 ]; then
+    echo "figures: record layer, entry ($done_cycles cycles on ${#workers[@]} workers, ${load_seconds} s):" \
+        "apply (CLI wall clock) median $(percentile 50 "${apply_ms[@]}") ms, p99 $(percentile 99 "${apply_ms[@]}") ms;" \
+        "stopped median $(percentile 50 "${apply_stopped_us[@]}") us, p99 $(percentile 99 "${apply_stopped_us[@]}") us;" \
+        "tries median $(percentile 50 "${apply_tries[@]}"), max $(percentile 100 "${apply_tries[@]}")"
+fi
+echo "figures: record layer: $(field_of "$scratch/record-layer.txt" Requests/sec) requests/s while patching," \
+    "p99 $(awk '$1 == "99%" { print $2 }' "$scratch/record-layer.txt");" \
+    "untouched run of ${load_seconds} s: $(field_of "$scratch/record-layer-untouched.txt" Requests/sec) requests/s," \
+    "p99 $(awk '$1 == "99%" { print $2 }' "$scratch/record-layer-untouched.txt")"
+# The same patch read as strict, for comparison (a figure, not a check):
+# the workers are inside ssl3_read_bytes or ssl3_write_bytes often enough
+# that the default tries may not find a moment.
+rewrite_patch "$record_layer_patch" "$scratch/record-layer-strict.suture" '.consistency = "strict"'
+start_load "$scratch/record-layer-strict.txt"
+strict_applied=0
+strict_revert_retries=0
+strict_tries=10
+for _ in $(seq "$strict_tries"); do
+    if "$SUTURE" apply --pid "${workers[0]}" "$scratch/record-layer-strict.suture" >/dev/null 2>&1; then
+        strict_applied=$((strict_applied + 1))
+        # A strict revert has the same rule; it may need more than the default tries.
+        "$SUTURE" revert --pid "${workers[0]}" >/dev/null 2>&1 || {
+            strict_revert_retries=$((strict_revert_retries + 1))
+            "$SUTURE" revert --attempts 100 --pid "${workers[0]}" >/dev/null 2>&1 ||
+                fail_check "the strict record-layer copy could not be reverted in 100 tries"
+        }
+    fi
+done
+stop_load
+check_eq "failed requests, strict record-layer tries" "no socket errors, 0 non-2xx" "$(errors_in "$scratch/record-layer-strict.txt")"
+echo "figures: record layer read as strict: $strict_applied of $strict_tries applies succeeded within the default tries;" \
+    "$strict_revert_retries of their reverts needed more"
 
 # Handshakes per second through nginx: a new TLS session per connection.
 # Alternating rounds, unpatched then with all three patchsets on every nginx

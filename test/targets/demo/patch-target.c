@@ -18,9 +18,11 @@
  * The report ends "spin=R spun=K spun_v2=K2 spin_bad=B": demo_spin's result
  * now, calls the spinners made, how many gave version 2's result, and how
  * many gave neither version's.
- * Usage: patch-target [WORKER-THREADS] [--idle] [--mdwe | --seccomp-mdwe]
+ * Usage: patch-target [WORKER-THREADS] [--idle | --spin] [--mdwe | --seccomp-mdwe]
  *   --idle          workers block in pause() instead of calling (a server's
  *                   threads waiting in epoll_wait look like this to ptrace)
+ *   --spin          workers are spinners (as `spin` starts) for a year: the
+ *                   benchmark's busy scenario, which reads no answers
  *   --mdwe          prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN): the kernel's
  *                   memory-deny-write-execute for this process
  *   --seccomp-mdwe  a seccomp filter like systemd's MemoryDenyWriteExecute=:
@@ -170,10 +172,16 @@ static int write_execute_refused(void) {
 
 int main(int argc, char** argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2;
-    int idle = 0;
+    void* (*work)(void*) = worker;
+    void* work_argument = NULL;
     for (int i = 2; i < argc; ++i) {
         if (strcmp(argv[i], "--idle") == 0) {
-            idle = 1;
+            work = idler;
+            continue;
+        }
+        if (strcmp(argv[i], "--spin") == 0) {
+            work = spinner;
+            work_argument = (void*)(365L * 24 * 3600);
             continue;
         }
         int status = -1;
@@ -189,7 +197,7 @@ int main(int argc, char** argv) {
     }
     for (int i = 0; i < threads; ++i) {
         pthread_t thread;
-        pthread_create(&thread, NULL, idle ? idler : worker, NULL);
+        pthread_create(&thread, NULL, work, work_argument);
     }
     struct sigaction action;
     memset(&action, 0, sizeof action);
