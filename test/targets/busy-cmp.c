@@ -22,10 +22,6 @@
  *
  * Commands on stdin, one answer line each:
  *   report  "calls=N bad=B"
- *   rest    every thread pauses between two calls, outside libcrypto;
- *           answers "resting" once all are (a revert, which keeps the
- *           strict rule for the patch region, needs such a moment)
- *   work    they go back to work: "working" once all are
  *   quit    exits
  * Usage: busy-cmp [THREADS (8)] [PBM-ITERATIONS (10000)]
  * Prints "ready PID" once every thread has validated one message. */
@@ -47,8 +43,6 @@ static const unsigned char reference[] = "suture busy-cmp";
 static atomic_ulong calls;
 static atomic_ulong bad;
 static atomic_int started;
-static atomic_int rest_asked;
-static atomic_int resting;
 static size_t iterations = 10000;
 
 /* A growing DER buffer; `failed` once anything did not fit. */
@@ -200,13 +194,6 @@ static void* validator(void* unused) {
         exit(1);
     }
     for (unsigned long i = 0;; ++i) {
-        if (atomic_load(&rest_asked)) {
-            atomic_fetch_add(&resting, 1);
-            while (atomic_load(&rest_asked)) {
-                usleep(1000);
-            }
-            atomic_fetch_sub(&resting, 1);
-        }
         int ok = OSSL_CMP_validate_msg(verifier, message) == 1;
         if (i % 8 == 0) {
             ok = ok && OSSL_CMP_validate_msg(wrong_verifier, message) == 0 &&
@@ -245,18 +232,6 @@ int main(int argc, char** argv) {
     while (fgets(line, sizeof line, stdin) != NULL) {
         if (strncmp(line, "report", 6) == 0) {
             printf("calls=%lu bad=%lu\n", atomic_load(&calls), atomic_load(&bad));
-        } else if (strncmp(line, "rest", 4) == 0) {
-            atomic_store(&rest_asked, 1);
-            while (atomic_load(&resting) < threads) {
-                usleep(1000);
-            }
-            printf("resting\n");
-        } else if (strncmp(line, "work", 4) == 0) {
-            atomic_store(&rest_asked, 0);
-            while (atomic_load(&resting) > 0) {
-                usleep(1000);
-            }
-            printf("working\n");
         } else if (strncmp(line, "quit", 4) == 0) {
             break;
         } else {
