@@ -192,7 +192,7 @@ record_figures() {
 }
 while [ "$done_cycles" -lt "$request_path_cycles" ] && kill -0 "$wrk_pid" 2>/dev/null; do
     for worker in "${workers[@]}"; do
-        if out=$("$SUTURE" apply --json --attempts 30 --pid "$worker" "$request_path_patch" 2>&1); then
+        if out=$("$SUTURE" apply --json --pid "$worker" "$request_path_patch" 2>&1); then
             record_figures "$out"
         else
             failed_operations=$((failed_operations + 1))
@@ -200,7 +200,7 @@ while [ "$done_cycles" -lt "$request_path_cycles" ] && kill -0 "$wrk_pid" 2>/dev
         fi
     done
     for worker in "${workers[@]}"; do
-        if out=$("$SUTURE" revert --json --attempts 30 --pid "$worker" 2>&1); then
+        if out=$("$SUTURE" revert --json --pid "$worker" 2>&1); then
             record_figures "$out"
         else
             failed_operations=$((failed_operations + 1))
@@ -229,8 +229,8 @@ echo "figures: request path ($done_cycles cycles on ${#workers[@]} workers):" \
 # An entry patch on every request's path (test/fixtures/record-layer:
 # ssl3_read_bytes and ssl3_write_bytes rebuilt by suture-build with one nop
 # more): each TLS read and write of a loaded worker runs in them. With the
-# default tries every apply must succeed, no request fail, no worker die
-# (reverts keep the strict rule for the patch region and get 30 tries).
+# default tries every apply and revert must succeed (a revert never waits
+# for busy code), no request fail, no worker die.
 # The load's figures are printed beside an untouched run of the same length.
 record_layer_patch=$SOURCE_ROOT/test/fixtures/record-layer/record-layer.suture
 record_layer_cycles=${SUTURE_RECORD_LAYER_CYCLES:-50}
@@ -265,9 +265,7 @@ while [ "$done_cycles" -lt "$record_layer_cycles" ] && kill -0 "$wrk_pid" 2>/dev
         fi
     done
     for worker in "${workers[@]}"; do
-        # A revert keeps the strict rule for the patch region: more tries,
-        # as the request-path phase gives both.
-        if ! out=$("$SUTURE" revert --json --attempts 30 --pid "$worker" 2>&1); then
+        if ! out=$("$SUTURE" revert --json --pid "$worker" 2>&1); then
             failed_operations=$((failed_operations + 1))
             echo "record-layer revert pid $worker: $(first_line_of_error "$out")"
         fi
@@ -279,7 +277,7 @@ load_seconds=$((($(date +%s%N) - load_started + 999999999) / 1000000000))
 wrk -t2 -c32 -d"${load_seconds}s" --latency "https://127.0.0.1:$port/index.html" >"$scratch/record-layer-untouched.txt" 2>&1
 workers_after=$(pgrep -P "$master" | sort | tr '\n' ' ')
 check_eq "record-layer apply/revert cycles completed under load" "$record_layer_cycles" "$done_cycles"
-check_eq "record-layer applies (default tries) and reverts (30 tries) that failed" 0 "$failed_operations"
+check_eq "record-layer applies and reverts (default tries) that failed" 0 "$failed_operations"
 check_eq "no nginx worker died or was replaced during the record-layer cycles" "$workers_before" "$workers_after"
 if grep -E "exited on signal|worker process [0-9]+ exited" "$work/nginx/logs/error.log"; then
     fail_check "nginx's error log reports a worker exit"
@@ -304,23 +302,17 @@ echo "figures: record layer: $(field_of "$scratch/record-layer.txt" Requests/sec
 rewrite_patch "$record_layer_patch" "$scratch/record-layer-strict.suture" '.consistency = "strict"'
 start_load "$scratch/record-layer-strict.txt"
 strict_applied=0
-strict_revert_retries=0
 strict_tries=10
 for _ in $(seq "$strict_tries"); do
     if "$SUTURE" apply --pid "${workers[0]}" "$scratch/record-layer-strict.suture" >/dev/null 2>&1; then
         strict_applied=$((strict_applied + 1))
-        # A strict revert has the same rule; it may need more than the default tries.
-        "$SUTURE" revert --pid "${workers[0]}" >/dev/null 2>&1 || {
-            strict_revert_retries=$((strict_revert_retries + 1))
-            "$SUTURE" revert --attempts 100 --pid "${workers[0]}" >/dev/null 2>&1 ||
-                fail_check "the strict record-layer copy could not be reverted in 100 tries"
-        }
+        "$SUTURE" revert --pid "${workers[0]}" >/dev/null 2>&1 ||
+            fail_check "the strict record-layer copy could not be reverted"
     fi
 done
 stop_load
 check_eq "failed requests, strict record-layer tries" "no socket errors, 0 non-2xx" "$(errors_in "$scratch/record-layer-strict.txt")"
-echo "figures: record layer read as strict: $strict_applied of $strict_tries applies succeeded within the default tries;" \
-    "$strict_revert_retries of their reverts needed more"
+echo "figures: record layer read as strict: $strict_applied of $strict_tries applies succeeded within the default tries"
 
 # Handshakes per second through nginx: a new TLS session per connection.
 # Alternating rounds, unpatched then with all three patchsets on every nginx
