@@ -16,8 +16,10 @@
 #include "inject/PatchImage.h"
 #include "inject/PatchRegions.h"
 #include "inject/RegionPlacement.h"
+#include "inject/RemoteMapping.h"
 #include "inject/RemoteMemory.h"
 #include "inject/RemoteSyscall.h"
+#include "inject/ReturnGates.h"
 #include "inject/StoppedProcess.h"
 #include "proc/ProcessMaps.h"
 
@@ -28,60 +30,6 @@ namespace suture {
 namespace {
 
 constexpr unsigned char endbr64[4] = {0xf3, 0x0f, 0x1e, 0xfa};
-
-// Maps the region read+exec at the first free candidate address within 2 GiB
-// of [low, high) and fills it with `image_for(address)` while the mmap call
-// has just returned: a killed injector leaves at worst an empty page, never
-// one whose contents a later run could misread.
-Result<RemoteAddress> map_region(
-    RemoteSyscall& syscall, const RemoteMemory& memory, const std::vector<Mapping>& mappings,
-    RemoteAddress low, RemoteAddress high, std::uint64_t size,
-    const std::function<Result<std::vector<std::byte>>(RemoteAddress)>& image_for,
-    const std::string& subject) {
-    for (RemoteAddress address : region_candidates(mappings, low, high, size)) {
-        auto image = image_for(address);
-        if (!image) {
-            return tl::unexpected(image.error());
-        }
-        // Should this tool die right after the mmap, the record explains
-        // the empty page (see IntentRecord).
-        if (auto recorded = syscall.record_intent(address, size); !recorded) {
-            return tl::unexpected(recorded.error());
-        }
-        bool mapped = false;
-        auto fill = [&](long result) -> Result<void> {
-            if (result != static_cast<long>(address.raw())) {
-                return {};
-            }
-            mapped = true;
-            return memory.write(address, *image);
-        };
-        auto result = syscall.call_then(fill, SYS_mmap, address.raw(), size, PROT_READ | PROT_EXEC,
-                                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-                                        static_cast<std::uint64_t>(-1), 0);
-        if (!result) {
-            if (mapped) {
-                // Nothing points into the region yet: take it away again.
-                (void)syscall.call(SYS_munmap, address.raw(), size);
-            }
-            return tl::unexpected(result.error());
-        }
-        if (*result == static_cast<long>(address.raw())) {
-            return address;
-        }
-        if (*result >= 0) {
-            // A kernel without MAP_FIXED_NOREPLACE treats it as a hint; a
-            // region elsewhere is of no use.
-            (void)syscall.call(SYS_munmap, static_cast<std::uint64_t>(*result), size);
-            continue;
-        }
-        if (*result != -EEXIST) {
-            return fail(ErrorCode::io, subject + ": mmap in the target failed: " +
-                                           std::strerror(static_cast<int>(-*result)));
-        }
-    }
-    return fail(ErrorCode::conflict, subject + ": no free address within 2 GiB of the library");
-}
 
 // Every import of `patch` resolved against `objects`.
 Result<std::map<std::string, RemoteAddress>> resolve_imports(
@@ -96,19 +44,6 @@ Result<std::map<std::string, RemoteAddress>> resolve_imports(
         addresses[import.symbol] = *address;
     }
     return addresses;
-}
-
-Result<void> unmap_region(RemoteSyscall& syscall, RemoteAddress address, std::uint64_t size,
-                          const std::string& subject) {
-    auto result = syscall.call(SYS_munmap, address.raw(), size);
-    if (!result) {
-        return tl::unexpected(result.error());
-    }
-    if (*result != 0) {
-        return fail(ErrorCode::io, subject + ": munmap in the target failed: " +
-                                       std::strerror(static_cast<int>(-*result)));
-    }
-    return {};
 }
 
 std::uint64_t unix_now_ns() {
@@ -141,6 +76,22 @@ Result<std::size_t> release_clear_retired(HeldProcess& held, RemoteSyscall& sysc
         ++released;
     }
     return released;
+}
+
+// release_clear_retired(), and the gate pages of earlier applies no thread
+// refers to (ReturnGates.h), counted together.
+Result<std::size_t> release_clear_retired_and_gates(HeldProcess& held, RemoteSyscall& syscall,
+                                                    const std::vector<RegionMarker>& retired,
+                                                    const std::string& subject) {
+    auto regions = release_clear_retired(held, syscall, retired, subject);
+    if (!regions) {
+        return regions;
+    }
+    auto gate_pages = release_clear_gate_pages(held, syscall, subject);
+    if (!gate_pages) {
+        return tl::unexpected(gate_pages.error());
+    }
+    return *regions + *gate_pages;
 }
 
 // The regions just retired are usually unreferenced a moment later: let the
@@ -237,6 +188,7 @@ struct ApplyPlan {
     Preparation preparation;
     std::map<std::string, RemoteAddress> imports;
     int imports_generation = 0;
+    ReturnGates* gates = nullptr;  // a strict patch's return gates
 };
 
 // Step 0 of an apply.
@@ -469,6 +421,27 @@ void retire_level(const RemoteMemory& memory, const RegionMarker& previous,
     (void)mark_retired(memory, previous);
 }
 
+// The stack check of an apply (step 4) or a revert (step 3); with return
+// gates (a strict apply, or a revert), the threads parked in this
+// operation's gates are excused, and the threads still in the way get gates
+// for the next try (ReturnGates.h). The gate page goes near [low, high).
+Result<bool> stacks_clear_or_gate(HeldProcess& held, ReturnGates* gates,
+                                  RemoteSyscall::Site site, RemoteAddress low, RemoteAddress high,
+                                  const std::vector<CodeRange>& ranges) {
+    auto clear = stacks_clear(held, ranges);
+    if (!clear || *clear || gates == nullptr) {
+        return clear;
+    }
+    if (gates->excuse_gated(held, ranges)) {
+        return true;
+    }
+    auto gated = gates->gate_blockers(held, ranges, site, low, high);
+    if (!gated) {
+        return tl::unexpected(gated.error());
+    }
+    return false;
+}
+
 InjectReport already_applied_report(const RegionMarker& marker) {
     InjectReport report;
     report.patch_id = marker.patch_id;
@@ -505,7 +478,9 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
         return tl::unexpected(sites.error());
     }
     // 4. Stacks.
-    auto clear = stacks_clear(held, apply_ranges(target, metadata, existing->previous));
+    auto clear = stacks_clear_or_gate(held, plan.gates, plan.preparation.trampoline_site,
+                                      target.start, target.end,
+                                      apply_ranges(target, metadata, existing->previous));
     if (!clear) {
         return tl::unexpected(clear.error());
     }
@@ -521,7 +496,7 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
     if (!syscall) {
         return tl::unexpected(syscall.error());
     }
-    auto released = release_clear_retired(held, *syscall, existing->retired, subject);
+    auto released = release_clear_retired_and_gates(held, *syscall, existing->retired, subject);
     if (!released) {
         return tl::unexpected(released.error());
     }
@@ -532,6 +507,9 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
     // 6. The jumps.
     if (auto written = write_jumps(held, *syscall, *region, subject); !written) {
         return tl::unexpected(written.error());
+    }
+    if (plan.gates != nullptr) {
+        plan.gates->release();  // the gated threads return into the new code's callers
     }
     // 7. The level replaced.
     InjectReport report;
@@ -639,7 +617,8 @@ Result<std::vector<InjectReport>> undo_patches(const HeldProcess& held, RemoteSy
 Result<std::optional<std::vector<InjectReport>>> revert_in_stop(HeldProcess& held,
                                                                 const Preparation& preparation,
                                                                 const std::string& patch_id,
-                                                                const std::string& subject) {
+                                                                const std::string& subject,
+                                                                ReturnGates* gates) {
     // 1. The regions to revert.
     RevertTargets targets = find_revert_targets(held, patch_id);
     if (targets.empty()) {
@@ -650,8 +629,10 @@ Result<std::optional<std::vector<InjectReport>>> revert_in_stop(HeldProcess& hel
     if (!ranges) {
         return tl::unexpected(ranges.error());
     }
-    // 3. Stacks.
-    auto clear = stacks_clear(held, *ranges);
+    // 3. Stacks (busy threads caught at return gates, as for a strict apply).
+    RemoteAddress near(ranges->front().start);
+    auto clear = stacks_clear_or_gate(held, gates, preparation.trampoline_site, near,
+                                      RemoteAddress(ranges->front().end), *ranges);
     if (!clear) {
         return tl::unexpected(clear.error());
     }
@@ -665,13 +646,16 @@ Result<std::optional<std::vector<InjectReport>>> revert_in_stop(HeldProcess& hel
     if (!syscall) {
         return tl::unexpected(syscall.error());
     }
-    auto released = release_clear_retired(held, *syscall, targets.retired, subject);
+    auto released = release_clear_retired_and_gates(held, *syscall, targets.retired, subject);
     if (!released) {
         return tl::unexpected(released.error());
     }
     auto reports = undo_patches(held, *syscall, targets, subject);
     if (!reports) {
         return tl::unexpected(reports.error());
+    }
+    if (gates != nullptr) {
+        gates->release();  // the gated threads return into callers outside the regions
     }
     for (InjectReport& report : *reports) {
         report.released_regions = *released;
@@ -760,6 +744,14 @@ Result<std::vector<AppliedPatch>> list_applied_patches(int pid) {
     return patches;
 }
 
+Result<std::vector<GatePage>> list_gate_pages(int pid) {
+    auto view = view_of(pid);
+    if (!view) {
+        return tl::unexpected(view.error());
+    }
+    return find_gate_pages(view->memory, view->mappings);
+}
+
 namespace {
 
 Result<InjectReport> apply_as_tracer(int pid, const PatchFile& patch, const InjectOptions& options,
@@ -773,19 +765,38 @@ Result<InjectReport> apply_as_tracer(int pid, const PatchFile& patch, const Inje
     if (!plan) {
         return tl::unexpected(plan.error());
     }
+    // A strict patch waits for busy threads at return gates instead of
+    // only backing off; the gates are released on every way out.
+    std::optional<ReturnGates> gates;
+    if (patch.metadata.consistency == Consistency::strict && options.return_gates) {
+        gates.emplace(pid, options.attempts);
+        plan->gates = &*gates;
+    }
     // 1 to 7, in one stop (tried again while threads are in the way).
     auto applied = with_process_stopped<InjectReport>(
         pid, plan->preparation, options, "running code being replaced", blocking_out,
-        [&](HeldProcess& held) { return apply_in_stop(held, *plan); });
+        [&](HeldProcess& held) { return apply_in_stop(held, *plan); },
+        [&] { return gates && gates->wait_for_arrivals(); });
+    bool gated = gates && gates->rounds() > 0;
+    if (gates) {
+        gates->release();
+    }
     if (!applied) {
+        if (gated) {
+            (void)release_after_a_pause(pid, options);  // the gate page, if nobody is in it
+        }
         return tl::unexpected(applied.error());
     }
     InjectReport report = std::move(applied->value);
     add_stop_figures(report, applied->attempts, applied->threads, applied->stack_check,
                      applied->stopped_for);
-    // The replaced level's region, retired in that stop, usually goes in a
-    // second stop a moment later.
-    if (report.replaced_level) {
+    if (gates) {
+        report.gated_threads = gates->gated();
+        report.gate_rounds = gates->rounds();
+    }
+    // The replaced level's region, retired in that stop, and the gate page
+    // usually go in a second stop a moment later.
+    if (report.replaced_level || gated) {
         report.released_regions += release_after_a_pause(pid, options);
     }
     return report;
@@ -802,10 +813,25 @@ Result<std::vector<InjectReport>> revert_as_tracer(int pid, const std::string& p
     if (!preparation) {
         return tl::unexpected(preparation.error());
     }
+    std::optional<ReturnGates> gates;
+    if (options.return_gates) {
+        gates.emplace(pid, options.attempts);
+    }
+    ReturnGates* gates_used = gates ? &*gates : nullptr;
     auto reverted = with_process_stopped<std::vector<InjectReport>>(
         pid, *preparation, options, "running patch code", blocking_out,
-        [&](HeldProcess& held) { return revert_in_stop(held, *preparation, patch_id, subject); });
+        [&](HeldProcess& held) {
+            return revert_in_stop(held, *preparation, patch_id, subject, gates_used);
+        },
+        [&] { return gates && gates->wait_for_arrivals(); });
+    bool gated = gates && gates->rounds() > 0;
+    if (gates) {
+        gates->release();
+    }
     if (!reverted) {
+        if (gated) {
+            (void)release_after_a_pause(pid, options);  // the gate page, if nobody is in it
+        }
         return tl::unexpected(reverted.error());
     }
     std::vector<InjectReport>& reports = reverted->value;
@@ -821,11 +847,14 @@ Result<std::vector<InjectReport>> revert_as_tracer(int pid, const std::string& p
     bool retired_any = std::any_of(reports.begin(), reports.end(), [](const InjectReport& report) {
         return !report.patch_id.empty();
     });
-    std::size_t released_later = retired_any ? release_after_a_pause(pid, options) : 0;
+    std::size_t released_later =
+        retired_any || gated ? release_after_a_pause(pid, options) : 0;
     for (InjectReport& report : reports) {
         add_stop_figures(report, reverted->attempts, reverted->threads, reverted->stack_check,
                          reverted->stopped_for);
         report.released_regions += released_later;
+        report.gated_threads = gates ? gates->gated() : 0;
+        report.gate_rounds = gates ? gates->rounds() : 0;
     }
     return std::move(reports);
 }
@@ -836,9 +865,13 @@ Result<std::size_t> release_as_tracer(int pid) {
     if (!listed) {
         return tl::unexpected(listed.error());
     }
-    if (std::none_of(listed->begin(), listed->end(), [](const AppliedPatch& patch) {
-            return patch.state == PatchState::retired;
-        })) {
+    auto view = view_of(pid);
+    if (!view) {
+        return tl::unexpected(view.error());
+    }
+    if (std::none_of(listed->begin(), listed->end(),
+                     [](const AppliedPatch& patch) { return patch.state == PatchState::retired; }) &&
+        find_gate_pages(view->memory, view->mappings).empty()) {
         return 0;
     }
     if (auto alone = check_memory_not_shared(pid, SharerSearch::every_process); !alone) {
@@ -859,7 +892,7 @@ Result<std::size_t> release_as_tracer(int pid) {
     if (!syscall) {
         return tl::unexpected(syscall.error());
     }
-    return release_clear_retired(*held, *syscall, retired, subject);
+    return release_clear_retired_and_gates(*held, *syscall, retired, subject);
 }
 
 Result<std::vector<ThreadStack>> unwind_as_tracer(int pid) {

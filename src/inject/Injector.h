@@ -8,6 +8,7 @@
 
 #include "base/Error.h"
 #include "inject/RegionMarker.h"
+#include "inject/ReturnGate.h"
 #include "inject/StackCheck.h"
 #include "patch/PatchFile.h"
 
@@ -20,6 +21,9 @@ struct InjectOptions {
     int attempts = 8;
     std::chrono::milliseconds first_backoff{5};
     std::chrono::milliseconds max_backoff{500};
+    // A strict patch catches the threads in its way at return gates
+    // (ReturnGates.h) instead of only backing off.
+    bool return_gates = true;
 };
 
 // What one apply or revert did.
@@ -34,8 +38,13 @@ struct InjectReport {
     std::chrono::nanoseconds stopped_for{};  // the successful stop
     std::size_t threads = 0;
     StackCheckFigures stack_check;  // the successful stop's stack check
-    // Regions of earlier reverts unmapped in this stop (see `retired`).
+    // Regions of earlier reverts and gate pages unmapped in this stop (see
+    // `retired`) or in the stop right after it.
     std::size_t released_regions = 0;
+    // A strict apply: threads caught at return gates on their way out of
+    // the replaced code, and the rounds of gating (ReturnGates.h).
+    std::size_t gated_threads = 0;
+    int gate_rounds = 0;
 };
 
 // Applies `patch` to process `pid` (docs/architecture.md has the story; the
@@ -138,5 +147,10 @@ struct AppliedPatch {
 Result<std::vector<AppliedPatch>> list_applied_patches(int pid);
 
 std::string patch_state_name(PatchState state);
+
+// The gate pages of strict applies in `pid` (ReturnGates.h): what is left
+// of an apply that gated threads, until a later stop unmaps it. Read like
+// list_applied_patches(): no ptrace, no stop.
+Result<std::vector<GatePage>> list_gate_pages(int pid);
 
 }  // namespace suture
