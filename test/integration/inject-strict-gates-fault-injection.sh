@@ -16,9 +16,14 @@ declare -A outcomes=()
 gate_pages_seen=0
 for trial in $(seq "$trials"); do
     state=$("$SUTURE" status --json --pid "$pid" | jq -r '.processes[0].patches[0].state // "none"')
+    # Applies meet busy workers (gated); reverts meet workers that pause
+    # between calls (threads in the region cannot be gated: no unwind
+    # information there), so that both get somewhere before the kill.
     if [ "$state" = none ] || [ "$state" = retired ]; then
+        ask "$pid" "calm 0" >/dev/null
         "$SUTURE" apply --pid "$pid" "$DEMO_PATCH_PAIR" >/dev/null 2>&1 &
     else
+        ask "$pid" "calm 2" >/dev/null
         "$SUTURE" revert --pid "$pid" >/dev/null 2>&1 &
     fi
     injector=$!
@@ -63,10 +68,12 @@ for trial in $(seq "$trials"); do
     case "$state" in
     none | active) ;;
     empty)
+        ask "$pid" "calm 2" >/dev/null
         "$SUTURE" revert --pid "$pid" >/dev/null ||
             { fail_check "trial $trial: revert did not remove the empty region"; break; }
         ;;
     inactive | partial)
+        ask "$pid" "calm 0" >/dev/null
         "$SUTURE" apply --pid "$pid" "$DEMO_PATCH_PAIR" >/dev/null ||
             { fail_check "trial $trial: apply did not heal state $state"; break; }
         check_eq "trial $trial: healed from $state" 2 "$(field "$(ask "$pid" report)" version)"
@@ -84,6 +91,7 @@ echo "a gate page was left after $gate_pages_seen of $trials kills"
 # Gates of a killed suture let go within their 1 s deadline; then a revert
 # (and the stop right after it) unmaps whatever no thread refers to.
 sleep 1.2
+ask "$pid" "calm 2" >/dev/null
 "$SUTURE" revert --pid "$pid" >/dev/null 2>&1 || true
 "$SUTURE" apply --pid "$pid" "$DEMO_PATCH_PAIR" >/dev/null 2>&1 || true
 "$SUTURE" revert --pid "$pid" >/dev/null 2>&1 || true

@@ -47,16 +47,21 @@ echo "$answer"
 [ "$(field "$answer" min_calls)" -ge $((before + 1000)) ] &&
     pass "every thread made at least 1000 calls since" || fail_check "too few calls: $answer"
 
-# 3. The revert (it backs off only: reverts have no gates; the region code is
-# the new pair, left as fast as the old one).
-run 0 "revert" "$SUTURE" revert --json --attempts 200 --backoff-ms 1 --pid "$pid"
+# 3. The revert. Threads inside the region cannot be gated (patch code has
+# no unwind information): a revert backs off until a stop finds every
+# thread outside, which needs the workers to pause between calls.
+check_eq "the workers pause between calls" "calm 2" "$(ask "$pid" "calm 2")"
+run 0 "revert" "$SUTURE" revert --json --attempts 40 --pid "$pid"
 check_eq "version 1 again" 1 "$(field "$(ask "$pid" report)" version)"
-# 4. And again with gates, now from a thread-count-times-rounds point of view.
+check_eq "the workers are busy again" "calm 0" "$(ask "$pid" "calm 0")"
+sleep 0.2
+# 4. Applied again, as text.
 run 0 "strict apply again" "$SUTURE" apply --pid "$pid" "$DEMO_PATCH_PAIR"
 echo "$output"
 grep -q "return gates" <<<"$output" && pass "the text report tells the gating" ||
     fail_check "text report: $output"
-run 0 "revert again" "$SUTURE" revert --attempts 200 --backoff-ms 1 --pid "$pid"
+ask "$pid" "calm 2" >/dev/null
+run 0 "revert again" "$SUTURE" revert --attempts 40 --pid "$pid"
 answer=$(ask "$pid" report)
 echo "$answer"
 check_eq "no call saw a mixed pair" 0 "$(field "$answer" bad)"

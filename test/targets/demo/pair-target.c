@@ -7,6 +7,10 @@
  * line each:
  *   report  "calls=N min_calls=M bad=B version=V" (M: the fewest calls of
  *           any worker; V: 1 or 2, which pair demo_pair_step(0) shows)
+ *   calm MS workers sleep MS ms between calls from now on (0: busy again):
+ *           a revert only backs off (code in a patch region has no unwind
+ *           information, so its threads cannot be gated), and needs a
+ *           moment with every thread outside the region
  *   quit    exits
  * Usage: pair-target [WORKER-THREADS] [ITERATIONS-PER-CALL] */
 #include <pthread.h>
@@ -16,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+
 long demo_pair_step(long i);
 long demo_pair_sum(long n);
 
@@ -23,6 +28,7 @@ enum { max_workers = 64 };
 static atomic_ulong calls[max_workers];
 static atomic_ulong bad;
 static long iterations = 300000;
+static atomic_int calm_ms;
 
 static void* worker(void* argument) {
     long index = (long)argument;
@@ -32,6 +38,10 @@ static void* worker(void* argument) {
             atomic_fetch_add(&bad, 1);
         }
         atomic_fetch_add(&calls[index], 1);
+        int pause_ms = atomic_load(&calm_ms);
+        if (pause_ms > 0) {
+            usleep((useconds_t)pause_ms * 1000);
+        }
     }
     return NULL;
 }
@@ -62,6 +72,9 @@ int main(int argc, char** argv) {
             }
             printf("calls=%lu min_calls=%lu bad=%lu version=%ld\n", total, fewest,
                    atomic_load(&bad), demo_pair_step(0));
+        } else if (strncmp(line, "calm ", 5) == 0) {
+            atomic_store(&calm_ms, atoi(line + 5));
+            printf("calm %d\n", atomic_load(&calm_ms));
         } else if (strncmp(line, "quit", 4) == 0) {
             return 0;
         }
