@@ -8,6 +8,14 @@
 //           all-threads stop itself; DESIGN.md measured the same floor)
 //   apply   suture's apply of demo-v2.patch: time stopped
 //   revert  suture's revert: time stopped
+// Then "gated strict": pair-target's 8 threads spend nearly all their time
+// inside the demo pair, which a strict patch replaces (demo-pair.patch);
+// backing off alone never succeeds there, return gates do. Per apply: the
+// time from the call to the successful apply (wall clock, tries and the
+// waits for gated threads included), the time stopped in its last stop, the
+// threads gated and the rounds; beside the stop floor of the same target.
+// (Each revert runs with the workers pausing between calls: threads inside
+// a patch region cannot be gated.)
 // Usage: inject-bench [--cycles N]
 
 #include <fcntl.h>
@@ -37,7 +45,7 @@ struct Target {
     int stdin_fd = -1;
 };
 
-Target start_target(const char* threads, bool idle) {
+Target start_program(const char* path, const char* threads, const char* extra) {
     int input[2];
     int output[2];
     if (::pipe(input) != 0 || ::pipe(output) != 0) {
@@ -51,11 +59,7 @@ Target start_target(const char* threads, bool idle) {
         ::dup2(output[1], STDOUT_FILENO);
         ::close(input[1]);
         ::close(output[0]);
-        if (idle) {
-            ::execl(PATCH_TARGET_PATH, PATCH_TARGET_PATH, threads, "--idle", nullptr);
-        } else {
-            ::execl(PATCH_TARGET_PATH, PATCH_TARGET_PATH, threads, nullptr);
-        }
+        ::execl(path, path, threads, extra, nullptr);
         ::_exit(127);
     }
     ::close(input[0]);
@@ -63,11 +67,19 @@ Target start_target(const char* threads, bool idle) {
     char line[64];
     ssize_t n = ::read(output[0], line, sizeof line);  // "ready PID"
     if (n <= 0) {
-        std::fprintf(stderr, "patch-target did not start\n");
+        std::fprintf(stderr, "%s did not start\n", path);
         std::exit(1);
     }
     ::close(output[0]);
     return Target{pid, input[1]};
+}
+
+Target start_target(const char* threads, bool idle) {
+    return start_program(PATCH_TARGET_PATH, threads, idle ? "--idle" : nullptr);
+}
+
+void tell(const Target& target, const char* command) {
+    (void)!::write(target.stdin_fd, command, std::strlen(command));
 }
 
 double percentile(std::vector<double> values, double p) {
@@ -84,6 +96,59 @@ void print_row(const char* scenario, const char* what, const std::vector<double>
     std::printf("%-14s %-7s %10.0f %10.0f %10.0f %9.2f\n", scenario, what, percentile(us, 0.5),
                 percentile(us, 0.99), *std::max_element(us.begin(), us.end()),
                 percentile(us, 0.5) / floor_median);
+}
+
+// The "gated strict" scenario (see the top).
+void run_gated_strict(int cycles) {
+    auto patch = read_patch_file(DEMO_PAIR_PATCH_PATH);
+    if (!patch) {
+        std::fprintf(stderr, "%s\n", patch.error().message.c_str());
+        return;
+    }
+    InjectOptions options;  // the defaults: 8 tries
+    InjectOptions patient;
+    patient.attempts = 100;
+    Target target = start_program(PAIR_TARGET_PATH, "8", nullptr);
+    ::usleep(200000);
+    std::vector<double> floor, to_success, stopped;
+    std::size_t gated = 0;
+    int rounds = 0, failures = 0;
+    for (int i = 0; i < cycles; ++i) {
+        if (auto held = StoppedProcess::stop(target.pid)) {
+            floor.push_back(to_us(held->resume()));
+        }
+        auto started = Clock::now();
+        auto applied = apply_patch(target.pid, *patch, options);
+        if (!applied) {
+            ++failures;
+        } else {
+            to_success.push_back(to_us(Clock::now() - started));
+            stopped.push_back(to_us(applied->stopped_for));
+            gated += applied->gated_threads;
+            rounds += applied->gate_rounds;
+        }
+        tell(target, "calm 2\n");
+        (void)revert_patches(target.pid, "", patient);
+        tell(target, "calm 0\n");
+        ::usleep(20000);
+    }
+    if (floor.empty() || to_success.empty()) {
+        std::printf("%-14s no successful apply (%d failures)\n", "gated strict", failures);
+    } else {
+        double floor_median = percentile(floor, 0.5);
+        print_row("gated strict", "floor", floor, floor_median);
+        print_row("gated strict", "stopped", stopped, floor_median);
+        print_row("gated strict", "to ok", to_success, floor_median);
+        std::printf("%-14s %zu applies: %.1f threads gated and %.1f rounds on average; "
+                    "failed applies: %d\n",
+                    "gated strict", to_success.size(),
+                    static_cast<double>(gated) / static_cast<double>(to_success.size()),
+                    static_cast<double>(rounds) / static_cast<double>(to_success.size()),
+                    failures);
+    }
+    ::kill(target.pid, SIGKILL);
+    ::waitpid(target.pid, nullptr, 0);
+    ::close(target.stdin_fd);
 }
 
 }  // namespace
@@ -158,5 +223,6 @@ int main(int argc, char** argv) {
         ::waitpid(target.pid, nullptr, 0);
         ::close(target.stdin_fd);
     }
+    run_gated_strict(std::min(cycles, 40));
     return 0;
 }
