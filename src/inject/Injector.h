@@ -62,6 +62,10 @@ struct InjectReport {
 //  4. Check every stack: no thread in a function being replaced or in the
 //     region of the level being replaced. If one is: resume, back off
 //     (doubling), and start again at 1, up to `options.attempts` tries.
+//     A strict patch (with options.return_gates) first gates the threads in
+//     the way instead and, once they have reached their gates, tries again
+//     without a backoff; the gates are released right after step 6, and on
+//     every other way out (ReturnGates.h).
 //  5. Unmap retired regions this stop proves unreferenced; map the new
 //     region near the library and fill it (code relocated, marker).
 //  6. Write the jumps.
@@ -100,7 +104,10 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
 //     not_applied (after one more stop that unmaps the retired regions no
 //     thread refers to).
 //  2. Every jump site must hold our jump or the original bytes (conflict).
-//  3. No thread may be inside a region (else back off and retry; unsafe).
+//  3. No thread may be inside a region (else back off and retry; unsafe;
+//     return gates as for a strict apply, which catch only threads whose
+//     unwind is complete: not those inside patch code, which has no unwind
+//     information).
 //  4. Unmap the retired regions this stop proves unreferenced; restore the
 //     original bytes and mark each region retired instead of unmapping it:
 //     should any thread still hold a return address into it, it returns
