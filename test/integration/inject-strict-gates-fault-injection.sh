@@ -27,7 +27,9 @@ for trial in $(seq "$trials"); do
         "$SUTURE" revert --pid "$pid" >/dev/null 2>&1 &
     fi
     injector=$!
-    sleep "0.$(printf '%03d' $((RANDOM % 60)))"
+    # A gated apply takes some 100-400 ms here (the tries, the wait for the
+    # gates): kill anywhere in it.
+    sleep "0.$(printf '%03d' $((RANDOM % 450)))"
     kill -9 "$injector" 2>/dev/null || true
     wait "$injector" 2>/dev/null || true
 
