@@ -33,9 +33,14 @@ for trial in $(seq "$trials"); do
     kill -9 "$injector" 2>/dev/null || true
     wait "$injector" 2>/dev/null || true
 
+    # Threads a killed suture left in their gates go on at the gates' TSC
+    # deadline (1 s after the last gating): the calls must go on by then.
     before=$(field "$(ask "$pid" report)" calls)
-    sleep 0.05
-    answer=$(ask "$pid" report)
+    for _ in $(seq 30); do
+        sleep 0.1
+        answer=$(ask "$pid" report)
+        [ -n "$answer" ] && [ "$(field "$answer" calls)" -gt "${before:-0}" ] && break
+    done
     if [ -z "$answer" ] || [ "$(field "$answer" calls)" -le "${before:-0}" ]; then
         fail_check "trial $trial: the target does not run on after the kill ($answer)"
         grep -E 'State|TracerPid' /proc/"$pid"/task/*/status || echo "target gone"
@@ -70,8 +75,8 @@ for trial in $(seq "$trials"); do
     case "$state" in
     none | active) ;;
     empty)
-        ask "$pid" "calm 2" >/dev/null
-        "$SUTURE" revert --pid "$pid" >/dev/null ||
+        ask "$pid" "calm 5" >/dev/null
+        "$SUTURE" revert --attempts 60 --pid "$pid" >/dev/null ||
             { fail_check "trial $trial: revert did not remove the empty region"; break; }
         ;;
     inactive | partial)
@@ -92,11 +97,14 @@ done
 echo "a gate page was left after $gate_pages_seen of $trials kills"
 # Gates of a killed suture let go within their 1 s deadline; then a revert
 # (and the stop right after it) unmaps whatever no thread refers to.
+# The reverts get patience: every thread must be outside the region at once.
 sleep 1.2
-ask "$pid" "calm 2" >/dev/null
-"$SUTURE" revert --pid "$pid" >/dev/null 2>&1 || true
+ask "$pid" "calm 5" >/dev/null
+"$SUTURE" revert --attempts 60 --pid "$pid" >/dev/null 2>&1 || true
+ask "$pid" "calm 0" >/dev/null
 "$SUTURE" apply --pid "$pid" "$DEMO_PATCH_PAIR" >/dev/null 2>&1 || true
-"$SUTURE" revert --pid "$pid" >/dev/null 2>&1 || true
+ask "$pid" "calm 5" >/dev/null
+"$SUTURE" revert --attempts 60 --pid "$pid" >/dev/null 2>&1 || true
 check_eq "finally version 1" 1 "$(field "$(ask "$pid" report)" version)"
 check_eq "no wrong result in $trials trials" 0 "$(field "$(ask "$pid" report)" bad)"
 check_eq "no gate page left" 0 "$("$SUTURE" status --json --pid "$pid" | jq '.processes[0].gate_pages | length')"
