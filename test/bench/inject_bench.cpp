@@ -43,6 +43,7 @@ using Clock = std::chrono::steady_clock;
 struct Target {
     pid_t pid = -1;
     int stdin_fd = -1;
+    int stdout_fd = -1;
 };
 
 Target start_program(const char* path, const char* threads, const char* extra) {
@@ -70,8 +71,9 @@ Target start_program(const char* path, const char* threads, const char* extra) {
         std::fprintf(stderr, "%s did not start\n", path);
         std::exit(1);
     }
-    ::close(output[0]);
-    return Target{pid, input[1]};
+    // The output stays open: a target answering a command into a closed
+    // pipe would die of SIGPIPE (answers are few; the pipe holds them).
+    return Target{pid, input[1], output[0]};
 }
 
 Target start_target(const char* threads, bool idle) {
@@ -149,11 +151,13 @@ void run_gated_strict(int cycles) {
     ::kill(target.pid, SIGKILL);
     ::waitpid(target.pid, nullptr, 0);
     ::close(target.stdin_fd);
+    ::close(target.stdout_fd);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+    ::signal(SIGPIPE, SIG_IGN);  // a target that died shows as failed cycles instead
     int cycles = 200;
     if (argc == 3 && std::strcmp(argv[1], "--cycles") == 0) {
         cycles = std::max(1, std::atoi(argv[2]));
@@ -222,6 +226,7 @@ int main(int argc, char** argv) {
         ::kill(target.pid, SIGKILL);
         ::waitpid(target.pid, nullptr, 0);
         ::close(target.stdin_fd);
+        ::close(target.stdout_fd);
     }
     run_gated_strict(std::min(cycles, 40));
     return 0;
