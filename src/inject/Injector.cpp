@@ -425,8 +425,8 @@ void retire_level(const RemoteMemory& memory, const RegionMarker& previous,
 // gates (a strict apply, or a revert), the threads parked in this
 // operation's gates are excused, and the threads still in the way get gates
 // for the next try (ReturnGates.h). The gate page goes near [low, high).
-Result<bool> stacks_clear_or_gate(HeldProcess& held, ReturnGates* gates,
-                                  RemoteSyscall::Site site, RemoteAddress low, RemoteAddress high,
+Result<bool> stacks_clear_or_gate(HeldProcess& held, ReturnGates* gates, RemoteSyscall::Site site,
+                                  RemoteAddress low, RemoteAddress high,
                                   const std::vector<CodeRange>& ranges) {
     auto clear = stacks_clear(held, ranges);
     if (!clear || *clear || gates == nullptr) {
@@ -478,9 +478,9 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
         return tl::unexpected(sites.error());
     }
     // 4. Stacks.
-    auto clear = stacks_clear_or_gate(held, plan.gates, plan.preparation.trampoline_site,
-                                      target.start, target.end,
-                                      apply_ranges(target, metadata, existing->previous));
+    auto clear =
+        stacks_clear_or_gate(held, plan.gates, plan.preparation.trampoline_site, target.start,
+                             target.end, apply_ranges(target, metadata, existing->previous));
     if (!clear) {
         return tl::unexpected(clear.error());
     }
@@ -847,8 +847,7 @@ Result<std::vector<InjectReport>> revert_as_tracer(int pid, const std::string& p
     bool retired_any = std::any_of(reports.begin(), reports.end(), [](const InjectReport& report) {
         return !report.patch_id.empty();
     });
-    std::size_t released_later =
-        retired_any || gated ? release_after_a_pause(pid, options) : 0;
+    std::size_t released_later = retired_any || gated ? release_after_a_pause(pid, options) : 0;
     for (InjectReport& report : reports) {
         add_stop_figures(report, reverted->attempts, reverted->threads, reverted->stack_check,
                          reverted->stopped_for);
@@ -869,8 +868,9 @@ Result<std::size_t> release_as_tracer(int pid) {
     if (!view) {
         return tl::unexpected(view.error());
     }
-    if (std::none_of(listed->begin(), listed->end(),
-                     [](const AppliedPatch& patch) { return patch.state == PatchState::retired; }) &&
+    if (std::none_of(
+            listed->begin(), listed->end(),
+            [](const AppliedPatch& patch) { return patch.state == PatchState::retired; }) &&
         find_gate_pages(view->memory, view->mappings).empty()) {
         return 0;
     }

@@ -26,7 +26,8 @@ class GateAssembler {
         std::uint64_t end = at_.raw() + code_.size() + 4 + tail;
         auto displacement = static_cast<std::int32_t>(target.raw() - end);
         for (int shift = 0; shift < 32; shift += 8) {
-            code_.push_back(static_cast<std::byte>((static_cast<std::uint32_t>(displacement) >> shift) & 0xff));
+            code_.push_back(
+                static_cast<std::byte>((static_cast<std::uint32_t>(displacement) >> shift) & 0xff));
         }
     }
     std::size_t size() const { return code_.size(); }

@@ -92,10 +92,10 @@ std::optional<GatePageHeader> decode_gate_page_header(std::span<const std::byte>
 struct GatePage {
     std::uint64_t address = 0;
     GatePageHeader header;
-    std::size_t arrived = 0;            // gates whose thread got there
-    bool released = false;              // release set: every gate lets its thread go
+    std::size_t arrived = 0;  // gates whose thread got there
+    bool released = false;    // release set: every gate lets its thread go
     std::uint64_t released_at_unix_ns = 0;
-    bool deadline_passed = false;       // the TSC deadline is behind us
+    bool deadline_passed = false;  // the TSC deadline is behind us
 };
 
 // The time stamp counter (rdtsc), as the gates read it: the same on every

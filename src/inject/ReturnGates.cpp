@@ -99,8 +99,7 @@ Result<std::optional<ReturnSlot>> find_return_slot(RemoteUnwinder& unwinder,
             outermost = depth;
         }
     }
-    if (!outermost || *outermost + 1 >= chain->frames.size() ||
-        *outermost >= chain->cfas.size()) {
+    if (!outermost || *outermost + 1 >= chain->frames.size() || *outermost >= chain->cfas.size()) {
         return std::nullopt;
     }
     std::uint64_t return_address = chain->frames[*outermost + 1];

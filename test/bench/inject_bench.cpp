@@ -141,12 +141,12 @@ void run_gated_strict(int cycles) {
         print_row("gated strict", "floor", floor, floor_median);
         print_row("gated strict", "stopped", stopped, floor_median);
         print_row("gated strict", "to ok", to_success, floor_median);
-        std::printf("%-14s %zu applies: %.1f threads gated and %.1f rounds on average; "
-                    "failed applies: %d\n",
-                    "gated strict", to_success.size(),
-                    static_cast<double>(gated) / static_cast<double>(to_success.size()),
-                    static_cast<double>(rounds) / static_cast<double>(to_success.size()),
-                    failures);
+        std::printf(
+            "%-14s %zu applies: %.1f threads gated and %.1f rounds on average; "
+            "failed applies: %d\n",
+            "gated strict", to_success.size(),
+            static_cast<double>(gated) / static_cast<double>(to_success.size()),
+            static_cast<double>(rounds) / static_cast<double>(to_success.size()), failures);
     }
     ::kill(target.pid, SIGKILL);
     ::waitpid(target.pid, nullptr, 0);
