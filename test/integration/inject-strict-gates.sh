@@ -35,7 +35,15 @@ check_eq "no thread traced after the apply" 0 "$(untraced "$pid")"
 check_eq "no thread stopped after the apply" 0 "$(stopped_threads "$pid")"
 text=$("$SUTURE" status --pid "$pid")
 echo "$text" | grep -E "^patch|gate page" || true
-check_eq "the gate page went in the stop after the apply" 0 "$(gate_pages "$pid")"
+# The stop right after the apply unmaps the gate page unless a released
+# thread was still on its way out of its gate; then a later stop does (the
+# end of this test checks that nothing is left).
+pages=$("$SUTURE" status --json --pid "$pid" | jq -c '[.processes[0].gate_pages[] | .released]')
+case "$pages" in
+'[]') pass "the gate page went in the stop after the apply" ;;
+'[true]') pass "the gate page is still mapped, released, for a later stop" ;;
+*) fail_check "gate pages after the apply: $pages" ;;
+esac
 
 # Run on with the new pair until every thread made 1000 more calls.
 for _ in $(seq 120); do
@@ -66,5 +74,6 @@ answer=$(ask "$pid" report)
 echo "$answer"
 check_eq "no call saw a mixed pair" 0 "$(field "$answer" bad)"
 check_eq "no thread traced at the end" 0 "$(untraced "$pid")"
+check_eq "no gate page left" 0 "$(gate_pages "$pid")"
 check_eq "no suture mapping left" 0 "$(awk '$2 == "r-xp" && $5 == 0 && $6 == ""' "/proc/$pid/maps" | wc -l)"
 finish
