@@ -124,6 +124,19 @@ void print_status_table(std::ostream& out, const StatusReport& status, bool list
         }
     }
 
+    for (const auto& [pid, pages] : status.gate_pages) {
+        for (const GatePage& page : pages) {
+            out << "pid " << pid << ": gate page at " << hex_address(page.address)
+                << " of a strict apply (" << page.header.gates << " gates, " << page.arrived
+                << " reached; "
+                << (page.released || page.deadline_passed
+                        ? "released: the next apply, revert or release unmaps it once no thread is "
+                          "in it"
+                        : "holding threads for suture pid " + std::to_string(page.header.owner_pid))
+                << ")\n";
+        }
+    }
+
     std::size_t incomplete = 0;
     for (const ProcessReport& process : report.processes) {
         for (const Error& error : process.errors) {

@@ -30,7 +30,12 @@ void print_inject_report(std::ostream& out, int pid, const InjectReport& report,
         << std::chrono::duration_cast<std::chrono::microseconds>(report.stopped_for).count()
         << " us";
     if (verb == InjectVerb::applied) {
-        out << " (try " << report.attempts << ")";
+        out << " (try " << report.attempts;
+        if (report.gated_threads > 0) {
+            out << "; " << report.gated_threads << " threads caught at return gates in "
+                << report.gate_rounds << (report.gate_rounds == 1 ? " round" : " rounds");
+        }
+        out << ")";
     }
     out << "\n";
 }

@@ -144,6 +144,7 @@ struct InjectCommand {
     bool json = false;
     InjectOptions options;
     int backoff_ms = 5;
+    bool no_return_gates = false;
 
     void add_options() {
         app->add_option("--pid", pid, "The process")->required()->check(CLI::Range(1, 1 << 30));
@@ -157,11 +158,15 @@ struct InjectCommand {
                "First pause between tries, doubling up to 500 ms; the process runs meanwhile")
             ->check(CLI::Range(0, 60000))
             ->capture_default_str();
+        app->add_flag("--no-return-gates", no_return_gates,
+                      "Strict patches only back off while threads are in the way, instead of "
+                      "catching them at return gates (docs/architecture.md)");
     }
 
     InjectOptions inject_options() const {
         InjectOptions chosen = options;
         chosen.first_backoff = std::chrono::milliseconds(backoff_ms);
+        chosen.return_gates = !no_return_gates;
         return chosen;
     }
 

@@ -145,6 +145,8 @@ InjectReport one_inject_report_from_json(const json& document, FieldReader& pare
         .threads = fields.get<std::size_t>("threads"),
         .stack_check = {},
         .released_regions = fields.get<std::size_t>("released_regions"),
+        .gated_threads = fields.get<std::size_t>("gated_threads"),
+        .gate_rounds = fields.get<int>("gate_rounds"),
     };
     if (auto consistency = consistency_from_name(fields.get<std::string>("consistency"))) {
         report.consistency = *consistency;
@@ -323,6 +325,8 @@ json inject_report_to_json(int pid, const InjectReport& report) {
           {"complete_unwinds", report.stack_check.complete_unwinds},
           {"deepest_frames", report.stack_check.deepest_frames}}},
         {"released_regions", report.released_regions},
+        {"gated_threads", report.gated_threads},
+        {"gate_rounds", report.gate_rounds},
     };
 }
 
@@ -414,6 +418,22 @@ json status_to_json(const StatusReport& status) {
                 });
             }
         }
+        json gate_pages = json::array();
+        if (auto found = status.gate_pages.find(process.info.pid);
+            found != status.gate_pages.end()) {
+            for (const GatePage& page : found->second) {
+                gate_pages.push_back({
+                    {"address", hex_address(page.address)},
+                    {"gates", page.header.gates},
+                    {"arrived", page.arrived},
+                    {"released", page.released},
+                    {"released_at_unix_ns", page.released_at_unix_ns},
+                    {"deadline_passed", page.deadline_passed},
+                    {"created_at_unix_ns", page.header.created_at_unix_ns},
+                    {"owner_pid", page.header.owner_pid},
+                });
+            }
+        }
         processes.push_back({
             {"pid", process.info.pid},
             {"comm", process.info.comm},
@@ -423,6 +443,7 @@ json status_to_json(const StatusReport& status) {
             {"libraries", std::move(libraries)},
             {"errors", std::move(errors)},
             {"patches", std::move(patches)},
+            {"gate_pages", std::move(gate_pages)},
         });
     }
     json unreadable = json::array();

@@ -97,6 +97,10 @@ StatusReport Engine::status(const std::vector<int>& pids) {
         if (patches && !patches->empty()) {
             status.patches[process.info.pid] = std::move(*patches);
         }
+        auto gate_pages = list_gate_pages(process.info.pid);
+        if (gate_pages && !gate_pages->empty()) {
+            status.gate_pages[process.info.pid] = std::move(*gate_pages);
+        }
     }
     return status;
 }

@@ -115,7 +115,8 @@ Result<HeldProcess> hold_process(int pid, Preparation& preparation, int attempt)
     if (!memory) {
         return tl::unexpected(memory.error());
     }
-    return HeldProcess{std::move(*stopped), std::move(*mappings), std::move(*memory), {}, {}};
+    return HeldProcess{std::move(*stopped), std::move(*mappings), std::move(*memory), {}, {},
+                       attempt};
 }
 
 Result<bool> stacks_clear(HeldProcess& held, const std::vector<CodeRange>& ranges) {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -52,6 +53,7 @@ struct HeldProcess {
     RemoteMemory memory;
     StackCheckFigures stack_check;
     std::vector<BlockingThread> blocking;  // threads in the way, if any
+    int attempt = 1;                       // which try this is
 };
 
 // Stops every thread of `pid` for try number `attempt` (a process gone at a
@@ -88,13 +90,17 @@ struct DoneInStop {
 // ("threads are <what_blocks>"), naming the last try's threads and frames in
 // the message and in `blocking_out`. Every path out, errors included,
 // resumes the process (HeldProcess's StoppedProcess detaches in its
-// destructor) after the try's own objects are gone.
+// destructor) after the try's own objects are gone. `instead_of_backoff`
+// (if given) runs after a blocked try has resumed the process; when it
+// returns true (it waited for something of its own: gated threads reaching
+// their gates, ReturnGates.h) the next try follows without a backoff.
 template <typename T, typename OneTry>
 Result<DoneInStop<T>> with_process_stopped(int pid, Preparation& preparation,
                                            const InjectOptions& options,
                                            const std::string& what_blocks,
                                            std::vector<BlockingThread>* blocking_out,
-                                           const OneTry& one_try) {
+                                           const OneTry& one_try,
+                                           const std::function<bool()>& instead_of_backoff = {}) {
     std::chrono::milliseconds backoff = options.first_backoff;
     for (int attempt = 1;; ++attempt) {
         auto held = hold_process(pid, preparation, attempt);
@@ -121,7 +127,9 @@ Result<DoneInStop<T>> with_process_stopped(int pid, Preparation& preparation,
                                                " (gave up after " + std::to_string(attempt) +
                                                " tries):" + frames);
         }
-        sleep_backoff(backoff, options);
+        if (!instead_of_backoff || !instead_of_backoff()) {
+            sleep_backoff(backoff, options);
+        }
     }
 }
 

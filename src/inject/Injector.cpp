@@ -16,8 +16,10 @@
 #include "inject/PatchImage.h"
 #include "inject/PatchRegions.h"
 #include "inject/RegionPlacement.h"
+#include "inject/RemoteMapping.h"
 #include "inject/RemoteMemory.h"
 #include "inject/RemoteSyscall.h"
+#include "inject/ReturnGates.h"
 #include "inject/StoppedProcess.h"
 #include "proc/ProcessMaps.h"
 
@@ -28,60 +30,6 @@ namespace suture {
 namespace {
 
 constexpr unsigned char endbr64[4] = {0xf3, 0x0f, 0x1e, 0xfa};
-
-// Maps the region read+exec at the first free candidate address within 2 GiB
-// of [low, high) and fills it with `image_for(address)` while the mmap call
-// has just returned: a killed injector leaves at worst an empty page, never
-// one whose contents a later run could misread.
-Result<RemoteAddress> map_region(
-    RemoteSyscall& syscall, const RemoteMemory& memory, const std::vector<Mapping>& mappings,
-    RemoteAddress low, RemoteAddress high, std::uint64_t size,
-    const std::function<Result<std::vector<std::byte>>(RemoteAddress)>& image_for,
-    const std::string& subject) {
-    for (RemoteAddress address : region_candidates(mappings, low, high, size)) {
-        auto image = image_for(address);
-        if (!image) {
-            return tl::unexpected(image.error());
-        }
-        // Should this tool die right after the mmap, the record explains
-        // the empty page (see IntentRecord).
-        if (auto recorded = syscall.record_intent(address, size); !recorded) {
-            return tl::unexpected(recorded.error());
-        }
-        bool mapped = false;
-        auto fill = [&](long result) -> Result<void> {
-            if (result != static_cast<long>(address.raw())) {
-                return {};
-            }
-            mapped = true;
-            return memory.write(address, *image);
-        };
-        auto result = syscall.call_then(fill, SYS_mmap, address.raw(), size, PROT_READ | PROT_EXEC,
-                                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-                                        static_cast<std::uint64_t>(-1), 0);
-        if (!result) {
-            if (mapped) {
-                // Nothing points into the region yet: take it away again.
-                (void)syscall.call(SYS_munmap, address.raw(), size);
-            }
-            return tl::unexpected(result.error());
-        }
-        if (*result == static_cast<long>(address.raw())) {
-            return address;
-        }
-        if (*result >= 0) {
-            // A kernel without MAP_FIXED_NOREPLACE treats it as a hint; a
-            // region elsewhere is of no use.
-            (void)syscall.call(SYS_munmap, static_cast<std::uint64_t>(*result), size);
-            continue;
-        }
-        if (*result != -EEXIST) {
-            return fail(ErrorCode::io, subject + ": mmap in the target failed: " +
-                                           std::strerror(static_cast<int>(-*result)));
-        }
-    }
-    return fail(ErrorCode::conflict, subject + ": no free address within 2 GiB of the library");
-}
 
 // Every import of `patch` resolved against `objects`.
 Result<std::map<std::string, RemoteAddress>> resolve_imports(
@@ -96,19 +44,6 @@ Result<std::map<std::string, RemoteAddress>> resolve_imports(
         addresses[import.symbol] = *address;
     }
     return addresses;
-}
-
-Result<void> unmap_region(RemoteSyscall& syscall, RemoteAddress address, std::uint64_t size,
-                          const std::string& subject) {
-    auto result = syscall.call(SYS_munmap, address.raw(), size);
-    if (!result) {
-        return tl::unexpected(result.error());
-    }
-    if (*result != 0) {
-        return fail(ErrorCode::io, subject + ": munmap in the target failed: " +
-                                       std::strerror(static_cast<int>(-*result)));
-    }
-    return {};
 }
 
 std::uint64_t unix_now_ns() {
@@ -143,6 +78,22 @@ Result<std::size_t> release_clear_retired(HeldProcess& held, RemoteSyscall& sysc
     return released;
 }
 
+// release_clear_retired(), and the gate pages of earlier applies no thread
+// refers to (ReturnGates.h), counted together.
+Result<std::size_t> release_clear_retired_and_gates(HeldProcess& held, RemoteSyscall& syscall,
+                                                    const std::vector<RegionMarker>& retired,
+                                                    const std::string& subject) {
+    auto regions = release_clear_retired(held, syscall, retired, subject);
+    if (!regions) {
+        return regions;
+    }
+    auto gate_pages = release_clear_gate_pages(held, syscall, subject);
+    if (!gate_pages) {
+        return tl::unexpected(gate_pages.error());
+    }
+    return *regions + *gate_pages;
+}
+
 // The regions just retired are usually unreferenced a moment later: let the
 // process run for the first backoff, then stop it once more to unmap them.
 // What is still referenced stays retired for a later stop. Returns how many
@@ -153,12 +104,17 @@ std::size_t release_after_a_pause(int pid, const InjectOptions& options) {
     return released ? *released : 0;
 }
 
-// True when `pid` still maps a retired region (read without a stop).
-bool still_retired(int pid) {
+// True when `pid` still maps a retired region or a gate page (read without
+// a stop).
+bool leftovers_mapped(int pid) {
     auto listed = list_applied_patches(pid);
-    return listed && std::any_of(listed->begin(), listed->end(), [](const AppliedPatch& patch) {
-               return patch.state == PatchState::retired;
-           });
+    if (listed && std::any_of(listed->begin(), listed->end(), [](const AppliedPatch& patch) {
+            return patch.state == PatchState::retired;
+        })) {
+        return true;
+    }
+    auto pages = list_gate_pages(pid);
+    return pages && !pages->empty();
 }
 
 // Marks a reverted region retired, in its marker.
@@ -245,6 +201,7 @@ struct ApplyPlan {
     Preparation preparation;
     std::map<std::string, RemoteAddress> imports;
     int imports_generation = 0;
+    ReturnGates* gates = nullptr;  // a strict patch's return gates
 };
 
 // Step 0 of an apply.
@@ -488,6 +445,27 @@ void retire_level(const RemoteMemory& memory, const RegionMarker& previous,
     (void)mark_retired(memory, previous);
 }
 
+// The stack check of an apply (step 4) or a revert (step 3); with return
+// gates (a strict apply, or a revert), the threads parked in this
+// operation's gates are excused, and the threads still in the way get gates
+// for the next try (ReturnGates.h). The gate page goes near [low, high).
+Result<bool> stacks_clear_or_gate(HeldProcess& held, ReturnGates* gates, RemoteSyscall::Site site,
+                                  RemoteAddress low, RemoteAddress high,
+                                  const std::vector<CodeRange>& ranges) {
+    auto clear = stacks_clear(held, ranges);
+    if (!clear || *clear || gates == nullptr) {
+        return clear;
+    }
+    if (gates->excuse_gated(held, ranges)) {
+        return true;
+    }
+    auto gated = gates->gate_blockers(held, ranges, site, low, high);
+    if (!gated) {
+        return tl::unexpected(gated.error());
+    }
+    return false;
+}
+
 InjectReport already_applied_report(const RegionMarker& marker, Consistency consistency) {
     InjectReport report;
     report.consistency = consistency;
@@ -525,7 +503,9 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
         return tl::unexpected(sites.error());
     }
     // 4. Stacks.
-    auto clear = stacks_clear(held, apply_ranges(target, metadata, *sites, existing->previous));
+    auto clear = stacks_clear_or_gate(held, plan.gates, plan.preparation.trampoline_site,
+                                      target.start, target.end,
+                                      apply_ranges(target, metadata, *sites, existing->previous));
     if (!clear) {
         return tl::unexpected(clear.error());
     }
@@ -541,7 +521,7 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
     if (!syscall) {
         return tl::unexpected(syscall.error());
     }
-    auto released = release_clear_retired(held, *syscall, existing->retired, subject);
+    auto released = release_clear_retired_and_gates(held, *syscall, existing->retired, subject);
     if (!released) {
         return tl::unexpected(released.error());
     }
@@ -552,6 +532,9 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
     // 6. The jumps.
     if (auto written = write_jumps(held, *syscall, *region, subject); !written) {
         return tl::unexpected(written.error());
+    }
+    if (plan.gates != nullptr) {
+        plan.gates->release();  // the gated threads return into the new code's callers
     }
     // 7. The level replaced.
     InjectReport report;
@@ -675,11 +658,12 @@ Result<std::optional<std::vector<InjectReport>>> revert_in_stop(HeldProcess& hel
     if (!reports) {
         return tl::unexpected(reports.error());
     }
-    // 4. Every retired region no thread refers to unmapped, the ones just
-    // retired included; the others stay for a later stop.
+    // 4. Every retired region (the ones just retired included) and every
+    // released gate page that no thread refers to unmapped; the others stay
+    // for a later stop.
     std::vector<RegionMarker> retired = std::move(targets.retired);
     std::move(targets.markers.begin(), targets.markers.end(), std::back_inserter(retired));
-    auto released = release_clear_retired(held, *syscall, retired, subject);
+    auto released = release_clear_retired_and_gates(held, *syscall, retired, subject);
     if (!released) {
         return tl::unexpected(released.error());
     }
@@ -770,6 +754,14 @@ Result<std::vector<AppliedPatch>> list_applied_patches(int pid) {
     return patches;
 }
 
+Result<std::vector<GatePage>> list_gate_pages(int pid) {
+    auto view = view_of(pid);
+    if (!view) {
+        return tl::unexpected(view.error());
+    }
+    return find_gate_pages(view->memory, view->mappings);
+}
+
 namespace {
 
 Result<InjectReport> apply_as_tracer(int pid, const PatchFile& patch, const InjectOptions& options,
@@ -783,19 +775,38 @@ Result<InjectReport> apply_as_tracer(int pid, const PatchFile& patch, const Inje
     if (!plan) {
         return tl::unexpected(plan.error());
     }
+    // A strict patch waits for busy threads at return gates instead of
+    // only backing off; the gates are released on every way out.
+    std::optional<ReturnGates> gates;
+    if (patch.metadata.consistency == Consistency::strict && options.return_gates) {
+        gates.emplace(pid, options.attempts);
+        plan->gates = &*gates;
+    }
     // 1 to 7, in one stop (tried again while threads are in the way).
     auto applied = with_process_stopped<InjectReport>(
         pid, plan->preparation, options, "running code being replaced", blocking_out,
-        [&](HeldProcess& held) { return apply_in_stop(held, *plan); });
+        [&](HeldProcess& held) { return apply_in_stop(held, *plan); },
+        [&] { return gates && gates->wait_for_arrivals(); });
+    bool gated = gates && gates->rounds() > 0;
+    if (gates) {
+        gates->release();
+    }
     if (!applied) {
+        if (gated) {
+            (void)release_after_a_pause(pid, options);  // the gate page, if nobody is in it
+        }
         return tl::unexpected(applied.error());
     }
     InjectReport report = std::move(applied->value);
     add_stop_figures(report, applied->attempts, applied->threads, applied->stack_check,
                      applied->stopped_for);
-    // The replaced level's region, retired in that stop, usually goes in a
-    // second stop a moment later.
-    if (report.replaced_level) {
+    if (gates) {
+        report.gated_threads = gates->gated();
+        report.gate_rounds = gates->rounds();
+    }
+    // The replaced level's region, retired in that stop, and the gate page
+    // usually go in a second stop a moment later.
+    if (report.replaced_level || gated) {
         report.released_regions += release_after_a_pause(pid, options);
     }
     return report;
@@ -828,7 +839,7 @@ Result<std::vector<InjectReport>> revert_as_tracer(int pid, const std::string& p
     }
     // A region a thread was still running in stays retired; it usually goes
     // in a second stop a moment later.
-    std::size_t released_later = still_retired(pid) ? release_after_a_pause(pid, options) : 0;
+    std::size_t released_later = leftovers_mapped(pid) ? release_after_a_pause(pid, options) : 0;
     for (InjectReport& report : reports) {
         add_stop_figures(report, reverted->attempts, reverted->threads, reverted->stack_check,
                          reverted->stopped_for);
@@ -839,7 +850,7 @@ Result<std::vector<InjectReport>> revert_as_tracer(int pid, const std::string& p
 
 Result<std::size_t> release_as_tracer(int pid) {
     std::string subject = subject_of(pid);
-    if (!still_retired(pid)) {
+    if (!leftovers_mapped(pid)) {
         return 0;
     }
     if (auto alone = check_memory_not_shared(pid, SharerSearch::every_process); !alone) {
@@ -860,7 +871,7 @@ Result<std::size_t> release_as_tracer(int pid) {
     if (!syscall) {
         return tl::unexpected(syscall.error());
     }
-    return release_clear_retired(*held, *syscall, retired, subject);
+    return release_clear_retired_and_gates(*held, *syscall, retired, subject);
 }
 
 Result<std::vector<ThreadStack>> unwind_as_tracer(int pid) {

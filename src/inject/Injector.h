@@ -8,6 +8,7 @@
 
 #include "base/Error.h"
 #include "inject/RegionMarker.h"
+#include "inject/ReturnGate.h"
 #include "inject/StackCheck.h"
 #include "patch/PatchFile.h"
 
@@ -20,6 +21,9 @@ struct InjectOptions {
     int attempts = 8;
     std::chrono::milliseconds first_backoff{5};
     std::chrono::milliseconds max_backoff{500};
+    // A strict patch catches the threads in its way at return gates
+    // (ReturnGates.h) instead of only backing off.
+    bool return_gates = true;
 };
 
 // What one apply or revert did.
@@ -36,8 +40,13 @@ struct InjectReport {
     std::chrono::nanoseconds stopped_for{};  // the successful stop
     std::size_t threads = 0;
     StackCheckFigures stack_check;  // the successful stop's stack check
-    // Regions of earlier reverts unmapped in this stop (see `retired`).
+    // Regions of earlier reverts and gate pages unmapped in this stop (see
+    // `retired`) or in the stop right after it.
     std::size_t released_regions = 0;
+    // A strict apply: threads caught at return gates on their way out of
+    // the replaced code, and the rounds of gating (ReturnGates.h).
+    std::size_t gated_threads = 0;
+    int gate_rounds = 0;
 };
 
 // Applies `patch` to process `pid` (docs/architecture.md has the story; the
@@ -55,6 +64,10 @@ struct InjectReport {
 //  4. Check every stack: no thread in a function being replaced or in the
 //     region of the level being replaced. If one is: resume, back off
 //     (doubling), and start again at 1, up to `options.attempts` tries.
+//     A strict patch (with options.return_gates) first gates the threads in
+//     the way instead and, once they have reached their gates, tries again
+//     without a backoff; the gates are released right after step 6, and on
+//     every other way out (ReturnGates.h).
 //  5. Unmap retired regions this stop proves unreferenced; map the new
 //     region near the library and fill it (code relocated, marker).
 //  6. Write the jumps.
@@ -143,5 +156,10 @@ struct AppliedPatch {
 Result<std::vector<AppliedPatch>> list_applied_patches(int pid);
 
 std::string patch_state_name(PatchState state);
+
+// The gate pages of strict applies in `pid` (ReturnGates.h): what is left
+// of an apply that gated threads, until a later stop unmaps it. Read like
+// list_applied_patches(): no ptrace, no stop.
+Result<std::vector<GatePage>> list_gate_pages(int pid);
 
 }  // namespace suture

@@ -1,5 +1,7 @@
 #include "inject/PatchRegions.h"
 
+#include "inject/ReturnGate.h"
+
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -102,8 +104,9 @@ std::vector<InterruptedRegion> find_interrupted_regions(const RemoteMemory& memo
             continue;
         }
         auto head = memory.read(RemoteAddress(region->start), sizeof region_magic);
-        if (!head || has_region_magic(*head)) {
-            continue;  // the apply got as far as the marker: explained by it
+        if (!head || has_region_magic(*head) ||
+            std::memcmp(head->data(), gate_page_magic, sizeof gate_page_magic) == 0) {
+            continue;  // the apply got as far as the marker (or a gate page's): explained by it
         }
         regions.push_back(InterruptedRegion{*intent, record_address});
     }

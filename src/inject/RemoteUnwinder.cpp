@@ -354,6 +354,11 @@ Result<CallChain> RemoteUnwinder::unwind(int tid, int max_frames) {
             chain.complete = true;  // the tables mark this frame outermost
             return chain;
         }
+        // After a step the cursor's stack pointer is the caller's, which
+        // libunwind sets to the CFA of the frame just left.
+        unw_word_t cfa = 0;
+        unw_get_reg(&cursor, UNW_REG_SP, &cfa);
+        chain.cfas.push_back(cfa);
     }
 }
 

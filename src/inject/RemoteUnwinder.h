@@ -16,6 +16,11 @@ namespace suture {
 struct CallChain {
     // frames[0] is the thread's PC; every later entry is a return address.
     std::vector<std::uint64_t> frames;
+    // cfas[k] is the canonical frame address of frame k (the caller's stack
+    // pointer right after frame k returns; on x86-64 frame k's return
+    // address, frames[k + 1], sits at cfas[k] - 8). One entry per frame that
+    // has a caller: cfas.size() == frames.size() - 1 for a complete chain.
+    std::vector<std::uint64_t> cfas;
     // True only when the unwind reached the outermost frame the unwind
     // tables themselves mark (glibc marks `_start`, `clone` and `clone3`
     // with an undefined return address): every frame had unwind

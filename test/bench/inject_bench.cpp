@@ -14,6 +14,14 @@
 // injector's default tries and backoff, beside the stop floor of the same
 // target, and what the same code packed strict gets; each cycle reverts
 // under the spinners too (a revert never waits for busy code).
+// Then "gated strict": pair-target's 8 threads spend nearly all their time
+// inside the demo pair, which a strict patch replaces (demo-pair.patch);
+// backing off alone never succeeds there, return gates do. Per apply: the
+// time from the call to the successful apply (wall clock, tries and the
+// waits for gated threads included), the time stopped in its last stop, the
+// threads gated and the rounds; beside the stop floor of the same target.
+// (Each revert runs with the workers pausing between calls: threads inside
+// a patch region cannot be gated.)
 // Usage: inject-bench [--cycles N]
 
 #include <fcntl.h>
@@ -41,10 +49,10 @@ using Clock = std::chrono::steady_clock;
 struct Target {
     pid_t pid = -1;
     int stdin_fd = -1;
+    int stdout_fd = -1;
 };
 
-// MODE: nullptr, or patch-target's --idle or --spin.
-Target start_target(const char* threads, const char* mode) {
+Target start_program(const char* path, const char* threads, const char* extra) {
     int input[2];
     int output[2];
     if (::pipe(input) != 0 || ::pipe(output) != 0) {
@@ -58,7 +66,7 @@ Target start_target(const char* threads, const char* mode) {
         ::dup2(output[1], STDOUT_FILENO);
         ::close(input[1]);
         ::close(output[0]);
-        ::execl(PATCH_TARGET_PATH, PATCH_TARGET_PATH, threads, mode, nullptr);
+        ::execl(path, path, threads, extra, nullptr);
         ::_exit(127);
     }
     ::close(input[0]);
@@ -66,11 +74,20 @@ Target start_target(const char* threads, const char* mode) {
     char line[64];
     ssize_t n = ::read(output[0], line, sizeof line);  // "ready PID"
     if (n <= 0) {
-        std::fprintf(stderr, "patch-target did not start\n");
+        std::fprintf(stderr, "%s did not start\n", path);
         std::exit(1);
     }
-    ::close(output[0]);
-    return Target{pid, input[1]};
+    // The output stays open: a target answering a command into a closed
+    // pipe would die of SIGPIPE (answers are few; the pipe holds them).
+    return Target{pid, input[1], output[0]};
+}
+
+Target start_target(const char* threads, bool idle) {
+    return start_program(PATCH_TARGET_PATH, threads, idle ? "--idle" : nullptr);
+}
+
+void tell(const Target& target, const char* command) {
+    (void)!::write(target.stdin_fd, command, std::strlen(command));
 }
 
 double percentile(std::vector<double> values, double p) {
@@ -101,12 +118,13 @@ void run_busy_entry_scenario(int cycles) {
         std::exit(1);
     }
     // 1. The target: 8 workers spinning in demo_spin.
-    Target target = start_target("8", "--spin");
+    Target target = start_program(PATCH_TARGET_PATH, "8", "--spin");
     ::usleep(200 * 1000);
     // 2. Strict first: how the same code fares when every thread counts.
     InjectOptions defaults;  // what `suture apply` uses: 8 tries, 5..500 ms backoff
     auto strict = apply_patch(target.pid, *strict_patch, defaults);
-    std::string outcome = strict ? "applied (unexpected: the threads are inside)"
+    std::string outcome = strict ? "applied, " + std::to_string(strict->gated_threads) +
+                                       " threads caught at return gates"
                                  : "refused: " + strict.error().message;
     outcome = outcome.substr(0, outcome.find('\n'));  // the threads' frames follow
     std::printf("%-14s strict: %s\n", "8 busy", outcome.c_str());
@@ -152,11 +170,67 @@ void run_busy_entry_scenario(int cycles) {
     ::kill(target.pid, SIGKILL);
     ::waitpid(target.pid, nullptr, 0);
     ::close(target.stdin_fd);
+    ::close(target.stdout_fd);
+}
+
+// The "gated strict" scenario (see the top).
+void run_gated_strict(int cycles) {
+    auto patch = read_patch_file(DEMO_PAIR_PATCH_PATH);
+    if (!patch) {
+        std::fprintf(stderr, "%s\n", patch.error().message.c_str());
+        return;
+    }
+    InjectOptions options;  // the defaults: 8 tries
+    InjectOptions patient;
+    patient.attempts = 100;
+    Target target = start_program(PAIR_TARGET_PATH, "8", nullptr);
+    ::usleep(200000);
+    std::vector<double> floor, to_success, stopped;
+    std::size_t gated = 0;
+    int rounds = 0, failures = 0;
+    for (int i = 0; i < cycles; ++i) {
+        if (auto held = StoppedProcess::stop(target.pid)) {
+            floor.push_back(to_us(held->resume()));
+        }
+        auto started = Clock::now();
+        auto applied = apply_patch(target.pid, *patch, options);
+        if (!applied) {
+            ++failures;
+        } else {
+            to_success.push_back(to_us(Clock::now() - started));
+            stopped.push_back(to_us(applied->stopped_for));
+            gated += applied->gated_threads;
+            rounds += applied->gate_rounds;
+        }
+        tell(target, "calm 2\n");
+        (void)revert_patches(target.pid, "", patient);
+        tell(target, "calm 0\n");
+        ::usleep(20000);
+    }
+    if (floor.empty() || to_success.empty()) {
+        std::printf("%-14s no successful apply (%d failures)\n", "gated strict", failures);
+    } else {
+        double floor_median = percentile(floor, 0.5);
+        print_row("gated strict", "floor", floor, floor_median);
+        print_row("gated strict", "stopped", stopped, floor_median);
+        print_row("gated strict", "to ok", to_success, floor_median);
+        std::printf(
+            "%-14s %zu applies: %.1f threads gated and %.1f rounds on average; "
+            "failed applies: %d\n",
+            "gated strict", to_success.size(),
+            static_cast<double>(gated) / static_cast<double>(to_success.size()),
+            static_cast<double>(rounds) / static_cast<double>(to_success.size()), failures);
+    }
+    ::kill(target.pid, SIGKILL);
+    ::waitpid(target.pid, nullptr, 0);
+    ::close(target.stdin_fd);
+    ::close(target.stdout_fd);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+    ::signal(SIGPIPE, SIG_IGN);  // a target that died shows as failed cycles instead
     int cycles = 200;
     if (argc == 3 && std::strcmp(argv[1], "--cycles") == 0) {
         cycles = std::max(1, std::atoi(argv[2]));
@@ -182,7 +256,7 @@ int main(int argc, char** argv) {
     };
     for (Scenario scenario : {Scenario{"1 idle", "0", true}, Scenario{"8 idle", "7", true},
                               Scenario{"8 spinning", "8", false}}) {
-        Target target = start_target(scenario.threads, scenario.idle ? "--idle" : nullptr);
+        Target target = start_target(scenario.threads, scenario.idle);
         std::vector<double> floor, apply, revert;
         int failures = 0;
         for (int i = 0; i < cycles; ++i) {
@@ -225,7 +299,9 @@ int main(int argc, char** argv) {
         ::kill(target.pid, SIGKILL);
         ::waitpid(target.pid, nullptr, 0);
         ::close(target.stdin_fd);
+        ::close(target.stdout_fd);
     }
-    run_busy_entry_scenario(cycles);
+    run_busy_entry_scenario(std::min(cycles, 100));
+    run_gated_strict(std::min(cycles, 40));
     return 0;
 }

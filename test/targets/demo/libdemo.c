@@ -68,3 +68,21 @@ int demo_spin(int rounds) {
     }
     return 1;
 }
+
+/* Two functions that must change together (the strict pair patch,
+ * patch_pair.c): demo_pair_step's result carries an offset that
+ * demo_pair_sum takes out again. Version 1 adds 1, the patch adds 2; either
+ * version's pair gives n(n-1)/2, and a mix (an old sum running with a new
+ * step, or the reverse) is off by n. noipa: the sum must really call the
+ * step, through the PLT, at every iteration. */
+__attribute__((noipa)) long demo_pair_step(long i) {
+    return i + 1;
+}
+
+__attribute__((noipa)) long demo_pair_sum(long n) {
+    long sum = 0;
+    for (long i = 0; i < n; ++i) {
+        sum += demo_pair_step(i) - 1;
+    }
+    return sum;
+}
