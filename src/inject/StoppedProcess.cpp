@@ -11,6 +11,7 @@
 #include "inject/WaitStatus.h"
 #include "proc/MemorySharers.h"
 #include "proc/Process.h"
+#include "proc/ProgramRun.h"
 
 namespace suture {
 
@@ -52,6 +53,22 @@ Result<StoppedProcess> StoppedProcess::stop(int pid) {
     return process;
 }
 
+Error already_traced(int pid, int tracer) {
+    return Error{ErrorCode::busy,
+                 "pid " + std::to_string(pid) + " is already traced by " +
+                     describe_process(tracer) +
+                     ": a process has one tracer at a time; nothing changed, try again when it "
+                     "has detached",
+                 EPERM};
+}
+
+Result<void> check_not_traced(int pid) {
+    if (int tracer = tracer_of(pid); tracer != 0) {
+        return tl::unexpected(already_traced(pid, tracer));
+    }
+    return {};
+}
+
 std::string StoppedProcess::subject() const {
     return "pid " + std::to_string(pid_);
 }
@@ -72,16 +89,13 @@ Result<std::size_t> StoppedProcess::seize_new_threads() {
         // TRACESYSGOOD marks system-call stops with SIGTRAP|0x80, which is no
         // valid signal: should this tool die during such a stop, the kernel
         // does not deliver a SIGTRAP to the thread (see RemoteSyscall).
-        if (::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD)) !=
-            0) {
+        // TRACEEXEC reports an execve() as a stop of its own (step 8).
+        constexpr long options = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC;
+        if (::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(options)) != 0) {
             if (errno == ESRCH) {
                 continue;  // the thread exited: nothing to hold (step 4)
             }
-            int error = errno;
-            if (error == EPERM && seized_.empty()) {
-                return fail_errno(subject() + ": attach (already traced, or not permitted)", error);
-            }
-            return fail_errno(subject() + ": attach thread " + std::to_string(tid), error);
+            return tl::unexpected(attach_refused(tid, errno));
         }
         seized_.insert(tid);
         unreported_.push_back(tid);
@@ -113,6 +127,13 @@ Result<void> StoppedProcess::wait_for_interrupts() {
             }
             continue;  // one thread exited (step 4)
         }
+        if (status->ptrace_event() == PTRACE_EVENT_EXEC) {
+            // Step 8: the process runs another program now. The thread sits
+            // in a ptrace-stop, so resume() can detach it with the others.
+            threads_.push_back(StoppedThread{pid_, {}});
+            return fail(ErrorCode::target_died,
+                        subject() + ": exec'ed " + executable_path(pid_) + " while being stopped");
+        }
         threads_.push_back(StoppedThread{tid, {}});
         if (status->kind() == WaitStatus::Kind::signal_stop) {
             // A signal-delivery-stop (step 2): keep the signal for the thread.
@@ -123,6 +144,18 @@ Result<void> StoppedProcess::wait_for_interrupts() {
         }
     }
     return {};
+}
+
+Error StoppedProcess::attach_refused(int tid, int errno_value) const {
+    // A thread has one tracer at a time: PTRACE_SEIZE fails with EPERM on a
+    // thread a debugger (or strace) holds; name it. (EPERM on a zombie is
+    // told truthfully by the caller: proc/ProgramRun.h, truthful_error.)
+    if (errno_value == EPERM) {
+        if (int tracer = tracer_of(pid_, tid); tracer != 0) {
+            return already_traced(pid_, tracer);
+        }
+    }
+    return fail_errno(subject() + ": attach thread " + std::to_string(tid), errno_value).value();
 }
 
 Error StoppedProcess::did_not_stop(int tid) const {
@@ -140,7 +173,7 @@ Error StoppedProcess::did_not_stop(int tid) const {
             }
         }
     }
-    return Error{ErrorCode::unsafe,
+    return Error{ErrorCode::busy,
                  subject() + ": thread " + std::to_string(tid) + " did not stop within " +
                      std::to_string(stop_bound.count()) + " ms (" + why +
                      "): every thread released, nothing changed; " + advice,
