@@ -56,7 +56,9 @@ inline constexpr ExitStatusMeaning exit_statuses[] = {
     {nullptr, exit_build_id_mismatch, "another build of the library"},
     {nullptr, exit_fingerprint_mismatch, "function bytes differ from the build the patch was made for"},
     {nullptr, exit_unsafe, "unsafe: threads kept running code being replaced (the blocking frames are listed)"},
-    {nullptr, exit_target_died, "the process died during the operation"},
+    {nullptr, exit_target_died,
+     "the process died during the operation: it exited, became a zombie or exec'ed (the\n"
+     "message says which)"},
     {nullptr, exit_bad_patch, "bad or unsupported patch file"},
     {nullptr, exit_conflict, "conflict: another patch or foreign bytes"},
     {nullptr, exit_not_applied, "revert: the patch is not applied"},
