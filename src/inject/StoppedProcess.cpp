@@ -5,7 +5,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <sys/wait.h>
+
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
 #include <string>
 
 #include "inject/WaitStatus.h"
@@ -29,12 +33,69 @@ StoppedProcess::~StoppedProcess() {
     resume();
 }
 
+// Step 9: reaps, from a thread of its own, the seized threads that exited,
+// while stop() seizes the others. An execve() in a thread of the target
+// ends the other threads, and waits, holding the target's
+// cred_guard_mutex, until each is reaped; for a traced thread that is its
+// tracer's waitpid. PTRACE_SEIZE of another thread meanwhile waits for that
+// very mutex: the tracer would wait forever for the exec, the exec for the
+// tracer. Any thread of the tracer's process may reap its tracees (wait(2)
+// without __WNOTHREAD), and waitid(WEXITED) takes only exits, never the
+// stops stop() waits for: a thread of ours reaped here is one that ended.
+class ExitReaper {
+  public:
+    ExitReaper() : thread_([this] { run(); }) {}
+    ExitReaper(const ExitReaper&) = delete;
+    ExitReaper& operator=(const ExitReaper&) = delete;
+    ~ExitReaper() {
+        {
+            std::lock_guard lock(mutex_);
+            done_ = true;
+        }
+        wake_.notify_one();
+        thread_.join();
+    }
+
+    void watch(int tid) {
+        std::lock_guard lock(mutex_);
+        tids_.push_back(tid);
+    }
+
+  private:
+    void run() {
+        std::unique_lock lock(mutex_);
+        while (!done_) {
+            wake_.wait_for(lock, std::chrono::milliseconds(2));
+            for (int tid : tids_) {
+                // A tracee's ptrace-stops are reported whatever the flags
+                // say: look first (WNOWAIT), reap only an exit.
+                siginfo_t info{};
+                auto id = static_cast<id_t>(tid);
+                if (::waitid(P_PID, id, &info, WEXITED | WNOHANG | WNOWAIT | __WALL) == 0 &&
+                    info.si_pid == tid &&
+                    (info.si_code == CLD_EXITED || info.si_code == CLD_KILLED ||
+                     info.si_code == CLD_DUMPED)) {
+                    ::waitid(P_PID, id, &info, WEXITED | WNOHANG | __WALL);
+                }
+            }
+        }
+    }
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::vector<int> tids_;
+    bool done_ = false;
+    std::thread thread_;  // last: started once the members it uses exist
+};
+
 Result<StoppedProcess> StoppedProcess::stop(int pid) {
+    ExitReaper reaper;  // step 9; started before the stop's clock
     // From here on every thread seized is detached again by `process`'s
     // destructor, on every path out.
     StoppedProcess process(pid);
     process.attached_ = true;
     process.stopped_at_ = std::chrono::steady_clock::now();
+    process.reaper_ = &reaper;
     for (;;) {
         auto fresh = process.seize_new_threads();
         if (!fresh) {
@@ -47,6 +108,7 @@ Result<StoppedProcess> StoppedProcess::stop(int pid) {
             return tl::unexpected(stopped.error());
         }
     }
+    process.reaper_ = nullptr;
     if (process.threads_.empty()) {
         return fail(ErrorCode::target_died, process.subject() + ": no thread left to stop");
     }
@@ -99,6 +161,9 @@ Result<std::size_t> StoppedProcess::seize_new_threads() {
         }
         seized_.insert(tid);
         unreported_.push_back(tid);
+        if (reaper_ != nullptr) {
+            reaper_->watch(tid);
+        }
         ++fresh;
         if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0 && errno != ESRCH) {
             return fail_errno(subject() + ": interrupt thread " + std::to_string(tid), errno);
@@ -112,6 +177,15 @@ Result<void> StoppedProcess::wait_for_interrupts() {
     while (!unreported_.empty()) {
         int tid = unreported_.front();
         auto waited = wait_for_stop_until(tid, deadline, subject());
+        if (!waited && waited.error().errno_value == ECHILD) {
+            // No longer our tracee: it exited and the reaper took it (step
+            // 9), or an exec in another thread ended it (step 8).
+            unreported_.erase(unreported_.begin());
+            if (tid == pid_) {
+                return fail(ErrorCode::target_died, subject() + ": exited while being stopped");
+            }
+            continue;
+        }
         if (!waited) {
             return tl::unexpected(waited.error());  // still unreported: resume() sees to it
         }

@@ -5,6 +5,8 @@
 
 #include <cerrno>
 #include <charconv>
+#include <chrono>
+#include <thread>
 
 #include "base/Files.h"
 #include "proc/Process.h"
@@ -125,8 +127,16 @@ RunFate fate_of(const ProgramRun& before, const ProcessSighting& now) {
 }
 
 Error truthful_error(const ProgramRun& before, Error error) {
+    // A process on its way out fails reads (EPERM from ptrace on an exiting
+    // thread, empty maps) a moment before /proc shows it gone: on an error
+    // path a second look 10 ms later is cheap.
     ProcessSighting now = sight_process(before.pid);
     RunFate fate = fate_of(before, now);
+    if (fate == RunFate::running) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        now = sight_process(before.pid);
+        fate = fate_of(before, now);
+    }
     std::string subject = "pid " + std::to_string(before.pid);
     std::string cause = " (what failed then: " + error.message + ")";
     switch (fate) {
