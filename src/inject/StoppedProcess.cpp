@@ -33,18 +33,20 @@ StoppedProcess::~StoppedProcess() {
     resume();
 }
 
-// Step 9: reaps, from a thread of its own, the seized threads that exited,
-// while stop() seizes the others. An execve() in a thread of the target
-// ends the other threads, and waits, holding the target's
-// cred_guard_mutex, until each is reaped; for a traced thread that is its
-// tracer's waitpid. PTRACE_SEIZE of another thread meanwhile waits for that
-// very mutex: the tracer would wait forever for the exec, the exec for the
-// tracer. Any thread of the tracer's process may reap its tracees (wait(2)
-// without __WNOTHREAD), and waitid(WEXITED) takes only exits, never the
-// stops stop() waits for: a thread of ours reaped here is one that ended.
+namespace {
+
+// Step 9: reaps, from a thread of its own, the target's threads that
+// exited while traced by us, for as long as stop() seizes. An execve() in a
+// thread of the target ends the other threads and waits, holding the
+// target's cred_guard_mutex, until each is reaped; for a traced thread that
+// is its tracer's waitpid. PTRACE_SEIZE of another thread meanwhile waits
+// for that very mutex: the tracer would wait forever for the exec, the exec
+// for the tracer. Any thread of the tracer's process may reap its tracees
+// (wait(2) without __WNOTHREAD); it looks with WNOWAIT and reaps only
+// exits, never the stops stop() waits for.
 class ExitReaper {
   public:
-    ExitReaper() : thread_([this] { run(); }) {}
+    explicit ExitReaper(int pid) : pid_(pid), thread_([this] { run(); }) {}
     ExitReaper(const ExitReaper&) = delete;
     ExitReaper& operator=(const ExitReaper&) = delete;
     ~ExitReaper() {
@@ -56,17 +58,17 @@ class ExitReaper {
         thread_.join();
     }
 
-    void watch(int tid) {
-        std::lock_guard lock(mutex_);
-        tids_.push_back(tid);
-    }
-
   private:
+    // Every task of the target, not only those this stop seized: one an
+    // earlier stop of this tracer thread could not detach (step 7) is ours
+    // to reap too. A zombie thread stays listed until it is reaped; waitid
+    // on a task that is not our tracee fails (ECHILD) and does nothing.
     void run() {
         std::unique_lock lock(mutex_);
         while (!done_) {
             wake_.wait_for(lock, std::chrono::milliseconds(2));
-            for (int tid : tids_) {
+            auto tids = list_thread_ids(pid_);
+            for (int tid : tids ? *tids : std::vector<int>{}) {
                 // A tracee's ptrace-stops are reported whatever the flags
                 // say: look first (WNOWAIT), reap only an exit.
                 siginfo_t info{};
@@ -81,21 +83,22 @@ class ExitReaper {
         }
     }
 
+    int pid_;
     std::mutex mutex_;
     std::condition_variable wake_;
-    std::vector<int> tids_;
     bool done_ = false;
     std::thread thread_;  // last: started once the members it uses exist
 };
 
+}  // namespace
+
 Result<StoppedProcess> StoppedProcess::stop(int pid) {
-    ExitReaper reaper;  // step 9; started before the stop's clock
+    ExitReaper reaper(pid);  // step 9; started before the stop's clock
     // From here on every thread seized is detached again by `process`'s
     // destructor, on every path out.
     StoppedProcess process(pid);
     process.attached_ = true;
     process.stopped_at_ = std::chrono::steady_clock::now();
-    process.reaper_ = &reaper;
     for (;;) {
         auto fresh = process.seize_new_threads();
         if (!fresh) {
@@ -108,7 +111,6 @@ Result<StoppedProcess> StoppedProcess::stop(int pid) {
             return tl::unexpected(stopped.error());
         }
     }
-    process.reaper_ = nullptr;
     if (process.threads_.empty()) {
         return fail(ErrorCode::target_died, process.subject() + ": no thread left to stop");
     }
@@ -161,9 +163,6 @@ Result<std::size_t> StoppedProcess::seize_new_threads() {
         }
         seized_.insert(tid);
         unreported_.push_back(tid);
-        if (reaper_ != nullptr) {
-            reaper_->watch(tid);
-        }
         ++fresh;
         if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0 && errno != ESRCH) {
             return fail_errno(subject() + ": interrupt thread " + std::to_string(tid), errno);

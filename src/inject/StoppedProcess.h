@@ -108,11 +108,10 @@ struct StoppedThread {
 //     thread it ended is reaped, which for our tracees is our waitpid;
 //     and a PTRACE_SEIZE meanwhile waits for that mutex: a deadlock (seen
 //     in inject-exit-exec-race.sh, an exec about once in 60 races). So
-//     while stop() seizes, a thread of its own reaps the seized threads
-//     that exited (ExitReaper in StoppedProcess.cpp); a wait that then
-//     finds a thread no longer ours (ECHILD) counts it as exited.
-class ExitReaper;
-
+//     while stop() seizes, a thread of its own reaps the target's threads
+//     that exited while traced by us (ExitReaper in StoppedProcess.cpp); a
+//     wait that then finds a thread no longer ours (ECHILD) counts it as
+//     exited.
 class StoppedProcess {
   public:
     // Stops every thread of `pid`. Errors: not_found (no such process),
@@ -166,7 +165,6 @@ class StoppedProcess {
     std::set<int> never_stopped_;   // waited for in vain (step 7): left to the tracer's exit
     std::chrono::steady_clock::time_point stopped_at_{};
     bool attached_ = false;
-    ExitReaper* reaper_ = nullptr;  // while stop() runs (step 9)
 };
 
 }  // namespace suture

@@ -36,7 +36,9 @@ refused() {
     started=$(date +%s%N)
     run 22 "$description" timeout 10 "$SUTURE" "$@"
     elapsed_ms=$((($(date +%s%N) - started) / 1000000))
-    echo "$description: refused in $elapsed_ms ms: $errors"
+    # No thread is held longer than the whole refusal took (the stop's
+    # bound is 1000 ms per pass; a refusal before any stop holds none).
+    echo "$description: refused (busy) in $elapsed_ms ms, stop bound 1000 ms: $errors"
     grep -qF -- "$expected" <<<"$errors" && pass "$description: says '$expected'" ||
         fail_check "$description: message lacks '$expected': $errors"
 }
