@@ -23,7 +23,10 @@ enum class ErrorCode {
     library_not_mapped,    // the target does not map the patch's library
     build_id_mismatch,     // it maps that library, but another build of it
     fingerprint_mismatch,  // a function's bytes differ from what the patch was made for
-    unsafe,                // a thread is inside code being replaced (after retries)
+    unsafe,                // threads kept running code being replaced (after retries)
+    busy,                  // the process cannot be held now: another process shares its
+                           // memory, a thread would not stop within the bound, or another
+                           // tracer (a debugger) holds it; try again later
     target_died,           // the target exited or was killed during the operation
     conflict,              // memory the patch needs is not what it should be
     not_applied,           // revert: no such patch in the process

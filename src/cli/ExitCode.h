@@ -33,6 +33,7 @@ enum ExitCode : int {
     exit_feed_too_slow = 19,
     exit_feed_unreachable = 20,
     exit_update_failures = 21,
+    exit_busy = 22,
 };
 
 struct ExitStatusMeaning {
@@ -55,10 +56,15 @@ inline constexpr ExitStatusMeaning exit_statuses[] = {
     {nullptr, exit_build_id_mismatch, "another build of the library"},
     {nullptr, exit_fingerprint_mismatch, "function bytes differ from the build the patch was made for"},
     {nullptr, exit_unsafe, "unsafe: threads kept running code being replaced (the blocking frames are listed)"},
-    {nullptr, exit_target_died, "the process died during the operation"},
+    {nullptr, exit_target_died,
+     "the process died during the operation: it exited, became a zombie or exec'ed (the\n"
+     "message says which)"},
     {nullptr, exit_bad_patch, "bad or unsupported patch file"},
     {nullptr, exit_conflict, "conflict: another patch or foreign bytes"},
     {nullptr, exit_not_applied, "revert: the patch is not applied"},
+    {nullptr, exit_busy,
+     "busy: the process cannot be held now (another process shares its memory, a thread\n"
+     "did not stop within 1 s, or another tracer holds it); nothing changed, try again later"},
     {"feed refresh (the first failing remote's reason; the cache stays as it was):",
      exit_feed_expired, "metadata expired (frozen feed)"},
     {nullptr, exit_feed_rollback, "rollback to older metadata"},
@@ -107,6 +113,8 @@ inline int exit_code_for(ErrorCode code) {
             return exit_fingerprint_mismatch;
         case ErrorCode::unsafe:
             return exit_unsafe;
+        case ErrorCode::busy:
+            return exit_busy;
         case ErrorCode::target_died:
             return exit_target_died;
         case ErrorCode::bad_format:

@@ -268,6 +268,7 @@ constexpr std::pair<ErrorCode, std::string_view> error_code_names[] = {
     {ErrorCode::build_id_mismatch, "build_id_mismatch"},
     {ErrorCode::fingerprint_mismatch, "fingerprint_mismatch"},
     {ErrorCode::unsafe, "unsafe"},
+    {ErrorCode::busy, "busy"},
     {ErrorCode::target_died, "target_died"},
     {ErrorCode::conflict, "conflict"},
     {ErrorCode::not_applied, "not_applied"},

@@ -37,6 +37,15 @@ InjectFailure failure_of(const Error& error) {
     return InjectFailure{error, {}};
 }
 
+// The blocking threads belong to an `unsafe` of the stack check only: an
+// error told otherwise afterwards (the process exited meanwhile) has none.
+InjectFailure failure_of(const Error& error, std::vector<BlockingThread> blocking) {
+    if (error.code != ErrorCode::unsafe) {
+        blocking.clear();
+    }
+    return InjectFailure{error, std::move(blocking)};
+}
+
 // The database path with the default applied.
 std::string resolve_state_database(const std::string& path) {
     if (!path.empty()) {
@@ -116,7 +125,7 @@ InjectResult<InjectReport> Engine::apply(int pid, const PatchFile& patch,
     std::vector<BlockingThread> blocking;
     auto report = apply_patch(pid, patch, options, &blocking);
     if (!report) {
-        return tl::unexpected(InjectFailure{report.error(), std::move(blocking)});
+        return tl::unexpected(failure_of(report.error(), std::move(blocking)));
     }
     return *report;
 }
@@ -141,7 +150,7 @@ InjectResult<std::vector<InjectReport>> Engine::revert(int pid, const std::strin
     std::vector<BlockingThread> blocking;
     auto reports = revert_patches(pid, patch_id, options, &blocking);
     if (!reports) {
-        return tl::unexpected(InjectFailure{reports.error(), std::move(blocking)});
+        return tl::unexpected(failure_of(reports.error(), std::move(blocking)));
     }
     return *reports;
 }

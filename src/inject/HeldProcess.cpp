@@ -85,7 +85,7 @@ Result<void> check_memory_not_shared(int pid, SharerSearch search) {
         return tl::unexpected(sharers.error());
     }
     if (!sharers->empty()) {
-        return fail(ErrorCode::unsafe, describe_sharer(pid, sharers->front()));
+        return fail(ErrorCode::busy, describe_sharer(pid, sharers->front()));
     }
     return {};
 }

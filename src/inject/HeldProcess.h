@@ -35,7 +35,7 @@ struct Preparation {
 // Reads the maps of `pid` and prepares from them, without a stop.
 Result<Preparation> prepare_process(int pid);
 
-// Refuses (`unsafe`, the message from describe_sharer()) when a process
+// Refuses (`busy`, the message from describe_sharer()) when a process
 // outside the thread group of `pid` shares its memory: a vfork() child that
 // has not exec'ed yet, a clone(CLONE_VM) child or parent. Such a task runs
 // the code being changed but is neither stopped nor stack-checked with the

@@ -22,6 +22,7 @@
 #include "inject/ReturnGates.h"
 #include "inject/StoppedProcess.h"
 #include "proc/ProcessMaps.h"
+#include "proc/ProgramRun.h"
 
 #include "base/Files.h"
 
@@ -217,6 +218,12 @@ Result<ApplyPlan> plan_apply(int pid, const PatchFile& patch) {
     }
     auto imports = resolve_imports(patch, preparation->objects);
     if (!imports) {
+        // A process without the patch's library (another program) cannot
+        // resolve the imports either; the library's absence is the reason.
+        if (auto target = find_target_library(preparation->objects, patch.metadata, subject);
+            !target) {
+            return tl::unexpected(target.error());
+        }
         return tl::unexpected(with_context(imports.error(), subject));
     }
     int generation = preparation->generation;
@@ -721,9 +728,13 @@ std::string patch_state_name(PatchState state) {
 }
 
 Result<std::vector<AppliedPatch>> list_applied_patches(int pid) {
+    auto run = read_program_run(pid);
+    if (!run) {
+        return tl::unexpected(run.error());
+    }
     auto view = view_of(pid);
     if (!view) {
-        return tl::unexpected(view.error());
+        return tl::unexpected(truthful_error(*run, view.error()));
     }
     const RemoteMemory& memory = view->memory;
     std::vector<AppliedPatch> patches;
@@ -890,25 +901,55 @@ Result<std::vector<ThreadStack>> unwind_as_tracer(int pid) {
 
 }  // namespace
 
-// Each operation runs on a tracer thread of its own (StoppedProcess.h,
-// on_tracer_thread: a thread that never stopped is released when it ends).
+namespace {
+
+// Runs one operation that stops `pid` on a tracer thread of its own
+// (StoppedProcess.h, on_tracer_thread: a thread that never stopped is
+// released when it ends), and tells its error truthfully:
+//  1. The program run of `pid` first: a process that is gone or a zombie
+//     is not_found, "no such process".
+//  2. One with another tracer (a debugger) is refused, naming the tracer.
+//  3. The operation.
+//  4. Its error, once every thread is released, in the light of what
+//     became of the process meanwhile: one that exited, became a zombie or
+//     exec'ed makes every read fail in its own misleading way (an empty maps
+//     file, a library "not mapped", an unresolvable import, EPERM from
+//     ptrace, ECHILD from waitpid); truthful_error() says what happened.
+template <typename Work>
+auto on_process(int pid, const Work& work) -> decltype(work()) {
+    auto run = read_program_run(pid);
+    if (!run) {
+        return tl::unexpected(run.error());
+    }
+    if (auto untraced = check_not_traced(pid); !untraced) {
+        return tl::unexpected(untraced.error());
+    }
+    auto result = on_tracer_thread(work);
+    if (!result) {
+        return tl::unexpected(truthful_error(*run, std::move(result.error())));
+    }
+    return result;
+}
+
+}  // namespace
+
 Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOptions& options,
                                  std::vector<BlockingThread>* blocking_out) {
-    return on_tracer_thread([&] { return apply_as_tracer(pid, patch, options, blocking_out); });
+    return on_process(pid, [&] { return apply_as_tracer(pid, patch, options, blocking_out); });
 }
 
 Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,
                                                  const InjectOptions& options,
                                                  std::vector<BlockingThread>* blocking_out) {
-    return on_tracer_thread([&] { return revert_as_tracer(pid, patch_id, options, blocking_out); });
+    return on_process(pid, [&] { return revert_as_tracer(pid, patch_id, options, blocking_out); });
 }
 
 Result<std::size_t> release_retired_regions(int pid) {
-    return on_tracer_thread([&] { return release_as_tracer(pid); });
+    return on_process(pid, [&] { return release_as_tracer(pid); });
 }
 
 Result<std::vector<ThreadStack>> unwind_threads(int pid) {
-    return on_tracer_thread([&] { return unwind_as_tracer(pid); });
+    return on_process(pid, [&] { return unwind_as_tracer(pid); });
 }
 
 }  // namespace suture

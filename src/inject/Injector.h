@@ -75,9 +75,10 @@ struct InjectReport {
 //     their bytes back and retire the old region. Resume. One first backoff
 //     later a second stop unmaps the old region if no thread refers to it.
 // Errors: not_found, permission_denied, library_not_mapped,
-// build_id_mismatch, fingerprint_mismatch, conflict, unsafe (also: another
-// process shares the memory, before step 0 and again in each stop, or a
-// thread did not stop within stop_bound), target_died;
+// build_id_mismatch, fingerprint_mismatch, conflict, unsafe, busy (another
+// process shares the memory, before step 0 and again in each stop; a
+// thread did not stop within stop_bound; another tracer holds the process),
+// target_died;
 // io or unsupported when a system call or the patch itself fails. Every
 // error resumes every thread. What it leaves behind:
 //  - steps 0 to 4: nothing changed;

@@ -5,12 +5,17 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <sys/wait.h>
+
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
 #include <string>
 
 #include "inject/WaitStatus.h"
 #include "proc/MemorySharers.h"
 #include "proc/Process.h"
+#include "proc/ProgramRun.h"
 
 namespace suture {
 
@@ -28,7 +33,67 @@ StoppedProcess::~StoppedProcess() {
     resume();
 }
 
+namespace {
+
+// Step 9: reaps, from a thread of its own, the target's threads that
+// exited while traced by us, for as long as stop() seizes. An execve() in a
+// thread of the target ends the other threads and waits, holding the
+// target's cred_guard_mutex, until each is reaped; for a traced thread that
+// is its tracer's waitpid. PTRACE_SEIZE of another thread meanwhile waits
+// for that very mutex: the tracer would wait forever for the exec, the exec
+// for the tracer. Any thread of the tracer's process may reap its tracees
+// (wait(2) without __WNOTHREAD); it looks with WNOWAIT and reaps only
+// exits, never the stops stop() waits for.
+class ExitReaper {
+  public:
+    explicit ExitReaper(int pid) : pid_(pid), thread_([this] { run(); }) {}
+    ExitReaper(const ExitReaper&) = delete;
+    ExitReaper& operator=(const ExitReaper&) = delete;
+    ~ExitReaper() {
+        {
+            std::lock_guard lock(mutex_);
+            done_ = true;
+        }
+        wake_.notify_one();
+        thread_.join();
+    }
+
+  private:
+    // Every task of the target, not only those this stop seized: one an
+    // earlier stop of this tracer thread could not detach (step 7) is ours
+    // to reap too. A zombie thread stays listed until it is reaped; waitid
+    // on a task that is not our tracee fails (ECHILD) and does nothing.
+    void run() {
+        std::unique_lock lock(mutex_);
+        while (!done_) {
+            wake_.wait_for(lock, std::chrono::milliseconds(2));
+            auto tids = list_thread_ids(pid_);
+            for (int tid : tids ? *tids : std::vector<int>{}) {
+                // A tracee's ptrace-stops are reported whatever the flags
+                // say: look first (WNOWAIT), reap only an exit.
+                siginfo_t info{};
+                auto id = static_cast<id_t>(tid);
+                if (::waitid(P_PID, id, &info, WEXITED | WNOHANG | WNOWAIT | __WALL) == 0 &&
+                    info.si_pid == tid &&
+                    (info.si_code == CLD_EXITED || info.si_code == CLD_KILLED ||
+                     info.si_code == CLD_DUMPED)) {
+                    ::waitid(P_PID, id, &info, WEXITED | WNOHANG | __WALL);
+                }
+            }
+        }
+    }
+
+    int pid_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    bool done_ = false;
+    std::thread thread_;  // last: started once the members it uses exist
+};
+
+}  // namespace
+
 Result<StoppedProcess> StoppedProcess::stop(int pid) {
+    ExitReaper reaper(pid);  // step 9; started before the stop's clock
     // From here on every thread seized is detached again by `process`'s
     // destructor, on every path out.
     StoppedProcess process(pid);
@@ -52,6 +117,22 @@ Result<StoppedProcess> StoppedProcess::stop(int pid) {
     return process;
 }
 
+Error already_traced(int pid, int tracer) {
+    return Error{ErrorCode::busy,
+                 "pid " + std::to_string(pid) + " is already traced by " +
+                     describe_process(tracer) +
+                     ": a process has one tracer at a time; nothing changed, try again when it "
+                     "has detached",
+                 EPERM};
+}
+
+Result<void> check_not_traced(int pid) {
+    if (int tracer = tracer_of(pid); tracer != 0) {
+        return tl::unexpected(already_traced(pid, tracer));
+    }
+    return {};
+}
+
 std::string StoppedProcess::subject() const {
     return "pid " + std::to_string(pid_);
 }
@@ -72,16 +153,13 @@ Result<std::size_t> StoppedProcess::seize_new_threads() {
         // TRACESYSGOOD marks system-call stops with SIGTRAP|0x80, which is no
         // valid signal: should this tool die during such a stop, the kernel
         // does not deliver a SIGTRAP to the thread (see RemoteSyscall).
-        if (::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD)) !=
-            0) {
+        // TRACEEXEC reports an execve() as a stop of its own (step 8).
+        constexpr long options = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC;
+        if (::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(options)) != 0) {
             if (errno == ESRCH) {
                 continue;  // the thread exited: nothing to hold (step 4)
             }
-            int error = errno;
-            if (error == EPERM && seized_.empty()) {
-                return fail_errno(subject() + ": attach (already traced, or not permitted)", error);
-            }
-            return fail_errno(subject() + ": attach thread " + std::to_string(tid), error);
+            return tl::unexpected(attach_refused(tid, errno));
         }
         seized_.insert(tid);
         unreported_.push_back(tid);
@@ -98,6 +176,15 @@ Result<void> StoppedProcess::wait_for_interrupts() {
     while (!unreported_.empty()) {
         int tid = unreported_.front();
         auto waited = wait_for_stop_until(tid, deadline, subject());
+        if (!waited && waited.error().errno_value == ECHILD) {
+            // No longer our tracee: it exited and the reaper took it (step
+            // 9), or an exec in another thread ended it (step 8).
+            unreported_.erase(unreported_.begin());
+            if (tid == pid_) {
+                return fail(ErrorCode::target_died, subject() + ": exited while being stopped");
+            }
+            continue;
+        }
         if (!waited) {
             return tl::unexpected(waited.error());  // still unreported: resume() sees to it
         }
@@ -113,6 +200,13 @@ Result<void> StoppedProcess::wait_for_interrupts() {
             }
             continue;  // one thread exited (step 4)
         }
+        if (status->ptrace_event() == PTRACE_EVENT_EXEC) {
+            // Step 8: the process runs another program now. The thread sits
+            // in a ptrace-stop, so resume() can detach it with the others.
+            threads_.push_back(StoppedThread{pid_, {}});
+            return fail(ErrorCode::target_died,
+                        subject() + ": exec'ed " + executable_path(pid_) + " while being stopped");
+        }
         threads_.push_back(StoppedThread{tid, {}});
         if (status->kind() == WaitStatus::Kind::signal_stop) {
             // A signal-delivery-stop (step 2): keep the signal for the thread.
@@ -123,6 +217,18 @@ Result<void> StoppedProcess::wait_for_interrupts() {
         }
     }
     return {};
+}
+
+Error StoppedProcess::attach_refused(int tid, int errno_value) const {
+    // A thread has one tracer at a time: PTRACE_SEIZE fails with EPERM on a
+    // thread a debugger (or strace) holds; name it. (EPERM on a zombie is
+    // told truthfully by the caller: proc/ProgramRun.h, truthful_error.)
+    if (errno_value == EPERM) {
+        if (int tracer = tracer_of(pid_, tid); tracer != 0) {
+            return already_traced(pid_, tracer);
+        }
+    }
+    return fail_errno(subject() + ": attach thread " + std::to_string(tid), errno_value).value();
 }
 
 Error StoppedProcess::did_not_stop(int tid) const {
@@ -140,7 +246,7 @@ Error StoppedProcess::did_not_stop(int tid) const {
             }
         }
     }
-    return Error{ErrorCode::unsafe,
+    return Error{ErrorCode::busy,
                  subject() + ": thread " + std::to_string(tid) + " did not stop within " +
                      std::to_string(stop_bound.count()) + " ms (" + why +
                      "): every thread released, nothing changed; " + advice,

@@ -41,6 +41,14 @@ auto on_tracer_thread(const Work& work) -> decltype(work()) {
     return std::move(*result);
 }
 
+// Refuses (busy, "pid 123 is already traced by pid 456 (gdb): …") a process
+// a thread of which another tracer (a debugger, strace) holds: ptrace allows
+// one tracer per thread. Before an operation that stops `pid`, so the
+// refusal names the tracer before any work; StoppedProcess::stop() says the
+// same should one attach in between.
+Result<void> check_not_traced(int pid);
+Error already_traced(int pid, int tracer);
+
 // One thread held in a ptrace stop.
 struct StoppedThread {
     int tid = 0;
@@ -82,18 +90,34 @@ struct StoppedThread {
 //  7. A thread may never stop: one inside vfork() sleeps (killable only)
 //     until its child execs or exits, and our interrupt takes effect only
 //     then. So each pass waits at most `stop_bound` for its threads; then
-//     stop() fails `unsafe`, naming the thread and why (the vfork child, or
+//     stop() fails `busy`, naming the thread and why (the vfork child, or
 //     its state and wchan), and every stopped thread is detached at once.
 //     The one that did not stop cannot be detached (PTRACE_DETACH needs a
 //     ptrace-stop) and must not stop later for a tracer that no longer waits
 //     for it: the kernel detaches it, pending interrupt cleared, when the
 //     tracer thread exits. Hence on_tracer_thread() below around every
 //     operation that stops a process.
+//  8. A thread may execve() meanwhile (between two tries, or while this
+//     stop seizes the others): the kernel ends every other thread and the
+//     exec'ing one goes on as the leader, in another program.
+//     PTRACE_O_TRACEEXEC makes that a PTRACE_EVENT_EXEC stop, and stop()
+//     fails target_died saying so; waits on the threads that vanished fail
+//     with ECHILD. Either way the caller tells the truth with
+//     truthful_error() (proc/ProgramRun.h).
+//  9. That exec waits, holding the target's cred_guard_mutex, until every
+//     thread it ended is reaped, which for our tracees is our waitpid;
+//     and a PTRACE_SEIZE meanwhile waits for that mutex: a deadlock (seen
+//     in inject-exit-exec-race.sh, an exec about once in 60 races). So
+//     while stop() seizes, a thread of its own reaps the target's threads
+//     that exited while traced by us (ExitReaper in StoppedProcess.cpp); a
+//     wait that then finds a thread no longer ours (ECHILD) counts it as
+//     exited.
 class StoppedProcess {
   public:
     // Stops every thread of `pid`. Errors: not_found (no such process),
-    // permission_denied, target_died, unsafe (a thread did not stop within
-    // stop_bound, step 7), and the errno of a failed waitpid.
+    // permission_denied, target_died (also: it exec'ed while being stopped,
+    // step 8), busy (a thread did not stop within stop_bound, step 7; or
+    // another tracer holds a thread), and the errno of a failed waitpid.
     static Result<StoppedProcess> stop(int pid);
 
     StoppedProcess(StoppedProcess&& other) noexcept;
@@ -127,6 +151,9 @@ class StoppedProcess {
     // (steps 1, 2, 4).
     Result<void> wait_for_interrupts();
 
+    // The error of a PTRACE_SEIZE of `tid` that failed with `errno_value`:
+    // busy, naming the tracer, for a thread another tracer holds.
+    Error attach_refused(int tid, int errno_value) const;
     // The error of a pass whose thread `tid` did not stop in time (step 7).
     Error did_not_stop(int tid) const;
 

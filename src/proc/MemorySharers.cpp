@@ -11,6 +11,7 @@
 
 #include "base/Files.h"
 #include "proc/Process.h"
+#include "proc/ProgramRun.h"
 
 namespace suture {
 
@@ -75,6 +76,14 @@ Result<bool> same_memory(int a, int b) {
     }
     return fail_errno("pid " + std::to_string(a) + ": kcmp(KCMP_VM) with pid " + std::to_string(b),
                       errno);
+}
+
+// Whether some task of `pid` still has memory (a kernel thread has none, a
+// process that exited neither).
+bool has_memory(int pid) {
+    ProcessSighting sighting = sight_process(pid);
+    return sighting.kind == ProcessSighting::Kind::running &&
+           (sighting.run.exe_inode != 0 || sighting.run.arg_start != 0);
 }
 
 // How `sharer` relates to `pid`: a child of one of its threads, its parent,
@@ -144,7 +153,15 @@ Result<std::vector<MemorySharer>> find_memory_sharers(int pid, SharerSearch sear
         if (!same) {
             return tl::unexpected(same.error());
         }
-        if (*same) {
+        // KCMP_VM compares the tasks' mm pointers, and a task without memory
+        // (a kernel thread; a process that has exited) has a null one: such
+        // "equal" memories are none. A target without memory has exited.
+        if (*same && !has_memory(pid)) {
+            return tl::unexpected(Error{
+                ErrorCode::not_found, "pid " + std::to_string(pid) + ": no such process (it has exited)",
+                ESRCH});
+        }
+        if (*same && has_memory(candidate)) {
             sharers.push_back(classify(pid, candidate, *tids, ppid));
         }
     }

@@ -19,6 +19,9 @@ echo "$frames"
 grep -q "demo_sleep_inside (libsuture-demo.so+" <<<"$frames" &&
     pass "the blocking frame is named" || fail_check "blocking frames: $frames"
 check_eq "nothing applied" generation=1 "$(ask "$pid" report | cut -d' ' -f1)"
+check_eq "the JSON lists each blocking thread once" \
+    "$(jq '.error.blocking_threads | length' <<<"$output")" \
+    "$(jq '[.error.blocking_threads[].tid] | unique | length' <<<"$output")"
 # The text report names each blocking thread once (it used to print the
 # list in the message and then again).
 blocking_tid=$(jq -r '.error.blocking_threads[0].tid' <<<"$output")

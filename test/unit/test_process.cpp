@@ -11,6 +11,7 @@
 
 #include "proc/MemorySharers.h"
 #include "proc/Process.h"
+#include "proc/ProgramRun.h"
 
 using namespace suture;
 
@@ -127,4 +128,91 @@ TEST_CASE(
     auto after = find_memory_sharers(::getpid(), SharerSearch::every_process);
     REQUIRE(after);
     CHECK(after->empty());
+}
+
+TEST_CASE("stat fields are counted after the last ')' of comm") {
+    std::string stat = "4242 (a) (b) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 987654";
+    CHECK(stat_field(stat, 3) == "S");
+    CHECK(stat_field(stat, 4) == "1");
+    CHECK(stat_field(stat, 22) == "987654");
+    CHECK(stat_field(stat, 23).empty());
+    CHECK(stat_field("no parenthesis", 3).empty());
+}
+
+TEST_CASE("the fate of a program run: exited, reused, zombie, exec'ed or still running") {
+    ProgramRun before{.pid = 42, .start_time = 100, .arg_start = 0x7ffc0000, .exe_device = 1,
+                      .exe_inode = 7, .executable = "/usr/sbin/nginx"};
+    ProcessSighting same{ProcessSighting::Kind::running, before};
+    CHECK(fate_of(before, same) == RunFate::running);
+    CHECK(fate_of(before, ProcessSighting{}) == RunFate::exited);
+    CHECK(fate_of(before, ProcessSighting{ProcessSighting::Kind::zombie, {}}) == RunFate::zombie);
+    ProcessSighting reused = same;
+    reused.run.start_time = 200;
+    CHECK(fate_of(before, reused) == RunFate::exited);
+    ProcessSighting other_program = same;
+    other_program.run.exe_inode = 8;
+    CHECK(fate_of(before, other_program) == RunFate::execed);
+    // The same file exec'ed again: only the new stack tells.
+    ProcessSighting same_file_again = same;
+    same_file_again.run.arg_start = 0x7ffd0000;
+    CHECK(fate_of(before, same_file_again) == RunFate::execed);
+    // What we may not see is not compared.
+    ProcessSighting unseen = same;
+    unseen.run.arg_start = 0;
+    unseen.run.exe_inode = 0;
+    CHECK(fate_of(before, unseen) == RunFate::running);
+}
+
+TEST_CASE("errors about a child that exited, became a zombie or exec'ed are told truthfully") {
+    int to_child[2];
+    REQUIRE(::pipe(to_child) == 0);
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        char command = 0;
+        if (::read(to_child[0], &command, 1) == 1 && command == 'e') {
+            ::execl("/bin/sleep", "sleep", "5", static_cast<char*>(nullptr));
+        }
+        ::_exit(0);
+    }
+    auto run = read_program_run(child);
+    REQUIRE(run);
+    Error misleading{ErrorCode::library_not_mapped, "pid: does not map libcrypto.so.3", 0};
+    SECTION("still running: the error stands") {
+        Error told = truthful_error(*run, misleading);
+        CHECK(told.code == ErrorCode::library_not_mapped);
+        ::write(to_child[1], "x", 1);
+        ::waitpid(child, nullptr, 0);
+    }
+    SECTION("exec'ed") {
+        ::write(to_child[1], "e", 1);
+        for (int i = 0; i < 2000 && executable_path(child) != "/usr/bin/sleep"; ++i) {
+            ::usleep(1000);
+        }
+        Error told = truthful_error(*run, misleading);
+        INFO(told.message);
+        CHECK(told.code == ErrorCode::target_died);
+        CHECK(told.message.find("exec'ed during the operation: it runs /usr/bin/sleep now") !=
+              std::string::npos);
+        CHECK(told.message.find("does not map libcrypto.so.3") != std::string::npos);
+        ::kill(child, SIGKILL);
+        ::waitpid(child, nullptr, 0);
+    }
+    SECTION("a zombie, then reaped") {
+        ::write(to_child[1], "x", 1);
+        ::waitid(P_PID, static_cast<id_t>(child), nullptr, WEXITED | WNOWAIT);  // a zombie now
+        auto again = read_program_run(child);
+        REQUIRE_FALSE(again);
+        CHECK(again.error().code == ErrorCode::not_found);
+        CHECK(again.error().message.find("no such process (a zombie") != std::string::npos);
+        Error told = truthful_error(*run, misleading);
+        CHECK(told.code == ErrorCode::target_died);
+        CHECK(told.message.find("exited during the operation (a zombie now") != std::string::npos);
+        ::waitpid(child, nullptr, 0);
+        CHECK(truthful_error(*run, misleading).message.find("a zombie") == std::string::npos);
+        CHECK(read_program_run(child).error().message == "pid " + std::to_string(child) +
+                                                             ": no such process");
+    }
+    ::close(to_child[0]);
+    ::close(to_child[1]);
 }

@@ -183,3 +183,25 @@ TEST_CASE("a reply with a missing field or a wrong type is a bad_format error, n
     nlohmann::json bad_history = {{"history", {{{"id", "one"}}}}};
     CHECK_FALSE(history_from_json(bad_history));
 }
+
+TEST_CASE("a process refused as busy or unsafe is tried again at the next update") {
+    // Such a refusal changes nothing in the process and records no
+    // application (Candidates.cpp, apply_and_record): the next cycle finds
+    // no marker and nothing known, and applies again. Both are "later",
+    // never "never".
+    Exclusions none = Exclusions::from({});
+    for (ErrorCode refusal : {ErrorCode::busy, ErrorCode::unsafe}) {
+        INFO(error_code_name(refusal));
+        KnownApplications known;  // what a failed apply leaves: nothing
+        CHECK(decide(subject_with(nullptr), candidate("CVE-1", 1), none, known).verdict ==
+              Verdict::apply);
+    }
+    // busy has its own name in every document, both ways.
+    CHECK(error_code_name(ErrorCode::busy) == "busy");
+    CHECK(error_code_from_name("busy") == ErrorCode::busy);
+    auto failed = inject_report_from_json(
+        failure_to_json(InjectFailure{.error = {ErrorCode::busy, "pid 42 is already traced", 0},
+                                      .blocking = {}}));
+    REQUIRE_FALSE(failed);
+    CHECK(failed.error().error.code == ErrorCode::busy);
+}
