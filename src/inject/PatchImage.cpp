@@ -26,7 +26,13 @@ bool fits_signed32(std::int64_t value) {
 
 // Every symbol's address in the target, for one region address: defined in
 // the object (inside the region), a reference into the target library
-// (from its load base), or an import.
+// (from its load base), or an import. A *call* (R_X86_64_PLT32, and its
+// stub) to a function the same patch replaces goes straight to its
+// replacement: the patch's functions call each other's new versions, not
+// the jump at the old entry, so a thread still running patch code after a
+// revert (which never waits for it) keeps to one version until it returns.
+// Its address as a value (a function pointer the code compares or stores)
+// stays the original's, which is what the rest of the library holds.
 class SymbolAddresses {
   public:
     SymbolAddresses(const PatchFile& patch, const PatchLayout& layout, RemoteAddress region,
@@ -38,6 +44,12 @@ class SymbolAddresses {
           resolve_import_(resolve_import) {
         for (const TargetReference& reference : patch.metadata.target_references) {
             target_offsets_[reference.symbol] = reference.offset;
+        }
+        for (const ReplacedFunction& function : patch.metadata.functions) {
+            if (const auto* symbol = patch.object.find_defined(function.replacement)) {
+                replacement_at_[function.offset] =
+                    region + layout.section_offsets[symbol->section] + symbol->value;
+            }
         }
         for (const Import& import : patch.metadata.imports) {
             imports_[import.symbol] = &import;
@@ -66,6 +78,21 @@ class SymbolAddresses {
         return fail(ErrorCode::bad_format, object_.name() + ": unresolved symbol " + symbol.name);
     }
 
+    // Where a call to the symbol goes: a replaced function's replacement,
+    // else the symbol's address.
+    Result<RemoteAddress> call_target(std::size_t symbol_index) const {
+        const auto& symbol = object_.symbols()[symbol_index];
+        if (symbol.section == SHN_UNDEF && !symbol.is_absolute) {
+            if (auto found = target_offsets_.find(symbol.name); found != target_offsets_.end()) {
+                if (auto replaced = replacement_at_.find(found->second);
+                    replaced != replacement_at_.end()) {
+                    return replaced->second;
+                }
+            }
+        }
+        return of(symbol_index);
+    }
+
   private:
     const RelocatableObject& object_;
     const PatchLayout& layout_;
@@ -73,6 +100,7 @@ class SymbolAddresses {
     RemoteAddress target_base_;
     const ImportResolver& resolve_import_;
     std::map<std::string, LibraryOffset> target_offsets_;
+    std::map<LibraryOffset, RemoteAddress> replacement_at_;  // by replaced function's offset
     std::map<std::string, const Import*> imports_;
 };
 
@@ -94,15 +122,17 @@ Result<void> fill_got_and_stubs(const PatchLayout& layout, const SymbolAddresses
                                 std::vector<std::byte>& image) {
     for (const auto& [symbol_index, slot] : layout.slot_of_symbol) {
         auto address = symbols.of(symbol_index);
-        if (!address) {
-            return tl::unexpected(address.error());
+        auto call_target = symbols.call_target(symbol_index);
+        if (!address || !call_target) {
+            return tl::unexpected(!address ? address.error() : call_target.error());
         }
         std::uint64_t raw = address->raw();
         std::memcpy(image.data() + layout.got_offset + 8 * slot, &raw, 8);
         std::byte* stub = image.data() + layout.stubs_offset + stub_size * slot;
         const unsigned char jump_indirect[6] = {0xff, 0x25, 0x00, 0x00, 0x00, 0x00};
+        std::uint64_t raw_call = call_target->raw();
         std::memcpy(stub, jump_indirect, sizeof jump_indirect);
-        std::memcpy(stub + 6, &raw, 8);
+        std::memcpy(stub + 6, &raw_call, 8);
     }
     return {};
 }
@@ -167,7 +197,8 @@ Result<void> relocate_section(const RelocatableObject& object, std::size_t index
                         object.name() + ": relocation outside " + section.name);
         }
         RegionOffset place = layout.section_offsets[index] + relocation.offset;
-        auto symbol_address = symbols.of(relocation.symbol);
+        auto symbol_address = relocation.type == R_X86_64_PLT32 ? symbols.call_target(relocation.symbol)
+                                                                : symbols.of(relocation.symbol);
         if (!symbol_address) {
             return tl::unexpected(symbol_address.error());
         }

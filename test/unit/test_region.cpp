@@ -114,6 +114,41 @@ TEST_CASE("the patch image resolves calls into the library relative to its base"
     CHECK(through_stub);
 }
 
+// The destination of the first `call rel32` (e8) in the function at `at`.
+std::uint64_t first_call_destination(const std::vector<std::byte>& image, std::uint64_t region,
+                                     std::uint64_t at) {
+    for (std::size_t offset = at - region; offset + 5 < image.size(); ++offset) {
+        if (image[offset] == std::byte{0xe8}) {
+            std::int32_t rel32;
+            std::memcpy(&rel32, image.data() + offset + 1, 4);
+            return region + offset + 5 + rel32;
+        }
+    }
+    return 0;
+}
+
+TEST_CASE("a call to a function the same patch replaces goes to its replacement") {
+    // demo-pair: demo_pair_sum_pair calls demo_pair_step, which the patch
+    // replaces too. The call must not go through the old entry's jump, which
+    // a revert takes away while a thread may still run the new sum.
+    auto patch = read_patch_file(DEMO_PATCH_PAIR);
+    REQUIRE(patch);
+    auto layout = layout_patch(*patch);
+    REQUIRE(layout);
+    const std::uint64_t region = 0x7f1000000000;
+    const std::uint64_t base = 0x7f1000200000;
+    std::vector<RemoteAddress> replacements;
+    auto image = build_patch_image(
+        *patch, *layout, RemoteAddress(region), RemoteAddress(base),
+        [](const Import&) -> Result<RemoteAddress> { return RemoteAddress(0x7f2000000000); },
+        replacements);
+    REQUIRE(image);
+    REQUIRE(patch->metadata.functions.size() == 2);
+    REQUIRE(patch->metadata.functions[0].symbol == "demo_pair_step");
+    REQUIRE(patch->metadata.functions[1].symbol == "demo_pair_sum");
+    CHECK(first_call_destination(*image, region, replacements[1].raw()) == replacements[0].raw());
+}
+
 TEST_CASE("an intent record names the region about to be mapped, and nothing else passes for one") {
     auto bytes = encode_intent_record(IntentRecord{0x7f3183dc0000, 8192});
     CHECK(bytes.size() == intent_record_size);
