@@ -6,8 +6,9 @@
 # patch replaces. That patch is an `entry` patch (docs/patch-format.md,
 # "Consistency"): only a thread on the 5 bytes a jump overwrites is in the
 # way, so every apply must succeed within the default tries. The same patch
-# rewritten to `strict` must end `unsafe` (exit 9): with it, the busy threads
-# are in the way and nothing changes in the process. A revert never waits
+# rewritten to `strict` must end `unsafe` (exit 9) without return gates (the
+# busy threads are in the way and nothing changes in the process), and go in
+# with them. A revert never waits
 # for busy code (docs/architecture.md), so each cycle's revert happens under
 # the same busy threads, which run on in the retired region until they
 # leave it.
@@ -59,12 +60,22 @@ busiest=$(printf '%s\n' "${samples[@]}" | sort -n | tail -n 1)
 [ "$busiest" -ge 6 ] && pass "most threads are inside the replaced function ($busiest of 8 at most)" ||
     fail_check "at most $busiest of 8 threads inside ossl_cmp_calc_protection: the target is not busy there"
 
-# Before: the strict patch finds the busy threads in the way and gives up.
-run 9 "the strict copy under 8 busy threads: unsafe" "$SUTURE" apply --json --pid "$pid" "$scratch/strict.suture"
-echo "strict: reason $(jq -r .error.reason <<<"$output" 2>/dev/null)," \
+# Before: the strict patch, without return gates, finds the busy threads in
+# the way at every try and gives up.
+run 9 "the strict copy under 8 busy threads, no return gates: unsafe" \
+    "$SUTURE" apply --json --no-return-gates --pid "$pid" "$scratch/strict.suture"
+echo "strict without gates: reason $(jq -r .error.reason <<<"$output" 2>/dev/null)," \
     "threads in the way in the last try: $(jq '.error.blocking_threads | length' <<<"$output" 2>/dev/null)"
 check_eq "after the refused strict apply, nothing is in the process" 0 \
     "$(status_json "$pid" | jq '.processes[0].patches | length')"
+# With return gates (the default) the strict copy goes in too: each busy
+# thread is caught on its way out of ossl_cmp_calc_protection.
+run 0 "the strict copy under 8 busy threads, with return gates" \
+    "$SUTURE" apply --json --pid "$pid" "$scratch/strict.suture"
+echo "strict with gates: $(jq -c '{attempts, gated_threads, gate_rounds, stopped_us}' <<<"$output")"
+[ "$(jq -r .gated_threads <<<"$output")" -ge 1 ] && pass "busy threads were caught at return gates" ||
+    fail_check "no thread gated: $output"
+run 0 "the strict copy reverted under the busy threads" "$SUTURE" revert --json --pid "$pid"
 
 # After: the entry patch, applied and reverted under the busy threads again
 # and again.
