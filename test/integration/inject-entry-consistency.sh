@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The consistency models (docs/patch-format.md, "Consistency"), on threads
 # that spend nearly all their time deep inside demo_spin, a replaced
-# function: the strict patch of it is refused as unsafe (a thread is inside
+# function: the strict patch of it, without return gates (which would catch
+# the spinners on their way out), is refused as unsafe (a thread is inside
 # the old body), the entry patch of the same code applies at the first try
 # (no thread is in the 5 bytes its jump overwrites), and every result the
 # spinners see, before and after, is version 1's or version 2's.
@@ -13,8 +14,8 @@ check_eq "before: demo_spin is version 1" 1 "$(field "$(ask "$pid" report)" spin
 check_eq "two threads spin inside demo_spin for 6 s" spinning "$(ask "$pid" "spin 2 6")"
 sleep 0.3
 
-run 9 "strict: unsafe" "$SUTURE" apply --json --attempts 5 --backoff-ms 20 --pid "$pid" \
-    "$DEMO_SPIN_STRICT"
+run 9 "strict, without return gates: unsafe" "$SUTURE" apply --json --no-return-gates --attempts 5 \
+    --backoff-ms 20 --pid "$pid" "$DEMO_SPIN_STRICT"
 check_eq "strict: reason" unsafe "$(jq -r .error.reason <<<"$output")"
 frames=$(jq -r '.error.blocking_threads[].frames[]' <<<"$output")
 echo "$frames"
