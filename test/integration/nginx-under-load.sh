@@ -26,7 +26,7 @@
 #
 # SUTURE_NGINX_CYCLES (default 20 in the test suite; 100 for the benchmark),
 # SUTURE_REQUEST_PATH_CYCLES (default 50),
-# SUTURE_RECORD_LAYER_CYCLES (default 50 in the test suite; 100 for the benchmark),
+# SUTURE_RECORD_LAYER_CYCLES (default 100),
 # SUTURE_NGINX_SECONDS (the unpatched run; default about as long as the
 # cycles take on an idle machine) and
 # SUTURE_HANDSHAKE_ROUNDS (pairs of 2 s rounds, default 3) set the size.
@@ -233,7 +233,7 @@ echo "figures: request path ($done_cycles cycles on ${#workers[@]} workers):" \
 # for busy code), no request fail, no worker die.
 # The load's figures are printed beside an untouched run of the same length.
 record_layer_patch=$SOURCE_ROOT/test/fixtures/record-layer/record-layer.suture
-record_layer_cycles=${SUTURE_RECORD_LAYER_CYCLES:-50}
+record_layer_cycles=${SUTURE_RECORD_LAYER_CYCLES:-100}
 record_layer_consistency=$(patch_metadata "$record_layer_patch" | jq -r '.consistency // "strict"')
 echo "record-layer patch: $(patch_metadata "$record_layer_patch" | jq -r '[.functions[].symbol] | join(", ")'), consistency $record_layer_consistency"
 check_eq "the record-layer patch is an entry patch" entry "$record_layer_consistency"
