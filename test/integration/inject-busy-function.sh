@@ -79,7 +79,6 @@ run 0 "the strict copy reverted under the busy threads" "$SUTURE" revert --json 
 
 # After: the entry patch, applied and reverted under the busy threads again
 # and again.
-first_line_of_error() { jq -r '"\(.error.reason): \(.error.message | split("\n")[0])"' <<<"$1" 2>/dev/null || head -n 1 <<<"$1"; }
 apply_ms=()
 stopped_us=()
 tries=()
@@ -116,12 +115,6 @@ kill -0 "$pid" 2>/dev/null && pass "busy-cmp alive" || fail_check "busy-cmp died
 check_eq "after the last revert, no patch is in effect (a region left is retired)" 0 \
     "$(status_json "$pid" | jq '[.processes[0].patches[] | select(.state != "retired")] | length')"
 
-# percentile P VALUES...: the P-th percentile (nearest rank).
-percentile() {
-    local p=$1
-    shift
-    printf '%s\n' "$@" | sort -n | awk -v p="$p" '{ a[NR] = $1 } END { i = int((NR - 1) * p / 100 + 0.5) + 1; print a[i] }'
-}
 if [ "${#apply_ms[@]}" -gt 0 ]; then
     echo "figures: entry apply under 8 busy threads, ${#apply_ms[@]} applies:" \
         "time to a successful apply (CLI wall clock) median $(percentile 50 "${apply_ms[@]}") ms," \

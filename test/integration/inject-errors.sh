@@ -48,5 +48,5 @@ check_eq "no suture region was left behind" 0 \
 grep -q '^State:.*\(S\|R\)' "/proc/$pid/status" && pass "target not left stopped" ||
     fail_check "target state: $(grep State "/proc/$pid/status")"
 check_eq "no thread is left traced" 0 \
-    "$(grep -h TracerPid /proc/"$pid"/task/*/status | awk '$2 != 0' | wc -l)"
+    "$(traced_threads "$pid")"
 finish

@@ -33,7 +33,7 @@ for trial in $(seq "$trials"); do
         fail_check "trial $trial: a thread saw a wrong result: $answer"
         break
     fi
-    traced=$(grep -h TracerPid /proc/"$pid"/task/*/status | awk '$2 != 0' | wc -l)
+    traced=$(traced_threads "$pid")
     if [ "$traced" != 0 ]; then
         fail_check "trial $trial: $traced threads still traced"
         break

@@ -27,7 +27,7 @@ answer=$(ask "$pid" report)
 [ -n "$answer" ] && pass "the target answers after the kill" || fail_check "the target is gone"
 [ "$(field "$answer" calls)" -gt "$before" ] && pass "its threads keep running" ||
     fail_check "its threads stopped"
-check_eq "no thread is left traced" 0 "$(grep -h TracerPid /proc/"$pid"/task/*/status | awk '$2 != 0' | wc -l)"
+check_eq "no thread is left traced" 0 "$(traced_threads "$pid")"
 status=$("$SUTURE" status --json --pid "$pid")
 check_eq "status explains the region" empty "$(jq -r '.processes[0].patches[0].state' <<<"$status")"
 "$SUTURE" revert --pid "$pid"

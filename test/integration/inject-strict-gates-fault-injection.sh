@@ -50,7 +50,7 @@ for trial in $(seq "$trials"); do
         fail_check "trial $trial: a call saw a mixed pair: $answer"
         break
     fi
-    traced=$(grep -h TracerPid /proc/"$pid"/task/*/status | awk '$2 != 0' | wc -l)
+    traced=$(traced_threads "$pid")
     if [ "$traced" != 0 ]; then
         fail_check "trial $trial: $traced threads still traced"
         break

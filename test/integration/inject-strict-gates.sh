@@ -9,7 +9,6 @@
 source "$(dirname "$0")/lib.sh"
 require_root "ptrace and /proc/PID/mem of another process"
 
-untraced() { grep -h TracerPid /proc/"$1"/task/*/status | awk '$2 != 0' | wc -l; }
 stopped_threads() { grep -h '^State:' /proc/"$1"/task/*/status | grep -c -E 't \(tracing stop\)|T \(stopped\)' || true; }
 gate_pages() { "$SUTURE" status --json --pid "$1" | jq '.processes[0].gate_pages | length'; }
 
@@ -31,7 +30,7 @@ check_eq "applied" demo-pair "$(jq -r .patch_id <<<"$output")"
 gated=$(jq -r .gated_threads <<<"$output")
 [ "$gated" -ge 1 ] && pass "$gated threads caught at gates" || fail_check "no thread was gated: $output"
 check_eq "version 2 now" 2 "$(field "$(ask "$pid" report)" version)"
-check_eq "no thread traced after the apply" 0 "$(untraced "$pid")"
+check_eq "no thread traced after the apply" 0 "$(traced_threads "$pid")"
 check_eq "no thread stopped after the apply" 0 "$(stopped_threads "$pid")"
 text=$("$SUTURE" status --pid "$pid")
 echo "$text" | grep -E "^patch|gate page" || true
@@ -77,7 +76,7 @@ run 0 "revert again" "$SUTURE" revert --attempts 40 --pid "$pid"
 answer=$(ask "$pid" report)
 echo "$answer"
 check_eq "no call saw a mixed pair" 0 "$(field "$answer" bad)"
-check_eq "no thread traced at the end" 0 "$(untraced "$pid")"
+check_eq "no thread traced at the end" 0 "$(traced_threads "$pid")"
 check_eq "no gate page left" 0 "$(gate_pages "$pid")"
 check_eq "no suture mapping left" 0 "$(awk '$2 == "r-xp" && $5 == 0 && $6 == ""' "/proc/$pid/maps" | wc -l)"
 finish

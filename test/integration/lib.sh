@@ -304,3 +304,17 @@ start_sutured() {
     fail_check "sutured did not take its bus name"
     finish
 }
+
+# traced_threads PID: how many threads of PID have a tracer (TracerPid != 0).
+traced_threads() { grep -h TracerPid /proc/"$1"/task/*/status | awk '$2 != 0' | wc -l; }
+
+# percentile P VALUES...: the P-th percentile of VALUES (nearest rank).
+percentile() {
+    local p=$1
+    shift
+    printf '%s\n' "$@" | sort -n | awk -v p="$p" '{ a[NR] = $1 } END { i = int((NR - 1) * p / 100 + 0.5) + 1; print a[i] }'
+}
+
+# first_line_of_error OUTPUT: "reason: first line of the message" of a
+# failure document, else the output's first line.
+first_line_of_error() { jq -r '"\(.error.reason): \(.error.message | split("\n")[0])"' <<<"$1" 2>/dev/null || head -n 1 <<<"$1"; }

@@ -237,13 +237,6 @@ record_layer_cycles=${SUTURE_RECORD_LAYER_CYCLES:-100}
 record_layer_consistency=$(patch_metadata "$record_layer_patch" | jq -r '.consistency // "strict"')
 echo "record-layer patch: $(patch_metadata "$record_layer_patch" | jq -r '[.functions[].symbol] | join(", ")'), consistency $record_layer_consistency"
 check_eq "the record-layer patch is an entry patch" entry "$record_layer_consistency"
-# percentile P VALUES...: the P-th percentile (nearest rank).
-percentile() {
-    local p=$1
-    shift
-    printf '%s\n' "$@" | sort -n | awk -v p="$p" '{ a[NR] = $1 } END { i = int((NR - 1) * p / 100 + 0.5) + 1; print a[i] }'
-}
-first_line_of_error() { jq -r '"\(.error.reason): \(.error.message | split("\n")[0])"' <<<"$1" 2>/dev/null || head -n 1 <<<"$1"; }
 workers_before=$(pgrep -P "$master" | sort | tr '\n' ' ')
 start_load "$scratch/record-layer.txt"
 load_started=$(date +%s%N)
