@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cerrno>
 #include <chrono>
 #include <functional>
 #include <optional>
@@ -69,6 +70,13 @@ Result<bool> stacks_clear(HeldProcess& held, const std::vector<CodeRange>& range
 // The threads and frames, one line each, for a message.
 std::string describe_blocking(const std::vector<BlockingThread>& blocking);
 
+// True for the `busy` error of a stop in which a thread did not stop within
+// the bound (StoppedProcess.h): a loaded machine can cause it, so it is
+// tried again like a try whose threads were in the way.
+inline bool stop_timed_out(const Error& error) {
+    return error.code == ErrorCode::busy && error.errno_value == ETIMEDOUT;
+}
+
 // Sleeps `backoff`, then doubles it up to `options.max_backoff`.
 void sleep_backoff(std::chrono::milliseconds& backoff, const InjectOptions& options);
 
@@ -88,9 +96,10 @@ struct DoneInStop {
 // runs for a backoff (doubling up to max_backoff) and the next try stops it
 // again, up to `options.attempts` tries, after which it fails `unsafe`
 // ("threads are <what_blocks>"), naming the last try's threads and frames in
-// the message and in `blocking_out`. Every path out, errors included,
-// resumes the process (HeldProcess's StoppedProcess detaches in its
-// destructor) after the try's own objects are gone. `instead_of_backoff`
+// the message and in `blocking_out`. A stop in which a thread did not stop
+// within the bound is tried again the same way, and ends `busy`. Every path
+// out, errors included, resumes the process (HeldProcess's StoppedProcess
+// detaches in its destructor) after the try's own objects are gone. `instead_of_backoff`
 // (if given) runs after a blocked try has resumed the process; when it
 // returns true (it waited for something of its own: gated threads reaching
 // their gates, ReturnGates.h) the next try follows without a backoff.
@@ -104,6 +113,10 @@ Result<DoneInStop<T>> with_process_stopped(int pid, Preparation& preparation,
     std::chrono::milliseconds backoff = options.first_backoff;
     for (int attempt = 1;; ++attempt) {
         auto held = hold_process(pid, preparation, attempt);
+        if (!held && stop_timed_out(held.error()) && attempt < options.attempts) {
+            sleep_backoff(backoff, options);  // every thread was released: try again
+            continue;
+        }
         if (!held) {
             return tl::unexpected(held.error());
         }

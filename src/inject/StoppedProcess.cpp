@@ -250,7 +250,7 @@ Error StoppedProcess::did_not_stop(int tid) const {
                  subject() + ": thread " + std::to_string(tid) + " did not stop within " +
                      std::to_string(stop_bound.count()) + " ms (" + why +
                      "): every thread released, nothing changed; " + advice,
-                 0};
+                 ETIMEDOUT};  // with_process_stopped() tries such a stop again
 }
 
 StoppedThread& StoppedProcess::worker() {
