@@ -452,10 +452,10 @@ void retire_level(const RemoteMemory& memory, const RegionMarker& previous,
     (void)mark_retired(memory, previous);
 }
 
-// The stack check of an apply (step 4) or a revert (step 3); with return
-// gates (a strict apply, or a revert), the threads parked in this
-// operation's gates are excused, and the threads still in the way get gates
-// for the next try (ReturnGates.h). The gate page goes near [low, high).
+// The stack check of an apply (step 4); with return gates (a strict apply),
+// the threads parked in this apply's gates are excused, and the threads
+// still in the way get gates for the next try (ReturnGates.h). The gate page
+// goes near [low, high).
 Result<bool> stacks_clear_or_gate(HeldProcess& held, ReturnGates* gates, RemoteSyscall::Site site,
                                   RemoteAddress low, RemoteAddress high,
                                   const std::vector<CodeRange>& ranges) {
@@ -599,10 +599,10 @@ Result<void> check_jump_sites(const RemoteMemory& memory, const RevertTargets& t
     return {};
 }
 
-// Step 4 of a revert: each marked region's original bytes back, the region
-// retired (not unmapped: should a thread the stack check could not see
-// still return into it, it finds mapped code; a later stop unmaps it), and
-// the empty regions of interrupted applies unmapped.
+// Step 3 of a revert: each marked region's original bytes back, the region
+// retired (not unmapped: a thread may still run in it or return into it;
+// step 4 or a later stop unmaps it once no thread refers to it), and the
+// empty regions of interrupted applies unmapped.
 Result<std::vector<InjectReport>> undo_patches(const HeldProcess& held, RemoteSyscall& syscall,
                                                const RevertTargets& targets,
                                                const std::string& subject) {
