@@ -147,10 +147,9 @@ InjectResult<InjectReport> Engine::apply_file(int pid, const std::string& path,
 
 InjectResult<std::vector<InjectReport>> Engine::revert(int pid, const std::string& patch_id,
                                                        const InjectOptions& options) {
-    std::vector<BlockingThread> blocking;
-    auto reports = revert_patches(pid, patch_id, options, &blocking);
+    auto reports = revert_patches(pid, patch_id, options);  // never waits: no blocking threads
     if (!reports) {
-        return tl::unexpected(failure_of(reports.error(), std::move(blocking)));
+        return tl::unexpected(failure_of(reports.error()));
     }
     return *reports;
 }

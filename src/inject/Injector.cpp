@@ -824,8 +824,7 @@ Result<InjectReport> apply_as_tracer(int pid, const PatchFile& patch, const Inje
 }
 
 Result<std::vector<InjectReport>> revert_as_tracer(int pid, const std::string& patch_id,
-                                                   const InjectOptions& options,
-                                                   std::vector<BlockingThread>* blocking_out) {
+                                                   const InjectOptions& options) {
     std::string subject = subject_of(pid);
     if (auto alone = check_memory_not_shared(pid, SharerSearch::every_process); !alone) {
         return tl::unexpected(alone.error());
@@ -835,7 +834,7 @@ Result<std::vector<InjectReport>> revert_as_tracer(int pid, const std::string& p
         return tl::unexpected(preparation.error());
     }
     auto reverted = with_process_stopped<std::vector<InjectReport>>(
-        pid, *preparation, options, "running patch code", blocking_out,
+        pid, *preparation, options, "running patch code", nullptr,
         [&](HeldProcess& held) { return revert_in_stop(held, *preparation, patch_id, subject); });
     if (!reverted) {
         return tl::unexpected(reverted.error());
@@ -939,9 +938,8 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
 }
 
 Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,
-                                                 const InjectOptions& options,
-                                                 std::vector<BlockingThread>* blocking_out) {
-    return on_process(pid, [&] { return revert_as_tracer(pid, patch_id, options, blocking_out); });
+                                                 const InjectOptions& options) {
+    return on_process(pid, [&] { return revert_as_tracer(pid, patch_id, options); });
 }
 
 Result<std::size_t> release_retired_regions(int pid) {

@@ -123,8 +123,7 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
 // as its marker explains (`partial` or `inactive`); a revert again finishes
 // it.
 Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,
-                                                 const InjectOptions& options,
-                                                 std::vector<BlockingThread>* blocking = nullptr);
+                                                 const InjectOptions& options);
 
 // Stops `pid` once and unmaps every retired region no thread refers to;
 // returns how many it unmapped (0 without a stop when there are none).
