@@ -44,9 +44,7 @@ for trial in $(seq "$trials"); do
     # A retired region (a revert or an upgrade killed between its stop and
     # the second stop that unmaps the region) is explained by its marker and
     # unmapped by the next stop: judge the state without it.
-    state=${state//,retired/}
-    state=${state//retired,/}
-    [ "$state" = retired ] && state=none
+    state=$(without_retired "$state")
     case "$state" in
     none | active) ;;
     empty)

@@ -71,8 +71,10 @@ run 0 "strict apply again" "$SUTURE" apply --pid "$pid" "$DEMO_PATCH_PAIR"
 echo "$output"
 grep -q "return gates" <<<"$output" && pass "the text report tells the gating" ||
     fail_check "text report: $output"
+# The workers pause between calls so that the revert's stops find no thread
+# in the region and unmap it: nothing of suture may be left at the end.
 ask "$pid" "calm 2" >/dev/null
-run 0 "revert again" "$SUTURE" revert --attempts 40 --pid "$pid"
+run 0 "revert again" "$SUTURE" revert --pid "$pid"
 answer=$(ask "$pid" report)
 echo "$answer"
 check_eq "no call saw a mixed pair" 0 "$(field "$answer" bad)"

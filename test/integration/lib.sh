@@ -318,3 +318,13 @@ percentile() {
 # first_line_of_error OUTPUT: "reason: first line of the message" of a
 # failure document, else the output's first line.
 first_line_of_error() { jq -r '"\(.error.reason): \(.error.message | split("\n")[0])"' <<<"$1" 2>/dev/null || head -n 1 <<<"$1"; }
+
+# without_retired STATES: the comma-separated patch states of `suture status`
+# without the retired ones ("none" when nothing else is left). A retired
+# region is explained by its marker and unmapped by a later stop.
+without_retired() {
+    local state=${1//,retired/}
+    state=${state//retired,/}
+    [ "$state" = retired ] && state=none
+    echo "$state"
+}

@@ -190,6 +190,15 @@ record_figures() {
     [ "$deep" -gt "$deepest" ] && deepest=$deep
     return 0
 }
+# no_worker_exit_logged WHAT: passes "nginx's error log WHAT" unless the log
+# reports a worker that exited.
+no_worker_exit_logged() {
+    if grep -E "exited on signal|worker process [0-9]+ exited" "$work/nginx/logs/error.log"; then
+        fail_check "nginx's error log reports a worker exit"
+    else
+        pass "nginx's error log $1"
+    fi
+}
 while [ "$done_cycles" -lt "$request_path_cycles" ] && kill -0 "$wrk_pid" 2>/dev/null; do
     for worker in "${workers[@]}"; do
         if out=$("$SUTURE" apply --json --pid "$worker" "$request_path_patch" 2>&1); then
@@ -214,11 +223,7 @@ workers_after=$(pgrep -P "$master" | sort | tr '\n' ' ')
 check_eq "request-path apply/revert cycles completed under load" "$request_path_cycles" "$done_cycles"
 check_eq "request-path operations that failed" 0 "$failed_operations"
 check_eq "no nginx worker died or was replaced (the master's children)" "$workers_before" "$workers_after"
-if grep -E "exited on signal|worker process [0-9]+ exited" "$work/nginx/logs/error.log"; then
-    fail_check "nginx's error log reports a worker exit"
-else
-    pass "nginx's error log reports no worker exit"
-fi
+no_worker_exit_logged "reports no worker exit"
 check_eq "failed requests, request-path run" "no socket errors, 0 non-2xx" "$(errors_in "$scratch/request-path.txt")"
 echo "figures: request path ($done_cycles cycles on ${#workers[@]} workers):" \
     "$(field_of "$scratch/request-path.txt" Requests/sec) requests/s," \
@@ -272,11 +277,7 @@ workers_after=$(pgrep -P "$master" | sort | tr '\n' ' ')
 check_eq "record-layer apply/revert cycles completed under load" "$record_layer_cycles" "$done_cycles"
 check_eq "record-layer applies and reverts (default tries) that failed" 0 "$failed_operations"
 check_eq "no nginx worker died or was replaced during the record-layer cycles" "$workers_before" "$workers_after"
-if grep -E "exited on signal|worker process [0-9]+ exited" "$work/nginx/logs/error.log"; then
-    fail_check "nginx's error log reports a worker exit"
-else
-    pass "nginx's error log still reports no worker exit"
-fi
+no_worker_exit_logged "still reports no worker exit"
 check_eq "failed requests, record-layer run" "no socket errors, 0 non-2xx" "$(errors_in "$scratch/record-layer.txt")"
 check_eq "failed requests, its untouched run" "no socket errors, 0 non-2xx" "$(errors_in "$scratch/record-layer-untouched.txt")"
 if [ "${#apply_ms[@]}" -gt 0 ]; then

@@ -8,9 +8,9 @@
  *   report  "calls=N min_calls=M bad=B version=V" (M: the fewest calls of
  *           any worker; V: 1 or 2, which pair demo_pair_step(0) shows)
  *   calm MS workers sleep MS ms between calls from now on (0: busy again):
- *           a revert only backs off (code in a patch region has no unwind
- *           information, so its threads cannot be gated), and needs a
- *           moment with every thread outside the region
+ *           a moment with every thread outside the patch region, so that
+ *           a stop can unmap a retired region (tests that check that
+ *           nothing of suture is left)
  *   quit    exits
  * Usage: pair-target [WORKER-THREADS] [ITERATIONS-PER-CALL] */
 #include <pthread.h>
