@@ -52,7 +52,7 @@ if [ -n "$rootfs" ]; then
     inside=${work#"$rootfs"}
     cp -r "$SOURCE_ROOT/patchsets/openssl" "$work/patchsets"
     source_file=${patchset#"$SOURCE_ROOT/patchsets/openssl/"}/$(jq -r .reproducer "$manifest")
-    chroot "$rootfs" gcc -O2 -Wall -I "$inside/patchsets" -o "$inside/reproducer" "$inside/patchsets/$source_file" -lcrypto -lssl \
+    chroot "$rootfs" gcc -O2 -Wall -I "$inside/patchsets" -o "$inside/reproducer" "$inside/patchsets/$source_file" -Wl,--as-needed -lssl -lcrypto \
         >"$scratch/compile.log" 2>&1 || { cat "$scratch/compile.log"; fail_check "the reproducer does not compile in the $distro rootfs"; exit 1; }
 fi
 
