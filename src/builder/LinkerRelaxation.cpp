@@ -93,6 +93,18 @@ std::optional<Relaxation> branch_form(std::span<const std::byte> library, const 
     return std::nullopt;
 }
 
+// Is the jump at `at` short in `a` and near in `b` (jmp eb/e9, jcc 7x/0f 8x)?
+bool short_against_near(std::span<const std::byte> a, std::span<const std::byte> b,
+                        std::uint64_t at) {
+    unsigned short_opcode = byte_at(a, at);
+    unsigned near_opcode = byte_at(b, at);
+    if (short_opcode == 0xeb && near_opcode == 0xe9) {
+        return true;
+    }
+    return (short_opcode & 0xf0) == 0x70 && near_opcode == 0x0f && at + 1 < b.size() &&
+           byte_at(b, at + 1) == (0x80 | (short_opcode & 0x0f));
+}
+
 }  // namespace
 
 std::optional<Relaxation> linker_relaxation(std::span<const std::byte> compiled,
@@ -172,6 +184,9 @@ LibraryComparison compare_with_library(std::span<const std::byte> compiled,
     }
     // 3. Where the first difference is, for the message.
     if (comparison.first) {
+        comparison.jump_sized_differently =
+            short_against_near(compiled, library, *comparison.first) ||
+            short_against_near(library, compiled, *comparison.first);
         for (const FieldSite& site : sites) {
             if (*comparison.first < site.offset && *comparison.first + 3 >= site.offset) {
                 comparison.next_to_relocation = site.type;

@@ -61,6 +61,13 @@ struct LibraryComparison {
     // a way binutils does not document, or the object was compiled with an
     // assembler option of its own (e.g. -mrelax-relocations). The type.
     std::optional<std::uint32_t> next_to_relocation;
+    // The first unexplained byte is a jump's opcode, short (rel8) on one
+    // side and near (rel32) on the other: the assembler sized the jump
+    // differently. The package build assembles a whole file's functions into
+    // one .text, where a jump to a neighbour (a .part.N split, a tail call)
+    // can be short and alignment padding falls elsewhere; -ffunction-sections
+    // cannot reproduce that.
+    bool jump_sized_differently = false;
 };
 
 // Compares `compiled` (a function of the original compile, with its

@@ -543,6 +543,19 @@ Result<void> Builder::collect_sections() {
     return {};
 }
 
+// Why a function's compiled size is not the library's. A few bytes are
+// typically jumps the package build's assembler sized otherwise (one .text
+// for the whole file, see LibraryComparison::jump_sized_differently).
+std::string size_mismatch_cause(std::uint64_t compiled, std::uint64_t library) {
+    std::uint64_t apart = compiled > library ? compiled - library : library - compiled;
+    if (apart <= 8) {
+        return "the unit was not compiled with the package build's flags, or (a few bytes "
+               "apart) the package build's assembler sized a jump otherwise in the file's single "
+               ".text section than -ffunction-sections allows";
+    }
+    return "the unit was not compiled with the package build's flags";
+}
+
 // Why a function's compiled bytes are not the library's (compare_with_library
 // found bytes that no relocation field and no linker relaxation explain).
 std::string library_mismatch_cause(const LibraryComparison& comparison, std::byte compiled,
@@ -555,6 +568,13 @@ std::string library_mismatch_cause(const LibraryComparison& comparison, std::byt
                         " bytes outside relocations differ from the library's, the first at +" +
                         hex_address(*comparison.first) + " (compiled " +
                         hex_byte(compiled) + ", library " + hex_byte(library) + ")";
+    if (comparison.jump_sized_differently) {
+        return where +
+               ": a jump is short in one and near in the other: the package build's assembler "
+               "sized it within the file's single .text section (a jump to a neighbouring "
+               "function, other alignment padding), which a compile with -ffunction-sections "
+               "cannot reproduce; this function cannot be proven equal to the library's";
+    }
     if (comparison.next_to_relocation) {
         return where + ": in the instruction of an " +
                relocation_type_name(*comparison.next_to_relocation) +
@@ -619,8 +639,8 @@ Result<void> Builder::describe_replacements() {
                 return fail(ErrorCode::fingerprint_mismatch,
                             unit.original.name() + ": " + original.name + " is " +
                                 std::to_string(original.size) + " bytes, the library's " +
-                                std::to_string(definition->size) +
-                                ": the unit was not compiled with the package build's flags");
+                                std::to_string(definition->size) + ": " +
+                                size_mismatch_cause(original.size, definition->size));
             }
             if (auto same = check_original_bytes(unit, original, *definition); !same) {
                 return tl::unexpected(same.error());

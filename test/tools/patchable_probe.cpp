@@ -10,6 +10,8 @@
 // callers), and the reasons for the rest, grouped.
 //
 // Usage: patchable-probe LIBRARY DEBUG_SYMBOLS OBJECT...
+// PROBE_SAMPLE=1: count only the functions the objects define (a sample of
+// the units); PROBE_VERBOSE=1: every refusal on stderr.
 
 #include <algorithm>
 #include <cstdio>
@@ -38,26 +40,30 @@ struct Verdict {
     bool patchable = false;
     bool before = false;  // also under the old rules
     std::string reason;   // refused: why (grouped), accepted: which new rule
+    std::string example;  // refused: the builder's message
 };
 
 // The reason without names, numbers and paths, so that equal causes group.
 std::string reason_group(std::string message) {
-    static const std::regex object_prefix(R"(^[^ ]*\.o: [^ :]+: )");
-    static const std::regex hex(R"(0x[0-9a-f]+)");
-    static const std::regex number(R"(\b[0-9]+\b)");
+    static const std::regex object_prefix(R"(^\S*\.o: )");
+    static const std::regex function_name(R"(^[A-Za-z_][A-Za-z_0-9.]*(: | ))");
     static const std::regex compiled_library(R"(\(compiled [0-9a-f]+, library [0-9a-f]+\))");
     static const std::regex taken(R"(address is taken \([^)]*\))");
+    static const std::regex hex(R"(0x[0-9a-f]+)");
+    static const std::regex number(R"(\b[0-9]+\b)");
+    if (auto newline = message.find('\n'); newline != std::string::npos) {
+        message.resize(newline);
+    }
     message = std::regex_replace(message, object_prefix, "");
+    message = std::regex_replace(message, function_name, "F$1");
     message = std::regex_replace(message, compiled_library, "(compiled X, library Y)");
     message = std::regex_replace(message, taken, "address is taken (...)");
     message = std::regex_replace(message, hex, "X");
     message = std::regex_replace(message, number, "N");
-    if (auto newline = message.find('\n'); newline != std::string::npos) {
-        message.resize(newline);
-    }
     // Names in the middle of the common messages.
-    static const std::regex named(R"(^(.*?)(statics?|the library does not define|its caller) [A-Za-z_0-9.]+)");
-    return std::regex_replace(message, named, "$1$2 NAME");
+    static const std::regex named(
+        R"((statics?|the library does not define|its caller|refers to|uses thread-local) [A-Za-z_0-9.:/-]+)");
+    return std::regex_replace(message, named, "$1 NAME");
 }
 
 std::set<std::string> local_names(const RelocatableObject& object) {
@@ -131,6 +137,10 @@ void probe_object(const std::string& path, const std::string& library,
         auto patch = build_patch(request, report, opened);
         if (!patch) {
             verdict.reason = reason_group(patch.error().message);
+            verdict.example = patch.error().message.substr(0, patch.error().message.find('\n'));
+            if (std::getenv("PROBE_VERBOSE") != nullptr) {
+                std::fprintf(stderr, "refused: %s\n", verdict.example.c_str());
+            }
             continue;
         }
         auto parsed = parse_patch(*patch, "probe");
@@ -201,6 +211,7 @@ int main(int argc, char** argv) {
     //    only some objects were given (the quick variant), else all.
     std::size_t total = 0, now = 0, before = 0;
     std::map<std::string, std::size_t> refused, gained;
+    std::map<std::string, std::string> examples;
     bool sample = std::getenv("PROBE_SAMPLE") != nullptr;
     for (const auto& [offset, verdict] : verdicts) {
         if (sample && verdict.reason.starts_with("no C object")) {
@@ -211,6 +222,7 @@ int main(int argc, char** argv) {
         before += verdict.before ? 1 : 0;
         if (!verdict.patchable) {
             ++refused[verdict.reason];
+            examples.emplace(verdict.reason, verdict.example);
         } else if (!verdict.before) {
             ++gained[verdict.reason];
         }
@@ -229,6 +241,9 @@ int main(int argc, char** argv) {
     std::printf("still refused, by reason:\n");
     for (const auto& [count, reason] : groups) {
         std::printf("  %6zu  %s\n", count, reason.c_str());
+        if (!examples[reason].empty()) {
+            std::printf("          e.g. %s\n", examples[reason].c_str());
+        }
     }
     return 0;
 }

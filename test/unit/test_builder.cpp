@@ -585,6 +585,23 @@ TEST_CASE("the linker's documented relaxations are equal at relocation sites, no
         CHECK(plain.first == 1u);
         CHECK(plain.next_to_relocation == R_X86_64_GOTPCREL);
     }
+    SECTION("a jump sized short on one side and near on the other is named as such") {
+        // jmp rel32 to a neighbour (relocated) in the compile; jmp rel8 in
+        // the package build's single .text.
+        auto compiled = bytes_of({0x48, 0x85, 0xff, 0xe9, 0, 0, 0, 0});
+        auto library = bytes_of({0x48, 0x85, 0xff, 0xeb, 0x99, 0x66, 0x90, 0x90});
+        auto comparison = compare_with_library(compiled, library, {{4, R_X86_64_PC32}});
+        CHECK(comparison.first == 3u);
+        CHECK(comparison.jump_sized_differently);
+        // jne rel8 against jne rel32
+        auto conditional = compare_with_library(bytes_of({0x75, 0x10, 0x90, 0x90, 0x90, 0x90}),
+                                                bytes_of({0x0f, 0x85, 1, 0, 0, 0}), {});
+        CHECK(conditional.jump_sized_differently);
+        // jne against je is a different program
+        auto other = compare_with_library(bytes_of({0x75, 0x10, 0x90, 0x90, 0x90, 0x90}),
+                                          bytes_of({0x0f, 0x84, 1, 0, 0, 0}), {});
+        CHECK_FALSE(other.jump_sized_differently);
+    }
 }
 
 namespace {
