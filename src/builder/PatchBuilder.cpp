@@ -543,15 +543,17 @@ Result<void> Builder::collect_sections() {
     return {};
 }
 
-// Why a function's compiled size is not the library's. A few bytes are
-// typically jumps the package build's assembler sized otherwise (one .text
-// for the whole file, see LibraryComparison::jump_sized_differently).
+// Why a function's compiled size is not the library's. A few bytes (3 per
+// jump; 27 measured for padding) are typically jumps or alignment padding
+// the package build's assembler sized otherwise (one .text for the whole
+// file, see LibraryComparison::jump_sized_differently): on libcrypto 3.0.20,
+// X509V3_parse_list has the same 179 instructions, 8 bytes apart.
 std::string size_mismatch_cause(std::uint64_t compiled, std::uint64_t library) {
     std::uint64_t apart = compiled > library ? compiled - library : library - compiled;
-    if (apart <= 8) {
-        return "the unit was not compiled with the package build's flags, or (a few bytes "
-               "apart) the package build's assembler sized a jump otherwise in the file's single "
-               ".text section than -ffunction-sections allows";
+    if (apart <= 32) {
+        return "the unit was not compiled with the package build's flags, or the package "
+               "build's assembler sized jumps or alignment padding otherwise in the file's "
+               "single .text section than a compile with -ffunction-sections can";
     }
     return "the unit was not compiled with the package build's flags";
 }
