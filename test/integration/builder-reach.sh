@@ -92,7 +92,13 @@ compile -fcf-protection=full -fno-asynchronous-unwind-tables -o five.o five.c
 run 0 "suture-pack for the endbr64 build's 9-byte reach_five" "$SUTURE_PACK" --target ibt/libreach.so \
     --object five.o --id reach-ibt --level 1 --replace reach_five=reach_five_v2 -o ibt.patch
 offset=$(patch_metadata ibt.patch | jq -r '.functions[0].offset')
-file_offset=$(readelf -lW ibt/libreach.so | awk -v at="$offset" '$1 == "LOAD" && strtonum($3) <= at && at < strtonum($3) + strtonum($5) { print at - strtonum($3) + strtonum($2) }')
+file_offset=
+while read -r type load_offset vaddr _ filesz _; do
+    if [ "$type" = LOAD ] && ((vaddr <= offset && offset < vaddr + filesz)); then
+        file_offset=$((offset - vaddr + load_offset))
+    fi
+done < <(readelf -lW ibt/libreach.so)
+[ -n "$file_offset" ] || { fail_check "reach_five at $offset is in no LOAD segment"; finish; }
 sha=$(tail -c +$((file_offset + 1)) ibt/libreach.so | head -c 8 | sha256sum | cut -d' ' -f1)
 rewrite_patch ibt.patch ibt-8.patch ".functions[0].size = 8 | .functions[0].sha256 = \"$sha\""
 start_program ibt_pid LD_LIBRARY_PATH="$scratch/ibt" -- ./reach-target
