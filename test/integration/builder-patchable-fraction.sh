@@ -9,8 +9,9 @@
 # gained, and the reasons for the functions still refused, grouped.
 #
 # Usage: builder-patchable-fraction.sh [all]
-#   default: a fixed sample of units (every 40th C unit of libcrypto), for
-#            the integration suite; the fractions are over their functions
+#   default: a fixed sample of units (every 40th C unit of libcrypto, and
+#            two that show a rule each), for the integration suite; the
+#            fractions are over their functions
 #   all:     every C unit (about 870 compiles: the slow suite)
 # SUTURE_FRACTION_OBJECTS=DIR keeps the compiled objects there between runs.
 # Needs suture-build's cached rebuild (run patchset-cve or suture-build once).
@@ -20,7 +21,7 @@ mode=${1:-sample}
 cache=${SUTURE_BUILD_CACHE:-/var/cache/suture-build}/debian-12/openssl/3.0.20-1~deb12u2
 tree=/build/reproducible-path/openssl-3.0.20
 library=$cache/archive/usr/lib/x86_64-linux-gnu/libcrypto.so.3
-[ -f "$cache/verified" ] && [ -f "$cache/rebuild/build.log" ] && [ -f "$library" ] ||
+[ -f "$cache/rebuild/verified" ] && [ -f "$cache/rebuild/build.log" ] && [ -f "$library" ] ||
     skip "no verified rebuild of openssl 3.0.20-1~deb12u2 in $cache (suture-build makes it)"
 [ -f "$tree/.suture-rebuild" ] && [ -d "$tree/build_shared" ] ||
     skip "no rebuilt tree at $tree (suture-build makes it)"
@@ -41,7 +42,11 @@ awk '
     "$cache/rebuild/build.log" |
     grep -E -- ' -c -o [^ ]*/(libcrypto-shlib|libdefault-lib|libcommon-lib)-[^ ]*\.o ' >"$scratch/lines" || true
 if [ "$mode" != all ]; then
-    awk 'NR % 40 == 1' "$scratch/lines" >"$scratch/sample"
+    # Every 40th unit, and two that show a rule each: cpuid.c reads
+    # OPENSSL_ia32cap_P through a relaxed GOT load, bss_null.c has 1-byte
+    # functions whose address its method table takes.
+    awk 'NR % 40 == 1 || $NF == "../crypto/cpuid.c" || $NF == "../crypto/bio/bss_null.c"' \
+        "$scratch/lines" >"$scratch/sample"
     mv "$scratch/sample" "$scratch/lines"
 fi
 echo "$(wc -l <"$scratch/lines") C units ($mode)"
@@ -91,6 +96,13 @@ read -r now _ < <(fraction now)
     fail_check "fewer functions patchable now ($now) than before ($before)"
 [ "${now:-0}" -gt "${before:-0}" ] && pass "the new rules patch more functions ($before -> $now)" ||
     fail_check "the new rules gained nothing ($before -> $now)"
+grep -q '^ *[0-9]*  linker relaxation accepted' "$scratch/probe.out" &&
+    pass "functions with a relaxed GOT load are patchable" || fail_check "no relaxation accepted"
+grep -q '^ *[0-9]*  5-8 bytes, no endbr64' "$scratch/probe.out" &&
+    pass "5-8-byte functions are patchable" || fail_check "no 5-8-byte function patched"
+grep -q 'too short for the entry jump, and it cannot be patched through its callers: its address is taken' "$scratch/probe.out" &&
+    pass "short functions whose address is taken are refused, saying so" ||
+    fail_check "no precise refusal of a short function whose address is taken"
 if [ "$mode" = all ]; then
     symbols=$(readelf -sW "$debug" | awk '$4 == "FUNC" && $3 != "0" && $7 != "UND"' | awk '{ print $2 }' | sort -u | wc -l)
     check_eq "functions tried = the symbol table's functions (distinct addresses)" "$symbols" "$total"
