@@ -55,9 +55,8 @@ unsigned immediate_modrm(unsigned compiled_modrm, unsigned digit) {
 }
 
 std::optional<Relaxation> immediate_form(std::span<const std::byte> compiled,
-                                         std::span<const std::byte> library,
-                                         const FieldSite& site, unsigned new_opcode,
-                                         unsigned digit, const char* form) {
+                                         std::span<const std::byte> library, const FieldSite& site,
+                                         unsigned new_opcode, unsigned digit, const char* form) {
     auto rex = rex_of(compiled, site);
     unsigned modrm = byte_at(compiled, site.offset - 1);
     if (!rex || byte_at(library, site.offset - 2) != new_opcode ||
@@ -162,8 +161,8 @@ LibraryComparison compare_with_library(std::span<const std::byte> compiled,
     }
     for (const FieldSite& site : sites) {
         bool differs = false;
-        for (std::uint64_t k = site.offset >= 3 ? site.offset - 3 : 0;
-             k < site.offset && k < size; ++k) {
+        for (std::uint64_t k = site.offset >= 3 ? site.offset - 3 : 0; k < site.offset && k < size;
+             ++k) {
             differs = differs || compiled[k] != library[k];
         }
         if (!differs) {
@@ -199,16 +198,26 @@ LibraryComparison compare_with_library(std::span<const std::byte> compiled,
 
 std::string relocation_type_name(std::uint32_t type) {
     switch (type) {
-        case R_X86_64_64: return "R_X86_64_64";
-        case R_X86_64_PC32: return "R_X86_64_PC32";
-        case R_X86_64_PLT32: return "R_X86_64_PLT32";
-        case R_X86_64_GOTPCREL: return "R_X86_64_GOTPCREL";
-        case R_X86_64_32: return "R_X86_64_32";
-        case R_X86_64_32S: return "R_X86_64_32S";
-        case R_X86_64_PC64: return "R_X86_64_PC64";
-        case R_X86_64_GOTPCRELX: return "R_X86_64_GOTPCRELX";
-        case R_X86_64_REX_GOTPCRELX: return "R_X86_64_REX_GOTPCRELX";
-        default: return "relocation type " + std::to_string(type);
+        case R_X86_64_64:
+            return "R_X86_64_64";
+        case R_X86_64_PC32:
+            return "R_X86_64_PC32";
+        case R_X86_64_PLT32:
+            return "R_X86_64_PLT32";
+        case R_X86_64_GOTPCREL:
+            return "R_X86_64_GOTPCREL";
+        case R_X86_64_32:
+            return "R_X86_64_32";
+        case R_X86_64_32S:
+            return "R_X86_64_32S";
+        case R_X86_64_PC64:
+            return "R_X86_64_PC64";
+        case R_X86_64_GOTPCRELX:
+            return "R_X86_64_GOTPCRELX";
+        case R_X86_64_REX_GOTPCRELX:
+            return "R_X86_64_REX_GOTPCRELX";
+        default:
+            return "relocation type " + std::to_string(type);
     }
 }
 

@@ -42,7 +42,7 @@ struct Relaxation {
     std::uint64_t first = 0;  // the bytes [first, end) of the function it rewrote (first: the
                               // first changed byte, e.g. the opcode after a REX prefix)
     std::uint64_t end = 0;
-    std::string form;         // "mov -> lea", for reports
+    std::string form;  // "mov -> lea", for reports
 };
 
 // The relaxation that turns `compiled` into `library` at `site` (both the
@@ -53,9 +53,9 @@ std::optional<Relaxation> linker_relaxation(std::span<const std::byte> compiled,
 
 // The outcome of comparing one function's compiled bytes with the library's.
 struct LibraryComparison {
-    std::size_t differing = 0;          // bytes that differ, not explained
-    std::vector<Relaxation> relaxed;    // relaxations accepted
-    std::optional<std::uint64_t> first; // the first unexplained byte
+    std::size_t differing = 0;           // bytes that differ, not explained
+    std::vector<Relaxation> relaxed;     // relaxations accepted
+    std::optional<std::uint64_t> first;  // the first unexplained byte
     // The first unexplained byte is just before a relocation field (in its
     // instruction's opcode or ModRM): the linker changed the instruction in
     // a way binutils does not document, or the object was compiled with an

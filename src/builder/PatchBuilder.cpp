@@ -161,6 +161,7 @@ struct OpenedLibrary {
     std::map<std::string, std::uint64_t> plt;
     std::string build_id;
     std::string soname;
+    std::set<std::string> exported;  // defined in .dynsym: callable from outside
 };
 
 Result<std::shared_ptr<const OpenedLibrary>> open_patch_library(const std::string& library_path,
@@ -202,9 +203,19 @@ Result<std::shared_ptr<const OpenedLibrary>> open_patch_library(const std::strin
     if (!plt) {
         return tl::unexpected(plt.error());
     }
+    auto dynamic = library->dynamic_symbols();
+    if (!dynamic) {
+        return tl::unexpected(dynamic.error());
+    }
+    std::set<std::string> exported;
+    for (const auto& symbol : *dynamic) {
+        if (symbol.defined) {
+            exported.insert(symbol.name);
+        }
+    }
     return std::make_shared<const OpenedLibrary>(
         OpenedLibrary{std::move(*library), LibrarySymbols::from_table(*table, debug_symbols),
-                      std::move(*plt), *library_id, **soname});
+                      std::move(*plt), *library_id, **soname, std::move(exported)});
 }
 
 namespace {
@@ -329,6 +340,15 @@ Result<void> Builder::patch_short_functions_through_callers() {
                                   std::to_string(**size) + " bytes, too short for the entry jump";
             DirectCallers found = direct_callers(unit.original, unit.original_owners,
                                                  unit.changes.original_of.at(index));
+            if (found.global) {
+                found.uncoverable =
+                    opened_->exported.contains(original.name)
+                        ? "it is exported by " + opened_->soname +
+                              ", so programs and other libraries call it where it is"
+                        : "it is global in its file (hidden in the library), so other files of "
+                          "the library call it where it is, and the fix's units cannot show "
+                          "every such call";
+            }
             if (!found.uncoverable.empty()) {
                 return fail(ErrorCode::unsupported,
                             subject + ", and it cannot be patched through its callers: " +

@@ -49,6 +49,7 @@ DirectCallers direct_callers(const RelocatableObject& object, const SymbolOwners
     DirectCallers found;
     const auto& symbol = object.symbols()[function];
     if (symbol.binding != STB_LOCAL) {
+        found.global = true;
         found.uncoverable =
             "it is global, so callers in other files of the library (and outside it, if "
             "exported) call it where it is, and the fix's units cannot name them";
@@ -62,8 +63,8 @@ DirectCallers direct_callers(const RelocatableObject& object, const SymbolOwners
                 continue;
             }
             std::size_t owner = owners.owner(section, relocation.offset);
-            std::string where = owner != 0 ? object.symbols()[owner].name
-                                           : object.sections()[section].name;
+            std::string where =
+                owner != 0 ? object.symbols()[owner].name : object.sections()[section].name;
             where += " +" + hex_address(relocation.offset -
                                         (owner != 0 ? object.symbols()[owner].value : 0));
             bool in_code = owner != 0 && object.symbols()[owner].type == STT_FUNC;
@@ -77,9 +78,8 @@ DirectCallers direct_callers(const RelocatableObject& object, const SymbolOwners
                 found.uncoverable = "it is called from " + where + ", whose function is unknown";
                 return found;
             }
-            if (caller != function &&
-                std::find(found.callers.begin(), found.callers.end(), caller) ==
-                    found.callers.end()) {
+            if (caller != function && std::find(found.callers.begin(), found.callers.end(),
+                                                caller) == found.callers.end()) {
                 found.callers.push_back(caller);
             }
         }

@@ -22,6 +22,10 @@ struct DirectCallers {
     std::vector<std::size_t> callers;
     // Why its calls cannot all be covered; empty when `callers` covers them.
     std::string uncoverable;
+    // The function is global in its object: callable from other files (and,
+    // if the library exports it, from outside), which this object does not
+    // show. `uncoverable` is then set too; the caller may say more.
+    bool global = false;
 };
 
 // The direct callers of function `function` (a symbol index) of `object`,

@@ -105,8 +105,8 @@ std::optional<std::uint64_t> library_offset(const LibrarySymbols& symbols,
 // Tries every function of one object; fills `verdicts` by library offset.
 void probe_object(const std::string& path, const std::string& library,
                   const std::string& debug_symbols,
-                  const std::shared_ptr<const OpenedLibrary>& opened,
-                  const LibrarySymbols& symbols, std::map<std::uint64_t, Verdict>& verdicts) {
+                  const std::shared_ptr<const OpenedLibrary>& opened, const LibrarySymbols& symbols,
+                  std::map<std::uint64_t, Verdict>& verdicts) {
     auto object = RelocatableObject::read(path);
     if (!object) {
         std::cerr << "patchable-probe: " << object.error().message << "\n";

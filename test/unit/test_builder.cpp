@@ -622,6 +622,7 @@ KEEP int reach_use_zero(int x) { return reach_zero() + x * 3; }
 KEEP int reach_use_zero_too(int x) { return reach_zero() - x; }
 KEEP static void reach_noop(void) {}
 KEEP void (*reach_pointer(void))(void) { return reach_noop; }
+KEEP int hidden_short(int x) { return x; }
 )";
 
 struct ReachOutcome {
@@ -752,11 +753,19 @@ TEST_CASE("a function shorter than the jump is patched through its callers") {
                                  "through its callers: its address is taken (reach_pointer +0x") !=
               std::string::npos);
     }
+    SECTION("a global made local by the version script cannot be covered: other files") {
+        ReachOutcome outcome = build_reach("hidden_short(int x) { return x; }",
+                                           "hidden_short(int x) { return -x; }");
+        CHECK(outcome.error.find("hidden_short is 3 bytes, too short for the entry jump, and it "
+                                 "cannot be patched through its callers: it is global in its "
+                                 "file (hidden in the library)") != std::string::npos);
+    }
     SECTION("a global (exported here) cannot be covered: callers outside the unit") {
         ReachOutcome outcome = build_reach("reach_four(int x) { return x + 1; }",
                                            "reach_four(int x) { return x + 2; }");
         CHECK(outcome.error.find("reach_four is 4 bytes, too short for the entry jump, and it "
-                                 "cannot be patched through its callers: it is global") !=
-              std::string::npos);
+                                 "cannot be patched through its callers: it is exported by "
+                                 "libreach.so, so programs and other libraries call it where "
+                                 "it is") != std::string::npos);
     }
 }
