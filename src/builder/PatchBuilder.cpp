@@ -380,10 +380,9 @@ Result<void> Builder::patch_short_functions_through_callers() {
             unit.changes.original_of.erase(index);
             unit.changes.new_functions.push_back(index);
             unit.short_functions.insert(index);
-            report_.stand_ins.push_back(original.name + " (" + std::to_string(**size) +
-                                        " bytes): " +
-                                        (callers.empty() ? "never called, nothing to redirect"
-                                                         : "through " + callers));
+            report_.stand_ins.push_back(
+                original.name + " (" + std::to_string(**size) + " bytes): " +
+                (callers.empty() ? "never called, nothing to redirect" : "through " + callers));
         }
     }
     return {};
@@ -588,8 +587,8 @@ std::string library_mismatch_cause(const LibraryComparison& comparison, std::byt
     };
     std::string where = std::to_string(comparison.differing) +
                         " bytes outside relocations differ from the library's, the first at +" +
-                        hex_address(*comparison.first) + " (compiled " +
-                        hex_byte(compiled) + ", library " + hex_byte(library) + ")";
+                        hex_address(*comparison.first) + " (compiled " + hex_byte(compiled) +
+                        ", library " + hex_byte(library) + ")";
     if (comparison.jump_sized_differently) {
         return where +
                ": a jump is short in one and near in the other: the package build's assembler "
@@ -635,10 +634,11 @@ Result<void> Builder::check_original_bytes(const Unit& unit, const Symbol& symbo
                                       relaxed.form);
     }
     if (comparison.differing != 0) {
-        return fail(ErrorCode::fingerprint_mismatch,
-                    unit.original.name() + ": " + symbol.name + ": " +
-                        library_mismatch_cause(comparison, section.bytes[symbol.value + *comparison.first],
-                                               (*library_bytes)[*comparison.first]));
+        return fail(
+            ErrorCode::fingerprint_mismatch,
+            unit.original.name() + ": " + symbol.name + ": " +
+                library_mismatch_cause(comparison, section.bytes[symbol.value + *comparison.first],
+                                       (*library_bytes)[*comparison.first]));
     }
     return {};
 }

@@ -13,12 +13,12 @@
 
 #include <catch2/catch.hpp>
 
+#include "ScratchDirectory.h"
 #include "base/Files.h"
 #include "builder/LibrarySymbols.h"
 #include "builder/LinkerRelaxation.h"
 #include "builder/ObjectDiff.h"
 #include "builder/PatchBuilder.h"
-#include "ScratchDirectory.h"
 #include "elf/ElfFile.h"
 #include "patch/PatchFile.h"
 
@@ -640,8 +640,8 @@ ReachOutcome build_reach(const std::string& from, const std::string& to,
     workshop.write("reach.map", "{ global: reach_*; local: *; };\n");
     std::string original = workshop.compile("reach.c", "reach.o", flags);
     workshop.compile("state.c", "state.o", flags);
-    std::string library = workshop.link("libreach.so", {"reach.o", "state.o",
-                                                        "-Wl,--version-script=reach.map"});
+    std::string library =
+        workshop.link("libreach.so", {"reach.o", "state.o", "-Wl,--version-script=reach.map"});
     if (!original_flags.empty()) {
         original = workshop.compile("reach.c", "reach-other.o", original_flags);
     }
@@ -700,9 +700,9 @@ TEST_CASE("a function whose GOT load the linker relaxed to lea is patchable") {
               std::string::npos);
     }
     SECTION("other flags are still named as the cause") {
-        ReachOutcome outcome = build_reach("x * 9 + 100000", "x * 9 + 100001",
-                                           "-O2 -fcf-protection=none",
-                                           "-O2 -fcf-protection=none -fno-omit-frame-pointer");
+        ReachOutcome outcome =
+            build_reach("x * 9 + 100000", "x * 9 + 100001", "-O2 -fcf-protection=none",
+                        "-O2 -fcf-protection=none -fno-omit-frame-pointer");
         CHECK(outcome.error.find("not compiled with the package build's flags") !=
               std::string::npos);
     }
@@ -734,8 +734,8 @@ TEST_CASE("the entry jump needs 5 bytes, or 9 after an endbr64") {
 
 TEST_CASE("a function shorter than the jump is patched through its callers") {
     SECTION("a static called directly: its callers are replaced, and say for whom") {
-        ReachOutcome outcome = build_reach("reach_zero(void) { return 0; }",
-                                           "reach_zero(void) { return 7; }");
+        ReachOutcome outcome =
+            build_reach("reach_zero(void) { return 0; }", "reach_zero(void) { return 7; }");
         REQUIRE(outcome.error.empty());
         CHECK(replaced_names(outcome.metadata) ==
               std::vector<std::string>{"reach_use_zero/17", "reach_use_zero_too/12"});
@@ -749,13 +749,14 @@ TEST_CASE("a function shorter than the jump is patched through its callers") {
     SECTION("a static whose address is taken cannot be covered, and says where") {
         ReachOutcome outcome =
             build_reach("reach_noop(void) {}", "reach_noop(void) { shared_state = 1; }");
-        CHECK(outcome.error.find("reach_noop is 1 bytes, too short for the entry jump, and it cannot be patched "
-                                 "through its callers: its address is taken (reach_pointer +0x") !=
+        CHECK(outcome.error.find(
+                  "reach_noop is 1 bytes, too short for the entry jump, and it cannot be patched "
+                  "through its callers: its address is taken (reach_pointer +0x") !=
               std::string::npos);
     }
     SECTION("a global made local by the version script cannot be covered: other files") {
-        ReachOutcome outcome = build_reach("hidden_short(int x) { return x; }",
-                                           "hidden_short(int x) { return -x; }");
+        ReachOutcome outcome =
+            build_reach("hidden_short(int x) { return x; }", "hidden_short(int x) { return -x; }");
         CHECK(outcome.error.find("hidden_short is 3 bytes, too short for the entry jump, and it "
                                  "cannot be patched through its callers: it is global in its "
                                  "file (hidden in the library)") != std::string::npos);
