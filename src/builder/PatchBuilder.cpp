@@ -365,6 +365,19 @@ Result<void> Builder::patch_short_functions_through_callers() {
                         counterpart = i;
                     }
                 }
+                // GCC numbers clones per compile (foo.constprop.0 may be .1
+                // in the fixed compile): the normalized name, if unique.
+                std::size_t alike = 0;
+                for (std::size_t i = 1; i < unit.patched.symbols().size() && !counterpart; ++i) {
+                    const Symbol& candidate = unit.patched.symbols()[i];
+                    if (candidate.type == STT_FUNC && candidate.section != SHN_UNDEF &&
+                        normalized_symbol_name(candidate.name) == normalized_symbol_name(name)) {
+                        alike = alike == 0 ? i : SIZE_MAX;
+                    }
+                }
+                if (counterpart == 0 && alike != 0 && alike != SIZE_MAX) {
+                    counterpart = alike;
+                }
                 if (counterpart == 0) {
                     return fail(ErrorCode::unsupported,
                                 subject + ": its caller " + name + " is gone from the fix");
