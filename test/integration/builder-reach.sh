@@ -54,7 +54,8 @@ compile -fcf-protection=none -o state.o state.c
 gcc -shared -Wl,--build-id -Wl,-soname,libreach.so -Wl,--version-script=reach.map \
     -o libreach.so reach.o state.o
 gcc -O2 -o reach-target reach-target.c -L. -lreach -Wl,-rpath,"$scratch"
-objdump -d libreach.so | grep -A1 '<reach_read>:' | grep -q 'lea ' &&
+disassembly=$(objdump -d libreach.so)
+[ "$(grep -A1 '<reach_read>:' <<<"$disassembly" | grep -c 'lea ')" = 1 ] &&
     pass "the library reads shared_state through lea (the linker relaxed the GOT load)" ||
     fail_check "no relaxed lea in reach_read: the test's premise does not hold"
 
@@ -99,7 +100,9 @@ while read -r type load_offset vaddr _ filesz _; do
     fi
 done < <(readelf -lW ibt/libreach.so)
 [ -n "$file_offset" ] || { fail_check "reach_five at $offset is in no LOAD segment"; finish; }
-sha=$(tail -c +$((file_offset + 1)) ibt/libreach.so | head -c 8 | sha256sum | cut -d' ' -f1)
+# (head then tail: a tail feeding head dies of SIGPIPE, which pipefail and
+# set -e would make the test's end.)
+sha=$(head -c $((file_offset + 8)) ibt/libreach.so | tail -c 8 | sha256sum | cut -d' ' -f1)
 rewrite_patch ibt.patch ibt-8.patch ".functions[0].size = 8 | .functions[0].sha256 = \"$sha\""
 start_program ibt_pid LD_LIBRARY_PATH="$scratch/ibt" -- ./reach-target
 check_eq "the endbr64 build before" "$before" "$(ask "$ibt_pid" values)"
