@@ -6,6 +6,7 @@
 #include "base/Sha256.h"
 #include "elf/ElfFile.h"
 #include "elf/RelocatableObject.h"
+#include "patch/EntryJump.h"
 #include "patch/PatchFile.h"
 
 namespace suture {
@@ -101,6 +102,14 @@ Result<std::vector<ReplacedFunction>> replaced_functions(const TargetLibrary& li
         auto bytes = library.elf.bytes_at(*file_offset, symbol->size);
         if (!bytes) {
             return tl::unexpected(bytes.error());
+        }
+        if (!holds_entry_jump(*bytes, symbol->size)) {
+            return fail(ErrorCode::unsupported,
+                        request.target_library + ": " + target_symbol + " is " +
+                            std::to_string(symbol->size) +
+                            " bytes: too short for the 5-byte entry jump" +
+                            (entry_jump_offset(*bytes) != 0 ? " after its endbr64" : "") +
+                            " (replace its callers instead)");
         }
         functions.push_back(ReplacedFunction{target_symbol, symbol->value, symbol->size,
                                              sha256_hex(*bytes), replacement});

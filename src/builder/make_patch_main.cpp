@@ -83,7 +83,9 @@ int main(int argc, char** argv) {
                                    {"references", report.references},
                                    {"imports", report.imports},
                                    {"consistency", suture::consistency_name(report.consistency)},
-                                   {"consistency_reason", report.consistency_reason}};
+                                   {"consistency_reason", report.consistency_reason},
+                                   {"relaxations", report.relaxations},
+                                   {"stand_ins", report.stand_ins}};
         std::cout << document.dump(2) << "\n";
     } else {
         std::cout << output << ": " << report.replaced.size() << " function(s) replaced\n";
@@ -94,6 +96,12 @@ int main(int argc, char** argv) {
         }
         for (const auto& line : report.added) {
             std::cout << "  adds     " << line << "\n";
+        }
+        for (const auto& line : report.stand_ins) {
+            std::cout << "  short    " << line << "\n";
+        }
+        for (const auto& line : report.relaxations) {
+            std::cout << "  relaxed  " << line << "\n";
         }
         for (const auto& line : report.references) {
             std::cout << "  uses     " << line << "\n";

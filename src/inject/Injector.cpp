@@ -21,6 +21,7 @@
 #include "inject/RemoteSyscall.h"
 #include "inject/ReturnGates.h"
 #include "inject/StoppedProcess.h"
+#include "patch/EntryJump.h"
 #include "proc/ProcessMaps.h"
 #include "proc/ProgramRun.h"
 
@@ -29,8 +30,6 @@
 namespace suture {
 
 namespace {
-
-constexpr unsigned char endbr64[4] = {0xf3, 0x0f, 0x1e, 0xfa};
 
 // Every import of `patch` resolved against `objects`.
 Result<std::map<std::string, RemoteAddress>> resolve_imports(
@@ -184,8 +183,16 @@ Result<std::vector<JumpSite>> check_fingerprints(const RemoteMemory& memory,
                         subject + ": " + function.symbol + " at " + hex_address(start) +
                             ": bytes differ from the build the patch was made for");
         }
+        // The entry rule (patch/EntryJump.h): the jump after an endbr64,
+        // which a 5-8-byte function then has no room for.
+        if (!holds_entry_jump(*bytes, function.size)) {
+            return fail(ErrorCode::unsupported,
+                        subject + ": " + function.symbol + " at " + hex_address(start) + ": " +
+                            std::to_string(function.size) +
+                            " bytes starting with endbr64 cannot hold a 5-byte jump after it");
+        }
         JumpSite site;
-        site.offset = std::memcmp(bytes->data(), endbr64, sizeof endbr64) == 0 ? sizeof endbr64 : 0;
+        site.offset = entry_jump_offset(*bytes);
         std::copy_n(bytes->begin() + site.offset, jump_size, site.original.begin());
         sites.push_back(site);
     }

@@ -10,14 +10,15 @@
 
 #include "base/Error.h"
 #include "inject/RemoteAddress.h"
+#include "patch/EntryJump.h"
 
 namespace suture {
 
 // A function is redirected by a `jmp rel32` (opcode e9 and a 32-bit
 // displacement counted from the end of the jump) written over its first
 // bytes, or over the bytes right after its endbr64. The marker keeps the
-// bytes it overwrote to undo it.
-inline constexpr std::size_t jump_size = 5;
+// bytes it overwrote to undo it. (The entry rule: patch/EntryJump.h.)
+inline constexpr std::size_t jump_size = entry_jump_size;
 
 // One redirected function, as recorded in the region.
 struct MarkedFunction {
