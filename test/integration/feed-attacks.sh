@@ -715,6 +715,10 @@ custom_of() {
     echo ".targets |= with_entries(if (.key | endswith(\"/$1\")) then .value.custom |= ($2) else . end)"
 }
 
+# Filters naming a next snapshot (targets) of 2^40 bytes.
+huge_snapshot='.meta["snapshot.json"] |= (.version += 1 | .length = 1099511627776)'
+huge_targets='.meta["targets.json"] |= (.version += 1 | .length = 1099511627776)'
+
 # partials: the staging directories left in the cache.
 partials() { find "$cache" -maxdepth 2 -name 'gen-*.partial' 2>/dev/null | wc -l; }
 
@@ -734,13 +738,13 @@ case_caps() {
     add_remote feed
     trust
     save_repo
-    sign_timestamp "$(latest snapshot)" '.meta["snapshot.json"].length = 1099511627776'
+    sign_timestamp "$(latest snapshot)" "$huge_snapshot"
     expect_refused "a timestamp naming a snapshot of 2^40 bytes" 18 too_large \
-        "^timestamp.json: names snapshot version 2 of 1099511627776 bytes, more than the metadata cap of 1048576"
+        "^timestamp.json: names snapshot version 3 of 1099511627776 bytes, more than the metadata cap of 1048576"
     restore_repo
-    sign_snapshot "$(latest targets)" '.meta["targets.json"].length = 1099511627776'
+    sign_snapshot "$(latest targets)" "$huge_targets"
     expect_refused "a snapshot naming targets of 2^40 bytes" 18 too_large \
-        "^3.snapshot.json: names targets version 2 of 1099511627776 bytes, more than the metadata cap"
+        "^3.snapshot.json: names targets version 3 of 1099511627776 bytes, more than the metadata cap"
     restore_repo
     sign_targets "$(custom_of CVE-2026-63072.suture .) | .targets |= with_entries(if (.key | endswith(\"/CVE-2026-63072.suture\")) then .value.length = 1099511627776 else . end)"
     expect_refused "a target of 2^40 bytes" 18 too_large \
@@ -780,10 +784,10 @@ case_special_files() {
     echo "    refresh against a FIFO took $((SECONDS - began)) s (timeout_seconds=4)"
     restore_repo
     if [ "$scheme" = file ]; then
-        rm "$repo/2.snapshot.json"
-        mkdir "$repo/2.snapshot.json"
-        feed timestamp
-        expect_refused "the snapshot is a directory" 1 io "2.snapshot.json: not a regular file"
+        feed publish
+        rm "$repo/3.snapshot.json"
+        mkdir "$repo/3.snapshot.json"
+        expect_refused "the snapshot is a directory" 1 io "3.snapshot.json: not a regular file"
         restore_repo
         feed add "$patchsets/CVE-2026-63074"
         feed publish
@@ -887,18 +891,19 @@ case_names() {
     add_remote feed
     trust
     save_repo
-    local name requests
+    local name target_gets
+    sleep 0.5  # the server logs a request just after its response
+    target_gets=$(grep -c 'GET /targets/' "$case_dir/server.log" || true)
     for name in '"debian-12/./x.suture"' '"./x.suture"' '"."' '"debian-12/"' '"a//b.suture"' \
         '"/abs.suture"' '"%2e%2e/x.suture"' '"a/%2E%2E/b.suture"' '"a/../b.suture"' '"..x/.hidden"' \
         '"sp ace.suture"' '"tab\t.suture"' '"caf\u00e9.suture"' '"a\\\\b.suture"'; do
         restore_repo
         sign_targets "$(rename_target CVE-2026-63072.suture "$name")"
-        requests=$(grep -c ' -> ' "$case_dir/server.log" 2>/dev/null || echo 0)
         expect_refused "target name $name" 1 bad_format "bad target name"
         if [ "$scheme" = http ]; then
-            wait_for_requests $((requests + 3))
-            check_eq "$case_name: $name: no target requested" 0 \
-                "$(tail -n +$((requests + 1)) "$case_dir/server.log" | grep -c 'GET /targets/')"
+            sleep 0.2
+            check_eq "$case_name: $name: no target requested" "$target_gets" \
+                "$(grep -c 'GET /targets/' "$case_dir/server.log" || true)"
         fi
     done
     restore_repo
@@ -914,8 +919,8 @@ case_names() {
     feed add "$plus"
     feed publish
     expect_accepted "a target named fix+1~a.suture"
-    [ "$scheme" = http ] && check_eq "$case_name: its URL escapes +" 1 \
-        "$(grep -c 'GET /targets/.*fix%2B1~a.suture .* 200' "$case_dir/server.log")"
+    check_eq "$case_name: fix+1~a.suture in the cache" 1 \
+        "$(find "$cache/feed/current/targets" -name 'fix+1~a.suture' | wc -l)"
 }
 
 # 7. No staging directory outlives a refresh.
@@ -949,7 +954,7 @@ case_custom_vs_file() {
     add_remote feed pin_level=1
     trust
     sign_targets "$(custom_of CVE-2026-63072.suture '.build_id = "00112233445566778899aabbccddeeff00112233"') |
-        $(custom_of CVE-2026-63076.suture '.patch_id = "CVE-2026-00001" | .soname = "libother.so.1"') |
+        $(custom_of CVE-2026-63076.suture '.patch_id = "CVE-2026-00001"') |
         $(custom_of level2.suture '.level = 1')"
     expect_accepted "custom metadata unlike the files (the files still verify)"
     local before
@@ -1046,8 +1051,8 @@ case_bounds() {
         restore_repo
         control '{}'
         case $hostile in
-            snapshot-2^40) sign_timestamp "$(latest snapshot)" '.meta["snapshot.json"].length = 1099511627776' ;;
-            targets-2^40) sign_snapshot "$(latest targets)" '.meta["targets.json"].length = 1099511627776' ;;
+            snapshot-2^40) sign_timestamp "$(latest snapshot)" "$huge_snapshot" ;;
+            targets-2^40) sign_snapshot "$(latest targets)" "$huge_targets" ;;
             target-2^40) sign_targets '.targets |= with_entries(.value.length = 1099511627776)' ;;
             endless-target)
                 feed add "$patchsets/CVE-2026-63074"
