@@ -352,8 +352,9 @@ struct FeedListCommand {
             }
             print_report(json, cached_targets_to_json(*targets),
                          [&] { print_cached_targets(std::cout, *targets); });
-            // A refused target (malformed custom metadata) is listed, and
-            // fails the command as bad_format once everything is shown.
+            // A refused target (malformed custom metadata, or a patch file
+            // unlike its signed metadata) is listed, and fails the command
+            // as bad_format once everything is shown.
             std::size_t refused = 0;
             for (const feed::CachedTarget& cached : *targets) {
                 refused += cached.refused ? 1 : 0;
@@ -362,7 +363,8 @@ struct FeedListCommand {
                 return exit_ok;
             }
             log::error(std::to_string(refused) +
-                       " target(s) refused: malformed custom metadata (docs/feed-format.md)");
+                       " target(s) refused: malformed custom metadata or a patch file unlike it "
+                       "(docs/feed-format.md)");
             return feed_exit_code(ErrorCode::bad_format, exit_failure);
         });
     }
