@@ -1,5 +1,6 @@
 #include "builder/PatchBuilder.h"
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <set>
@@ -282,6 +283,12 @@ Result<std::string> Builder::reference_to_external(const std::string& name) {
     return name;
 }
 
+// Is symbol `index` of the unit's patched object a variable the fix adds?
+bool is_new_variable(const Unit& unit, std::size_t index) {
+    const auto& added = unit.changes.new_variables;
+    return std::find(added.begin(), added.end(), index) != added.end();
+}
+
 // Decides where one relocation of an included section points in the output,
 // queueing sections that must be included too.
 Result<Destination> Builder::destination_of(
@@ -328,6 +335,11 @@ Result<Destination> Builder::destination_of(
     }
     if (symbol.type == STT_OBJECT && (section.flags & SHF_WRITE) == 0) {
         return include(symbol.section, section_addend);  // read-only data: a copy
+    }
+    if (is_new_variable(unit, target.symbol)) {
+        // A new static (.data, .bss, .data.rel.ro): the patch's own, in its
+        // data region, fresh for each level.
+        return include(symbol.section, section_addend);
     }
     if (symbol.type == STT_FUNC) {
         bool changed = false;
@@ -633,9 +645,15 @@ std::vector<std::byte> Builder::write_object() {
         for (std::size_t index : units_[u].included_sections) {
             const auto& section = units_[u].patched.sections()[index];
             std::uint64_t entry_size = (section.flags & SHF_MERGE) != 0 ? section.alignment : 0;
-            output_section[{u, index}] = writer.add_section(
-                section.name, section.type, section.flags, section.alignment, entry_size,
-                std::vector<std::byte>(section.bytes.begin(), section.bytes.end()));
+            // .bss has no bytes in the file, only a size, which the
+            // writer takes from the (unwritten) contents.
+            std::vector<std::byte> bytes =
+                section.type == SHT_NOBITS
+                    ? std::vector<std::byte>(section.size)
+                    : std::vector<std::byte>(section.bytes.begin(), section.bytes.end());
+            output_section[{u, index}] =
+                writer.add_section(section.name, section.type, section.flags, section.alignment,
+                                   entry_size, std::move(bytes));
         }
     }
     for (const auto& [key, index] : output_section) {

@@ -415,6 +415,8 @@ json status_to_json(const StatusReport& status) {
                     {"functions", patch.marker.functions.size()},
                     {"jumps_in_place", patch.jumps_in_place},
                     {"region_address", hex_address(patch.marker.region_address)},
+                    {"data_address", hex_address(patch.marker.data_address)},
+                    {"data_size", patch.marker.data_size},
                     {"applied_at_unix_ns", patch.marker.applied_at_unix_ns},
                 });
             }
