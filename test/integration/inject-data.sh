@@ -110,4 +110,16 @@ if grep -q '^mdwe=on' "${target_out[$mdwe]}"; then
 else
     echo "note: this kernel refuses PR_SET_MDWE ($(uname -r)): the MDWE part was not run"
 fi
+
+# 7. Under a seccomp filter like systemd's MemoryDenyWriteExecute=.
+start_program filtered -- "$DATA_TARGET" --seccomp-mdwe
+check_eq "seccomp: the filter refuses W+X" 1 "$(grep -c '^seccomp-mdwe=on' "${target_out[$filtered]}")"
+json=$("$SUTURE" apply --json --pid "$filtered" "$DEMO_DATA_1")
+check_eq "seccomp: applied" 4 "$(jq -r .functions <<<"$json")"
+check_eq "seccomp: the static counts" 1 "$(count_of "$filtered")"
+check_eq "seccomp: shadows from 8 threads" "tagged=80000 failed=0" "$(ask "$filtered" "tag 8 10")"
+check_eq "seccomp: counts" "objects=1000 sum=80000 min=80 max=80" "$(ask "$filtered" counts)"
+"$SUTURE" revert --json --pid "$filtered" demo-data >/dev/null
+check_eq "seccomp: reverted" -1 "$(count_of "$filtered")"
+kill -0 "$filtered" && pass "seccomp: the target is alive" || fail_check "seccomp: the target died"
 finish

@@ -10,9 +10,12 @@
  *   untag             demo_untag of every object: "untagged=N failed=F"
  *   maps              "ok" (a point where the test reads /proc/PID/maps)
  *   quit              exits
- * Usage: data-target [--mdwe]
- *   --mdwe  prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN) first; "mdwe=on"
- *           or "mdwe=unsupported" is the first line it prints
+ * Usage: data-target [--mdwe | --seccomp-mdwe]
+ *   --mdwe          prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN) first;
+ *                   "mdwe=on" or "mdwe=unsupported" is the first line
+ *   --seccomp-mdwe  systemd's MemoryDenyWriteExecute= filter first;
+ *                   "seccomp-mdwe=on" once a W+X mmap is refused, else
+ *                   "seccomp-mdwe=failed"
  * It prints "ready" once it reads commands. */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -20,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+
+#include "deny-write-execute.h"
 
 #ifndef PR_SET_MDWE
 #define PR_SET_MDWE 65
@@ -105,6 +110,10 @@ int main(int argc, char** argv) {
     if (argc > 1 && strcmp(argv[1], "--mdwe") == 0) {
         int denied = prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0L, 0L, 0L);
         printf("mdwe=%s\n", denied == 0 ? "on" : "unsupported");
+    }
+    if (argc > 1 && strcmp(argv[1], "--seccomp-mdwe") == 0) {
+        int filtered = deny_write_execute_with_seccomp() == 0 && write_execute_refused();
+        printf("seccomp-mdwe=%s\n", filtered ? "on" : "failed");
     }
     printf("ready\n");
     char line[256];
