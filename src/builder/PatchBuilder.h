@@ -33,6 +33,10 @@ struct BuildRequest {
     // rule (decide_consistency in PatchBuilder.cpp, docs/builder.md) allows
     // it, else the build fails saying which function refers to which.
     std::optional<Consistency> consistency;
+    // The in-target shadow runtime (src/patchrt/, suture-patchrt.o): when
+    // the fix calls a function it defines (suture_shadow_get …), the
+    // sections that function needs are linked into the patch. Empty: none.
+    std::string runtime_object;
 };
 
 // What went into a patch, for the builder's report.

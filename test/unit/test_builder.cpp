@@ -395,6 +395,50 @@ TEST_CASE("a patch for a real library resolves the static of the right file") {
         CHECK(references.contains("counter_a"));  // existing: the library's
         CHECK_FALSE(references.contains("a.c:calls"));
     }
+    SECTION("a fix that calls the shadow API gets the runtime linked in, and nothing more") {
+        std::string with_shadow = file_a;
+        with_shadow.replace(with_shadow.find("#include <string.h>"), 19,
+                            "#include <string.h>\n#include <suture/patch.h>");
+        with_shadow.replace(
+            with_shadow.find("int api_a_unchanged(int x) { return helper(x + 1); }"), 52,
+            "int api_a_unchanged(int x) {\n"
+            "  long *seen = suture_shadow_get_or_alloc(&counter_a, 1, sizeof *seen);\n"
+            "  if (seen) ++*seen;\n"
+            "  return helper(x + 1); }");
+        workshop.write("a.c", with_shadow);
+        request.units = {
+            {original_a, workshop.compile("a.c", "a-shadow.o",
+                                          "-O2 -I" SOURCE_ROOT "/include")}};
+        request.runtime_object = PATCHRT_OBJECT;
+        BuildReport shadow_report;
+        auto shadow = build_patch(request, shadow_report);
+        REQUIRE(shadow);
+        auto shadow_patch = parse_patch(*shadow, "test-fix");
+        REQUIRE(shadow_patch);
+        const auto& object = shadow_patch->object;
+        CHECK(object.find_defined("suture_shadow_get_or_alloc") != nullptr);
+        CHECK(object.find_defined("suture_shadow_free") == nullptr);  // not called: not linked
+        bool reads_table = false;
+        for (const auto& symbol : object.symbols()) {
+            reads_table = reads_table || (symbol.section == SHN_UNDEF &&
+                                          symbol.name == shadow_table_symbol);
+        }
+        CHECK(reads_table);
+        for (const auto& import : shadow_patch->metadata.imports) {
+            CHECK(import.symbol.find("suture") == std::string::npos);
+        }
+        request.runtime_object.clear();
+        BuildReport without_report;
+        auto without = build_patch(request, without_report);
+        // Without the runtime the call is an import no process provides.
+        REQUIRE(without);
+        auto without_patch = parse_patch(*without, "test-fix");
+        REQUIRE(without_patch);
+        CHECK(std::any_of(without_patch->metadata.imports.begin(),
+                          without_patch->metadata.imports.end(), [](const Import& import) {
+                              return import.symbol == "suture_shadow_get_or_alloc";
+                          }));
+    }
     SECTION("an original compiled with other flags does not match the library") {
         workshop.write("a.c", file_a);
         request.units = {{workshop.compile("a.c", "a-O1.o", "-O1"), patched_a}};
