@@ -65,9 +65,9 @@ std::optional<ShadowRegion> decode_shadow_header(std::span<const std::byte> byte
         header.region_size != shadow_region_size(header.slot_count, header.arena_size)) {
         return std::nullopt;
     }
-    return ShadowRegion{address,           header.region_size, header.slot_count,
-                        header.arena_size, header.arena_used,  header.live,
-                        header.allocations, header.created_at_ns, header.creator_pid};
+    return ShadowRegion{
+        address,     header.region_size, header.slot_count,    header.arena_size, header.arena_used,
+        header.live, header.allocations, header.created_at_ns, header.creator_pid};
 }
 
 std::optional<ShadowRegion> find_shadow_region(const RemoteMemory& memory,
@@ -90,8 +90,7 @@ std::optional<ShadowRegion> find_shadow_region(const RemoteMemory& memory,
     return std::nullopt;
 }
 
-Result<RemoteAddress> find_or_map_shadow_region(RemoteSyscall& syscall,
-                                                const RemoteMemory& memory,
+Result<RemoteAddress> find_or_map_shadow_region(RemoteSyscall& syscall, const RemoteMemory& memory,
                                                 const std::vector<Mapping>& mappings,
                                                 RemoteAddress low, RemoteAddress high,
                                                 const std::string& subject) {

@@ -55,8 +55,7 @@ std::optional<ShadowRegion> find_shadow_region(const RemoteMemory& memory,
 // Inside a stop: the process's shadow region, mapped near [low, high) with
 // a fresh header if it has none yet. Errors: conflict (no free address),
 // io.
-Result<RemoteAddress> find_or_map_shadow_region(RemoteSyscall& syscall,
-                                                const RemoteMemory& memory,
+Result<RemoteAddress> find_or_map_shadow_region(RemoteSyscall& syscall, const RemoteMemory& memory,
                                                 const std::vector<Mapping>& mappings,
                                                 RemoteAddress low, RemoteAddress high,
                                                 const std::string& subject);

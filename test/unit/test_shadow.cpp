@@ -206,8 +206,8 @@ TEST_CASE("8 threads attaching shadows to the same 1000 objects lose and duplica
 }
 
 TEST_CASE("a shadow header round-trips and a damaged one is refused") {
-    auto bytes = encode_shadow_header(SUTURE_SHADOW_DEFAULT_SLOTS, SUTURE_SHADOW_DEFAULT_ARENA,
-                                      123, 456);
+    auto bytes =
+        encode_shadow_header(SUTURE_SHADOW_DEFAULT_SLOTS, SUTURE_SHADOW_DEFAULT_ARENA, 123, 456);
     auto region = decode_shadow_header(bytes, 0x7f0000000000);
     REQUIRE(region);
     CHECK(region->slot_count == SUTURE_SHADOW_DEFAULT_SLOTS);
