@@ -818,6 +818,14 @@ Result<std::vector<AppliedPatch>> list_applied_patches(int pid) {
     return patches;
 }
 
+Result<std::optional<ShadowRegion>> list_shadow_region(int pid) {
+    auto view = view_of(pid);
+    if (!view) {
+        return tl::unexpected(view.error());
+    }
+    return find_shadow_region(view->memory, view->mappings);
+}
+
 Result<std::vector<GatePage>> list_gate_pages(int pid) {
     auto view = view_of(pid);
     if (!view) {

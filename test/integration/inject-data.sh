@@ -44,6 +44,8 @@ status=$("$SUTURE" status --json --pid "$pid")
 check_eq "status reads the data region from the marker" "$data" \
     "$(printf '%d' "$(jq -r '.processes[0].patches[0].data_address' <<<"$status")")"
 check_eq "no mapping is writable and executable" 0 "$(wx_mappings "$pid")"
+check_eq "status lists the shadow region" 0 \
+    "$(jq -r '.processes[0].shadow_region.live' <<<"$status")"
 check_eq "one shadow region" 1 "$(shadow_regions "$pid")"
 check_eq "the new static counts: 1" 1 "$(count_of "$pid")"
 check_eq "the new static counts: 2" 2 "$(count_of "$pid")"
@@ -53,6 +55,10 @@ check_eq "the new static counts: 3" 3 "$(count_of "$pid")"
 check_eq "8 threads tag 1000 objects 50 times" "tagged=400000 failed=0" "$(ask "$pid" "tag 8 50")"
 check_eq "every object counted exactly 400 times (no lost or duplicated shadow)" \
     "objects=1000 sum=400000 min=400 max=400" "$(ask "$pid" counts)"
+status=$("$SUTURE" status --json --pid "$pid")
+check_eq "status: 1000 shadows attached, in 65536 slots" "1000 65536" \
+    "$(jq -r '.processes[0].shadow_region | "\(.live) \(.slots)"' <<<"$status")"
+echo "shadow records made: $(jq -r '.processes[0].shadow_region.allocations' <<<"$status") (1000 keys; more: records lost to races on one key)"
 
 # 3. Apply/revert cycles: the static starts afresh, the shadows stay.
 for cycle in 1 2 3 4 5; do
