@@ -33,6 +33,10 @@ void *suture_shadow_get_or_alloc(const void *obj, uint64_t id, size_t size);
 /* Detaches (obj, id)'s shadow (zeroing its bytes); nothing if none. The
    memory is kept for the next shadow of the same (obj, id). */
 void suture_shadow_free(const void *obj, uint64_t id);
+/* Detaches every shadow with this id, of any object: for a post_revert or
+   pre_revert callback that drops the state of its patch (a revert alone
+   leaves shadows in place). Walks the whole table. */
+void suture_shadow_free_all(uint64_t id);
 
 /* An id from a fix's name and a small number: ids of two fixes differ
    unless their names do not, e.g. SUTURE_SHADOW_ID(0x54874u, 1). */

@@ -258,6 +258,11 @@ Result<std::size_t> place_sections(const RelocatableObject& object, bool data, s
             continue;
         }
         const auto& section = object.sections()[index];
+        if (data && (section.flags & SHF_EXECINSTR) != 0) {
+            return fail(ErrorCode::unsupported,
+                        object.name() + ": section " + section.name +
+                            " is writable and executable; a patch's code is never writable");
+        }
         if ((section.flags & SHF_TLS) != 0) {
             return fail(ErrorCode::unsupported, object.name() + ": section " + section.name +
                                                     " is thread-local; patches cannot add TLS");

@@ -174,6 +174,40 @@ void *suture_shadow_get_or_alloc(const void *obj, uint64_t id, size_t size) {
     return NULL; /* every slot holds another key */
 }
 
+/* Sets the freed bit of slot `i` (holding `value`, a live record), zeroing
+ * the record's data first: whoever frees a shadow owns it, and a revival
+ * finds it zero. Gives up if the slot changed meanwhile to anything but
+ * another live value of the same key. */
+static void free_slot(struct suture_shadow_header *header, uint64_t *slot, uint64_t value) {
+    while ((value & FREED_BIT) == 0) {
+        struct suture_shadow_record *record = record_at(header, value);
+        if (record == NULL) {
+            return;
+        }
+        zero_words(data_of(record), record->size);
+        if (__atomic_compare_exchange_n(slot, &value, value | FREED_BIT, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            __atomic_fetch_sub(&header->live, 1, __ATOMIC_RELAXED);
+            return;
+        }
+    }
+}
+
+void suture_shadow_free_all(uint64_t id) {
+    struct suture_shadow_header *header = table();
+    if (header == NULL) {
+        return;
+    }
+    uint64_t *slots = slots_of(header);
+    for (uint64_t i = 0; i < header->slot_count; ++i) {
+        uint64_t value = __atomic_load_n(&slots[i], __ATOMIC_ACQUIRE);
+        struct suture_shadow_record *record = value == 0 ? NULL : record_at(header, value);
+        if (record != NULL && record->id == id) {
+            free_slot(header, &slots[i], value);
+        }
+    }
+}
+
 void suture_shadow_free(const void *obj, uint64_t id) {
     struct suture_shadow_header *header = table();
     if (header == NULL) {
@@ -191,16 +225,7 @@ void suture_shadow_free(const void *obj, uint64_t id) {
         if (!is_key(record, obj, id)) {
             continue;
         }
-        while ((value & FREED_BIT) == 0) {
-            /* Zeroed while still attached (whoever frees a shadow owns
-             * it), so a revival finds it zero. */
-            zero_words(data_of(record_at(header, value)), record_at(header, value)->size);
-            if (__atomic_compare_exchange_n(&slots[i], &value, value | FREED_BIT, 0,
-                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-                __atomic_fetch_sub(&header->live, 1, __ATOMIC_RELAXED);
-                return;
-            }
-        }
+        free_slot(header, &slots[i], value);
         return;
     }
 }

@@ -205,6 +205,26 @@ TEST_CASE("8 threads attaching shadows to the same 1000 objects lose and duplica
     CHECK(header->live == 0);
 }
 
+TEST_CASE("free_all drops one id's shadows of every object and leaves the others") {
+    auto* header = fresh_table();
+    static char objects[100];
+    for (char& object : objects) {
+        REQUIRE(suture_shadow_get_or_alloc(&object, 10, 8) != nullptr);
+        REQUIRE(suture_shadow_get_or_alloc(&object, 11, 8) != nullptr);
+    }
+    CHECK(header->live == 200);
+    suture_shadow_free_all(10);
+    CHECK(header->live == 100);
+    int left_10 = 0;
+    int left_11 = 0;
+    for (char& object : objects) {
+        left_10 += suture_shadow_get(&object, 10) != nullptr;
+        left_11 += suture_shadow_get(&object, 11) != nullptr;
+    }
+    CHECK(left_10 == 0);
+    CHECK(left_11 == 100);
+}
+
 TEST_CASE("a shadow header round-trips and a damaged one is refused") {
     auto bytes =
         encode_shadow_header(SUTURE_SHADOW_DEFAULT_SLOTS, SUTURE_SHADOW_DEFAULT_ARENA, 123, 456);
