@@ -1,5 +1,6 @@
 #include "builder/PatchBuilder.h"
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <set>
@@ -126,6 +127,8 @@ class Builder {
                                        std::vector<std::pair<std::size_t, std::size_t>>& work);
     Result<std::string> reference_to_external(const std::string& name);
     Result<void> collect_sections();
+    Result<void> load_runtime();
+    std::optional<std::size_t> runtime_function(const std::string& name) const;
     Result<void> describe_replacements();
     PatchGraph patch_graph() const;
     std::optional<Node> next_node(const Node& node, const RelocatableObject::Relocation& relocation,
@@ -151,6 +154,8 @@ class Builder {
     std::set<std::string> references_;
     // (unit, patched symbol index) -> name in the output object.
     std::map<std::pair<std::size_t, std::size_t>, std::string> output_names_;
+    // The shadow runtime's unit (the last one), if the request names it.
+    std::optional<std::size_t> runtime_unit_;
 };
 
 }  // namespace
@@ -219,6 +224,38 @@ Result<std::shared_ptr<const OpenedLibrary>> open_patch_library(const std::strin
 }
 
 namespace {
+
+// The runtime becomes one more unit, original and patched alike, so it
+// changes nothing by itself; only what the fix's code calls is included.
+Result<void> Builder::load_runtime() {
+    if (request_.runtime_object.empty()) {
+        return {};
+    }
+    auto first = RelocatableObject::read(request_.runtime_object);
+    auto second = RelocatableObject::read(request_.runtime_object);
+    if (!first || !second) {
+        return tl::unexpected(!first ? first.error() : second.error());
+    }
+    Unit& unit = units_.emplace_back(std::move(*first), std::move(*second));
+    unit.file = source_file_of(unit.original);
+    runtime_unit_ = units_.size() - 1;
+    return {};
+}
+
+// The runtime's global function `name` (its symbol index), if it has one.
+std::optional<std::size_t> Builder::runtime_function(const std::string& name) const {
+    if (!runtime_unit_) {
+        return std::nullopt;
+    }
+    const auto& symbols = units_[*runtime_unit_].patched.symbols();
+    for (std::size_t i = 1; i < symbols.size(); ++i) {
+        if (symbols[i].name == name && symbols[i].type == STT_FUNC &&
+            symbols[i].binding != STB_LOCAL && symbols[i].section != SHN_UNDEF) {
+            return i;
+        }
+    }
+    return std::nullopt;
+}
 
 Result<void> Builder::open_library() {
     if (!opened_) {
@@ -465,6 +502,12 @@ Result<std::string> Builder::reference_to_external(const std::string& name) {
     return name;
 }
 
+// Is symbol `index` of the unit's patched object a variable the fix adds?
+bool is_new_variable(const Unit& unit, std::size_t index) {
+    const auto& added = unit.changes.new_variables;
+    return std::find(added.begin(), added.end(), index) != added.end();
+}
+
 // Decides where one relocation of an included section points in the output,
 // queueing sections that must be included too.
 Result<Destination> Builder::destination_of(
@@ -474,16 +517,19 @@ Result<Destination> Builder::destination_of(
     const RelocatableObject& object = unit.patched;
     RelocationTarget target = relocation_target(object, unit.patched_owners, relocation);
     Destination destination;
-    auto include = [&](std::size_t section, std::int64_t addend) {
-        if (!unit.included_sections.contains(section)) {
-            unit.included_sections.insert(section);
-            work.emplace_back(unit_index, section);
+    auto include_from = [&](std::size_t from, std::size_t section, std::int64_t addend) {
+        if (!units_[from].included_sections.contains(section)) {
+            units_[from].included_sections.insert(section);
+            work.emplace_back(from, section);
         }
         destination.included = true;
-        destination.unit = unit_index;
+        destination.unit = from;
         destination.section = section;
         destination.addend = addend;
         return destination;
+    };
+    auto include = [&](std::size_t section, std::int64_t addend) {
+        return include_from(unit_index, section, addend);
     };
     if (target.kind == RelocationTarget::Kind::literal) {
         return include(target.section, target.addend);
@@ -494,7 +540,21 @@ Result<Destination> Builder::destination_of(
                         object.sections()[target.section].name);
     }
     const Symbol& symbol = object.symbols()[target.symbol];
+    if (symbol.section == SHN_UNDEF && (symbol.name == shadow_table_symbol ||
+                                        symbol.name == got_symbol)) {
+        // The shadow runtime's table: the injector resolves it in the target.
+        references_.insert(symbol.name);
+        destination.reference = symbol.name;
+        destination.addend = target.addend;
+        return destination;
+    }
     if (symbol.section == SHN_UNDEF) {
+        if (auto runtime = runtime_function(symbol.name)) {
+            // suture_shadow_* (suture/patch.h): linked from the runtime.
+            const Symbol& defined = units_[*runtime_unit_].patched.symbols()[*runtime];
+            return include_from(*runtime_unit_, defined.section,
+                                target.addend + static_cast<std::int64_t>(defined.value));
+        }
         auto name = reference_to_external(symbol.name);
         if (!name) {
             return tl::unexpected(name.error());
@@ -509,8 +569,16 @@ Result<Destination> Builder::destination_of(
         return fail(ErrorCode::unsupported,
                     object.name() + ": patch code uses thread-local " + symbol.name);
     }
+    if (runtime_unit_ && unit_index == *runtime_unit_) {
+        return include(symbol.section, section_addend);  // the runtime's own: all of it new
+    }
     if (symbol.type == STT_OBJECT && (section.flags & SHF_WRITE) == 0) {
         return include(symbol.section, section_addend);  // read-only data: a copy
+    }
+    if (is_new_variable(unit, target.symbol)) {
+        // A new static (.data, .bss, .data.rel.ro): the patch's own, in its
+        // data region, fresh for each level.
+        return include(symbol.section, section_addend);
     }
     if (symbol.type == STT_FUNC) {
         bool changed = false;
@@ -865,9 +933,15 @@ std::vector<std::byte> Builder::write_object() {
         for (std::size_t index : units_[u].included_sections) {
             const auto& section = units_[u].patched.sections()[index];
             std::uint64_t entry_size = (section.flags & SHF_MERGE) != 0 ? section.alignment : 0;
-            output_section[{u, index}] = writer.add_section(
-                section.name, section.type, section.flags, section.alignment, entry_size,
-                std::vector<std::byte>(section.bytes.begin(), section.bytes.end()));
+            // .bss has no bytes in the file, only a size, which the
+            // writer takes from the (unwritten) contents.
+            std::vector<std::byte> bytes =
+                section.type == SHT_NOBITS
+                    ? std::vector<std::byte>(section.size)
+                    : std::vector<std::byte>(section.bytes.begin(), section.bytes.end());
+            output_section[{u, index}] =
+                writer.add_section(section.name, section.type, section.flags, section.alignment,
+                                   entry_size, std::move(bytes));
         }
     }
     for (const auto& [key, index] : output_section) {
@@ -907,6 +981,9 @@ Result<std::vector<std::byte>> Builder::run() {
     }
     if (auto covered = patch_short_functions_through_callers(); !covered) {
         return tl::unexpected(covered.error());
+    }
+    if (auto runtime = load_runtime(); !runtime) {
+        return tl::unexpected(runtime.error());
     }
     if (auto collected = collect_sections(); !collected) {
         return tl::unexpected(collected.error());

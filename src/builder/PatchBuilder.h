@@ -39,6 +39,10 @@ struct BuildRequest {
     // probe (test/integration/builder-patchable-fraction.sh) asks whether a
     // function could be patched at all, with original == patched.
     std::vector<std::string> force_replace;
+    // The in-target shadow runtime (src/patchrt/, suture-patchrt.o): when
+    // the fix calls a function it defines (suture_shadow_get …), the
+    // sections that function needs are linked into the patch. Empty: none.
+    std::string runtime_object;
 };
 
 // What went into a patch, for the builder's report.

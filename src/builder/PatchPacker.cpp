@@ -132,6 +132,8 @@ Result<void> add_references_and_imports(const TargetLibrary& library,
     std::map<std::string, bool> seen;
     for (const auto& symbol : object.symbols()) {
         if (symbol.section != SHN_UNDEF || symbol.is_absolute || symbol.name.empty() ||
+            symbol.name == shadow_table_symbol ||  // the injector provides it
+            symbol.name == got_symbol ||           // named by no relocation
             seen[symbol.name]) {
             continue;
         }

@@ -42,6 +42,9 @@ int main(int argc, char** argv) {
     app.add_option("--id", request.patch_id, "Patch id, e.g. CVE-2026-63076")->required();
     app.add_option("--level", request.level, "Patch level (1..65535)")->check(CLI::Range(1, 65535));
     app.add_option("--description", request.description, "One line for humans");
+    app.add_option("--runtime", request.runtime_object,
+                   "The shadow runtime object (suture-patchrt.o), linked in when the fix "
+                   "calls suture_shadow_*");
     app.add_option("-o,--output", output, "Where to write the patch file")->required();
     app.add_option("--consistency", consistency,
                    "entry or strict: what the patch's author asks for (default: the builder "

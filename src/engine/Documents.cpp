@@ -375,6 +375,29 @@ json error_to_json(const Error& error) {
     return failure_to_json({error, {}});
 }
 
+namespace {
+
+// A process's shadow region (docs/patch-format.md, "Shadow region"), or
+// null when it has none.
+json shadow_region_json(const StatusReport& status, int pid) {
+    auto found = status.shadow_regions.find(pid);
+    if (found == status.shadow_regions.end()) {
+        return nullptr;
+    }
+    const ShadowRegion& region = found->second;
+    return {{"address", hex_address(region.address)},
+            {"size", region.size},
+            {"slots", region.slot_count},
+            {"live", region.live},
+            {"allocations", region.allocations},
+            {"arena_used", region.arena_used},
+            {"arena_size", region.arena_size},
+            {"created_at_unix_ns", region.created_at_unix_ns},
+            {"creator_pid", region.creator_pid}};
+}
+
+}  // namespace
+
 json status_to_json(const StatusReport& status) {
     const ScanReport& report = status.scan;
     json processes = json::array();
@@ -415,6 +438,8 @@ json status_to_json(const StatusReport& status) {
                     {"functions", patch.marker.functions.size()},
                     {"jumps_in_place", patch.jumps_in_place},
                     {"region_address", hex_address(patch.marker.region_address)},
+                    {"data_address", hex_address(patch.marker.data_address)},
+                    {"data_size", patch.marker.data_size},
                     {"applied_at_unix_ns", patch.marker.applied_at_unix_ns},
                 });
             }
@@ -445,6 +470,7 @@ json status_to_json(const StatusReport& status) {
             {"errors", std::move(errors)},
             {"patches", std::move(patches)},
             {"gate_pages", std::move(gate_pages)},
+            {"shadow_region", shadow_region_json(status, process.info.pid)},
         });
     }
     json unreadable = json::array();

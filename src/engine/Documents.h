@@ -27,6 +27,7 @@ struct StatusReport {
     ScanReport scan;
     std::map<int, std::vector<AppliedPatch>> patches;  // by pid; absent: none
     std::map<int, std::vector<GatePage>> gate_pages;   // by pid; absent: none
+    std::map<int, ShadowRegion> shadow_regions;        // by pid; absent: none
 };
 
 // A failed apply or revert: the error, and on `unsafe` the threads that

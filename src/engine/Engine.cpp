@@ -110,6 +110,10 @@ StatusReport Engine::status(const std::vector<int>& pids) {
         if (gate_pages && !gate_pages->empty()) {
             status.gate_pages[process.info.pid] = std::move(*gate_pages);
         }
+        auto shadow = list_shadow_region(process.info.pid);
+        if (shadow && *shadow) {
+            status.shadow_regions[process.info.pid] = **shadow;
+        }
     }
     return status;
 }

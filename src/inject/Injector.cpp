@@ -20,6 +20,7 @@
 #include "inject/RemoteMemory.h"
 #include "inject/RemoteSyscall.h"
 #include "inject/ReturnGates.h"
+#include "inject/ShadowRegion.h"
 #include "inject/StoppedProcess.h"
 #include "patch/EntryJump.h"
 #include "proc/ProcessMaps.h"
@@ -52,6 +53,20 @@ std::uint64_t unix_now_ns() {
                                           .count());
 }
 
+// Unmaps a patch's code region and its data region (if any) together.
+Result<void> unmap_patch_regions(RemoteSyscall& syscall, const RegionMarker& marker,
+                                 const std::string& subject) {
+    if (auto unmapped = unmap_region(syscall, RemoteAddress(marker.region_address),
+                                     marker.region_size, subject);
+        !unmapped) {
+        return unmapped;
+    }
+    if (marker.data_size == 0) {
+        return {};
+    }
+    return unmap_region(syscall, RemoteAddress(marker.data_address), marker.data_size, subject);
+}
+
 // Unmaps, inside the current stop, each retired region that no thread's PC
 // or return address refers to (a complete unwind proves it); the others stay
 // for a later stop. Returns how many went.
@@ -68,9 +83,7 @@ Result<std::size_t> release_clear_retired(HeldProcess& held, RemoteSyscall& sysc
         if (!blocking->empty()) {
             continue;
         }
-        if (auto unmapped = unmap_region(syscall, RemoteAddress(marker.region_address),
-                                         marker.region_size, subject);
-            !unmapped) {
+        if (auto unmapped = unmap_patch_regions(syscall, marker, subject); !unmapped) {
             return tl::unexpected(unmapped.error());
         }
         ++released;
@@ -210,7 +223,36 @@ struct ApplyPlan {
     std::map<std::string, RemoteAddress> imports;
     int imports_generation = 0;
     ReturnGates* gates = nullptr;  // a strict patch's return gates
+    // The object refers to the per-process shadow table (ShadowRegion.h):
+    // found or mapped in the stop, before the region is filled.
+    bool uses_shadow_table = false;
+    RemoteAddress shadow_table;
 };
+
+// Does the patch's object read the shadow table (through the runtime)?
+bool uses_shadow_table(const PatchFile& patch) {
+    return std::any_of(patch.object.symbols().begin(), patch.object.symbols().end(),
+                       [](const RelocatableObject::Symbol& symbol) {
+                           return symbol.section == SHN_UNDEF && symbol.name == shadow_table_symbol;
+                       });
+}
+
+// Step 5 of an apply, first part: the process's shadow region, if the
+// patch uses shadow variables. Found (made by an earlier patch or level:
+// shadow data outlives them) or mapped near the library.
+Result<void> provide_shadow_table(const HeldProcess& held, RemoteSyscall& syscall,
+                                  ApplyPlan& plan, const LoadedObject& target) {
+    if (!plan.uses_shadow_table) {
+        return {};
+    }
+    auto table = find_or_map_shadow_region(syscall, held.memory, held.mappings, target.start,
+                                           target.end, plan.subject);
+    if (!table) {
+        return tl::unexpected(table.error());
+    }
+    plan.shadow_table = *table;
+    return {};
+}
 
 // Step 0 of an apply.
 Result<ApplyPlan> plan_apply(int pid, const PatchFile& patch) {
@@ -234,8 +276,10 @@ Result<ApplyPlan> plan_apply(int pid, const PatchFile& patch) {
         return tl::unexpected(with_context(imports.error(), subject));
     }
     int generation = preparation->generation;
-    return ApplyPlan{patch,    subject,   std::move(*layout), std::move(*preparation),
-                     *imports, generation};
+    ApplyPlan plan{patch,    subject,   std::move(*layout), std::move(*preparation),
+                   *imports, generation};
+    plan.uses_shadow_table = uses_shadow_table(patch);
+    return plan;
 }
 
 // Resolves the imports again if the preparation was redone in the stop.
@@ -359,6 +403,9 @@ Result<std::vector<std::byte>> region_image(const ApplyPlan& plan, const LoadedO
     auto image = build_patch_image(
         plan.patch, plan.layout, address, target.base,
         [&](const Import& import) -> Result<RemoteAddress> {
+            if (import.version == "suture" && import.symbol == shadow_table_symbol) {
+                return plan.shadow_table;
+            }
             return plan.imports.at(import.symbol);
         },
         replacements);
@@ -366,6 +413,7 @@ Result<std::vector<std::byte>> region_image(const ApplyPlan& plan, const LoadedO
         return tl::unexpected(image.error());
     }
     const std::vector<ReplacedFunction>& functions = plan.patch.metadata.functions;
+    region.marker.data_address = plan.layout.data_size != 0 ? (address + plan.layout.size).raw() : 0;
     region.marker.functions.clear();
     region.jumps.clear();
     for (std::size_t i = 0; i < functions.size(); ++i) {
@@ -394,9 +442,11 @@ Result<FilledRegion> fill_region(const HeldProcess& held, RemoteSyscall& syscall
     region.marker.target_build_id = metadata.target_build_id;
     region.marker.target_base = target.base.raw();
     region.marker.region_size = plan.layout.size;
+    region.marker.data_size = plan.layout.data_size;
     region.marker.applied_at_unix_ns = unix_now_ns();
-    auto address = map_region(
+    auto address = map_region_with_data(
         syscall, held.memory, held.mappings, target.start, target.end, plan.layout.size,
+        plan.layout.data_size,
         [&](RemoteAddress at) { return region_image(plan, target, sites, at, region); },
         plan.subject);
     if (!address) {
@@ -433,7 +483,7 @@ Result<void> write_jumps(const HeldProcess& held, RemoteSyscall& syscall,
             continue;
         }
         bool undone = restore_originals(held.memory, marker, i) &&
-                      unmap_region(syscall, region.address, marker.region_size, subject);
+                      unmap_patch_regions(syscall, marker, subject);
         return tl::unexpected(with_context(
             written.error(), undone ? "writing jumps (undone, the region unmapped again)"
                                     : "writing jumps (the region marker explains the state)"));
@@ -538,6 +588,9 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
     auto released = release_clear_retired_and_gates(held, *syscall, existing->retired, subject);
     if (!released) {
         return tl::unexpected(released.error());
+    }
+    if (auto shadow = provide_shadow_table(held, *syscall, plan, target); !shadow) {
+        return tl::unexpected(shadow.error());
     }
     auto region = fill_region(held, *syscall, plan, target, *sites);
     if (!region) {
@@ -770,6 +823,14 @@ Result<std::vector<AppliedPatch>> list_applied_patches(int pid) {
         patches.push_back(std::move(patch));
     }
     return patches;
+}
+
+Result<std::optional<ShadowRegion>> list_shadow_region(int pid) {
+    auto view = view_of(pid);
+    if (!view) {
+        return tl::unexpected(view.error());
+    }
+    return find_shadow_region(view->memory, view->mappings);
 }
 
 Result<std::vector<GatePage>> list_gate_pages(int pid) {

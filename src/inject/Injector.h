@@ -9,6 +9,7 @@
 #include "base/Error.h"
 #include "inject/RegionMarker.h"
 #include "inject/ReturnGate.h"
+#include "inject/ShadowRegion.h"
 #include "inject/StackCheck.h"
 #include "patch/PatchFile.h"
 
@@ -161,5 +162,10 @@ std::string patch_state_name(PatchState state);
 // of an apply that gated threads, until a later stop unmaps it. Read like
 // list_applied_patches(): no ptrace, no stop.
 Result<std::vector<GatePage>> list_gate_pages(int pid);
+
+// The shadow region of `pid` (ShadowRegion.h), if it has one: how many
+// shadows are attached, how much of the table and arena is used. Read like
+// list_applied_patches(): no ptrace, no stop.
+Result<std::optional<ShadowRegion>> list_shadow_region(int pid);
 
 }  // namespace suture

@@ -20,7 +20,11 @@ namespace {
 // then function_count entries of 48 bytes:
 //   0 u64 target_offset  8 u64 target_size  16 u64 replacement_address
 //  24 u32 jump_offset   28 u8 original[5]   33 reserved up to 48
+// then, only for a patch with a data region, the 64-byte data extension:
+//   0 magic[8] "SUTUREDA"  8 u64 data_address  16 u64 data_size
+//  24 reserved up to 64
 constexpr std::uint32_t marker_version = 1;
+constexpr char data_extension_magic[8] = {'S', 'U', 'T', 'U', 'R', 'E', 'D', 'A'};
 
 template <typename T>
 void put(std::vector<std::byte>& out, std::size_t at, T value) {
@@ -44,13 +48,20 @@ std::vector<unsigned char> from_hex(const std::string& hex) {
 
 }  // namespace
 
-std::size_t region_marker_size(std::size_t function_count) {
+std::size_t region_marker_size(std::size_t function_count, bool has_data) {
     std::size_t size = region_marker_fixed_size + function_count * region_marker_function_size;
-    return (size + 63) & ~std::size_t{63};
+    return ((size + 63) & ~std::size_t{63}) + (has_data ? region_marker_data_extension_size : 0);
 }
 
 std::vector<std::byte> encode_region_marker(const RegionMarker& marker) {
-    std::vector<std::byte> out(region_marker_size(marker.functions.size()));
+    bool has_data = marker.data_size != 0;
+    std::vector<std::byte> out(region_marker_size(marker.functions.size(), has_data));
+    if (has_data) {
+        std::size_t at = out.size() - region_marker_data_extension_size;
+        std::memcpy(out.data() + at, data_extension_magic, sizeof data_extension_magic);
+        put<std::uint64_t>(out, at + 8, marker.data_address);
+        put<std::uint64_t>(out, at + 16, marker.data_size);
+    }
     std::memcpy(out.data(), region_magic, sizeof region_magic);
     put<std::uint32_t>(out, 8, marker_version);
     put<std::uint32_t>(out, region_marker_size_offset, static_cast<std::uint32_t>(out.size()));
@@ -91,9 +102,23 @@ Result<RegionMarker> decode_region_marker(std::span<const std::byte> bytes) {
     RegionMarker marker;
     std::uint32_t size = get<std::uint32_t>(bytes, region_marker_size_offset);
     std::uint32_t function_count = get<std::uint32_t>(bytes, 44);
-    if (function_count > 4096 || size != region_marker_size(function_count) ||
+    bool has_data = size == region_marker_size(function_count, true);
+    if (function_count > 4096 || (size != region_marker_size(function_count) && !has_data) ||
         size > bytes.size()) {
         return fail(ErrorCode::bad_format, "region marker: inconsistent sizes");
+    }
+    if (has_data) {
+        std::size_t at = size - region_marker_data_extension_size;
+        if (std::memcmp(bytes.data() + at, data_extension_magic, sizeof data_extension_magic) !=
+            0) {
+            return fail(ErrorCode::bad_format, "region marker: bad data extension");
+        }
+        marker.data_address = get<std::uint64_t>(bytes, at + 8);
+        marker.data_size = get<std::uint64_t>(bytes, at + 16);
+        if (marker.data_size == 0 || marker.data_size > (1ull << 32) ||
+            marker.data_address % 4096 != 0 || marker.data_size % 4096 != 0) {
+            return fail(ErrorCode::bad_format, "region marker: bad data region");
+        }
     }
     marker.region_size = get<std::uint64_t>(bytes, 16);
     marker.target_base = get<std::uint64_t>(bytes, 24);

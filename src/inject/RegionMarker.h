@@ -46,6 +46,11 @@ struct RegionMarker {
     // check proves no thread refers to it.
     std::uint64_t retired_at_unix_ns = 0;
     std::vector<MarkedFunction> functions;
+    // The patch's data region (read+write, never exec: its .data, .bss and
+    // new statics), right after the code region; 0 and 0 when it has none.
+    // Unmapped with the code region. Stored in the marker's data extension.
+    std::uint64_t data_address = 0;
+    std::uint64_t data_size = 0;
 
     bool retired() const { return retired_at_unix_ns != 0; }
 };
@@ -60,8 +65,12 @@ inline constexpr std::size_t region_marker_size_offset = 12;
 // markers written before it existed read as "in use").
 inline constexpr std::size_t region_marker_retired_offset = 184;
 
-// Size of the encoded marker for `function_count` functions, 64-byte aligned.
-std::size_t region_marker_size(std::size_t function_count);
+// Size of the encoded marker for `function_count` functions, 64-byte aligned;
+// with a data region, one 64-byte data extension more (magic `SUTUREDA`,
+// data address, data size). A marker without data is byte for byte what
+// suture wrote before data regions existed.
+std::size_t region_marker_size(std::size_t function_count, bool has_data = false);
+inline constexpr std::size_t region_marker_data_extension_size = 64;
 
 std::vector<std::byte> encode_region_marker(const RegionMarker& marker);
 

@@ -219,7 +219,7 @@ Result<PatchFile> parse_patch(std::span<const std::byte> bytes, const std::strin
                                                    " is not a function defined in the object");
         }
     }
-    std::set<std::string> resolvable;
+    std::set<std::string> resolvable{std::string(shadow_table_symbol), std::string(got_symbol)};
     for (const TargetReference& reference : metadata->target_references) {
         resolvable.insert(reference.symbol);
     }

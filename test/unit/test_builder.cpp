@@ -8,7 +8,9 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <algorithm>
 #include <map>
+#include <set>
 #include <string>
 
 #include <catch2/catch.hpp>
@@ -179,7 +181,9 @@ TEST_CASE("the differ finds exactly the changed and the new functions") {
         auto patched = parse_object(workshop.compile("a.c", "patched.o"));
         auto changes = diff_objects(original, patched);
         REQUIRE_FALSE(changes);
-        CHECK(changes.error().message.find("existing data greetings") != std::string::npos);
+        CHECK(changes.error().message.find(
+                  "existing static variable greetings, relocated read-only data "
+                  "(.data.rel.ro): its initial value changed") != std::string::npos);
     }
     SECTION("a new function is new, and its caller changed") {
         std::string fixed = file_a;
@@ -204,13 +208,40 @@ TEST_CASE("the differ finds exactly the changed and the new functions") {
         REQUIRE_FALSE(changes);
         CHECK(changes.error().message.find("counter_a") != std::string::npos);
     }
-    SECTION("new writable data is refused") {
-        workshop.write("a.c", std::string(file_a) + "int fresh_state = 7;\n");
+    SECTION("new statics are new variables, for the data region") {
+        workshop.write("a.c", std::string(file_a) +
+                                  "int fresh_state = 7;\n"
+                                  "static long fresh_zero;\n"
+                                  "static const char *const fresh_table[] = { \"x\", \"y\" };\n"
+                                  "int api_new(int x) { fresh_zero += x;\n"
+                                  "  return fresh_state + (int)fresh_zero + fresh_table[x & 1][0]; }\n");
+        auto patched = parse_object(workshop.compile("a.c", "patched.o"));
+        auto changes = diff_objects(original, patched);
+        REQUIRE(changes);
+        auto added = names_of(patched, changes->new_variables);
+        std::sort(added.begin(), added.end());
+        CHECK(added == std::vector<std::string>{"fresh_state", "fresh_table", "fresh_zero"});
+        CHECK(names_of(patched, changes->new_functions) == std::vector<std::string>{"api_new"});
+        std::map<std::string, std::string> kinds;
+        for (std::size_t index : changes->new_variables) {
+            const auto& symbol = patched.symbols()[index];
+            kinds[symbol.name] = data_kind(patched.sections()[symbol.section]);
+        }
+        CHECK(kinds["fresh_state"] == "initialised data (.data.fresh_state)");
+        CHECK(kinds["fresh_zero"] == "zero-initialised data (.bss.fresh_zero)");
+        CHECK(kinds["fresh_table"].starts_with("relocated read-only data (.data.rel.ro)"));
+    }
+    SECTION("a changed size of existing data is refused, saying which and why") {
+        std::string fixed = file_a;
+        fixed.replace(fixed.find("int counter_a = 0;"), 18, "long counter_a = 0;");
+        workshop.write("a.c", fixed);
         auto patched = parse_object(workshop.compile("a.c", "patched.o"));
         auto changes = diff_objects(original, patched);
         REQUIRE_FALSE(changes);
-        CHECK(changes.error().message.find("new writable variable fresh_state") !=
-              std::string::npos);
+        CHECK(changes.error().message.find(
+                  "existing global variable counter_a, zero-initialised data (.bss.counter_a): "
+                  "its size changed (4 -> 8 bytes)") != std::string::npos);
+        CHECK(changes.error().message.find("shadow variable") != std::string::npos);
     }
     SECTION("thread-local data is refused when the object is read") {
         workshop.write("a.c", std::string(file_a) +
@@ -329,6 +360,85 @@ TEST_CASE("a patch for a real library resolves the static of the right file") {
         auto again = build_patch(request, again_report);
         REQUIRE(again);
         CHECK(*again == *patch);
+    }
+    SECTION("new statics of the fix go to the data region; the library's own stay its own") {
+        std::string with_statics = file_a;
+        with_statics.replace(
+            with_statics.find("int api_a_unchanged(int x) { return helper(x + 1); }"), 52,
+            "static long calls;\n"
+            "static int limit = 9;\n"
+            "static const int *const limits[] = { &limit, &limit };\n"
+            "int api_a_unchanged(int x) { calls++; counter_a++;\n"
+            "  return x > *limits[x & 1] ? (int)calls : helper(x + 1); }");
+        workshop.write("a.c", with_statics);
+        request.units = {{original_a, workshop.compile("a.c", "a-statics.o")}};
+        BuildReport statics_report;
+        auto statics = build_patch(request, statics_report);
+        REQUIRE(statics);
+        auto statics_patch = parse_patch(*statics, "test-fix");
+        REQUIRE(statics_patch);
+        std::set<std::string> data_sections;
+        const auto& object = statics_patch->object;
+        for (std::size_t index = 1; index < object.sections().size(); ++index) {
+            if (object.is_loaded(index) && (object.sections()[index].flags & SHF_WRITE) != 0) {
+                data_sections.insert(object.sections()[index].name);
+            }
+        }
+        CHECK(data_sections.contains(".bss.calls"));
+        CHECK(data_sections.contains(".data.limit"));
+        CHECK(std::any_of(data_sections.begin(), data_sections.end(), [](const std::string& name) {
+            return name.starts_with(".data.rel.ro") && name.ends_with("limits");
+        }));
+        std::set<std::string> references;
+        for (const auto& reference : statics_patch->metadata.target_references) {
+            references.insert(reference.symbol);
+        }
+        CHECK(references.contains("counter_a"));  // existing: the library's
+        CHECK_FALSE(references.contains("a.c:calls"));
+    }
+    SECTION("a fix that calls the shadow API gets the runtime linked in, and nothing more") {
+        std::string with_shadow = file_a;
+        with_shadow.replace(with_shadow.find("#include <string.h>"), 19,
+                            "#include <string.h>\n#include <suture/patch.h>");
+        with_shadow.replace(
+            with_shadow.find("int api_a_unchanged(int x) { return helper(x + 1); }"), 52,
+            "int api_a_unchanged(int x) {\n"
+            "  long *seen = suture_shadow_get_or_alloc(&counter_a, 1, sizeof *seen);\n"
+            "  if (seen) ++*seen;\n"
+            "  return helper(x + 1); }");
+        workshop.write("a.c", with_shadow);
+        request.units = {
+            {original_a, workshop.compile("a.c", "a-shadow.o",
+                                          "-O2 -I" SOURCE_ROOT "/include")}};
+        request.runtime_object = PATCHRT_OBJECT;
+        BuildReport shadow_report;
+        auto shadow = build_patch(request, shadow_report);
+        REQUIRE(shadow);
+        auto shadow_patch = parse_patch(*shadow, "test-fix");
+        REQUIRE(shadow_patch);
+        const auto& object = shadow_patch->object;
+        CHECK(object.find_defined("suture_shadow_get_or_alloc") != nullptr);
+        CHECK(object.find_defined("suture_shadow_free") == nullptr);  // not called: not linked
+        bool reads_table = false;
+        for (const auto& symbol : object.symbols()) {
+            reads_table = reads_table || (symbol.section == SHN_UNDEF &&
+                                          symbol.name == shadow_table_symbol);
+        }
+        CHECK(reads_table);
+        for (const auto& import : shadow_patch->metadata.imports) {
+            CHECK(import.symbol.find("suture") == std::string::npos);
+        }
+        request.runtime_object.clear();
+        BuildReport without_report;
+        auto without = build_patch(request, without_report);
+        // Without the runtime the call is an import no process provides.
+        REQUIRE(without);
+        auto without_patch = parse_patch(*without, "test-fix");
+        REQUIRE(without_patch);
+        CHECK(std::any_of(without_patch->metadata.imports.begin(),
+                          without_patch->metadata.imports.end(), [](const Import& import) {
+                              return import.symbol == "suture_shadow_get_or_alloc";
+                          }));
     }
     SECTION("an original compiled with other flags does not match the library") {
         workshop.write("a.c", file_a);

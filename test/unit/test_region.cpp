@@ -1,4 +1,7 @@
+#include <algorithm>
 #include <cstring>
+
+#include <elf.h>
 
 #include <catch2/catch.hpp>
 
@@ -205,4 +208,113 @@ TEST_CASE("what a code range holds: a whole body (strict) or a jump's 5 bytes (e
     for (std::uint64_t word = 0x1000; word < 0x1010; ++word) {
         CHECK(site.might_hold_word(word) == site.holds_return_address(word));
     }
+}
+
+TEST_CASE("a marker with a data region carries it in its extension; one without is unchanged") {
+    RegionMarker marker;
+    marker.patch_id = "demo-data";
+    marker.level = 2;
+    marker.target_build_id = "ab";
+    marker.region_size = 8192;
+    marker.functions.resize(1, MarkedFunction{0x1150, 16, 0x7f0000100040, 4, {}});
+    auto without = encode_region_marker(marker);
+    CHECK(without.size() == region_marker_size(1));
+    marker.data_address = 0x7f0000102000;
+    marker.data_size = 4096;
+    auto with = encode_region_marker(marker);
+    CHECK(with.size() == region_marker_size(1, true));
+    CHECK(with.size() == without.size() + 64);
+    // The part before the extension is what a marker without data holds,
+    // but for the marker's own size (bytes 12..15).
+    CHECK(std::equal(without.begin() + 16, without.end(), with.begin() + 16));
+    auto decoded = decode_region_marker(with);
+    REQUIRE(decoded);
+    CHECK(decoded->data_address == 0x7f0000102000);
+    CHECK(decoded->data_size == 4096);
+    CHECK(decoded->functions.size() == 1);
+    auto plain = decode_region_marker(without);
+    REQUIRE(plain);
+    CHECK(plain->data_size == 0);
+    auto bad_magic = with;
+    bad_magic[with.size() - 64] = std::byte{'X'};
+    CHECK_FALSE(decode_region_marker(bad_magic));
+    auto unaligned = with;
+    unaligned[with.size() - 64 + 8] = std::byte{1};  // data address not page aligned
+    CHECK_FALSE(decode_region_marker(unaligned));
+}
+
+namespace {
+
+std::uint64_t read_u64(const std::vector<std::byte>& image, std::uint64_t at) {
+    std::uint64_t value;
+    std::memcpy(&value, image.data() + at, 8);
+    return value;
+}
+
+}  // namespace
+
+TEST_CASE("writable sections go to the data region after the code, relocated both ways") {
+    // demo-data: .bss (calls), .data (step), .data.rel.ro (counters: a
+    // pointer into the data region; steps: a pointer into the code).
+    auto patch = read_patch_file(DEMO_DATA_1);
+    REQUIRE(patch);
+    auto layout = layout_patch(*patch);
+    REQUIRE(layout);
+    CHECK(layout->size % 4096 == 0);
+    CHECK(layout->data_size % 4096 == 0);
+    CHECK(layout->data_size > 0);
+    CHECK(layout->marker_size == region_marker_size(patch->metadata.functions.size(), true));
+    const auto& object = patch->object;
+    std::size_t data_sections = 0;
+    for (std::size_t index = 1; index < object.sections().size(); ++index) {
+        if (!object.is_loaded(index)) {
+            continue;
+        }
+        bool data = is_data_section(object, index);
+        data_sections += data ? 1 : 0;
+        if (data) {
+            CHECK(layout->section_offsets[index] >= layout->size);
+            CHECK(layout->section_offsets[index] + object.sections()[index].size <=
+                  layout->size + layout->data_size);
+        } else {
+            CHECK(layout->section_offsets[index] < layout->size);
+            CHECK((object.sections()[index].flags & SHF_WRITE) == 0);
+        }
+    }
+    CHECK(data_sections >= 3);
+    const std::uint64_t region = 0x7f1000000000;
+    const std::uint64_t base = 0x7f1000200000;
+    const std::uint64_t shadow = 0x7f1000400000;
+    std::vector<RemoteAddress> replacements;
+    auto image = build_patch_image(
+        *patch, *layout, RemoteAddress(region), RemoteAddress(base),
+        [&](const Import& import) -> Result<RemoteAddress> {
+            if (import.symbol == shadow_table_symbol && import.version == "suture") {
+                return RemoteAddress(shadow);
+            }
+            return RemoteAddress(0x7f2000000000);
+        },
+        replacements);
+    REQUIRE(image);
+    CHECK(image->size() == layout->size + layout->data_size);
+    auto address_of = [&](const char* name) {
+        const auto* symbol = object.find_defined(name);
+        REQUIRE(symbol != nullptr);
+        return region + layout->section_offsets[symbol->section] + symbol->value;
+    };
+    std::uint64_t calls = address_of("calls");
+    std::uint64_t step = address_of("step");
+    CHECK(calls >= region + layout->size);
+    CHECK(step >= region + layout->size);
+    CHECK(read_u64(*image, step - region) == 1);  // .data keeps its initial value
+    CHECK(read_u64(*image, address_of("counters") - region) == calls);
+    std::uint64_t add_step = address_of("add_step");
+    CHECK(add_step < region + layout->size);
+    CHECK(read_u64(*image, address_of("steps") - region) == add_step);
+    // The runtime reads the shadow table through its GOT slot.
+    bool shadow_in_got = false;
+    for (std::uint64_t at = layout->got_offset; at < layout->stubs_offset; at += 8) {
+        shadow_in_got = shadow_in_got || read_u64(*image, at) == shadow;
+    }
+    CHECK(shadow_in_got);
 }
