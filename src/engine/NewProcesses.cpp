@@ -97,9 +97,10 @@ bool NewProcessPatcher::excluded(int pid) {
 }
 
 std::vector<UpdateAction> NewProcessPatcher::apply_matching(const ProcessInfo& info,
-                                                            const InjectOptions& options) {
+                                                            const InjectOptions& options,
+                                                            std::vector<std::string>& lost) {
     auto database = engine_.state();
-    StateDatabase* records = database ? *database : nullptr;
+    Records records(database ? *database : nullptr, database ? "" : database.error().message);
     std::vector<UpdateAction> actions;
     StatusReport status = engine_.status({info.pid});
     for (const ProcessReport& process : status.scan.processes) {
@@ -119,6 +120,7 @@ std::vector<UpdateAction> NewProcessPatcher::apply_matching(const ProcessInfo& i
             }
         }
     }
+    lost = records.lost();
     return actions;
 }
 
@@ -155,7 +157,7 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
         ++statistics_.parked;
     }
     // 4. Apply what matches the libraries it mapped.
-    outcome.actions = apply_matching(*info, options);
+    outcome.actions = apply_matching(*info, options, outcome.lost_records);
     // 5. Into main(), patched.
     park.release();
     bool any_applied = false;

@@ -14,6 +14,9 @@ unset LD_LIBRARY_PATH
 test_name=$(basename "$0" .sh)
 scratch=$(mktemp -d "/tmp/suture-$test_name-XXXXXX")
 chmod 755 "$scratch"
+# Each test its own operation lock (docs/state.md), so tests running side by
+# side do not wait for each other; state-truth.sh tests the lock itself.
+export SUTURE_LOCK_FILE=$scratch/run/suture.lock
 started_pids=()
 removed_paths=() # also removed at exit, e.g. work directories inside a rootfs
 
