@@ -66,6 +66,10 @@ kill -0 "$daemon_pid" 2>/dev/null && pass "sutured still runs" || fail_check "su
 # Root through the daemon: revert, apply, the switch.
 "$SUTURE" revert --pid "$target" CVE-2026-63076 >/dev/null
 check_eq "revert through the daemon" VULNERABLE "$(ask "$target" probe)"
+check_eq "the daemon's database says reverted" "reverted" \
+    "$(sqlite3 "$state" "select group_concat(state) from applications where pid = $target and patch_id = 'CVE-2026-63076'")"
+check_eq "and has the revert in its history" 1 \
+    "$(sqlite3 "$state" "select count(*) from history where pid = $target and action = 'revert' and outcome = 'ok'")"
 "$SUTURE" apply --pid "$target" \
     "$SOURCE_ROOT/patchsets/openssl/debian-12/3.0.20-1~deb12u2/CVE-2026-63076/CVE-2026-63076.suture" >/dev/null
 check_eq "apply through the daemon" FIXED "$(ask "$target" probe)"
