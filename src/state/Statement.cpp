@@ -1,5 +1,7 @@
 #include "state/Statement.h"
 
+#include <cstring>
+
 namespace suture {
 
 Result<Statement> Statement::prepare(sqlite3* db, const char* sql, std::string what) {
@@ -56,6 +58,11 @@ std::string corruption_message(const std::string& path, const std::string& detai
 
 Error database_error(sqlite3* db, const std::string& subject) {
     std::string detail = sqlite3_errmsg(db);
+    // "disk I/O error" alone does not say that the disk is full.
+    if (int system_errno = sqlite3_system_errno(db); system_errno != 0 &&
+                                                      (sqlite3_errcode(db) & 0xff) == SQLITE_IOERR) {
+        detail += std::string(" (") + std::strerror(system_errno) + ")";
+    }
     if (is_corruption(sqlite3_extended_errcode(db))) {
         const char* file = sqlite3_db_filename(db, "main");
         return Error{ErrorCode::corrupt,
