@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
@@ -180,6 +181,13 @@ std::vector<std::string> Engine::record_revert(
     const ProcessIdentity& process, const std::string& patch_id,
     const Result<std::vector<InjectReport>>& reports) {
     std::vector<std::string> lost;
+    bool any_patch = reports && std::any_of(reports->begin(), reports->end(),
+                                            [](const InjectReport& report) {
+                                                return !report.patch_id.empty();
+                                            });
+    if (reports && !any_patch) {
+        return lost;  // only empty regions removed: nothing was ever recorded of them
+    }
     auto database = state();
     auto keep = [&](const std::string& what, const Result<void>& written) {
         if (!written) {

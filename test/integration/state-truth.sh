@@ -89,7 +89,7 @@ outcomes_in() {
 # --- 1. the lock -----------------------------------------------------------
 mkdir -p "$scratch/run"
 echo 424242 >"$SUTURE_LOCK_FILE"
-flock -o "$SUTURE_LOCK_FILE" sleep 30 &  # -o: sleep does not inherit the lock
+flock -o "$SUTURE_LOCK_FILE" sleep 30 </dev/null >/dev/null 2>&1 &  # -o: sleep does not inherit the lock
 holder=$!
 started_pids+=($holder)
 sleep 0.3
