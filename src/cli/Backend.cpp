@@ -87,11 +87,13 @@ class DaemonBackend final : public Backend {
         return history_from_json(*document);
     }
     Result<void> set_enabled(bool enabled) override {
-        auto done = client_.call("SetEnabled", false, "b", static_cast<int>(enabled));
-        if (!done) {
-            return tl::unexpected(done.error());
-        }
-        return {};
+        return until_unlocked([&]() -> Result<void> {
+            auto done = client_.call("SetEnabled", false, "b", static_cast<int>(enabled));
+            if (!done) {
+                return tl::unexpected(done.error());
+            }
+            return {};
+        });
     }
 
   private:

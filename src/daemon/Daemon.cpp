@@ -377,7 +377,9 @@ int Daemon::set_enabled(sd_bus_message* message, void* self, sd_bus_error* error
         return denied;
     }
     if (auto set = daemon->engine_->set_enabled(enabled != 0); !set) {
-        return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, set.error().message.c_str());
+        bool locked = set.error().code == ErrorCode::locked;
+        return sd_bus_error_set(error, locked ? bus::error_locked : SD_BUS_ERROR_FAILED,
+                                set.error().message.c_str());
     }
     (void)daemon->engine_->reload_new_process_patches();
     sd_bus_emit_properties_changed(daemon->bus_.get(), bus::path, bus::interface, "Enabled",

@@ -73,6 +73,7 @@ sleep 0.3
 run 23 "update through the daemon while another operation holds the lock" "$SUTURE" update --wait 1
 grep -q "another suture operation is running" <<<"$errors" && pass "the refusal says why" ||
     fail_check "refusal message: $errors"
+run 23 "disable through the daemon while the lock is held" "$SUTURE" disable --wait 0
 run 0 "the daemon still answers Status meanwhile" as_nobody busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" \
     call org.suture.Suture1 /org/suture/Suture1 org.suture.Suture1 Status ai 1 "$target"
 kill "$locker"
