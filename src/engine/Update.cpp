@@ -155,8 +155,6 @@ UpdateAction act_on(Engine& engine, Records& records, const StatusReport& status
             action.level = decision.level;
             break;
         case Verdict::adopt:
-            // In memory but not in the database (a lost database, or an
-            // apply by hand): adopt it, so intent matches memory.
             action.outcome = ActionOutcome::adopted;
             action.level = decision.level;
             adopt(records, database, action, subject.place.executable, metadata, decision.level);
