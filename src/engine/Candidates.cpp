@@ -146,14 +146,15 @@ void record_already(Records& records, const PatchMetadata& metadata,
                     const std::string& executable, UpdateAction& action) {
     action.outcome = ActionOutcome::already;
     StateDatabase* database = records.database();
+    std::string name = record_name("adopt", action.process, metadata.patch_id, action.level);
     if (database == nullptr) {
+        records.wrote(name, Result<void>{});  // lost: no database
         return;
     }
     auto known = database->has_active_application(action.process, metadata.patch_id, action.level);
     if (known && *known) {
         return;
     }
-    std::string name = record_name("adopt", action.process, metadata.patch_id, action.level);
     if (!known) {
         records.wrote(name, known);
         return;
@@ -192,6 +193,13 @@ void apply_and_record(Engine& engine, Records& records, const UsablePatch& candi
     }
     std::string name = record_name("apply", action.process, metadata.patch_id, metadata.level);
     StateDatabase* database = records.database();
+    if (applied && applied->replaced_level && database != nullptr) {
+        // The lower level this apply replaced in the same stop is no longer
+        // active: its row says so (reverted), not two active levels.
+        records.wrote(record_name("replace", action.process, metadata.patch_id,
+                                  *applied->replaced_level),
+                      database->mark_reverted(action.process, metadata.patch_id));
+    }
     if (applied) {
         records.wrote(name, database ? database->record_application(
                                            {.process = action.process,

@@ -251,14 +251,7 @@ Result<void> Engine::reload_new_process_patches() {
 }
 
 std::optional<NewProcessOutcome> Engine::on_exec(int pid, const InjectOptions& options) {
-    // Never waits: the new process's loader is racing us. While another
-    // operation holds the lock the process runs unpatched until the next
-    // update (the daemon's rescan) finds it.
-    auto lock = hold_operation_lock();
-    if (!lock) {
-        return std::nullopt;
-    }
-    return new_processes_->on_exec(pid, options);
+    return new_processes_->on_exec(pid, options);  // takes the operation lock once parked
 }
 
 const NewProcessStatistics& Engine::new_process_statistics() const {

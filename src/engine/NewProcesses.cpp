@@ -156,7 +156,18 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
         outcome.parked = true;
         ++statistics_.parked;
     }
-    // 4. Apply what matches the libraries it mapped.
+    // 4. Apply what matches the libraries it mapped, under the operation
+    // lock, taken only now: parking is the race against the loader, and a
+    // parked process waits at its entry without harm. The lock is never
+    // waited for here (the daemon's lock_wait is 0): while another operation
+    // holds it, the process is released unpatched, for the next update
+    // (the daemon's rescan) to find.
+    auto lock = engine_.hold_operation_lock();
+    if (!lock) {
+        log::info("new process: pid " + std::to_string(pid) +
+                  " left to the next update: " + lock.error().message);
+        return std::nullopt;
+    }
     outcome.actions = apply_matching(*info, options, outcome.lost_records);
     // 5. Into main(), patched.
     park.release();
