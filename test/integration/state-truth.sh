@@ -167,14 +167,18 @@ stop_fleet
 first_failures=0
 for round in $(seq 10); do
     db=$scratch/first-$round.db
-    SUTURE_STATE_DB=$db "$SUTURE" --direct history >/dev/null 2>"$scratch/a.err" &
+    # An update and a reader at once, as suture-boot and sutured at first
+    # boot (the operation lock does not serialise opening the database).
+    SUTURE_STATE_DB=$db "$SUTURE" --direct update --offline >/dev/null 2>"$scratch/a.err" &
     a=$!
-    SUTURE_STATE_DB=$db "$SUTURE" exclude >/dev/null 2>"$scratch/b.err" &
+    SUTURE_STATE_DB=$db "$SUTURE" --direct history >/dev/null 2>"$scratch/b.err" &
     b=$!
     wait "$a" || { first_failures=$((first_failures + 1)); cat "$scratch/a.err"; }
     wait "$b" || { first_failures=$((first_failures + 1)); cat "$scratch/b.err"; }
 done
 check_eq "failed first runs of 20" 0 "$first_failures"
+check_eq "schema of the tenth new database" "$(sqlite3 "$scratch/first-1.db" 'PRAGMA user_version')" \
+    "$(sqlite3 "$scratch/first-10.db" 'PRAGMA user_version')"
 
 # --- 4. a full filesystem ---------------------------------------------------
 small=20
