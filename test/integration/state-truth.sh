@@ -6,6 +6,9 @@
 #  2. two `suture update --offline` started together over SUTURE_STATE_FLEET
 #     (200) processes: no duplicate active rows, and the applied outcomes of
 #     both runs add up to the patches in memory (the other run says already);
+#     2b. two updates under different lock files (as without the lock): the
+#     injector's check in the stop still keeps a patch from being claimed
+#     applied twice;
 #  3. ten double first runs on a new database all succeed;
 #  4. a full filesystem (a small tmpfs in this test's own mount namespace):
 #     the update fails loudly (exit 24, the lost records listed in --json),
@@ -161,6 +164,29 @@ check_eq "its revert history" 3 \
 run 13 "revert again: not applied" "$SUTURE" --direct revert --pid "$victim"
 check_eq "the failed revert is in the history" 1 \
     "$(sqlite3 "$SUTURE_STATE_DB" "select count(*) from history where pid = $victim and action = 'revert' and outcome = 'failed'")"
+stop_fleet
+
+# --- 2b. without the lock: still no patch claimed applied twice -------------
+# Two updates under different lock files (as a suture without the lock
+# would run): the injector finds a patch the other run applied in its stop
+# and says `already`, never `applied` (a process both stop at the same
+# moment may fail for one of them: that is what the lock is for).
+start_fleet 50
+export SUTURE_STATE_DB=$scratch/unlocked.db
+SUTURE_LOCK_FILE=$scratch/run/a.lock "$SUTURE" --direct update --offline --json >"$scratch/a.json" 2>/dev/null &
+a=$!
+SUTURE_LOCK_FILE=$scratch/run/b.lock "$SUTURE" --direct update --offline --json >"$scratch/b.json" 2>/dev/null &
+b=$!
+wait "$a" || true
+wait "$b" || true
+applied=$(($(outcomes_in "$scratch/a.json" applied) + $(outcomes_in "$scratch/b.json" applied)))
+already=$(($(outcomes_in "$scratch/a.json" already) + $(outcomes_in "$scratch/b.json" already)))
+failed=$(($(outcomes_in "$scratch/a.json" failed) + $(outcomes_in "$scratch/b.json" failed)))
+patches=$(active_in_memory | grep -c . || true)
+echo "figure: two unlocked updates over 50 processes: applied $applied, already $already, failed $failed; $patches patches in memory"
+[ "$applied" -le "$patches" ] && pass "unlocked: no patch claimed applied by both runs ($applied of $patches)" ||
+    fail_check "unlocked: $applied claimed applied, $patches in memory"
+export SUTURE_STATE_DB=$scratch/state.db
 stop_fleet
 
 # --- 3. ten double first runs -----------------------------------------------
