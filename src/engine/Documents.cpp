@@ -279,6 +279,8 @@ constexpr std::pair<ErrorCode, std::string_view> error_code_names[] = {
     {ErrorCode::too_large, "too_large"},
     {ErrorCode::too_slow, "too_slow"},
     {ErrorCode::unreachable, "unreachable"},
+    {ErrorCode::locked, "locked"},
+    {ErrorCode::corrupt, "corrupt"},
 };
 
 std::optional<ErrorCode> error_code_from_name(const std::string& name) {
@@ -331,12 +333,13 @@ json inject_report_to_json(int pid, const InjectReport& report) {
     };
 }
 
-json reverted_to_json(int pid, const std::vector<InjectReport>& reports) {
+json reverted_to_json(int pid, const std::vector<InjectReport>& reports,
+                      const std::vector<std::string>& lost_records) {
     json reverted = json::array();
     for (const InjectReport& report : reports) {
         reverted.push_back(inject_report_to_json(pid, report));
     }
-    return {{"reverted", std::move(reverted)}};
+    return {{"reverted", std::move(reverted)}, {"lost_records", lost_records}};
 }
 
 json thread_stacks_to_json(int pid, const std::vector<ThreadStack>& stacks) {
@@ -567,10 +570,29 @@ json update_to_json(const UpdateReport& report) {
                      {"processes_matching", report.processes_matching},
                      {"closed", report.closed},
                      {"released_regions", report.released_regions},
+                     {"removed_empty_regions", report.removed_empty_regions},
                      {"problems", report.problems},
+                     {"lost_records", report.lost_records},
                      {"actions", actions}};
     document["feed"] = refresh_to_json(report.refreshes)["remotes"];
     return document;
+}
+
+json state_rebuild_to_json(const StateRebuild& rebuild) {
+    json applications = json::array();
+    for (const Application& application : rebuild.applications) {
+        applications.push_back({{"pid", application.process.pid},
+                                {"start_time", application.process.start_time},
+                                {"executable", application.executable},
+                                {"build_id", application.build_id},
+                                {"patch_id", application.patch_id},
+                                {"level", application.level}});
+    }
+    return {{"database", rebuild.database},
+            {"kept_as", rebuild.kept_as.empty() ? json(nullptr) : json(rebuild.kept_as)},
+            {"settings_kept", rebuild.settings_kept},
+            {"exclusions_kept", rebuild.exclusions_kept},
+            {"applications", std::move(applications)}};
 }
 
 json history_to_json(const std::vector<HistoryEntry>& entries) {
@@ -626,11 +648,16 @@ InjectResult<InjectReport> inject_report_from_json(const json& document) {
     return report;
 }
 
-InjectResult<std::vector<InjectReport>> reverted_from_json(const json& document) {
+InjectResult<std::vector<InjectReport>> reverted_from_json(const json& document,
+                                                          std::vector<std::string>* lost_records) {
     if (auto failure = failure_from_json(document)) {
         return tl::unexpected(*failure);
     }
     FieldReader fields(document, "document");
+    if (lost_records != nullptr) {
+        *lost_records = fields.optional<std::vector<std::string>>("lost_records")
+                            .value_or(std::vector<std::string>{});
+    }
     std::vector<InjectReport> reports;
     for (const json& report : fields.array("reverted")) {
         reports.push_back(one_inject_report_from_json(report, fields));
@@ -654,8 +681,11 @@ Result<UpdateReport> update_from_json(const json& document) {
         .processes_matching = fields.get<std::size_t>("processes_matching"),
         .closed = fields.get<std::size_t>("closed"),
         .released_regions = fields.get<std::size_t>("released_regions"),
+        .removed_empty_regions = fields.optional<std::size_t>("removed_empty_regions").value_or(0),
         .problems = fields.get<std::vector<std::string>>("problems"),
         .actions = {},
+        .lost_records =
+            fields.optional<std::vector<std::string>>("lost_records").value_or(std::vector<std::string>{}),
     };
     for (const json& remote : fields.array("feed")) {
         report.refreshes.push_back(remote_refresh_from_json(remote, fields));

@@ -2,7 +2,9 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 
 #include "config.h"
@@ -10,7 +12,9 @@
 #include "engine/NewProcesses.h"
 #include "engine/Update.h"
 #include "inject/EntryGate.h"
+#include "proc/Process.h"
 #include "scan/Scanner.h"
+#include "state/HostLock.h"
 #include "state/StateDatabase.h"
 
 namespace suture {
@@ -63,6 +67,7 @@ Result<std::unique_ptr<Engine>> Engine::open(EngineOptions options) {
         options.distro_support_dir = default_distro_support_dir();
     }
     options.state_database = resolve_state_database(options.state_database);
+    options.lock_file = HostLock::resolve_path(options.lock_file);
     options.feed = resolve_feed_options(options.feed);
     auto index = BuildIndex::load_directory(options.distro_support_dir);
     if (!index) {
@@ -126,6 +131,10 @@ Result<std::vector<ThreadStack>> Engine::stacks(int pid) {
 
 InjectResult<InjectReport> Engine::apply(int pid, const PatchFile& patch,
                                          const InjectOptions& options) {
+    auto lock = hold_operation_lock();
+    if (!lock) {
+        return tl::unexpected(failure_of(lock.error()));
+    }
     std::vector<BlockingThread> blocking;
     auto report = apply_patch(pid, patch, options, &blocking);
     if (!report) {
@@ -150,18 +159,85 @@ InjectResult<InjectReport> Engine::apply_file(int pid, const std::string& path,
 }
 
 InjectResult<std::vector<InjectReport>> Engine::revert(int pid, const std::string& patch_id,
-                                                       const InjectOptions& options) {
+                                                       const InjectOptions& options,
+                                                       std::vector<std::string>* lost_records) {
+    auto lock = hold_operation_lock();
+    if (!lock) {
+        return tl::unexpected(failure_of(lock.error()));
+    }
+    // The identity before the revert: the rows name the process by it.
+    auto info = read_process_info(pid);
     auto reports = revert_patches(pid, patch_id, options);  // never waits: no blocking threads
+    std::vector<std::string> lost;
+    if (info) {
+        lost = record_revert({pid, info->start_time}, patch_id, reports);
+    }
+    if (lost_records != nullptr) {
+        *lost_records = std::move(lost);
+    }
     if (!reports) {
         return tl::unexpected(failure_of(reports.error()));
     }
     return *reports;
 }
 
+std::vector<std::string> Engine::record_revert(
+    const ProcessIdentity& process, const std::string& patch_id,
+    const Result<std::vector<InjectReport>>& reports) {
+    std::vector<std::string> lost;
+    bool any_patch = reports && std::any_of(reports->begin(), reports->end(),
+                                            [](const InjectReport& report) {
+                                                return !report.patch_id.empty();
+                                            });
+    if (reports && !any_patch) {
+        return lost;  // only empty regions removed: nothing was ever recorded of them
+    }
+    auto database = state();
+    auto keep = [&](const std::string& what, const Result<void>& written) {
+        if (!written) {
+            lost.push_back(what + ": " + written.error().message);
+        }
+    };
+    if (!database) {
+        if (reports) {
+            lost.push_back("revert pid " + std::to_string(process.pid) + ": " +
+                           database.error().message);
+        }
+        return lost;
+    }
+    if (!reports) {
+        keep("revert pid " + std::to_string(process.pid) + " (history)",
+             (*database)->log({.action = HistoryAction::revert,
+                               .process = process,
+                               .patch_id = patch_id,
+                               .outcome = HistoryOutcome::failed,
+                               .reason = error_code_name(reports.error().code),
+                               .message = reports.error().message}));
+        return lost;
+    }
+    for (const InjectReport& report : *reports) {
+        if (report.patch_id.empty()) {
+            continue;  // an empty region removed: nothing was recorded of it
+        }
+        std::string what = "revert pid " + std::to_string(process.pid) + " " + report.patch_id +
+                           " level " + std::to_string(report.level);
+        auto marked = (*database)->mark_reverted(process, report.patch_id);
+        keep(what, marked ? Result<void>{} : Result<void>(tl::unexpected(marked.error())));
+        keep(what + " (history)",
+             (*database)->log({.action = HistoryAction::revert,
+                               .process = process,
+                               .patch_id = report.patch_id,
+                               .level = report.level,
+                               .outcome = HistoryOutcome::ok,
+                               .message = "reverted"}));
+    }
+    return lost;
+}
+
 // The update cycle and the feed.
 
 Result<UpdateReport> Engine::update(const UpdateOptions& options, const UpdateProgress& progress) {
-    return run_update(*this, options, progress);
+    return run_update(*this, options, progress);  // takes the operation lock
 }
 
 Result<std::vector<RemoteRefresh>> Engine::refresh_feeds(const feed::Progress& progress) {
@@ -179,7 +255,7 @@ Result<void> Engine::reload_new_process_patches() {
 }
 
 std::optional<NewProcessOutcome> Engine::on_exec(int pid, const InjectOptions& options) {
-    return new_processes_->on_exec(pid, options);
+    return new_processes_->on_exec(pid, options);  // takes the operation lock once parked
 }
 
 const NewProcessStatistics& Engine::new_process_statistics() const {
@@ -217,6 +293,10 @@ Result<std::vector<HistoryEntry>> Engine::history(std::size_t limit) {
 }
 
 Result<void> Engine::set_enabled(bool enabled) {
+    auto lock = hold_operation_lock();
+    if (!lock) {
+        return tl::unexpected(lock.error());
+    }
     auto database = state();
     if (!database) {
         return tl::unexpected(database.error());
@@ -249,6 +329,10 @@ Result<void> Engine::set_exclusion(const Exclusion& exclusion, bool excluded) {
     if (kind == "executable" && !value.starts_with("/")) {
         return fail(ErrorCode::invalid_argument, "--executable needs an absolute path");
     }
+    auto lock = hold_operation_lock();
+    if (!lock) {
+        return tl::unexpected(lock.error());
+    }
     auto database = state();
     if (!database) {
         return tl::unexpected(database.error());
@@ -270,6 +354,21 @@ Result<std::vector<Exclusion>> Engine::exclusions() {
         return tl::unexpected(database.error());
     }
     return (*database)->exclusions();
+}
+
+// The operation lock.
+
+Result<std::shared_ptr<HostLock>> Engine::hold_operation_lock() {
+    if (auto held = lock_.lock()) {
+        return held;
+    }
+    auto acquired = HostLock::acquire(options_.lock_file, options_.lock_wait, options_.lock_waiting);
+    if (!acquired) {
+        return tl::unexpected(acquired.error());
+    }
+    auto held = std::make_shared<HostLock>(std::move(*acquired));
+    lock_ = held;
+    return held;
 }
 
 }  // namespace suture

@@ -3,6 +3,7 @@
 // meson and scripts/check-layers make reaching past it a build error.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -14,10 +15,12 @@
 #include "engine/Documents.h"
 #include "engine/Feed.h"
 #include "patch/PatchFile.h"
+#include "state/StateDatabase.h"
 
 namespace suture {
 
 class BuildIndex;
+class HostLock;
 class Scanner;
 class StateDatabase;
 class NewProcessPatcher;
@@ -30,7 +33,16 @@ struct EngineOptions {
     // Opened on first use (status and stacks never need it).
     std::string state_database;
     FeedOptions feed;  // empty fields get their defaults (resolve_feed_options)
+    // The operation lock (state/HostLock.h, docs/state.md); empty:
+    // $SUTURE_LOCK_FILE or /run/suture/lock. Operations that change
+    // processes or the database wait this long for another holder (0: they
+    // fail at once with `locked`, as sutured's do: its event loop must not
+    // block), calling `lock_waiting` with the holder's PID when they have to.
+    std::string lock_file;
+    std::chrono::seconds lock_wait{300};
+    std::function<void(int)> lock_waiting;
 };
+
 
 struct UpdateOptions {
     bool refresh = true;        // false: offline, from the cache only (the boot case)
@@ -64,8 +76,11 @@ class Engine {
     Result<std::vector<ThreadStack>> stacks(int pid);
 
     // Patching one process (see apply_patch and revert_patches in
-    // inject/Injector.h). Not recorded in the state database: `update`
-    // adopts what it finds in memory.
+    // inject/Injector.h), under the operation lock. An apply is not recorded
+    // in the state database (`update` adopts what it finds in memory); a
+    // revert is: the process's active rows of each reverted patch become
+    // `reverted`, with a history entry (a failed revert gets one too).
+    // Records it could not write are named in `lost_records`.
     InjectResult<InjectReport> apply(int pid, const PatchFile& patch, const InjectOptions& options);
     // The same from a patch file's path; a file that does not parse is a
     // bad_format (or unsupported) failure.
@@ -73,7 +88,8 @@ class Engine {
                                           const InjectOptions& options);
     // Reverts `patch_id` (every suture patch if empty) in one process.
     InjectResult<std::vector<InjectReport>> revert(int pid, const std::string& patch_id,
-                                                   const InjectOptions& options);
+                                                   const InjectOptions& options,
+                                                   std::vector<std::string>* lost_records = nullptr);
 
     // The automatic cycle (`suture update`, Engine::update in Update.cpp).
     Result<UpdateReport> update(const UpdateOptions& options, const UpdateProgress& progress = {});
@@ -94,6 +110,15 @@ class Engine {
     Result<bool> enabled();
     Result<void> set_exclusion(const Exclusion& exclusion, bool excluded);
     Result<std::vector<Exclusion>> exclusions();
+    // `suture state rebuild`: the database rebuilt from the region markers
+    // of every process (what status reads), the old file (and its -wal and
+    // -shm) kept aside as <path>.damaged-<UTC time>, its settings and
+    // exclusions salvaged when they still read.
+    Result<StateRebuild> rebuild_state();
+
+    // The operation lock, held while the returned handle lives; reentrant
+    // within this engine (an update's applies take it again).
+    Result<std::shared_ptr<HostLock>> hold_operation_lock();
 
     // For the engine's own parts (Update.cpp, NewProcesses.cpp).
     // The state database, opened on first use and opened again when its
@@ -103,6 +128,10 @@ class Engine {
 
   private:
     Engine(EngineOptions options, std::unique_ptr<BuildIndex> index);
+    // Revert's rows and history; returns the records it could not write.
+    std::vector<std::string> record_revert(const ProcessIdentity& process,
+                                           const std::string& patch_id,
+                                           const Result<std::vector<InjectReport>>& reports);
 
     EngineOptions options_;  // defaults resolved
     std::unique_ptr<BuildIndex> index_;
@@ -110,6 +139,7 @@ class Engine {
     std::unique_ptr<StateDatabase> state_;
     std::pair<std::uint64_t, std::uint64_t> state_file_{};  // device, inode
     std::unique_ptr<NewProcessPatcher> new_processes_;
+    std::weak_ptr<HostLock> lock_;  // the operation lock while some operation holds it
 };
 
 }  // namespace suture

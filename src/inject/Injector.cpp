@@ -952,6 +952,38 @@ Result<std::size_t> release_as_tracer(int pid) {
     return release_clear_retired_and_gates(*held, *syscall, retired, subject);
 }
 
+// The empty regions of interrupted applies unmapped in one stop, as a
+// revert's step 3 does (nothing jumps into an empty region: no stack check).
+Result<std::size_t> remove_empty_as_tracer(int pid) {
+    std::string subject = subject_of(pid);
+    if (auto alone = check_memory_not_shared(pid, SharerSearch::every_process); !alone) {
+        return tl::unexpected(alone.error());
+    }
+    auto preparation = prepare_process(pid);
+    if (!preparation) {
+        return tl::unexpected(preparation.error());
+    }
+    auto held = hold_process(pid, *preparation, 1);
+    if (!held) {
+        return tl::unexpected(held.error());
+    }
+    RevertTargets targets;
+    targets.interrupted = find_interrupted_regions(held->memory, held->mappings);
+    if (targets.interrupted.empty()) {
+        return 0;
+    }
+    auto syscall = RemoteSyscall::install(held->stopped, held->memory, held->mappings,
+                                          preparation->trampoline_site);
+    if (!syscall) {
+        return tl::unexpected(syscall.error());
+    }
+    auto removed = undo_patches(*held, *syscall, targets, subject);
+    if (!removed) {
+        return tl::unexpected(removed.error());
+    }
+    return removed->size();
+}
+
 Result<std::vector<ThreadStack>> unwind_as_tracer(int pid) {
     auto stopped = StoppedProcess::stop(pid);
     if (!stopped) {
@@ -1012,6 +1044,10 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
 
 Result<std::size_t> release_retired_regions(int pid) {
     return on_process(pid, [&] { return release_as_tracer(pid); });
+}
+
+Result<std::size_t> remove_empty_regions(int pid) {
+    return on_process(pid, [&] { return remove_empty_as_tracer(pid); });
 }
 
 Result<std::vector<ThreadStack>> unwind_threads(int pid) {

@@ -130,6 +130,12 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
 // returns how many it unmapped (0 without a stop when there are none).
 Result<std::size_t> release_retired_regions(int pid);
 
+// Stops `pid` once and unmaps the empty regions applies killed right after
+// their mmap left (PatchState::empty), as a revert does; returns how many
+// (0 when there are none). `suture update` calls it for every process
+// status shows one in.
+Result<std::size_t> remove_empty_regions(int pid);
+
 // Stops `pid` and unwinds every thread as the stack check would (for
 // `suture stacks`); changes nothing.
 Result<std::vector<ThreadStack>> unwind_threads(int pid);

@@ -14,6 +14,13 @@ unset LD_LIBRARY_PATH
 test_name=$(basename "$0" .sh)
 scratch=$(mktemp -d "/tmp/suture-$test_name-XXXXXX")
 chmod 755 "$scratch"
+# Each test its own operation lock (docs/state.md), so tests running side by
+# side do not wait for each other; state-truth.sh tests the lock itself.
+export SUTURE_LOCK_FILE=$scratch/run/suture.lock
+# And its own state database (revert records what it reverted): a test
+# never writes the host's /var/lib/suture; tests that look at the database
+# set their own path.
+export SUTURE_STATE_DB=$scratch/state.db
 started_pids=()
 removed_paths=() # also removed at exit, e.g. work directories inside a rootfs
 
