@@ -34,10 +34,17 @@ check_eq "the text names blocking thread $blocking_tid once" 1 \
     "$(grep -c "^  thread $blocking_tid:" <<<"$errors")"
 
 # The sleeper leaves after 2.5 s; an apply with enough patience succeeds.
+# Only while it is still asleep must that take more than one try (on a
+# loaded machine the runs above can outlast the sleep).
+asleep_ms=$(( ($(date +%s%N) - started) / 1000000 + 200 ))
 json=$("$SUTURE" apply --json --attempts 40 --backoff-ms 100 --pid "$pid" "$DEMO_PATCH_V2")
 check_eq "applied once the thread left" demo-fix "$(jq -r .patch_id <<<"$json")"
-[ "$(jq -r .attempts <<<"$json")" -gt 1 ] && pass "it took more than one try" ||
-    fail_check "applied at the first try although a thread was inside"
+if [ "$asleep_ms" -lt 2300 ]; then
+    [ "$(jq -r .attempts <<<"$json")" -gt 1 ] && pass "it took more than one try" ||
+        fail_check "applied at the first try although a thread was inside"
+else
+    echo "note: the sleeper had slept ${asleep_ms} ms of 2500 before this apply: not checking that it needed more than one try"
+fi
 check_eq "version 2 now" generation=2 "$(ask "$pid" report | cut -d' ' -f1)"
 "$SUTURE" revert --pid "$pid" >/dev/null
 check_eq "reverted" generation=1 "$(ask "$pid" report | cut -d' ' -f1)"
