@@ -322,12 +322,14 @@ for round in $(seq "$handshake_rounds"); do
     unpatched=$(handshakes_per_second)
     for pid in "${nginx_pids[@]}"; do
         for cve in CVE-2026-63076 CVE-2026-63072 CVE-2026-63074; do
-            "$SUTURE" apply --pid "$pid" "$patchsets/$cve/$cve.suture" >/dev/null 2>&1 || applied_all=false
+            "$SUTURE" apply --pid "$pid" "$patchsets/$cve/$cve.suture" >/dev/null 2>"$scratch/handshake.err" ||
+                { applied_all=false; echo "apply $cve to $pid: $(head -n 3 "$scratch/handshake.err")"; }
         done
     done
     patched=$(handshakes_per_second)
     for pid in "${nginx_pids[@]}"; do
-        "$SUTURE" revert --pid "$pid" >/dev/null 2>&1 || applied_all=false
+        "$SUTURE" revert --pid "$pid" >/dev/null 2>"$scratch/handshake.err" ||
+            { applied_all=false; echo "revert $pid: $(head -n 3 "$scratch/handshake.err")"; }
     done
     if [ -z "$unpatched" ] || [ -z "$patched" ]; then
         fail_check "openssl s_time gave no figure in round $round"

@@ -1,5 +1,5 @@
 /* The seccomp filter systemd's MemoryDenyWriteExecute= installs, for test
- * targets (the same filter as patch-target.c's --seccomp-mdwe): mmap with
+ * targets (patch-target.c's --seccomp-mdwe and data-target.c use it): mmap with
  * PROT_WRITE|PROT_EXEC and mprotect/pkey_mprotect with PROT_EXEC fail with
  * EPERM. */
 #ifndef SUTURE_TEST_DENY_WRITE_EXECUTE_H
