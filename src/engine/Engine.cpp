@@ -10,6 +10,7 @@
 #include "engine/NewProcesses.h"
 #include "engine/Update.h"
 #include "inject/EntryGate.h"
+#include "proc/ProgramRun.h"
 #include "scan/Scanner.h"
 #include "state/StateDatabase.h"
 
@@ -123,9 +124,14 @@ Result<std::vector<ThreadStack>> Engine::stacks(int pid) {
 InjectResult<InjectReport> Engine::apply(int pid, const PatchFile& patch,
                                          const InjectOptions& options) {
     std::vector<BlockingThread> blocking;
-    auto report = apply_patch(pid, patch, options, &blocking);
+    std::vector<CallbackOutcome> callbacks;
+    auto report = apply_patch(pid, patch, options, &blocking, &callbacks);
+    record_callbacks(pid, patch.metadata.patch_id, patch.metadata.level,
+                     report ? report->callbacks : callbacks);
     if (!report) {
-        return tl::unexpected(failure_of(report.error(), std::move(blocking)));
+        InjectFailure failure = failure_of(report.error(), std::move(blocking));
+        failure.callbacks = std::move(callbacks);
+        return tl::unexpected(std::move(failure));
     }
     return *report;
 }
@@ -147,11 +153,47 @@ InjectResult<InjectReport> Engine::apply_file(int pid, const std::string& path,
 
 InjectResult<std::vector<InjectReport>> Engine::revert(int pid, const std::string& patch_id,
                                                        const InjectOptions& options) {
-    auto reports = revert_patches(pid, patch_id, options);  // never waits: no blocking threads
+    std::vector<CallbackOutcome> callbacks;
+    auto reports = revert_patches(pid, patch_id, options, &callbacks);
+    if (reports) {
+        for (const InjectReport& report : *reports) {
+            record_callbacks(pid, report.patch_id, report.level, report.callbacks);
+        }
+    } else {
+        record_callbacks(pid, patch_id, 0, callbacks);
+    }
     if (!reports) {
-        return tl::unexpected(failure_of(reports.error()));
+        InjectFailure failure = failure_of(reports.error());
+        failure.callbacks = std::move(callbacks);
+        return tl::unexpected(std::move(failure));
     }
     return *reports;
+}
+
+// Each callback outcome of an apply or revert, in the state database
+// (best effort: a database that cannot be opened loses only this record;
+// the outcome is in the report either way).
+void Engine::record_callbacks(int pid, const std::string& patch_id, std::uint32_t level,
+                              const std::vector<CallbackOutcome>& outcomes) {
+    if (outcomes.empty()) {
+        return;
+    }
+    auto database = state();
+    auto run = read_program_run(pid);
+    if (!database || !run) {
+        return;
+    }
+    ProcessIdentity process{pid, run->start_time};
+    for (const CallbackOutcome& outcome : outcomes) {
+        (void)(*database)->record_callback({.process = process,
+                                            .patch_id = patch_id,
+                                            .level = level,
+                                            .callback = callback_kind_name(outcome.kind),
+                                            .outcome = callback_status_name(outcome.status),
+                                            .code = outcome.code,
+                                            .duration_ns = outcome.duration.count(),
+                                            .message = outcome.reason});
+    }
 }
 
 // The update cycle and the feed.

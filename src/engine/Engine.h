@@ -103,6 +103,8 @@ class Engine {
 
   private:
     Engine(EngineOptions options, std::unique_ptr<BuildIndex> index);
+    void record_callbacks(int pid, const std::string& patch_id, std::uint32_t level,
+                          const std::vector<CallbackOutcome>& outcomes);
 
     EngineOptions options_;  // defaults resolved
     std::unique_ptr<BuildIndex> index_;

@@ -242,7 +242,8 @@ std::vector<RemoteAddress> replacements_in(const PatchFile& patch, const PatchLa
 Result<PatchLayout> layout_patch(const PatchFile& patch) {
     const RelocatableObject& object = patch.object;
     PatchLayout layout;
-    layout.marker_size = region_marker_size(patch.metadata.functions.size());
+    layout.marker_size =
+        region_marker_size(patch.metadata.functions.size(), patch.metadata.callbacks.any());
     layout.section_offsets.assign(object.sections().size(), 0);
     std::size_t offset = layout.marker_size;
     for (std::size_t index = 1; index < object.sections().size(); ++index) {

@@ -16,10 +16,13 @@ namespace {
 //  40  u32 level           44 u32 function_count
 //  48  u8  build_id_length 49 u8 build_id[64]
 // 113  u8  patch_id_length 114 char patch_id[63]
-// 177  reserved up to 184   184 u64 retired_at_unix_ns (0: in use)
+// 177  u8  flags (bit 0: callbacks block)  178 reserved up to 184
+// 184  u64 retired_at_unix_ns (0: in use)
 // then function_count entries of 48 bytes:
 //   0 u64 target_offset  8 u64 target_size  16 u64 replacement_address
 //  24 u32 jump_offset   28 u8 original[5]   33 reserved up to 48
+// then, with flag bit 0, the callbacks block: u64 pre_apply, post_apply,
+// pre_revert, post_revert (offsets into the region, 0 = none).
 constexpr std::uint32_t marker_version = 1;
 
 template <typename T>
@@ -42,15 +45,49 @@ std::vector<unsigned char> from_hex(const std::string& hex) {
     return bytes;
 }
 
+// The callbacks block after the functions, and its flag.
+void encode_callbacks(std::vector<std::byte>& out, const RegionMarker& marker) {
+    if (!marker.callbacks.any()) {
+        return;
+    }
+    put<std::uint8_t>(out, region_marker_flags_offset, region_marker_has_callbacks);
+    std::size_t at =
+        region_marker_fixed_size + marker.functions.size() * region_marker_function_size;
+    put<std::uint64_t>(out, at, marker.callbacks.pre_apply);
+    put<std::uint64_t>(out, at + 8, marker.callbacks.post_apply);
+    put<std::uint64_t>(out, at + 16, marker.callbacks.pre_revert);
+    put<std::uint64_t>(out, at + 24, marker.callbacks.post_revert);
+}
+
+// Reads the callbacks block (the size was checked against the flag);
+// every offset must lie inside the region.
+Result<void> decode_callbacks(std::span<const std::byte> bytes, RegionMarker& marker) {
+    std::size_t at =
+        region_marker_fixed_size + marker.functions.size() * region_marker_function_size;
+    MarkedCallbacks& callbacks = marker.callbacks;
+    callbacks.pre_apply = get<std::uint64_t>(bytes, at);
+    callbacks.post_apply = get<std::uint64_t>(bytes, at + 8);
+    callbacks.pre_revert = get<std::uint64_t>(bytes, at + 16);
+    callbacks.post_revert = get<std::uint64_t>(bytes, at + 24);
+    for (std::uint64_t address : {callbacks.pre_apply, callbacks.post_apply,
+                                  callbacks.pre_revert, callbacks.post_revert}) {
+        if (address >= marker.region_size) {
+            return fail(ErrorCode::bad_format, "region marker: a callback outside the region");
+        }
+    }
+    return {};
+}
+
 }  // namespace
 
-std::size_t region_marker_size(std::size_t function_count) {
-    std::size_t size = region_marker_fixed_size + function_count * region_marker_function_size;
+std::size_t region_marker_size(std::size_t function_count, bool callbacks) {
+    std::size_t size = region_marker_fixed_size + function_count * region_marker_function_size +
+                       (callbacks ? region_marker_callbacks_size : 0);
     return (size + 63) & ~std::size_t{63};
 }
 
 std::vector<std::byte> encode_region_marker(const RegionMarker& marker) {
-    std::vector<std::byte> out(region_marker_size(marker.functions.size()));
+    std::vector<std::byte> out(region_marker_size(marker.functions.size(), marker.callbacks.any()));
     std::memcpy(out.data(), region_magic, sizeof region_magic);
     put<std::uint32_t>(out, 8, marker_version);
     put<std::uint32_t>(out, region_marker_size_offset, static_cast<std::uint32_t>(out.size()));
@@ -76,6 +113,7 @@ std::vector<std::byte> encode_region_marker(const RegionMarker& marker) {
         put<std::uint32_t>(out, at + 24, function.jump_offset);
         std::memcpy(out.data() + at + 28, function.original.data(), function.original.size());
     }
+    encode_callbacks(out, marker);
     return out;
 }
 
@@ -91,7 +129,9 @@ Result<RegionMarker> decode_region_marker(std::span<const std::byte> bytes) {
     RegionMarker marker;
     std::uint32_t size = get<std::uint32_t>(bytes, region_marker_size_offset);
     std::uint32_t function_count = get<std::uint32_t>(bytes, 44);
-    if (function_count > 4096 || size != region_marker_size(function_count) ||
+    bool has_callbacks =
+        (get<std::uint8_t>(bytes, region_marker_flags_offset) & region_marker_has_callbacks) != 0;
+    if (function_count > 4096 || size != region_marker_size(function_count, has_callbacks) ||
         size > bytes.size()) {
         return fail(ErrorCode::bad_format, "region marker: inconsistent sizes");
     }
@@ -120,6 +160,11 @@ Result<RegionMarker> decode_region_marker(std::span<const std::byte> bytes) {
         }
         std::memcpy(function.original.data(), bytes.data() + at + 28, function.original.size());
         marker.functions.push_back(function);
+    }
+    if (has_callbacks) {
+        if (auto decoded = decode_callbacks(bytes, marker); !decoded) {
+            return tl::unexpected(decoded.error());
+        }
     }
     return marker;
 }

@@ -28,6 +28,19 @@ struct MarkedFunction {
     std::array<std::byte, jump_size> original{};  // the bytes the jump overwrote
 };
 
+// Where a patch's callbacks (Callbacks.h) are: offsets into the region
+// (never 0: the marker is there); 0 = none.
+// Recorded so a revert, which has no patch file, finds pre_revert and
+// post_revert.
+struct MarkedCallbacks {
+    std::uint64_t pre_apply = 0;
+    std::uint64_t post_apply = 0;
+    std::uint64_t pre_revert = 0;
+    std::uint64_t post_revert = 0;
+
+    bool any() const { return pre_apply != 0 || post_apply != 0 || pre_revert != 0 || post_revert != 0; }
+};
+
 // The marker at the start of every patch region: enough for any later run,
 // with or without the state database, to tell what is applied where and to
 // undo it. Layout: docs/patch-format.md, "Region marker".
@@ -45,6 +58,7 @@ struct RegionMarker {
     // check proves no thread refers to it.
     std::uint64_t retired_at_unix_ns = 0;
     std::vector<MarkedFunction> functions;
+    MarkedCallbacks callbacks;  // the callbacks block, after the functions
 
     bool retired() const { return retired_at_unix_ns != 0; }
 };
@@ -59,8 +73,15 @@ inline constexpr std::size_t region_marker_size_offset = 12;
 // markers written before it existed read as "in use").
 inline constexpr std::size_t region_marker_retired_offset = 184;
 
-// Size of the encoded marker for `function_count` functions, 64-byte aligned.
-std::size_t region_marker_size(std::size_t function_count);
+// Where the marker's flags byte sits (once reserved, so older markers read
+// as no flags); bit 0: a callbacks block of 32 bytes follows the functions.
+inline constexpr std::size_t region_marker_flags_offset = 177;
+inline constexpr std::uint8_t region_marker_has_callbacks = 1;
+inline constexpr std::size_t region_marker_callbacks_size = 32;
+
+// Size of the encoded marker for `function_count` functions (and the
+// callbacks block, if `callbacks`), 64-byte aligned.
+std::size_t region_marker_size(std::size_t function_count, bool callbacks = false);
 
 std::vector<std::byte> encode_region_marker(const RegionMarker& marker);
 
