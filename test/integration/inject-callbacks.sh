@@ -12,7 +12,8 @@
 #    same command goes through.
 source "$(dirname "$0")/lib.sh"
 require_root "ptrace and /proc/PID/mem of another process"
-state=(--state "$scratch/state.db")
+# The state database the callbacks are recorded in.
+export SUTURE_STATE_DB="$scratch/state.db"
 
 start_target pid -- 4
 global() { field "$(ask "$pid" report)" global; }
@@ -34,10 +35,10 @@ check_eq "the metadata lists the four callbacks" \
 check_eq "before: version 1, global 40" "1 40" "$(generation) $(global)"
 
 # 1. A pre_apply that fails refuses cleanly.
-maps_before=$(cat "/proc/$pid/maps")
+maps_before=$(sha256sum <"/proc/$pid/maps")
 bytes_before=$(code_bytes)
 run 23 "a pre_apply returning 42 refuses the apply" \
-    "$SUTURE" "${state[@]}" apply --json --pid "$pid" "$CALLBACKS_PATCH_FAILS"
+    "$SUTURE" apply --json --pid "$pid" "$CALLBACKS_PATCH_FAILS"
 check_eq "refused: reason" refused "$(jq -r .error.reason <<<"$output")"
 case "$(jq -r .error.message <<<"$output")" in
 *"pre_apply returned 42"*"nothing changed"*) pass "the message gives the code and says nothing changed" ;;
@@ -45,16 +46,16 @@ case "$(jq -r .error.message <<<"$output")" in
 esac
 check_eq "refused: the callback's outcome" "pre_apply failed 42" \
     "$(jq -r '.error.callbacks[0] | "\(.callback) \(.outcome) \(.code)"' <<<"$output")"
-check_eq "refused: the maps are as before" "$maps_before" "$(cat "/proc/$pid/maps")"
+check_eq "refused: the maps are as before (SHA-256)" "$maps_before" "$(sha256sum <"/proc/$pid/maps")"
 check_eq "refused: the code bytes are as before" "$bytes_before" "$(code_bytes)"
 check_eq "refused: still version 1, global 40" "1 40" "$(generation) $(global)"
 check_eq "refused: no patch in the process" 0 \
     "$("$SUTURE" status --json --pid "$pid" | jq '.processes[0].patches | length')"
-run 23 "the text output gives the code too" "$SUTURE" "${state[@]}" apply --pid "$pid" "$CALLBACKS_PATCH_FAILS"
+run 23 "the text output gives the code too" "$SUTURE" apply --pid "$pid" "$CALLBACKS_PATCH_FAILS"
 case "$errors" in *"pre_apply returned 42"*) pass "text: code in the message" ;; *) fail_check "text: $errors" ;; esac
 
 # 2. post_apply sets a state the workload observes; post_revert undoes it.
-run 0 "apply with callbacks" "$SUTURE" "${state[@]}" apply --json --pid "$pid" "$CALLBACKS_PATCH_STATE"
+run 0 "apply with callbacks" "$SUTURE" apply --json --pid "$pid" "$CALLBACKS_PATCH_STATE"
 check_eq "apply: callbacks reported" "pre_apply ran 0,post_apply ran 0" \
     "$(jq -r '[.callbacks[] | "\(.callback) \(.outcome) \(.code)"] | join(",")' <<<"$output")"
 echo "apply: callbacks took $(jq -r '[.callbacks[] | "\(.callback) \(.duration_us) us on thread \(.tid)"] | join(", ")' <<<"$output")"
@@ -68,7 +69,7 @@ check_eq "status: active" "demo-callbacks active" \
 check_eq "a thread stalls inside malloc_stats" stalled "$(ask "$pid" stall)"
 sleep 0.2
 run 9 "revert while a thread holds the allocator's lock: unsafe after the tries" \
-    "$SUTURE" "${state[@]}" revert --json --attempts 3 --pid "$pid" demo-callbacks
+    "$SUTURE" revert --json --attempts 3 --pid "$pid" demo-callbacks
 message=$(jq -r .error.message <<<"$output")
 case "$message" in
 *"gave up after 3 tries"*"malloc_stats (libc.so.6: the allocator's lock)"*) pass "the refusal names malloc_stats and the lock" ;;
@@ -80,7 +81,7 @@ check_eq "refused-busy is recorded as the revert's callback outcome" "pre_revert
 check_eq "still applied, state kept" "2 1040" "$(generation) $(global)"
 check_eq "the thread leaves malloc_stats" unstalled "$(ask "$pid" unstall)"
 sleep 0.2
-run 0 "revert once the lock is free" "$SUTURE" "${state[@]}" revert --json --pid "$pid" demo-callbacks
+run 0 "revert once the lock is free" "$SUTURE" revert --json --pid "$pid" demo-callbacks
 check_eq "revert: callbacks reported" "pre_revert ran 0,post_revert ran 0" \
     "$(jq -r '[.reverted[0].callbacks[] | "\(.callback) \(.outcome) \(.code)"] | join(",")' <<<"$output")"
 check_eq "after revert: version 1, global back to 40" "1 40" "$(generation) $(global)"
@@ -89,7 +90,7 @@ check_eq "after revert: version 1, global back to 40" "1 40" "$(generation) $(gl
 check_eq "a thread stalls inside malloc_stats again" stalled "$(ask "$pid" stall)"
 sleep 0.2
 run 9 "apply while a thread holds the allocator's lock: unsafe after the tries" \
-    "$SUTURE" "${state[@]}" apply --json --attempts 3 --pid "$pid" "$CALLBACKS_PATCH_STATE"
+    "$SUTURE" apply --json --attempts 3 --pid "$pid" "$CALLBACKS_PATCH_STATE"
 case "$(jq -r .error.message <<<"$output")" in
 *"inside a lock the patch's callbacks may need"*"malloc_stats"*) pass "the apply's refusal names malloc_stats" ;;
 *) fail_check "message: $(jq -r .error.message <<<"$output")" ;;
@@ -99,9 +100,9 @@ check_eq "no callback ran: refused-busy" "pre_apply refused-busy" \
 check_eq "nothing applied" "1 40" "$(generation) $(global)"
 check_eq "the thread leaves malloc_stats again" unstalled "$(ask "$pid" unstall)"
 sleep 0.2
-run 0 "apply once the lock is free" "$SUTURE" "${state[@]}" apply --pid "$pid" "$CALLBACKS_PATCH_STATE"
+run 0 "apply once the lock is free" "$SUTURE" apply --pid "$pid" "$CALLBACKS_PATCH_STATE"
 check_eq "applied" "2 1040" "$(generation) $(global)"
-run 0 "revert" "$SUTURE" "${state[@]}" revert --pid "$pid" demo-callbacks
+run 0 "revert" "$SUTURE" revert --pid "$pid" demo-callbacks
 check_eq "reverted" "1 40" "$(generation) $(global)"
 
 check_eq "the state database has every outcome" \
