@@ -454,10 +454,13 @@ Result<RemoteCallResult> call_in_target(StoppedProcess& process, const RemoteMem
         return fail(ErrorCode::unsupported,
                     subject + ": no room for the call trampoline in dead executable bytes");
     }
+    // The XSAVE area zeroed (XSAVE writes only XSTATE_BV of its header, and
+    // XRSTOR faults on stale bytes in the rest), then the save block.
     auto block = save_block_of(*saved, function);
-    if (auto written = memory.write(RemoteAddress(frame.frame + frame.save_block),
-                                    std::as_bytes(std::span(block)));
-        !written) {
+    std::vector<std::byte> frame_bytes(frame.save_block);
+    auto block_bytes = std::as_bytes(std::span(block));
+    frame_bytes.insert(frame_bytes.end(), block_bytes.begin(), block_bytes.end());
+    if (auto written = memory.write(RemoteAddress(frame.frame), frame_bytes); !written) {
         return tl::unexpected(written.error());
     }
     if (auto written = memory.write(site.start, trampoline); !written) {

@@ -72,7 +72,9 @@ std::vector<std::byte> call_trampoline(std::uint64_t save_block, bool use_xsave,
 //     frame and callee_stack more.
 //  2. Its registers (PTRACE_GETREGS), its XSAVE state (PTRACE_GETREGSET
 //     NT_X86_XSTATE) and its signal mask (PTRACE_GETSIGMASK) are saved.
-//  3. The frame is built below the red zone (call_frame): the saved
+//  3. The frame is built below the red zone (call_frame): the XSAVE area
+//     zeroed (XSAVE writes only the XSTATE_BV word of its header; XRSTOR
+//     faults on stale bytes in the rest of it), the saved
 //     registers, the resume point (RemoteSyscall.h's resume_point: a thread
 //     stopped in an interrupted system call restarts it) and the old mask.
 //     The trampoline goes into the spare bytes of the system-call

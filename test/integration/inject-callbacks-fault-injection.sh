@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # suture is SIGKILLed while a patch callback runs inside the target, over and
-# over (SUTURE_FAULT_TRIALS, default 120): the patch's pre_apply sleeps 50 ms
+# over (SUTURE_FAULT_TRIALS, default 120): the patch's pre_apply sleeps 100 ms
 # in a raw nanosleep system call; each trial waits until a thread of the
-# target is in that nanosleep, then kills suture a random 0-40 ms later.
+# target is in that nanosleep, then kills suture a random 0-30 ms later.
 # After every kill the target must run on: it answers, no thread is stopped
 # or traced, no thread saw a wrong result, the callback's thread came back
 # (its registers, signal mask and vector state put back by the call
@@ -17,7 +17,7 @@ start_target pid -- 4
 # True while a thread of the target sits in nanosleep (syscall 35): only the
 # callback makes that call in this target.
 in_callback() { grep -qs '^35 ' /proc/"$pid"/task/*/syscall; }
-stopped_threads() { grep -h '^State:' /proc/"$pid"/task/*/status | grep -c -E 'T|t' || true; }
+stopped_threads() { awk '/^State:/ { print $2 }' /proc/"$pid"/task/*/status | grep -c '[tT]' || true; }
 
 declare -A outcomes=()
 landed_inside=0
@@ -29,7 +29,7 @@ for trial in $(seq "$trials"); do
         kill -0 "$injector" 2>/dev/null || break
         sleep 0.005
     done
-    sleep "0.0$(printf '%02d' $((RANDOM % 40)))"
+    sleep "0.0$(printf '%02d' $((RANDOM % 30)))"
     if in_callback; then
         landed_inside=$((landed_inside + 1))
     fi
