@@ -148,12 +148,17 @@ json callbacks_to_json(const std::vector<CallbackOutcome>& outcomes) {
     return list;
 }
 
-std::vector<CallbackOutcome> callbacks_from_json(const json& list) {
+// The "callbacks" list of `parent` (an older reply has none; anything
+// that is not a list of objects reads as none).
+std::vector<CallbackOutcome> callbacks_from_json(const json& parent) {
     std::vector<CallbackOutcome> outcomes;
-    if (!list.is_array()) {
+    if (!parent.is_object() || !parent.contains("callbacks") || !parent["callbacks"].is_array()) {
         return outcomes;
     }
-    for (const json& item : list) {
+    for (const json& item : parent["callbacks"]) {
+        if (!item.is_object()) {
+            continue;
+        }
         CallbackOutcome outcome;
         std::string kind = item.value("callback", "");
         for (CallbackKind k : {CallbackKind::pre_apply, CallbackKind::post_apply,
@@ -193,7 +198,7 @@ InjectReport one_inject_report_from_json(const json& document, FieldReader& pare
         .gated_threads = fields.get<std::size_t>("gated_threads"),
         .gate_rounds = fields.get<int>("gate_rounds"),
     };
-    report.callbacks = callbacks_from_json(document.value("callbacks", json::array()));
+    report.callbacks = callbacks_from_json(document);
     if (auto consistency = consistency_from_name(fields.get<std::string>("consistency"))) {
         report.consistency = *consistency;
     } else {
@@ -630,7 +635,7 @@ std::optional<InjectFailure> failure_from_json(const json& document) {
             failure.blocking.push_back(blocking_thread_from_json(thread, error));
         }
     }
-    failure.callbacks = callbacks_from_json(document.at("error").value("callbacks", json::array()));
+    failure.callbacks = callbacks_from_json(document["error"]);
     fields.adopt(error);
     if (fields.problem()) {
         return InjectFailure{fields.error(), {}};

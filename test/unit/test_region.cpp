@@ -206,3 +206,31 @@ TEST_CASE("what a code range holds: a whole body (strict) or a jump's 5 bytes (e
         CHECK(site.might_hold_word(word) == site.holds_return_address(word));
     }
 }
+
+TEST_CASE("a region marker keeps its callbacks block, and older markers read as none") {
+    RegionMarker marker;
+    marker.patch_id = "demo-callbacks";
+    marker.level = 1;
+    marker.target_build_id = "abcd";
+    marker.region_size = 8192;
+    marker.functions.push_back(MarkedFunction{0x1150, 10, 0x7f0000100040, 4, {}});
+    auto plain = encode_region_marker(marker);
+    auto decoded_plain = decode_region_marker(plain);
+    REQUIRE(decoded_plain);
+    CHECK_FALSE(decoded_plain->callbacks.any());
+    CHECK(std::to_integer<int>(plain[region_marker_flags_offset]) == 0);
+
+    marker.callbacks = MarkedCallbacks{0x100, 0x140, 0, 0x1c0};
+    auto bytes = encode_region_marker(marker);
+    CHECK(bytes.size() == region_marker_size(1, true));
+    auto decoded = decode_region_marker(bytes);
+    REQUIRE(decoded);
+    CHECK(decoded->callbacks.pre_apply == 0x100);
+    CHECK(decoded->callbacks.post_apply == 0x140);
+    CHECK(decoded->callbacks.pre_revert == 0);
+    CHECK(decoded->callbacks.post_revert == 0x1c0);
+
+    // An offset outside the region is damage, not a callback.
+    marker.callbacks.post_apply = 9000;
+    CHECK_FALSE(decode_region_marker(encode_region_marker(marker)));
+}
