@@ -6,6 +6,10 @@
 #    --json and in the state database;
 #  - a pre_apply returning 42 refuses the apply with exit status 23 and the
 #    code in the message, and changes nothing: maps and code bytes as before;
+#  - a pre_apply that runs past the 2 s hard bound (it sleeps 3 s) refuses
+#    the apply as a timeout: the process runs on at once (nothing stopped
+#    or traced) while the callback finishes on its thread; its region stays
+#    retired until a later stop unmaps it;
 #  - a thread stopped inside glibc's malloc_stats (holding the main arena's
 #    lock) makes every try refuse to run callbacks, and the apply or revert
 #    ends `unsafe` naming the thread and malloc_stats; once it leaves, the
@@ -105,8 +109,30 @@ check_eq "applied" "2 1040" "$(generation) $(global)"
 run 0 "revert" "$SUTURE" revert --pid "$pid" demo-callbacks
 check_eq "reverted" "1 40" "$(generation) $(global)"
 
+# 5. A pre_apply past the hard bound.
+run 23 "a pre_apply still running at the hard bound refuses the apply" \
+    "$SUTURE" apply --json --pid "$pid" "$CALLBACKS_PATCH_SLOW"
+check_eq "timeout: the outcome" "pre_apply timeout" \
+    "$(jq -r '.error.callbacks[0] | "\(.callback) \(.outcome)"' <<<"$output")"
+case "$(jq -r .error.message <<<"$output")" in
+*"pre_apply timed out"*"retired"*) pass "timeout: the message says what stays" ;;
+*) fail_check "timeout: message: $(jq -r .error.message <<<"$output")" ;;
+esac
+check_eq "timeout: right away, no thread traced" 0 "$(traced_threads "$pid")"
+check_eq "timeout: right away, no thread stopped" 0 \
+    "$(awk '/^State:/ { print $2 }' /proc/"$pid"/task/*/status | grep -c '[tT]' || true)"
+check_eq "timeout: the region is retired, no jump written" retired \
+    "$("$SUTURE" status --json --pid "$pid" | jq -r '.processes[0].patches[0].state')"
+sleep 1.5  # the callback's 3 s end
+check_eq "timeout: the callback finished on its own; version 1, global 40" "1 40" \
+    "$(generation) $(global)"
+run 13 "a revert with nothing to revert releases the retired region" \
+    "$SUTURE" revert --pid "$pid"
+check_eq "timeout: no region left" 0 \
+    "$("$SUTURE" status --json --pid "$pid" | jq '.processes[0].patches | length')"
+
 check_eq "the state database has every outcome" \
-    "pre_apply failed 42,pre_apply failed 42,pre_apply ran 0,post_apply ran 0,pre_revert refused-busy 0,pre_revert ran 0,post_revert ran 0,pre_apply refused-busy 0,pre_apply ran 0,post_apply ran 0,pre_revert ran 0,post_revert ran 0," \
+    "pre_apply failed 42,pre_apply failed 42,pre_apply ran 0,post_apply ran 0,pre_revert refused-busy 0,pre_revert ran 0,post_revert ran 0,pre_apply refused-busy 0,pre_apply ran 0,post_apply ran 0,pre_revert ran 0,post_revert ran 0,pre_apply timeout 0," \
     "$(callbacks_recorded)"
 check_eq "the threads never saw a wrong result" 0 "$(field "$(ask "$pid" report)" bad)"
 check_eq "no thread left traced" 0 "$(traced_threads "$pid")"
