@@ -1,12 +1,12 @@
 /* suture/patch.h: what a fix written for a suture patch may include.
- * (The shadow-variable API at the top of this header belongs to the data
- * region work; this file holds only the callbacks section until it lands.) */
-#ifndef SUTURE_PATCH_H
-#define SUTURE_PATCH_H
-
+ * The shadow-variable API (the data region work) goes above; this file has
+ * only the callbacks section, guarded on its own so it can sit at the end of
+ * the full header unchanged. */
 #include <stddef.h>
 #include <stdint.h>
 
+#ifndef SUTURE_PATCH_CALLBACKS_H
+#define SUTURE_PATCH_CALLBACKS_H
 /* ---- Callbacks (docs/builder.md, "Callbacks") ------------------------------
  * SUTURE_PRE_APPLY(fn) and its siblings declare `int fn(void)` a callback of
  * the patch: suture runs it inside the target, on one thread, while every
@@ -38,4 +38,4 @@
 #define SUTURE_PRE_REVERT(fn) SUTURE_CALLBACK_(pre_revert, fn)
 #define SUTURE_POST_REVERT(fn) SUTURE_CALLBACK_(post_revert, fn)
 
-#endif /* SUTURE_PATCH_H */
+#endif /* SUTURE_PATCH_CALLBACKS_H */
