@@ -40,27 +40,36 @@ struct CachedTarget {
 
 // The TUF client. Each remote's verified state lives in
 // CACHE/<remote>/current, a symlink to a generation directory holding the
-// four metadata files and targets/<name>. A refresh builds the next
-// generation beside it and switches the symlink only when everything
-// verified, so a failed or killed refresh leaves the cache as it was.
+// four metadata files, roots/N.root.json (the chain after the pinned root)
+// and targets/<name>. A refresh stages the next generation beside it
+// (gen-*.partial, removed on any failure) and switches the symlink only
+// when everything verified, so a failed or killed refresh leaves the cache
+// as it was. The cache is never trusted on its own word: every load checks
+// its directories (owner, mode, no symlink) and verifies it again from the
+// pinned root (docs/feed-format.md, "What is verified on every load").
 class FeedClient {
   public:
     explicit FeedClient(std::string cache_directory) : cache_(std::move(cache_directory)) {}
 
     // One remote, in TUF's order: the root chain (each new root signed by the
     // old and the new root threshold), then timestamp, snapshot, targets
-    // (each signed, unexpired, no rollback, lengths and hashes as the
-    // previous role says), then the target files by length and SHA-256.
-    // Targets with malformed custom metadata are not downloaded (list()
-    // reports them). `now` is the current time; `progress` reports target
-    // downloads.
+    // (each signed, unexpired, no rollback, only strictly newer versions
+    // replace trusted ones, lengths and hashes as the previous role says,
+    // metadata capped at 1 MiB), then the target files, streamed to disk
+    // with their signed length as the cap and checked by length and
+    // SHA-256. Targets with malformed custom metadata are not downloaded
+    // (list() reports them). `now` is the current time; `progress` reports
+    // target downloads.
     Result<RefreshReport> refresh(const Remote& remote, std::time_t now,
                                   const Progress& progress = {}) const;
 
     // The cached, verified targets of one remote (no network), then its
-    // refused ones. The cached metadata is verified again against the cached
-    // root. `now` decides the delay; expired metadata still lists (offline
-    // reapplication).
+    // refused ones. The cached metadata is verified again from the pinned
+    // root, and each cached file again by length and hash (one that no
+    // longer matches is refused as hash_mismatch). `now` decides the delay;
+    // expired metadata still lists (offline reapplication). The patch
+    // file's own metadata is checked against `custom` by the engine
+    // (src/engine/Feed.cpp), which may read patch files.
     Result<std::vector<CachedTarget>> list(const Remote& remote, std::time_t now) const;
 
   private:

@@ -1,6 +1,7 @@
 #include "feed-client/Metadata.h"
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 
 #include "base/Files.h"
@@ -16,6 +17,45 @@ using namespace strict;
 
 constexpr std::uint64_t max_version = std::uint64_t{1} << 53;
 constexpr std::uint64_t max_length = std::uint64_t{1} << 40;
+
+bool is_name_character(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == '+' || c == '~' || c == '-';
+}
+
+// A name for a message: control characters and non-ASCII as \xNN, at most
+// 100 characters.
+std::string printable(const std::string& text) {
+    std::string out;
+    for (char c : text.substr(0, 100)) {
+        auto byte = static_cast<unsigned char>(c);
+        if (byte < 0x20 || byte >= 0x7f || c == '"' || c == '\\') {
+            out += "\\x" + to_hex(&byte, 1);
+        } else {
+            out += c;
+        }
+    }
+    return text.size() > 100 ? out + "..." : out;
+}
+
+// RFC 3986 percent-escape of one path component.
+std::string url_escaped(const std::string& component) {
+    std::string out;
+    for (char c : component) {
+        bool unreserved = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '~' || c == '-';
+        if (unreserved) {
+            out += c;
+        } else {
+            auto byte = static_cast<unsigned char>(c);
+            std::string hex = to_hex(&byte, 1);
+            out += '%';
+            out += static_cast<char>(std::toupper(hex[0]));
+            out += static_cast<char>(std::toupper(hex[1]));
+        }
+    }
+    return out;
+}
 
 bool is_sha256_hex(const std::string& text) {
     return text.size() == 64 && std::all_of(text.begin(), text.end(), [](char c) {
@@ -123,11 +163,25 @@ RoleKeys read_role_keys(const json& entry, const std::string& role,
     return role_keys;
 }
 
-// Target names become file names in the cache: no way out of it.
+// Target names become file names in the cache and paths of URLs: one
+// canonical form only (target_name_problem).
 void check_target_name(const std::string& name) {
-    if (name.empty() || name.size() > 255 || name.front() == '/' ||
-        name.find("..") != std::string::npos || name.find('\0') != std::string::npos) {
-        throw Invalid{"bad target name \"" + name + "\""};
+    if (std::string problem = target_name_problem(name); !problem.empty()) {
+        throw Invalid{"bad target name \"" + printable(name) + "\": " + problem};
+    }
+}
+
+// In the cache, a target is a file and every prefix of its name a
+// directory: "a" and "a/b" cannot both be targets.
+void check_no_name_is_a_directory(const json& entries) {
+    for (const auto& [name, entry] : entries.items()) {
+        for (auto slash = name.find('/'); slash != std::string::npos;
+             slash = name.find('/', slash + 1)) {
+            if (entries.contains(name.substr(0, slash))) {
+                throw Invalid{"target \"" + name.substr(0, slash) +
+                              "\" is also a directory of \"" + name + "\""};
+            }
+        }
     }
 }
 
@@ -261,7 +315,7 @@ Result<Envelope> parse_envelope(std::span<const std::byte> bytes, const std::str
 }
 
 Result<void> verify_signatures(const Envelope& envelope, const Root& root, Role role,
-                               const std::string& name) {
+                               const std::string& name, ValidSignatures* valid) {
     auto definition = root.roles.find(role);
     if (definition == root.roles.end()) {
         return fail(ErrorCode::bad_format, "root defines no " + role_name(role) + " role");
@@ -278,6 +332,9 @@ Result<void> verify_signatures(const Envelope& envelope, const Root& root, Role 
         auto key = root.keys.find(key_id);
         if (key != root.keys.end() && signature_is_valid(key->second, message, signature)) {
             valid_keys.insert(key_id);
+            if (valid != nullptr) {
+                valid->emplace(key_id, signature);
+            }
         }
     }
     if (valid_keys.size() < role_keys.threshold) {
@@ -325,11 +382,41 @@ Result<Targets> parse_targets(const json& signed_part, const std::string& name) 
     return interpret<Targets>(name, [&] {
         Targets targets;
         read_common(signed_part, "targets", targets);
-        for (const auto& [target_name, entry] : object_member(signed_part, "targets").items()) {
+        const json& entries = object_member(signed_part, "targets");
+        for (const auto& [target_name, entry] : entries.items()) {
             read_target(target_name, entry, targets);
         }
+        check_no_name_is_a_directory(entries);
         return targets;
     });
+}
+
+std::string target_name_problem(const std::string& name) {
+    if (name.empty() || name.size() > 255) {
+        return "must be 1 to 255 bytes";
+    }
+    std::size_t start = 0;
+    for (;;) {
+        std::size_t slash = name.find('/', start);
+        std::string component =
+            name.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+        if (component.empty()) {
+            return "an empty path component (a leading, trailing or double '/')";
+        }
+        if (component.size() > 128) {
+            return "a path component longer than 128 characters";
+        }
+        if (component.front() == '.') {
+            return "a path component starting with '.'";
+        }
+        if (!std::all_of(component.begin(), component.end(), is_name_character)) {
+            return "a character outside A-Z a-z 0-9 . _ + ~ - in a path component";
+        }
+        if (slash == std::string::npos) {
+            return "";
+        }
+        start = slash + 1;
+    }
 }
 
 std::string consistent_target_path(const Target& target) {
@@ -337,6 +424,24 @@ std::string consistent_target_path(const Target& target) {
     std::string directory = slash == std::string::npos ? "" : target.name.substr(0, slash + 1);
     std::string base = slash == std::string::npos ? target.name : target.name.substr(slash + 1);
     return "targets/" + directory + target.sha256 + "." + base;
+}
+
+std::string consistent_target_url(const Target& target) {
+    std::string path = "targets";
+    std::size_t start = 0;
+    for (std::size_t slash; (slash = target.name.find('/', start)) != std::string::npos;
+         start = slash + 1) {
+        path += "/" + url_escaped(target.name.substr(start, slash - start));
+    }
+    return path + "/" + target.sha256 + "." + url_escaped(target.name.substr(start));
+}
+
+std::string verified_envelope_text(const Envelope& envelope, const ValidSignatures& valid) {
+    json signatures = json::array();
+    for (const auto& [key_id, signature] : valid) {
+        signatures.push_back({{"keyid", key_id}, {"sig", signature}});
+    }
+    return canonical_bytes(json{{"signatures", signatures}, {"signed", envelope.signed_part}});
 }
 
 json root_to_json(const Root& root) {

@@ -22,6 +22,10 @@ namespace suture::feed {
 
 inline constexpr std::size_t max_metadata_size = 1 << 20;  // any role's file
 inline constexpr std::size_t max_timestamp_size = 16 << 10;
+// Any target file: the largest patch file src/patch/PatchFile accepts (1 MiB
+// of metadata, a 64 MiB object) and room for its container. A target whose
+// signed length is larger is refused before any download.
+inline constexpr std::uint64_t max_target_size = 66 << 20;
 
 enum class Role { root, targets, snapshot, timestamp };
 std::string role_name(Role role);
@@ -82,9 +86,20 @@ struct Targets : Common {
     std::vector<RefusedTarget> refused;  // sorted by name
 };
 
+// Target names (docs/feed-format.md, "Target names"): one canonical form.
+// 1 to 255 bytes of path components joined by '/'; each component 1 to 128
+// characters of A-Z a-z 0-9 . _ + ~ -, not starting with '.' (so no "." or
+// ".." component, no hidden file); no empty component (no leading,
+// trailing or double '/'); no escapes of any kind. Returns what is wrong,
+// or "" for a canonical name.
+std::string target_name_problem(const std::string& name);
+
 // Where the repository keeps a target's file (consistent snapshots,
 // docs/feed-format.md): targets/DIRNAME/SHA256.BASENAME, relative to it.
 std::string consistent_target_path(const Target& target);
+// The same as a relative URL: each component percent-escaped (RFC 3986:
+// all but the unreserved characters).
+std::string consistent_target_url(const Target& target);
 
 // A parsed metadata file: the signed part (as parsed JSON and as the exact
 // canonical bytes the signatures cover) and its signatures.
@@ -107,8 +122,17 @@ Result<Envelope> parse_envelope(std::span<const std::byte> bytes, const std::str
 // Do at least `threshold` distinct keys of `role` (as `root` defines it)
 // sign the envelope's canonical bytes? A key counts once however many
 // signatures carry its ID; unknown key IDs and bad signatures count zero.
+// `valid`, if given, receives the signatures that verified (key ID ->
+// signature), also when there are too few.
+using ValidSignatures = std::map<std::string, std::string>;
 Result<void> verify_signatures(const Envelope& envelope, const Root& root, Role role,
-                               const std::string& name);
+                               const std::string& name, ValidSignatures* valid = nullptr);
+
+// What the client stores of a verified file it has no hash of (the
+// timestamp, each root): the canonical signed part and only the signatures
+// that verified, in canonical form, so that no byte a mirror chose (extra
+// whitespace, unknown members, bogus signatures) reaches the cache.
+std::string verified_envelope_text(const Envelope& envelope, const ValidSignatures& valid);
 
 // Interpret a verified signed part. Each checks "_type", the field types
 // and ranges, and refuses anything else. parse_targets refuses a target

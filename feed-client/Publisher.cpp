@@ -215,6 +215,11 @@ Result<std::uint64_t> Publisher::add_targets(const std::vector<NewTarget>& addit
         return tl::unexpected(keys.error());
     }
     for (const NewTarget& addition : additions) {
+        if (std::string problem = target_name_problem(addition.name); !problem.empty()) {
+            return fail(ErrorCode::bad_format,
+                        "target name \"" + addition.name + "\": " + problem +
+                            " (docs/feed-format.md, \"Target names\")");
+        }
         auto target = store_target(repository_, addition);
         if (!target) {
             return tl::unexpected(target.error());

@@ -41,6 +41,9 @@ enum class ErrorCode {
     too_large,      // a download exceeded its size cap (endless data)
     too_slow,       // a download fell below the minimum speed (slow retrieval)
     unreachable,    // the server could not be reached or kept failing
+    // The state (docs/state.md), each its own exit status in the CLI:
+    locked,   // another suture operation holds the host lock (HostLock.h)
+    corrupt,  // the state database is damaged (`suture state rebuild` recovers it)
 };
 
 // `message` reads subject first: "pid 1234: maps: Permission denied".

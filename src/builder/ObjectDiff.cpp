@@ -287,6 +287,42 @@ RelocationTarget relocation_target(const RelocatableObject& object, const Symbol
     return target;
 }
 
+std::string data_kind(const Section& section) {
+    std::string name = section.name;
+    if (name.starts_with(".data.rel.ro")) {
+        return "relocated read-only data (.data.rel.ro)";
+    }
+    if (section.type == SHT_NOBITS) {
+        return "zero-initialised data (" + name + ")";
+    }
+    if ((section.flags & SHF_WRITE) == 0) {
+        return "read-only data (" + name + ")";
+    }
+    return "initialised data (" + name + ")";
+}
+
+namespace {
+
+// Why an existing variable cannot change, precisely: which one, where, how.
+std::string existing_data_changed(const RelocatableObject& patched, const Symbol& before,
+                                  const Symbol& after) {
+    const Section& section = patched.sections()[after.section];
+    std::string how = before.size != after.size
+                          ? "its size changed (" + std::to_string(before.size) + " -> " +
+                                std::to_string(after.size) + " bytes)"
+                          : "its initial value changed (" + std::to_string(after.size) +
+                                " bytes)";
+    std::string what = std::string(after.binding == STB_LOCAL ? "static" : "global") +
+                       " variable " + after.name + ", " + data_kind(section);
+    return patched.name() + ": existing " + what + ": " + how +
+           "; the library's copy is the one running code and existing objects use, and a "
+           "live patch cannot change it. Change the code that uses it instead, add a new "
+           "static under a new name (placed in the patch's data region), or keep the new "
+           "state in a shadow variable (docs/builder.md, \"Patch author guide\")";
+}
+
+}  // namespace
+
 Result<ObjectChanges> diff_objects(const RelocatableObject& original,
                                    const RelocatableObject& patched) {
     SymbolOwners original_owners(original);
@@ -312,11 +348,10 @@ Result<ObjectChanges> diff_objects(const RelocatableObject& original,
         if (counterpart == original_names.end()) {
             if (symbol.type == STT_FUNC) {
                 changes.new_functions.push_back(i);
-            } else if (is_writable(section)) {
-                return fail(ErrorCode::invalid_argument,
-                            patched.name() + ": new writable variable " + symbol.name +
-                                ": the patch region is read-only; adapt the fix to use "
-                                "existing state");
+            } else if (is_writable(section) && symbol.type == STT_OBJECT) {
+                // A new static: the patch's data region holds it, fresh for
+                // each level (docs/builder.md, "Patch author guide").
+                changes.new_variables.push_back(i);
             }
             continue;  // new read-only data travels with the code that uses it
         }
@@ -330,11 +365,7 @@ Result<ObjectChanges> diff_objects(const RelocatableObject& original,
             }
         } else if (!same && (is_writable(section) || symbol.binding != STB_LOCAL) &&
                    symbol.type == STT_OBJECT) {
-            return fail(ErrorCode::invalid_argument,
-                        patched.name() + ": the size or initial value of existing data " +
-                            symbol.name + " changed (" + std::to_string(before.size) + " -> " +
-                            std::to_string(symbol.size) +
-                            " bytes): running code already uses the old one; adapt the fix");
+            return fail(ErrorCode::invalid_argument, existing_data_changed(patched, before, symbol));
         }
         // A changed local read-only object (a static const table) is
         // copied along with every function that uses it, and those functions

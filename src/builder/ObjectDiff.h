@@ -71,13 +71,25 @@ struct ObjectChanges {
     std::vector<std::size_t> new_functions;
     // For each changed function: the index of its original counterpart.
     std::map<std::size_t, std::size_t> original_of;
+    // Writable variables of the patched object that the original does not
+    // have (new statics: .data, .bss, .data.rel.ro): they go to the patch's
+    // data region, with the code that uses them.
+    std::vector<std::size_t> new_variables;
 };
+
+// What kind of data a writable section holds, for messages: "relocated
+// read-only data (.data.rel.ro)" for a `static const` table of pointers
+// (read-only once the loader relocated it), "zero-initialised data (.bss)",
+// "initialised data (.data)".
+std::string data_kind(const RelocatableObject::Section& section);
 
 // Compares two compiles of one translation unit function by function, the
 // way kpatch's create-diff-object does: code bytes outside relocation fields,
 // and each relocation's type and target identity. Refuses (invalid_argument,
-// naming the symbol) what a live patch cannot carry: existing data whose size
-// or initial value changed, new writable or thread-local data.
+// naming the variable, its section and why) what a live patch cannot carry:
+// existing data whose size or initial value changed (running code keeps
+// using the library's copy), new thread-local data. New writable variables
+// are allowed (ObjectChanges::new_variables).
 Result<ObjectChanges> diff_objects(const RelocatableObject& original,
                                    const RelocatableObject& patched);
 

@@ -1,5 +1,6 @@
 #include "builder/PatchBuilder.h"
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <set>
@@ -7,10 +8,13 @@
 #include "base/Files.h"
 #include "base/Sha256.h"
 #include "builder/LibrarySymbols.h"
+#include "builder/LinkerRelaxation.h"
 #include "builder/ObjectDiff.h"
 #include "builder/ObjectWriter.h"
+#include "builder/ShortFunctions.h"
 #include "elf/ElfFile.h"
 #include "elf/RelocatableObject.h"
+#include "patch/EntryJump.h"
 #include "patch/PatchFile.h"
 
 namespace suture {
@@ -37,6 +41,9 @@ struct Unit {
     std::string file;  // the STT_FILE name, as in the library's symbol table
     const LibrarySymbols::FileBlock* block = nullptr;  // found on first use
     std::set<std::size_t> included_sections;           // of the patched object
+    // Changed functions too short for the entry jump, carried as new code
+    // and reached through their replaced callers (patched symbol indices).
+    std::set<std::size_t> short_functions;
 
     Unit(RelocatableObject original_object, RelocatableObject patched_object)
         : original(std::move(original_object)),
@@ -101,14 +108,18 @@ struct PatchGraph {
 
 class Builder {
   public:
-    Builder(const BuildRequest& request, BuildReport& report)
-        : request_(request), report_(report) {}
+    Builder(const BuildRequest& request, BuildReport& report,
+            std::shared_ptr<const OpenedLibrary> opened)
+        : request_(request), report_(report), opened_(std::move(opened)) {}
 
     Result<std::vector<std::byte>> run();
 
   private:
     Result<void> open_library();
     Result<void> load_units();
+    void force_replacements(Unit& unit);
+    Result<std::optional<std::uint64_t>> too_short_for_jump(Unit& unit, const Symbol& original);
+    Result<void> patch_short_functions_through_callers();
     Result<const LibrarySymbols::FileBlock*> block_of(Unit& unit);
     Result<LibrarySymbols::Definition> definition_of(Unit& unit, const Symbol& symbol);
     Result<Destination> destination_of(std::size_t unit_index,
@@ -116,6 +127,8 @@ class Builder {
                                        std::vector<std::pair<std::size_t, std::size_t>>& work);
     Result<std::string> reference_to_external(const std::string& name);
     Result<void> collect_sections();
+    Result<void> load_runtime();
+    std::optional<std::size_t> runtime_function(const std::string& name) const;
     Result<void> describe_replacements();
     PatchGraph patch_graph() const;
     std::optional<Node> next_node(const Node& node, const RelocatableObject::Relocation& relocation,
@@ -129,9 +142,10 @@ class Builder {
 
     const BuildRequest& request_;
     BuildReport& report_;
-    std::optional<ElfFile> library_;
-    std::optional<LibrarySymbols> symbols_;
-    std::map<std::string, std::uint64_t> plt_;
+    std::shared_ptr<const OpenedLibrary> opened_;
+    const ElfFile* library_ = nullptr;
+    const LibrarySymbols* symbols_ = nullptr;
+    const std::map<std::string, std::uint64_t>* plt_ = nullptr;
     // A deque: a Unit's SymbolOwners refer to its own objects, so units
     // must never move once added.
     std::deque<Unit> units_;
@@ -141,30 +155,47 @@ class Builder {
     std::set<std::string> references_;
     // (unit, patched symbol index) -> name in the output object.
     std::map<std::pair<std::size_t, std::size_t>, std::string> output_names_;
+    // The shadow runtime's unit (the last one), if the request names it.
+    std::optional<std::size_t> runtime_unit_;
 };
 
-Result<void> Builder::open_library() {
-    auto library = open_elf(request_.library);
+}  // namespace
+
+struct OpenedLibrary {
+    ElfFile library;
+    LibrarySymbols symbols;
+    std::map<std::string, std::uint64_t> plt;
+    std::string build_id;
+    std::string soname;
+    std::set<std::string> exported;  // defined in .dynsym: callable from outside
+};
+
+Result<std::shared_ptr<const OpenedLibrary>> open_patch_library(const std::string& library_path,
+                                                                const std::string& debug_symbols) {
+    if (!initialise_libelf()) {
+        return fail(ErrorCode::unsupported, "libelf: " + libelf_message());
+    }
+    auto library = open_elf(library_path);
     if (!library) {
         return tl::unexpected(library.error());
     }
-    auto debug = open_elf(request_.debug_symbols);
+    auto debug = open_elf(debug_symbols);
     if (!debug) {
         return tl::unexpected(debug.error());
     }
     auto library_id = library->build_id();
     auto debug_id = debug->build_id();
     if (!library_id || !debug_id) {
-        return fail(ErrorCode::bad_format, request_.library + ": no GNU build ID");
+        return fail(ErrorCode::bad_format, library_path + ": no GNU build ID");
     }
     if (*library_id != *debug_id) {
-        return fail(ErrorCode::build_id_mismatch, request_.debug_symbols + ": build ID " +
-                                                      *debug_id + " is not the library's (" +
-                                                      *library_id + "): symbols of another build");
+        return fail(ErrorCode::build_id_mismatch, debug_symbols + ": build ID " + *debug_id +
+                                                      " is not the library's (" + *library_id +
+                                                      "): symbols of another build");
     }
     auto soname = library->soname();
     if (!soname || !soname->has_value()) {
-        return fail(ErrorCode::invalid_argument, request_.library + ": no DT_SONAME");
+        return fail(ErrorCode::invalid_argument, library_path + ": no DT_SONAME");
     }
     auto table = debug->static_symbols();
     if (!table) {
@@ -172,20 +203,77 @@ Result<void> Builder::open_library() {
     }
     if (table->empty()) {
         return fail(ErrorCode::not_found,
-                    request_.debug_symbols + ": no .symtab (give the -dbgsym debug file)");
+                    debug_symbols + ": no .symtab (give the -dbgsym debug file)");
     }
     auto plt = library->plt_entries();
     if (!plt) {
         return tl::unexpected(plt.error());
     }
-    plt_ = std::move(*plt);
-    symbols_ = LibrarySymbols::from_table(*table, request_.debug_symbols);
+    auto dynamic = library->dynamic_symbols();
+    if (!dynamic) {
+        return tl::unexpected(dynamic.error());
+    }
+    std::set<std::string> exported;
+    for (const auto& symbol : *dynamic) {
+        if (symbol.defined) {
+            exported.insert(symbol.name);
+        }
+    }
+    return std::make_shared<const OpenedLibrary>(
+        OpenedLibrary{std::move(*library), LibrarySymbols::from_table(*table, debug_symbols),
+                      std::move(*plt), *library_id, **soname, std::move(exported)});
+}
+
+namespace {
+
+// The runtime becomes one more unit, original and patched alike, so it
+// changes nothing by itself; only what the fix's code calls is included.
+Result<void> Builder::load_runtime() {
+    if (request_.runtime_object.empty()) {
+        return {};
+    }
+    auto first = RelocatableObject::read(request_.runtime_object);
+    auto second = RelocatableObject::read(request_.runtime_object);
+    if (!first || !second) {
+        return tl::unexpected(!first ? first.error() : second.error());
+    }
+    Unit& unit = units_.emplace_back(std::move(*first), std::move(*second));
+    unit.file = source_file_of(unit.original);
+    runtime_unit_ = units_.size() - 1;
+    return {};
+}
+
+// The runtime's global function `name` (its symbol index), if it has one.
+std::optional<std::size_t> Builder::runtime_function(const std::string& name) const {
+    if (!runtime_unit_) {
+        return std::nullopt;
+    }
+    const auto& symbols = units_[*runtime_unit_].patched.symbols();
+    for (std::size_t i = 1; i < symbols.size(); ++i) {
+        if (symbols[i].name == name && symbols[i].type == STT_FUNC &&
+            symbols[i].binding != STB_LOCAL && symbols[i].section != SHN_UNDEF) {
+            return i;
+        }
+    }
+    return std::nullopt;
+}
+
+Result<void> Builder::open_library() {
+    if (!opened_) {
+        auto opened = open_patch_library(request_.library, request_.debug_symbols);
+        if (!opened) {
+            return tl::unexpected(opened.error());
+        }
+        opened_ = std::move(*opened);
+    }
+    library_ = &opened_->library;
+    symbols_ = &opened_->symbols;
+    plt_ = &opened_->plt;
     metadata_.patch_id = request_.patch_id;
     metadata_.level = request_.level;
     metadata_.description = request_.description;
-    metadata_.target_build_id = *library_id;
-    metadata_.target_soname = **soname;
-    library_.emplace(std::move(*library));
+    metadata_.target_build_id = opened_->build_id;
+    metadata_.target_soname = opened_->soname;
     return {};
 }
 
@@ -206,6 +294,7 @@ Result<void> Builder::load_units() {
             return tl::unexpected(changes.error());
         }
         unit.changes = std::move(*changes);
+        force_replacements(unit);
     }
     bool any = false;
     for (const Unit& unit : units_) {
@@ -215,6 +304,137 @@ Result<void> Builder::load_units() {
         return fail(ErrorCode::invalid_argument,
                     "the fix changes no function: nothing to patch (is it a header-only or "
                     "data-only change?)");
+    }
+    return {};
+}
+
+// request.force_replace: functions the fix leaves unchanged, replaced all
+// the same (the patchable-fraction probe).
+void Builder::force_replacements(Unit& unit) {
+    const auto& symbols = unit.patched.symbols();
+    for (const std::string& name : request_.force_replace) {
+        for (std::size_t i = 1; i < symbols.size(); ++i) {
+            if (symbols[i].name != name || symbols[i].type != STT_FUNC ||
+                symbols[i].section == SHN_UNDEF) {
+                continue;
+            }
+            for (std::size_t o = 1; o < unit.original.symbols().size(); ++o) {
+                const Symbol& original = unit.original.symbols()[o];
+                bool listed = unit.changes.original_of.contains(i);
+                if (!listed && original.name == name && original.type == STT_FUNC &&
+                    original.section != SHN_UNDEF) {
+                    unit.changes.changed_functions.push_back(i);
+                    unit.changes.original_of[i] = o;
+                }
+            }
+        }
+    }
+}
+
+// The library's size of a replaced function when the entry jump does not fit
+// in it (patch/EntryJump.h), else nullopt. Errors: not in the library, or
+// its bytes unreadable (describe_replacements says the same later).
+Result<std::optional<std::uint64_t>> Builder::too_short_for_jump(Unit& unit,
+                                                                 const Symbol& original) {
+    auto definition = definition_of(unit, original);
+    if (!definition) {
+        return tl::unexpected(definition.error());
+    }
+    auto file_offset = library_->offset_of_address(definition->offset);
+    if (!file_offset) {
+        return fail(ErrorCode::bad_format,
+                    request_.library + ": " + original.name + " is not inside a loaded segment");
+    }
+    auto bytes = library_->bytes_at(*file_offset, definition->size);
+    if (!bytes) {
+        return tl::unexpected(bytes.error());
+    }
+    if (holds_entry_jump(*bytes, definition->size)) {
+        return std::nullopt;
+    }
+    return definition->size;
+}
+
+// Step 1b: a changed function too short for the entry jump is replaced
+// through its callers (ShortFunctions.h): each caller becomes a replaced
+// function (calling the new copy), the short one travels as new code. A
+// caller may be short itself, hence the work list.
+Result<void> Builder::patch_short_functions_through_callers() {
+    for (std::size_t u = 0; u < units_.size(); ++u) {
+        Unit& unit = units_[u];
+        auto& changed = unit.changes.changed_functions;
+        for (std::size_t next = 0; next < changed.size(); ++next) {
+            std::size_t index = changed[next];
+            const Symbol& patched = unit.patched.symbols()[index];
+            if (is_cold_part(patched.name)) {
+                continue;
+            }
+            const Symbol& original = unit.original.symbols()[unit.changes.original_of.at(index)];
+            auto size = too_short_for_jump(unit, original);
+            if (!size || !*size) {
+                continue;  // fits, or describe_replacements reports why not
+            }
+            std::string subject = unit.original.name() + ": " + original.name + " is " +
+                                  std::to_string(**size) + " bytes, too short for the entry jump";
+            DirectCallers found = direct_callers(unit.original, unit.original_owners,
+                                                 unit.changes.original_of.at(index));
+            if (found.global) {
+                found.uncoverable =
+                    opened_->exported.contains(original.name)
+                        ? "it is exported by " + opened_->soname +
+                              ", so programs and other libraries call it where it is"
+                        : "it is global in its file (hidden in the library), so other files of "
+                          "the library call it where it is, and the fix's units cannot show "
+                          "every such call";
+            }
+            if (!found.uncoverable.empty()) {
+                return fail(ErrorCode::unsupported,
+                            subject + ", and it cannot be patched through its callers: " +
+                                found.uncoverable);
+            }
+            std::string callers;
+            for (std::size_t caller : found.callers) {
+                const std::string& name = unit.original.symbols()[caller].name;
+                std::size_t counterpart = 0;
+                for (std::size_t i = 1; i < unit.patched.symbols().size() && !counterpart; ++i) {
+                    const Symbol& candidate = unit.patched.symbols()[i];
+                    if (candidate.name == name && candidate.type == STT_FUNC &&
+                        candidate.section != SHN_UNDEF) {
+                        counterpart = i;
+                    }
+                }
+                // GCC numbers clones per compile (foo.constprop.0 may be .1
+                // in the fixed compile): the normalized name, if unique.
+                std::size_t alike = 0;
+                for (std::size_t i = 1; i < unit.patched.symbols().size() && !counterpart; ++i) {
+                    const Symbol& candidate = unit.patched.symbols()[i];
+                    if (candidate.type == STT_FUNC && candidate.section != SHN_UNDEF &&
+                        normalized_symbol_name(candidate.name) == normalized_symbol_name(name)) {
+                        alike = alike == 0 ? i : SIZE_MAX;
+                    }
+                }
+                if (counterpart == 0 && alike != 0 && alike != SIZE_MAX) {
+                    counterpart = alike;
+                }
+                if (counterpart == 0) {
+                    return fail(ErrorCode::unsupported,
+                                subject + ": its caller " + name + " is gone from the fix");
+                }
+                if (!unit.changes.original_of.contains(counterpart)) {
+                    changed.push_back(counterpart);
+                    unit.changes.original_of[counterpart] = caller;
+                }
+                callers += (callers.empty() ? "" : ", ") + name;
+            }
+            // The short function: new code the replaced callers call.
+            changed.erase(changed.begin() + static_cast<std::ptrdiff_t>(next--));
+            unit.changes.original_of.erase(index);
+            unit.changes.new_functions.push_back(index);
+            unit.short_functions.insert(index);
+            report_.stand_ins.push_back(
+                original.name + " (" + std::to_string(**size) + " bytes): " +
+                (callers.empty() ? "never called, nothing to redirect" : "through " + callers));
+        }
     }
     return {};
 }
@@ -271,7 +491,7 @@ Result<std::string> Builder::reference_to_external(const std::string& name) {
         references_.insert(name);
         return name;
     }
-    if (auto entry = plt_.find(name); entry != plt_.end()) {
+    if (auto entry = plt_->find(name); entry != plt_->end()) {
         metadata_.target_references.push_back(TargetReference{plt_reference, entry->second});
         report_.references.push_back(plt_reference + " -> " + hex_address(entry->second));
         references_.insert(plt_reference);
@@ -283,6 +503,12 @@ Result<std::string> Builder::reference_to_external(const std::string& name) {
     return name;
 }
 
+// Is symbol `index` of the unit's patched object a variable the fix adds?
+bool is_new_variable(const Unit& unit, std::size_t index) {
+    const auto& added = unit.changes.new_variables;
+    return std::find(added.begin(), added.end(), index) != added.end();
+}
+
 // Decides where one relocation of an included section points in the output,
 // queueing sections that must be included too.
 Result<Destination> Builder::destination_of(
@@ -292,16 +518,19 @@ Result<Destination> Builder::destination_of(
     const RelocatableObject& object = unit.patched;
     RelocationTarget target = relocation_target(object, unit.patched_owners, relocation);
     Destination destination;
-    auto include = [&](std::size_t section, std::int64_t addend) {
-        if (!unit.included_sections.contains(section)) {
-            unit.included_sections.insert(section);
-            work.emplace_back(unit_index, section);
+    auto include_from = [&](std::size_t from, std::size_t section, std::int64_t addend) {
+        if (!units_[from].included_sections.contains(section)) {
+            units_[from].included_sections.insert(section);
+            work.emplace_back(from, section);
         }
         destination.included = true;
-        destination.unit = unit_index;
+        destination.unit = from;
         destination.section = section;
         destination.addend = addend;
         return destination;
+    };
+    auto include = [&](std::size_t section, std::int64_t addend) {
+        return include_from(unit_index, section, addend);
     };
     if (target.kind == RelocationTarget::Kind::literal) {
         return include(target.section, target.addend);
@@ -312,7 +541,21 @@ Result<Destination> Builder::destination_of(
                         object.sections()[target.section].name);
     }
     const Symbol& symbol = object.symbols()[target.symbol];
+    if (symbol.section == SHN_UNDEF && (symbol.name == shadow_table_symbol ||
+                                        symbol.name == got_symbol)) {
+        // The shadow runtime's table: the injector resolves it in the target.
+        references_.insert(symbol.name);
+        destination.reference = symbol.name;
+        destination.addend = target.addend;
+        return destination;
+    }
     if (symbol.section == SHN_UNDEF) {
+        if (auto runtime = runtime_function(symbol.name)) {
+            // suture_shadow_* (suture/patch.h): linked from the runtime.
+            const Symbol& defined = units_[*runtime_unit_].patched.symbols()[*runtime];
+            return include_from(*runtime_unit_, defined.section,
+                                target.addend + static_cast<std::int64_t>(defined.value));
+        }
         auto name = reference_to_external(symbol.name);
         if (!name) {
             return tl::unexpected(name.error());
@@ -327,8 +570,16 @@ Result<Destination> Builder::destination_of(
         return fail(ErrorCode::unsupported,
                     object.name() + ": patch code uses thread-local " + symbol.name);
     }
+    if (runtime_unit_ && unit_index == *runtime_unit_) {
+        return include(symbol.section, section_addend);  // the runtime's own: all of it new
+    }
     if (symbol.type == STT_OBJECT && (section.flags & SHF_WRITE) == 0) {
         return include(symbol.section, section_addend);  // read-only data: a copy
+    }
+    if (is_new_variable(unit, target.symbol)) {
+        // A new static (.data, .bss, .data.rel.ro): the patch's own, in its
+        // data region, fresh for each level.
+        return include(symbol.section, section_addend);
     }
     if (symbol.type == STT_FUNC) {
         bool changed = false;
@@ -393,6 +644,49 @@ Result<void> Builder::collect_sections() {
     return {};
 }
 
+// Why a function's compiled size is not the library's. A few bytes (3 per
+// jump; 27 measured for padding) are typically jumps or alignment padding
+// the package build's assembler sized otherwise (one .text for the whole
+// file, see LibraryComparison::jump_sized_differently): on libcrypto 3.0.20,
+// X509V3_parse_list has the same 179 instructions, 8 bytes apart.
+std::string size_mismatch_cause(std::uint64_t compiled, std::uint64_t library) {
+    std::uint64_t apart = compiled > library ? compiled - library : library - compiled;
+    if (apart <= 32) {
+        return "the unit was not compiled with the package build's flags, or the package "
+               "build's assembler sized jumps or alignment padding otherwise in the file's "
+               "single .text section than a compile with -ffunction-sections can";
+    }
+    return "the unit was not compiled with the package build's flags";
+}
+
+// Why a function's compiled bytes are not the library's (compare_with_library
+// found bytes that no relocation field and no linker relaxation explain).
+std::string library_mismatch_cause(const LibraryComparison& comparison, std::byte compiled,
+                                   std::byte library) {
+    auto hex_byte = [](std::byte value) {
+        auto byte = static_cast<unsigned char>(value);
+        return to_hex(&byte, 1);
+    };
+    std::string where = std::to_string(comparison.differing) +
+                        " bytes outside relocations differ from the library's, the first at +" +
+                        hex_address(*comparison.first) + " (compiled " + hex_byte(compiled) +
+                        ", library " + hex_byte(library) + ")";
+    if (comparison.jump_sized_differently) {
+        return where +
+               ": a jump is short in one and near in the other: the package build's assembler "
+               "sized it within the file's single .text section (a jump to a neighbouring "
+               "function, other alignment padding), which a compile with -ffunction-sections "
+               "cannot reproduce; this function cannot be proven equal to the library's";
+    }
+    if (comparison.next_to_relocation) {
+        return where + ": in the instruction of an " +
+               relocation_type_name(*comparison.next_to_relocation) +
+               " relocation, rewritten in a way the linker's documented relaxations do not "
+               "explain (another linker, or assembler options of its own?)";
+    }
+    return where + ": the unit was not compiled with the package build's flags";
+}
+
 Result<void> Builder::check_original_bytes(const Unit& unit, const Symbol& symbol,
                                            const LibrarySymbols::Definition& definition) {
     auto file_offset = library_->offset_of_address(definition.offset);
@@ -409,28 +703,24 @@ Result<void> Builder::check_original_bytes(const Unit& unit, const Symbol& symbo
         return fail(ErrorCode::bad_format,
                     unit.original.name() + ": " + symbol.name + " lies outside its section");
     }
-    std::vector<bool> in_field(symbol.size, false);
+    std::vector<FieldSite> sites;
     for (const auto& relocation : unit.original.relocations_for(symbol.section)) {
-        std::size_t width =
-            relocation.type == R_X86_64_64 || relocation.type == R_X86_64_PC64 ? 8 : 4;
-        for (std::size_t k = 0; k < width; ++k) {
-            std::uint64_t at = relocation.offset + k;
-            if (at >= symbol.value && at < symbol.value + symbol.size) {
-                in_field[at - symbol.value] = true;
-            }
+        if (relocation.offset >= symbol.value && relocation.offset < symbol.value + symbol.size) {
+            sites.push_back(FieldSite{relocation.offset - symbol.value, relocation.type});
         }
     }
-    std::size_t differing = 0;
-    for (std::uint64_t k = 0; k < symbol.size; ++k) {
-        if (!in_field[k] && section.bytes[symbol.value + k] != (*library_bytes)[k]) {
-            ++differing;
-        }
+    LibraryComparison comparison = compare_with_library(
+        std::span(section.bytes).subspan(symbol.value, symbol.size), *library_bytes, sites);
+    for (const Relaxation& relaxed : comparison.relaxed) {
+        report_.relaxations.push_back(symbol.name + " +" + hex_address(relaxed.first) + ": " +
+                                      relaxed.form);
     }
-    if (differing != 0) {
-        return fail(ErrorCode::fingerprint_mismatch,
-                    unit.original.name() + ": " + symbol.name + ": " + std::to_string(differing) +
-                        " bytes outside relocations differ from the library's: the unit was "
-                        "not compiled with the package build's flags");
+    if (comparison.differing != 0) {
+        return fail(
+            ErrorCode::fingerprint_mismatch,
+            unit.original.name() + ": " + symbol.name + ": " +
+                library_mismatch_cause(comparison, section.bytes[symbol.value + *comparison.first],
+                                       (*library_bytes)[*comparison.first]));
     }
     return {};
 }
@@ -453,8 +743,8 @@ Result<void> Builder::describe_replacements() {
                 return fail(ErrorCode::fingerprint_mismatch,
                             unit.original.name() + ": " + original.name + " is " +
                                 std::to_string(original.size) + " bytes, the library's " +
-                                std::to_string(definition->size) +
-                                ": the unit was not compiled with the package build's flags");
+                                std::to_string(definition->size) + ": " +
+                                size_mismatch_cause(original.size, definition->size));
             }
             if (auto same = check_original_bytes(unit, original, *definition); !same) {
                 return tl::unexpected(same.error());
@@ -464,6 +754,13 @@ Result<void> Builder::describe_replacements() {
             if (!bytes) {
                 return tl::unexpected(bytes.error());
             }
+            if (!holds_entry_jump(*bytes, definition->size)) {
+                return fail(ErrorCode::unsupported,
+                            unit.original.name() + ": " + original.name + " is " +
+                                std::to_string(definition->size) +
+                                " bytes starting with endbr64: no room for the 5-byte jump "
+                                "after it");
+            }
             metadata_.functions.push_back(ReplacedFunction{original.name, definition->offset,
                                                            definition->size, sha256_hex(*bytes),
                                                            output_names_.at({u, index})});
@@ -472,6 +769,9 @@ Result<void> Builder::describe_replacements() {
                                        std::to_string(definition->size) + " bytes");
         }
         for (std::size_t index : unit.changes.new_functions) {
+            if (unit.short_functions.contains(index)) {
+                continue;  // in report_.stand_ins
+            }
             report_.added.push_back(unit.patched.symbols()[index].name + " (" + unit.file + ")");
         }
     }
@@ -669,9 +969,15 @@ std::vector<std::byte> Builder::write_object() {
         for (std::size_t index : units_[u].included_sections) {
             const auto& section = units_[u].patched.sections()[index];
             std::uint64_t entry_size = (section.flags & SHF_MERGE) != 0 ? section.alignment : 0;
-            output_section[{u, index}] = writer.add_section(
-                section.name, section.type, section.flags, section.alignment, entry_size,
-                std::vector<std::byte>(section.bytes.begin(), section.bytes.end()));
+            // .bss has no bytes in the file, only a size, which the
+            // writer takes from the (unwritten) contents.
+            std::vector<std::byte> bytes =
+                section.type == SHT_NOBITS
+                    ? std::vector<std::byte>(section.size)
+                    : std::vector<std::byte>(section.bytes.begin(), section.bytes.end());
+            output_section[{u, index}] =
+                writer.add_section(section.name, section.type, section.flags, section.alignment,
+                                   entry_size, std::move(bytes));
         }
     }
     for (const auto& [key, index] : output_section) {
@@ -708,6 +1014,12 @@ Result<std::vector<std::byte>> Builder::run() {
     }
     if (auto loaded = load_units(); !loaded) {
         return tl::unexpected(loaded.error());
+    }
+    if (auto covered = patch_short_functions_through_callers(); !covered) {
+        return tl::unexpected(covered.error());
+    }
+    if (auto runtime = load_runtime(); !runtime) {
+        return tl::unexpected(runtime.error());
     }
     if (auto collected = collect_sections(); !collected) {
         return tl::unexpected(collected.error());
@@ -752,11 +1064,12 @@ Result<std::vector<std::byte>> Builder::run() {
 
 }  // namespace
 
-Result<std::vector<std::byte>> build_patch(const BuildRequest& request, BuildReport& report) {
+Result<std::vector<std::byte>> build_patch(const BuildRequest& request, BuildReport& report,
+                                           std::shared_ptr<const OpenedLibrary> opened) {
     if (!initialise_libelf()) {
         return fail(ErrorCode::unsupported, "libelf: " + libelf_message());
     }
-    Builder builder(request, report);
+    Builder builder(request, report, std::move(opened));
     return builder.run();
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,6 +34,15 @@ struct BuildRequest {
     // rule (decide_consistency in PatchBuilder.cpp, docs/builder.md) allows
     // it, else the build fails saying which function refers to which.
     std::optional<Consistency> consistency;
+    // Functions of the units (names in the original compile) replaced
+    // although the fix leaves them unchanged: how the patchable-fraction
+    // probe (test/integration/builder-patchable-fraction.sh) asks whether a
+    // function could be patched at all, with original == patched.
+    std::vector<std::string> force_replace;
+    // The in-target shadow runtime (src/patchrt/, suture-patchrt.o): when
+    // the fix calls a function it defines (suture_shadow_get …), the
+    // sections that function needs are linked into the patch. Empty: none.
+    std::string runtime_object;
 };
 
 // What went into a patch, for the builder's report.
@@ -46,7 +56,19 @@ struct BuildReport {
     // Why: "one function", "3 independent functions" (entry);
     // "tls1_enc calls ssl3_read_bytes, both replaced" (strict).
     std::string consistency_reason;
+    // Linker relaxations accepted when the original compile was compared
+    // with the library: "name +0xOFFSET: mov GOT -> lea" (docs/builder.md).
+    std::vector<std::string> relaxations;
+    // Functions too short for the entry jump, patched through their
+    // callers: "short_fn (3 bytes): through caller_a, caller_b".
+    std::vector<std::string> stand_ins;
 };
+
+// The library a patch is built for and its symbols, opened once (the
+// patchable-fraction probe builds thousands of patches for one library).
+struct OpenedLibrary;
+Result<std::shared_ptr<const OpenedLibrary>> open_patch_library(const std::string& library,
+                                                                const std::string& debug_symbols);
 
 // Builds a patch file (docs/patch-format.md) from the compiled units:
 //  1. diff each unit (diff_objects): changed and new functions;
@@ -59,8 +81,11 @@ struct BuildReport {
 //     library's own PLT entry (so IFUNCs such as memcpy need no runtime
 //     lookup); what remains is an import;
 //  4. check that each replaced function's original compile matches the
-//     library's bytes outside relocation fields (proof that the flags were
-//     right), and hash the library's bytes;
+//     library's bytes outside relocation fields, up to the linker's
+//     documented relaxations (proof that the flags were right), that it
+//     holds the entry jump, and hash the library's bytes; a function too
+//     short for the jump is patched through its callers, when every
+//     reference to it is a direct call or jump in its own file;
 //  5. decide the consistency model: entry when the replaced functions are
 //     provably self-contained (one function; or none refers to another and
 //     no two share a new function), else strict;
@@ -69,6 +94,9 @@ struct BuildReport {
 //     everything they reach like any new function; one of each kind);
 //  7. write the object and the metadata. Same inputs, same bytes.
 // Errors name the symbol and the reason; nothing is guessed.
-Result<std::vector<std::byte>> build_patch(const BuildRequest& request, BuildReport& report);
+// `opened`: request.library and request.debug_symbols already opened
+// (open_patch_library), or null to open them here.
+Result<std::vector<std::byte>> build_patch(const BuildRequest& request, BuildReport& report,
+                                           std::shared_ptr<const OpenedLibrary> opened = nullptr);
 
 }  // namespace suture

@@ -6,6 +6,7 @@
 #include "base/Sha256.h"
 #include "elf/ElfFile.h"
 #include "elf/RelocatableObject.h"
+#include "patch/EntryJump.h"
 #include "patch/PatchFile.h"
 
 namespace suture {
@@ -102,6 +103,14 @@ Result<std::vector<ReplacedFunction>> replaced_functions(const TargetLibrary& li
         if (!bytes) {
             return tl::unexpected(bytes.error());
         }
+        if (!holds_entry_jump(*bytes, symbol->size)) {
+            return fail(ErrorCode::unsupported,
+                        request.target_library + ": " + target_symbol + " is " +
+                            std::to_string(symbol->size) +
+                            " bytes: too short for the 5-byte entry jump" +
+                            (entry_jump_offset(*bytes) != 0 ? " after its endbr64" : "") +
+                            " (replace its callers instead)");
+        }
         functions.push_back(ReplacedFunction{target_symbol, symbol->value, symbol->size,
                                              sha256_hex(*bytes), replacement});
     }
@@ -123,6 +132,8 @@ Result<void> add_references_and_imports(const TargetLibrary& library,
     std::map<std::string, bool> seen;
     for (const auto& symbol : object.symbols()) {
         if (symbol.section != SHN_UNDEF || symbol.is_absolute || symbol.name.empty() ||
+            symbol.name == shadow_table_symbol ||  // the injector provides it
+            symbol.name == got_symbol ||           // named by no relocation
             seen[symbol.name]) {
             continue;
         }

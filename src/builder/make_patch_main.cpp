@@ -42,6 +42,9 @@ int main(int argc, char** argv) {
     app.add_option("--id", request.patch_id, "Patch id, e.g. CVE-2026-63076")->required();
     app.add_option("--level", request.level, "Patch level (1..65535)")->check(CLI::Range(1, 65535));
     app.add_option("--description", request.description, "One line for humans");
+    app.add_option("--runtime", request.runtime_object,
+                   "The shadow runtime object (suture-patchrt.o), linked in when the fix "
+                   "calls suture_shadow_*");
     app.add_option("-o,--output", output, "Where to write the patch file")->required();
     app.add_option("--consistency", consistency,
                    "entry or strict: what the patch's author asks for (default: the builder "
@@ -84,7 +87,9 @@ int main(int argc, char** argv) {
                                    {"imports", report.imports},
                                    {"callbacks", report.callbacks},
                                    {"consistency", suture::consistency_name(report.consistency)},
-                                   {"consistency_reason", report.consistency_reason}};
+                                   {"consistency_reason", report.consistency_reason},
+                                   {"relaxations", report.relaxations},
+                                   {"stand_ins", report.stand_ins}};
         std::cout << document.dump(2) << "\n";
     } else {
         std::cout << output << ": " << report.replaced.size() << " function(s) replaced\n";
@@ -95,6 +100,12 @@ int main(int argc, char** argv) {
         }
         for (const auto& line : report.added) {
             std::cout << "  adds     " << line << "\n";
+        }
+        for (const auto& line : report.stand_ins) {
+            std::cout << "  short    " << line << "\n";
+        }
+        for (const auto& line : report.relaxations) {
+            std::cout << "  relaxed  " << line << "\n";
         }
         for (const auto& line : report.references) {
             std::cout << "  uses     " << line << "\n";

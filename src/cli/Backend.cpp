@@ -1,6 +1,8 @@
 #include "cli/Backend.h"
 
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 
 #include "cli/DaemonClient.h"
 
@@ -18,12 +20,14 @@ class LocalBackend final : public Backend {
         return engine_->update(options, progress);
     }
     InjectResult<InjectReport> apply(int pid, const std::string& patch_path,
-                                     const InjectOptions& options) override {
-        return engine_->apply_file(pid, patch_path, options);
+                                     const InjectOptions& options,
+                                     std::vector<std::string>& lost_records) override {
+        return engine_->apply_file(pid, patch_path, options, &lost_records);
     }
     InjectResult<std::vector<InjectReport>> revert(int pid, const std::string& patch_id,
-                                                   const InjectOptions& options) override {
-        return engine_->revert(pid, patch_id, options);
+                                                   const InjectOptions& options,
+                                                   std::vector<std::string>& lost_records) override {
+        return engine_->revert(pid, patch_id, options, &lost_records);
     }
     Result<std::vector<HistoryEntry>> history(std::size_t limit) override {
         return engine_->history(limit);
@@ -37,36 +41,44 @@ class LocalBackend final : public Backend {
 // sutured, over D-Bus: each method's document read back into the types.
 class DaemonBackend final : public Backend {
   public:
-    explicit DaemonBackend(DaemonClient client) : client_(std::move(client)) {}
+    DaemonBackend(DaemonClient client, const EngineOptions& options)
+        : client_(std::move(client)), options_(options) {}
 
     Result<UpdateReport> update(const UpdateOptions& options, const UpdateProgress&) override {
-        auto document = client_.call("Update", true, "b", static_cast<int>(!options.refresh));
-        if (!document) {
-            return tl::unexpected(document.error());
-        }
-        return update_from_json(*document);
+        return until_unlocked([&]() -> Result<UpdateReport> {
+            auto document = client_.call("Update", true, "b", static_cast<int>(!options.refresh));
+            if (!document) {
+                return tl::unexpected(document.error());
+            }
+            return update_from_json(*document);
+        });
     }
-    InjectResult<InjectReport> apply(int pid, const std::string& patch_path,
-                                     const InjectOptions&) override {
+    InjectResult<InjectReport> apply(int pid, const std::string& patch_path, const InjectOptions&,
+                                     std::vector<std::string>&) override {
         // The daemon has another working directory.
         std::string path = patch_path;
         if (char* resolved = ::realpath(path.c_str(), nullptr)) {
             path = resolved;
             std::free(resolved);
         }
-        auto document = client_.call("Apply", true, "is", pid, path.c_str());
-        if (!document) {
-            return tl::unexpected(InjectFailure{document.error(), {}});
-        }
-        return inject_report_from_json(*document);
+        return until_unlocked([&]() -> InjectResult<InjectReport> {
+            auto document = client_.call("Apply", true, "is", pid, path.c_str());
+            if (!document) {
+                return tl::unexpected(InjectFailure{document.error(), {}});
+            }
+            return inject_report_from_json(*document);
+        });
     }
     InjectResult<std::vector<InjectReport>> revert(int pid, const std::string& patch_id,
-                                                   const InjectOptions&) override {
-        auto document = client_.call("Revert", true, "is", pid, patch_id.c_str());
-        if (!document) {
-            return tl::unexpected(InjectFailure{document.error(), {}});
-        }
-        return reverted_from_json(*document);
+                                                   const InjectOptions&,
+                                                   std::vector<std::string>& lost_records) override {
+        return until_unlocked([&]() -> InjectResult<std::vector<InjectReport>> {
+            auto document = client_.call("Revert", true, "is", pid, patch_id.c_str());
+            if (!document) {
+                return tl::unexpected(InjectFailure{document.error(), {}});
+            }
+            return reverted_from_json(*document, &lost_records);
+        });
     }
     Result<std::vector<HistoryEntry>> history(std::size_t limit) override {
         auto document = client_.call("History", true, "u", static_cast<unsigned>(limit));
@@ -76,15 +88,40 @@ class DaemonBackend final : public Backend {
         return history_from_json(*document);
     }
     Result<void> set_enabled(bool enabled) override {
-        auto done = client_.call("SetEnabled", false, "b", static_cast<int>(enabled));
-        if (!done) {
-            return tl::unexpected(done.error());
-        }
-        return {};
+        return until_unlocked([&]() -> Result<void> {
+            auto done = client_.call("SetEnabled", false, "b", static_cast<int>(enabled));
+            if (!done) {
+                return tl::unexpected(done.error());
+            }
+            return {};
+        });
     }
 
   private:
+    static const Error& error_of(const Error& error) { return error; }
+    static const Error& error_of(const InjectFailure& failure) { return failure.error; }
+
+    // Calls `call` again while sutured answers `locked`, until the wait is over.
+    template <typename Call>
+    auto until_unlocked(Call call) -> decltype(call()) {
+        auto deadline = std::chrono::steady_clock::now() + options_.lock_wait;
+        bool told = false;
+        for (;;) {
+            auto result = call();
+            if (result || error_of(result.error()).code != ErrorCode::locked ||
+                std::chrono::steady_clock::now() >= deadline) {
+                return result;
+            }
+            if (!told && options_.lock_waiting) {
+                options_.lock_waiting(0);
+            }
+            told = true;
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        }
+    }
+
     DaemonClient client_;
+    EngineOptions options_;
 };
 
 }  // namespace
@@ -92,7 +129,7 @@ class DaemonBackend final : public Backend {
 Result<std::unique_ptr<Backend>> choose_backend(bool direct, const EngineOptions& options) {
     if (!direct) {
         if (auto client = DaemonClient::connect()) {
-            return std::make_unique<DaemonBackend>(std::move(*client));
+            return std::make_unique<DaemonBackend>(std::move(*client), options);
         }
     }
     auto engine = Engine::open(options);

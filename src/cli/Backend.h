@@ -18,16 +18,24 @@ class Backend {
     virtual Result<UpdateReport> update(const UpdateOptions& options,
                                         const UpdateProgress& progress) = 0;
     // sutured reads the patch file itself and uses its own inject options.
+    // `lost_records`: the callback outcomes the state database failed to
+    // write (here; sutured logs its own).
     virtual InjectResult<InjectReport> apply(int pid, const std::string& patch_path,
-                                             const InjectOptions& options) = 0;
+                                             const InjectOptions& options,
+                                             std::vector<std::string>& lost_records) = 0;
+    // `lost_records`: the revert's records the state database failed to write.
     virtual InjectResult<std::vector<InjectReport>> revert(int pid, const std::string& patch_id,
-                                                           const InjectOptions& options) = 0;
+                                                           const InjectOptions& options,
+                                                           std::vector<std::string>& lost_records) = 0;
     virtual Result<std::vector<HistoryEntry>> history(std::size_t limit) = 0;
     virtual Result<void> set_enabled(bool enabled) = 0;
 };
 
 // sutured when it owns its name on the system bus and `direct` is false;
 // else an engine opened here with `options` (the error is the engine's).
+// sutured never waits for the operation lock (its event loop must not
+// block): its `locked` answers are asked again until options.lock_wait is
+// over, so the wait means the same either way.
 Result<std::unique_ptr<Backend>> choose_backend(bool direct, const EngineOptions& options);
 
 }  // namespace suture

@@ -59,9 +59,12 @@ Result<nlohmann::json> DaemonClient::call(const char* method, bool returns_docum
     bus::Message reply(raw_reply);
     if (result < 0) {
         bool denied = sd_bus_error_has_name(error.get(), SD_BUS_ERROR_ACCESS_DENIED);
+        bool locked = sd_bus_error_has_name(error.get(), bus::error_locked);
         std::string message =
             error.get()->message != nullptr ? error.get()->message : std::strerror(-result);
-        return fail(denied ? ErrorCode::permission_denied : ErrorCode::io,
+        return fail(denied   ? ErrorCode::permission_denied
+                    : locked ? ErrorCode::locked
+                             : ErrorCode::io,
                     subject + ": " + message);
     }
     if (!returns_document) {

@@ -34,7 +34,10 @@ enum ExitCode : int {
     exit_feed_unreachable = 20,
     exit_update_failures = 21,
     exit_busy = 22,
-    exit_callback_refused = 23,
+    exit_locked = 23,
+    exit_records_lost = 24,
+    exit_state_corrupt = 25,
+    exit_callback_refused = 26,
 };
 
 struct ExitStatusMeaning {
@@ -79,6 +82,16 @@ inline constexpr ExitStatusMeaning exit_statuses[] = {
     {nullptr, exit_feed_unreachable, "the remote could not be reached"},
     {"update:", exit_ok, "every matching process is patched (or there was nothing to do)"},
     {nullptr, exit_update_failures, "some processes could not be patched (each is listed with its reason)"},
+    {nullptr, exit_records_lost,
+     "the state database failed to record some of what was done (a full disk, an I/O\n"
+     "error): memory is right, the records are not; the lost ones are listed (in --json under\n"
+     "\"lost_records\"); the next update with a working database adopts them"},
+    {"state database and operation lock (docs/state.md):", exit_locked,
+     "another suture operation is running (its pid is named) and did not finish within\n"
+     "--wait; nothing changed"},
+    {nullptr, exit_state_corrupt,
+     "the state database is damaged: `suture state rebuild` rebuilds it from the patches in\n"
+     "memory (the damaged file is kept aside)"},
 };
 
 // The "Exit status:" block of `suture --help`, from `exit_statuses`.
@@ -144,6 +157,10 @@ inline int exit_code_for(ErrorCode code) {
             return exit_feed_too_slow;
         case ErrorCode::unreachable:
             return exit_feed_unreachable;
+        case ErrorCode::locked:
+            return exit_locked;
+        case ErrorCode::corrupt:
+            return exit_state_corrupt;
         case ErrorCode::io:
         case ErrorCode::invalid_argument:
             return exit_failure;

@@ -31,7 +31,12 @@ Files:
   /var/cache/suture/feed ($SUTURE_FEED_CACHE)
       verified feed metadata and patch files, one directory per remote.
   /var/lib/suture/state.db ($SUTURE_STATE_DB)
-      the state database: applications, audit log, settings, exclusions.
+      the state database: applications, audit log, settings, exclusions
+      (docs/state.md; `suture state rebuild` makes it again from memory).
+  /run/suture/lock ($SUTURE_LOCK_FILE)
+      the operation lock: one apply, revert, update, state rebuild or setting
+      change at a time per host (sutured's included); others wait --wait
+      seconds (default 300), then exit 23. status and history never take it.
   <datadir>/suture/distro-support/*/builds.json
       build ID -> package index, generated from Debian's archive by
       distro-support/generate-index; --distro-support overrides the directory.
@@ -44,6 +49,7 @@ struct Global {
     int verbosity = 0;
     bool quiet = false;
     bool direct = false;  // run the engine here even if sutured runs
+    int lock_wait_seconds = 300;
 };
 
 void print_json(const nlohmann::json& document) {
@@ -52,10 +58,32 @@ void print_json(const nlohmann::json& document) {
 }
 
 // An error of a command as a whole (not of one process): a message, and
-// status 1 (5 when it was a refusal).
+// status 1 (5 when it was a refusal, 23 another operation holding the lock,
+// 25 a damaged state database).
 int command_failed(const Error& error) {
     log::error(error.message);
-    return error.code == ErrorCode::permission_denied ? exit_permission : exit_failure;
+    switch (error.code) {
+        case ErrorCode::permission_denied:
+            return exit_permission;
+        case ErrorCode::locked:
+            return exit_locked;
+        case ErrorCode::corrupt:
+            return exit_state_corrupt;
+        default:
+            return exit_failure;
+    }
+}
+
+// Records the state database failed to write: each on stderr, and the
+// command's status (the work itself was done).
+int records_lost(const std::vector<std::string>& lost) {
+    for (const std::string& record : lost) {
+        log::error("not recorded: " + record);
+    }
+    log::error(std::to_string(lost.size()) +
+               " record(s) lost: the state database does not know all of what was done "
+               "(memory is right; the next update adopts what it lacks)");
+    return exit_records_lost;
 }
 
 // Runs `body` with an engine opened here, or with the backend (sutured or
@@ -85,6 +113,17 @@ void print_report(bool json, const nlohmann::json& document, PrintText print_tex
 void add_state_option(CLI::App* command, Global& global) {
     command->add_option("--state", global.engine.state_database,
                         "State database (default $SUTURE_STATE_DB or /var/lib/suture/state.db)");
+}
+
+// The commands that change processes or the database hold the operation
+// lock (docs/state.md, "One operation at a time").
+void add_wait_option(CLI::App* command, Global& global) {
+    command->add_option("--wait", global.lock_wait_seconds,
+                        "Seconds to wait while another suture operation runs (the operation\n"
+                        "lock /run/suture/lock, $SUTURE_LOCK_FILE); then exit 23 naming its pid;\n"
+                        "0: do not wait")
+        ->check(CLI::Range(0, 86400))
+        ->capture_default_str();
 }
 
 void add_feed_options(CLI::App* command, Global& global) {
@@ -146,7 +185,8 @@ struct InjectCommand {
     int backoff_ms = 5;
     bool no_return_gates = false;
 
-    void add_options() {
+    void add_options(Global& global) {
+        add_wait_option(app, global);
         app->add_option("--pid", pid, "The process")->required()->check(CLI::Range(1, 1 << 30));
         app->add_flag("--json", json, "Print a JSON document (docs/formats.md)");
         app->add_option("--attempts", options.attempts,
@@ -177,7 +217,7 @@ struct InjectCommand {
 };
 
 struct ApplyCommand : InjectCommand {
-    void define(CLI::App& parent) {
+    void define(CLI::App& parent, Global& global) {
         app = parent.add_subcommand(
             "apply",
             "Apply a patch file to one running process. Every thread is stopped; the library is\n"
@@ -188,26 +228,34 @@ struct ApplyCommand : InjectCommand {
             "2 GiB of the library and each function's entry jumps to it. Nothing changes on "
             "error.\n"
             "Applying a higher level of an applied patch id replaces it in the same stop.");
-        add_options();
+        add_options(global);
         app->add_option("PATCHFILE", patch_file, "The patch file")->required();
     }
 
     int run(const Global& global) const {
         return with_backend(global, [&](Backend& backend) -> int {
-            auto report = backend.apply(pid, patch_file, inject_options());
+            std::vector<std::string> lost;  // callback outcomes not recorded
+            auto report = backend.apply(pid, patch_file, inject_options(), lost);
             if (!report) {
+                if (!lost.empty()) {
+                    (void)records_lost(lost);  // the failure's status says more
+                }
                 return failed(report.error());
             }
-            print_report(json, inject_report_to_json(pid, *report), [&] {
+            auto document = inject_report_to_json(pid, *report);
+            if (!lost.empty()) {
+                document["lost_records"] = lost;
+            }
+            print_report(json, document, [&] {
                 print_inject_report(std::cout, pid, *report, InjectVerb::applied);
             });
-            return exit_ok;
+            return lost.empty() ? exit_ok : records_lost(lost);
         });
     }
 };
 
 struct RevertCommand : InjectCommand {
-    void define(CLI::App& parent) {
+    void define(CLI::App& parent, Global& global) {
         app = parent.add_subcommand(
             "revert",
             "Revert a suture patch (or all of them) in one running process, in one short stop\n"
@@ -215,25 +263,27 @@ struct RevertCommand : InjectCommand {
             "region is retired: left mapped (a thread still running in it finishes there),\n"
             "marked in its marker, and unmapped by the first stop whose stack check proves no\n"
             "thread can return into it (this one, one right after, or a later apply, revert or\n"
-            "update). Works from the in-process marker alone.");
-        add_options();
+            "update). Works from the in-process marker alone. The state database's records of\n"
+            "the reverted patches become `reverted`, with a history entry.");
+        add_options(global);
         app->add_option("PATCH-ID", patch_id, "Only this patch id (default: all)");
     }
 
     int run(const Global& global) const {
         return with_backend(global, [&](Backend& backend) -> int {
-            auto reports = backend.revert(pid, patch_id, inject_options());
+            std::vector<std::string> lost;
+            auto reports = backend.revert(pid, patch_id, inject_options(), lost);
             if (!reports) {
                 return failed(reports.error());
             }
             if (json) {
-                print_json(reverted_to_json(pid, *reports));
-                return exit_ok;
+                print_json(reverted_to_json(pid, *reports, lost));
+            } else {
+                for (const InjectReport& report : *reports) {
+                    print_inject_report(std::cout, pid, report, InjectVerb::reverted);
+                }
             }
-            for (const InjectReport& report : *reports) {
-                print_inject_report(std::cout, pid, report, InjectVerb::reverted);
-            }
-            return exit_ok;
+            return lost.empty() ? exit_ok : records_lost(lost);
         });
     }
 };
@@ -352,8 +402,9 @@ struct FeedListCommand {
             }
             print_report(json, cached_targets_to_json(*targets),
                          [&] { print_cached_targets(std::cout, *targets); });
-            // A refused target (malformed custom metadata) is listed, and
-            // fails the command as bad_format once everything is shown.
+            // A refused target (malformed custom metadata, or a patch file
+            // unlike its signed metadata) is listed, and fails the command
+            // as bad_format once everything is shown.
             std::size_t refused = 0;
             for (const feed::CachedTarget& cached : *targets) {
                 refused += cached.refused ? 1 : 0;
@@ -362,7 +413,8 @@ struct FeedListCommand {
                 return exit_ok;
             }
             log::error(std::to_string(refused) +
-                       " target(s) refused: malformed custom metadata (docs/feed-format.md)");
+                       " target(s) refused: malformed custom metadata or a patch file unlike it "
+                       "(docs/feed-format.md)");
             return feed_exit_code(ErrorCode::bad_format, exit_failure);
         });
     }
@@ -384,13 +436,26 @@ struct UpdateCommand {
             "thread refers to any more. Running it again does nothing new.");
         app->add_flag("--offline", offline,
                       "Do not refresh the feeds; apply from the cache (the boot case)");
-        app->add_flag("--json", json, "Print a JSON document");
+        app->add_flag("--json", json,
+                      "Print a JSON document (also when it fails: the error document)");
         add_state_option(app, global);
         add_feed_options(app, global);
+        add_wait_option(app, global);
     }
 
     int run(const Global& global) const {
-        return with_backend(global, [&](Backend& backend) -> int {
+        auto backend = choose_backend(global.direct, global.engine);
+        if (!backend) {
+            if (json) {
+                print_json(error_to_json(backend.error()));
+            }
+            return command_failed(backend.error());
+        }
+        return run_with(**backend);
+    }
+
+    int run_with(Backend& backend) const {
+        {
             UpdateOptions options{.refresh = !offline};
             bool show_progress = !json && ::isatty(STDERR_FILENO);
             auto report = backend.update(options, [&](std::size_t done, std::size_t total) {
@@ -412,8 +477,11 @@ struct UpdateCommand {
                 failures = failures || action.outcome == ActionOutcome::failed;
             }
             print_report(json, update_to_json(*report), [&] { print_update(std::cout, *report); });
+            if (!report->lost_records.empty()) {
+                return records_lost(report->lost_records);
+            }
             return failures && report->enabled ? exit_update_failures : exit_ok;
-        });
+        }
     }
 };
 
@@ -463,6 +531,7 @@ struct SwitchCommand {
                         "disable",
                         "Stop suture update from patching anything (applied patches stay)");
         add_state_option(app, global);
+        add_wait_option(app, global);
     }
 
     int run(const Global& global) const {
@@ -491,6 +560,7 @@ struct ExcludeCommand {
         app->add_option("--unit", unit, "A systemd unit, e.g. sshd.service");
         app->add_flag("--remove", remove, "Remove the exclusion instead");
         add_state_option(app, global);
+        add_wait_option(app, global);
     }
 
     int run(const Global& global) const {
@@ -529,6 +599,47 @@ struct ExcludeCommand {
     }
 };
 
+struct StateRebuildCommand {
+    CLI::App* app = nullptr;
+    bool json = false;
+
+    void define(CLI::App& state, Global& global) {
+        app = state.add_subcommand(
+            "rebuild",
+            "Rebuild the state database from the region markers in every process (what\n"
+            "`suture status` reads: the truth about memory), for a database that is damaged\n"
+            "(exit status 25) or lost. The old file (and its -wal, -shm) is kept aside as\n"
+            "<database>.damaged-<UTC time>; its settings and exclusions are carried over when\n"
+            "they still read. The new database lists every patch active in memory as an active\n"
+            "application; the history starts again with one `rebuild` entry. Run as root.");
+        add_state_option(app, global);
+        add_wait_option(app, global);
+        app->add_flag("--json", json, "Print a JSON document (docs/formats.md)");
+    }
+
+    int run(const Global& global) const {
+        return with_engine(global, [&](Engine& engine) -> int {
+            auto rebuilt = engine.rebuild_state();
+            if (!rebuilt) {
+                if (json) {
+                    print_json(error_to_json(rebuilt.error()));
+                }
+                return command_failed(rebuilt.error());
+            }
+            print_report(json, state_rebuild_to_json(*rebuilt), [&] {
+                std::cout << "state database " << rebuilt->database << " rebuilt: "
+                          << rebuilt->applications.size() << " active patch(es) recorded from "
+                          << "memory, " << rebuilt->settings_kept << " setting(s) and "
+                          << rebuilt->exclusions_kept << " exclusion(s) kept\n";
+                if (!rebuilt->kept_as.empty()) {
+                    std::cout << "the old file is " << rebuilt->kept_as << "\n";
+                }
+            });
+            return exit_ok;
+        });
+    }
+};
+
 // Every command, defined on one CLI11 app.
 struct Commands {
     StatusCommand status;
@@ -542,11 +653,12 @@ struct Commands {
     SwitchCommand enable;
     SwitchCommand disable;
     ExcludeCommand exclude;
+    StateRebuildCommand state_rebuild;
 
     void define(CLI::App& app, Global& global) {
         status.define(app);
-        apply.define(app);
-        revert.define(app);
+        apply.define(app, global);
+        revert.define(app, global);
         stacks.define(app);
         CLI::App* feed = app.add_subcommand(
             "feed",
@@ -560,6 +672,10 @@ struct Commands {
         enable.define(app, global, true);
         disable.define(app, global, false);
         exclude.define(app, global);
+        CLI::App* state = app.add_subcommand(
+            "state", "The state database (docs/state.md): rebuild it from memory.");
+        state->require_subcommand(1);
+        state_rebuild.define(*state, global);
     }
 
     // The exit status of the command the command line chose.
@@ -586,6 +702,8 @@ struct Commands {
             return disable.run(global);
         if (exclude.app->parsed())
             return exclude.run(global);
+        if (state_rebuild.app->parsed())
+            return state_rebuild.run(global);
         return exit_usage;
     }
 };
@@ -630,5 +748,11 @@ int main(int argc, char** argv) {
         return code == 0 ? exit_ok : exit_usage;
     }
     log::set_level(log_level(global));
+    global.engine.lock_wait = std::chrono::seconds(global.lock_wait_seconds);
+    global.engine.lock_waiting = [seconds = global.lock_wait_seconds](int holder) {
+        log::warning("waiting up to " + std::to_string(seconds) +
+                     " s for another suture operation to finish" +
+                     (holder > 0 ? " (pid " + std::to_string(holder) + ")" : std::string()));
+    };
     return commands.run(global);
 }

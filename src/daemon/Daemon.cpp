@@ -175,6 +175,7 @@ void Daemon::handle_exec(int pid) {
         return;
     }
     emit_applied(outcome->actions);
+    log_lost("new pid " + std::to_string(pid), outcome->lost_records);
     for (const UpdateAction& action : outcome->actions) {
         log::info("sutured: new pid " + std::to_string(pid) + " (" + action.comm +
                   "): " + action.patch_id + " " + std::string(outcome_name(action.outcome)) +
@@ -205,7 +206,9 @@ void Daemon::rescan_once() {
             exec_events(nullptr, exec_watcher_->fd(), 0, this);
         }
     };
-    if (auto report = engine_->update(options, handle_pending_execs)) {
+    auto report = engine_->update(options, handle_pending_execs);
+    if (report) {
+        log_lost("rescan", report->lost_records);
         emit_applied(report->actions);
         for (const UpdateAction& action : report->actions) {
             if (action.outcome == ActionOutcome::applied) {
@@ -213,6 +216,9 @@ void Daemon::rescan_once() {
                           action.comm + "): " + action.patch_id + " applied");
             }
         }
+    } else if (report.error().code == ErrorCode::locked) {
+        // Another operation (an operator's update) runs: the next rescan.
+        log::info("sutured: rescan skipped: " + report.error().message);
     } else {
         log::warning("sutured: rescan: " + report.error().message);
     }
@@ -259,6 +265,12 @@ int Daemon::authorize(sd_bus_message* message, sd_bus_error* error) {
                              result < 0 ? " (polkit is not available)" : "");
 }
 
+void Daemon::log_lost(const std::string& what, const std::vector<std::string>& lost) {
+    for (const std::string& record : lost) {
+        log::error("sutured: " + what + ": not recorded: " + record);
+    }
+}
+
 void Daemon::emit_patched(int pid, const std::string& patch_id, std::uint32_t level) {
     sd_bus_emit_signal(bus_.get(), bus::path, bus::interface, "ProcessPatched", "isu", pid,
                        patch_id.c_str(), level);
@@ -299,6 +311,7 @@ int Daemon::update(sd_bus_message* message, void* self, sd_bus_error* error) {
     if (!report) {
         return reply(message, error_to_json(report.error()));
     }
+    daemon->log_lost("update", report->lost_records);
     daemon->emit_applied(report->actions);
     (void)daemon->engine_->reload_new_process_patches();  // the feed may have brought new patchsets
     return reply(message, update_to_json(*report));
@@ -314,7 +327,9 @@ int Daemon::apply(sd_bus_message* message, void* self, sd_bus_error* error) {
     if (int denied = daemon->authorize(message, error); denied < 0) {
         return denied;
     }
-    auto report = daemon->engine_->apply_file(pid, path, daemon->options_.inject);
+    std::vector<std::string> lost;  // callback outcomes the database failed to record
+    auto report = daemon->engine_->apply_file(pid, path, daemon->options_.inject, &lost);
+    daemon->log_lost("apply pid " + std::to_string(pid), lost);
     if (!report) {
         return reply(message, failure_to_json(report.error()));
     }
@@ -332,11 +347,13 @@ int Daemon::revert(sd_bus_message* message, void* self, sd_bus_error* error) {
     if (int denied = daemon->authorize(message, error); denied < 0) {
         return denied;
     }
-    auto reports = daemon->engine_->revert(pid, patch_id, daemon->options_.inject);
+    std::vector<std::string> lost;
+    auto reports = daemon->engine_->revert(pid, patch_id, daemon->options_.inject, &lost);
+    daemon->log_lost("revert", lost);
     if (!reports) {
         return reply(message, failure_to_json(reports.error()));
     }
-    return reply(message, reverted_to_json(pid, *reports));
+    return reply(message, reverted_to_json(pid, *reports, lost));
 }
 
 int Daemon::history(sd_bus_message* message, void* self, sd_bus_error*) {
@@ -362,7 +379,9 @@ int Daemon::set_enabled(sd_bus_message* message, void* self, sd_bus_error* error
         return denied;
     }
     if (auto set = daemon->engine_->set_enabled(enabled != 0); !set) {
-        return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, set.error().message.c_str());
+        bool locked = set.error().code == ErrorCode::locked;
+        return sd_bus_error_set(error, locked ? bus::error_locked : SD_BUS_ERROR_FAILED,
+                                set.error().message.c_str());
     }
     (void)daemon->engine_->reload_new_process_patches();
     sd_bus_emit_properties_changed(daemon->bus_.get(), bus::path, bus::interface, "Enabled",

@@ -67,6 +67,8 @@ class Daemon {
     // 0 if the sender may mutate; else a negative errno with `error` set.
     int authorize(sd_bus_message* message, sd_bus_error* error);
     void emit_patched(int pid, const std::string& patch_id, std::uint32_t level);
+    // Records the state database failed to write, each as an error in the log.
+    void log_lost(const std::string& what, const std::vector<std::string>& lost);
     // ProcessPatched for every action that applied a patch.
     void emit_applied(const std::vector<UpdateAction>& actions);
     // Replies with one JSON document.

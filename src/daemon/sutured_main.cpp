@@ -1,6 +1,7 @@
 // sutured: suture's daemon. Serves the engine on the system bus (D-Bus API:
 // data/org.suture.Suture1.xml); systemd starts it (data/systemd/).
 
+#include <chrono>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -43,6 +44,10 @@ int main(int argc, char** argv) {
                            : verbosity == 1 ? suture::log::Level::info
                                             : suture::log::Level::warning);
     options.new_processes = !no_new_processes;
+    // The event loop must never block on the operation lock: a method that
+    // finds it held answers `locked` (the CLI asks again within its --wait),
+    // a rescan is skipped, a new process is left to the next rescan.
+    options.engine.lock_wait = std::chrono::seconds(0);
     auto daemon = suture::Daemon::open(options);
     if (!daemon) {
         suture::log::error("sutured: " + daemon.error().message);

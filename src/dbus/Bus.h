@@ -14,6 +14,9 @@ inline constexpr const char* name = "org.suture.Suture1";
 inline constexpr const char* path = "/org/suture/Suture1";
 inline constexpr const char* interface = "org.suture.Suture1";
 inline constexpr const char* polkit_action = "org.suture.manage";
+// The D-Bus error of a method without a reply document (SetEnabled) that
+// found the operation lock held (docs/state.md).
+inline constexpr const char* error_locked = "org.suture.Suture1.Error.Locked";
 
 struct CloseBus {
     void operator()(sd_bus* bus) const { sd_bus_flush_close_unref(bus); }

@@ -63,34 +63,163 @@ ProcessPlace place_of(int pid, const Exclusions& exclusions) {
             .unit = exclusions.has_units() ? systemd_unit(pid) : ""};
 }
 
-void apply_and_record(Engine& engine, StateDatabase* database, const UsablePatch& candidate,
+Records::Records(StateDatabase* database, std::string unavailable)
+    : database_(database), unavailable_(std::move(unavailable)) {}
+
+void Records::start_batches() {
+    batched_ = true;
+    begin();
+}
+
+Records::~Records() {
+    commit();
+}
+
+void Records::begin() {
+    if (database_ == nullptr || !batched_) {
+        return;
+    }
+    if (auto begun = database_->begin_batch(); !begun) {
+        batched_ = false;  // each write on its own, each checked
+    }
+}
+
+void Records::lose_pending(const std::string& why) {
+    for (const std::string& what : pending_) {
+        lost_.push_back(what + ": " + why);
+    }
+    pending_.clear();
+}
+
+void Records::commit() {
+    if (database_ == nullptr || !batched_) {
+        return;
+    }
+    // A batch SQLite rolled back by itself fails to commit too: its records
+    // are lost all the same.
+    if (auto committed = database_->commit_batch(); !committed && !pending_.empty()) {
+        lose_pending(committed.error().message);
+    }
+    pending_.clear();
+}
+
+void Records::lose(const std::string& what, const std::string& why) {
+    lost_.push_back(what + ": " + why);
+}
+
+void Records::wrote(const std::string& what, const Result<void>& written) {
+    if (database_ == nullptr) {
+        lose(what, unavailable_.empty() ? "no state database" : unavailable_);
+        return;
+    }
+    if (!written) {
+        lose(what, written.error().message);
+        // A full disk or an I/O error makes SQLite roll the batch back by
+        // itself: what it held is lost too; the next writes get a new one.
+        if (batched_ && !database_->in_batch()) {
+            lose_pending("rolled back: " + written.error().message);
+            begin();
+        }
+        return;
+    }
+    if (!batched_) {
+        return;
+    }
+    pending_.push_back(what);
+    if (pending_.size() >= per_batch) {
+        commit();
+        begin();
+    }
+}
+
+std::string record_name(std::string_view action, const ProcessIdentity& process,
+                        const std::string& patch_id, std::uint32_t level) {
+    return std::string(action) + " pid " + std::to_string(process.pid) + " " + patch_id +
+           " level " + std::to_string(level);
+}
+
+namespace {
+
+// An apply the injector found already done in its stop: `already`, and
+// recorded as an adoption if the database does not know it yet.
+void record_already(Records& records, const PatchMetadata& metadata,
+                    const std::string& executable, UpdateAction& action) {
+    action.outcome = ActionOutcome::already;
+    StateDatabase* database = records.database();
+    std::string name = record_name("adopt", action.process, metadata.patch_id, action.level);
+    if (database == nullptr) {
+        records.wrote(name, Result<void>{});  // lost: no database
+        return;
+    }
+    auto known = database->has_active_application(action.process, metadata.patch_id, action.level);
+    if (known && *known) {
+        return;
+    }
+    if (!known) {
+        records.wrote(name, known);
+        return;
+    }
+    records.wrote(name, database->record_application({.process = action.process,
+                                                      .executable = executable,
+                                                      .build_id = metadata.target_build_id,
+                                                      .patch_id = metadata.patch_id,
+                                                      .level = action.level,
+                                                      .state = ApplicationState::active}));
+    records.wrote(name + " (history)",
+                  database->log({.action = HistoryAction::adopt,
+                                 .process = action.process,
+                                 .patch_id = metadata.patch_id,
+                                 .level = action.level,
+                                 .outcome = HistoryOutcome::ok,
+                                 .message = "found active in the stop of an apply"}));
+}
+
+}  // namespace
+
+void apply_and_record(Engine& engine, Records& records, const UsablePatch& candidate,
                       const InjectOptions& options, const std::string& executable,
                       const std::string& origin, UpdateAction& action) {
     const PatchMetadata& metadata = candidate.patch.metadata;
-    auto applied = engine.apply(action.process.pid, candidate.patch, options);
+    auto applied = engine.apply(action.process.pid, candidate.patch, options, records);
+    if (applied && applied->already_applied) {
+        action.level = applied->level;
+        record_already(records, metadata, executable, action);
+        return;
+    }
     action.outcome = applied ? ActionOutcome::applied : ActionOutcome::failed;
     if (!applied) {
         action.reason = error_code_name(applied.error().error.code);
         action.message = applied.error().error.message;
     }
-    if (database == nullptr) {
-        return;
+    std::string name = record_name("apply", action.process, metadata.patch_id, metadata.level);
+    StateDatabase* database = records.database();
+    if (applied && applied->replaced_level && database != nullptr) {
+        // The lower level this apply replaced in the same stop is no longer
+        // active: its row says so (reverted), not two active levels.
+        records.wrote(record_name("replace", action.process, metadata.patch_id,
+                                  *applied->replaced_level),
+                      database->mark_reverted(action.process, metadata.patch_id));
     }
     if (applied) {
-        (void)database->record_application({.process = action.process,
+        records.wrote(name, database ? database->record_application(
+                                           {.process = action.process,
                                             .executable = executable,
                                             .build_id = metadata.target_build_id,
                                             .patch_id = metadata.patch_id,
                                             .level = metadata.level,
-                                            .state = ApplicationState::active});
+                                            .state = ApplicationState::active})
+                                     : Result<std::int64_t>(0));
     }
-    (void)database->log({.action = HistoryAction::apply,
-                         .process = action.process,
-                         .patch_id = metadata.patch_id,
-                         .level = metadata.level,
-                         .outcome = applied ? HistoryOutcome::ok : HistoryOutcome::failed,
-                         .reason = action.reason,
-                         .message = applied ? origin : action.message});
+    records.wrote(name + " (history)",
+                  database ? database->log({.action = HistoryAction::apply,
+                                            .process = action.process,
+                                            .patch_id = metadata.patch_id,
+                                            .level = metadata.level,
+                                            .outcome = applied ? HistoryOutcome::ok
+                                                               : HistoryOutcome::failed,
+                                            .reason = action.reason,
+                                            .message = applied ? origin : action.message})
+                           : Result<void>{});
 }
 
 }  // namespace suture

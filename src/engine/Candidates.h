@@ -52,11 +52,61 @@ class Exclusions {
 // `exclusions` look at units.
 ProcessPlace place_of(int pid, const Exclusions& exclusions);
 
+// The writes of one run to the state database, each checked (nothing is
+// ever discarded): a write that fails, and every write of a batch whose
+// commit fails, is named in lost(), so the run can say which records it
+// lost (docs/state.md, "Write failures"). After start_batches(), the writes
+// go to disk in transactions of `per_batch`: with synchronous=FULL one
+// transaction per record cost about as much as the applies themselves; a
+// crash loses at most one batch, and the next update finds those patches in
+// memory and adopts them. Without a database (it would not open) every
+// write is lost.
+class Records {
+  public:
+    explicit Records(StateDatabase* database, std::string unavailable = "");
+    ~Records();  // commits the batch in progress
+    Records(const Records&) = delete;
+    Records& operator=(const Records&) = delete;
+
+    StateDatabase* database() { return database_; }
+    // One write and its result; `what` names the record ("apply pid 12
+    // CVE-2026-1 level 1"). Every `per_batch` writes, the batch is committed.
+    void wrote(const std::string& what, const Result<void>& written);
+    template <typename T>
+    void wrote(const std::string& what, const Result<T>& written) {
+        wrote(what, written ? Result<void>{} : Result<void>(tl::unexpected(written.error())));
+    }
+    // A record that could not even be attempted (no database).
+    void lose(const std::string& what, const std::string& why);
+    // From here on, writes in batches.
+    void start_batches();
+    // Commits the batch in progress (the records in it are lost if that fails).
+    void commit();
+    const std::vector<std::string>& lost() const { return lost_; }
+
+  private:
+    static constexpr std::size_t per_batch = 64;
+    void begin();
+    void lose_pending(const std::string& why);
+
+    StateDatabase* database_;
+    bool batched_ = false;
+    std::string unavailable_;            // why there is no database
+    std::vector<std::string> pending_;   // written into the open batch
+    std::vector<std::string> lost_;
+};
+
+// A record's name in Records: "<action> pid <pid> <patch id> level <n>".
+std::string record_name(std::string_view action, const ProcessIdentity& process,
+                        const std::string& patch_id, std::uint32_t level);
+
 // Applies `candidate` to the process `action` names, fills in the action's
-// outcome (and reason), and records it in `database` (if any): the
-// application when it succeeded, a history entry either way, with `origin`
-// as its message on success.
-void apply_and_record(Engine& engine, StateDatabase* database, const UsablePatch& candidate,
+// outcome (and reason), and records it in `records`: the application when
+// it succeeded, a history entry either way, with `origin` as its message on
+// success. An apply that finds the patch already active in the stop (another
+// run got there first) is `already`, never `applied`; it is recorded as an
+// adoption if the database lacks it.
+void apply_and_record(Engine& engine, Records& records, const UsablePatch& candidate,
                       const InjectOptions& options, const std::string& executable,
                       const std::string& origin, UpdateAction& action);
 

@@ -331,6 +331,8 @@ constexpr std::pair<ErrorCode, std::string_view> error_code_names[] = {
     {ErrorCode::too_large, "too_large"},
     {ErrorCode::too_slow, "too_slow"},
     {ErrorCode::unreachable, "unreachable"},
+    {ErrorCode::locked, "locked"},
+    {ErrorCode::corrupt, "corrupt"},
 };
 
 std::optional<ErrorCode> error_code_from_name(const std::string& name) {
@@ -384,12 +386,13 @@ json inject_report_to_json(int pid, const InjectReport& report) {
     };
 }
 
-json reverted_to_json(int pid, const std::vector<InjectReport>& reports) {
+json reverted_to_json(int pid, const std::vector<InjectReport>& reports,
+                      const std::vector<std::string>& lost_records) {
     json reverted = json::array();
     for (const InjectReport& report : reports) {
         reverted.push_back(inject_report_to_json(pid, report));
     }
-    return {{"reverted", std::move(reverted)}};
+    return {{"reverted", std::move(reverted)}, {"lost_records", lost_records}};
 }
 
 json thread_stacks_to_json(int pid, const std::vector<ThreadStack>& stacks) {
@@ -428,6 +431,29 @@ json failure_to_json(const InjectFailure& failure) {
 json error_to_json(const Error& error) {
     return failure_to_json({error, {}});
 }
+
+namespace {
+
+// A process's shadow region (docs/patch-format.md, "Shadow region"), or
+// null when it has none.
+json shadow_region_json(const StatusReport& status, int pid) {
+    auto found = status.shadow_regions.find(pid);
+    if (found == status.shadow_regions.end()) {
+        return nullptr;
+    }
+    const ShadowRegion& region = found->second;
+    return {{"address", hex_address(region.address)},
+            {"size", region.size},
+            {"slots", region.slot_count},
+            {"live", region.live},
+            {"allocations", region.allocations},
+            {"arena_used", region.arena_used},
+            {"arena_size", region.arena_size},
+            {"created_at_unix_ns", region.created_at_unix_ns},
+            {"creator_pid", region.creator_pid}};
+}
+
+}  // namespace
 
 json status_to_json(const StatusReport& status) {
     const ScanReport& report = status.scan;
@@ -469,6 +495,8 @@ json status_to_json(const StatusReport& status) {
                     {"functions", patch.marker.functions.size()},
                     {"jumps_in_place", patch.jumps_in_place},
                     {"region_address", hex_address(patch.marker.region_address)},
+                    {"data_address", hex_address(patch.marker.data_address)},
+                    {"data_size", patch.marker.data_size},
                     {"applied_at_unix_ns", patch.marker.applied_at_unix_ns},
                 });
             }
@@ -499,6 +527,7 @@ json status_to_json(const StatusReport& status) {
             {"errors", std::move(errors)},
             {"patches", std::move(patches)},
             {"gate_pages", std::move(gate_pages)},
+            {"shadow_region", shadow_region_json(status, process.info.pid)},
         });
     }
     json unreadable = json::array();
@@ -595,10 +624,29 @@ json update_to_json(const UpdateReport& report) {
                      {"processes_matching", report.processes_matching},
                      {"closed", report.closed},
                      {"released_regions", report.released_regions},
+                     {"removed_empty_regions", report.removed_empty_regions},
                      {"problems", report.problems},
+                     {"lost_records", report.lost_records},
                      {"actions", actions}};
     document["feed"] = refresh_to_json(report.refreshes)["remotes"];
     return document;
+}
+
+json state_rebuild_to_json(const StateRebuild& rebuild) {
+    json applications = json::array();
+    for (const Application& application : rebuild.applications) {
+        applications.push_back({{"pid", application.process.pid},
+                                {"start_time", application.process.start_time},
+                                {"executable", application.executable},
+                                {"build_id", application.build_id},
+                                {"patch_id", application.patch_id},
+                                {"level", application.level}});
+    }
+    return {{"database", rebuild.database},
+            {"kept_as", rebuild.kept_as.empty() ? json(nullptr) : json(rebuild.kept_as)},
+            {"settings_kept", rebuild.settings_kept},
+            {"exclusions_kept", rebuild.exclusions_kept},
+            {"applications", std::move(applications)}};
 }
 
 json history_to_json(const std::vector<HistoryEntry>& entries) {
@@ -655,11 +703,16 @@ InjectResult<InjectReport> inject_report_from_json(const json& document) {
     return report;
 }
 
-InjectResult<std::vector<InjectReport>> reverted_from_json(const json& document) {
+InjectResult<std::vector<InjectReport>> reverted_from_json(const json& document,
+                                                          std::vector<std::string>* lost_records) {
     if (auto failure = failure_from_json(document)) {
         return tl::unexpected(*failure);
     }
     FieldReader fields(document, "document");
+    if (lost_records != nullptr) {
+        *lost_records = fields.optional<std::vector<std::string>>("lost_records")
+                            .value_or(std::vector<std::string>{});
+    }
     std::vector<InjectReport> reports;
     for (const json& report : fields.array("reverted")) {
         reports.push_back(one_inject_report_from_json(report, fields));
@@ -683,8 +736,11 @@ Result<UpdateReport> update_from_json(const json& document) {
         .processes_matching = fields.get<std::size_t>("processes_matching"),
         .closed = fields.get<std::size_t>("closed"),
         .released_regions = fields.get<std::size_t>("released_regions"),
+        .removed_empty_regions = fields.optional<std::size_t>("removed_empty_regions").value_or(0),
         .problems = fields.get<std::vector<std::string>>("problems"),
         .actions = {},
+        .lost_records =
+            fields.optional<std::vector<std::string>>("lost_records").value_or(std::vector<std::string>{}),
     };
     for (const json& remote : fields.array("feed")) {
         report.refreshes.push_back(remote_refresh_from_json(remote, fields));

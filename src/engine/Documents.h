@@ -27,6 +27,7 @@ struct StatusReport {
     ScanReport scan;
     std::map<int, std::vector<AppliedPatch>> patches;  // by pid; absent: none
     std::map<int, std::vector<GatePage>> gate_pages;   // by pid; absent: none
+    std::map<int, ShadowRegion> shadow_regions;        // by pid; absent: none
 };
 
 // A failed apply or revert: the error, and on `unsafe` the threads that
@@ -69,8 +70,21 @@ struct UpdateReport {
     std::size_t processes_matching = 0;  // mapping a build some patchset is for
     std::size_t closed = 0;              // recorded applications whose process exited
     std::size_t released_regions = 0;    // retired regions unmapped (docs/architecture.md)
+    std::size_t removed_empty_regions = 0;  // empty regions of killed applies unmapped
     std::vector<std::string> problems;   // cached patch files that could not be read
     std::vector<UpdateAction> actions;
+    // Records the state database failed to write (a full disk, an I/O
+    // error), each "what: why": the run did them, the database lacks them.
+    std::vector<std::string> lost_records;
+};
+
+// What `suture state rebuild` did (Engine::rebuild_state).
+struct StateRebuild {
+    std::string database;
+    std::string kept_as;  // where the old file went; empty if there was none
+    std::vector<Application> applications;  // recorded from the markers
+    std::size_t settings_kept = 0;          // salvaged from the old file
+    std::size_t exclusions_kept = 0;
 };
 
 // What happened to one new process (sutured, on an exec event).
@@ -78,6 +92,7 @@ struct NewProcessOutcome {
     int pid = 0;
     bool parked = false;  // held at its entry point before main()
     std::vector<UpdateAction> actions;
+    std::vector<std::string> lost_records;  // as in UpdateReport
 };
 
 // Counters since the daemon started.
@@ -105,11 +120,13 @@ std::string format_utc_time(std::int64_t unix_seconds);
 // {"ok": false, "error": {"reason", "message", "blocking_threads"}}.
 nlohmann::json status_to_json(const StatusReport& report);
 nlohmann::json inject_report_to_json(int pid, const InjectReport& report);
-nlohmann::json reverted_to_json(int pid, const std::vector<InjectReport>& reports);
+nlohmann::json reverted_to_json(int pid, const std::vector<InjectReport>& reports,
+                                const std::vector<std::string>& lost_records = {});
 nlohmann::json failure_to_json(const InjectFailure& failure);
 nlohmann::json error_to_json(const Error& error);
 nlohmann::json thread_stacks_to_json(int pid, const std::vector<ThreadStack>& stacks);
 nlohmann::json update_to_json(const UpdateReport& report);
+nlohmann::json state_rebuild_to_json(const StateRebuild& rebuild);
 nlohmann::json history_to_json(const std::vector<HistoryEntry>& entries);
 nlohmann::json refresh_to_json(const std::vector<RemoteRefresh>& refreshes);
 nlohmann::json cached_targets_to_json(const std::vector<feed::CachedTarget>& targets);
@@ -118,7 +135,8 @@ nlohmann::json cached_targets_to_json(const std::vector<feed::CachedTarget>& tar
 // field or a wrong type is a bad_format error naming the field; a failure
 // document becomes the failure it describes.
 InjectResult<InjectReport> inject_report_from_json(const nlohmann::json& document);
-InjectResult<std::vector<InjectReport>> reverted_from_json(const nlohmann::json& document);
+InjectResult<std::vector<InjectReport>> reverted_from_json(
+    const nlohmann::json& document, std::vector<std::string>* lost_records = nullptr);
 Result<UpdateReport> update_from_json(const nlohmann::json& document);
 Result<std::vector<HistoryEntry>> history_from_json(const nlohmann::json& document);
 // The failure a document describes, or nullopt when it is not one.

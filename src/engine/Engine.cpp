@@ -2,16 +2,20 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 
 #include "config.h"
 #include "distro/BuildIndex.h"
+#include "engine/Candidates.h"
 #include "engine/NewProcesses.h"
 #include "engine/Update.h"
 #include "inject/EntryGate.h"
-#include "proc/ProgramRun.h"
+#include "proc/Process.h"
 #include "scan/Scanner.h"
+#include "state/HostLock.h"
 #include "state/StateDatabase.h"
 
 namespace suture {
@@ -64,6 +68,7 @@ Result<std::unique_ptr<Engine>> Engine::open(EngineOptions options) {
         options.distro_support_dir = default_distro_support_dir();
     }
     options.state_database = resolve_state_database(options.state_database);
+    options.lock_file = HostLock::resolve_path(options.lock_file);
     options.feed = resolve_feed_options(options.feed);
     auto index = BuildIndex::load_directory(options.distro_support_dir);
     if (!index) {
@@ -111,6 +116,10 @@ StatusReport Engine::status(const std::vector<int>& pids) {
         if (gate_pages && !gate_pages->empty()) {
             status.gate_pages[process.info.pid] = std::move(*gate_pages);
         }
+        auto shadow = list_shadow_region(process.info.pid);
+        if (shadow && *shadow) {
+            status.shadow_regions[process.info.pid] = **shadow;
+        }
     }
     return status;
 }
@@ -121,23 +130,54 @@ Result<std::vector<ThreadStack>> Engine::stacks(int pid) {
 
 // Patching one process.
 
+// 1. the operation lock, for the apply and its records; 2. the apply;
+// 3. its callback outcomes, each write checked.
 InjectResult<InjectReport> Engine::apply(int pid, const PatchFile& patch,
-                                         const InjectOptions& options) {
+                                         const InjectOptions& options,
+                                         std::vector<std::string>* lost_records) {
+    auto lock = hold_operation_lock();
+    if (!lock) {
+        return tl::unexpected(failure_of(lock.error()));
+    }
+    std::vector<CallbackOutcome> outcomes;
+    auto report = apply_held(pid, patch, options, outcomes);
+    auto lost = record_callbacks_alone(pid, patch.metadata.patch_id, patch.metadata.level, outcomes);
+    if (lost_records != nullptr) {
+        *lost_records = std::move(lost);
+    }
+    return report;
+}
+
+// As above, the outcomes written into the caller's (batched) records.
+InjectResult<InjectReport> Engine::apply(int pid, const PatchFile& patch,
+                                         const InjectOptions& options, Records& records) {
+    auto lock = hold_operation_lock();
+    if (!lock) {
+        return tl::unexpected(failure_of(lock.error()));
+    }
+    std::vector<CallbackOutcome> outcomes;
+    auto report = apply_held(pid, patch, options, outcomes);
+    record_callbacks(records, pid, patch.metadata.patch_id, patch.metadata.level, outcomes);
+    return report;
+}
+
+InjectResult<InjectReport> Engine::apply_held(int pid, const PatchFile& patch,
+                                              const InjectOptions& options,
+                                              std::vector<CallbackOutcome>& outcomes) {
     std::vector<BlockingThread> blocking;
-    std::vector<CallbackOutcome> callbacks;
-    auto report = apply_patch(pid, patch, options, &blocking, &callbacks);
-    record_callbacks(pid, patch.metadata.patch_id, patch.metadata.level,
-                     report ? report->callbacks : callbacks);
+    auto report = apply_patch(pid, patch, options, &blocking, &outcomes);
     if (!report) {
         InjectFailure failure = failure_of(report.error(), std::move(blocking));
-        failure.callbacks = std::move(callbacks);
+        failure.callbacks = outcomes;
         return tl::unexpected(std::move(failure));
     }
+    outcomes = report->callbacks;
     return *report;
 }
 
 InjectResult<InjectReport> Engine::apply_file(int pid, const std::string& path,
-                                              const InjectOptions& options) {
+                                              const InjectOptions& options,
+                                              std::vector<std::string>* lost_records) {
     auto patch = read_patch_file(path);
     if (!patch) {
         // A file that cannot be read is not the process's fault: not
@@ -148,19 +188,39 @@ InjectResult<InjectReport> Engine::apply_file(int pid, const std::string& path,
         error.code = unreadable ? ErrorCode::io : error.code;
         return tl::unexpected(failure_of(error));
     }
-    return apply(pid, *patch, options);
+    return apply(pid, *patch, options, lost_records);
 }
 
 InjectResult<std::vector<InjectReport>> Engine::revert(int pid, const std::string& patch_id,
-                                                       const InjectOptions& options) {
+                                                       const InjectOptions& options,
+                                                       std::vector<std::string>* lost_records) {
+    // 1. The operation lock, for the revert and its records.
+    auto lock = hold_operation_lock();
+    if (!lock) {
+        return tl::unexpected(failure_of(lock.error()));
+    }
+    // 2. The identity before the revert: the rows name the process by it.
+    auto info = read_process_info(pid);
+    // 3. The revert (never waits: no blocking threads).
     std::vector<CallbackOutcome> callbacks;
     auto reports = revert_patches(pid, patch_id, options, &callbacks);
+    // 4. Its rows and history, then its callbacks' outcomes.
+    std::vector<std::string> lost;
+    if (info) {
+        lost = record_revert({pid, info->start_time}, patch_id, reports);
+    }
+    auto keep_lost = [&lost](std::vector<std::string> more) {
+        lost.insert(lost.end(), more.begin(), more.end());
+    };
     if (reports) {
         for (const InjectReport& report : *reports) {
-            record_callbacks(pid, report.patch_id, report.level, report.callbacks);
+            keep_lost(record_callbacks_alone(pid, report.patch_id, report.level, report.callbacks));
         }
     } else {
-        record_callbacks(pid, patch_id, 0, callbacks);
+        keep_lost(record_callbacks_alone(pid, patch_id, 0, callbacks));  // level not known yet
+    }
+    if (lost_records != nullptr) {
+        *lost_records = std::move(lost);
     }
     if (!reports) {
         InjectFailure failure = failure_of(reports.error());
@@ -170,36 +230,101 @@ InjectResult<std::vector<InjectReport>> Engine::revert(int pid, const std::strin
     return *reports;
 }
 
-// Each callback outcome of an apply or revert, in the state database
-// (best effort: a database that cannot be opened loses only this record;
-// the outcome is in the report either way).
-void Engine::record_callbacks(int pid, const std::string& patch_id, std::uint32_t level,
-                              const std::vector<CallbackOutcome>& outcomes) {
-    if (outcomes.empty()) {
-        return;
+std::vector<std::string> Engine::record_revert(
+    const ProcessIdentity& process, const std::string& patch_id,
+    const Result<std::vector<InjectReport>>& reports) {
+    std::vector<std::string> lost;
+    bool any_patch = reports && std::any_of(reports->begin(), reports->end(),
+                                            [](const InjectReport& report) {
+                                                return !report.patch_id.empty();
+                                            });
+    if (reports && !any_patch) {
+        return lost;  // only empty regions removed: nothing was ever recorded of them
     }
     auto database = state();
-    auto run = read_program_run(pid);
-    if (!database || !run) {
-        return;
+    auto keep = [&](const std::string& what, const Result<void>& written) {
+        if (!written) {
+            lost.push_back(what + ": " + written.error().message);
+        }
+    };
+    if (!database) {
+        if (reports) {
+            lost.push_back("revert pid " + std::to_string(process.pid) + ": " +
+                           database.error().message);
+        }
+        return lost;
     }
-    ProcessIdentity process{pid, run->start_time};
+    if (!reports) {
+        keep("revert pid " + std::to_string(process.pid) + " (history)",
+             (*database)->log({.action = HistoryAction::revert,
+                               .process = process,
+                               .patch_id = patch_id,
+                               .outcome = HistoryOutcome::failed,
+                               .reason = error_code_name(reports.error().code),
+                               .message = reports.error().message}));
+        return lost;
+    }
+    for (const InjectReport& report : *reports) {
+        if (report.patch_id.empty()) {
+            continue;  // an empty region removed: nothing was recorded of it
+        }
+        std::string what = "revert pid " + std::to_string(process.pid) + " " + report.patch_id +
+                           " level " + std::to_string(report.level);
+        auto marked = (*database)->mark_reverted(process, report.patch_id);
+        keep(what, marked ? Result<void>{} : Result<void>(tl::unexpected(marked.error())));
+        keep(what + " (history)",
+             (*database)->log({.action = HistoryAction::revert,
+                               .process = process,
+                               .patch_id = report.patch_id,
+                               .level = report.level,
+                               .outcome = HistoryOutcome::ok,
+                               .message = "reverted"}));
+    }
+    return lost;
+}
+
+// Each callback outcome of an apply or revert, a row of the callbacks
+// table; the process is named by its identity now (a process that died
+// meanwhile loses its rows, named as such).
+void Engine::record_callbacks(Records& records, int pid, const std::string& patch_id,
+                              std::uint32_t level, const std::vector<CallbackOutcome>& outcomes) {
+    auto info = outcomes.empty() ? Result<ProcessInfo>{} : read_process_info(pid);
     for (const CallbackOutcome& outcome : outcomes) {
-        (void)(*database)->record_callback({.process = process,
-                                            .patch_id = patch_id,
-                                            .level = level,
-                                            .callback = callback_kind_name(outcome.kind),
-                                            .outcome = callback_status_name(outcome.status),
-                                            .code = outcome.code,
-                                            .duration_ns = outcome.duration.count(),
-                                            .message = outcome.reason});
+        ProcessIdentity process{pid, info ? info->start_time : 0};
+        std::string name = record_name(callback_kind_name(outcome.kind) + " callback", process,
+                                       patch_id, level);
+        StateDatabase* database = records.database();
+        if (!info || database == nullptr) {
+            records.wrote(name, info ? Result<void>{} : Result<void>(tl::unexpected(info.error())));
+            continue;
+        }
+        records.wrote(name, database->record_callback({.process = process,
+                                                       .patch_id = patch_id,
+                                                       .level = level,
+                                                       .callback = callback_kind_name(outcome.kind),
+                                                       .outcome = callback_status_name(outcome.status),
+                                                       .code = outcome.code,
+                                                       .duration_ns = outcome.duration.count(),
+                                                       .message = outcome.reason}));
     }
+}
+
+std::vector<std::string> Engine::record_callbacks_alone(
+    int pid, const std::string& patch_id, std::uint32_t level,
+    const std::vector<CallbackOutcome>& outcomes) {
+    if (outcomes.empty()) {
+        return {};  // no database opened for nothing
+    }
+    auto database = state();
+    Records records(database ? *database : nullptr, database ? "" : database.error().message);
+    record_callbacks(records, pid, patch_id, level, outcomes);
+    return records.lost();
 }
 
 // The update cycle and the feed.
 
 Result<UpdateReport> Engine::update(const UpdateOptions& options, const UpdateProgress& progress) {
-    return run_update(*this, options, progress);
+    return run_update(*this, options, progress);  // takes the operation lock
 }
 
 Result<std::vector<RemoteRefresh>> Engine::refresh_feeds(const feed::Progress& progress) {
@@ -217,7 +342,7 @@ Result<void> Engine::reload_new_process_patches() {
 }
 
 std::optional<NewProcessOutcome> Engine::on_exec(int pid, const InjectOptions& options) {
-    return new_processes_->on_exec(pid, options);
+    return new_processes_->on_exec(pid, options);  // takes the operation lock once parked
 }
 
 const NewProcessStatistics& Engine::new_process_statistics() const {
@@ -255,6 +380,10 @@ Result<std::vector<HistoryEntry>> Engine::history(std::size_t limit) {
 }
 
 Result<void> Engine::set_enabled(bool enabled) {
+    auto lock = hold_operation_lock();
+    if (!lock) {
+        return tl::unexpected(lock.error());
+    }
     auto database = state();
     if (!database) {
         return tl::unexpected(database.error());
@@ -287,6 +416,10 @@ Result<void> Engine::set_exclusion(const Exclusion& exclusion, bool excluded) {
     if (kind == "executable" && !value.starts_with("/")) {
         return fail(ErrorCode::invalid_argument, "--executable needs an absolute path");
     }
+    auto lock = hold_operation_lock();
+    if (!lock) {
+        return tl::unexpected(lock.error());
+    }
     auto database = state();
     if (!database) {
         return tl::unexpected(database.error());
@@ -308,6 +441,21 @@ Result<std::vector<Exclusion>> Engine::exclusions() {
         return tl::unexpected(database.error());
     }
     return (*database)->exclusions();
+}
+
+// The operation lock.
+
+Result<std::shared_ptr<HostLock>> Engine::hold_operation_lock() {
+    if (auto held = lock_.lock()) {
+        return held;
+    }
+    auto acquired = HostLock::acquire(options_.lock_file, options_.lock_wait, options_.lock_waiting);
+    if (!acquired) {
+        return tl::unexpected(acquired.error());
+    }
+    auto held = std::make_shared<HostLock>(std::move(*acquired));
+    lock_ = held;
+    return held;
 }
 
 }  // namespace suture

@@ -3,6 +3,7 @@
 // meson and scripts/check-layers make reaching past it a build error.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -14,13 +15,16 @@
 #include "engine/Documents.h"
 #include "engine/Feed.h"
 #include "patch/PatchFile.h"
+#include "state/StateDatabase.h"
 
 namespace suture {
 
 class BuildIndex;
+class HostLock;
 class Scanner;
 class StateDatabase;
 class NewProcessPatcher;
+class Records;  // engine/Candidates.h
 
 struct EngineOptions {
     // Directory holding <distribution>/builds.json; empty means the installed
@@ -30,7 +34,16 @@ struct EngineOptions {
     // Opened on first use (status and stacks never need it).
     std::string state_database;
     FeedOptions feed;  // empty fields get their defaults (resolve_feed_options)
+    // The operation lock (state/HostLock.h, docs/state.md); empty:
+    // $SUTURE_LOCK_FILE or /run/suture/lock. Operations that change
+    // processes or the database wait this long for another holder (0: they
+    // fail at once with `locked`, as sutured's do: its event loop must not
+    // block), calling `lock_waiting` with the holder's PID when they have to.
+    std::string lock_file;
+    std::chrono::seconds lock_wait{300};
+    std::function<void(int)> lock_waiting;
 };
+
 
 struct UpdateOptions {
     bool refresh = true;        // false: offline, from the cache only (the boot case)
@@ -64,16 +77,24 @@ class Engine {
     Result<std::vector<ThreadStack>> stacks(int pid);
 
     // Patching one process (see apply_patch and revert_patches in
-    // inject/Injector.h). Not recorded in the state database: `update`
-    // adopts what it finds in memory.
-    InjectResult<InjectReport> apply(int pid, const PatchFile& patch, const InjectOptions& options);
+    // inject/Injector.h), under the operation lock. An apply is not recorded
+    // in the state database (`update` adopts what it finds in memory); a
+    // revert is: the process's active rows of each reverted patch become
+    // `reverted`, with a history entry (a failed revert gets one too).
+    // Either way the outcome of each patch callback that ran (or was
+    // skipped) is a row of the callbacks table, written under the lock.
+    // Records it could not write are named in `lost_records`.
+    InjectResult<InjectReport> apply(int pid, const PatchFile& patch, const InjectOptions& options,
+                                     std::vector<std::string>* lost_records = nullptr);
     // The same from a patch file's path; a file that does not parse is a
     // bad_format (or unsupported) failure.
     InjectResult<InjectReport> apply_file(int pid, const std::string& path,
-                                          const InjectOptions& options);
+                                          const InjectOptions& options,
+                                          std::vector<std::string>* lost_records = nullptr);
     // Reverts `patch_id` (every suture patch if empty) in one process.
     InjectResult<std::vector<InjectReport>> revert(int pid, const std::string& patch_id,
-                                                   const InjectOptions& options);
+                                                   const InjectOptions& options,
+                                                   std::vector<std::string>* lost_records = nullptr);
 
     // The automatic cycle (`suture update`, Engine::update in Update.cpp).
     Result<UpdateReport> update(const UpdateOptions& options, const UpdateProgress& progress = {});
@@ -94,8 +115,21 @@ class Engine {
     Result<bool> enabled();
     Result<void> set_exclusion(const Exclusion& exclusion, bool excluded);
     Result<std::vector<Exclusion>> exclusions();
+    // `suture state rebuild`: the database rebuilt from the region markers
+    // of every process (what status reads), the old file (and its -wal and
+    // -shm) kept aside as <path>.damaged-<UTC time>, its settings and
+    // exclusions salvaged when they still read.
+    Result<StateRebuild> rebuild_state();
+
+    // The operation lock, held while the returned handle lives; reentrant
+    // within this engine (an update's applies take it again).
+    Result<std::shared_ptr<HostLock>> hold_operation_lock();
 
     // For the engine's own parts (Update.cpp, NewProcesses.cpp).
+    // apply, its callback outcomes written through the run's `records`
+    // (the update's batch), so a batch that fails names them lost too.
+    InjectResult<InjectReport> apply(int pid, const PatchFile& patch, const InjectOptions& options,
+                                     Records& records);
     // The state database, opened on first use and opened again when its
     // file was replaced or removed meanwhile.
     Result<StateDatabase*> state();
@@ -103,8 +137,23 @@ class Engine {
 
   private:
     Engine(EngineOptions options, std::unique_ptr<BuildIndex> index);
-    void record_callbacks(int pid, const std::string& patch_id, std::uint32_t level,
-                          const std::vector<CallbackOutcome>& outcomes);
+    // Revert's rows and history; returns the records it could not write.
+    std::vector<std::string> record_revert(const ProcessIdentity& process,
+                                           const std::string& patch_id,
+                                           const Result<std::vector<InjectReport>>& reports);
+    // apply_patch with the lock already held; `outcomes` gets the callback
+    // outcomes of the apply, whether it succeeded or not.
+    InjectResult<InjectReport> apply_held(int pid, const PatchFile& patch,
+                                          const InjectOptions& options,
+                                          std::vector<CallbackOutcome>& outcomes);
+    // Each callback outcome, one row of the callbacks table, written through
+    // `records` (checked: a failed write is named in records.lost()).
+    void record_callbacks(Records& records, int pid, const std::string& patch_id,
+                          std::uint32_t level, const std::vector<CallbackOutcome>& outcomes);
+    // The same through a Records of its own on state(); returns the lost.
+    std::vector<std::string> record_callbacks_alone(int pid, const std::string& patch_id,
+                                                    std::uint32_t level,
+                                                    const std::vector<CallbackOutcome>& outcomes);
 
     EngineOptions options_;  // defaults resolved
     std::unique_ptr<BuildIndex> index_;
@@ -112,6 +161,7 @@ class Engine {
     std::unique_ptr<StateDatabase> state_;
     std::pair<std::uint64_t, std::uint64_t> state_file_{};  // device, inode
     std::unique_ptr<NewProcessPatcher> new_processes_;
+    std::weak_ptr<HostLock> lock_;  // the operation lock while some operation holds it
 };
 
 }  // namespace suture

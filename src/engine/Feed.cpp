@@ -1,12 +1,18 @@
 #include "engine/Feed.h"
 
+#include <pwd.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <ctime>
 
+#include "patch/PatchFile.h"
+
 
 namespace suture {
+
+static_assert(feed::max_target_size >= max_patch_metadata_size + max_patch_object_size,
+              "the feed's target cap must admit every patch file PatchFile accepts");
 
 namespace {
 
@@ -34,6 +40,70 @@ Result<std::vector<feed::Remote>> enabled_remotes(const FeedOptions& options) {
     return enabled;
 }
 
+// The home directory of the effective user: $HOME, else the password
+// database; "" if neither says (never a shared directory such as /tmp,
+// where another user could plant a cache).
+std::string home_directory() {
+    std::string home = environment_or("HOME", "");
+    if (!home.empty()) {
+        return home;
+    }
+    struct passwd entry {};
+    struct passwd* found = nullptr;
+    char buffer[4096];
+    if (::getpwuid_r(::geteuid(), &entry, buffer, sizeof buffer, &found) == 0 && found != nullptr &&
+        found->pw_dir != nullptr && found->pw_dir[0] == '/') {
+        return found->pw_dir;
+    }
+    return "";
+}
+
+// Why a verified cached patch file is not what its signed custom metadata
+// says it is (build ID, soname, patch id, level, read from the file itself
+// with src/patch/PatchFile); "" when it is.
+std::string patch_file_problem(const feed::CachedTarget& cached) {
+    auto patch = read_patch_file(cached.path);
+    if (!patch) {
+        return "not a patch file the injector accepts: " + patch.error().message;
+    }
+    const PatchMetadata& file = patch->metadata;
+    const feed::PatchsetInfo& info = cached.target.info;
+    auto differs = [](const char* field, const std::string& in_file, const std::string& signed_) {
+        return std::string("the patch file's ") + field + " is " + in_file +
+               ", the signed custom metadata says " + signed_;
+    };
+    if (file.target_build_id != info.build_id) {
+        return differs("build ID", file.target_build_id, info.build_id);
+    }
+    if (file.target_soname != info.soname) {
+        return differs("soname", file.target_soname, info.soname);
+    }
+    if (file.patch_id != info.patch_id) {
+        return differs("patch id", file.patch_id, info.patch_id);
+    }
+    if (file.level != info.level) {
+        return differs("level", std::to_string(file.level), std::to_string(info.level));
+    }
+    return "";
+}
+
+// Refuses (bad_format, never usable) each listed target whose file says
+// otherwise than its signed custom metadata; channels and pins, judged by
+// the client on the custom fields, then judge the file's real values.
+void refuse_mismatching_files(std::vector<feed::CachedTarget>& listed) {
+    for (feed::CachedTarget& cached : listed) {
+        if (cached.refused) {
+            continue;
+        }
+        if (std::string problem = patch_file_problem(cached); !problem.empty()) {
+            cached.usable = false;
+            cached.held_back_because = "refused: " + problem;
+            cached.refused = Error{ErrorCode::bad_format, cached.target.name + ": " + problem};
+            cached.path.clear();
+        }
+    }
+}
+
 }  // namespace
 
 FeedOptions resolve_feed_options(FeedOptions options) {
@@ -43,9 +113,12 @@ FeedOptions resolve_feed_options(FeedOptions options) {
     if (options.cache_directory.empty()) {
         std::string fallback = "/var/cache/suture/feed";
         if (::geteuid() != 0) {
-            fallback =
-                environment_or("XDG_CACHE_HOME", environment_or("HOME", "/tmp") + "/.cache") +
-                "/suture/feed";
+            // A user's cache: under XDG_CACHE_HOME or the home directory;
+            // none at all ("" is refused by the feed client) if neither is
+            // known.
+            std::string home = home_directory();
+            std::string user_cache = environment_or("XDG_CACHE_HOME", home.empty() ? "" : home + "/.cache");
+            fallback = user_cache.empty() ? "" : user_cache + "/suture/feed";
         }
         options.cache_directory = environment_or("SUTURE_FEED_CACHE", fallback);
     }
@@ -78,6 +151,7 @@ Result<std::vector<feed::CachedTarget>> list_feeds(const FeedOptions& options) {
         if (!listed) {
             return tl::unexpected(with_context(listed.error(), "remote " + remote.name));
         }
+        refuse_mismatching_files(*listed);
         all.insert(all.end(), listed->begin(), listed->end());
     }
     return all;

@@ -97,9 +97,10 @@ bool NewProcessPatcher::excluded(int pid) {
 }
 
 std::vector<UpdateAction> NewProcessPatcher::apply_matching(const ProcessInfo& info,
-                                                            const InjectOptions& options) {
+                                                            const InjectOptions& options,
+                                                            std::vector<std::string>& lost) {
     auto database = engine_.state();
-    StateDatabase* records = database ? *database : nullptr;
+    Records records(database ? *database : nullptr, database ? "" : database.error().message);
     std::vector<UpdateAction> actions;
     StatusReport status = engine_.status({info.pid});
     for (const ProcessReport& process : status.scan.processes) {
@@ -119,6 +120,7 @@ std::vector<UpdateAction> NewProcessPatcher::apply_matching(const ProcessInfo& i
             }
         }
     }
+    lost = records.lost();
     return actions;
 }
 
@@ -154,8 +156,19 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
         outcome.parked = true;
         ++statistics_.parked;
     }
-    // 4. Apply what matches the libraries it mapped.
-    outcome.actions = apply_matching(*info, options);
+    // 4. Apply what matches the libraries it mapped, under the operation
+    // lock, taken only now: parking is the race against the loader, and a
+    // parked process waits at its entry without harm. The lock is never
+    // waited for here (the daemon's lock_wait is 0): while another operation
+    // holds it, the process is released unpatched, for the next update
+    // (the daemon's rescan) to find.
+    auto lock = engine_.hold_operation_lock();
+    if (!lock) {
+        log::info("new process: pid " + std::to_string(pid) +
+                  " left to the next update: " + lock.error().message);
+        return std::nullopt;
+    }
+    outcome.actions = apply_matching(*info, options, outcome.lost_records);
     // 5. Into main(), patched.
     park.release();
     bool any_applied = false;

@@ -37,7 +37,8 @@ class NewProcessPatcher {
   private:
     bool needs_openssl(int pid);
     bool excluded(int pid);
-    std::vector<UpdateAction> apply_matching(const ProcessInfo& info, const InjectOptions& options);
+    std::vector<UpdateAction> apply_matching(const ProcessInfo& info, const InjectOptions& options,
+                                             std::vector<std::string>& lost);
 
     Engine& engine_;
     std::map<std::string, std::vector<UsablePatch>> patches_;

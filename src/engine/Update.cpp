@@ -20,63 +20,33 @@ struct Work {
     const UsablePatch* candidate;
 };
 
-// The records of a fleet go to disk in batches: with synchronous=FULL, one
-// transaction per record cost about as much as the applies themselves. A
-// crash loses at most one batch, and the next update adopts those patches
-// from memory. The batch in progress is committed when this goes out of
-// scope.
-class RecordBatches {
-  public:
-    explicit RecordBatches(StateDatabase& database)
-        : database_(database), open_(database.begin_batch().has_value()) {}
-    ~RecordBatches() {
-        if (open_) {
-            (void)database_.commit_batch();
-        }
-    }
-    RecordBatches(const RecordBatches&) = delete;
-    RecordBatches& operator=(const RecordBatches&) = delete;
-
-    // Call after each record: every `per_batch` records, a new batch.
-    void recorded() {
-        if (open_ && ++in_batch_ == per_batch) {
-            open_ = database_.commit_batch().has_value() && database_.begin_batch().has_value();
-            in_batch_ = 0;
-        }
-    }
-
-  private:
-    static constexpr std::size_t per_batch = 64;
-    StateDatabase& database_;
-    bool open_;
-    std::size_t in_batch_ = 0;
-};
-
 bool switched_off(StateDatabase& database) {
     auto enabled = database.setting("enabled");
     return enabled && enabled->has_value() && **enabled == "false";
 }
 
 // Step: refresh every remote, each result in the history.
-Result<void> refresh_feeds(Engine& engine, StateDatabase& database, UpdateReport& report) {
+Result<void> refresh_feeds(Engine& engine, StateDatabase& database, Records& records,
+                           UpdateReport& report) {
     auto refreshes = engine.refresh_feeds();
     if (!refreshes) {
         return tl::unexpected(refreshes.error());
     }
     report.refreshes = std::move(*refreshes);
     for (const RemoteRefresh& refresh : report.refreshes) {
-        (void)database.log(
+        records.wrote("refresh of remote " + refresh.remote + " (history)", database.log(
             {.action = HistoryAction::refresh,
              .outcome = refresh.result ? HistoryOutcome::ok : HistoryOutcome::failed,
              .reason = refresh.result ? "" : error_code_name(refresh.result.error().code),
              .message =
-                 refresh.result ? "remote " + refresh.remote : refresh.result.error().message});
+                 refresh.result ? "remote " + refresh.remote : refresh.result.error().message}));
     }
     return {};
 }
 
 // Step: what the cache offers, recorded as the patchsets the update saw.
-Result<Candidates> load_candidates(Engine& engine, StateDatabase& database, UpdateReport& report) {
+Result<Candidates> load_candidates(Engine& engine, StateDatabase& database, Records& records,
+                                   UpdateReport& report) {
     auto cached = engine.list_feeds();
     if (!cached) {
         return tl::unexpected(cached.error());
@@ -100,7 +70,7 @@ Result<Candidates> load_candidates(Engine& engine, StateDatabase& database, Upda
                         .cves = cves,
                         .usable = target.usable});
     }
-    (void)database.record_patchsets(rows);
+    records.wrote("the patchsets seen", database.record_patchsets(rows));
     Candidates candidates = load_usable_patches(*cached, report.problems);
     for (const auto& [build_id, patches] : candidates) {
         report.patchsets += patches.size();
@@ -138,10 +108,30 @@ KnownApplications known_applications(const std::vector<Application>& active) {
     return known;
 }
 
+// In memory but not in the database (a lost database, a lost record, or an
+// apply by hand): adopt it, so intent matches memory.
+void adopt(Records& records, StateDatabase& database, const UpdateAction& action,
+           const std::string& executable, const PatchMetadata& metadata, std::uint32_t level) {
+    std::string name = record_name("adopt", action.process, metadata.patch_id, level);
+    records.wrote(name, database.record_application({.process = action.process,
+                                                     .executable = executable,
+                                                     .build_id = metadata.target_build_id,
+                                                     .patch_id = metadata.patch_id,
+                                                     .level = level,
+                                                     .state = ApplicationState::active}));
+    records.wrote(name + " (history)", database.log({.action = HistoryAction::adopt,
+                                                     .process = action.process,
+                                                     .patch_id = metadata.patch_id,
+                                                     .level = level,
+                                                     .outcome = HistoryOutcome::ok,
+                                                     .message = "found active in memory"}));
+}
+
 // Step: decide about one pair and act on it.
-UpdateAction act_on(Engine& engine, StateDatabase& database, const StatusReport& status,
+UpdateAction act_on(Engine& engine, Records& records, const StatusReport& status,
                     const Work& item, const Exclusions& exclusions, const KnownApplications& known,
                     const InjectOptions& inject) {
+    StateDatabase& database = *records.database();
     const ProcessInfo& info = item.process->info;
     const PatchMetadata& metadata = item.candidate->patch.metadata;
     UpdateAction action{.process = {info.pid, info.start_time},
@@ -165,25 +155,12 @@ UpdateAction act_on(Engine& engine, StateDatabase& database, const StatusReport&
             action.level = decision.level;
             break;
         case Verdict::adopt:
-            // In memory but not in the database (a lost database, or an
-            // apply by hand): adopt it, so intent matches memory.
             action.outcome = ActionOutcome::adopted;
             action.level = decision.level;
-            (void)database.record_application({.process = action.process,
-                                               .executable = subject.place.executable,
-                                               .build_id = metadata.target_build_id,
-                                               .patch_id = metadata.patch_id,
-                                               .level = decision.level,
-                                               .state = ApplicationState::active});
-            (void)database.log({.action = HistoryAction::adopt,
-                                .process = action.process,
-                                .patch_id = metadata.patch_id,
-                                .level = decision.level,
-                                .outcome = HistoryOutcome::ok,
-                                .message = "found active in memory"});
+            adopt(records, database, action, subject.place.executable, metadata, decision.level);
             break;
         case Verdict::apply:
-            apply_and_record(engine, &database, *item.candidate, inject, subject.place.executable,
+            apply_and_record(engine, records, *item.candidate, inject, subject.place.executable,
                              "from " + item.candidate->cached.remote, action);
             break;
     }
@@ -193,7 +170,7 @@ UpdateAction act_on(Engine& engine, StateDatabase& database, const StatusReport&
 // Step: close out what the database believes active in processes now gone
 // (a reused PID has another start time, so it does not count as alive).
 void close_exited(StateDatabase& database, const StatusReport& status,
-                  const std::vector<Application>& active, RecordBatches& batches,
+                  const std::vector<Application>& active, Records& records,
                   UpdateReport& report) {
     std::set<std::pair<int, std::uint64_t>> alive;
     for (const ProcessReport& process : status.scan.processes) {
@@ -208,15 +185,16 @@ void close_exited(StateDatabase& database, const StatusReport& status,
         if (exists) {
             continue;
         }
-        (void)database.set_application_state(application.id, ApplicationState::exited);
-        (void)database.log({.action = HistoryAction::close,
-                            .process = application.process,
-                            .patch_id = application.patch_id,
-                            .level = application.level,
-                            .outcome = HistoryOutcome::ok,
-                            .message = "the process exited"});
+        std::string name =
+            record_name("close", application.process, application.patch_id, application.level);
+        records.wrote(name, database.set_application_state(application.id, ApplicationState::exited));
+        records.wrote(name + " (history)", database.log({.action = HistoryAction::close,
+                                                         .process = application.process,
+                                                         .patch_id = application.patch_id,
+                                                         .level = application.level,
+                                                         .outcome = HistoryOutcome::ok,
+                                                         .message = "the process exited"}));
         ++report.closed;
-        batches.recorded();
     }
 }
 
@@ -237,8 +215,28 @@ void release_retired(const StatusReport& status, UpdateReport& report) {
     }
 }
 
+// Step: the empty regions applies killed right after their mmap left are
+// unmapped, as a revert would (one short stop per process that has any).
+void remove_empty(const StatusReport& status, UpdateReport& report) {
+    for (const auto& [pid, patches] : status.patches) {
+        bool any_empty = std::any_of(patches.begin(), patches.end(), [](const AppliedPatch& patch) {
+            return patch.state == PatchState::empty;
+        });
+        if (!any_empty) {
+            continue;
+        }
+        if (auto removed = remove_empty_regions(pid)) {
+            report.removed_empty_regions += *removed;
+        } else {
+            report.problems.push_back("pid " + std::to_string(pid) +
+                                      ": empty region left in place: " + removed.error().message);
+        }
+    }
+}
+
 bool did_nothing(const UpdateReport& report) {
-    bool idle = report.closed == 0 && report.released_regions == 0;
+    bool idle = report.closed == 0 && report.released_regions == 0 &&
+                report.removed_empty_regions == 0;
     for (const UpdateAction& action : report.actions) {
         idle = idle && action.outcome == ActionOutcome::already;
     }
@@ -275,63 +273,81 @@ Decision decide(const UpdateSubject& subject, const PatchMetadata& candidate,
 
 Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
                                 const UpdateProgress& progress) {
+    // One update at a time per host (HostLock.h): a second one waits or is
+    // refused rather than applying the same patches again.
+    auto lock = engine.hold_operation_lock();
+    if (!lock) {
+        return tl::unexpected(lock.error());
+    }
     auto database = engine.state();
     if (!database) {
         return tl::unexpected(database.error());
     }
     StateDatabase& state = **database;
     UpdateReport report;
+    // Every write of the run, checked; the lost ones end in the report.
+    Records records(&state);
+    auto finish = [&] {
+        records.commit();
+        report.lost_records = records.lost();
+        return report;
+    };
     // 1. The global switch.
     if (switched_off(state)) {
         report.enabled = false;
-        (void)state.log({.action = HistoryAction::update,
-                         .outcome = HistoryOutcome::skipped,
-                         .reason = "disabled",
-                         .message = "suture is disabled"});
-        return report;
+        records.wrote("the update (history)", state.log({.action = HistoryAction::update,
+                                                         .outcome = HistoryOutcome::skipped,
+                                                         .reason = "disabled",
+                                                         .message = "suture is disabled"}));
+        return finish();
     }
     // 2. The feeds, then what their caches offer.
     if (options.refresh) {
-        if (auto refreshed = refresh_feeds(engine, state, report); !refreshed) {
+        if (auto refreshed = refresh_feeds(engine, state, records, report); !refreshed) {
             return tl::unexpected(refreshed.error());
         }
     }
-    auto candidates = load_candidates(engine, state, report);
+    auto candidates = load_candidates(engine, state, records, report);
     if (!candidates) {
         return tl::unexpected(candidates.error());
     }
     auto exclusions = state.exclusions();
-    Exclusions excluded = Exclusions::from(exclusions ? *exclusions : std::vector<Exclusion>{});
+    if (!exclusions) {
+        // Patching without knowing what must not be touched is not an option.
+        return tl::unexpected(exclusions.error());
+    }
+    Exclusions excluded = Exclusions::from(*exclusions);
     // 3. Every process, matched against the candidates.
     StatusReport status = engine.status();
     report.processes_examined = status.scan.processes_examined;
     std::vector<Work> work = match(status, *candidates, report);
     // 4. Decide and act, pair by pair.
     auto active = state.applications(ApplicationState::active);
-    std::vector<Application> recorded = active ? std::move(*active) : std::vector<Application>{};
-    KnownApplications known = known_applications(recorded);
-    RecordBatches batches(state);
+    if (!active) {
+        return tl::unexpected(active.error());
+    }
+    KnownApplications known = known_applications(*active);
+    records.start_batches();
     for (const Work& item : work) {
         report.actions.push_back(
-            act_on(engine, state, status, item, excluded, known, options.inject));
-        batches.recorded();
+            act_on(engine, records, status, item, excluded, known, options.inject));
         if (progress) {
             progress(report.actions.size(), work.size());
         }
     }
     // 5. Records of processes that are gone.
-    if (active) {
-        close_exited(state, status, recorded, batches, report);
-    }
-    // 6. Retired regions no thread refers to any more.
+    close_exited(state, status, *active, records, report);
+    // 6. Retired regions no thread refers to any more, and empty regions.
     release_retired(status, report);
+    remove_empty(status, report);
     // 7. The run itself, in the history.
     if (options.log_idle_runs || !did_nothing(report)) {
-        (void)state.log({.action = HistoryAction::update,
-                         .outcome = HistoryOutcome::ok,
-                         .message = std::to_string(report.actions.size()) + " action(s)"});
+        records.wrote("the update (history)",
+                      state.log({.action = HistoryAction::update,
+                                 .outcome = HistoryOutcome::ok,
+                                 .message = std::to_string(report.actions.size()) + " action(s)"}));
     }
-    return report;
+    return finish();
 }
 
 }  // namespace suture

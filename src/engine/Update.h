@@ -41,15 +41,18 @@ struct Decision {
 Decision decide(const UpdateSubject& subject, const PatchMetadata& candidate,
                 const Exclusions& exclusions, const KnownApplications& known);
 
-// The automatic cycle (`suture update`): refresh the feeds (failures are
-// reported; the cache is used anyway), scan, match each process's mapped
-// library build ID against the usable cached patchsets, apply the highest
-// level of each patch id that is not already active (read from the
-// in-target markers), record everything in the state database, and close
-// out applications whose process (pid + start time) is gone, and unmap the
-// retired regions of earlier reverts that no thread refers to. Idempotent: a
-// second run finds everything active and does nothing. Never touches the
-// calling process or excluded executables.
+// The automatic cycle (`suture update`), under the operation lock (a second
+// update waits or is refused): refresh the feeds (failures are reported;
+// the cache is used anyway), scan, match each process's mapped library
+// build ID against the usable cached patchsets, apply the highest level of
+// each patch id that is not already active (read from the in-target
+// markers; one found active in the apply's stop is `already`), record
+// everything in the state database (a write that fails is named in
+// `lost_records`, never dropped), close out applications whose process
+// (pid + start time) is gone, unmap the retired regions of earlier reverts
+// that no thread refers to and the empty regions killed applies left.
+// Idempotent: a second run finds everything active and does nothing. Never
+// touches the calling process or excluded executables.
 Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
                                 const UpdateProgress& progress);
 

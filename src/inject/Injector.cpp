@@ -20,7 +20,9 @@
 #include "inject/RemoteMemory.h"
 #include "inject/RemoteSyscall.h"
 #include "inject/ReturnGates.h"
+#include "inject/ShadowRegion.h"
 #include "inject/StoppedProcess.h"
+#include "patch/EntryJump.h"
 #include "proc/ProcessMaps.h"
 #include "proc/ProgramRun.h"
 
@@ -29,8 +31,6 @@
 namespace suture {
 
 namespace {
-
-constexpr unsigned char endbr64[4] = {0xf3, 0x0f, 0x1e, 0xfa};
 
 // Every import of `patch` resolved against `objects`.
 Result<std::map<std::string, RemoteAddress>> resolve_imports(
@@ -53,6 +53,20 @@ std::uint64_t unix_now_ns() {
                                           .count());
 }
 
+// Unmaps a patch's code region and its data region (if any) together.
+Result<void> unmap_patch_regions(RemoteSyscall& syscall, const RegionMarker& marker,
+                                 const std::string& subject) {
+    if (auto unmapped = unmap_region(syscall, RemoteAddress(marker.region_address),
+                                     marker.region_size, subject);
+        !unmapped) {
+        return unmapped;
+    }
+    if (marker.data_size == 0) {
+        return {};
+    }
+    return unmap_region(syscall, RemoteAddress(marker.data_address), marker.data_size, subject);
+}
+
 // Unmaps, inside the current stop, each retired region that no thread's PC
 // or return address refers to (a complete unwind proves it); the others stay
 // for a later stop. Returns how many went.
@@ -69,9 +83,7 @@ Result<std::size_t> release_clear_retired(HeldProcess& held, RemoteSyscall& sysc
         if (!blocking->empty()) {
             continue;
         }
-        if (auto unmapped = unmap_region(syscall, RemoteAddress(marker.region_address),
-                                         marker.region_size, subject);
-            !unmapped) {
+        if (auto unmapped = unmap_patch_regions(syscall, marker, subject); !unmapped) {
             return tl::unexpected(unmapped.error());
         }
         ++released;
@@ -184,8 +196,16 @@ Result<std::vector<JumpSite>> check_fingerprints(const RemoteMemory& memory,
                         subject + ": " + function.symbol + " at " + hex_address(start) +
                             ": bytes differ from the build the patch was made for");
         }
+        // The entry rule (patch/EntryJump.h): the jump after an endbr64,
+        // which a 5-8-byte function then has no room for.
+        if (!holds_entry_jump(*bytes, function.size)) {
+            return fail(ErrorCode::unsupported,
+                        subject + ": " + function.symbol + " at " + hex_address(start) + ": " +
+                            std::to_string(function.size) +
+                            " bytes starting with endbr64 cannot hold a 5-byte jump after it");
+        }
         JumpSite site;
-        site.offset = std::memcmp(bytes->data(), endbr64, sizeof endbr64) == 0 ? sizeof endbr64 : 0;
+        site.offset = entry_jump_offset(*bytes);
         std::copy_n(bytes->begin() + site.offset, jump_size, site.original.begin());
         sites.push_back(site);
     }
@@ -288,7 +308,36 @@ struct ApplyPlan {
     int imports_generation = 0;
     ReturnGates* gates = nullptr;  // a strict patch's return gates
     CallbackRun callbacks;         // the patch's callbacks, if it has any
+    // The object refers to the per-process shadow table (ShadowRegion.h):
+    // found or mapped in the stop, before the region is filled.
+    bool uses_shadow_table = false;
+    RemoteAddress shadow_table;
 };
+
+// Does the patch's object read the shadow table (through the runtime)?
+bool uses_shadow_table(const PatchFile& patch) {
+    return std::any_of(patch.object.symbols().begin(), patch.object.symbols().end(),
+                       [](const RelocatableObject::Symbol& symbol) {
+                           return symbol.section == SHN_UNDEF && symbol.name == shadow_table_symbol;
+                       });
+}
+
+// Step 5 of an apply, first part: the process's shadow region, if the
+// patch uses shadow variables. Found (made by an earlier patch or level:
+// shadow data outlives them) or mapped near the library.
+Result<void> provide_shadow_table(const HeldProcess& held, RemoteSyscall& syscall,
+                                  ApplyPlan& plan, const LoadedObject& target) {
+    if (!plan.uses_shadow_table) {
+        return {};
+    }
+    auto table = find_or_map_shadow_region(syscall, held.memory, held.mappings, target.start,
+                                           target.end, plan.subject);
+    if (!table) {
+        return tl::unexpected(table.error());
+    }
+    plan.shadow_table = *table;
+    return {};
+}
 
 // Step 0 of an apply.
 Result<ApplyPlan> plan_apply(int pid, const PatchFile& patch) {
@@ -312,8 +361,10 @@ Result<ApplyPlan> plan_apply(int pid, const PatchFile& patch) {
         return tl::unexpected(with_context(imports.error(), subject));
     }
     int generation = preparation->generation;
-    return ApplyPlan{patch,    subject,   std::move(*layout), std::move(*preparation),
-                     *imports, generation};
+    ApplyPlan plan{patch,    subject,   std::move(*layout), std::move(*preparation),
+                   *imports, generation};
+    plan.uses_shadow_table = uses_shadow_table(patch);
+    return plan;
 }
 
 // Resolves the imports again if the preparation was redone in the stop.
@@ -437,6 +488,9 @@ Result<std::vector<std::byte>> region_image(const ApplyPlan& plan, const LoadedO
     auto image = build_patch_image(
         plan.patch, plan.layout, address, target.base,
         [&](const Import& import) -> Result<RemoteAddress> {
+            if (import.version == "suture" && import.symbol == shadow_table_symbol) {
+                return plan.shadow_table;
+            }
             return plan.imports.at(import.symbol);
         },
         replacements);
@@ -445,6 +499,7 @@ Result<std::vector<std::byte>> region_image(const ApplyPlan& plan, const LoadedO
     }
     const std::vector<ReplacedFunction>& functions = plan.patch.metadata.functions;
     region.marker.callbacks = callback_offsets(plan.patch, plan.layout);
+    region.marker.data_address = plan.layout.data_size != 0 ? (address + plan.layout.size).raw() : 0;
     region.marker.functions.clear();
     region.jumps.clear();
     for (std::size_t i = 0; i < functions.size(); ++i) {
@@ -473,9 +528,11 @@ Result<FilledRegion> fill_region(const HeldProcess& held, RemoteSyscall& syscall
     region.marker.target_build_id = metadata.target_build_id;
     region.marker.target_base = target.base.raw();
     region.marker.region_size = plan.layout.size;
+    region.marker.data_size = plan.layout.data_size;
     region.marker.applied_at_unix_ns = unix_now_ns();
-    auto address = map_region(
+    auto address = map_region_with_data(
         syscall, held.memory, held.mappings, target.start, target.end, plan.layout.size,
+        plan.layout.data_size,
         [&](RemoteAddress at) { return region_image(plan, target, sites, at, region); },
         plan.subject);
     if (!address) {
@@ -512,7 +569,7 @@ Result<void> write_jumps(const HeldProcess& held, RemoteSyscall& syscall,
             continue;
         }
         bool undone = restore_originals(held.memory, marker, i) &&
-                      unmap_region(syscall, region.address, marker.region_size, subject);
+                      unmap_patch_regions(syscall, marker, subject);
         return tl::unexpected(with_context(
             written.error(), undone ? "writing jumps (undone, the region unmapped again)"
                                     : "writing jumps (the region marker explains the state)"));
@@ -560,7 +617,9 @@ Result<bool> stacks_clear_or_gate(HeldProcess& held, ReturnGates* gates, RemoteS
 }
 
 // Step 5b of an apply: the patch's pre_apply. One that does not return 0
-// refuses the apply: the region goes again (nothing changed); one still
+// refuses the apply: the region (and its data region) goes again (nothing
+// changed; a shadow region mapped for it stays: it belongs to the process,
+// and is empty unless the callback filled it); one still
 // running at the hard bound cannot have its code unmapped under it, so the
 // region is retired instead, for a later stop to unmap once no thread is
 // in it (the marker explains it meanwhile).
@@ -579,7 +638,8 @@ Result<void> run_pre_apply(HeldProcess& held, RemoteSyscall& syscall, ApplyPlan&
         (void)mark_retired(held.memory, region.marker);
         what_stays = "no jump written; the region stays mapped, retired, until the callback "
                      "has left it";
-    } else if (unmap_region(syscall, region.address, region.marker.region_size, plan.subject)) {
+    } else if (unmap_patch_regions(syscall, region.marker, plan.subject)) {
+        // The data region too, if the patch has one: both went in together.
         what_stays = "nothing changed (the region is unmapped again)";
     } else {
         what_stays = "no jump written (the region marker explains the state)";
@@ -656,6 +716,9 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
     auto released = release_clear_retired_and_gates(held, *syscall, existing->retired, subject);
     if (!released) {
         return tl::unexpected(released.error());
+    }
+    if (auto shadow = provide_shadow_table(held, *syscall, plan, target); !shadow) {
+        return tl::unexpected(shadow.error());
     }
     auto region = fill_region(held, *syscall, plan, target, *sites);
     if (!region) {
@@ -1003,6 +1066,14 @@ Result<std::vector<AppliedPatch>> list_applied_patches(int pid) {
     return patches;
 }
 
+Result<std::optional<ShadowRegion>> list_shadow_region(int pid) {
+    auto view = view_of(pid);
+    if (!view) {
+        return tl::unexpected(view.error());
+    }
+    return find_shadow_region(view->memory, view->mappings);
+}
+
 Result<std::vector<GatePage>> list_gate_pages(int pid) {
     auto view = view_of(pid);
     if (!view) {
@@ -1141,6 +1212,38 @@ Result<std::size_t> release_as_tracer(int pid) {
     return release_clear_retired_and_gates(*held, *syscall, retired, subject);
 }
 
+// The empty regions of interrupted applies unmapped in one stop, as a
+// revert's step 3 does (nothing jumps into an empty region: no stack check).
+Result<std::size_t> remove_empty_as_tracer(int pid) {
+    std::string subject = subject_of(pid);
+    if (auto alone = check_memory_not_shared(pid, SharerSearch::every_process); !alone) {
+        return tl::unexpected(alone.error());
+    }
+    auto preparation = prepare_process(pid);
+    if (!preparation) {
+        return tl::unexpected(preparation.error());
+    }
+    auto held = hold_process(pid, *preparation, 1);
+    if (!held) {
+        return tl::unexpected(held.error());
+    }
+    RevertTargets targets;
+    targets.interrupted = find_interrupted_regions(held->memory, held->mappings);
+    if (targets.interrupted.empty()) {
+        return 0;
+    }
+    auto syscall = RemoteSyscall::install(held->stopped, held->memory, held->mappings,
+                                          preparation->trampoline_site);
+    if (!syscall) {
+        return tl::unexpected(syscall.error());
+    }
+    auto removed = undo_patches(*held, *syscall, targets, subject);
+    if (!removed) {
+        return tl::unexpected(removed.error());
+    }
+    return removed->size();
+}
+
 Result<std::vector<ThreadStack>> unwind_as_tracer(int pid) {
     auto stopped = StoppedProcess::stop(pid);
     if (!stopped) {
@@ -1205,6 +1308,10 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
 
 Result<std::size_t> release_retired_regions(int pid) {
     return on_process(pid, [&] { return release_as_tracer(pid); });
+}
+
+Result<std::size_t> remove_empty_regions(int pid) {
+    return on_process(pid, [&] { return remove_empty_as_tracer(pid); });
 }
 
 Result<std::vector<ThreadStack>> unwind_threads(int pid) {

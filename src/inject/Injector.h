@@ -10,6 +10,7 @@
 #include "inject/Callbacks.h"
 #include "inject/RegionMarker.h"
 #include "inject/ReturnGate.h"
+#include "inject/ShadowRegion.h"
 #include "inject/StackCheck.h"
 #include "patch/PatchFile.h"
 
@@ -150,6 +151,12 @@ Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& pat
 // returns how many it unmapped (0 without a stop when there are none).
 Result<std::size_t> release_retired_regions(int pid);
 
+// Stops `pid` once and unmaps the empty regions applies killed right after
+// their mmap left (PatchState::empty), as a revert does; returns how many
+// (0 when there are none). `suture update` calls it for every process
+// status shows one in.
+Result<std::size_t> remove_empty_regions(int pid);
+
 // Stops `pid` and unwinds every thread as the stack check would (for
 // `suture stacks`); changes nothing.
 Result<std::vector<ThreadStack>> unwind_threads(int pid);
@@ -182,5 +189,10 @@ std::string patch_state_name(PatchState state);
 // of an apply that gated threads, until a later stop unmaps it. Read like
 // list_applied_patches(): no ptrace, no stop.
 Result<std::vector<GatePage>> list_gate_pages(int pid);
+
+// The shadow region of `pid` (ShadowRegion.h), if it has one: how many
+// shadows are attached, how much of the table and arena is used. Read like
+// list_applied_patches(): no ptrace, no stop.
+Result<std::optional<ShadowRegion>> list_shadow_region(int pid);
 
 }  // namespace suture

@@ -2,6 +2,7 @@
 
 #include <elf.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -74,6 +75,9 @@ class SymbolAddresses {
         }
         if (auto found = imports_.find(symbol.name); found != imports_.end()) {
             return resolve_import_(*found->second);
+        }
+        if (symbol.name == shadow_table_symbol) {
+            return resolve_import_(Import{symbol.name, "suture"});
         }
         return fail(ErrorCode::bad_format, object_.name() + ": unresolved symbol " + symbol.name);
     }
@@ -239,27 +243,59 @@ std::vector<RemoteAddress> replacements_in(const PatchFile& patch, const PatchLa
 
 }  // namespace
 
-Result<PatchLayout> layout_patch(const PatchFile& patch) {
-    const RelocatableObject& object = patch.object;
-    PatchLayout layout;
-    layout.marker_size =
-        region_marker_size(patch.metadata.functions.size(), patch.metadata.callbacks.any());
-    layout.section_offsets.assign(object.sections().size(), 0);
-    std::size_t offset = layout.marker_size;
+bool is_data_section(const RelocatableObject& object, std::size_t index) {
+    return object.is_loaded(index) && (object.sections()[index].flags & SHF_WRITE) != 0;
+}
+
+namespace {
+
+// The sections of one region (code: !data; data: data), each at its
+// alignment from `offset`; returns the end.
+Result<std::size_t> place_sections(const RelocatableObject& object, bool data, std::size_t offset,
+                                   PatchLayout& layout) {
     for (std::size_t index = 1; index < object.sections().size(); ++index) {
-        if (!object.is_loaded(index)) {
+        if (!object.is_loaded(index) || is_data_section(object, index) != data) {
             continue;
         }
         const auto& section = object.sections()[index];
-        if ((section.flags & SHF_WRITE) != 0) {
+        if (data && (section.flags & SHF_EXECINSTR) != 0) {
             return fail(ErrorCode::unsupported,
                         object.name() + ": section " + section.name +
-                            " is writable data; patch regions are read+exec only");
+                            " is writable and executable; a patch's code is never writable");
         }
-        offset = align_up(offset, section.alignment);
+        if ((section.flags & SHF_TLS) != 0) {
+            return fail(ErrorCode::unsupported, object.name() + ": section " + section.name +
+                                                    " is thread-local; patches cannot add TLS");
+        }
+        if (section.alignment > page_size) {
+            return fail(ErrorCode::unsupported, object.name() + ": section " + section.name +
+                                                    " wants more than page alignment");
+        }
+        offset = align_up(offset, std::max<std::size_t>(section.alignment, 1));
         layout.section_offsets[index] = offset;
         offset += section.size;
     }
+    return offset;
+}
+
+}  // namespace
+
+Result<PatchLayout> layout_patch(const PatchFile& patch) {
+    const RelocatableObject& object = patch.object;
+    PatchLayout layout;
+    bool has_data = false;
+    for (std::size_t index = 1; index < object.sections().size(); ++index) {
+        has_data = has_data || (is_data_section(object, index) && object.sections()[index].size);
+    }
+    layout.marker_size = region_marker_size(
+        patch.metadata.functions.size(),
+        MarkerExtensions{.callbacks = patch.metadata.callbacks.any(), .data = has_data});
+    layout.section_offsets.assign(object.sections().size(), 0);
+    auto code_end = place_sections(object, false, layout.marker_size, layout);
+    if (!code_end) {
+        return tl::unexpected(code_end.error());
+    }
+    std::size_t offset = *code_end;
     for (std::size_t index = 1; index < object.sections().size(); ++index) {
         if (!object.is_loaded(index)) {
             continue;
@@ -274,6 +310,13 @@ Result<PatchLayout> layout_patch(const PatchFile& patch) {
     layout.stubs_offset = layout.got_offset + 8 * layout.slot_of_symbol.size();
     layout.size =
         align_up(layout.stubs_offset + stub_size * layout.slot_of_symbol.size(), page_size);
+    if (has_data) {
+        auto data_end = place_sections(object, true, layout.size, layout);
+        if (!data_end) {
+            return tl::unexpected(data_end.error());
+        }
+        layout.data_size = align_up(*data_end, page_size) - layout.size;
+    }
     return layout;
 }
 
@@ -282,7 +325,7 @@ Result<std::vector<std::byte>> build_patch_image(
     RemoteAddress target_base, const ImportResolver& resolve_import,
     std::vector<RemoteAddress>& replacement_addresses) {
     const RelocatableObject& object = patch.object;
-    std::vector<std::byte> image(layout.size);
+    std::vector<std::byte> image(layout.size + layout.data_size);
     copy_sections(object, layout, image);
     SymbolAddresses symbols(patch, layout, region_address, target_base, resolve_import);
     if (auto filled = fill_got_and_stubs(layout, symbols, image); !filled) {

@@ -10,14 +10,15 @@
 
 #include "base/Error.h"
 #include "inject/RemoteAddress.h"
+#include "patch/EntryJump.h"
 
 namespace suture {
 
 // A function is redirected by a `jmp rel32` (opcode e9 and a 32-bit
 // displacement counted from the end of the jump) written over its first
 // bytes, or over the bytes right after its endbr64. The marker keeps the
-// bytes it overwrote to undo it.
-inline constexpr std::size_t jump_size = 5;
+// bytes it overwrote to undo it. (The entry rule: patch/EntryJump.h.)
+inline constexpr std::size_t jump_size = entry_jump_size;
 
 // One redirected function, as recorded in the region.
 struct MarkedFunction {
@@ -59,6 +60,11 @@ struct RegionMarker {
     std::uint64_t retired_at_unix_ns = 0;
     std::vector<MarkedFunction> functions;
     MarkedCallbacks callbacks;  // the callbacks block, after the functions
+    // The patch's data region (read+write, never exec: its .data, .bss and
+    // new statics), right after the code region; 0 and 0 when it has none.
+    // Unmapped with the code region. Stored in the marker's data extension.
+    std::uint64_t data_address = 0;
+    std::uint64_t data_size = 0;
 
     bool retired() const { return retired_at_unix_ns != 0; }
 };
@@ -78,10 +84,27 @@ inline constexpr std::size_t region_marker_retired_offset = 184;
 inline constexpr std::size_t region_marker_flags_offset = 177;
 inline constexpr std::uint8_t region_marker_has_callbacks = 1;
 inline constexpr std::size_t region_marker_callbacks_size = 32;
+inline constexpr std::size_t region_marker_data_extension_size = 64;
 
-// Size of the encoded marker for `function_count` functions (and the
-// callbacks block, if `callbacks`), 64-byte aligned.
-std::size_t region_marker_size(std::size_t function_count, bool callbacks = false);
+// The optional parts of a marker. Two mark themselves differently, each the
+// way it was first written, so markers in running processes keep reading:
+// the callbacks block by flag bit 0, the data extension by the marker's size
+// alone (64 bytes more than the marker without it).
+struct MarkerExtensions {
+    bool callbacks = false;  // the 32-byte callbacks block right after the functions
+    bool data = false;       // the 64-byte data extension at the very end
+};
+
+// The extensions `marker` is encoded with: callbacks if any is set, data if
+// it has a data region.
+MarkerExtensions marker_extensions(const RegionMarker& marker);
+
+// Size of the encoded marker for `function_count` functions: the fixed part,
+// the functions and the callbacks block, 64-byte aligned, then the data
+// extension (64 bytes: magic `SUTUREDA`, data address, data size).
+// A marker with neither is byte for byte what suture wrote before either
+// existed. Layout: docs/patch-format.md, "Region marker".
+std::size_t region_marker_size(std::size_t function_count, MarkerExtensions extensions = {});
 
 std::vector<std::byte> encode_region_marker(const RegionMarker& marker);
 

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/Files.h"
+#include "patch/EntryJump.h"
 
 namespace suture {
 
@@ -17,7 +18,10 @@ constexpr std::size_t header_size = 32;
 // Smallest function a jump fits into: an endbr64 (4) kept in place plus a
 // 5-byte jmp rel32. Functions without endbr64 need only 5, but the builder
 // never emits those for Debian's -fcf-protection libraries.
-constexpr std::uint64_t min_function_size = 9;
+// The entry jump alone (patch/EntryJump.h); whether an endbr64 needs 4 more
+// bytes is checked against the function's bytes, by the builder and the
+// injector.
+constexpr std::uint64_t min_function_size = entry_jump_size;
 
 std::uint32_t read_u32(const std::byte* at) {
     std::uint32_t value;
@@ -302,7 +306,7 @@ Result<PatchFile> parse_patch(std::span<const std::byte> bytes, const std::strin
     if (auto callbacks = check_callbacks(*object, metadata->callbacks, name); !callbacks) {
         return tl::unexpected(callbacks.error());
     }
-    std::set<std::string> resolvable;
+    std::set<std::string> resolvable{std::string(shadow_table_symbol), std::string(got_symbol)};
     for (const TargetReference& reference : metadata->target_references) {
         resolvable.insert(reference.symbol);
     }

@@ -5,6 +5,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/Error.h"
@@ -102,6 +103,16 @@ struct PatchFile {
     PatchMetadata metadata;
     RelocatableObject object;
 };
+
+// The one undefined symbol an object may have beyond its target references
+// and imports: the per-process shadow table (docs/patch-format.md, "Shadow
+// region"), which the shadow runtime (src/patchrt/) reads through its GOT
+// slot and the injector resolves at apply time.
+inline constexpr std::string_view shadow_table_symbol = "suture_shadow_table";
+// The assembler adds this undefined symbol to any object with GOT-relative
+// relocations (the shadow runtime's), though no relocation names it; the
+// region's own GOT serves them, so it needs no resolving.
+inline constexpr std::string_view got_symbol = "_GLOBAL_OFFSET_TABLE_";
 
 inline constexpr std::uint32_t patch_format_version = 1;
 inline constexpr std::size_t max_patch_metadata_size = 1 << 20;

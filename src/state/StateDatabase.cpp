@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <ctime>
+#include <thread>
 
 #include "base/UniqueFD.h"
 #include "state/Statement.h"
@@ -81,6 +83,11 @@ const char* const migration_steps[] = {
 };
 static_assert(std::size(migration_steps) == StateDatabase::latest_schema_version);
 
+// How long a statement waits for another connection's lock (sutured and a
+// CLI run share the file; the operation lock keeps their writes apart, but
+// reads such as `suture history` still meet a writer).
+constexpr int busy_timeout_ms = 10000;
+
 // Prepares `sql`, binds `values` to its parameters and runs it to the end.
 template <typename... Values>
 Result<void> run_statement(sqlite3* db, const char* what, const char* sql,
@@ -155,7 +162,8 @@ constexpr std::pair<HistoryAction, std::string_view> history_action_names[] = {
     {HistoryAction::apply, "apply"},     {HistoryAction::revert, "revert"},
     {HistoryAction::adopt, "adopt"},     {HistoryAction::close, "close"},
     {HistoryAction::refresh, "refresh"}, {HistoryAction::update, "update"},
-    {HistoryAction::settings, "settings"}, {HistoryAction::unknown, "unknown"},
+    {HistoryAction::settings, "settings"}, {HistoryAction::rebuild, "rebuild"},
+    {HistoryAction::unknown, "unknown"},
 };
 constexpr std::pair<HistoryOutcome, std::string_view> history_outcome_names[] = {
     {HistoryOutcome::ok, "ok"},
@@ -226,12 +234,97 @@ Result<void> create_private_file(const std::string& path) {
     return {};
 }
 
+// Step 2 of open: the schema version, read through a read-only connection,
+// so that a database a newer suture wrote is never touched (no switch of its
+// journal mode, no recovery write) before suture knows it can read it.
+Result<int> probe_schema_version(const std::string& path) {
+    sqlite3* raw = nullptr;
+    int opened = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);
+    std::unique_ptr<sqlite3, int (*)(sqlite3*)> probe(raw, sqlite3_close_v2);
+    if (opened != SQLITE_OK) {
+        return fail(ErrorCode::io, path + ": " + (raw ? sqlite3_errmsg(raw) : "cannot open"));
+    }
+    sqlite3_busy_timeout(raw, busy_timeout_ms);
+    auto version = read_rows(raw, "user_version", "PRAGMA user_version", read_integer);
+    if (!version) {
+        return tl::unexpected(version.error());
+    }
+    if (version->size() != 1) {
+        return fail(ErrorCode::io, path + ": user_version: no value");
+    }
+    return static_cast<int>(version->front());
+}
+
+Error newer_schema(const std::string& path, int version) {
+    return Error{ErrorCode::unsupported,
+                 path + ": schema version " + std::to_string(version) +
+                     " is newer than this suture (" +
+                     std::to_string(StateDatabase::latest_schema_version) +
+                     "); refusing to touch it (a newer suture wrote it: use that one)",
+                 0};
+}
+
+// Step 4 of open: WAL mode. Switching a new database to WAL needs a lock the
+// busy timeout does not wait for (SQLite answers SQLITE_BUSY at once when
+// another connection is switching it at the same moment, as suture-boot and
+// sutured do at first boot), so the switch is tried again for a bounded
+// time; its answer is checked, since SQLite reports a refused switch as the
+// old mode, not as an error.
+Result<void> switch_to_wal(sqlite3* db, const std::string& path) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(busy_timeout_ms);
+    for (;;) {
+        auto mode = read_rows(db, "journal_mode", "PRAGMA journal_mode=WAL", read_text);
+        if (mode) {
+            if (mode->size() == 1 && mode->front() == "wal") {
+                return {};
+            }
+            return fail(ErrorCode::io, path + ": journal mode stays " +
+                                           (mode->empty() ? std::string("unknown") : mode->front()) +
+                                           " (WAL refused)");
+        }
+        int code = sqlite3_errcode(db) & 0xff;
+        bool busy = code == SQLITE_BUSY || code == SQLITE_LOCKED;
+        if (!busy || std::chrono::steady_clock::now() >= deadline) {
+            return tl::unexpected(mode.error());
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+}
+
+// Step 6 of open: a damaged file is found now, named with its recovery
+// path, rather than by the first write of an update that has already
+// patched processes. quick_check reads every page once, without the index
+// cross-checks of integrity_check: milliseconds for suture's database.
+Result<void> check_not_damaged(sqlite3* db, const std::string& path) {
+    auto verdict = read_rows(db, "quick_check", "PRAGMA quick_check", read_text);
+    if (!verdict) {
+        return tl::unexpected(verdict.error());
+    }
+    if (verdict->size() == 1 && verdict->front() == "ok") {
+        return {};
+    }
+    return fail(ErrorCode::corrupt,
+                corruption_message(path, "quick_check: " + (verdict->empty()
+                                                                ? std::string("no answer")
+                                                                : verdict->front())));
+}
+
 }  // namespace
 
 Result<StateDatabase> StateDatabase::open(const std::string& path) {
+    // 1. The file, private.
     if (auto created = create_private_file(path); !created) {
         return tl::unexpected(created.error());
     }
+    // 2. Its version, read-only: a newer schema is refused untouched.
+    auto version = probe_schema_version(path);
+    if (!version) {
+        return tl::unexpected(version.error());
+    }
+    if (*version > latest_schema_version) {
+        return tl::unexpected(newer_schema(path, *version));
+    }
+    // 3. The connection, its busy timeout set before any statement.
     sqlite3* raw = nullptr;
     int opened =
         sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr);
@@ -239,12 +332,19 @@ Result<StateDatabase> StateDatabase::open(const std::string& path) {
     if (opened != SQLITE_OK) {
         return fail(ErrorCode::io, path + ": " + (raw ? sqlite3_errmsg(raw) : "cannot open"));
     }
-    sqlite3_busy_timeout(raw, 5000);
-    for (const char* pragma :
-         {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
+    sqlite3_busy_timeout(raw, busy_timeout_ms);
+    // 4. WAL, 5. the connection's settings.
+    if (auto wal = switch_to_wal(raw, path); !wal) {
+        return tl::unexpected(wal.error());
+    }
+    for (const char* pragma : {"PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
         if (auto done = database.execute(pragma); !done) {
             return tl::unexpected(done.error());
         }
+    }
+    // 6. Not damaged, 7. at the latest schema.
+    if (auto intact = check_not_damaged(raw, path); !intact) {
+        return tl::unexpected(intact.error());
     }
     if (auto migrated = database.migrate(); !migrated) {
         return tl::unexpected(migrated.error());
@@ -267,9 +367,8 @@ StateDatabase& StateDatabase::operator=(StateDatabase&& other) noexcept {
 Result<void> StateDatabase::execute(const std::string& sql) {
     char* message = nullptr;
     if (sqlite3_exec(db_.get(), sql.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
-        std::string text = message != nullptr ? message : "error";
         sqlite3_free(message);
-        return fail(ErrorCode::io, path_ + ": " + text);
+        return tl::unexpected(database_error(db_.get(), path_));
     }
     return {};
 }
@@ -290,35 +389,38 @@ Result<void> StateDatabase::migrate() {
     if (!version) {
         return tl::unexpected(version.error());
     }
-    if (*version > latest_schema_version) {
-        return fail(ErrorCode::unsupported, path_ + ": schema version " + std::to_string(*version) +
-                                                " is newer than this suture (" +
-                                                std::to_string(latest_schema_version) +
-                                                "); refusing to touch it");
+    if (*version == latest_schema_version) {
+        return {};
     }
-    for (int next = *version + 1; next <= latest_schema_version; ++next) {
-        if (auto done = migrate_to(next); !done) {
-            return fail(ErrorCode::io, path_ + ": migrating to schema version " +
-                                           std::to_string(next) + ": " + done.error().message);
-        }
-    }
-    return {};
-}
-
-Result<void> StateDatabase::migrate_to(int version) {
-    // One transaction per step: a kill mid-migration leaves the last
-    // complete version.
+    // Every step in one exclusive transaction that reads the version again
+    // inside it: two first runs at once (suture-boot and sutured at first
+    // boot) both see version 0 outside; the second to get the lock finds
+    // the first one's work done. A kill mid-migration leaves the old version.
     auto transaction = Transaction::begin(db_.get(), Transaction::Lock::immediate, path_);
     if (!transaction) {
         return tl::unexpected(transaction.error());
     }
+    version = schema_version();
+    if (!version) {
+        return tl::unexpected(version.error());
+    }
+    if (*version > latest_schema_version) {
+        return tl::unexpected(newer_schema(path_, *version));
+    }
+    for (int next = *version + 1; next <= latest_schema_version; ++next) {
+        if (auto done = migrate_to(next); !done) {
+            return fail(done.error().code, path_ + ": migrating to schema version " +
+                                               std::to_string(next) + ": " + done.error().message);
+        }
+    }
+    return transaction->commit();
+}
+
+Result<void> StateDatabase::migrate_to(int version) {
     if (auto done = execute(migration_steps[version - 1]); !done) {
         return done;
     }
-    if (auto done = execute("PRAGMA user_version=" + std::to_string(version)); !done) {
-        return done;
-    }
-    return transaction->commit();
+    return execute("PRAGMA user_version=" + std::to_string(version));
 }
 
 Result<std::int64_t> StateDatabase::record_application(const Application& application) {
@@ -364,6 +466,57 @@ Result<void> StateDatabase::set_application_state(std::int64_t id, ApplicationSt
     return run_statement(db_.get(), "update application",
                          "UPDATE applications SET state = ? WHERE id = ?",
                          std::string(name_of(state)), id);
+}
+
+Result<bool> StateDatabase::has_active_application(const ProcessIdentity& process,
+                                                   const std::string& patch_id,
+                                                   std::uint32_t level) {
+    auto rows = read_rows(db_.get(), "applications",
+                          "SELECT id FROM applications WHERE pid = ? AND start_time = ? AND "
+                          "patch_id = ? AND level = ? AND state = 'active' LIMIT 1",
+                          read_integer, process.pid, static_cast<std::int64_t>(process.start_time),
+                          patch_id, level);
+    if (!rows) {
+        return tl::unexpected(rows.error());
+    }
+    return !rows->empty();
+}
+
+Result<std::size_t> StateDatabase::mark_reverted(const ProcessIdentity& process,
+                                                 const std::string& patch_id) {
+    auto changed = run_statement(db_.get(), "revert application",
+                                 "UPDATE applications SET state = 'reverted' WHERE pid = ? AND "
+                                 "start_time = ? AND patch_id = ? AND state = 'active'",
+                                 process.pid, static_cast<std::int64_t>(process.start_time),
+                                 patch_id);
+    if (!changed) {
+        return tl::unexpected(changed.error());
+    }
+    return static_cast<std::size_t>(sqlite3_changes(db_.get()));
+}
+
+bool StateDatabase::in_batch() const {
+    return batch_.has_value() && sqlite3_get_autocommit(db_.get()) == 0;
+}
+
+StateDatabase::Salvage StateDatabase::salvage(const std::string& path) {
+    Salvage salvaged;
+    sqlite3* raw = nullptr;
+    int opened = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);
+    std::unique_ptr<sqlite3, int (*)(sqlite3*)> damaged(raw, sqlite3_close_v2);
+    if (opened != SQLITE_OK) {
+        return salvaged;
+    }
+    if (auto rows = read_rows(raw, "settings", "SELECT key, value FROM settings ORDER BY key",
+                              read_text_pair)) {
+        salvaged.settings = std::move(*rows);
+    }
+    if (auto rows = read_rows(raw, "exclusions",
+                              "SELECT kind, value FROM exclusions ORDER BY kind, value",
+                              read_text_pair)) {
+        salvaged.exclusions = std::move(*rows);
+    }
+    return salvaged;
 }
 
 Result<void> StateDatabase::begin_batch() {

@@ -26,7 +26,7 @@ struct ProcessIdentity {
 // What the database stores as text, as enums, each with one table of names
 // (StateDatabase.cpp) used both ways.
 enum class ApplicationState { active, reverted, exited };
-enum class HistoryAction { apply, revert, adopt, close, refresh, update, settings,
+enum class HistoryAction { apply, revert, adopt, close, refresh, update, settings, rebuild,
                            unknown };  // unknown: a name a newer suture wrote
 enum class HistoryOutcome { ok, failed, skipped, unknown };
 std::string_view name_of(ApplicationState state);
@@ -109,6 +109,12 @@ class StateDatabase {
     Result<std::vector<Application>> applications(
         ApplicationState state = ApplicationState::active);
     Result<void> set_application_state(std::int64_t id, ApplicationState state);
+    // Whether an active application of (process, patch id, level) is recorded.
+    Result<bool> has_active_application(const ProcessIdentity& process,
+                                        const std::string& patch_id, std::uint32_t level);
+    // Marks the active applications of `patch_id` in `process` (every level)
+    // reverted; returns how many rows it changed.
+    Result<std::size_t> mark_reverted(const ProcessIdentity& process, const std::string& patch_id);
 
     // Callback outcomes (schema 4).
     Result<void> record_callback(const CallbackRecord& record);
@@ -126,6 +132,9 @@ class StateDatabase {
     // the error), and so is one still open when the database is destroyed.
     Result<void> begin_batch();
     Result<void> commit_batch();
+    // Whether a batch is still open: SQLite rolls one back by itself after a
+    // full disk or an I/O error, and the writes before it are then lost.
+    bool in_batch() const;
 
     // Settings: "enabled", "channel", … (key/value text).
     Result<std::optional<std::string>> setting(const std::string& key);
@@ -139,6 +148,15 @@ class StateDatabase {
     Result<void> add_exclusion(const std::string& kind, const std::string& value);
     Result<void> remove_exclusion(const std::string& kind, const std::string& value);
     Result<std::vector<std::pair<std::string, std::string>>> exclusions();
+
+    // What can be read from a database that will not open (a damaged one,
+    // for `suture state rebuild`): its settings and exclusions, through a
+    // read-only connection; whatever fails to read is left out.
+    struct Salvage {
+        std::vector<std::pair<std::string, std::string>> settings;
+        std::vector<std::pair<std::string, std::string>> exclusions;
+    };
+    static Salvage salvage(const std::string& path);
 
   private:
     struct Close {

@@ -1,5 +1,7 @@
 #include "state/Statement.h"
 
+#include <cstring>
+
 namespace suture {
 
 Result<Statement> Statement::prepare(sqlite3* db, const char* sql, std::string what) {
@@ -40,7 +42,33 @@ std::string Statement::text(int column) const {
 }
 
 Error Statement::error() const {
-    return Error{ErrorCode::io, "state database: " + what_ + ": " + sqlite3_errmsg(db_), 0};
+    return database_error(db_, "state database: " + what_);
+}
+
+bool is_corruption(int sqlite_result) {
+    int primary = sqlite_result & 0xff;
+    return primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB;
+}
+
+std::string corruption_message(const std::string& path, const std::string& detail) {
+    return "state database " + path + " is damaged (" + detail +
+           "); the patches in memory are unaffected: `suture state rebuild` rebuilds the "
+           "database from them and keeps the damaged file aside (docs/state.md)";
+}
+
+Error database_error(sqlite3* db, const std::string& subject) {
+    std::string detail = sqlite3_errmsg(db);
+    // "disk I/O error" alone does not say that the disk is full.
+    if (int system_errno = sqlite3_system_errno(db); system_errno != 0 &&
+                                                      (sqlite3_errcode(db) & 0xff) == SQLITE_IOERR) {
+        detail += std::string(" (") + std::strerror(system_errno) + ")";
+    }
+    if (is_corruption(sqlite3_extended_errcode(db))) {
+        const char* file = sqlite3_db_filename(db, "main");
+        return Error{ErrorCode::corrupt,
+                     corruption_message(file != nullptr ? file : "", subject + ": " + detail), 0};
+    }
+    return Error{ErrorCode::io, subject + ": " + detail, 0};
 }
 
 void Statement::bind_one(int index, std::int64_t value) {

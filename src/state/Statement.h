@@ -18,6 +18,15 @@ namespace suture {
 // SQLITE_CORRUPT, …) is an error, never a short result
 // (https://sqlite.org/c3ref/step.html). Errors read
 // "state database: WHAT: <sqlite's message>".
+// The connection's latest error as an Error about `subject`: `corrupt`
+// when SQLite found the file damaged (SQLITE_CORRUPT, SQLITE_NOTADB; the
+// message names the way back, `suture state rebuild`), else `io`.
+Error database_error(sqlite3* db, const std::string& subject);
+// Whether SQLite's result code says the file is damaged.
+bool is_corruption(int sqlite_result);
+// The message of a damaged database, with its recovery path.
+std::string corruption_message(const std::string& path, const std::string& detail);
+
 class Statement {
   public:
     // Prepares `sql` on `db`, which must outlive the statement. `what` names

@@ -2,13 +2,15 @@
 
 #include <utility>
 
+#include "state/Statement.h"
+
 namespace suture {
 
 namespace {
 
 Result<void> execute(sqlite3* db, const char* sql, const std::string& subject) {
     if (sqlite3_exec(db, sql, nullptr, nullptr, nullptr) != SQLITE_OK) {
-        return fail(ErrorCode::io, subject + ": " + sql + ": " + sqlite3_errmsg(db));
+        return tl::unexpected(database_error(db, subject + ": " + sql));
     }
     return {};
 }

@@ -37,7 +37,7 @@ sleep 0.3
 unset SUTURE_STATE_DB SUTURE_FEED_CACHE
 run 0 "suture update through the daemon" "$SUTURE" update --json
 check_eq "the target" FIXED "$(ask "$target" probe)"
-check_eq "the daemon's database records the applications" 3 \
+check_eq "the daemon's database records the applications" "$(shipped_patch_count libcrypto.so.3)" \
     "$(sqlite3 "$state" "select count(*) from applications where pid = $target and state = 'active'")"
 sleep 0.3
 grep -q "int32 $target" "$scratch/signals.log" && pass "ProcessPatched signals for pid $target" ||
@@ -63,9 +63,29 @@ run 0 "Status of a process whose comm is not UTF-8" as_nobody busctl --address="
 grep -q 'sleep' <<<"$output" && pass "the Status document names it" || fail_check "Status reply: $output"
 kill -0 "$daemon_pid" 2>/dev/null && pass "sutured still runs" || fail_check "sutured died on a Status call"
 
+# The operation lock held by another operation: sutured answers `locked`
+# without blocking, and the CLI asks again until its --wait is over.
+mkdir -p "$(dirname "$SUTURE_LOCK_FILE")"
+flock -o "$SUTURE_LOCK_FILE" sleep 30 </dev/null >/dev/null 2>&1 &
+locker=$!
+started_pids+=($locker)
+sleep 0.3
+run 23 "update through the daemon while another operation holds the lock" "$SUTURE" update --wait 1
+grep -q "another suture operation is running" <<<"$errors" && pass "the refusal says why" ||
+    fail_check "refusal message: $errors"
+run 23 "disable through the daemon while the lock is held" "$SUTURE" disable --wait 0
+run 0 "the daemon still answers Status meanwhile" as_nobody busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" \
+    call org.suture.Suture1 /org/suture/Suture1 org.suture.Suture1 Status ai 1 "$target"
+kill "$locker"
+wait "$locker" 2>/dev/null || true
+
 # Root through the daemon: revert, apply, the switch.
 "$SUTURE" revert --pid "$target" CVE-2026-63076 >/dev/null
 check_eq "revert through the daemon" VULNERABLE "$(ask "$target" probe)"
+check_eq "the daemon's database says reverted" "reverted" \
+    "$(sqlite3 "$state" "select group_concat(state) from applications where pid = $target and patch_id = 'CVE-2026-63076'")"
+check_eq "and has the revert in its history" 1 \
+    "$(sqlite3 "$state" "select count(*) from history where pid = $target and action = 'revert' and outcome = 'ok'")"
 "$SUTURE" apply --pid "$target" \
     "$SOURCE_ROOT/patchsets/openssl/debian-12/3.0.20-1~deb12u2/CVE-2026-63076/CVE-2026-63076.suture" >/dev/null
 check_eq "apply through the daemon" FIXED "$(ask "$target" probe)"

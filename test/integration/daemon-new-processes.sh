@@ -97,13 +97,14 @@ wait "$daemon_pid" 2>/dev/null || true
 start_daemon --rescan-seconds 1
 hold holder "" "$scratch/archive/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
 patched=""
+expected=$(shipped_patch_count libcrypto.so.3)
 for _ in $(seq 40); do
     patched=$("$SUTURE" status --json --pid "$holder" |
         jq -r --argjson pid "$holder" '[.processes[] | select(.pid == $pid) | .patches[]? | select(.state == "active")] | length')
-    [ "$patched" = 3 ] && break
+    [ "$patched" = "$expected" ] && break
     sleep 0.1
 done
-check_eq "a library dlopen'ed after start is patched by the rescan" 3 "$patched"
+check_eq "a library dlopen'ed after start is patched by the rescan" "$expected" "$patched"
 kill -TERM "$daemon_pid"
 wait "$daemon_pid" 2>/dev/null || true
 start_daemon

@@ -87,14 +87,19 @@ end_case() {
     fi
 }
 
-# add_remote NAME [KEY=VALUE...]: a remotes.d entry for this case's server;
-# small speed limits and one attempt unless the case says otherwise.
+# add_remote NAME [KEY=VALUE...]: a remotes.d entry for this case's server
+# (or, when $scheme is "file", for its repository as a file:// URL); small
+# speed limits and one attempt unless the case says otherwise.
 add_remote() {
     local name=$1
     shift
     {
         echo "[remote]"
-        echo "url=http://127.0.0.1:$port/"
+        if [ "${scheme:-http}" = file ]; then
+            echo "url=file://$repo/"
+        else
+            echo "url=http://127.0.0.1:$port/"
+        fi
         echo "root=$case_dir/pinned-root.json"
         echo "channel=stable"
         echo "low_speed_bytes=1024"
@@ -637,10 +642,460 @@ case_resume() {
     expect_accepted "one 503 then timestamp.json (attempts=2)"
 }
 
+# --- hardening (issue 15): each class over http and over file:// -------------
+# Hostile metadata is signed here with the feed's own keys, as an attacker
+# holding a stolen (online) key would: suture-feed itself writes only good
+# metadata. Canonical bytes are jq -cS (sorted keys, no whitespace) for
+# this metadata; libsodium's secret key is seed || public key, and openssl
+# takes the seed in PKCS#8 (RFC 8410). Each case takes the scheme.
+
+# sign_as ROLE SIGNED-FILE OUT: the canonical signed part in SIGNED-FILE
+# as metadata signed by ROLE's newest key.
+sign_as() {
+    local key_file key_id signature
+    key_file=$(find "$keys" -name "$1-*.key" | sort -V | tail -n 1)
+    key_id=$(jq -r .public "$key_file" | xxd -r -p | sha256sum | cut -c 1-64)
+    echo "302e020100300506032b657004220420$(jq -r .secret "$key_file" | cut -c 1-64)" |
+        xxd -r -p >"$case_dir/key.der"
+    signature=$(openssl pkeyutl -sign -rawin -keyform DER -inkey "$case_dir/key.der" -in "$2" | xxd -p -c 64)
+    rm -f "$case_dir/key.der"
+    jq -n --slurpfile signed "$2" --arg keyid "$key_id" --arg sig "$signature" \
+        '{signatures: [{keyid: $keyid, sig: $sig}], signed: $signed[0]}' >"$3.new"
+    mv "$3.new" "$3"
+}
+
+# resign ROLE IN OUT JQ-FILTER: IN's signed part through the filter, signed.
+resign() {
+    jq -cS ".signed | $4" "$2" | tr -d '\n' >"$case_dir/signed.json"
+    sign_as "$1" "$case_dir/signed.json" "$3"
+}
+
+# latest ROLE: the highest N of the repository's N.ROLE.json.
+latest() { find "$repo" -maxdepth 1 -name "*.$1.json" -printf '%f\n' | sort -n | tail -n 1 | cut -d . -f 1; }
+
+# file_info FILE VERSION: the METAFILES entry describing FILE.
+file_info() {
+    jq -cn --argjson version "$2" --argjson length "$(stat -c %s "$1")" \
+        --arg sha "$(sha256sum <"$1" | cut -c 1-64)" '{version: $version, length: $length, hashes: {sha256: $sha}}'
+}
+
+# sign_timestamp SNAPSHOT-VERSION [FILTER]: the next timestamp naming that
+# snapshot, then the filter.
+sign_timestamp() {
+    resign timestamp "$repo/timestamp.json" "$repo/timestamp.json" \
+        ".version += 1 | .meta[\"snapshot.json\"] = $(file_info "$repo/$1.snapshot.json" "$1") | ${2:-.}"
+}
+
+# sign_snapshot TARGETS-VERSION [FILTER [TIMESTAMP-FILTER]]: the next
+# snapshot naming that targets file, then the filter; and a timestamp.
+sign_snapshot() {
+    local s next
+    s=$(latest snapshot)
+    next=$((s + 1))
+    resign snapshot "$repo/$s.snapshot.json" "$repo/$next.snapshot.json" \
+        ".version = $next | .meta[\"targets.json\"] = $(file_info "$repo/$1.targets.json" "$1") | ${2:-.}"
+    sign_timestamp "$next" "${3:-.}"
+}
+
+# sign_targets FILTER: the next targets (the filter on the latest), with a
+# snapshot and a timestamp naming it.
+sign_targets() {
+    local t next
+    t=$(latest targets)
+    next=$((t + 1))
+    resign targets "$repo/$t.targets.json" "$repo/$next.targets.json" ".version = $next | $1"
+    sign_snapshot "$next"
+}
+
+# target_key FILE: the jq path of the target whose name ends in /FILE.
+rename_target() {
+    echo ".targets |= with_entries(if (.key | endswith(\"/$1\")) then .key = $2 else . end)"
+}
+custom_of() {
+    echo ".targets |= with_entries(if (.key | endswith(\"/$1\")) then .value.custom |= ($2) else . end)"
+}
+
+# Filters naming a next snapshot (targets) of 2^40 bytes.
+huge_snapshot='.meta["snapshot.json"] |= (.version += 1 | .length = 1099511627776)'
+huge_targets='.meta["targets.json"] |= (.version += 1 | .length = 1099511627776)'
+
+# partials: the staging directories left in the cache.
+partials() { find "$cache" -maxdepth 2 -name 'gen-*.partial' 2>/dev/null | wc -l; }
+
+# hardening_case NAME SCHEME: a case with a trusted feed of two patchsets.
+hardening_case() {
+    scheme=$2
+    new_case "$1-$2"
+    publish_feed CVE-2026-63076 CVE-2026-63072
+    start_server
+}
+
+# 1. Metadata is capped at min(signed length, 1 MiB) and targets at their
+# signed length (and the largest patch file); cached files are read with
+# their cap and only if they are regular files.
+case_caps() {
+    hardening_case caps "$1"
+    add_remote feed
+    trust
+    save_repo
+    sign_timestamp "$(latest snapshot)" "$huge_snapshot"
+    expect_refused "a timestamp naming a snapshot of 2^40 bytes" 18 too_large \
+        "^timestamp.json: names snapshot version 3 of 1099511627776 bytes, more than the metadata cap of 1048576"
+    restore_repo
+    sign_snapshot "$(latest targets)" "$huge_targets"
+    expect_refused "a snapshot naming targets of 2^40 bytes" 18 too_large \
+        "^3.snapshot.json: names targets version 3 of 1099511627776 bytes, more than the metadata cap"
+    restore_repo
+    sign_targets "$(custom_of CVE-2026-63072.suture .) | .targets |= with_entries(if (.key | endswith(\"/CVE-2026-63072.suture\")) then .value.length = 1099511627776 else . end)"
+    expect_refused "a target of 2^40 bytes" 18 too_large \
+        "CVE-2026-63072.suture: signed length 1099511627776 is more than any patch file"
+    restore_repo
+    # A cached target or metadata file replaced by a FIFO or a symlink to
+    # /dev/zero: never read, fetched again.
+    local cached_target
+    cached_target=$(find "$cache/feed/current/targets" -name CVE-2026-63072.suture)
+    rm "$cached_target"
+    mkfifo "$cached_target"
+    rm "$cache/feed/current/snapshot.json"
+    ln -s /dev/zero "$cache/feed/current/snapshot.json"
+    expect_accepted "cached target a FIFO, cached snapshot a symlink to /dev/zero"
+    check_eq "$case_name: the target was fetched again" 1 "$(remote_field .downloaded)"
+    check_eq "$case_name: both are regular files again" "f f" \
+        "$(find "$cache/feed/current/targets" -name CVE-2026-63072.suture -printf '%y') $(find "$cache/feed/current/snapshot.json" -printf '%y')"
+}
+
+# 2. file:// repositories: regular files only, opened without blocking
+# (over http a FIFO blocks the server instead: timeout_seconds fires).
+case_special_files() {
+    hardening_case special-files "$1"
+    add_remote feed timeout_seconds=4 low_speed_seconds=30
+    trust
+    save_repo
+    rm "$repo/timestamp.json"
+    mkfifo "$repo/timestamp.json"
+    local began=$SECONDS
+    if [ "$scheme" = file ]; then
+        expect_refused "timestamp.json is a FIFO" 1 io "timestamp.json: not a regular file"
+    else
+        expect_refused "timestamp.json is a FIFO (the server blocks)" 19 too_slow \
+            "timestamp.json: too slow"
+        timeout 2 sh -c "echo > '$repo/timestamp.json'" || true  # let the server's thread go
+    fi
+    echo "    refresh against a FIFO took $((SECONDS - began)) s (timeout_seconds=4)"
+    restore_repo
+    if [ "$scheme" = file ]; then
+        feed publish
+        rm "$repo/3.snapshot.json"
+        mkdir "$repo/3.snapshot.json"
+        expect_refused "the snapshot is a directory" 1 io "3.snapshot.json: not a regular file"
+        restore_repo
+        feed add "$patchsets/CVE-2026-63074"
+        feed publish
+        local file
+        file=$repo$(target_path CVE-2026-63074)
+        rm "$file"
+        ln -s /dev/zero "$file"
+        expect_refused "a target that is a symlink to /dev/zero" 1 io "not a regular file"
+    fi
+}
+
+# 3. Rotating a role's keys resets what was trusted from it and from the
+# roles whose rollback checks depend on it (TUF 5.3.11).
+case_rotation_recovery() {
+    hardening_case rotation-recovery "$1"
+    add_remote feed
+    trust
+    # The targets key leaks (and the snapshot's, to name it): targets 1000.
+    resign targets "$repo/2.targets.json" "$repo/1000.targets.json" '.version = 1000'
+    feed publish
+    expect_accepted "the stolen targets key's targets version 1000"
+    rm "$repo/1000.targets.json"
+    feed add "$patchsets/CVE-2026-63074"
+    feed publish
+    expect_refused "targets 3 before the targets key is rotated" 15 rollback \
+        "names targets version 3, older than the trusted 1000"
+    feed rotate targets
+    expect_accepted "rotate targets, then targets version 4"
+    check_eq "$case_name: trusted targets version" 4 "$(remote_field .versions.targets)"
+    # The snapshot key leaks: snapshot 1000.
+    local s
+    s=$(latest snapshot)
+    resign snapshot "$repo/$s.snapshot.json" "$repo/1000.snapshot.json" '.version = 1000'
+    feed timestamp
+    expect_accepted "the stolen snapshot key's snapshot version 1000"
+    rm "$repo/1000.snapshot.json"
+    feed publish
+    expect_refused "a snapshot before the snapshot key is rotated" 15 rollback \
+        "names snapshot version $((s + 1)), older than the trusted 1000"
+    feed rotate snapshot
+    expect_accepted "rotate snapshot, then the next snapshot"
+    list
+    check_eq "$case_name: feed list after both recoveries" "0 3" "$list_status $(listed '.patchsets | length')"
+}
+
+# 4. and 5. Only a strictly newer version replaces trusted metadata; the
+# trusted timestamp re-encoded by a mirror without keys is no change, and
+# only verified bytes reach the cache.
+case_same_version() {
+    hardening_case same-version "$1"
+    add_remote feed
+    trust
+    save_repo
+    resign timestamp "$repo/timestamp.json" "$repo/timestamp.json" '.expires = "2099-01-01T00:00:00Z"'
+    expect_refused "the trusted timestamp version, another expiry" 15 rollback \
+        "^timestamp.json: version 2 again, with other signed content"
+    restore_repo
+    resign snapshot "$repo/2.snapshot.json" "$repo/2.snapshot.json" '.expires = "2099-01-01T00:00:00Z"'
+    sign_timestamp 2
+    expect_refused "a new timestamp naming snapshot 2 with other content" 15 rollback \
+        "names snapshot version 2, the trusted version, with other content"
+    restore_repo
+    resign targets "$repo/2.targets.json" "$repo/2.targets.json" '.expires = "2099-01-01T00:00:00Z"'
+    sign_snapshot 2
+    expect_refused "a new snapshot naming targets 2 with other content" 15 rollback \
+        "names targets version 2, the trusted version, with other content"
+    restore_repo
+    local variant before
+    local -a variants=(
+        'pretty-printed|jq . "$case_dir/ts.json"'
+        'an unknown member|jq -c ".extra = 1" "$case_dir/ts.json"'
+        'a bogus extra signature|jq -c ".signatures += [{keyid: (\"0\" * 64), sig: (\"0\" * 128)}]" "$case_dir/ts.json"'
+        'a string with escapes|sed "s/\"timestamp\"/\"\\\\u0074imestamp\"/" "$case_dir/ts.json"'
+        'a UTF-8 BOM|{ printf "\xef\xbb\xbf"; cat "$case_dir/ts.json"; }'
+        'a duplicated member|sed "s/^{/{\"signatures\":[],/" "$case_dir/ts.json"'
+    )
+    cp "$repo/timestamp.json" "$case_dir/ts.json"
+    for variant in "${variants[@]}"; do
+        eval "${variant#*|}" >"$repo/timestamp.json"
+        before=$(cache_state)
+        refresh
+        check_eq "$case_name: the trusted timestamp with ${variant%%|*}" \
+            "cache unchanged" "cache $([ "$before" = "$(cache_state)" ] && echo unchanged || echo CHANGED)"
+        echo "    exit $refresh_status, changed $(remote_field .changed) $(remote_field .error.message)"
+    done
+    cp "$case_dir/ts.json" "$repo/timestamp.json"
+    # A newer timestamp with junk around it: the cache keeps the canonical
+    # form with only the signature that verified.
+    sign_timestamp 2
+    jq '.extra = "junk" | .signatures += [{keyid: ("0" * 64), sig: ("0" * 128)}]' "$repo/timestamp.json" >"$case_dir/junk.json"
+    cp "$case_dir/junk.json" "$repo/timestamp.json"
+    expect_accepted "a newer timestamp with an unknown member and a bogus signature"
+    check_eq "$case_name: the cache stores it canonical, with one signature" \
+        "$(jq -cS '{signatures: [.signatures[0]], signed}' "$case_dir/junk.json" | tr -d '\n')" \
+        "$(cat "$cache/feed/current/timestamp.json")"
+}
+
+# 6. One canonical target name, refused as bad_format before any download.
+case_names() {
+    hardening_case names "$1"
+    add_remote feed
+    trust
+    save_repo
+    local name target_gets
+    sleep 0.5  # the server logs a request just after its response
+    target_gets=$(grep -c 'GET /targets/' "$case_dir/server.log" || true)
+    for name in '"debian-12/./x.suture"' '"./x.suture"' '"."' '"debian-12/"' '"a//b.suture"' \
+        '"/abs.suture"' '"%2e%2e/x.suture"' '"a/%2E%2E/b.suture"' '"a/../b.suture"' '"..x/.hidden"' \
+        '"sp ace.suture"' '"tab\t.suture"' '"caf\u00e9.suture"' '"a\\\\b.suture"'; do
+        restore_repo
+        sign_targets "$(rename_target CVE-2026-63072.suture "$name")"
+        expect_refused "target name $name" 1 bad_format "bad target name"
+        if [ "$scheme" = http ]; then
+            sleep 0.2
+            check_eq "$case_name: $name: no target requested" "$target_gets" \
+                "$(grep -c 'GET /targets/' "$case_dir/server.log" || true)"
+        fi
+    done
+    restore_repo
+    sign_targets "$(rename_target CVE-2026-63072.suture '"debian-12"')"
+    expect_refused "a target that is also a directory of another" 1 bad_format \
+        'target "debian-12" is also a directory of'
+    # Names with + and ~ are canonical; their URL is escaped (%2B).
+    restore_repo
+    local plus=$case_dir/plus
+    mkdir -p "$plus"
+    cp "$patchsets/CVE-2026-63074/CVE-2026-63074.suture" "$plus/fix+1~a.suture"
+    jq '.output = "fix+1~a.suture"' "$patchsets/CVE-2026-63074/patchset.json" >"$plus/patchset.json"
+    feed add "$plus"
+    feed publish
+    expect_accepted "a target named fix+1~a.suture"
+    check_eq "$case_name: fix+1~a.suture in the cache" 1 \
+        "$(find "$cache/feed/current/targets" -name 'fix+1~a.suture' | wc -l)"
+}
+
+# 7. No staging directory outlives a refresh.
+case_partials() {
+    hardening_case partials "$1"
+    add_remote feed
+    trust
+    feed add "$patchsets/CVE-2026-63074"
+    feed publish
+    save_repo
+    rm "$repo$(target_path CVE-2026-63074)"
+    expect_refused "a listed target is missing" 20 not_found "CVE-2026-63074.suture: .*not found"
+    check_eq "$case_name: staging directories after the failed refresh" 0 "$(partials)"
+    restore_repo
+    mkdir -p "$cache/feed/gen-1-1.partial/targets"
+    echo stale >"$cache/feed/gen-1-1.partial/targets/x"
+    expect_accepted "a refresh with a stale staging directory in the cache"
+    check_eq "$case_name: staging directories after it" 0 "$(partials)"
+}
+
+# 8. The patch file's own metadata must be what the signed custom metadata
+# says; pins judge the file's real level.
+case_custom_vs_file() {
+    hardening_case custom-vs-file "$1"
+    local level2=$case_dir/level2
+    mkdir "$level2"
+    rewrite_patch "$patchsets/CVE-2026-63074/CVE-2026-63074.suture" "$level2/level2.suture" '.level = 2'
+    jq '.output = "level2.suture"' "$patchsets/CVE-2026-63074/patchset.json" >"$level2/patchset.json"
+    feed add "$level2"
+    feed publish
+    add_remote feed pin_level=1
+    trust
+    sign_targets "$(custom_of CVE-2026-63072.suture '.build_id = "00112233445566778899aabbccddeeff00112233"') |
+        $(custom_of CVE-2026-63076.suture '.patch_id = "CVE-2026-00001"') |
+        $(custom_of level2.suture '.level = 1')"
+    expect_accepted "custom metadata unlike the files (the files still verify)"
+    local before
+    before=$(cache_state)
+    list
+    check_eq "$case_name: feed list exit status" 1 "$list_status"
+    check_eq "$case_name: every lying target refused, bad_format" "3 bad_format" \
+        "$(listed '"\(.refused | length) \([.refused[].error.reason] | unique | join(","))"')"
+    check_eq "$case_name: the reasons" "build ID,level,patch id" \
+        "$(listed '[.refused[].error.message | capture("the patch file.s (?<f>[a-zA-Z ]+) is ").f] | sort | join(",")')"
+    check_eq "$case_name: nothing usable left" 0 "$(listed '[.patchsets[] | select(.usable)] | length')"
+    check_eq "$case_name: feed list left the cache as it was" "$before" "$(cache_state)"
+}
+
+# 9. The cache is verified from the pinned root on every load; its
+# directories must be the user's own.
+case_cache_trust() {
+    hardening_case cache-trust "$1"
+    add_remote feed
+    trust
+    # Another feed's generation (another root) put in place of ours.
+    local other=$case_dir/other
+    mkdir -p "$other/config/remotes.d"
+    "$SUTURE_FEED" --repo "$other/repo" --keys "$other/keys" init >>"$case_dir/publisher.log" 2>&1
+    "$SUTURE_FEED" --repo "$other/repo" --keys "$other/keys" add "$patchsets/CVE-2026-63074" >>"$case_dir/publisher.log" 2>&1
+    "$SUTURE_FEED" --repo "$other/repo" --keys "$other/keys" publish >>"$case_dir/publisher.log" 2>&1
+    printf '[remote]\nname=feed\nurl=file://%s/\nroot=%s\n' "$other/repo" "$other/repo/1.root.json" \
+        >"$other/config/remotes.d/feed.conf"
+    "$SUTURE" feed refresh --config-dir "$other/config" --cache-dir "$other/cache" >/dev/null 2>&1 ||
+        fail_check "$case_name: setup: refresh of the other feed"
+    local generation
+    generation=$(readlink "$other/cache/feed/current")
+    cp -a "$other/cache/feed/$generation" "$cache/feed/"
+    ln -sfn "$generation" "$cache/feed/current"
+    local before
+    before=$(cache_state)
+    list
+    check_eq "$case_name: feed list of a generation signed by another root" \
+        "exit 16, cache unchanged" "exit $list_status, cache $([ "$before" = "$(cache_state)" ] && echo unchanged || echo CHANGED)"
+    grep -q "does not verify from the pinned root" "$case_dir/list.err" &&
+        pass "$case_name: feed list says why" || fail_check "$case_name: feed list says: $(cat "$case_dir/list.err")"
+    expect_accepted "a refresh replaces it from the pinned root"
+    list
+    check_eq "$case_name: feed list afterwards" "0 2" "$list_status $(listed '.patchsets | length')"
+    # A symlinked cache directory, a remote directory others can write.
+    mv "$cache" "$case_dir/real-cache"
+    ln -s "$case_dir/real-cache" "$cache"
+    expect_refused "the cache directory is a symlink" 1 permission_denied "is a symlink; refused"
+    rm "$cache"
+    mv "$case_dir/real-cache" "$cache"
+    chmod 0777 "$cache/feed"
+    expect_refused "the remote's cache directory is mode 0777" 1 permission_denied "writable by group or others"
+    list
+    check_eq "$case_name: feed list of it" 1 "$list_status"
+    chmod 0700 "$cache/feed"
+    # A user without HOME gets no cache in /tmp.
+    if [ "$(id -u)" = 0 ] && id nobody >/dev/null 2>&1; then
+        chmod o+rx "$case_dir" "$conf" "$conf/remotes.d"
+        local status=0
+        env -u HOME -u XDG_CACHE_HOME -u SUTURE_FEED_CACHE setpriv --reuid nobody --regid nogroup --clear-groups \
+            "$SUTURE" feed refresh --config-dir "$conf" >"$case_dir/nobody.out" 2>&1 || status=$?
+        if grep -q "/tmp" "$case_dir/nobody.out" || [ -e /tmp/.cache/suture ]; then
+            fail_check "$case_name: a user without HOME uses /tmp: $(cat "$case_dir/nobody.out")"
+        else
+            pass "$case_name: a user without HOME (nobody, exit $status) does not use /tmp: $(head -c 200 "$case_dir/nobody.out")"
+        fi
+    fi
+}
+
+# 10. A wrong-typed signed field is bad_format, never a crash.
+case_wrong_types() {
+    hardening_case wrong-types "$1"
+    add_remote feed
+    trust
+    sign_targets "$(custom_of CVE-2026-63072.suture '.channel = 5') | $(custom_of CVE-2026-63076.suture '.level = [1]')"
+    expect_accepted "targets with \"channel\": 5 and \"level\": [1]"
+    list
+    check_eq "$case_name: feed list --json exit status" 1 "$list_status"
+    check_eq "$case_name: both refused with their field" "CVE-2026-63072.suture:channel CVE-2026-63076.suture:level" \
+        "$(listed '[.refused[] | "\(.name | split("/") | last):\(.error.message | capture("custom: \"(?<f>[a-z_]+)\"").f)"] | sort | join(" ")')"
+    sign_targets '.targets |= with_entries(.value.length = "12")'
+    expect_refused "a target length that is a string" 1 bad_format '"length" must be'
+}
+
+# Memory and time: refresh under ulimit -v 256 MiB against the hostile
+# cases, each within its configured timeout (times printed, not asserted).
+case_bounds() {
+    hardening_case bounds "$1"
+    add_remote feed timeout_seconds=6 low_speed_seconds=30
+    trust
+    save_repo
+    local hostile began status elapsed
+    for hostile in snapshot-2^40 targets-2^40 target-2^40 endless-target fifo; do
+        restore_repo
+        control '{}'
+        case $hostile in
+            snapshot-2^40) sign_timestamp "$(latest snapshot)" "$huge_snapshot" ;;
+            targets-2^40) sign_snapshot "$(latest targets)" "$huge_targets" ;;
+            target-2^40) sign_targets '.targets |= with_entries(.value.length = 1099511627776)' ;;
+            endless-target)
+                feed add "$patchsets/CVE-2026-63074"
+                feed publish
+                if [ "$scheme" = http ]; then
+                    control "{\"$(target_path CVE-2026-63074)\": \"endless\"}"
+                else
+                    local file
+                    file=$repo$(target_path CVE-2026-63074)
+                    rm "$file"
+                    ln -s /dev/zero "$file"
+                fi
+                ;;
+            fifo) rm "$repo/timestamp.json"; mkfifo "$repo/timestamp.json" ;;
+        esac
+        began=$(date +%s.%N)
+        status=0
+        timeout 30 bash -c 'ulimit -v 262144; exec "$@"' _ "$SUTURE" feed refresh --json \
+            --config-dir "$conf" --cache-dir "$cache" >"$case_dir/refresh.json" 2>"$case_dir/refresh.err" || status=$?
+        elapsed=$(echo "$(date +%s.%N) - $began" | bc)
+        [ "$hostile" = fifo ] && [ "$scheme" = http ] && { timeout 2 sh -c "echo > '$repo/timestamp.json'" || true; }
+        echo "    $hostile: exit $status in ${elapsed} s (timeout_seconds=6)"
+        case $status in
+            124 | 134 | 137 | 139) fail_check "$case_name: $hostile under ulimit -v 262144: exit $status ($(tail -c 200 "$case_dir/refresh.err"))" ;;
+            0) fail_check "$case_name: $hostile was accepted" ;;
+            *) pass "$case_name: $hostile under ulimit -v 262144: refused, exit $status ($(remote_field .error.reason))" ;;
+        esac
+    done
+}
+
 # FEED_ATTACKS_CASES="freeze resume" runs only those cases.
-for name in ${FEED_ATTACKS_CASES:-end_to_end channels rollback_timestamp rollback_snapshot rollback_targets freeze mix_and_match arbitrary_target endless slow wrong_key threshold root_rotation fast_forward server_errors server_down resume}; do
-    "case_$name"
-    end_case
+hardening="caps special_files rotation_recovery same_version names partials custom_vs_file cache_trust wrong_types bounds"
+for name in ${FEED_ATTACKS_CASES:-end_to_end channels rollback_timestamp rollback_snapshot rollback_targets freeze mix_and_match arbitrary_target endless slow wrong_key threshold root_rotation fast_forward server_errors server_down resume $hardening}; do
+    if [[ " $hardening " = *" $name "* ]]; then
+        for scheme in http file; do
+            "case_$name" "$scheme"
+            end_case
+        done
+        scheme=http
+    else
+        "case_$name"
+        end_case
+    fi
 done
 echo "feed-attacks: $((SECONDS - started)) s"
 finish

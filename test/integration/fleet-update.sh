@@ -2,7 +2,8 @@
 # The fleet case: `suture update` over many processes that map Debian's
 # vulnerable libcrypto 3.0.20-1~deb12u2 (idle hold-openssl processes), from
 # the local signed feed, with a private state database. Every process must
-# end with the three debian-12 patchsets active and none may be left stopped.
+# end with every shipped debian-12 patchset for its two libraries active
+# (shipped_patch_count) and none may be left stopped.
 # Prints the update's wall time, the cost per process, and as a baseline in
 # the same run `suture status --json` of the same processes (scan only) —
 # figures, never assertions.
@@ -66,15 +67,16 @@ for pid in "${fleet[@]}"; do
 done
 check_eq "holders left stopped or dead" 0 "$stopped"
 ours=$(printf '%s\n' "${fleet[@]}" | jq -s .)
-check_eq "patches applied to the fleet (3 per process)" $((count * 3)) \
+per_process=$(shipped_patch_count libcrypto.so.3 libssl.so.3)
+check_eq "patches applied to the fleet ($per_process per process)" $((count * per_process)) \
     "$(jq --argjson ours "$ours" '[.actions[] | select(.outcome == "applied" and (.pid as $p | $ours | index($p)))] | length' \
         <<<"$output")"
 "$SUTURE" status --json "${pid_args[@]}" >"$scratch/status-after.json"
-check_eq "holders with all three patches active" "$count" \
-    "$(jq '[.processes[] | select([.patches[] | select(.state == "active")] | length == 3)] | length' \
+check_eq "holders with all $per_process patches active" "$count" \
+    "$(jq --argjson n "$per_process" '[.processes[] | select([.patches[] | select(.state == "active")] | length == $n)] | length' \
         "$scratch/status-after.json")"
 
-echo "figures: $count processes: suture update (scan, match, apply 3 patches each, record) ${update_ms} ms," \
+echo "figures: $count processes: suture update (scan, match, apply $per_process patches each, record) ${update_ms} ms," \
     "$(awk -v t="$update_ms" -v n="$count" 'BEGIN { printf "%.2f", t / n }') ms per process;" \
     "baseline suture status --json of the same processes ${status_ms} ms" \
     "(update / status $(awk -v a="$update_ms" -v b="$status_ms" 'BEGIN { printf "%.1f", a / b }')x)"

@@ -4,7 +4,7 @@
 #  - post_apply sets a state the workload observes (the library's
 #    demo_global: 40 -> 1040), post_revert sets it back; every outcome is in
 #    --json and in the state database;
-#  - a pre_apply returning 42 refuses the apply with exit status 23 and the
+#  - a pre_apply returning 42 refuses the apply with exit status 26 and the
 #    code in the message, and changes nothing: maps and code bytes as before;
 #  - a pre_apply that runs past the 2 s hard bound (it sleeps 3 s) refuses
 #    the apply as a timeout: the process runs on at once (nothing stopped
@@ -41,7 +41,7 @@ check_eq "before: version 1, global 40" "1 40" "$(generation) $(global)"
 # 1. A pre_apply that fails refuses cleanly.
 maps_before=$(sha256sum <"/proc/$pid/maps")
 bytes_before=$(code_bytes)
-run 23 "a pre_apply returning 42 refuses the apply" \
+run 26 "a pre_apply returning 42 refuses the apply" \
     "$SUTURE" apply --json --pid "$pid" "$CALLBACKS_PATCH_FAILS"
 check_eq "refused: reason" refused "$(jq -r .error.reason <<<"$output")"
 case "$(jq -r .error.message <<<"$output")" in
@@ -55,7 +55,7 @@ check_eq "refused: the code bytes are as before" "$bytes_before" "$(code_bytes)"
 check_eq "refused: still version 1, global 40" "1 40" "$(generation) $(global)"
 check_eq "refused: no patch in the process" 0 \
     "$("$SUTURE" status --json --pid "$pid" | jq '.processes[0].patches | length')"
-run 23 "the text output gives the code too" "$SUTURE" apply --pid "$pid" "$CALLBACKS_PATCH_FAILS"
+run 26 "the text output gives the code too" "$SUTURE" apply --pid "$pid" "$CALLBACKS_PATCH_FAILS"
 case "$errors" in *"pre_apply returned 42"*) pass "text: code in the message" ;; *) fail_check "text: $errors" ;; esac
 
 # 2. post_apply sets a state the workload observes; post_revert undoes it.
@@ -110,7 +110,7 @@ run 0 "revert" "$SUTURE" revert --pid "$pid" demo-callbacks
 check_eq "reverted" "1 40" "$(generation) $(global)"
 
 # 5. A pre_apply past the hard bound.
-run 23 "a pre_apply still running at the hard bound refuses the apply" \
+run 26 "a pre_apply still running at the hard bound refuses the apply" \
     "$SUTURE" apply --json --pid "$pid" "$CALLBACKS_PATCH_SLOW"
 check_eq "timeout: the outcome" "pre_apply timeout" \
     "$(jq -r '.error.callbacks[0] | "\(.callback) \(.outcome)"' <<<"$output")"
@@ -134,6 +134,27 @@ check_eq "timeout: no region left" 0 \
 check_eq "the state database has every outcome" \
     "pre_apply failed 42,pre_apply failed 42,pre_apply ran 0,post_apply ran 0,pre_revert refused-busy 0,pre_revert ran 0,post_revert ran 0,pre_apply refused-busy 0,pre_apply ran 0,post_apply ran 0,pre_revert ran 0,post_revert ran 0,pre_apply timeout 0," \
     "$(callbacks_recorded)"
+# 6. A patch with a data region and callbacks: one marker with both
+# extensions (docs/patch-format.md, "Region marker"), read back by status
+# and by the revert, which finds its callbacks there.
+run 0 "apply a patch with a data region and callbacks" \
+    "$SUTURE" apply --json --pid "$pid" "$CALLBACKS_PATCH_DATA"
+check_eq "data and callbacks: the apply's callbacks ran" "pre_apply ran 0,post_apply ran 0" \
+    "$(jq -r '[.callbacks[] | "\(.callback) \(.outcome) \(.code)"] | join(",")' <<<"$output")"
+json=$("$SUTURE" status --json --pid "$pid")
+check_eq "data and callbacks: status reads the data region from the marker" \
+    "demo-callbacks-data active true" \
+    "$(jq -r '.processes[0].patches[0] | "\(.patch_id) \(.state) \(.data_size > 0)"' <<<"$json")"
+check_eq "data and callbacks: version 2, post_apply's state" "2 1040" "$(generation) $(global)"
+run 0 "revert the patch with data and callbacks" \
+    "$SUTURE" revert --json --pid "$pid" demo-callbacks-data
+check_eq "data and callbacks: the revert's callbacks ran (found in the marker)" \
+    "pre_revert ran 0,post_revert ran 0" \
+    "$(jq -r '[.reverted[0].callbacks[] | "\(.callback) \(.outcome) \(.code)"] | join(",")' <<<"$output")"
+check_eq "data and callbacks: version 1, global 40" "1 40" "$(generation) $(global)"
+check_eq "data and callbacks: four more outcomes recorded" 17 \
+    "$(sqlite3 "$scratch/state.db" "SELECT count(*) FROM callbacks")"
+
 check_eq "the threads never saw a wrong result" 0 "$(field "$(ask "$pid" report)" bad)"
 check_eq "no thread left traced" 0 "$(traced_threads "$pid")"
 kill -0 "$pid" && pass "the target is alive" || fail_check "the target died"

@@ -16,7 +16,9 @@ before=$(field "$(ask "$pid" report)" calls)
 gdb -q -batch -ex 'break suture::RemoteMemory::write' -ex 'ignore 1 3' \
     -ex "run apply --pid $pid $DEMO_PATCH_V2" -ex 'bt 4' -ex 'kill' "$SUTURE" \
     >"$scratch/gdb.out" 2>&1 || true
-if ! grep -q 'map_region' "$scratch/gdb.out"; then
+# The fill is map_fixed_and_fill's (RemoteMapping.cpp), for map_region's
+# code mapping.
+if ! grep -qE 'map_region|map_fixed_and_fill' "$scratch/gdb.out"; then
     cat "$scratch/gdb.out"
     fail_check "gdb did not stop inside map_region's fill; the count of writes before it changed"
     finish

@@ -20,6 +20,12 @@ for file in bin/suture bin/suture-feed bin/suture-build bin/suture-make-patch sb
 done
 grep -q "ExecStart=$prefix/sbin/sutured" "$dest$prefix/lib/systemd/system/sutured.service" &&
     pass "sutured.service runs the installed sutured" || fail_check "sutured.service ExecStart"
+# The operation lock's directory is sutured's to write (ProtectSystem=strict
+# makes /run read-only), and stays when sutured stops (a CLI run may hold it).
+unit=$dest$prefix/lib/systemd/system/sutured.service
+grep -q '^ReadWritePaths=.*/run/suture' "$unit" && grep -q '^RuntimeDirectory=suture$' "$unit" &&
+    grep -q '^RuntimeDirectoryPreserve=yes$' "$unit" &&
+    pass "sutured may write the operation lock in /run/suture" || fail_check "sutured.service: /run/suture"
 
 # systemd-analyze verify in the install root, with the system's own units
 # (targets, dbus.socket) beside ours.

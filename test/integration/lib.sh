@@ -14,6 +14,13 @@ unset LD_LIBRARY_PATH
 test_name=$(basename "$0" .sh)
 scratch=$(mktemp -d "/tmp/suture-$test_name-XXXXXX")
 chmod 755 "$scratch"
+# Each test its own operation lock (docs/state.md), so tests running side by
+# side do not wait for each other; state-truth.sh tests the lock itself.
+export SUTURE_LOCK_FILE=$scratch/run/suture.lock
+# And its own state database (revert records what it reverted): a test
+# never writes the host's /var/lib/suture; tests that look at the database
+# set their own path.
+export SUTURE_STATE_DB=$scratch/state.db
 started_pids=()
 removed_paths=() # also removed at exit, e.g. work directories inside a rootfs
 
@@ -83,6 +90,19 @@ fetch_archive_package() {
         { cat "$scratch/fetch.log"; skip "cannot fetch $2=$3 from the $1 archive (offline?)"; }
 }
 
+
+# shipped_patch_count SONAME...: how many of the patchsets shipped for the
+# archive's debian-12 openssl 3.0.20-1~deb12u2 (those with a built patch)
+# target one of these libraries: what `suture update` applies to a process
+# that maps them from that build.
+shipped_patch_count() {
+    local manifest count=0
+    for manifest in "$SOURCE_ROOT"/patchsets/openssl/debian-12/3.0.20-1~deb12u2/*/patchset.json; do
+        [ -f "$(dirname "$manifest")/$(jq -r .output "$manifest")" ] || continue
+        printf '%s\n' "$@" | grep -qxF "$(jq -r .library.soname "$manifest")" && count=$((count + 1))
+    done
+    echo "$count"
+}
 
 # hold VAR LIBRARY_PATH LIBRARY...: runs hold-openssl with LD_LIBRARY_PATH
 # (empty for the system's libraries), waits for "ready", sets VAR to its PID.

@@ -3,7 +3,10 @@
 # against the *archive's* library (the downloaded .deb, not the rebuild) and
 # exercises the vulnerable code path with the crafted input. The patch turns
 # VULNERABLE into FIXED in that same running process, revert turns it back,
-# and the API's normal workload keeps working throughout.
+# and the API's normal workload keeps working throughout. A patchset.json
+# with "fixed_version" (the distribution's own build that carries the fix)
+# also runs the reproducer on that build first: it must say FIXED there, so
+# the probe tells the bug apart and the patch behaves like the package update.
 #
 # Usage (meson passes it): patchset-cve.sh PATCHSET_DIR [REPRODUCER_BINARY]
 #
@@ -41,9 +44,7 @@ check_eq "the archive's $soname build ID" "$build_id" "$(build_id_of "$library_d
 check_eq "the committed patch is for that build" "$build_id" \
     "$(tail -c +33 "$patch" | head -c "$(od -An -t u4 -j 16 -N 4 "$patch" | tr -d ' ')" | jq -r .target.build_id)"
 
-if [ -z "$rootfs" ]; then
-    start_program pid "LD_LIBRARY_PATH=$library_dir" -- "$reproducer"
-else
+if [ -n "$rootfs" ]; then
     # Paths as the rootfs sees them. The reproducer is compiled in a copy of
     # patchsets/openssl/, with that directory on the include path as meson
     # has it: it includes reproducer-harness.h (and may include another
@@ -51,21 +52,27 @@ else
     inside=${work#"$rootfs"}
     cp -r "$SOURCE_ROOT/patchsets/openssl" "$work/patchsets"
     source_file=${patchset#"$SOURCE_ROOT/patchsets/openssl/"}/$(jq -r .reproducer "$manifest")
-    chroot "$rootfs" gcc -O2 -Wall -I "$inside/patchsets" -o "$inside/reproducer" "$inside/patchsets/$source_file" -lcrypto \
+    chroot "$rootfs" gcc -O2 -Wall -I "$inside/patchsets" -o "$inside/reproducer" "$inside/patchsets/$source_file" -Wl,--as-needed -lssl -lcrypto \
         >"$scratch/compile.log" 2>&1 || { cat "$scratch/compile.log"; fail_check "the reproducer does not compile in the $distro rootfs"; exit 1; }
-    start_in_rootfs pid "$rootfs" "LD_LIBRARY_PATH=${library_dir#"$rootfs"}" -- "$inside/reproducer"
-    check_eq "the reproducer runs in its own PID namespace (PID 1 there)" 1 \
-        "$(awk '/^NSpid:/ { print $NF }' "/proc/$pid/status")"
 fi
-status=$(status_json "$pid")
-check_eq "the reproducer maps the archive's $soname" "$build_id" \
-    "$(library "$status" "$pid" "$soname" build_id)"
 
-# probe_times N EXPECTED: the crafted input N times in a row.
+# start_reproducer VAR LIBRARY_DIR: the reproducer on the libraries in
+# LIBRARY_DIR (a path on this machine), on the host or in the rootfs.
+start_reproducer() {
+    if [ -z "$rootfs" ]; then
+        start_program "$1" "LD_LIBRARY_PATH=$2" -- "$reproducer"
+        return
+    fi
+    start_in_rootfs "$1" "$rootfs" "LD_LIBRARY_PATH=${2#"$rootfs"}" -- "$inside/reproducer"
+    check_eq "the reproducer runs in its own PID namespace (PID 1 there)" 1 \
+        "$(awk '/^NSpid:/ { print $NF }' "/proc/${!1}/status")"
+}
+
+# probe_times N EXPECTED [PID]: the crafted input N times in a row.
 probe_times() {
     local i answer
     for i in $(seq "$1"); do
-        answer=$(ask "$pid" probe)
+        answer=$(ask "${3:-$pid}" probe)
         if [ "$answer" != "$2" ]; then
             fail_check "probe $i: expected $2, got '$answer'"
             return
@@ -73,7 +80,24 @@ probe_times() {
     done
     pass "$1 probes: $2"
 }
-workload() { check_eq "a valid workload of the patched API ($1)" OK "$(ask "$pid" workload)"; }
+workload() { check_eq "a valid workload of the patched API ($1)" OK "$(ask "${2:-$pid}" workload)"; }
+
+fixed_version=$(jq -r '.fixed_version // empty' "$manifest")
+if [ -n "$fixed_version" ]; then
+    fetch_archive_package "$distro" "$(jq -r .library.package "$manifest")" "$fixed_version" "$work/fixed"
+    start_reproducer fixed_pid "$work/fixed$(dirname "$(jq -r .library.path "$manifest")")"
+    check_eq "the second reproducer maps $soname of $fixed_version" \
+        "$(build_id_of "$work/fixed$(jq -r .library.path "$manifest")")" \
+        "$(library "$(status_json "$fixed_pid")" "$fixed_pid" "$soname" build_id)"
+    echo "on the distribution's fixed build $fixed_version:"
+    probe_times 3 FIXED "$fixed_pid"
+    workload "on $fixed_version" "$fixed_pid"
+fi
+
+start_reproducer pid "$library_dir"
+status=$(status_json "$pid")
+check_eq "the reproducer maps the archive's $soname" "$build_id" \
+    "$(library "$status" "$pid" "$soname" build_id)"
 
 probe_times 3 VULNERABLE
 workload "before"

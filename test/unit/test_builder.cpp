@@ -8,16 +8,19 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <algorithm>
 #include <map>
+#include <set>
 #include <string>
 
 #include <catch2/catch.hpp>
 
+#include "ScratchDirectory.h"
 #include "base/Files.h"
 #include "builder/LibrarySymbols.h"
+#include "builder/LinkerRelaxation.h"
 #include "builder/ObjectDiff.h"
 #include "builder/PatchBuilder.h"
-#include "ScratchDirectory.h"
 #include "elf/ElfFile.h"
 #include "patch/PatchFile.h"
 
@@ -178,7 +181,9 @@ TEST_CASE("the differ finds exactly the changed and the new functions") {
         auto patched = parse_object(workshop.compile("a.c", "patched.o"));
         auto changes = diff_objects(original, patched);
         REQUIRE_FALSE(changes);
-        CHECK(changes.error().message.find("existing data greetings") != std::string::npos);
+        CHECK(changes.error().message.find(
+                  "existing static variable greetings, relocated read-only data "
+                  "(.data.rel.ro): its initial value changed") != std::string::npos);
     }
     SECTION("a new function is new, and its caller changed") {
         std::string fixed = file_a;
@@ -203,13 +208,40 @@ TEST_CASE("the differ finds exactly the changed and the new functions") {
         REQUIRE_FALSE(changes);
         CHECK(changes.error().message.find("counter_a") != std::string::npos);
     }
-    SECTION("new writable data is refused") {
-        workshop.write("a.c", std::string(file_a) + "int fresh_state = 7;\n");
+    SECTION("new statics are new variables, for the data region") {
+        workshop.write("a.c", std::string(file_a) +
+                                  "int fresh_state = 7;\n"
+                                  "static long fresh_zero;\n"
+                                  "static const char *const fresh_table[] = { \"x\", \"y\" };\n"
+                                  "int api_new(int x) { fresh_zero += x;\n"
+                                  "  return fresh_state + (int)fresh_zero + fresh_table[x & 1][0]; }\n");
+        auto patched = parse_object(workshop.compile("a.c", "patched.o"));
+        auto changes = diff_objects(original, patched);
+        REQUIRE(changes);
+        auto added = names_of(patched, changes->new_variables);
+        std::sort(added.begin(), added.end());
+        CHECK(added == std::vector<std::string>{"fresh_state", "fresh_table", "fresh_zero"});
+        CHECK(names_of(patched, changes->new_functions) == std::vector<std::string>{"api_new"});
+        std::map<std::string, std::string> kinds;
+        for (std::size_t index : changes->new_variables) {
+            const auto& symbol = patched.symbols()[index];
+            kinds[symbol.name] = data_kind(patched.sections()[symbol.section]);
+        }
+        CHECK(kinds["fresh_state"] == "initialised data (.data.fresh_state)");
+        CHECK(kinds["fresh_zero"] == "zero-initialised data (.bss.fresh_zero)");
+        CHECK(kinds["fresh_table"].starts_with("relocated read-only data (.data.rel.ro)"));
+    }
+    SECTION("a changed size of existing data is refused, saying which and why") {
+        std::string fixed = file_a;
+        fixed.replace(fixed.find("int counter_a = 0;"), 18, "long counter_a = 0;");
+        workshop.write("a.c", fixed);
         auto patched = parse_object(workshop.compile("a.c", "patched.o"));
         auto changes = diff_objects(original, patched);
         REQUIRE_FALSE(changes);
-        CHECK(changes.error().message.find("new writable variable fresh_state") !=
-              std::string::npos);
+        CHECK(changes.error().message.find(
+                  "existing global variable counter_a, zero-initialised data (.bss.counter_a): "
+                  "its size changed (4 -> 8 bytes)") != std::string::npos);
+        CHECK(changes.error().message.find("shadow variable") != std::string::npos);
     }
     SECTION("thread-local data is refused when the object is read") {
         workshop.write("a.c", std::string(file_a) +
@@ -328,6 +360,85 @@ TEST_CASE("a patch for a real library resolves the static of the right file") {
         auto again = build_patch(request, again_report);
         REQUIRE(again);
         CHECK(*again == *patch);
+    }
+    SECTION("new statics of the fix go to the data region; the library's own stay its own") {
+        std::string with_statics = file_a;
+        with_statics.replace(
+            with_statics.find("int api_a_unchanged(int x) { return helper(x + 1); }"), 52,
+            "static long calls;\n"
+            "static int limit = 9;\n"
+            "static const int *const limits[] = { &limit, &limit };\n"
+            "int api_a_unchanged(int x) { calls++; counter_a++;\n"
+            "  return x > *limits[x & 1] ? (int)calls : helper(x + 1); }");
+        workshop.write("a.c", with_statics);
+        request.units = {{original_a, workshop.compile("a.c", "a-statics.o")}};
+        BuildReport statics_report;
+        auto statics = build_patch(request, statics_report);
+        REQUIRE(statics);
+        auto statics_patch = parse_patch(*statics, "test-fix");
+        REQUIRE(statics_patch);
+        std::set<std::string> data_sections;
+        const auto& object = statics_patch->object;
+        for (std::size_t index = 1; index < object.sections().size(); ++index) {
+            if (object.is_loaded(index) && (object.sections()[index].flags & SHF_WRITE) != 0) {
+                data_sections.insert(object.sections()[index].name);
+            }
+        }
+        CHECK(data_sections.contains(".bss.calls"));
+        CHECK(data_sections.contains(".data.limit"));
+        CHECK(std::any_of(data_sections.begin(), data_sections.end(), [](const std::string& name) {
+            return name.starts_with(".data.rel.ro") && name.ends_with("limits");
+        }));
+        std::set<std::string> references;
+        for (const auto& reference : statics_patch->metadata.target_references) {
+            references.insert(reference.symbol);
+        }
+        CHECK(references.contains("counter_a"));  // existing: the library's
+        CHECK_FALSE(references.contains("a.c:calls"));
+    }
+    SECTION("a fix that calls the shadow API gets the runtime linked in, and nothing more") {
+        std::string with_shadow = file_a;
+        with_shadow.replace(with_shadow.find("#include <string.h>"), 19,
+                            "#include <string.h>\n#include <suture/patch.h>");
+        with_shadow.replace(
+            with_shadow.find("int api_a_unchanged(int x) { return helper(x + 1); }"), 52,
+            "int api_a_unchanged(int x) {\n"
+            "  long *seen = suture_shadow_get_or_alloc(&counter_a, 1, sizeof *seen);\n"
+            "  if (seen) ++*seen;\n"
+            "  return helper(x + 1); }");
+        workshop.write("a.c", with_shadow);
+        request.units = {
+            {original_a, workshop.compile("a.c", "a-shadow.o",
+                                          "-O2 -I" SOURCE_ROOT "/include")}};
+        request.runtime_object = PATCHRT_OBJECT;
+        BuildReport shadow_report;
+        auto shadow = build_patch(request, shadow_report);
+        REQUIRE(shadow);
+        auto shadow_patch = parse_patch(*shadow, "test-fix");
+        REQUIRE(shadow_patch);
+        const auto& object = shadow_patch->object;
+        CHECK(object.find_defined("suture_shadow_get_or_alloc") != nullptr);
+        CHECK(object.find_defined("suture_shadow_free") == nullptr);  // not called: not linked
+        bool reads_table = false;
+        for (const auto& symbol : object.symbols()) {
+            reads_table = reads_table || (symbol.section == SHN_UNDEF &&
+                                          symbol.name == shadow_table_symbol);
+        }
+        CHECK(reads_table);
+        for (const auto& import : shadow_patch->metadata.imports) {
+            CHECK(import.symbol.find("suture") == std::string::npos);
+        }
+        request.runtime_object.clear();
+        BuildReport without_report;
+        auto without = build_patch(request, without_report);
+        // Without the runtime the call is an import no process provides.
+        REQUIRE(without);
+        auto without_patch = parse_patch(*without, "test-fix");
+        REQUIRE(without_patch);
+        CHECK(std::any_of(without_patch->metadata.imports.begin(),
+                          without_patch->metadata.imports.end(), [](const Import& import) {
+                              return import.symbol == "suture_shadow_get_or_alloc";
+                          }));
     }
     SECTION("an original compiled with other flags does not match the library") {
         workshop.write("a.c", file_a);
@@ -557,4 +668,266 @@ SUTURE_POST_APPLY(reset_counter);
     const auto* wrapper = parsed->object.find_defined("__suture_callback_post_apply");
     REQUIRE(wrapper != nullptr);
     CHECK(wrapper->type == STT_FUNC);
+}
+
+namespace {
+
+std::vector<std::byte> bytes_of(std::initializer_list<unsigned> values) {
+    std::vector<std::byte> bytes;
+    for (unsigned value : values) {
+        bytes.push_back(static_cast<std::byte>(value));
+    }
+    return bytes;
+}
+
+std::string relaxation_form(std::initializer_list<unsigned> compiled,
+                            std::initializer_list<unsigned> library, std::uint64_t field,
+                            std::uint32_t type) {
+    auto relaxed = linker_relaxation(bytes_of(compiled), bytes_of(library), {field, type});
+    return relaxed ? relaxed->form : "none";
+}
+
+}  // namespace
+
+TEST_CASE("the linker's documented relaxations are equal at relocation sites, nothing else") {
+    SECTION("mov foo@GOTPCREL(%rip),%rax -> lea foo(%rip),%rax") {
+        CHECK(relaxation_form({0x48, 0x8b, 0x05, 0, 0, 0, 0}, {0x48, 0x8d, 0x05, 1, 2, 3, 4}, 3,
+                              R_X86_64_REX_GOTPCRELX) == "mov GOT -> lea");
+        CHECK(relaxation_form({0x8b, 0x0d, 0, 0, 0, 0}, {0x8d, 0x0d, 1, 2, 3, 4}, 2,
+                              R_X86_64_GOTPCRELX) == "mov GOT -> lea");
+        // The register changed too: not what the linker does.
+        CHECK(relaxation_form({0x48, 0x8b, 0x05, 0, 0, 0, 0}, {0x48, 0x8d, 0x0d, 1, 2, 3, 4}, 3,
+                              R_X86_64_REX_GOTPCRELX) == "none");
+        // GOTPCREL (no X) is never relaxed, nor is a PC32 reference.
+        CHECK(relaxation_form({0x48, 0x8b, 0x05, 0, 0, 0, 0}, {0x48, 0x8d, 0x05, 1, 2, 3, 4}, 3,
+                              R_X86_64_GOTPCREL) == "none");
+        CHECK(relaxation_form({0x48, 0x8b, 0x05, 0, 0, 0, 0}, {0x48, 0x8d, 0x05, 1, 2, 3, 4}, 3,
+                              R_X86_64_PC32) == "none");
+    }
+    SECTION("call and jmp through the GOT -> direct, with the nop binutils adds") {
+        CHECK(relaxation_form({0xff, 0x15, 0, 0, 0, 0}, {0x67, 0xe8, 1, 2, 3, 4}, 2,
+                              R_X86_64_GOTPCRELX) == "call *GOT -> addr32 call");
+        CHECK(relaxation_form({0xff, 0x15, 0, 0, 0, 0}, {0xe8, 1, 2, 3, 4, 0x90}, 2,
+                              R_X86_64_GOTPCRELX) == "call *GOT -> call; nop");
+        CHECK(relaxation_form({0xff, 0x25, 0, 0, 0, 0}, {0xe9, 1, 2, 3, 4, 0x90}, 2,
+                              R_X86_64_GOTPCRELX) == "jmp *GOT -> jmp; nop");
+        // A jump without the nop, or turned into a call, is something else.
+        CHECK(relaxation_form({0xff, 0x25, 0, 0, 0, 0}, {0xe9, 1, 2, 3, 4, 0xcc}, 2,
+                              R_X86_64_GOTPCRELX) == "none");
+        CHECK(relaxation_form({0xff, 0x25, 0, 0, 0, 0}, {0x67, 0xe8, 1, 2, 3, 4}, 2,
+                              R_X86_64_GOTPCRELX) == "none");
+    }
+    SECTION("the immediate forms of non-PIC links: the register moves to r/m, REX.R to REX.B") {
+        // mov foo@GOTPCREL(%rip),%r9 (4c 8b 0d) -> mov $foo,%r9 (49 c7 c1)
+        CHECK(relaxation_form({0x4c, 0x8b, 0x0d, 0, 0, 0, 0}, {0x49, 0xc7, 0xc1, 1, 2, 3, 4}, 3,
+                              R_X86_64_REX_GOTPCRELX) == "mov GOT -> mov $imm");
+        // test %rdx,foo@GOTPCREL(%rip) (48 85 15) -> test $foo,%rdx (48 f7 c2)
+        CHECK(relaxation_form({0x48, 0x85, 0x15, 0, 0, 0, 0}, {0x48, 0xf7, 0xc2, 1, 2, 3, 4}, 3,
+                              R_X86_64_REX_GOTPCRELX) == "test GOT -> test $imm");
+        // cmp foo@GOTPCREL(%rip),%ecx (3b 0d) -> cmp $foo,%ecx (81 f9)
+        CHECK(relaxation_form({0x3b, 0x0d, 0, 0, 0, 0}, {0x81, 0xf9, 1, 2, 3, 4}, 2,
+                              R_X86_64_GOTPCRELX) == "binop GOT -> binop $imm");
+        // REX.R left in place: not the linker's output.
+        CHECK(relaxation_form({0x4c, 0x8b, 0x0d, 0, 0, 0, 0}, {0x4c, 0xc7, 0xc1, 1, 2, 3, 4}, 3,
+                              R_X86_64_REX_GOTPCRELX) == "none");
+    }
+    SECTION("other differences still differ, and say where") {
+        // lea at the relocation, and an unrelated byte changed later.
+        auto compiled = bytes_of({0x48, 0x8b, 0x05, 0, 0, 0, 0, 0x8b, 0x00, 0xc3});
+        auto library = bytes_of({0x48, 0x8d, 0x05, 9, 9, 9, 9, 0x8b, 0x01, 0xc3});
+        auto comparison = compare_with_library(compiled, library, {{3, R_X86_64_REX_GOTPCRELX}});
+        CHECK(comparison.relaxed.size() == 1);
+        CHECK(comparison.differing == 1);
+        CHECK(comparison.first == 8u);
+        CHECK_FALSE(comparison.next_to_relocation);
+        // A GOTPCREL load the library has as lea: next to that relocation.
+        auto plain = compare_with_library(compiled, library, {{3, R_X86_64_GOTPCREL}});
+        CHECK(plain.relaxed.empty());
+        CHECK(plain.first == 1u);
+        CHECK(plain.next_to_relocation == R_X86_64_GOTPCREL);
+    }
+    SECTION("a jump sized short on one side and near on the other is named as such") {
+        // jmp rel32 to a neighbour (relocated) in the compile; jmp rel8 in
+        // the package build's single .text.
+        auto compiled = bytes_of({0x48, 0x85, 0xff, 0xe9, 0, 0, 0, 0});
+        auto library = bytes_of({0x48, 0x85, 0xff, 0xeb, 0x99, 0x66, 0x90, 0x90});
+        auto comparison = compare_with_library(compiled, library, {{4, R_X86_64_PC32}});
+        CHECK(comparison.first == 3u);
+        CHECK(comparison.jump_sized_differently);
+        // jne rel8 against jne rel32
+        auto conditional = compare_with_library(bytes_of({0x75, 0x10, 0x90, 0x90, 0x90, 0x90}),
+                                                bytes_of({0x0f, 0x85, 1, 0, 0, 0}), {});
+        CHECK(conditional.jump_sized_differently);
+        // jne against je is a different program
+        auto other = compare_with_library(bytes_of({0x75, 0x10, 0x90, 0x90, 0x90, 0x90}),
+                                          bytes_of({0x0f, 0x84, 1, 0, 0, 0}), {});
+        CHECK_FALSE(other.jump_sized_differently);
+    }
+}
+
+namespace {
+
+// A library like bookworm's libcrypto: no endbr64 (-fcf-protection=none
+// unless `flags` say otherwise), globals made local by a version script, so
+// the linker relaxes their GOT loads to lea.
+const char* const file_reach = R"(
+extern int shared_state;
+#define KEEP __attribute__((noipa))
+KEEP int reach_read(int x) { return shared_state * 2 + x; }
+KEEP long reach_five(long x) { return x + 1; }
+KEEP int reach_eight(int x) { return x * 9 + 100000; }
+KEEP int reach_four(int x) { return x + 1; }
+KEEP void reach_nothing(void) {}
+KEEP static int reach_zero(void) { return 0; }
+KEEP int reach_use_zero(int x) { return reach_zero() + x * 3; }
+KEEP int reach_use_zero_too(int x) { return reach_zero() - x; }
+KEEP static void reach_noop(void) {}
+KEEP void (*reach_pointer(void))(void) { return reach_noop; }
+KEEP int hidden_short(int x) { return x; }
+)";
+
+struct ReachOutcome {
+    std::string error;
+    BuildReport report;
+    PatchMetadata metadata;
+};
+
+ReachOutcome build_reach(const std::string& from, const std::string& to,
+                         const std::string& flags = "-O2 -fcf-protection=none",
+                         const std::string& original_flags = "") {
+    Workshop workshop;
+    workshop.write("reach.c", file_reach);
+    workshop.write("state.c", "int shared_state = 21;\n");
+    workshop.write("reach.map", "{ global: reach_*; local: *; };\n");
+    std::string original = workshop.compile("reach.c", "reach.o", flags);
+    workshop.compile("state.c", "state.o", flags);
+    std::string library =
+        workshop.link("libreach.so", {"reach.o", "state.o", "-Wl,--version-script=reach.map"});
+    if (!original_flags.empty()) {
+        original = workshop.compile("reach.c", "reach-other.o", original_flags);
+    }
+    workshop.write("reach.c", with(file_reach, from, to));
+    BuildRequest request;
+    request.units = {{original, workshop.compile("reach.c", "reach-fixed.o", flags)}};
+    request.library = library;
+    request.debug_symbols = library;
+    request.patch_id = "reach";
+    ReachOutcome outcome;
+    auto patch = build_patch(request, outcome.report);
+    if (!patch) {
+        outcome.error = patch.error().message;
+        UNSCOPED_INFO("build_patch: " << outcome.error);
+        return outcome;
+    }
+    auto parsed = parse_patch(*patch, "reach");
+    REQUIRE(parsed);
+    outcome.metadata = parsed->metadata;
+    return outcome;
+}
+
+std::vector<std::string> replaced_names(const PatchMetadata& metadata) {
+    std::vector<std::string> names;
+    for (const auto& function : metadata.functions) {
+        names.push_back(function.symbol + "/" + std::to_string(function.size));
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+}  // namespace
+
+TEST_CASE("a function whose GOT load the linker relaxed to lea is patchable") {
+    SECTION("the relaxation is accepted and reported; the global resolves by offset") {
+        ReachOutcome outcome = build_reach("shared_state * 2", "shared_state * 3");
+        REQUIRE(outcome.error.empty());
+        CHECK(replaced_names(outcome.metadata) == std::vector<std::string>{"reach_read/13"});
+        REQUIRE(outcome.report.relaxations.size() == 1);
+        CHECK(outcome.report.relaxations[0] == "reach_read +0x1: mov GOT -> lea");
+        // The patch's own code reads the global through its GOT slot, filled
+        // with the library's address of it: a target reference.
+        bool referenced = false;
+        for (const auto& reference : outcome.metadata.target_references) {
+            referenced = referenced || reference.symbol == "shared_state";
+        }
+        CHECK(referenced);
+    }
+    SECTION("a GOT load the assembler did not mark relaxable differs, and says where") {
+        ReachOutcome outcome =
+            build_reach("shared_state * 2", "shared_state * 3", "-O2 -fcf-protection=none",
+                        "-O2 -fcf-protection=none -Wa,-mrelax-relocations=no");
+        CHECK(outcome.error.find("reach_read: 1 bytes outside relocations differ from the "
+                                 "library's, the first at +0x1 (compiled 8b, library 8d): in the "
+                                 "instruction of an R_X86_64_GOTPCREL relocation") !=
+              std::string::npos);
+    }
+    SECTION("other flags are still named as the cause") {
+        ReachOutcome outcome =
+            build_reach("x * 9 + 100000", "x * 9 + 100001", "-O2 -fcf-protection=none",
+                        "-O2 -fcf-protection=none -fno-omit-frame-pointer");
+        CHECK(outcome.error.find("not compiled with the package build's flags") !=
+              std::string::npos);
+    }
+}
+
+TEST_CASE("the entry jump needs 5 bytes, or 9 after an endbr64") {
+    SECTION("without endbr64: 5- and 8-byte functions take the jump at offset 0") {
+        CHECK(replaced_names(build_reach("return x + 1; }\nKEEP int reach_eight",
+                                         "return x + 2; }\nKEEP int reach_eight")
+                                 .metadata) == std::vector<std::string>{"reach_five/5"});
+        CHECK(replaced_names(build_reach("x * 9 + 100000", "x * 9 + 100001").metadata) ==
+              std::vector<std::string>{"reach_eight/8"});
+    }
+    SECTION("with endbr64: 9 bytes hold the jump after it, 8 and 5 do not") {
+        const std::string ibt = "-O2 -fcf-protection=full";
+        CHECK(replaced_names(build_reach("return x + 1; }\nKEEP int reach_eight",
+                                         "return x + 2; }\nKEEP int reach_eight", ibt)
+                                 .metadata) == std::vector<std::string>{"reach_five/9"});
+        ReachOutcome eight = build_reach("reach_four(int x) { return x + 1; }",
+                                         "reach_four(int x) { return x + 2; }", ibt);
+        CHECK(eight.error.find("reach_four is 8 bytes, too short for the entry jump") !=
+              std::string::npos);
+        ReachOutcome five =
+            build_reach("reach_nothing(void) {}", "reach_nothing(void) { shared_state = 0; }", ibt);
+        CHECK(five.error.find("reach_nothing is 5 bytes, too short for the entry jump") !=
+              std::string::npos);
+    }
+}
+
+TEST_CASE("a function shorter than the jump is patched through its callers") {
+    SECTION("a static called directly: its callers are replaced, and say for whom") {
+        ReachOutcome outcome =
+            build_reach("reach_zero(void) { return 0; }", "reach_zero(void) { return 7; }");
+        REQUIRE(outcome.error.empty());
+        CHECK(replaced_names(outcome.metadata) ==
+              std::vector<std::string>{"reach_use_zero/17", "reach_use_zero_too/12"});
+        REQUIRE(outcome.report.stand_ins.size() == 1);
+        CHECK(outcome.report.stand_ins[0] ==
+              "reach_zero (3 bytes): through reach_use_zero, reach_use_zero_too");
+        CHECK(outcome.report.added.empty());
+        // Both callers now share the new copy: strict.
+        CHECK(outcome.report.consistency == Consistency::strict);
+    }
+    SECTION("a static whose address is taken cannot be covered, and says where") {
+        ReachOutcome outcome =
+            build_reach("reach_noop(void) {}", "reach_noop(void) { shared_state = 1; }");
+        CHECK(outcome.error.find(
+                  "reach_noop is 1 bytes, too short for the entry jump, and it cannot be patched "
+                  "through its callers: its address is taken (reach_pointer +0x") !=
+              std::string::npos);
+    }
+    SECTION("a global made local by the version script cannot be covered: other files") {
+        ReachOutcome outcome =
+            build_reach("hidden_short(int x) { return x; }", "hidden_short(int x) { return -x; }");
+        CHECK(outcome.error.find("hidden_short is 3 bytes, too short for the entry jump, and it "
+                                 "cannot be patched through its callers: it is global in its "
+                                 "file (hidden in the library)") != std::string::npos);
+    }
+    SECTION("a global (exported here) cannot be covered: callers outside the unit") {
+        ReachOutcome outcome = build_reach("reach_four(int x) { return x + 1; }",
+                                           "reach_four(int x) { return x + 2; }");
+        CHECK(outcome.error.find("reach_four is 4 bytes, too short for the entry jump, and it "
+                                 "cannot be patched through its callers: it is exported by "
+                                 "libreach.so, so programs and other libraries call it where "
+                                 "it is") != std::string::npos);
+    }
 }

@@ -220,3 +220,72 @@ TEST_CASE("remotes.d files") {
     REQUIRE_FALSE(unknown_key);
     CHECK(unknown_key.error().message.find("a.conf:4") != std::string::npos);
 }
+
+// --- issue 15: names, stored bytes, capped and non-blocking reads ----------
+
+TEST_CASE("target names: one canonical form") {
+    for (const char* good : {"debian-12/openssl/3.0.20-1~deb12u2/CVE-2026-63076.suture", "x",
+                             "a/b+c~d_e-f.g", "a/b.", "-x"}) {
+        CHECK(target_name_problem(good).empty());
+    }
+    for (const char* bad :
+         {"", ".", "..", "./x", "dir/./x", "dir/x/", "dir/", "/x", "a//b", "a/../b", "..x",
+          "a/.hidden", "%2e%2e/x", "a/%2E%2E/b", "a b", "a\\b", "caf\xc3\xa9", "a\tb", "a:b"}) {
+        CHECK_FALSE(target_name_problem(bad).empty());
+    }
+    CHECK_FALSE(target_name_problem(std::string(256, 'a')).empty());
+    CHECK_FALSE(target_name_problem(std::string(129, 'a')).empty());
+    CHECK(target_name_problem(std::string(128, 'a') + "/" + std::string(126, 'b')).empty());
+}
+
+TEST_CASE("parse_targets refuses a non-canonical name and a name that is another's directory") {
+    json entry = {{"length", 1u}, {"hashes", {{"sha256", std::string(64, 'a')}}}, {"custom", {}}};
+    auto with_names = [&](std::vector<std::string> names) {
+        json signed_part = {{"_type", "targets"}, {"spec_version", "1.0"}, {"version", 1u},
+                            {"expires", "2030-01-01T00:00:00Z"}, {"targets", json::object()}};
+        for (const std::string& name : names) {
+            signed_part["targets"][name] = entry;
+        }
+        return parse_targets(signed_part, "t");
+    };
+    auto accepted = with_names({"a/b", "a/c"});
+    INFO((accepted ? std::string("ok") : accepted.error().message));
+    CHECK(accepted);
+    for (auto names : std::vector<std::vector<std::string>>{
+             {"dir/./x"}, {"dir/x", "dir/./x"}, {"a", "a/b"}, {"a/b", "a/b/c"}}) {
+        auto refused = with_names(names);
+        REQUIRE_FALSE(refused);
+        CHECK(refused.error().code == ErrorCode::bad_format);
+    }
+}
+
+TEST_CASE("consistent target URLs escape each component") {
+    Target target{"debian-12/v1+2~3/fix+1.suture", 1, std::string(64, 'b'), {}};
+    CHECK(consistent_target_path(target) ==
+          "targets/debian-12/v1+2~3/" + std::string(64, 'b') + ".fix+1.suture");
+    CHECK(consistent_target_url(target) ==
+          "targets/debian-12/v1%2B2~3/" + std::string(64, 'b') + ".fix%2B1.suture");
+}
+
+TEST_CASE("what is stored of a verified file: canonical, only the valid signatures") {
+    KeyPair key = KeyPair::generate();
+    KeyPair other = KeyPair::generate();
+    Root root = root_with({&key}, 1);
+    json file = json::parse(sign_envelope(timestamp_to_json(some_timestamp()), {&key}));
+    file["extra"] = "junk";
+    file["signatures"].push_back({{"keyid", other.public_key().key_id()}, {"sig", std::string(128, '0')}});
+    file["signatures"].push_back({{"keyid", key.public_key().key_id()}, {"sig", std::string(128, '0')}});
+    std::string served = file.dump(2);
+    auto envelope = parse_envelope(bytes_of(served), "ts");
+    REQUIRE(envelope);
+    ValidSignatures valid;
+    REQUIRE(verify_signatures(*envelope, root, Role::timestamp, "ts", &valid));
+    CHECK(valid.size() == 1);
+    std::string stored = verified_envelope_text(*envelope, valid);
+    CHECK(stored.find("junk") == std::string::npos);
+    auto again = parse_envelope(bytes_of(stored), "stored");
+    REQUIRE(again);
+    CHECK(again->canonical == envelope->canonical);
+    CHECK(again->signatures.size() == 1);
+    CHECK(verify_signatures(*again, root, Role::timestamp, "stored"));
+}

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include "base/Files.h"
+#include "patch/EntryJump.h"
 #include "patch/PatchFile.h"
 
 using namespace suture;
@@ -86,6 +87,11 @@ TEST_CASE("metadata that breaks a rule is refused with the rule named") {
     std::string tiny = function;
     tiny.replace(tiny.find("\"size\": 32"), 10, "\"size\": 4");
     check_refused(document("x", 1, tiny), "cannot hold a jump");
+    // 5 bytes hold the jump when the function has no endbr64 (the builder
+    // and the injector check that against its bytes: patch/EntryJump.h).
+    std::string five = function;
+    five.replace(five.find("\"size\": 32"), 10, "\"size\": 5");
+    CHECK(parse_patch_metadata(document("x", 1, five), "m"));
     check_refused(R"({"patch_id": 1})", "metadata");
     // Found by the patch-parser fuzzer: a float where an integer belongs
     // (converting 2.994e+47 to an integer is undefined behaviour).
@@ -204,4 +210,22 @@ TEST_CASE("the callbacks field: absent is none, names functions of the object, a
         REQUIRE_FALSE(metadata);
         CHECK(metadata.error().message.find("callbacks.on_load") != std::string::npos);
     }
+}
+
+TEST_CASE("the entry jump needs 5 bytes, 9 when the function starts with endbr64") {
+    auto bytes = [](std::initializer_list<unsigned> values) {
+        std::vector<std::byte> out;
+        for (unsigned value : values) {
+            out.push_back(static_cast<std::byte>(value));
+        }
+        return out;
+    };
+    auto plain = bytes({0x48, 0x8d, 0x47, 0x01, 0xc3});  // lea 1(%rdi),%rax; ret
+    CHECK(entry_jump_offset(plain) == 0);
+    CHECK(holds_entry_jump(plain, 5));
+    CHECK_FALSE(holds_entry_jump(plain, 4));
+    auto ibt = bytes({0xf3, 0x0f, 0x1e, 0xfa, 0x8d, 0x47, 0x01, 0xc3});  // endbr64; lea; ret
+    CHECK(entry_jump_offset(ibt) == 4);
+    CHECK_FALSE(holds_entry_jump(ibt, 8));
+    CHECK(holds_entry_jump(ibt, 9));
 }

@@ -158,3 +158,29 @@ TEST_CASE("the gap between the end of user space and [vsyscall] is no candidate"
     REQUIRE(candidates.size() == 1);
     CHECK(candidates[0] == RemoteAddress(library - 5 * page));
 }
+
+TEST_CASE("code and data are placed as one: the pair fits a gap with a guard page each side") {
+    // The library at [lib, lib + 2 MiB); a gap above it of exactly
+    // code + data + two guard pages, then another mapping.
+    const std::uint64_t lib = 0x7f0000000000;
+    const std::uint64_t code = 3 * page;
+    const std::uint64_t data = 2 * page;
+    const std::uint64_t gap_start = lib + 0x200000;
+    std::vector<Mapping> mappings = {mapped(lib, gap_start),
+                                     mapped(gap_start + code + data + 2 * page, lib + 0x400000)};
+    auto candidates =
+        region_candidates(mappings, RemoteAddress(lib), RemoteAddress(gap_start), code + data);
+    REQUIRE_FALSE(candidates.empty());
+    RemoteAddress region = candidates.front();
+    CHECK(region == RemoteAddress(gap_start + page));
+    // The data region (region + code) ends a guard page before the next
+    // mapping, and every byte of both is within rel32 reach of the library.
+    CHECK((region + code + data).raw() + page == mappings[1].start);
+    CHECK(jump_reaches(RemoteAddress(lib), region + code + data - 1));
+    // One page more of data and the gap no longer holds the pair.
+    auto too_big = region_candidates(mappings, RemoteAddress(lib), RemoteAddress(gap_start),
+                                     code + data + page);
+    for (RemoteAddress candidate : too_big) {
+        CHECK(candidate != RemoteAddress(gap_start + page));
+    }
+}

@@ -5,7 +5,10 @@
 // short.
 
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <cstdint>
 #include <cstdlib>
@@ -18,6 +21,7 @@
 #include <catch2/catch.hpp>
 
 #include "ScratchDirectory.h"
+#include "state/HostLock.h"
 #include "state/StateDatabase.h"
 #include "state/Transaction.h"
 
@@ -219,6 +223,97 @@ TEST_CASE("a database from a newer suture is refused, not downgraded") {
     CHECK(database.error().message.find("newer than this suture") != std::string::npos);
 }
 
+TEST_CASE("a database from a newer suture in rollback-journal mode is not touched at all") {
+    ScratchDirectory scratch;
+    std::string path = scratch.file("future.db");
+    REQUIRE(std::system(("sqlite3 '" + path +
+                         "' 'PRAGMA journal_mode=DELETE; CREATE TABLE future (x); "
+                         "PRAGMA user_version=99'")
+                            .c_str()) == 0);
+    auto read_all = [&] {
+        std::ifstream file(path, std::ios::binary);
+        return std::string(std::istreambuf_iterator<char>(file), {});
+    };
+    std::string before = read_all();
+    auto database = StateDatabase::open(path);
+    REQUIRE_FALSE(database);
+    CHECK(database.error().code == ErrorCode::unsupported);
+    CHECK(read_all() == before);  // no switch to WAL, no write of any kind
+    CHECK_FALSE(std::filesystem::exists(path + "-wal"));
+    RawConnection connection(path);
+    CHECK(connection.column("PRAGMA journal_mode") == std::vector<std::string>{"delete"});
+}
+
+TEST_CASE("two first opens of a new database at once both succeed, ten times over") {
+    // Two processes, as suture-boot and sutured at first boot: the schema
+    // version is read again inside the migration's exclusive transaction and
+    // the switch to WAL waits for the other.
+    ScratchDirectory scratch;
+    for (int round = 0; round < 10; ++round) {
+        std::string path = scratch.file("first-" + std::to_string(round) + ".db");
+        pid_t children[2] = {};
+        for (pid_t& child : children) {
+            child = ::fork();
+            REQUIRE(child >= 0);
+            if (child == 0) {
+                auto database = StateDatabase::open(path);
+                bool fine = database && database->set_setting("opened", "yes") &&
+                            database->schema_version() == StateDatabase::latest_schema_version;
+                if (!database) {
+                    std::fprintf(stderr, "%s\n", database.error().message.c_str());
+                }
+                ::_exit(fine ? 0 : 1);
+            }
+        }
+        for (pid_t child : children) {
+            int status = 0;
+            REQUIRE(::waitpid(child, &status, 0) == child);
+            INFO("round " << round);
+            CHECK(WIFEXITED(status));
+            CHECK(WEXITSTATUS(status) == 0);
+        }
+    }
+}
+
+TEST_CASE("revert marks the process's active rows of a patch reverted, and only those") {
+    ScratchDirectory scratch;
+    auto database = StateDatabase::open(scratch.file("state.db"));
+    REQUIRE(database);
+    ProcessIdentity first{100, 5000};
+    ProcessIdentity reused{100, 6000};  // the same PID, another process
+    for (const auto& [process, patch] :
+         std::vector<std::pair<ProcessIdentity, std::string>>{
+             {first, "CVE-1"}, {first, "CVE-2"}, {reused, "CVE-1"}}) {
+        REQUIRE(database->record_application(
+            {0, process, "/bin/x", "7d90f384", patch, 1, 0, ApplicationState::active}));
+    }
+    CHECK(database->has_active_application(first, "CVE-1", 1) == true);
+    CHECK(database->has_active_application(first, "CVE-1", 2) == false);
+    CHECK(database->mark_reverted(first, "CVE-1") == 1u);
+    CHECK(database->mark_reverted(first, "CVE-1") == 0u);
+    CHECK(database->has_active_application(first, "CVE-1", 1) == false);
+    CHECK(database->has_active_application(reused, "CVE-1", 1) == true);
+    CHECK(database->applications(ApplicationState::reverted)->size() == 1);
+    CHECK(database->applications(ApplicationState::active)->size() == 2);
+}
+
+TEST_CASE("a damaged file's settings and exclusions are salvaged when they still read") {
+    ScratchDirectory scratch;
+    std::string path = scratch.file("state.db");
+    {
+        auto database = StateDatabase::open(path);
+        REQUIRE(database);
+        REQUIRE(database->set_setting("enabled", "false"));
+        REQUIRE(database->add_exclusion("unit", "sshd.service"));
+    }
+    auto salvaged = StateDatabase::salvage(path);
+    CHECK(salvaged.settings ==
+          std::vector<std::pair<std::string, std::string>>{{"enabled", "false"}});
+    CHECK(salvaged.exclusions ==
+          std::vector<std::pair<std::string, std::string>>{{"unit", "sshd.service"}});
+    CHECK(StateDatabase::salvage(scratch.file("none.db")).settings.empty());
+}
+
 TEST_CASE("a schema version 1 database keeps every value of its rows") {
     ScratchDirectory scratch;
     auto database = StateDatabase::open(copy_fixture(scratch, "state-v1.db"));
@@ -287,11 +382,62 @@ TEST_CASE("a schema version 2 database is migrated and keeps every value of its 
     CHECK(database->patchsets()->empty());
 }
 
+TEST_CASE("a schema version 3 database gets the callbacks table and keeps its rows") {
+    ScratchDirectory scratch;
+    auto database = StateDatabase::open(copy_fixture(scratch, "state-v3.db"));
+    REQUIRE(database);
+    CHECK(database->schema_version() == 4);
+    CHECK(describe_all(*database->applications(ApplicationState::active)) ==
+          std::vector<std::string>{"1: pid 813 started 4185 /usr/sbin/nginx build "
+                                   "7d90f38412d00023e58392b03612a24b62fcaede CVE-2026-63076 "
+                                   "level 1 at 1795400001 active"});
+    CHECK(database->history()->size() == 2);
+    CHECK(database->setting("enabled")->value() == "true");
+    auto patchsets = database->patchsets();
+    REQUIRE(patchsets);
+    REQUIRE(patchsets->size() == 1);
+    CHECK(patchsets->front().patch_id == "CVE-2026-63076");
+    CHECK(patchsets->front().usable);
+    // The new table starts empty and takes a callback's outcome.
+    CHECK(database->callback_records()->empty());
+    REQUIRE(database->record_callback({.process = {813, 4185},
+                                       .patch_id = "CVE-2026-63076",
+                                       .level = 1,
+                                       .callback = "pre_apply",
+                                       .outcome = "failed",
+                                       .code = 42,
+                                       .duration_ns = 1500,
+                                       .message = "returned 42"}));
+    auto records = database->callback_records();
+    REQUIRE(records);
+    REQUIRE(records->size() == 1);
+    CHECK(records->front().process.start_time == 4185);
+    CHECK(records->front().code == 42);
+    CHECK(records->front().outcome == "failed");
+}
+
+TEST_CASE("the callbacks step runs inside the one migration transaction") {
+    ScratchDirectory scratch;
+    std::string path = copy_fixture(scratch, "state-v3.db");
+    {
+        // A table already named callbacks makes step 4 fail.
+        RawConnection connection(path);
+        REQUIRE(connection.execute("CREATE TABLE callbacks (x INTEGER)") == SQLITE_OK);
+    }
+    auto database = StateDatabase::open(path);
+    REQUIRE_FALSE(database);
+    CHECK(database.error().message.find("migrating to schema version 4") != std::string::npos);
+    RawConnection connection(path);
+    CHECK(connection.column("PRAGMA user_version") == std::vector<std::string>{"3"});
+    CHECK(connection.column("SELECT patch_id FROM patchsets") ==
+          std::vector<std::string>{"CVE-2026-63076"});
+}
+
 TEST_CASE("every migrated fixture has the schema of a new database") {
     ScratchDirectory scratch;
     std::string fresh = scratch.file("new.db");
     REQUIRE(StateDatabase::open(fresh));
-    for (const char* fixture : {"state-v1.db", "state-v2.db"}) {
+    for (const char* fixture : {"state-v1.db", "state-v2.db", "state-v3.db"}) {
         INFO(fixture);
         std::string path = copy_fixture(scratch, fixture);
         REQUIRE(StateDatabase::open(path));
@@ -462,13 +608,44 @@ TEST_CASE("a read that meets a damaged page fails instead of returning the rows 
         CHECK(ended == SQLITE_CORRUPT);
     }
 
+    // Opened now, the damage is found by the quick_check of open.
+    auto reopened = StateDatabase::open(path);
+    REQUIRE_FALSE(reopened);
+    CHECK(reopened.error().code == ErrorCode::corrupt);
+    CHECK(reopened.error().message.find("is damaged") != std::string::npos);
+    CHECK(reopened.error().message.find("suture state rebuild") != std::string::npos);
+}
+
+TEST_CASE("a page damaged while the database is open fails the read as corrupt, naming the way back") {
+    ScratchDirectory scratch;
+    std::string path = scratch.file("damaged.db");
     auto database = StateDatabase::open(path);
     REQUIRE(database);
+    REQUIRE(database->begin_batch());
+    for (int pid = 1; pid <= 400; ++pid) {
+        REQUIRE(database->record_application(
+            {0, {pid, 1000}, std::string(120, 'x'), "7d90f384", "CVE-2026-63076", 1, 0,
+             ApplicationState::active}));
+    }
+    REQUIRE(database->commit_batch());
+    std::uint32_t page_size = 0;
+    std::uint32_t last_leaf = 0;
+    {
+        RawConnection connection(path);
+        REQUIRE(connection.execute("PRAGMA wal_checkpoint(TRUNCATE)") == SQLITE_OK);
+        page_size = std::stoul(connection.column("PRAGMA page_size").at(0));
+        auto root = std::stoul(
+            connection.column("SELECT rootpage FROM sqlite_master WHERE name = 'applications'")
+                .at(0));
+        last_leaf = right_most_child(path, root, page_size);
+    }
+    zero_page(path, last_leaf, page_size);
     auto active = database->applications(ApplicationState::active);
     REQUIRE_FALSE(active);
-    CHECK(active.error().code == ErrorCode::io);
-    CHECK(active.error().message ==
-          "state database: applications: database disk image is malformed");
+    CHECK(active.error().code == ErrorCode::corrupt);
+    CHECK(active.error().message.find("state database: applications: database disk image is "
+                                      "malformed") != std::string::npos);
+    CHECK(active.error().message.find("suture state rebuild") != std::string::npos);
 }
 
 TEST_CASE("a setting that cannot be read is an error, not an unset setting") {
@@ -490,11 +667,11 @@ TEST_CASE("a setting that cannot be read is an error, not an unset setting") {
         zero_page(path, std::stoul(page), page_size);
     }
 
+    // open's quick_check finds the damaged pages: a damaged setting never
+    // reads as unset.
     auto database = StateDatabase::open(path);
-    REQUIRE(database);
-    auto enabled = database->setting("enabled");
-    REQUIRE_FALSE(enabled);
-    CHECK(enabled.error().message == "state database: settings: database disk image is malformed");
+    REQUIRE_FALSE(database);
+    CHECK(database.error().code == ErrorCode::corrupt);
 }
 
 TEST_CASE("the stored names of states, actions and outcomes read back as the same enums") {
@@ -515,4 +692,48 @@ TEST_CASE("the stored names of states, actions and outcomes read back as the sam
         CHECK(history_outcome_named(name_of(outcome)) == outcome);
     }
     CHECK(history_outcome_named("") == HistoryOutcome::unknown);
+}
+
+TEST_CASE("the operation lock is exclusive across processes, names its holder, and waits") {
+    ScratchDirectory scratch;
+    std::string path = scratch.file("run/suture/lock");  // its directory is created
+    auto held = HostLock::acquire(path, std::chrono::seconds(0));
+    REQUIRE(held);
+    // Another process: refused at once, or after its wait, naming our PID.
+    int pipe_fds[2];
+    REQUIRE(::pipe(pipe_fds) == 0);
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        int told = 0;
+        auto refused = HostLock::acquire(path, std::chrono::seconds(1), [&](int) { ++told; });
+        std::string answer = refused ? "acquired" : refused.error().message;
+        answer += told == 1 ? " (told once)" : " (told " + std::to_string(told) + ")";
+        (void)!::write(pipe_fds[1], answer.data(), answer.size());
+        ::_exit(refused ? 1 : (refused.error().code == ErrorCode::locked ? 0 : 2));
+    }
+    ::close(pipe_fds[1]);
+    char buffer[512] = {};
+    (void)!::read(pipe_fds[0], buffer, sizeof buffer - 1);
+    ::close(pipe_fds[0]);
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    std::string answer = buffer;
+    INFO(answer);
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(answer.find("another suture operation is running (pid " + std::to_string(::getpid()) +
+                      ",") != std::string::npos);
+    CHECK(answer.find("(told once)") != std::string::npos);
+    // Released, it is free again.
+    { auto released = std::move(*held); }
+    child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        ::_exit(HostLock::acquire(path, std::chrono::seconds(0)) ? 0 : 1);
+    }
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    CHECK(WEXITSTATUS(status) == 0);
+    struct stat info {};
+    REQUIRE(::stat(path.c_str(), &info) == 0);
+    CHECK((info.st_mode & 0777) == 0600);
 }

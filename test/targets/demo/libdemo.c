@@ -86,3 +86,29 @@ __attribute__((noipa)) long demo_pair_sum(long n) {
     }
     return sum;
 }
+
+/* For patches with data (inject-data.sh, patch_data.c): version 1 keeps no
+ * state at all. The patch counts calls of demo_count in a new static
+ * variable (its data region) and keeps a count per object for demo_tag in
+ * shadow variables: demo_tag(object) adds one and returns the new count,
+ * demo_tag_count(object) reads it, demo_untag(object) frees it. Version 1
+ * answers -1 to each. noipa keeps every call a call. */
+__attribute__((noipa)) long demo_count(long unused) {
+    __asm__ volatile("" : "+r"(unused));
+    return unused < -1000000 ? unused : -1;
+}
+
+__attribute__((noipa)) long demo_tag(const void* object) {
+    __asm__ volatile("" : "+r"(object));
+    return object == (const void*)1 ? 1 : -1;
+}
+
+__attribute__((noipa)) long demo_tag_count(const void* object) {
+    __asm__ volatile("" : "+r"(object));
+    return object == (const void*)1 ? 1 : -1;
+}
+
+__attribute__((noipa)) long demo_untag(const void* object) {
+    __asm__ volatile("" : "+r"(object));
+    return object == (const void*)1 ? 1 : -1;
+}
