@@ -141,7 +141,8 @@ InjectResult<InjectReport> Engine::apply(int pid, const PatchFile& patch,
     }
     std::vector<CallbackOutcome> outcomes;
     auto report = apply_held(pid, patch, options, outcomes);
-    auto lost = record_callbacks_alone(pid, patch.metadata.patch_id, patch.metadata.level, outcomes);
+    auto lost =
+        record_callbacks_alone(pid, patch.metadata.patch_id, patch.metadata.level, outcomes);
     if (lost_records != nullptr) {
         *lost_records = std::move(lost);
     }
@@ -291,21 +292,22 @@ void Engine::record_callbacks(Records& records, int pid, const std::string& patc
     auto info = outcomes.empty() ? Result<ProcessInfo>{} : read_process_info(pid);
     for (const CallbackOutcome& outcome : outcomes) {
         ProcessIdentity process{pid, info ? info->start_time : 0};
-        std::string name = record_name(callback_kind_name(outcome.kind) + " callback", process,
-                                       patch_id, level);
+        std::string name =
+            record_name(callback_kind_name(outcome.kind) + " callback", process, patch_id, level);
         StateDatabase* database = records.database();
         if (!info || database == nullptr) {
             records.wrote(name, info ? Result<void>{} : Result<void>(tl::unexpected(info.error())));
             continue;
         }
-        records.wrote(name, database->record_callback({.process = process,
-                                                       .patch_id = patch_id,
-                                                       .level = level,
-                                                       .callback = callback_kind_name(outcome.kind),
-                                                       .outcome = callback_status_name(outcome.status),
-                                                       .code = outcome.code,
-                                                       .duration_ns = outcome.duration.count(),
-                                                       .message = outcome.reason}));
+        records.wrote(name,
+                      database->record_callback({.process = process,
+                                                 .patch_id = patch_id,
+                                                 .level = level,
+                                                 .callback = callback_kind_name(outcome.kind),
+                                                 .outcome = callback_status_name(outcome.status),
+                                                 .code = outcome.code,
+                                                 .duration_ns = outcome.duration.count(),
+                                                 .message = outcome.reason}));
     }
 }
 

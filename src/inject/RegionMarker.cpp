@@ -171,8 +171,8 @@ Result<void> decode_callbacks(std::span<const std::byte> bytes, RegionMarker& ma
     callbacks.post_apply = get<std::uint64_t>(bytes, at + 8);
     callbacks.pre_revert = get<std::uint64_t>(bytes, at + 16);
     callbacks.post_revert = get<std::uint64_t>(bytes, at + 24);
-    for (std::uint64_t address : {callbacks.pre_apply, callbacks.post_apply,
-                                  callbacks.pre_revert, callbacks.post_revert}) {
+    for (std::uint64_t address :
+         {callbacks.pre_apply, callbacks.post_apply, callbacks.pre_revert, callbacks.post_revert}) {
         if (address >= marker.region_size) {
             return fail(ErrorCode::bad_format, "region marker: a callback outside the region");
         }
@@ -212,7 +212,8 @@ std::size_t region_marker_size(std::size_t function_count, MarkerExtensions exte
 // 1. size the marker by its extensions; 2. the fixed part; 3. the functions;
 // 4. the callbacks block (and flag); 5. the data extension at the end.
 std::vector<std::byte> encode_region_marker(const RegionMarker& marker) {
-    std::vector<std::byte> out(region_marker_size(marker.functions.size(), marker_extensions(marker)));
+    std::vector<std::byte> out(
+        region_marker_size(marker.functions.size(), marker_extensions(marker)));
     encode_fixed_part(out, marker);
     encode_functions(out, marker);
     encode_callbacks(out, marker);

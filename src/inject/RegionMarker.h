@@ -39,7 +39,9 @@ struct MarkedCallbacks {
     std::uint64_t pre_revert = 0;
     std::uint64_t post_revert = 0;
 
-    bool any() const { return pre_apply != 0 || post_apply != 0 || pre_revert != 0 || post_revert != 0; }
+    bool any() const {
+        return pre_apply != 0 || post_apply != 0 || pre_revert != 0 || post_revert != 0;
+    }
 };
 
 // The marker at the start of every patch region: enough for any later run,

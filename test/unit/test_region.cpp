@@ -284,8 +284,8 @@ RegionMarker combination_marker(std::size_t function_count, bool callbacks, bool
     marker.region_size = 16384;
     marker.applied_at_unix_ns = 42;
     for (std::size_t i = 0; i < function_count; ++i) {
-        marker.functions.push_back(MarkedFunction{0x1000 + 0x100 * i, 32, 0x7f0000101000 + i, 0,
-                                                  {std::byte{0x55}}});
+        marker.functions.push_back(
+            MarkedFunction{0x1000 + 0x100 * i, 32, 0x7f0000101000 + i, 0, {std::byte{0x55}}});
     }
     if (callbacks) {
         marker.callbacks = MarkedCallbacks{0x1000, 0x1040, 0x1080, 0};
@@ -341,7 +341,8 @@ TEST_CASE("a marker with neither extension is byte for byte the original layout"
     CHECK(size == 320);
     // Everything after the functions is zero: no callbacks block, no data
     // extension.
-    CHECK(std::all_of(bytes.begin() + 288, bytes.end(), [](std::byte b) { return b == std::byte{0}; }));
+    CHECK(std::all_of(bytes.begin() + 288, bytes.end(),
+                      [](std::byte b) { return b == std::byte{0}; }));
     // The bytes of the layout before either extension, written by hand.
     std::vector<std::byte> expected(320);
     auto put = [&](std::size_t at, const void* value, std::size_t length) {
@@ -359,7 +360,9 @@ TEST_CASE("a marker with neither extension is byte for byte the original layout"
     put(44, &function_count, 4);
     const unsigned char build_id[] = {8, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef};
     put(48, build_id, sizeof build_id);
-    const char patch_id[] = "\x09" "demo-both";
+    const char patch_id[] =
+        "\x09"
+        "demo-both";
     put(113, patch_id, 10);
     for (std::size_t i = 0; i < 2; ++i) {
         const MarkedFunction& function = marker.functions[i];
