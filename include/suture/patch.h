@@ -1,7 +1,8 @@
 /* suture/patch.h: what a live patch's code may use beyond plain C.
  * suture-build adds this directory to the fix's compile and links the
  * in-target runtime (src/patchrt/) into the patch when the fix calls it.
- * Rules and examples: docs/builder.md, "Patch author guide".
+ * Rules and examples: docs/builder.md, "Patch author guide" (shadow
+ * variables) and "Callbacks".
  *
  * Freestanding: nothing here takes a lock or calls malloc, so patch code
  * may call it from any thread, with any lock of the program held, and a
@@ -46,8 +47,35 @@ void suture_shadow_free_all(uint64_t id);
 }
 #endif
 
-/* ---- Callbacks -------------------------------------------------------
- * (section owned by the callbacks part of issue 14: pre_apply, post_apply,
- * pre_revert, post_revert; docs/builder.md, "Callbacks") */
+/* ---- Callbacks (docs/builder.md, "Callbacks") ------------------------------
+ * SUTURE_PRE_APPLY(fn) and its siblings declare `int fn(void)` a callback of
+ * the patch: suture runs it inside the target, on one thread, while every
+ * other thread stays stopped:
+ *   pre_apply    after the patch's code is in memory, before any jump:
+ *                non-zero refuses the apply, which then changes nothing
+ *   post_apply   after the jumps (a failure is reported, not undone)
+ *   pre_revert   before the original code comes back: non-zero refuses
+ *                the revert
+ *   post_revert  after it, before the patch's memory is released
+ * Rules: return within 200 ms (past 2 s the call is left to finish alone
+ * and reported as a timeout); take no lock another thread may hold (every
+ * other thread is stopped: a lock it holds is never released); malloc and
+ * free are allowed (suture runs no callback while a thread is inside the
+ * allocator or the dynamic loader) but dlopen, dlsym and lazily bound calls
+ * into libraries not yet bound are not; signals are blocked during the call.
+ *
+ * Each macro defines a small global function under the name the builder
+ * looks for (__suture_callback_<kind>), which calls `fn`. */
+#define SUTURE_CALLBACK_(kind, fn)                                               \
+    int __suture_callback_##kind(void) __attribute__((used, noinline));          \
+    int __suture_callback_##kind(void) {                                          \
+        return fn();                                                              \
+    }                                                                             \
+    _Static_assert(1, "SUTURE_" #kind " needs a semicolon")
+
+#define SUTURE_PRE_APPLY(fn) SUTURE_CALLBACK_(pre_apply, fn)
+#define SUTURE_POST_APPLY(fn) SUTURE_CALLBACK_(post_apply, fn)
+#define SUTURE_PRE_REVERT(fn) SUTURE_CALLBACK_(pre_revert, fn)
+#define SUTURE_POST_REVERT(fn) SUTURE_CALLBACK_(post_revert, fn)
 
 #endif

@@ -30,6 +30,8 @@ enum class ErrorCode {
     target_died,           // the target exited or was killed during the operation
     conflict,              // memory the patch needs is not what it should be
     not_applied,           // revert: no such patch in the process
+    refused,               // the patch's own pre_apply / pre_revert callback refused
+                           // (a non-zero code, or it ran past its hard bound)
     // Refusals of the feed client (docs/feed-format.md), each its own exit
     // status in the CLI:
     expired,        // metadata past its expiry (a frozen feed)

@@ -135,6 +135,7 @@ class Builder {
                                   const PatchGraph& graph);
     std::string find_tie(const PatchGraph& graph);
     Result<void> decide_consistency();
+    Result<void> record_callbacks();
     Result<void> check_original_bytes(const Unit& unit, const Symbol& symbol,
                                       const LibrarySymbols::Definition& definition);
     std::vector<std::byte> write_object();
@@ -924,6 +925,41 @@ Result<void> Builder::decide_consistency() {
     return {};
 }
 
+// Step 6: the callbacks of the fix, by the macros' symbol names, under
+// their names in the output object (new functions, so already included).
+Result<void> Builder::record_callbacks() {
+    PatchCallbacks& callbacks = metadata_.callbacks;
+    for (auto [kind, slot] : {std::pair{"pre_apply", &callbacks.pre_apply},
+                              std::pair{"post_apply", &callbacks.post_apply},
+                              std::pair{"pre_revert", &callbacks.pre_revert},
+                              std::pair{"post_revert", &callbacks.post_revert}}) {
+        std::string wanted = callback_symbol(kind);
+        for (std::size_t u = 0; u < units_.size(); ++u) {
+            const auto& symbols = units_[u].patched.symbols();
+            for (std::size_t i = 1; i < symbols.size(); ++i) {
+                if (symbols[i].name != wanted || symbols[i].section == SHN_UNDEF) {
+                    continue;
+                }
+                auto name = output_names_.find({u, i});
+                if (symbols[i].type != STT_FUNC || name == output_names_.end()) {
+                    return fail(ErrorCode::invalid_argument,
+                                units_[u].patched.name() + ": " + wanted +
+                                    " is not a new function of the fix (declare it with "
+                                    "SUTURE_" + std::string(kind) + " of suture/patch.h)");
+                }
+                if (!slot->empty()) {
+                    return fail(ErrorCode::invalid_argument,
+                                units_[u].patched.name() + ": a second " + std::string(kind) +
+                                    " callback (one per patch)");
+                }
+                *slot = name->second;
+                report_.callbacks.push_back(std::string(kind) + " (" + units_[u].file + ")");
+            }
+        }
+    }
+    return {};
+}
+
 std::vector<std::byte> Builder::write_object() {
     ObjectWriter writer;
     // Output section index and section symbol per (unit, patched section).
@@ -1013,6 +1049,9 @@ Result<std::vector<std::byte>> Builder::run() {
     }
     if (auto decided = decide_consistency(); !decided) {
         return tl::unexpected(decided.error());
+    }
+    if (auto recorded = record_callbacks(); !recorded) {
+        return tl::unexpected(recorded.error());
     }
     std::vector<std::byte> object = write_object();
     std::vector<std::byte> patch = write_patch(metadata_, object);

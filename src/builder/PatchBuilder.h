@@ -51,6 +51,7 @@ struct BuildReport {
     std::vector<std::string> added;       // functions new in the fix
     std::vector<std::string> references;  // "name -> 0xOFFSET"
     std::vector<std::string> imports;     // "name@VERSION"
+    std::vector<std::string> callbacks;   // "post_apply: fix_up_state (file)"
     Consistency consistency = Consistency::strict;
     // Why: "one function", "3 independent functions" (entry);
     // "tls1_enc calls ssl3_read_bytes, both replaced" (strict).
@@ -88,7 +89,10 @@ Result<std::shared_ptr<const OpenedLibrary>> open_patch_library(const std::strin
 //  5. decide the consistency model: entry when the replaced functions are
 //     provably self-contained (one function; or none refers to another and
 //     no two share a new function), else strict;
-//  6. write the object and the metadata. Same inputs, same bytes.
+//  6. record the callbacks the fix declares with include/suture/patch.h's
+//     macros (new functions named __suture_callback_<kind>, included with
+//     everything they reach like any new function; one of each kind);
+//  7. write the object and the metadata. Same inputs, same bytes.
 // Errors name the symbol and the reason; nothing is guessed.
 // `opened`: request.library and request.debug_symbols already opened
 // (open_patch_library), or null to open them here.

@@ -189,6 +189,12 @@ Result<std::vector<std::byte>> pack_patch(const PackRequest& request) {
         !sorted) {
         return tl::unexpected(sorted.error());
     }
+    // Callbacks declared with the author header's macros.
+    auto callbacks = declared_callbacks(*object);
+    if (!callbacks) {
+        return tl::unexpected(callbacks.error());
+    }
+    metadata.callbacks = std::move(*callbacks);
 
     std::vector<std::byte> patch = write_patch(metadata, object_bytes);
     // Check our own output with the same parser the injector uses.

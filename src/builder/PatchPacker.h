@@ -28,7 +28,8 @@ struct PackRequest {
 // the object that L defines into a target reference (offset from L's base)
 // and every other one into an import, versioned as L itself imports it.
 // A symbol L defines more than once at different addresses is an error,
-// never a guess.
+// never a guess. Callbacks the object declares with include/suture/patch.h's
+// macros (by their symbol names) go into the metadata's "callbacks".
 Result<std::vector<std::byte>> pack_patch(const PackRequest& request);
 
 }  // namespace suture

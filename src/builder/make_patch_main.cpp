@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
                                    {"added", report.added},
                                    {"references", report.references},
                                    {"imports", report.imports},
+                                   {"callbacks", report.callbacks},
                                    {"consistency", suture::consistency_name(report.consistency)},
                                    {"consistency_reason", report.consistency_reason},
                                    {"relaxations", report.relaxations},
@@ -111,6 +112,9 @@ int main(int argc, char** argv) {
         }
         for (const auto& line : report.imports) {
             std::cout << "  imports  " << line << "\n";
+        }
+        for (const auto& line : report.callbacks) {
+            std::cout << "  callback " << line << "\n";
         }
     }
     return 0;

@@ -20,8 +20,9 @@ class LocalBackend final : public Backend {
         return engine_->update(options, progress);
     }
     InjectResult<InjectReport> apply(int pid, const std::string& patch_path,
-                                     const InjectOptions& options) override {
-        return engine_->apply_file(pid, patch_path, options);
+                                     const InjectOptions& options,
+                                     std::vector<std::string>& lost_records) override {
+        return engine_->apply_file(pid, patch_path, options, &lost_records);
     }
     InjectResult<std::vector<InjectReport>> revert(int pid, const std::string& patch_id,
                                                    const InjectOptions& options,
@@ -52,8 +53,8 @@ class DaemonBackend final : public Backend {
             return update_from_json(*document);
         });
     }
-    InjectResult<InjectReport> apply(int pid, const std::string& patch_path,
-                                     const InjectOptions&) override {
+    InjectResult<InjectReport> apply(int pid, const std::string& patch_path, const InjectOptions&,
+                                     std::vector<std::string>&) override {
         // The daemon has another working directory.
         std::string path = patch_path;
         if (char* resolved = ::realpath(path.c_str(), nullptr)) {

@@ -18,8 +18,11 @@ class Backend {
     virtual Result<UpdateReport> update(const UpdateOptions& options,
                                         const UpdateProgress& progress) = 0;
     // sutured reads the patch file itself and uses its own inject options.
+    // `lost_records`: the callback outcomes the state database failed to
+    // write (here; sutured logs its own).
     virtual InjectResult<InjectReport> apply(int pid, const std::string& patch_path,
-                                             const InjectOptions& options) = 0;
+                                             const InjectOptions& options,
+                                             std::vector<std::string>& lost_records) = 0;
     // `lost_records`: the revert's records the state database failed to write.
     virtual InjectResult<std::vector<InjectReport>> revert(int pid, const std::string& patch_id,
                                                            const InjectOptions& options,

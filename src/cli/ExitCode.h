@@ -37,6 +37,7 @@ enum ExitCode : int {
     exit_locked = 23,
     exit_records_lost = 24,
     exit_state_corrupt = 25,
+    exit_callback_refused = 26,
 };
 
 struct ExitStatusMeaning {
@@ -68,6 +69,9 @@ inline constexpr ExitStatusMeaning exit_statuses[] = {
     {nullptr, exit_busy,
      "busy: the process cannot be held now (another process shares its memory, a thread\n"
      "did not stop within 1 s, or another tracer holds it); nothing changed, try again later"},
+    {nullptr, exit_callback_refused,
+     "the patch's pre_apply or pre_revert callback refused (its code is in the message);\n"
+     "nothing changed"},
     {"feed refresh (the first failing remote's reason; the cache stays as it was):",
      exit_feed_expired, "metadata expired (frozen feed)"},
     {nullptr, exit_feed_rollback, "rollback to older metadata"},
@@ -137,6 +141,8 @@ inline int exit_code_for(ErrorCode code) {
             return exit_conflict;
         case ErrorCode::not_applied:
             return exit_not_applied;
+        case ErrorCode::refused:
+            return exit_callback_refused;
         case ErrorCode::expired:
             return exit_feed_expired;
         case ErrorCode::rollback:

@@ -234,14 +234,22 @@ struct ApplyCommand : InjectCommand {
 
     int run(const Global& global) const {
         return with_backend(global, [&](Backend& backend) -> int {
-            auto report = backend.apply(pid, patch_file, inject_options());
+            std::vector<std::string> lost;  // callback outcomes not recorded
+            auto report = backend.apply(pid, patch_file, inject_options(), lost);
             if (!report) {
+                if (!lost.empty()) {
+                    (void)records_lost(lost);  // the failure's status says more
+                }
                 return failed(report.error());
             }
-            print_report(json, inject_report_to_json(pid, *report), [&] {
+            auto document = inject_report_to_json(pid, *report);
+            if (!lost.empty()) {
+                document["lost_records"] = lost;
+            }
+            print_report(json, document, [&] {
                 print_inject_report(std::cout, pid, *report, InjectVerb::applied);
             });
-            return exit_ok;
+            return lost.empty() ? exit_ok : records_lost(lost);
         });
     }
 };

@@ -327,7 +327,9 @@ int Daemon::apply(sd_bus_message* message, void* self, sd_bus_error* error) {
     if (int denied = daemon->authorize(message, error); denied < 0) {
         return denied;
     }
-    auto report = daemon->engine_->apply_file(pid, path, daemon->options_.inject);
+    std::vector<std::string> lost;  // callback outcomes the database failed to record
+    auto report = daemon->engine_->apply_file(pid, path, daemon->options_.inject, &lost);
+    daemon->log_lost("apply pid " + std::to_string(pid), lost);
     if (!report) {
         return reply(message, failure_to_json(report.error()));
     }

@@ -180,7 +180,7 @@ void apply_and_record(Engine& engine, Records& records, const UsablePatch& candi
                       const InjectOptions& options, const std::string& executable,
                       const std::string& origin, UpdateAction& action) {
     const PatchMetadata& metadata = candidate.patch.metadata;
-    auto applied = engine.apply(action.process.pid, candidate.patch, options);
+    auto applied = engine.apply(action.process.pid, candidate.patch, options, records);
     if (applied && applied->already_applied) {
         action.level = applied->level;
         record_already(records, metadata, executable, action);

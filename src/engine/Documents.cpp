@@ -131,6 +131,56 @@ BlockingThread blocking_thread_from_json(const json& value, FieldReader& parent)
     return thread;
 }
 
+// A patch callback's outcome (Callbacks.h), both ways.
+json callbacks_to_json(const std::vector<CallbackOutcome>& outcomes) {
+    json list = json::array();
+    for (const CallbackOutcome& outcome : outcomes) {
+        list.push_back(
+            {{"callback", callback_kind_name(outcome.kind)},
+             {"outcome", callback_status_name(outcome.status)},
+             {"code", outcome.code},
+             {"tid", outcome.tid},
+             {"duration_us",
+              std::chrono::duration_cast<std::chrono::microseconds>(outcome.duration).count()},
+             {"over_deadline", outcome.over_deadline},
+             {"reason", outcome.reason}});
+    }
+    return list;
+}
+
+// The "callbacks" list of `parent` (an older reply has none; anything
+// that is not a list of objects reads as none).
+std::vector<CallbackOutcome> callbacks_from_json(const json& parent) {
+    std::vector<CallbackOutcome> outcomes;
+    if (!parent.is_object() || !parent.contains("callbacks") || !parent["callbacks"].is_array()) {
+        return outcomes;
+    }
+    for (const json& item : parent["callbacks"]) {
+        if (!item.is_object()) {
+            continue;
+        }
+        CallbackOutcome outcome;
+        std::string kind = item.value("callback", "");
+        for (CallbackKind k : {CallbackKind::pre_apply, CallbackKind::post_apply,
+                               CallbackKind::pre_revert, CallbackKind::post_revert}) {
+            outcome.kind = callback_kind_name(k) == kind ? k : outcome.kind;
+        }
+        std::string status = item.value("outcome", "");
+        for (auto s : {CallbackOutcome::Status::ran, CallbackOutcome::Status::failed,
+                       CallbackOutcome::Status::skipped, CallbackOutcome::Status::refused_busy,
+                       CallbackOutcome::Status::timeout}) {
+            outcome.status = callback_status_name(s) == status ? s : outcome.status;
+        }
+        outcome.code = item.value("code", 0);
+        outcome.tid = item.value("tid", 0);
+        outcome.duration = std::chrono::microseconds(item.value("duration_us", std::int64_t{0}));
+        outcome.over_deadline = item.value("over_deadline", false);
+        outcome.reason = item.value("reason", "");
+        outcomes.push_back(std::move(outcome));
+    }
+    return outcomes;
+}
+
 InjectReport one_inject_report_from_json(const json& document, FieldReader& parent) {
     FieldReader fields(document, "report");
     InjectReport report{
@@ -148,6 +198,7 @@ InjectReport one_inject_report_from_json(const json& document, FieldReader& pare
         .gated_threads = fields.get<std::size_t>("gated_threads"),
         .gate_rounds = fields.get<int>("gate_rounds"),
     };
+    report.callbacks = callbacks_from_json(document);
     if (auto consistency = consistency_from_name(fields.get<std::string>("consistency"))) {
         report.consistency = *consistency;
     } else {
@@ -272,6 +323,7 @@ constexpr std::pair<ErrorCode, std::string_view> error_code_names[] = {
     {ErrorCode::target_died, "target_died"},
     {ErrorCode::conflict, "conflict"},
     {ErrorCode::not_applied, "not_applied"},
+    {ErrorCode::refused, "refused"},
     {ErrorCode::expired, "expired"},
     {ErrorCode::rollback, "rollback"},
     {ErrorCode::bad_signature, "bad_signature"},
@@ -309,6 +361,7 @@ std::string format_utc_time(std::int64_t unix_seconds) {
 
 json inject_report_to_json(int pid, const InjectReport& report) {
     return {
+        {"callbacks", callbacks_to_json(report.callbacks)},
         {"pid", pid},
         {"patch_id", report.patch_id},
         {"level", report.level},
@@ -371,7 +424,8 @@ json failure_to_json(const InjectFailure& failure) {
             {"error",
              {{"reason", error_code_name(failure.error.code)},
               {"message", failure.error.message},
-              {"blocking_threads", std::move(threads)}}}};
+              {"blocking_threads", std::move(threads)},
+              {"callbacks", callbacks_to_json(failure.callbacks)}}}};
 }
 
 json error_to_json(const Error& error) {
@@ -629,6 +683,7 @@ std::optional<InjectFailure> failure_from_json(const json& document) {
             failure.blocking.push_back(blocking_thread_from_json(thread, error));
         }
     }
+    failure.callbacks = callbacks_from_json(document["error"]);
     fields.adopt(error);
     if (fields.problem()) {
         return InjectFailure{fields.error(), {}};

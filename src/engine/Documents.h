@@ -35,6 +35,7 @@ struct StatusReport {
 struct InjectFailure {
     Error error;
     std::vector<BlockingThread> blocking;
+    std::vector<CallbackOutcome> callbacks;  // the patch's callbacks that ran or were refused
 };
 template <typename T>
 using InjectResult = tl::expected<T, InjectFailure>;

@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "distro/BuildIndex.h"
+#include "engine/Candidates.h"
 #include "engine/NewProcesses.h"
 #include "engine/Update.h"
 #include "inject/EntryGate.h"
@@ -129,22 +130,55 @@ Result<std::vector<ThreadStack>> Engine::stacks(int pid) {
 
 // Patching one process.
 
+// 1. the operation lock, for the apply and its records; 2. the apply;
+// 3. its callback outcomes, each write checked.
 InjectResult<InjectReport> Engine::apply(int pid, const PatchFile& patch,
-                                         const InjectOptions& options) {
+                                         const InjectOptions& options,
+                                         std::vector<std::string>* lost_records) {
     auto lock = hold_operation_lock();
     if (!lock) {
         return tl::unexpected(failure_of(lock.error()));
     }
-    std::vector<BlockingThread> blocking;
-    auto report = apply_patch(pid, patch, options, &blocking);
-    if (!report) {
-        return tl::unexpected(failure_of(report.error(), std::move(blocking)));
+    std::vector<CallbackOutcome> outcomes;
+    auto report = apply_held(pid, patch, options, outcomes);
+    auto lost =
+        record_callbacks_alone(pid, patch.metadata.patch_id, patch.metadata.level, outcomes);
+    if (lost_records != nullptr) {
+        *lost_records = std::move(lost);
     }
+    return report;
+}
+
+// As above, the outcomes written into the caller's (batched) records.
+InjectResult<InjectReport> Engine::apply(int pid, const PatchFile& patch,
+                                         const InjectOptions& options, Records& records) {
+    auto lock = hold_operation_lock();
+    if (!lock) {
+        return tl::unexpected(failure_of(lock.error()));
+    }
+    std::vector<CallbackOutcome> outcomes;
+    auto report = apply_held(pid, patch, options, outcomes);
+    record_callbacks(records, pid, patch.metadata.patch_id, patch.metadata.level, outcomes);
+    return report;
+}
+
+InjectResult<InjectReport> Engine::apply_held(int pid, const PatchFile& patch,
+                                              const InjectOptions& options,
+                                              std::vector<CallbackOutcome>& outcomes) {
+    std::vector<BlockingThread> blocking;
+    auto report = apply_patch(pid, patch, options, &blocking, &outcomes);
+    if (!report) {
+        InjectFailure failure = failure_of(report.error(), std::move(blocking));
+        failure.callbacks = outcomes;
+        return tl::unexpected(std::move(failure));
+    }
+    outcomes = report->callbacks;
     return *report;
 }
 
 InjectResult<InjectReport> Engine::apply_file(int pid, const std::string& path,
-                                              const InjectOptions& options) {
+                                              const InjectOptions& options,
+                                              std::vector<std::string>* lost_records) {
     auto patch = read_patch_file(path);
     if (!patch) {
         // A file that cannot be read is not the process's fault: not
@@ -155,28 +189,44 @@ InjectResult<InjectReport> Engine::apply_file(int pid, const std::string& path,
         error.code = unreadable ? ErrorCode::io : error.code;
         return tl::unexpected(failure_of(error));
     }
-    return apply(pid, *patch, options);
+    return apply(pid, *patch, options, lost_records);
 }
 
 InjectResult<std::vector<InjectReport>> Engine::revert(int pid, const std::string& patch_id,
                                                        const InjectOptions& options,
                                                        std::vector<std::string>* lost_records) {
+    // 1. The operation lock, for the revert and its records.
     auto lock = hold_operation_lock();
     if (!lock) {
         return tl::unexpected(failure_of(lock.error()));
     }
-    // The identity before the revert: the rows name the process by it.
+    // 2. The identity before the revert: the rows name the process by it.
     auto info = read_process_info(pid);
-    auto reports = revert_patches(pid, patch_id, options);  // never waits: no blocking threads
+    // 3. The revert (never waits: no blocking threads).
+    std::vector<CallbackOutcome> callbacks;
+    auto reports = revert_patches(pid, patch_id, options, &callbacks);
+    // 4. Its rows and history, then its callbacks' outcomes.
     std::vector<std::string> lost;
     if (info) {
         lost = record_revert({pid, info->start_time}, patch_id, reports);
+    }
+    auto keep_lost = [&lost](std::vector<std::string> more) {
+        lost.insert(lost.end(), more.begin(), more.end());
+    };
+    if (reports) {
+        for (const InjectReport& report : *reports) {
+            keep_lost(record_callbacks_alone(pid, report.patch_id, report.level, report.callbacks));
+        }
+    } else {
+        keep_lost(record_callbacks_alone(pid, patch_id, 0, callbacks));  // level not known yet
     }
     if (lost_records != nullptr) {
         *lost_records = std::move(lost);
     }
     if (!reports) {
-        return tl::unexpected(failure_of(reports.error()));
+        InjectFailure failure = failure_of(reports.error());
+        failure.callbacks = std::move(callbacks);
+        return tl::unexpected(std::move(failure));
     }
     return *reports;
 }
@@ -232,6 +282,45 @@ std::vector<std::string> Engine::record_revert(
                                .message = "reverted"}));
     }
     return lost;
+}
+
+// Each callback outcome of an apply or revert, a row of the callbacks
+// table; the process is named by its identity now (a process that died
+// meanwhile loses its rows, named as such).
+void Engine::record_callbacks(Records& records, int pid, const std::string& patch_id,
+                              std::uint32_t level, const std::vector<CallbackOutcome>& outcomes) {
+    auto info = outcomes.empty() ? Result<ProcessInfo>{} : read_process_info(pid);
+    for (const CallbackOutcome& outcome : outcomes) {
+        ProcessIdentity process{pid, info ? info->start_time : 0};
+        std::string name =
+            record_name(callback_kind_name(outcome.kind) + " callback", process, patch_id, level);
+        StateDatabase* database = records.database();
+        if (!info || database == nullptr) {
+            records.wrote(name, info ? Result<void>{} : Result<void>(tl::unexpected(info.error())));
+            continue;
+        }
+        records.wrote(name,
+                      database->record_callback({.process = process,
+                                                 .patch_id = patch_id,
+                                                 .level = level,
+                                                 .callback = callback_kind_name(outcome.kind),
+                                                 .outcome = callback_status_name(outcome.status),
+                                                 .code = outcome.code,
+                                                 .duration_ns = outcome.duration.count(),
+                                                 .message = outcome.reason}));
+    }
+}
+
+std::vector<std::string> Engine::record_callbacks_alone(
+    int pid, const std::string& patch_id, std::uint32_t level,
+    const std::vector<CallbackOutcome>& outcomes) {
+    if (outcomes.empty()) {
+        return {};  // no database opened for nothing
+    }
+    auto database = state();
+    Records records(database ? *database : nullptr, database ? "" : database.error().message);
+    record_callbacks(records, pid, patch_id, level, outcomes);
+    return records.lost();
 }
 
 // The update cycle and the feed.

@@ -24,6 +24,7 @@ class HostLock;
 class Scanner;
 class StateDatabase;
 class NewProcessPatcher;
+class Records;  // engine/Candidates.h
 
 struct EngineOptions {
     // Directory holding <distribution>/builds.json; empty means the installed
@@ -80,12 +81,16 @@ class Engine {
     // in the state database (`update` adopts what it finds in memory); a
     // revert is: the process's active rows of each reverted patch become
     // `reverted`, with a history entry (a failed revert gets one too).
+    // Either way the outcome of each patch callback that ran (or was
+    // skipped) is a row of the callbacks table, written under the lock.
     // Records it could not write are named in `lost_records`.
-    InjectResult<InjectReport> apply(int pid, const PatchFile& patch, const InjectOptions& options);
+    InjectResult<InjectReport> apply(int pid, const PatchFile& patch, const InjectOptions& options,
+                                     std::vector<std::string>* lost_records = nullptr);
     // The same from a patch file's path; a file that does not parse is a
     // bad_format (or unsupported) failure.
     InjectResult<InjectReport> apply_file(int pid, const std::string& path,
-                                          const InjectOptions& options);
+                                          const InjectOptions& options,
+                                          std::vector<std::string>* lost_records = nullptr);
     // Reverts `patch_id` (every suture patch if empty) in one process.
     InjectResult<std::vector<InjectReport>> revert(int pid, const std::string& patch_id,
                                                    const InjectOptions& options,
@@ -121,6 +126,10 @@ class Engine {
     Result<std::shared_ptr<HostLock>> hold_operation_lock();
 
     // For the engine's own parts (Update.cpp, NewProcesses.cpp).
+    // apply, its callback outcomes written through the run's `records`
+    // (the update's batch), so a batch that fails names them lost too.
+    InjectResult<InjectReport> apply(int pid, const PatchFile& patch, const InjectOptions& options,
+                                     Records& records);
     // The state database, opened on first use and opened again when its
     // file was replaced or removed meanwhile.
     Result<StateDatabase*> state();
@@ -132,6 +141,19 @@ class Engine {
     std::vector<std::string> record_revert(const ProcessIdentity& process,
                                            const std::string& patch_id,
                                            const Result<std::vector<InjectReport>>& reports);
+    // apply_patch with the lock already held; `outcomes` gets the callback
+    // outcomes of the apply, whether it succeeded or not.
+    InjectResult<InjectReport> apply_held(int pid, const PatchFile& patch,
+                                          const InjectOptions& options,
+                                          std::vector<CallbackOutcome>& outcomes);
+    // Each callback outcome, one row of the callbacks table, written through
+    // `records` (checked: a failed write is named in records.lost()).
+    void record_callbacks(Records& records, int pid, const std::string& patch_id,
+                          std::uint32_t level, const std::vector<CallbackOutcome>& outcomes);
+    // The same through a Records of its own on state(); returns the lost.
+    std::vector<std::string> record_callbacks_alone(int pid, const std::string& patch_id,
+                                                    std::uint32_t level,
+                                                    const std::vector<CallbackOutcome>& outcomes);
 
     EngineOptions options_;  // defaults resolved
     std::unique_ptr<BuildIndex> index_;

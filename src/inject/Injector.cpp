@@ -212,6 +212,90 @@ Result<std::vector<JumpSite>> check_fingerprints(const RemoteMemory& memory,
     return sites;
 }
 
+// What running a patch's callbacks (Callbacks.h) needs across the tries
+// of one apply or revert, and what they did.
+struct CallbackRun {
+    RemoteCallBounds bounds;
+    std::vector<CallbackOutcome> outcomes;
+    std::vector<CodeRange> lock_ranges;  // for the preparation of lock_generation
+    int lock_generation = -1;
+    bool blocked_by_locks = false;  // the last try's blockers were inside a lock
+    bool left_running = false;      // a callback timed out: no more remote work in this stop
+};
+
+// Step 4b, for a patch with callbacks: no stopped thread may be inside the
+// allocator or the dynamic loader, whose locks a callback could wait for
+// forever (Callbacks.h, lock_holding_code). False, with `held.blocking`,
+// when one is: the try is given up like one whose stacks are not clear.
+Result<bool> callback_locks_clear(HeldProcess& held, const Preparation& preparation,
+                                  CallbackRun& run) {
+    if (run.lock_generation != preparation.generation) {
+        auto ranges = lock_holding_code(preparation.objects);
+        if (!ranges) {
+            return tl::unexpected(ranges.error());
+        }
+        run.lock_ranges = std::move(*ranges);
+        run.lock_generation = preparation.generation;
+    }
+    auto blocking = threads_holding_locks(held, run.lock_ranges);
+    if (!blocking) {
+        return tl::unexpected(blocking.error());
+    }
+    run.blocked_by_locks = !blocking->empty();
+    if (blocking->empty()) {
+        return true;
+    }
+    held.blocking = std::move(*blocking);
+    return false;
+}
+
+// Runs callback `kind` of the region `marker` describes, if it has one
+// (nullopt if not), on a thread outside `avoid`, and records its outcome.
+// One that timed out still runs its trampoline in the syscall site's spare
+// bytes: they stay, and nothing more runs in this stop.
+Result<std::optional<CallbackOutcome>> run_marked_callback(HeldProcess& held,
+                                                           RemoteSyscall& syscall,
+                                                           CallbackRun& run,
+                                                           const RegionMarker& marker,
+                                                           CallbackKind kind,
+                                                           const std::vector<CodeRange>& avoid) {
+    std::uint64_t offset = callback_offset(marker.callbacks, kind);
+    if (offset == 0) {
+        return std::optional<CallbackOutcome>{};
+    }
+    if (run.left_running) {
+        CallbackOutcome skipped{.kind = kind};
+        skipped.reason = "an earlier callback of this stop still runs";
+        run.outcomes.push_back(skipped);
+        return std::optional<CallbackOutcome>{skipped};
+    }
+    auto outcome = run_callback(held, syscall, kind, RemoteAddress(marker.region_address) + offset,
+                                avoid, run.bounds);
+    if (!outcome) {
+        return tl::unexpected(outcome.error());
+    }
+    if (outcome->status == CallbackOutcome::Status::timeout) {
+        syscall.keep_spare_bytes();
+        run.left_running = true;
+    }
+    run.outcomes.push_back(*outcome);
+    return std::optional<CallbackOutcome>{*outcome};
+}
+
+// The outcomes an operation that failed reports: those that ran, and, when
+// the last try was refused because a thread held a lock, the callback that
+// could not run for it.
+std::vector<CallbackOutcome> outcomes_of_failure(const CallbackRun& run, const Error& error,
+                                                 CallbackKind first) {
+    std::vector<CallbackOutcome> outcomes = run.outcomes;
+    if (error.code == ErrorCode::unsafe && run.blocked_by_locks) {
+        CallbackOutcome busy{.kind = first, .status = CallbackOutcome::Status::refused_busy};
+        busy.reason = error.message;
+        outcomes.push_back(busy);
+    }
+    return outcomes;
+}
+
 // What an apply learns before the stop: the region's layout, the process's
 // loaded objects, and the imports resolved against them (again inside the
 // stop should the preparation have been redone there).
@@ -223,6 +307,7 @@ struct ApplyPlan {
     std::map<std::string, RemoteAddress> imports;
     int imports_generation = 0;
     ReturnGates* gates = nullptr;  // a strict patch's return gates
+    CallbackRun callbacks;         // the patch's callbacks, if it has any
     // The object refers to the per-process shadow table (ShadowRegion.h):
     // found or mapped in the stop, before the region is filled.
     bool uses_shadow_table = false;
@@ -413,6 +498,7 @@ Result<std::vector<std::byte>> region_image(const ApplyPlan& plan, const LoadedO
         return tl::unexpected(image.error());
     }
     const std::vector<ReplacedFunction>& functions = plan.patch.metadata.functions;
+    region.marker.callbacks = callback_offsets(plan.patch, plan.layout);
     region.marker.data_address = plan.layout.data_size != 0 ? (address + plan.layout.size).raw() : 0;
     region.marker.functions.clear();
     region.jumps.clear();
@@ -530,6 +616,38 @@ Result<bool> stacks_clear_or_gate(HeldProcess& held, ReturnGates* gates, RemoteS
     return false;
 }
 
+// Step 5b of an apply: the patch's pre_apply. One that does not return 0
+// refuses the apply: the region (and its data region) goes again (nothing
+// changed; a shadow region mapped for it stays: it belongs to the process,
+// and is empty unless the callback filled it); one still
+// running at the hard bound cannot have its code unmapped under it, so the
+// region is retired instead, for a later stop to unmap once no thread is
+// in it (the marker explains it meanwhile).
+Result<void> run_pre_apply(HeldProcess& held, RemoteSyscall& syscall, ApplyPlan& plan,
+                           const FilledRegion& region, const std::vector<CodeRange>& ranges) {
+    auto pre = run_marked_callback(held, syscall, plan.callbacks, region.marker,
+                                   CallbackKind::pre_apply, ranges);
+    if (!pre) {
+        return tl::unexpected(pre.error());
+    }
+    if (!*pre || (*pre)->status == CallbackOutcome::Status::ran) {
+        return {};
+    }
+    std::string what_stays;
+    if ((*pre)->status == CallbackOutcome::Status::timeout) {
+        (void)mark_retired(held.memory, region.marker);
+        what_stays = "no jump written; the region stays mapped, retired, until the callback "
+                     "has left it";
+    } else if (unmap_patch_regions(syscall, region.marker, plan.subject)) {
+        // The data region too, if the patch has one: both went in together.
+        what_stays = "nothing changed (the region is unmapped again)";
+    } else {
+        what_stays = "no jump written (the region marker explains the state)";
+    }
+    return tl::unexpected(
+        callback_refusal(plan.subject, plan.patch.metadata.patch_id, **pre, what_stays));
+}
+
 InjectReport already_applied_report(const RegionMarker& marker, Consistency consistency) {
     InjectReport report;
     report.consistency = consistency;
@@ -567,14 +685,24 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
         return tl::unexpected(sites.error());
     }
     // 4. Stacks.
+    std::vector<CodeRange> ranges = apply_ranges(target, metadata, *sites, existing->previous);
     auto clear = stacks_clear_or_gate(held, plan.gates, plan.preparation.trampoline_site,
-                                      target.start, target.end,
-                                      apply_ranges(target, metadata, *sites, existing->previous));
+                                      target.start, target.end, ranges);
     if (!clear) {
         return tl::unexpected(clear.error());
     }
     if (!*clear) {
         return std::optional<InjectReport>{};  // threads in the way: another try
+    }
+    // 4b. With callbacks: no thread inside the allocator or the loader.
+    if (metadata.callbacks.any()) {
+        auto locks = callback_locks_clear(held, plan.preparation, plan.callbacks);
+        if (!locks) {
+            return tl::unexpected(locks.error());
+        }
+        if (!*locks) {
+            return std::optional<InjectReport>{};  // a lock may be held: another try
+        }
     }
     // 5. The region, after unmapping the retired regions no thread refers to.
     if (auto imports = refresh_imports(plan); !imports) {
@@ -596,9 +724,19 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
     if (!region) {
         return tl::unexpected(region.error());
     }
+    // 5b. pre_apply, with the region's code in place and no jump yet.
+    if (auto pre = run_pre_apply(held, *syscall, plan, *region, ranges); !pre) {
+        return tl::unexpected(pre.error());
+    }
     // 6. The jumps.
     if (auto written = write_jumps(held, *syscall, *region, subject); !written) {
         return tl::unexpected(written.error());
+    }
+    // 6b. post_apply: reported, not undone.
+    if (auto post = run_marked_callback(held, *syscall, plan.callbacks, region->marker,
+                                        CallbackKind::post_apply, ranges);
+        !post) {
+        return tl::unexpected(post.error());
     }
     if (plan.gates != nullptr) {
         plan.gates->release();  // the gated threads return into the new code's callers
@@ -615,6 +753,7 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
     report.region_address = region->address.raw();
     report.functions = metadata.functions.size();
     report.released_regions = *released;
+    report.callbacks = plan.callbacks.outcomes;
     return report;
 }
 
@@ -696,6 +835,87 @@ Result<std::vector<InjectReport>> undo_patches(const HeldProcess& held, RemoteSy
     return reports;
 }
 
+bool any_callbacks(const RevertTargets& targets) {
+    return std::any_of(targets.markers.begin(), targets.markers.end(),
+                       [](const RegionMarker& marker) { return marker.callbacks.any(); });
+}
+
+// Revert callbacks run for a patch that was in effect: every jump in
+// place. A region an apply killed before or while writing its jumps
+// (inactive, partial) never ran post_apply, so its revert callbacks are
+// skipped, and reported so.
+struct RevertCallbacks {
+    std::vector<std::optional<CallbackOutcome>> pre;  // by marker
+    std::vector<bool> in_effect;                      // by marker
+};
+
+std::optional<CallbackOutcome> skipped_not_in_effect(const RegionMarker& marker,
+                                                     CallbackKind kind, CallbackRun& run) {
+    if (callback_offset(marker.callbacks, kind) == 0) {
+        return std::nullopt;
+    }
+    CallbackOutcome skipped{.kind = kind};
+    skipped.reason = "the patch was not in effect (an interrupted apply): not run";
+    run.outcomes.push_back(skipped);
+    return skipped;
+}
+
+// Before step 3 of a revert: every region's pre_revert, in marker order;
+// the first that does not return 0 refuses the whole revert (nothing is
+// reverted; the pre_revert callbacks that ran before it did run).
+Result<RevertCallbacks> run_pre_reverts(HeldProcess& held, RemoteSyscall& syscall,
+                                        const RevertTargets& targets, const std::string& subject,
+                                        CallbackRun& run) {
+    RevertCallbacks callbacks;
+    for (const RegionMarker& marker : targets.markers) {
+        auto jumps = count_jumps(held.memory, marker);
+        bool in_effect = jumps && !jumps->foreign && jumps->in_place == marker.functions.size();
+        callbacks.in_effect.push_back(in_effect);
+        if (!in_effect) {
+            callbacks.pre.push_back(skipped_not_in_effect(marker, CallbackKind::pre_revert, run));
+            continue;
+        }
+        auto pre = run_marked_callback(held, syscall, run, marker, CallbackKind::pre_revert, {});
+        if (!pre) {
+            return tl::unexpected(pre.error());
+        }
+        if (*pre && (*pre)->status != CallbackOutcome::Status::ran) {
+            return tl::unexpected(
+                callback_refusal(subject, marker.patch_id, **pre, "nothing reverted"));
+        }
+        callbacks.pre.push_back(*pre);
+    }
+    return callbacks;
+}
+
+// After step 3: every reverted region's post_revert; each region's report
+// gets its pre_revert and post_revert outcomes. Failures are reported, not
+// undone.
+Result<void> run_post_reverts(HeldProcess& held, RemoteSyscall& syscall,
+                              const RevertTargets& targets, const RevertCallbacks& callbacks,
+                              std::vector<InjectReport>& reports, CallbackRun& run) {
+    for (std::size_t i = 0; i < targets.markers.size(); ++i) {
+        const RegionMarker& marker = targets.markers[i];
+        std::optional<CallbackOutcome> post;
+        if (!callbacks.in_effect[i]) {
+            post = skipped_not_in_effect(marker, CallbackKind::post_revert, run);
+        } else {
+            auto ran =
+                run_marked_callback(held, syscall, run, marker, CallbackKind::post_revert, {});
+            if (!ran) {
+                return tl::unexpected(ran.error());
+            }
+            post = *ran;
+        }
+        for (const auto& outcome : {callbacks.pre[i], post}) {
+            if (outcome) {
+                reports[i].callbacks.push_back(*outcome);
+            }
+        }
+    }
+    return {};
+}
+
 // Steps 1 to 4 of a revert, in one stop; an empty list when there is
 // nothing to revert. A revert never waits for busy code: no stack check
 // stands between it and the original bytes (a thread inside a region runs
@@ -704,11 +924,22 @@ Result<std::vector<InjectReport>> undo_patches(const HeldProcess& held, RemoteSy
 Result<std::optional<std::vector<InjectReport>>> revert_in_stop(HeldProcess& held,
                                                                 const Preparation& preparation,
                                                                 const std::string& patch_id,
-                                                                const std::string& subject) {
-    // 1. The regions to revert.
+                                                                const std::string& subject,
+                                                                CallbackRun& run) {
+    // 1. The regions to revert; with callbacks, no thread inside the
+    // allocator or the loader.
     RevertTargets targets = find_revert_targets(held, patch_id);
     if (targets.empty()) {
         return std::vector<InjectReport>{};
+    }
+    if (any_callbacks(targets)) {
+        auto locks = callback_locks_clear(held, preparation, run);
+        if (!locks) {
+            return tl::unexpected(locks.error());
+        }
+        if (!*locks) {
+            return std::optional<std::vector<InjectReport>>{};  // another try
+        }
     }
     // 2. The jump sites.
     if (auto sites = check_jump_sites(held.memory, targets, subject); !sites) {
@@ -721,9 +952,19 @@ Result<std::optional<std::vector<InjectReport>>> revert_in_stop(HeldProcess& hel
     if (!syscall) {
         return tl::unexpected(syscall.error());
     }
+    auto pre = run_pre_reverts(held, *syscall, targets, subject, run);
+    if (!pre) {
+        return tl::unexpected(pre.error());
+    }
     auto reports = undo_patches(held, *syscall, targets, subject);
     if (!reports) {
         return tl::unexpected(reports.error());
+    }
+    if (auto post = run_post_reverts(held, *syscall, targets, *pre, *reports, run); !post) {
+        return tl::unexpected(post.error());
+    }
+    if (run.left_running) {
+        return std::move(*reports);  // a post_revert still runs: the release waits for a later stop
     }
     // 4. Every retired region (the ones just retired included) and every
     // released gate page that no thread refers to unmapped; the others stay
@@ -844,7 +1085,8 @@ Result<std::vector<GatePage>> list_gate_pages(int pid) {
 namespace {
 
 Result<InjectReport> apply_as_tracer(int pid, const PatchFile& patch, const InjectOptions& options,
-                                     std::vector<BlockingThread>* blocking_out) {
+                                     std::vector<BlockingThread>* blocking_out,
+                                     std::vector<CallbackOutcome>* callbacks_out) {
     // 0. Everything that needs no address, before the stop; first of all,
     // no other process may share the memory.
     if (auto alone = check_memory_not_shared(pid, SharerSearch::every_process); !alone) {
@@ -861,9 +1103,14 @@ Result<InjectReport> apply_as_tracer(int pid, const PatchFile& patch, const Inje
         gates.emplace(pid, options.attempts);
         plan->gates = &*gates;
     }
+    plan->callbacks.bounds = options.callback_bounds;
     // 1 to 7, in one stop (tried again while threads are in the way).
     auto applied = with_process_stopped<InjectReport>(
-        pid, plan->preparation, options, "running code being replaced", blocking_out,
+        pid, plan->preparation, options,
+        patch.metadata.callbacks.any()
+            ? "running code being replaced or inside a lock the patch's callbacks may need"
+            : "running code being replaced",
+        blocking_out,
         [&](HeldProcess& held) { return apply_in_stop(held, *plan); },
         [&] { return gates && gates->wait_for_arrivals(); });
     bool gated = gates && gates->rounds() > 0;
@@ -873,6 +1120,12 @@ Result<InjectReport> apply_as_tracer(int pid, const PatchFile& patch, const Inje
     if (!applied) {
         if (gated) {
             (void)release_after_a_pause(pid, options);  // the gate page, if nobody is in it
+        }
+        if (callbacks_out != nullptr) {
+            CallbackKind first = patch.metadata.callbacks.pre_apply.empty()
+                                     ? CallbackKind::post_apply
+                                     : CallbackKind::pre_apply;
+            *callbacks_out = outcomes_of_failure(plan->callbacks, applied.error(), first);
         }
         return tl::unexpected(applied.error());
     }
@@ -892,7 +1145,8 @@ Result<InjectReport> apply_as_tracer(int pid, const PatchFile& patch, const Inje
 }
 
 Result<std::vector<InjectReport>> revert_as_tracer(int pid, const std::string& patch_id,
-                                                   const InjectOptions& options) {
+                                                   const InjectOptions& options,
+                                                   std::vector<CallbackOutcome>* callbacks_out) {
     std::string subject = subject_of(pid);
     if (auto alone = check_memory_not_shared(pid, SharerSearch::every_process); !alone) {
         return tl::unexpected(alone.error());
@@ -901,10 +1155,16 @@ Result<std::vector<InjectReport>> revert_as_tracer(int pid, const std::string& p
     if (!preparation) {
         return tl::unexpected(preparation.error());
     }
+    CallbackRun run{.bounds = options.callback_bounds};
     auto reverted = with_process_stopped<std::vector<InjectReport>>(
-        pid, *preparation, options, "running patch code", nullptr,
-        [&](HeldProcess& held) { return revert_in_stop(held, *preparation, patch_id, subject); });
+        pid, *preparation, options, "inside a lock the patch's callbacks may need", nullptr,
+        [&](HeldProcess& held) {
+            return revert_in_stop(held, *preparation, patch_id, subject, run);
+        });
     if (!reverted) {
+        if (callbacks_out != nullptr) {
+            *callbacks_out = outcomes_of_failure(run, reverted.error(), CallbackKind::pre_revert);
+        }
         return tl::unexpected(reverted.error());
     }
     std::vector<InjectReport>& reports = reverted->value;
@@ -1033,13 +1293,17 @@ auto on_process(int pid, const Work& work) -> decltype(work()) {
 }  // namespace
 
 Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOptions& options,
-                                 std::vector<BlockingThread>* blocking_out) {
-    return on_process(pid, [&] { return apply_as_tracer(pid, patch, options, blocking_out); });
+                                 std::vector<BlockingThread>* blocking_out,
+                                 std::vector<CallbackOutcome>* callbacks_out) {
+    return on_process(pid, [&] {
+        return apply_as_tracer(pid, patch, options, blocking_out, callbacks_out);
+    });
 }
 
 Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,
-                                                 const InjectOptions& options) {
-    return on_process(pid, [&] { return revert_as_tracer(pid, patch_id, options); });
+                                                 const InjectOptions& options,
+                                                 std::vector<CallbackOutcome>* callbacks_out) {
+    return on_process(pid, [&] { return revert_as_tracer(pid, patch_id, options, callbacks_out); });
 }
 
 Result<std::size_t> release_retired_regions(int pid) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/Error.h"
+#include "inject/Callbacks.h"
 #include "inject/RegionMarker.h"
 #include "inject/ReturnGate.h"
 #include "inject/ShadowRegion.h"
@@ -25,6 +26,8 @@ struct InjectOptions {
     // A strict patch catches the threads in its way at return gates
     // (ReturnGates.h) instead of only backing off.
     bool return_gates = true;
+    // How long a patch callback may run (Callbacks.h, RemoteCall.h).
+    RemoteCallBounds callback_bounds;
 };
 
 // What one apply or revert did.
@@ -48,6 +51,9 @@ struct InjectReport {
     // the replaced code, and the rounds of gating (ReturnGates.h).
     std::size_t gated_threads = 0;
     int gate_rounds = 0;
+    // The patch's callbacks this operation concerned (apply: pre_apply,
+    // post_apply; revert: pre_revert, post_revert), in the order they ran.
+    std::vector<CallbackOutcome> callbacks;
 };
 
 // Applies `patch` to process `pid` (docs/architecture.md has the story; the
@@ -97,8 +103,16 @@ struct InjectReport {
 // by the intent record (RegionMarker.h).
 // On `unsafe`, `blocking` (if given) receives the threads and frames that
 // blocked the last try; the message names them too.
+// A patch with callbacks (Callbacks.h) also needs, at step 4, no stopped
+// thread inside the allocator or the dynamic loader (else: another try,
+// and `unsafe` naming the thread and function after the last); pre_apply
+// runs between steps 5 and 6 (non-zero: `refused`, the region unmapped
+// again, nothing changed; past its hard bound: `refused`, the region left
+// retired until the callback has left it), post_apply after step 6.
+// `callbacks` (if given) receives their outcomes on errors too.
 Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOptions& options,
-                                 std::vector<BlockingThread>* blocking = nullptr);
+                                 std::vector<BlockingThread>* blocking = nullptr,
+                                 std::vector<CallbackOutcome>* callbacks = nullptr);
 
 // Reverts the patch `patch_id` (or every suture patch when empty) in `pid`,
 // in one stop (with the same refusal of a process whose memory another
@@ -123,8 +137,15 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
 // leaves what it did so far: regions reverted, the one in progress partly,
 // as its marker explains (`partial` or `inactive`); a revert again finishes
 // it.
+// Regions with callbacks (recorded in their markers) add: step 1 waits,
+// like an apply, for no stopped thread inside the allocator or the dynamic
+// loader; each pre_revert runs before step 3 (non-zero or past its hard
+// bound: `refused`, nothing reverted); each post_revert after step 3,
+// before step 4. `callbacks` (if given) receives their outcomes on errors
+// too.
 Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,
-                                                 const InjectOptions& options);
+                                                 const InjectOptions& options,
+                                                 std::vector<CallbackOutcome>* callbacks = nullptr);
 
 // Stops `pid` once and unmaps every retired region no thread refers to;
 // returns how many it unmapped (0 without a stop when there are none).

@@ -287,7 +287,9 @@ Result<PatchLayout> layout_patch(const PatchFile& patch) {
     for (std::size_t index = 1; index < object.sections().size(); ++index) {
         has_data = has_data || (is_data_section(object, index) && object.sections()[index].size);
     }
-    layout.marker_size = region_marker_size(patch.metadata.functions.size(), has_data);
+    layout.marker_size = region_marker_size(
+        patch.metadata.functions.size(),
+        MarkerExtensions{.callbacks = patch.metadata.callbacks.any(), .data = has_data});
     layout.section_offsets.assign(object.sections().size(), 0);
     auto code_end = place_sections(object, false, layout.marker_size, layout);
     if (!code_end) {

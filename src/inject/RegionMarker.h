@@ -29,6 +29,21 @@ struct MarkedFunction {
     std::array<std::byte, jump_size> original{};  // the bytes the jump overwrote
 };
 
+// Where a patch's callbacks (Callbacks.h) are: offsets into the region
+// (never 0: the marker is there); 0 = none.
+// Recorded so a revert, which has no patch file, finds pre_revert and
+// post_revert.
+struct MarkedCallbacks {
+    std::uint64_t pre_apply = 0;
+    std::uint64_t post_apply = 0;
+    std::uint64_t pre_revert = 0;
+    std::uint64_t post_revert = 0;
+
+    bool any() const {
+        return pre_apply != 0 || post_apply != 0 || pre_revert != 0 || post_revert != 0;
+    }
+};
+
 // The marker at the start of every patch region: enough for any later run,
 // with or without the state database, to tell what is applied where and to
 // undo it. Layout: docs/patch-format.md, "Region marker".
@@ -46,6 +61,7 @@ struct RegionMarker {
     // check proves no thread refers to it.
     std::uint64_t retired_at_unix_ns = 0;
     std::vector<MarkedFunction> functions;
+    MarkedCallbacks callbacks;  // the callbacks block, after the functions
     // The patch's data region (read+write, never exec: its .data, .bss and
     // new statics), right after the code region; 0 and 0 when it has none.
     // Unmapped with the code region. Stored in the marker's data extension.
@@ -65,12 +81,32 @@ inline constexpr std::size_t region_marker_size_offset = 12;
 // markers written before it existed read as "in use").
 inline constexpr std::size_t region_marker_retired_offset = 184;
 
-// Size of the encoded marker for `function_count` functions, 64-byte aligned;
-// with a data region, one 64-byte data extension more (magic `SUTUREDA`,
-// data address, data size). A marker without data is byte for byte what
-// suture wrote before data regions existed.
-std::size_t region_marker_size(std::size_t function_count, bool has_data = false);
+// Where the marker's flags byte sits (once reserved, so older markers read
+// as no flags); bit 0: a callbacks block of 32 bytes follows the functions.
+inline constexpr std::size_t region_marker_flags_offset = 177;
+inline constexpr std::uint8_t region_marker_has_callbacks = 1;
+inline constexpr std::size_t region_marker_callbacks_size = 32;
 inline constexpr std::size_t region_marker_data_extension_size = 64;
+
+// The optional parts of a marker. Two mark themselves differently, each the
+// way it was first written, so markers in running processes keep reading:
+// the callbacks block by flag bit 0, the data extension by the marker's size
+// alone (64 bytes more than the marker without it).
+struct MarkerExtensions {
+    bool callbacks = false;  // the 32-byte callbacks block right after the functions
+    bool data = false;       // the 64-byte data extension at the very end
+};
+
+// The extensions `marker` is encoded with: callbacks if any is set, data if
+// it has a data region.
+MarkerExtensions marker_extensions(const RegionMarker& marker);
+
+// Size of the encoded marker for `function_count` functions: the fixed part,
+// the functions and the callbacks block, 64-byte aligned, then the data
+// extension (64 bytes: magic `SUTUREDA`, data address, data size).
+// A marker with neither is byte for byte what suture wrote before either
+// existed. Layout: docs/patch-format.md, "Region marker".
+std::size_t region_marker_size(std::size_t function_count, MarkerExtensions extensions = {});
 
 std::vector<std::byte> encode_region_marker(const RegionMarker& marker);
 

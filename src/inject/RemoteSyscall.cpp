@@ -65,29 +65,6 @@ std::vector<std::byte> trampoline_code() {
     return code;
 }
 
-// Where the thread resumes should it finish on its own (step 2): where it
-// stopped, or, stopped inside an interrupted system call, at that call's
-// `syscall` instruction again with its number back in rax, the way the
-// kernel restarts it.
-struct ResumePoint {
-    std::uint64_t rax = 0;
-    std::uint64_t rip = 0;
-};
-
-ResumePoint resume_point(const user_regs_struct& saved) {
-    ResumePoint point{saved.rax, saved.rip};
-    long interrupted = static_cast<long>(saved.rax);
-    if (static_cast<long>(saved.orig_rax) < 0) {
-        return point;  // not inside a system call
-    }
-    if (interrupted == -erestartsys || interrupted == -erestartnointr ||
-        interrupted == -erestartnohand) {
-        point = ResumePoint{saved.orig_rax, saved.rip - 2};
-    } else if (interrupted == -erestart_restartblock) {
-        point = ResumePoint{nr_restart_syscall, saved.rip - 2};
-    }
-    return point;
-}
 
 // The registers that run system call `number` with `arguments` at the
 // trampoline (step 3). orig_rax -1: the kernel must not "restart" the
@@ -154,26 +131,49 @@ Result<void> follow(StoppedProcess& process, int tid, const Leg& leg, const std:
 
 }  // namespace
 
+ResumePoint resume_point(const user_regs_struct& saved) {
+    ResumePoint point{saved.rax, saved.rip};
+    long interrupted = static_cast<long>(saved.rax);
+    if (static_cast<long>(saved.orig_rax) < 0) {
+        return point;  // not inside a system call
+    }
+    if (interrupted == -erestartsys || interrupted == -erestartnointr ||
+        interrupted == -erestartnohand) {
+        point = ResumePoint{saved.orig_rax, saved.rip - 2};
+    } else if (interrupted == -erestart_restartblock) {
+        point = ResumePoint{nr_restart_syscall, saved.rip - 2};
+    }
+    return point;
+}
+
 Result<RemoteSyscall::Site> RemoteSyscall::find_site(const std::vector<LoadedObject>& objects) {
+    // Room for the function-call trampoline too (RemoteCall.h) if any object
+    // has it, libc preferred; else the system-call trampoline alone.
     std::size_t needed = trampoline_code().size() + intent_record_size;
-    const LoadedObject* best = nullptr;
-    for (const LoadedObject& object : objects) {
-        if (object.slack_end - object.slack_start < needed) {
-            continue;
+    for (std::size_t room : {needed + call_trampoline_room, needed}) {
+        const LoadedObject* best = nullptr;
+        for (const LoadedObject& object : objects) {
+            if (object.slack_end - object.slack_start < room) {
+                continue;
+            }
+            bool is_libc = object.soname && object.soname->starts_with("libc.so");
+            if (best == nullptr || is_libc) {
+                best = &object;
+            }
+            if (is_libc) {
+                break;
+            }
         }
-        bool is_libc = object.soname && object.soname->starts_with("libc.so");
-        if (best == nullptr || is_libc) {
-            best = &object;
-        }
-        if (is_libc) {
-            break;
+        if (best != nullptr) {
+            return Site{best->slack_start, best->slack_end};
         }
     }
-    if (best == nullptr) {
-        return fail(ErrorCode::unsupported,
-                    "no loaded object has spare executable bytes for the system-call trampoline");
-    }
-    return Site{best->slack_start, best->slack_end};
+    return fail(ErrorCode::unsupported,
+                "no loaded object has spare executable bytes for the system-call trampoline");
+}
+
+RemoteSyscall::Site RemoteSyscall::spare_bytes() const {
+    return Site{site_.start + trampoline_code().size(), site_.end - intent_record_size};
 }
 
 Result<RemoteSyscall> RemoteSyscall::install(StoppedProcess& process, const RemoteMemory& memory,
@@ -209,12 +209,21 @@ RemoteSyscall::RemoteSyscall(RemoteSyscall&& other) noexcept
       mappings_(other.mappings_),
       site_(other.site_),
       saved_bytes_(std::move(other.saved_bytes_)),
-      installed_(std::exchange(other.installed_, false)) {}
+      installed_(std::exchange(other.installed_, false)),
+      keep_spare_bytes_(other.keep_spare_bytes_) {}
 
 RemoteSyscall::~RemoteSyscall() {
     if (installed_) {
-        // Dead bytes either way; put them back to leave no trace.
-        (void)memory_.write(site_.start, saved_bytes_);
+        // Dead bytes either way; put them back to leave no trace (but for
+        // a call trampoline a thread still runs).
+        if (!keep_spare_bytes_) {
+            (void)memory_.write(site_.start, saved_bytes_);
+        } else {
+            std::size_t head = trampoline_code().size();
+            (void)memory_.write(site_.start, std::span(saved_bytes_).first(head));
+            (void)memory_.write(site_.end - intent_record_size,
+                                std::span(saved_bytes_).last(intent_record_size));
+        }
     }
 }
 

@@ -16,6 +16,19 @@
 
 namespace suture {
 
+// Where a stopped thread resumes should it finish on its own (after an
+// injected system call or function call): where it stopped, or, stopped
+// inside an interrupted system call, at that call's `syscall` instruction
+// again with its number back in rax, the way the kernel restarts it.
+struct ResumePoint {
+    std::uint64_t rax = 0;
+    std::uint64_t rip = 0;
+};
+ResumePoint resume_point(const user_regs_struct& saved);
+
+// Spare bytes a trampoline site should have for RemoteCall's trampoline.
+inline constexpr std::size_t call_trampoline_room = 320;
+
 // Runs system calls (mmap, munmap) inside a stopped process, on one of its
 // threads, such that the thread ends up exactly where it was even if this
 // tool is killed at any instant.
@@ -59,7 +72,8 @@ class RemoteSyscall {
         RemoteAddress end;
     };
 
-    // Chooses the trampoline's place among `objects` (libc preferred).
+    // Chooses the trampoline's place among `objects` (libc preferred; one
+    // with call_trampoline_room bytes to spare preferred over one without).
     // Needs no stop.
     static Result<Site> find_site(const std::vector<LoadedObject>& objects);
 
@@ -67,6 +81,14 @@ class RemoteSyscall {
     // the whole site are restored by the destructor).
     static Result<RemoteSyscall> install(StoppedProcess& process, const RemoteMemory& memory,
                                          const std::vector<Mapping>& mappings, Site site);
+
+    // The site's bytes this trampoline does not use (between its code and
+    // the intent record): where RemoteCall puts its own trampoline. The
+    // destructor restores them with the rest of the site.
+    Site spare_bytes() const;
+    // Leaves the spare bytes as they are at destruction: a thread still
+    // runs a call trampoline there (RemoteCall.h, step 6).
+    void keep_spare_bytes() { keep_spare_bytes_ = true; }
 
     // Writes the intent record for a region about to be mapped.
     Result<void> record_intent(RemoteAddress region_address, std::uint64_t region_size);
@@ -114,6 +136,7 @@ class RemoteSyscall {
     Site site_;
     std::vector<std::byte> saved_bytes_;  // the site's bytes before us
     bool installed_ = true;
+    bool keep_spare_bytes_ = false;
 };
 
 }  // namespace suture

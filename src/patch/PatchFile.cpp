@@ -88,6 +88,84 @@ std::optional<Consistency> consistency_from_name(std::string_view name) {
     return std::nullopt;
 }
 
+namespace {
+
+// The optional "callbacks" object: member -> symbol of the object.
+void parse_callbacks(const nlohmann::json& document, PatchCallbacks& callbacks) {
+    if (!document.contains("callbacks")) {
+        return;
+    }
+    const auto& object = document.at("callbacks");
+    if (!object.is_object()) {
+        throw BadField{"\"callbacks\" must be an object"};
+    }
+    for (const auto& [member, value] : object.items()) {
+        std::string* slot = member == "pre_apply"     ? &callbacks.pre_apply
+                            : member == "post_apply"  ? &callbacks.post_apply
+                            : member == "pre_revert"  ? &callbacks.pre_revert
+                            : member == "post_revert" ? &callbacks.post_revert
+                                                      : nullptr;
+        if (slot == nullptr || !value.is_string() || value.get<std::string>().empty()) {
+            throw BadField{"callbacks." + member + ": not a callback, or not a symbol name"};
+        }
+        *slot = value.get<std::string>();
+    }
+}
+
+nlohmann::json callbacks_to_json(const PatchCallbacks& callbacks) {
+    nlohmann::json object = nlohmann::json::object();
+    for (const auto& [member, symbol] : callbacks.named()) {
+        if (!symbol->empty()) {
+            object[member] = *symbol;
+        }
+    }
+    return object;
+}
+
+// Each callback names a function of the object, in loaded executable code.
+Result<void> check_callbacks(const RelocatableObject& object, const PatchCallbacks& callbacks,
+                             const std::string& name) {
+    for (const auto& [member, symbol] : callbacks.named()) {
+        if (symbol->empty()) {
+            continue;
+        }
+        const RelocatableObject::Symbol* function = object.find_defined(*symbol);
+        if (function == nullptr || function->type != STT_FUNC ||
+            !object.is_loaded(function->section) ||
+            (object.sections()[function->section].flags & SHF_EXECINSTR) == 0) {
+            return fail(ErrorCode::bad_format, name + ": callback " + member + " (" + *symbol +
+                                                   ") is not a function defined in the object");
+        }
+    }
+    return {};
+}
+
+}  // namespace
+
+std::string callback_symbol(std::string_view kind) {
+    return "__suture_callback_" + std::string(kind);
+}
+
+Result<PatchCallbacks> declared_callbacks(const RelocatableObject& object) {
+    PatchCallbacks callbacks;
+    for (const char* kind : {"pre_apply", "post_apply", "pre_revert", "post_revert"}) {
+        const RelocatableObject::Symbol* function = object.find_defined(callback_symbol(kind));
+        if (function == nullptr) {
+            continue;
+        }
+        if (function->type != STT_FUNC) {
+            return fail(ErrorCode::invalid_argument,
+                        object.name() + ": " + callback_symbol(kind) + " is not a function");
+        }
+        std::string& slot = std::string_view(kind) == "pre_apply"    ? callbacks.pre_apply
+                            : std::string_view(kind) == "post_apply" ? callbacks.post_apply
+                            : std::string_view(kind) == "pre_revert" ? callbacks.pre_revert
+                                                                     : callbacks.post_revert;
+        slot = callback_symbol(kind);
+    }
+    return callbacks;
+}
+
 Result<PatchMetadata> parse_patch_metadata(std::string_view json_text, const std::string& name) {
     PatchMetadata metadata;
     try {
@@ -125,6 +203,7 @@ Result<PatchMetadata> parse_patch_metadata(std::string_view json_text, const std
                                                   ? std::string()
                                                   : entry.at("version").get<std::string>()});
         }
+        parse_callbacks(document, metadata.callbacks);
     } catch (const nlohmann::json::exception& error) {
         return fail(ErrorCode::bad_format, name + ": metadata: " + error.what());
     } catch (const BadField& bad) {
@@ -177,6 +256,11 @@ Result<PatchMetadata> parse_patch_metadata(std::string_view json_text, const std
             return invalid("bad import " + import.symbol);
         }
     }
+    for (const auto& [member, symbol] : metadata.callbacks.named()) {
+        if (!symbol->empty() && !is_symbol_name(*symbol)) {
+            return invalid(std::string("bad symbol name in callbacks.") + member);
+        }
+    }
     return metadata;
 }
 
@@ -218,6 +302,9 @@ Result<PatchFile> parse_patch(std::span<const std::byte> bytes, const std::strin
             return fail(ErrorCode::bad_format, name + ": replacement " + function.replacement +
                                                    " is not a function defined in the object");
         }
+    }
+    if (auto callbacks = check_callbacks(*object, metadata->callbacks, name); !callbacks) {
+        return tl::unexpected(callbacks.error());
     }
     std::set<std::string> resolvable{std::string(shadow_table_symbol), std::string(got_symbol)};
     for (const TargetReference& reference : metadata->target_references) {
@@ -285,6 +372,9 @@ std::vector<std::byte> write_patch(const PatchMetadata& metadata,
         {"target_references", references},
         {"imports", imports},
     };
+    if (metadata.callbacks.any()) {
+        document["callbacks"] = callbacks_to_json(metadata.callbacks);
+    }
     std::string json = document.dump(2) + "\n";  // keys sorted: same input, same bytes
 
     std::vector<std::byte> out(header_size);

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -51,6 +52,38 @@ std::string consistency_name(Consistency consistency);
 // "entry" or "strict"; nullopt for anything else.
 std::optional<Consistency> consistency_from_name(std::string_view name);
 
+// The callbacks a patch declares (docs/patch-format.md, "Callbacks"):
+// functions `int fn(void)` defined in the object, by symbol name like a
+// replacement; empty = none. The author header's macros
+// (include/suture/patch.h) define them under the names
+// callback_symbol(kind), which the builder and the packer look for.
+struct PatchCallbacks {
+    std::string pre_apply;
+    std::string post_apply;
+    std::string pre_revert;
+    std::string post_revert;
+
+    bool any() const {
+        return !pre_apply.empty() || !post_apply.empty() || !pre_revert.empty() ||
+               !post_revert.empty();
+    }
+    // (member name in the metadata, symbol) for each of the four.
+    std::array<std::pair<const char*, const std::string*>, 4> named() const {
+        return {{{"pre_apply", &pre_apply},
+                 {"post_apply", &post_apply},
+                 {"pre_revert", &pre_revert},
+                 {"post_revert", &post_revert}}};
+    }
+};
+
+// "__suture_callback_pre_apply" and so on: what SUTURE_PRE_APPLY(fn) ...
+// define in the compiled fix. `kind` is a member name of PatchCallbacks.
+std::string callback_symbol(std::string_view kind);
+
+// The callbacks an object declares through the author header's macros,
+// found by their symbol names; an error if one is not a function.
+Result<PatchCallbacks> declared_callbacks(const RelocatableObject& object);
+
 struct PatchMetadata {
     std::string patch_id;  // [A-Za-z0-9._+-]{1,63}
     std::uint32_t level = 1;
@@ -61,6 +94,7 @@ struct PatchMetadata {
     std::vector<ReplacedFunction> functions;
     std::vector<TargetReference> target_references;
     std::vector<Import> imports;
+    PatchCallbacks callbacks;  // "callbacks" (absent: none)
 };
 
 // A parsed, validated patch file: metadata plus the relocatable object.

@@ -21,6 +21,7 @@ namespace {
 //   1 (2026-11): applications, history, settings
 //   2 (2026-11): exclusions; history.level
 //   3 (2026-11): patchsets (the verified patchsets of the feed cache)
+//   4 (2026-12): callbacks (each patch callback's outcome, Callbacks.h)
 // Every older version N has a fixture, test/fixtures/state-vN.db, made from
 // these steps by test/fixtures/make-state-fixtures.sh; a new version makes
 // the one before it old and wants a fixture and a test of its own.
@@ -66,6 +67,19 @@ const char* const migration_steps[] = {
          usable INTEGER NOT NULL,
          verified_at INTEGER NOT NULL,
          PRIMARY KEY (remote, name));)",
+    // 4
+    R"(CREATE TABLE callbacks (
+         id INTEGER PRIMARY KEY,
+         at INTEGER NOT NULL,
+         pid INTEGER NOT NULL,
+         start_time INTEGER NOT NULL,
+         patch_id TEXT NOT NULL,
+         level INTEGER NOT NULL,
+         callback TEXT NOT NULL,
+         outcome TEXT NOT NULL,
+         code INTEGER NOT NULL DEFAULT 0,
+         duration_ns INTEGER NOT NULL DEFAULT 0,
+         message TEXT NOT NULL DEFAULT '');)",
 };
 static_assert(std::size(migration_steps) == StateDatabase::latest_schema_version);
 
@@ -110,6 +124,19 @@ Application read_application(const Statement& row) {
         .applied_at = row.integer(7),
         // The schema's CHECK admits only the three names.
         .state = application_state_named(row.text(8)).value_or(ApplicationState::active)};
+}
+
+CallbackRecord read_callback_record(const Statement& row) {
+    return CallbackRecord{
+        .at = row.integer(0),
+        .process = {static_cast<int>(row.integer(1)), static_cast<std::uint64_t>(row.integer(2))},
+        .patch_id = row.text(3),
+        .level = static_cast<std::uint32_t>(row.integer(4)),
+        .callback = row.text(5),
+        .outcome = row.text(6),
+        .code = static_cast<int>(row.integer(7)),
+        .duration_ns = row.integer(8),
+        .message = row.text(9)};
 }
 
 HistoryEntry read_history_entry(const Statement& row) {
@@ -409,6 +436,23 @@ Result<std::int64_t> StateDatabase::record_application(const Application& applic
         return tl::unexpected(recorded.error());
     }
     return sqlite3_last_insert_rowid(db_.get());
+}
+
+Result<void> StateDatabase::record_callback(const CallbackRecord& record) {
+    return run_statement(db_.get(), "record callback",
+                         "INSERT INTO callbacks (at, pid, start_time, patch_id, level, callback, "
+                         "outcome, code, duration_ns, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         record.at != 0 ? record.at : static_cast<std::int64_t>(::time(nullptr)),
+                         record.process.pid, static_cast<std::int64_t>(record.process.start_time),
+                         record.patch_id, record.level, record.callback, record.outcome,
+                         record.code, record.duration_ns, record.message);
+}
+
+Result<std::vector<CallbackRecord>> StateDatabase::callback_records() {
+    return read_rows(db_.get(), "callbacks",
+                     "SELECT at, pid, start_time, patch_id, level, callback, outcome, code, "
+                     "duration_ns, message FROM callbacks ORDER BY id",
+                     read_callback_record);
 }
 
 Result<std::vector<Application>> StateDatabase::applications(ApplicationState state) {

@@ -61,6 +61,19 @@ struct HistoryEntry {
     std::string message;
 };
 
+// The outcome of one patch callback (inject/Callbacks.h), as recorded.
+struct CallbackRecord {
+    std::int64_t at = 0;  // Unix seconds
+    ProcessIdentity process;
+    std::string patch_id;
+    std::uint32_t level = 0;  // 0: a revert that failed before it knew the level
+    std::string callback;     // pre_apply, post_apply, pre_revert, post_revert
+    std::string outcome;      // ran, failed, skipped, refused-busy, timeout
+    int code = 0;
+    std::int64_t duration_ns = 0;
+    std::string message;
+};
+
 // A verified patchset of the feed cache, as the last update saw it.
 struct CachedPatchset {
     std::string remote;
@@ -88,7 +101,7 @@ class StateDatabase {
     StateDatabase(StateDatabase&&) noexcept = default;
     StateDatabase& operator=(StateDatabase&&) noexcept;
 
-    static constexpr int latest_schema_version = 3;
+    static constexpr int latest_schema_version = 4;
     Result<int> schema_version();
 
     // Applications.
@@ -102,6 +115,10 @@ class StateDatabase {
     // Marks the active applications of `patch_id` in `process` (every level)
     // reverted; returns how many rows it changed.
     Result<std::size_t> mark_reverted(const ProcessIdentity& process, const std::string& patch_id);
+
+    // Callback outcomes (schema 4).
+    Result<void> record_callback(const CallbackRecord& record);
+    Result<std::vector<CallbackRecord>> callback_records();
 
     // History.
     Result<void> log(const HistoryEntry& entry);

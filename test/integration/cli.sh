@@ -5,6 +5,11 @@ source "$(dirname "$0")/lib.sh"
 
 run 0 "--help" "$SUTURE" --help
 grep -q "Exit status:" <<<"$output" && pass "--help documents exit statuses" || fail_check "--help lacks exit statuses"
+# 23-25 are the state database's and the lock's; a callback's refusal is 26.
+grep -q "^  23  another suture operation is running" <<<"$output" &&
+    pass "--help: 23 is another operation holding the lock" || fail_check "--help: 23 is not the lock"
+grep -q "^  26  the patch's pre_apply or pre_revert callback refused" <<<"$output" &&
+    pass "--help: 26 is a callback's refusal" || fail_check "--help: 26 is not a callback's refusal"
 run 0 "status --help" "$SUTURE" status --help
 grep -q -- "--json" <<<"$output" && pass "status --help lists --json" || fail_check "status --help lacks --json"
 run 0 "--version" "$SUTURE" --version

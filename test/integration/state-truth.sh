@@ -31,6 +31,9 @@ if [ -z "${SUTURE_STATE_TRUTH_UNSHARED:-}" ]; then
     exec unshare -m --propagation private env SUTURE_STATE_TRUTH_UNSHARED=1 "$0" "$@"
 fi
 count=${SUTURE_STATE_FLEET:-200}
+# What an update applies to each holder (it maps libcrypto and libssl): the
+# shipped patchsets for the two, counted from patchsets/openssl/.
+per_process=$(shipped_patch_count libcrypto.so.3 libssl.so.3)
 
 export SUTURE_FEED_ROOT_DIR=$scratch/var
 export SUTURE_CONFIG_DIR=$scratch/etc
@@ -43,8 +46,6 @@ export SUTURE_LOCK_FILE=$scratch/run/lock
 fetch_archive_package debian-12 libssl3 3.0.20-1~deb12u2 "$scratch/archive"
 library_dir=$scratch/archive/usr/lib/x86_64-linux-gnu
 milliseconds() { echo $(($(date +%s%N) / 1000000)); }
-# What `suture update` applies to each holder (it maps both libraries).
-per_process=$(shipped_patch_count libcrypto.so.3 libssl.so.3)
 
 # start_fleet N: N idle holders of the archive's libcrypto and libssl; their
 # PIDs in `fleet`, as a JSON array in `ours`.
@@ -292,10 +293,11 @@ if command -v gdb >/dev/null; then
         -ex "run --direct apply --pid $pid $patch" -ex 'bt 4' -ex 'kill' "$SUTURE" \
         >"$scratch/gdb.out" 2>&1 || true
     states=$("$SUTURE" status --json --pid "$pid" | jq -r '[.processes[0].patches[].state] | join(",")')
+    # The fill is map_fixed_and_fill's (RemoteMapping.cpp), for map_region.
     if grep -qE 'map_region|map_fixed_and_fill' "$scratch/gdb.out" && [ "$states" = empty ]; then
         run 0 "update over an empty region" "$SUTURE" --direct update --offline --json
         check_eq "update removed it" 1 "$(jq '.removed_empty_regions' <<<"$output")"
-        check_eq "and patched the process" "$(printf 'active%.0s,' $(seq "$per_process") | sed 's/,$//')" \
+        check_eq "and patched the process" "$(yes active | head -n "$per_process" | paste -sd,)" \
             "$("$SUTURE" status --json --pid "$pid" | jq -r '[.processes[0].patches[].state] | join(",")')"
     else
         fail_check "gdb did not leave an empty region (states: $states): $(tail -n 5 "$scratch/gdb.out")"

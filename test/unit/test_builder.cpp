@@ -619,6 +619,57 @@ TEST_CASE("the builder decides the consistency model from what the new code refe
     }
 }
 
+TEST_CASE("callbacks declared with suture/patch.h are found, included and recorded") {
+    Workshop workshop;
+    workshop.write("a.c", file_a);
+    std::string original_a = workshop.compile("a.c", "a.o");
+    std::string library = workshop.link("libcb.so", {"a.o"});
+    std::string fixed = file_a;
+    fixed.replace(fixed.find("return helper(x) + "), 19, "return helper(x) - ");
+    // After every function, so no line of the existing ones moves.
+    fixed += R"(
+#include <suture/patch.h>
+static int reset_counter(void) { counter_a = 0; return 0; }
+static int refuse_when_busy(void) { return counter_a > 1000 ? 3 : 0; }
+SUTURE_PRE_APPLY(refuse_when_busy);
+SUTURE_POST_APPLY(reset_counter);
+)";
+    workshop.write("a.c", fixed);
+    std::string patched_a =
+        workshop.compile("a.c", "a-fixed.o", std::string("-O2 -I") + SOURCE_INCLUDE_DIR);
+
+    BuildRequest request;
+    request.units = {{original_a, patched_a}};
+    request.library = library;
+    request.debug_symbols = library;
+    request.patch_id = "test-callbacks";
+    request.description = "test";
+    BuildReport report;
+    auto patch = build_patch(request, report);
+    REQUIRE(patch);
+    auto parsed = parse_patch(*patch, "test-callbacks");
+    REQUIRE(parsed);
+    const PatchCallbacks& callbacks = parsed->metadata.callbacks;
+    CHECK(callbacks.pre_apply == "__suture_callback_pre_apply");
+    CHECK(callbacks.post_apply == "__suture_callback_post_apply");
+    CHECK(callbacks.pre_revert.empty());
+    CHECK(callbacks.post_revert.empty());
+    CHECK(report.callbacks == std::vector<std::string>{"pre_apply (a.c)", "post_apply (a.c)"});
+    // The callbacks are not replacements; what they reach is in the patch:
+    // the library's own counter_a, by reference.
+    REQUIRE(parsed->metadata.functions.size() == 1);
+    CHECK(parsed->metadata.functions[0].symbol == "api_a");
+    bool counter = false;
+    for (const auto& reference : parsed->metadata.target_references) {
+        counter = counter || reference.symbol == "counter_a";
+    }
+    CHECK(counter);
+    // (reset_counter itself is inlined into the macro's function.)
+    const auto* wrapper = parsed->object.find_defined("__suture_callback_post_apply");
+    REQUIRE(wrapper != nullptr);
+    CHECK(wrapper->type == STT_FUNC);
+}
+
 namespace {
 
 std::vector<std::byte> bytes_of(std::initializer_list<unsigned> values) {

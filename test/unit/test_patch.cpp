@@ -176,6 +176,42 @@ TEST_CASE("the consistency field: absent reads as strict, entry and strict round
     }
 }
 
+TEST_CASE("the callbacks field: absent is none, names functions of the object, and round-trips") {
+    auto demo = read_patch_file(DEMO_PATCH_V2);
+    REQUIRE(demo);
+    CHECK_FALSE(demo->metadata.callbacks.any());  // written before the field existed
+    auto original = file_bytes(DEMO_PATCH_V2);
+    std::uint32_t metadata_size;
+    std::memcpy(&metadata_size, original.data() + 16, 4);
+    auto object = std::span(original).subspan(32 + metadata_size);
+    std::string function = demo->metadata.functions.front().replacement;
+    SECTION("a function of the object is accepted and read back") {
+        PatchMetadata changed = demo->metadata;
+        changed.callbacks.post_apply = function;
+        auto reread = parse_patch(write_patch(changed, object), "round-trip");
+        REQUIRE(reread);
+        CHECK(reread->metadata.callbacks.post_apply == function);
+        CHECK(reread->metadata.callbacks.pre_apply.empty());
+    }
+    SECTION("a name the object does not define as a function is refused") {
+        PatchMetadata changed = demo->metadata;
+        changed.callbacks.pre_revert = "no_such_function";
+        auto reread = parse_patch(write_patch(changed, object), "bad");
+        REQUIRE_FALSE(reread);
+        CHECK(reread.error().message.find("callback pre_revert (no_such_function)") !=
+              std::string::npos);
+    }
+    SECTION("an unknown member is refused") {
+        std::string text = R"({"patch_id": "c", "level": 1, "target": {"build_id": "abcd",
+            "soname": "libx.so"}, "functions": [{"symbol": "f", "offset": 4096, "size": 32,
+            "sha256": ")" + std::string(64, 'a') +
+                           R"(", "replacement": "f2"}], "callbacks": {"on_load": "f2"}})";
+        auto metadata = parse_patch_metadata(text, "m");
+        REQUIRE_FALSE(metadata);
+        CHECK(metadata.error().message.find("callbacks.on_load") != std::string::npos);
+    }
+}
+
 TEST_CASE("the entry jump needs 5 bytes, 9 when the function starts with endbr64") {
     auto bytes = [](std::initializer_list<unsigned> values) {
         std::vector<std::byte> out;

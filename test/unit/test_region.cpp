@@ -210,6 +210,34 @@ TEST_CASE("what a code range holds: a whole body (strict) or a jump's 5 bytes (e
     }
 }
 
+TEST_CASE("a region marker keeps its callbacks block, and older markers read as none") {
+    RegionMarker marker;
+    marker.patch_id = "demo-callbacks";
+    marker.level = 1;
+    marker.target_build_id = "abcd";
+    marker.region_size = 8192;
+    marker.functions.push_back(MarkedFunction{0x1150, 10, 0x7f0000100040, 4, {}});
+    auto plain = encode_region_marker(marker);
+    auto decoded_plain = decode_region_marker(plain);
+    REQUIRE(decoded_plain);
+    CHECK_FALSE(decoded_plain->callbacks.any());
+    CHECK(std::to_integer<int>(plain[region_marker_flags_offset]) == 0);
+
+    marker.callbacks = MarkedCallbacks{0x100, 0x140, 0, 0x1c0};
+    auto bytes = encode_region_marker(marker);
+    CHECK(bytes.size() == region_marker_size(1, {.callbacks = true}));
+    auto decoded = decode_region_marker(bytes);
+    REQUIRE(decoded);
+    CHECK(decoded->callbacks.pre_apply == 0x100);
+    CHECK(decoded->callbacks.post_apply == 0x140);
+    CHECK(decoded->callbacks.pre_revert == 0);
+    CHECK(decoded->callbacks.post_revert == 0x1c0);
+
+    // An offset outside the region is damage, not a callback.
+    marker.callbacks.post_apply = 9000;
+    CHECK_FALSE(decode_region_marker(encode_region_marker(marker)));
+}
+
 TEST_CASE("a marker with a data region carries it in its extension; one without is unchanged") {
     RegionMarker marker;
     marker.patch_id = "demo-data";
@@ -222,7 +250,7 @@ TEST_CASE("a marker with a data region carries it in its extension; one without 
     marker.data_address = 0x7f0000102000;
     marker.data_size = 4096;
     auto with = encode_region_marker(marker);
-    CHECK(with.size() == region_marker_size(1, true));
+    CHECK(with.size() == region_marker_size(1, {.data = true}));
     CHECK(with.size() == without.size() + 64);
     // The part before the extension is what a marker without data holds,
     // but for the marker's own size (bytes 12..15).
@@ -245,6 +273,130 @@ TEST_CASE("a marker with a data region carries it in its extension; one without 
 
 namespace {
 
+// A marker of `function_count` functions with the given extensions; the
+// callbacks and the data region at fixed places.
+RegionMarker combination_marker(std::size_t function_count, bool callbacks, bool data) {
+    RegionMarker marker;
+    marker.patch_id = "demo-both";
+    marker.level = 1;
+    marker.target_build_id = "0123456789abcdef";
+    marker.target_base = 0x7f0000000000;
+    marker.region_size = 16384;
+    marker.applied_at_unix_ns = 42;
+    for (std::size_t i = 0; i < function_count; ++i) {
+        marker.functions.push_back(
+            MarkedFunction{0x1000 + 0x100 * i, 32, 0x7f0000101000 + i, 0, {std::byte{0x55}}});
+    }
+    if (callbacks) {
+        marker.callbacks = MarkedCallbacks{0x1000, 0x1040, 0x1080, 0};
+    }
+    if (data) {
+        marker.data_address = 0x7f0000104000;
+        marker.data_size = 8192;
+    }
+    return marker;
+}
+
+}  // namespace
+
+TEST_CASE("data and callbacks extensions coexist: every combination round-trips") {
+    // 2 functions: the callbacks block fits in the padding (288 + 32 = 320,
+    // so the size alone cannot tell it; the flag does); 3: it makes the
+    // marker 64 bytes longer. Both must read back every extension.
+    for (std::size_t functions : {std::size_t{1}, std::size_t{2}, std::size_t{3}}) {
+        for (bool callbacks : {false, true}) {
+            for (bool data : {false, true}) {
+                INFO("functions " << functions << " callbacks " << callbacks << " data " << data);
+                RegionMarker marker = combination_marker(functions, callbacks, data);
+                auto bytes = encode_region_marker(marker);
+                CHECK(bytes.size() == region_marker_size(functions, {callbacks, data}));
+                CHECK(bytes.size() % 64 == 0);
+                CHECK(std::to_integer<int>(bytes[region_marker_flags_offset]) ==
+                      (callbacks ? 1 : 0));
+                auto decoded = decode_region_marker(bytes);
+                REQUIRE(decoded);
+                CHECK(decoded->functions.size() == functions);
+                CHECK(decoded->callbacks.pre_apply == marker.callbacks.pre_apply);
+                CHECK(decoded->callbacks.post_apply == marker.callbacks.post_apply);
+                CHECK(decoded->callbacks.pre_revert == marker.callbacks.pre_revert);
+                CHECK(decoded->callbacks.post_revert == 0);
+                CHECK(decoded->data_address == marker.data_address);
+                CHECK(decoded->data_size == marker.data_size);
+                // Encoding what was decoded gives the same bytes.
+                decoded->region_address = 0;
+                CHECK(encode_region_marker(*decoded) == bytes);
+            }
+        }
+    }
+}
+
+TEST_CASE("a marker with neither extension is byte for byte the original layout") {
+    RegionMarker marker = combination_marker(2, false, false);
+    auto bytes = encode_region_marker(marker);
+    // Fixed part 192 + 2 functions of 48 = 288, aligned to 320; nothing else.
+    REQUIRE(bytes.size() == 320);
+    CHECK(std::to_integer<int>(bytes[region_marker_flags_offset]) == 0);
+    std::uint32_t size = 0;
+    std::memcpy(&size, bytes.data() + region_marker_size_offset, 4);
+    CHECK(size == 320);
+    // Everything after the functions is zero: no callbacks block, no data
+    // extension.
+    CHECK(std::all_of(bytes.begin() + 288, bytes.end(),
+                      [](std::byte b) { return b == std::byte{0}; }));
+    // The bytes of the layout before either extension, written by hand.
+    std::vector<std::byte> expected(320);
+    auto put = [&](std::size_t at, const void* value, std::size_t length) {
+        std::memcpy(expected.data() + at, value, length);
+    };
+    put(0, "SUTUREPR", 8);
+    std::uint32_t version = 1, function_count = 2, level = 1;
+    std::uint64_t region_size = 16384, base = 0x7f0000000000, applied = 42;
+    put(8, &version, 4);
+    put(12, &size, 4);
+    put(16, &region_size, 8);
+    put(24, &base, 8);
+    put(32, &applied, 8);
+    put(40, &level, 4);
+    put(44, &function_count, 4);
+    const unsigned char build_id[] = {8, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef};
+    put(48, build_id, sizeof build_id);
+    const char patch_id[] =
+        "\x09"
+        "demo-both";
+    put(113, patch_id, 10);
+    for (std::size_t i = 0; i < 2; ++i) {
+        const MarkedFunction& function = marker.functions[i];
+        std::size_t at = 192 + 48 * i;
+        put(at, &function.target_offset, 8);
+        put(at + 8, &function.target_size, 8);
+        put(at + 16, &function.replacement_address, 8);
+        put(at + 24, &function.jump_offset, 4);
+        put(at + 28, function.original.data(), 5);
+    }
+    CHECK(bytes == expected);
+}
+
+TEST_CASE("a marker with both extensions: callbacks after the functions, data at the end") {
+    RegionMarker marker = combination_marker(1, true, true);
+    auto bytes = encode_region_marker(marker);
+    // 192 + 48 + 32 = 272, aligned to 320, then the 64-byte data extension.
+    REQUIRE(bytes.size() == 384);
+    std::uint64_t pre_apply = 0;
+    std::memcpy(&pre_apply, bytes.data() + 192 + 48, 8);
+    CHECK(pre_apply == 0x1000);
+    CHECK(std::memcmp(bytes.data() + 320, "SUTUREDA", 8) == 0);
+    // Without its flag the size fits no layout (256 or 256 + 64): refused,
+    // not misread.
+    auto no_flag = bytes;
+    no_flag[region_marker_flags_offset] = std::byte{0};
+    CHECK_FALSE(decode_region_marker(no_flag));
+    // A callbacks offset outside the region is damage in either combination.
+    marker.callbacks.post_revert = marker.region_size;
+    CHECK_FALSE(decode_region_marker(encode_region_marker(marker)));
+}
+
+namespace {
+
 std::uint64_t read_u64(const std::vector<std::byte>& image, std::uint64_t at) {
     std::uint64_t value;
     std::memcpy(&value, image.data() + at, 8);
@@ -263,7 +415,8 @@ TEST_CASE("writable sections go to the data region after the code, relocated bot
     CHECK(layout->size % 4096 == 0);
     CHECK(layout->data_size % 4096 == 0);
     CHECK(layout->data_size > 0);
-    CHECK(layout->marker_size == region_marker_size(patch->metadata.functions.size(), true));
+    CHECK(layout->marker_size ==
+          region_marker_size(patch->metadata.functions.size(), {.data = true}));
     const auto& object = patch->object;
     std::size_t data_sections = 0;
     for (std::size_t index = 1; index < object.sections().size(); ++index) {

@@ -198,7 +198,7 @@ TEST_CASE("a schema version 1 database is migrated and keeps its rows") {
     REQUIRE(std::system(("cp '" FIXTURE_DIR "/state-v1.db' '" + path + "'").c_str()) == 0);
     auto database = StateDatabase::open(path);
     REQUIRE(database);
-    CHECK(database->schema_version() == 3);
+    CHECK(database->schema_version() == StateDatabase::latest_schema_version);
     auto active = database->applications(ApplicationState::active);
     REQUIRE(active);
     REQUIRE(active->size() == 1);
@@ -382,11 +382,62 @@ TEST_CASE("a schema version 2 database is migrated and keeps every value of its 
     CHECK(database->patchsets()->empty());
 }
 
+TEST_CASE("a schema version 3 database gets the callbacks table and keeps its rows") {
+    ScratchDirectory scratch;
+    auto database = StateDatabase::open(copy_fixture(scratch, "state-v3.db"));
+    REQUIRE(database);
+    CHECK(database->schema_version() == 4);
+    CHECK(describe_all(*database->applications(ApplicationState::active)) ==
+          std::vector<std::string>{"1: pid 813 started 4185 /usr/sbin/nginx build "
+                                   "7d90f38412d00023e58392b03612a24b62fcaede CVE-2026-63076 "
+                                   "level 1 at 1795400001 active"});
+    CHECK(database->history()->size() == 2);
+    CHECK(database->setting("enabled")->value() == "true");
+    auto patchsets = database->patchsets();
+    REQUIRE(patchsets);
+    REQUIRE(patchsets->size() == 1);
+    CHECK(patchsets->front().patch_id == "CVE-2026-63076");
+    CHECK(patchsets->front().usable);
+    // The new table starts empty and takes a callback's outcome.
+    CHECK(database->callback_records()->empty());
+    REQUIRE(database->record_callback({.process = {813, 4185},
+                                       .patch_id = "CVE-2026-63076",
+                                       .level = 1,
+                                       .callback = "pre_apply",
+                                       .outcome = "failed",
+                                       .code = 42,
+                                       .duration_ns = 1500,
+                                       .message = "returned 42"}));
+    auto records = database->callback_records();
+    REQUIRE(records);
+    REQUIRE(records->size() == 1);
+    CHECK(records->front().process.start_time == 4185);
+    CHECK(records->front().code == 42);
+    CHECK(records->front().outcome == "failed");
+}
+
+TEST_CASE("the callbacks step runs inside the one migration transaction") {
+    ScratchDirectory scratch;
+    std::string path = copy_fixture(scratch, "state-v3.db");
+    {
+        // A table already named callbacks makes step 4 fail.
+        RawConnection connection(path);
+        REQUIRE(connection.execute("CREATE TABLE callbacks (x INTEGER)") == SQLITE_OK);
+    }
+    auto database = StateDatabase::open(path);
+    REQUIRE_FALSE(database);
+    CHECK(database.error().message.find("migrating to schema version 4") != std::string::npos);
+    RawConnection connection(path);
+    CHECK(connection.column("PRAGMA user_version") == std::vector<std::string>{"3"});
+    CHECK(connection.column("SELECT patch_id FROM patchsets") ==
+          std::vector<std::string>{"CVE-2026-63076"});
+}
+
 TEST_CASE("every migrated fixture has the schema of a new database") {
     ScratchDirectory scratch;
     std::string fresh = scratch.file("new.db");
     REQUIRE(StateDatabase::open(fresh));
-    for (const char* fixture : {"state-v1.db", "state-v2.db"}) {
+    for (const char* fixture : {"state-v1.db", "state-v2.db", "state-v3.db"}) {
         INFO(fixture);
         std::string path = copy_fixture(scratch, fixture);
         REQUIRE(StateDatabase::open(path));

@@ -14,6 +14,11 @@
  *                demo_compute leads now (into the patch region once patched)
  *   spin N S     starts N threads that call demo_spin back to back for S
  *                seconds (always inside it), counting results: "spinning"
+ *   stall        starts a thread that stops inside glibc's malloc_stats()
+ *                holding the main arena's lock: stderr becomes a full pipe,
+ *                so its fprintf (made under the lock) blocks: "stalled"
+ *                (what a patch callback must never run into)
+ *   unstall      drains that pipe for good, so malloc_stats returns
  *   quit         exits
  * The report ends "spin=R spun=K spun_v2=K2 spin_bad=B": demo_spin's result
  * now, calls the spinners made, how many gave version 2's result, and how
@@ -29,6 +34,8 @@
  *                   mmap with PROT_WRITE|PROT_EXEC and mprotect/pkey_mprotect
  *                   with PROT_EXEC fail with EPERM */
 #include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -134,6 +141,49 @@ static void* sleeper_without_unwind_info(void* argument) {
     return NULL;
 }
 
+/* `stall`: a full pipe on stderr, and malloc_stats() writing to it. The
+ * drainer is started first and waits for `unstall` on a pipe of its own:
+ * once the arena's lock is held, creating a thread (which allocates) would
+ * block the main thread too. */
+static int stall_pipe[2] = {-1, -1};
+static int unstall_pipe[2] = {-1, -1};
+
+static void* staller(void* unused) {
+    (void)unused;
+    malloc_stats();
+    return NULL;
+}
+
+static void* drainer(void* unused) {
+    (void)unused;
+    char buffer[4096];
+    if (read(unstall_pipe[0], buffer, 1) != 1) {
+        return NULL;
+    }
+    while (read(stall_pipe[0], buffer, sizeof buffer) > 0) {
+    }
+    return NULL;
+}
+
+static int stall_in_malloc(void) {
+    if (pipe(stall_pipe) != 0 || pipe(unstall_pipe) != 0) {
+        return -1;
+    }
+    int flags = fcntl(stall_pipe[1], F_GETFL);
+    fcntl(stall_pipe[1], F_SETFL, flags | O_NONBLOCK);
+    char filler[4096];
+    memset(filler, 'x', sizeof filler);
+    while (write(stall_pipe[1], filler, sizeof filler) > 0) {
+    }
+    fcntl(stall_pipe[1], F_SETFL, flags);
+    dup2(stall_pipe[1], 2);
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, drainer, NULL) != 0) {
+        return -1;
+    }
+    return pthread_create(&thread, NULL, staller, NULL);
+}
+
 int main(int argc, char** argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2;
     void* (*work)(void*) = worker;
@@ -198,6 +248,10 @@ int main(int argc, char** argv) {
                 }
             }
             printf("spinning\n");
+        } else if (strncmp(line, "stall", 5) == 0) {
+            printf(stall_in_malloc() == 0 ? "stalled\n" : "stall failed\n");
+        } else if (strncmp(line, "unstall", 7) == 0) {
+            printf(write(unstall_pipe[1], "x", 1) == 1 ? "unstalled\n" : "unstall failed\n");
         } else if (strncmp(line, "quit", 4) == 0) {
             return 0;
         }
