@@ -1186,11 +1186,11 @@ Result<std::vector<InjectReport>> revert_as_tracer(int pid, const std::string& p
     return std::move(reports);
 }
 
-Result<std::size_t> release_as_tracer(int pid) {
-    std::string subject = subject_of(pid);
-    if (!leftovers_mapped(pid)) {
-        return 0;
-    }
+// One stop of a process no other process shares memory with, a single try
+// (the clean-ups below: nothing waits on a stack, so no retries), running
+// `step(held, preparation)` inside it.
+template <typename Step>
+Result<std::size_t> in_one_stop_alone(int pid, Step step) {
     if (auto alone = check_memory_not_shared(pid, SharerSearch::every_process); !alone) {
         return tl::unexpected(alone.error());
     }
@@ -1202,46 +1202,49 @@ Result<std::size_t> release_as_tracer(int pid) {
     if (!held) {
         return tl::unexpected(held.error());
     }
-    std::vector<RegionMarker> retired = find_markers(held->memory, held->mappings);
-    std::erase_if(retired, [](const RegionMarker& marker) { return !marker.retired(); });
-    auto syscall = RemoteSyscall::install(held->stopped, held->memory, held->mappings,
-                                          preparation->trampoline_site);
-    if (!syscall) {
-        return tl::unexpected(syscall.error());
+    return step(*held, *preparation);
+}
+
+Result<std::size_t> release_as_tracer(int pid) {
+    std::string subject = subject_of(pid);
+    if (!leftovers_mapped(pid)) {
+        return 0;
     }
-    return release_clear_retired_and_gates(*held, *syscall, retired, subject);
+    return in_one_stop_alone(pid, [&](HeldProcess& held,
+                                      Preparation& preparation) -> Result<std::size_t> {
+        std::vector<RegionMarker> retired = find_markers(held.memory, held.mappings);
+        std::erase_if(retired, [](const RegionMarker& marker) { return !marker.retired(); });
+        auto syscall = RemoteSyscall::install(held.stopped, held.memory, held.mappings,
+                                              preparation.trampoline_site);
+        if (!syscall) {
+            return tl::unexpected(syscall.error());
+        }
+        return release_clear_retired_and_gates(held, *syscall, retired, subject);
+    });
 }
 
 // The empty regions of interrupted applies unmapped in one stop, as a
 // revert's step 3 does (nothing jumps into an empty region: no stack check).
 Result<std::size_t> remove_empty_as_tracer(int pid) {
     std::string subject = subject_of(pid);
-    if (auto alone = check_memory_not_shared(pid, SharerSearch::every_process); !alone) {
-        return tl::unexpected(alone.error());
-    }
-    auto preparation = prepare_process(pid);
-    if (!preparation) {
-        return tl::unexpected(preparation.error());
-    }
-    auto held = hold_process(pid, *preparation, 1);
-    if (!held) {
-        return tl::unexpected(held.error());
-    }
-    RevertTargets targets;
-    targets.interrupted = find_interrupted_regions(held->memory, held->mappings);
-    if (targets.interrupted.empty()) {
-        return 0;
-    }
-    auto syscall = RemoteSyscall::install(held->stopped, held->memory, held->mappings,
-                                          preparation->trampoline_site);
-    if (!syscall) {
-        return tl::unexpected(syscall.error());
-    }
-    auto removed = undo_patches(*held, *syscall, targets, subject);
-    if (!removed) {
-        return tl::unexpected(removed.error());
-    }
-    return removed->size();
+    return in_one_stop_alone(pid, [&](HeldProcess& held,
+                                      Preparation& preparation) -> Result<std::size_t> {
+        RevertTargets targets;
+        targets.interrupted = find_interrupted_regions(held.memory, held.mappings);
+        if (targets.interrupted.empty()) {
+            return 0;
+        }
+        auto syscall = RemoteSyscall::install(held.stopped, held.memory, held.mappings,
+                                              preparation.trampoline_site);
+        if (!syscall) {
+            return tl::unexpected(syscall.error());
+        }
+        auto removed = undo_patches(held, *syscall, targets, subject);
+        if (!removed) {
+            return tl::unexpected(removed.error());
+        }
+        return removed->size();
+    });
 }
 
 Result<std::vector<ThreadStack>> unwind_as_tracer(int pid) {
