@@ -36,12 +36,7 @@ for trial in $(seq "$trials"); do
     kill -9 "$injector" 2>/dev/null || true
     wait "$injector" 2>/dev/null || true
 
-    answer=$(ask "$pid" report)
-    if [ -z "$answer" ]; then
-        fail_check "trial $trial: the target did not answer after the kill"
-        grep -E 'State|TracerPid' "/proc/$pid/status" || echo "target gone"
-        break
-    fi
+    answered_after_kill "$pid" "$trial" report || break
     if [ "$(field "$answer" bad)" != 0 ]; then
         fail_check "trial $trial: a thread saw a wrong result: $answer"
         break

@@ -35,17 +35,8 @@ for trial in $(seq "$trials"); do
     kill -9 "$injector" 2>/dev/null || true
     wait "$injector" 2>/dev/null || true
 
-    answer=$(ask "$pid" count)
-    if [ -z "$answer" ]; then
-        fail_check "trial $trial: the target did not answer after the kill"
-        grep -E 'State|TracerPid' "/proc/$pid/status" || echo "target gone"
-        break
-    fi
-    traced=$(traced_threads "$pid")
-    if [ "$traced" != 0 ]; then
-        fail_check "trial $trial: $traced threads still traced"
-        break
-    fi
+    answered_after_kill "$pid" "$trial" count || break
+    untraced_after_kill "$pid" "$trial" || break
     json=$("$SUTURE" status --json --pid "$pid") || { fail_check "trial $trial: status failed"; break; }
     state=$(jq -r '.processes[0].patches | if length == 0 then "none" else map(.state) | join(",") end' <<<"$json")
     outcomes[$state]=$((${outcomes[$state]:-0} + 1))

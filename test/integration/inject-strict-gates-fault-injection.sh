@@ -47,11 +47,7 @@ for trial in $(seq "$trials"); do
         fail_check "trial $trial: a call saw a mixed pair: $answer"
         break
     fi
-    traced=$(traced_threads "$pid")
-    if [ "$traced" != 0 ]; then
-        fail_check "trial $trial: $traced threads still traced"
-        break
-    fi
+    untraced_after_kill "$pid" "$trial" || break
     json=$("$SUTURE" status --json --pid "$pid") || { fail_check "trial $trial: status failed"; break; }
     pages=$(jq '.processes[0].gate_pages | length' <<<"$json")
     gate_pages_seen=$((gate_pages_seen + (pages > 0 ? 1 : 0)))

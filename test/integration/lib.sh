@@ -328,6 +328,28 @@ start_sutured() {
 # traced_threads PID: how many threads of PID have a tracer (TracerPid != 0).
 traced_threads() { grep -h TracerPid /proc/"$1"/task/*/status | awk '$2 != 0' | wc -l; }
 
+# The fault-injection tests' checks after each kill of suture, for trial
+# TRIAL; each fails the trial and returns 1 when the target was harmed.
+# answered_after_kill PID TRIAL QUESTION: the target's answer, into `answer`.
+answered_after_kill() {
+    answer=$(ask "$1" "$3")
+    if [ -z "$answer" ]; then
+        fail_check "trial $2: the target did not answer after the kill"
+        grep -E 'State|TracerPid' "/proc/$1/status" || echo "target gone"
+        return 1
+    fi
+}
+
+# untraced_after_kill PID TRIAL: no thread of the target is left traced.
+untraced_after_kill() {
+    local traced
+    traced=$(traced_threads "$1")
+    if [ "$traced" != 0 ]; then
+        fail_check "trial $2: $traced threads still traced"
+        return 1
+    fi
+}
+
 # percentile P VALUES...: the P-th percentile of VALUES (nearest rank).
 percentile() {
     local p=$1
