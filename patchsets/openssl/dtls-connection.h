@@ -314,4 +314,20 @@ static inline int exchange_data(struct connection* c) {
     return n == 4 && memcmp(buffer, "pong", 4) == 0;
 }
 
+/* The reproducers' workload: a clean handshake and application data over a
+ * new connection; NULL, or what failed. */
+static inline const char* clean_dtls_connection(void) {
+    struct connection c;
+    const char* failure = NULL;
+
+    if (!open_connection(&c))
+        return "cannot set up a DTLS connection";
+    if (!finish_handshake(&c))
+        failure = "a clean DTLS handshake failed";
+    else if (!exchange_data(&c))
+        failure = "application data did not go through";
+    close_connection(&c);
+    return failure;
+}
+
 #endif
