@@ -7,7 +7,8 @@
 #   archive_cache_dir                 where debs and apt state are cached
 #   archive_apt ID apt-get|apt-cache ARGS...   run apt against ID's archive
 #   archive_update ID                 refresh ID's package lists (once per run)
-#   archive_versions ID PACKAGE       "VERSION SUITE" lines, one per suite offering it
+#   archive_versions ID PACKAGE       "VERSION SUITE" lines, one per suite whose
+#                                     Packages index offers the binary package
 #   archive_fetch ID PACKAGE VERSION  download the .deb, print its path (from
 #                                     the pool if the index no longer has it)
 #   archive_extract ID PACKAGE VERSION DEST   unpack the .deb's files into DEST
@@ -87,9 +88,13 @@ archive_update() {
 archive_versions() {
     local id=$1 package=$2
     archive_update "$id"
-    # madison: "pkg | version | uri suite/component arch Packages"
+    # madison: "pkg | version | uri suite/component arch Packages" for the
+    # binary package, and "source | version | uri suite/component Sources"
+    # for its source package: only the Packages lines say that a suite
+    # offers the binary (a suite's Sources can still list a source whose
+    # binaries it has replaced).
     archive_apt "$id" apt-cache madison "$package" |
-        awk -F'|' '{ gsub(/ /, "", $2); split($3, where, " "); split(where[2], suite, "/");
+        awk -F'|' '$3 ~ / Packages *$/ { gsub(/ /, "", $2); split($3, where, " "); split(where[2], suite, "/");
                      print $2, suite[1] }'
 }
 
