@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# distro-support/coverage's classification checks (source_absent,
+# not_compiled, function_absent), each kind once true and once false: on a
+# small fixture rebuild (a source tree, a build log and a debug file
+# compiled here) always, and on the real cached rebuild of Debian 12's
+# 3.0.20-1~deb12u2 when this machine has it. The fixtures are
+# classification.json files in a scratch patchsets directory, never in
+# patchsets/.
+source "$(dirname "$0")/lib.sh"
+
+coverage=$SOURCE_ROOT/distro-support/coverage
+distro=debian-12
+version=3.0.20-1~deb12u2
+crypto_id=$(jq -r '.builds[] | select(.version == "3.0.20-1~deb12u2" and .soname == "libcrypto.so.3") | .build_id' \
+    "$SOURCE_ROOT/distro-support/debian-12/builds.json")
+
+# classify DIR CVE CHECK_JSON: a not_affected classification with one check.
+classify() {
+    mkdir -p "$1/$distro/$version/$2"
+    jq -n --arg cve "$2" --argjson check "$3" \
+        '{format: "suture-classification", format_version: 1, cve: $cve, severity: "Low",
+          summary: "fixture", status: "not_affected", reason: "fixture", checks: [$check]}' \
+        > "$1/$distro/$version/$2/classification.json"
+}
+
+# verify_set NAME BUILD_CACHE BUILD_ROOT TRUE_CHECKS... -- FALSE_CHECKS...:
+# each check in its own classification (the later CVEs of the build serve as
+# directory names); --verify-checks must call each true or FALSE as given,
+# and exit 1 because of the false ones, 0 once only the true ones are left.
+cves=(CVE-2026-35189 CVE-2026-42767 CVE-2026-54872 CVE-2026-75805 CVE-2026-75806 CVE-2026-77696)
+verify_set() {
+    local name=$1 cache=$2 root=$3 set=$scratch/$1 i=0 check expected=true trues=() line
+    shift 3
+    for check in "$@"; do
+        [ "$check" = -- ] && { expected=FALSE; continue; }
+        classify "$set/all" "${cves[$i]}" "$check"
+        [ $expected = true ] && trues+=("${cves[$i]}")
+        line="$expected $distro $version ${cves[$i]}: $(jq -r '[.kind, .library // empty, .function // .path] | join(" ")' <<<"$check")"
+        expected_lines+=("$line")
+        i=$((i + 1))
+    done
+    run 1 "$name: --verify-checks with false checks" \
+        "$coverage" --verify-checks --patchsets "$set/all" --build-cache "$cache" --build-root "$root" \
+        --output-dir "$set/out"
+    for line in "${expected_lines[@]}"; do
+        grep -qxF "coverage: $line" <<<"$errors" && pass "$name: $line" ||
+            { fail_check "$name: no line '$line'"; printf '%s\n' "$errors"; }
+    done
+    grep -q "^coverage: 3 classification checks are false" <<<"$errors" &&
+        pass "$name: 3 checks false" || fail_check "$name: the false checks are not counted"
+    # Classified is classified: a false check fails --verify-checks, not the
+    # status (coverage.json must not depend on which caches a machine has).
+    check_eq "$name: the classified pairs in coverage.json" "6 not_affected" \
+        "$(jq -r --arg v "$version" '.builds[] | select(.version == $v) | .totals.not_affected' "$set/out/patchsets/openssl/coverage.json") not_affected"
+    mkdir -p "$set/true/$distro/$version"
+    for i in "${trues[@]}"; do
+        cp -r "$set/all/$distro/$version/$i" "$set/true/$distro/$version/"
+    done
+    run 0 "$name: --verify-checks with only true checks" \
+        "$coverage" --verify-checks --patchsets "$set/true" --build-cache "$cache" --build-root "$root" \
+        --output-dir "$set/out"
+    expected_lines=()
+}
+expected_lines=()
+
+# --- the fixture rebuild ------------------------------------------------------
+fixture=$scratch/fixture
+tree=$fixture/root/build/reproducible-path/openssl-3.0.20
+rebuild=$fixture/cache/$distro/openssl/$version/rebuild
+mkdir -p "$tree/crypto" "$rebuild/root/usr/lib/debug/.build-id/${crypto_id:0:2}"
+echo "$version" > "$tree/.suture-rebuild"
+touch "$rebuild/verified"
+cat > "$tree/crypto/linked.c" <<'EOF'
+static int fixture_local(int x) { return x * 3; }
+int fixture_global(int x) { return fixture_local(x) + 1; }
+EOF
+echo 'int fixture_static_only(void) { return 2; }' > "$tree/crypto/static_only.c"
+echo 'int fixture_never(void) { return 1; }' > "$tree/crypto/never.c"
+# The shapes of OpenSSL 3's build log: make's directory lines, the shared
+# library's compile lines (-shlib- objects), the static library's (also in
+# build_shared/), the link command continued over several lines.
+cat > "$rebuild/build.log" <<'EOF'
+make[1]: Entering directory '/build/reproducible-path/openssl-3.0.20/build_shared'
+gcc -I. -O2 -fPIC -c -o crypto/libcrypto-shlib-linked.o ../crypto/linked.c
+gcc -I. -O2 -c -o crypto/libcrypto-lib-static_only.o ../crypto/static_only.c
+ar qc libcrypto.a crypto/libcrypto-lib-static_only.o
+gcc -fPIC -O2 -shared \
+	-o libcrypto.so.3 -Wl,--version-script=libcrypto.ld \
+	crypto/libcrypto-shlib-linked.o \
+	-ldl -pthread
+make[1]: Leaving directory '/build/reproducible-path/openssl-3.0.20/build_shared'
+make[1]: Entering directory '/build/reproducible-path/openssl-3.0.20/build_static'
+gcc -I. -O2 -c -o crypto/libcrypto-lib-never.o ../crypto/never.c
+make[1]: Leaving directory '/build/reproducible-path/openssl-3.0.20/build_static'
+EOF
+cc -O0 -g -shared -fPIC -o "$rebuild/root/usr/lib/debug/.build-id/${crypto_id:0:2}/${crypto_id:2}.debug" \
+    "$tree/crypto/linked.c" || { fail_check "cannot compile the fixture debug file"; finish; }
+
+echo "--- the fixture rebuild"
+verify_set fixture "$fixture/cache" "$fixture/root" \
+    '{"kind": "source_absent", "path": "crypto/gone.c"}' \
+    '{"kind": "not_compiled", "path": "crypto/static_only.c"}' \
+    '{"kind": "function_absent", "library": "libcrypto.so.3", "function": "fixture_gone"}' \
+    -- \
+    '{"kind": "source_absent", "path": "crypto/linked.c"}' \
+    '{"kind": "not_compiled", "path": "crypto/linked.c"}' \
+    '{"kind": "function_absent", "library": "libcrypto.so.3", "function": "fixture_local"}'
+
+# --- no cached rebuild: every check is listed as unverified -----------------
+classify "$scratch/unverified" CVE-2026-35189 '{"kind": "source_absent", "path": "crypto/linked.c"}'
+run 0 "no rebuild cache: --verify-checks does not fail" "$coverage" --verify-checks \
+    --patchsets "$scratch/unverified" --build-cache "$scratch/no-cache" --build-root "$fixture/root" \
+    --output-dir "$scratch/unverified-out"
+grep -q "^coverage: UNVERIFIED $distro $version CVE-2026-35189: source_absent crypto/linked.c (no verified rebuild in " \
+    <<<"$errors" && pass "the check is named as unverified, with the reason" ||
+    { fail_check "no UNVERIFIED line"; printf '%s\n' "$errors"; }
+grep -q "^coverage: 1 classification checks could not be verified" <<<"$errors" &&
+    pass "the unverified checks are counted" || fail_check "the unverified checks are not counted"
+
+# --- a not_compiled check on a file that is not there is an error -----------
+classify "$scratch/misused" CVE-2026-35189 '{"kind": "not_compiled", "path": "crypto/gone.c"}'
+run 1 "not_compiled of a missing file" "$coverage" --verify-checks --patchsets "$scratch/misused" \
+    --build-cache "$fixture/cache" --build-root "$fixture/root" --output-dir "$scratch/misused-out"
+grep -q "not_compiled crypto/gone.c: the file is not in the source tree (that is source_absent)" <<<"$errors" &&
+    pass "it says to use source_absent" || { fail_check "unclear error"; printf '%s\n' "$errors"; }
+
+# --- the real cached rebuild ------------------------------------------------
+cache=/var/cache/suture-build
+real_tree=/build/reproducible-path/openssl-3.0.20
+if [ -f "$cache/$distro/openssl/$version/rebuild/verified" ] &&
+    [ "$(cat "$real_tree/.suture-rebuild" 2>/dev/null)" = "$version" ]; then
+    echo "--- the cached rebuild of $distro $version ($cache, $real_tree)"
+    # crypto/armcap.c is ARM's capability probe: in the tree, not built on
+    # amd64. cms_kek_cipher is a static (local) function of cms_kari.c.
+    verify_set real "$cache" "" \
+        '{"kind": "source_absent", "path": "crypto/ec/ecp_sm2p256.c"}' \
+        '{"kind": "not_compiled", "path": "crypto/armcap.c"}' \
+        '{"kind": "function_absent", "library": "libcrypto.so.3", "function": "ossl_ec_GFp_sm2p256_group_init"}' \
+        -- \
+        '{"kind": "source_absent", "path": "crypto/cms/cms_kari.c"}' \
+        '{"kind": "not_compiled", "path": "crypto/cms/cms_kari.c"}' \
+        '{"kind": "function_absent", "library": "libcrypto.so.3", "function": "cms_kek_cipher"}'
+else
+    echo "NOTE: no cached rebuild of $distro $version on this machine ($cache/$distro/openssl/$version," \
+        "$real_tree): the checks were tested on the fixture rebuild only"
+fi
+finish
