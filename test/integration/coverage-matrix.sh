@@ -103,6 +103,15 @@ jq '.library.soname = "libssl.so.3" | .library.build_id = "aa0eeee44fa27da26d1a3
     "$patchset/patchset.json" > "$scratch/m" && mv "$scratch/m" "$patchset/patchset.json"
 expect_error "a .suture of another patch" "patch_id 'CVE-2026-84782' is not the patchset's 'CVE-2026-63072'"
 
+fresh; cp -r "$patchset" "$scratch/p/debian-12/3.0.20-1~deb12u2/CVE-2026-35189"
+jq '.cve = "CVE-2026-35189"' "$patchset/patchset.json" > "$scratch/m"
+mv "$scratch/m" "$scratch/p/debian-12/3.0.20-1~deb12u2/CVE-2026-35189/patchset.json"
+expect_error "a patchset without a registered proof test" \
+    "no proof test is registered for debian-12/3.0.20-1~deb12u2/CVE-2026-35189"
+
+fresh; rm "$patchset/reproducer.c"
+expect_error "a patchset without its reproducer" "reproducer 'reproducer.c' is not there"
+
 fresh; jq -n '{format: "suture-classification", format_version: 1, cve: "CVE-2026-63072", severity: "Low",
         summary: "s", status: "not_affected", reason: "r", checks: [{kind: "source_absent", path: "x.c"}]}' \
     > "$patchset/classification.json"
