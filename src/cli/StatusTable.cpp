@@ -79,8 +79,22 @@ void print_process_list(std::ostream& out, const std::vector<ProcessRef>& proces
     out << "\n";
 }
 
-// "CVE-2026-84782 (High), CVE-2026-63072 (Moderate)".
-std::string cve_list(const std::vector<std::pair<std::string, std::string>>& cves) {
+// Upstream severities, worst first; unknown ones last.
+int severity_rank(const std::string& severity) {
+    for (int rank = 0; const char* name : {"Critical", "High", "Moderate", "Medium", "Low"}) {
+        if (severity == name) {
+            return rank;
+        }
+        ++rank;
+    }
+    return 9;
+}
+
+// "CVE-2026-84782 (High), CVE-2026-63072 (Moderate)": worst first.
+std::string cve_list(std::vector<std::pair<std::string, std::string>> cves) {
+    std::stable_sort(cves.begin(), cves.end(), [](const auto& a, const auto& b) {
+        return severity_rank(a.second) < severity_rank(b.second);
+    });
     std::string text;
     for (const auto& [id, severity] : cves) {
         text += (text.empty() ? "" : ", ") + id + (severity.empty() ? "" : " (" + severity + ")");

@@ -164,24 +164,27 @@ struct StatusCommand {
                       "Print a JSON document (format: docs/formats.md, \"Status document\");\n"
                       "the same as --format json");
         app->add_option("--format", format,
-                        "text, json, openmetrics (OpenMetrics 1.0 text for Prometheus) or openvex\n"
-                        "(an OpenVEX document for this host); docs/formats.md")
-            ->check(CLI::IsMember({"text", "json", "openmetrics", "openvex"}))
+                        "text, json, openmetrics (OpenMetrics 1.0 text), prometheus (the Prometheus\n"
+                        "text format, as in sutured's node_exporter textfile) or openvex (an OpenVEX\n"
+                        "document for this host); docs/formats.md")
+            ->check(CLI::IsMember({"text", "json", "openmetrics", "prometheus", "openvex"}))
             ->capture_default_str();
         app->add_flag("--per-process-metrics", per_process_metrics,
-                      "openmetrics: add suture_process_open_cves{pid,comm}, one series per process");
+                      "openmetrics, prometheus: add suture_process_open_cves{pid,comm}, one series\n"
+                      "per process");
         app->add_option("--pid", pids, "Only these processes (repeatable)")
             ->check(CLI::Range(1, 1 << 30));
     }
 
     // The metrics, with the history's counters when the state database
     // reads (a user without it gets the scan's metrics only).
-    static std::string metrics(Engine& engine, const StatusReport& report, bool per_process) {
+    static std::string metrics(Engine& engine, const StatusReport& report, bool openmetrics,
+                               bool per_process) {
         auto facts = engine.metrics_facts();
         if (!facts) {
             log::info("metrics without counters: " + facts.error().message);
         }
-        return status_to_metrics(report, {.openmetrics = true,
+        return status_to_metrics(report, {.openmetrics = openmetrics,
                                           .per_process = per_process,
                                           .facts = facts ? &*facts : nullptr});
     }
@@ -192,8 +195,8 @@ struct StatusCommand {
             std::string chosen = json ? "json" : format;
             if (chosen == "json") {
                 print_json(status_to_json(report));
-            } else if (chosen == "openmetrics") {
-                std::cout << metrics(engine, report, per_process_metrics);
+            } else if (chosen == "openmetrics" || chosen == "prometheus") {
+                std::cout << metrics(engine, report, chosen == "openmetrics", per_process_metrics);
             } else if (chosen == "openvex") {
                 print_json(status_to_openvex(report, "suture on " + host_name(), ::time(nullptr)));
             } else {

@@ -87,3 +87,14 @@ PY
 process_field() {
     jq -r --argjson pid "$2" ".processes[] | select(.pid == \$pid) | $3" <<<"$1"
 }
+
+# check_openmetrics FILE: parsed by an OpenMetrics 1.0 parser (the Python
+# prometheus_client's, strict: # EOF, counter and unit naming).
+check_openmetrics() {
+    python3 - "$1" <<'PY'
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+families = list(text_string_to_metric_families(open(sys.argv[1]).read()))
+print("openmetrics: %d families parsed" % len(families))
+PY
+}

@@ -50,7 +50,10 @@ check_eq "OpenVEX before: every statement affected" "$patches" \
 "$SUTURE" status --format openmetrics --pid "$archive_pid" >"$scratch/before.om" || true
 grep -qx 'suture_processes{state="exposed"} 1' "$scratch/before.om" && pass "metrics: 1 exposed" ||
     fail_check "metrics: $(grep suture_processes "$scratch/before.om")"
-promtool check metrics <"$scratch/before.om" && pass "promtool accepts the OpenMetrics output" ||
+check_openmetrics "$scratch/before.om" && pass "the OpenMetrics output parses as OpenMetrics 1.0" ||
+    fail_check "the OpenMetrics output does not parse"
+"$SUTURE" status --format prometheus --pid "$archive_pid" >"$scratch/before.prom" || true
+promtool check metrics <"$scratch/before.prom" && pass "promtool accepts the Prometheus text output" ||
     fail_check "promtool check metrics"
 
 # 2. suture update: every CVE patched in memory.
@@ -76,7 +79,10 @@ grep -qx 'suture_processes{state="fully_patched"} 1' "$scratch/after.om" && pass
 applied=$(sed -n 's/^suture_patches_applied_total //p' "$scratch/after.om")
 [ "${applied:-0}" -ge "$patches" ] && pass "metrics: $applied patches applied" ||
     fail_check "suture_patches_applied_total: '${applied:-}'"
-promtool check metrics <"$scratch/after.om" && pass "promtool accepts it after the update" ||
+check_openmetrics "$scratch/after.om" && pass "the OpenMetrics output parses after the update" ||
+    fail_check "the OpenMetrics output after the update does not parse"
+"$SUTURE" status --format prometheus --pid "$archive_pid" >"$scratch/after.prom"
+promtool check metrics <"$scratch/after.prom" && pass "promtool accepts it after the update" ||
     fail_check "promtool check metrics after the update"
 
 # 3. New advisory data: a CVE of this build without a live patch. The
