@@ -3,6 +3,13 @@
 # status-metrics-node-exporter.sh): a local signed feed with the shipped
 # patchsets and advisory data made from coverage-shaped input.
 
+# Debian's own Python, with the validators scripts/install-deps installs
+# (python3-jsonschema, python3-prometheus-client), whatever python3 is first
+# in PATH.
+debian_python=/usr/bin/python3
+"$debian_python" -c 'import jsonschema, prometheus_client' 2>/dev/null ||
+    skip "needs python3-jsonschema and python3-prometheus-client (scripts/install-deps)"
+
 # exposure_feed: the shipped patchsets published as the local feed
 # (scripts/setup-local-feed) in $scratch, its remote configured.
 exposure_feed() {
@@ -71,7 +78,7 @@ publish_advisories() {
 # validate_openvex FILE: against the schema written from the OpenVEX
 # specification (test/fixtures/openvex).
 validate_openvex() {
-    python3 - "$SOURCE_ROOT/test/fixtures/openvex/openvex.schema.json" "$1" <<'PY'
+    "$debian_python" - "$SOURCE_ROOT/test/fixtures/openvex/openvex.schema.json" "$1" <<'PY'
 import json, sys
 import jsonschema
 schema = json.load(open(sys.argv[1]))
@@ -91,10 +98,19 @@ process_field() {
 # check_openmetrics FILE: parsed by an OpenMetrics 1.0 parser (the Python
 # prometheus_client's, strict: # EOF, counter and unit naming).
 check_openmetrics() {
-    python3 - "$1" <<'PY'
+    "$debian_python" - "$1" <<'PY'
 import sys
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 families = list(text_string_to_metric_families(open(sys.argv[1]).read()))
 print("openmetrics: %d families parsed" % len(families))
 PY
+}
+
+# status_to FILE EXPECTED_STATUS ARGS...: `suture status ARGS` into FILE,
+# its exit status checked (27 when exposed: set -e must not end the test).
+status_to() {
+    local file=$1 expected=$2 status=0
+    shift 2
+    "$SUTURE" status "$@" >"$file" || status=$?
+    check_eq "status $*: exit status" "$expected" "$status"
 }

@@ -42,17 +42,17 @@ grep -q "^2 processes use OpenSSL: 1 exposed to CVE-.*live patch available: run 
     pass "headline: exposed, with the action" || fail_check "headline: $headline"
 grep -q "not in the archive index" <<<"$output" && pass "text names the dpkg package" ||
     fail_check "no dpkg naming in the text"
-"$SUTURE" status --format openvex --pid "$archive_pid" >"$scratch/before.vex"
+status_to "$scratch/before.vex" 27 --format openvex --pid "$archive_pid"
 validate_openvex "$scratch/before.vex" && pass "OpenVEX before the update validates" ||
     fail_check "OpenVEX before the update does not validate"
 check_eq "OpenVEX before: every statement affected" "$patches" \
     "$(jq '[.statements[] | select(.status == "affected" and (.action_statement | test("suture update")))] | length' "$scratch/before.vex")"
-"$SUTURE" status --format openmetrics --pid "$archive_pid" >"$scratch/before.om" || true
+status_to "$scratch/before.om" 27 --format openmetrics --pid "$archive_pid"
 grep -qx 'suture_processes{state="exposed"} 1' "$scratch/before.om" && pass "metrics: 1 exposed" ||
     fail_check "metrics: $(grep suture_processes "$scratch/before.om")"
 check_openmetrics "$scratch/before.om" && pass "the OpenMetrics output parses as OpenMetrics 1.0" ||
     fail_check "the OpenMetrics output does not parse"
-"$SUTURE" status --format prometheus --pid "$archive_pid" >"$scratch/before.prom" || true
+status_to "$scratch/before.prom" 27 --format prometheus --pid "$archive_pid"
 promtool check metrics <"$scratch/before.prom" && pass "promtool accepts the Prometheus text output" ||
     fail_check "promtool check metrics"
 
@@ -68,12 +68,12 @@ run 0 "headline after the update" "$SUTURE" status --pid "$archive_pid"
 check_eq "headline after the update" "1 process uses OpenSSL: 1 fully patched" "$(head -n 1 <<<"$output")"
 grep -q "patch CVE-.* level 1: active" <<<"$output" && pass "patches shown under their processes" ||
     fail_check "no patch under the process: $output"
-"$SUTURE" status --format openvex --pid "$archive_pid" >"$scratch/after.vex"
+status_to "$scratch/after.vex" 0 --format openvex --pid "$archive_pid"
 validate_openvex "$scratch/after.vex" && pass "OpenVEX after the update validates" ||
     fail_check "OpenVEX after the update does not validate"
 check_eq "OpenVEX after: every statement fixed" "$patches" \
     "$(jq '[.statements[] | select(.status == "fixed")] | length' "$scratch/after.vex")"
-"$SUTURE" status --format openmetrics --pid "$archive_pid" >"$scratch/after.om"
+status_to "$scratch/after.om" 0 --format openmetrics --pid "$archive_pid"
 grep -qx 'suture_processes{state="fully_patched"} 1' "$scratch/after.om" && pass "metrics: 1 fully patched" ||
     fail_check "metrics after: $(grep suture_processes "$scratch/after.om")"
 applied=$(sed -n 's/^suture_patches_applied_total //p' "$scratch/after.om")
@@ -81,7 +81,7 @@ applied=$(sed -n 's/^suture_patches_applied_total //p' "$scratch/after.om")
     fail_check "suture_patches_applied_total: '${applied:-}'"
 check_openmetrics "$scratch/after.om" && pass "the OpenMetrics output parses after the update" ||
     fail_check "the OpenMetrics output after the update does not parse"
-"$SUTURE" status --format prometheus --pid "$archive_pid" >"$scratch/after.prom"
+status_to "$scratch/after.prom" 0 --format prometheus --pid "$archive_pid"
 promtool check metrics <"$scratch/after.prom" && pass "promtool accepts it after the update" ||
     fail_check "promtool check metrics after the update"
 
@@ -102,7 +102,7 @@ headline=$(head -n 1 <<<"$output")
 echo "headline: $headline"
 grep -q "1 needs a restart: no live patch for .*$open_cve" <<<"$headline" &&
     pass "headline names the restart and the CVE" || fail_check "headline: $headline"
-"$SUTURE" status --format openvex --pid "$archive_pid" >"$scratch/open.vex"
+status_to "$scratch/open.vex" 27 --format openvex --pid "$archive_pid"
 validate_openvex "$scratch/open.vex" && pass "OpenVEX with an open CVE validates" ||
     fail_check "OpenVEX with an open CVE does not validate"
 # Listed for both libraries of the build (it is not known which one a fix

@@ -20,29 +20,23 @@ const char* const libssl_id = "aa0eeee44fa27da26d1a3c3b5e3fa7ae2628bc63";
 const char* const libcrypto_id = "7d90f38412d00023e58392b03612a24b62fcaede";
 
 json advisory_document() {
-    return {{"format", "suture-advisories"},
-            {"format_version", 1},
-            {"builds",
-             {{{"build_id", libssl_id},
-               {"soname", "libssl.so.3"},
-               {"distribution", "debian-12"},
-               {"package", "libssl3"},
-               {"version", "3.0.20-1~deb12u2"},
-               {"cves",
-                {{{"id", "CVE-2026-84782"}, {"severity", "High"}, {"status", "patched"},
-                  {"patch_id", "CVE-2026-84782"}, {"fixed_in", "3.0.22-1~deb12u2"}},
-                 {{"id", "CVE-2026-42767"}, {"severity", "Moderate"}, {"status", "open"}}}}},
-              {{"build_id", libcrypto_id},
-               {"soname", "libcrypto.so.3"},
-               {"distribution", "debian-12"},
-               {"package", "libssl3"},
-               {"version", "3.0.20-1~deb12u2"},
-               {"cves",
-                {{{"id", "CVE-2026-63076"}, {"severity", "Moderate"}, {"status", "patched"},
-                  {"patch_id", "CVE-2026-63076"}},
-                 {{"id", "CVE-2026-54875"}, {"severity", "Low"}, {"status", "not_affected"},
-                  {"reason", "not compiled on amd64"}},
-                 {{"id", "CVE-2026-42767"}, {"severity", "Moderate"}, {"status", "open"}}}}}}}};
+    return json::parse(R"({
+      "format": "suture-advisories", "format_version": 1,
+      "builds": [
+        {"build_id": "aa0eeee44fa27da26d1a3c3b5e3fa7ae2628bc63", "soname": "libssl.so.3",
+         "distribution": "debian-12", "package": "libssl3", "version": "3.0.20-1~deb12u2",
+         "cves": [
+           {"id": "CVE-2026-84782", "severity": "High", "status": "patched",
+            "patch_id": "CVE-2026-84782", "fixed_in": "3.0.22-1~deb12u2"},
+           {"id": "CVE-2026-42767", "severity": "Moderate", "status": "open"}]},
+        {"build_id": "7d90f38412d00023e58392b03612a24b62fcaede", "soname": "libcrypto.so.3",
+         "distribution": "debian-12", "package": "libssl3", "version": "3.0.20-1~deb12u2",
+         "cves": [
+           {"id": "CVE-2026-63076", "severity": "Moderate", "status": "patched",
+            "patch_id": "CVE-2026-63076"},
+           {"id": "CVE-2026-54875", "severity": "Low", "status": "not_affected",
+            "reason": "not compiled on amd64"},
+           {"id": "CVE-2026-42767", "severity": "Moderate", "status": "open"}]}]})");
 }
 
 MappedLibrary library(const std::string& soname, const std::string& build_id) {
