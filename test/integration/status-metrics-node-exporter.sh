@@ -53,19 +53,32 @@ grep '^# \(HELP\|TYPE\) suture_\|^suture_' <<<"$scraped" | promtool check metric
     pass "promtool accepts the scraped suture metrics" || fail_check "promtool on the scraped metrics"
 
 # sutured's rescan (an offline update) patches the process; the textfile,
-# and what node_exporter serves, follow.
+# and what node_exporter serves, follow. The counters are this sutured's own
+# (its state database is the test's), so they tell the rewrite apart from
+# other processes on the host.
+check_eq "before the rescan: no patch applied by this sutured" 0 \
+    "$(sed -n 's/^suture_patches_applied_total //p' <<<"$scraped")"
 for _ in $(seq 60); do
-    scrape | grep -q '^suture_processes{state="fully_patched"} [1-9]' && break
+    [ "$(process_field "$(status_json "$archive_pid")" "$archive_pid" .exposure)" = fully_patched ] && break
     sleep 0.5
 done
-scraped=$(scrape)
-grep -q '^suture_processes{state="fully_patched"} [1-9]' <<<"$scraped" &&
-    pass "after sutured's rescan: fully patched" || fail_check "after the rescan: $(grep suture_processes <<<"$scraped")"
-check_eq "the process itself is fully patched" fully_patched \
+check_eq "the rescan patched the process" fully_patched \
     "$(process_field "$(status_json "$archive_pid")" "$archive_pid" .exposure)"
+for _ in $(seq 60); do
+    scraped=$(scrape)
+    [ "$(sed -n 's/^suture_patches_applied_total //p' <<<"$scraped")" != 0 ] && break
+    sleep 0.5
+done
 applied=$(sed -n 's/^suture_patches_applied_total //p' <<<"$scraped")
-[ "${applied:-0}" -gt 0 ] && pass "suture_patches_applied_total $applied" ||
+[ "${applied:-0}" -gt 0 ] && pass "node_exporter serves the rewritten textfile: suture_patches_applied_total $applied" ||
     fail_check "suture_patches_applied_total '${applied:-}'"
+grep -q '^suture_processes{state="fully_patched"} [1-9]' <<<"$scraped" &&
+    pass "after sutured's rescan: fully patched processes counted" ||
+    fail_check "after the rescan: $(grep suture_processes <<<"$scraped")"
+[ "$(sed -n 's/^suture_last_update_timestamp_seconds //p' <<<"$scraped")" != 0 ] &&
+    pass "the rescan's update time is exported" || fail_check "suture_last_update_timestamp_seconds is 0"
+promtool check metrics <"$textfiles/suture.prom" && pass "promtool accepts the rewritten textfile" ||
+    fail_check "promtool check metrics on the rewritten textfile"
 leftovers=$(find "$textfiles" -type f ! -name suture.prom | wc -l)
 check_eq "no temporary files left beside the textfile" 0 "$leftovers"
 finish
