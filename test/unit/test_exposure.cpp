@@ -182,7 +182,7 @@ TEST_CASE("metrics follow the naming conventions, per-process series only when a
     std::string text = status_to_metrics(status, {.openmetrics = false, .per_process = true});
     CHECK(text.find("# TYPE suture_processes gauge\n") != std::string::npos);
     CHECK(text.find("suture_patches_applied") == std::string::npos);  // no facts: no counters
-    CHECK(text.find("suture_process_open_cves{pid=\"10\",comm=\"nginx\"} 4\n") != std::string::npos);
+    CHECK(text.find("suture_process_open_cves{pid=\"10\",comm=\"nginx\"} 3\n") != std::string::npos);
     CHECK(text.find("# EOF") == std::string::npos);
 }
 
