@@ -60,17 +60,36 @@ std::string action_for(const ProcessExposure& process) {
     return "";
 }
 
+// Per process only what differs between processes; what a CVE is (summary,
+// fixed-in version, reason) is said once, in summary.exposure.cves.
 json process_cves_to_json(const ProcessExposure& process) {
     json cves = json::array();
     for (const CveExposure& cve : process.cves) {
         cves.push_back({{"id", cve.id},
                         {"severity", cve.severity},
-                        {"summary", cve.summary},
                         {"state", std::string(cve_state_name(cve.state))},
-                        {"patch_id", cve.patch_id.empty() ? json(nullptr) : json(cve.patch_id)},
-                        {"fixed_in", cve.fixed_in},
-                        {"reason", cve.reason},
-                        {"build_id", cve.build_id}});
+                        {"patch_id", cve.patch_id.empty() ? json(nullptr) : json(cve.patch_id)}});
+    }
+    return cves;
+}
+
+// Each CVE the advisory data lists for a build some process maps.
+json exposure_cves_to_json(const Exposure& exposure) {
+    json cves = json::object();
+    for (const auto& [build_id, build] : exposure.builds) {
+        for (const feed::Advisory& advisory : build.cves) {
+            json& entry = cves[advisory.cve];
+            if (entry.is_null()) {
+                entry = {{"severity", advisory.severity},
+                         {"summary", advisory.summary},
+                         {"fixed_in", advisory.fixed_in},
+                         {"builds", json::object()}};
+            }
+            entry["builds"][build_id] = {
+                {"status", feed::advisory_status_name(advisory.status)},
+                {"patch_id", advisory.patch_id.empty() ? json(nullptr) : json(advisory.patch_id)},
+                {"reason", advisory.reason}};
+        }
     }
     return cves;
 }
@@ -93,7 +112,8 @@ json exposure_summary_to_json(const Exposure& exposure) {
             {"needs_restart", summary.needs_restart},
             {"unknown", summary.unknown},
             {"patched_in_memory", summary.patched_in_memory},
-            {"open_cves", std::move(open)}};
+            {"open_cves", std::move(open)},
+            {"cves", exposure_cves_to_json(exposure)}};
 }
 
 // Reads the fields of one JSON object strictly: a missing field or a wrong

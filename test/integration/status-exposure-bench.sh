@@ -42,15 +42,24 @@ done
 milliseconds() { echo $(($(date +%s%N) / 1000000)); }
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
+# cpu_ms FILE: user + system CPU milliseconds GNU time wrote to FILE ("%U %S"):
+# on a shared machine steadier than the wall time.
+cpu_ms() { awk '{ printf "%d\n", ($1 + $2) * 1000 }' "$1"; }
 with=()
 without=()
+with_cpu=()
+without_cpu=()
 for round in $(seq "$rounds"); do
     started=$(milliseconds)
-    SUTURE_CONFIG_DIR=$scratch/no-feed "$SUTURE" status --json "${pid_args[@]}" >"$scratch/without.json" || true
+    SUTURE_CONFIG_DIR=$scratch/no-feed /usr/bin/time -f "%U %S" -o "$scratch/without.time" \
+        "$SUTURE" status --json "${pid_args[@]}" >"$scratch/without.json" || true
     without+=($(($(milliseconds) - started)))
+    without_cpu+=("$(cpu_ms "$scratch/without.time")")
     started=$(milliseconds)
-    "$SUTURE" status --json "${pid_args[@]}" >"$scratch/with.json" || true
+    /usr/bin/time -f "%U %S" -o "$scratch/with.time" \
+        "$SUTURE" status --json "${pid_args[@]}" >"$scratch/with.json" || true
     with+=($(($(milliseconds) - started)))
+    with_cpu+=("$(cpu_ms "$scratch/with.time")")
 done
 check_eq "without advisory data: no exposure assessed" false "$(jq .summary.exposure.advisory_data "$scratch/without.json")"
 check_eq "with advisory data: every holder needs a restart" "$count" "$(jq .summary.exposure.needs_restart "$scratch/with.json")"
@@ -59,4 +68,9 @@ without_ms=$(printf '%s\n' "${without[@]}" | median)
 echo "figure: suture status --json over $count processes, median of $rounds: ${without_ms} ms without advisory data, ${with_ms} ms with it"
 awk -v a="$with_ms" -v b="$without_ms" 'BEGIN { printf "figure: ratio with/without %.2f (aim: at most 1.20)\n", (b > 0 ? a / b : 0) }'
 echo "figure: runs without: ${without[*]} ms; with: ${with[*]} ms"
+with_cpu_ms=$(printf '%s\n' "${with_cpu[@]}" | median)
+without_cpu_ms=$(printf '%s\n' "${without_cpu[@]}" | median)
+echo "figure: CPU (user + system), median: ${without_cpu_ms} ms without, ${with_cpu_ms} ms with"
+awk -v a="$with_cpu_ms" -v b="$without_cpu_ms" 'BEGIN { printf "figure: CPU ratio with/without %.2f\n", (b > 0 ? a / b : 0) }'
+echo "figure: sizes of the documents: $(stat -c %s "$scratch/without.json") bytes without, $(stat -c %s "$scratch/with.json") with"
 finish
