@@ -43,8 +43,9 @@ milliseconds() { echo $(($(date +%s%N) / 1000000)); }
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # cpu_ms FILE: user + system CPU milliseconds GNU time wrote to FILE ("%U %S"):
-# on a shared machine steadier than the wall time.
-cpu_ms() { awk '{ printf "%d\n", ($1 + $2) * 1000 }' "$1"; }
+# on a shared machine steadier than the wall time. (Its last line: GNU time
+# first says "Command exited with non-zero status 27" when it did.)
+cpu_ms() { tail -n 1 "$1" | awk '{ printf "%d\n", ($1 + $2) * 1000 }'; }
 with=()
 without=()
 with_cpu=()
