@@ -155,9 +155,12 @@ void per_process_metrics(const StatusReport& status, MetricsWriter& out) {
 
 // "pkg:deb/debian/libssl3@3.0.20-1~deb12u2?arch=amd64&distro=debian-12":
 // the purl of a package build (https://github.com/package-url/purl-spec),
-// the version percent-encoded where purl asks ("+" is %2B).
+// the version percent-encoded where purl asks ("+" is %2B), the qualifiers
+// in purl's canonical order (sorted by key); `build_id` one of them when
+// not empty.
 std::string package_purl(const std::string& package, const std::string& version,
-                         const std::string& architecture, const std::string& distribution) {
+                         const std::string& architecture, const std::string& distribution,
+                         const std::string& build_id = "") {
     auto encode = [](const std::string& text) {
         std::string encoded;
         for (unsigned char c : text) {
@@ -174,11 +177,11 @@ std::string package_purl(const std::string& package, const std::string& version,
     };
     std::string purl = "pkg:deb/debian/" + encode(package) + "@" + encode(version);
     std::string qualifiers;
-    if (!architecture.empty()) {
-        qualifiers += "arch=" + encode(architecture);
-    }
-    if (!distribution.empty()) {
-        qualifiers += std::string(qualifiers.empty() ? "" : "&") + "distro=" + encode(distribution);
+    for (const auto& [key, value] : std::map<std::string, std::string>{
+             {"arch", architecture}, {"build_id", build_id}, {"distro", distribution}}) {
+        if (!value.empty()) {
+            qualifiers += (qualifiers.empty() ? "" : "&") + key + "=" + encode(value);
+        }
     }
     return qualifiers.empty() ? purl : purl + "?" + qualifiers;
 }
@@ -196,8 +199,9 @@ json vex_statement(const RunningBuild& build, const feed::AdvisoryBuild& advisor
     std::string architecture = library.package ? library.package->architecture : "";
     std::string purl = package_purl(advisory_build.package, advisory_build.version, architecture,
                                     advisory_build.distribution);
-    json product = {{"@id", purl + (purl.find('?') == std::string::npos ? "?" : "&") +
-                                "build_id=" + library.build_id},
+    json product = {{"@id", package_purl(advisory_build.package, advisory_build.version,
+                                         architecture, advisory_build.distribution,
+                                         library.build_id)},
                     {"identifiers", {{"purl", purl}}}};
     json statement = {{"vulnerability", {{"name", advisory.cve}}},
                       {"products", json::array({product})}};

@@ -198,14 +198,18 @@ TEST_CASE("OpenVEX: fixed, affected with an action, not_affected with a justific
     for (const json& statement : vex["statements"]) {
         std::string product = statement["products"][0]["@id"];
         std::string name = statement["vulnerability"]["name"];
-        statuses[name + " " + product.substr(product.size() - 8)] = statement["status"];
+        std::string build_id = product.substr(product.find("build_id=") + 9, 40);
+        statuses[name + " " + build_id.substr(32)] = statement["status"];
         if (statement["status"] == "affected") {
             CHECK(statement.contains("action_statement"));
         }
         if (statement["status"] == "not_affected") {
             CHECK(statement["justification"] == "vulnerable_code_not_present");
         }
-        CHECK(product.starts_with("pkg:deb/debian/libssl3@3.0.20-1~deb12u2?arch=amd64&distro=debian-12&build_id="));
+        CHECK(product.starts_with("pkg:deb/debian/libssl3@3.0.20-1~deb12u2?arch=amd64&build_id="));
+        CHECK(product.ends_with("&distro=debian-12"));
+        CHECK(statement["products"][0]["identifiers"]["purl"] ==
+              "pkg:deb/debian/libssl3@3.0.20-1~deb12u2?arch=amd64&distro=debian-12");
     }
     CHECK(statuses.at("CVE-2026-84782 2628bc63") == "fixed");
     CHECK(statuses.at("CVE-2026-42767 2628bc63") == "affected");
