@@ -45,6 +45,16 @@ Result<PatchsetInfo> parse_patchset_info(const json& custom, const std::string& 
     return interpret<PatchsetInfo>(name + ": custom", [&] {
         require_object(custom);
         PatchsetInfo info;
+        info.kind = optional_string_member(custom, "kind");
+        if (info.kind == "advisories") {
+            info.channel = non_empty_string_member(custom, "channel");
+            info.published = utc_member(custom, "published");
+            return info;
+        }
+        if (!info.kind.empty() && info.kind != "patch") {
+            throw Invalid{"\"kind\" must be \"patch\" or \"advisories\""};
+        }
+        info.kind = "patch";
         info.distribution = non_empty_string_member(custom, "distribution");
         info.package = non_empty_string_member(custom, "package");
         info.version = non_empty_string_member(custom, "version");
@@ -62,6 +72,11 @@ Result<PatchsetInfo> parse_patchset_info(const json& custom, const std::string& 
 }
 
 json patchset_info_to_json(const PatchsetInfo& info) {
+    if (info.kind == "advisories") {
+        return json{{"kind", info.kind},
+                    {"channel", info.channel},
+                    {"published", format_utc(info.published)}};
+    }
     return json{{"distribution", info.distribution},
                 {"package", info.package},
                 {"version", info.version},

@@ -28,6 +28,10 @@ struct PatchsetInfo {
     std::time_t published = 0;  // Unix time
     std::string severity;       // optional: "" when the publisher gave none
     std::string summary;        // optional
+    // "patch" (the default: custom without "kind") or "advisories": the
+    // feed's advisory data (feed-client/Advisories.h), whose custom has only
+    // kind, channel and published; its other fields stay empty, level 1.
+    std::string kind = "patch";
 };
 
 // Interprets one target's custom metadata (`custom`: the JSON value, null

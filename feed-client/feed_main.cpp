@@ -12,6 +12,7 @@
 
 #include "base/Files.h"
 #include "config.h"
+#include "feed-client/Advisories.h"
 #include "feed-client/Publisher.h"
 #include "feed-client/StrictJson.h"
 #include "patch/PatchFile.h"
@@ -92,6 +93,29 @@ Result<Publisher::NewTarget> target_from_patchset(const std::string& directory,
     return Publisher::NewTarget{name, file, std::move(info)};
 }
 
+// The name of the advisory data's target: one per feed, replaced by each
+// `suture-feed advisories`.
+constexpr const char* advisories_target_name = "advisories/openssl.json";
+
+// An advisory document (distro-support/generate-advisories) as a feed
+// target, once it parses as clients parse it.
+Result<Publisher::NewTarget> target_from_advisories(const std::string& file,
+                                                    const std::string& channel, std::time_t now) {
+    auto text = read_file(file);
+    if (!text) {
+        return tl::unexpected(text.error());
+    }
+    auto advisories = parse_advisories_text(*text, file);
+    if (!advisories) {
+        return tl::unexpected(advisories.error());
+    }
+    PatchsetInfo info;
+    info.kind = "advisories";
+    info.channel = channel;
+    info.published = now;
+    return Publisher::NewTarget{advisories_target_name, file, std::move(info)};
+}
+
 int report(const Result<void>& result) {
     if (!result) {
         std::cerr << "suture-feed: error: " << result.error().message << "\n";
@@ -108,12 +132,14 @@ struct CommandLine {
     unsigned root_keys = 1;
     unsigned root_threshold = 1;
     std::vector<std::string> patchsets;
+    std::string advisories_file;
     std::string channel = "stable";
     std::uint64_t forced_version = 0;
     std::string role_text;
     CLI::App* init = nullptr;
     CLI::App* add = nullptr;
     CLI::App* publish = nullptr;
+    CLI::App* advisories = nullptr;
     CLI::App* timestamp = nullptr;
     CLI::App* rotate = nullptr;
 };
@@ -148,6 +174,17 @@ void define_command_line(CLI::App& app, CommandLine& line) {
         ->required()
         ->check(CLI::ExistingDirectory);
     line.add->add_option("--channel", line.channel, "stable or testing")
+        ->check(CLI::IsMember({"stable", "testing"}));
+
+    line.advisories = app.add_subcommand(
+        "advisories",
+        "Add (or replace) the advisory data: the CVEs known per library build ID, from\n"
+        "distro-support/generate-advisories (docs/feed-format.md, \"Advisory data\"), as the\n"
+        "signed target advisories/openssl.json; signs new targets");
+    line.advisories->add_option("FILE", line.advisories_file, "The advisory document")
+        ->required()
+        ->check(CLI::ExistingFile);
+    line.advisories->add_option("--channel", line.channel, "stable or testing")
         ->check(CLI::IsMember({"stable", "testing"}));
 
     line.publish = app.add_subcommand(
@@ -214,6 +251,19 @@ int run(const CommandLine& line, const Lifetimes& lifetimes) {
     }
     if (line.add->parsed()) {
         return run_add(publisher, line, now);
+    }
+    if (line.advisories->parsed()) {
+        auto target = target_from_advisories(line.advisories_file, line.channel, now);
+        if (!target) {
+            return report(tl::unexpected(target.error()));
+        }
+        std::cout << "adding " << target->name << " (advisory data)\n";
+        auto version = publisher.add_targets({*target});
+        if (!version) {
+            return report(tl::unexpected(version.error()));
+        }
+        std::cout << "signed targets version " << *version << " (run publish to make it visible)\n";
+        return 0;
     }
     if (line.publish->parsed()) {
         return report(publisher.publish());

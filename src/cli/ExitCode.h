@@ -38,6 +38,7 @@ enum ExitCode : int {
     exit_records_lost = 24,
     exit_state_corrupt = 25,
     exit_callback_refused = 26,
+    exit_exposed = 27,
 };
 
 struct ExitStatusMeaning {
@@ -54,6 +55,9 @@ inline constexpr ExitStatusMeaning exit_statuses[] = {
     {nullptr, exit_partial,
      "status: done, but some processes or mapped files could not be read; they are listed\n"
      "(in --json under \"unreadable\" and per-process \"errors\")"},
+    {nullptr, exit_exposed,
+     "status: some process is open to a CVE (with or without a live patch: the headline and\n"
+     "--json \"summary.exposure\" say which); takes precedence over 3"},
     {nullptr, exit_no_process, "no such process"},
     {nullptr, exit_permission, "permission denied"},
     {nullptr, exit_not_mapped, "library not mapped by the process"},

@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <ctime>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -139,38 +140,82 @@ void add_feed_options(CLI::App* command, Global& global) {
 struct StatusCommand {
     CLI::App* app = nullptr;
     bool json = false;
+    std::string format = "text";
+    bool per_process_metrics = false;
     std::vector<int> pids;
 
     void define(CLI::App& parent) {
         app = parent.add_subcommand(
             "status",
-            "Show which OpenSSL build every process maps, read from /proc without ptrace.\n"
+            "Show which OpenSSL build every process maps, read from /proc without ptrace, and\n"
+            "which CVEs each is open to, fixed in memory, or needs a restart for.\n"
             "Libraries are recognised by their ELF DT_SONAME (libssl.so.*, libcrypto.so.*) and\n"
             "identified by the GNU build ID of the very file mapped (through\n"
-            "/proc/PID/map_files), so deleted, replaced and containerised copies report their own\n"
-            "build. The build ID is looked up in the distribution build index to name the "
-            "package.\n"
-            "Processes mapping a library deleted or replaced on disk are flagged: they still run\n"
-            "the old code. Patches applied by suture are read from their in-process markers.\n"
+            "/proc/PID/map_files, or the mapped headers in /proc/PID/mem for a user's own\n"
+            "deleted library), so deleted, replaced and containerised copies report their own\n"
+            "build. The build ID is looked up in the distribution build index to name the\n"
+            "package (an unknown build still at its path is named from the dpkg database of\n"
+            "the process's root). The CVEs come from the feed's signed advisory data\n"
+            "(refreshed by suture update or suture feed refresh); patches applied by suture\n"
+            "are read from their in-process markers. The first line is the headline.\n"
+            "Exit status 27 when some process is exposed to an open CVE.\n"
             "Run as root to see every process.");
         app->add_flag("--json", json,
-                      "Print a JSON document (format: docs/formats.md, \"Status document\")");
+                      "Print a JSON document (format: docs/formats.md, \"Status document\");\n"
+                      "the same as --format json");
+        app->add_option("--format", format,
+                        "text, json, openmetrics (OpenMetrics 1.0 text), prometheus (the Prometheus\n"
+                        "text format, as in sutured's node_exporter textfile) or openvex (an OpenVEX\n"
+                        "document for this host); docs/formats.md")
+            ->check(CLI::IsMember({"text", "json", "openmetrics", "prometheus", "openvex"}))
+            ->capture_default_str();
+        app->add_flag("--per-process-metrics", per_process_metrics,
+                      "openmetrics, prometheus: add suture_process_open_cves{pid,comm}, one series\n"
+                      "per process");
         app->add_option("--pid", pids, "Only these processes (repeatable)")
             ->check(CLI::Range(1, 1 << 30));
+    }
+
+    // The metrics, with the history's counters when the state database
+    // reads (a user without it gets the scan's metrics only).
+    static std::string metrics(Engine& engine, const StatusReport& report, bool openmetrics,
+                               bool per_process) {
+        auto facts = engine.metrics_facts();
+        if (!facts) {
+            log::info("metrics without counters: " + facts.error().message);
+        }
+        return status_to_metrics(report, {.openmetrics = openmetrics,
+                                          .per_process = per_process,
+                                          .facts = facts ? &*facts : nullptr});
     }
 
     int run(const Global& global) const {
         return with_engine(global, [&](Engine& engine) -> int {
             StatusReport report = engine.status(pids);
-            print_report(json, status_to_json(report), [&] {
+            std::string chosen = json ? "json" : format;
+            if (chosen == "json") {
+                print_json(status_to_json(report));
+            } else if (chosen == "openmetrics" || chosen == "prometheus") {
+                std::cout << metrics(engine, report, chosen == "openmetrics", per_process_metrics);
+            } else if (chosen == "openvex") {
+                print_json(status_to_openvex(report, "suture on " + host_name(), ::time(nullptr)));
+            } else {
                 print_status_table(std::cout, report, log::level() >= log::Level::info);
-            });
+            }
+            if (any_exposed(report.exposure)) {
+                return exit_exposed;
+            }
             bool partial = !report.scan.unreadable.empty();
             for (const ProcessReport& process : report.scan.processes) {
                 partial = partial || !process.errors.empty();
             }
             return partial ? exit_partial : exit_ok;
         });
+    }
+
+    static std::string host_name() {
+        char name[256] = {};
+        return ::gethostname(name, sizeof name - 1) == 0 ? name : "localhost";
     }
 };
 

@@ -115,6 +115,7 @@ int Daemon::run() {
                                    options_.rescan_seconds * 1000000ULL, 1000000ULL, Daemon::rescan,
                                    this);
     }
+    write_metrics();
     // The name last: a client that sees it finds the daemon fully ready.
     if (int result = sd_bus_request_name(bus_.get(), bus::name, 0); result < 0) {
         log::error(std::string("sutured: D-Bus name ") + bus::name + ": " + std::strerror(-result) +
@@ -197,6 +198,15 @@ int Daemon::rescan(sd_event_source* source, std::uint64_t, void* self) {
     return 0;
 }
 
+void Daemon::write_metrics() {
+    if (options_.metrics_textfile.empty()) {
+        return;
+    }
+    if (auto written = engine_->write_metrics_textfile(options_.metrics_textfile); !written) {
+        log::warning("sutured: metrics: " + written.error().message);
+    }
+}
+
 void Daemon::rescan_once() {
     UpdateOptions options{.refresh = false, .log_idle_runs = false, .inject = options_.inject};
     // Between processes, handle exec events that arrived meanwhile, so a
@@ -223,6 +233,7 @@ void Daemon::rescan_once() {
         log::warning("sutured: rescan: " + report.error().message);
     }
     (void)engine_->reload_new_process_patches();
+    write_metrics();
     // A process whose release failed (say, a debugger attached to it in
     // between) is found again here; no park is in flight at this point.
     if (exec_watcher_) {
@@ -314,6 +325,7 @@ int Daemon::update(sd_bus_message* message, void* self, sd_bus_error* error) {
     daemon->log_lost("update", report->lost_records);
     daemon->emit_applied(report->actions);
     (void)daemon->engine_->reload_new_process_patches();  // the feed may have brought new patchsets
+    daemon->write_metrics();
     return reply(message, update_to_json(*report));
 }
 

@@ -20,6 +20,10 @@ struct DaemonOptions {
     // Rescan every process this often (offline update): catches libraries
     // loaded later with dlopen and exclusions changed meanwhile. 0: never.
     unsigned rescan_seconds = 30;
+    // The node_exporter textfile (docs/operator-guide.md, "Metrics") kept
+    // current after every rescan and update; "" : none. Written only when
+    // its directory exists (the prometheus-node-exporter package makes it).
+    std::string metrics_textfile = "/var/lib/prometheus/node-exporter/suture.prom";
 };
 
 // sutured: the engine behind a D-Bus API (data/org.suture.Suture1.xml) on
@@ -59,6 +63,8 @@ class Daemon {
     // One exec event; one offline update with what follows it.
     void handle_exec(int pid);
     void rescan_once();
+    // Rewrites the metrics textfile, if there is one (a failure is logged).
+    void write_metrics();
 
     // Starts listening to exec events (a warning, not an error, if the
     // kernel refuses: updates still work).

@@ -34,6 +34,10 @@ int main(int argc, char** argv) {
     app.add_option("--rescan-seconds", options.rescan_seconds,
                    "Rescan every process this often (catches dlopen'ed libraries); 0: never")
         ->capture_default_str();
+    app.add_option("--metrics-textfile", options.metrics_textfile,
+                   "Keep this node_exporter textfile current (Prometheus text format, written\n"
+                   "atomically after every rescan and update, if its directory exists); \"\": none")
+        ->capture_default_str();
     app.add_flag("-v,--verbose", verbosity, "More diagnostics on stderr");
     try {
         app.parse(argc, argv);

@@ -34,6 +34,88 @@ json package_to_json(const std::optional<KnownBuild>& package) {
     };
 }
 
+json installed_to_json(const std::optional<InstalledPackage>& installed) {
+    if (!installed) {
+        return nullptr;
+    }
+    return {{"name", installed->package},
+            {"version", installed->version},
+            {"architecture", installed->architecture},
+            {"dpkg_database", installed->database},
+            {"in_archive_index", false}};
+}
+
+// What an operator does about a process, in one phrase.
+std::string action_for(const ProcessExposure& process) {
+    switch (process.verdict) {
+        case ProcessVerdict::needs_restart:
+            return "upgrade the package and restart: no live patch for some open CVE";
+        case ProcessVerdict::exposed:
+            return "run suture update: a live patch is available";
+        case ProcessVerdict::fully_patched:
+            return "none";
+        case ProcessVerdict::unknown:
+            return "unknown: the advisory data does not describe this build";
+    }
+    return "";
+}
+
+// Per process only what differs between processes; what a CVE is (summary,
+// fixed-in version, reason) is said once, in summary.exposure.cves.
+json process_cves_to_json(const ProcessExposure& process) {
+    json cves = json::array();
+    for (const CveExposure& cve : process.cves) {
+        cves.push_back({{"id", cve.id},
+                        {"severity", cve.severity},
+                        {"state", std::string(cve_state_name(cve.state))},
+                        {"patch_id", cve.patch_id.empty() ? json(nullptr) : json(cve.patch_id)}});
+    }
+    return cves;
+}
+
+// Each CVE the advisory data lists for a build some process maps.
+json exposure_cves_to_json(const Exposure& exposure) {
+    json cves = json::object();
+    for (const auto& [build_id, build] : exposure.builds) {
+        for (const feed::Advisory& advisory : build.cves) {
+            json& entry = cves[advisory.cve];
+            if (entry.is_null()) {
+                entry = {{"severity", advisory.severity},
+                         {"summary", advisory.summary},
+                         {"fixed_in", advisory.fixed_in},
+                         {"builds", json::object()}};
+            }
+            entry["builds"][build_id] = {
+                {"status", feed::advisory_status_name(advisory.status)},
+                {"patch_id", advisory.patch_id.empty() ? json(nullptr) : json(advisory.patch_id)},
+                {"reason", advisory.reason}};
+        }
+    }
+    return cves;
+}
+
+json exposure_summary_to_json(const Exposure& exposure) {
+    const ExposureSummary& summary = exposure.summary;
+    json open = json::array();
+    for (const auto& [id, cve] : summary.open_cves) {
+        open.push_back({{"id", id},
+                        {"severity", cve.severity},
+                        {"processes", cve.processes},
+                        {"live_patch_available", cve.live_patch_available}});
+    }
+    return {{"advisory_data", exposure.available},
+            {"sources", exposure.sources},
+            {"problems", exposure.problems},
+            {"processes", summary.processes},
+            {"fully_patched", summary.fully_patched},
+            {"exposed", summary.exposed},
+            {"needs_restart", summary.needs_restart},
+            {"unknown", summary.unknown},
+            {"patched_in_memory", summary.patched_in_memory},
+            {"open_cves", std::move(open)},
+            {"cves", exposure_cves_to_json(exposure)}};
+}
+
 // Reads the fields of one JSON object strictly: a missing field or a wrong
 // type is remembered (the first one) and yields a default, so a reader is a
 // plain list of reads followed by one check of `problem()`.
@@ -473,6 +555,7 @@ json status_to_json(const StatusReport& status) {
                 {"version", optional_to_json(version)},
                 {"version_text", optional_to_json(library.version_text)},
                 {"package", package_to_json(library.package)},
+                {"installed_package", installed_to_json(library.installed)},
                 {"deleted", library.deleted},
                 {"replaced", library.replaced},
                 {"on_disk_build_id", optional_to_json(library.on_disk_build_id)},
@@ -517,6 +600,8 @@ json status_to_json(const StatusReport& status) {
                 });
             }
         }
+        auto exposure = status.exposure.processes.find(process.info.pid);
+        bool assessed = exposure != status.exposure.processes.end();
         processes.push_back({
             {"pid", process.info.pid},
             {"comm", process.info.comm},
@@ -528,6 +613,10 @@ json status_to_json(const StatusReport& status) {
             {"patches", std::move(patches)},
             {"gate_pages", std::move(gate_pages)},
             {"shadow_region", shadow_region_json(status, process.info.pid)},
+            {"exposure", assessed ? json(std::string(verdict_name(exposure->second.verdict)))
+                                  : json(nullptr)},
+            {"action", assessed ? json(action_for(exposure->second)) : json(nullptr)},
+            {"cves", assessed ? process_cves_to_json(exposure->second) : json::array()},
         });
     }
     json unreadable = json::array();
@@ -549,6 +638,7 @@ json status_to_json(const StatusReport& status) {
              {"processes_with_openssl", with_openssl},
              {"processes_vanished", report.processes_vanished},
              {"processes_unreadable", report.unreadable.size()},
+             {"exposure", exposure_summary_to_json(status.exposure)},
          }},
         {"processes", std::move(processes)},
         {"unreadable", std::move(unreadable)},

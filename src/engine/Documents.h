@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <ctime>
 #include <map>
 #include <optional>
 #include <string>
@@ -14,6 +15,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "base/Error.h"
+#include "engine/Exposure.h"
 #include "engine/Feed.h"
 #include "inject/Injector.h"
 #include "scan/Scanner.h"
@@ -28,6 +30,10 @@ struct StatusReport {
     std::map<int, std::vector<AppliedPatch>> patches;  // by pid; absent: none
     std::map<int, std::vector<GatePage>> gate_pages;   // by pid; absent: none
     std::map<int, ShadowRegion> shadow_regions;        // by pid; absent: none
+    // Which CVEs each process is open to (engine/Exposure.h), from the
+    // feed's advisory data.
+    Exposure exposure;
+    std::time_t feed_expires = 0;  // earliest expiry of the feeds' timestamps; 0: unknown
 };
 
 // A failed apply or revert: the error, and on `unsafe` the threads that

@@ -7,6 +7,7 @@
 #include <ctime>
 #include <filesystem>
 
+#include "base/Files.h"
 #include "config.h"
 #include "distro/BuildIndex.h"
 #include "engine/Candidates.h"
@@ -121,7 +122,39 @@ StatusReport Engine::status(const std::vector<int>& pids) {
             status.shadow_regions[process.info.pid] = **shadow;
         }
     }
+    // What each process is exposed to, from the feed's verified advisory data.
+    AdvisoryData advisories = load_advisories(options_.feed);
+    status.exposure =
+        assess_exposure(status, advisories.advisories ? &*advisories.advisories : nullptr);
+    status.exposure.sources = std::move(advisories.sources);
+    status.exposure.problems = std::move(advisories.problems);
+    status.feed_expires = advisories.feed_expires;
     return status;
+}
+
+Result<MetricsFacts> Engine::metrics_facts() {
+    auto database = state();
+    if (!database) {
+        return tl::unexpected(database.error());
+    }
+    auto totals = (*database)->history_totals();
+    if (!totals) {
+        return tl::unexpected(totals.error());
+    }
+    return metrics_facts_from(*totals);
+}
+
+Result<void> Engine::write_metrics_textfile(const std::string& path) {
+    std::string directory = std::filesystem::path(path).parent_path().string();
+    struct stat st {};
+    if (::stat(directory.empty() ? "." : directory.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        return {};  // no node_exporter textfile directory: nothing to keep current
+    }
+    StatusReport report = status();
+    auto facts = metrics_facts();
+    std::string text = status_to_metrics(
+        report, {.openmetrics = false, .per_process = false, .facts = facts ? &*facts : nullptr});
+    return write_file_atomically(path, bytes_of(text), 0644);
 }
 
 Result<std::vector<ThreadStack>> Engine::stacks(int pid) {

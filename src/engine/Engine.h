@@ -13,6 +13,7 @@
 
 #include "base/Error.h"
 #include "engine/Documents.h"
+#include "engine/Exports.h"
 #include "engine/Feed.h"
 #include "patch/PatchFile.h"
 #include "state/StateDatabase.h"
@@ -71,7 +72,18 @@ class Engine {
     // Looking: no ptrace, nothing changes.
     // Scans every process, or only `pids` when not empty (a PID that does not
     // exist is reported as unreadable with reason not_found).
+    // The exposure of each process (engine/Exposure.h) is assessed from the
+    // feed cache's verified advisory data (no network).
     StatusReport status(const std::vector<int>& pids = {});
+    // What the metrics export besides the scan (engine/Exports.h): the
+    // history's counters and timestamps, from the state database.
+    Result<MetricsFacts> metrics_facts();
+    // Writes the status metrics in the Prometheus text format to `path`
+    // for node_exporter's textfile collector: atomically (a temporary file
+    // in the same directory, renamed), mode 0644, low cardinality (no
+    // per-process series). Nothing is written, and no error, when the
+    // directory does not exist.
+    Result<void> write_metrics_textfile(const std::string& path);
     // Unwinds every thread of one process, stopped for the duration, as the
     // stack check would (`suture stacks`); changes nothing.
     Result<std::vector<ThreadStack>> stacks(int pid);

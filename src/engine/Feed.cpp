@@ -6,6 +6,9 @@
 #include <cstdlib>
 #include <ctime>
 
+#include "base/Files.h"
+#include "feed-client/StrictJson.h"
+#include "feed-client/UtcTime.h"
 #include "patch/PatchFile.h"
 
 
@@ -151,10 +154,81 @@ Result<std::vector<feed::CachedTarget>> list_feeds(const FeedOptions& options) {
         if (!listed) {
             return tl::unexpected(with_context(listed.error(), "remote " + remote.name));
         }
+        std::erase_if(*listed, [](const feed::CachedTarget& cached) {
+            return cached.target.info.kind == "advisories";
+        });
         refuse_mismatching_files(*listed);
         all.insert(all.end(), listed->begin(), listed->end());
     }
     return all;
+}
+
+namespace {
+
+// The expiry of a remote's cached timestamp metadata, which list() has just
+// verified from the pinned root; 0 if it does not read.
+std::time_t cached_timestamp_expiry(const FeedOptions& options, const std::string& remote) {
+    auto text = read_file(options.cache_directory + "/" + remote + "/current/timestamp.json");
+    if (!text) {
+        return 0;
+    }
+    auto document = nlohmann::json::parse(*text, nullptr, false);
+    auto expires = feed::strict::interpret<std::time_t>("timestamp.json", [&] {
+        return feed::strict::utc_member(feed::strict::object_member(document, "signed"),
+                                        "expires");
+    });
+    return expires ? *expires : 0;
+}
+
+// Step of load_advisories: one remote's verified advisories target, merged
+// into `data`.
+void add_remote_advisories(const feed::Remote& remote, const std::vector<feed::CachedTarget>& listed,
+                           AdvisoryData& data) {
+    for (const feed::CachedTarget& cached : listed) {
+        if (cached.target.info.kind != "advisories" || cached.refused || !cached.usable) {
+            continue;
+        }
+        auto text = read_file(cached.path);
+        auto parsed = text ? feed::parse_advisories_text(*text, "remote " + remote.name + ": " +
+                                                                    cached.target.name)
+                           : Result<feed::Advisories>(tl::unexpected(text.error()));
+        if (!parsed) {
+            data.problems.push_back(parsed.error().message);
+            continue;
+        }
+        if (!data.advisories) {
+            data.advisories.emplace();
+        }
+        for (auto& [build_id, build] : parsed->builds) {
+            data.advisories->builds.try_emplace(build_id, std::move(build));
+        }
+        data.sources.push_back("remote " + remote.name + ", published " +
+                               feed::format_utc(cached.target.info.published));
+    }
+}
+
+}  // namespace
+
+AdvisoryData load_advisories(const FeedOptions& options) {
+    AdvisoryData data;
+    auto remotes = enabled_remotes(options);
+    if (!remotes) {
+        return data;  // no feed configured: no advisory data, not a problem of status
+    }
+    feed::FeedClient client(options.cache_directory);
+    for (const feed::Remote& remote : *remotes) {
+        auto listed = client.list(remote, ::time(nullptr));
+        if (!listed) {
+            data.problems.push_back("remote " + remote.name + ": " + listed.error().message);
+            continue;
+        }
+        add_remote_advisories(remote, *listed, data);
+        std::time_t expires = cached_timestamp_expiry(options, remote.name);
+        if (expires != 0 && (data.feed_expires == 0 || expires < data.feed_expires)) {
+            data.feed_expires = expires;
+        }
+    }
+    return data;
 }
 
 }  // namespace suture

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "base/Error.h"
+#include "feed-client/Advisories.h"
 #include "feed-client/FeedClient.h"
 
 namespace suture {
@@ -31,6 +32,23 @@ Result<std::vector<RemoteRefresh>> refresh_feeds(const FeedOptions& options,
                                                  const feed::Progress& progress = {});
 
 // The verified patchsets in the cache of every enabled remote (no network).
+// Patch files only: the advisory data is load_advisories'.
 Result<std::vector<feed::CachedTarget>> list_feeds(const FeedOptions& options);
+
+// The advisory data in the verified caches (docs/feed-format.md, "Advisory
+// data"): each enabled remote's usable advisories target, verified by the
+// client like any target (signed length and SHA-256, from the pinned root),
+// then parsed strictly. The remotes' builds are merged, the first remote
+// (in remotes.d order) winning a build two describe. Never fails: what
+// could not be read is named in `problems`; no remote at all is no data.
+struct AdvisoryData {
+    std::optional<feed::Advisories> advisories;  // nullopt: no remote offers any
+    std::vector<std::string> sources;            // "remote NAME, published TIME"
+    std::vector<std::string> problems;
+    // For the metrics: the earliest expiry of the remotes' verified
+    // timestamp metadata (0: unknown).
+    std::time_t feed_expires = 0;
+};
+AdvisoryData load_advisories(const FeedOptions& options);
 
 }  // namespace suture

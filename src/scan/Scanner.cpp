@@ -7,6 +7,7 @@
 
 #include "base/Files.h"
 #include "elf/ElfFile.h"
+#include "proc/MappedHeaders.h"
 #include "proc/MappingFile.h"
 
 namespace suture {
@@ -138,7 +139,29 @@ Result<const Scanner::FileIdentity*> Scanner::identify_file(const std::string& p
     return &entry->second;
 }
 
+Result<Scanner::MappedFileSeen> Scanner::identify_from_memory(int pid, const Mapping& mapping,
+                                                              std::uint64_t base, ScanMemo& memo) {
+    auto headers = read_mapped_elf_identity(pid, base);
+    if (!headers) {
+        return tl::unexpected(headers.error());
+    }
+    MappedFileKey memo_key{mapping.dev_major, mapping.dev_minor, mapping.inode};
+    FileIdentity identity;
+    if (headers->soname && is_openssl_soname(*headers->soname)) {
+        identity.is_openssl = true;
+        identity.soname = headers->soname;
+        identity.build_id = headers->build_id;
+    }
+    auto [entry, inserted] = memo.from_memory.insert_or_assign(memo_key, std::move(identity));
+    FileKey key{static_cast<dev_t>(makedev(mapping.dev_major, mapping.dev_minor)),
+                static_cast<ino_t>(mapping.inode), 0, 0};
+    MappedFileSeen seen{key, &entry->second};
+    memo.mapped_files.emplace(memo_key, seen);
+    return seen;
+}
+
 Result<Scanner::MappedFileSeen> Scanner::identify_mapped_file(int pid, const Mapping& mapping,
+                                                              std::uint64_t base,
                                                               const std::string& process_root,
                                                               ScanMemo& memo) {
     MappedFileKey memo_key{mapping.dev_major, mapping.dev_minor, mapping.inode};
@@ -161,6 +184,16 @@ Result<Scanner::MappedFileSeen> Scanner::identify_mapped_file(int pid, const Map
         // Unprivileged: the path inside the process's root, but only if it is
         // still the very inode mapped.
         identity = identify_file(via_root, key_of(st));
+    } else if (mapping.deleted && (map_files_errno == EPERM || map_files_errno == EACCES)) {
+        // Unprivileged, and the path is gone: the headers the loader mapped.
+        auto seen = identify_from_memory(pid, mapping, base, memo);
+        if (seen) {
+            return seen;
+        }
+        return fail_errno("pid " + std::to_string(pid) + ": " + path +
+                              " (deleted): cannot open the mapped file, nor read its headers (" +
+                              seen.error().message + ")",
+                          map_files_errno);
     } else {
         return fail_errno("pid " + std::to_string(pid) + ": " + path +
                               (mapping.deleted ? " (deleted)" : "") +
@@ -203,6 +236,22 @@ void Scanner::check_file_on_disk(int pid, const std::string& process_root,
     }
 }
 
+void Scanner::name_from_dpkg(int pid, MappedLibrary& library, ScanMemo& memo) {
+    // The process's own root (a container's, a chroot's): its database
+    // tells what it installed. Memoised by that database's status file, so
+    // a thousand processes of one root read it once per scan.
+    std::string root = proc_path(pid, "/root");
+    struct stat st {};
+    if (::stat((root + "/var/lib/dpkg/status").c_str(), &st) != 0) {
+        return;
+    }
+    auto [entry, inserted] = memo.installed.try_emplace({st.st_dev, st.st_ino, library.path});
+    if (inserted) {
+        entry->second = dpkg_owner(root, library.path);
+    }
+    library.installed = entry->second;
+}
+
 Result<ProcessReport> Scanner::scan_process(int pid) {
     ScanMemo memo;
     return scan_process(pid, memo);
@@ -229,7 +278,7 @@ Result<ProcessReport> Scanner::scan_process(int pid, ScanMemo& memo) {
     }
     for (const MappedFileSummary& file : loaded_code_files(*mappings)) {
         std::string path = path_in_process(file.first->path, report.root);
-        auto seen = identify_mapped_file(pid, *file.first, report.root, memo);
+        auto seen = identify_mapped_file(pid, *file.first, file.base_address, report.root, memo);
         if (!seen) {
             if (seen.error().code == ErrorCode::not_found &&
                 ::access(proc_path(pid, "").c_str(), F_OK) != 0) {
@@ -253,6 +302,9 @@ Result<ProcessReport> Scanner::scan_process(int pid, ScanMemo& memo) {
             library.package = *known;
         }
         check_file_on_disk(pid, report.root, seen->key, library, memo);
+        if (!library.package && !library.deleted && !library.replaced) {
+            name_from_dpkg(pid, library, memo);
+        }
         report.libraries.push_back(std::move(library));
     }
     return report;

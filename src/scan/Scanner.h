@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <ctime>
+#include <map>
+#include <tuple>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -11,6 +13,7 @@
 
 #include "base/Error.h"
 #include "distro/BuildIndex.h"
+#include "distro/DpkgDatabase.h"
 #include "proc/Process.h"
 #include "proc/ProcessMaps.h"
 
@@ -27,6 +30,10 @@ struct MappedLibrary {
     bool replaced = false;  // the path now names a different file than the one mapped
     std::optional<std::string> on_disk_build_id;  // of the file now at `path`, when replaced
     std::optional<KnownBuild> package;            // from the build index; nullopt if unknown
+    // For a build the index does not know: the package the process's own
+    // root's dpkg database says installed the file, when the mapped file is
+    // still the very inode at that path (neither deleted nor replaced).
+    std::optional<InstalledPackage> installed;
 };
 
 struct ProcessReport {
@@ -71,6 +78,9 @@ struct ScanStatistics {
 //     CAP_CHECKPOINT_RESTORE).
 //  2. /proc/PID/root/PATH, accepted only if its device and inode equal those
 //     the maps line gives: works for an unprivileged caller's own processes.
+//  3. For a deleted file neither reaches: the ELF headers mapped in the
+//     process, through /proc/PID/mem (proc/MappedHeaders.h): build ID and
+//     soname, no version string.
 class Scanner {
   public:
     explicit Scanner(const BuildIndex& index);
@@ -124,20 +134,33 @@ class Scanner {
     struct ScanMemo {
         std::unordered_map<MappedFileKey, MappedFileSeen, MappedFileKeyHash> mapped_files;
         std::unordered_map<std::string, std::optional<FileKey>> on_disk;  // by host path
+        // dpkg_owner answers, by (the root's dpkg status file, path).
+        std::map<std::tuple<dev_t, ino_t, std::string>, std::optional<InstalledPackage>> installed;
+        // Files identified from their mapped headers (/proc/PID/mem): not
+        // cached beyond the scan, having no size or mtime to key them by.
+        std::unordered_map<MappedFileKey, FileIdentity, MappedFileKeyHash> from_memory;
     };
 
     Result<ProcessReport> scan_process(int pid, ScanMemo& memo);
     // Identifies the file of `mapping` in process `pid`, whose root the
     // host sees as `process_root` (proc/MappingFile.h). The result also gives the file's key, so the caller can
     // compare it with the file on disk.
-    Result<MappedFileSeen> identify_mapped_file(int pid, const Mapping& mapping,
+    // `base` is the file's offset-0 mapping, where its headers are.
+    Result<MappedFileSeen> identify_mapped_file(int pid, const Mapping& mapping, std::uint64_t base,
                                                 const std::string& process_root, ScanMemo& memo);
+    // The identity from the headers mapped at `base` (an unprivileged
+    // caller's own deleted library: map_files refused, the path gone).
+    Result<MappedFileSeen> identify_from_memory(int pid, const Mapping& mapping, std::uint64_t base,
+                                                ScanMemo& memo);
     // Identifies the file at `path` (which the caller has stat'ed as `key`).
     Result<const FileIdentity*> identify_file(const std::string& path, const FileKey& key);
     // Sets `replaced` (and `on_disk_build_id`) when the path now names
     // another file than the one mapped.
     void check_file_on_disk(int pid, const std::string& process_root, const FileKey& mapped_key,
                             MappedLibrary& library, ScanMemo& memo);
+
+    // Sets `installed` for an unknown build still at its path.
+    void name_from_dpkg(int pid, MappedLibrary& library, ScanMemo& memo);
 
     const BuildIndex& index_;
     std::uint64_t own_mount_namespace_;

@@ -204,6 +204,12 @@ CachedPatchset read_patchset(const Statement& row) {
                           .usable = row.integer(7) != 0};
 }
 
+StateDatabase::HistoryTotal read_history_total(const Statement& row) {
+    return StateDatabase::HistoryTotal{history_action_named(row.text(0)),
+                                       history_outcome_named(row.text(1)), row.integer(2),
+                                       row.integer(3)};
+}
+
 std::pair<std::string, std::string> read_text_pair(const Statement& row) {
     return {row.text(0), row.text(1)};
 }
@@ -556,6 +562,13 @@ Result<std::vector<HistoryEntry>> StateDatabase::history(std::size_t limit) {
                      "SELECT id, at, action, pid, start_time, patch_id, level, outcome, reason, "
                      "message FROM history ORDER BY id DESC LIMIT ?",
                      read_history_entry, static_cast<std::int64_t>(limit));
+}
+
+Result<std::vector<StateDatabase::HistoryTotal>> StateDatabase::history_totals() {
+    return read_rows(db_.get(), "history",
+                     "SELECT action, outcome, COUNT(*), MAX(at) FROM history "
+                     "GROUP BY action, outcome",
+                     read_history_total);
 }
 
 Result<std::optional<std::string>> StateDatabase::setting(const std::string& key) {

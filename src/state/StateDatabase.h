@@ -123,6 +123,15 @@ class StateDatabase {
     // History.
     Result<void> log(const HistoryEntry& entry);
     Result<std::vector<HistoryEntry>> history(std::size_t limit = 100);
+    // The whole history counted per (action, outcome), with the time of the
+    // latest entry of each: what the metrics export (counters, timestamps).
+    struct HistoryTotal {
+        HistoryAction action = HistoryAction::unknown;
+        HistoryOutcome outcome = HistoryOutcome::unknown;
+        std::int64_t count = 0;
+        std::int64_t last_at = 0;  // Unix seconds
+    };
+    Result<std::vector<HistoryTotal>> history_totals();
 
     // Groups the writes in between into one transaction: one fsync instead
     // of one per record. `suture update` writes a fleet's records in batches;

@@ -10,6 +10,8 @@ grep -q "^  23  another suture operation is running" <<<"$output" &&
     pass "--help: 23 is another operation holding the lock" || fail_check "--help: 23 is not the lock"
 grep -q "^  26  the patch's pre_apply or pre_revert callback refused" <<<"$output" &&
     pass "--help: 26 is a callback's refusal" || fail_check "--help: 26 is not a callback's refusal"
+grep -q "^  27  status: some process is open to a CVE" <<<"$output" &&
+    pass "--help: 27 is status's exposed" || fail_check "--help: 27 is not status's exposed"
 run 0 "status --help" "$SUTURE" status --help
 grep -q -- "--json" <<<"$output" && pass "status --help lists --json" || fail_check "status --help lacks --json"
 run 0 "--version" "$SUTURE" --version

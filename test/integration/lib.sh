@@ -309,9 +309,12 @@ EOF
 # configuration and cache in $scratch, waits until it owns its name, and sets
 # daemon_pid.
 start_sutured() {
-    local binary=$1
+    local binary=$1 metrics=()
     shift
-    "$binary" -v "$@" --state "$scratch/state.db" --config-dir "$scratch/etc" \
+    # The metrics textfile in $scratch unless the test chooses one: never the
+    # host's /var/lib/prometheus/node-exporter.
+    [[ " $* " == *" --metrics-textfile "* ]] || metrics=(--metrics-textfile "$scratch/suture.prom")
+    "$binary" -v "$@" "${metrics[@]}" --state "$scratch/state.db" --config-dir "$scratch/etc" \
         --cache-dir "$scratch/cache" >>"$scratch/sutured.log" 2>&1 &
     daemon_pid=$!
     started_pids+=("$daemon_pid")

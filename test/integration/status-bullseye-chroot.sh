@@ -52,5 +52,14 @@ check_eq "libcrypto.so.1.1 version" "1.1.1w" "$(library "$json" "$pid" libcrypto
 # The host has no libssl.so.1.1 at that path: the container's copy is not
 # mistaken for a deleted or replaced file.
 check_eq "libcrypto.so.1.1 not replaced" false "$(library "$json" "$pid" libcrypto.so.1.1 replaced)"
+
+# With an index that does not know bullseye's builds, the libraries are
+# named from the container's own dpkg database (the host has no libssl1.1).
+mkdir -p "$scratch/index-without-debian-11"
+cp -r "$SOURCE_ROOT/distro-support/debian-12" "$scratch/index-without-debian-11/"
+json=$("$SUTURE" --distro-support "$scratch/index-without-debian-11" status --json --pid "$pid" || true)
+check_eq "unknown to this index" null "$(library "$json" "$pid" libcrypto.so.1.1 package)"
+check_eq "named from the container's dpkg database" "libssl1.1 $installed false" \
+    "$(library "$json" "$pid" libcrypto.so.1.1 'installed_package | "\(.name) \(.version) \(.in_archive_index)"')"
 exec {hold_stdin}>&-
 finish
