@@ -129,6 +129,8 @@ class Builder {
     Result<void> collect_sections();
     Result<void> load_runtime();
     std::optional<std::size_t> runtime_function(const std::string& name) const;
+    std::optional<std::pair<std::size_t, std::size_t>> new_global_function(
+        const std::string& name) const;
     Result<void> describe_replacements();
     PatchGraph patch_graph() const;
     std::optional<Node> next_node(const Node& node, const RelocatableObject::Relocation& relocation,
@@ -253,6 +255,25 @@ std::optional<std::size_t> Builder::runtime_function(const std::string& name) co
         if (symbols[i].name == name && symbols[i].type == STT_FUNC &&
             symbols[i].binding != STB_LOCAL && symbols[i].section != SHN_UNDEF) {
             return i;
+        }
+    }
+    return std::nullopt;
+}
+
+// A global function that the fix adds in one of its units, named `name`:
+// (unit, symbol index of its patched object). Another unit of the fix that
+// calls it leaves it undefined, and the library has no definition of it.
+std::optional<std::pair<std::size_t, std::size_t>> Builder::new_global_function(
+    const std::string& name) const {
+    for (std::size_t u = 0; u < units_.size(); ++u) {
+        if (runtime_unit_ && u == *runtime_unit_) {
+            continue;
+        }
+        const auto& symbols = units_[u].patched.symbols();
+        for (std::size_t index : units_[u].changes.new_functions) {
+            if (symbols[index].name == name && symbols[index].binding != STB_LOCAL) {
+                return std::pair{u, index};
+            }
         }
     }
     return std::nullopt;
@@ -554,6 +575,12 @@ Result<Destination> Builder::destination_of(
             // suture_shadow_* (suture/patch.h): linked from the runtime.
             const Symbol& defined = units_[*runtime_unit_].patched.symbols()[*runtime];
             return include_from(*runtime_unit_, defined.section,
+                                target.addend + static_cast<std::int64_t>(defined.value));
+        }
+        if (auto added = new_global_function(symbol.name)) {
+            // A new function of another unit of the fix: it travels in the patch.
+            const Symbol& defined = units_[added->first].patched.symbols()[added->second];
+            return include_from(added->first, defined.section,
                                 target.addend + static_cast<std::int64_t>(defined.value));
         }
         auto name = reference_to_external(symbol.name);

@@ -477,6 +477,29 @@ TEST_CASE("a patch for a real library resolves the static of the right file") {
         CHECK(both_references["a.c:helper"] == library_offset(library, "a.c", "helper"));
         CHECK(both_references["b.c:helper"] == library_offset(library, "b.c", "helper"));
     }
+    SECTION("a new global function of one unit, called from another, travels in the patch") {
+        // CVE-2026-54872's shape: bn_set_top_fixed added to bn_intern.c,
+        // called from ec_mult.c; the library has no such function to call.
+        std::string fixed_b = std::string(file_b) + "int added_b(int x) { return x ^ 0x55; }\n";
+        workshop.write("b.c", file_b);
+        std::string original_b = workshop.compile("b.c", "b-original.o");
+        workshop.write("b.c", fixed_b);
+        std::string calls_added = file_a;
+        calls_added.replace(calls_added.find("int api_a(int x) {"), 18,
+                            "int added_b(int);\nint api_a(int x) { x = added_b(x);");
+        workshop.write("a.c", calls_added);
+        request.units = {{original_a, workshop.compile("a.c", "a-calls-added.o")},
+                         {original_b, workshop.compile("b.c", "b-added.o")}};
+        BuildReport added_report;
+        auto added = build_patch(request, added_report);
+        REQUIRE(added);
+        CHECK(added_report.imports.empty());
+        REQUIRE(added_report.added.size() == 1);
+        CHECK(added_report.added[0].find("added_b") != std::string::npos);
+        auto added_parsed = parse_patch(*added, "test-fix");
+        REQUIRE(added_parsed);
+        CHECK(added_parsed->metadata.imports.empty());
+    }
     SECTION("a fix that changes nothing is refused") {
         request.units = {{original_a, original_a}};
         BuildReport nothing_report;
