@@ -27,6 +27,7 @@
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/quic.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <poll.h>
@@ -300,12 +301,31 @@ static inline int quic_select_alpn(SSL* ssl, const unsigned char** out, unsigned
     return SSL_TLSEXT_ERR_OK;
 }
 
-/* A self-signed P-256 certificate for the server. */
-static inline int quic_server_certificate(SSL_CTX* ctx) {
+/*
+ * A self-signed P-256 certificate for the server, with an extension of bulk
+ * random bytes if bulk > 0 (a server flight of that size more: random, so
+ * certificate compression cannot shrink it).
+ */
+static inline int quic_server_certificate(SSL_CTX* ctx, size_t bulk) {
     EVP_PKEY* key = EVP_EC_gen("P-256");
     X509* certificate = X509_new();
     int ok = key != NULL && certificate != NULL;
 
+    if (ok && bulk > 0) {
+        ASN1_OCTET_STRING* bytes = ASN1_OCTET_STRING_new();
+        unsigned char* random = OPENSSL_malloc(bulk);
+        ASN1_OBJECT* oid = OBJ_txt2obj("1.3.6.1.4.1.55555.1", 1);
+        X509_EXTENSION* extension = NULL;
+
+        ok = bytes != NULL && random != NULL && oid != NULL && RAND_bytes(random, (int)bulk) == 1 &&
+             ASN1_OCTET_STRING_set(bytes, random, (int)bulk) &&
+             (extension = X509_EXTENSION_create_by_OBJ(NULL, oid, 0, bytes)) != NULL &&
+             X509_add_ext(certificate, extension, -1);
+        X509_EXTENSION_free(extension);
+        ASN1_OBJECT_free(oid);
+        OPENSSL_free(random);
+        ASN1_OCTET_STRING_free(bytes);
+    }
     ok = ok && ASN1_INTEGER_set(X509_get_serialNumber(certificate), 1) &&
          X509_gmtime_adj(X509_getm_notBefore(certificate), 0) &&
          X509_gmtime_adj(X509_getm_notAfter(certificate), 3600) &&
@@ -319,8 +339,11 @@ static inline int quic_server_certificate(SSL_CTX* ctx) {
     return ok;
 }
 
-/* Both contexts, once: one cipher suite (the filter's AEAD), X25519. */
-static inline int make_quic_contexts(void) {
+/*
+ * Both contexts, once: one cipher suite (the filter's AEAD), X25519, no
+ * certificate compression; certificate_bulk: see quic_server_certificate().
+ */
+static inline int make_quic_contexts_with(size_t certificate_bulk) {
     quic_client_ctx = SSL_CTX_new(OSSL_QUIC_client_method());
     quic_server_ctx = SSL_CTX_new(OSSL_QUIC_server_method());
     if (quic_client_ctx == NULL || quic_server_ctx == NULL)
@@ -332,8 +355,11 @@ static inline int make_quic_contexts(void) {
            SSL_CTX_set_ciphersuites(quic_server_ctx, "TLS_AES_128_GCM_SHA256") == 1 &&
            SSL_CTX_set1_groups_list(quic_client_ctx, "X25519") == 1 &&
            SSL_CTX_set1_groups_list(quic_server_ctx, "X25519") == 1 &&
-           quic_server_certificate(quic_server_ctx);
+           (SSL_CTX_set_options(quic_server_ctx, SSL_OP_NO_TX_CERTIFICATE_COMPRESSION), 1) &&
+           quic_server_certificate(quic_server_ctx, certificate_bulk);
 }
+
+static inline int make_quic_contexts(void) { return make_quic_contexts_with(0); }
 
 /* --- the connection ------------------------------------------------------ */
 
@@ -352,6 +378,16 @@ static inline int quic_udp_socket(struct sockaddr_in* address) {
         return -1;
     }
     return fd;
+}
+
+/* Sends a datagram from the relay (a filter may add datagrams this way). */
+static inline void quic_relay_send(struct quic_connection* connection, int to_server,
+                                   const unsigned char* bytes, size_t length) {
+    connection->datagrams[to_server]++;
+    connection->bytes[to_server] += length;
+    sendto(connection->relay_fd, bytes, length, 0,
+           (struct sockaddr*)(to_server ? &connection->server_address : &connection->client_address),
+           sizeof(struct sockaddr_in));
 }
 
 /* Carries every datagram waiting at the relay, through the filter. */
@@ -373,12 +409,7 @@ static inline void quic_relay(struct quic_connection* connection) {
         if (connection->filter != NULL &&
             !connection->filter(connection, to_server, bytes, &length, sizeof(bytes)))
             continue;
-        connection->datagrams[to_server]++;
-        connection->bytes[to_server] += length;
-        sendto(connection->relay_fd, bytes, length, 0,
-               (struct sockaddr*)(to_server ? &connection->server_address
-                                            : &connection->client_address),
-               sizeof(struct sockaddr_in));
+        quic_relay_send(connection, to_server, bytes, length);
     }
 }
 
@@ -439,9 +470,9 @@ static inline SSL* quic_new_client(struct quic_connection* connection) {
     return client;
 }
 
-/* The server's listener on server_fd. */
-static inline SSL* quic_new_listener(struct quic_connection* connection) {
-    SSL* listener = SSL_new_listener(quic_server_ctx, 0);
+/* The server's listener on server_fd (flags: SSL_new_listener's). */
+static inline SSL* quic_new_listener(struct quic_connection* connection, uint64_t flags) {
+    SSL* listener = SSL_new_listener(quic_server_ctx, flags);
     BIO* bio = BIO_new_dgram(connection->server_fd, BIO_NOCLOSE);
 
     if (listener == NULL || bio == NULL || !SSL_set_blocking_mode(listener, 0)) {
@@ -458,15 +489,14 @@ static inline SSL* quic_new_listener(struct quic_connection* connection) {
 }
 
 /*
- * Opens a connection through the relay with the given filter (NULL: none)
- * and runs the handshake to its end on both sides. Returns NULL if it
- * worked, else why not (the connection is then closed).
+ * Sets up the sockets, the client and the listener (listener_flags:
+ * SSL_new_listener's) with the given filter (NULL: none); nothing is sent
+ * yet. Returns NULL if it worked, else why not (the connection is then
+ * closed).
  */
-static inline const char* open_quic_connection(struct quic_connection* connection,
-                                               quic_filter filter, void* filter_context) {
-    int round, client_done = 0;
-
-    /* 1. The sockets, the client and the listener. */
+static inline const char* start_quic_connection(struct quic_connection* connection,
+                                                quic_filter filter, void* filter_context,
+                                                uint64_t listener_flags) {
     memset(connection, 0, sizeof(*connection));
     connection->filter = filter;
     connection->filter_context = filter_context;
@@ -476,11 +506,26 @@ static inline const char* open_quic_connection(struct quic_connection* connectio
     quic_keylog_connection = connection;
     if (connection->client_fd < 0 || connection->relay_fd < 0 || connection->server_fd < 0 ||
         (connection->client = quic_new_client(connection)) == NULL ||
-        (connection->listener = quic_new_listener(connection)) == NULL) {
+        (connection->listener = quic_new_listener(connection, listener_flags)) == NULL) {
         close_quic_connection(connection);
         return "cannot set up the QUIC client and listener";
     }
-    /* 2. The handshake, until the client is connected and the server accepted. */
+    return NULL;
+}
+
+/*
+ * Opens a connection through the relay with the given filter (NULL: none)
+ * and runs the handshake to its end on both sides. Returns NULL if it
+ * worked, else why not (the connection is then closed).
+ */
+static inline const char* open_quic_connection(struct quic_connection* connection,
+                                               quic_filter filter, void* filter_context) {
+    const char* why = start_quic_connection(connection, filter, filter_context, 0);
+    int round, client_done = 0;
+
+    if (why != NULL)
+        return why;
+    /* 1. The handshake, until the client is connected and the server accepted. */
     for (round = 0; round < QUIC_HANDSHAKE_ROUNDS; round++) {
         if (!client_done) {
             int ret = SSL_connect(connection->client);
@@ -504,7 +549,7 @@ static inline const char* open_quic_connection(struct quic_connection* connectio
         return "the QUIC handshake did not complete";
     }
     /*
-     * 3. Let the handshake settle: the server's HANDSHAKE_DONE and the last
+     * 2. Let the handshake settle: the server's HANDSHAKE_DONE and the last
      *    acknowledgements. (A crafted frame in a 1-RTT packet that reaches
      *    the server together with the client's Finished may be lost.)
      */
