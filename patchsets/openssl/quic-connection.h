@@ -13,9 +13,12 @@
  * The peer receives crafted frames in a packet its peer really sent, so
  * packet numbers and acknowledgements stay consistent.
  *
- * Call make_quic_contexts() once, then open_quic_connection() and
- * close_quic_connection() for each connection. Static functions only, like
- * reproducer-harness.h: one compiler command builds a reproducer.
+ * Call make_quic_contexts() (or make_quic_contexts_with()) once, then
+ * open_quic_connection() (the handshake done) or start_quic_connection()
+ * (nothing sent yet) and close_quic_connection() for each connection;
+ * clean_quic_exchange() is the workload the QUIC reproducers share. Static
+ * functions only, like reproducer-harness.h: one compiler command builds a
+ * reproducer.
  */
 #ifndef SUTURE_QUIC_CONNECTION_H
 #define SUTURE_QUIC_CONNECTION_H
@@ -66,7 +69,9 @@ typedef int (*quic_filter)(struct quic_connection* connection, int to_server,
 struct quic_keys {
     int known;
     unsigned char key[16], iv[12], hp[16];
-    uint64_t largest_pn; /* to expand truncated packet numbers */
+    /* To expand truncated packet numbers: the largest one decrypted so far
+     * (0 at first, which is right early in a connection, where probes work). */
+    uint64_t largest_pn;
 };
 
 struct quic_connection {
