@@ -168,7 +168,7 @@ std::string process_headline(const ProcessExposure* exposure) {
             line = "needs a restart";
             break;
         case ProcessVerdict::unknown:
-            line = "unknown build";
+            line = "no advisory data for its build";
             break;
     }
     if (patched > 0) {
