@@ -5,8 +5,9 @@
 #   1. a fix whose context the target's source does not have (3.5's
 #      OSSL_CRMF_ENCRYPTEDVALUE_decrypt, which 3.0 does not have) is refused
 #      with the rejected hunk shown, and nothing is written;
-#   2. CVE-2026-75805's debian-13 fix ported to debian-12 3.0.20-1~deb12u2
-#      (--no-build): the fix re-based onto 3.0.20's lines, patchset.json for
+#   2. CVE-2026-75805's debian-13 fix ported to the builds a coverage.json
+#      lists it open for (--port-to-affected --no-build), debian-12
+#      3.0.20-1~deb12u2: the fix re-based onto 3.0.20's lines, patchset.json for
 #      that build's libcrypto, README "Ported from", reproducer.c including
 #      the original's, and the warning that the original's reproducer does
 #      not compile against 3.0 (it uses 3.2's OSSL_CMP_CTX_set1_serialNumber);
@@ -65,8 +66,22 @@ grep -q 'rejected hunks (debian-12/3.0.20-1~deb12u2, crypto/crmf/crmf_lib.c.rej)
 original=debian-13/3.5.7-1~deb13u2/CVE-2026-75805
 copy_patchset "$original"
 port=$root/debian-12/3.0.20-1~deb12u2/CVE-2026-75805
-run 0 "port CVE-2026-75805 to debian-12 (--no-build)" \
-    "$SUTURE_BUILD" --no-build --port-to debian-12/3.0.20-1~deb12u2 --fixed-version 3.0.22-1~deb12u2 "$root/$original"
+# The builds to port to and the fixed version, from coverage.json (the
+# contract's schema): the one other build that has the CVE open.
+cat > "$root/coverage.json" <<'JSON'
+{"format": "suture-coverage", "format_version": 1, "builds": [
+  {"distribution": "debian-13", "version": "3.5.7-1~deb13u2",
+   "cves": [{"id": "CVE-2026-75805", "fixed_in": "3.5.7-1~deb13u3", "status": "patched"}]},
+  {"distribution": "debian-12", "version": "3.0.20-1~deb12u2",
+   "cves": [{"id": "CVE-2026-75805", "fixed_in": "3.0.22-1~deb12u2", "status": "open"},
+            {"id": "CVE-2026-63076", "fixed_in": "3.0.22-1~deb12u1", "status": "patched"}]},
+  {"distribution": "debian-11", "version": "1.1.1w-0+deb11u1",
+   "cves": [{"id": "CVE-2026-63072", "fixed_in": "openssl 3.0.22", "status": "open"}]}]}
+JSON
+run 0 "port CVE-2026-75805 to the builds coverage.json lists it open for (--no-build)" \
+    "$SUTURE_BUILD" --no-build --port-to-affected "$root/$original"
+check_eq "ported to exactly the one affected build" "debian-12/3.0.20-1~deb12u2/CVE-2026-75805" \
+    "$(cd "$root" && find . -path ./debian-13 -prune -o -name patchset.json -printf '%h\n' | sed 's|^\./||' | sort | paste -sd ' ')"
 check_eq "the fix is re-based onto 3.0.20's lines" "@@ -857,7 +857,7 @@" "$(grep '^@@' "$port/fix.patch")"
 check_eq "the re-based fix changes the same line" \
     "$(grep '^[-+][^-+]' "$committed/$original/fix.patch")" "$(grep '^[-+][^-+]' "$port/fix.patch")"
