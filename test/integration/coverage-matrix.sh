@@ -53,30 +53,38 @@ expect_error() {
     rm -rf "$scratch/p"
 }
 fresh() { rm -rf "$scratch/p"; cp -r "$SOURCE_ROOT/patchsets/openssl" "$scratch/p"; }
-classified=$scratch/p/debian-12/3.0.20-1~deb12u2/CVE-2026-35189
+# The classification cases need a pair that is still open (whichever the
+# committed coverage lists first), the registration case a CVE id with no
+# proof test at all.
+open_pair=$(jq -r '[.builds[] | .distribution as $d | .version as $v | .cves[] |
+    select(.status == "open") | "\($d)/\($v)/\(.id)"] | first // empty' "$json")
+[ -n "$open_pair" ] || { fail_check "the committed coverage has no open pair left to classify in the error cases"; finish; }
+open_cve=${open_pair##*/}
+classified=$scratch/p/$open_pair
+unregistered=$scratch/p/debian-12/3.0.20-1~deb12u2/CVE-2026-99999
 patchset=$scratch/p/debian-12/3.0.20-1~deb12u2/CVE-2026-63072
 
 fresh; mkdir -p "$classified"; echo '{"format": "suture-classification",' > "$classified/classification.json"
 expect_error "a classification that is not JSON" "$classified/classification.json: cannot read classification.json"
 
 fresh; mkdir -p "$classified"
-jq -n '{format: "suture-classification", format_version: 1, cve: "CVE-2026-35189", severity: "Low",
+jq -n --arg cve "$open_cve" '{format: "suture-classification", format_version: 1, cve: $cve, severity: "Low",
         summary: "s", status: "not_affected", reason: "r", checks: [{kind: "file_missing", path: "x.c"}]}' \
     > "$classified/classification.json"
 expect_error "an unknown check kind" "check 1: unknown kind 'file_missing' (known: function_absent, not_compiled, source_absent)"
 
 fresh; mkdir -p "$classified"
-jq -n '{format: "suture-classification", format_version: 1, cve: "CVE-2026-35189", severity: "Low",
+jq -n --arg cve "$open_cve" '{format: "suture-classification", format_version: 1, cve: $cve, severity: "Low",
         summary: "s", status: "not_affected", reason: "r", checks: []}' > "$classified/classification.json"
 expect_error "not_affected without checks" "not_affected needs at least one check"
 
 fresh; mkdir -p "$classified"
-jq -n '{format: "suture-classification", format_version: 1, cve: "CVE-2026-35189", severity: "Low",
+jq -n --arg cve "$open_cve" '{format: "suture-classification", format_version: 1, cve: $cve, severity: "Low",
         summary: "s", status: "not_live_patchable", reason: "r", checks: []}' > "$classified/classification.json"
 expect_error "not_live_patchable without a justification" "not_live_patchable needs a justification"
 
 fresh; mkdir -p "$classified"
-jq -n '{format: "suture-classification", format_version: 1, cve: "CVE-2026-35189", severity: "Low",
+jq -n --arg cve "$open_cve" '{format: "suture-classification", format_version: 1, cve: $cve, severity: "Low",
         summary: "s", status: "fixed", reason: "r", checks: []}' > "$classified/classification.json"
 expect_error "an unknown status" "status 'fixed' is neither not_affected nor not_live_patchable"
 
@@ -103,11 +111,11 @@ jq '.library.soname = "libssl.so.3" | .library.build_id = "aa0eeee44fa27da26d1a3
     "$patchset/patchset.json" > "$scratch/m" && mv "$scratch/m" "$patchset/patchset.json"
 expect_error "a .suture of another patch" "patch_id 'CVE-2026-84782' is not the patchset's 'CVE-2026-63072'"
 
-fresh; cp -r "$patchset" "$scratch/p/debian-12/3.0.20-1~deb12u2/CVE-2026-35189"
-jq '.cve = "CVE-2026-35189"' "$patchset/patchset.json" > "$scratch/m"
-mv "$scratch/m" "$scratch/p/debian-12/3.0.20-1~deb12u2/CVE-2026-35189/patchset.json"
+fresh; cp -r "$patchset" "$unregistered"
+jq '.cve = "CVE-2026-99999"' "$patchset/patchset.json" > "$scratch/m"
+mv "$scratch/m" "$unregistered/patchset.json"
 expect_error "a patchset without a registered proof test" \
-    "no proof test is registered for debian-12/3.0.20-1~deb12u2/CVE-2026-35189"
+    "no proof test is registered for debian-12/3.0.20-1~deb12u2/CVE-2026-99999"
 
 fresh; rm "$patchset/reproducer.c"
 expect_error "a patchset without its reproducer" "reproducer 'reproducer.c' is not there"
