@@ -34,6 +34,9 @@ int main(int argc, char** argv) {
     app.add_option("--rescan-seconds", options.rescan_seconds,
                    "Rescan every process this often (catches dlopen'ed libraries); 0: never")
         ->capture_default_str();
+    app.add_option("--new-processes-under", options.new_processes_under,
+                   "Patch only new processes whose executable is under this directory "
+                   "(repeatable; rescans are not limited: use --rescan-seconds 0)");
     app.add_flag("-v,--verbose", verbosity, "More diagnostics on stderr");
     try {
         app.parse(argc, argv);
