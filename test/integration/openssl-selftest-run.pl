@@ -34,6 +34,10 @@ $ENV{OPENSSL_CONF_INCLUDE} = rel2abs(catdir($bldtop, "test"));
 $ENV{OPENSSL_MODULES} = rel2abs(catdir($bldtop, "providers"));
 $ENV{OPENSSL_ENGINES} = rel2abs(catdir($bldtop, "engines"));
 $ENV{CTLOG_FILE} = rel2abs(catfile($srctop, "test", "ct", "log_list.cnf"));
+# 3.5's run_tests.pl also has malloc fill freed memory (3.0's does not).
+open(my $run_tests, '<', catfile($srctop, "test", "run_tests.pl")) or die "run_tests.pl: $!\n";
+$ENV{MALLOC_PERTURB_} //= '128' if grep { /ENV\{'MALLOC_PERTURB_'\}/ } <$run_tests>;
+close($run_tests);
 
 # 2. The recipes: preps first (they are mandatory), then the rest in
 # run_tests.pl's order.
