@@ -16,6 +16,12 @@
 #   HARNESS_JOBS            recipes run at once (default 2)
 #   OPENSSL_SELFTEST_KEEP   a directory to keep the logs and results in (the
 #                           recipes' TAP, results.tsv of each run, sutured.log)
+#   OPENSSL_SELFTEST_BASELINE  the kept "unpatched" directory of an earlier
+#                           run of the same build and recipes: its results
+#                           stand for the unpatched run (it is not run again;
+#                           the unpatched results do not depend on the
+#                           patchsets, so a rerun after new patchsets takes
+#                           half the time). Its build.txt must match.
 #
 # The rebuild tree is never touched: the test copies it (under suture-build's
 # tree lock, so no fix is half applied in the copy), puts the archive's
@@ -189,16 +195,30 @@ watch_foreign_sutured() {
     started_pids+=("$watcher_pid")
 }
 
-for _ in $(seq 150); do  # up to 5 min
-    [ -z "$(foreign_sutured)" ] && break
-    sleep 2
-done
-[ -z "$(foreign_sutured)" ] || { fail_check "another sutured runs (pid $(foreign_sutured)): the unpatched run would not be unpatched"; keep_outputs; finish; }
-watch_foreign_sutured
-run_suite unpatched
-kill "$watcher_pid" 2>/dev/null || true
-if [ -s "$scratch/foreign-sutured" ]; then
-    fail_check "another sutured ran during the unpatched run (pids $(sort -u "$scratch/foreign-sutured" | paste -sd' ')): it may have patched it"
+# What the unpatched results depend on: the build, its libraries, the recipes.
+build_stamp() {
+    echo "$distro $version libcrypto $(build_id_of "$work/tree/build_shared/libcrypto.so.3")" \
+        "libssl $(build_id_of "$work/tree/build_shared/libssl.so.3") recipes ${only_tests[*]:-all}"
+}
+
+if [ -n "${OPENSSL_SELFTEST_BASELINE:-}" ]; then
+    [ "$(cat "$OPENSSL_SELFTEST_BASELINE/build.txt" 2>/dev/null)" = "$(build_stamp)" ] ||
+        { fail_check "$OPENSSL_SELFTEST_BASELINE/build.txt is not '$(build_stamp)'"; keep_outputs; finish; }
+    cp -r "$OPENSSL_SELFTEST_BASELINE" "$work/unpatched"
+    echo "unpatched run: the results of $OPENSSL_SELFTEST_BASELINE (made $(date -r "$OPENSSL_SELFTEST_BASELINE/results.tsv" -u '+%F %R UTC'))"
+else
+    for _ in $(seq 150); do  # up to 5 min
+        [ -z "$(foreign_sutured)" ] && break
+        sleep 2
+    done
+    [ -z "$(foreign_sutured)" ] || { fail_check "another sutured runs (pid $(foreign_sutured)): the unpatched run would not be unpatched"; keep_outputs; finish; }
+    watch_foreign_sutured
+    run_suite unpatched
+    kill "$watcher_pid" 2>/dev/null || true
+    if [ -s "$scratch/foreign-sutured" ]; then
+        fail_check "another sutured ran during the unpatched run (pids $(sort -u "$scratch/foreign-sutured" | paste -sd' ')): it may have patched it"
+    fi
+    build_stamp >"$work/unpatched/build.txt"
 fi
 
 start_private_system_bus
