@@ -183,9 +183,21 @@ run_suite() {
     [ -f "$work/$1/results.tsv" ] || { tail -n 30 "$scratch/$1.log"; fail_check "the $1 run wrote no results (status $status)"; keep_outputs; finish; }
 }
 
-# foreign_sutured: sutured processes not started here (another test's daemon
-# would patch the unpatched run's processes).
-foreign_sutured() { pgrep -x sutured | grep -vx "${daemon_pid:-0}" | paste -sd' ' || true; }
+# foreign_sutured: sutured processes not started here that could patch the
+# unpatched run's processes (another test's daemon). One limited to another
+# directory without rescans (another self-test's) cannot.
+foreign_sutured() {
+    local pid arguments
+    for pid in $(pgrep -x sutured || true); do
+        [ "$pid" != "${daemon_pid:-0}" ] || continue
+        arguments=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+        if [[ "$arguments" == *"--rescan-seconds 0 "* && "$arguments" == *"--new-processes-under "* &&
+            "$arguments" != *"--new-processes-under $work/tree "* ]]; then
+            continue
+        fi
+        echo "$pid"
+    done | paste -sd' '
+}
 
 watch_foreign_sutured() {
     while sleep 2; do
