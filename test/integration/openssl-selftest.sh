@@ -16,6 +16,10 @@
 #   HARNESS_JOBS            recipes run at once (default 2)
 #   OPENSSL_SELFTEST_KEEP   a directory to keep the logs and results in (the
 #                           recipes' TAP, results.tsv of each run, sutured.log)
+#   OPENSSL_SELFTEST_RUN_ROOT  a root filesystem to run the copy in instead
+#                           of the build's own build root (to try the
+#                           container path with the host's build, e.g. the
+#                           Debian 13 build root for debian-12's 3.0.20)
 #   OPENSSL_SELFTEST_BASELINE  the kept "unpatched" directory of an earlier
 #                           run of the same build and recipes: its results
 #                           stand for the unpatched run (it is not run again;
@@ -72,19 +76,20 @@ if [ "$(. /etc/os-release && echo "${VERSION_CODENAME:-}")" != "$(jq -r .codenam
         skip "no $distro build root ($build_root): run suture-build for a $distro $version patchset first"
 fi
 tree_dir=$build_root$tree
+run_root=${OPENSSL_SELFTEST_RUN_ROOT:-$build_root}
 
 # run_in_build_root COMMAND: the bash COMMAND with a clean environment, on
 # the host or chrooted into the build root in new mount and PID namespaces
 # (as suture-build runs the package build).
 run_in_build_root() {
     local environment=(PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8)
-    if [ -z "$build_root" ]; then
+    if [ -z "$run_root" ]; then
         env -i "${environment[@]}" bash -c "$1"
         return
     fi
     unshare --mount --pid --fork --kill-child sh -c '
         mount -t proc proc "$1/proc" && root=$1 && shift &&
-        exec chroot "$root" /usr/bin/env -i "$@"' sh "$build_root" "${environment[@]}" bash -c "$1"
+        exec chroot "$root" /usr/bin/env -i "$@"' sh "$run_root" "${environment[@]}" bash -c "$1"
 }
 
 # --- 2. a copy of the cached rebuild, with the archive's libraries ---------
@@ -128,10 +133,10 @@ use_archive_libraries() {
 archive=$build_cache/archive/usr/lib/x86_64-linux-gnu
 [ -f "$archive/libcrypto.so.3" ] ||
     skip "no archive package in $build_cache/archive: run suture-build for a $distro $version patchset first"
-mkdir -p "$build_root/tmp"
-work=$(mktemp -d "$build_root/tmp/openssl-selftest-XXXXXX")
+mkdir -p "$run_root/tmp"
+work=$(mktemp -d "$run_root/tmp/openssl-selftest-XXXXXX")
 removed_paths+=("$work")
-inside=${work#"$build_root"}
+inside=${work#"$run_root"}
 started=$(date +%s)
 copy_rebuild_tree "$work/tree" ||
     skip "no verified cached rebuild of $distro openssl $version in $tree_dir: run suture-build for one of its patchsets first"
