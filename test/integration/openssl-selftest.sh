@@ -142,13 +142,16 @@ copy_rebuild_tree "$work/tree" ||
     skip "no verified cached rebuild of $distro openssl $version in $tree_dir: run suture-build for one of its patchsets first"
 echo "copied $tree_dir (without build_static) in $(($(date +%s) - started)) s: $(du -sh "$work/tree" | cut -f1)"
 use_archive_libraries "$work/tree/build_shared" "$archive"
-# util/wrap.pl, which starts every test program, names the source tree by
-# its absolute path: the copy's instead (same modification time for make).
-wrap=$work/tree/build_shared/util/wrap.pl
-sed "s|$tree/|$inside/tree/|g" "$wrap" >"$wrap.copy"
-chmod --reference="$wrap" "$wrap.copy"
-touch -r "$wrap" "$wrap.copy"
-mv "$wrap.copy" "$wrap"
+# util/wrap.pl (which starts every test program) and configdata.pm (which
+# the recipes load) name the source tree by its absolute path: the copy's
+# instead (same modes and modification times, for make).
+for generated in util/wrap.pl configdata.pm; do
+    file=$work/tree/build_shared/$generated
+    sed "s|$tree/|$inside/tree/|g; s|$tree'|$inside/tree'|g; s|$tree\"|$inside/tree\"|g" "$file" >"$file.copy"
+    chmod --reference="$file" "$file.copy"
+    touch -r "$file" "$file.copy"
+    mv "$file.copy" "$file"
+done
 cp "$(dirname "$0")/openssl-selftest-run.pl" "$work/run.pl"
 # The test programs, built in the copy (the package build compiled them
 # already: make finds nothing, or only what the copy changed, to do).
@@ -186,6 +189,12 @@ run_suite() {
         perl '$inside/run.pl' '$inside/$1' ${only_tests[*]}" >"$scratch/$1.log" 2>&1 || status=$?
     echo "$1 run: $(($(date +%s) - started)) s wall; run_tests summary: $(grep -E '^(Files=|Result:)' "$scratch/$1.log" | tail -n 2 | paste -sd' ')"
     [ -f "$work/$1/results.tsv" ] || { tail -n 30 "$scratch/$1.log"; fail_check "the $1 run wrote no results (status $status)"; keep_outputs; finish; }
+    if awk -F'\t' '$1 ~ /^prep_/ && $2 == "failed" { found = 1 } END { exit !found }' "$work/$1/results.tsv"; then
+        tail -n 30 "$scratch/$1.log"
+        fail_check "the $1 run: a 00-prep recipe failed, so no recipe ran"
+        keep_outputs
+        finish
+    fi
 }
 
 # foreign_sutured: sutured processes not started here that could patch the
