@@ -14,6 +14,8 @@
 #   OPENSSL_SELFTEST_TESTS  recipe names (test_evp test_cmp_client ...) to
 #                           run instead of all of them
 #   HARNESS_JOBS            recipes run at once (default 2)
+#   OPENSSL_SELFTEST_PATCHSETS  patch IDs (CVE-2026-54874 ...) to apply instead
+#                           of all of the build's
 #   OPENSSL_SELFTEST_KEEP   a directory to keep the logs and results in (the
 #                           recipes' TAP, results.tsv of each run, sutured.log)
 #   OPENSSL_SELFTEST_RUN_ROOT  a root filesystem to run the copy in instead
@@ -170,10 +172,22 @@ echo "test programs: $(wc -w <<<"$programs") in test/, $shared of them linked to
 
 # --- 3. the patchsets of this build -----------------------------------------
 
+# The feed sutured gets holds these patchsets only: setup-local-feed run from
+# a source root whose patchsets/ has just them (OPENSSL_SELFTEST_PATCHSETS
+# names some, to find which one changes a result).
+read -r -a wanted_patchsets <<<"${OPENSSL_SELFTEST_PATCHSETS:-}"
+feed_root=$scratch/feed-root
+mkdir -p "$feed_root/scripts" "$feed_root/patchsets/openssl/$distro/$version"
+cp "$SOURCE_ROOT/scripts/setup-local-feed" "$feed_root/scripts/"
 patch_ids=()
 for manifest in "$patchset_dir"/*/patchset.json; do
     [ -f "$(dirname "$manifest")/$(jq -r .output "$manifest")" ] || continue
-    patch_ids+=("$(jq -r .patch_id "$manifest")")
+    id=$(jq -r .patch_id "$manifest")
+    if [ ${#wanted_patchsets[@]} -gt 0 ] && [[ " ${wanted_patchsets[*]} " != *" $id "* ]]; then
+        continue
+    fi
+    patch_ids+=("$id")
+    ln -s "$(dirname "$manifest")" "$feed_root/patchsets/openssl/$distro/$version/"
     echo "patchset: $(jq -r '"\(.cve) (\(.library.soname)): \(.summary)"' "$manifest")"
 done
 [ ${#patch_ids[@]} -gt 0 ] || skip "no built patchset in $patchset_dir"
@@ -248,7 +262,7 @@ else
 fi
 
 start_private_system_bus
-"$SOURCE_ROOT/scripts/setup-local-feed" "$(dirname "$(dirname "$SUTURE_FEED")")" >"$scratch/setup.log" 2>&1 ||
+"$feed_root/scripts/setup-local-feed" "$(dirname "$(dirname "$SUTURE_FEED")")" >"$scratch/setup.log" 2>&1 ||
     { cat "$scratch/setup.log"; fail_check "setup-local-feed"; keep_outputs; finish; }
 SUTURE_FEED_CACHE=$scratch/cache "$SUTURE" feed refresh >/dev/null
 # Only the copy's programs (the tests' processes) are parked and patched:
