@@ -218,7 +218,7 @@ foreign_sutured() {
     local pid arguments
     for pid in $(pgrep -x sutured || true); do
         [ "$pid" != "${daemon_pid:-0}" ] || continue
-        arguments=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+        arguments=$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null) || continue  # gone
         if [[ "$arguments" == *"--rescan-seconds 0 "* && "$arguments" == *"--new-processes-under "* &&
             "$arguments" != *"--new-processes-under $work/tree "* ]]; then
             continue
