@@ -294,10 +294,10 @@ done
 # (a short-lived openssl command the daemon reached late) is no failure of
 # the patch; anything else is listed.
 others=$(grep -E "sutured: new pid [0-9]+ \(.*\): CVE-[0-9-]+ [a-z_]+ " "$scratch/sutured.log" | grep -v " applied " || true)
-gone=$(grep -cE "exited during the operation|[Nn]o such process" <<<"$others" || true)
+gone=$(grep -cE "exited (during the operation|while being stopped)|[Nn]o such process" <<<"$others" || true)
 echo "outcomes other than applied: $(grep -c . <<<"$others" || true) ($gone for processes that exited meanwhile)"
 if [ -n "$others" ]; then
-    { grep -vE "exited during the operation|[Nn]o such process" <<<"$others" || true; } |
+    { grep -vE "exited (during the operation|while being stopped)|[Nn]o such process" <<<"$others" || true; } |
         sed -E 's/.*\): (CVE-[0-9-]+ [a-z_]+.*)/\1/; s/pid [0-9]+/pid N/g' | sort | uniq -c | sort -rn | head -n 10 | sed 's/^/  /'
 fi
 
