@@ -14,6 +14,7 @@
 
 #include "base/Log.h"
 #include "config.h"
+#include "proc/Process.h"
 
 namespace suture {
 
@@ -124,6 +125,9 @@ int Daemon::run() {
     }
     log::info(std::string("sutured: serving ") + bus::name);
     int result = sd_event_loop(loop);
+    if (exec_watcher_) {
+        log_new_process_statistics();
+    }
     return result < 0 ? 1 : 0;
 }
 
@@ -170,7 +174,35 @@ int Daemon::exec_events(sd_event_source*, int, std::uint32_t, void* self) {
     return 0;
 }
 
+bool Daemon::in_new_process_scope(int pid) const {
+    if (options_.new_processes_under.empty()) {
+        return true;
+    }
+    std::string executable = executable_path(pid);
+    for (const std::string& directory : options_.new_processes_under) {
+        std::string prefix = directory.ends_with('/') ? directory : directory + "/";
+        if (executable.starts_with(prefix)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// What an operator (or a test) reads to see how many programs were patched
+// before main() and how many were reached late or not at all.
+void Daemon::log_new_process_statistics() const {
+    const NewProcessStatistics& counts = engine_->new_process_statistics();
+    log::info("sutured: new processes: " + std::to_string(counts.execs) + " exec events, " +
+              std::to_string(counts.candidates) + " needing libssl/libcrypto, " +
+              std::to_string(counts.parked) + " parked, " +
+              std::to_string(counts.patched_before_main) + " patched before main(), " +
+              std::to_string(counts.patched_late) + " patched while running");
+}
+
 void Daemon::handle_exec(int pid) {
+    if (!in_new_process_scope(pid)) {
+        return;
+    }
     auto outcome = engine_->on_exec(pid, options_.inject);
     if (!outcome) {
         return;

@@ -3,6 +3,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -24,6 +25,12 @@ struct DaemonOptions {
     // current after every rescan and update; "" : none. Written only when
     // its directory exists (the prometheus-node-exporter package makes it).
     std::string metrics_textfile = "/var/lib/prometheus/node-exporter/suture.prom";
+    // When not empty, only new processes whose executable (/proc/PID/exe as
+    // the host names it) lies under one of these directories are parked and
+    // patched: a trial on one application tree (or a test run) that leaves
+    // every other program on the machine alone. Rescans are not limited:
+    // set rescan_seconds to 0 with it.
+    std::vector<std::string> new_processes_under;
 };
 
 // sutured: the engine behind a D-Bus API (data/org.suture.Suture1.xml) on
@@ -62,6 +69,10 @@ class Daemon {
 
     // One exec event; one offline update with what follows it.
     void handle_exec(int pid);
+    // Whether new_processes_under lets the daemon touch the new process.
+    bool in_new_process_scope(int pid) const;
+    // The new-process counters, logged when the daemon stops.
+    void log_new_process_statistics() const;
     void rescan_once();
     // Rewrites the metrics textfile, if there is one (a failure is logged).
     void write_metrics();

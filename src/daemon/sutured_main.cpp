@@ -38,6 +38,9 @@ int main(int argc, char** argv) {
                    "Keep this node_exporter textfile current (Prometheus text format, written\n"
                    "atomically after every rescan and update, if its directory exists); \"\": none")
         ->capture_default_str();
+    app.add_option("--new-processes-under", options.new_processes_under,
+                   "Patch only new processes whose executable is under this directory "
+                   "(repeatable; rescans are not limited: use --rescan-seconds 0)");
     app.add_flag("-v,--verbose", verbosity, "More diagnostics on stderr");
     try {
         app.parse(argc, argv);

@@ -44,6 +44,23 @@ start_daemon --no-new-processes
 check_eq "sutured --no-new-processes: 5 runs, none fixed" 0 "$(count_fixed 5)"
 kill -TERM "$daemon_pid"
 wait "$daemon_pid" 2>/dev/null || true
+# --new-processes-under limits the daemon to one directory's programs (the
+# OpenSSL self-test's copied tree): others start unpatched, those under it
+# patched. At exit sutured logs its counts of new processes.
+start_daemon --rescan-seconds 0 --new-processes-under "$scratch/elsewhere"
+check_eq "sutured --new-processes-under another directory: 5 runs, none fixed" 0 "$(count_fixed 5)"
+kill -TERM "$daemon_pid"
+wait "$daemon_pid" 2>/dev/null || true
+start_daemon --rescan-seconds 0 --new-processes-under "$(dirname "$(readlink -f "$program")")"
+check_eq "sutured --new-processes-under the program's directory: 5 runs, all fixed" 5 "$(count_fixed 5)"
+kill -TERM "$daemon_pid"
+wait "$daemon_pid" 2>/dev/null || true
+counts=$(grep -o "new processes: .*" "$scratch/sutured.log" | tail -n 1)
+echo "sutured at exit: $counts"
+[[ "$counts" =~ ([0-9]+)\ patched\ before\ main ]] && [ "${BASH_REMATCH[1]}" -ge 5 ] &&
+    pass "sutured counts the 5 processes it patched before main() at exit" ||
+    fail_check "sutured's counts at exit: '$counts'"
+: >"$scratch/sutured.log"  # the checks below count this log's lines afresh
 
 start_daemon
 grep -q "patching new processes" "$scratch/sutured.log" ||
