@@ -14,7 +14,6 @@
 
 #include "base/Log.h"
 #include "config.h"
-#include "proc/Process.h"
 
 namespace suture {
 
@@ -178,7 +177,7 @@ bool Daemon::in_new_process_scope(int pid) const {
     if (options_.new_processes_under.empty()) {
         return true;
     }
-    std::string executable = executable_path(pid);
+    std::string executable = engine_->executable_of(pid);
     for (const std::string& directory : options_.new_processes_under) {
         std::string prefix = directory.ends_with('/') ? directory : directory + "/";
         if (executable.starts_with(prefix)) {

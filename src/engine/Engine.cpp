@@ -384,6 +384,10 @@ const NewProcessStatistics& Engine::new_process_statistics() const {
     return new_processes_->statistics();
 }
 
+std::string Engine::executable_of(int pid) const {
+    return executable_path(pid);
+}
+
 std::size_t Engine::release_abandoned_parks() {
     return release_abandoned();
 }

@@ -118,6 +118,9 @@ class Engine {
     Result<void> reload_new_process_patches();
     std::optional<NewProcessOutcome> on_exec(int pid, const InjectOptions& options);
     const NewProcessStatistics& new_process_statistics() const;
+    // The executable of PID as the host names it ("" when it is gone):
+    // for sutured's --new-processes-under scope.
+    std::string executable_of(int pid) const;
     // Releases processes a previous sutured left parked; returns how many.
     std::size_t release_abandoned_parks();
 
