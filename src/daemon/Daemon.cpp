@@ -49,6 +49,8 @@ const sd_bus_vtable daemon_vtable[] = {
                              SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("History", "u", SD_BUS_PARAM(limit), "s", SD_BUS_PARAM(document),
                              guarded<Daemon::history>, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("Statistics", "", , "s", SD_BUS_PARAM(document),
+                             guarded<Daemon::statistics>, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("SetEnabled", "b", SD_BUS_PARAM(enabled), "", ,
                              guarded<Daemon::set_enabled>, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_PROPERTY("Enabled", "b", Daemon::enabled_property, 0, 0),
@@ -152,8 +154,81 @@ void Daemon::watch_new_processes() {
         log::warning("sutured: cannot raise its priority; new processes may be patched late");
     }
     exec_watcher_.emplace(std::move(*watcher));
-    sd_event_add_io(event_.get(), nullptr, exec_watcher_->fd(), EPOLLIN, Daemon::exec_events, this);
+    // Exec events before library events: a process's own loader opens its
+    // libraries right after its exec, and the exec path parks it first.
+    sd_event_source* exec_source = nullptr;
+    sd_event_add_io(event_.get(), &exec_source, exec_watcher_->fd(), EPOLLIN, Daemon::exec_events,
+                    this);
+    sd_event_source_set_priority(exec_source, SD_EVENT_PRIORITY_IMPORTANT);
     log::info("sutured: patching new processes at their entry point");
+    watch_libraries();
+}
+
+void Daemon::watch_libraries() {
+    auto watcher = LibraryWatcher::open();
+    if (!watcher) {
+        log::warning("sutured: libraries loaded later (dlopen) will wait for the rescan: " +
+                     watcher.error().message);
+        return;
+    }
+    library_watcher_.emplace(std::move(*watcher));
+    sd_event_add_io(event_.get(), nullptr, library_watcher_->fd(), EPOLLIN,
+                    Daemon::library_events, this);
+    watch_library_files(true);
+    log::info("sutured: patching libraries as they are loaded (fanotify)");
+}
+
+void Daemon::watch_library_files(bool all_roots) {
+    if (!library_watcher_) {
+        return;
+    }
+    std::size_t watched = 0;
+    for (const std::string& path : engine_->new_process_library_files(all_roots)) {
+        if (auto marked = library_watcher_->watch(path); marked) {
+            ++watched;
+            log::debug("sutured: watching " + path);
+        } else {
+            log::warning("sutured: " + marked.error().message);
+        }
+    }
+    engine_->count_watched_library_files(watched);
+}
+
+int Daemon::library_events(sd_event_source*, int, std::uint32_t, void* self) {
+    auto* daemon = static_cast<Daemon*>(self);
+    // 1. Exec events first (see watch_new_processes).
+    if (daemon->exec_watcher_) {
+        exec_events(nullptr, daemon->exec_watcher_->fd(), 0, self);
+    }
+    // 2. Then each process that closed a watched library.
+    daemon->library_watcher_->drain([&](int pid) {
+        auto seen = std::chrono::steady_clock::now();
+        try {
+            daemon->handle_library_event(pid, seen);
+        } catch (const std::exception& exception) {
+            log::error("sutured: library event of pid " + std::to_string(pid) + ": " +
+                       exception.what());
+        }
+    });
+    return 0;
+}
+
+void Daemon::handle_library_event(int pid, std::chrono::steady_clock::time_point seen) {
+    auto outcome = engine_->on_library_opened(pid, options_.inject, seen);
+    if (!outcome) {
+        return;
+    }
+    emit_applied(outcome->actions);
+    log_lost("pid " + std::to_string(pid), outcome->lost_records);
+    for (const UpdateAction& action : outcome->actions) {
+        if (action.outcome == ActionOutcome::already) {
+            continue;
+        }
+        log::info("sutured: library loaded by pid " + std::to_string(pid) + " (" + action.comm +
+                  "): " + action.patch_id + " " + std::string(outcome_name(action.outcome)) +
+                  " after dlopen, " + std::to_string(outcome->latency_us) + " us after the event" +
+                  (action.message.empty() ? "" : ": " + action.message));
+    }
 }
 
 int Daemon::exec_events(sd_event_source*, int, std::uint32_t, void* self) {
@@ -166,6 +241,8 @@ int Daemon::exec_events(sd_event_source*, int, std::uint32_t, void* self) {
             log::error("sutured: new pid " + std::to_string(pid) + ": " + exception.what());
         }
     });
+    // New roots and closures may name OpenSSL files not watched yet.
+    daemon->watch_library_files(false);
     return 0;
 }
 
@@ -179,7 +256,8 @@ void Daemon::handle_exec(int pid) {
     for (const UpdateAction& action : outcome->actions) {
         log::info("sutured: new pid " + std::to_string(pid) + " (" + action.comm +
                   "): " + action.patch_id + " " + std::string(outcome_name(action.outcome)) +
-                  (outcome->parked ? " before main()" : " while running") +
+                  (outcome->parked ? " before main()" : " while running") + " (" +
+                  std::string(caught_by_name(outcome->caught_by)) + ")" +
                   (action.message.empty() ? "" : ": " + action.message));
     }
 }
@@ -209,6 +287,7 @@ void Daemon::rescan_once() {
     auto report = engine_->update(options, handle_pending_execs);
     if (report) {
         log_lost("rescan", report->lost_records);
+        engine_->count_rescan(*report);
         emit_applied(report->actions);
         for (const UpdateAction& action : report->actions) {
             if (action.outcome == ActionOutcome::applied) {
@@ -223,6 +302,7 @@ void Daemon::rescan_once() {
         log::warning("sutured: rescan: " + report.error().message);
     }
     (void)engine_->reload_new_process_patches();
+    watch_library_files(true);  // roots of processes started meanwhile, upgraded files
     // A process whose release failed (say, a debugger attached to it in
     // between) is found again here; no park is in flight at this point.
     if (exec_watcher_) {
@@ -367,6 +447,15 @@ int Daemon::history(sd_bus_message* message, void* self, sd_bus_error*) {
         return reply(message, error_to_json(entries.error()));
     }
     return reply(message, history_to_json(*entries));
+}
+
+int Daemon::statistics(sd_bus_message* message, void* self, sd_bus_error*) {
+    auto* daemon = static_cast<Daemon*>(self);
+    nlohmann::json document = new_process_statistics_to_json(daemon->engine_->new_process_statistics());
+    document["rescan_seconds"] = daemon->options_.rescan_seconds;
+    document["watching_execs"] = daemon->exec_watcher_.has_value();
+    document["watching_libraries"] = daemon->library_watcher_.has_value();
+    return reply(message, document);
 }
 
 int Daemon::set_enabled(sd_bus_message* message, void* self, sd_bus_error* error) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -8,6 +9,7 @@
 
 #include "base/Error.h"
 #include "daemon/ExecWatcher.h"
+#include "daemon/LibraryWatcher.h"
 #include "dbus/Bus.h"
 #include "engine/Engine.h"
 
@@ -17,8 +19,9 @@ struct DaemonOptions {
     EngineOptions engine;       // build index, feed and state database locations
     InjectOptions inject;       // for Apply, Revert, updates and new processes
     bool new_processes = true;  // patch processes as they start (exec events)
-    // Rescan every process this often (offline update): catches libraries
-    // loaded later with dlopen and exclusions changed meanwhile. 0: never.
+    // Rescan every process this often (offline update): the safety net for
+    // what the exec and library events missed (libraries not watched yet,
+    // lost events, exclusions changed meanwhile). 0: never.
     unsigned rescan_seconds = 30;
 };
 
@@ -43,6 +46,7 @@ class Daemon {
     static int apply(sd_bus_message* message, void* self, sd_bus_error* error);
     static int revert(sd_bus_message* message, void* self, sd_bus_error* error);
     static int history(sd_bus_message* message, void* self, sd_bus_error* error);
+    static int statistics(sd_bus_message* message, void* self, sd_bus_error* error);
     static int set_enabled(sd_bus_message* message, void* self, sd_bus_error* error);
     static int enabled_property(sd_bus*, const char*, const char*, const char*,
                                 sd_bus_message* reply, void* self, sd_bus_error* error);
@@ -50,6 +54,7 @@ class Daemon {
                                 sd_bus_message* reply, void* self, sd_bus_error* error);
 
     static int exec_events(sd_event_source*, int fd, std::uint32_t, void* self);
+    static int library_events(sd_event_source*, int fd, std::uint32_t, void* self);
     static int rescan(sd_event_source* source, std::uint64_t, void* self);
 
   private:
@@ -58,11 +63,18 @@ class Daemon {
 
     // One exec event; one offline update with what follows it.
     void handle_exec(int pid);
+    void handle_library_event(int pid, std::chrono::steady_clock::time_point seen);
+    // Marks the OpenSSL files the engine found since the last call (with
+    // `all_roots`, after looking into every process's root).
+    void watch_library_files(bool all_roots);
     void rescan_once();
 
     // Starts listening to exec events (a warning, not an error, if the
     // kernel refuses: updates still work).
     void watch_new_processes();
+    // Starts listening to library events (a warning if the kernel refuses:
+    // the rescan still catches dlopen'ed libraries).
+    void watch_libraries();
 
     // 0 if the sender may mutate; else a negative errno with `error` set.
     int authorize(sd_bus_message* message, sd_bus_error* error);
@@ -77,6 +89,7 @@ class Daemon {
     DaemonOptions options_;
     std::unique_ptr<Engine> engine_;
     std::optional<ExecWatcher> exec_watcher_;
+    std::optional<LibraryWatcher> library_watcher_;
     // Declared in this order so the slot goes before the bus, the bus
     // before the event loop it is attached to.
     bus::Event event_;

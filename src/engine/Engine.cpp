@@ -347,6 +347,23 @@ std::optional<NewProcessOutcome> Engine::on_exec(int pid, const InjectOptions& o
     return new_processes_->on_exec(pid, options);  // takes the operation lock once parked
 }
 
+std::optional<NewProcessOutcome> Engine::on_library_opened(
+    int pid, const InjectOptions& options, std::chrono::steady_clock::time_point seen) {
+    return new_processes_->on_library_opened(pid, options, seen);
+}
+
+std::vector<std::string> Engine::new_process_library_files(bool all_roots) {
+    return new_processes_->take_library_files(all_roots);
+}
+
+void Engine::count_watched_library_files(std::size_t watched) {
+    new_processes_->count_watched(watched);
+}
+
+void Engine::count_rescan(const UpdateReport& report) {
+    new_processes_->count_rescan(report.actions);
+}
+
 const NewProcessStatistics& Engine::new_process_statistics() const {
     return new_processes_->statistics();
 }

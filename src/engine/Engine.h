@@ -105,6 +105,17 @@ class Engine {
     // New processes (sutured): see NewProcesses.h.
     Result<void> reload_new_process_patches();
     std::optional<NewProcessOutcome> on_exec(int pid, const InjectOptions& options);
+    // A library event: `pid` opened and closed one of the files
+    // new_process_library_files() named (read at `seen`).
+    std::optional<NewProcessOutcome> on_library_opened(int pid, const InjectOptions& options,
+                                                       std::chrono::steady_clock::time_point seen);
+    // The OpenSSL library files found since the last call, to watch for
+    // library events (with `all_roots`, also looks in the root of every
+    // running process); `watched` counts those the caller could watch.
+    std::vector<std::string> new_process_library_files(bool all_roots);
+    void count_watched_library_files(std::size_t watched);
+    // The processes a rescan (an offline update) patched, for the statistics.
+    void count_rescan(const UpdateReport& report);
     const NewProcessStatistics& new_process_statistics() const;
     // Releases processes a previous sutured left parked; returns how many.
     std::size_t release_abandoned_parks();
