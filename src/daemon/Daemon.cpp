@@ -233,31 +233,52 @@ void Daemon::handle_library_event(int pid, std::chrono::steady_clock::time_point
 
 int Daemon::exec_events(sd_event_source*, int, std::uint32_t, void* self) {
     auto* daemon = static_cast<Daemon*>(self);
-    daemon->exec_watcher_->drain([&](int pid) {
-        try {
-            daemon->handle_exec(pid);
-        } catch (const std::exception& exception) {
-            // A parked process is released by its guard on the way out.
-            log::error("sutured: new pid " + std::to_string(pid) + ": " + exception.what());
-        }
-    });
+    daemon->park_new_processes();
+    daemon->finish_new_processes();
     // New roots and closures may name OpenSSL files not watched yet.
     daemon->watch_library_files(false);
     return 0;
 }
 
-void Daemon::handle_exec(int pid) {
-    auto outcome = engine_->on_exec(pid, options_.inject);
-    if (!outcome) {
-        return;
+void Daemon::park_new_processes() {
+    exec_watcher_->drain([&](int pid) {
+        try {
+            engine_->on_exec(pid);
+        } catch (const std::exception& exception) {
+            // A parked process is released by its guard on the way out.
+            log::error("sutured: new pid " + std::to_string(pid) + ": " + exception.what());
+        }
+    });
+}
+
+void Daemon::finish_new_processes() {
+    if (finishing_) {
+        return;  // called again from `between`: the loop below carries on
     }
-    emit_applied(outcome->actions);
-    log_lost("new pid " + std::to_string(pid), outcome->lost_records);
-    for (const UpdateAction& action : outcome->actions) {
+    finishing_ = true;
+    while (engine_->pending_new_processes() > 0) {
+        try {
+            auto outcome =
+                engine_->finish_new_process(options_.inject, [this] { park_new_processes(); });
+            if (outcome) {
+                report_new_process(*outcome);
+            }
+        } catch (const std::exception& exception) {
+            log::error(std::string("sutured: new process: ") + exception.what());
+        }
+    }
+    finishing_ = false;
+}
+
+void Daemon::report_new_process(const NewProcessOutcome& outcome) {
+    int pid = outcome.pid;
+    emit_applied(outcome.actions);
+    log_lost("new pid " + std::to_string(pid), outcome.lost_records);
+    for (const UpdateAction& action : outcome.actions) {
         log::info("sutured: new pid " + std::to_string(pid) + " (" + action.comm +
                   "): " + action.patch_id + " " + std::string(outcome_name(action.outcome)) +
-                  (outcome->parked ? " before main()" : " while running") + " (" +
-                  std::string(caught_by_name(outcome->caught_by)) + ")" +
+                  (outcome.parked ? " before main()" : " while running") + " (" +
+                  std::string(caught_by_name(outcome.caught_by)) + ")" +
                   (action.message.empty() ? "" : ": " + action.message));
     }
 }

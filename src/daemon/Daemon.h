@@ -61,8 +61,12 @@ class Daemon {
     Daemon(DaemonOptions options, std::unique_ptr<Engine> engine)
         : options_(std::move(options)), engine_(std::move(engine)) {}
 
-    // One exec event; one offline update with what follows it.
-    void handle_exec(int pid);
+    // Exec events: park every candidate waiting, then patch and release
+    // them one by one (parking the newcomers between two applications);
+    // one offline update with what follows it.
+    void park_new_processes();
+    void finish_new_processes();
+    void report_new_process(const NewProcessOutcome& outcome);
     void handle_library_event(int pid, std::chrono::steady_clock::time_point seen);
     // Marks the OpenSSL files the engine found since the last call (with
     // `all_roots`, after looking into every process's root).
@@ -90,6 +94,7 @@ class Daemon {
     std::unique_ptr<Engine> engine_;
     std::optional<ExecWatcher> exec_watcher_;
     std::optional<LibraryWatcher> library_watcher_;
+    bool finishing_ = false;  // inside finish_new_processes
     // Declared in this order so the slot goes before the bus, the bus
     // before the event loop it is attached to.
     bus::Event event_;

@@ -343,8 +343,17 @@ Result<void> Engine::reload_new_process_patches() {
     return new_processes_->reload();
 }
 
-std::optional<NewProcessOutcome> Engine::on_exec(int pid, const InjectOptions& options) {
-    return new_processes_->on_exec(pid, options);  // takes the operation lock once parked
+void Engine::on_exec(int pid) {
+    new_processes_->on_exec(pid);
+}
+
+std::size_t Engine::pending_new_processes() const {
+    return new_processes_->pending_execs();
+}
+
+std::optional<NewProcessOutcome> Engine::finish_new_process(const InjectOptions& options,
+                                                            const std::function<void()>& between) {
+    return new_processes_->finish_next_exec(options, between);  // takes the operation lock
 }
 
 std::optional<NewProcessOutcome> Engine::on_library_opened(

@@ -104,7 +104,13 @@ class Engine {
 
     // New processes (sutured): see NewProcesses.h.
     Result<void> reload_new_process_patches();
-    std::optional<NewProcessOutcome> on_exec(int pid, const InjectOptions& options);
+    // An exec event: decides and parks (the cheap part); the parked
+    // processes are then patched and released one by one by
+    // finish_new_process, `between` running between two patch applications.
+    void on_exec(int pid);
+    std::size_t pending_new_processes() const;
+    std::optional<NewProcessOutcome> finish_new_process(const InjectOptions& options,
+                                                        const std::function<void()>& between);
     // A library event: `pid` opened and closed one of the files
     // new_process_library_files() named (read at `seen`).
     std::optional<NewProcessOutcome> on_library_opened(int pid, const InjectOptions& options,

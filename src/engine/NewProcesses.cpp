@@ -94,6 +94,8 @@ class Park {
     Park& operator=(const Park&) = delete;
 
     bool held() const { return parked_.has_value(); }
+    // Hands the process over (to the queue of pending execs) unreleased.
+    std::optional<ParkedProcess> take() { return std::exchange(parked_, std::nullopt); }
     const ParkedProcess& process() const { return *parked_; }
 
     // Into main(). A failure is logged: the next rescan's release_abandoned
@@ -119,6 +121,12 @@ NewProcessPatcher::NewProcessPatcher(Engine& engine) : engine_(engine) {
     struct stat status {};
     if (::stat("/", &status) == 0) {
         pending_roots_.push_back({0, status.st_dev, status.st_ino});  // the host's
+    }
+}
+
+NewProcessPatcher::~NewProcessPatcher() {
+    for (PendingExec& pending : pending_execs_) {
+        Park release(std::move(pending.parked));
     }
 }
 
@@ -275,7 +283,8 @@ bool NewProcessPatcher::excluded(int pid) {
 
 std::vector<UpdateAction> NewProcessPatcher::apply_matching(const ProcessInfo& info,
                                                             const InjectOptions& options,
-                                                            std::vector<std::string>& lost) {
+                                                            std::vector<std::string>& lost,
+                                                            const std::function<void()>& between) {
     auto database = engine_.state();
     Records records(database ? *database : nullptr, database ? "" : database.error().message);
     std::vector<UpdateAction> actions;
@@ -294,6 +303,9 @@ std::vector<UpdateAction> NewProcessPatcher::apply_matching(const ProcessInfo& i
                                     .level = metadata.level};
                 apply_and_record(engine_, records, candidate, options, "", "new process", action);
                 actions.push_back(std::move(action));
+                if (between) {
+                    between();
+                }
             }
         }
     }
@@ -327,26 +339,27 @@ bool any_applied(const std::vector<UpdateAction>& actions) {
 
 }  // namespace
 
-std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const InjectOptions& options) {
+void NewProcessPatcher::on_exec(int pid) {
     ++statistics_.execs;
     // Only cheap, cached checks before parking: the loader is racing us.
     if (pid == ::getpid() || !enabled_ || patches_.empty()) {
-        return std::nullopt;
+        return;
     }
     // 1. The loader's inputs, and the verdict cached for them. (A process
     // that exec'd twice before its first event was read is handled on the
     // first; the second finds the same image.)
-    if (auto info = read_process_info(pid); !info || handled_already(pid, info->start_time)) {
-        return std::nullopt;
+    auto info = read_process_info(pid);
+    if (!info || handled_already(pid, info->start_time)) {
+        return;
     }
     LoaderKey key;
     auto verdict = cached_verdict(pid, key);
     if (!verdict) {
-        return std::nullopt;  // gone already
+        return;  // gone already
     }
     if (*verdict && !(*verdict)->needs_openssl) {
         ++statistics_.closure_hits;
-        return std::nullopt;
+        return;
     }
     // 2. Park it at its entry point (or find it past its loader already).
     // A process whose closure is not known yet is parked before it is
@@ -354,7 +367,7 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
     auto parked = park_at_entry(pid);
     if (!parked) {
         log::debug("new process: " + parked.error().message);
-        return std::nullopt;
+        return;
     }
     Park park(std::move(parked->parked));
     // 3. On a miss, its closure, decided while it waits (released on return).
@@ -364,7 +377,7 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
         ++statistics_.closure_misses;
         *verdict = verdicts_[key] = compute_verdict(pid, key);
         if (!(*verdict)->needs_openssl) {
-            return std::nullopt;
+            return;
         }
     }
     ++statistics_.candidates;
@@ -375,13 +388,26 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
                    (threads ? " has several threads at its entry: not parked"
                             : " is past its loader already"));
     }
-    // 4. Skip what is gone or excluded.
-    auto info = read_process_info(pid);
-    if (!info || excluded(pid)) {
+    // 4. Skip what is excluded (released on return); the rest waits for
+    // finish_next_exec.
+    if (excluded(pid)) {
+        return;
+    }
+    pending_execs_.push_back({park.take(), *info, (*verdict)->path});
+    remember_handled(pid, info->start_time);
+}
+
+std::optional<NewProcessOutcome> NewProcessPatcher::finish_next_exec(
+    const InjectOptions& options, const std::function<void()>& between) {
+    if (pending_execs_.empty()) {
         return std::nullopt;
     }
-    // 5. Wait until the loader is done and it spins at its entry.
-    NewProcessOutcome outcome{.pid = pid, .caught_by = (*verdict)->path};
+    PendingExec next = std::move(pending_execs_.front());
+    pending_execs_.pop_front();
+    Park park(std::move(next.parked));
+    int pid = next.info.pid;
+    // 1. Wait until the loader is done and it spins at its entry.
+    NewProcessOutcome outcome{.pid = pid, .caught_by = next.path};
     if (park.held()) {
         if (auto ready = wait_until_parked(park.process(), std::chrono::seconds(5)); !ready) {
             log::warning("new process: " + ready.error().message);
@@ -390,7 +416,7 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
         outcome.parked = true;
         ++statistics_.parked;
     }
-    // 6. Apply what matches the libraries it mapped, under the operation
+    // 2. Apply what matches the libraries it mapped, under the operation
     // lock, taken only now: parking is the race against the loader, and a
     // parked process waits at its entry without harm. The lock is never
     // waited for here (the daemon's lock_wait is 0): while another operation
@@ -402,9 +428,8 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
                   " left to the next update: " + lock.error().message);
         return std::nullopt;
     }
-    outcome.actions = apply_matching(*info, options, outcome.lost_records);
-    remember_handled(pid, info->start_time);
-    // 7. Into main(), patched.
+    outcome.actions = apply_matching(next.info, options, outcome.lost_records, between);
+    // 3. Into main(), patched.
     park.release();
     if (any_applied(outcome.actions)) {
         ++(outcome.parked ? statistics_.patched_before_main : statistics_.patched_late);
@@ -427,6 +452,7 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_library_opened(
         return std::nullopt;
     }
     if (handled_already(pid, info->start_time) || excluded(pid)) {
+        log::debug("library event: pid " + std::to_string(pid) + " handled at its exec, or excluded");
         return std::nullopt;
     }
     // 2. Apply what matches what it maps now, while it runs (every thread
@@ -441,6 +467,8 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_library_opened(
     NewProcessOutcome outcome{.pid = pid, .caught_by = CaughtBy::dlopen};
     outcome.actions = apply_matching(*info, options, outcome.lost_records);
     if (outcome.actions.empty()) {
+        log::debug("library event: pid " + std::to_string(pid) + " (" + info->comm +
+                   ") maps no build a patchset is for");
         return std::nullopt;
     }
     // 3. The bound from the mapping to patched (the event is read the moment

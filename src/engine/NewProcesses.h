@@ -5,6 +5,8 @@
 #include <chrono>
 #include <compare>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -16,6 +18,8 @@
 #include "elf/LoaderSearch.h"
 #include "engine/Candidates.h"
 #include "engine/Engine.h"
+#include "inject/EntryGate.h"
+#include "proc/Process.h"
 
 namespace suture {
 
@@ -56,13 +60,25 @@ struct ExecVerdict {
 class NewProcessPatcher {
   public:
     explicit NewProcessPatcher(Engine& engine);
+    ~NewProcessPatcher();  // releases the processes still parked
+    NewProcessPatcher(const NewProcessPatcher&) = delete;
+    NewProcessPatcher& operator=(const NewProcessPatcher&) = delete;
 
     // Reloads the usable patchsets from the feed cache and the global switch
     // (after an update or a settings change).
     Result<void> reload();
 
-    // Handles one exec event; nullopt when the process is not a candidate.
-    std::optional<NewProcessOutcome> on_exec(int pid, const InjectOptions& options);
+    // Handles one exec event: decides, and parks a candidate (only cheap
+    // work: the loader is racing us); the slow part is finish_next_exec's.
+    // Parking every new process before patching any keeps a burst of
+    // execs (a master starting workers) from waiting behind one apply.
+    void on_exec(int pid);
+    std::size_t pending_execs() const { return pending_execs_.size(); }
+    // Patches the oldest parked (or too late to park) candidate and lets it
+    // run; `between` runs between two patch applications (sutured parks
+    // the execs that arrived meanwhile). nullopt when it was gone or excluded.
+    std::optional<NewProcessOutcome> finish_next_exec(const InjectOptions& options,
+                                                      const std::function<void()>& between);
 
     // Handles one library event (`pid` opened and closed an OpenSSL file it
     // may have mapped; `seen` is when the event was read); nullopt when
@@ -94,7 +110,8 @@ class NewProcessPatcher {
     void note_library_file(const LoaderRoot& root, const std::string& path);
     bool excluded(int pid);
     std::vector<UpdateAction> apply_matching(const ProcessInfo& info, const InjectOptions& options,
-                                             std::vector<std::string>& lost);
+                                             std::vector<std::string>& lost,
+                                             const std::function<void()>& between = {});
     // The exec path handled this exec image of `pid` (start time, AT_RANDOM).
     void remember_handled(int pid, std::uint64_t start_time);
     bool handled_already(int pid, std::uint64_t start_time);
@@ -106,6 +123,13 @@ class NewProcessPatcher {
     std::set<std::pair<std::uint64_t, std::uint64_t>> library_files_seen_;
     std::vector<std::string> library_files_new_;
     std::vector<PendingRoot> pending_roots_;
+    // Parked (or too late to park) candidates, oldest first.
+    struct PendingExec {
+        std::optional<ParkedProcess> parked;
+        ProcessInfo info;
+        CaughtBy path = CaughtBy::direct;
+    };
+    std::deque<PendingExec> pending_execs_;
     // Processes the exec path just handled: their own loader's library
     // events follow and need nothing more (pid -> start time, AT_RANDOM).
     std::map<int, std::pair<std::uint64_t, std::uint64_t>> handled_at_exec_;

@@ -57,6 +57,17 @@ export SUTURE_CONFIG_DIR=$scratch/etc
     { cat "$scratch/setup.log"; fail_check "setup-local-feed"; finish; }
 SUTURE_FEED_CACHE=$scratch/cache "$SUTURE" feed refresh >/dev/null
 
+# The servers daemonize (Apache) or outlive their launcher (Postfix's master):
+# stopped at exit, before lib.sh's cleanup removes their directory.
+stop_servers() {
+    local pid
+    for pid in $(cat "$rootfs/var/spool/postfix/pid/master.pid" "$work/apache-run/apache2.pid" 2>/dev/null); do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    sleep 0.5
+}
+trap 'stop_servers; cleanup' EXIT
+
 # in_rootfs CMD...: CMD in the rootfs, in a mount namespace of its own with
 # /proc mounted (PIDs stay the host's, so the checks can name them).
 in_rootfs() {
@@ -117,6 +128,8 @@ sessions=${SUTURE_SMTP_SESSIONS:-40}
 python3 "$here/smtp-starttls-client.py" "$smtp_port" "$sessions" "$SUTURE" >"$scratch/smtp-without.json" ||
     { cat "$scratch/postfix.out" "$work/postfix.log" 2>/dev/null | tail -20; fail_check "the SMTP client failed"; }
 check_eq "without sutured: SMTP sessions that failed" 0 "$(jq .failed "$scratch/smtp-without.json")"
+[ "$(jq .failed "$scratch/smtp-without.json")" = 0 ] ||
+    { jq -c .failures "$scratch/smtp-without.json"; tail -5 "$work/postfix.log"; }
 check_eq "without sutured: smtpd processes patched at their first session" 0 \
     "$(jq '[.smtpd_first_session_patches[] | select(. > 0)] | length' "$scratch/smtp-without.json")"
 
@@ -137,6 +150,7 @@ for pid in $(jq -r '.smtpd_first_session_patches | keys[]' "$scratch/smtp-with.j
         before_main=$((before_main + 1))
 done
 check_eq "smtpd processes sutured patched before main() through the transitive path" "$smtpds" "$before_main"
+[ "$before_main" = "$smtpds" ] || { jq -c .smtpd_first_session_patches "$scratch/smtp-with.json"; grep -E "smtpd|new process" "$scratch/sutured.log" | head -30; }
 echo "figures: postfix smtpd: $patched_smtpds of $smtpds patched before first use;" \
     "session $(jq '.session_ms[]' "$scratch/smtp-without.json" | mean) ms without sutured," \
     "$(jq '.session_ms[]' "$scratch/smtp-with.json" | mean) ms with (one new smtpd every 2 sessions)"
@@ -177,8 +191,8 @@ SSLSessionCache none
 END_OF_CONFIG
 chmod -R a+rX "$work"
 apache() { in_rootfs env APACHE_ARGUMENTS="-f $inside/apache.conf" apache2ctl "$@"; }
-# apache_children: the children of the Apache parent now.
-apache_parent() { pgrep -x apache2 | while read -r p; do [ "$(ps -o comm= -p "$(ps -o ppid= -p "$p" | tr -d ' ')")" != apache2 ] && echo "$p"; done | head -n 1; }
+# apache_parent: the Apache parent's PID (host PIDs: no PID namespace).
+apache_parent() { cat "$work/apache-run/apache2.pid" 2>/dev/null || true; }
 # apache_run OUT: wrk over HTTPS (a new TLS session per request) for 9 s,
 # two graceful restarts during it; every child seen is checked for patches
 # (OUT.children: "pid active-patches" at first sight).
