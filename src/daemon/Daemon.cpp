@@ -200,13 +200,20 @@ int Daemon::library_events(sd_event_source*, int, std::uint32_t, void* self) {
     if (daemon->exec_watcher_) {
         exec_events(nullptr, daemon->exec_watcher_->fd(), 0, self);
     }
-    // 2. Then each process that closed a watched library.
-    daemon->library_watcher_->drain([&](int pid) {
+    // 2. Then each process that opened a watched library: once it maps it
+    // (the loader does within microseconds; 20 ms at most), patched, with
+    // exec events handled while it is waited for.
+    daemon->library_watcher_->drain([&](const LibraryEvent& event) {
         auto seen = std::chrono::steady_clock::now();
         try {
-            daemon->handle_library_event(pid, seen);
+            if (LibraryWatcher::wait_until_mapped(event, std::chrono::milliseconds(20), [&] {
+                    daemon->park_new_processes();
+                    daemon->finish_new_processes();
+                })) {
+                daemon->handle_library_event(event.pid, seen);
+            }
         } catch (const std::exception& exception) {
-            log::error("sutured: library event of pid " + std::to_string(pid) + ": " +
+            log::error("sutured: library event of pid " + std::to_string(event.pid) + ": " +
                        exception.what());
         }
     });
@@ -226,7 +233,7 @@ void Daemon::handle_library_event(int pid, std::chrono::steady_clock::time_point
         }
         log::info("sutured: library loaded by pid " + std::to_string(pid) + " (" + action.comm +
                   "): " + action.patch_id + " " + std::string(outcome_name(action.outcome)) +
-                  " after dlopen, " + std::to_string(outcome->latency_us) + " us after the event" +
+                  " after dlopen, " + std::to_string(outcome->latency_us) + " us after its open" +
                   (action.message.empty() ? "" : ": " + action.message));
     }
 }
@@ -244,6 +251,9 @@ void Daemon::park_new_processes() {
     exec_watcher_->drain([&](int pid) {
         try {
             engine_->on_exec(pid);
+            // A process in a root not seen before may dlopen OpenSSL soon:
+            // its files are watched before the next event is read.
+            watch_library_files(false);
         } catch (const std::exception& exception) {
             // A parked process is released by its guard on the way out.
             log::error("sutured: new pid " + std::to_string(pid) + ": " + exception.what());

@@ -2,9 +2,12 @@
 
 #include <fcntl.h>
 #include <sys/fanotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+
+#include "proc/ProcessMaps.h"
 
 namespace suture {
 
@@ -20,33 +23,43 @@ Result<LibraryWatcher> LibraryWatcher::open() {
 }
 
 Result<void> LibraryWatcher::watch(const std::string& path) {
-    if (::fanotify_mark(fanotify_.get(), FAN_MARK_ADD, FAN_CLOSE_NOWRITE, AT_FDCWD,
+    if (::fanotify_mark(fanotify_.get(), FAN_MARK_ADD, FAN_OPEN, AT_FDCWD,
                         path.c_str()) != 0) {
         return fail_errno(path + ": fanotify mark", errno);
     }
     return {};
 }
 
-std::vector<int> LibraryWatcher::next_events() {
+std::vector<LibraryEvent> LibraryWatcher::next_events() {
     alignas(fanotify_event_metadata) char buffer[8192];
     ssize_t received = ::read(fanotify_.get(), buffer, sizeof buffer);
-    std::vector<int> pids;
+    std::vector<LibraryEvent> events;
     if (received <= 0) {
-        return pids;  // nothing waiting (EAGAIN) or an error: the caller polls again
+        return events;  // nothing waiting (EAGAIN) or an error: the caller polls again
     }
     auto* event = reinterpret_cast<fanotify_event_metadata*>(buffer);
     for (auto left = received; FAN_EVENT_OK(event, left); event = FAN_EVENT_NEXT(event, left)) {
+        struct stat status {};
+        bool known = event->fd >= 0 && ::fstat(event->fd, &status) == 0;
         if (event->fd >= 0) {
-            ::close(event->fd);  // the file, opened for us: not needed
+            ::close(event->fd);  // the file, opened for us: only its inode is needed
         }
-        // One PID once per read: by the time it is handled, every file it
-        // closed is mapped. (An overflow loses events: the rescan is the net.)
+        // (An overflow loses events: the rescan is the net.)
         if (event->vers == FANOTIFY_METADATA_VERSION && (event->mask & FAN_Q_OVERFLOW) == 0 &&
-            event->pid > 0 && std::find(pids.begin(), pids.end(), event->pid) == pids.end()) {
-            pids.push_back(event->pid);
+            event->pid > 0 && known) {
+            events.push_back({event->pid, status.st_ino});
         }
     }
-    return pids;
+    return events;
+}
+
+bool LibraryWatcher::maps_inode(const LibraryEvent& event) {
+    auto mappings = read_process_maps(event.pid);
+    if (!mappings) {
+        return false;
+    }
+    return std::any_of(mappings->begin(), mappings->end(),
+                       [&](const Mapping& mapping) { return mapping.inode == event.inode; });
 }
 
 }  // namespace suture

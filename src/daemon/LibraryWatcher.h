@@ -1,6 +1,9 @@
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/Error.h"
@@ -8,19 +11,27 @@
 
 namespace suture {
 
-// Library events from fanotify(7): the kernel reports every close of a
-// watched file opened for reading, with the closer's PID. sutured watches
-// the libssl and libcrypto files its closures and the roots of processes
-// name; the dynamic loader opens such a file, maps its segments and closes
-// it again (glibc's _dl_map_object_from_fd) before relocating it and
-// running its constructors, so the close is the moment the library is
-// mapped and nothing in it has run yet. Why not the loader's r_brk or any
-// other breakpoint: a trap in the target outlives sutured and kills it
-// when nobody catches it (DESIGN.md, lessons); fanotify only reports, the
-// closer never waits for sutured. Needs CAP_SYS_ADMIN (root).
+// Library events from fanotify(7): the kernel reports every open of a
+// watched file, with the opener's PID. sutured watches the libssl and
+// libcrypto files its closures and the roots of processes name; the dynamic
+// loader opens such a file, reads its header and maps its segments at once
+// (glibc's _dl_map_object_from_fd), before relocating it and running its
+// constructors. The open is the event; wait_until_mapped() then follows that
+// one process for the few hundred microseconds until the mapping exists.
+// (FAN_CLOSE_NOWRITE would be later still but never comes in time: the
+// mapping holds the file, so its last close is when the process unmaps it,
+// measured: at exit.) Why not the loader's r_brk or any other breakpoint: a
+// trap in the target outlives sutured and kills it when nobody catches it
+// (DESIGN.md, lessons); fanotify only reports, the opener never waits for
+// sutured. Needs CAP_SYS_ADMIN (root).
 //
 // Marks are on inodes: a watched file replaced by a package upgrade is a
 // new inode, found by the next rescan's look into the roots.
+struct LibraryEvent {
+    int pid = 0;
+    std::uint64_t inode = 0;  // of the file opened
+};
+
 class LibraryWatcher {
   public:
     static Result<LibraryWatcher> open();
@@ -31,26 +42,47 @@ class LibraryWatcher {
     // Watches one more file (idempotent in the kernel).
     Result<void> watch(const std::string& path);
 
-    // Reads the events that are waiting and calls `on_close(pid)` for each;
-    // returns when nothing more is waiting.
+    // Reads the events that are waiting and calls `on_open(event)` for
+    // each; returns when nothing more is waiting.
     template <typename Callback>
-    void drain(Callback on_close) {
+    void drain(Callback on_open) {
         for (;;) {
-            std::vector<int> pids = next_events();
-            if (pids.empty()) {
+            std::vector<LibraryEvent> events = next_events();
+            if (events.empty()) {
                 return;
             }
-            for (int pid : pids) {
-                on_close(pid);
+            for (const LibraryEvent& event : events) {
+                on_open(event);
             }
         }
     }
 
+    // Whether `event.pid` maps the file it opened, looking again with a
+    // growing pause (100 us doubling, `between` run in each pause) until
+    // `timeout`; false for a process that opened the file without mapping
+    // it (a checksum tool, suture's own status) or that is gone.
+    template <typename Between>
+    static bool wait_until_mapped(const LibraryEvent& event, std::chrono::microseconds timeout,
+                                  Between between) {
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        auto pause = std::chrono::microseconds(100);
+        while (!maps_inode(event)) {
+            if (std::chrono::steady_clock::now() >= deadline) {
+                return false;
+            }
+            between();
+            std::this_thread::sleep_for(pause);
+            pause *= 2;
+        }
+        return true;
+    }
+
   private:
     explicit LibraryWatcher(UniqueFD fanotify) : fanotify_(std::move(fanotify)) {}
-    // The PIDs of the events of one read (their file descriptors closed);
-    // empty when nothing is waiting.
-    std::vector<int> next_events();
+    // The events of one read (their file descriptors closed); empty when
+    // nothing is waiting.
+    std::vector<LibraryEvent> next_events();
+    static bool maps_inode(const LibraryEvent& event);
 
     UniqueFD fanotify_;
 };
