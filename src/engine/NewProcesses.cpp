@@ -287,6 +287,7 @@ std::vector<UpdateAction> NewProcessPatcher::apply_matching(const ProcessInfo& i
                                                             const std::function<void()>& between) {
     auto database = engine_.state();
     Records records(database ? *database : nullptr, database ? "" : database.error().message);
+    records.start_batches();  // one commit for the process, not one fsync per record
     std::vector<UpdateAction> actions;
     StatusReport status = engine_.status({info.pid});
     for (const ProcessReport& process : status.scan.processes) {
@@ -327,6 +328,28 @@ bool NewProcessPatcher::handled_already(int pid, std::uint64_t start_time) {
 }
 
 namespace {
+
+// The children of `pid` now (every thread's /proc/PID/task/TID/children).
+std::vector<int> children_of(int pid) {
+    std::vector<int> children;
+    std::error_code error;
+    for (const auto& task : std::filesystem::directory_iterator(proc_path(pid, "task"), error)) {
+        auto listed = read_file(task.path().string() + "/children");
+        if (!listed) {
+            continue;
+        }
+        std::size_t at = 0;
+        while (at < listed->size()) {
+            std::size_t end = listed->find(' ', at);
+            end = end == std::string::npos ? listed->size() : end;
+            if (end > at) {
+                children.push_back(std::stoi(listed->substr(at, end - at)));
+            }
+            at = end + 1;
+        }
+    }
+    return children;
+}
 
 bool any_applied(const std::vector<UpdateAction>& actions) {
     for (const UpdateAction& action : actions) {
@@ -393,7 +416,13 @@ void NewProcessPatcher::on_exec(int pid) {
     if (excluded(pid)) {
         return;
     }
-    pending_execs_.push_back({park.take(), *info, (*verdict)->path});
+    // A process that runs already goes first: the parked ones wait harmlessly.
+    PendingExec pending{park.take(), *info, (*verdict)->path};
+    if (pending.parked) {
+        pending_execs_.push_back(std::move(pending));
+    } else {
+        pending_execs_.push_front(std::move(pending));
+    }
     remember_handled(pid, info->start_time);
 }
 
@@ -471,7 +500,25 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_library_opened(
                    ") maps no build a patchset is for");
         return std::nullopt;
     }
-    // 3. The bound from the mapping to patched (the event is read the moment
+    // 3. Children it forked before the patch landed (Apache's parent starts
+    // its children right after loading mod_ssl) share the unpatched
+    // library: patched as well, at once.
+    if (any_applied(outcome.actions)) {
+        for (int child : children_of(pid)) {
+            auto child_info = read_process_info(child);
+            if (!child_info || excluded(child)) {
+                continue;
+            }
+            std::vector<std::string> lost;
+            auto child_actions = apply_matching(*child_info, options, lost);
+            outcome.lost_records.insert(outcome.lost_records.end(), lost.begin(), lost.end());
+            if (any_applied(child_actions)) {
+                ++statistics_.caught_dlopen;
+            }
+            outcome.actions.insert(outcome.actions.end(), child_actions.begin(), child_actions.end());
+        }
+    }
+    // 4. The bound from the open to patched (the event is read the moment
     // it arrives: sutured runs at real-time priority).
     if (any_applied(outcome.actions)) {
         auto latency = std::chrono::duration_cast<std::chrono::microseconds>(
