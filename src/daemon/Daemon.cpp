@@ -217,6 +217,10 @@ int Daemon::library_events(sd_event_source*, int, std::uint32_t, void* self) {
                        exception.what());
         }
     });
+    // 3. The children those processes forked meanwhile.
+    daemon->park_new_processes();
+    daemon->finish_new_processes();
+    daemon->patch_forked_children();
     return 0;
 }
 
@@ -225,6 +229,15 @@ void Daemon::handle_library_event(int pid, std::chrono::steady_clock::time_point
     if (!outcome) {
         return;
     }
+    // It maps a build a patchset is for: its forks of the next seconds are
+    // checked too (the map is pruned of the old entries as it grows).
+    auto now = std::chrono::steady_clock::now();
+    if (recent_openers_.size() > 256) {
+        std::erase_if(recent_openers_, [&](const auto& entry) {
+            return now - entry.second > std::chrono::seconds(10);
+        });
+    }
+    recent_openers_[pid] = now;
     emit_applied(outcome->actions);
     log_lost("pid " + std::to_string(pid), outcome->lost_records);
     for (const UpdateAction& action : outcome->actions) {
@@ -242,13 +255,14 @@ int Daemon::exec_events(sd_event_source*, int, std::uint32_t, void* self) {
     auto* daemon = static_cast<Daemon*>(self);
     daemon->park_new_processes();
     daemon->finish_new_processes();
+    daemon->patch_forked_children();
     // New roots and closures may name OpenSSL files not watched yet.
     daemon->watch_library_files(false);
     return 0;
 }
 
 void Daemon::park_new_processes() {
-    exec_watcher_->drain([&](int pid) {
+    auto on_exec = [&](int pid) {
         try {
             engine_->on_exec(pid);
             // A process in a root not seen before may dlopen OpenSSL soon:
@@ -258,7 +272,25 @@ void Daemon::park_new_processes() {
             // A parked process is released by its guard on the way out.
             log::error("sutured: new pid " + std::to_string(pid) + ": " + exception.what());
         }
-    });
+    };
+    // A process forked by one that just loaded OpenSSL may have copied it
+    // before the patch landed (Apache's start forks its daemon, which forks
+    // the children; libcrypto is never unloaded, so no later open shows):
+    // remembered, and patched by the library path after this drain.
+    auto on_fork = [&](int parent, int child) {
+        if (auto opener = recent_openers_.find(parent); opener != recent_openers_.end()) {
+            forked_children_.push_back(child);
+        }
+    };
+    exec_watcher_->drain(on_exec, on_fork);
+}
+
+void Daemon::patch_forked_children() {
+    while (!forked_children_.empty()) {
+        int child = forked_children_.front();
+        forked_children_.pop_front();
+        handle_library_event(child, std::chrono::steady_clock::now());
+    }
 }
 
 void Daemon::finish_new_processes() {

@@ -1,6 +1,8 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -67,6 +69,9 @@ class Daemon {
     void park_new_processes();
     void finish_new_processes();
     void report_new_process(const NewProcessOutcome& outcome);
+    // Children forked by a process that just loaded OpenSSL: checked and
+    // patched like a library event.
+    void patch_forked_children();
     void handle_library_event(int pid, std::chrono::steady_clock::time_point seen);
     // Marks the OpenSSL files the engine found since the last call (with
     // `all_roots`, after looking into every process's root).
@@ -95,6 +100,9 @@ class Daemon {
     std::optional<ExecWatcher> exec_watcher_;
     std::optional<LibraryWatcher> library_watcher_;
     bool finishing_ = false;  // inside finish_new_processes
+    // Processes a library event found mapping a patchable build, when.
+    std::map<int, std::chrono::steady_clock::time_point> recent_openers_;
+    std::deque<int> forked_children_;
     // Declared in this order so the slot goes before the bus, the bus
     // before the event loop it is attached to.
     bus::Event event_;

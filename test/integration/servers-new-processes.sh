@@ -250,6 +250,7 @@ check_eq "with sutured: failed requests (wrk, graceful twice)" 0 "$(wrk_errors "
 [ "$children" -ge 4 ] && pass "$children Apache children seen (graceful restarts started new ones)" ||
     fail_check "only $children Apache children seen"
 check_eq "Apache children with all $expected patches when first seen" "$children" "$patched_children"
+[ "$children" = "$patched_children" ] || { echo "children (pid, active patches at first sight):" $(cat "$scratch/wrk-with.children"); grep -E "apache2|library loaded" "$scratch/sutured.log" | cut -c1-200 | head -12; }
 grep -q "library loaded by pid .* (apache2): .* applied after dlopen" "$scratch/sutured.log" &&
     pass "sutured patched the Apache parent after its dlopen of mod_ssl" ||
     fail_check "no dlopen patch of the Apache parent in the log"
