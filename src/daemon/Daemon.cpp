@@ -2,6 +2,7 @@
 
 #include <sched.h>
 #include <signal.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -206,10 +207,18 @@ int Daemon::library_events(sd_event_source*, int, std::uint32_t, void* self) {
     daemon->library_watcher_->drain([&](const LibraryEvent& event) {
         auto seen = std::chrono::steady_clock::now();
         try {
-            if (LibraryWatcher::wait_until_mapped(event, std::chrono::milliseconds(20), [&] {
+            auto pause = [&](std::chrono::microseconds duration) {
+                // An exec event ends the pause at once: parking is the race.
+                pollfd exec_fd{.fd = daemon->exec_watcher_ ? daemon->exec_watcher_->fd() : -1,
+                               .events = POLLIN, .revents = 0};
+                timespec timeout{.tv_sec = 0, .tv_nsec = duration.count() * 1000};
+                ::ppoll(&exec_fd, 1, &timeout, nullptr);
+                if (daemon->exec_watcher_) {
                     daemon->park_new_processes();
                     daemon->finish_new_processes();
-                })) {
+                }
+            };
+            if (LibraryWatcher::wait_until_mapped(event, std::chrono::milliseconds(20), pause)) {
                 daemon->handle_library_event(event.pid, seen);
             }
         } catch (const std::exception& exception) {

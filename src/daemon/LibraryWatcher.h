@@ -57,22 +57,22 @@ class LibraryWatcher {
         }
     }
 
-    // Whether `event.pid` maps the file it opened, looking again with a
-    // growing pause (100 us doubling, `between` run in each pause) until
-    // `timeout`; false for a process that opened the file without mapping
-    // it (a checksum tool, suture's own status) or that is gone.
-    template <typename Between>
+    // Whether `event.pid` maps the file it opened, looking again after a
+    // growing pause (100 us doubling, `pause(duration)` waits it: sutured
+    // waits on its exec events meanwhile) until `timeout`; false for a
+    // process that opened the file without mapping it (a checksum tool,
+    // suture's own status) or that is gone.
+    template <typename Pause>
     static bool wait_until_mapped(const LibraryEvent& event, std::chrono::microseconds timeout,
-                                  Between between) {
+                                  Pause pause) {
         auto deadline = std::chrono::steady_clock::now() + timeout;
-        auto pause = std::chrono::microseconds(100);
+        auto next = std::chrono::microseconds(100);
         while (!maps_inode(event)) {
             if (std::chrono::steady_clock::now() >= deadline) {
                 return false;
             }
-            between();
-            std::this_thread::sleep_for(pause);
-            pause *= 2;
+            pause(next);
+            next *= 2;
         }
         return true;
     }
