@@ -111,7 +111,7 @@ class Engine {
     std::size_t pending_new_processes() const;
     std::optional<NewProcessOutcome> finish_new_process(const InjectOptions& options,
                                                         const std::function<void()>& between);
-    // A library event: `pid` opened and closed one of the files
+    // A library event: `pid` opened (and now maps) one of the files
     // new_process_library_files() named (read at `seen`).
     std::optional<NewProcessOutcome> on_library_opened(int pid, const InjectOptions& options,
                                                        std::chrono::steady_clock::time_point seen);

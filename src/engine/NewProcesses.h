@@ -80,8 +80,8 @@ class NewProcessPatcher {
     std::optional<NewProcessOutcome> finish_next_exec(const InjectOptions& options,
                                                       const std::function<void()>& between);
 
-    // Handles one library event (`pid` opened and closed an OpenSSL file it
-    // may have mapped; `seen` is when the event was read); nullopt when
+    // Handles one library event (`pid` opened an OpenSSL file and maps it
+    // now; `seen` is when the event was read); nullopt when
     // there was nothing to do.
     std::optional<NewProcessOutcome> on_library_opened(int pid, const InjectOptions& options,
                                                        std::chrono::steady_clock::time_point seen);
