@@ -23,8 +23,7 @@ Result<LibraryWatcher> LibraryWatcher::open() {
 }
 
 Result<void> LibraryWatcher::watch(const std::string& path) {
-    if (::fanotify_mark(fanotify_.get(), FAN_MARK_ADD, FAN_OPEN, AT_FDCWD,
-                        path.c_str()) != 0) {
+    if (::fanotify_mark(fanotify_.get(), FAN_MARK_ADD, FAN_OPEN, AT_FDCWD, path.c_str()) != 0) {
         return fail_errno(path + ": fanotify mark", errno);
     }
     return {};

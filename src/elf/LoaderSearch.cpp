@@ -26,7 +26,8 @@ Result<UniqueFD> LoaderRoot::open_file(const std::string& path) const {
     open_how how{};
     how.flags = O_RDONLY | O_CLOEXEC;
     how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    UniqueFD fd(static_cast<int>(::syscall(SYS_openat2, fd_.get(), path.c_str(), &how, sizeof how)));
+    UniqueFD fd(
+        static_cast<int>(::syscall(SYS_openat2, fd_.get(), path.c_str(), &how, sizeof how)));
     if (!fd.is_valid()) {
         return fail_errno(outside(path) + ": open", errno);
     }
@@ -125,9 +126,12 @@ namespace {
 
 // Debian's multiarch loader searches these after the cache (glibc's
 // SYSTEM_DIRS as Debian configures it for x86-64, and the generic ones).
-const std::vector<std::string> default_directories = {
-    "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib",
-    "/usr/lib"};
+const std::vector<std::string> default_directories = {"/lib/x86_64-linux-gnu",
+                                                      "/usr/lib/x86_64-linux-gnu",
+                                                      "/lib64",
+                                                      "/usr/lib64",
+                                                      "/lib",
+                                                      "/usr/lib"};
 
 std::string directory_of(const std::string& path) {
     auto slash = path.rfind('/');
@@ -139,7 +143,8 @@ std::string expand_tokens(std::string entry, const std::string& origin) {
     const std::pair<const char*, std::string> tokens[] = {
         {"ORIGIN", origin}, {"LIB", "lib/x86_64-linux-gnu"}, {"PLATFORM", "x86_64"}};
     for (const auto& [token, value] : tokens) {
-        for (const std::string& form : {"${" + std::string(token) + "}", "$" + std::string(token)}) {
+        for (const std::string& form :
+             {"${" + std::string(token) + "}", "$" + std::string(token)}) {
             for (auto at = entry.find(form); at != std::string::npos; at = entry.find(form, at)) {
                 entry.replace(at, form.size(), value);
                 at += value.size();
@@ -227,7 +232,8 @@ std::optional<Node> ClosureBuilder::read_node(const std::string& path) const {
     auto soname = elf->soname();
     node.needed = needed ? *needed : std::vector<std::string>{};
     node.has_runpath = runpath && !runpath->empty();
-    node.runpath = node.has_runpath ? split_search_path(*runpath, origin) : std::vector<std::string>{};
+    node.runpath =
+        node.has_runpath ? split_search_path(*runpath, origin) : std::vector<std::string>{};
     if (!node.has_runpath && rpath) {
         node.rpath = split_search_path(*rpath, origin);
     }
@@ -268,8 +274,8 @@ std::optional<Node> ClosureBuilder::search(const std::string& name, int parent) 
     }
     // 3. LD_LIBRARY_PATH (not for a secure-execution program).
     if (!inputs_.secure) {
-        if (auto node =
-                try_directories(split_search_path(inputs_.library_path, directory_of(inputs_.executable)), name)) {
+        if (auto node = try_directories(
+                split_search_path(inputs_.library_path, directory_of(inputs_.executable)), name)) {
             return node;
         }
     }

@@ -72,7 +72,7 @@ struct ClosureObject {
 };
 
 struct DependencyClosure {
-    std::vector<ClosureObject> objects;    // breadth first, as the loader maps them
+    std::vector<ClosureObject> objects;   // breadth first, as the loader maps them
     std::vector<std::string> unresolved;  // names found nowhere (the loader would fail)
 };
 

@@ -134,7 +134,8 @@ TEST_CASE("LD_LIBRARY_PATH wins over the cache, unless the program runs in secur
     CHECK(closure_paths(closure) ==
           loader_trace("LD_LIBRARY_PATH=" + inputs.library_path, "/usr/bin/openssl"));
     inputs.secure = true;
-    CHECK(find_soname(closure_of(inputs), "libcrypto.so.3")->path != directory.file("libcrypto.so.3"));
+    CHECK(find_soname(closure_of(inputs), "libcrypto.so.3")->path !=
+          directory.file("libcrypto.so.3"));
 }
 
 TEST_CASE("a RUNPATH with $ORIGIN is followed, as the loader does") {
@@ -143,7 +144,8 @@ TEST_CASE("a RUNPATH with $ORIGIN is followed, as the loader does") {
     DependencyClosure closure = closure_of({.executable = RUNPATH_PROBE_PATH});
     const ClosureObject* fake = find_soname(closure, "libcrypto.so.99");
     REQUIRE(fake != nullptr);
-    CHECK(fake->path == std::filesystem::path(RUNPATH_PROBE_PATH).parent_path() / "libcrypto.so.99");
+    CHECK(fake->path ==
+          std::filesystem::path(RUNPATH_PROBE_PATH).parent_path() / "libcrypto.so.99");
     CHECK(fake->depth == 1);
     CHECK(closure_paths(closure) == loader_trace("", RUNPATH_PROBE_PATH));
 }
