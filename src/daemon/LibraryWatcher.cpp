@@ -5,9 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
-
-#include "proc/ProcessMaps.h"
+#include "engine/Engine.h"
 
 namespace suture {
 
@@ -53,12 +51,7 @@ std::vector<LibraryEvent> LibraryWatcher::next_events() {
 }
 
 bool LibraryWatcher::maps_inode(const LibraryEvent& event) {
-    auto mappings = read_process_maps(event.pid);
-    if (!mappings) {
-        return false;
-    }
-    return std::any_of(mappings->begin(), mappings->end(),
-                       [&](const Mapping& mapping) { return mapping.inode == event.inode; });
+    return Engine::process_maps_inode(event.pid, event.inode);
 }
 
 }  // namespace suture

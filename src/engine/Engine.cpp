@@ -14,6 +14,7 @@
 #include "engine/Update.h"
 #include "inject/EntryGate.h"
 #include "proc/Process.h"
+#include "proc/ProcessMaps.h"
 #include "scan/Scanner.h"
 #include "state/HostLock.h"
 #include "state/StateDatabase.h"
@@ -367,6 +368,12 @@ std::vector<std::string> Engine::new_process_library_files(bool all_roots) {
 
 void Engine::count_watched_library_files(std::size_t watched) {
     new_processes_->count_watched(watched);
+}
+
+bool Engine::process_maps_inode(int pid, std::uint64_t inode) {
+    auto mappings = read_process_maps(pid);
+    return mappings && std::any_of(mappings->begin(), mappings->end(),
+                                   [&](const Mapping& mapping) { return mapping.inode == inode; });
 }
 
 void Engine::count_rescan(const UpdateReport& report) {

@@ -120,6 +120,9 @@ class Engine {
     // running process); `watched` counts those the caller could watch.
     std::vector<std::string> new_process_library_files(bool all_roots);
     void count_watched_library_files(std::size_t watched);
+    // Whether `pid` maps the file with inode `inode` now (a library event's
+    // opener, followed until its loader has mapped what it opened).
+    static bool process_maps_inode(int pid, std::uint64_t inode);
     // The processes a rescan (an offline update) patched, for the statistics.
     void count_rescan(const UpdateReport& report);
     const NewProcessStatistics& new_process_statistics() const;
