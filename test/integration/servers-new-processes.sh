@@ -14,8 +14,10 @@
 #   patched, sutured must say "before main() (transitive)", 0 failed sessions.
 # - Apache (event MPM, mod_ssl dlopen'ed by the parent): wrk over HTTPS with
 #   a new TLS session per request, `apache2ctl graceful` twice during the run
-#   (the parent unloads and reloads mod_ssl, then starts new children).
-#   Every child, when first seen (sampled every 0.2 s), must have all the
+#   (the parent unloads and reloads mod_ssl, which leaves libcrypto and
+#   libssl mapped: both are NODELETE; then starts new children). Every
+#   live child (zombies of the old generation are skipped), when first seen
+#   (sampled every 0.2 s), must have all the
 #   patches: with the rescan off, a child is patched either from its first
 #   instruction (a fork of a patched parent) or by sutured's fork tracking
 #   right after it started (a fork of a parent whose patch had not landed
