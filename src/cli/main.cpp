@@ -15,7 +15,6 @@
 
 #include "base/Log.h"
 #include "cli/Backend.h"
-#include "cli/DaemonClient.h"
 #include "cli/ExitCode.h"
 #include "cli/StatusTable.h"
 #include "cli/TextOutput.h"
@@ -564,57 +563,6 @@ struct HistoryCommand {
     }
 };
 
-// statistics: sutured's counters of new processes (the daemon's alone: an
-// engine in this process has seen no exec).
-struct StatisticsCommand {
-    CLI::App* app = nullptr;
-    bool json = false;
-
-    void define(CLI::App& parent) {
-        app = parent.add_subcommand(
-            "statistics",
-            "Show sutured's counters of new processes since it started: execs seen, parked,\n"
-            "and which path caught each process it patched (direct, transitive, dlopen,\n"
-            "rescan), the closure cache, library events and their latency.");
-        app->add_flag("--json", json, "Print a JSON document");
-    }
-
-    int run() const {
-        auto client = DaemonClient::connect();
-        if (!client) {
-            std::cerr << "suture: statistics: no sutured answers on the system bus\n";
-            return exit_failure;
-        }
-        auto document = client->call("Statistics", true, "");
-        if (!document) {
-            return command_failed(document.error());
-        }
-        print_report(json, *document, [&] { print_statistics(*document); });
-        return exit_ok;
-    }
-
-    // One line per counter group, the way `status` prints its table.
-    static void print_statistics(const nlohmann::json& d) {
-        const auto& caught = d["caught"];
-        std::cout << "execs seen:       " << d["execs"] << " (" << d["candidates"]
-                  << " needing OpenSSL, " << d["parked"] << " parked before main())\n"
-                  << "patched:          " << d["patched_before_main"] << " before main(), "
-                  << d["patched_late"] << " while running\n"
-                  << "caught by:        direct " << caught["direct"] << ", transitive "
-                  << caught["transitive"] << ", dlopen " << caught["dlopen"] << ", rescan "
-                  << caught["rescan"] << "\n"
-                  << "not parked:       " << d["not_parked"]["past_loader"] << " past the loader, "
-                  << d["not_parked"]["several_threads"] << " with several threads\n"
-                  << "closure cache:    " << d["closure_cache"]["hits"] << " hits, "
-                  << d["closure_cache"]["misses"] << " misses\n"
-                  << "library events:   " << d["library_events"]["events"] << " on "
-                  << d["library_events"]["files_watched"] << " files; latency to patched "
-                  << d["library_events"]["latency_us_mean"] << " us mean, "
-                  << d["library_events"]["latency_us_max"] << " us max\n"
-                  << "rescan every:     " << d["rescan_seconds"] << " s\n";
-    }
-};
-
 // enable and disable.
 struct SwitchCommand {
     CLI::App* app = nullptr;
@@ -747,7 +695,6 @@ struct Commands {
     FeedListCommand feed_list;
     UpdateCommand update;
     HistoryCommand history;
-    StatisticsCommand statistics;
     SwitchCommand enable;
     SwitchCommand disable;
     ExcludeCommand exclude;
@@ -767,7 +714,6 @@ struct Commands {
         feed_list.define(*feed, global);
         update.define(app, global);
         history.define(app, global);
-        statistics.define(app);
         enable.define(app, global, true);
         disable.define(app, global, false);
         exclude.define(app, global);
@@ -795,8 +741,6 @@ struct Commands {
             return update.run(global);
         if (history.app->parsed())
             return history.run(global);
-        if (statistics.app->parsed())
-            return statistics.run();
         if (enable.app->parsed())
             return enable.run(global);
         if (disable.app->parsed())

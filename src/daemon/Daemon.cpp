@@ -2,7 +2,6 @@
 
 #include <sched.h>
 #include <signal.h>
-#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -50,8 +49,6 @@ const sd_bus_vtable daemon_vtable[] = {
                              SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("History", "u", SD_BUS_PARAM(limit), "s", SD_BUS_PARAM(document),
                              guarded<Daemon::history>, SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_NAMES("Statistics", "", , "s", SD_BUS_PARAM(document),
-                             guarded<Daemon::statistics>, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("SetEnabled", "b", SD_BUS_PARAM(enabled), "", ,
                              guarded<Daemon::set_enabled>, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_PROPERTY("Enabled", "b", Daemon::enabled_property, 0, 0),
@@ -159,149 +156,21 @@ void Daemon::watch_new_processes() {
         log::warning("sutured: cannot raise its priority; new processes may be patched late");
     }
     exec_watcher_.emplace(std::move(*watcher));
-    // Exec events before library events: a process's own loader opens its
-    // libraries right after its exec, and the exec path parks it first.
-    sd_event_source* exec_source = nullptr;
-    sd_event_add_io(event_.get(), &exec_source, exec_watcher_->fd(), EPOLLIN, Daemon::exec_events,
-                    this);
-    sd_event_source_set_priority(exec_source, SD_EVENT_PRIORITY_IMPORTANT);
+    sd_event_add_io(event_.get(), nullptr, exec_watcher_->fd(), EPOLLIN, Daemon::exec_events, this);
     log::info("sutured: patching new processes at their entry point");
-    watch_libraries();
-}
-
-void Daemon::watch_libraries() {
-    auto watcher = LibraryWatcher::open();
-    if (!watcher) {
-        log::warning("sutured: libraries loaded later (dlopen) will wait for the rescan: " +
-                     watcher.error().message);
-        return;
-    }
-    library_watcher_.emplace(std::move(*watcher));
-    sd_event_add_io(event_.get(), nullptr, library_watcher_->fd(), EPOLLIN,
-                    Daemon::library_events, this);
-    watch_library_files(true);
-    log::info("sutured: patching libraries as they are loaded (fanotify)");
-}
-
-void Daemon::watch_library_files(bool all_roots) {
-    if (!library_watcher_) {
-        return;
-    }
-    std::size_t watched = 0;
-    for (const std::string& path : engine_->new_process_library_files(all_roots)) {
-        if (auto marked = library_watcher_->watch(path); marked) {
-            ++watched;
-            log::debug("sutured: watching " + path);
-        } else {
-            log::warning("sutured: " + marked.error().message);
-        }
-    }
-    engine_->count_watched_library_files(watched);
-}
-
-int Daemon::library_events(sd_event_source*, int, std::uint32_t, void* self) {
-    auto* daemon = static_cast<Daemon*>(self);
-    // 1. Exec events first (see watch_new_processes).
-    if (daemon->exec_watcher_) {
-        exec_events(nullptr, daemon->exec_watcher_->fd(), 0, self);
-    }
-    // 2. Then each process that opened a watched library: once it maps it
-    // (the loader does within microseconds; 20 ms at most), patched, with
-    // exec events handled while it is waited for.
-    daemon->library_watcher_->drain([&](const LibraryEvent& event) {
-        auto seen = std::chrono::steady_clock::now();
-        try {
-            auto pause = [&](std::chrono::microseconds duration) {
-                // An exec event ends the pause at once: parking is the race.
-                pollfd exec_fd{.fd = daemon->exec_watcher_ ? daemon->exec_watcher_->fd() : -1,
-                               .events = POLLIN, .revents = 0};
-                timespec timeout{.tv_sec = 0, .tv_nsec = duration.count() * 1000};
-                ::ppoll(&exec_fd, 1, &timeout, nullptr);
-                if (daemon->exec_watcher_) {
-                    daemon->park_new_processes();
-                    daemon->finish_new_processes();
-                }
-            };
-            if (LibraryWatcher::wait_until_mapped(event, std::chrono::milliseconds(20), pause)) {
-                daemon->handle_library_event(event.pid, seen);
-            }
-        } catch (const std::exception& exception) {
-            log::error("sutured: library event of pid " + std::to_string(event.pid) + ": " +
-                       exception.what());
-        }
-    });
-    // 3. The children those processes forked meanwhile.
-    daemon->park_new_processes();
-    daemon->finish_new_processes();
-    daemon->patch_forked_children();
-    return 0;
-}
-
-void Daemon::handle_library_event(int pid, std::chrono::steady_clock::time_point seen) {
-    if (!in_new_process_scope(pid)) {
-        return;
-    }
-    auto outcome = engine_->on_library_opened(pid, options_.inject, seen);
-    if (!outcome) {
-        return;
-    }
-    // It maps a build a patchset is for: its forks of the next seconds are
-    // checked too (the map is pruned of the old entries as it grows).
-    auto now = std::chrono::steady_clock::now();
-    if (recent_openers_.size() > 256) {
-        std::erase_if(recent_openers_, [&](const auto& entry) {
-            return now - entry.second > std::chrono::seconds(10);
-        });
-    }
-    recent_openers_[pid] = now;
-    emit_applied(outcome->actions);
-    log_lost("pid " + std::to_string(pid), outcome->lost_records);
-    for (const UpdateAction& action : outcome->actions) {
-        if (action.outcome == ActionOutcome::already) {
-            continue;
-        }
-        log::info("sutured: library loaded by pid " + std::to_string(pid) + " (" + action.comm +
-                  "): " + action.patch_id + " " + std::string(outcome_name(action.outcome)) +
-                  " after dlopen, " + std::to_string(outcome->latency_us) + " us after its open" +
-                  (action.message.empty() ? "" : ": " + action.message));
-    }
 }
 
 int Daemon::exec_events(sd_event_source*, int, std::uint32_t, void* self) {
     auto* daemon = static_cast<Daemon*>(self);
-    daemon->park_new_processes();
-    daemon->finish_new_processes();
-    daemon->patch_forked_children();
-    // New roots and closures may name OpenSSL files not watched yet.
-    daemon->watch_library_files(false);
-    return 0;
-}
-
-void Daemon::park_new_processes() {
-    auto on_exec = [&](int pid) {
-        if (!in_new_process_scope(pid)) {
-            return;
-        }
+    daemon->exec_watcher_->drain([&](int pid) {
         try {
-            engine_->on_exec(pid);
-            // A process in a root not seen before may dlopen OpenSSL soon:
-            // its files are watched before the next event is read.
-            watch_library_files(false);
+            daemon->handle_exec(pid);
         } catch (const std::exception& exception) {
             // A parked process is released by its guard on the way out.
             log::error("sutured: new pid " + std::to_string(pid) + ": " + exception.what());
         }
-    };
-    // A process forked by one that just loaded OpenSSL may have copied it
-    // before the patch landed (Apache's start forks its daemon, which forks
-    // the children; libcrypto is never unloaded, so no later open shows):
-    // remembered, and patched by the library path after this drain.
-    auto on_fork = [&](int parent, int child) {
-        if (auto opener = recent_openers_.find(parent); opener != recent_openers_.end()) {
-            forked_children_.push_back(child);
-        }
-    };
-    exec_watcher_->drain(on_exec, on_fork);
+    });
+    return 0;
 }
 
 bool Daemon::in_new_process_scope(int pid) const {
@@ -329,42 +198,20 @@ void Daemon::log_new_process_statistics() const {
               std::to_string(counts.patched_late) + " patched while running");
 }
 
-void Daemon::patch_forked_children() {
-    while (!forked_children_.empty()) {
-        int child = forked_children_.front();
-        forked_children_.pop_front();
-        handle_library_event(child, std::chrono::steady_clock::now());
+void Daemon::handle_exec(int pid) {
+    if (!in_new_process_scope(pid)) {
+        return;
     }
-}
-
-void Daemon::finish_new_processes() {
-    if (finishing_) {
-        return;  // called again from `between`: the loop below carries on
+    auto outcome = engine_->on_exec(pid, options_.inject);
+    if (!outcome) {
+        return;
     }
-    finishing_ = true;
-    while (engine_->pending_new_processes() > 0) {
-        try {
-            auto outcome =
-                engine_->finish_new_process(options_.inject, [this] { park_new_processes(); });
-            if (outcome) {
-                report_new_process(*outcome);
-            }
-        } catch (const std::exception& exception) {
-            log::error(std::string("sutured: new process: ") + exception.what());
-        }
-    }
-    finishing_ = false;
-}
-
-void Daemon::report_new_process(const NewProcessOutcome& outcome) {
-    int pid = outcome.pid;
-    emit_applied(outcome.actions);
-    log_lost("new pid " + std::to_string(pid), outcome.lost_records);
-    for (const UpdateAction& action : outcome.actions) {
+    emit_applied(outcome->actions);
+    log_lost("new pid " + std::to_string(pid), outcome->lost_records);
+    for (const UpdateAction& action : outcome->actions) {
         log::info("sutured: new pid " + std::to_string(pid) + " (" + action.comm +
                   "): " + action.patch_id + " " + std::string(outcome_name(action.outcome)) +
-                  (outcome.parked ? " before main()" : " while running") + " (" +
-                  std::string(caught_by_name(outcome.caught_by)) + ")" +
+                  (outcome->parked ? " before main()" : " while running") +
                   (action.message.empty() ? "" : ": " + action.message));
     }
 }
@@ -403,7 +250,6 @@ void Daemon::rescan_once() {
     auto report = engine_->update(options, handle_pending_execs);
     if (report) {
         log_lost("rescan", report->lost_records);
-        engine_->count_rescan(*report);
         emit_applied(report->actions);
         for (const UpdateAction& action : report->actions) {
             if (action.outcome == ActionOutcome::applied) {
@@ -419,7 +265,6 @@ void Daemon::rescan_once() {
     }
     (void)engine_->reload_new_process_patches();
     write_metrics();
-    watch_library_files(true);  // roots of processes started meanwhile, upgraded files
     // A process whose release failed (say, a debugger attached to it in
     // between) is found again here; no park is in flight at this point.
     if (exec_watcher_) {
@@ -565,15 +410,6 @@ int Daemon::history(sd_bus_message* message, void* self, sd_bus_error*) {
         return reply(message, error_to_json(entries.error()));
     }
     return reply(message, history_to_json(*entries));
-}
-
-int Daemon::statistics(sd_bus_message* message, void* self, sd_bus_error*) {
-    auto* daemon = static_cast<Daemon*>(self);
-    nlohmann::json document = new_process_statistics_to_json(daemon->engine_->new_process_statistics());
-    document["rescan_seconds"] = daemon->options_.rescan_seconds;
-    document["watching_execs"] = daemon->exec_watcher_.has_value();
-    document["watching_libraries"] = daemon->library_watcher_.has_value();
-    return reply(message, document);
 }
 
 int Daemon::set_enabled(sd_bus_message* message, void* self, sd_bus_error* error) {

@@ -1,8 +1,5 @@
 #pragma once
 
-#include <chrono>
-#include <deque>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,7 +9,6 @@
 
 #include "base/Error.h"
 #include "daemon/ExecWatcher.h"
-#include "daemon/LibraryWatcher.h"
 #include "dbus/Bus.h"
 #include "engine/Engine.h"
 
@@ -22,9 +18,8 @@ struct DaemonOptions {
     EngineOptions engine;       // build index, feed and state database locations
     InjectOptions inject;       // for Apply, Revert, updates and new processes
     bool new_processes = true;  // patch processes as they start (exec events)
-    // Rescan every process this often (offline update): the safety net for
-    // what the exec and library events missed (libraries not watched yet,
-    // lost events, exclusions changed meanwhile). 0: never.
+    // Rescan every process this often (offline update): catches libraries
+    // loaded later with dlopen and exclusions changed meanwhile. 0: never.
     unsigned rescan_seconds = 30;
     // The node_exporter textfile (docs/operator-guide.md, "Metrics") kept
     // current after every rescan and update; "" : none. Written only when
@@ -59,7 +54,6 @@ class Daemon {
     static int apply(sd_bus_message* message, void* self, sd_bus_error* error);
     static int revert(sd_bus_message* message, void* self, sd_bus_error* error);
     static int history(sd_bus_message* message, void* self, sd_bus_error* error);
-    static int statistics(sd_bus_message* message, void* self, sd_bus_error* error);
     static int set_enabled(sd_bus_message* message, void* self, sd_bus_error* error);
     static int enabled_property(sd_bus*, const char*, const char*, const char*,
                                 sd_bus_message* reply, void* self, sd_bus_error* error);
@@ -67,26 +61,14 @@ class Daemon {
                                 sd_bus_message* reply, void* self, sd_bus_error* error);
 
     static int exec_events(sd_event_source*, int fd, std::uint32_t, void* self);
-    static int library_events(sd_event_source*, int fd, std::uint32_t, void* self);
     static int rescan(sd_event_source* source, std::uint64_t, void* self);
 
   private:
     Daemon(DaemonOptions options, std::unique_ptr<Engine> engine)
         : options_(std::move(options)), engine_(std::move(engine)) {}
 
-    // Exec events: park every candidate waiting, then patch and release
-    // them one by one (parking the newcomers between two applications);
-    // one offline update with what follows it.
-    void park_new_processes();
-    void finish_new_processes();
-    void report_new_process(const NewProcessOutcome& outcome);
-    // Children forked by a process that just loaded OpenSSL: checked and
-    // patched like a library event.
-    void patch_forked_children();
-    void handle_library_event(int pid, std::chrono::steady_clock::time_point seen);
-    // Marks the OpenSSL files the engine found since the last call (with
-    // `all_roots`, after looking into every process's root).
-    void watch_library_files(bool all_roots);
+    // One exec event; one offline update with what follows it.
+    void handle_exec(int pid);
     // Whether new_processes_under lets the daemon touch the new process.
     bool in_new_process_scope(int pid) const;
     // The new-process counters, logged when the daemon stops.
@@ -98,9 +80,6 @@ class Daemon {
     // Starts listening to exec events (a warning, not an error, if the
     // kernel refuses: updates still work).
     void watch_new_processes();
-    // Starts listening to library events (a warning if the kernel refuses:
-    // the rescan still catches dlopen'ed libraries).
-    void watch_libraries();
 
     // 0 if the sender may mutate; else a negative errno with `error` set.
     int authorize(sd_bus_message* message, sd_bus_error* error);
@@ -115,11 +94,6 @@ class Daemon {
     DaemonOptions options_;
     std::unique_ptr<Engine> engine_;
     std::optional<ExecWatcher> exec_watcher_;
-    std::optional<LibraryWatcher> library_watcher_;
-    bool finishing_ = false;  // inside finish_new_processes
-    // Processes a library event found mapping a patchable build, when.
-    std::map<int, std::chrono::steady_clock::time_point> recent_openers_;
-    std::deque<int> forked_children_;
     // Declared in this order so the slot goes before the bus, the bus
     // before the event loop it is attached to.
     bus::Event event_;

@@ -5,10 +5,9 @@
 
 namespace suture {
 
-// Exec and fork events from the kernel's process connector (netlink,
-// CN_IDX_PROC: linux/cn_proc.h): one event per successful execve, with the
-// thread group ID, and one per fork (parent and child thread group IDs),
-// delivered as they happen. Needs CAP_NET_ADMIN (root).
+// Exec events from the kernel's process connector (netlink, CN_IDX_PROC:
+// linux/cn_proc.h): one event per successful execve, with the thread group
+// ID, delivered as it happens. Needs CAP_NET_ADMIN (root).
 class ExecWatcher {
   public:
     static Result<ExecWatcher> open();
@@ -17,31 +16,21 @@ class ExecWatcher {
     int fd() const { return socket_.get(); }
 
     // Reads the events that are waiting and calls `on_exec(pid)` for each
-    // exec and `on_fork(parent, child)` for each new process (not for new
-    // threads); returns when nothing more is waiting.
-    template <typename OnExec, typename OnFork>
-    void drain(OnExec on_exec, OnFork on_fork) {
-        for (;;) {
-            Event event = next_event();
-            if (event.kind == Event::none) {
-                return;
-            }
-            if (event.kind == Event::exec) {
-                on_exec(event.pid);
-            } else if (event.kind == Event::fork) {
-                on_fork(event.parent, event.pid);
+    // exec; returns when nothing more is waiting.
+    template <typename Callback>
+    void drain(Callback on_exec) {
+        int pid = 0;
+        while ((pid = next_exec()) != 0) {
+            if (pid > 0) {
+                on_exec(pid);
             }
         }
     }
 
   private:
     explicit ExecWatcher(UniqueFD socket) : socket_(std::move(socket)) {}
-    struct Event {
-        enum Kind { none, exec, fork, other } kind = none;
-        int pid = 0;     // the process that exec'd, or the child
-        int parent = 0;  // for a fork
-    };
-    Event next_event();
+    // The next event: a pid for an exec, -1 for another event, 0 for none.
+    int next_exec();
 
     UniqueFD socket_;
 };

@@ -23,16 +23,6 @@ std::string libelf_message() {
 
 namespace {
 
-// An object has at most one DT_RPATH and one DT_RUNPATH; should a linker
-// write several, the loader would search them all in turn.
-std::string join_search_path(const std::vector<std::string>& entries) {
-    std::string joined;
-    for (const std::string& entry : entries) {
-        joined += (joined.empty() ? "" : ":") + entry;
-    }
-    return joined;
-}
-
 // The contents of segment `phdr`, as libelf data of `type`;
 // elf_getdata_rawchunk checks the range against the file size.
 Result<Elf_Data*> segment_data(Elf* elf, const GElf_Phdr& phdr, Elf_Type type,
@@ -190,20 +180,6 @@ Result<std::optional<std::string>> ElfFile::soname() const {
 
 Result<std::vector<std::string>> ElfFile::needed() const {
     return dynamic_strings(DT_NEEDED);
-}
-
-Result<std::string> ElfFile::rpath() const {
-    return dynamic_strings(DT_RPATH).transform(join_search_path);
-}
-
-Result<std::string> ElfFile::runpath() const {
-    return dynamic_strings(DT_RUNPATH).transform(join_search_path);
-}
-
-bool ElfFile::is_x86_64() const {
-    GElf_Ehdr header;
-    return gelf_getehdr(elf_.get(), &header) != nullptr &&
-           header.e_ident[EI_CLASS] == ELFCLASS64 && header.e_machine == EM_X86_64;
 }
 
 std::uint64_t ElfFile::entry_address() const {

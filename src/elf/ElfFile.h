@@ -56,15 +56,6 @@ class ElfFile {
     // runs), in order; empty for a static executable.
     Result<std::vector<std::string>> needed() const;
 
-    // DT_RPATH and DT_RUNPATH, each a colon-separated list of directories
-    // (empty when absent); the loader's search paths of ld.so(8).
-    Result<std::string> rpath() const;
-    Result<std::string> runpath() const;
-
-    // Is this a 64-bit x86-64 object (ELFCLASS64, EM_X86_64)? The loader
-    // skips files of another class or machine and searches on.
-    bool is_x86_64() const;
-
     // The first NUL-terminated string starting with "OpenSSL " and a digit in
     // a read-only, non-executable loaded segment: the text OpenSSL_version()
     // returns, e.g. "OpenSSL 3.0.20 16 Jan 2026". libssl holds none.

@@ -739,40 +739,6 @@ json state_rebuild_to_json(const StateRebuild& rebuild) {
             {"applications", std::move(applications)}};
 }
 
-std::string_view caught_by_name(CaughtBy path) {
-    switch (path) {
-        case CaughtBy::direct: return "direct";
-        case CaughtBy::transitive: return "transitive";
-        case CaughtBy::dlopen: return "dlopen";
-        case CaughtBy::rescan: return "rescan";
-    }
-    return "?";
-}
-
-json new_process_statistics_to_json(const NewProcessStatistics& statistics) {
-    const NewProcessStatistics& s = statistics;
-    return json{
-        {"execs", s.execs},
-        {"candidates", s.candidates},
-        {"parked", s.parked},
-        {"patched_before_main", s.patched_before_main},
-        {"patched_late", s.patched_late},
-        {"caught", {{"direct", s.caught_direct},
-                    {"transitive", s.caught_transitive},
-                    {"dlopen", s.caught_dlopen},
-                    {"rescan", s.caught_rescan}}},
-        {"not_parked", {{"past_loader", s.not_parked_past_loader},
-                        {"several_threads", s.not_parked_threads}}},
-        {"closure_cache", {{"hits", s.closure_hits}, {"misses", s.closure_misses}}},
-        {"library_events", {{"files_watched", s.library_files_watched},
-                            {"events", s.library_events},
-                            {"latency_us_max", s.dlopen_latency_us_max},
-                            {"latency_us_mean", s.caught_dlopen == 0
-                                                    ? 0
-                                                    : s.dlopen_latency_us_total / s.caught_dlopen}}},
-    };
-}
-
 json history_to_json(const std::vector<HistoryEntry>& entries) {
     json rows = json::array();
     for (const HistoryEntry& entry : entries) {

@@ -93,51 +93,21 @@ struct StateRebuild {
     std::size_t exclusions_kept = 0;
 };
 
-// Which path of sutured's caught a process it patched (docs/architecture.md,
-// "New processes").
-enum class CaughtBy {
-    direct,      // exec: the executable's own DT_NEEDED names libssl/libcrypto
-    transitive,  // exec: deeper in the loader's closure, or LD_PRELOAD
-    dlopen,      // the library was mapped later (a fanotify event on its file)
-    rescan,      // the periodic rescan (the safety net)
-};
-std::string_view caught_by_name(CaughtBy path);
-
-// What happened to one new process (sutured, on an exec event or a library
-// event).
+// What happened to one new process (sutured, on an exec event).
 struct NewProcessOutcome {
     int pid = 0;
     bool parked = false;  // held at its entry point before main()
-    CaughtBy caught_by = CaughtBy::direct;
     std::vector<UpdateAction> actions;
     std::vector<std::string> lost_records;  // as in UpdateReport
-    std::uint64_t latency_us = 0;           // library event: from reading it to patched
 };
 
-// Counters since the daemon started (the Statistics method, `suture
-// statistics`).
+// Counters since the daemon started.
 struct NewProcessStatistics {
     std::uint64_t execs = 0;       // exec events seen
-    std::uint64_t candidates = 0;  // executables whose load closure holds libssl/libcrypto
+    std::uint64_t candidates = 0;  // executables that need libssl/libcrypto
     std::uint64_t parked = 0;      // held at their entry point in time
     std::uint64_t patched_before_main = 0;
     std::uint64_t patched_late = 0;  // too late to park: patched while running
-    // Per path, the processes that got at least one patch from it.
-    std::uint64_t caught_direct = 0;
-    std::uint64_t caught_transitive = 0;
-    std::uint64_t caught_dlopen = 0;
-    std::uint64_t caught_rescan = 0;
-    // Why candidates ran on unparked (then patched while running).
-    std::uint64_t not_parked_past_loader = 0;
-    std::uint64_t not_parked_threads = 0;  // several threads at entry: refused
-    // The closure cache, per (executable, root, ld.so.cache, environment).
-    std::uint64_t closure_hits = 0;
-    std::uint64_t closure_misses = 0;
-    // Library events (fanotify on the OpenSSL files known).
-    std::uint64_t library_files_watched = 0;
-    std::uint64_t library_events = 0;
-    std::uint64_t dlopen_latency_us_max = 0;    // event read to patched
-    std::uint64_t dlopen_latency_us_total = 0;  // over caught_dlopen
 };
 
 // Name of an ErrorCode as it appears in JSON ("permission_denied"), and the
@@ -164,7 +134,6 @@ nlohmann::json thread_stacks_to_json(int pid, const std::vector<ThreadStack>& st
 nlohmann::json update_to_json(const UpdateReport& report);
 nlohmann::json state_rebuild_to_json(const StateRebuild& rebuild);
 nlohmann::json history_to_json(const std::vector<HistoryEntry>& entries);
-nlohmann::json new_process_statistics_to_json(const NewProcessStatistics& statistics);
 nlohmann::json refresh_to_json(const std::vector<RemoteRefresh>& refreshes);
 nlohmann::json cached_targets_to_json(const std::vector<feed::CachedTarget>& targets);
 

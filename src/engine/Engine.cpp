@@ -15,7 +15,6 @@
 #include "engine/Update.h"
 #include "inject/EntryGate.h"
 #include "proc/Process.h"
-#include "proc/ProcessMaps.h"
 #include "scan/Scanner.h"
 #include "state/HostLock.h"
 #include "state/StateDatabase.h"
@@ -377,40 +376,8 @@ Result<void> Engine::reload_new_process_patches() {
     return new_processes_->reload();
 }
 
-void Engine::on_exec(int pid) {
-    new_processes_->on_exec(pid);
-}
-
-std::size_t Engine::pending_new_processes() const {
-    return new_processes_->pending_execs();
-}
-
-std::optional<NewProcessOutcome> Engine::finish_new_process(const InjectOptions& options,
-                                                            const std::function<void()>& between) {
-    return new_processes_->finish_next_exec(options, between);  // takes the operation lock
-}
-
-std::optional<NewProcessOutcome> Engine::on_library_opened(
-    int pid, const InjectOptions& options, std::chrono::steady_clock::time_point seen) {
-    return new_processes_->on_library_opened(pid, options, seen);
-}
-
-std::vector<std::string> Engine::new_process_library_files(bool all_roots) {
-    return new_processes_->take_library_files(all_roots);
-}
-
-void Engine::count_watched_library_files(std::size_t watched) {
-    new_processes_->count_watched(watched);
-}
-
-bool Engine::process_maps_inode(int pid, std::uint64_t inode) {
-    auto mappings = read_process_maps(pid);
-    return mappings && std::any_of(mappings->begin(), mappings->end(),
-                                   [&](const Mapping& mapping) { return mapping.inode == inode; });
-}
-
-void Engine::count_rescan(const UpdateReport& report) {
-    new_processes_->count_rescan(report.actions);
+std::optional<NewProcessOutcome> Engine::on_exec(int pid, const InjectOptions& options) {
+    return new_processes_->on_exec(pid, options);  // takes the operation lock once parked
 }
 
 const NewProcessStatistics& Engine::new_process_statistics() const {

@@ -116,27 +116,7 @@ class Engine {
 
     // New processes (sutured): see NewProcesses.h.
     Result<void> reload_new_process_patches();
-    // An exec event: decides and parks (the cheap part); the parked
-    // processes are then patched and released one by one by
-    // finish_new_process, `between` running between two patch applications.
-    void on_exec(int pid);
-    std::size_t pending_new_processes() const;
-    std::optional<NewProcessOutcome> finish_new_process(const InjectOptions& options,
-                                                        const std::function<void()>& between);
-    // A library event: `pid` opened (and now maps) one of the files
-    // new_process_library_files() named (read at `seen`).
-    std::optional<NewProcessOutcome> on_library_opened(int pid, const InjectOptions& options,
-                                                       std::chrono::steady_clock::time_point seen);
-    // The OpenSSL library files found since the last call, to watch for
-    // library events (with `all_roots`, also looks in the root of every
-    // running process); `watched` counts those the caller could watch.
-    std::vector<std::string> new_process_library_files(bool all_roots);
-    void count_watched_library_files(std::size_t watched);
-    // Whether `pid` maps the file with inode `inode` now (a library event's
-    // opener, followed until its loader has mapped what it opened).
-    static bool process_maps_inode(int pid, std::uint64_t inode);
-    // The processes a rescan (an offline update) patched, for the statistics.
-    void count_rescan(const UpdateReport& report);
+    std::optional<NewProcessOutcome> on_exec(int pid, const InjectOptions& options);
     const NewProcessStatistics& new_process_statistics() const;
     // The executable of PID as the host names it ("" when it is gone):
     // for sutured's --new-processes-under scope.

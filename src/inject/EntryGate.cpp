@@ -143,7 +143,7 @@ Result<void> write_entry(const RemoteMemory& memory, RemoteAddress entry,
 
 }  // namespace
 
-Result<EntryPark> park_at_entry(int pid) {
+Result<std::optional<ParkedProcess>> park_at_entry(int pid) {
     auto info = read_process_info(pid);
     if (!info) {
         return tl::unexpected(info.error());
@@ -158,7 +158,7 @@ Result<EntryPark> park_at_entry(int pid) {
     }
     auto threads = list_thread_ids(pid);
     if (!threads || threads->size() != 1) {
-        return EntryPark{.why = NotParked::several_threads};
+        return std::optional<ParkedProcess>{};
     }
     auto rip = stop->instruction_pointer();
     auto mappings = read_process_maps(pid);
@@ -169,7 +169,7 @@ Result<EntryPark> park_at_entry(int pid) {
         const Mapping* where = find_mapping(*mappings, rip->raw());
         log::debug(subject_of(pid) + ": at " + hex_address(*rip) + " in " +
                    (where != nullptr ? where->path : std::string("?")) + ": past the loader");
-        return EntryPark{.why = NotParked::past_loader};  // already running the program
+        return std::optional<ParkedProcess>{};  // already running the program
     }
     auto memory = RemoteMemory::open(pid, true);
     if (!memory) {
@@ -185,7 +185,8 @@ Result<EntryPark> park_at_entry(int pid) {
     if (auto written = write_entry(*memory, *entry, spin); !written) {
         return tl::unexpected(written.error());
     }
-    return EntryPark{.parked = ParkedProcess{pid, info->start_time, entry->raw(), *original}};
+    return std::optional<ParkedProcess>(
+        ParkedProcess{pid, info->start_time, entry->raw(), *original});
 }
 
 Result<void> wait_until_parked(const ParkedProcess& parked, std::chrono::milliseconds timeout) {

@@ -27,25 +27,11 @@ struct ParkedProcess {
     std::array<unsigned char, 2> original{};  // the entry's first bytes
 };
 
-// Why park_at_entry left a process running.
-enum class NotParked {
-    parked,           // it was parked
-    past_loader,      // its main thread already runs the program: too late
-    several_threads,  // a constructor started threads: the spin would hold
-                      // only the main thread while the others run on
-};
-
-struct EntryPark {
-    std::optional<ParkedProcess> parked;
-    NotParked why = NotParked::parked;
-};
-
 // Called right after `pid` exec'd (a proc connector exec event). Stops it
 // for a moment; if its main thread is still inside the dynamic loader, writes
-// the spin at its entry and lets it run on. Without `parked` when it is
-// already past the loader or has several threads (`why` says which; the
-// caller patches it while it runs, with every thread stopped).
-Result<EntryPark> park_at_entry(int pid);
+// the spin at its entry and lets it run on. nullopt when it is already past
+// the loader (too late: it runs on untouched) or has several threads.
+Result<std::optional<ParkedProcess>> park_at_entry(int pid);
 
 // Waits until the parked process spins at its entry (polling, each check a
 // few microseconds' stop). Errors: target_died, unsafe (timeout; the caller
