@@ -330,4 +330,251 @@ static inline const char* clean_dtls_connection(void) {
     return failure;
 }
 
+
+/* --- the workload OpenSSL's test_dtls makes: reordered, duplicated, lost ---- */
+
+/*
+ * OpenSSL's dtlstest drops, duplicates and swaps records and sends several
+ * per datagram (its mempacket BIO); a patch to the DTLS record layer that
+ * breaks that traffic passes a clean handshake. So the reproducers' workload
+ * also finishes handshakes whose last flight (the server's NewSessionTicket,
+ * ChangeCipherSpec and Finished) and first application data ("pong") reach
+ * the client rearranged: the client buffers next-epoch records (processed
+ * later), application data that arrives before Finished, and reads several
+ * records from one datagram. The gate captures that flight (GATE_DROP) and
+ * the test sends it again through the server's socket, rearranged.
+ */
+enum rearrangement {
+    AS_SENT,             /* the records as the server wrote them */
+    FINISHED_BEFORE_CCS, /* mempacket_swap_epoch: Finished, then ChangeCipherSpec */
+    FINISHED_FIRST,      /* Finished before NewSessionTicket and ChangeCipherSpec */
+    DATA_BEFORE_FINISHED,
+    DATA_FIRST,          /* epoch-1 data before the epoch begins */
+    DUPLICATED,          /* dtlstest's duplicate_rec: twice without the first record, then whole */
+    FINISHED_LOST,       /* Finished dropped: the client's retransmission brings it again */
+    REARRANGEMENTS,
+};
+
+static const char* const rearrangement_names[REARRANGEMENTS] = {
+    "as sent", "Finished before ChangeCipherSpec", "Finished first",
+    "data before Finished", "data first", "duplicated", "Finished lost",
+};
+
+enum { MAX_RECORDS = 32, DTLS_HEADER = 13 };
+
+struct record {
+    const unsigned char* bytes;
+    size_t length;
+};
+
+/* Of the last flight: ChangeCipherSpec, epoch 1 (Finished, data) or the
+ * NewSessionTicket; not a retransmission of the server's earlier flight
+ * (its timer may fire meanwhile), which the client has already. */
+static inline int of_last_flight(const unsigned char* p, size_t length) {
+    return p[0] == 20 || (p[3] << 8 | p[4]) == 1 ||
+           (p[0] == 22 && length > DTLS_HEADER && p[DTLS_HEADER] == 4);
+}
+
+/* The last flight's records in the captured datagrams from `first` on:
+ * their count, or -1. */
+static inline int captured_records(const struct gate* gate, int first, struct record* records) {
+    int count = 0, i;
+
+    for (i = first; i < gate->count; i++) {
+        const unsigned char* p = gate->sent[i].bytes;
+        size_t left = gate->sent[i].length;
+
+        while (left >= DTLS_HEADER) {
+            size_t length = DTLS_HEADER + ((size_t)p[11] << 8 | p[12]);
+
+            if (length > left)
+                return -1;
+            if (of_last_flight(p, length)) {
+                if (count == MAX_RECORDS)
+                    return -1;
+                records[count].bytes = p;
+                records[count++].length = length;
+            }
+            p += length;
+            left -= length;
+        }
+    }
+    return count;
+}
+
+static inline int is_finished(const struct record* r) {
+    return r->bytes[0] == 22 && (r->bytes[3] << 8 | r->bytes[4]) == 1; /* epoch-1 handshake */
+}
+
+static inline int is_ccs(const struct record* r) { return r->bytes[0] == 20; }
+
+static inline int is_data(const struct record* r) { return r->bytes[0] == 23; }
+
+/* Moves the first record `what` says yes to to index `to` (the others keep their order). */
+static inline void move_record(struct record* records, int count, int (*what)(const struct record*),
+                               int to) {
+    int from;
+    struct record moved;
+
+    for (from = 0; from < count && !what(&records[from]); from++)
+        ;
+    if (from == count)
+        return;
+    moved = records[from];
+    memmove(&records[from], &records[from + 1], (size_t)(count - from - 1) * sizeof(moved));
+    memmove(&records[to + 1], &records[to], (size_t)(count - 1 - to) * sizeof(moved));
+    records[to] = moved;
+}
+
+static inline int index_of(const struct record* records, int count, int (*what)(const struct record*)) {
+    int i;
+
+    for (i = 0; i < count && !what(&records[i]); i++)
+        ;
+    return i;
+}
+
+/* Sends records [first, end) as one datagram (packed) or one each. */
+static inline int send_records(BIO* out, const struct record* records, int first, int end, int packed) {
+    unsigned char datagram[MAX_DATAGRAM];
+    size_t length = 0;
+    int i;
+
+    for (i = first; i < end; i++) {
+        if (!packed) {
+            if (BIO_write(out, records[i].bytes, (int)records[i].length) != (int)records[i].length)
+                return 0;
+            continue;
+        }
+        if (length + records[i].length > sizeof(datagram))
+            return 0;
+        memcpy(datagram + length, records[i].bytes, records[i].length);
+        length += records[i].length;
+    }
+    return !packed || length == 0 || BIO_write(out, datagram, (int)length) == (int)length;
+}
+
+/* The captured flight, rearranged, to the client. 1 on success. */
+static inline int send_rearranged(struct connection* c, int first, enum rearrangement how, int packed) {
+    struct record records[MAX_RECORDS];
+    BIO* out = BIO_next(SSL_get_wbio(c->server));
+    int count = captured_records(c->gate, first, records), end;
+
+    if (count < 3 || index_of(records, count, is_finished) == count ||
+        index_of(records, count, is_data) == count)
+        return 0;
+    switch (how) {
+    case FINISHED_BEFORE_CCS:
+        move_record(records, count, is_finished, index_of(records, count, is_ccs));
+        break;
+    case FINISHED_FIRST:
+        move_record(records, count, is_finished, 0);
+        break;
+    case DATA_BEFORE_FINISHED:
+        move_record(records, count, is_data, index_of(records, count, is_finished));
+        break;
+    case DATA_FIRST:
+        move_record(records, count, is_data, 0);
+        break;
+    case DUPLICATED:
+        return send_records(out, records, 1, count, packed) &&
+               send_records(out, records, 1, count, packed) &&
+               send_records(out, records, 0, count, packed);
+    case FINISHED_LOST:
+        end = index_of(records, count, is_finished);
+        memmove(&records[end], &records[end + 1], (size_t)(count - end - 1) * sizeof(records[0]));
+        count--;
+        break;
+    default:
+        break;
+    }
+    return send_records(out, records, 0, count, packed);
+}
+
+/*
+ * One handshake whose last flight and first data arrive rearranged `how`,
+ * packed in one datagram or one record per datagram; then data both ways.
+ * NULL, or what failed.
+ */
+static inline const char* rearranged_connection(enum rearrangement how, int packed) {
+    struct connection c;
+    const char* failure = NULL;
+    char buffer[16];
+    int round, client = 0, server = 0, first = -1, n = -1;
+
+    if (!open_connection(&c))
+        return "cannot set up a DTLS connection";
+    DTLS_set_timer_cb(c.client, server_timer); /* a lost Finished comes back in ms */
+    /* 1. Up to the server's last flight: captured once the client sent Finished. */
+    for (round = 0; round < ROUNDS && (client == 0 || server == 0) && first < 0; round++) {
+        if (client == 0)
+            client = step(c.client);
+        if (client == 0 && SSL_get_state(c.client) == TLS_ST_CW_FINISHED) {
+            first = c.gate->count;
+            c.gate->mode = GATE_DROP;
+        }
+        if (server == 0)
+            server = step(c.server);
+        if (client < 0 || server < 0)
+            break;
+        sleep_us(1000);
+    }
+    /* 2. The server finishes and writes "pong", captured; then the rearranged flight. */
+    for (; round < ROUNDS && server == 0 && first >= 0; round++) {
+        server = step(c.server);
+        sleep_us(1000);
+    }
+    if (first < 0 || server != 1 || client != 0)
+        failure = "the handshake did not reach the server's last flight";
+    else if (SSL_write(c.server, "pong", 4) != 4)
+        failure = "the server could not write data after its handshake";
+    else {
+        c.gate->mode = GATE_OPEN;
+        if (!send_rearranged(&c, first, how, packed))
+            failure = "the server's last flight was not NewSessionTicket, CCS, Finished";
+    }
+    /* 3. The client finishes (the server answers a retransmission) and reads "pong". */
+    for (; failure == NULL && round < ROUNDS && client == 0; round++) {
+        client = step(c.client);
+        (void)SSL_read(c.server, buffer, sizeof(buffer));
+        sleep_us(1000);
+    }
+    if (failure == NULL && client != 1)
+        failure = "the client's handshake did not complete";
+    for (; failure == NULL && round < 2 * ROUNDS && n < 0; round++) {
+        n = SSL_read(c.client, buffer, sizeof(buffer));
+        if (n < 0)
+            sleep_us(1000);
+    }
+    if (failure == NULL && (n != 4 || memcmp(buffer, "pong", 4) != 0))
+        failure = "the server's first data did not arrive";
+    if (failure == NULL && !exchange_data(&c))
+        failure = "application data did not go through after the handshake";
+    close_connection(&c);
+    return failure;
+}
+
+/*
+ * The reproducers' DTLS workload: a clean connection, then one connection
+ * per rearrangement, packed and not. NULL, or what failed (a static
+ * message naming the rearrangement).
+ */
+static inline const char* dtls_workload(void) {
+    static char message[160];
+    const char* failure = clean_dtls_connection();
+    int how, packed;
+
+    for (how = 0; failure == NULL && how < REARRANGEMENTS; how++) {
+        for (packed = 0; packed < 2; packed++) {
+            failure = rearranged_connection((enum rearrangement)how, packed);
+            if (failure != NULL) {
+                snprintf(message, sizeof message, "%s (last flight %s, %s)", failure,
+                         rearrangement_names[how], packed ? "in one datagram" : "one record per datagram");
+                return message;
+            }
+        }
+    }
+    return failure;
+}
+
 #endif
