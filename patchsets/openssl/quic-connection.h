@@ -596,6 +596,75 @@ static inline SSL* quic_provoke(struct quic_connection* connection, int from_cli
 }
 
 /*
+ * A probe that injects crafted frames and expects their receiver to close
+ * the connection with a protocol error: once the handshake is done, the
+ * frames ride on the next 1-RTT packet toward the receiver, and the
+ * connection is stepped until the
+ * receiver closes it or has had the frames for a while. FIXED if the
+ * receiver closed it itself with expected_error; VULNERABLE if it took the
+ * frames (still open, or closed for another reason).
+ */
+struct quic_frame_probe {
+    int toward_server;                    /* who receives the frames */
+    size_t (*write_frames)(unsigned char* out);  /* at most 1024 bytes */
+    uint64_t expected_error;              /* the fixed receiver's close code */
+    int armed, injected;
+};
+
+enum {
+    QUIC_PROBE_ROUNDS = 300, /* steps to wait for a 1-RTT packet to carry the frames */
+    QUIC_PROBE_AFTER = 20,   /* steps for the receiver to take them in (2 do) */
+};
+
+static inline int quic_inject_probe_frames(struct quic_connection* connection, int to_server,
+                                           unsigned char* bytes, size_t* length, size_t capacity) {
+    struct quic_frame_probe* probe = connection->filter_context;
+    unsigned char frames[1024];
+
+    if (to_server != probe->toward_server || !probe->armed || probe->injected)
+        return 1;
+    probe->injected = quic_insert_frames(connection, to_server, bytes, length, capacity, frames,
+                                         probe->write_frames(frames));
+    return 1;
+}
+
+static inline const char* quic_run_frame_probe(struct quic_frame_probe* probe) {
+    static char error[160];
+    struct quic_connection connection;
+    const char* why = open_quic_connection(&connection, quic_inject_probe_frames, probe);
+    const char* answer = "VULNERABLE";
+    uint64_t error_code = 0;
+    int round, after = 0, local = 0;
+    SSL* receiver;
+    SSL* stream;
+
+    if (why != NULL) {
+        snprintf(error, sizeof(error), "ERROR %s", why);
+        return error;
+    }
+    receiver = probe->toward_server ? connection.server : connection.client;
+    probe->armed = 1;
+    /* The client writes a byte on a new stream: its packet goes to the
+     * server and the server's acknowledgement comes back, a 1-RTT packet
+     * each way for the frames to ride on. */
+    stream = quic_provoke(&connection, 1);
+    for (round = 0; round < QUIC_PROBE_ROUNDS && after < QUIC_PROBE_AFTER; round++) {
+        quic_step(&connection);
+        if (quic_closed(receiver, &error_code, &local))
+            break;
+        after += probe->injected;
+    }
+    if (!probe->injected)
+        answer = probe->toward_server ? "ERROR the client sent no 1-RTT packet to carry the frames"
+                                      : "ERROR the server sent no 1-RTT packet to carry the frames";
+    else if (after < QUIC_PROBE_AFTER && local && error_code == probe->expected_error)
+        answer = "FIXED";
+    SSL_free(stream);
+    close_quic_connection(&connection);
+    return answer;
+}
+
+/*
  * The workload every QUIC reproducer shares: a clean connection, a
  * bidirectional stream from the client, a request and its echo. Returns
  * NULL if it worked, else why not.
