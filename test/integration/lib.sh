@@ -21,6 +21,12 @@ export SUTURE_LOCK_FILE=$scratch/run/suture.lock
 # never writes the host's /var/lib/suture; tests that look at the database
 # set their own path.
 export SUTURE_STATE_DB=$scratch/state.db
+# And no feed of the host's: a host that ran scripts/main has /etc/suture's
+# local remote and its advisory data cached, which would change what
+# `suture status` says (and its exit status, 27 when exposed). Tests with a
+# feed set up their own in $scratch (setup-local-feed with these).
+export SUTURE_CONFIG_DIR=$scratch/etc
+export SUTURE_FEED_CACHE=$scratch/cache
 started_pids=()
 removed_paths=() # also removed at exit, e.g. work directories inside a rootfs
 
