@@ -379,3 +379,27 @@ without_retired() {
     [ "$state" = retired ] && state=none
     echo "$state"
 }
+
+# start_holder_fleet COUNT LIBRARY_DIR: COUNT hold-openssl processes that
+# load libcrypto.so.3 and libssl.so.3 from LIBRARY_DIR, print "ready" and
+# wait; sets fleet (their pids) and pid_args (--pid PID for each) once all
+# are ready (a check says how many were).
+start_holder_fleet() {
+    local count=$1 library_dir=$2 _ pid
+    fleet=()
+    for _ in $(seq "$count"); do
+        LD_LIBRARY_PATH=$library_dir "$HOLD_OPENSSL" libcrypto.so.3 libssl.so.3 </dev/null >>"$scratch/holders.out" 2>&1 &
+        fleet+=($!)
+        disown
+        started_pids+=($!)
+    done
+    for _ in $(seq 600); do
+        [ "$(grep -c '^ready' "$scratch/holders.out")" -ge "$count" ] && break
+        sleep 0.1
+    done
+    check_eq "holders ready" "$count" "$(grep -c '^ready' "$scratch/holders.out")"
+    pid_args=()
+    for pid in "${fleet[@]}"; do
+        pid_args+=(--pid "$pid")
+    done
+}

@@ -23,22 +23,7 @@ mkdir -p "$scratch/no-feed/remotes.d"
 
 fetch_archive_package debian-12 libssl3 3.0.20-1~deb12u2 "$scratch/archive"
 library_dir=$scratch/archive/usr/lib/x86_64-linux-gnu
-fleet=()
-for _ in $(seq "$count"); do
-    LD_LIBRARY_PATH=$library_dir "$HOLD_OPENSSL" libcrypto.so.3 libssl.so.3 </dev/null >>"$scratch/holders.out" 2>&1 &
-    fleet+=($!)
-    disown
-    started_pids+=($!)
-done
-for _ in $(seq 600); do
-    [ "$(grep -c '^ready' "$scratch/holders.out")" -ge "$count" ] && break
-    sleep 0.1
-done
-check_eq "holders ready" "$count" "$(grep -c '^ready' "$scratch/holders.out")"
-pid_args=()
-for pid in "${fleet[@]}"; do
-    pid_args+=(--pid "$pid")
-done
+start_holder_fleet "$count" "$library_dir"
 milliseconds() { echo $(($(date +%s%N) / 1000000)); }
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
