@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "reproducer-harness.h"
+
 enum {
     EXTRA_CERTIFICATES = 6, /* makes the Certificate message ~3 KB: fragmented */
     LINK_MTU = 540,         /* the smallest OpenSSL accepts (548 - 28 + 20) */
@@ -179,6 +181,8 @@ static inline int bound_socket(struct sockaddr_in* address) {
     socklen_t length = sizeof(*address);
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
 
+    if (fd >= 0)
+        receive_every_datagram(fd);
     memset(address, 0, sizeof(*address));
     address->sin_family = AF_INET;
     address->sin_addr.s_addr = htonl(INADDR_LOOPBACK);

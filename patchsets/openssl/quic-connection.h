@@ -40,6 +40,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "reproducer-harness.h"
+
 enum {
     QUIC_MAX_DATAGRAM = 65536,
     QUIC_SECRET_LEN = 32, /* SHA-256: TLS_AES_128_GCM_SHA256 */
@@ -368,9 +370,13 @@ static inline int make_quic_contexts(void) { return make_quic_contexts_with(0); 
 
 /* --- the connection ------------------------------------------------------ */
 
+/* A UDP socket on 127.0.0.1 that loses no datagram of a burst. */
 static inline int quic_udp_socket(struct sockaddr_in* address) {
     socklen_t length = sizeof(*address);
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+    if (fd >= 0)
+        receive_every_datagram(fd);
 
     memset(address, 0, sizeof(*address));
     address->sin_family = AF_INET;
