@@ -22,7 +22,15 @@ std::uint64_t stat_number(std::string_view stat_text, int field) {
     return value;
 }
 
-constexpr std::uint64_t pf_kthread = 0x00200000;  // include/linux/sched.h
+constexpr std::uint64_t pf_exiting = 0x00000004;  // include/linux/sched.h
+constexpr std::uint64_t pf_kthread = 0x00200000;
+
+// Whether a task has begun to exit (PF_EXITING): from then on ptrace and its
+// memory fail it, though its exe link may stay a few milliseconds more.
+bool task_is_exiting(const std::string& task_dir) {
+    auto stat_text = read_file(task_dir + "/stat");
+    return !stat_text || (stat_number(*stat_text, 9) & pf_exiting) != 0;
+}
 
 }  // namespace
 
@@ -62,14 +70,19 @@ ProcessSighting sight_process(int pid) {
     if ((stat_number(*stat_text, 9) & pf_kthread) != 0) {
         return sighting;  // a kernel thread: no program, and never a zombie for that
     }
-    // 2. Its program, through the first task that still has memory: a
-    // task's exe link goes (ENOENT) when its memory does, at its exit. A
+    // 2. Its program, through the first task that still has memory and is
+    // not exiting: a task's exe link goes (ENOENT) when its memory does, at
+    // its exit, and its flags say PF_EXITING from the moment it starts to. A
     // leader that called pthread_exit() has none while its threads run on;
     // when no task has any, the process has exited (a zombie, or one about
     // to be).
     auto tids = list_thread_ids(pid);
     for (int tid : tids ? *tids : std::vector<int>{}) {
-        std::string exe = dir + "/task/" + std::to_string(tid) + "/exe";
+        std::string task_dir = dir + "/task/" + std::to_string(tid);
+        if (task_is_exiting(task_dir)) {
+            continue;
+        }
+        std::string exe = task_dir + "/exe";
         struct stat file {};
         if (::stat(exe.c_str(), &file) == 0) {
             run.exe_device = static_cast<std::uint64_t>(file.st_dev);
