@@ -28,12 +28,13 @@ Result<Preparation> prepare_from(int pid, std::vector<Mapping> mappings) {
         return tl::unexpected(objects.error());
     }
     auto site = RemoteSyscall::find_site(*objects);
-    if (!site) {
-        return tl::unexpected(with_context(site.error(), "pid " + std::to_string(pid)));
+    if (site) {
+        preparation.trampoline_site = *site;
+    } else {
+        preparation.no_trampoline_site = with_context(site.error(), "pid " + std::to_string(pid));
     }
     preparation.mappings = std::move(mappings);
     preparation.objects = std::move(*objects);
-    preparation.trampoline_site = *site;
     return preparation;
 }
 
@@ -48,6 +49,9 @@ Result<std::vector<Mapping>> refresh(int pid, Preparation& preparation) {
         auto fresh = prepare_from(pid, *mappings);
         if (!fresh) {
             return tl::unexpected(fresh.error());
+        }
+        if (auto site = require_trampoline_site(*fresh); !site) {
+            return tl::unexpected(site.error());
         }
         fresh->generation = preparation.generation + 1;
         preparation = std::move(*fresh);
@@ -71,12 +75,30 @@ std::string subject_of(int pid) {
     return "pid " + std::to_string(pid);
 }
 
-Result<Preparation> prepare_process(int pid) {
+Result<Preparation> prepare_process(int pid, SiteCheck site_check) {
     auto mappings = read_process_maps(pid);
     if (!mappings) {
         return tl::unexpected(mappings.error());
     }
-    return prepare_from(pid, std::move(*mappings));
+    auto preparation = prepare_from(pid, std::move(*mappings));
+    if (preparation && site_check == SiteCheck::now) {
+        if (auto site = require_trampoline_site(*preparation); !site) {
+            return tl::unexpected(site.error());
+        }
+    }
+    return preparation;
+}
+
+bool maps_changed_since(int pid, const Preparation& preparation) {
+    auto mappings = read_process_maps(pid);
+    return !mappings || !same_file_mappings(*mappings, preparation.mappings);
+}
+
+Result<void> require_trampoline_site(const Preparation& preparation) {
+    if (preparation.no_trampoline_site) {
+        return tl::unexpected(*preparation.no_trampoline_site);
+    }
+    return {};
 }
 
 Result<void> check_memory_not_shared(int pid, SharerSearch search) {

@@ -30,11 +30,26 @@ struct Preparation {
     std::vector<Mapping> mappings;
     std::vector<LoadedObject> objects;
     RemoteSyscall::Site trampoline_site;
+    // Why there is no trampoline_site, when no loaded object has room.
+    std::optional<Error> no_trampoline_site;
     int generation = 0;  // counts re-preparations inside stops
 };
 
+// Whether prepare_process() fails when no object has room for the
+// trampoline, or leaves that to the caller (require_trampoline_site()): an
+// apply first names a missing library, the truer reason for a process that
+// runs another program (one just exec'ed has only itself and ld.so mapped).
+enum class SiteCheck { now, by_caller };
+
 // Reads the maps of `pid` and prepares from them, without a stop.
-Result<Preparation> prepare_process(int pid);
+Result<Preparation> prepare_process(int pid, SiteCheck site_check = SiteCheck::now);
+
+// Whether the file mappings of `pid` differ now from those `preparation`
+// was made from (true when they cannot be read).
+bool maps_changed_since(int pid, const Preparation& preparation);
+
+// The error of a preparation without a trampoline site.
+Result<void> require_trampoline_site(const Preparation& preparation);
 
 // Refuses (`busy`, the message from describe_sharer()) when a process
 // outside the thread group of `pid` shares its memory: a vfork() child that

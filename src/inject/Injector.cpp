@@ -339,32 +339,66 @@ Result<void> provide_shadow_table(const HeldProcess& held, RemoteSyscall& syscal
     return {};
 }
 
-// Step 0 of an apply.
+// What a preparation lacks for the patch, if anything: the patch's library
+// first (a process without it, another program, cannot resolve the imports
+// and may have no room for a trampoline either: its absence is the reason),
+// then an import, then room for the trampoline.
+Result<std::map<std::string, RemoteAddress>> check_preparation(const Preparation& preparation,
+                                                                const PatchFile& patch,
+                                                                const std::string& subject) {
+    auto imports = resolve_imports(patch, preparation.objects);
+    auto site = require_trampoline_site(preparation);
+    if (imports && site) {
+        return imports;
+    }
+    if (auto target = find_target_library(preparation.objects, patch.metadata, subject); !target) {
+        return tl::unexpected(target.error());
+    }
+    if (!imports) {
+        return tl::unexpected(with_context(imports.error(), subject));
+    }
+    return tl::unexpected(site.error());
+}
+
+// Step 0 of an apply: the preparation, and the imports resolved in it.
+// A program just exec'ed (or a thread in dlopen) shows only a part of its
+// libraries for some milliseconds: a preparation that lacks something while
+// the loader is changing the objects, or whose maps have changed since, is
+// made again, for up to about 20 ms; then the apply is `busy`.
 Result<ApplyPlan> plan_apply(int pid, const PatchFile& patch) {
+    constexpr int looks = 20;
     std::string subject = subject_of(pid);
     auto layout = layout_patch(patch);
     if (!layout) {
         return tl::unexpected(layout.error());
     }
-    auto preparation = prepare_process(pid);
-    if (!preparation) {
-        return tl::unexpected(preparation.error());
-    }
-    auto imports = resolve_imports(patch, preparation->objects);
-    if (!imports) {
-        // A process without the patch's library (another program) cannot
-        // resolve the imports either; the library's absence is the reason.
-        if (auto target = find_target_library(preparation->objects, patch.metadata, subject);
-            !target) {
-            return tl::unexpected(target.error());
+    for (int look = 1;; ++look) {
+        auto preparation = prepare_process(pid, SiteCheck::by_caller);
+        if (!preparation) {
+            return tl::unexpected(preparation.error());
         }
-        return tl::unexpected(with_context(imports.error(), subject));
+        auto imports = check_preparation(*preparation, patch, subject);
+        if (imports) {
+            int generation = preparation->generation;
+            ApplyPlan plan{patch,    subject,   std::move(*layout), std::move(*preparation),
+                           *imports, generation};
+            plan.uses_shadow_table = uses_shadow_table(patch);
+            return plan;
+        }
+        bool settling = loader_is_changing_objects(pid, preparation->objects) ||
+                        maps_changed_since(pid, *preparation);
+        if (!settling) {
+            return tl::unexpected(imports.error());
+        }
+        if (look == looks) {
+            return fail(ErrorCode::busy,
+                        subject + ": its dynamic loader kept loading or unloading libraries "
+                                  "(the program is starting, or a thread is in dlopen or "
+                                  "dlclose); try again in a moment (what failed then: " +
+                            imports.error().message + ")");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    int generation = preparation->generation;
-    ApplyPlan plan{patch,    subject,   std::move(*layout), std::move(*preparation),
-                   *imports, generation};
-    plan.uses_shadow_table = uses_shadow_table(patch);
-    return plan;
 }
 
 // Resolves the imports again if the preparation was redone in the stop.

@@ -1,8 +1,10 @@
 #include "inject/LoadedObjects.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "base/Files.h"
+#include "inject/RemoteMemory.h"
 #include "proc/MappingFile.h"
 
 namespace suture {
@@ -110,6 +112,29 @@ Result<RemoteAddress> SymbolResolver::resolve(const Import& import) {
     }
     return fail(ErrorCode::library_not_mapped,
                 "import " + wanted + ": no loaded object defines it");
+}
+
+bool loader_is_changing_objects(int pid, const std::vector<LoadedObject>& objects) {
+    // struct r_debug: int r_version; struct link_map* r_map; ElfW(Addr)
+    // r_brk; enum r_state; ElfW(Addr) r_ldbase (x86-64 offsets 0, 8, 16, 24,
+    // 32). r_version is 0 until ld.so has initialised it.
+    constexpr std::size_t version_offset = 0, state_offset = 24, size = 28;
+    constexpr std::int32_t rt_consistent = 0;
+    auto address = SymbolResolver(objects).resolve(Import{"_r_debug", ""});
+    if (!address) {
+        return false;
+    }
+    auto memory = RemoteMemory::open(pid, false);
+    auto bytes = memory ? memory->read(*address, size) : tl::unexpected(memory.error());
+    if (!bytes || bytes->size() < size) {
+        return false;
+    }
+    auto int_at = [&](std::size_t offset) {
+        std::int32_t value = 0;
+        std::memcpy(&value, bytes->data() + offset, sizeof value);
+        return value;
+    };
+    return int_at(version_offset) == 0 || int_at(state_offset) != rt_consistent;
 }
 
 }  // namespace suture

@@ -50,4 +50,12 @@ class SymbolResolver {
     std::map<std::string, std::vector<ElfFile::Symbol>> symbols_;  // by open_path
 };
 
+// Whether the dynamic loader of `pid` is changing its list of objects now:
+// the program is starting (ld.so's _r_debug not initialised yet, or r_state
+// RT_ADD while it maps the DT_NEEDED libraries) or a thread is inside
+// dlopen()/dlclose() (RT_ADD, RT_DELETE). Read from ld.so's _r_debug
+// (<link.h>) through /proc/PID/mem; false for a process without one (a
+// static program) or when it cannot be read.
+bool loader_is_changing_objects(int pid, const std::vector<LoadedObject>& objects);
+
 }  // namespace suture

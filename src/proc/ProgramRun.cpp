@@ -25,11 +25,29 @@ std::uint64_t stat_number(std::string_view stat_text, int field) {
 constexpr std::uint64_t pf_exiting = 0x00000004;  // include/linux/sched.h
 constexpr std::uint64_t pf_kthread = 0x00200000;
 
-// Whether a task has begun to exit (PF_EXITING): from then on ptrace and its
-// memory fail it, though its exe link may stay a few milliseconds more.
-bool task_is_exiting(const std::string& task_dir) {
-    auto stat_text = read_file(task_dir + "/stat");
-    return !stat_text || (stat_number(*stat_text, 9) & pf_exiting) != 0;
+// Whether a task has SIGKILL pending: the state of every other thread of a
+// process whose leader called exit() (exit_group(2)) until each one runs
+// again, PF_EXITING not set yet, and its exe link still there, while the
+// leader's own /proc files show no memory already.
+bool killed_not_yet_exiting(const std::string& task_dir) {
+    constexpr std::uint64_t sigkill_bit = 1ULL << (9 - 1);
+    auto status = read_file(task_dir + "/status");
+    if (!status) {
+        return true;
+    }
+    for (std::string_view key : {"\nSigPnd:\t", "\nShdPnd:\t"}) {
+        std::size_t at = status->find(key);
+        if (at == std::string::npos) {
+            continue;
+        }
+        std::uint64_t pending = 0;
+        const char* digits = status->data() + at + key.size();
+        std::from_chars(digits, status->data() + status->size(), pending, 16);
+        if ((pending & sigkill_bit) != 0) {
+            return true;
+        }
+    }
+    return false;
 }
 
 }  // namespace
@@ -65,26 +83,31 @@ ProcessSighting sight_process(int pid) {
     ProgramRun& run = sighting.run;
     run.pid = pid;
     run.start_time = stat_number(*stat_text, 22);
-    run.arg_start = stat_number(*stat_text, 48);
     sighting.kind = ProcessSighting::Kind::running;
     if ((stat_number(*stat_text, 9) & pf_kthread) != 0) {
         return sighting;  // a kernel thread: no program, and never a zombie for that
     }
     // 2. Its program, through the first task that still has memory and is
     // not exiting: a task's exe link goes (ENOENT) when its memory does, at
-    // its exit, and its flags say PF_EXITING from the moment it starts to. A
+    // its exit, and its flags say PF_EXITING from the moment it starts to
+    // (SIGKILL pending, before that: killed_not_yet_exiting()). A
     // leader that called pthread_exit() has none while its threads run on;
     // when no task has any, the process has exited (a zombie, or one about
     // to be).
     auto tids = list_thread_ids(pid);
     for (int tid : tids ? *tids : std::vector<int>{}) {
         std::string task_dir = dir + "/task/" + std::to_string(tid);
-        if (task_is_exiting(task_dir)) {
+        auto task_stat = read_file(task_dir + "/stat");
+        if (!task_stat || (stat_number(*task_stat, 9) & pf_exiting) != 0 ||
+            killed_not_yet_exiting(task_dir)) {
             continue;
         }
         std::string exe = task_dir + "/exe";
         struct stat file {};
         if (::stat(exe.c_str(), &file) == 0) {
+            // Where its memory has argv, read through the same task: an
+            // exiting leader's own stat shows 0 while its threads run on.
+            run.arg_start = stat_number(*task_stat, 48);
             run.exe_device = static_cast<std::uint64_t>(file.st_dev);
             run.exe_inode = static_cast<std::uint64_t>(file.st_ino);
             char path[4096];
@@ -134,8 +157,12 @@ RunFate fate_of(const ProgramRun& before, const ProcessSighting& now) {
     bool both_seen = now.run.exe_inode != 0 && before.exe_inode != 0;
     bool other_file = both_seen && (now.run.exe_device != before.exe_device ||
                                     now.run.exe_inode != before.exe_inode);
+    // A new stack, or none yet: an exec between replacing the memory and
+    // building the new stack shows arg_start 0 to a reader who still sees the
+    // exe link (without access both read as 0, and nothing is compared).
+    bool stack_seen = now.run.arg_start != 0 || now.run.exe_inode != 0;
     bool new_stack =
-        now.run.arg_start != 0 && before.arg_start != 0 && now.run.arg_start != before.arg_start;
+        before.arg_start != 0 && stack_seen && now.run.arg_start != before.arg_start;
     return other_file || new_stack ? RunFate::execed : RunFate::running;
 }
 

@@ -21,7 +21,7 @@ namespace suture {
 struct ProgramRun {
     int pid = 0;
     std::uint64_t start_time = 0;  // /proc/PID/stat field 22
-    // /proc/PID/stat field 48, where execve put argv; 0 when the reader may
+    // stat field 48 of a task not exiting, where execve put argv; 0 when the reader may
     // not see it (no ptrace access) and then not compared.
     std::uint64_t arg_start = 0;
     std::uint64_t exe_device = 0;  // of the file /proc/PID/exe names (0, 0:

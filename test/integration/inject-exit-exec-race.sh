@@ -57,6 +57,12 @@ judge() {
             grep -q "does not map libsuture-demo.so" <<<"$message" && echo not-mapped-after-exec ||
             echo untruthful
         ;;
+    22)
+        # An exec of the same program before the apply began, caught while
+        # its dynamic loader kept mapping libraries for all of the 20 ms suture waits.
+        [[ "$mode" == exec-* ]] && grep -q "dynamic loader kept loading" <<<"$message" &&
+            echo loader-busy-after-exec || echo untruthful
+        ;;
     *) echo untruthful ;;
     esac
 }

@@ -156,6 +156,10 @@ TEST_CASE("the fate of a program run: exited, reused, zombie, exec'ed or still r
     ProcessSighting same_file_again = same;
     same_file_again.run.arg_start = 0x7ffd0000;
     CHECK(fate_of(before, same_file_again) == RunFate::execed);
+    // An exec under way: new memory, its stack not built yet.
+    ProcessSighting exec_under_way = same;
+    exec_under_way.run.arg_start = 0;
+    CHECK(fate_of(before, exec_under_way) == RunFate::execed);
     // What we may not see is not compared.
     ProcessSighting unseen = same;
     unseen.run.arg_start = 0;
