@@ -240,18 +240,38 @@ Result<void> create_private_file(const std::string& path) {
     return {};
 }
 
-// Step 2 of open: the schema version, read through a read-only connection,
-// so that a database a newer suture wrote is never touched (no switch of its
-// journal mode, no recovery write) before suture knows it can read it.
-Result<int> probe_schema_version(const std::string& path) {
+// The user_version of the database at `path`, through a connection opened
+// with `flags`; *readonly_refusal says whether SQLite refused because the
+// connection may not write (SQLITE_READONLY and its extended codes).
+Result<std::vector<std::int64_t>> read_user_version(const std::string& path, int flags,
+                                                    bool* readonly_refusal) {
     sqlite3* raw = nullptr;
-    int opened = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);
+    int opened = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
     std::unique_ptr<sqlite3, int (*)(sqlite3*)> probe(raw, sqlite3_close_v2);
     if (opened != SQLITE_OK) {
         return fail(ErrorCode::io, path + ": " + (raw ? sqlite3_errmsg(raw) : "cannot open"));
     }
     sqlite3_busy_timeout(raw, busy_timeout_ms);
     auto version = read_rows(raw, "user_version", "PRAGMA user_version", read_integer);
+    *readonly_refusal = !version && (sqlite3_extended_errcode(raw) & 0xff) == SQLITE_READONLY;
+    return version;
+}
+
+// Step 2 of open: the schema version, read through a read-only connection,
+// so that a database a newer suture wrote is never touched (no switch of its
+// journal mode) before suture knows it can read it. A read-only connection
+// cannot do SQLite's own crash repair (rebuilding the WAL index, rolling
+// back a hot journal, left by a writer killed mid-write): SQLite refuses it
+// with SQLITE_READONLY_RECOVERY and the like ("attempt to write a readonly
+// database", seen once after a SIGKILL in inject-data-fault-injection). The
+// repair changes no content and any version of SQLite does the same, so the
+// version is then read through a read-write connection that makes it.
+Result<int> probe_schema_version(const std::string& path) {
+    bool readonly_refusal = false;
+    auto version = read_user_version(path, SQLITE_OPEN_READONLY, &readonly_refusal);
+    if (!version && readonly_refusal) {
+        version = read_user_version(path, SQLITE_OPEN_READWRITE, &readonly_refusal);
+    }
     if (!version) {
         return tl::unexpected(version.error());
     }
