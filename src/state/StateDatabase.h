@@ -60,6 +60,10 @@ struct HistoryEntry {
     HistoryOutcome outcome = HistoryOutcome::unknown;
     std::string reason;   // error code name, or why skipped
     std::string message;
+    // Whose call it was (schema 5): the uid of the CLI user, or of the D-Bus
+    // caller sutured served. Unset when writing: the database's caller
+    // (set_caller_uid); unset when read: a row written before schema 5.
+    std::optional<std::uint32_t> caller_uid;
 };
 
 // The outcome of one patch callback (inject/Callbacks.h), as recorded.
@@ -73,10 +77,6 @@ struct CallbackRecord {
     int code = 0;
     std::int64_t duration_ns = 0;
     std::string message;
-    // Whose call it was (schema 5): the uid of the CLI user, or of the D-Bus
-    // caller sutured served. Unset when writing: the database's caller
-    // (set_caller_uid); unset when read: a row written before schema 5.
-    std::optional<std::uint32_t> caller_uid;
 };
 
 // A verified patchset of the feed cache, as the last update saw it.
