@@ -159,6 +159,7 @@ for call in "${bad_calls[@]}"; do
         fail_check "sutured does not answer after: ${call:0:80}"
 done
 pass "sutured survived ${#bad_calls[@]} calls with bad arguments"
+echo "their replies:"; cut -c1-160 "$scratch/bad-calls.log" | sed 's/^/  /'
 bad=$(as_user "$allowed_user" "${bus_call[@]}" Apply is "$target" /nonexistent 2>&1 || true)
 grep -qi "nonexistent\|no such" <<<"$bad" && pass "a missing patch file is an error reply that names it" ||
     fail_check "Apply /nonexistent: $bad"
