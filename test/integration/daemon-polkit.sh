@@ -86,7 +86,7 @@ patch=$SOURCE_ROOT/patchsets/openssl/debian-12/3.0.20-1~deb12u2/CVE-2026-63076/C
 unset SUTURE_STATE_DB SUTURE_FEED_CACHE  # the CLI goes through the daemon
 history_rows() { sqlite3 "$state" "select count(*) from history"; }
 application_rows() { sqlite3 "$state" "select count(*) from applications"; }
-bus_call=(busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" --timeout=20 call org.suture.Suture1 /org/suture/Suture1 org.suture.Suture1)
+bus_call=(busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" --timeout=20 -- call org.suture.Suture1 /org/suture/Suture1 org.suture.Suture1)
 
 # 4. The user without the rule: refused, told why, nothing changes.
 history_before=$(history_rows)
