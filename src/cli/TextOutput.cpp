@@ -180,6 +180,9 @@ void print_history(std::ostream& out, const std::vector<HistoryEntry>& entries) 
         if (!entry->message.empty()) {
             out << "  " << entry->message;
         }
+        if (entry->caller_uid) {
+            out << "  [uid " << *entry->caller_uid << "]";
+        }
         out << "\n";
     }
 }

@@ -81,8 +81,11 @@ class Daemon {
     // kernel refuses: updates still work).
     void watch_new_processes();
 
-    // 0 if the sender may mutate; else a negative errno with `error` set.
-    int authorize(sd_bus_message* message, sd_bus_error* error);
+    // 0 when the sender of `message` may call a mutating method (root, or
+    // polkit's org.suture.manage), else an AccessDenied error; `caller_uid`
+    // gets the sender's uid either way (-1 when the bus does not say).
+    int authorize(sd_bus_message* message, sd_bus_error* error, std::uint32_t& caller_uid);
+    bool polkit_allows(sd_bus_message* message, bool& answered);
     void emit_patched(int pid, const std::string& patch_id, std::uint32_t level);
     // Records the state database failed to write, each as an error in the log.
     void log_lost(const std::string& what, const std::vector<std::string>& lost);

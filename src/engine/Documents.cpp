@@ -751,7 +751,8 @@ json history_to_json(const std::vector<HistoryEntry>& entries) {
                         {"level", entry.level},
                         {"outcome", name_of(entry.outcome)},
                         {"reason", entry.reason},
-                        {"message", entry.message}});
+                        {"message", entry.message},
+                        {"caller_uid", entry.caller_uid ? json(*entry.caller_uid) : json()}});
     }
     return {{"history", rows}};
 }
@@ -844,6 +845,20 @@ Result<UpdateReport> update_from_json(const json& document) {
     return report;
 }
 
+namespace {
+
+// A history row's caller_uid: null (a row older than schema 5) or absent
+// (an older sutured) is unknown.
+std::optional<std::uint32_t> caller_uid_of(const json& row) {
+    auto uid = row.find("caller_uid");
+    if (uid == row.end() || !uid->is_number_unsigned()) {
+        return std::nullopt;
+    }
+    return uid->get<std::uint32_t>();
+}
+
+}  // namespace
+
 Result<std::vector<HistoryEntry>> history_from_json(const json& document) {
     if (auto failure = failure_from_json(document)) {
         return tl::unexpected(failure->error);
@@ -863,6 +878,7 @@ Result<std::vector<HistoryEntry>> history_from_json(const json& document) {
             .outcome = history_outcome_named(entry.get<std::string>("outcome")),
             .reason = entry.get<std::string>("reason"),
             .message = entry.get<std::string>("message"),
+            .caller_uid = caller_uid_of(row),
         });
         fields.adopt(entry);
     }

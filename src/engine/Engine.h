@@ -3,6 +3,8 @@
 // meson and scripts/check-layers make reaching past it a build error.
 #pragma once
 
+#include <unistd.h>
+
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -89,10 +91,11 @@ class Engine {
     Result<std::vector<ThreadStack>> stacks(int pid);
 
     // Patching one process (see apply_patch and revert_patches in
-    // inject/Injector.h), under the operation lock. An apply is not recorded
-    // in the state database (`update` adopts what it finds in memory); a
-    // revert is: the process's active rows of each reverted patch become
-    // `reverted`, with a history entry (a failed revert gets one too).
+    // inject/Injector.h), under the operation lock. An apply gets a history
+    // entry (ok or failed, with the caller's uid) but no application row
+    // (`update` adopts what it finds in memory); a revert is recorded: the
+    // process's active rows of each reverted patch become `reverted`, with a
+    // history entry (a failed revert gets one too).
     // Either way the outcome of each patch callback that ran (or was
     // skipped) is a row of the callbacks table, written under the lock.
     // Records it could not write are named in `lost_records`.
@@ -126,6 +129,12 @@ class Engine {
 
     // State: the audit log, the global switch, exclusions.
     Result<std::vector<HistoryEntry>> history(std::size_t limit);
+    // Whose calls the history entries written from now on record (default:
+    // this process's real uid). sutured names each D-Bus caller's uid for
+    // the duration of its call (CallerScope below), and its own (0) again
+    // for rescans and new processes.
+    void set_caller_uid(std::uint32_t uid);
+    std::uint32_t caller_uid() const { return caller_uid_; }
     Result<void> set_enabled(bool enabled);
     Result<bool> enabled();
     Result<void> set_exclusion(const Exclusion& exclusion, bool excluded);
@@ -152,6 +161,10 @@ class Engine {
 
   private:
     Engine(EngineOptions options, std::unique_ptr<BuildIndex> index);
+    // A manual apply's history entry; returns the record it could not write.
+    std::vector<std::string> record_manual_apply(const ProcessIdentity& process,
+                                                 const PatchMetadata& metadata,
+                                                 const InjectResult<InjectReport>& report);
     // Revert's rows and history; returns the records it could not write.
     std::vector<std::string> record_revert(const ProcessIdentity& process,
                                            const std::string& patch_id,
@@ -175,8 +188,26 @@ class Engine {
     std::unique_ptr<Scanner> scanner_;  // keeps a reference to *index_
     std::unique_ptr<StateDatabase> state_;
     std::pair<std::uint64_t, std::uint64_t> state_file_{};  // device, inode
+    std::uint32_t caller_uid_ = static_cast<std::uint32_t>(::getuid());
     std::unique_ptr<NewProcessPatcher> new_processes_;
     std::weak_ptr<HostLock> lock_;  // the operation lock while some operation holds it
+};
+
+// Names `uid` as the engine's caller while it lives, then the previous
+// caller again: sutured wraps each mutating D-Bus call in one.
+class CallerScope {
+  public:
+    CallerScope(Engine& engine, std::uint32_t uid)
+        : engine_(engine), previous_(engine.caller_uid()) {
+        engine_.set_caller_uid(uid);
+    }
+    ~CallerScope() { engine_.set_caller_uid(previous_); }
+    CallerScope(const CallerScope&) = delete;
+    CallerScope& operator=(const CallerScope&) = delete;
+
+  private:
+    Engine& engine_;
+    std::uint32_t previous_;
 };
 
 }  // namespace suture

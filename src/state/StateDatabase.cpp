@@ -22,6 +22,7 @@ namespace {
 //   2 (2026-11): exclusions; history.level
 //   3 (2026-11): patchsets (the verified patchsets of the feed cache)
 //   4 (2026-12): callbacks (each patch callback's outcome, Callbacks.h)
+//   5 (2026-12): history.caller_uid (whose call; NULL in older rows)
 // Every older version N has a fixture, test/fixtures/state-vN.db, made from
 // these steps by test/fixtures/make-state-fixtures.sh; a new version makes
 // the one before it old and wants a fixture and a test of its own.
@@ -80,6 +81,8 @@ const char* const migration_steps[] = {
          code INTEGER NOT NULL DEFAULT 0,
          duration_ns INTEGER NOT NULL DEFAULT 0,
          message TEXT NOT NULL DEFAULT '');)",
+    // 5
+    R"(ALTER TABLE history ADD COLUMN caller_uid INTEGER;)",
 };
 static_assert(std::size(migration_steps) == StateDatabase::latest_schema_version);
 
@@ -149,7 +152,10 @@ HistoryEntry read_history_entry(const Statement& row) {
         .level = static_cast<std::uint32_t>(row.integer(6)),
         .outcome = history_outcome_named(row.text(7)),
         .reason = row.text(8),
-        .message = row.text(9)};
+        .message = row.text(9),
+        .caller_uid = row.is_null(10) ? std::nullopt
+                                      : std::optional<std::uint32_t>(
+                                            static_cast<std::uint32_t>(row.integer(10)))};
 }
 
 // The names of the enums, each table used both ways.
@@ -385,6 +391,7 @@ StateDatabase& StateDatabase::operator=(StateDatabase&& other) noexcept {
         batch_.reset();
         db_ = std::move(other.db_);
         path_ = std::move(other.path_);
+        caller_uid_ = other.caller_uid_;
         batch_ = std::move(other.batch_);
     }
     return *this;
@@ -569,18 +576,20 @@ Result<void> StateDatabase::commit_batch() {
 Result<void> StateDatabase::log(const HistoryEntry& entry) {
     return run_statement(db_.get(), "history",
                          "INSERT INTO history (at, action, pid, start_time, patch_id, level, "
-                         "outcome, reason, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         "outcome, reason, message, caller_uid) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          entry.at != 0 ? entry.at : ::time(nullptr),
                          std::string(name_of(entry.action)),
                          entry.process.pid, static_cast<std::int64_t>(entry.process.start_time),
                          entry.patch_id, entry.level, std::string(name_of(entry.outcome)),
-                         entry.reason, entry.message);
+                         entry.reason, entry.message,
+                         static_cast<std::int64_t>(entry.caller_uid.value_or(caller_uid_)));
 }
 
 Result<std::vector<HistoryEntry>> StateDatabase::history(std::size_t limit) {
     return read_rows(db_.get(), "history",
                      "SELECT id, at, action, pid, start_time, patch_id, level, outcome, reason, "
-                     "message FROM history ORDER BY id DESC LIMIT ?",
+                     "message, caller_uid FROM history ORDER BY id DESC LIMIT ?",
                      read_history_entry, static_cast<std::int64_t>(limit));
 }
 
