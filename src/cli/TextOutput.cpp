@@ -214,6 +214,20 @@ void print_host_revert(std::ostream& out, const HostRevertReport& report) {
         << (reverted == report.actions.size() ? "" : "; some failed (exit 21)") << "\n";
 }
 
+void print_crash_lock(std::ostream& out, const CrashLockStatus& status) {
+    out << "crash lock " << status.path << ": apply at " << format_utc_time(status.lock.at)
+        << " (boot " << status.lock.boot_id << ")";
+    if (status.holding) {
+        out << ": the host went down within watch_seconds of it; automatic runs hold back";
+    } else {
+        out << ": this boot, under watch; it covers";
+    }
+    for (const auto& [patch_id, level] : status.lock.patches) {
+        out << " " << patch_id << " level " << level;
+    }
+    out << (status.holding ? " until suture crash-lock --release\n" : "\n");
+}
+
 void print_history(std::ostream& out, const std::vector<HistoryEntry>& entries) {
     for (auto entry = entries.rbegin(); entry != entries.rend(); ++entry) {
         out << format_utc_time(entry->at) << "  " << name_of(entry->action) << " " << name_of(entry->outcome);

@@ -40,6 +40,9 @@ Files:
   /var/lib/suture/state.db ($SUTURE_STATE_DB)
       the state database: applications, audit log, settings, exclusions
       (docs/state.md; `suture state rebuild` makes it again from memory).
+  /var/lib/suture/crash-lock.json (beside the state database)
+      the crash lockfile: the patches of the last apply while watched
+      (`suture crash-lock`; docs/state.md, "The crash lockfile").
   /run/suture/lock ($SUTURE_LOCK_FILE)
       the operation lock: one apply, revert, update, state rebuild or setting
       change at a time per host (sutured's included); others wait --wait
@@ -199,14 +202,25 @@ struct StatusCommand {
         return with_engine(global, [&](Engine& engine) -> int {
             StatusReport report = engine.status(pids);
             std::string chosen = json ? "json" : format;
+            auto crash_lock = engine.crash_lock();
             if (chosen == "json") {
-                print_json(status_to_json(report));
+                nlohmann::json document = status_to_json(report);
+                document["crash_lock"] = crash_lock && *crash_lock
+                                             ? crash_lock_to_json(**crash_lock)
+                                             : nlohmann::json(nullptr);
+                print_json(document);
             } else if (chosen == "openmetrics" || chosen == "prometheus") {
                 std::cout << metrics(engine, report, chosen == "openmetrics", per_process_metrics);
             } else if (chosen == "openvex") {
                 print_json(status_to_openvex(report, "suture on " + host_name(), ::time(nullptr)));
             } else {
                 print_status_table(std::cout, report, log::level() >= log::Level::info);
+                if (crash_lock && *crash_lock && (*crash_lock)->holding) {
+                    print_crash_lock(std::cout, **crash_lock);
+                }
+            }
+            if (!crash_lock) {
+                log::warning(crash_lock.error().message);
             }
             if (any_exposed(report.exposure)) {
                 return exit_exposed;
@@ -620,6 +634,49 @@ struct UpdateCommand {
     }
 };
 
+struct CrashLockCommand {
+    CLI::App* app = nullptr;
+    bool release = false;
+    bool json = false;
+
+    void define(CLI::App& parent, Global& global) {
+        app = parent.add_subcommand(
+            "crash-lock",
+            "Show the crash lockfile: an update that applies patches writes it (beside the\n"
+            "state database: the boot, the time, the patch ids and levels) and a run in the\n"
+            "same boot removes it once watch_seconds (suture.conf, default 300) have passed.\n"
+            "Found from another boot, the host went down within watch_seconds of that apply:\n"
+            "automatic runs (the boot unit, the timer, sutured) then hold those patches back\n"
+            "(rule crash_lock) until --release. suture status says so.");
+        app->add_flag("--release", release,
+                      "Remove the lock: automatic runs may apply its patches again (recorded)");
+        app->add_flag("--json", json, "Print a JSON document (null: no lock)");
+        add_state_option(app, global);
+        add_wait_option(app, global);
+    }
+
+    int run(const Global& global) const {
+        return with_engine(global, [&](Engine& engine) -> int {
+            if (release) {
+                auto released = engine.release_crash_lock();
+                return released ? exit_ok : command_failed(released.error());
+            }
+            auto lock = engine.crash_lock();
+            if (!lock) {
+                return command_failed(lock.error());
+            }
+            if (json) {
+                print_json(*lock ? crash_lock_to_json(**lock) : nlohmann::json(nullptr));
+            } else if (*lock) {
+                print_crash_lock(std::cout, **lock);
+            } else {
+                std::cout << "no crash lock\n";
+            }
+            return exit_ok;
+        });
+    }
+};
+
 struct HistoryCommand {
     CLI::App* app = nullptr;
     std::size_t limit = 50;
@@ -785,6 +842,7 @@ struct Commands {
     FeedListCommand feed_list;
     UpdateCommand update;
     HistoryCommand history;
+    CrashLockCommand crash_lock;
     SwitchCommand enable;
     SwitchCommand disable;
     ExcludeCommand exclude;
@@ -804,6 +862,7 @@ struct Commands {
         feed_list.define(*feed, global);
         update.define(app, global);
         history.define(app, global);
+        crash_lock.define(app, global);
         enable.define(app, global, true);
         disable.define(app, global, false);
         exclude.define(app, global);
@@ -829,6 +888,8 @@ struct Commands {
             return feed_list.run(global);
         if (update.app->parsed())
             return update.run(global);
+        if (crash_lock.app->parsed())
+            return crash_lock.run(global);
         if (history.app->parsed())
             return history.run(global);
         if (enable.app->parsed())

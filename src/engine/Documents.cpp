@@ -899,6 +899,18 @@ Result<HostRevertReport> host_revert_from_json(const json& document) {
     return report;
 }
 
+json crash_lock_to_json(const CrashLockStatus& status) {
+    json patches = json::array();
+    for (const auto& [patch_id, level] : status.lock.patches) {
+        patches.push_back({{"patch_id", patch_id}, {"level", level}});
+    }
+    return {{"path", status.path},
+            {"boot_id", status.lock.boot_id},
+            {"at", format_utc_time(status.lock.at)},
+            {"holding", status.holding},
+            {"patches", patches}};
+}
+
 json update_options_to_json(const UpdateOptions& options) {
     const Selection& selection = options.selection;
     return {{"refresh", options.refresh},

@@ -160,6 +160,9 @@ nlohmann::json update_to_json(const UpdateReport& report);
 nlohmann::json update_options_to_json(const UpdateOptions& options);
 Result<UpdateOptions> update_options_from_json(const nlohmann::json& document);
 nlohmann::json host_revert_to_json(const HostRevertReport& report);
+// The crash lockfile (`suture crash-lock --json`, status's "crash_lock").
+struct CrashLockStatus;  // engine/Engine.h
+nlohmann::json crash_lock_to_json(const CrashLockStatus& status);
 Result<HostRevertReport> host_revert_from_json(const nlohmann::json& document);
 nlohmann::json state_rebuild_to_json(const StateRebuild& rebuild);
 nlohmann::json history_to_json(const std::vector<HistoryEntry>& entries);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/Error.h"
+#include "engine/CrashLock.h"
 #include "engine/Documents.h"
 #include "engine/Exports.h"
 #include "engine/Feed.h"
@@ -68,6 +69,13 @@ struct UpdateOptions {
 struct RevertScope {
     std::set<std::string> cves;
     bool all = false;
+};
+
+// The crash lockfile as `suture crash-lock` and `suture status` show it.
+struct CrashLockStatus {
+    std::string path;
+    CrashLock lock;
+    bool holding = false;  // from another boot: automatic runs hold its patches back
 };
 
 // Progress of an update: (processes handled, processes to handle).
@@ -134,6 +142,13 @@ class Engine {
     Result<HostRevertReport> revert_everywhere(const RevertScope& scope,
                                                const InjectOptions& options);
 
+    // The crash lockfile (engine/CrashLock.h, docs/state.md): what it holds
+    // (nullopt: none), whether it is from another boot (so it holds its
+    // patches back in automatic runs); and its release, under the operation
+    // lock, with a history entry.
+    Result<std::optional<CrashLockStatus>> crash_lock();
+    Result<void> release_crash_lock();
+
     // The automatic cycle (`suture update`, Engine::update in Update.cpp).
     Result<UpdateReport> update(const UpdateOptions& options, const UpdateProgress& progress = {});
     // The feed: refresh every enabled remote, or list the verified cache.
@@ -175,6 +190,7 @@ class Engine {
     // file was replaced or removed meanwhile.
     Result<StateDatabase*> state();
     const FeedOptions& feed_options() const { return options_.feed; }
+    const std::string& state_database_path() const { return options_.state_database; }
 
   private:
     Engine(EngineOptions options, std::unique_ptr<BuildIndex> index);

@@ -121,6 +121,12 @@ Result<void> apply_setting(Policy& policy, const std::string& key, const std::st
         policy.windows.push_back(std::move(*window));
         return {};
     }
+    if (key == "watch_seconds") {
+        if (!parse_number(std::string_view(value), policy.watch_seconds)) {
+            return fail(ErrorCode::bad_format, where + ": bad value for watch_seconds: " + value);
+        }
+        return {};
+    }
     if (key == "immediate_severity") {
         auto severity = parse_severity_value(value, where);
         if (!severity) {
@@ -403,6 +409,11 @@ std::optional<Hold> held_back(const PatchFacts& patch, const Selection& selectio
         return Hold{"auto_apply", "auto_apply = min_severity=" +
                                       std::string(severity_name(policy.auto_min_severity)) +
                                       ": " + severity_label(patch.severity)};
+    }
+    if (run.crash_locked.contains({patch.patch_id, patch.level})) {
+        return Hold{"crash_lock", "the host went down within watch_seconds of its apply at " +
+                                      format_utc_time(run.crash_locked_at) +
+                                      "; suture crash-lock --release lets it be applied again"};
     }
     if (approved_on_host) {
         return std::nullopt;

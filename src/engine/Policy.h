@@ -14,6 +14,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/Error.h"
@@ -61,6 +62,7 @@ struct Policy {
     Severity immediate_severity = Severity::high;    // applies outside the windows too
     std::vector<Wave> rollout;                       // empty: every host at once
     std::map<std::string, std::vector<Wave>> rollout_by_channel;  // overrides `rollout`
+    std::uint32_t watch_seconds = 300;  // the crash lock covers an apply this long
     std::string source;                              // the file, "" for the defaults
 };
 // Parses suture.conf's text (key = value lines, '#' comments).
@@ -91,6 +93,7 @@ struct Selection {
 // What the rules look at of one candidate patch.
 struct PatchFacts {
     std::string patch_id;
+    std::uint32_t level = 1;
     std::vector<std::string> cves;
     Severity severity = Severity::unknown;
     std::string channel;
@@ -104,16 +107,20 @@ struct RunContext {
     std::tm local{};         // `now` in local time
     double bucket = 0;       // rollout_bucket of the host
     bool has_bucket = false;  // false: no machine id, the rollout holds everything
+    // Patches (id, level) of an apply the host went down after, within
+    // watch_seconds (engine/CrashLock.h): automatic runs hold them back.
+    std::set<std::pair<std::string, std::uint32_t>> crash_locked;
+    std::int64_t crash_locked_at = 0;
 };
 
 // Why `patch` is held back in this run, or nullopt to go ahead. The
 // selection first (every run), then for automatic runs auto_apply, the
-// rollout wave and the window. `approved_on_host`: the patch (id and level)
+// crash lock, the rollout wave and the window. `approved_on_host`: the patch (id and level)
 // was already applied on this host (the state database has it), so neither
 // the rollout nor the window holds it back: a process started later never
 // stays unpatched because of the clock.
 struct Hold {
-    std::string rule;     // cve, exclude_cve, min_severity, auto_apply, rollout, window
+    std::string rule;  // cve, exclude_cve, min_severity, auto_apply, crash_lock, rollout, window
     std::string message;  // how, for the operator
 };
 std::optional<Hold> held_back(const PatchFacts& patch, const Selection& selection,

@@ -28,6 +28,7 @@ Severity severity_of(const UsablePatch& candidate, const AdvisoryData& advisorie
 PatchFacts facts_of(const UsablePatch& candidate, Severity severity) {
     const feed::PatchsetInfo& info = candidate.cached.target.info;
     return {.patch_id = info.patch_id,
+            .level = info.level,
             .cves = info.cves,
             .severity = severity,
             .channel = info.channel,

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 
+#include "engine/CrashLock.h"
 #include "engine/Policy.h"
 #include "engine/PolicyFacts.h"
 #include "proc/Process.h"
@@ -133,6 +134,61 @@ void adopt(Records& records, StateDatabase& database, const UpdateAction& action
                                                      .message = "found active in memory"}));
 }
 
+// The crash lockfile of one run (engine/CrashLock.h).
+class CrashGuard {
+  public:
+    CrashGuard(std::string path, std::string boot_id)
+        : path_(std::move(path)), boot_id_(std::move(boot_id)) {}
+
+    // At the start: a lock of this boot whose watch is over is removed
+    // (unless dry); one of another boot holds its patches in `context`.
+    Result<void> load(const Policy& policy, RunContext& context, bool dry_run) {
+        auto lock = read_crash_lock(path_);
+        if (!lock) {
+            return tl::unexpected(lock.error());
+        }
+        lock_ = std::move(*lock);
+        if (!lock_) {
+            return {};
+        }
+        if (lock_->boot_id != boot_id_) {
+            foreign_ = true;
+            context.crash_locked = lock_->patches;
+            context.crash_locked_at = lock_->at;
+            return {};
+        }
+        if (context.now >= lock_->at + policy.watch_seconds && !dry_run) {
+            lock_.reset();
+            return remove_crash_lock(path_);
+        }
+        return {};
+    }
+
+    // Before an apply: the lock names (patch id, level) on disk, so a host
+    // that goes down right after the apply finds it at boot. A lock of
+    // another boot is left as it is (it holds until released).
+    void cover(const std::string& patch_id, std::uint32_t level, std::time_t now) {
+        if (foreign_ || (lock_ && lock_->patches.contains({patch_id, level}))) {
+            return;
+        }
+        if (!lock_) {
+            lock_ = CrashLock{.boot_id = boot_id_, .at = now};
+        }
+        lock_->patches.insert({patch_id, level});
+        if (auto written = write_crash_lock(path_, *lock_); !written) {
+            problems_.push_back("crash lock not written: " + written.error().message);
+        }
+    }
+    const std::vector<std::string>& problems() const { return problems_; }
+
+  private:
+    std::string path_;
+    std::string boot_id_;
+    std::optional<CrashLock> lock_;
+    bool foreign_ = false;
+    std::vector<std::string> problems_;
+};
+
 // What one run decides with, besides the pair at hand.
 struct Run {
     Engine& engine;
@@ -145,6 +201,7 @@ struct Run {
     const RunContext& context;
     const ApprovedPatches& approved;
     const AdvisoryData& advisories;
+    CrashGuard& crash;
 };
 
 // The rule holding an `apply` back, or nullopt.
@@ -221,6 +278,7 @@ UpdateAction act_on(const Run& run, const Work& item) {
                   metadata, decision.level);
             break;
         case Verdict::apply:
+            run.crash.cover(metadata.patch_id, metadata.level, run.context.now);
             apply_and_record(run.engine, run.records, candidate, run.options.inject,
                              subject.place.executable, "from " + candidate.cached.remote, action);
             break;
@@ -396,6 +454,10 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
         return tl::unexpected(policy.error());
     }
     RunContext context = run_context(options.automatic);
+    CrashGuard crash(crash_lock_path(engine.state_database_path()), current_boot_id());
+    if (auto loaded = crash.load(*policy, context, options.dry_run); !loaded) {
+        return tl::unexpected(loaded.error());
+    }
     describe_policy(*policy, context, report);
     // 3. The feeds, then what their caches offer.
     if (options.refresh && !options.dry_run) {
@@ -428,8 +490,8 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
         return tl::unexpected(approved.error());
     }
     KnownApplications known = known_applications(*active);
-    Run run{engine,  records,  status,   excluded, known, options,
-            *policy, context, *approved, advisories};
+    Run run{engine,  records,  status,    excluded,   known, options,
+            *policy, context,  *approved, advisories, crash};
     if (!options.dry_run) {
         records.start_batches();
     }
@@ -439,6 +501,8 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
             progress(report.actions.size(), work.size());
         }
     }
+    report.problems.insert(report.problems.end(), crash.problems().begin(),
+                           crash.problems().end());
     if (options.dry_run) {
         return finish();
     }

@@ -1,10 +1,15 @@
 // The policy of automatic runs (engine/Policy.h): suture.conf, maintenance
-// windows, rollout buckets and waves, and which rule holds a patch back.
+// windows, rollout buckets and waves, which rule holds a patch back, and the
+// crash lockfile (engine/CrashLock.h).
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
+#include <unistd.h>
+
+#include "engine/CrashLock.h"
 #include "engine/Documents.h"
 #include "engine/Engine.h"
 #include "engine/Policy.h"
@@ -214,4 +219,50 @@ TEST_CASE("Update options go to sutured and back") {
     auto bad = update_options_to_json(options);
     bad["min_severity"] = "Severe";
     CHECK_FALSE(update_options_from_json(bad));
+}
+
+TEST_CASE("The crash lock holds its patches in automatic runs, even those the host applied") {
+    Policy policy;
+    RunContext run = automatic_at(at(3, 3, 0));
+    run.crash_locked = {{"CVE-2026-1", 1}};
+    run.crash_locked_at = 1796220000;
+    auto held = held_back(patch_of(Severity::critical), {}, policy, run, true);
+    REQUIRE(held);
+    CHECK(held->rule == "crash_lock");
+    CHECK(held->message.find("2026-") != std::string::npos);
+    PatchFacts other = patch_of(Severity::low);
+    other.patch_id = "CVE-2026-2";
+    CHECK_FALSE(held_back(other, {}, policy, run, false));
+    RunContext manual = run;
+    manual.automatic = false;
+    CHECK_FALSE(held_back(patch_of(Severity::low), {}, policy, manual, false));
+    auto watched = parse_policy("watch_seconds = 60\n", "suture.conf");
+    REQUIRE(watched);
+    CHECK(watched->watch_seconds == 60);
+    CHECK_FALSE(parse_policy("watch_seconds = soon\n", "suture.conf"));
+}
+
+TEST_CASE("The crash lockfile is written whole and read back; a bad one is an error") {
+    char directory[] = "/tmp/suture-crash-lock-XXXXXX";
+    REQUIRE(::mkdtemp(directory) != nullptr);
+    std::string path = crash_lock_path(std::string(directory) + "/state.db");
+    CHECK(path == std::string(directory) + "/crash-lock.json");
+    auto none = read_crash_lock(path);
+    REQUIRE(none);
+    CHECK_FALSE(*none);
+    CrashLock lock{.boot_id = "boot-1", .at = 42, .patches = {{"CVE-2026-1", 2}}};
+    REQUIRE(write_crash_lock(path, lock));
+    auto back = read_crash_lock(path);
+    REQUIRE(back);
+    REQUIRE(*back);
+    CHECK((*back)->boot_id == "boot-1");
+    CHECK((*back)->at == 42);
+    CHECK((*back)->patches == lock.patches);
+    std::FILE* file = std::fopen(path.c_str(), "w");
+    std::fputs("{\"boot_id\": 1}", file);
+    std::fclose(file);
+    CHECK_FALSE(read_crash_lock(path));
+    REQUIRE(remove_crash_lock(path));
+    REQUIRE(remove_crash_lock(path));  // absent is fine
+    ::rmdir(directory);
 }

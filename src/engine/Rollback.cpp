@@ -1,6 +1,8 @@
-// Engine::revert_everywhere: the rollback plan in one command.
+// The rollback plan: Engine::revert_everywhere (one command for every
+// process of the host) and the crash lockfile's status and release.
 #include <set>
 
+#include "engine/CrashLock.h"
 #include "engine/Engine.h"
 #include "state/HostLock.h"
 
@@ -73,6 +75,37 @@ Result<HostRevertReport> Engine::revert_everywhere(const RevertScope& scope,
         }
     }
     return reverted;
+}
+
+Result<std::optional<CrashLockStatus>> Engine::crash_lock() {
+    std::string path = crash_lock_path(options_.state_database);
+    auto lock = read_crash_lock(path);
+    if (!lock) {
+        return tl::unexpected(lock.error());
+    }
+    if (!*lock) {
+        return std::optional<CrashLockStatus>{};
+    }
+    bool holding = (*lock)->boot_id != current_boot_id();
+    return std::optional<CrashLockStatus>(
+        CrashLockStatus{.path = path, .lock = std::move(**lock), .holding = holding});
+}
+
+Result<void> Engine::release_crash_lock() {
+    auto lock = hold_operation_lock();
+    if (!lock) {
+        return tl::unexpected(lock.error());
+    }
+    if (auto removed = remove_crash_lock(crash_lock_path(options_.state_database)); !removed) {
+        return removed;
+    }
+    auto database = state();
+    if (!database) {
+        return tl::unexpected(database.error());
+    }
+    return (*database)->log({.action = HistoryAction::settings,
+                             .outcome = HistoryOutcome::ok,
+                             .message = "crash lock released"});
 }
 
 }  // namespace suture
