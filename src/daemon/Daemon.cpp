@@ -41,11 +41,17 @@ const sd_bus_vtable daemon_vtable[] = {
                              guarded<Daemon::status>, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("Update", "b", SD_BUS_PARAM(offline), "s", SD_BUS_PARAM(document),
                              guarded<Daemon::update>, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("UpdateWith", "s", SD_BUS_PARAM(options), "s",
+                             SD_BUS_PARAM(document), guarded<Daemon::update_with>,
+                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("Apply", "is", SD_BUS_PARAM(pid) SD_BUS_PARAM(patch_path), "s",
                              SD_BUS_PARAM(document), guarded<Daemon::apply>,
                              SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("Revert", "is", SD_BUS_PARAM(pid) SD_BUS_PARAM(patch_id), "s",
                              SD_BUS_PARAM(document), guarded<Daemon::revert>,
+                             SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("RevertEverywhere", "s", SD_BUS_PARAM(scope), "s",
+                             SD_BUS_PARAM(document), guarded<Daemon::revert_everywhere>,
                              SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("History", "u", SD_BUS_PARAM(limit), "s", SD_BUS_PARAM(document),
                              guarded<Daemon::history>, SD_BUS_VTABLE_UNPRIVILEGED),
@@ -239,7 +245,11 @@ void Daemon::write_metrics() {
 }
 
 void Daemon::rescan_once() {
-    UpdateOptions options{.refresh = false, .log_idle_runs = false, .inject = options_.inject};
+    // The rescan is an automatic run: the policy of suture.conf applies.
+    UpdateOptions options{.refresh = false,
+                          .log_idle_runs = false,
+                          .automatic = true,
+                          .inject = options_.inject};
     // Between processes, handle exec events that arrived meanwhile, so a
     // process starting during the rescan is still parked in time.
     auto handle_pending_execs = [&](std::size_t, std::size_t) {
@@ -368,16 +378,45 @@ int Daemon::update(sd_bus_message* message, void* self, sd_bus_error* error) {
     if (int denied = daemon->authorize(message, error, caller); denied < 0) {
         return denied;
     }
-    CallerScope as_caller(*daemon->engine_, caller);
-    UpdateOptions options{.refresh = !offline, .inject = daemon->options_.inject};
-    auto report = daemon->engine_->update(options);
+    return daemon->run_update(message, UpdateOptions{.refresh = !offline}, caller);
+}
+
+int Daemon::update_with(sd_bus_message* message, void* self, sd_bus_error* error) {
+    auto* daemon = static_cast<Daemon*>(self);
+    const char* text = nullptr;
+    if (int result = sd_bus_message_read(message, "s", &text); result < 0) {
+        return result;
+    }
+    auto document = nlohmann::json::parse(text, nullptr, false);
+    auto options = update_options_from_json(document);
+    if (!options) {
+        return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, options.error().message.c_str());
+    }
+    // A dry run changes nothing (and records nothing): open to everyone,
+    // like Status.
+    std::uint32_t caller = 0;
+    if (!options->dry_run) {
+        if (int denied = daemon->authorize(message, error, caller); denied < 0) {
+            return denied;
+        }
+    }
+    return daemon->run_update(message, *options, caller);
+}
+
+int Daemon::run_update(sd_bus_message* message, UpdateOptions options, std::uint32_t caller_uid) {
+    CallerScope as_caller(*engine_, caller_uid);
+    options.inject = options_.inject;
+    auto report = engine_->update(options);
     if (!report) {
         return reply(message, error_to_json(report.error()));
     }
-    daemon->log_lost("update", report->lost_records);
-    daemon->emit_applied(report->actions);
-    (void)daemon->engine_->reload_new_process_patches();  // the feed may have brought new patchsets
-    daemon->write_metrics();
+    if (report->dry_run) {
+        return reply(message, update_to_json(*report));
+    }
+    log_lost("update", report->lost_records);
+    emit_applied(report->actions);
+    (void)engine_->reload_new_process_patches();  // the feed may have brought new patchsets
+    write_metrics();
     return reply(message, update_to_json(*report));
 }
 
@@ -422,6 +461,36 @@ int Daemon::revert(sd_bus_message* message, void* self, sd_bus_error* error) {
         return reply(message, failure_to_json(reports.error()));
     }
     return reply(message, reverted_to_json(pid, *reports, lost));
+}
+
+int Daemon::revert_everywhere(sd_bus_message* message, void* self, sd_bus_error* error) {
+    auto* daemon = static_cast<Daemon*>(self);
+    const char* text = nullptr;
+    if (int result = sd_bus_message_read(message, "s", &text); result < 0) {
+        return result;
+    }
+    auto request = nlohmann::json::parse(text, nullptr, false);
+    RevertScope scope;
+    try {
+        auto cves = request.at("cves").get<std::vector<std::string>>();
+        scope = RevertScope{.cves = {cves.begin(), cves.end()}, .all = request.at("all").get<bool>()};
+    } catch (const nlohmann::json::exception&) {
+        return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
+                                "RevertEverywhere: expected {\"cves\": [...], \"all\": bool}");
+    }
+    std::uint32_t caller = 0;
+    if (int denied = daemon->authorize(message, error, caller); denied < 0) {
+        return denied;
+    }
+    CallerScope as_caller(*daemon->engine_, caller);
+    auto report = daemon->engine_->revert_everywhere(scope, daemon->options_.inject);
+    if (!report) {
+        return reply(message, error_to_json(report.error()));
+    }
+    daemon->log_lost("revert", report->lost_records);
+    (void)daemon->engine_->reload_new_process_patches();
+    daemon->write_metrics();
+    return reply(message, host_revert_to_json(*report));
 }
 
 int Daemon::history(sd_bus_message* message, void* self, sd_bus_error*) {

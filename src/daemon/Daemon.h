@@ -51,8 +51,10 @@ class Daemon {
     // D-Bus method handlers (sd-bus vtable callbacks).
     static int status(sd_bus_message* message, void* self, sd_bus_error* error);
     static int update(sd_bus_message* message, void* self, sd_bus_error* error);
+    static int update_with(sd_bus_message* message, void* self, sd_bus_error* error);
     static int apply(sd_bus_message* message, void* self, sd_bus_error* error);
     static int revert(sd_bus_message* message, void* self, sd_bus_error* error);
+    static int revert_everywhere(sd_bus_message* message, void* self, sd_bus_error* error);
     static int history(sd_bus_message* message, void* self, sd_bus_error* error);
     static int set_enabled(sd_bus_message* message, void* self, sd_bus_error* error);
     static int enabled_property(sd_bus*, const char*, const char*, const char*,
@@ -91,6 +93,9 @@ class Daemon {
     void log_lost(const std::string& what, const std::vector<std::string>& lost);
     // ProcessPatched for every action that applied a patch.
     void emit_applied(const std::vector<UpdateAction>& actions);
+    // Update and UpdateWith after authorization: the run, its signals,
+    // the new-process patches and metrics refreshed, the document replied.
+    int run_update(sd_bus_message* message, UpdateOptions options, std::uint32_t caller_uid);
     // Replies with one JSON document.
     static int reply(sd_bus_message* message, const nlohmann::json& document);
 

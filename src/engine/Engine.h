@@ -9,14 +9,17 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "base/Error.h"
+#include "engine/CrashLock.h"
 #include "engine/Documents.h"
 #include "engine/Exports.h"
 #include "engine/Feed.h"
+#include "engine/Policy.h"
 #include "patch/PatchFile.h"
 #include "state/StateDatabase.h"
 
@@ -51,7 +54,30 @@ struct EngineOptions {
 struct UpdateOptions {
     bool refresh = true;        // false: offline, from the cache only (the boot case)
     bool log_idle_runs = true;  // false: no history entry for a run that did nothing
+    // Changes nothing (no refresh, no apply, no record, no lock): the
+    // report's actions say what would be done (would_apply, would_adopt)
+    // and what is held back by which rule (held).
+    bool dry_run = false;
+    // The timer's and sutured's runs: the policy of suture.conf (auto_apply,
+    // windows, rollout) applies on top of the selection.
+    bool automatic = false;
+    Selection selection;  // --cve, --exclude-cve, --min-severity
     InjectOptions inject;
+};
+
+// What `suture revert --cve ID… | --all` reverts: the patches that fix
+// one of `cves` (a patch id equal to the CVE, or one whose signed custom
+// metadata lists it in the feed cache), or with `all` every suture patch.
+struct RevertScope {
+    std::set<std::string> cves;
+    bool all = false;
+};
+
+// The crash lockfile as `suture crash-lock` and `suture status` show it.
+struct CrashLockStatus {
+    std::string path;
+    CrashLock lock;
+    bool holding = false;  // from another boot: automatic runs hold its patches back
 };
 
 // Progress of an update: (processes handled, processes to handle).
@@ -111,6 +137,21 @@ class Engine {
                                                    const InjectOptions& options,
                                                    std::vector<std::string>* lost_records = nullptr);
 
+    // The rollback plan in one command (`suture revert --cve ID… | --all`,
+    // HostRevert.cpp): under the operation lock, every active suture patch
+    // of every process of the host that `scope` names is reverted as
+    // revert() does (its rows and history written); a process that fails
+    // is an action `failed` with its reason, and the others go on.
+    Result<HostRevertReport> revert_everywhere(const RevertScope& scope,
+                                               const InjectOptions& options);
+
+    // The crash lockfile (engine/CrashLock.h, docs/state.md): what it holds
+    // (nullopt: none), whether it is from another boot (so it holds its
+    // patches back in automatic runs); and its release, under the operation
+    // lock, with a history entry.
+    Result<std::optional<CrashLockStatus>> crash_lock();
+    Result<void> release_crash_lock();
+
     // The automatic cycle (`suture update`, Engine::update in Update.cpp).
     Result<UpdateReport> update(const UpdateOptions& options, const UpdateProgress& progress = {});
     // The feed: refresh every enabled remote, or list the verified cache.
@@ -158,6 +199,7 @@ class Engine {
     // file was replaced or removed meanwhile.
     Result<StateDatabase*> state();
     const FeedOptions& feed_options() const { return options_.feed; }
+    const std::string& state_database_path() const { return options_.state_database; }
 
   private:
     Engine(EngineOptions options, std::unique_ptr<BuildIndex> index);

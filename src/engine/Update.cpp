@@ -4,8 +4,13 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
 
+#include "engine/CrashLock.h"
+#include "engine/Policy.h"
+#include "engine/PolicyFacts.h"
 #include "proc/Process.h"
+#include "state/HostLock.h"
 #include "state/StateDatabase.h"
 
 namespace suture {
@@ -70,7 +75,9 @@ Result<Candidates> load_candidates(Engine& engine, StateDatabase& database, Reco
                         .cves = cves,
                         .usable = target.usable});
     }
-    records.wrote("the patchsets seen", database.record_patchsets(rows));
+    if (!report.dry_run) {
+        records.wrote("the patchsets seen", database.record_patchsets(rows));
+    }
     Candidates candidates = load_usable_patches(*cached, report.problems);
     for (const auto& [build_id, patches] : candidates) {
         report.patchsets += patches.size();
@@ -127,24 +134,86 @@ void adopt(Records& records, StateDatabase& database, const UpdateAction& action
                                                      .message = "found active in memory"}));
 }
 
-// Step: decide about one pair and act on it.
-UpdateAction act_on(Engine& engine, Records& records, const StatusReport& status,
-                    const Work& item, const Exclusions& exclusions, const KnownApplications& known,
-                    const InjectOptions& inject) {
-    StateDatabase& database = *records.database();
-    const ProcessInfo& info = item.process->info;
-    const PatchMetadata& metadata = item.candidate->patch.metadata;
-    UpdateAction action{.process = {info.pid, info.start_time},
-                        .comm = info.comm,
-                        .patch_id = metadata.patch_id,
-                        .level = metadata.level};
-    auto in_memory = status.patches.find(info.pid);
-    UpdateSubject subject{
-        .process = action.process,
-        .place = place_of(info.pid, exclusions),
-        .is_self = info.pid == ::getpid(),
-        .in_memory = in_memory == status.patches.end() ? nullptr : &in_memory->second};
-    Decision decision = decide(subject, metadata, exclusions, known);
+// The crash lockfile of one run (engine/CrashLock.h).
+class CrashGuard {
+  public:
+    CrashGuard(std::string path, std::string boot_id)
+        : path_(std::move(path)), boot_id_(std::move(boot_id)) {}
+
+    // At the start: a lock of this boot whose watch is over is removed
+    // (unless dry); one of another boot holds its patches in `context`.
+    Result<void> load(const Policy& policy, RunContext& context, bool dry_run) {
+        auto lock = read_crash_lock(path_);
+        if (!lock) {
+            return tl::unexpected(lock.error());
+        }
+        lock_ = std::move(*lock);
+        if (!lock_) {
+            return {};
+        }
+        if (lock_->boot_id != boot_id_) {
+            foreign_ = true;
+            context.crash_locked = lock_->patches;
+            context.crash_locked_at = lock_->at;
+            return {};
+        }
+        if (context.now >= lock_->at + policy.watch_seconds && !dry_run) {
+            lock_.reset();
+            return remove_crash_lock(path_);
+        }
+        return {};
+    }
+
+    // Before an apply: the lock names (patch id, level) on disk, so a host
+    // that goes down right after the apply finds it at boot. A lock of
+    // another boot is left as it is (it holds until released).
+    void cover(const std::string& patch_id, std::uint32_t level, std::time_t now) {
+        if (foreign_ || (lock_ && lock_->patches.contains({patch_id, level}))) {
+            return;
+        }
+        if (!lock_) {
+            lock_ = CrashLock{.boot_id = boot_id_, .at = now};
+        }
+        lock_->patches.insert({patch_id, level});
+        if (auto written = write_crash_lock(path_, *lock_); !written) {
+            problems_.push_back("crash lock not written: " + written.error().message);
+        }
+    }
+    const std::vector<std::string>& problems() const { return problems_; }
+
+  private:
+    std::string path_;
+    std::string boot_id_;
+    std::optional<CrashLock> lock_;
+    bool foreign_ = false;
+    std::vector<std::string> problems_;
+};
+
+// What one run decides with, besides the pair at hand.
+struct Run {
+    Engine& engine;
+    Records& records;
+    const StatusReport& status;
+    const Exclusions& exclusions;
+    const KnownApplications& known;
+    const UpdateOptions& options;
+    const Policy& policy;
+    const RunContext& context;
+    const ApprovedPatches& approved;
+    const AdvisoryData& advisories;
+    CrashGuard& crash;
+};
+
+// The rule holding an `apply` back, or nullopt.
+std::optional<Hold> hold_of(const Run& run, const UsablePatch& candidate, Severity severity) {
+    const PatchMetadata& metadata = candidate.patch.metadata;
+    bool approved = run.approved.contains({metadata.patch_id, metadata.level});
+    return held_back(facts_of(candidate, severity), run.options.selection, run.policy,
+                     run.context, approved);
+}
+
+// A dry run's outcome for a decision: what a real run would do.
+void describe(const Decision& decision, UpdateAction& action) {
     switch (decision.verdict) {
         case Verdict::exclude:
             action.outcome = ActionOutcome::excluded;
@@ -155,13 +224,63 @@ UpdateAction act_on(Engine& engine, Records& records, const StatusReport& status
             action.level = decision.level;
             break;
         case Verdict::adopt:
-            action.outcome = ActionOutcome::adopted;
+            action.outcome = ActionOutcome::would_adopt;
             action.level = decision.level;
-            adopt(records, database, action, subject.place.executable, metadata, decision.level);
             break;
         case Verdict::apply:
-            apply_and_record(engine, records, *item.candidate, inject, subject.place.executable,
-                             "from " + item.candidate->cached.remote, action);
+            action.outcome = ActionOutcome::would_apply;
+            action.message = "from " + action.remote;
+            break;
+    }
+}
+
+// Step: decide about one pair and act on it (or, in a dry run, say what
+// would be done).
+UpdateAction act_on(const Run& run, const Work& item) {
+    const ProcessInfo& info = item.process->info;
+    const UsablePatch& candidate = *item.candidate;
+    const PatchMetadata& metadata = candidate.patch.metadata;
+    Severity severity = severity_of(candidate, run.advisories);
+    UpdateAction action{.process = {info.pid, info.start_time},
+                        .comm = info.comm,
+                        .patch_id = metadata.patch_id,
+                        .level = metadata.level,
+                        .severity = std::string(severity_name(severity)),
+                        .remote = candidate.cached.remote};
+    auto in_memory = run.status.patches.find(info.pid);
+    UpdateSubject subject{
+        .process = action.process,
+        .place = place_of(info.pid, run.exclusions),
+        .is_self = info.pid == ::getpid(),
+        .in_memory = in_memory == run.status.patches.end() ? nullptr : &in_memory->second};
+    Decision decision = decide(subject, metadata, run.exclusions, run.known);
+    if (decision.verdict == Verdict::apply) {
+        if (auto hold = hold_of(run, candidate, severity)) {
+            action.outcome = ActionOutcome::held;
+            action.reason = hold->rule;
+            action.message = hold->message;
+            return action;
+        }
+    }
+    if (run.options.dry_run) {
+        describe(decision, action);
+        return action;
+    }
+    switch (decision.verdict) {
+        case Verdict::exclude:
+        case Verdict::already:
+            describe(decision, action);
+            break;
+        case Verdict::adopt:
+            action.outcome = ActionOutcome::adopted;
+            action.level = decision.level;
+            adopt(run.records, *run.records.database(), action, subject.place.executable,
+                  metadata, decision.level);
+            break;
+        case Verdict::apply:
+            run.crash.cover(metadata.patch_id, metadata.level, run.context.now);
+            apply_and_record(run.engine, run.records, candidate, run.options.inject,
+                             subject.place.executable, "from " + candidate.cached.remote, action);
             break;
     }
     return action;
@@ -238,9 +357,28 @@ bool did_nothing(const UpdateReport& report) {
     bool idle = report.closed == 0 && report.released_regions == 0 &&
                 report.removed_empty_regions == 0;
     for (const UpdateAction& action : report.actions) {
-        idle = idle && action.outcome == ActionOutcome::already;
+        idle = idle && (action.outcome == ActionOutcome::already ||
+                        action.outcome == ActionOutcome::held);
     }
     return idle;
+}
+
+std::size_t count_held(const UpdateReport& report) {
+    return std::count_if(report.actions.begin(), report.actions.end(), [](const UpdateAction& a) {
+        return a.outcome == ActionOutcome::held;
+    });
+}
+
+// The report's summary of the policy's view.
+void describe_policy(const Policy& policy, const RunContext& context, UpdateReport& report) {
+    report.automatic = context.automatic;
+    report.policy_time = context.now;
+    bool inside = std::any_of(policy.windows.begin(), policy.windows.end(),
+                              [&](const Window& window) { return in_window(window, context.local); });
+    report.window = policy.windows.empty() ? "none" : inside ? "inside" : "outside";
+    if (context.has_bucket) {
+        report.rollout_bucket = context.bucket;
+    }
 }
 
 }  // namespace
@@ -274,10 +412,15 @@ Decision decide(const UpdateSubject& subject, const PatchMetadata& candidate,
 Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
                                 const UpdateProgress& progress) {
     // One update at a time per host (HostLock.h): a second one waits or is
-    // refused rather than applying the same patches again.
-    auto lock = engine.hold_operation_lock();
-    if (!lock) {
-        return tl::unexpected(lock.error());
+    // refused rather than applying the same patches again. A dry run changes
+    // nothing, so it neither waits nor blocks anyone.
+    std::shared_ptr<HostLock> lock;
+    if (!options.dry_run) {
+        auto held = engine.hold_operation_lock();
+        if (!held) {
+            return tl::unexpected(held.error());
+        }
+        lock = std::move(*held);
     }
     auto database = engine.state();
     if (!database) {
@@ -285,7 +428,9 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     }
     StateDatabase& state = **database;
     UpdateReport report;
-    // Every write of the run, checked; the lost ones end in the report.
+    report.dry_run = options.dry_run;
+    // Every write of the run, checked; the lost ones end in the report. A
+    // dry run writes none.
     Records records(&state);
     auto finish = [&] {
         records.commit();
@@ -295,14 +440,27 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     // 1. The global switch.
     if (switched_off(state)) {
         report.enabled = false;
-        records.wrote("the update (history)", state.log({.action = HistoryAction::update,
-                                                         .outcome = HistoryOutcome::skipped,
-                                                         .reason = "disabled",
-                                                         .message = "suture is disabled"}));
+        if (!options.dry_run) {
+            records.wrote("the update (history)", state.log({.action = HistoryAction::update,
+                                                             .outcome = HistoryOutcome::skipped,
+                                                             .reason = "disabled",
+                                                             .message = "suture is disabled"}));
+        }
         return finish();
     }
-    // 2. The feeds, then what their caches offer.
-    if (options.refresh) {
+    // 2. The policy (suture.conf) and the circumstances it looks at.
+    auto policy = load_policy(engine.feed_options().config_directory);
+    if (!policy) {
+        return tl::unexpected(policy.error());
+    }
+    RunContext context = run_context(options.automatic);
+    CrashGuard crash(crash_lock_path(engine.state_database_path()), current_boot_id());
+    if (auto loaded = crash.load(*policy, context, options.dry_run); !loaded) {
+        return tl::unexpected(loaded.error());
+    }
+    describe_policy(*policy, context, report);
+    // 3. The feeds, then what their caches offer.
+    if (options.refresh && !options.dry_run) {
         if (auto refreshed = refresh_feeds(engine, state, records, report); !refreshed) {
             return tl::unexpected(refreshed.error());
         }
@@ -317,35 +475,52 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
         return tl::unexpected(exclusions.error());
     }
     Exclusions excluded = Exclusions::from(*exclusions);
-    // 3. Every process, matched against the candidates.
+    AdvisoryData advisories = load_advisories(engine.feed_options());
+    // 4. Every process, matched against the candidates.
     StatusReport status = engine.status();
     report.processes_examined = status.scan.processes_examined;
     std::vector<Work> work = match(status, *candidates, report);
-    // 4. Decide and act, pair by pair.
+    // 5. Decide and act, pair by pair.
     auto active = state.applications(ApplicationState::active);
     if (!active) {
         return tl::unexpected(active.error());
     }
+    auto approved = approved_patches(state);
+    if (!approved) {
+        return tl::unexpected(approved.error());
+    }
     KnownApplications known = known_applications(*active);
-    records.start_batches();
+    Run run{engine,  records,  status,    excluded,   known, options,
+            *policy, context,  *approved, advisories, crash};
+    if (!options.dry_run) {
+        records.start_batches();
+    }
     for (const Work& item : work) {
-        report.actions.push_back(
-            act_on(engine, records, status, item, excluded, known, options.inject));
+        report.actions.push_back(act_on(run, item));
         if (progress) {
             progress(report.actions.size(), work.size());
         }
     }
-    // 5. Records of processes that are gone.
+    report.problems.insert(report.problems.end(), crash.problems().begin(),
+                           crash.problems().end());
+    if (options.dry_run) {
+        return finish();
+    }
+    // 6. Records of processes that are gone.
     close_exited(state, status, *active, records, report);
-    // 6. Retired regions no thread refers to any more, and empty regions.
+    // 7. Retired regions no thread refers to any more, and empty regions.
     release_retired(status, report);
     remove_empty(status, report);
-    // 7. The run itself, in the history.
+    // 8. The run itself, in the history.
     if (options.log_idle_runs || !did_nothing(report)) {
+        std::size_t held = count_held(report);
         records.wrote("the update (history)",
                       state.log({.action = HistoryAction::update,
                                  .outcome = HistoryOutcome::ok,
-                                 .message = std::to_string(report.actions.size()) + " action(s)"}));
+                                 .message = std::to_string(report.actions.size() - held) +
+                                            " action(s)" +
+                                            (held ? ", " + std::to_string(held) + " held back" : "") +
+                                            (context.automatic ? " (automatic)" : "")}));
     }
     return finish();
 }
