@@ -2,6 +2,7 @@
 // engine (here, or in sutured through a Backend), and is the only place that
 // turns errors into messages and exit codes.
 
+#include <algorithm>
 #include <unistd.h>
 
 #include <ctime>
@@ -24,6 +25,13 @@
 namespace {
 
 using namespace suture;
+
+// Whether any action of an update or a host-wide revert failed (exit 1).
+bool any_failed(const std::vector<UpdateAction>& actions) {
+    return std::any_of(actions.begin(), actions.end(), [](const UpdateAction& action) {
+        return action.outcome == ActionOutcome::failed;
+    });
+}
 
 constexpr const char* files_help = R"(
 Files:
@@ -386,10 +394,7 @@ struct RevertCommand : InjectCommand {
                 }
                 return command_failed(report.error());
             }
-            bool failures = false;
-            for (const UpdateAction& action : report->actions) {
-                failures = failures || action.outcome == ActionOutcome::failed;
-            }
+            bool failures = any_failed(report->actions);
             print_report(json, host_revert_to_json(*report),
                          [&] { print_host_revert(std::cout, *report); });
             if (!report->lost_records.empty()) {
@@ -621,10 +626,7 @@ struct UpdateCommand {
                 }
                 return command_failed(report.error());
             }
-            bool failures = false;
-            for (const UpdateAction& action : report->actions) {
-                failures = failures || action.outcome == ActionOutcome::failed;
-            }
+            bool failures = any_failed(report->actions);
             print_report(json, update_to_json(*report), [&] { print_update(std::cout, *report); });
             if (!report->lost_records.empty()) {
                 return records_lost(report->lost_records);
