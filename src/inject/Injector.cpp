@@ -107,16 +107,6 @@ Result<std::size_t> release_clear_retired_and_gates(HeldProcess& held, RemoteSys
     return *regions + *gate_pages;
 }
 
-// The regions just retired are usually unreferenced a moment later: let the
-// process run for the first backoff, then stop it once more to unmap them.
-// What is still referenced stays retired for a later stop. Returns how many
-// went; errors only mean they stay.
-std::size_t release_after_a_pause(int pid, const InjectOptions& options) {
-    std::this_thread::sleep_for(options.first_backoff);
-    auto released = release_retired_regions(pid);
-    return released ? *released : 0;
-}
-
 // True when `pid` still maps a retired region or a gate page (read without
 // a stop).
 bool leftovers_mapped(int pid) {
@@ -128,6 +118,31 @@ bool leftovers_mapped(int pid) {
     }
     auto pages = list_gate_pages(pid);
     return pages && !pages->empty();
+}
+
+// The regions just retired are usually unreferenced a moment later: let the
+// process run for the first backoff, then stop it once more to unmap them.
+// A thread the scheduler put aside inside one (a loaded host) can keep it
+// referenced longer, so up to `release_stops` stops follow, each after
+// double the pause before it. What is still referenced after them stays
+// retired for a later stop. Returns how many went; errors only mean they
+// stay.
+std::size_t release_after_a_pause(int pid, const InjectOptions& options) {
+    constexpr int release_stops = 4;
+    std::size_t released = 0;
+    std::chrono::milliseconds pause = options.first_backoff;
+    for (int stop = 0; stop < release_stops; ++stop, pause *= 2) {
+        std::this_thread::sleep_for(pause);
+        auto went = release_retired_regions(pid);
+        if (!went) {
+            break;
+        }
+        released += *went;
+        if (!leftovers_mapped(pid)) {
+            break;
+        }
+    }
+    return released;
 }
 
 // Marks a reverted region retired, in its marker.
