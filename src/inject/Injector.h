@@ -28,6 +28,10 @@ struct InjectOptions {
     bool return_gates = true;
     // How long a patch callback may run (Callbacks.h, RemoteCall.h).
     RemoteCallBounds callback_bounds;
+    // Map and fill the region before the all-threads stop, with one thread
+    // held (step 0b below); false: inside the stop, as before (for
+    // benchmarks that compare the two in one run).
+    bool stage_before_stop = true;
 };
 
 // What one apply or revert did.
@@ -42,6 +46,11 @@ struct InjectReport {
     std::size_t functions = 0;
     int attempts = 0;                        // stops needed (1 = first try)
     std::chrono::nanoseconds stopped_for{};  // the successful stop
+    // The region was mapped and filled before the stop (step 0b), with one
+    // thread held for `staged_for` (the others ran on); with a single
+    // thread, that is a stop of the process too.
+    bool staged = false;
+    std::chrono::nanoseconds staged_for{};
     std::size_t threads = 0;
     StackCheckFigures stack_check;  // the successful stop's stack check
     // Regions of earlier reverts and gate pages unmapped in this stop (see
@@ -60,6 +69,11 @@ struct InjectReport {
 // step numbers here are those of Injector.cpp):
 //  0. Before any stop: lay out the region, read the maps, open every mapped
 //     ELF object, resolve the imports.
+//  0b. With one thread held (the others run on), map and fill the region
+//     (options.stage_before_stop): new memory nothing references until the
+//     jumps exist. Its marker says `retired` until step 5 takes it over, so
+//     an injector killed meanwhile leaves a retired region no jump ever led
+//     into, which any later stop unmaps.
 //  1. Stop every thread; only now are the maps final (step 0 is redone in
 //     the stop if a file mapping changed). Find the library by soname and
 //     build ID.
@@ -75,7 +89,9 @@ struct InjectReport {
 //     the way instead and, once they have reached their gates, tries again
 //     without a backoff; the gates are released right after step 6, and on
 //     every other way out (ReturnGates.h).
-//  5. Unmap retired regions this stop proves unreferenced; map the new
+//  5. Unmap retired regions this stop proves unreferenced; take over the
+//     staged region (its retired mark cleared) if it was made from the maps,
+//     jump sites and bytes this stop sees; else unmap it and map the new
 //     region near the library and fill it (code relocated, marker).
 //  6. Write the jumps.
 //  7. For an upgrade, give the functions the new level no longer replaces
@@ -88,7 +104,8 @@ struct InjectReport {
 // target_died;
 // io or unsupported when a system call or the patch itself fails. Every
 // error resumes every thread. What it leaves behind:
-//  - steps 0 to 4: nothing changed;
+//  - steps 0 to 4: nothing changed (a staged region is unmapped again with
+//    one thread held; if that fails, it stays retired for a later stop);
 //  - from step 5 on, retired regions of earlier reverts that step 5 unmapped
 //    stay unmapped (no thread referred to them); besides that:
 //  - step 5: no free address, or a failed mmap: nothing else; a failure
