@@ -3,7 +3,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
+#include <optional>
+#include <thread>
+#include <span>
 
 #include "proc/Process.h"
 #include "state/StateDatabase.h"
@@ -127,17 +131,18 @@ void adopt(Records& records, StateDatabase& database, const UpdateAction& action
                                                      .message = "found active in memory"}));
 }
 
-// Step: decide about one pair and act on it.
-UpdateAction act_on(Engine& engine, Records& records, const StatusReport& status,
-                    const Work& item, const Exclusions& exclusions, const KnownApplications& known,
-                    const InjectOptions& inject) {
+// Step: decide about one pair and act on it, but for an apply: true when
+// the pair is to be applied (act_on_process applies a process's pairs
+// together).
+bool act_on(Records& records, const StatusReport& status, const Work& item,
+            const Exclusions& exclusions, const KnownApplications& known, UpdateAction& action) {
     StateDatabase& database = *records.database();
     const ProcessInfo& info = item.process->info;
     const PatchMetadata& metadata = item.candidate->patch.metadata;
-    UpdateAction action{.process = {info.pid, info.start_time},
-                        .comm = info.comm,
-                        .patch_id = metadata.patch_id,
-                        .level = metadata.level};
+    action = UpdateAction{.process = {info.pid, info.start_time},
+                          .comm = info.comm,
+                          .patch_id = metadata.patch_id,
+                          .level = metadata.level};
     auto in_memory = status.patches.find(info.pid);
     UpdateSubject subject{
         .process = action.process,
@@ -160,11 +165,80 @@ UpdateAction act_on(Engine& engine, Records& records, const StatusReport& status
             adopt(records, database, action, subject.place.executable, metadata, decision.level);
             break;
         case Verdict::apply:
-            apply_and_record(engine, records, *item.candidate, inject, subject.place.executable,
-                             "from " + item.candidate->cached.remote, action);
-            break;
+            return true;
     }
-    return action;
+    return false;
+}
+
+// The pairs of one process to apply, in one stop: the candidates, the
+// indices of their actions in the report, and, once applied, the outcomes.
+struct ProcessJob {
+    int pid = 0;
+    std::string executable;
+    std::vector<const UsablePatch*> candidates;
+    std::vector<const PatchFile*> patches;
+    std::vector<std::size_t> actions;  // into report.actions
+    std::vector<PatchApplication> applied;
+};
+
+// Step: the pairs of one process (`items`, all naming it), decided one by
+// one, each with an action appended to `report`; the job of those to apply
+// (none: nothing to apply).
+std::optional<ProcessJob> decide_process(Records& records, const StatusReport& status,
+                                         std::span<const Work> items,
+                                         const Exclusions& exclusions,
+                                         const KnownApplications& known, UpdateReport& report) {
+    ProcessJob job;
+    for (const Work& item : items) {
+        UpdateAction action;
+        if (act_on(records, status, item, exclusions, known, action)) {
+            job.actions.push_back(report.actions.size());
+            job.candidates.push_back(item.candidate);
+            job.patches.push_back(&item.candidate->patch);
+        }
+        report.actions.push_back(std::move(action));
+    }
+    if (job.candidates.empty()) {
+        return std::nullopt;
+    }
+    job.pid = items.front().process->info.pid;
+    job.executable = place_of(job.pid, exclusions).executable;
+    return job;
+}
+
+// Step: every job's patches applied (apply_patches: one stop per process),
+// `parallel` processes at once, each on a thread of its own (a tracer per
+// target: ptrace is per thread). Nothing here touches the engine or the
+// state database.
+void apply_jobs(std::vector<ProcessJob>& jobs, const InjectOptions& inject, unsigned parallel) {
+    std::atomic<std::size_t> next{0};
+    auto work = [&] {
+        for (std::size_t i = next++; i < jobs.size(); i = next++) {
+            jobs[i].applied = apply_patches(jobs[i].pid, jobs[i].patches, inject);
+        }
+    };
+    std::size_t workers = std::min<std::size_t>(std::max(parallel, 1U), jobs.size());
+    std::vector<std::thread> threads;
+    for (std::size_t i = 1; i < workers; ++i) {
+        threads.emplace_back(work);
+    }
+    work();
+    for (std::thread& thread : threads) {
+        thread.join();
+    }
+}
+
+// Step: each job's outcomes recorded, in order, from this thread alone.
+void record_jobs(Engine& engine, Records& records, std::vector<ProcessJob>& jobs,
+                 UpdateReport& report) {
+    for (ProcessJob& job : jobs) {
+        auto results = engine.record_applied(job.pid, job.patches, job.applied, records);
+        for (std::size_t i = 0; i < job.candidates.size(); ++i) {
+            const UsablePatch& candidate = *job.candidates[i];
+            record_apply(records, candidate, job.executable, "from " + candidate.cached.remote,
+                         report.actions[job.actions[i]], results[i]);
+        }
+    }
 }
 
 // Step: close out what the database believes active in processes now gone
@@ -328,12 +402,25 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     }
     KnownApplications known = known_applications(*active);
     records.start_batches();
-    for (const Work& item : work) {
-        report.actions.push_back(
-            act_on(engine, records, status, item, excluded, known, options.inject));
-        if (progress) {
-            progress(report.actions.size(), work.size());
+    std::vector<ProcessJob> jobs;
+    for (std::size_t begin = 0; begin < work.size();) {
+        std::size_t end = begin + 1;
+        while (end < work.size() && work[end].process == work[begin].process) {
+            ++end;
         }
+        auto job = decide_process(records, status, std::span(work).subspan(begin, end - begin),
+                                  excluded, known, report);
+        if (job) {
+            jobs.push_back(std::move(*job));
+        }
+        begin = end;
+    }
+    unsigned parallel = options.parallel != 0 ? options.parallel
+                                              : std::max(1U, std::thread::hardware_concurrency());
+    apply_jobs(jobs, options.inject, parallel);
+    record_jobs(engine, records, jobs, report);
+    if (progress) {
+        progress(report.actions.size(), work.size());
     }
     // 5. Records of processes that are gone.
     close_exited(state, status, *active, records, report);

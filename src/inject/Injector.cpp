@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <thread>
 #include <variant>
 
@@ -362,45 +363,75 @@ Result<std::map<std::string, RemoteAddress>> check_preparation(const Preparation
     return tl::unexpected(site.error());
 }
 
-// Step 0 of an apply: the preparation, and the imports resolved in it.
+// Step 0 of an apply of one or several patches: one preparation for all
+// (the slow part, done once), and each patch's imports resolved in it: a
+// plan per patch, or why that patch cannot be applied to this process.
 // A program just exec'ed (or a thread in dlopen) shows only a part of its
-// libraries for some milliseconds: a preparation that lacks something while
-// the loader is changing the objects, or whose maps have changed since, is
-// made again, for up to about 20 ms; then the apply is `busy`.
-Result<ApplyPlan> plan_apply(int pid, const PatchFile& patch) {
+// libraries for some milliseconds: a preparation that lacks something for a
+// patch while the loader is changing the objects, or whose maps have
+// changed since, is made again, for up to about 20 ms; then that patch is
+// `busy`.
+Result<std::vector<Result<ApplyPlan>>> plan_applies(int pid,
+                                                    const std::vector<const PatchFile*>& patches) {
     constexpr int looks = 20;
     std::string subject = subject_of(pid);
-    auto layout = layout_patch(patch);
-    if (!layout) {
-        return tl::unexpected(layout.error());
+    std::vector<PatchLayout> layouts;
+    for (const PatchFile* patch : patches) {
+        auto layout = layout_patch(*patch);
+        if (!layout) {
+            return tl::unexpected(layout.error());
+        }
+        layouts.push_back(std::move(*layout));
     }
     for (int look = 1;; ++look) {
         auto preparation = prepare_process(pid, SiteCheck::by_caller);
         if (!preparation) {
             return tl::unexpected(preparation.error());
         }
-        auto imports = check_preparation(*preparation, patch, subject);
-        if (imports) {
+        std::vector<Result<std::map<std::string, RemoteAddress>>> imports;
+        bool all_planned = true;
+        for (const PatchFile* patch : patches) {
+            imports.push_back(check_preparation(*preparation, *patch, subject));
+            all_planned = all_planned && imports.back().has_value();
+        }
+        bool settling = !all_planned && (loader_is_changing_objects(pid, preparation->objects) ||
+                                         maps_changed_since(pid, *preparation));
+        if (settling && look < looks) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            continue;
+        }
+        std::vector<Result<ApplyPlan>> plans;
+        for (std::size_t i = 0; i < patches.size(); ++i) {
+            if (!imports[i] && settling) {
+                plans.push_back(fail(
+                    ErrorCode::busy,
+                    subject + ": its dynamic loader kept loading or unloading libraries "
+                              "(the program is starting, or a thread is in dlopen or "
+                              "dlclose); try again in a moment (what failed then: " +
+                        imports[i].error().message + ")"));
+                continue;
+            }
+            if (!imports[i]) {
+                plans.push_back(tl::unexpected(imports[i].error()));
+                continue;
+            }
             int generation = preparation->generation;
-            ApplyPlan plan{patch,    subject,   std::move(*layout), std::move(*preparation),
-                           *imports, generation};
-            plan.uses_shadow_table = uses_shadow_table(patch);
-            return plan;
+            ApplyPlan plan{*patches[i], subject,         std::move(layouts[i]), *preparation,
+                           *imports[i], generation};
+            plan.uses_shadow_table = uses_shadow_table(*patches[i]);
+            plans.push_back(std::move(plan));
         }
-        bool settling = loader_is_changing_objects(pid, preparation->objects) ||
-                        maps_changed_since(pid, *preparation);
-        if (!settling) {
-            return tl::unexpected(imports.error());
-        }
-        if (look == looks) {
-            return fail(ErrorCode::busy,
-                        subject + ": its dynamic loader kept loading or unloading libraries "
-                                  "(the program is starting, or a thread is in dlopen or "
-                                  "dlclose); try again in a moment (what failed then: " +
-                            imports.error().message + ")");
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        return plans;
     }
+}
+
+// Step 0 of the apply of one patch.
+Result<ApplyPlan> plan_apply(int pid, const PatchFile& patch) {
+    auto plans = plan_applies(pid, {&patch});
+    if (!plans) {
+        return tl::unexpected(plans.error());
+    }
+    return std::move(plans->front());
 }
 
 // Resolves the imports again if the preparation was redone in the stop.
@@ -1499,6 +1530,198 @@ Result<InjectReport> apply_as_tracer(int pid, const PatchFile& patch, const Inje
     return report;
 }
 
+// Which patches of an apply_patches() go through one shared stop: those
+// without callbacks (their lock checks and refusals stay per patch), each
+// id once, no two on the same function. The others are applied alone.
+std::vector<bool> groupable(const std::vector<const PatchFile*>& patches) {
+    std::vector<bool> grouped(patches.size(), false);
+    std::set<std::string> ids;
+    std::set<std::pair<std::string, std::uint64_t>> functions;
+    for (std::size_t i = 0; i < patches.size(); ++i) {
+        const PatchMetadata& metadata = patches[i]->metadata;
+        bool fits = !metadata.callbacks.any() && !ids.contains(metadata.patch_id);
+        for (const ReplacedFunction& function : metadata.functions) {
+            fits = fits && !functions.contains({metadata.target_soname, function.offset});
+        }
+        if (!fits) {
+            continue;
+        }
+        grouped[i] = true;
+        ids.insert(metadata.patch_id);
+        for (const ReplacedFunction& function : metadata.functions) {
+            functions.insert({metadata.target_soname, function.offset});
+        }
+    }
+    return grouped;
+}
+
+// The shared stop of apply_patches(), one try: steps 1 to 3 for each plan
+// (a patch that fails them, or is applied already, gets its outcome and
+// drops out), one stack check over the code of all of them, then steps 5
+// to 7 for each. False when threads were in the way (nothing changed):
+// the caller applies the remaining patches one by one, each with its own
+// tries and return gates.
+Result<bool> apply_group_in_stop(HeldProcess& held, std::vector<ApplyPlan*>& plans,
+                                 std::vector<std::optional<StagedRegion>>& staged,
+                                 const Preparation& shared, std::vector<PatchApplication*>& out) {
+    std::vector<RemoteAddress> staged_addresses;
+    for (const std::optional<StagedRegion>& region : staged) {
+        if (region) {
+            staged_addresses.push_back(region->region.address);
+        }
+    }
+    // 1 to 3, for each plan.
+    std::vector<std::optional<CheckedApply>> checked(plans.size());
+    std::vector<CodeRange> ranges;
+    for (std::size_t i = 0; i < plans.size(); ++i) {
+        if (plans[i]->preparation.generation != shared.generation) {
+            plans[i]->preparation = shared;  // redone in this stop: the maps changed
+        }
+        auto check = check_in_stop(held, *plans[i], staged_addresses);
+        if (!check) {
+            out[i]->report = tl::unexpected(check.error());
+        } else if (auto* already = std::get_if<InjectReport>(&*check)) {
+            out[i]->report = std::move(*already);
+        } else {
+            checked[i] = std::move(std::get<CheckedApply>(*check));
+            ranges.insert(ranges.end(), checked[i]->ranges.begin(), checked[i]->ranges.end());
+        }
+    }
+    // 4. One stack check for all.
+    auto clear = stacks_clear(held, ranges);
+    if (!clear) {
+        return tl::unexpected(clear.error());
+    }
+    if (!*clear) {
+        for (std::size_t i = 0; i < plans.size(); ++i) {
+            if (checked[i]) {
+                out[i] = nullptr;  // not decided: applied alone by the caller
+            }
+        }
+        return false;
+    }
+    // 5 to 7, for each; the retired regions go with the first.
+    SyscallOnDemand syscall(held, shared.trampoline_site);
+    bool released = false;
+    for (std::size_t i = 0; i < plans.size(); ++i) {
+        if (!checked[i]) {
+            continue;
+        }
+        if (released) {
+            checked[i]->existing.retired.clear();
+        }
+        released = true;
+        out[i]->report = commit_in_stop(held, syscall, *plans[i], *checked[i],
+                                        staged[i] ? &*staged[i] : nullptr);
+    }
+    return true;
+}
+
+// apply_patches() on the tracer thread. Returns an error only when nothing
+// was tried (the process is shared or cannot be prepared at all).
+Result<std::vector<PatchApplication>> apply_group_as_tracer(
+    int pid, const std::vector<const PatchFile*>& patches, const InjectOptions& options) {
+    std::vector<PatchApplication> out(patches.size());
+    std::vector<bool> alone(patches.size(), true);
+    // 0. No other process shares the memory; the plans, one preparation.
+    if (auto shared_memory = check_memory_not_shared(pid, SharerSearch::every_process);
+        !shared_memory) {
+        return tl::unexpected(shared_memory.error());
+    }
+    std::vector<bool> grouped = groupable(patches);
+    std::vector<const PatchFile*> group_patches;
+    std::vector<std::size_t> group_index;
+    for (std::size_t i = 0; i < patches.size(); ++i) {
+        if (grouped[i]) {
+            group_patches.push_back(patches[i]);
+            group_index.push_back(i);
+        }
+    }
+    std::vector<Result<ApplyPlan>> planned;
+    if (group_patches.size() >= 2) {
+        auto plans = plan_applies(pid, group_patches);
+        if (!plans) {
+            return tl::unexpected(plans.error());
+        }
+        planned = std::move(*plans);
+    }
+    std::vector<ApplyPlan*> plans;
+    std::vector<PatchApplication*> outcomes;
+    for (std::size_t k = 0; k < planned.size(); ++k) {
+        std::size_t i = group_index[k];
+        alone[i] = false;
+        if (!planned[k]) {
+            out[i].report = tl::unexpected(planned[k].error());
+            continue;
+        }
+        plans.push_back(&*planned[k]);
+        outcomes.push_back(&out[i]);
+    }
+    // 0b, 1 to 7: the regions staged with one thread held, then one stop.
+    if (!plans.empty()) {
+        std::chrono::nanoseconds staged_for{};
+        std::vector<std::optional<StagedRegion>> staged(plans.size());
+        if (options.stage_before_stop) {
+            staged = stage_regions(pid, plans, staged_for);
+        }
+        Preparation shared = plans.front()->preparation;
+        auto held = hold_process(pid, shared, 1);
+        std::vector<PatchApplication*> decided = outcomes;
+        bool replaced = false;
+        if (!held && !stop_timed_out(held.error())) {
+            for (PatchApplication* outcome : outcomes) {
+                outcome->report = tl::unexpected(held.error());
+            }
+        } else if (!held) {
+            std::fill(decided.begin(), decided.end(), nullptr);  // each alone, with its tries
+        } else {
+            auto done = apply_group_in_stop(*held, plans, staged, shared, decided);
+            std::size_t threads = held->stopped.threads().size();
+            StackCheckFigures figures = held->stack_check;
+            std::chrono::nanoseconds stopped_for = held->stopped.resume();
+            for (std::size_t k = 0; k < plans.size(); ++k) {
+                if (!done) {
+                    outcomes[k]->report = tl::unexpected(done.error());
+                } else if (decided[k] != nullptr && outcomes[k]->report) {
+                    InjectReport& report = *outcomes[k]->report;
+                    add_stop_figures(report, 1, threads, figures, stopped_for);
+                    report.staged = staged[k] && staged[k]->taken && !report.already_applied &&
+                                    report.region_address == staged[k]->region.address.raw();
+                    report.staged_for = staged_for;
+                    replaced = replaced || report.replaced_level.has_value();
+                }
+            }
+        }
+        held = tl::unexpected(Error{});  // every thread resumed before the clean-ups
+        discard_staged(pid, untaken(staged), shared);
+        if (replaced) {
+            std::size_t released = release_after_a_pause(pid, options);
+            for (PatchApplication* outcome : outcomes) {
+                if (outcome->report) {
+                    outcome->report->released_regions += released;
+                }
+            }
+        }
+        for (std::size_t k = 0; k < plans.size(); ++k) {
+            if (decided[k] == nullptr) {
+                std::size_t i = static_cast<std::size_t>(outcomes[k] - out.data());
+                alone[i] = true;
+            }
+        }
+    }
+    // The rest, one by one.
+    for (std::size_t i = 0; i < patches.size(); ++i) {
+        if (alone[i]) {
+            out[i].report = apply_as_tracer(pid, *patches[i], options, &out[i].blocking,
+                                            &out[i].callbacks);
+            if (out[i].report) {
+                out[i].callbacks = out[i].report->callbacks;
+            }
+        }
+    }
+    return out;
+}
+
 Result<std::vector<InjectReport>> revert_as_tracer(int pid, const std::string& patch_id,
                                                    const InjectOptions& options,
                                                    std::vector<CallbackOutcome>* callbacks_out) {
@@ -1656,6 +1879,35 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
     return on_process(pid, [&] {
         return apply_as_tracer(pid, patch, options, blocking_out, callbacks_out);
     });
+}
+
+std::vector<PatchApplication> apply_patches(int pid, std::span<const PatchFile* const> patches,
+                                            const InjectOptions& options) {
+    std::vector<const PatchFile*> list(patches.begin(), patches.end());
+    std::vector<PatchApplication> failed(list.size());
+    auto run = read_program_run(pid);
+    if (!run) {
+        for (PatchApplication& outcome : failed) {
+            outcome.report = tl::unexpected(run.error());
+        }
+        return failed;
+    }
+    Result<std::vector<PatchApplication>> applied = check_not_traced(pid).and_then([&] {
+        return on_tracer_thread([&] { return apply_group_as_tracer(pid, list, options); });
+    });
+    if (!applied) {
+        Error error = truthful_error(*run, std::move(applied.error()));
+        for (PatchApplication& outcome : failed) {
+            outcome.report = tl::unexpected(error);
+        }
+        return failed;
+    }
+    for (PatchApplication& outcome : *applied) {
+        if (!outcome.report) {
+            outcome.report = tl::unexpected(truthful_error(*run, std::move(outcome.report.error())));
+        }
+    }
+    return std::move(*applied);
 }
 
 Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,

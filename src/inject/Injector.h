@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -130,6 +131,33 @@ struct InjectReport {
 Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOptions& options,
                                  std::vector<BlockingThread>* blocking = nullptr,
                                  std::vector<CallbackOutcome>* callbacks = nullptr);
+
+// What apply_patches() did for one of its patches: what apply_patch()
+// returns and gives through its pointers.
+struct PatchApplication {
+    Result<InjectReport> report;
+    std::vector<BlockingThread> blocking;    // on `unsafe`: the last try's threads in the way
+    std::vector<CallbackOutcome> callbacks;  // the patch's callbacks (on errors too)
+};
+
+// Applies several patches to `pid` in one all-threads stop: THE call for
+// all the patches one process gets at once (`suture update`, exec gating,
+// the CLI with several patch files). One outcome per patch, in order, each
+// as apply_patch() would give it. How:
+//  0. One preparation for all (maps, ELF objects, imports), once; every
+//     region staged with one thread held once (step 0b of apply_patch).
+//  1. One stop: steps 1 to 3 for each patch (a patch that fails them, or
+//     is applied already, gets its outcome there), one stack check over
+//     the code of all of them, then steps 5 to 7 for each: only the jumps
+//     (and an upgrade's old jumps) are written there.
+//  2. Should threads be in the way, nothing is written in that stop and
+//     each remaining patch is applied alone, with apply_patch()'s tries,
+//     backoff and return gates. Patches with callbacks, a second patch of
+//     the same id and a patch on a function another of the list replaces
+//     are always applied alone, after the shared stop, in list order.
+// What each error leaves behind is what apply_patch() says for it.
+std::vector<PatchApplication> apply_patches(int pid, std::span<const PatchFile* const> patches,
+                                            const InjectOptions& options);
 
 // Reverts the patch `patch_id` (or every suture patch when empty) in `pid`,
 // in one stop (with the same refusal of a process whose memory another
