@@ -469,6 +469,7 @@ struct UpdateCommand {
     CLI::App* app = nullptr;
     bool offline = false;
     bool json = false;
+    unsigned parallel = 0;
 
     void define(CLI::App& parent, Global& global) {
         app = parent.add_subcommand(
@@ -483,6 +484,11 @@ struct UpdateCommand {
                       "Do not refresh the feeds; apply from the cache (the boot case)");
         app->add_flag("--json", json,
                       "Print a JSON document (also when it fails: the error document)");
+        app->add_option("--parallel", parallel,
+                        "Processes patched at once (each gets all its patches in one stop); "
+                        "0: the number of cores")
+            ->check(CLI::Range(0, 1024))
+            ->capture_default_str();
         add_state_option(app, global);
         add_feed_options(app, global);
         add_wait_option(app, global);
@@ -501,7 +507,7 @@ struct UpdateCommand {
 
     int run_with(Backend& backend) const {
         {
-            UpdateOptions options{.refresh = !offline};
+            UpdateOptions options{.refresh = !offline, .parallel = parallel};
             bool show_progress = !json && ::isatty(STDERR_FILENO);
             auto report = backend.update(options, [&](std::size_t done, std::size_t total) {
                 if (show_progress) {

@@ -9,7 +9,8 @@
 # figures, never assertions.
 #
 # SUTURE_FLEET_PROCESSES sets the size (default 100 in the test suite; the
-# benchmark figure uses 1000).
+# benchmark figure uses 1000); SUTURE_FLEET_PARALLEL, if set, is passed as
+# `suture update --parallel` (processes patched at once; default: cores).
 source "$(dirname "$0")/lib.sh"
 require_root "ptrace of the fleet"
 : "${SUTURE_FEED:?}"
@@ -39,7 +40,9 @@ check_eq "every holder maps the vulnerable libcrypto" "$count" \
         "$scratch/status-before.json")"
 
 started=$(milliseconds)
-run 0 "update" "$SUTURE" update --offline --json
+parallel=()
+[ -n "${SUTURE_FLEET_PARALLEL:-}" ] && parallel=(--parallel "$SUTURE_FLEET_PARALLEL")
+run 0 "update" "$SUTURE" update --offline --json "${parallel[@]}"
 update_ms=$(($(milliseconds) - started))
 
 stopped=0
