@@ -1070,6 +1070,13 @@ std::vector<std::optional<StagedRegion>> stage_regions(int pid,
         }
         for (std::size_t i = 0; i < plans.size(); ++i) {
             staged[i] = stage_on(*held, *memory, *mappings, *plans[i]);
+            // The next region's free gaps are those left by this one.
+            if (!staged[i]) {
+                continue;
+            }
+            if (auto fresh = read_process_maps(pid)) {
+                *mappings = std::move(*fresh);
+            }
         }
         held_for = held->resume();
         return 0;
@@ -1611,8 +1618,17 @@ Result<bool> apply_group_in_stop(HeldProcess& held, std::vector<ApplyPlan*>& pla
             checked[i]->existing.retired.clear();
         }
         released = true;
-        out[i]->report = commit_in_stop(held, syscall, *plans[i], *checked[i],
-                                        staged[i] ? &*staged[i] : nullptr);
+        StagedRegion* region = staged[i] ? &*staged[i] : nullptr;
+        out[i]->report = commit_in_stop(held, syscall, *plans[i], *checked[i], region);
+        // A region mapped in this stop: the next one's free gaps are those
+        // it left.
+        bool used_staged = region != nullptr && out[i]->report &&
+                           out[i]->report->region_address == region->region.address.raw();
+        if (!used_staged) {
+            if (auto fresh = read_process_maps(held.stopped.pid())) {
+                held.mappings = std::move(*fresh);
+            }
+        }
     }
     return true;
 }
