@@ -44,6 +44,9 @@ parallel=()
 [ -n "${SUTURE_FLEET_PARALLEL:-}" ] && parallel=(--parallel "$SUTURE_FLEET_PARALLEL")
 run 0 "update" "$SUTURE" update --offline --json "${parallel[@]}"
 update_ms=$(($(milliseconds) - started))
+# What failed, if anything (any process on the host with the build counts).
+jq -r '.actions[] | select(.outcome == "failed") | "failed: pid \(.pid) \(.comm) \(.patch_id): \(.reason): \(.message)"' \
+    <<<"$output" 2>/dev/null | head -n 20
 
 stopped=0
 for pid in "${fleet[@]}"; do
