@@ -546,6 +546,7 @@ struct UpdateCommand {
     std::vector<std::string> cves;
     std::vector<std::string> exclude_cves;
     std::string min_severity;
+    unsigned parallel = 0;
 
     void define(CLI::App& parent, Global& global) {
         app = parent.add_subcommand(
@@ -584,6 +585,11 @@ struct UpdateCommand {
             ->check([](const std::string& value) {
                 return severity_from_name(value) ? "" : "Low, Moderate, High or Critical";
             });
+        app->add_option("--parallel", parallel,
+                        "Processes patched at once (each gets all its patches in one stop); "
+                        "0: the number of cores")
+            ->check(CLI::Range(0, 1024))
+            ->capture_default_str();
         add_state_option(app, global);
         add_feed_options(app, global);
         add_wait_option(app, global);
@@ -595,6 +601,7 @@ struct UpdateCommand {
         chosen.selection.exclude_cves = {exclude_cves.begin(), exclude_cves.end()};
         chosen.selection.min_severity =
             severity_from_name(min_severity).value_or(Severity::unknown);
+        chosen.parallel = parallel;
         return chosen;
     }
 

@@ -199,6 +199,40 @@ InjectResult<InjectReport> Engine::apply(int pid, const PatchFile& patch,
     return report;
 }
 
+std::vector<InjectResult<InjectReport>> Engine::apply_many(
+    int pid, std::span<const PatchFile* const> patches, const InjectOptions& options,
+    Records& records) {
+    std::vector<InjectResult<InjectReport>> results;
+    auto lock = hold_operation_lock();
+    if (!lock) {
+        for (std::size_t i = 0; i < patches.size(); ++i) {
+            results.push_back(tl::unexpected(failure_of(lock.error())));
+        }
+        return results;
+    }
+    std::vector<PatchApplication> applied = apply_patches(pid, patches, options);
+    return record_applied(pid, patches, applied, records);
+}
+
+std::vector<InjectResult<InjectReport>> Engine::record_applied(
+    int pid, std::span<const PatchFile* const> patches, std::vector<PatchApplication>& applied,
+    Records& records) {
+    std::vector<InjectResult<InjectReport>> results;
+    for (std::size_t i = 0; i < patches.size(); ++i) {
+        const PatchMetadata& metadata = patches[i]->metadata;
+        PatchApplication& outcome = applied[i];
+        record_callbacks(records, pid, metadata.patch_id, metadata.level, outcome.callbacks);
+        if (!outcome.report) {
+            InjectFailure failure = failure_of(outcome.report.error(), std::move(outcome.blocking));
+            failure.callbacks = outcome.callbacks;
+            results.push_back(tl::unexpected(std::move(failure)));
+        } else {
+            results.push_back(std::move(*outcome.report));
+        }
+    }
+    return results;
+}
+
 InjectResult<InjectReport> Engine::apply_held(int pid, const PatchFile& patch,
                                               const InjectOptions& options,
                                               std::vector<CallbackOutcome>& outcomes) {

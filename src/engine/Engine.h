@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -63,6 +64,10 @@ struct UpdateOptions {
     bool automatic = false;
     Selection selection;  // --cve, --exclude-cve, --min-severity
     InjectOptions inject;
+    // How many processes are patched at once (one tracer thread each; the
+    // state database is written by the update's own thread alone); 0: the
+    // number of cores.
+    unsigned parallel = 0;
 };
 
 // What `suture revert --cve ID… | --all` reverts: the patches that fix
@@ -195,6 +200,22 @@ class Engine {
     // (the update's batch), so a batch that fails names them lost too.
     InjectResult<InjectReport> apply(int pid, const PatchFile& patch, const InjectOptions& options,
                                      Records& records);
+    // Several patches to one process in one stop (apply_patches in
+    // inject/Injector.h), under the operation lock: one outcome per patch,
+    // in order, each as apply() gives it; their callback outcomes written
+    // through `records`. For `update` and for new processes (exec gating).
+    std::vector<InjectResult<InjectReport>> apply_many(int pid,
+                                                       std::span<const PatchFile* const> patches,
+                                                       const InjectOptions& options,
+                                                       Records& records);
+    // The second half of apply_many, for a caller that ran apply_patches()
+    // itself (an update patching processes in parallel) and records from
+    // one thread: each outcome as apply_many gives it, its callbacks
+    // written through `records`.
+    std::vector<InjectResult<InjectReport>> record_applied(int pid,
+                                                           std::span<const PatchFile* const> patches,
+                                                           std::vector<PatchApplication>& applied,
+                                                           Records& records);
     // The state database, opened on first use and opened again when its
     // file was replaced or removed meanwhile.
     Result<StateDatabase*> state();

@@ -3,8 +3,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
+#include <span>
+#include <thread>
 
 #include "engine/CrashLock.h"
 #include "engine/Policy.h"
@@ -235,8 +239,9 @@ void describe(const Decision& decision, UpdateAction& action) {
 }
 
 // Step: decide about one pair and act on it (or, in a dry run, say what
-// would be done).
-UpdateAction act_on(const Run& run, const Work& item) {
+// would be done), but for an apply: `to_apply` is set, and
+// decide_process gathers the process's pairs to apply in one stop.
+UpdateAction act_on(const Run& run, const Work& item, bool& to_apply) {
     const ProcessInfo& info = item.process->info;
     const UsablePatch& candidate = *item.candidate;
     const PatchMetadata& metadata = candidate.patch.metadata;
@@ -279,11 +284,79 @@ UpdateAction act_on(const Run& run, const Work& item) {
             break;
         case Verdict::apply:
             run.crash.cover(metadata.patch_id, metadata.level, run.context.now);
-            apply_and_record(run.engine, run.records, candidate, run.options.inject,
-                             subject.place.executable, "from " + candidate.cached.remote, action);
+            to_apply = true;
             break;
     }
     return action;
+}
+
+// The pairs of one process to apply, in one stop: the candidates, the
+// indices of their actions in the report, and, once applied, the outcomes.
+struct ProcessJob {
+    int pid = 0;
+    std::string executable;
+    std::vector<const UsablePatch*> candidates;
+    std::vector<const PatchFile*> patches;
+    std::vector<std::size_t> actions;  // into report.actions
+    std::vector<PatchApplication> applied;
+};
+
+// Step: the pairs of one process (`items`, all naming it), decided one by
+// one, each with an action appended to `report`; the job of those to apply
+// (none: nothing to apply).
+std::optional<ProcessJob> decide_process(const Run& run, std::span<const Work> items,
+                                         UpdateReport& report) {
+    ProcessJob job;
+    for (const Work& item : items) {
+        bool to_apply = false;
+        report.actions.push_back(act_on(run, item, to_apply));
+        if (to_apply) {
+            job.actions.push_back(report.actions.size() - 1);
+            job.candidates.push_back(item.candidate);
+            job.patches.push_back(&item.candidate->patch);
+        }
+    }
+    if (job.candidates.empty()) {
+        return std::nullopt;
+    }
+    job.pid = items.front().process->info.pid;
+    job.executable = place_of(job.pid, run.exclusions).executable;
+    return job;
+}
+
+// Step: every job's patches applied (apply_patches: one stop per process),
+// `parallel` processes at once, each on a thread of its own (a tracer per
+// target: ptrace is per thread). Nothing here touches the engine or the
+// state database.
+void apply_jobs(std::vector<ProcessJob>& jobs, const InjectOptions& inject, unsigned parallel) {
+    std::atomic<std::size_t> next{0};
+    auto work = [&] {
+        for (std::size_t i = next++; i < jobs.size(); i = next++) {
+            jobs[i].applied = apply_patches(jobs[i].pid, jobs[i].patches, inject);
+        }
+    };
+    std::size_t workers = std::min<std::size_t>(std::max(parallel, 1U), jobs.size());
+    std::vector<std::thread> threads;
+    for (std::size_t i = 1; i < workers; ++i) {
+        threads.emplace_back(work);
+    }
+    work();
+    for (std::thread& thread : threads) {
+        thread.join();
+    }
+}
+
+// Step: each job's outcomes recorded, in order, from this thread alone.
+void record_jobs(Engine& engine, Records& records, std::vector<ProcessJob>& jobs,
+                 UpdateReport& report) {
+    for (ProcessJob& job : jobs) {
+        auto results = engine.record_applied(job.pid, job.patches, job.applied, records);
+        for (std::size_t i = 0; i < job.candidates.size(); ++i) {
+            const UsablePatch& candidate = *job.candidates[i];
+            record_apply(records, candidate, job.executable, "from " + candidate.cached.remote,
+                         report.actions[job.actions[i]], results[i]);
+        }
+    }
 }
 
 // Step: close out what the database believes active in processes now gone
@@ -495,11 +568,24 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     if (!options.dry_run) {
         records.start_batches();
     }
-    for (const Work& item : work) {
-        report.actions.push_back(act_on(run, item));
-        if (progress) {
-            progress(report.actions.size(), work.size());
+    std::vector<ProcessJob> jobs;
+    for (std::size_t begin = 0; begin < work.size();) {
+        std::size_t end = begin + 1;
+        while (end < work.size() && work[end].process == work[begin].process) {
+            ++end;
         }
+        auto job = decide_process(run, std::span(work).subspan(begin, end - begin), report);
+        if (job) {
+            jobs.push_back(std::move(*job));
+        }
+        begin = end;
+    }
+    unsigned parallel = options.parallel != 0 ? options.parallel
+                                              : std::max(1U, std::thread::hardware_concurrency());
+    apply_jobs(jobs, options.inject, parallel);
+    record_jobs(engine, records, jobs, report);
+    if (progress) {
+        progress(report.actions.size(), work.size());
     }
     report.problems.insert(report.problems.end(), crash.problems().begin(),
                            crash.problems().end());
