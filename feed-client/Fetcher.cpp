@@ -1,14 +1,13 @@
 #include "feed-client/Fetcher.h"
 
-#include <curl/curl.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <memory>
-#include <mutex>
 #include <thread>
 
 #include "feed-client/CacheFiles.h"
+#include "feed-client/CurlLibrary.h"
 
 namespace suture::feed {
 
@@ -55,17 +54,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct CurlEasyDelete {
-    void operator()(CURL* curl) const { curl_easy_cleanup(curl); }
-};
-
-// libcurl wants one global initialisation before any thread uses it.
-void initialise_curl_once() {
-    static std::once_flag once;
-    std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
 struct Transfer {
+    const CurlLibrary* curl = nullptr;
     CURL* handle = nullptr;  // of the current attempt
     Fetcher::Sink* sink = nullptr;
     std::uint64_t max_bytes = 0;
@@ -80,7 +70,7 @@ std::size_t write_body(char* data, std::size_t size, std::size_t count, void* us
     auto* transfer = static_cast<Transfer*>(user);
     std::size_t bytes = size * count;
     long status = 0;
-    curl_easy_getinfo(transfer->handle, CURLINFO_RESPONSE_CODE, &status);
+    transfer->curl->easy_getinfo(transfer->handle, CURLINFO_RESPONSE_CODE, &status);
     if (status >= 300) {
         return bytes;  // an error page is not part of the file: drop it
     }
@@ -232,8 +222,13 @@ Result<void> Fetcher::fetch_into(const std::string& url, std::uint64_t max_bytes
     if (url.starts_with("file://")) {
         return read_local(url, max_bytes, sink);
     }
-    initialise_curl_once();
+    auto library = curl_library();
+    if (!library) {
+        return tl::unexpected(Error{library.error().code, url + ": " + library.error().message});
+    }
+    const CurlLibrary& curl = **library;
     Transfer transfer;
+    transfer.curl = &curl;
     transfer.sink = &sink;
     transfer.max_bytes = max_bytes;
     transfer.progress = &progress;
@@ -247,40 +242,40 @@ Result<void> Fetcher::fetch_into(const std::string& url, std::uint64_t max_bytes
         if (remaining.count() <= 0) {
             return fail(ErrorCode::too_slow, url + ": too slow (timeout_seconds reached)");
         }
-        std::unique_ptr<CURL, CurlEasyDelete> curl(curl_easy_init());
-        if (!curl) {
+        std::unique_ptr<CURL, void (*)(CURL*)> easy(curl.easy_init(), curl.easy_cleanup);
+        if (!easy) {
             return fail(ErrorCode::io, url + ": cannot initialise libcurl");
         }
         char curl_message[CURL_ERROR_SIZE] = "";
-        CURL* handle = curl.get();
+        CURL* handle = easy.get();
         transfer.handle = handle;
-        curl_easy_setopt(handle, CURLOPT_URL, url.c_str());
-        curl_easy_setopt(handle, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(handle, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(handle, CURLOPT_FOLLOWLOCATION, 1L);
-        curl_easy_setopt(handle, CURLOPT_MAXREDIRS, 3L);
-        curl_easy_setopt(handle, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(handle, CURLOPT_ERRORBUFFER, curl_message);
-        curl_easy_setopt(handle, CURLOPT_CONNECTTIMEOUT, limits_.connect_timeout_seconds);
-        curl_easy_setopt(handle, CURLOPT_TIMEOUT_MS, static_cast<long>(remaining.count()));
-        curl_easy_setopt(handle, CURLOPT_LOW_SPEED_LIMIT, limits_.low_speed_bytes);
-        curl_easy_setopt(handle, CURLOPT_LOW_SPEED_TIME, limits_.low_speed_seconds);
-        curl_easy_setopt(handle, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(max_bytes));
-        curl_easy_setopt(handle, CURLOPT_WRITEFUNCTION, write_body);
-        curl_easy_setopt(handle, CURLOPT_WRITEDATA, &transfer);
-        curl_easy_setopt(handle, CURLOPT_NOPROGRESS, 0L);
-        curl_easy_setopt(handle, CURLOPT_XFERINFOFUNCTION, report_progress);
-        curl_easy_setopt(handle, CURLOPT_XFERINFODATA, &transfer);
-        curl_easy_setopt(handle, CURLOPT_USERAGENT, "suture-feed-client");
+        curl.easy_setopt(handle, CURLOPT_URL, url.c_str());
+        curl.easy_setopt(handle, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl.easy_setopt(handle, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+        curl.easy_setopt(handle, CURLOPT_FOLLOWLOCATION, 1L);
+        curl.easy_setopt(handle, CURLOPT_MAXREDIRS, 3L);
+        curl.easy_setopt(handle, CURLOPT_NOSIGNAL, 1L);
+        curl.easy_setopt(handle, CURLOPT_ERRORBUFFER, curl_message);
+        curl.easy_setopt(handle, CURLOPT_CONNECTTIMEOUT, limits_.connect_timeout_seconds);
+        curl.easy_setopt(handle, CURLOPT_TIMEOUT_MS, static_cast<long>(remaining.count()));
+        curl.easy_setopt(handle, CURLOPT_LOW_SPEED_LIMIT, limits_.low_speed_bytes);
+        curl.easy_setopt(handle, CURLOPT_LOW_SPEED_TIME, limits_.low_speed_seconds);
+        curl.easy_setopt(handle, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(max_bytes));
+        curl.easy_setopt(handle, CURLOPT_WRITEFUNCTION, write_body);
+        curl.easy_setopt(handle, CURLOPT_WRITEDATA, &transfer);
+        curl.easy_setopt(handle, CURLOPT_NOPROGRESS, 0L);
+        curl.easy_setopt(handle, CURLOPT_XFERINFOFUNCTION, report_progress);
+        curl.easy_setopt(handle, CURLOPT_XFERINFODATA, &transfer);
+        curl.easy_setopt(handle, CURLOPT_USERAGENT, "suture-feed-client");
         // Resume a transfer that broke off, if the server honours ranges.
         transfer.resume_from = sink.size;
         if (transfer.resume_from > 0) {
-            curl_easy_setopt(handle, CURLOPT_RESUME_FROM_LARGE,
+            curl.easy_setopt(handle, CURLOPT_RESUME_FROM_LARGE,
                              static_cast<curl_off_t>(transfer.resume_from));
         }
-        CURLcode code = curl_easy_perform(handle);
+        CURLcode code = curl.easy_perform(handle);
         long http_status = 0;
-        curl_easy_getinfo(handle, CURLINFO_RESPONSE_CODE, &http_status);
+        curl.easy_getinfo(handle, CURLINFO_RESPONSE_CODE, &http_status);
         if (code == CURLE_RANGE_ERROR && !restarted_without_range) {
             // The server cannot resume: start again from byte 0, at once and
             // without spending an attempt (this happens at most once).
@@ -312,7 +307,7 @@ Result<void> Fetcher::fetch_into(const std::string& url, std::uint64_t max_bytes
             return {};
         }
         last_error = code != CURLE_OK
-                         ? std::string(curl_easy_strerror(code)) +
+                         ? std::string(curl.easy_strerror(code)) +
                                (curl_message[0] ? std::string(": ") + curl_message : "")
                          : "HTTP status " + std::to_string(http_status);
         if (!is_transient(code, http_status)) {

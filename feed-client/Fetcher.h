@@ -26,8 +26,9 @@ struct FetchLimits {
 // Progress: (bytes so far, total or 0 if unknown).
 using Progress = std::function<void(std::uint64_t, std::uint64_t)>;
 
-// Downloads over http:// and https:// with libcurl (proxy settings from the
-// environment, as curl reads them), and reads file:// URLs itself: regular
+// Downloads over http:// and https:// with libcurl, loaded at the first such
+// download (CurlLibrary.h; proxy settings from the environment, as curl
+// reads them), and reads file:// URLs itself: regular
 // files only, opened without blocking (a FIFO or a device in a repository is
 // refused, never waited on). Never keeps more than `max_bytes`: a larger or
 // endless body fails with too_large as soon as it crosses the cap. Every
