@@ -24,7 +24,7 @@ Result<CurlLibrary> load() {
     void* handle = ::dlopen(library_name, RTLD_NOW | RTLD_LOCAL);
     if (handle == nullptr) {
         const char* why = ::dlerror();
-        return fail(ErrorCode::unsupported,
+        return fail(ErrorCode::io,
                     std::string("downloads need ") + library_name + " (package libcurl4): " +
                         (why != nullptr ? why : "cannot be loaded"));
     }
@@ -39,12 +39,12 @@ Result<CurlLibrary> load() {
                     resolve(handle, "curl_easy_strerror", curl.easy_strerror);
     if (!complete) {
         ::dlclose(handle);
-        return fail(ErrorCode::unsupported,
+        return fail(ErrorCode::io,
                     std::string(library_name) + " lacks a function suture needs (too old?)");
     }
     // 3. The global initialisation libcurl wants before any thread uses it.
     if (curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        return fail(ErrorCode::unsupported, std::string(library_name) + ": curl_global_init failed");
+        return fail(ErrorCode::io, std::string(library_name) + ": curl_global_init failed");
     }
     return curl;  // the handle stays open for the life of the process
 }

@@ -22,7 +22,7 @@ struct CurlLibrary {
 };
 
 // The library, loaded and globally initialised once per process (thread
-// safe); later calls return the same table, or the same error (unsupported),
+// safe); later calls return the same table, or the same error (io),
 // naming the library and the package to install.
 Result<const CurlLibrary*> curl_library();
 
