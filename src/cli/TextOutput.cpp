@@ -214,6 +214,29 @@ void print_host_revert(std::ostream& out, const HostRevertReport& report) {
         << (reverted == report.actions.size() ? "" : "; some failed (exit 21)") << "\n";
 }
 
+void print_quarantine(std::ostream& out, const std::vector<Quarantine>& rows) {
+    if (rows.empty()) {
+        out << "nothing quarantined\n";
+    }
+    for (const Quarantine& row : rows) {
+        out << row.patch_id << " level " << row.level << ": quarantined at "
+            << format_utc_time(row.at) << " (" << row.reason << "): " << row.message << "\n";
+    }
+}
+
+void print_crashes(std::ostream& out, const std::vector<CrashOutcome>& crashes) {
+    if (crashes.empty()) {
+        out << "health watch: no patched process crashed\n";
+    }
+    for (const CrashOutcome& crash : crashes) {
+        for (const Quarantine& row : crash.quarantined) {
+            out << "health watch: " << row.message << ": " << row.patch_id << " level "
+                << row.level << " quarantined\n";
+        }
+        print_host_revert(out, crash.reverted);
+    }
+}
+
 void print_crash_lock(std::ostream& out, const CrashLockStatus& status) {
     out << "crash lock " << status.path << ": apply at " << format_utc_time(status.lock.at)
         << " (boot " << status.lock.boot_id << ")";

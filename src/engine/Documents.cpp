@@ -733,6 +733,39 @@ json host_revert_to_json(const HostRevertReport& report) {
     return {{"actions", actions_to_json(report.actions)}, {"lost_records", report.lost_records}};
 }
 
+json quarantine_to_json(const std::vector<Quarantine>& quarantined) {
+    json rows = json::array();
+    for (const Quarantine& row : quarantined) {
+        rows.push_back({{"patch_id", row.patch_id},
+                        {"level", row.level},
+                        {"at", row.at},
+                        {"at_utc", format_utc_time(row.at)},
+                        {"reason", row.reason},
+                        {"message", row.message},
+                        {"pid", row.process.pid},
+                        {"start_time", row.process.start_time},
+                        {"comm", row.comm},
+                        {"signal", row.signal}});
+    }
+    return {{"quarantined", rows}};
+}
+
+json crash_outcomes_to_json(const std::vector<CrashOutcome>& outcomes) {
+    json crashes = json::array();
+    for (const CrashOutcome& outcome : outcomes) {
+        crashes.push_back({{"pid", outcome.process.pid},
+                           {"start_time", outcome.process.start_time},
+                           {"comm", outcome.comm},
+                           {"executable", outcome.executable},
+                           {"signal", outcome.signal},
+                           {"at", outcome.at},
+                           {"quarantined", quarantine_to_json(outcome.quarantined)["quarantined"]},
+                           {"reverted", host_revert_to_json(outcome.reverted)},
+                           {"revert_ms", outcome.revert_ms}});
+    }
+    return {{"crashes", crashes}};
+}
+
 json update_to_json(const UpdateReport& report) {
     json actions = actions_to_json(report.actions);
     json document = {{"enabled", report.enabled},
@@ -987,6 +1020,31 @@ Result<std::vector<HistoryEntry>> history_from_json(const json& document) {
         return tl::unexpected(fields.error());
     }
     return entries;
+}
+
+Result<std::vector<Quarantine>> quarantine_from_json(const json& document) {
+    if (auto failure = failure_from_json(document)) {
+        return tl::unexpected(failure->error);
+    }
+    FieldReader fields(document, "quarantine document");
+    std::vector<Quarantine> rows;
+    for (const json& row : fields.array("quarantined")) {
+        FieldReader entry(row, "quarantine entry");
+        rows.push_back({.patch_id = entry.get<std::string>("patch_id"),
+                        .level = entry.get<std::uint32_t>("level"),
+                        .at = entry.get<std::int64_t>("at"),
+                        .reason = entry.get<std::string>("reason"),
+                        .message = entry.get<std::string>("message"),
+                        .process = {.pid = entry.get<int>("pid"),
+                                    .start_time = entry.get<std::uint64_t>("start_time")},
+                        .comm = entry.get<std::string>("comm"),
+                        .signal = entry.get<int>("signal")});
+        fields.adopt(entry);
+    }
+    if (fields.problem()) {
+        return tl::unexpected(fields.error());
+    }
+    return rows;
 }
 
 }  // namespace suture

@@ -107,6 +107,20 @@ struct HostRevertReport {
     std::vector<std::string> lost_records;  // as in UpdateReport
 };
 
+// What the health watch did about one crash (HealthWatch.cpp): the
+// process that died, the patch ids applied in it within watch_seconds
+// (each quarantined), and their reverts from every other process.
+struct CrashOutcome {
+    ProcessIdentity process;
+    std::string comm;
+    std::string executable;
+    int signal = 0;
+    std::int64_t at = 0;                  // Unix seconds of the crash as seen
+    std::vector<Quarantine> quarantined;  // the patches blamed
+    HostRevertReport reverted;            // their reverts everywhere
+    std::int64_t revert_ms = 0;           // from reading the event to the last revert
+};
+
 // What `suture state rebuild` did (Engine::rebuild_state).
 struct StateRebuild {
     std::string database;
@@ -165,6 +179,8 @@ struct CrashLockStatus;  // engine/Engine.h
 nlohmann::json crash_lock_to_json(const CrashLockStatus& status);
 Result<HostRevertReport> host_revert_from_json(const nlohmann::json& document);
 nlohmann::json state_rebuild_to_json(const StateRebuild& rebuild);
+nlohmann::json quarantine_to_json(const std::vector<Quarantine>& quarantined);
+nlohmann::json crash_outcomes_to_json(const std::vector<CrashOutcome>& outcomes);
 nlohmann::json history_to_json(const std::vector<HistoryEntry>& entries);
 nlohmann::json refresh_to_json(const std::vector<RemoteRefresh>& refreshes);
 nlohmann::json cached_targets_to_json(const std::vector<feed::CachedTarget>& targets);
@@ -177,6 +193,7 @@ InjectResult<std::vector<InjectReport>> reverted_from_json(
     const nlohmann::json& document, std::vector<std::string>* lost_records = nullptr);
 Result<UpdateReport> update_from_json(const nlohmann::json& document);
 Result<std::vector<HistoryEntry>> history_from_json(const nlohmann::json& document);
+Result<std::vector<Quarantine>> quarantine_from_json(const nlohmann::json& document);
 // The failure a document describes, or nullopt when it is not one.
 std::optional<InjectFailure> failure_from_json(const nlohmann::json& document);
 

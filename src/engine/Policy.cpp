@@ -395,6 +395,11 @@ const std::vector<Wave>& rollout_for(const Policy& policy, const std::string& ch
 
 std::optional<Hold> held_back(const PatchFacts& patch, const Selection& selection,
                               const Policy& policy, const RunContext& run, bool approved_on_host) {
+    if (auto quarantined = run.quarantined.find(patch.patch_id);
+        quarantined != run.quarantined.end()) {
+        return Hold{"quarantined", quarantined->second + "; suture quarantine release " +
+                                       patch.patch_id + " lets it be applied again"};
+    }
     if (auto held = selection_holds(patch, selection)) {
         return held;
     }

@@ -562,6 +562,12 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     if (!approved) {
         return tl::unexpected(approved.error());
     }
+    // Never a quarantined patch (HealthWatch.cpp), whatever the run.
+    auto quarantined = quarantined_patches(state);
+    if (!quarantined) {
+        return tl::unexpected(quarantined.error());
+    }
+    context.quarantined = std::move(*quarantined);
     KnownApplications known = known_applications(*active);
     Run run{engine,  records,  status,    excluded,   known, options,
             *policy, context,  *approved, advisories, crash};
