@@ -65,8 +65,15 @@ struct Policy {
     // The crash lock covers an apply this long, and the health watch blames
     // a crash on the patches applied in the process this long before it.
     std::uint32_t watch_seconds = 300;
+    // Canaries inside the host: for each executable (and systemd unit) with
+    // several processes to patch, an update applies to one process first and
+    // watches it this long before the rest (0: off, every process at once).
+    std::uint32_t canary_seconds = 0;
     std::string source;                              // the file, "" for the defaults
 };
+// The longest canary watch: an update holds the operation lock (and sutured
+// its event loop) meanwhile, and sutured's callers wait at most 10 minutes.
+constexpr std::uint32_t max_canary_seconds = 300;
 // Parses suture.conf's text (key = value lines, '#' comments).
 Result<Policy> parse_policy(const std::string& text, const std::string& file_name);
 // CONFIG_DIRECTORY/suture.conf; a missing file is the defaults.

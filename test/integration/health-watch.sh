@@ -11,7 +11,9 @@
 # quarantines it (PatchQuarantined signal, history, `suture quarantine
 # list`), and the next `suture update` holds it back as `quarantined`; a
 # release lets it be applied again. Last, `suture --direct update --watch`
-# without a daemon does the same in the foreground. Prints the revert
+# without a daemon does the same in the foreground. With canary_seconds,
+# only one of ten new processes (the canary) is patched first; it dies;
+# the patch is quarantined and the nine are never touched. Prints the revert
 # latency (from the command that makes the process crash to the last of the
 # nine seen unpatched: a figure, not an assertion).
 #
@@ -253,4 +255,62 @@ check_eq "--direct --watch: its report names the crash and the eight reverts" "$
 check_eq "--direct --watch: the eight unpatched" 0 "$(active_in "$bad" "${others[@]}")"
 check_eq "--direct --watch: quarantined again" "$bad" "$(sqlite3 "$state" "select patch_id from quarantine")"
 echo "figure: --direct --watch: revert took $(jq '.health[0].revert_ms' "$scratch/watch.json") ms in the watcher"
+
+# 9. Canaries inside the host (canary_seconds): with the bad patch released
+# and the canary on, only one process of the executable is patched first;
+# it dies calling the bad function; the patch is quarantined and the other
+# nine are never touched.
+for pid in "${others[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+run 0 "release the bad patch once more" "$SUTURE" quarantine release "$bad"
+cat >>"$SUTURE_CONFIG_DIR/suture.conf" <<CONF
+# One process per executable first, watched this long.
+canary_seconds = 6
+CONF
+start_sutured "$sutured" --rescan-seconds 0 --no-new-processes
+unset SUTURE_STATE_DB SUTURE_FEED_CACHE
+fleet=()
+for _ in $(seq 10); do
+    start_program holder "LD_LIBRARY_PATH=$library_dir" -- "$HOLD_OPENSSL" libcrypto.so.3 libssl.so.3
+    fleet+=("$holder")
+done
+holders_json=$(printf '%s\n' "${fleet[@]}" | jq -s .)
+"$SUTURE" update --offline --cve CVE-2099-0001 --json >"$scratch/canary.json" 2>"$scratch/canary.err" &
+updater=$!
+started_pids+=("$updater")
+# carriers: the pids of the fleet with the bad patch active, one status call.
+carriers() {
+    local args=()
+    for pid in "${fleet[@]}"; do args+=(--pid "$pid"); done
+    "$SUTURE" status --json "${args[@]}" |
+        jq -r --arg id "$bad" '[.processes[] | select(any(.patches[]; .state == "active" and .patch_id == $id)) | .pid] | join(" ")'
+}
+canary=""
+for _ in $(seq 100); do
+    carrying=$(carriers)
+    [ -n "$carrying" ] && break
+    sleep 0.05
+done
+canary=${carrying%% *}
+[ -n "$canary" ] && pass "a canary (pid $canary) got the bad patch first" || fail_check "no canary was patched"
+check_eq "only the canary carries it while it is watched" "$canary" "$carrying"
+echo major >&"${target_fd[$canary]}"
+status=0
+wait "$canary" || status=$?
+check_eq "the canary died of SIGILL" 132 "$status"
+status=0
+wait "$updater" || status=$?
+check_eq "the canary update: exit status" 0 "$status"
+rest=()
+for pid in "${fleet[@]}"; do [ "$pid" != "$canary" ] && rest+=("$pid"); done
+check_eq "the canary update: the other nine held (quarantined: its canary crashed)" 9 \
+    "$(jq --argjson holders "$holders_json" --arg id "$bad" "[$ours[] | select(.patch_id == \$id and .outcome == \"held\" and .reason == \"quarantined\" and (.message | startswith(\"its canary crashed\")))] | length" "$scratch/canary.json")"
+check_eq "the canary update: applied to the canary alone" "[$canary]" \
+    "$(jq -c --argjson holders "$holders_json" --arg id "$bad" "[$ours[] | select(.patch_id == \$id and .outcome == \"applied\") | .pid]" "$scratch/canary.json")"
+check_eq "the canary update: a canary group (at least ours)" true "$(jq '.canaries >= 1' "$scratch/canary.json")"
+check_eq "the other nine never carried it" 0 "$(active_in "$bad" "${rest[@]}")"
+check_eq "no revert was needed: none of the nine was touched" 0 \
+    "$(sqlite3 "$state" "select count(*) from history where action = 'revert' and patch_id = '$bad' and pid in ($(IFS=,; echo "${rest[*]}"))")"
+check_eq "the nine are alive and compute right" 9 \
+    "$(for pid in "${rest[@]}"; do ask "$pid" major; done | grep -c '^major 3$')"
+check_eq "quarantined, naming the canary" "$bad|$canary|4" "$(sqlite3 "$state" "select patch_id, pid, signal from quarantine")"
 finish

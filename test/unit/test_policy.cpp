@@ -240,6 +240,13 @@ TEST_CASE("The crash lock holds its patches in automatic runs, even those the ho
     REQUIRE(watched);
     CHECK(watched->watch_seconds == 60);
     CHECK_FALSE(parse_policy("watch_seconds = soon\n", "suture.conf"));
+    // Canaries: off by default, at most max_canary_seconds.
+    CHECK(Policy{}.canary_seconds == 0);
+    auto canary = parse_policy("canary_seconds = 60\n", "suture.conf");
+    REQUIRE(canary);
+    CHECK(canary->canary_seconds == 60);
+    CHECK_FALSE(parse_policy("canary_seconds = 301\n", "suture.conf"));
+    CHECK_FALSE(parse_policy("canary_seconds = -1\n", "suture.conf"));
 }
 
 TEST_CASE("A quarantined patch id is held in every run, before any other rule") {
