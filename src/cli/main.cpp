@@ -774,6 +774,63 @@ struct QuarantineCommand {
     }
 };
 
+struct ReportCommand {
+    CLI::App* app = nullptr;
+    std::string since;
+    std::string format = "markdown";
+
+    void define(CLI::App& parent, Global& global) {
+        app = parent.add_subcommand(
+            "report",
+            "The audit report, from the state database alone: per patch (id and level), each\n"
+            "process it was applied to (pid, start time, executable, build, time), by whom\n"
+            "(the caller's uid; automatic runs: the timer, the boot unit, sutured) and from\n"
+            "which feed (remote, target, sha256, CVEs), how it ended (revert, exit, crash),\n"
+            "what the health watch saw and the quarantine; then the runs (updates, refreshes,\n"
+            "settings). Changes nothing (docs/operator-guide.md, \"Audit report\").");
+        app->add_option("--since", since,
+                        "Only patches applied from this time: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ\n"
+                        "(UTC) or Unix seconds (default: everything)");
+        app->add_option("--format", format, "markdown or json (docs/formats.md)")
+            ->check(CLI::IsMember({"markdown", "json"}))
+            ->capture_default_str();
+        add_state_option(app, global);
+    }
+
+    // YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ (UTC) or Unix seconds.
+    static std::optional<std::int64_t> parse_since(const std::string& text) {
+        if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos) {
+            return std::stoll(text);
+        }
+        for (const char* layout : {"%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"}) {
+            std::tm time{};
+            const char* end = ::strptime(text.c_str(), layout, &time);
+            if (end != nullptr && *end == '\0') {
+                return static_cast<std::int64_t>(::timegm(&time));
+            }
+        }
+        return std::nullopt;
+    }
+
+    int run(const Global& global) const {
+        auto from = since.empty() ? std::optional<std::int64_t>(0) : parse_since(since);
+        if (!from) {
+            log::error("report: --since " + since +
+                       ": expected YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or Unix seconds");
+            return exit_usage;
+        }
+        return with_engine(global, [&](Engine& engine) -> int {
+            auto report = engine.audit_report(*from);
+            if (!report) {
+                return command_failed(report.error());
+            }
+            print_report(format == "json", audit_report_to_json(*report),
+                         [&] { print_audit_markdown(std::cout, *report); });
+            return exit_ok;
+        });
+    }
+};
+
 struct HistoryCommand {
     CLI::App* app = nullptr;
     std::size_t limit = 50;
@@ -941,6 +998,7 @@ struct Commands {
     HistoryCommand history;
     CrashLockCommand crash_lock;
     QuarantineCommand quarantine;
+    ReportCommand report;
     SwitchCommand enable;
     SwitchCommand disable;
     ExcludeCommand exclude;
@@ -962,6 +1020,7 @@ struct Commands {
         history.define(app, global);
         crash_lock.define(app, global);
         quarantine.define(app, global);
+        report.define(app, global);
         enable.define(app, global, true);
         disable.define(app, global, false);
         exclude.define(app, global);
@@ -991,6 +1050,8 @@ struct Commands {
             return crash_lock.run(global);
         if (quarantine.list->parsed() || quarantine.release->parsed())
             return quarantine.run(global);
+        if (report.app->parsed())
+            return report.run(global);
         if (history.app->parsed())
             return history.run(global);
         if (enable.app->parsed())

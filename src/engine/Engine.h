@@ -185,6 +185,10 @@ class Engine {
     Result<std::vector<Quarantine>> quarantined();
     Result<bool> release_quarantine(const std::string& patch_id);
 
+    // The audit report (`suture report`, Report.cpp): every patch applied
+    // since `since` (Unix seconds), read from the state database alone.
+    Result<AuditReport> audit_report(std::int64_t since);
+
     // The automatic cycle (`suture update`, Engine::update in Update.cpp).
     Result<UpdateReport> update(const UpdateOptions& options, const UpdateProgress& progress = {});
     // The feed: refresh every enabled remote, or list the verified cache.

@@ -13,7 +13,8 @@
 # release lets it be applied again. Last, `suture --direct update --watch`
 # without a daemon does the same in the foreground. With canary_seconds,
 # only one of ten new processes (the canary) is patched first; it dies;
-# the patch is quarantined and the nine are never touched. Prints the revert
+# the patch is quarantined and the nine are never touched. `suture report`
+# on the database of the run says all of it. Prints the revert
 # latency (from the command that makes the process crash to the last of the
 # nine seen unpatched: a figure, not an assertion).
 #
@@ -313,4 +314,31 @@ check_eq "no revert was needed: none of the nine was touched" 0 \
 check_eq "the nine are alive and compute right" 9 \
     "$(for pid in "${rest[@]}"; do ask "$pid" major; done | grep -c '^major 3$')"
 check_eq "quarantined, naming the canary" "$bad|$canary|4" "$(sqlite3 "$state" "select patch_id, pid, signal from quarantine")"
+# 10. The audit report of this run's database: per patch, where and by whom
+# it was applied, from which feed, how each application ended, what the
+# health watch saw.
+run 0 "suture report --format json" "$SUTURE" report --state "$state" --format json
+report=$output
+bad_report() { jq -c --arg id "$bad" ".patches[] | select(.patch_id == \$id) | $1" <<<"$report"; }
+check_eq "report: the bad patch's feed (remote, digest of the published file)" \
+    "\"test $(sha256sum "$scratch/patchsets/$bad/$bad.suture" | cut -d' ' -f1) CVE-2099-0001\"" \
+    "$(bad_report '.feed | "\(.remote) \(.sha256) \(.cves)"')"
+check_eq "report: the canary's application ended by the crash" '"crash"' \
+    "$(bad_report ".applications[] | select(.pid == $canary) | .ended_by")"
+check_eq "report: the first victim's too, and its build" "\"crash $build_id\"" \
+    "$(bad_report ".applications[] | select(.pid == ${holders[0]}) | \"\\(.ended_by) \\(.build_id)\"")"
+check_eq "report: applied by uid 0, by hand (an operator's suture update)" '"0 false applied"' \
+    "$(bad_report ".applications[] | select(.pid == $canary) | \"\\(.caller_uid) \\(.automatic) \\(.how)\"")"
+check_eq "report: the quarantine names the canary" "$canary" "$(bad_report '.quarantine.pid')"
+check_eq "report: the watch's events: three quarantines, two releases" "3 2" \
+    "$(bad_report '[.events[] | select(.action == "quarantine")] | length' | tr -d '\n') $(bad_report '[.events[] | select(.action == "release")] | length')"
+check_eq "report: the good patch is not quarantined" null \
+    "$(jq -c --arg id "$good" '.patches[] | select(.patch_id == $id) | .quarantine' <<<"$report")"
+run 0 "suture report (Markdown)" "$SUTURE" report --state "$state"
+grep -q "^## $bad level 1$" <<<"$output" && grep -q "^\*\*Quarantined\*\* at .*pid $canary" <<<"$output" &&
+    grep -q "^| $canary | " <<<"$output" && pass "the Markdown report names the patch, its quarantine and the canary" ||
+    fail_check "Markdown report: $(head -20 <<<"$output")"
+run 0 "suture report --since a future day" "$SUTURE" report --state "$state" --since 2099-01-01 --format json
+check_eq "nothing applied since then" 0 "$(jq '.patches | length' <<<"$output")"
+run 2 "suture report --since a bad date" "$SUTURE" report --state "$state" --since yesterday
 finish
