@@ -14,15 +14,17 @@
 # without a daemon does the same in the foreground. With canary_seconds,
 # only one of ten new processes (the canary) is patched first; it dies;
 # the patch is quarantined and the nine are never touched. `suture report`
-# on the database of the run says all of it. Prints the revert
+# on the database of the run says all of it; a new process gets the good
+# patch at its start and not the quarantined one. Prints the revert
 # latency (from the command that makes the process crash to the last of the
 # nine seen unpatched: a figure, not an assertion).
 #
-# Usage (meson passes it): health-watch.sh SUTURED
+# Usage (meson passes it): health-watch.sh SUTURED REPRODUCER_63074
 source "$(dirname "$0")/lib.sh"
 require_root "ptrace of the holders and the proc connector's exit events"
 : "${SUTURE_FEED:?}" "${SUTURE_PACK:?}" "${OPENSSL_CRASH_OBJECT:?}" "${OPENSSL_VERSION_OBJECT:?}"
 sutured=${1:?}
+reproducer=${2:?}  # a program linked with libcrypto: sutured patches it at its start
 command -v dbus-monitor >/dev/null || skip "needs dbus-monitor (package dbus)"
 
 fetch_archive_package debian-12 libssl3 3.0.20-1~deb12u2 "$scratch/archive"
@@ -341,4 +343,17 @@ grep -q "^## $bad level 1$" <<<"$output" && grep -q "^\*\*Quarantined\*\* at .*p
 run 0 "suture report --since a future day" "$SUTURE" report --state "$state" --since 2099-01-01 --format json
 check_eq "nothing applied since then" 0 "$(jq '.patches | length' <<<"$output")"
 run 2 "suture report --since a bad date" "$SUTURE" report --state "$state" --since yesterday
+# 11. New processes: sutured (limited to the reproducers' directory)
+# patches a program linked with libcrypto at its start with the good patch
+# and not the quarantined one.
+kill "$daemon_pid"
+wait "$daemon_pid" 2>/dev/null || true
+start_sutured "$sutured" --rescan-seconds 0 --new-processes-under "$(dirname "$reproducer")"
+start_program newcomer "LD_LIBRARY_PATH=$library_dir" -- "$reproducer"
+for _ in $(seq 50); do
+    [ "$(active_in "$good" "$newcomer")" = 1 ] && break
+    sleep 0.1
+done
+check_eq "a new process gets the good patch" 1 "$(active_in "$good" "$newcomer")"
+check_eq "and not the quarantined one" 0 "$(active_in "$bad" "$newcomer")"
 finish
