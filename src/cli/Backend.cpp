@@ -37,6 +37,16 @@ class LocalBackend final : public Backend {
         return engine_->history(limit);
     }
     Result<void> set_enabled(bool enabled) override { return engine_->set_enabled(enabled); }
+    Result<std::vector<Quarantine>> quarantined() override { return engine_->quarantined(); }
+    Result<bool> release_quarantine(const std::string& patch_id) override {
+        return engine_->release_quarantine(patch_id);
+    }
+    bool in_daemon() const override { return false; }
+    Result<void> open_health_watch() override { return engine_->open_health_watch(); }
+    std::vector<CrashOutcome> watch_health(std::chrono::seconds duration,
+                                           const InjectOptions& options) override {
+        return engine_->watch_health(duration, options);
+    }
 
   private:
     std::unique_ptr<Engine> engine_;
@@ -116,6 +126,31 @@ class DaemonBackend final : public Backend {
             }
             return {};
         });
+    }
+
+    Result<std::vector<Quarantine>> quarantined() override {
+        auto document = client_.call("Quarantine", true, "");
+        if (!document) {
+            return tl::unexpected(document.error());
+        }
+        return quarantine_from_json(*document);
+    }
+    Result<bool> release_quarantine(const std::string& patch_id) override {
+        return until_unlocked([&]() -> Result<bool> {
+            auto document = client_.call("ReleaseQuarantine", true, "s", patch_id.c_str());
+            if (!document) {
+                return tl::unexpected(document.error());
+            }
+            if (auto failure = failure_from_json(*document)) {
+                return tl::unexpected(failure->error);
+            }
+            return document->value("released", false);
+        });
+    }
+    bool in_daemon() const override { return true; }
+    Result<void> open_health_watch() override { return {}; }
+    std::vector<CrashOutcome> watch_health(std::chrono::seconds, const InjectOptions&) override {
+        return {};  // sutured watches by itself
     }
 
   private:

@@ -32,6 +32,18 @@ class Backend {
                                                        const InjectOptions& options) = 0;
     virtual Result<std::vector<HistoryEntry>> history(std::size_t limit) = 0;
     virtual Result<void> set_enabled(bool enabled) = 0;
+    // The quarantine (Engine::quarantined, Engine::release_quarantine).
+    virtual Result<std::vector<Quarantine>> quarantined() = 0;
+    virtual Result<bool> release_quarantine(const std::string& patch_id) = 0;
+    // Whether the commands run in sutured, which watches the processes it
+    // and others patch by itself (the health watch).
+    virtual bool in_daemon() const = 0;
+    // `suture update --watch` with the engine here: the watch opened before
+    // the update (a crash right after an apply is not missed), then run in
+    // the foreground (0 s: watch_seconds of suture.conf).
+    virtual Result<void> open_health_watch() = 0;
+    virtual std::vector<CrashOutcome> watch_health(std::chrono::seconds duration,
+                                                   const InjectOptions& options) = 0;
 };
 
 // sutured when it owns its name on the system bus and `direct` is false;

@@ -214,6 +214,95 @@ void print_host_revert(std::ostream& out, const HostRevertReport& report) {
         << (reverted == report.actions.size() ? "" : "; some failed (exit 21)") << "\n";
 }
 
+namespace {
+
+std::string uid_text(const std::optional<std::uint32_t>& uid) {
+    return uid ? "uid " + std::to_string(*uid) : "uid unknown";
+}
+
+// One application as a table row: where, when, by whom, how it ended.
+void print_audit_row(std::ostream& out, const AuditApplication& audit) {
+    const Application& row = audit.application;
+    out << "| " << row.process.pid << " | " << row.process.start_time << " | `" << row.executable
+        << "` | `" << row.build_id.substr(0, 12) << "` | " << format_utc_time(row.applied_at)
+        << " | " << (audit.how.empty() ? "unrecorded" : audit.how + " " + audit.source) << " | "
+        << uid_text(audit.caller_uid) << (audit.automatic ? ", automatic" : ", by hand") << " | "
+        << name_of(row.state) << " | ";
+    if (audit.ended_at != 0) {
+        out << format_utc_time(audit.ended_at) << " " << audit.ended_by << " ("
+            << uid_text(audit.ended_by_uid) << "): " << audit.ended_message;
+    }
+    out << " |\n";
+}
+
+void print_audit_event(std::ostream& out, const HistoryEntry& entry) {
+    out << "- " << format_utc_time(entry.at) << " " << name_of(entry.action) << " "
+        << name_of(entry.outcome) << (entry.process.pid ? " pid " + std::to_string(entry.process.pid) : "")
+        << (entry.reason.empty() ? "" : " (" + entry.reason + ")") << ": " << entry.message << " ["
+        << uid_text(entry.caller_uid) << "]\n";
+}
+
+}  // namespace
+
+void print_audit_markdown(std::ostream& out, const AuditReport& report) {
+    out << "# suture audit report\n\n"
+        << "Generated " << format_utc_time(report.generated_at) << " from the state database; "
+        << "patches applied since " << format_utc_time(report.since) << ": "
+        << report.patches.size() << ".\n";
+    for (const AuditPatch& patch : report.patches) {
+        out << "\n## " << patch.patch_id << " level " << patch.level << "\n\n";
+        if (patch.feed) {
+            out << "Feed: remote `" << patch.feed->remote << "`, target `" << patch.feed->name
+                << "`, sha256 `" << patch.feed->sha256 << "`, CVEs " << patch.feed->cves << ".\n";
+        } else {
+            out << "Feed: not in the last update's view of the feed cache.\n";
+        }
+        if (patch.quarantine) {
+            out << "**Quarantined** at " << format_utc_time(patch.quarantine->at) << ": "
+                << patch.quarantine->message << ".\n";
+        } else {
+            out << "Not quarantined.\n";
+        }
+        out << "\n| pid | start time | executable | build | applied (UTC) | how | by | state | "
+               "ended |\n|---|---|---|---|---|---|---|---|---|\n";
+        for (const AuditApplication& audit : patch.applications) {
+            print_audit_row(out, audit);
+        }
+        out << "\nHealth watch, reverts and quarantine: " << patch.events.size()
+            << " event(s).\n\n";
+        for (const HistoryEntry& entry : patch.events) {
+            print_audit_event(out, entry);
+        }
+    }
+    out << "\n## Runs\n\n";
+    for (const HistoryEntry& entry : report.runs) {
+        print_audit_event(out, entry);
+    }
+}
+
+void print_quarantine(std::ostream& out, const std::vector<Quarantine>& rows) {
+    if (rows.empty()) {
+        out << "nothing quarantined\n";
+    }
+    for (const Quarantine& row : rows) {
+        out << row.patch_id << " level " << row.level << ": quarantined at "
+            << format_utc_time(row.at) << " (" << row.reason << "): " << row.message << "\n";
+    }
+}
+
+void print_crashes(std::ostream& out, const std::vector<CrashOutcome>& crashes) {
+    if (crashes.empty()) {
+        out << "health watch: no patched process crashed\n";
+    }
+    for (const CrashOutcome& crash : crashes) {
+        for (const Quarantine& row : crash.quarantined) {
+            out << "health watch: " << row.message << ": " << row.patch_id << " level "
+                << row.level << " quarantined\n";
+        }
+        print_host_revert(out, crash.reverted);
+    }
+}
+
 void print_crash_lock(std::ostream& out, const CrashLockStatus& status) {
     out << "crash lock " << status.path << ": apply at " << format_utc_time(status.lock.at)
         << " (boot " << status.lock.boot_id << ")";

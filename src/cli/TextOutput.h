@@ -24,6 +24,12 @@ void print_cached_targets(std::ostream& out, const std::vector<feed::CachedTarge
 void print_update(std::ostream& out, const UpdateReport& report);
 // `suture revert --cve ID... | --all`: each process and patch, then a summary.
 void print_host_revert(std::ostream& out, const HostRevertReport& report);
+// The audit report as Markdown (`suture report`).
+void print_audit_markdown(std::ostream& out, const AuditReport& report);
+// The quarantined patch ids, one line each.
+void print_quarantine(std::ostream& out, const std::vector<Quarantine>& rows);
+// What the health watch of `suture update --watch` did.
+void print_crashes(std::ostream& out, const std::vector<CrashOutcome>& crashes);
 // The crash lockfile, and whether it holds its patches back.
 void print_crash_lock(std::ostream& out, const CrashLockStatus& status);
 // Oldest first (`entries` come newest first).

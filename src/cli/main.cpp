@@ -51,6 +51,8 @@ Files:
   /var/lib/suture/crash-lock.json (beside the state database)
       the crash lockfile: the patches of the last apply while watched
       (`suture crash-lock`; docs/state.md, "The crash lockfile").
+  the quarantine (a table of the state database)
+      patch ids the health watch blamed for a crash (`suture quarantine`).
   /run/suture/lock ($SUTURE_LOCK_FILE)
       the operation lock: one apply, revert, update, state rebuild or setting
       change at a time per host (sutured's included); others wait --wait
@@ -547,6 +549,8 @@ struct UpdateCommand {
     std::vector<std::string> exclude_cves;
     std::string min_severity;
     unsigned parallel = 0;
+    bool watch = false;
+    unsigned watch_seconds = 0;
 
     void define(CLI::App& parent, Global& global) {
         app = parent.add_subcommand(
@@ -590,6 +594,16 @@ struct UpdateCommand {
                         "0: the number of cores")
             ->check(CLI::Range(0, 1024))
             ->capture_default_str();
+        app->add_flag("--watch", watch,
+                      "Without sutured (or with --direct): stay in the foreground after the\n"
+                      "update and watch the patched processes for watch_seconds (suture.conf):\n"
+                      "a crash (SIGSEGV, SIGBUS, SIGILL, SIGABRT, SIGFPE) quarantines the patches\n"
+                      "applied in it and reverts them from every process (docs/operator-guide.md,\n"
+                      "\"Health watch\"). sutured watches by itself; then this does nothing");
+        app->add_option("--watch-seconds", watch_seconds,
+                        "With --watch: watch this long instead (0: watch_seconds of suture.conf)")
+            ->check(CLI::Range(0, 86400))
+            ->capture_default_str();
         add_state_option(app, global);
         add_feed_options(app, global);
         add_wait_option(app, global);
@@ -617,6 +631,16 @@ struct UpdateCommand {
     }
 
     int run_with(Backend& backend) const {
+        // The watch listens before the first apply (a crash right after it
+        // is not missed).
+        bool watching = watch && !dry_run && !backend.in_daemon();
+        if (watching) {
+            if (auto opened = backend.open_health_watch(); !opened) {
+                return command_failed(opened.error());
+            }
+        } else if (watch && backend.in_daemon()) {
+            log::info("sutured watches the patched processes (--watch is for runs without it)");
+        }
         {
             bool show_progress = !json && ::isatty(STDERR_FILENO);
             auto report = backend.update(options(), [&](std::size_t done, std::size_t total) {
@@ -634,7 +658,20 @@ struct UpdateCommand {
                 return command_failed(report.error());
             }
             bool failures = any_failed(report->actions);
-            print_report(json, update_to_json(*report), [&] { print_update(std::cout, *report); });
+            auto document = update_to_json(*report);
+            if (watching) {
+                // The update's report first (text), then what the watch saw.
+                if (!json) {
+                    print_update(std::cout, *report);
+                    std::cout << std::flush;
+                }
+                auto crashes = backend.watch_health(std::chrono::seconds(watch_seconds),
+                                                    options().inject);
+                document["health"] = crash_outcomes_to_json(crashes)["crashes"];
+                print_report(json, document, [&] { print_crashes(std::cout, crashes); });
+            } else {
+                print_report(json, document, [&] { print_update(std::cout, *report); });
+            }
             if (!report->lost_records.empty()) {
                 return records_lost(report->lost_records);
             }
@@ -681,6 +718,114 @@ struct CrashLockCommand {
             } else {
                 std::cout << "no crash lock\n";
             }
+            return exit_ok;
+        });
+    }
+};
+
+struct QuarantineCommand {
+    CLI::App* list = nullptr;
+    CLI::App* release = nullptr;
+    std::string patch_id;
+    bool json = false;
+
+    void define(CLI::App& parent, Global& global) {
+        CLI::App* app = parent.add_subcommand(
+            "quarantine",
+            "The patch ids the health watch quarantined: a process died of SIGSEGV, SIGBUS,\n"
+            "SIGILL, SIGABRT or SIGFPE within watch_seconds (suture.conf) of their apply, so\n"
+            "they were reverted from every process, and no update or new process gets them\n"
+            "again (rule `quarantined`, every level) until released (docs/operator-guide.md,\n"
+            "\"Health watch\").");
+        app->require_subcommand(1);
+        list = app->add_subcommand("list", "List the quarantined patch ids, with the crash of each");
+        list->add_flag("--json", json, "Print a JSON document (docs/formats.md)");
+        add_state_option(list, global);
+        release = app->add_subcommand(
+            "release",
+            "Let updates and new processes apply ID again (recorded; root or polkit's\n"
+            "org.suture.manage through sutured). Exit 1 when ID is not quarantined.");
+        release->add_option("ID", patch_id, "The patch id")->required();
+        add_state_option(release, global);
+        add_wait_option(release, global);
+    }
+
+    int run(const Global& global) const {
+        return with_backend(global, [&](Backend& backend) -> int {
+            if (release->parsed()) {
+                auto released = backend.release_quarantine(patch_id);
+                if (!released) {
+                    return command_failed(released.error());
+                }
+                if (!*released) {
+                    log::error(patch_id + " is not quarantined");
+                    return exit_failure;
+                }
+                std::cout << patch_id << ": released from quarantine\n";
+                return exit_ok;
+            }
+            auto rows = backend.quarantined();
+            if (!rows) {
+                return command_failed(rows.error());
+            }
+            print_report(json, quarantine_to_json(*rows), [&] { print_quarantine(std::cout, *rows); });
+            return exit_ok;
+        });
+    }
+};
+
+struct ReportCommand {
+    CLI::App* app = nullptr;
+    std::string since;
+    std::string format = "markdown";
+
+    void define(CLI::App& parent, Global& global) {
+        app = parent.add_subcommand(
+            "report",
+            "The audit report, from the state database alone: per patch (id and level), each\n"
+            "process it was applied to (pid, start time, executable, build, time), by whom\n"
+            "(the caller's uid; automatic runs: the timer, the boot unit, sutured) and from\n"
+            "which feed (remote, target, sha256, CVEs), how it ended (revert, exit, crash),\n"
+            "what the health watch saw and the quarantine; then the runs (updates, refreshes,\n"
+            "settings). Changes nothing (docs/operator-guide.md, \"Audit report\").");
+        app->add_option("--since", since,
+                        "Only patches applied from this time: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ\n"
+                        "(UTC) or Unix seconds (default: everything)");
+        app->add_option("--format", format, "markdown or json (docs/formats.md)")
+            ->check(CLI::IsMember({"markdown", "json"}))
+            ->capture_default_str();
+        add_state_option(app, global);
+    }
+
+    // YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ (UTC) or Unix seconds.
+    static std::optional<std::int64_t> parse_since(const std::string& text) {
+        if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos) {
+            return std::stoll(text);
+        }
+        for (const char* layout : {"%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"}) {
+            std::tm time{};
+            const char* end = ::strptime(text.c_str(), layout, &time);
+            if (end != nullptr && *end == '\0') {
+                return static_cast<std::int64_t>(::timegm(&time));
+            }
+        }
+        return std::nullopt;
+    }
+
+    int run(const Global& global) const {
+        auto from = since.empty() ? std::optional<std::int64_t>(0) : parse_since(since);
+        if (!from) {
+            log::error("report: --since " + since +
+                       ": expected YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or Unix seconds");
+            return exit_usage;
+        }
+        return with_engine(global, [&](Engine& engine) -> int {
+            auto report = engine.audit_report(*from);
+            if (!report) {
+                return command_failed(report.error());
+            }
+            print_report(format == "json", audit_report_to_json(*report),
+                         [&] { print_audit_markdown(std::cout, *report); });
             return exit_ok;
         });
     }
@@ -852,6 +997,8 @@ struct Commands {
     UpdateCommand update;
     HistoryCommand history;
     CrashLockCommand crash_lock;
+    QuarantineCommand quarantine;
+    ReportCommand report;
     SwitchCommand enable;
     SwitchCommand disable;
     ExcludeCommand exclude;
@@ -872,6 +1019,8 @@ struct Commands {
         update.define(app, global);
         history.define(app, global);
         crash_lock.define(app, global);
+        quarantine.define(app, global);
+        report.define(app, global);
         enable.define(app, global, true);
         disable.define(app, global, false);
         exclude.define(app, global);
@@ -899,6 +1048,10 @@ struct Commands {
             return update.run(global);
         if (crash_lock.app->parsed())
             return crash_lock.run(global);
+        if (quarantine.list->parsed() || quarantine.release->parsed())
+            return quarantine.run(global);
+        if (report.app->parsed())
+            return report.run(global);
         if (history.app->parsed())
             return history.run(global);
         if (enable.app->parsed())

@@ -57,10 +57,19 @@ const sd_bus_vtable daemon_vtable[] = {
                              guarded<Daemon::history>, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("SetEnabled", "b", SD_BUS_PARAM(enabled), "", ,
                              guarded<Daemon::set_enabled>, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("Quarantine", "", , "s", SD_BUS_PARAM(document),
+                             guarded<Daemon::quarantine>, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("ReleaseQuarantine", "s", SD_BUS_PARAM(patch_id), "s",
+                             SD_BUS_PARAM(document), guarded<Daemon::release_quarantine>,
+                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_PROPERTY("Enabled", "b", Daemon::enabled_property, 0, 0),
     SD_BUS_PROPERTY("Version", "s", Daemon::version_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
     SD_BUS_SIGNAL_WITH_NAMES("ProcessPatched", "isu",
                              SD_BUS_PARAM(pid) SD_BUS_PARAM(patch_id) SD_BUS_PARAM(level), 0),
+    SD_BUS_SIGNAL_WITH_NAMES("PatchQuarantined", "suisiu",
+                             SD_BUS_PARAM(patch_id) SD_BUS_PARAM(level) SD_BUS_PARAM(pid)
+                                 SD_BUS_PARAM(comm) SD_BUS_PARAM(signal) SD_BUS_PARAM(reverted),
+                             0),
     SD_BUS_VTABLE_END};
 
 }  // namespace
@@ -116,6 +125,7 @@ int Daemon::run() {
     if (options_.new_processes) {
         watch_new_processes();
     }
+    watch_health();
     if (options_.rescan_seconds > 0) {
         sd_event_add_time_relative(loop, nullptr, CLOCK_MONOTONIC,
                                    options_.rescan_seconds * 1000000ULL, 1000000ULL, Daemon::rescan,
@@ -164,6 +174,60 @@ void Daemon::watch_new_processes() {
     exec_watcher_.emplace(std::move(*watcher));
     sd_event_add_io(event_.get(), nullptr, exec_watcher_->fd(), EPOLLIN, Daemon::exec_events, this);
     log::info("sutured: patching new processes at their entry point");
+}
+
+void Daemon::watch_health() {
+    if (auto opened = engine_->open_health_watch(); !opened) {
+        log::warning("sutured: patched processes will not be watched for crashes: " +
+                     opened.error().message);
+        return;
+    }
+    sd_event_add_io(event_.get(), nullptr, engine_->health_watch_fd(), EPOLLIN,
+                    Daemon::health_events, this);
+    sd_event_add_time_relative(event_.get(), &health_retry_, CLOCK_MONOTONIC, 200000, 10000,
+                               Daemon::health_retry, this);
+    sd_event_source_set_floating(health_retry_, 1);  // the loop owns it
+    sd_event_source_set_enabled(health_retry_, SD_EVENT_OFF);
+    log::info("sutured: watching patched processes for crashes");
+}
+
+int Daemon::health_events(sd_event_source*, int, std::uint32_t, void* self) {
+    auto* daemon = static_cast<Daemon*>(self);
+    try {
+        daemon->handle_health();
+    } catch (const std::exception& exception) {
+        log::error(std::string("sutured: health watch: ") + exception.what());
+    }
+    return 0;
+}
+
+int Daemon::health_retry(sd_event_source*, std::uint64_t, void* self) {
+    return health_events(nullptr, -1, 0, self);
+}
+
+void Daemon::handle_health() {
+    for (const CrashOutcome& crash : engine_->handle_health_events(options_.inject)) {
+        log_lost("health watch", crash.reverted.lost_records);
+        for (const Quarantine& row : crash.quarantined) {
+            std::uint32_t reverted = 0;
+            for (const UpdateAction& action : crash.reverted.actions) {
+                reverted += action.patch_id == row.patch_id &&
+                            action.outcome == ActionOutcome::reverted;
+            }
+            log::warning("sutured: " + row.patch_id + " level " + std::to_string(row.level) +
+                         " quarantined: " + row.message + "; reverted from " +
+                         std::to_string(reverted) + " process(es) in " +
+                         std::to_string(crash.revert_ms) + " ms");
+            sd_bus_emit_signal(bus_.get(), bus::path, bus::interface, "PatchQuarantined",
+                               "suisiu", row.patch_id.c_str(), row.level, row.process.pid,
+                               row.comm.c_str(), row.signal, reverted);
+        }
+        write_metrics();
+    }
+    if (health_retry_ != nullptr && engine_->health_watch_pending()) {
+        sd_event_source_set_time_relative(health_retry_, 200000);
+        sd_event_source_set_enabled(health_retry_, SD_EVENT_ONESHOT);
+    }
 }
 
 int Daemon::exec_events(sd_event_source*, int, std::uint32_t, void* self) {
@@ -526,6 +590,34 @@ int Daemon::set_enabled(sd_bus_message* message, void* self, sd_bus_error* error
     sd_bus_emit_properties_changed(daemon->bus_.get(), bus::path, bus::interface, "Enabled",
                                    nullptr);
     return sd_bus_reply_method_return(message, "");
+}
+
+int Daemon::quarantine(sd_bus_message* message, void* self, sd_bus_error*) {
+    auto* daemon = static_cast<Daemon*>(self);
+    auto rows = daemon->engine_->quarantined();
+    if (!rows) {
+        return reply(message, error_to_json(rows.error()));
+    }
+    return reply(message, quarantine_to_json(*rows));
+}
+
+int Daemon::release_quarantine(sd_bus_message* message, void* self, sd_bus_error* error) {
+    auto* daemon = static_cast<Daemon*>(self);
+    const char* patch_id = nullptr;
+    if (int result = sd_bus_message_read(message, "s", &patch_id); result < 0) {
+        return result;
+    }
+    std::uint32_t caller = 0;
+    if (int denied = daemon->authorize(message, error, caller); denied < 0) {
+        return denied;
+    }
+    CallerScope as_caller(*daemon->engine_, caller);
+    auto released = daemon->engine_->release_quarantine(patch_id);
+    if (!released) {
+        return reply(message, error_to_json(released.error()));
+    }
+    (void)daemon->engine_->reload_new_process_patches();
+    return reply(message, {{"patch_id", patch_id}, {"released", *released}});
 }
 
 int Daemon::version_property(sd_bus*, const char*, const char*, const char*, sd_bus_message* reply,

@@ -57,6 +57,8 @@ class Daemon {
     static int revert_everywhere(sd_bus_message* message, void* self, sd_bus_error* error);
     static int history(sd_bus_message* message, void* self, sd_bus_error* error);
     static int set_enabled(sd_bus_message* message, void* self, sd_bus_error* error);
+    static int quarantine(sd_bus_message* message, void* self, sd_bus_error* error);
+    static int release_quarantine(sd_bus_message* message, void* self, sd_bus_error* error);
     static int enabled_property(sd_bus*, const char*, const char*, const char*,
                                 sd_bus_message* reply, void* self, sd_bus_error* error);
     static int version_property(sd_bus*, const char*, const char*, const char*,
@@ -64,6 +66,8 @@ class Daemon {
 
     static int exec_events(sd_event_source*, int fd, std::uint32_t, void* self);
     static int rescan(sd_event_source* source, std::uint64_t, void* self);
+    static int health_events(sd_event_source*, int fd, std::uint32_t, void* self);
+    static int health_retry(sd_event_source* source, std::uint64_t, void* self);
 
   private:
     Daemon(DaemonOptions options, std::unique_ptr<Engine> engine)
@@ -82,6 +86,14 @@ class Daemon {
     // Starts listening to exec events (a warning, not an error, if the
     // kernel refuses: updates still work).
     void watch_new_processes();
+    // Starts the health watch (exit events; a warning if the kernel
+    // refuses: nothing is then watched).
+    void watch_health();
+    // Reads the exit events waiting and acts on crashes (Engine::
+    // handle_health_events): PatchQuarantined per quarantined patch, the
+    // log, the metrics; a crash that found the operation lock held is tried
+    // again 200 ms later.
+    void handle_health();
 
     // 0 when the sender of `message` may call a mutating method (root, or
     // polkit's org.suture.manage), else an AccessDenied error; `caller_uid`
@@ -105,6 +117,7 @@ class Daemon {
     // Declared in this order so the slot goes before the bus, the bus
     // before the event loop it is attached to.
     bus::Event event_;
+    sd_event_source* health_retry_ = nullptr;  // the loop owns it (floating)
     bus::Bus bus_;
     bus::Slot slot_;
 };

@@ -14,7 +14,9 @@ int main(int argc, char** argv) {
     CLI::App app{
         "sutured: suture's daemon. Owns org.suture.Suture1 on the system bus (or on\n"
         "$DBUS_SYSTEM_BUS_ADDRESS) and serves the engine: Status, Update, Apply, Revert,\n"
-        "History, SetEnabled. Mutating methods need root or polkit's org.suture.manage.",
+        "History, SetEnabled, Quarantine, ReleaseQuarantine. Mutating methods need root or\n"
+        "polkit's org.suture.manage. It watches every patched process for crashes within\n"
+        "watch_seconds of its apply (the health watch: docs/operator-guide.md).",
         "sutured"};
     app.footer(
         "Exit status: 0 stopped by SIGTERM/SIGINT, 1 could not start.\n"

@@ -733,6 +733,89 @@ json host_revert_to_json(const HostRevertReport& report) {
     return {{"actions", actions_to_json(report.actions)}, {"lost_records", report.lost_records}};
 }
 
+json quarantine_to_json(const std::vector<Quarantine>& quarantined) {
+    json rows = json::array();
+    for (const Quarantine& row : quarantined) {
+        rows.push_back({{"patch_id", row.patch_id},
+                        {"level", row.level},
+                        {"at", row.at},
+                        {"at_utc", format_utc_time(row.at)},
+                        {"reason", row.reason},
+                        {"message", row.message},
+                        {"pid", row.process.pid},
+                        {"start_time", row.process.start_time},
+                        {"comm", row.comm},
+                        {"signal", row.signal}});
+    }
+    return {{"quarantined", rows}};
+}
+
+json audit_report_to_json(const AuditReport& report) {
+    auto uid = [](const std::optional<std::uint32_t>& value) {
+        return value ? json(*value) : json(nullptr);
+    };
+    json patches = json::array();
+    for (const AuditPatch& patch : report.patches) {
+        json applications = json::array();
+        for (const AuditApplication& audit : patch.applications) {
+            const Application& row = audit.application;
+            applications.push_back({{"pid", row.process.pid},
+                                    {"start_time", row.process.start_time},
+                                    {"executable", row.executable},
+                                    {"build_id", row.build_id},
+                                    {"applied_at", row.applied_at},
+                                    {"applied_at_utc", format_utc_time(row.applied_at)},
+                                    {"state", name_of(row.state)},
+                                    {"how", audit.how},
+                                    {"caller_uid", uid(audit.caller_uid)},
+                                    {"automatic", audit.automatic},
+                                    {"source", audit.source},
+                                    {"ended_at", audit.ended_at},
+                                    {"ended_by", audit.ended_by},
+                                    {"ended_message", audit.ended_message},
+                                    {"ended_by_uid", uid(audit.ended_by_uid)}});
+        }
+        json feed = nullptr;
+        if (patch.feed) {
+            feed = {{"remote", patch.feed->remote},
+                    {"target", patch.feed->name},
+                    {"sha256", patch.feed->sha256},
+                    {"cves", patch.feed->cves}};
+        }
+        patches.push_back(
+            {{"patch_id", patch.patch_id},
+             {"level", patch.level},
+             {"feed", feed},
+             {"applications", applications},
+             {"events", history_to_json(patch.events)["history"]},
+             {"quarantine", patch.quarantine
+                                ? quarantine_to_json({*patch.quarantine})["quarantined"][0]
+                                : json(nullptr)}});
+    }
+    return {{"since", report.since},
+            {"since_utc", format_utc_time(report.since)},
+            {"generated_at", report.generated_at},
+            {"generated_at_utc", format_utc_time(report.generated_at)},
+            {"patches", patches},
+            {"runs", history_to_json(report.runs)["history"]}};
+}
+
+json crash_outcomes_to_json(const std::vector<CrashOutcome>& outcomes) {
+    json crashes = json::array();
+    for (const CrashOutcome& outcome : outcomes) {
+        crashes.push_back({{"pid", outcome.process.pid},
+                           {"start_time", outcome.process.start_time},
+                           {"comm", outcome.comm},
+                           {"executable", outcome.executable},
+                           {"signal", outcome.signal},
+                           {"at", outcome.at},
+                           {"quarantined", quarantine_to_json(outcome.quarantined)["quarantined"]},
+                           {"reverted", host_revert_to_json(outcome.reverted)},
+                           {"revert_ms", outcome.revert_ms}});
+    }
+    return {{"crashes", crashes}};
+}
+
 json update_to_json(const UpdateReport& report) {
     json actions = actions_to_json(report.actions);
     json document = {{"enabled", report.enabled},
@@ -751,7 +834,9 @@ json update_to_json(const UpdateReport& report) {
                      {"removed_empty_regions", report.removed_empty_regions},
                      {"problems", report.problems},
                      {"lost_records", report.lost_records},
+                     {"canaries", report.canaries},
                      {"actions", actions}};
+    document["crashes"] = crash_outcomes_to_json(report.crashes)["crashes"];
     document["feed"] = refresh_to_json(report.refreshes)["remotes"];
     return document;
 }
@@ -872,6 +957,16 @@ Result<UpdateReport> update_from_json(const json& document) {
     report.window = fields.optional<std::string>("window").value_or("");
     report.rollout_bucket = fields.optional<double>("rollout_bucket");
     report.policy_time = fields.optional<std::int64_t>("policy_time").value_or(0);
+    report.canaries = fields.optional<std::size_t>("canaries").value_or(0);
+    if (fields.optional<json>("crashes")) {
+        for (const json& crash : fields.array("crashes")) {
+            auto outcome = crash_outcome_from_json(crash);
+            if (!outcome) {
+                return tl::unexpected(outcome.error());
+            }
+            report.crashes.push_back(std::move(*outcome));
+        }
+    }
     for (const json& remote : fields.array("feed")) {
         report.refreshes.push_back(remote_refresh_from_json(remote, fields));
     }
@@ -882,6 +977,31 @@ Result<UpdateReport> update_from_json(const json& document) {
         return tl::unexpected(fields.error());
     }
     return report;
+}
+
+Result<CrashOutcome> crash_outcome_from_json(const json& document) {
+    FieldReader fields(document, "crash");
+    CrashOutcome outcome{
+        .process = {.pid = fields.get<int>("pid"),
+                    .start_time = fields.get<std::uint64_t>("start_time")},
+        .comm = fields.get<std::string>("comm"),
+        .executable = fields.get<std::string>("executable"),
+        .signal = fields.get<int>("signal"),
+        .at = fields.get<std::int64_t>("at"),
+        .quarantined = {},
+        .reverted = {},
+        .revert_ms = fields.get<std::int64_t>("revert_ms")};
+    if (fields.problem()) {
+        return tl::unexpected(fields.error());
+    }
+    auto quarantined = quarantine_from_json(json{{"quarantined", document.at("quarantined")}});
+    auto reverted = host_revert_from_json(document.at("reverted"));
+    if (!quarantined || !reverted) {
+        return tl::unexpected(!quarantined ? quarantined.error() : reverted.error());
+    }
+    outcome.quarantined = std::move(*quarantined);
+    outcome.reverted = std::move(*reverted);
+    return outcome;
 }
 
 Result<HostRevertReport> host_revert_from_json(const json& document) {
@@ -987,6 +1107,31 @@ Result<std::vector<HistoryEntry>> history_from_json(const json& document) {
         return tl::unexpected(fields.error());
     }
     return entries;
+}
+
+Result<std::vector<Quarantine>> quarantine_from_json(const json& document) {
+    if (auto failure = failure_from_json(document)) {
+        return tl::unexpected(failure->error);
+    }
+    FieldReader fields(document, "quarantine document");
+    std::vector<Quarantine> rows;
+    for (const json& row : fields.array("quarantined")) {
+        FieldReader entry(row, "quarantine entry");
+        rows.push_back({.patch_id = entry.get<std::string>("patch_id"),
+                        .level = entry.get<std::uint32_t>("level"),
+                        .at = entry.get<std::int64_t>("at"),
+                        .reason = entry.get<std::string>("reason"),
+                        .message = entry.get<std::string>("message"),
+                        .process = {.pid = entry.get<int>("pid"),
+                                    .start_time = entry.get<std::uint64_t>("start_time")},
+                        .comm = entry.get<std::string>("comm"),
+                        .signal = entry.get<int>("signal")});
+        fields.adopt(entry);
+    }
+    if (fields.problem()) {
+        return tl::unexpected(fields.error());
+    }
+    return rows;
 }
 
 }  // namespace suture

@@ -78,6 +78,8 @@ struct UpdateAction {
     std::string remote;    // the feed it came from
 };
 
+struct CrashOutcome;  // below: what the health watch did about one crash
+
 struct UpdateReport {
     bool enabled = true;
     bool dry_run = false;    // nothing was changed: the actions say what would be
@@ -98,6 +100,10 @@ struct UpdateReport {
     // Records the state database failed to write (a full disk, an I/O
     // error), each "what: why": the run did them, the database lacks them.
     std::vector<std::string> lost_records;
+    // Canaries (suture.conf canary_seconds): how many processes were
+    // patched first and watched, and what the watch saw of them.
+    std::size_t canaries = 0;
+    std::vector<CrashOutcome> crashes;
 };
 
 // What `suture revert --cve ID… | --all` did: one action per (process,
@@ -105,6 +111,49 @@ struct UpdateReport {
 struct HostRevertReport {
     std::vector<UpdateAction> actions;
     std::vector<std::string> lost_records;  // as in UpdateReport
+};
+
+// What the health watch did about one crash (HealthWatch.cpp): the
+// process that died, the patch ids applied in it within watch_seconds
+// (each quarantined), and their reverts from every other process.
+struct CrashOutcome {
+    ProcessIdentity process;
+    std::string comm;
+    std::string executable;
+    int signal = 0;
+    std::int64_t at = 0;                  // Unix seconds of the crash as seen
+    std::vector<Quarantine> quarantined;  // the patches blamed
+    HostRevertReport reverted;            // their reverts everywhere
+    std::int64_t revert_ms = 0;           // from reading the event to the last revert
+};
+
+// The audit report (`suture report`, Engine::audit_report in Report.cpp):
+// per patch (id and level), each application with who made it and how it
+// ended, the feed it came from, and what the health watch saw.
+struct AuditApplication {
+    Application application;  // where and when: process, executable, build, level
+    std::string how;          // applied | adopted ("" : no history entry of it)
+    std::optional<std::uint32_t> caller_uid;  // whose call (the apply's history entry)
+    bool automatic = false;   // by an automatic run (the timer, the boot unit, sutured)
+    std::string source;       // the apply entry's message: "from REMOTE[ (automatic)]"
+    std::int64_t ended_at = 0;  // 0: still active
+    std::string ended_by;       // revert | exit | crash
+    std::string ended_message;
+    std::optional<std::uint32_t> ended_by_uid;
+};
+struct AuditPatch {
+    std::string patch_id;
+    std::uint32_t level = 0;
+    std::optional<CachedPatchset> feed;  // as the last update saw the feed cache
+    std::vector<AuditApplication> applications;
+    std::vector<HistoryEntry> events;  // reverts, crashes, quarantines, releases
+    std::optional<Quarantine> quarantine;  // quarantined now
+};
+struct AuditReport {
+    std::int64_t since = 0;
+    std::int64_t generated_at = 0;
+    std::vector<AuditPatch> patches;
+    std::vector<HistoryEntry> runs;  // updates, refreshes, settings
 };
 
 // What `suture state rebuild` did (Engine::rebuild_state).
@@ -165,6 +214,9 @@ struct CrashLockStatus;  // engine/Engine.h
 nlohmann::json crash_lock_to_json(const CrashLockStatus& status);
 Result<HostRevertReport> host_revert_from_json(const nlohmann::json& document);
 nlohmann::json state_rebuild_to_json(const StateRebuild& rebuild);
+nlohmann::json quarantine_to_json(const std::vector<Quarantine>& quarantined);
+nlohmann::json audit_report_to_json(const AuditReport& report);
+nlohmann::json crash_outcomes_to_json(const std::vector<CrashOutcome>& outcomes);
 nlohmann::json history_to_json(const std::vector<HistoryEntry>& entries);
 nlohmann::json refresh_to_json(const std::vector<RemoteRefresh>& refreshes);
 nlohmann::json cached_targets_to_json(const std::vector<feed::CachedTarget>& targets);
@@ -177,6 +229,8 @@ InjectResult<std::vector<InjectReport>> reverted_from_json(
     const nlohmann::json& document, std::vector<std::string>* lost_records = nullptr);
 Result<UpdateReport> update_from_json(const nlohmann::json& document);
 Result<std::vector<HistoryEntry>> history_from_json(const nlohmann::json& document);
+Result<std::vector<Quarantine>> quarantine_from_json(const nlohmann::json& document);
+Result<CrashOutcome> crash_outcome_from_json(const nlohmann::json& document);
 // The failure a document describes, or nullopt when it is not one.
 std::optional<InjectFailure> failure_from_json(const nlohmann::json& document);
 

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "distro/BuildIndex.h"
 #include "engine/Candidates.h"
+#include "engine/HealthWatch.h"
 #include "engine/NewProcesses.h"
 #include "engine/Update.h"
 #include "inject/EntryGate.h"

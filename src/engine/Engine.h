@@ -32,6 +32,7 @@ class Scanner;
 class StateDatabase;
 class NewProcessPatcher;
 class Records;  // engine/Candidates.h
+class ExitEvents;  // engine/HealthWatch.h
 
 struct EngineOptions {
     // Directory holding <distribution>/builds.json; empty means the installed
@@ -76,6 +77,7 @@ struct UpdateOptions {
 struct RevertScope {
     std::set<std::string> cves;
     bool all = false;
+    std::set<std::string> patch_ids;  // these patch ids too (the health watch's)
 };
 
 // The crash lockfile as `suture crash-lock` and `suture status` show it.
@@ -156,6 +158,36 @@ class Engine {
     // lock, with a history entry.
     Result<std::optional<CrashLockStatus>> crash_lock();
     Result<void> release_crash_lock();
+
+    // The health watch (HealthWatch.cpp; docs/operator-guide.md, "Health
+    // watch"). Every death by a crash signal (SIGSEGV, SIGBUS, SIGILL,
+    // SIGABRT, SIGFPE) of a process whose last apply (as the state database
+    // has it) was less than watch_seconds (suture.conf) before is blamed on
+    // the patch ids of that apply: each is quarantined (never applied again by an update or to
+    // a new process until released), reverted from every process of the
+    // host, and recorded in the history. A crash of a process suture never
+    // patched (or patched longer ago) is blamed on nothing.
+    // open_health_watch subscribes to the kernel's exit events (root);
+    // health_watch_fd is the socket to poll (-1 before); each readable
+    // moment, handle_health_events reads what is waiting and acts. A crash
+    // whose revert found the operation lock held is kept and tried again by
+    // the next call (health_watch_pending says so).
+    Result<void> open_health_watch();
+    int health_watch_fd() const;
+    std::vector<CrashOutcome> handle_health_events(const InjectOptions& options);
+    bool health_watch_pending() const { return !pending_deaths_.empty(); }
+    // The foreground form (`suture --direct update --watch`): handles events
+    // as they come for `duration`, then returns what it did.
+    std::vector<CrashOutcome> watch_health(std::chrono::seconds duration,
+                                           const InjectOptions& options);
+    // `suture quarantine list | release ID`; a release (under the operation
+    // lock) is recorded in the history; false when ID was not quarantined.
+    Result<std::vector<Quarantine>> quarantined();
+    Result<bool> release_quarantine(const std::string& patch_id);
+
+    // The audit report (`suture report`, Report.cpp): every patch applied
+    // since `since` (Unix seconds), read from the state database alone.
+    Result<AuditReport> audit_report(std::int64_t since);
 
     // The automatic cycle (`suture update`, Engine::update in Update.cpp).
     Result<UpdateReport> update(const UpdateOptions& options, const UpdateProgress& progress = {});
@@ -254,6 +286,12 @@ class Engine {
     std::uint32_t caller_uid_ = static_cast<std::uint32_t>(::getuid());
     std::unique_ptr<NewProcessPatcher> new_processes_;
     std::weak_ptr<HostLock> lock_;  // the operation lock while some operation holds it
+    std::unique_ptr<ExitEvents> exit_events_;  // the health watch's socket, once opened
+    std::vector<std::pair<int, int>> pending_deaths_;  // (pid, signal) waiting for the lock
+    // One crash (HealthWatch.cpp): nullopt when nothing is blamed; error
+    // `locked` when the operation lock is held elsewhere (tried again).
+    Result<std::optional<CrashOutcome>> handle_crash(int pid, int signal,
+                                                     const InjectOptions& options);
 };
 
 // Names `uid` as the engine's caller while it lives, then the previous

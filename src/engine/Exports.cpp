@@ -121,7 +121,10 @@ void history_metrics(const MetricsFacts& facts, MetricsWriter& out) {
              {"suture_patches_applied", "Live patches applied (state database history)",
               facts.patches_applied},
              {"suture_patches_failed", "Live patch applies that failed", facts.patches_failed},
-             {"suture_patches_reverted", "Live patches reverted", facts.patches_reverted}}) {
+             {"suture_patches_reverted", "Live patches reverted", facts.patches_reverted},
+             {"suture_patches_quarantined",
+              "Live patches the health watch quarantined after a crash",
+              facts.patches_quarantined}}) {
         out.family(name, "counter", help);
         out.sample(std::string(name) + "_total", "", value);
     }
@@ -268,6 +271,8 @@ MetricsFacts metrics_facts_from(const std::vector<StateDatabase::HistoryTotal>& 
             facts.patches_failed += total.count;
         } else if (total.action == HistoryAction::revert && ok) {
             facts.patches_reverted += total.count;
+        } else if (total.action == HistoryAction::quarantine) {
+            facts.patches_quarantined += total.count;
         } else if (total.action == HistoryAction::update) {
             facts.last_update = std::max(facts.last_update, total.last_at);
         } else if (total.action == HistoryAction::refresh && ok) {

@@ -23,6 +23,7 @@ struct MetricsFacts {
     std::int64_t patches_applied = 0;   // apply entries that succeeded
     std::int64_t patches_failed = 0;    // apply entries that failed
     std::int64_t patches_reverted = 0;  // revert entries that succeeded
+    std::int64_t patches_quarantined = 0;  // quarantine entries (health watch)
     std::int64_t last_update = 0;       // Unix seconds of the latest update run
     std::int64_t last_feed_refresh_success = 0;
 };

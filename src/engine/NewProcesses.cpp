@@ -77,6 +77,12 @@ Result<void> NewProcessPatcher::hold_back_by_policy() {
         return tl::unexpected(approved.error());
     }
     RunContext context = run_context(true);
+    auto quarantined = quarantined_patches(**database);
+    if (!quarantined) {
+        patches_.clear();
+        return tl::unexpected(quarantined.error());
+    }
+    context.quarantined = std::move(*quarantined);
     AdvisoryData advisories = load_advisories(engine_.feed_options());
     for (auto& [build_id, candidates] : patches_) {
         std::erase_if(candidates, [&](const UsablePatch& candidate) {

@@ -127,6 +127,15 @@ Result<void> apply_setting(Policy& policy, const std::string& key, const std::st
         }
         return {};
     }
+    if (key == "canary_seconds") {
+        if (!parse_number(std::string_view(value), policy.canary_seconds) ||
+            policy.canary_seconds > max_canary_seconds) {
+            return fail(ErrorCode::bad_format, where + ": bad value for canary_seconds: " + value +
+                                                   " (0 to " + std::to_string(max_canary_seconds) +
+                                                   ")");
+        }
+        return {};
+    }
     if (key == "immediate_severity") {
         auto severity = parse_severity_value(value, where);
         if (!severity) {
@@ -395,6 +404,11 @@ const std::vector<Wave>& rollout_for(const Policy& policy, const std::string& ch
 
 std::optional<Hold> held_back(const PatchFacts& patch, const Selection& selection,
                               const Policy& policy, const RunContext& run, bool approved_on_host) {
+    if (auto quarantined = run.quarantined.find(patch.patch_id);
+        quarantined != run.quarantined.end()) {
+        return Hold{"quarantined", quarantined->second + "; suture quarantine release " +
+                                       patch.patch_id + " lets it be applied again"};
+    }
     if (auto held = selection_holds(patch, selection)) {
         return held;
     }

@@ -62,9 +62,18 @@ struct Policy {
     Severity immediate_severity = Severity::high;    // applies outside the windows too
     std::vector<Wave> rollout;                       // empty: every host at once
     std::map<std::string, std::vector<Wave>> rollout_by_channel;  // overrides `rollout`
-    std::uint32_t watch_seconds = 300;  // the crash lock covers an apply this long
+    // The crash lock covers an apply this long, and the health watch blames
+    // a crash on the patches applied in the process this long before it.
+    std::uint32_t watch_seconds = 300;
+    // Canaries inside the host: for each executable (and systemd unit) with
+    // several processes to patch, an update applies to one process first and
+    // watches it this long before the rest (0: off, every process at once).
+    std::uint32_t canary_seconds = 0;
     std::string source;                              // the file, "" for the defaults
 };
+// The longest canary watch: an update holds the operation lock (and sutured
+// its event loop) meanwhile, and sutured's callers wait at most 10 minutes.
+constexpr std::uint32_t max_canary_seconds = 300;
 // Parses suture.conf's text (key = value lines, '#' comments).
 Result<Policy> parse_policy(const std::string& text, const std::string& file_name);
 // CONFIG_DIRECTORY/suture.conf; a missing file is the defaults.
@@ -111,16 +120,21 @@ struct RunContext {
     // watch_seconds (engine/CrashLock.h): automatic runs hold them back.
     std::set<std::pair<std::string, std::uint32_t>> crash_locked;
     std::int64_t crash_locked_at = 0;
+    // Patch ids the health watch quarantined (every level), each with why:
+    // every run holds them back, manual or automatic, until released.
+    std::map<std::string, std::string> quarantined;
 };
 
-// Why `patch` is held back in this run, or nullopt to go ahead. The
-// selection first (every run), then for automatic runs auto_apply, the
+// Why `patch` is held back in this run, or nullopt to go ahead. A
+// quarantine first, the selection next (both every run), then for automatic runs auto_apply, the
 // crash lock, the rollout wave and the window. `approved_on_host`: the patch (id and level)
 // was already applied on this host (the state database has it), so neither
 // the rollout nor the window holds it back: a process started later never
 // stays unpatched because of the clock.
 struct Hold {
-    std::string rule;  // cve, exclude_cve, min_severity, auto_apply, crash_lock, rollout, window
+    // quarantined, cve, exclude_cve, min_severity, auto_apply, crash_lock,
+    // rollout, window
+    std::string rule;
     std::string message;  // how, for the operator
 };
 std::optional<Hold> held_back(const PatchFacts& patch, const Selection& selection,

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "engine/Documents.h"
+
 namespace suture {
 
 Severity severity_of(const UsablePatch& candidate, const AdvisoryData& advisories) {
@@ -47,6 +49,18 @@ Result<ApprovedPatches> approved_patches(StateDatabase& database) {
         }
     }
     return approved;
+}
+
+Result<std::map<std::string, std::string>> quarantined_patches(StateDatabase& database) {
+    auto rows = database.quarantined();
+    if (!rows) {
+        return tl::unexpected(rows.error());
+    }
+    std::map<std::string, std::string> quarantined;
+    for (const Quarantine& row : *rows) {
+        quarantined[row.patch_id] = "quarantined at " + format_utc_time(row.at) + ": " + row.message;
+    }
+    return quarantined;
 }
 
 RunContext run_context(bool automatic) {

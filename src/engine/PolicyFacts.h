@@ -4,6 +4,7 @@
 // (NewProcesses.cpp), so sutured's two paths hold back the same patches.
 #pragma once
 
+#include <map>
 #include <set>
 #include <string>
 #include <utility>
@@ -26,6 +27,10 @@ PatchFacts facts_of(const UsablePatch& candidate, Severity severity);
 // hold them back.
 using ApprovedPatches = std::set<std::pair<std::string, std::uint32_t>>;
 Result<ApprovedPatches> approved_patches(StateDatabase& database);
+
+// The patch ids the health watch quarantined, each with its message
+// (RunContext::quarantined).
+Result<std::map<std::string, std::string>> quarantined_patches(StateDatabase& database);
 
 // The circumstances of a run: the clock (SUTURE_TEST_NOW in tests), local
 // time, the host's rollout bucket from its machine id.

@@ -42,10 +42,10 @@ Result<HostRevertReport> Engine::revert_everywhere(const RevertScope& scope,
         return tl::unexpected(lock.error());
     }
     // 2. Which patch ids the scope names (the cache is read only for CVEs).
-    std::set<std::string> ids;
-    if (!scope.all) {
+    std::set<std::string> ids = scope.patch_ids;
+    if (!scope.all && !scope.cves.empty()) {
         auto cached = list_feeds();
-        ids = patch_ids_for(scope.cves, cached ? *cached : std::vector<feed::CachedTarget>{});
+        ids.merge(patch_ids_for(scope.cves, cached ? *cached : std::vector<feed::CachedTarget>{}));
     }
     // 3. Every process's markers (no ptrace), then one revert per patch.
     StatusReport report = status();

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <optional>
@@ -346,17 +347,112 @@ void apply_jobs(std::vector<ProcessJob>& jobs, const InjectOptions& inject, unsi
     }
 }
 
-// Step: each job's outcomes recorded, in order, from this thread alone.
+// Canaries inside the host (suture.conf canary_seconds): the jobs of each
+// (executable, systemd unit) split into one canary, applied first, and the
+// rest, applied once the canary has run canary_seconds without crashing.
+// A group of one has nothing to protect: it goes with the canaries.
+struct CanaryPlan {
+    std::vector<ProcessJob> first;  // the canaries, and groups of one
+    std::vector<ProcessJob> rest;
+    std::size_t canaries = 0;  // groups of more than one process (0: no wait)
+};
+
+CanaryPlan plan_canaries(std::vector<ProcessJob> jobs) {
+    CanaryPlan plan;
+    std::map<std::pair<std::string, std::string>, std::size_t> groups;
+    for (ProcessJob& job : jobs) {
+        std::size_t& seen = groups[{job.executable, systemd_unit(job.pid)}];
+        plan.canaries += seen == 1 ? 1 : 0;
+        (seen++ == 0 ? plan.first : plan.rest).push_back(std::move(job));
+    }
+    return plan;
+}
+
+// Step: the canaries watched for canary_seconds (the engine's health
+// watch, opened here if sutured has not: the update holds the operation
+// lock, so only this engine can act on a crash meanwhile); returns what
+// the watch quarantined, patch id -> message.
+std::map<std::string, std::string> watch_canaries(Engine& engine, std::uint32_t seconds,
+                                                  const InjectOptions& inject,
+                                                  UpdateReport& report) {
+    std::map<std::string, std::string> quarantined;
+    if (auto opened = engine.open_health_watch(); !opened) {
+        report.problems.push_back("canaries not watched: " + opened.error().message);
+        return quarantined;
+    }
+    for (const CrashOutcome& crash : engine.watch_health(std::chrono::seconds(seconds), inject)) {
+        for (const Quarantine& row : crash.quarantined) {
+            quarantined[row.patch_id] = row.message;
+        }
+        report.crashes.push_back(crash);
+    }
+    return quarantined;
+}
+
+// Step: the patches the canaries' watch quarantined taken out of the other
+// jobs (their actions `held`, reason quarantined); a job left with nothing
+// is dropped, so its process is never stopped.
+void hold_quarantined(std::vector<ProcessJob>& jobs,
+                      const std::map<std::string, std::string>& quarantined,
+                      UpdateReport& report) {
+    for (ProcessJob& job : jobs) {
+        for (std::size_t i = job.candidates.size(); i-- > 0;) {
+            auto found = quarantined.find(job.candidates[i]->patch.metadata.patch_id);
+            if (found == quarantined.end()) {
+                continue;
+            }
+            UpdateAction& action = report.actions[job.actions[i]];
+            action.outcome = ActionOutcome::held;
+            action.reason = "quarantined";
+            action.message = "its canary crashed: " + found->second;
+            job.candidates.erase(job.candidates.begin() + static_cast<std::ptrdiff_t>(i));
+            job.patches.erase(job.patches.begin() + static_cast<std::ptrdiff_t>(i));
+            job.actions.erase(job.actions.begin() + static_cast<std::ptrdiff_t>(i));
+        }
+    }
+    std::erase_if(jobs, [](const ProcessJob& job) { return job.patches.empty(); });
+}
+
+// Step: each job's outcomes recorded, in order, from this thread alone (an
+// automatic run's applies say so: the audit report tells the timer's and
+// sutured's from an operator's).
 void record_jobs(Engine& engine, Records& records, std::vector<ProcessJob>& jobs,
                  UpdateReport& report) {
     for (ProcessJob& job : jobs) {
         auto results = engine.record_applied(job.pid, job.patches, job.applied, records);
         for (std::size_t i = 0; i < job.candidates.size(); ++i) {
             const UsablePatch& candidate = *job.candidates[i];
-            record_apply(records, candidate, job.executable, "from " + candidate.cached.remote,
+            std::string origin = "from " + candidate.cached.remote +
+                                 (report.automatic ? " (automatic)" : "");
+            record_apply(records, candidate, job.executable, origin,
                          report.actions[job.actions[i]], results[i]);
         }
     }
+}
+
+// Step: the jobs applied and recorded: all at once, or (canary_seconds)
+// one process per executable and unit first, recorded (the watch blames
+// from the records) and watched, then the rest without what a canary's
+// crash quarantined.
+void apply_and_record(Engine& engine, Records& records, std::vector<ProcessJob> jobs,
+                      const Policy& policy, const UpdateOptions& options, UpdateReport& report) {
+    unsigned parallel = options.parallel != 0 ? options.parallel
+                                              : std::max(1U, std::thread::hardware_concurrency());
+    if (policy.canary_seconds == 0) {
+        apply_jobs(jobs, options.inject, parallel);
+        record_jobs(engine, records, jobs, report);
+        return;
+    }
+    CanaryPlan plan = plan_canaries(std::move(jobs));
+    apply_jobs(plan.first, options.inject, parallel);
+    record_jobs(engine, records, plan.first, report);
+    report.canaries = plan.canaries;
+    if (plan.canaries > 0) {
+        auto quarantined = watch_canaries(engine, policy.canary_seconds, options.inject, report);
+        hold_quarantined(plan.rest, quarantined, report);
+    }
+    apply_jobs(plan.rest, options.inject, parallel);
+    record_jobs(engine, records, plan.rest, report);
 }
 
 // Step: close out what the database believes active in processes now gone
@@ -562,6 +658,12 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     if (!approved) {
         return tl::unexpected(approved.error());
     }
+    // Never a quarantined patch (HealthWatch.cpp), whatever the run.
+    auto quarantined = quarantined_patches(state);
+    if (!quarantined) {
+        return tl::unexpected(quarantined.error());
+    }
+    context.quarantined = std::move(*quarantined);
     KnownApplications known = known_applications(*active);
     Run run{engine,  records,  status,    excluded,   known, options,
             *policy, context,  *approved, advisories, crash};
@@ -580,10 +682,7 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
         }
         begin = end;
     }
-    unsigned parallel = options.parallel != 0 ? options.parallel
-                                              : std::max(1U, std::thread::hardware_concurrency());
-    apply_jobs(jobs, options.inject, parallel);
-    record_jobs(engine, records, jobs, report);
+    apply_and_record(engine, records, std::move(jobs), *policy, options, report);
     if (progress) {
         progress(report.actions.size(), work.size());
     }

@@ -23,6 +23,7 @@ namespace {
 //   3 (2026-11): patchsets (the verified patchsets of the feed cache)
 //   4 (2026-12): callbacks (each patch callback's outcome, Callbacks.h)
 //   5 (2026-12): history.caller_uid (whose call; NULL in older rows)
+//   6 (2026-12): quarantine (patch ids the health watch blamed for a crash)
 // Every older version N has a fixture, test/fixtures/state-vN.db, made from
 // these steps by test/fixtures/make-state-fixtures.sh; a new version makes
 // the one before it old and wants a fixture and a test of its own.
@@ -83,6 +84,17 @@ const char* const migration_steps[] = {
          message TEXT NOT NULL DEFAULT '');)",
     // 5
     R"(ALTER TABLE history ADD COLUMN caller_uid INTEGER;)",
+    // 6
+    R"(CREATE TABLE quarantine (
+         patch_id TEXT PRIMARY KEY,
+         level INTEGER NOT NULL,
+         at INTEGER NOT NULL,
+         reason TEXT NOT NULL,
+         message TEXT NOT NULL DEFAULT '',
+         pid INTEGER NOT NULL DEFAULT 0,
+         start_time INTEGER NOT NULL DEFAULT 0,
+         comm TEXT NOT NULL DEFAULT '',
+         signal INTEGER NOT NULL DEFAULT 0);)",
 };
 static_assert(std::size(migration_steps) == StateDatabase::latest_schema_version);
 
@@ -169,6 +181,7 @@ constexpr std::pair<HistoryAction, std::string_view> history_action_names[] = {
     {HistoryAction::adopt, "adopt"},     {HistoryAction::close, "close"},
     {HistoryAction::refresh, "refresh"}, {HistoryAction::update, "update"},
     {HistoryAction::settings, "settings"}, {HistoryAction::rebuild, "rebuild"},
+    {HistoryAction::quarantine, "quarantine"}, {HistoryAction::release, "release"},
     {HistoryAction::unknown, "unknown"},
 };
 constexpr std::pair<HistoryOutcome, std::string_view> history_outcome_names[] = {
@@ -214,6 +227,18 @@ StateDatabase::HistoryTotal read_history_total(const Statement& row) {
     return StateDatabase::HistoryTotal{history_action_named(row.text(0)),
                                        history_outcome_named(row.text(1)), row.integer(2),
                                        row.integer(3)};
+}
+
+Quarantine read_quarantine(const Statement& row) {
+    return Quarantine{
+        .patch_id = row.text(0),
+        .level = static_cast<std::uint32_t>(row.integer(1)),
+        .at = row.integer(2),
+        .reason = row.text(3),
+        .message = row.text(4),
+        .process = {static_cast<int>(row.integer(5)), static_cast<std::uint64_t>(row.integer(6))},
+        .comm = row.text(7),
+        .signal = static_cast<int>(row.integer(8))};
 }
 
 std::pair<std::string, std::string> read_text_pair(const Statement& row) {
@@ -526,6 +551,34 @@ Result<std::size_t> StateDatabase::mark_reverted(const ProcessIdentity& process,
         return tl::unexpected(changed.error());
     }
     return static_cast<std::size_t>(sqlite3_changes(db_.get()));
+}
+
+Result<void> StateDatabase::record_quarantine(const Quarantine& quarantine) {
+    return run_statement(
+        db_.get(), "record quarantine",
+        "INSERT OR REPLACE INTO quarantine (patch_id, level, at, reason, message, pid, start_time, "
+        "comm, signal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        quarantine.patch_id, quarantine.level,
+        quarantine.at != 0 ? quarantine.at : static_cast<std::int64_t>(::time(nullptr)),
+        quarantine.reason, quarantine.message, quarantine.process.pid,
+        static_cast<std::int64_t>(quarantine.process.start_time), quarantine.comm,
+        quarantine.signal);
+}
+
+Result<std::vector<Quarantine>> StateDatabase::quarantined() {
+    return read_rows(db_.get(), "quarantine",
+                     "SELECT patch_id, level, at, reason, message, pid, start_time, comm, signal "
+                     "FROM quarantine ORDER BY at, patch_id",
+                     read_quarantine);
+}
+
+Result<bool> StateDatabase::release_quarantine(const std::string& patch_id) {
+    auto removed = run_statement(db_.get(), "release quarantine",
+                                 "DELETE FROM quarantine WHERE patch_id = ?", patch_id);
+    if (!removed) {
+        return tl::unexpected(removed.error());
+    }
+    return sqlite3_changes(db_.get()) > 0;
 }
 
 bool StateDatabase::in_batch() const {

@@ -28,6 +28,7 @@ struct ProcessIdentity {
 // (StateDatabase.cpp) used both ways.
 enum class ApplicationState { active, reverted, exited };
 enum class HistoryAction { apply, revert, adopt, close, refresh, update, settings, rebuild,
+                           quarantine, release,
                            unknown };  // unknown: a name a newer suture wrote
 enum class HistoryOutcome { ok, failed, skipped, unknown };
 std::string_view name_of(ApplicationState state);
@@ -79,6 +80,20 @@ struct CallbackRecord {
     std::string message;
 };
 
+// A patch id the health watch quarantined (schema 6): the process whose
+// crash it was blamed for. Updates and new processes never apply the id
+// again (any level) until `suture quarantine release ID` removes the row.
+struct Quarantine {
+    std::string patch_id;
+    std::uint32_t level = 0;   // the level applied in the crashed process
+    std::int64_t at = 0;       // Unix seconds
+    std::string reason;        // "crash"
+    std::string message;       // for the operator
+    ProcessIdentity process;   // the crashed process
+    std::string comm;
+    int signal = 0;            // the signal it died of
+};
+
 // A verified patchset of the feed cache, as the last update saw it.
 struct CachedPatchset {
     std::string remote;
@@ -106,7 +121,7 @@ class StateDatabase {
     StateDatabase(StateDatabase&&) noexcept = default;
     StateDatabase& operator=(StateDatabase&&) noexcept;
 
-    static constexpr int latest_schema_version = 5;
+    static constexpr int latest_schema_version = 6;
     Result<int> schema_version();
 
     // Applications.
@@ -124,6 +139,13 @@ class StateDatabase {
     // Callback outcomes (schema 4).
     Result<void> record_callback(const CallbackRecord& record);
     Result<std::vector<CallbackRecord>> callback_records();
+
+    // Quarantine (schema 6): one row per patch id; recording an id already
+    // there replaces its row (the latest crash).
+    Result<void> record_quarantine(const Quarantine& quarantine);
+    Result<std::vector<Quarantine>> quarantined();
+    // Removes the row of `patch_id`; false when there was none.
+    Result<bool> release_quarantine(const std::string& patch_id);
 
     // History.
     // The uid every history entry written from now on names as its caller

@@ -240,6 +240,34 @@ TEST_CASE("The crash lock holds its patches in automatic runs, even those the ho
     REQUIRE(watched);
     CHECK(watched->watch_seconds == 60);
     CHECK_FALSE(parse_policy("watch_seconds = soon\n", "suture.conf"));
+    // Canaries: off by default, at most max_canary_seconds.
+    CHECK(Policy{}.canary_seconds == 0);
+    auto canary = parse_policy("canary_seconds = 60\n", "suture.conf");
+    REQUIRE(canary);
+    CHECK(canary->canary_seconds == 60);
+    CHECK_FALSE(parse_policy("canary_seconds = 301\n", "suture.conf"));
+    CHECK_FALSE(parse_policy("canary_seconds = -1\n", "suture.conf"));
+}
+
+TEST_CASE("A quarantined patch id is held in every run, before any other rule") {
+    Policy policy;
+    RunContext manual{.automatic = false, .now = 0};
+    manual.quarantined = {{"CVE-2026-1", "quarantined at 2026-12-02T14:00:12Z: pid 7 (x) killed by SIGILL"}};
+    // Manual, already applied on the host, selected by --cve: still held.
+    Selection only{.cves = {"CVE-2026-1"}};
+    auto held = held_back(patch_of(Severity::critical), only, policy, manual, true);
+    REQUIRE(held);
+    CHECK(held->rule == "quarantined");
+    CHECK(held->message.find("killed by SIGILL") != std::string::npos);
+    CHECK(held->message.find("suture quarantine release CVE-2026-1") != std::string::npos);
+    RunContext automatic = automatic_at(at(3, 3, 0));
+    automatic.quarantined = manual.quarantined;
+    PatchFacts higher = patch_of(Severity::critical);
+    higher.level = 7;  // every level of the id
+    CHECK(held_back(higher, {}, policy, automatic, true)->rule == "quarantined");
+    PatchFacts other = patch_of(Severity::low);
+    other.patch_id = "CVE-2026-2";
+    CHECK_FALSE(held_back(other, {}, policy, manual, false));
 }
 
 TEST_CASE("The crash lockfile is written whole and read back; a bad one is an error") {

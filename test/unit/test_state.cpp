@@ -437,7 +437,7 @@ TEST_CASE("a schema version 4 database gets history.caller_uid and keeps its row
     ScratchDirectory scratch;
     auto database = StateDatabase::open(copy_fixture(scratch, "state-v4.db"));
     REQUIRE(database);
-    CHECK(database->schema_version() == 5);
+    CHECK(database->schema_version() == StateDatabase::latest_schema_version);
     CHECK(database->callback_records()->size() == 1);
     // The old rows do not know their caller: unset, not a made-up uid.
     auto old_rows = database->history();
@@ -457,6 +457,57 @@ TEST_CASE("a schema version 4 database gets history.caller_uid and keeps its row
     CHECK(rows->at(1).caller_uid == std::optional<std::uint32_t>(1234));
 }
 
+TEST_CASE("a schema version 5 database gets the quarantine table and keeps its rows") {
+    ScratchDirectory scratch;
+    auto database = StateDatabase::open(copy_fixture(scratch, "state-v5.db"));
+    REQUIRE(database);
+    CHECK(database->schema_version() == 6);
+    auto old_rows = database->history();
+    REQUIRE(old_rows);
+    REQUIRE(old_rows->size() == 2);
+    // Newest first: the revert of uid 1000, then the apply of no known uid.
+    CHECK(old_rows->front().caller_uid == std::optional<std::uint32_t>(1000));
+    CHECK_FALSE(old_rows->back().caller_uid);
+    CHECK(database->applications(ApplicationState::active)->size() == 1);
+    // Empty at first; a quarantine is kept with every field, replaced by the
+    // next one of the same id, and released once.
+    CHECK(database->quarantined()->empty());
+    Quarantine crash{.patch_id = "CVE-2026-63076",
+                     .level = 1,
+                     .at = 1795400100,
+                     .reason = "crash",
+                     .message = "pid 813 (nginx) killed by SIGSEGV",
+                     .process = {813, 4185},
+                     .comm = "nginx",
+                     .signal = 11};
+    REQUIRE(database->record_quarantine(crash));
+    crash.level = 2;
+    crash.signal = 4;
+    REQUIRE(database->record_quarantine(crash));
+    auto rows = database->quarantined();
+    REQUIRE(rows);
+    REQUIRE(rows->size() == 1);
+    CHECK(rows->front().patch_id == "CVE-2026-63076");
+    CHECK(rows->front().level == 2);
+    CHECK(rows->front().at == 1795400100);
+    CHECK(rows->front().reason == "crash");
+    CHECK(rows->front().message == "pid 813 (nginx) killed by SIGSEGV");
+    CHECK(rows->front().process == ProcessIdentity{813, 4185});
+    CHECK(rows->front().comm == "nginx");
+    CHECK(rows->front().signal == 4);
+    CHECK(database->release_quarantine("CVE-2026-63076") == true);
+    CHECK(database->release_quarantine("CVE-2026-63076") == false);
+    CHECK(database->quarantined()->empty());
+    // The new history actions are written and read by name.
+    REQUIRE(database->log({.action = HistoryAction::quarantine, .outcome = HistoryOutcome::ok}));
+    REQUIRE(database->log({.action = HistoryAction::release, .outcome = HistoryOutcome::ok}));
+    auto latest = database->history(2);
+    REQUIRE(latest);
+    REQUIRE(latest->size() == 2);
+    CHECK(latest->at(0).action == HistoryAction::release);  // newest first
+    CHECK(latest->at(1).action == HistoryAction::quarantine);
+}
+
 TEST_CASE("a new database records this process's uid as the caller by default") {
     ScratchDirectory scratch;
     auto database = StateDatabase::open(scratch.file("new.db"));
@@ -470,7 +521,8 @@ TEST_CASE("every migrated fixture has the schema of a new database") {
     ScratchDirectory scratch;
     std::string fresh = scratch.file("new.db");
     REQUIRE(StateDatabase::open(fresh));
-    for (const char* fixture : {"state-v1.db", "state-v2.db", "state-v3.db", "state-v4.db"}) {
+    for (const char* fixture : {"state-v1.db", "state-v2.db", "state-v3.db", "state-v4.db",
+                                "state-v5.db"}) {
         INFO(fixture);
         std::string path = copy_fixture(scratch, fixture);
         REQUIRE(StateDatabase::open(path));
