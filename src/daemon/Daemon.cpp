@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -115,19 +116,45 @@ int Daemon::run() {
                                    options_.rescan_seconds * 1000000ULL, 1000000ULL, Daemon::rescan,
                                    this);
     }
+    // At boot sutured starts before basic.target, and so before the bus
+    // daemon (data/systemd/sutured.service): new processes are gated from
+    // here on, and one offline update patches what already runs, before
+    // systemd hears that sutured is ready and starts the ordinary services.
+    // (Only with rescans: --rescan-seconds 0 asks for no whole-host updates.)
+    if (options_.rescan_seconds > 0) {
+        rescan_once();
+    }
     write_metrics();
-    // The name last: a client that sees it finds the daemon fully ready.
-    if (int result = sd_bus_request_name(bus_.get(), bus::name, 0); result < 0) {
-        log::error(std::string("sutured: D-Bus name ") + bus::name + ": " + std::strerror(-result) +
-                   " (only root may own it; is another sutured running?)");
+    sd_notify(0, "READY=1\nSTATUS=gating new processes; offline update done");
+    // The name last, asynchronously: the bus daemon may start only after
+    // sutured is ready; a client that sees the name finds the daemon fully
+    // ready.
+    if (int result = sd_bus_request_name_async(bus_.get(), nullptr, bus::name, 0,
+                                               Daemon::name_acquired, this);
+        result < 0) {
+        log::error(std::string("sutured: D-Bus name ") + bus::name + ": " + std::strerror(-result));
         return 1;
     }
-    log::info(std::string("sutured: serving ") + bus::name);
     int result = sd_event_loop(loop);
     if (exec_watcher_) {
         log_new_process_statistics();
     }
-    return result < 0 ? 1 : 0;
+    return result != 0 ? 1 : 0;  // an error, or name_acquired's exit(1)
+}
+
+// The answer to the name request: a refusal (another sutured, or not root)
+// ends the daemon as the synchronous request did.
+int Daemon::name_acquired(sd_bus_message* reply, void* self, sd_bus_error*) {
+    auto* daemon = static_cast<Daemon*>(self);
+    if (const sd_bus_error* error = sd_bus_message_get_error(reply); error != nullptr) {
+        log::error(std::string("sutured: D-Bus name ") + bus::name + ": " +
+                   (error->message ? error->message : error->name) +
+                   " (only root may own it; is another sutured running?)");
+        sd_event_exit(daemon->event_.get(), 1);
+        return 0;
+    }
+    log::info(std::string("sutured: serving ") + bus::name);
+    return 0;
 }
 
 void Daemon::watch_new_processes() {

@@ -62,6 +62,7 @@ class Daemon {
 
     static int exec_events(sd_event_source*, int fd, std::uint32_t, void* self);
     static int rescan(sd_event_source* source, std::uint64_t, void* self);
+    static int name_acquired(sd_bus_message* reply, void* self, sd_bus_error* error);
 
   private:
     Daemon(DaemonOptions options, std::unique_ptr<Engine> engine)

@@ -6,8 +6,10 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 
 #include "base/Files.h"
+#include "base/Log.h"
 #include "config.h"
 #include "distro/BuildIndex.h"
 #include "engine/Candidates.h"
@@ -394,6 +396,18 @@ std::size_t Engine::release_abandoned_parks() {
 
 // State.
 
+namespace {
+
+// The kernel's random id of this boot (proc(5)); "" where /proc lacks it.
+std::string current_boot_id() {
+    std::ifstream file("/proc/sys/kernel/random/boot_id");
+    std::string id;
+    std::getline(file, id);
+    return id;
+}
+
+}  // namespace
+
 Result<StateDatabase*> Engine::state() {
     auto identity = file_identity(options_.state_database);
     if (state_ && identity != state_file_) {
@@ -403,6 +417,18 @@ Result<StateDatabase*> Engine::state() {
         auto database = StateDatabase::open(options_.state_database);
         if (!database) {
             return tl::unexpected(database.error());
+        }
+        // Records of an earlier boot are closed before anything reads them
+        // (docs/state.md, "After a reboot").
+        if (auto boot = current_boot_id(); !boot.empty()) {
+            auto closed = database->close_applications_of_earlier_boot(boot);
+            if (!closed) {
+                return tl::unexpected(closed.error());
+            }
+            if (*closed > 0) {
+                log::info("state: " + std::to_string(*closed) +
+                          " record(s) of the previous boot closed (the system rebooted)");
+            }
         }
         state_ = std::make_unique<StateDatabase>(std::move(*database));
         state_file_ = file_identity(options_.state_database);

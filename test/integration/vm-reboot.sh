@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Reboot-persistent reapplication on a booted Debian 12 system (issue 20,
+# part 2): a QEMU VM (software emulation, no network) of a debootstrap'ed
+# bookworm tree with the suture .deb installed (scripts/build-deb), nginx
+# from the archive on the archive's libssl3 3.0.20-1~deb12u2 (pinned,
+# containers/make-rootfs --pin), and the local feed set up and cached
+# (suture-setup-local-feed, suture feed refresh). Three boots of one disk:
+#   1. first boot: sutured (early, offline: data/systemd/sutured.service)
+#      patches nginx's master and workers before their main(); a probe unit
+#      ordered after nginx reads `suture status --json` at once, then curls
+#      nginx (its first request), and reports on the serial console; then
+#      the VM reboots from inside (systemctl reboot);
+#   2. after the reboot: the same report; then a revert and an apply (an
+#      update) in one worker, "sync" withheld, and the host kills QEMU
+#      (a hard reset after an apply);
+#   3. after the unclean stop: the same report, the state database opens
+#      (history readable) and the previous boots' records are closed.
+# Every boot must show every nginx process with every shipped patch for
+# its libraries active at the probe's first look, and the request served.
+# Prints the time from boot to "all patched" (the probe's uptime) per boot:
+# docs/benchmarks.md. Slow suite (image build and three emulated boots:
+# minutes). Needs root, debootstrap, Debian's archive, qemu-system-x86_64,
+# mkfs.ext4. SUTURE_DEBS=DIR takes the .deb files from DIR instead of
+# building them.
+source "$(dirname "$0")/lib.sh"
+require_root
+for tool in qemu-system-x86_64 mkfs.ext4 debootstrap dpkg-buildpackage; do
+    command -v "$tool" >/dev/null || skip "needs $tool (scripts/install-deps installs it)"
+done
+boot_timeout=${SUTURE_VM_BOOT_TIMEOUT:-900}
+
+# 1. The packages.
+debs=${SUTURE_DEBS:-}
+if [ -z "$debs" ]; then
+    debs=$scratch/debs
+    "$SOURCE_ROOT/scripts/build-deb" "$debs" >"$scratch/build-deb.log" 2>&1 ||
+        { cat "$scratch/build-deb.log"; fail_check "scripts/build-deb"; finish; }
+fi
+deb=$(ls "$debs"/suture_*_amd64.deb | head -1)
+[ -f "$deb" ] || { fail_check "no suture .deb in $debs"; finish; }
+
+# 2. The VM's tree: bookworm with a kernel, systemd, dbus, nginx on the pinned
+#    libssl3; the .deb installed by apt; the local feed set up and cached.
+base=$("$SOURCE_ROOT/containers/make-rootfs" --pin libssl3=3.0.20-1~deb12u2 debian-12 \
+    curl dbus initramfs-tools linux-image-amd64 nginx-light systemd-sysv udev) ||
+    { fail_check "make-rootfs"; finish; }
+tree=$scratch/tree
+cp -a "$base" "$tree"
+rm -f "$tree/.suture-rootfs-complete"
+cp /etc/resolv.conf "$tree/etc/resolv.conf"
+printf '#!/bin/sh\nexit 101\n' >"$tree/usr/sbin/policy-rc.d"
+chmod 755 "$tree/usr/sbin/policy-rc.d"
+mount -t proc proc "$tree/proc"
+trap 'umount "$tree/proc" 2>/dev/null || true; [ -n "${qemu_pid:-}" ] && kill -9 "$qemu_pid" 2>/dev/null; cleanup' EXIT
+in_tree() { chroot "$tree" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"; }
+cp "$deb" "$tree/tmp/"
+{ in_tree apt-get update -q && in_tree sh -c 'apt-get install -y -q /tmp/suture_*_amd64.deb'; } \
+    >"$scratch/apt.log" 2>&1 || { tail -30 "$scratch/apt.log"; fail_check "apt install suture"; finish; }
+check_eq "libssl3 in the VM" "3.0.20-1~deb12u2" "$(in_tree dpkg-query -W -f '${Version}' libssl3)"
+{ in_tree suture-setup-local-feed --advisories && in_tree suture feed refresh; } >"$scratch/feed.log" 2>&1 ||
+    { cat "$scratch/feed.log"; fail_check "local feed in the VM tree"; finish; }
+# A small initrd: the modules to mount a virtio disk, nothing else.
+printf 'MODULES=list\nCOMPRESS=gzip\n' >"$tree/etc/initramfs-tools/conf.d/suture-vm.conf"
+printf 'virtio_pci\nvirtio_blk\next4\n' >>"$tree/etc/initramfs-tools/modules"
+kernel_version=$(ls "$tree/lib/modules" | sort -V | tail -1)
+in_tree update-initramfs -u -k "$kernel_version" >"$scratch/initramfs.log" 2>&1 ||
+    { cat "$scratch/initramfs.log"; fail_check "update-initramfs"; finish; }
+umount "$tree/proc"
+rm -f "$tree/usr/sbin/policy-rc.d" "$tree/tmp"/*.deb
+echo '/dev/vda / ext4 defaults 0 1' >"$tree/etc/fstab"
+echo suture-vm >"$tree/etc/hostname"
+expected=$(shipped_patch_count libssl.so.3 libcrypto.so.3)
+echo "$expected" >"$tree/etc/suture-vm-expected-patches"
+[ -L "$tree/etc/systemd/system/multi-user.target.wants/nginx.service" ] ||
+    ln -s /lib/systemd/system/nginx.service "$tree/etc/systemd/system/multi-user.target.wants/nginx.service"
+cat >"$tree/usr/local/sbin/suture-vm-probe" <<'PROBE'
+#!/bin/bash
+# Runs once per boot, right after nginx started: what suture status says of
+# nginx at that moment, then nginx's first request; a line for the host.
+exec >/dev/ttyS0 2>&1
+count_file=/var/lib/suture-vm-boots
+boot=$(( $(cat "$count_file" 2>/dev/null || echo 0) + 1 ))
+echo "$boot" >"$count_file"
+sync
+uptime_s=$(cut -d' ' -f1 /proc/uptime)
+status=$(suture status --json 2>/dev/null)
+expected=$(cat /etc/suture-vm-expected-patches)
+read -r nginx patched < <(jq -r --argjson n "$expected" '[.processes[] | select(.comm == "nginx")] |
+    "\(length) \([.[] | select(([.patches[]? | select(.state == "active")] | length) >= $n)] | length)"' <<<"$status")
+code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/ || echo none)
+ready_us=$(systemctl show -p ActiveEnterTimestampMonotonic --value sutured.service)
+basic_us=$(systemctl show -p ActiveEnterTimestampMonotonic --value basic.target)
+nginx_us=$(systemctl show -p ExecMainStartTimestampMonotonic --value nginx.service)
+closed=$(suture history --json --limit 100000 2>/dev/null | jq '[.. | objects | select(.message? // "" | test("rebooted"))] | length')
+before_main=$(journalctl -b -u sutured.service -o cat 2>/dev/null | grep -c 'before main()' || true)
+echo "SUTURE-PROBE boot=$boot uptime=$uptime_s nginx=$nginx patched=$patched expected=$expected http=$code sutured_ready_s=$(awk "BEGIN{print $ready_us/1e6}") basic_target_s=$(awk "BEGIN{print $basic_us/1e6}") nginx_start_s=$(awk "BEGIN{print $nginx_us/1e6}") closed_by_reboot=$closed before_main_lines=$before_main"
+journalctl -b -u sutured.service -o cat --no-pager 2>/dev/null | sed 's/^/SUTURE-LOG /' | tail -40
+case $boot in
+    1) echo "SUTURE-PROBE rebooting"; systemctl reboot ;;
+    2) worker=$(pgrep -n -x nginx)
+       suture revert --direct --pid "$worker" >/dev/null 2>&1
+       suture update --offline --direct >/dev/null 2>&1
+       echo "SUTURE-PROBE applied pid=$worker update_exit=$? kill-me-now" ;;
+    *) echo "SUTURE-PROBE done"; systemctl poweroff ;;
+esac
+PROBE
+chmod 755 "$tree/usr/local/sbin/suture-vm-probe"
+cat >"$tree/etc/systemd/system/suture-vm-probe.service" <<'UNIT'
+[Unit]
+Description=suture VM test probe (serial console)
+After=nginx.service sutured.service
+Wants=nginx.service
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/suture-vm-probe
+[Install]
+WantedBy=multi-user.target
+UNIT
+ln -s /etc/systemd/system/suture-vm-probe.service "$tree/etc/systemd/system/multi-user.target.wants/"
+for unit in multi-user.target.wants/sutured.service multi-user.target.wants/suture-boot.service; do
+    [ -L "$tree/etc/systemd/system/$unit" ] && pass "the package enabled $unit" || fail_check "not enabled: $unit"
+done
+
+# 3. The disk image.
+image=$scratch/disk.img
+mkfs.ext4 -q -F -L root -d "$tree" "$image" 3G || { fail_check "mkfs.ext4 -d"; finish; }
+vmlinuz=$(ls "$tree"/boot/vmlinuz-"$kernel_version")
+initrd=$(ls "$tree"/boot/initrd.img-"$kernel_version")
+pass "image $(du -h --apparent-size "$image" | cut -f1), initrd $(du -h "$initrd" | cut -f1)"
+
+# boot_vm LOG: starts QEMU on the image, serial console to LOG.
+boot_vm() {
+    nice -n 10 qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1024 -smp 2 -nic none \
+        -kernel "$vmlinuz" -initrd "$initrd" \
+        -append "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0" \
+        -drive file="$image",format=raw,if=virtio -display none -monitor none \
+        -serial file:"$1" </dev/null >>"$scratch/qemu.log" 2>&1 &
+    qemu_pid=$!
+}
+# wait_serial LOG PATTERN: waits for a line of LOG matching PATTERN.
+wait_serial() {
+    local waited=0
+    until grep -q "$2" "$1" 2>/dev/null; do
+        kill -0 "$qemu_pid" 2>/dev/null || return 1
+        [ "$waited" -lt "$boot_timeout" ] || return 1
+        sleep 1
+        waited=$((waited + 1))
+    done
+}
+# check_boot LOG N: the probe line of boot N, checked.
+check_boot() {
+    local line
+    line=$(grep -a "SUTURE-PROBE boot=$2 " "$1" | tail -1)
+    echo "$line"
+    local nginx patched http
+    nginx=$(field "$line" nginx)
+    patched=$(field "$line" patched)
+    http=$(field "$line" http)
+    [ "${nginx:-0}" -ge 2 ] && [ "$patched" = "$nginx" ] &&
+        pass "boot $2: all $nginx nginx processes (master and workers) had all $expected patches at the probe's first look, $(field "$line" uptime) s after boot" ||
+        fail_check "boot $2: $patched of $nginx nginx processes patched"
+    check_eq "boot $2: nginx's first request" 200 "$http"
+}
+
+# 4. Boot, reboot from inside, and a hard reset after an apply.
+serial=$scratch/serial-1.log
+boot_vm "$serial"
+wait_serial "$serial" "SUTURE-PROBE boot=1 " && check_boot "$serial" 1 ||
+    { tail -50 "$serial"; fail_check "boot 1: no probe report within $boot_timeout s"; }
+wait_serial "$serial" "SUTURE-PROBE boot=2 " && check_boot "$serial" 2 ||
+    { tail -50 "$serial"; fail_check "boot 2 (reboot from inside): no probe report"; }
+if wait_serial "$serial" "kill-me-now"; then
+    grep -a "SUTURE-PROBE applied" "$serial"
+    kill -9 "$qemu_pid"
+    wait "$qemu_pid" 2>/dev/null || true
+    pass "hard reset: QEMU killed right after an apply"
+else
+    fail_check "boot 2: no apply before the hard reset"
+    kill -9 "$qemu_pid" 2>/dev/null || true
+fi
+serial=$scratch/serial-3.log
+boot_vm "$serial"
+if wait_serial "$serial" "SUTURE-PROBE boot=3 "; then
+    check_boot "$serial" 3
+    closed=$(field "$(grep -a 'SUTURE-PROBE boot=3 ' "$serial")" closed_by_reboot)
+    [ "${closed:-0}" -gt 0 ] && pass "boot 3: $closed records of earlier boots closed (history)" ||
+        fail_check "boot 3: no record closed as of an earlier boot"
+else
+    tail -50 "$serial"
+    fail_check "boot 3 (after the hard reset): no probe report"
+fi
+wait "$qemu_pid" 2>/dev/null || true
+grep -a "SUTURE-LOG" "$scratch"/serial-*.log | grep -i "before main\|error\|warning" | head -20
+finish
