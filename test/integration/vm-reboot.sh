@@ -21,23 +21,56 @@
 # docs/benchmarks.md. Slow suite (image build and three emulated boots:
 # minutes). Needs root, debootstrap, Debian's archive, qemu-system-x86_64,
 # mkfs.ext4. SUTURE_DEBS=DIR takes the .deb files from DIR instead of
-# building them.
+# building them. SUTURE_VM_FROM_BUILD=BUILD_DIR installs suture, sutured,
+# suture-feed, the units and the data from a meson build directory instead
+# of the .deb, as the package lays them out (for a quick run when the
+# package build would take too long; the slow suite uses the .deb).
 source "$(dirname "$0")/lib.sh"
 require_root
-for tool in qemu-system-x86_64 mkfs.ext4 debootstrap dpkg-buildpackage; do
+for tool in qemu-system-x86_64 mkfs.ext4 debootstrap; do
     command -v "$tool" >/dev/null || skip "needs $tool (scripts/install-deps installs it)"
 done
 boot_timeout=${SUTURE_VM_BOOT_TIMEOUT:-900}
 
 # 1. The packages.
-debs=${SUTURE_DEBS:-}
-if [ -z "$debs" ]; then
-    debs=$scratch/debs
-    "$SOURCE_ROOT/scripts/build-deb" "$debs" >"$scratch/build-deb.log" 2>&1 ||
-        { cat "$scratch/build-deb.log"; fail_check "scripts/build-deb"; finish; }
+from_build=${SUTURE_VM_FROM_BUILD:-}
+deb=""
+if [ -z "$from_build" ]; then
+    debs=${SUTURE_DEBS:-}
+    if [ -z "$debs" ]; then
+        debs=$scratch/debs
+        "$SOURCE_ROOT/scripts/build-deb" "$debs" >"$scratch/build-deb.log" 2>&1 ||
+            { cat "$scratch/build-deb.log"; fail_check "scripts/build-deb"; finish; }
+    fi
+    deb=$(ls "$debs"/suture_*_amd64.deb | head -1)
+    [ -f "$deb" ] || { fail_check "no suture .deb in $debs"; finish; }
 fi
-deb=$(ls "$debs"/suture_*_amd64.deb | head -1)
-[ -f "$deb" ] || { fail_check "no suture .deb in $debs"; finish; }
+
+# install_from_build: what the suture package installs, from $from_build,
+# under the build's prefix, with the runtime dependencies from the archive.
+install_from_build() {
+    local prefix unit
+    prefix=$(meson introspect "$from_build" --buildoptions | jq -r '.[] | select(.name == "prefix") | .value')
+    in_tree apt-get install -y -q --no-install-recommends jq python3 libelf1 libsodium23 libcurl4 \
+        libsqlite3-0 libunwind8 libsystemd0 || return 1
+    mkdir -p "$tree$prefix/bin" "$tree$prefix/sbin" "$tree$prefix/share/suture/distro-support/debian-12" \
+        "$tree$prefix/share/suture/patchsets" "$tree/usr/share/dbus-1/system.d" "$tree/usr/share/polkit-1/actions" \
+        "$tree/etc/systemd/system/multi-user.target.wants" "$tree/etc/systemd/system/timers.target.wants"
+    cp "$from_build/src/cli/suture" "$from_build/feed-client/suture-feed" "$tree$prefix/bin/"
+    cp "$from_build/src/daemon/sutured" "$tree$prefix/sbin/"
+    cp "$SOURCE_ROOT/scripts/setup-local-feed" "$tree$prefix/sbin/suture-setup-local-feed"
+    cp "$SOURCE_ROOT"/distro-support/debian-12/*.json "$tree$prefix/share/suture/distro-support/debian-12/"
+    cp "$SOURCE_ROOT/distro-support/generate-advisories" "$tree$prefix/share/suture/distro-support/"
+    cp -a "$SOURCE_ROOT/patchsets/openssl" "$tree$prefix/share/suture/patchsets/"
+    cp "$SOURCE_ROOT/data/org.suture.Suture1.conf" "$tree/usr/share/dbus-1/system.d/"
+    cp "$SOURCE_ROOT/data/org.suture.policy" "$tree/usr/share/polkit-1/actions/"
+    for unit in sutured.service suture-boot.service suture-update.service suture-update.timer; do
+        cp "$from_build/data/systemd/$unit" "$tree/lib/systemd/system/$unit"
+    done
+    ln -sf /lib/systemd/system/sutured.service /lib/systemd/system/suture-boot.service \
+        "$tree/etc/systemd/system/multi-user.target.wants/"
+    ln -sf /lib/systemd/system/suture-update.timer "$tree/etc/systemd/system/timers.target.wants/"
+}
 
 # 2. The VM's tree: bookworm with a kernel, systemd, dbus, nginx on the pinned
 #    libssl3; the .deb installed by apt; the local feed set up and cached.
@@ -52,10 +85,16 @@ printf '#!/bin/sh\nexit 101\n' >"$tree/usr/sbin/policy-rc.d"
 chmod 755 "$tree/usr/sbin/policy-rc.d"
 mount -t proc proc "$tree/proc"
 trap 'umount "$tree/proc" 2>/dev/null || true; [ -n "${qemu_pid:-}" ] && kill -9 "$qemu_pid" 2>/dev/null; cleanup' EXIT
-in_tree() { chroot "$tree" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"; }
-cp "$deb" "$tree/tmp/"
-{ in_tree apt-get update -q && in_tree sh -c 'apt-get install -y -q /tmp/suture_*_amd64.deb'; } \
-    >"$scratch/apt.log" 2>&1 || { tail -30 "$scratch/apt.log"; fail_check "apt install suture"; finish; }
+in_tree() { chroot "$tree" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"; }
+if [ -n "$deb" ]; then
+    cp "$deb" "$tree/tmp/"
+    { in_tree apt-get update -q && in_tree sh -c 'apt-get install -y -q /tmp/suture_*_amd64.deb'; } \
+        >"$scratch/apt.log" 2>&1 || { tail -30 "$scratch/apt.log"; fail_check "apt install suture"; finish; }
+else
+    { in_tree apt-get update -q && install_from_build; } >"$scratch/apt.log" 2>&1 ||
+        { tail -30 "$scratch/apt.log"; fail_check "install from $from_build"; finish; }
+    pass "installed from $from_build (not the .deb)"
+fi
 check_eq "libssl3 in the VM" "3.0.20-1~deb12u2" "$(in_tree dpkg-query -W -f '${Version}' libssl3)"
 { in_tree suture-setup-local-feed --advisories && in_tree suture feed refresh; } >"$scratch/feed.log" 2>&1 ||
     { cat "$scratch/feed.log"; fail_check "local feed in the VM tree"; finish; }
