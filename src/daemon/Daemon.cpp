@@ -65,21 +65,31 @@ Result<std::unique_ptr<Daemon>> Daemon::open(DaemonOptions options) {
     if (!engine) {
         return tl::unexpected(engine.error());
     }
-    std::unique_ptr<Daemon> daemon(new Daemon(std::move(options), std::move(*engine)));
+    return std::unique_ptr<Daemon>(new Daemon(std::move(options), std::move(*engine)));
+}
+
+// The bus connection, made only once the event loop is about to run: the
+// connection's authentication proceeds in that loop, and a bus daemon drops
+// a client that does not answer within its auth_timeout (the first offline
+// update at boot can take longer than that on a slow machine).
+Result<void> Daemon::connect_bus() {
     sd_bus* connection = nullptr;
     int result = sd_bus_open_system(&connection);
     if (result < 0) {
         return fail_errno("system bus", -result);
     }
-    daemon->bus_.reset(connection);
+    bus_.reset(connection);
     sd_bus_slot* slot = nullptr;
     result = sd_bus_add_object_vtable(connection, &slot, bus::path, bus::interface, daemon_vtable,
-                                      daemon.get());
+                                      this);
     if (result < 0) {
         return fail_errno("D-Bus object " + std::string(bus::path), -result);
     }
-    daemon->slot_.reset(slot);
-    return daemon;
+    slot_.reset(slot);
+    if (sd_bus_attach_event(connection, event_.get(), 0) < 0) {
+        return fail_errno("system bus: event loop", EINVAL);
+    }
+    return {};
 }
 
 int Daemon::reply(sd_bus_message* message, const nlohmann::json& document) {
@@ -96,10 +106,6 @@ int Daemon::run() {
         return 1;
     }
     event_.reset(loop);
-    if (sd_bus_attach_event(bus_.get(), loop, 0) < 0) {
-        log::error("sutured: cannot set up the event loop");
-        return 1;
-    }
     // SIGTERM/SIGINT end the loop cleanly (sd-event needs them blocked).
     sigset_t signals;
     sigemptyset(&signals);
@@ -126,6 +132,10 @@ int Daemon::run() {
     }
     write_metrics();
     sd_notify(0, "READY=1\nSTATUS=gating new processes; offline update done");
+    if (auto connected = connect_bus(); !connected) {
+        log::error("sutured: " + connected.error().message);
+        return 1;
+    }
     // The name last, asynchronously: the bus daemon may start only after
     // sutured is ready; a client that sees the name finds the daemon fully
     // ready.
@@ -341,6 +351,9 @@ void Daemon::log_lost(const std::string& what, const std::vector<std::string>& l
 }
 
 void Daemon::emit_patched(int pid, const std::string& patch_id, std::uint32_t level) {
+    if (!bus_) {
+        return;  // the first offline update runs before the bus connection
+    }
     sd_bus_emit_signal(bus_.get(), bus::path, bus::interface, "ProcessPatched", "isu", pid,
                        patch_id.c_str(), level);
 }

@@ -75,6 +75,8 @@ class Daemon {
     // The new-process counters, logged when the daemon stops.
     void log_new_process_statistics() const;
     void rescan_once();
+    // Connects to the system bus and serves the object there.
+    Result<void> connect_bus();
     // Rewrites the metrics textfile, if there is one (a failure is logged).
     void write_metrics();
 
