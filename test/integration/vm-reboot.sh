@@ -136,10 +136,11 @@ echo "SUTURE-PROBE boot=$boot uptime=$uptime_s nginx=$nginx patched=$patched exp
 journalctl -b -u sutured.service -o cat --no-pager 2>/dev/null | sed 's/^/SUTURE-LOG /' | tail -40
 case $boot in
     1) echo "SUTURE-PROBE rebooting"; systemctl reboot ;;
-    2) worker=$(pgrep -n -x nginx)
-       suture revert --direct --pid "$worker" >/dev/null 2>&1
-       suture update --offline --direct >/dev/null 2>&1
-       echo "SUTURE-PROBE applied pid=$worker update_exit=$? kill-me-now" ;;
+    2) worker=$(jq -r '[.processes[] | select(.comm == "nginx") | .pid] | max' <<<"$status")
+       suture --direct revert --pid "$worker" >/dev/null 2>&1
+       revert_exit=$?
+       suture --direct update --offline >/dev/null 2>&1
+       echo "SUTURE-PROBE applied pid=$worker revert_exit=$revert_exit update_exit=$? kill-me-now" ;;
     *) echo "SUTURE-PROBE done"; systemctl poweroff ;;
 esac
 PROBE
