@@ -210,10 +210,14 @@ wait_serial "$serial" "SUTURE-PROBE boot=1 " && check_boot "$serial" 1 ||
 wait_serial "$serial" "SUTURE-PROBE boot=2 " && check_boot "$serial" 2 ||
     { tail -50 "$serial"; fail_check "boot 2 (reboot from inside): no probe report"; }
 if wait_serial "$serial" "kill-me-now"; then
-    grep -a "SUTURE-PROBE applied" "$serial"
     kill -9 "$qemu_pid"
     wait "$qemu_pid" 2>/dev/null || true
-    pass "hard reset: QEMU killed right after an apply"
+    applied=$(grep -a "SUTURE-PROBE applied" "$serial" | tail -1)
+    echo "$applied"
+    { [ "$(field "$applied" revert_exit)" = 0 ] &&
+        [[ " 0 21 " == *" $(field "$applied" update_exit) "* ]]; } &&
+        pass "hard reset: QEMU killed right after a revert and an apply in nginx worker $(field "$applied" pid)" ||
+        fail_check "boot 2: the revert and apply before the hard reset failed: $applied"
 else
     fail_check "boot 2: no apply before the hard reset"
     kill -9 "$qemu_pid" 2>/dev/null || true
