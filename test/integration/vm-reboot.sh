@@ -200,6 +200,9 @@ check_boot() {
         pass "boot $2: all $nginx nginx processes (master and workers) had all $expected patches at the probe's first look, $(field "$line" uptime) s after boot" ||
         fail_check "boot $2: $patched of $nginx nginx processes patched"
     check_eq "boot $2: nginx's first request" 200 "$http"
+    awk -v s="$(field "$line" sutured_ready_s)" -v n="$(field "$line" nginx_start_s)" 'BEGIN { exit !(s < n) }' &&
+        pass "boot $2: sutured was ready before nginx started" ||
+        fail_check "boot $2: nginx started before sutured was ready (a start that failed or timed out)"
 }
 
 # 4. Boot, reboot from inside, and a hard reset after an apply.
@@ -234,5 +237,5 @@ else
     fail_check "boot 3 (after the hard reset): no probe report"
 fi
 wait "$qemu_pid" 2>/dev/null || true
-grep -a "SUTURE-LOG" "$scratch"/serial-*.log | grep -i "before main\|error\|warning" | head -20
+grep -a "SUTURE-LOG" "$scratch"/serial-*.log | grep -i "before main\|error\|warning\|timed out" | head -20 || true
 finish
