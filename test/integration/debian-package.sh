@@ -11,6 +11,7 @@
 # root-only keys that `suture feed list` reads. Slow suite: the package
 # build is a full optimised build (several minutes on 2 cores).
 #
+# (An override's reason is the comment block right above it.)
 # Needs root (chroot), dpkg-buildpackage, lintian, debootstrap and Debian's
 # archive. SUTURE_DEBS=DIR reuses packages scripts/build-deb left in DIR.
 source "$(dirname "$0")/lib.sh"
@@ -43,7 +44,7 @@ fi
 while read -r override; do
     case $override in '' | '#'*) continue ;; esac
     fail_check "lintian override without a reason comment before it: $override"
-done < <(awk 'prev !~ /^#/ && $0 !~ /^#/ && $0 != "" { print } { prev = $0 }' \
+done < <(awk '/^#/ { reason = 1; next } /^$/ { reason = 0; next } !reason { print }' \
     "$SOURCE_ROOT"/debian/*.lintian-overrides 2>/dev/null)
 
 # 3. A fresh Debian 12 root filesystem, the packages installed by apt.
