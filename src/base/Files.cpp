@@ -42,6 +42,40 @@ Result<std::string> read_file(const std::string& path) {
     return contents;
 }
 
+// 1. Open without blocking (a FIFO with no writer would block the open);
+// 2. only a regular file; 3. read until EOF or one byte past the cap.
+Result<std::string> read_regular_file(const std::string& path, std::size_t max_size) {
+    int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (raw < 0) {
+        return fail_errno(path, errno);
+    }
+    UniqueFD fd(raw);
+    struct stat info {};
+    if (::fstat(fd.get(), &info) != 0) {
+        return fail_errno(path + ": stat", errno);
+    }
+    if (!S_ISREG(info.st_mode)) {
+        return fail(ErrorCode::bad_format, path + ": not a regular file");
+    }
+    std::string contents;
+    char buffer[16384];
+    while (contents.size() <= max_size) {
+        ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return fail_errno(path + ": read", errno);
+        }
+        if (n == 0) {
+            return contents;
+        }
+        contents.append(buffer, static_cast<std::size_t>(n));
+    }
+    return fail(ErrorCode::bad_format,
+                path + ": larger than " + std::to_string(max_size) + " bytes");
+}
+
 std::string hex_address(std::uint64_t address) {
     char text[24];
     std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(address));

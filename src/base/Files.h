@@ -19,6 +19,13 @@ Result<UniqueFD> open_read_only(const std::string& path);
 // one pass, so a /proc file is read in one consistent snapshot per read().
 Result<std::string> read_file(const std::string& path);
 
+// Reads a regular file of at most `max_size` bytes: anything else (a FIFO, a
+// device such as /dev/zero, a directory, a larger file) is an error of kind
+// bad_format that says so, found without blocking and without reading more
+// than `max_size` + 1 bytes. For paths a caller chose (sutured's Apply): a
+// single-threaded daemon must not hang on a FIFO or read an endless device.
+Result<std::string> read_regular_file(const std::string& path, std::size_t max_size);
+
 // Lowercase hex of `size` bytes at `data`.
 std::string to_hex(const unsigned char* data, std::size_t size);
 

@@ -29,6 +29,10 @@ class LocalBackend final : public Backend {
                                                    std::vector<std::string>& lost_records) override {
         return engine_->revert(pid, patch_id, options, &lost_records);
     }
+    Result<HostRevertReport> revert_everywhere(const RevertScope& scope,
+                                               const InjectOptions& options) override {
+        return engine_->revert_everywhere(scope, options);
+    }
     Result<std::vector<HistoryEntry>> history(std::size_t limit) override {
         return engine_->history(limit);
     }
@@ -45,8 +49,13 @@ class DaemonBackend final : public Backend {
         : client_(std::move(client)), options_(options) {}
 
     Result<UpdateReport> update(const UpdateOptions& options, const UpdateProgress&) override {
+        // Update for a plain run (what every sutured answers), UpdateWith
+        // when a dry run, an automatic run or a selection needs saying.
+        bool plain = !options.dry_run && !options.automatic && options.selection.empty();
+        std::string with = update_options_to_json(options).dump();
         return until_unlocked([&]() -> Result<UpdateReport> {
-            auto document = client_.call("Update", true, "b", static_cast<int>(!options.refresh));
+            auto document = plain ? client_.call("Update", true, "b", static_cast<int>(!options.refresh))
+                                  : client_.call("UpdateWith", true, "s", with.c_str());
             if (!document) {
                 return tl::unexpected(document.error());
             }
@@ -78,6 +87,18 @@ class DaemonBackend final : public Backend {
                 return tl::unexpected(InjectFailure{document.error(), {}});
             }
             return reverted_from_json(*document, &lost_records);
+        });
+    }
+    Result<HostRevertReport> revert_everywhere(const RevertScope& scope,
+                                               const InjectOptions&) override {
+        nlohmann::json request = {{"cves", scope.cves}, {"all", scope.all}};
+        std::string text = request.dump();
+        return until_unlocked([&]() -> Result<HostRevertReport> {
+            auto document = client_.call("RevertEverywhere", true, "s", text.c_str());
+            if (!document) {
+                return tl::unexpected(document.error());
+            }
+            return host_revert_from_json(*document);
         });
     }
     Result<std::vector<HistoryEntry>> history(std::size_t limit) override {

@@ -27,6 +27,9 @@ class Backend {
     virtual InjectResult<std::vector<InjectReport>> revert(int pid, const std::string& patch_id,
                                                            const InjectOptions& options,
                                                            std::vector<std::string>& lost_records) = 0;
+    // `suture revert --cve ID… | --all` (Engine::revert_everywhere).
+    virtual Result<HostRevertReport> revert_everywhere(const RevertScope& scope,
+                                                       const InjectOptions& options) = 0;
     virtual Result<std::vector<HistoryEntry>> history(std::size_t limit) = 0;
     virtual Result<void> set_enabled(bool enabled) = 0;
 };

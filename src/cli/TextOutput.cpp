@@ -125,6 +125,27 @@ void print_cached_targets(std::ostream& out, const std::vector<feed::CachedTarge
     }
 }
 
+namespace {
+
+// The dry run's and the automatic run's first line: the rules' view.
+void print_policy_view(std::ostream& out, const UpdateReport& report) {
+    if (!report.dry_run && !report.automatic) {
+        return;
+    }
+    out << (report.dry_run ? "dry run (nothing changes)" : "automatic run") << " at "
+        << format_utc_time(report.policy_time) << ": "
+        << (report.automatic ? "policy applies" : "policy not applied (manual run)")
+        << "; maintenance window: " << report.window << "; rollout bucket: ";
+    if (report.rollout_bucket) {
+        out << *report.rollout_bucket;
+    } else {
+        out << "none (no machine id)";
+    }
+    out << "\n";
+}
+
+}  // namespace
+
 void print_update(std::ostream& out, const UpdateReport& report) {
     if (!report.enabled) {
         out << "suture is disabled (suture enable turns it on again); nothing done\n";
@@ -140,13 +161,23 @@ void print_update(std::ostream& out, const UpdateReport& report) {
     for (const std::string& problem : report.problems) {
         log::warning("skipped a cached patch file: " + problem);
     }
+    print_policy_view(out, report);
     bool failures = false;
     std::size_t applied = 0;
+    std::size_t held = 0;
     for (const UpdateAction& action : report.actions) {
         failures = failures || action.outcome == ActionOutcome::failed;
-        applied += action.outcome == ActionOutcome::applied ? 1 : 0;
+        applied += action.outcome == ActionOutcome::applied ||
+                           action.outcome == ActionOutcome::would_apply
+                       ? 1
+                       : 0;
+        held += action.outcome == ActionOutcome::held ? 1 : 0;
         out << "pid " << action.process.pid << " (" << action.comm << "): " << action.patch_id
-            << " level " << action.level << ": " << outcome_name(action.outcome);
+            << " level " << action.level;
+        if (!action.severity.empty()) {
+            out << " [" << action.severity << "]";
+        }
+        out << ": " << outcome_name(action.outcome);
         if (!action.message.empty()) {
             out << " (" << (action.reason.empty() ? "" : action.reason + ": ") << action.message
                 << ")";
@@ -155,7 +186,10 @@ void print_update(std::ostream& out, const UpdateReport& report) {
     }
     out << report.patchsets << " usable patchset(s); " << report.processes_matching << " of "
         << report.processes_examined << " processes run a build they fix; " << applied
-        << " patch(es) applied now";
+        << (report.dry_run ? " patch(es) would be applied" : " patch(es) applied now");
+    if (held > 0) {
+        out << "; " << held << " held back";
+    }
     if (report.closed > 0) {
         out << "; " << report.closed << " record(s) of exited processes closed";
     }
@@ -163,6 +197,35 @@ void print_update(std::ostream& out, const UpdateReport& report) {
         out << "; " << report.released_regions << " retired region(s) unmapped";
     }
     out << (failures ? "; some failed (exit 21)" : "") << "\n";
+}
+
+void print_host_revert(std::ostream& out, const HostRevertReport& report) {
+    std::size_t reverted = 0;
+    for (const UpdateAction& action : report.actions) {
+        reverted += action.outcome == ActionOutcome::reverted ? 1 : 0;
+        out << "pid " << action.process.pid << " (" << action.comm << "): " << action.patch_id
+            << " level " << action.level << ": " << outcome_name(action.outcome);
+        if (!action.message.empty()) {
+            out << " (" << action.reason << ": " << action.message << ")";
+        }
+        out << "\n";
+    }
+    out << reverted << " patch(es) reverted from the host's processes"
+        << (reverted == report.actions.size() ? "" : "; some failed (exit 21)") << "\n";
+}
+
+void print_crash_lock(std::ostream& out, const CrashLockStatus& status) {
+    out << "crash lock " << status.path << ": apply at " << format_utc_time(status.lock.at)
+        << " (boot " << status.lock.boot_id << ")";
+    if (status.holding) {
+        out << ": the host went down within watch_seconds of it; automatic runs hold back";
+    } else {
+        out << ": this boot, under watch; it covers";
+    }
+    for (const auto& [patch_id, level] : status.lock.patches) {
+        out << " " << patch_id << " level " << level;
+    }
+    out << (status.holding ? " until suture crash-lock --release\n" : "\n");
 }
 
 void print_history(std::ostream& out, const std::vector<HistoryEntry>& entries) {
@@ -179,6 +242,9 @@ void print_history(std::ostream& out, const std::vector<HistoryEntry>& entries) 
         }
         if (!entry->message.empty()) {
             out << "  " << entry->message;
+        }
+        if (entry->caller_uid) {
+            out << "  [uid " << *entry->caller_uid << "]";
         }
         out << "\n";
     }

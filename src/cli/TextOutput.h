@@ -22,6 +22,10 @@ void print_refreshes(std::ostream& out, const std::vector<RemoteRefresh>& refres
 void print_cached_targets(std::ostream& out, const std::vector<feed::CachedTarget>& targets);
 // The actions and a summary line; unreadable cached files are warnings.
 void print_update(std::ostream& out, const UpdateReport& report);
+// `suture revert --cve ID... | --all`: each process and patch, then a summary.
+void print_host_revert(std::ostream& out, const HostRevertReport& report);
+// The crash lockfile, and whether it holds its patches back.
+void print_crash_lock(std::ostream& out, const CrashLockStatus& status);
 // Oldest first (`entries` come newest first).
 void print_history(std::ostream& out, const std::vector<HistoryEntry>& entries);
 

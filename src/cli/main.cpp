@@ -2,6 +2,7 @@
 // engine (here, or in sutured through a Backend), and is the only place that
 // turns errors into messages and exit codes.
 
+#include <algorithm>
 #include <unistd.h>
 
 #include <ctime>
@@ -25,15 +26,31 @@ namespace {
 
 using namespace suture;
 
+// Whether any action of an update or a host-wide revert failed (exit 1).
+bool any_failed(const std::vector<UpdateAction>& actions) {
+    return std::any_of(actions.begin(), actions.end(), [](const UpdateAction& action) {
+        return action.outcome == ActionOutcome::failed;
+    });
+}
+
 constexpr const char* files_help = R"(
 Files:
   /etc/suture/remotes.d/*.conf ($SUTURE_CONFIG_DIR/remotes.d)
       the feeds to refresh from (docs/operator-guide.md, "Feeds").
+  /etc/suture/suture.conf ($SUTURE_CONFIG_DIR/suture.conf)
+      the policy of automatic runs (update --automatic: the timer, the boot
+      unit, sutured): auto_apply, window, immediate_severity, rollout
+      (docs/operator-guide.md, "Policy").
+  /etc/machine-id
+      the host's rollout bucket (SHA-256 of "suture-rollout:" + the id).
   /var/cache/suture/feed ($SUTURE_FEED_CACHE)
       verified feed metadata and patch files, one directory per remote.
   /var/lib/suture/state.db ($SUTURE_STATE_DB)
       the state database: applications, audit log, settings, exclusions
       (docs/state.md; `suture state rebuild` makes it again from memory).
+  /var/lib/suture/crash-lock.json (beside the state database)
+      the crash lockfile: the patches of the last apply while watched
+      (`suture crash-lock`; docs/state.md, "The crash lockfile").
   /run/suture/lock ($SUTURE_LOCK_FILE)
       the operation lock: one apply, revert, update, state rebuild or setting
       change at a time per host (sutured's included); others wait --wait
@@ -193,14 +210,25 @@ struct StatusCommand {
         return with_engine(global, [&](Engine& engine) -> int {
             StatusReport report = engine.status(pids);
             std::string chosen = json ? "json" : format;
+            auto crash_lock = engine.crash_lock();
             if (chosen == "json") {
-                print_json(status_to_json(report));
+                nlohmann::json document = status_to_json(report);
+                document["crash_lock"] = crash_lock && *crash_lock
+                                             ? crash_lock_to_json(**crash_lock)
+                                             : nlohmann::json(nullptr);
+                print_json(document);
             } else if (chosen == "openmetrics" || chosen == "prometheus") {
                 std::cout << metrics(engine, report, chosen == "openmetrics", per_process_metrics);
             } else if (chosen == "openvex") {
                 print_json(status_to_openvex(report, "suture on " + host_name(), ::time(nullptr)));
             } else {
                 print_status_table(std::cout, report, log::level() >= log::Level::info);
+                if (crash_lock && *crash_lock && (*crash_lock)->holding) {
+                    print_crash_lock(std::cout, **crash_lock);
+                }
+            }
+            if (!crash_lock) {
+                log::warning(crash_lock.error().message);
             }
             if (any_exposed(report.exposure)) {
                 return exit_exposed;
@@ -230,9 +258,12 @@ struct InjectCommand {
     int backoff_ms = 5;
     bool no_return_gates = false;
 
-    void add_options(Global& global) {
+    CLI::Option* pid_option = nullptr;
+
+    void add_options(Global& global, bool pid_required = true) {
         add_wait_option(app, global);
-        app->add_option("--pid", pid, "The process")->required()->check(CLI::Range(1, 1 << 30));
+        pid_option = app->add_option("--pid", pid, "The process")->check(CLI::Range(1, 1 << 30));
+        pid_option->required(pid_required);
         app->add_flag("--json", json, "Print a JSON document (docs/formats.md)");
         app->add_option("--attempts", options.attempts,
                         "How many times to stop the process and check its stacks before giving up")
@@ -300,6 +331,9 @@ struct ApplyCommand : InjectCommand {
 };
 
 struct RevertCommand : InjectCommand {
+    std::vector<std::string> cves;
+    bool all = false;
+
     void define(CLI::App& parent, Global& global) {
         app = parent.add_subcommand(
             "revert",
@@ -309,12 +343,29 @@ struct RevertCommand : InjectCommand {
             "marked in its marker, and unmapped by the first stop whose stack check proves no\n"
             "thread can return into it (this one, one right after, or a later apply, revert or\n"
             "update). Works from the in-process marker alone. The state database's records of\n"
-            "the reverted patches become `reverted`, with a history entry.");
-        add_options(global);
-        app->add_option("PATCH-ID", patch_id, "Only this patch id (default: all)");
+            "the reverted patches become `reverted`, with a history entry.\n"
+            "The rollback plan: --cve ID... reverts the patches that fix these CVEs, --all every\n"
+            "suture patch, from every process of the host (one revert per process and patch,\n"
+            "each recorded; `suture disable` then keeps update from applying them again).");
+        add_options(global, false);
+        app->add_option("PATCH-ID", patch_id, "With --pid: only this patch id (default: all)");
+        auto* cve = app->add_option("--cve", cves,
+                                    "Every process of the host: the patches fixing these CVEs")
+                        ->expected(1, -1)
+                        ->excludes(pid_option);
+        app->add_flag("--all", all, "Every process of the host: every suture patch")
+            ->excludes(pid_option)
+            ->excludes(cve);
     }
 
     int run(const Global& global) const {
+        if (pid == 0 && cves.empty() && !all) {
+            log::error("revert: needs --pid PID, --cve ID... or --all");
+            return exit_usage;
+        }
+        if (pid == 0) {
+            return run_everywhere(global);
+        }
         return with_backend(global, [&](Backend& backend) -> int {
             std::vector<std::string> lost;
             auto reports = backend.revert(pid, patch_id, inject_options(), lost);
@@ -329,6 +380,27 @@ struct RevertCommand : InjectCommand {
                 }
             }
             return lost.empty() ? exit_ok : records_lost(lost);
+        });
+    }
+
+    // --cve or --all: every process of the host.
+    int run_everywhere(const Global& global) const {
+        return with_backend(global, [&](Backend& backend) -> int {
+            RevertScope scope{.cves = {cves.begin(), cves.end()}, .all = all};
+            auto report = backend.revert_everywhere(scope, inject_options());
+            if (!report) {
+                if (json) {
+                    print_json(error_to_json(report.error()));
+                }
+                return command_failed(report.error());
+            }
+            bool failures = any_failed(report->actions);
+            print_report(json, host_revert_to_json(*report),
+                         [&] { print_host_revert(std::cout, *report); });
+            if (!report->lost_records.empty()) {
+                return records_lost(report->lost_records);
+            }
+            return failures ? exit_update_failures : exit_ok;
         });
     }
 };
@@ -469,6 +541,12 @@ struct UpdateCommand {
     CLI::App* app = nullptr;
     bool offline = false;
     bool json = false;
+    bool dry_run = false;
+    bool automatic = false;
+    std::vector<std::string> cves;
+    std::vector<std::string> exclude_cves;
+    std::string min_severity;
+    unsigned parallel = 0;
 
     void define(CLI::App& parent, Global& global) {
         app = parent.add_subcommand(
@@ -478,14 +556,53 @@ struct UpdateCommand {
             "maps the exact build it is for (the highest level of each patch id; already active\n"
             "patches are left alone), record it all in the state database, close the records\n"
             "of processes that exited, and unmap the retired regions of earlier reverts that no\n"
-            "thread refers to any more. Running it again does nothing new.");
+            "thread refers to any more. Running it again does nothing new.\n"
+            "A patch that a rule holds back is listed as `held` with the rule: --cve,\n"
+            "--exclude-cve, --min-severity for this run; with --automatic (the timer and sutured)\n"
+            "also the policy of /etc/suture/suture.conf: auto_apply, the rollout wave, the\n"
+            "maintenance window (docs/operator-guide.md, \"Policy\").");
         app->add_flag("--offline", offline,
                       "Do not refresh the feeds; apply from the cache (the boot case)");
         app->add_flag("--json", json,
                       "Print a JSON document (also when it fails: the error document)");
+        app->add_flag("--dry-run", dry_run,
+                      "Change nothing: no refresh, no apply, no record, no lock. Lists what would\n"
+                      "be applied where (would_apply, would_adopt) and what is held back by which\n"
+                      "rule (held), with the policy's view (time, window, rollout bucket)");
+        app->add_flag("--automatic", automatic,
+                      "Run as the timer and sutured do: the policy of suture.conf applies\n"
+                      "(auto_apply, maintenance windows, immediate_severity, rollout waves)");
+        app->add_option("--cve", cves,
+                        "Only patches that fix one of these CVEs (one-time; repeat or list)")
+            ->expected(1, -1);
+        app->add_option("--exclude-cve", exclude_cves,
+                        "Never patches that fix one of these CVEs (one-time)")
+            ->expected(1, -1);
+        app->add_option("--min-severity", min_severity,
+                        "Only patches of at least this severity: Low, Moderate, High, Critical\n"
+                        "(from the feed's signed metadata, else its advisory data; a patch of\n"
+                        "unknown severity is below Low)")
+            ->check([](const std::string& value) {
+                return severity_from_name(value) ? "" : "Low, Moderate, High or Critical";
+            });
+        app->add_option("--parallel", parallel,
+                        "Processes patched at once (each gets all its patches in one stop); "
+                        "0: the number of cores")
+            ->check(CLI::Range(0, 1024))
+            ->capture_default_str();
         add_state_option(app, global);
         add_feed_options(app, global);
         add_wait_option(app, global);
+    }
+
+    UpdateOptions options() const {
+        UpdateOptions chosen{.refresh = !offline, .dry_run = dry_run, .automatic = automatic};
+        chosen.selection.cves = {cves.begin(), cves.end()};
+        chosen.selection.exclude_cves = {exclude_cves.begin(), exclude_cves.end()};
+        chosen.selection.min_severity =
+            severity_from_name(min_severity).value_or(Severity::unknown);
+        chosen.parallel = parallel;
+        return chosen;
     }
 
     int run(const Global& global) const {
@@ -501,9 +618,8 @@ struct UpdateCommand {
 
     int run_with(Backend& backend) const {
         {
-            UpdateOptions options{.refresh = !offline};
             bool show_progress = !json && ::isatty(STDERR_FILENO);
-            auto report = backend.update(options, [&](std::size_t done, std::size_t total) {
+            auto report = backend.update(options(), [&](std::size_t done, std::size_t total) {
                 if (show_progress) {
                     std::cerr << "\r  " << done << " / " << total << " processes" << std::flush;
                 }
@@ -517,16 +633,56 @@ struct UpdateCommand {
                 }
                 return command_failed(report.error());
             }
-            bool failures = false;
-            for (const UpdateAction& action : report->actions) {
-                failures = failures || action.outcome == ActionOutcome::failed;
-            }
+            bool failures = any_failed(report->actions);
             print_report(json, update_to_json(*report), [&] { print_update(std::cout, *report); });
             if (!report->lost_records.empty()) {
                 return records_lost(report->lost_records);
             }
             return failures && report->enabled ? exit_update_failures : exit_ok;
         }
+    }
+};
+
+struct CrashLockCommand {
+    CLI::App* app = nullptr;
+    bool release = false;
+    bool json = false;
+
+    void define(CLI::App& parent, Global& global) {
+        app = parent.add_subcommand(
+            "crash-lock",
+            "Show the crash lockfile: an update that applies patches writes it (beside the\n"
+            "state database: the boot, the time, the patch ids and levels) and a run in the\n"
+            "same boot removes it once watch_seconds (suture.conf, default 300) have passed.\n"
+            "Found from another boot, the host went down within watch_seconds of that apply:\n"
+            "automatic runs (the boot unit, the timer, sutured) then hold those patches back\n"
+            "(rule crash_lock) until --release. suture status says so.");
+        app->add_flag("--release", release,
+                      "Remove the lock: automatic runs may apply its patches again (recorded)");
+        app->add_flag("--json", json, "Print a JSON document (null: no lock)");
+        add_state_option(app, global);
+        add_wait_option(app, global);
+    }
+
+    int run(const Global& global) const {
+        return with_engine(global, [&](Engine& engine) -> int {
+            if (release) {
+                auto released = engine.release_crash_lock();
+                return released ? exit_ok : command_failed(released.error());
+            }
+            auto lock = engine.crash_lock();
+            if (!lock) {
+                return command_failed(lock.error());
+            }
+            if (json) {
+                print_json(*lock ? crash_lock_to_json(**lock) : nlohmann::json(nullptr));
+            } else if (*lock) {
+                print_crash_lock(std::cout, **lock);
+            } else {
+                std::cout << "no crash lock\n";
+            }
+            return exit_ok;
+        });
     }
 };
 
@@ -695,6 +851,7 @@ struct Commands {
     FeedListCommand feed_list;
     UpdateCommand update;
     HistoryCommand history;
+    CrashLockCommand crash_lock;
     SwitchCommand enable;
     SwitchCommand disable;
     ExcludeCommand exclude;
@@ -714,6 +871,7 @@ struct Commands {
         feed_list.define(*feed, global);
         update.define(app, global);
         history.define(app, global);
+        crash_lock.define(app, global);
         enable.define(app, global, true);
         disable.define(app, global, false);
         exclude.define(app, global);
@@ -739,6 +897,8 @@ struct Commands {
             return feed_list.run(global);
         if (update.app->parsed())
             return update.run(global);
+        if (crash_lock.app->parsed())
+            return crash_lock.run(global);
         if (history.app->parsed())
             return history.run(global);
         if (enable.app->parsed())

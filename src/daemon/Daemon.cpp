@@ -42,11 +42,17 @@ const sd_bus_vtable daemon_vtable[] = {
                              guarded<Daemon::status>, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("Update", "b", SD_BUS_PARAM(offline), "s", SD_BUS_PARAM(document),
                              guarded<Daemon::update>, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("UpdateWith", "s", SD_BUS_PARAM(options), "s",
+                             SD_BUS_PARAM(document), guarded<Daemon::update_with>,
+                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("Apply", "is", SD_BUS_PARAM(pid) SD_BUS_PARAM(patch_path), "s",
                              SD_BUS_PARAM(document), guarded<Daemon::apply>,
                              SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("Revert", "is", SD_BUS_PARAM(pid) SD_BUS_PARAM(patch_id), "s",
                              SD_BUS_PARAM(document), guarded<Daemon::revert>,
+                             SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_NAMES("RevertEverywhere", "s", SD_BUS_PARAM(scope), "s",
+                             SD_BUS_PARAM(document), guarded<Daemon::revert_everywhere>,
                              SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_NAMES("History", "u", SD_BUS_PARAM(limit), "s", SD_BUS_PARAM(document),
                              guarded<Daemon::history>, SD_BUS_VTABLE_UNPRIVILEGED),
@@ -276,7 +282,11 @@ void Daemon::write_metrics() {
 }
 
 void Daemon::rescan_once() {
-    UpdateOptions options{.refresh = false, .log_idle_runs = false, .inject = options_.inject};
+    // The rescan is an automatic run: the policy of suture.conf applies.
+    UpdateOptions options{.refresh = false,
+                          .log_idle_runs = false,
+                          .automatic = true,
+                          .inject = options_.inject};
     // Between processes, handle exec events that arrived meanwhile, so a
     // process starting during the rescan is still parked in time.
     auto handle_pending_execs = [&](std::size_t, std::size_t) {
@@ -309,17 +319,45 @@ void Daemon::rescan_once() {
     }
 }
 
-int Daemon::authorize(sd_bus_message* message, sd_bus_error* error) {
+// 1. The caller's effective uid, as the bus daemon knows it (never from the
+// message); root may. 2. Anyone else: polkit's CheckAuthorization for the
+// caller's bus name (flag AllowUserInteraction: an authentication agent in
+// the caller's session may ask for a password; without one, auth_admin is
+// a no). 3. No: an AccessDenied error that says "not authorized" with
+// the uid and the action (the CLI exits 5), and a line in sutured's log;
+// nothing in the history, which an unprivileged caller must not grow.
+int Daemon::authorize(sd_bus_message* message, sd_bus_error* error, std::uint32_t& caller_uid) {
     uid_t uid = static_cast<uid_t>(-1);
     sd_bus_creds* raw_creds = nullptr;
     if (sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID, &raw_creds) >= 0) {
         bus::Creds creds(raw_creds);
-        sd_bus_creds_get_euid(creds.get(), &uid);
+        if (sd_bus_creds_get_euid(creds.get(), &uid) < 0) {
+            uid = static_cast<uid_t>(-1);
+        }
     }
+    caller_uid = static_cast<std::uint32_t>(uid);
     if (uid == 0) {
         return 0;
     }
-    // Ask polkit: CheckAuthorization(subject, action, details, flags, cancellation).
+    bool polkit_answered = false;
+    if (uid != static_cast<uid_t>(-1) && polkit_allows(message, polkit_answered)) {
+        return 0;
+    }
+    const char* member = sd_bus_message_get_member(message);
+    log::warning("sutured: " + std::string(member ? member : "?") + " by uid " +
+                 std::to_string(static_cast<unsigned>(uid)) + ": not authorized" +
+                 (polkit_answered ? "" : " (polkit is not available)"));
+    return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                             "not authorized: uid %u is not allowed to do that: it needs root or "
+                             "the polkit action %s%s",
+                             static_cast<unsigned>(uid), bus::polkit_action,
+                             polkit_answered ? "" : " (polkit is not available)");
+}
+
+// CheckAuthorization(subject, action, details, flags, cancellation) with the
+// caller's unique bus name as subject; `answered` says whether polkit replied
+// with a result at all.
+bool Daemon::polkit_allows(sd_bus_message* message, bool& answered) {
     bus::BusError polkit_error;
     sd_bus_message* raw_reply = nullptr;
     const char* sender = sd_bus_message_get_sender(message);
@@ -330,18 +368,9 @@ int Daemon::authorize(sd_bus_message* message, sd_bus_error* error) {
         bus::polkit_action, 0, 1u, "");
     bus::Message reply(raw_reply);
     int authorized = 0;
-    if (result >= 0 && sd_bus_message_enter_container(reply.get(), 'r', "bba{ss}") >= 0 &&
-        sd_bus_message_read(reply.get(), "b", &authorized) < 0) {
-        authorized = 0;
-    }
-    if (authorized) {
-        return 0;
-    }
-    return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
-                             "uid %u is not allowed to do that: it needs root or the polkit "
-                             "action %s%s",
-                             static_cast<unsigned>(uid), bus::polkit_action,
-                             result < 0 ? " (polkit is not available)" : "");
+    answered = result >= 0 && sd_bus_message_enter_container(reply.get(), 'r', "bba{ss}") >= 0 &&
+               sd_bus_message_read(reply.get(), "b", &authorized) >= 0;
+    return answered && authorized != 0;
 }
 
 void Daemon::log_lost(const std::string& what, const std::vector<std::string>& lost) {
@@ -385,18 +414,49 @@ int Daemon::update(sd_bus_message* message, void* self, sd_bus_error* error) {
     if (int result = sd_bus_message_read(message, "b", &offline); result < 0) {
         return result;
     }
-    if (int denied = daemon->authorize(message, error); denied < 0) {
+    std::uint32_t caller = 0;
+    if (int denied = daemon->authorize(message, error, caller); denied < 0) {
         return denied;
     }
-    UpdateOptions options{.refresh = !offline, .inject = daemon->options_.inject};
-    auto report = daemon->engine_->update(options);
+    return daemon->run_update(message, UpdateOptions{.refresh = !offline}, caller);
+}
+
+int Daemon::update_with(sd_bus_message* message, void* self, sd_bus_error* error) {
+    auto* daemon = static_cast<Daemon*>(self);
+    const char* text = nullptr;
+    if (int result = sd_bus_message_read(message, "s", &text); result < 0) {
+        return result;
+    }
+    auto document = nlohmann::json::parse(text, nullptr, false);
+    auto options = update_options_from_json(document);
+    if (!options) {
+        return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, options.error().message.c_str());
+    }
+    // A dry run changes nothing (and records nothing): open to everyone,
+    // like Status.
+    std::uint32_t caller = 0;
+    if (!options->dry_run) {
+        if (int denied = daemon->authorize(message, error, caller); denied < 0) {
+            return denied;
+        }
+    }
+    return daemon->run_update(message, *options, caller);
+}
+
+int Daemon::run_update(sd_bus_message* message, UpdateOptions options, std::uint32_t caller_uid) {
+    CallerScope as_caller(*engine_, caller_uid);
+    options.inject = options_.inject;
+    auto report = engine_->update(options);
     if (!report) {
         return reply(message, error_to_json(report.error()));
     }
-    daemon->log_lost("update", report->lost_records);
-    daemon->emit_applied(report->actions);
-    (void)daemon->engine_->reload_new_process_patches();  // the feed may have brought new patchsets
-    daemon->write_metrics();
+    if (report->dry_run) {
+        return reply(message, update_to_json(*report));
+    }
+    log_lost("update", report->lost_records);
+    emit_applied(report->actions);
+    (void)engine_->reload_new_process_patches();  // the feed may have brought new patchsets
+    write_metrics();
     return reply(message, update_to_json(*report));
 }
 
@@ -407,9 +467,11 @@ int Daemon::apply(sd_bus_message* message, void* self, sd_bus_error* error) {
     if (int result = sd_bus_message_read(message, "is", &pid, &path); result < 0) {
         return result;
     }
-    if (int denied = daemon->authorize(message, error); denied < 0) {
+    std::uint32_t caller = 0;
+    if (int denied = daemon->authorize(message, error, caller); denied < 0) {
         return denied;
     }
+    CallerScope as_caller(*daemon->engine_, caller);
     std::vector<std::string> lost;  // callback outcomes the database failed to record
     auto report = daemon->engine_->apply_file(pid, path, daemon->options_.inject, &lost);
     daemon->log_lost("apply pid " + std::to_string(pid), lost);
@@ -427,9 +489,11 @@ int Daemon::revert(sd_bus_message* message, void* self, sd_bus_error* error) {
     if (int result = sd_bus_message_read(message, "is", &pid, &patch_id); result < 0) {
         return result;
     }
-    if (int denied = daemon->authorize(message, error); denied < 0) {
+    std::uint32_t caller = 0;
+    if (int denied = daemon->authorize(message, error, caller); denied < 0) {
         return denied;
     }
+    CallerScope as_caller(*daemon->engine_, caller);
     std::vector<std::string> lost;
     auto reports = daemon->engine_->revert(pid, patch_id, daemon->options_.inject, &lost);
     daemon->log_lost("revert", lost);
@@ -437,6 +501,36 @@ int Daemon::revert(sd_bus_message* message, void* self, sd_bus_error* error) {
         return reply(message, failure_to_json(reports.error()));
     }
     return reply(message, reverted_to_json(pid, *reports, lost));
+}
+
+int Daemon::revert_everywhere(sd_bus_message* message, void* self, sd_bus_error* error) {
+    auto* daemon = static_cast<Daemon*>(self);
+    const char* text = nullptr;
+    if (int result = sd_bus_message_read(message, "s", &text); result < 0) {
+        return result;
+    }
+    auto request = nlohmann::json::parse(text, nullptr, false);
+    RevertScope scope;
+    try {
+        auto cves = request.at("cves").get<std::vector<std::string>>();
+        scope = RevertScope{.cves = {cves.begin(), cves.end()}, .all = request.at("all").get<bool>()};
+    } catch (const nlohmann::json::exception&) {
+        return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
+                                "RevertEverywhere: expected {\"cves\": [...], \"all\": bool}");
+    }
+    std::uint32_t caller = 0;
+    if (int denied = daemon->authorize(message, error, caller); denied < 0) {
+        return denied;
+    }
+    CallerScope as_caller(*daemon->engine_, caller);
+    auto report = daemon->engine_->revert_everywhere(scope, daemon->options_.inject);
+    if (!report) {
+        return reply(message, error_to_json(report.error()));
+    }
+    daemon->log_lost("revert", report->lost_records);
+    (void)daemon->engine_->reload_new_process_patches();
+    daemon->write_metrics();
+    return reply(message, host_revert_to_json(*report));
 }
 
 int Daemon::history(sd_bus_message* message, void* self, sd_bus_error*) {
@@ -458,9 +552,11 @@ int Daemon::set_enabled(sd_bus_message* message, void* self, sd_bus_error* error
     if (int result = sd_bus_message_read(message, "b", &enabled); result < 0) {
         return result;
     }
-    if (int denied = daemon->authorize(message, error); denied < 0) {
+    std::uint32_t caller = 0;
+    if (int denied = daemon->authorize(message, error, caller); denied < 0) {
         return denied;
     }
+    CallerScope as_caller(*daemon->engine_, caller);
     if (auto set = daemon->engine_->set_enabled(enabled != 0); !set) {
         bool locked = set.error().code == ErrorCode::locked;
         return sd_bus_error_set(error, locked ? bus::error_locked : SD_BUS_ERROR_FAILED,

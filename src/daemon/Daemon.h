@@ -51,8 +51,10 @@ class Daemon {
     // D-Bus method handlers (sd-bus vtable callbacks).
     static int status(sd_bus_message* message, void* self, sd_bus_error* error);
     static int update(sd_bus_message* message, void* self, sd_bus_error* error);
+    static int update_with(sd_bus_message* message, void* self, sd_bus_error* error);
     static int apply(sd_bus_message* message, void* self, sd_bus_error* error);
     static int revert(sd_bus_message* message, void* self, sd_bus_error* error);
+    static int revert_everywhere(sd_bus_message* message, void* self, sd_bus_error* error);
     static int history(sd_bus_message* message, void* self, sd_bus_error* error);
     static int set_enabled(sd_bus_message* message, void* self, sd_bus_error* error);
     static int enabled_property(sd_bus*, const char*, const char*, const char*,
@@ -84,13 +86,19 @@ class Daemon {
     // kernel refuses: updates still work).
     void watch_new_processes();
 
-    // 0 if the sender may mutate; else a negative errno with `error` set.
-    int authorize(sd_bus_message* message, sd_bus_error* error);
+    // 0 when the sender of `message` may call a mutating method (root, or
+    // polkit's org.suture.manage), else an AccessDenied error; `caller_uid`
+    // gets the sender's uid either way (-1 when the bus does not say).
+    int authorize(sd_bus_message* message, sd_bus_error* error, std::uint32_t& caller_uid);
+    bool polkit_allows(sd_bus_message* message, bool& answered);
     void emit_patched(int pid, const std::string& patch_id, std::uint32_t level);
     // Records the state database failed to write, each as an error in the log.
     void log_lost(const std::string& what, const std::vector<std::string>& lost);
     // ProcessPatched for every action that applied a patch.
     void emit_applied(const std::vector<UpdateAction>& actions);
+    // Update and UpdateWith after authorization: the run, its signals,
+    // the new-process patches and metrics refreshed, the document replied.
+    int run_update(sd_bus_message* message, UpdateOptions options, std::uint32_t caller_uid);
     // Replies with one JSON document.
     static int reply(sd_bus_message* message, const nlohmann::json& document);
 

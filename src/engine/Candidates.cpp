@@ -176,11 +176,10 @@ void record_already(Records& records, const PatchMetadata& metadata,
 
 }  // namespace
 
-void apply_and_record(Engine& engine, Records& records, const UsablePatch& candidate,
-                      const InjectOptions& options, const std::string& executable,
-                      const std::string& origin, UpdateAction& action) {
+void record_apply(Records& records, const UsablePatch& candidate, const std::string& executable,
+                  const std::string& origin, UpdateAction& action,
+                  const InjectResult<InjectReport>& applied) {
     const PatchMetadata& metadata = candidate.patch.metadata;
-    auto applied = engine.apply(action.process.pid, candidate.patch, options, records);
     if (applied && applied->already_applied) {
         action.level = applied->level;
         record_already(records, metadata, executable, action);
@@ -220,6 +219,31 @@ void apply_and_record(Engine& engine, Records& records, const UsablePatch& candi
                                             .reason = action.reason,
                                             .message = applied ? origin : action.message})
                            : Result<void>{});
+}
+
+
+void apply_and_record(Engine& engine, Records& records, const UsablePatch& candidate,
+                      const InjectOptions& options, const std::string& executable,
+                      const std::string& origin, UpdateAction& action) {
+    auto applied = engine.apply(action.process.pid, candidate.patch, options, records);
+    record_apply(records, candidate, executable, origin, action, applied);
+}
+
+void apply_and_record_all(Engine& engine, Records& records,
+                          const std::vector<const UsablePatch*>& candidates,
+                          const InjectOptions& options, const std::string& executable,
+                          const std::string& origin, const std::vector<UpdateAction*>& actions) {
+    if (candidates.empty()) {
+        return;
+    }
+    std::vector<const PatchFile*> patches;
+    for (const UsablePatch* candidate : candidates) {
+        patches.push_back(&candidate->patch);
+    }
+    auto applied = engine.apply_many(actions.front()->process.pid, patches, options, records);
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+        record_apply(records, *candidates[i], executable, origin, *actions[i], applied[i]);
+    }
 }
 
 }  // namespace suture

@@ -110,4 +110,19 @@ void apply_and_record(Engine& engine, Records& records, const UsablePatch& candi
                       const InjectOptions& options, const std::string& executable,
                       const std::string& origin, UpdateAction& action);
 
+// Fills in `action` from the outcome of applying `candidate` and records it,
+// as apply_and_record does (for an update that applied in parallel).
+void record_apply(Records& records, const UsablePatch& candidate, const std::string& executable,
+                  const std::string& origin, UpdateAction& action,
+                  const InjectResult<InjectReport>& applied);
+
+// The same for several candidates to one process (every action names the
+// same process), applied in one stop (Engine::apply_many) and each
+// recorded as above. What an update or a new process should call when a
+// process gets more than one patch.
+void apply_and_record_all(Engine& engine, Records& records,
+                          const std::vector<const UsablePatch*>& candidates,
+                          const InjectOptions& options, const std::string& executable,
+                          const std::string& origin, const std::vector<UpdateAction*>& actions);
+
 }  // namespace suture

@@ -7,6 +7,7 @@
 
 #include "base/Files.h"
 #include "config.h"
+#include "engine/Engine.h"
 #include "feed-client/UtcTime.h"
 
 namespace suture {
@@ -336,6 +337,8 @@ UpdateAction update_action_from_json(const json& value, FieldReader& parent) {
         .outcome = ActionOutcome::failed,
         .reason = fields.get<std::string>("reason"),
         .message = fields.get<std::string>("message"),
+        .severity = fields.optional<std::string>("severity").value_or(""),
+        .remote = fields.optional<std::string>("remote").value_or(""),
     };
     std::string outcome = fields.get<std::string>("outcome");
     if (auto known = outcome_from_name(outcome)) {
@@ -361,6 +364,14 @@ std::string_view outcome_name(ActionOutcome outcome) {
             return "excluded";
         case ActionOutcome::failed:
             return "failed";
+        case ActionOutcome::held:
+            return "held";
+        case ActionOutcome::would_apply:
+            return "would_apply";
+        case ActionOutcome::would_adopt:
+            return "would_adopt";
+        case ActionOutcome::reverted:
+            return "reverted";
     }
     return "failed";
 }
@@ -368,7 +379,8 @@ std::string_view outcome_name(ActionOutcome outcome) {
 std::optional<ActionOutcome> outcome_from_name(std::string_view name) {
     for (ActionOutcome outcome :
          {ActionOutcome::applied, ActionOutcome::already, ActionOutcome::adopted,
-          ActionOutcome::excluded, ActionOutcome::failed}) {
+          ActionOutcome::excluded, ActionOutcome::failed, ActionOutcome::held,
+          ActionOutcome::would_apply, ActionOutcome::would_adopt, ActionOutcome::reverted}) {
         if (outcome_name(outcome) == name) {
             return outcome;
         }
@@ -696,9 +708,11 @@ json cached_targets_to_json(const std::vector<feed::CachedTarget>& targets) {
     return {{"patchsets", entries}, {"refused", refused}};
 }
 
-json update_to_json(const UpdateReport& report) {
+namespace {
+
+json actions_to_json(const std::vector<UpdateAction>& list) {
     json actions = json::array();
-    for (const UpdateAction& action : report.actions) {
+    for (const UpdateAction& action : list) {
         actions.push_back({{"pid", action.process.pid},
                            {"start_time", action.process.start_time},
                            {"comm", action.comm},
@@ -706,9 +720,29 @@ json update_to_json(const UpdateReport& report) {
                            {"level", action.level},
                            {"outcome", outcome_name(action.outcome)},
                            {"reason", action.reason},
-                           {"message", action.message}});
+                           {"message", action.message},
+                           {"severity", action.severity},
+                           {"remote", action.remote}});
     }
+    return actions;
+}
+
+}  // namespace
+
+json host_revert_to_json(const HostRevertReport& report) {
+    return {{"actions", actions_to_json(report.actions)}, {"lost_records", report.lost_records}};
+}
+
+json update_to_json(const UpdateReport& report) {
+    json actions = actions_to_json(report.actions);
     json document = {{"enabled", report.enabled},
+                     {"dry_run", report.dry_run},
+                     {"automatic", report.automatic},
+                     {"policy_time", report.policy_time},
+                     {"policy_time_utc", format_utc_time(report.policy_time)},
+                     {"window", report.window},
+                     {"rollout_bucket", report.rollout_bucket ? json(*report.rollout_bucket)
+                                                              : json(nullptr)},
                      {"patchsets", report.patchsets},
                      {"processes_examined", report.processes_examined},
                      {"processes_matching", report.processes_matching},
@@ -751,7 +785,8 @@ json history_to_json(const std::vector<HistoryEntry>& entries) {
                         {"level", entry.level},
                         {"outcome", name_of(entry.outcome)},
                         {"reason", entry.reason},
-                        {"message", entry.message}});
+                        {"message", entry.message},
+                        {"caller_uid", entry.caller_uid ? json(*entry.caller_uid) : json()}});
     }
     return {{"history", rows}};
 }
@@ -832,6 +867,11 @@ Result<UpdateReport> update_from_json(const json& document) {
         .lost_records =
             fields.optional<std::vector<std::string>>("lost_records").value_or(std::vector<std::string>{}),
     };
+    report.dry_run = fields.optional<bool>("dry_run").value_or(false);
+    report.automatic = fields.optional<bool>("automatic").value_or(false);
+    report.window = fields.optional<std::string>("window").value_or("");
+    report.rollout_bucket = fields.optional<double>("rollout_bucket");
+    report.policy_time = fields.optional<std::int64_t>("policy_time").value_or(0);
     for (const json& remote : fields.array("feed")) {
         report.refreshes.push_back(remote_refresh_from_json(remote, fields));
     }
@@ -843,6 +883,82 @@ Result<UpdateReport> update_from_json(const json& document) {
     }
     return report;
 }
+
+Result<HostRevertReport> host_revert_from_json(const json& document) {
+    if (auto failure = failure_from_json(document)) {
+        return tl::unexpected(failure->error);
+    }
+    FieldReader fields(document, "revert document");
+    HostRevertReport report;
+    report.lost_records = fields.get<std::vector<std::string>>("lost_records");
+    for (const json& action : fields.array("actions")) {
+        report.actions.push_back(update_action_from_json(action, fields));
+    }
+    if (fields.problem()) {
+        return tl::unexpected(fields.error());
+    }
+    return report;
+}
+
+json crash_lock_to_json(const CrashLockStatus& status) {
+    json patches = json::array();
+    for (const auto& [patch_id, level] : status.lock.patches) {
+        patches.push_back({{"patch_id", patch_id}, {"level", level}});
+    }
+    return {{"path", status.path},
+            {"boot_id", status.lock.boot_id},
+            {"at", format_utc_time(status.lock.at)},
+            {"holding", status.holding},
+            {"patches", patches}};
+}
+
+json update_options_to_json(const UpdateOptions& options) {
+    const Selection& selection = options.selection;
+    return {{"refresh", options.refresh},
+            {"dry_run", options.dry_run},
+            {"automatic", options.automatic},
+            {"cves", selection.cves},
+            {"exclude_cves", selection.exclude_cves},
+            {"min_severity", severity_name(selection.min_severity)}};
+}
+
+Result<UpdateOptions> update_options_from_json(const json& document) {
+    FieldReader fields(document, "update options");
+    UpdateOptions options;
+    options.refresh = fields.get<bool>("refresh");
+    options.dry_run = fields.get<bool>("dry_run");
+    options.automatic = fields.get<bool>("automatic");
+    auto cves = fields.get<std::vector<std::string>>("cves");
+    auto excluded = fields.get<std::vector<std::string>>("exclude_cves");
+    options.selection.cves = {cves.begin(), cves.end()};
+    options.selection.exclude_cves = {excluded.begin(), excluded.end()};
+    std::string severity = fields.get<std::string>("min_severity");
+    if (!severity.empty()) {
+        auto known = severity_from_name(severity);
+        if (!known) {
+            fields.note("unknown min_severity \"" + severity + "\"");
+        }
+        options.selection.min_severity = known.value_or(Severity::unknown);
+    }
+    if (fields.problem()) {
+        return fail(ErrorCode::bad_format, *fields.problem());
+    }
+    return options;
+}
+
+namespace {
+
+// A history row's caller_uid: null (a row older than schema 5) or absent
+// (an older sutured) is unknown.
+std::optional<std::uint32_t> caller_uid_of(const json& row) {
+    auto uid = row.find("caller_uid");
+    if (uid == row.end() || !uid->is_number_unsigned()) {
+        return std::nullopt;
+    }
+    return uid->get<std::uint32_t>();
+}
+
+}  // namespace
 
 Result<std::vector<HistoryEntry>> history_from_json(const json& document) {
     if (auto failure = failure_from_json(document)) {
@@ -863,6 +979,7 @@ Result<std::vector<HistoryEntry>> history_from_json(const json& document) {
             .outcome = history_outcome_named(entry.get<std::string>("outcome")),
             .reason = entry.get<std::string>("reason"),
             .message = entry.get<std::string>("message"),
+            .caller_uid = caller_uid_of(row),
         });
         fields.adopt(entry);
     }

@@ -23,6 +23,8 @@
 
 namespace suture {
 
+struct UpdateOptions;  // engine/Engine.h
+
 // What `status` reports: the scan, plus the suture patches found in each
 // reported process through their region markers (no ptrace).
 struct StatusReport {
@@ -54,6 +56,12 @@ enum class ActionOutcome {
     adopted,   // active in memory but unknown to the database: recorded now
     excluded,  // suture itself, or an excluded executable or unit
     failed,    // the apply failed; `reason` and `message` say why
+    held,      // held back by a rule: --cve/--exclude-cve/--min-severity, or for
+               // automatic runs auto_apply, the rollout wave, the window
+               // (`reason` names the rule, `message` says how)
+    would_apply,  // --dry-run: would be applied
+    would_adopt,  // --dry-run: would be adopted
+    reverted,     // suture revert --cve/--all: reverted from the process
 };
 std::string_view outcome_name(ActionOutcome outcome);
 std::optional<ActionOutcome> outcome_from_name(std::string_view name);
@@ -64,12 +72,20 @@ struct UpdateAction {
     std::string patch_id;
     std::uint32_t level = 0;
     ActionOutcome outcome = ActionOutcome::failed;
-    std::string reason;  // error code name when failed
+    std::string reason;  // error code name when failed; the rule when held
     std::string message;
+    std::string severity;  // the patch's ("" unknown): signed custom metadata, else advisories
+    std::string remote;    // the feed it came from
 };
 
 struct UpdateReport {
     bool enabled = true;
+    bool dry_run = false;    // nothing was changed: the actions say what would be
+    bool automatic = false;  // the policy (suture.conf) applied
+    // The policy's view of the run (docs/operator-guide.md, "Policy").
+    std::int64_t policy_time = 0;   // Unix seconds the rules used
+    std::string window;             // "inside", "outside", or "none" (no window configured)
+    std::optional<double> rollout_bucket;  // the host's bucket; nullopt without a machine id
     std::vector<RemoteRefresh> refreshes;  // empty when offline
     std::size_t patchsets = 0;             // usable patch files in the cache
     std::size_t processes_examined = 0;
@@ -82,6 +98,13 @@ struct UpdateReport {
     // Records the state database failed to write (a full disk, an I/O
     // error), each "what: why": the run did them, the database lacks them.
     std::vector<std::string> lost_records;
+};
+
+// What `suture revert --cve ID… | --all` did: one action per (process,
+// patch) it reverted (`reverted`) or failed to (`failed`, with the reason).
+struct HostRevertReport {
+    std::vector<UpdateAction> actions;
+    std::vector<std::string> lost_records;  // as in UpdateReport
 };
 
 // What `suture state rebuild` did (Engine::rebuild_state).
@@ -132,6 +155,15 @@ nlohmann::json failure_to_json(const InjectFailure& failure);
 nlohmann::json error_to_json(const Error& error);
 nlohmann::json thread_stacks_to_json(int pid, const std::vector<ThreadStack>& stacks);
 nlohmann::json update_to_json(const UpdateReport& report);
+// The options of one update as sutured's UpdateWith method takes them
+// (docs/formats.md, "Update options"); inject options are the daemon's.
+nlohmann::json update_options_to_json(const UpdateOptions& options);
+Result<UpdateOptions> update_options_from_json(const nlohmann::json& document);
+nlohmann::json host_revert_to_json(const HostRevertReport& report);
+// The crash lockfile (`suture crash-lock --json`, status's "crash_lock").
+struct CrashLockStatus;  // engine/Engine.h
+nlohmann::json crash_lock_to_json(const CrashLockStatus& status);
+Result<HostRevertReport> host_revert_from_json(const nlohmann::json& document);
 nlohmann::json state_rebuild_to_json(const StateRebuild& rebuild);
 nlohmann::json history_to_json(const std::vector<HistoryEntry>& entries);
 nlohmann::json refresh_to_json(const std::vector<RemoteRefresh>& refreshes);

@@ -165,8 +165,9 @@ Result<std::vector<ThreadStack>> Engine::stacks(int pid) {
 
 // Patching one process.
 
-// 1. the operation lock, for the apply and its records; 2. the apply;
-// 3. its callback outcomes, each write checked.
+// 1. the operation lock, for the apply and its records; 2. the identity
+// before the apply (the history names the process by it); 3. the apply;
+// 4. its history entry and callback outcomes, each write checked.
 InjectResult<InjectReport> Engine::apply(int pid, const PatchFile& patch,
                                          const InjectOptions& options,
                                          std::vector<std::string>* lost_records) {
@@ -174,10 +175,13 @@ InjectResult<InjectReport> Engine::apply(int pid, const PatchFile& patch,
     if (!lock) {
         return tl::unexpected(failure_of(lock.error()));
     }
+    auto info = read_process_info(pid);
     std::vector<CallbackOutcome> outcomes;
     auto report = apply_held(pid, patch, options, outcomes);
-    auto lost =
+    auto lost = record_manual_apply({pid, info ? info->start_time : 0}, patch.metadata, report);
+    auto more =
         record_callbacks_alone(pid, patch.metadata.patch_id, patch.metadata.level, outcomes);
+    lost.insert(lost.end(), more.begin(), more.end());
     if (lost_records != nullptr) {
         *lost_records = std::move(lost);
     }
@@ -195,6 +199,40 @@ InjectResult<InjectReport> Engine::apply(int pid, const PatchFile& patch,
     auto report = apply_held(pid, patch, options, outcomes);
     record_callbacks(records, pid, patch.metadata.patch_id, patch.metadata.level, outcomes);
     return report;
+}
+
+std::vector<InjectResult<InjectReport>> Engine::apply_many(
+    int pid, std::span<const PatchFile* const> patches, const InjectOptions& options,
+    Records& records) {
+    std::vector<InjectResult<InjectReport>> results;
+    auto lock = hold_operation_lock();
+    if (!lock) {
+        for (std::size_t i = 0; i < patches.size(); ++i) {
+            results.push_back(tl::unexpected(failure_of(lock.error())));
+        }
+        return results;
+    }
+    std::vector<PatchApplication> applied = apply_patches(pid, patches, options);
+    return record_applied(pid, patches, applied, records);
+}
+
+std::vector<InjectResult<InjectReport>> Engine::record_applied(
+    int pid, std::span<const PatchFile* const> patches, std::vector<PatchApplication>& applied,
+    Records& records) {
+    std::vector<InjectResult<InjectReport>> results;
+    for (std::size_t i = 0; i < patches.size(); ++i) {
+        const PatchMetadata& metadata = patches[i]->metadata;
+        PatchApplication& outcome = applied[i];
+        record_callbacks(records, pid, metadata.patch_id, metadata.level, outcome.callbacks);
+        if (!outcome.report) {
+            InjectFailure failure = failure_of(outcome.report.error(), std::move(outcome.blocking));
+            failure.callbacks = outcome.callbacks;
+            results.push_back(tl::unexpected(std::move(failure)));
+        } else {
+            results.push_back(std::move(*outcome.report));
+        }
+    }
+    return results;
 }
 
 InjectResult<InjectReport> Engine::apply_held(int pid, const PatchFile& patch,
@@ -264,6 +302,28 @@ InjectResult<std::vector<InjectReport>> Engine::revert(int pid, const std::strin
         return tl::unexpected(std::move(failure));
     }
     return *reports;
+}
+
+std::vector<std::string> Engine::record_manual_apply(const ProcessIdentity& process,
+                                                     const PatchMetadata& metadata,
+                                                     const InjectResult<InjectReport>& report) {
+    auto database = state();
+    Result<void> written =
+        database
+            ? (*database)->log({.action = HistoryAction::apply,
+                                .process = process,
+                                .patch_id = metadata.patch_id,
+                                .level = metadata.level,
+                                .outcome = report ? HistoryOutcome::ok : HistoryOutcome::failed,
+                                .reason = report ? "" : error_code_name(report.error().error.code),
+                                .message = report ? "applied by hand (suture apply)"
+                                                  : report.error().error.message})
+            : Result<void>(tl::unexpected(database.error()));
+    if (!written) {
+        return {"apply pid " + std::to_string(process.pid) +
+                " (history): " + written.error().message};
+    }
+    return {};
 }
 
 std::vector<std::string> Engine::record_revert(
@@ -433,7 +493,15 @@ Result<StateDatabase*> Engine::state() {
         state_ = std::make_unique<StateDatabase>(std::move(*database));
         state_file_ = file_identity(options_.state_database);
     }
+    state_->set_caller_uid(caller_uid_);
     return state_.get();
+}
+
+void Engine::set_caller_uid(std::uint32_t uid) {
+    caller_uid_ = uid;
+    if (state_) {
+        state_->set_caller_uid(uid);
+    }
 }
 
 Result<std::vector<HistoryEntry>> Engine::history(std::size_t limit) {

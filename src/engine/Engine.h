@@ -3,18 +3,24 @@
 // meson and scripts/check-layers make reaching past it a build error.
 #pragma once
 
+#include <unistd.h>
+
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "base/Error.h"
+#include "engine/CrashLock.h"
 #include "engine/Documents.h"
 #include "engine/Exports.h"
 #include "engine/Feed.h"
+#include "engine/Policy.h"
 #include "patch/PatchFile.h"
 #include "state/StateDatabase.h"
 
@@ -49,7 +55,34 @@ struct EngineOptions {
 struct UpdateOptions {
     bool refresh = true;        // false: offline, from the cache only (the boot case)
     bool log_idle_runs = true;  // false: no history entry for a run that did nothing
+    // Changes nothing (no refresh, no apply, no record, no lock): the
+    // report's actions say what would be done (would_apply, would_adopt)
+    // and what is held back by which rule (held).
+    bool dry_run = false;
+    // The timer's and sutured's runs: the policy of suture.conf (auto_apply,
+    // windows, rollout) applies on top of the selection.
+    bool automatic = false;
+    Selection selection;  // --cve, --exclude-cve, --min-severity
     InjectOptions inject;
+    // How many processes are patched at once (one tracer thread each; the
+    // state database is written by the update's own thread alone); 0: the
+    // number of cores.
+    unsigned parallel = 0;
+};
+
+// What `suture revert --cve ID… | --all` reverts: the patches that fix
+// one of `cves` (a patch id equal to the CVE, or one whose signed custom
+// metadata lists it in the feed cache), or with `all` every suture patch.
+struct RevertScope {
+    std::set<std::string> cves;
+    bool all = false;
+};
+
+// The crash lockfile as `suture crash-lock` and `suture status` show it.
+struct CrashLockStatus {
+    std::string path;
+    CrashLock lock;
+    bool holding = false;  // from another boot: automatic runs hold its patches back
 };
 
 // Progress of an update: (processes handled, processes to handle).
@@ -89,10 +122,11 @@ class Engine {
     Result<std::vector<ThreadStack>> stacks(int pid);
 
     // Patching one process (see apply_patch and revert_patches in
-    // inject/Injector.h), under the operation lock. An apply is not recorded
-    // in the state database (`update` adopts what it finds in memory); a
-    // revert is: the process's active rows of each reverted patch become
-    // `reverted`, with a history entry (a failed revert gets one too).
+    // inject/Injector.h), under the operation lock. An apply gets a history
+    // entry (ok or failed, with the caller's uid) but no application row
+    // (`update` adopts what it finds in memory); a revert is recorded: the
+    // process's active rows of each reverted patch become `reverted`, with a
+    // history entry (a failed revert gets one too).
     // Either way the outcome of each patch callback that ran (or was
     // skipped) is a row of the callbacks table, written under the lock.
     // Records it could not write are named in `lost_records`.
@@ -107,6 +141,21 @@ class Engine {
     InjectResult<std::vector<InjectReport>> revert(int pid, const std::string& patch_id,
                                                    const InjectOptions& options,
                                                    std::vector<std::string>* lost_records = nullptr);
+
+    // The rollback plan in one command (`suture revert --cve ID… | --all`,
+    // HostRevert.cpp): under the operation lock, every active suture patch
+    // of every process of the host that `scope` names is reverted as
+    // revert() does (its rows and history written); a process that fails
+    // is an action `failed` with its reason, and the others go on.
+    Result<HostRevertReport> revert_everywhere(const RevertScope& scope,
+                                               const InjectOptions& options);
+
+    // The crash lockfile (engine/CrashLock.h, docs/state.md): what it holds
+    // (nullopt: none), whether it is from another boot (so it holds its
+    // patches back in automatic runs); and its release, under the operation
+    // lock, with a history entry.
+    Result<std::optional<CrashLockStatus>> crash_lock();
+    Result<void> release_crash_lock();
 
     // The automatic cycle (`suture update`, Engine::update in Update.cpp).
     Result<UpdateReport> update(const UpdateOptions& options, const UpdateProgress& progress = {});
@@ -126,6 +175,12 @@ class Engine {
 
     // State: the audit log, the global switch, exclusions.
     Result<std::vector<HistoryEntry>> history(std::size_t limit);
+    // Whose calls the history entries written from now on record (default:
+    // this process's real uid). sutured names each D-Bus caller's uid for
+    // the duration of its call (CallerScope below), and its own (0) again
+    // for rescans and new processes.
+    void set_caller_uid(std::uint32_t uid);
+    std::uint32_t caller_uid() const { return caller_uid_; }
     Result<void> set_enabled(bool enabled);
     Result<bool> enabled();
     Result<void> set_exclusion(const Exclusion& exclusion, bool excluded);
@@ -145,13 +200,34 @@ class Engine {
     // (the update's batch), so a batch that fails names them lost too.
     InjectResult<InjectReport> apply(int pid, const PatchFile& patch, const InjectOptions& options,
                                      Records& records);
+    // Several patches to one process in one stop (apply_patches in
+    // inject/Injector.h), under the operation lock: one outcome per patch,
+    // in order, each as apply() gives it; their callback outcomes written
+    // through `records`. For `update` and for new processes (exec gating).
+    std::vector<InjectResult<InjectReport>> apply_many(int pid,
+                                                       std::span<const PatchFile* const> patches,
+                                                       const InjectOptions& options,
+                                                       Records& records);
+    // The second half of apply_many, for a caller that ran apply_patches()
+    // itself (an update patching processes in parallel) and records from
+    // one thread: each outcome as apply_many gives it, its callbacks
+    // written through `records`.
+    std::vector<InjectResult<InjectReport>> record_applied(int pid,
+                                                           std::span<const PatchFile* const> patches,
+                                                           std::vector<PatchApplication>& applied,
+                                                           Records& records);
     // The state database, opened on first use and opened again when its
     // file was replaced or removed meanwhile.
     Result<StateDatabase*> state();
     const FeedOptions& feed_options() const { return options_.feed; }
+    const std::string& state_database_path() const { return options_.state_database; }
 
   private:
     Engine(EngineOptions options, std::unique_ptr<BuildIndex> index);
+    // A manual apply's history entry; returns the record it could not write.
+    std::vector<std::string> record_manual_apply(const ProcessIdentity& process,
+                                                 const PatchMetadata& metadata,
+                                                 const InjectResult<InjectReport>& report);
     // Revert's rows and history; returns the records it could not write.
     std::vector<std::string> record_revert(const ProcessIdentity& process,
                                            const std::string& patch_id,
@@ -175,8 +251,26 @@ class Engine {
     std::unique_ptr<Scanner> scanner_;  // keeps a reference to *index_
     std::unique_ptr<StateDatabase> state_;
     std::pair<std::uint64_t, std::uint64_t> state_file_{};  // device, inode
+    std::uint32_t caller_uid_ = static_cast<std::uint32_t>(::getuid());
     std::unique_ptr<NewProcessPatcher> new_processes_;
     std::weak_ptr<HostLock> lock_;  // the operation lock while some operation holds it
+};
+
+// Names `uid` as the engine's caller while it lives, then the previous
+// caller again: sutured wraps each mutating D-Bus call in one.
+class CallerScope {
+  public:
+    CallerScope(Engine& engine, std::uint32_t uid)
+        : engine_(engine), previous_(engine.caller_uid()) {
+        engine_.set_caller_uid(uid);
+    }
+    ~CallerScope() { engine_.set_caller_uid(previous_); }
+    CallerScope(const CallerScope&) = delete;
+    CallerScope& operator=(const CallerScope&) = delete;
+
+  private:
+    Engine& engine_;
+    std::uint32_t previous_;
 };
 
 }  // namespace suture

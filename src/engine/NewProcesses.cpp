@@ -4,6 +4,7 @@
 
 #include "base/Log.h"
 #include "elf/ElfFile.h"
+#include "engine/PolicyFacts.h"
 #include "inject/EntryGate.h"
 #include "proc/Process.h"
 
@@ -55,6 +56,37 @@ Result<void> NewProcessPatcher::reload() {
     patches_ = load_usable_patches(*cached, problems);
     auto enabled = engine_.enabled();
     enabled_ = !enabled || *enabled;
+    return hold_back_by_policy();
+}
+
+// sutured's runs are automatic: a new process gets what an automatic run
+// would apply now (the policy of suture.conf, with the same rule that a
+// patch the host already applied is never held back by the clock or the
+// rollout). The next reload (every rescan) looks again.
+Result<void> NewProcessPatcher::hold_back_by_policy() {
+    auto policy = load_policy(engine_.feed_options().config_directory);
+    if (!policy) {
+        patches_.clear();  // no patch on a policy that cannot be read
+        return tl::unexpected(policy.error());
+    }
+    auto database = engine_.state();
+    auto approved = database ? approved_patches(**database) : Result<ApprovedPatches>(
+                                                                   tl::unexpected(database.error()));
+    if (!approved) {
+        patches_.clear();
+        return tl::unexpected(approved.error());
+    }
+    RunContext context = run_context(true);
+    AdvisoryData advisories = load_advisories(engine_.feed_options());
+    for (auto& [build_id, candidates] : patches_) {
+        std::erase_if(candidates, [&](const UsablePatch& candidate) {
+            const PatchMetadata& metadata = candidate.patch.metadata;
+            bool known = approved->contains({metadata.patch_id, metadata.level});
+            return held_back(facts_of(candidate, severity_of(candidate, advisories)), {}, *policy,
+                             context, known)
+                .has_value();
+        });
+    }
     return {};
 }
 

@@ -35,6 +35,8 @@ class NewProcessPatcher {
     const NewProcessStatistics& statistics() const { return statistics_; }
 
   private:
+    // Drops from patches_ what the policy holds back now (NewProcesses.cpp).
+    Result<void> hold_back_by_policy();
     bool needs_openssl(int pid);
     bool excluded(int pid);
     std::vector<UpdateAction> apply_matching(const ProcessInfo& info, const InjectOptions& options,

@@ -3,9 +3,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <thread>
 
+#include "engine/CrashLock.h"
+#include "engine/Policy.h"
+#include "engine/PolicyFacts.h"
 #include "proc/Process.h"
+#include "state/HostLock.h"
 #include "state/StateDatabase.h"
 
 namespace suture {
@@ -70,7 +79,9 @@ Result<Candidates> load_candidates(Engine& engine, StateDatabase& database, Reco
                         .cves = cves,
                         .usable = target.usable});
     }
-    records.wrote("the patchsets seen", database.record_patchsets(rows));
+    if (!report.dry_run) {
+        records.wrote("the patchsets seen", database.record_patchsets(rows));
+    }
     Candidates candidates = load_usable_patches(*cached, report.problems);
     for (const auto& [build_id, patches] : candidates) {
         report.patchsets += patches.size();
@@ -127,24 +138,86 @@ void adopt(Records& records, StateDatabase& database, const UpdateAction& action
                                                      .message = "found active in memory"}));
 }
 
-// Step: decide about one pair and act on it.
-UpdateAction act_on(Engine& engine, Records& records, const StatusReport& status,
-                    const Work& item, const Exclusions& exclusions, const KnownApplications& known,
-                    const InjectOptions& inject) {
-    StateDatabase& database = *records.database();
-    const ProcessInfo& info = item.process->info;
-    const PatchMetadata& metadata = item.candidate->patch.metadata;
-    UpdateAction action{.process = {info.pid, info.start_time},
-                        .comm = info.comm,
-                        .patch_id = metadata.patch_id,
-                        .level = metadata.level};
-    auto in_memory = status.patches.find(info.pid);
-    UpdateSubject subject{
-        .process = action.process,
-        .place = place_of(info.pid, exclusions),
-        .is_self = info.pid == ::getpid(),
-        .in_memory = in_memory == status.patches.end() ? nullptr : &in_memory->second};
-    Decision decision = decide(subject, metadata, exclusions, known);
+// The crash lockfile of one run (engine/CrashLock.h).
+class CrashGuard {
+  public:
+    CrashGuard(std::string path, std::string boot_id)
+        : path_(std::move(path)), boot_id_(std::move(boot_id)) {}
+
+    // At the start: a lock of this boot whose watch is over is removed
+    // (unless dry); one of another boot holds its patches in `context`.
+    Result<void> load(const Policy& policy, RunContext& context, bool dry_run) {
+        auto lock = read_crash_lock(path_);
+        if (!lock) {
+            return tl::unexpected(lock.error());
+        }
+        lock_ = std::move(*lock);
+        if (!lock_) {
+            return {};
+        }
+        if (lock_->boot_id != boot_id_) {
+            foreign_ = true;
+            context.crash_locked = lock_->patches;
+            context.crash_locked_at = lock_->at;
+            return {};
+        }
+        if (context.now >= lock_->at + policy.watch_seconds && !dry_run) {
+            lock_.reset();
+            return remove_crash_lock(path_);
+        }
+        return {};
+    }
+
+    // Before an apply: the lock names (patch id, level) on disk, so a host
+    // that goes down right after the apply finds it at boot. A lock of
+    // another boot is left as it is (it holds until released).
+    void cover(const std::string& patch_id, std::uint32_t level, std::time_t now) {
+        if (foreign_ || (lock_ && lock_->patches.contains({patch_id, level}))) {
+            return;
+        }
+        if (!lock_) {
+            lock_ = CrashLock{.boot_id = boot_id_, .at = now};
+        }
+        lock_->patches.insert({patch_id, level});
+        if (auto written = write_crash_lock(path_, *lock_); !written) {
+            problems_.push_back("crash lock not written: " + written.error().message);
+        }
+    }
+    const std::vector<std::string>& problems() const { return problems_; }
+
+  private:
+    std::string path_;
+    std::string boot_id_;
+    std::optional<CrashLock> lock_;
+    bool foreign_ = false;
+    std::vector<std::string> problems_;
+};
+
+// What one run decides with, besides the pair at hand.
+struct Run {
+    Engine& engine;
+    Records& records;
+    const StatusReport& status;
+    const Exclusions& exclusions;
+    const KnownApplications& known;
+    const UpdateOptions& options;
+    const Policy& policy;
+    const RunContext& context;
+    const ApprovedPatches& approved;
+    const AdvisoryData& advisories;
+    CrashGuard& crash;
+};
+
+// The rule holding an `apply` back, or nullopt.
+std::optional<Hold> hold_of(const Run& run, const UsablePatch& candidate, Severity severity) {
+    const PatchMetadata& metadata = candidate.patch.metadata;
+    bool approved = run.approved.contains({metadata.patch_id, metadata.level});
+    return held_back(facts_of(candidate, severity), run.options.selection, run.policy,
+                     run.context, approved);
+}
+
+// A dry run's outcome for a decision: what a real run would do.
+void describe(const Decision& decision, UpdateAction& action) {
     switch (decision.verdict) {
         case Verdict::exclude:
             action.outcome = ActionOutcome::excluded;
@@ -155,16 +228,135 @@ UpdateAction act_on(Engine& engine, Records& records, const StatusReport& status
             action.level = decision.level;
             break;
         case Verdict::adopt:
-            action.outcome = ActionOutcome::adopted;
+            action.outcome = ActionOutcome::would_adopt;
             action.level = decision.level;
-            adopt(records, database, action, subject.place.executable, metadata, decision.level);
             break;
         case Verdict::apply:
-            apply_and_record(engine, records, *item.candidate, inject, subject.place.executable,
-                             "from " + item.candidate->cached.remote, action);
+            action.outcome = ActionOutcome::would_apply;
+            action.message = "from " + action.remote;
+            break;
+    }
+}
+
+// Step: decide about one pair and act on it (or, in a dry run, say what
+// would be done), but for an apply: `to_apply` is set, and
+// decide_process gathers the process's pairs to apply in one stop.
+UpdateAction act_on(const Run& run, const Work& item, bool& to_apply) {
+    const ProcessInfo& info = item.process->info;
+    const UsablePatch& candidate = *item.candidate;
+    const PatchMetadata& metadata = candidate.patch.metadata;
+    Severity severity = severity_of(candidate, run.advisories);
+    UpdateAction action{.process = {info.pid, info.start_time},
+                        .comm = info.comm,
+                        .patch_id = metadata.patch_id,
+                        .level = metadata.level,
+                        .severity = std::string(severity_name(severity)),
+                        .remote = candidate.cached.remote};
+    auto in_memory = run.status.patches.find(info.pid);
+    UpdateSubject subject{
+        .process = action.process,
+        .place = place_of(info.pid, run.exclusions),
+        .is_self = info.pid == ::getpid(),
+        .in_memory = in_memory == run.status.patches.end() ? nullptr : &in_memory->second};
+    Decision decision = decide(subject, metadata, run.exclusions, run.known);
+    if (decision.verdict == Verdict::apply) {
+        if (auto hold = hold_of(run, candidate, severity)) {
+            action.outcome = ActionOutcome::held;
+            action.reason = hold->rule;
+            action.message = hold->message;
+            return action;
+        }
+    }
+    if (run.options.dry_run) {
+        describe(decision, action);
+        return action;
+    }
+    switch (decision.verdict) {
+        case Verdict::exclude:
+        case Verdict::already:
+            describe(decision, action);
+            break;
+        case Verdict::adopt:
+            action.outcome = ActionOutcome::adopted;
+            action.level = decision.level;
+            adopt(run.records, *run.records.database(), action, subject.place.executable,
+                  metadata, decision.level);
+            break;
+        case Verdict::apply:
+            run.crash.cover(metadata.patch_id, metadata.level, run.context.now);
+            to_apply = true;
             break;
     }
     return action;
+}
+
+// The pairs of one process to apply, in one stop: the candidates, the
+// indices of their actions in the report, and, once applied, the outcomes.
+struct ProcessJob {
+    int pid = 0;
+    std::string executable;
+    std::vector<const UsablePatch*> candidates;
+    std::vector<const PatchFile*> patches;
+    std::vector<std::size_t> actions;  // into report.actions
+    std::vector<PatchApplication> applied;
+};
+
+// Step: the pairs of one process (`items`, all naming it), decided one by
+// one, each with an action appended to `report`; the job of those to apply
+// (none: nothing to apply).
+std::optional<ProcessJob> decide_process(const Run& run, std::span<const Work> items,
+                                         UpdateReport& report) {
+    ProcessJob job;
+    for (const Work& item : items) {
+        bool to_apply = false;
+        report.actions.push_back(act_on(run, item, to_apply));
+        if (to_apply) {
+            job.actions.push_back(report.actions.size() - 1);
+            job.candidates.push_back(item.candidate);
+            job.patches.push_back(&item.candidate->patch);
+        }
+    }
+    if (job.candidates.empty()) {
+        return std::nullopt;
+    }
+    job.pid = items.front().process->info.pid;
+    job.executable = place_of(job.pid, run.exclusions).executable;
+    return job;
+}
+
+// Step: every job's patches applied (apply_patches: one stop per process),
+// `parallel` processes at once, each on a thread of its own (a tracer per
+// target: ptrace is per thread). Nothing here touches the engine or the
+// state database.
+void apply_jobs(std::vector<ProcessJob>& jobs, const InjectOptions& inject, unsigned parallel) {
+    std::atomic<std::size_t> next{0};
+    auto work = [&] {
+        for (std::size_t i = next++; i < jobs.size(); i = next++) {
+            jobs[i].applied = apply_patches(jobs[i].pid, jobs[i].patches, inject);
+        }
+    };
+    std::size_t workers = std::min<std::size_t>(std::max(parallel, 1U), jobs.size());
+    std::vector<std::thread> threads;
+    for (std::size_t i = 1; i < workers; ++i) {
+        threads.emplace_back(work);
+    }
+    work();
+    for (std::thread& thread : threads) {
+        thread.join();
+    }
+}
+
+// Step: each job's outcomes recorded, in order, from this thread alone.
+void record_jobs(Engine& engine, Records& records, std::vector<ProcessJob>& jobs,
+                 UpdateReport& report) {
+    for (ProcessJob& job : jobs) {
+        auto results = engine.record_applied(job.pid, job.patches, job.applied, records);
+        for (std::size_t i = 0; i < job.candidates.size(); ++i) {
+            const UsablePatch& candidate = *job.candidates[i];
+            record_apply(records, candidate, job.executable, "from " + candidate.cached.remote,
+                         report.actions[job.actions[i]], results[i]);
+        }
+    }
 }
 
 // Step: close out what the database believes active in processes now gone
@@ -238,9 +430,28 @@ bool did_nothing(const UpdateReport& report) {
     bool idle = report.closed == 0 && report.released_regions == 0 &&
                 report.removed_empty_regions == 0;
     for (const UpdateAction& action : report.actions) {
-        idle = idle && action.outcome == ActionOutcome::already;
+        idle = idle && (action.outcome == ActionOutcome::already ||
+                        action.outcome == ActionOutcome::held);
     }
     return idle;
+}
+
+std::size_t count_held(const UpdateReport& report) {
+    return std::count_if(report.actions.begin(), report.actions.end(), [](const UpdateAction& a) {
+        return a.outcome == ActionOutcome::held;
+    });
+}
+
+// The report's summary of the policy's view.
+void describe_policy(const Policy& policy, const RunContext& context, UpdateReport& report) {
+    report.automatic = context.automatic;
+    report.policy_time = context.now;
+    bool inside = std::any_of(policy.windows.begin(), policy.windows.end(),
+                              [&](const Window& window) { return in_window(window, context.local); });
+    report.window = policy.windows.empty() ? "none" : inside ? "inside" : "outside";
+    if (context.has_bucket) {
+        report.rollout_bucket = context.bucket;
+    }
 }
 
 }  // namespace
@@ -274,10 +485,15 @@ Decision decide(const UpdateSubject& subject, const PatchMetadata& candidate,
 Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
                                 const UpdateProgress& progress) {
     // One update at a time per host (HostLock.h): a second one waits or is
-    // refused rather than applying the same patches again.
-    auto lock = engine.hold_operation_lock();
-    if (!lock) {
-        return tl::unexpected(lock.error());
+    // refused rather than applying the same patches again. A dry run changes
+    // nothing, so it neither waits nor blocks anyone.
+    std::shared_ptr<HostLock> lock;
+    if (!options.dry_run) {
+        auto held = engine.hold_operation_lock();
+        if (!held) {
+            return tl::unexpected(held.error());
+        }
+        lock = std::move(*held);
     }
     auto database = engine.state();
     if (!database) {
@@ -285,7 +501,9 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     }
     StateDatabase& state = **database;
     UpdateReport report;
-    // Every write of the run, checked; the lost ones end in the report.
+    report.dry_run = options.dry_run;
+    // Every write of the run, checked; the lost ones end in the report. A
+    // dry run writes none.
     Records records(&state);
     auto finish = [&] {
         records.commit();
@@ -295,14 +513,27 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
     // 1. The global switch.
     if (switched_off(state)) {
         report.enabled = false;
-        records.wrote("the update (history)", state.log({.action = HistoryAction::update,
-                                                         .outcome = HistoryOutcome::skipped,
-                                                         .reason = "disabled",
-                                                         .message = "suture is disabled"}));
+        if (!options.dry_run) {
+            records.wrote("the update (history)", state.log({.action = HistoryAction::update,
+                                                             .outcome = HistoryOutcome::skipped,
+                                                             .reason = "disabled",
+                                                             .message = "suture is disabled"}));
+        }
         return finish();
     }
-    // 2. The feeds, then what their caches offer.
-    if (options.refresh) {
+    // 2. The policy (suture.conf) and the circumstances it looks at.
+    auto policy = load_policy(engine.feed_options().config_directory);
+    if (!policy) {
+        return tl::unexpected(policy.error());
+    }
+    RunContext context = run_context(options.automatic);
+    CrashGuard crash(crash_lock_path(engine.state_database_path()), current_boot_id());
+    if (auto loaded = crash.load(*policy, context, options.dry_run); !loaded) {
+        return tl::unexpected(loaded.error());
+    }
+    describe_policy(*policy, context, report);
+    // 3. The feeds, then what their caches offer.
+    if (options.refresh && !options.dry_run) {
         if (auto refreshed = refresh_feeds(engine, state, records, report); !refreshed) {
             return tl::unexpected(refreshed.error());
         }
@@ -317,35 +548,65 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
         return tl::unexpected(exclusions.error());
     }
     Exclusions excluded = Exclusions::from(*exclusions);
-    // 3. Every process, matched against the candidates.
+    AdvisoryData advisories = load_advisories(engine.feed_options());
+    // 4. Every process, matched against the candidates.
     StatusReport status = engine.status();
     report.processes_examined = status.scan.processes_examined;
     std::vector<Work> work = match(status, *candidates, report);
-    // 4. Decide and act, pair by pair.
+    // 5. Decide and act, pair by pair.
     auto active = state.applications(ApplicationState::active);
     if (!active) {
         return tl::unexpected(active.error());
     }
-    KnownApplications known = known_applications(*active);
-    records.start_batches();
-    for (const Work& item : work) {
-        report.actions.push_back(
-            act_on(engine, records, status, item, excluded, known, options.inject));
-        if (progress) {
-            progress(report.actions.size(), work.size());
-        }
+    auto approved = approved_patches(state);
+    if (!approved) {
+        return tl::unexpected(approved.error());
     }
-    // 5. Records of processes that are gone.
+    KnownApplications known = known_applications(*active);
+    Run run{engine,  records,  status,    excluded,   known, options,
+            *policy, context,  *approved, advisories, crash};
+    if (!options.dry_run) {
+        records.start_batches();
+    }
+    std::vector<ProcessJob> jobs;
+    for (std::size_t begin = 0; begin < work.size();) {
+        std::size_t end = begin + 1;
+        while (end < work.size() && work[end].process == work[begin].process) {
+            ++end;
+        }
+        auto job = decide_process(run, std::span(work).subspan(begin, end - begin), report);
+        if (job) {
+            jobs.push_back(std::move(*job));
+        }
+        begin = end;
+    }
+    unsigned parallel = options.parallel != 0 ? options.parallel
+                                              : std::max(1U, std::thread::hardware_concurrency());
+    apply_jobs(jobs, options.inject, parallel);
+    record_jobs(engine, records, jobs, report);
+    if (progress) {
+        progress(report.actions.size(), work.size());
+    }
+    report.problems.insert(report.problems.end(), crash.problems().begin(),
+                           crash.problems().end());
+    if (options.dry_run) {
+        return finish();
+    }
+    // 6. Records of processes that are gone.
     close_exited(state, status, *active, records, report);
-    // 6. Retired regions no thread refers to any more, and empty regions.
+    // 7. Retired regions no thread refers to any more, and empty regions.
     release_retired(status, report);
     remove_empty(status, report);
-    // 7. The run itself, in the history.
+    // 8. The run itself, in the history.
     if (options.log_idle_runs || !did_nothing(report)) {
+        std::size_t held = count_held(report);
         records.wrote("the update (history)",
                       state.log({.action = HistoryAction::update,
                                  .outcome = HistoryOutcome::ok,
-                                 .message = std::to_string(report.actions.size()) + " action(s)"}));
+                                 .message = std::to_string(report.actions.size() - held) +
+                                            " action(s)" +
+                                            (held ? ", " + std::to_string(held) + " held back" : "") +
+                                            (context.automatic ? " (automatic)" : "")}));
     }
     return finish();
 }

@@ -8,7 +8,9 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <thread>
+#include <variant>
 
 #include "base/Sha256.h"
 #include "inject/HeldProcess.h"
@@ -107,16 +109,6 @@ Result<std::size_t> release_clear_retired_and_gates(HeldProcess& held, RemoteSys
     return *regions + *gate_pages;
 }
 
-// The regions just retired are usually unreferenced a moment later: let the
-// process run for the first backoff, then stop it once more to unmap them.
-// What is still referenced stays retired for a later stop. Returns how many
-// went; errors only mean they stay.
-std::size_t release_after_a_pause(int pid, const InjectOptions& options) {
-    std::this_thread::sleep_for(options.first_backoff);
-    auto released = release_retired_regions(pid);
-    return released ? *released : 0;
-}
-
 // True when `pid` still maps a retired region or a gate page (read without
 // a stop).
 bool leftovers_mapped(int pid) {
@@ -128,6 +120,31 @@ bool leftovers_mapped(int pid) {
     }
     auto pages = list_gate_pages(pid);
     return pages && !pages->empty();
+}
+
+// The regions just retired are usually unreferenced a moment later: let the
+// process run for the first backoff, then stop it once more to unmap them.
+// A thread the scheduler put aside inside one (a loaded host) can keep it
+// referenced longer, so up to `release_stops` stops follow, each after
+// double the pause before it. What is still referenced after them stays
+// retired for a later stop. Returns how many went; errors only mean they
+// stay.
+std::size_t release_after_a_pause(int pid, const InjectOptions& options) {
+    constexpr int release_stops = 4;
+    std::size_t released = 0;
+    std::chrono::milliseconds pause = options.first_backoff;
+    for (int stop = 0; stop < release_stops; ++stop, pause *= 2) {
+        std::this_thread::sleep_for(pause);
+        auto went = release_retired_regions(pid);
+        if (!went) {
+            break;
+        }
+        released += *went;
+        if (!leftovers_mapped(pid)) {
+            break;
+        }
+    }
+    return released;
 }
 
 // Marks a reverted region retired, in its marker.
@@ -325,13 +342,14 @@ bool uses_shadow_table(const PatchFile& patch) {
 // Step 5 of an apply, first part: the process's shadow region, if the
 // patch uses shadow variables. Found (made by an earlier patch or level:
 // shadow data outlives them) or mapped near the library.
-Result<void> provide_shadow_table(const HeldProcess& held, RemoteSyscall& syscall,
+Result<void> provide_shadow_table(const RemoteMemory& memory,
+                                  const std::vector<Mapping>& mappings, RemoteSyscall& syscall,
                                   ApplyPlan& plan, const LoadedObject& target) {
     if (!plan.uses_shadow_table) {
         return {};
     }
-    auto table = find_or_map_shadow_region(syscall, held.memory, held.mappings, target.start,
-                                           target.end, plan.subject);
+    auto table = find_or_map_shadow_region(syscall, memory, mappings, target.start, target.end,
+                                           plan.subject);
     if (!table) {
         return tl::unexpected(table.error());
     }
@@ -360,45 +378,75 @@ Result<std::map<std::string, RemoteAddress>> check_preparation(const Preparation
     return tl::unexpected(site.error());
 }
 
-// Step 0 of an apply: the preparation, and the imports resolved in it.
+// Step 0 of an apply of one or several patches: one preparation for all
+// (the slow part, done once), and each patch's imports resolved in it: a
+// plan per patch, or why that patch cannot be applied to this process.
 // A program just exec'ed (or a thread in dlopen) shows only a part of its
-// libraries for some milliseconds: a preparation that lacks something while
-// the loader is changing the objects, or whose maps have changed since, is
-// made again, for up to about 20 ms; then the apply is `busy`.
-Result<ApplyPlan> plan_apply(int pid, const PatchFile& patch) {
+// libraries for some milliseconds: a preparation that lacks something for a
+// patch while the loader is changing the objects, or whose maps have
+// changed since, is made again, for up to about 20 ms; then that patch is
+// `busy`.
+Result<std::vector<Result<ApplyPlan>>> plan_applies(int pid,
+                                                    const std::vector<const PatchFile*>& patches) {
     constexpr int looks = 20;
     std::string subject = subject_of(pid);
-    auto layout = layout_patch(patch);
-    if (!layout) {
-        return tl::unexpected(layout.error());
+    std::vector<PatchLayout> layouts;
+    for (const PatchFile* patch : patches) {
+        auto layout = layout_patch(*patch);
+        if (!layout) {
+            return tl::unexpected(layout.error());
+        }
+        layouts.push_back(std::move(*layout));
     }
     for (int look = 1;; ++look) {
         auto preparation = prepare_process(pid, SiteCheck::by_caller);
         if (!preparation) {
             return tl::unexpected(preparation.error());
         }
-        auto imports = check_preparation(*preparation, patch, subject);
-        if (imports) {
+        std::vector<Result<std::map<std::string, RemoteAddress>>> imports;
+        bool all_planned = true;
+        for (const PatchFile* patch : patches) {
+            imports.push_back(check_preparation(*preparation, *patch, subject));
+            all_planned = all_planned && imports.back().has_value();
+        }
+        bool settling = !all_planned && (loader_is_changing_objects(pid, preparation->objects) ||
+                                         maps_changed_since(pid, *preparation));
+        if (settling && look < looks) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            continue;
+        }
+        std::vector<Result<ApplyPlan>> plans;
+        for (std::size_t i = 0; i < patches.size(); ++i) {
+            if (!imports[i] && settling) {
+                plans.push_back(fail(
+                    ErrorCode::busy,
+                    subject + ": its dynamic loader kept loading or unloading libraries "
+                              "(the program is starting, or a thread is in dlopen or "
+                              "dlclose); try again in a moment (what failed then: " +
+                        imports[i].error().message + ")"));
+                continue;
+            }
+            if (!imports[i]) {
+                plans.push_back(tl::unexpected(imports[i].error()));
+                continue;
+            }
             int generation = preparation->generation;
-            ApplyPlan plan{patch,    subject,   std::move(*layout), std::move(*preparation),
-                           *imports, generation};
-            plan.uses_shadow_table = uses_shadow_table(patch);
-            return plan;
+            ApplyPlan plan{*patches[i], subject,         std::move(layouts[i]), *preparation,
+                           *imports[i], generation};
+            plan.uses_shadow_table = uses_shadow_table(*patches[i]);
+            plans.push_back(std::move(plan));
         }
-        bool settling = loader_is_changing_objects(pid, preparation->objects) ||
-                        maps_changed_since(pid, *preparation);
-        if (!settling) {
-            return tl::unexpected(imports.error());
-        }
-        if (look == looks) {
-            return fail(ErrorCode::busy,
-                        subject + ": its dynamic loader kept loading or unloading libraries "
-                                  "(the program is starting, or a thread is in dlopen or "
-                                  "dlclose); try again in a moment (what failed then: " +
-                            imports.error().message + ")");
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        return plans;
     }
+}
+
+// Step 0 of the apply of one patch.
+Result<ApplyPlan> plan_apply(int pid, const PatchFile& patch) {
+    auto plans = plan_applies(pid, {&patch});
+    if (!plans) {
+        return tl::unexpected(plans.error());
+    }
+    return std::move(plans->front());
 }
 
 // Resolves the imports again if the preparation was redone in the stop.
@@ -421,6 +469,7 @@ struct ExistingPatches {
     std::optional<RegionMarker> already_applied;  // this level, every jump in place
     std::optional<RegionMarker> previous;         // this id at a lower level: to replace
     std::vector<RegionMarker> retired;            // reverted regions still mapped
+    std::vector<RemoteAddress> staged_found;  // regions staged by this operation, still there
 };
 
 // A conflict if `theirs`, another patch, replaces one of the functions of
@@ -442,11 +491,20 @@ Result<void> check_no_overlap(const RegionMarker& theirs, const PatchMetadata& o
 // Step 2 of an apply: the same id at the same level with every jump in
 // place is already applied; at a higher level, or another id on one of our
 // functions, a conflict; at a lower level it is the level to replace.
-Result<ExistingPatches> find_existing_patches(const HeldProcess& held, const LoadedObject& target,
+// The regions this operation staged (at `staged`) are none of these.
+Result<ExistingPatches> find_existing_patches(const RemoteMemory& memory,
+                                              const std::vector<Mapping>& mappings,
+                                              const LoadedObject& target,
                                               const PatchMetadata& metadata,
-                                              const std::string& subject) {
+                                              const std::string& subject,
+                                              const std::vector<RemoteAddress>& staged = {}) {
     ExistingPatches existing;
-    for (RegionMarker& marker : find_markers(held.memory, held.mappings)) {
+    for (RegionMarker& marker : find_markers(memory, mappings)) {
+        RemoteAddress address(marker.region_address);
+        if (std::find(staged.begin(), staged.end(), address) != staged.end()) {
+            existing.staged_found.push_back(address);
+            continue;
+        }
         if (marker.retired()) {
             existing.retired.push_back(std::move(marker));
             continue;
@@ -460,7 +518,7 @@ Result<ExistingPatches> find_existing_patches(const HeldProcess& held, const Loa
             }
             continue;
         }
-        auto jumps = count_jumps(held.memory, marker);
+        auto jumps = count_jumps(memory, marker);
         if (jumps && marker.level == metadata.level && !jumps->foreign &&
             jumps->in_place == marker.functions.size()) {
             existing.already_applied = std::move(marker);
@@ -552,9 +610,12 @@ Result<std::vector<std::byte>> region_image(const ApplyPlan& plan, const LoadedO
 }
 
 // Step 5 of an apply: the region mapped near the library and filled.
-Result<FilledRegion> fill_region(const HeldProcess& held, RemoteSyscall& syscall,
-                                 const ApplyPlan& plan, const LoadedObject& target,
-                                 const std::vector<JumpSite>& sites) {
+// A staged region (`staged`) is marked retired until its stop takes it over
+// (stage_region).
+Result<FilledRegion> fill_region(const RemoteMemory& memory, const std::vector<Mapping>& mappings,
+                                 RemoteSyscall& syscall, const ApplyPlan& plan,
+                                 const LoadedObject& target, const std::vector<JumpSite>& sites,
+                                 bool staged = false) {
     const PatchMetadata& metadata = plan.patch.metadata;
     FilledRegion region;
     region.marker.patch_id = metadata.patch_id;
@@ -564,8 +625,9 @@ Result<FilledRegion> fill_region(const HeldProcess& held, RemoteSyscall& syscall
     region.marker.region_size = plan.layout.size;
     region.marker.data_size = plan.layout.data_size;
     region.marker.applied_at_unix_ns = unix_now_ns();
+    region.marker.retired_at_unix_ns = staged ? region.marker.applied_at_unix_ns : 0;
     auto address = map_region_with_data(
-        syscall, held.memory, held.mappings, target.start, target.end, plan.layout.size,
+        syscall, memory, mappings, target.start, target.end, plan.layout.size,
         plan.layout.data_size,
         [&](RemoteAddress at) { return region_image(plan, target, sites, at, region); },
         plan.subject);
@@ -576,6 +638,30 @@ Result<FilledRegion> fill_region(const HeldProcess& held, RemoteSyscall& syscall
     region.marker.region_address = address->raw();
     return region;
 }
+
+// The system-call trampoline of a stop, installed the first time a step
+// needs it: a stop that only checks stacks and writes jumps (its region
+// staged before it) runs no injected system call at all.
+class SyscallOnDemand {
+  public:
+    SyscallOnDemand(HeldProcess& held, RemoteSyscall::Site site) : held_(held), site_(site) {}
+
+    Result<RemoteSyscall*> get() {
+        if (!syscall_) {
+            auto installed = RemoteSyscall::install(held_.stopped, held_.memory, held_.mappings, site_);
+            if (!installed) {
+                return tl::unexpected(installed.error());
+            }
+            syscall_.emplace(std::move(*installed));
+        }
+        return &*syscall_;
+    }
+
+  private:
+    HeldProcess& held_;
+    RemoteSyscall::Site site_;
+    std::optional<RemoteSyscall> syscall_;
+};
 
 // Puts back the original bytes of the first `count` functions of `marker`.
 Result<void> restore_originals(const RemoteMemory& memory, const RegionMarker& marker,
@@ -594,7 +680,7 @@ Result<void> restore_originals(const RemoteMemory& memory, const RegionMarker& m
 // and the region goes again, in this stop: no thread saw any of it. Only if
 // that fails too (in practice: the process died) is something left, and the
 // region's marker explains it.
-Result<void> write_jumps(const HeldProcess& held, RemoteSyscall& syscall,
+Result<void> write_jumps(const HeldProcess& held, SyscallOnDemand& syscall,
                          const FilledRegion& region, const std::string& subject) {
     const RegionMarker& marker = region.marker;
     for (std::size_t i = 0; i < marker.functions.size(); ++i) {
@@ -602,8 +688,11 @@ Result<void> write_jumps(const HeldProcess& held, RemoteSyscall& syscall,
         if (written) {
             continue;
         }
-        bool undone = restore_originals(held.memory, marker, i) &&
-                      unmap_patch_regions(syscall, marker, subject);
+        bool undone = false;
+        if (restore_originals(held.memory, marker, i)) {
+            auto remote = syscall.get();
+            undone = remote && unmap_patch_regions(**remote, marker, subject);
+        }
         return tl::unexpected(with_context(
             written.error(), undone ? "writing jumps (undone, the region unmapped again)"
                                     : "writing jumps (the region marker explains the state)"));
@@ -693,35 +782,222 @@ InjectReport already_applied_report(const RegionMarker& marker, Consistency cons
     return report;
 }
 
-// Steps 1 to 7 of an apply, in one stop; nullopt when threads are in the
-// way (step 4). The caller's with_process_stopped() fills in what the stop
-// cost.
-Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& plan) {
+// A region mapped and filled before the stop (stage_region), with what its
+// image was made from: the stop takes it over only if all of it still
+// holds. Until then its marker says `retired`: should this tool die before
+// the stop takes it over, any later stop (apply, revert, update's rescan,
+// release_retired_regions) unmaps it, as it does a reverted region, since
+// no jump ever led into it.
+struct StagedRegion {
+    FilledRegion region;
+    RemoteAddress target_base;
+    std::vector<JumpSite> sites;
+    int generation = 0;  // of the preparation its imports were resolved in
+    bool taken = false;  // a stop took it over (used or unmapped it)
+};
+
+bool staged_still_there(const StagedRegion& staged, const ExistingPatches& existing) {
+    return std::find(existing.staged_found.begin(), existing.staged_found.end(),
+                     staged.region.address) != existing.staged_found.end();
+}
+
+bool same_sites(const std::vector<JumpSite>& a, const std::vector<JumpSite>& b) {
+    return a.size() == b.size() &&
+           std::equal(a.begin(), a.end(), b.begin(), [](const JumpSite& x, const JumpSite& y) {
+               return x.offset == y.offset && x.original == y.original;
+           });
+}
+
+// Whether the stop can use `staged`: still there with its marker, and made
+// for the library, jump sites (original bytes included) and imports this
+// stop sees.
+bool staged_usable(const StagedRegion* staged, const ExistingPatches& existing,
+                   const ApplyPlan& plan, const LoadedObject& target,
+                   const std::vector<JumpSite>& sites) {
+    return staged != nullptr && staged_still_there(*staged, existing) &&
+           staged->generation == plan.preparation.generation && staged->target_base == target.base &&
+           same_sites(staged->sites, sites);
+}
+
+// Clears a staged region's retired mark: from here on it is this apply's
+// region, in this stop (an undo unmaps it here, as one filled here).
+Result<void> mark_in_use(const RemoteMemory& memory, const RegionMarker& marker) {
+    std::array<std::byte, sizeof(std::uint64_t)> zero{};
+    return memory.write(RemoteAddress(marker.region_address) + region_marker_retired_offset, zero);
+}
+
+// Step 5 of an apply: the region, after unmapping the retired regions and
+// gate pages no thread refers to. The staged region if usable; else (the
+// maps or the bytes changed since it was made) it goes and the region is
+// mapped and filled here, as without staging. `released` receives how many
+// retired regions and gate pages went.
+Result<FilledRegion> region_in_stop(HeldProcess& held, SyscallOnDemand& syscall, ApplyPlan& plan,
+                                    const LoadedObject& target, const ExistingPatches& existing,
+                                    const std::vector<JumpSite>& sites, StagedRegion* staged,
+                                    std::size_t& released) {
+    if (!existing.retired.empty() || !find_gate_pages(held.memory, held.mappings).empty()) {
+        auto remote = syscall.get();
+        if (!remote) {
+            return tl::unexpected(remote.error());
+        }
+        auto went = release_clear_retired_and_gates(held, **remote, existing.retired, plan.subject);
+        if (!went) {
+            return tl::unexpected(went.error());
+        }
+        released = *went;
+    }
+    if (staged_usable(staged, existing, plan, target, sites)) {
+        staged->taken = true;
+        if (auto in_use = mark_in_use(held.memory, staged->region.marker); !in_use) {
+            return tl::unexpected(in_use.error());  // it stays retired: a later stop unmaps it
+        }
+        return staged->region;
+    }
+    auto remote = syscall.get();
+    if (!remote) {
+        return tl::unexpected(remote.error());
+    }
+    if (staged != nullptr && staged_still_there(*staged, existing)) {
+        staged->taken = true;  // nothing points into it: it goes now
+        if (auto unmapped = unmap_patch_regions(**remote, staged->region.marker, plan.subject);
+            !unmapped) {
+            return tl::unexpected(unmapped.error());
+        }
+    }
+    if (auto imports = refresh_imports(plan); !imports) {
+        return tl::unexpected(imports.error());
+    }
+    if (auto shadow = provide_shadow_table(held.memory, held.mappings, **remote, plan, target);
+        !shadow) {
+        return tl::unexpected(shadow.error());
+    }
+    return fill_region(held.memory, held.mappings, **remote, plan, target, sites);
+}
+
+// What steps 1 to 3 of an apply found in the stop: the library, the
+// patches already there, the jump sites, and the code no thread may be in.
+struct CheckedApply {
+    const LoadedObject* target = nullptr;
+    ExistingPatches existing;
+    std::vector<JumpSite> sites;
+    std::vector<CodeRange> ranges;
+};
+
+// Steps 1 to 3 of an apply, in the stop. `staged` are the regions this
+// operation staged (none of them counts as a patch already there). An
+// InjectReport instead when the patch is applied already.
+Result<std::variant<CheckedApply, InjectReport>> check_in_stop(
+    HeldProcess& held, const ApplyPlan& plan, const std::vector<RemoteAddress>& staged) {
     const PatchMetadata& metadata = plan.patch.metadata;
     const std::string& subject = plan.subject;
+    CheckedApply checked;
     // 1. The library, by soname and build ID, in the maps as they are now.
     auto found = find_target_library(plan.preparation.objects, metadata, subject);
     if (!found) {
         return tl::unexpected(found.error());
     }
-    const LoadedObject& target = **found;
+    checked.target = *found;
     // 2. The patches already there.
-    auto existing = find_existing_patches(held, target, metadata, subject);
+    auto existing = find_existing_patches(held.memory, held.mappings, *checked.target, metadata,
+                                          subject, staged);
     if (!existing) {
         return tl::unexpected(existing.error());
     }
     if (existing->already_applied) {
         return already_applied_report(*existing->already_applied, metadata.consistency);
     }
+    checked.existing = std::move(*existing);
     // 3. Fingerprints, in the stopped process.
-    auto sites = check_fingerprints(held.memory, target, metadata, existing->previous, subject);
+    auto sites = check_fingerprints(held.memory, *checked.target, metadata,
+                                    checked.existing.previous, subject);
     if (!sites) {
         return tl::unexpected(sites.error());
     }
+    checked.sites = std::move(*sites);
+    checked.ranges =
+        apply_ranges(*checked.target, metadata, checked.sites, checked.existing.previous);
+    return checked;
+}
+
+// Steps 5 to 7 of an apply, in the stop, once the stacks are clear.
+Result<InjectReport> commit_in_stop(HeldProcess& held, SyscallOnDemand& syscall, ApplyPlan& plan,
+                                    const CheckedApply& checked, StagedRegion* staged) {
+    const PatchMetadata& metadata = plan.patch.metadata;
+    const LoadedObject& target = *checked.target;
+    const ExistingPatches& existing = checked.existing;
+    // 5. The region (staged before the stop, or mapped and filled now).
+    std::size_t released = 0;
+    auto region =
+        region_in_stop(held, syscall, plan, target, existing, checked.sites, staged, released);
+    if (!region) {
+        return tl::unexpected(region.error());
+    }
+    // 5b. pre_apply, with the region's code in place and no jump yet.
+    if (metadata.callbacks.any()) {
+        auto remote = syscall.get();
+        if (!remote) {
+            return tl::unexpected(remote.error());
+        }
+        if (auto pre = run_pre_apply(held, **remote, plan, *region, checked.ranges); !pre) {
+            return tl::unexpected(pre.error());
+        }
+    }
+    // 6. The jumps.
+    if (auto written = write_jumps(held, syscall, *region, plan.subject); !written) {
+        return tl::unexpected(written.error());
+    }
+    // 6b. post_apply: reported, not undone.
+    if (metadata.callbacks.any()) {
+        auto remote = syscall.get();
+        if (!remote) {
+            return tl::unexpected(remote.error());
+        }
+        if (auto post = run_marked_callback(held, **remote, plan.callbacks, region->marker,
+                                            CallbackKind::post_apply, checked.ranges);
+            !post) {
+            return tl::unexpected(post.error());
+        }
+    }
+    if (plan.gates != nullptr) {
+        plan.gates->release();  // the gated threads return into the new code's callers
+    }
+    // 7. The level replaced.
+    InjectReport report;
+    if (existing.previous) {
+        retire_level(held.memory, *existing.previous, metadata);
+        report.replaced_level = existing.previous->level;
+    }
+    report.patch_id = metadata.patch_id;
+    report.level = metadata.level;
+    report.consistency = metadata.consistency;
+    report.region_address = region->address.raw();
+    report.functions = metadata.functions.size();
+    report.released_regions = released;
+    report.callbacks = plan.callbacks.outcomes;
+    return report;
+}
+
+// Steps 1 to 7 of an apply, in one stop; nullopt when threads are in the
+// way (step 4). The caller's with_process_stopped() fills in what the stop
+// cost. `staged` (if any): the region staged before the stop.
+Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& plan,
+                                                  StagedRegion* staged) {
+    // 1 to 3. Library, patches already there, fingerprints.
+    std::vector<RemoteAddress> staged_addresses;
+    if (staged != nullptr) {
+        staged_addresses.push_back(staged->region.address);
+    }
+    auto checked = check_in_stop(held, plan, staged_addresses);
+    if (!checked) {
+        return tl::unexpected(checked.error());
+    }
+    if (auto* already = std::get_if<InjectReport>(&*checked)) {
+        return std::move(*already);
+    }
+    CheckedApply& check = std::get<CheckedApply>(*checked);
     // 4. Stacks.
-    std::vector<CodeRange> ranges = apply_ranges(target, metadata, *sites, existing->previous);
     auto clear = stacks_clear_or_gate(held, plan.gates, plan.preparation.trampoline_site,
-                                      target.start, target.end, ranges);
+                                      check.target->start, check.target->end, check.ranges);
     if (!clear) {
         return tl::unexpected(clear.error());
     }
@@ -729,7 +1005,7 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
         return std::optional<InjectReport>{};  // threads in the way: another try
     }
     // 4b. With callbacks: no thread inside the allocator or the loader.
-    if (metadata.callbacks.any()) {
+    if (plan.patch.metadata.callbacks.any()) {
         auto locks = callback_locks_clear(held, plan.preparation, plan.callbacks);
         if (!locks) {
             return tl::unexpected(locks.error());
@@ -738,57 +1014,142 @@ Result<std::optional<InjectReport>> apply_in_stop(HeldProcess& held, ApplyPlan& 
             return std::optional<InjectReport>{};  // a lock may be held: another try
         }
     }
-    // 5. The region, after unmapping the retired regions no thread refers to.
-    if (auto imports = refresh_imports(plan); !imports) {
-        return tl::unexpected(imports.error());
+    // 5 to 7. Region, jumps, the level replaced.
+    SyscallOnDemand syscall(held, plan.preparation.trampoline_site);
+    auto report = commit_in_stop(held, syscall, plan, check, staged);
+    if (!report) {
+        return tl::unexpected(report.error());
     }
-    auto syscall = RemoteSyscall::install(held.stopped, held.memory, held.mappings,
-                                          plan.preparation.trampoline_site);
-    if (!syscall) {
-        return tl::unexpected(syscall.error());
+    return std::optional<InjectReport>{std::move(*report)};
+}
+
+// Step 0b of an apply: the region mapped and filled before the stop, with
+// one thread held and the others running (new memory nothing references
+// until the jumps exist), so that the stop does no injected system call.
+//  1. Read without a stop: the library, the patches already there (a
+//     previous level's jumps hide original bytes), the jump sites and the
+//     fingerprints. Nothing to stage when the patch is applied already.
+//  2. The region mapped and filled on `held` (one thread held) at its
+//     mmap's exit exactly as in a stop (intent record first), its marker
+//     saying `retired` until the stop takes it over.
+// nullopt when there is nothing to stage or staging fails: the stop then
+// maps and fills the region itself and tells any error.
+std::optional<StagedRegion> stage_on(StoppedProcess& held, const RemoteMemory& memory,
+                                     const std::vector<Mapping>& mappings, ApplyPlan& plan) {
+    const PatchMetadata& metadata = plan.patch.metadata;
+    // 1. What the image depends on.
+    auto found = find_target_library(plan.preparation.objects, metadata, plan.subject);
+    if (!found) {
+        return std::nullopt;
     }
-    auto released = release_clear_retired_and_gates(held, *syscall, existing->retired, subject);
-    if (!released) {
-        return tl::unexpected(released.error());
+    const LoadedObject& target = **found;
+    auto existing = find_existing_patches(memory, mappings, target, metadata, plan.subject);
+    if (!existing || existing->already_applied) {
+        return std::nullopt;
     }
-    if (auto shadow = provide_shadow_table(held, *syscall, plan, target); !shadow) {
-        return tl::unexpected(shadow.error());
+    auto sites = check_fingerprints(memory, target, metadata, existing->previous, plan.subject);
+    if (!sites) {
+        return std::nullopt;
     }
-    auto region = fill_region(held, *syscall, plan, target, *sites);
+    // 2. The region mapped and filled; the trampoline's bytes back before
+    // the thread goes.
+    auto syscall =
+        RemoteSyscall::install(held, memory, mappings, plan.preparation.trampoline_site);
+    if (!syscall || !provide_shadow_table(memory, mappings, *syscall, plan, target)) {
+        return std::nullopt;
+    }
+    auto region = fill_region(memory, mappings, *syscall, plan, target, *sites, true);
     if (!region) {
-        return tl::unexpected(region.error());
+        return std::nullopt;
     }
-    // 5b. pre_apply, with the region's code in place and no jump yet.
-    if (auto pre = run_pre_apply(held, *syscall, plan, *region, ranges); !pre) {
-        return tl::unexpected(pre.error());
+    return StagedRegion{std::move(*region), target.base, std::move(*sites),
+                        plan.preparation.generation};
+}
+
+// Step 0b for every plan of `plans`, with one thread of `pid` held once (on
+// a tracer thread of its own, whose end releases a thread that never
+// stopped). `held_for` receives how long the thread was held.
+std::vector<std::optional<StagedRegion>> stage_regions(int pid,
+                                                       const std::vector<ApplyPlan*>& plans,
+                                                       std::chrono::nanoseconds& held_for) {
+    std::vector<std::optional<StagedRegion>> staged(plans.size());
+    auto memory = RemoteMemory::open(pid, true);
+    auto mappings = read_process_maps(pid);
+    if (!memory || !mappings) {
+        return staged;
     }
-    // 6. The jumps.
-    if (auto written = write_jumps(held, *syscall, *region, subject); !written) {
-        return tl::unexpected(written.error());
+    on_tracer_thread([&] {
+        auto held = StoppedProcess::stop_one_thread(pid);
+        if (!held) {
+            return 0;
+        }
+        for (std::size_t i = 0; i < plans.size(); ++i) {
+            staged[i] = stage_on(*held, *memory, *mappings, *plans[i]);
+            // The next region's free gaps are those left by this one.
+            if (!staged[i]) {
+                continue;
+            }
+            if (auto fresh = read_process_maps(pid)) {
+                *mappings = std::move(*fresh);
+            }
+        }
+        held_for = held->resume();
+        return 0;
+    });
+    return staged;
+}
+
+// Staged regions no stop took over (the apply failed, or another apply got
+// there first): nothing ever pointed into them, so they go with one thread
+// held, each if its marker is still there. Should that fail, they stay
+// retired and a later stop unmaps them.
+void discard_staged(int pid, const std::vector<const StagedRegion*>& staged,
+                    const Preparation& preparation) {
+    if (staged.empty()) {
+        return;
     }
-    // 6b. post_apply: reported, not undone.
-    if (auto post = run_marked_callback(held, *syscall, plan.callbacks, region->marker,
-                                        CallbackKind::post_apply, ranges);
-        !post) {
-        return tl::unexpected(post.error());
+    std::string subject = subject_of(pid);
+    std::optional<Preparation> fresh;
+    if (maps_changed_since(pid, preparation)) {
+        auto prepared = prepare_process(pid);
+        if (!prepared) {
+            return;
+        }
+        fresh = std::move(*prepared);
     }
-    if (plan.gates != nullptr) {
-        plan.gates->release();  // the gated threads return into the new code's callers
+    RemoteSyscall::Site site = (fresh ? *fresh : preparation).trampoline_site;
+    on_tracer_thread([&] {
+        auto held = StoppedProcess::stop_one_thread(pid);
+        auto memory = RemoteMemory::open(pid, true);
+        auto mappings = read_process_maps(pid);
+        if (!held || !memory || !mappings) {
+            return 0;
+        }
+        std::vector<RegionMarker> markers = find_markers(*memory, *mappings);
+        auto syscall = RemoteSyscall::install(*held, *memory, *mappings, site);
+        for (const StagedRegion* region : staged) {
+            const RegionMarker& ours = region->region.marker;
+            bool still_ours = std::any_of(markers.begin(), markers.end(), [&](const RegionMarker& m) {
+                return m.region_address == ours.region_address &&
+                       m.applied_at_unix_ns == ours.applied_at_unix_ns && m.retired();
+            });
+            if (still_ours && syscall) {
+                (void)unmap_patch_regions(*syscall, ours, subject);
+            }
+        }
+        return 0;
+    });
+}
+
+// The staged regions of `staged` no stop took over.
+std::vector<const StagedRegion*> untaken(const std::vector<std::optional<StagedRegion>>& staged) {
+    std::vector<const StagedRegion*> left;
+    for (const std::optional<StagedRegion>& region : staged) {
+        if (region && !region->taken) {
+            left.push_back(&*region);
+        }
     }
-    // 7. The level replaced.
-    InjectReport report;
-    if (existing->previous) {
-        retire_level(held.memory, *existing->previous, metadata);
-        report.replaced_level = existing->previous->level;
-    }
-    report.patch_id = metadata.patch_id;
-    report.level = metadata.level;
-    report.consistency = metadata.consistency;
-    report.region_address = region->address.raw();
-    report.functions = metadata.functions.size();
-    report.released_regions = *released;
-    report.callbacks = plan.callbacks.outcomes;
-    return report;
+    return left;
 }
 
 // The suture regions a revert of `patch_id` (every one when empty) sees.
@@ -1138,6 +1499,13 @@ Result<InjectReport> apply_as_tracer(int pid, const PatchFile& patch, const Inje
         plan->gates = &*gates;
     }
     plan->callbacks.bounds = options.callback_bounds;
+    // 0b. The region, staged before the stop.
+    std::chrono::nanoseconds staged_for{};
+    std::vector<std::optional<StagedRegion>> staged_all(1);
+    if (options.stage_before_stop) {
+        staged_all = stage_regions(pid, {&*plan}, staged_for);
+    }
+    std::optional<StagedRegion>& staged = staged_all.front();
     // 1 to 7, in one stop (tried again while threads are in the way).
     auto applied = with_process_stopped<InjectReport>(
         pid, plan->preparation, options,
@@ -1145,8 +1513,11 @@ Result<InjectReport> apply_as_tracer(int pid, const PatchFile& patch, const Inje
             ? "running code being replaced or inside a lock the patch's callbacks may need"
             : "running code being replaced",
         blocking_out,
-        [&](HeldProcess& held) { return apply_in_stop(held, *plan); },
+        [&](HeldProcess& held) {
+            return apply_in_stop(held, *plan, staged ? &*staged : nullptr);
+        },
         [&] { return gates && gates->wait_for_arrivals(); });
+    discard_staged(pid, untaken(staged_all), plan->preparation);
     bool gated = gates && gates->rounds() > 0;
     if (gates) {
         gates->release();
@@ -1166,6 +1537,9 @@ Result<InjectReport> apply_as_tracer(int pid, const PatchFile& patch, const Inje
     InjectReport report = std::move(applied->value);
     add_stop_figures(report, applied->attempts, applied->threads, applied->stack_check,
                      applied->stopped_for);
+    report.staged = staged && staged->taken && !report.already_applied &&
+                    report.region_address == staged->region.address.raw();
+    report.staged_for = staged_for;
     if (gates) {
         report.gated_threads = gates->gated();
         report.gate_rounds = gates->rounds();
@@ -1176,6 +1550,207 @@ Result<InjectReport> apply_as_tracer(int pid, const PatchFile& patch, const Inje
         report.released_regions += release_after_a_pause(pid, options);
     }
     return report;
+}
+
+// Which patches of an apply_patches() go through one shared stop: those
+// without callbacks (their lock checks and refusals stay per patch), each
+// id once, no two on the same function. The others are applied alone.
+std::vector<bool> groupable(const std::vector<const PatchFile*>& patches) {
+    std::vector<bool> grouped(patches.size(), false);
+    std::set<std::string> ids;
+    std::set<std::pair<std::string, std::uint64_t>> functions;
+    for (std::size_t i = 0; i < patches.size(); ++i) {
+        const PatchMetadata& metadata = patches[i]->metadata;
+        bool fits = !metadata.callbacks.any() && !ids.contains(metadata.patch_id);
+        for (const ReplacedFunction& function : metadata.functions) {
+            fits = fits && !functions.contains({metadata.target_soname, function.offset});
+        }
+        if (!fits) {
+            continue;
+        }
+        grouped[i] = true;
+        ids.insert(metadata.patch_id);
+        for (const ReplacedFunction& function : metadata.functions) {
+            functions.insert({metadata.target_soname, function.offset});
+        }
+    }
+    return grouped;
+}
+
+// The shared stop of apply_patches(), one try: steps 1 to 3 for each plan
+// (a patch that fails them, or is applied already, gets its outcome and
+// drops out), one stack check over the code of all of them, then steps 5
+// to 7 for each. False when threads were in the way (nothing changed):
+// the caller applies the remaining patches one by one, each with its own
+// tries and return gates.
+Result<bool> apply_group_in_stop(HeldProcess& held, std::vector<ApplyPlan*>& plans,
+                                 std::vector<std::optional<StagedRegion>>& staged,
+                                 const Preparation& shared, std::vector<PatchApplication*>& out) {
+    std::vector<RemoteAddress> staged_addresses;
+    for (const std::optional<StagedRegion>& region : staged) {
+        if (region) {
+            staged_addresses.push_back(region->region.address);
+        }
+    }
+    // 1 to 3, for each plan.
+    std::vector<std::optional<CheckedApply>> checked(plans.size());
+    std::vector<CodeRange> ranges;
+    for (std::size_t i = 0; i < plans.size(); ++i) {
+        if (plans[i]->preparation.generation != shared.generation) {
+            plans[i]->preparation = shared;  // redone in this stop: the maps changed
+        }
+        auto check = check_in_stop(held, *plans[i], staged_addresses);
+        if (!check) {
+            out[i]->report = tl::unexpected(check.error());
+        } else if (auto* already = std::get_if<InjectReport>(&*check)) {
+            out[i]->report = std::move(*already);
+        } else {
+            checked[i] = std::move(std::get<CheckedApply>(*check));
+            ranges.insert(ranges.end(), checked[i]->ranges.begin(), checked[i]->ranges.end());
+        }
+    }
+    // 4. One stack check for all.
+    auto clear = stacks_clear(held, ranges);
+    if (!clear) {
+        return tl::unexpected(clear.error());
+    }
+    if (!*clear) {
+        for (std::size_t i = 0; i < plans.size(); ++i) {
+            if (checked[i]) {
+                out[i] = nullptr;  // not decided: applied alone by the caller
+            }
+        }
+        return false;
+    }
+    // 5 to 7, for each; the retired regions go with the first.
+    SyscallOnDemand syscall(held, shared.trampoline_site);
+    bool released = false;
+    for (std::size_t i = 0; i < plans.size(); ++i) {
+        if (!checked[i]) {
+            continue;
+        }
+        if (released) {
+            checked[i]->existing.retired.clear();
+        }
+        released = true;
+        StagedRegion* region = staged[i] ? &*staged[i] : nullptr;
+        out[i]->report = commit_in_stop(held, syscall, *plans[i], *checked[i], region);
+        // A region mapped in this stop: the next one's free gaps are those
+        // it left.
+        bool used_staged = region != nullptr && out[i]->report &&
+                           out[i]->report->region_address == region->region.address.raw();
+        if (!used_staged) {
+            if (auto fresh = read_process_maps(held.stopped.pid())) {
+                held.mappings = std::move(*fresh);
+            }
+        }
+    }
+    return true;
+}
+
+// apply_patches() on the tracer thread. Returns an error only when nothing
+// was tried (the process is shared or cannot be prepared at all).
+Result<std::vector<PatchApplication>> apply_group_as_tracer(
+    int pid, const std::vector<const PatchFile*>& patches, const InjectOptions& options) {
+    std::vector<PatchApplication> out(patches.size());
+    std::vector<bool> alone(patches.size(), true);
+    // 0. No other process shares the memory; the plans, one preparation.
+    if (auto shared_memory = check_memory_not_shared(pid, SharerSearch::every_process);
+        !shared_memory) {
+        return tl::unexpected(shared_memory.error());
+    }
+    std::vector<bool> grouped = groupable(patches);
+    std::vector<const PatchFile*> group_patches;
+    std::vector<std::size_t> group_index;
+    for (std::size_t i = 0; i < patches.size(); ++i) {
+        if (grouped[i]) {
+            group_patches.push_back(patches[i]);
+            group_index.push_back(i);
+        }
+    }
+    std::vector<Result<ApplyPlan>> planned;
+    if (group_patches.size() >= 2) {
+        auto plans = plan_applies(pid, group_patches);
+        if (!plans) {
+            return tl::unexpected(plans.error());
+        }
+        planned = std::move(*plans);
+    }
+    std::vector<ApplyPlan*> plans;
+    std::vector<PatchApplication*> outcomes;
+    for (std::size_t k = 0; k < planned.size(); ++k) {
+        std::size_t i = group_index[k];
+        alone[i] = false;
+        if (!planned[k]) {
+            out[i].report = tl::unexpected(planned[k].error());
+            continue;
+        }
+        plans.push_back(&*planned[k]);
+        outcomes.push_back(&out[i]);
+    }
+    // 0b, 1 to 7: the regions staged with one thread held, then one stop.
+    if (!plans.empty()) {
+        std::chrono::nanoseconds staged_for{};
+        std::vector<std::optional<StagedRegion>> staged(plans.size());
+        if (options.stage_before_stop) {
+            staged = stage_regions(pid, plans, staged_for);
+        }
+        Preparation shared = plans.front()->preparation;
+        auto held = hold_process(pid, shared, 1);
+        std::vector<PatchApplication*> decided = outcomes;
+        bool replaced = false;
+        if (!held && !stop_timed_out(held.error())) {
+            for (PatchApplication* outcome : outcomes) {
+                outcome->report = tl::unexpected(held.error());
+            }
+        } else if (!held) {
+            std::fill(decided.begin(), decided.end(), nullptr);  // each alone, with its tries
+        } else {
+            auto done = apply_group_in_stop(*held, plans, staged, shared, decided);
+            std::size_t threads = held->stopped.threads().size();
+            StackCheckFigures figures = held->stack_check;
+            std::chrono::nanoseconds stopped_for = held->stopped.resume();
+            for (std::size_t k = 0; k < plans.size(); ++k) {
+                if (!done) {
+                    outcomes[k]->report = tl::unexpected(done.error());
+                } else if (decided[k] != nullptr && outcomes[k]->report) {
+                    InjectReport& report = *outcomes[k]->report;
+                    add_stop_figures(report, 1, threads, figures, stopped_for);
+                    report.staged = staged[k] && staged[k]->taken && !report.already_applied &&
+                                    report.region_address == staged[k]->region.address.raw();
+                    report.staged_for = staged_for;
+                    replaced = replaced || report.replaced_level.has_value();
+                }
+            }
+        }
+        held = tl::unexpected(Error{});  // every thread resumed before the clean-ups
+        discard_staged(pid, untaken(staged), shared);
+        if (replaced) {
+            std::size_t released = release_after_a_pause(pid, options);
+            for (PatchApplication* outcome : outcomes) {
+                if (outcome->report) {
+                    outcome->report->released_regions += released;
+                }
+            }
+        }
+        for (std::size_t k = 0; k < plans.size(); ++k) {
+            if (decided[k] == nullptr) {
+                std::size_t i = static_cast<std::size_t>(outcomes[k] - out.data());
+                alone[i] = true;
+            }
+        }
+    }
+    // The rest, one by one.
+    for (std::size_t i = 0; i < patches.size(); ++i) {
+        if (alone[i]) {
+            out[i].report = apply_as_tracer(pid, *patches[i], options, &out[i].blocking,
+                                            &out[i].callbacks);
+            if (out[i].report) {
+                out[i].callbacks = out[i].report->callbacks;
+            }
+        }
+    }
+    return out;
 }
 
 Result<std::vector<InjectReport>> revert_as_tracer(int pid, const std::string& patch_id,
@@ -1335,6 +1910,35 @@ Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOp
     return on_process(pid, [&] {
         return apply_as_tracer(pid, patch, options, blocking_out, callbacks_out);
     });
+}
+
+std::vector<PatchApplication> apply_patches(int pid, std::span<const PatchFile* const> patches,
+                                            const InjectOptions& options) {
+    std::vector<const PatchFile*> list(patches.begin(), patches.end());
+    std::vector<PatchApplication> failed(list.size());
+    auto run = read_program_run(pid);
+    if (!run) {
+        for (PatchApplication& outcome : failed) {
+            outcome.report = tl::unexpected(run.error());
+        }
+        return failed;
+    }
+    Result<std::vector<PatchApplication>> applied = check_not_traced(pid).and_then([&] {
+        return on_tracer_thread([&] { return apply_group_as_tracer(pid, list, options); });
+    });
+    if (!applied) {
+        Error error = truthful_error(*run, std::move(applied.error()));
+        for (PatchApplication& outcome : failed) {
+            outcome.report = tl::unexpected(error);
+        }
+        return failed;
+    }
+    for (PatchApplication& outcome : *applied) {
+        if (!outcome.report) {
+            outcome.report = tl::unexpected(truthful_error(*run, std::move(outcome.report.error())));
+        }
+    }
+    return std::move(*applied);
 }
 
 Result<std::vector<InjectReport>> revert_patches(int pid, const std::string& patch_id,

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,10 @@ struct InjectOptions {
     bool return_gates = true;
     // How long a patch callback may run (Callbacks.h, RemoteCall.h).
     RemoteCallBounds callback_bounds;
+    // Map and fill the region before the all-threads stop, with one thread
+    // held (step 0b below); false: inside the stop, as before (for
+    // benchmarks that compare the two in one run).
+    bool stage_before_stop = true;
 };
 
 // What one apply or revert did.
@@ -42,6 +47,11 @@ struct InjectReport {
     std::size_t functions = 0;
     int attempts = 0;                        // stops needed (1 = first try)
     std::chrono::nanoseconds stopped_for{};  // the successful stop
+    // The region was mapped and filled before the stop (step 0b), with one
+    // thread held for `staged_for` (the others ran on); with a single
+    // thread, that is a stop of the process too.
+    bool staged = false;
+    std::chrono::nanoseconds staged_for{};
     std::size_t threads = 0;
     StackCheckFigures stack_check;  // the successful stop's stack check
     // Regions of earlier reverts and gate pages unmapped in this stop (see
@@ -60,6 +70,11 @@ struct InjectReport {
 // step numbers here are those of Injector.cpp):
 //  0. Before any stop: lay out the region, read the maps, open every mapped
 //     ELF object, resolve the imports.
+//  0b. With one thread held (the others run on), map and fill the region
+//     (options.stage_before_stop): new memory nothing references until the
+//     jumps exist. Its marker says `retired` until step 5 takes it over, so
+//     an injector killed meanwhile leaves a retired region no jump ever led
+//     into, which any later stop unmaps.
 //  1. Stop every thread; only now are the maps final (step 0 is redone in
 //     the stop if a file mapping changed). Find the library by soname and
 //     build ID.
@@ -75,7 +90,9 @@ struct InjectReport {
 //     the way instead and, once they have reached their gates, tries again
 //     without a backoff; the gates are released right after step 6, and on
 //     every other way out (ReturnGates.h).
-//  5. Unmap retired regions this stop proves unreferenced; map the new
+//  5. Unmap retired regions this stop proves unreferenced; take over the
+//     staged region (its retired mark cleared) if it was made from the maps,
+//     jump sites and bytes this stop sees; else unmap it and map the new
 //     region near the library and fill it (code relocated, marker).
 //  6. Write the jumps.
 //  7. For an upgrade, give the functions the new level no longer replaces
@@ -88,7 +105,8 @@ struct InjectReport {
 // target_died;
 // io or unsupported when a system call or the patch itself fails. Every
 // error resumes every thread. What it leaves behind:
-//  - steps 0 to 4: nothing changed;
+//  - steps 0 to 4: nothing changed (a staged region is unmapped again with
+//    one thread held; if that fails, it stays retired for a later stop);
 //  - from step 5 on, retired regions of earlier reverts that step 5 unmapped
 //    stay unmapped (no thread referred to them); besides that:
 //  - step 5: no free address, or a failed mmap: nothing else; a failure
@@ -113,6 +131,33 @@ struct InjectReport {
 Result<InjectReport> apply_patch(int pid, const PatchFile& patch, const InjectOptions& options,
                                  std::vector<BlockingThread>* blocking = nullptr,
                                  std::vector<CallbackOutcome>* callbacks = nullptr);
+
+// What apply_patches() did for one of its patches: what apply_patch()
+// returns and gives through its pointers.
+struct PatchApplication {
+    Result<InjectReport> report;
+    std::vector<BlockingThread> blocking;    // on `unsafe`: the last try's threads in the way
+    std::vector<CallbackOutcome> callbacks;  // the patch's callbacks (on errors too)
+};
+
+// Applies several patches to `pid` in one all-threads stop: THE call for
+// all the patches one process gets at once (`suture update`, exec gating,
+// the CLI with several patch files). One outcome per patch, in order, each
+// as apply_patch() would give it. How:
+//  0. One preparation for all (maps, ELF objects, imports), once; every
+//     region staged with one thread held once (step 0b of apply_patch).
+//  1. One stop: steps 1 to 3 for each patch (a patch that fails them, or
+//     is applied already, gets its outcome there), one stack check over
+//     the code of all of them, then steps 5 to 7 for each: only the jumps
+//     (and an upgrade's old jumps) are written there.
+//  2. Should threads be in the way, nothing is written in that stop and
+//     each remaining patch is applied alone, with apply_patch()'s tries,
+//     backoff and return gates. Patches with callbacks, a second patch of
+//     the same id and a patch on a function another of the list replaces
+//     are always applied alone, after the shared stop, in list order.
+// What each error leaves behind is what apply_patch() says for it.
+std::vector<PatchApplication> apply_patches(int pid, std::span<const PatchFile* const> patches,
+                                            const InjectOptions& options);
 
 // Reverts the patch `patch_id` (or every suture patch when empty) in `pid`,
 // in one stop (with the same refusal of a process whose memory another

@@ -117,6 +117,32 @@ Result<StoppedProcess> StoppedProcess::stop(int pid) {
     return process;
 }
 
+Result<StoppedProcess> StoppedProcess::stop_one_thread(int pid) {
+    StoppedProcess process(pid);
+    process.attached_ = true;
+    process.stopped_at_ = std::chrono::steady_clock::now();
+    auto tids = list_thread_ids(pid);
+    if (!tids) {
+        return tl::unexpected(tids.error());
+    }
+    for (int tid : *tids) {
+        auto seized = process.seize_thread(tid);
+        if (!seized) {
+            return tl::unexpected(seized.error());
+        }
+        if (!*seized) {
+            continue;
+        }
+        if (auto stopped = process.wait_for_interrupts(); !stopped) {
+            return tl::unexpected(stopped.error());
+        }
+        if (!process.threads_.empty()) {
+            return process;
+        }
+    }
+    return fail(ErrorCode::target_died, process.subject() + ": no thread left to stop");
+}
+
 Error already_traced(int pid, int tracer) {
     return Error{ErrorCode::busy,
                  "pid " + std::to_string(pid) + " is already traced by " +
@@ -150,25 +176,33 @@ Result<std::size_t> StoppedProcess::seize_new_threads() {
         if (seized_.contains(tid)) {
             continue;
         }
-        // TRACESYSGOOD marks system-call stops with SIGTRAP|0x80, which is no
-        // valid signal: should this tool die during such a stop, the kernel
-        // does not deliver a SIGTRAP to the thread (see RemoteSyscall).
-        // TRACEEXEC reports an execve() as a stop of its own (step 8).
-        constexpr long options = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC;
-        if (::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(options)) != 0) {
-            if (errno == ESRCH) {
-                continue;  // the thread exited: nothing to hold (step 4)
-            }
-            return tl::unexpected(attach_refused(tid, errno));
+        auto seized = seize_thread(tid);
+        if (!seized) {
+            return tl::unexpected(seized.error());
         }
-        seized_.insert(tid);
-        unreported_.push_back(tid);
-        ++fresh;
-        if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0 && errno != ESRCH) {
-            return fail_errno(subject() + ": interrupt thread " + std::to_string(tid), errno);
-        }
+        fresh += *seized ? 1 : 0;
     }
     return fresh;
+}
+
+Result<bool> StoppedProcess::seize_thread(int tid) {
+    // TRACESYSGOOD marks system-call stops with SIGTRAP|0x80, which is no
+    // valid signal: should this tool die during such a stop, the kernel
+    // does not deliver a SIGTRAP to the thread (see RemoteSyscall).
+    // TRACEEXEC reports an execve() as a stop of its own (step 8).
+    constexpr long options = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC;
+    if (::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(options)) != 0) {
+        if (errno == ESRCH) {
+            return false;  // the thread exited: nothing to hold (step 4)
+        }
+        return tl::unexpected(attach_refused(tid, errno));
+    }
+    seized_.insert(tid);
+    unreported_.push_back(tid);
+    if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0 && errno != ESRCH) {
+        return fail_errno(subject() + ": interrupt thread " + std::to_string(tid), errno);
+    }
+    return true;
 }
 
 Result<void> StoppedProcess::wait_for_interrupts() {

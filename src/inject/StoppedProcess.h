@@ -120,6 +120,14 @@ class StoppedProcess {
     // another tracer holds a thread), and the errno of a failed waitpid.
     static Result<StoppedProcess> stop(int pid);
 
+    // Stops one thread of `pid` (the first of /proc/PID/task that is still
+    // there) and leaves the others running: enough to run injected system
+    // calls (RemoteSyscall) that map memory nothing references yet (an
+    // apply's region before its stop, Injector.cpp). Same errors as stop().
+    // Run it on a tracer thread of its own (on_tracer_thread): a thread that
+    // never stopped is released when that thread ends (step 7).
+    static Result<StoppedProcess> stop_one_thread(int pid);
+
     StoppedProcess(StoppedProcess&& other) noexcept;
     StoppedProcess& operator=(StoppedProcess&&) = delete;
     StoppedProcess(const StoppedProcess&) = delete;
@@ -147,6 +155,8 @@ class StoppedProcess {
     // One pass over /proc/PID/task: seizes and interrupts every thread not
     // seized yet (steps 1, 3, 4); returns how many.
     Result<std::size_t> seize_new_threads();
+    // Seizes and interrupts `tid`; false if it exited meanwhile (step 4).
+    Result<bool> seize_thread(int tid);
     // Waits for the stop of every thread seized but not yet seen stopped
     // (steps 1, 2, 4).
     Result<void> wait_for_interrupts();

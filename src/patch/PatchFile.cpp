@@ -332,12 +332,12 @@ Result<PatchFile> parse_patch(std::span<const std::byte> bytes, const std::strin
 }
 
 Result<PatchFile> read_patch_file(const std::string& path) {
-    auto text = read_file(path);
+    // A regular file no larger than a patch can be: sutured reads paths its
+    // callers name, which may be a FIFO or /dev/zero.
+    auto text =
+        read_regular_file(path, header_size + max_patch_metadata_size + max_patch_object_size);
     if (!text) {
         return tl::unexpected(text.error());
-    }
-    if (text->size() > header_size + max_patch_metadata_size + max_patch_object_size) {
-        return fail(ErrorCode::bad_format, path + ": too large for a patch file");
     }
     return parse_patch(bytes_of(*text), path);
 }

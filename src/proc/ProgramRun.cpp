@@ -25,29 +25,17 @@ std::uint64_t stat_number(std::string_view stat_text, int field) {
 constexpr std::uint64_t pf_exiting = 0x00000004;  // include/linux/sched.h
 constexpr std::uint64_t pf_kthread = 0x00200000;
 
-// Whether a task has SIGKILL pending: the state of every other thread of a
-// process whose leader called exit() (exit_group(2)) until each one runs
-// again, PF_EXITING not set yet, and its exe link still there, while the
-// leader's own /proc files show no memory already.
-bool killed_not_yet_exiting(const std::string& task_dir) {
+// Whether a task is on its way out: PF_EXITING in its flags (stat field 9),
+// or SIGKILL pending (field 31, its own pending signals). The second is the
+// state of every other thread of a process whose leader called exit()
+// (exit_group(2)) until each one runs again: PF_EXITING not set yet, its exe
+// link still there, while the leader's own /proc files show no memory
+// already. A fatal signal to the process puts SIGKILL in each thread's own
+// set too.
+bool task_is_leaving(std::string_view task_stat) {
     constexpr std::uint64_t sigkill_bit = 1ULL << (9 - 1);
-    auto status = read_file(task_dir + "/status");
-    if (!status) {
-        return true;
-    }
-    for (std::string_view key : {"\nSigPnd:\t", "\nShdPnd:\t"}) {
-        std::size_t at = status->find(key);
-        if (at == std::string::npos) {
-            continue;
-        }
-        std::uint64_t pending = 0;
-        const char* digits = status->data() + at + key.size();
-        std::from_chars(digits, status->data() + status->size(), pending, 16);
-        if ((pending & sigkill_bit) != 0) {
-            return true;
-        }
-    }
-    return false;
+    return (stat_number(task_stat, 9) & pf_exiting) != 0 ||
+           (stat_number(task_stat, 31) & sigkill_bit) != 0;
 }
 
 }  // namespace
@@ -90,7 +78,7 @@ ProcessSighting sight_process(int pid) {
     // 2. Its program, through the first task that still has memory and is
     // not exiting: a task's exe link goes (ENOENT) when its memory does, at
     // its exit, and its flags say PF_EXITING from the moment it starts to
-    // (SIGKILL pending, before that: killed_not_yet_exiting()). A
+    // (SIGKILL pending, before that: task_is_leaving()). A
     // leader that called pthread_exit() has none while its threads run on;
     // when no task has any, the process has exited (a zombie, or one about
     // to be).
@@ -98,8 +86,7 @@ ProcessSighting sight_process(int pid) {
     for (int tid : tids ? *tids : std::vector<int>{}) {
         std::string task_dir = dir + "/task/" + std::to_string(tid);
         auto task_stat = read_file(task_dir + "/stat");
-        if (!task_stat || (stat_number(*task_stat, 9) & pf_exiting) != 0 ||
-            killed_not_yet_exiting(task_dir)) {
+        if (!task_stat || task_is_leaving(*task_stat)) {
             continue;
         }
         std::string exe = task_dir + "/exe";

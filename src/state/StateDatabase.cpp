@@ -22,6 +22,7 @@ namespace {
 //   2 (2026-11): exclusions; history.level
 //   3 (2026-11): patchsets (the verified patchsets of the feed cache)
 //   4 (2026-12): callbacks (each patch callback's outcome, Callbacks.h)
+//   5 (2026-12): history.caller_uid (whose call; NULL in older rows)
 // Every older version N has a fixture, test/fixtures/state-vN.db, made from
 // these steps by test/fixtures/make-state-fixtures.sh; a new version makes
 // the one before it old and wants a fixture and a test of its own.
@@ -80,6 +81,8 @@ const char* const migration_steps[] = {
          code INTEGER NOT NULL DEFAULT 0,
          duration_ns INTEGER NOT NULL DEFAULT 0,
          message TEXT NOT NULL DEFAULT '');)",
+    // 5
+    R"(ALTER TABLE history ADD COLUMN caller_uid INTEGER;)",
 };
 static_assert(std::size(migration_steps) == StateDatabase::latest_schema_version);
 
@@ -149,7 +152,10 @@ HistoryEntry read_history_entry(const Statement& row) {
         .level = static_cast<std::uint32_t>(row.integer(6)),
         .outcome = history_outcome_named(row.text(7)),
         .reason = row.text(8),
-        .message = row.text(9)};
+        .message = row.text(9),
+        .caller_uid = row.is_null(10) ? std::nullopt
+                                      : std::optional<std::uint32_t>(
+                                            static_cast<std::uint32_t>(row.integer(10)))};
 }
 
 // The names of the enums, each table used both ways.
@@ -240,18 +246,38 @@ Result<void> create_private_file(const std::string& path) {
     return {};
 }
 
-// Step 2 of open: the schema version, read through a read-only connection,
-// so that a database a newer suture wrote is never touched (no switch of its
-// journal mode, no recovery write) before suture knows it can read it.
-Result<int> probe_schema_version(const std::string& path) {
+// The user_version of the database at `path`, through a connection opened
+// with `flags`; *readonly_refusal says whether SQLite refused because the
+// connection may not write (SQLITE_READONLY and its extended codes).
+Result<std::vector<std::int64_t>> read_user_version(const std::string& path, int flags,
+                                                    bool* readonly_refusal) {
     sqlite3* raw = nullptr;
-    int opened = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);
+    int opened = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
     std::unique_ptr<sqlite3, int (*)(sqlite3*)> probe(raw, sqlite3_close_v2);
     if (opened != SQLITE_OK) {
         return fail(ErrorCode::io, path + ": " + (raw ? sqlite3_errmsg(raw) : "cannot open"));
     }
     sqlite3_busy_timeout(raw, busy_timeout_ms);
     auto version = read_rows(raw, "user_version", "PRAGMA user_version", read_integer);
+    *readonly_refusal = !version && (sqlite3_extended_errcode(raw) & 0xff) == SQLITE_READONLY;
+    return version;
+}
+
+// Step 2 of open: the schema version, read through a read-only connection,
+// so that a database a newer suture wrote is never touched (no switch of its
+// journal mode) before suture knows it can read it. A read-only connection
+// cannot do SQLite's own crash repair (rebuilding the WAL index, rolling
+// back a hot journal, left by a writer killed mid-write): SQLite refuses it
+// with SQLITE_READONLY_RECOVERY and the like ("attempt to write a readonly
+// database", seen once after a SIGKILL in inject-data-fault-injection). The
+// repair changes no content and any version of SQLite does the same, so the
+// version is then read through a read-write connection that makes it.
+Result<int> probe_schema_version(const std::string& path) {
+    bool readonly_refusal = false;
+    auto version = read_user_version(path, SQLITE_OPEN_READONLY, &readonly_refusal);
+    if (!version && readonly_refusal) {
+        version = read_user_version(path, SQLITE_OPEN_READWRITE, &readonly_refusal);
+    }
     if (!version) {
         return tl::unexpected(version.error());
     }
@@ -365,6 +391,7 @@ StateDatabase& StateDatabase::operator=(StateDatabase&& other) noexcept {
         batch_.reset();
         db_ = std::move(other.db_);
         path_ = std::move(other.path_);
+        caller_uid_ = other.caller_uid_;
         batch_ = std::move(other.batch_);
     }
     return *this;
@@ -549,18 +576,20 @@ Result<void> StateDatabase::commit_batch() {
 Result<void> StateDatabase::log(const HistoryEntry& entry) {
     return run_statement(db_.get(), "history",
                          "INSERT INTO history (at, action, pid, start_time, patch_id, level, "
-                         "outcome, reason, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         "outcome, reason, message, caller_uid) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          entry.at != 0 ? entry.at : ::time(nullptr),
                          std::string(name_of(entry.action)),
                          entry.process.pid, static_cast<std::int64_t>(entry.process.start_time),
                          entry.patch_id, entry.level, std::string(name_of(entry.outcome)),
-                         entry.reason, entry.message);
+                         entry.reason, entry.message,
+                         static_cast<std::int64_t>(entry.caller_uid.value_or(caller_uid_)));
 }
 
 Result<std::vector<HistoryEntry>> StateDatabase::history(std::size_t limit) {
     return read_rows(db_.get(), "history",
                      "SELECT id, at, action, pid, start_time, patch_id, level, outcome, reason, "
-                     "message FROM history ORDER BY id DESC LIMIT ?",
+                     "message, caller_uid FROM history ORDER BY id DESC LIMIT ?",
                      read_history_entry, static_cast<std::int64_t>(limit));
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <memory>
@@ -59,6 +60,10 @@ struct HistoryEntry {
     HistoryOutcome outcome = HistoryOutcome::unknown;
     std::string reason;   // error code name, or why skipped
     std::string message;
+    // Whose call it was (schema 5): the uid of the CLI user, or of the D-Bus
+    // caller sutured served. Unset when writing: the database's caller
+    // (set_caller_uid); unset when read: a row written before schema 5.
+    std::optional<std::uint32_t> caller_uid;
 };
 
 // The outcome of one patch callback (inject/Callbacks.h), as recorded.
@@ -101,7 +106,7 @@ class StateDatabase {
     StateDatabase(StateDatabase&&) noexcept = default;
     StateDatabase& operator=(StateDatabase&&) noexcept;
 
-    static constexpr int latest_schema_version = 4;
+    static constexpr int latest_schema_version = 5;
     Result<int> schema_version();
 
     // Applications.
@@ -121,6 +126,10 @@ class StateDatabase {
     Result<std::vector<CallbackRecord>> callback_records();
 
     // History.
+    // The uid every history entry written from now on names as its caller
+    // unless the entry names one itself (default: this process's real uid).
+    // sutured sets it to each D-Bus caller's for the duration of the call.
+    void set_caller_uid(std::uint32_t uid) { caller_uid_ = uid; }
     Result<void> log(const HistoryEntry& entry);
     Result<std::vector<HistoryEntry>> history(std::size_t limit = 100);
     // The whole history counted per (action, outcome), with the time of the
@@ -191,6 +200,7 @@ class StateDatabase {
 
     std::unique_ptr<sqlite3, Close> db_;
     std::string path_;
+    std::uint32_t caller_uid_ = static_cast<std::uint32_t>(::getuid());
     // The transaction begin_batch() opened, if any; declared after db_ so it
     // is rolled back before the connection closes.
     std::optional<Transaction> batch_;

@@ -36,6 +36,10 @@ std::int64_t Statement::integer(int column) const {
     return sqlite3_column_int64(statement_.get(), column);
 }
 
+bool Statement::is_null(int column) const {
+    return sqlite3_column_type(statement_.get(), column) == SQLITE_NULL;
+}
+
 std::string Statement::text(int column) const {
     const unsigned char* value = sqlite3_column_text(statement_.get(), column);
     return value != nullptr ? reinterpret_cast<const char*>(value) : "";

@@ -69,6 +69,7 @@ class Statement {
     // The columns of the current row, counted from 0.
     std::int64_t integer(int column) const;
     std::string text(int column) const;  // "" for NULL
+    bool is_null(int column) const;
 
     // The connection's latest error, about this statement.
     Error error() const;

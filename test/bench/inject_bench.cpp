@@ -6,7 +6,13 @@
 // process, on the same target:
 //   floor   stop every thread and resume it, nothing else (the cost of the
 //           all-threads stop itself; DESIGN.md measured the same floor)
-//   apply   suture's apply of demo-v2.patch: time stopped
+//   apply   suture's apply of demo-v2.patch: time stopped (every thread),
+//           its region staged before the stop (Injector.cpp, step 0b)
+//   hold    the same applies: the time one thread was held for the staging
+//           (the other threads run on; with one thread, a stop too)
+//   apply0  the same apply with staging off (InjectOptions::
+//           stage_before_stop): the region mapped and filled inside the
+//           stop, as before staging; alternating with `apply` in one run
 //   revert  suture's revert: time stopped
 // Then the busy scenario for entry patches (run_busy_entry_scenario): 8
 // threads spinning inside demo_spin, the function demo-spin-entry.patch
@@ -21,7 +27,8 @@
 // waits for gated threads included), the time stopped in its last stop, the
 // threads gated and the rounds; beside the stop floor of the same target.
 // Each revert runs under the busy workers too (a revert never waits).
-// Usage: inject-bench [--cycles N]
+// Usage: inject-bench [--cycles N] [--idle-only]   (--idle-only: the two idle
+// scenarios only)
 
 #include <fcntl.h>
 #include <signal.h>
@@ -223,8 +230,13 @@ void run_gated_strict(int cycles) {
 int main(int argc, char** argv) {
     ::signal(SIGPIPE, SIG_IGN);  // a target that died shows as failed cycles instead
     int cycles = 200;
-    if (argc == 3 && std::strcmp(argv[1], "--cycles") == 0) {
-        cycles = std::max(1, std::atoi(argv[2]));
+    bool idle_only = false;
+    for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--cycles") == 0 && i + 1 < argc) {
+            cycles = std::max(1, std::atoi(argv[++i]));
+        } else if (std::strcmp(argv[i], "--idle-only") == 0) {
+            idle_only = true;
+        }
     }
     auto patch = read_patch_file(DEMO_PATCH_PATH);
     if (!patch) {
@@ -235,6 +247,8 @@ int main(int argc, char** argv) {
     options.attempts = 200;
     options.first_backoff = std::chrono::milliseconds(1);
     options.max_backoff = std::chrono::milliseconds(5);
+    InjectOptions unstaged = options;
+    unstaged.stage_before_stop = false;
 
     std::printf("%d apply/revert cycles per scenario; times the target is stopped, in us\n",
                 cycles);
@@ -247,8 +261,11 @@ int main(int argc, char** argv) {
     };
     for (Scenario scenario : {Scenario{"1 idle", "0", true}, Scenario{"8 idle", "7", true},
                               Scenario{"8 spinning", "8", false}}) {
+        if (idle_only && !scenario.idle) {
+            continue;
+        }
         Target target = start_target(scenario.threads, scenario.idle);
-        std::vector<double> floor, apply, revert;
+        std::vector<double> floor, apply, hold, apply0, revert;
         int failures = 0;
         for (int i = 0; i < cycles; ++i) {
             {
@@ -263,12 +280,24 @@ int main(int argc, char** argv) {
                 continue;
             }
             apply.push_back(to_us(applied->stopped_for));
+            if (applied->staged) {
+                hold.push_back(to_us(applied->staged_for));
+            }
             auto reverted = revert_patches(target.pid, "", options);
             if (!reverted || reverted->empty()) {
                 ++failures;
                 continue;
             }
             revert.push_back(to_us((*reverted)[0].stopped_for));
+            auto applied0 = apply_patch(target.pid, *patch, unstaged);
+            if (!applied0) {
+                ++failures;
+                continue;
+            }
+            apply0.push_back(to_us(applied0->stopped_for));
+            if (!revert_patches(target.pid, "", options)) {
+                ++failures;
+            }
         }
         auto started = Clock::now();
         int timed_cycles = std::min(cycles, 50);
@@ -283,7 +312,15 @@ int main(int argc, char** argv) {
             double floor_median = percentile(floor, 0.5);
             print_row(scenario.name, "floor", floor, floor_median);
             print_row(scenario.name, "apply", apply, floor_median);
+            if (!hold.empty()) {
+                print_row(scenario.name, "hold", hold, floor_median);
+            }
+            if (!apply0.empty()) {
+                print_row(scenario.name, "apply0", apply0, floor_median);
+            }
             print_row(scenario.name, "revert", revert, floor_median);
+            std::printf("%-14s applies staged before the stop: %zu of %zu\n", scenario.name,
+                        hold.size(), apply.size());
             std::printf("%-14s apply+revert cycles per second: %.1f; failed cycles: %d\n",
                         scenario.name, timed_cycles / seconds, failures);
         }
@@ -291,6 +328,9 @@ int main(int argc, char** argv) {
         ::waitpid(target.pid, nullptr, 0);
         ::close(target.stdin_fd);
         ::close(target.stdout_fd);
+    }
+    if (idle_only) {
+        return 0;
     }
     run_busy_entry_scenario(std::min(cycles, 100));
     run_gated_strict(std::min(cycles, 40));

@@ -9,7 +9,8 @@
 # figures, never assertions.
 #
 # SUTURE_FLEET_PROCESSES sets the size (default 100 in the test suite; the
-# benchmark figure uses 1000).
+# benchmark figure uses 1000); SUTURE_FLEET_PARALLEL, if set, is passed as
+# `suture update --parallel` (processes patched at once; default: cores).
 source "$(dirname "$0")/lib.sh"
 require_root "ptrace of the fleet"
 : "${SUTURE_FEED:?}"
@@ -39,8 +40,13 @@ check_eq "every holder maps the vulnerable libcrypto" "$count" \
         "$scratch/status-before.json")"
 
 started=$(milliseconds)
-run 0 "update" "$SUTURE" update --offline --json
+parallel=()
+[ -n "${SUTURE_FLEET_PARALLEL:-}" ] && parallel=(--parallel "$SUTURE_FLEET_PARALLEL")
+run 0 "update" "$SUTURE" update --offline --json "${parallel[@]}"
 update_ms=$(($(milliseconds) - started))
+# What failed, if anything (any process on the host with the build counts).
+jq -r '.actions[] | select(.outcome == "failed") | "failed: pid \(.pid) \(.comm) \(.patch_id): \(.reason): \(.message)"' \
+    <<<"$output" 2>/dev/null | head -n 20
 
 stopped=0
 for pid in "${fleet[@]}"; do

@@ -277,10 +277,12 @@ rewrite_patch() {
 }
 
 # --- sutured on a private D-Bus system bus --------------------------------
-# start_private_system_bus: a dbus-daemon with the system bus's rules for
-# suture's name (data/org.suture.Suture1.conf); exports
+# start_private_system_bus [POLICY_XML]: a dbus-daemon with the system bus's
+# rules for suture's name (data/org.suture.Suture1.conf), and POLICY_XML (more
+# <policy> elements, e.g. who may own polkit's name); exports
 # DBUS_SYSTEM_BUS_ADDRESS so suture and sutured use it.
 start_private_system_bus() {
+    local extra_policy=${1:-}
     command -v dbus-daemon >/dev/null || skip "needs dbus-daemon (package dbus)"
     cat >"$scratch/bus.conf" <<EOF
 <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
@@ -301,6 +303,7 @@ start_private_system_bus() {
     <allow receive_type="method_return"/>
     <allow receive_type="error"/>
   </policy>
+  $extra_policy
   <include>$SOURCE_ROOT/data/org.suture.Suture1.conf</include>
 </busconfig>
 EOF

@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -93,4 +94,28 @@ TEST_CASE("read_file reads a whole file and to_hex spells bytes in lowercase") {
 
     const unsigned char bytes[] = {0x00, 0x7d, 0x90, 0xff};
     CHECK(to_hex(bytes, sizeof bytes) == "007d90ff");
+}
+
+TEST_CASE("read_regular_file reads a small regular file and refuses anything else") {
+    TemporaryFile small(std::string(40000, 'x'));
+    auto text = read_regular_file(small.path(), 40000);
+    REQUIRE(text);
+    CHECK(text->size() == 40000);
+    // One byte over the cap, an endless device, a directory: errors, at once.
+    auto larger = read_regular_file(small.path(), 39999);
+    REQUIRE_FALSE(larger);
+    CHECK(larger.error().code == ErrorCode::bad_format);
+    CHECK(larger.error().message.find("larger than 39999 bytes") != std::string::npos);
+    auto zero = read_regular_file("/dev/zero", 1 << 20);
+    REQUIRE_FALSE(zero);
+    CHECK(zero.error().message == "/dev/zero: not a regular file");
+    CHECK_FALSE(read_regular_file("/tmp", 1 << 20));
+    // A FIFO without a writer: refused without blocking in open.
+    std::string fifo = small.path() + ".fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    auto from_fifo = read_regular_file(fifo, 1 << 20);
+    ::unlink(fifo.c_str());
+    REQUIRE_FALSE(from_fifo);
+    CHECK(from_fifo.error().message == fifo + ": not a regular file");
+    CHECK(read_regular_file("/nonexistent/patch", 10).error().code == ErrorCode::not_found);
 }

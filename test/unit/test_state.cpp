@@ -420,7 +420,7 @@ TEST_CASE("a schema version 3 database gets the callbacks table and keeps its ro
     ScratchDirectory scratch;
     auto database = StateDatabase::open(copy_fixture(scratch, "state-v3.db"));
     REQUIRE(database);
-    CHECK(database->schema_version() == 4);
+    CHECK(database->schema_version() == StateDatabase::latest_schema_version);
     CHECK(describe_all(*database->applications(ApplicationState::active)) ==
           std::vector<std::string>{"1: pid 813 started 4185 /usr/sbin/nginx build "
                                    "7d90f38412d00023e58392b03612a24b62fcaede CVE-2026-63076 "
@@ -467,11 +467,44 @@ TEST_CASE("the callbacks step runs inside the one migration transaction") {
           std::vector<std::string>{"CVE-2026-63076"});
 }
 
+TEST_CASE("a schema version 4 database gets history.caller_uid and keeps its rows") {
+    ScratchDirectory scratch;
+    auto database = StateDatabase::open(copy_fixture(scratch, "state-v4.db"));
+    REQUIRE(database);
+    CHECK(database->schema_version() == 5);
+    CHECK(database->callback_records()->size() == 1);
+    // The old rows do not know their caller: unset, not a made-up uid.
+    auto old_rows = database->history();
+    REQUIRE(old_rows);
+    REQUIRE(old_rows->size() == 2);
+    CHECK_FALSE(old_rows->front().caller_uid);
+    CHECK_FALSE(old_rows->back().caller_uid);
+    // New rows name the database's caller, or the entry's own.
+    database->set_caller_uid(1234);
+    REQUIRE(database->log({.action = HistoryAction::update, .outcome = HistoryOutcome::ok}));
+    REQUIRE(database->log(
+        {.action = HistoryAction::apply, .outcome = HistoryOutcome::ok, .caller_uid = 0}));
+    auto rows = database->history(2);
+    REQUIRE(rows);
+    REQUIRE(rows->size() == 2);
+    CHECK(rows->at(0).caller_uid == std::optional<std::uint32_t>(0));
+    CHECK(rows->at(1).caller_uid == std::optional<std::uint32_t>(1234));
+}
+
+TEST_CASE("a new database records this process's uid as the caller by default") {
+    ScratchDirectory scratch;
+    auto database = StateDatabase::open(scratch.file("new.db"));
+    REQUIRE(database);
+    REQUIRE(database->log({.action = HistoryAction::update, .outcome = HistoryOutcome::ok}));
+    CHECK(database->history()->front().caller_uid ==
+          std::optional<std::uint32_t>(static_cast<std::uint32_t>(::getuid())));
+}
+
 TEST_CASE("every migrated fixture has the schema of a new database") {
     ScratchDirectory scratch;
     std::string fresh = scratch.file("new.db");
     REQUIRE(StateDatabase::open(fresh));
-    for (const char* fixture : {"state-v1.db", "state-v2.db", "state-v3.db"}) {
+    for (const char* fixture : {"state-v1.db", "state-v2.db", "state-v3.db", "state-v4.db"}) {
         INFO(fixture);
         std::string path = copy_fixture(scratch, fixture);
         REQUIRE(StateDatabase::open(path));
