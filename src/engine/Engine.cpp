@@ -6,7 +6,6 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 
 #include "base/Files.h"
 #include "base/Log.h"
@@ -456,18 +455,6 @@ std::size_t Engine::release_abandoned_parks() {
 
 // State.
 
-namespace {
-
-// The kernel's random id of this boot (proc(5)); "" where /proc lacks it.
-std::string current_boot_id() {
-    std::ifstream file("/proc/sys/kernel/random/boot_id");
-    std::string id;
-    std::getline(file, id);
-    return id;
-}
-
-}  // namespace
-
 Result<StateDatabase*> Engine::state() {
     auto identity = file_identity(options_.state_database);
     if (state_ && identity != state_file_) {
@@ -479,7 +466,8 @@ Result<StateDatabase*> Engine::state() {
             return tl::unexpected(database.error());
         }
         // Records of an earlier boot are closed before anything reads them
-        // (docs/state.md, "After a reboot").
+        // (docs/state.md, "After a reboot"). The boot id is the crash
+        // lock's (engine/CrashLock.h): one notion of "this boot".
         if (auto boot = current_boot_id(); !boot.empty()) {
             auto closed = database->close_applications_of_earlier_boot(boot);
             if (!closed) {
