@@ -8,14 +8,20 @@
 #   1. first boot: sutured (early, offline: data/systemd/sutured.service)
 #      patches nginx's master and workers before their main(); a probe unit
 #      ordered after nginx reads `suture status --json` at once, then curls
-#      nginx (its first request), and reports on the serial console; then
-#      the VM reboots from inside (systemctl reboot);
+#      nginx (its first request), and reports on the serial console; then,
+#      once the crash lock's watch is over (watch_seconds = 30 in the VM's
+#      suture.conf), an automatic update removes the boot's lock, and the
+#      VM reboots from inside (systemctl reboot);
 #   2. after the reboot: the same report; then a revert and an apply (an
 #      update) in one worker, "sync" withheld, and the host kills QEMU
-#      (a hard reset after an apply);
-#   3. after the unclean stop: the same report, the state database opens
-#      (history readable) and the previous boots' records are closed.
-# Every boot must show every nginx process with every shipped patch for
+#      (a hard reset after an apply, within its watch);
+#   3. after the unclean stop: the crash lock of boot 2 holds its patches
+#      back from sutured's first update and from its exec gate (nginx
+#      starts unpatched, its request served, `suture status` says the lock
+#      holds); the state database opens and the previous boots' records are
+#      closed; after `suture crash-lock --release` an automatic update
+#      patches every nginx process.
+# Boots 1 and 2 must show every nginx process with every shipped patch for
 # its libraries active at the probe's first look, and the request served.
 # Prints the time from boot to "all patched" (the probe's uptime) per boot:
 # docs/benchmarks.md. Slow suite (image build and three emulated boots:
@@ -110,6 +116,10 @@ echo '/dev/vda / ext4 defaults 0 1' >"$tree/etc/fstab"
 echo suture-vm >"$tree/etc/hostname"
 expected=$(shipped_patch_count libssl.so.3 libcrypto.so.3)
 echo "$expected" >"$tree/etc/suture-vm-expected-patches"
+# A short crash-lock watch, so that boot 1 sees its lock go before it
+# reboots (the default 300 s would hold the patches back after the reboot).
+mkdir -p "$tree/etc/suture"
+echo 'watch_seconds = 30' >"$tree/etc/suture/suture.conf"
 [ -L "$tree/etc/systemd/system/multi-user.target.wants/nginx.service" ] ||
     ln -s /lib/systemd/system/nginx.service "$tree/etc/systemd/system/multi-user.target.wants/nginx.service"
 cat >"$tree/usr/local/sbin/suture-vm-probe" <<'PROBE'
@@ -135,13 +145,33 @@ before_main=$(journalctl -b -u sutured.service -o cat 2>/dev/null | grep -c 'bef
 echo "SUTURE-PROBE boot=$boot uptime=$uptime_s nginx=$nginx patched=$patched expected=$expected http=$code sutured_ready_s=$(awk "BEGIN{print $ready_us/1e6}") basic_target_s=$(awk "BEGIN{print $basic_us/1e6}") nginx_start_s=$(awk "BEGIN{print $nginx_us/1e6}") closed_by_reboot=$closed before_main_lines=$before_main"
 journalctl -b -u sutured.service -o cat --no-pager 2>/dev/null | sed 's/^/SUTURE-LOG /' | tail -40
 case $boot in
-    1) echo "SUTURE-PROBE rebooting"; systemctl reboot ;;
+    1) # The crash lock of this boot (sutured's first update applied to
+       # what already ran) goes once its watch is over, at the next run.
+       lock=/var/lib/suture/crash-lock.json
+       if [ -f "$lock" ]; then
+           until_s=$(( $(jq .at "$lock") + 30 - $(date +%s) ))
+           [ "$until_s" -gt 0 ] && sleep "$until_s"
+           sleep 1
+           suture --direct update --offline --automatic >/dev/null 2>&1
+       fi
+       [ -f "$lock" ] && lock_left=yes || lock_left=no
+       echo "SUTURE-PROBE lock_after_watch=$lock_left rebooting"; systemctl reboot ;;
     2) worker=$(jq -r '[.processes[] | select(.comm == "nginx") | .pid] | max' <<<"$status")
        suture --direct revert --pid "$worker" >/dev/null 2>&1
        revert_exit=$?
        suture --direct update --offline >/dev/null 2>&1
        echo "SUTURE-PROBE applied pid=$worker revert_exit=$revert_exit update_exit=$? kill-me-now" ;;
-    *) echo "SUTURE-PROBE done"; systemctl poweroff ;;
+    *) holding=$(jq -r '.crash_lock.holding // false' <<<"$status")
+       suture crash-lock --release >/dev/null 2>&1
+       release_exit=$?
+       suture --direct update --offline --automatic >/dev/null 2>&1
+       update_exit=$?
+       released_s=$(cut -d' ' -f1 /proc/uptime)
+       read -r nginx patched < <(suture status --json 2>/dev/null | jq -r --argjson n "$expected" '[.processes[] | select(.comm == "nginx")] |
+           "\(length) \([.[] | select(([.patches[]? | select(.state == "active")] | length) >= $n)] | length)"')
+       code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/ || echo none)
+       echo "SUTURE-PROBE crash_lock_holding=$holding release_exit=$release_exit update_exit=$update_exit nginx=$nginx patched=$patched http=$code uptime=$released_s after-release"
+       echo "SUTURE-PROBE done"; systemctl poweroff ;;
 esac
 PROBE
 chmod 755 "$tree/usr/local/sbin/suture-vm-probe"
@@ -187,7 +217,8 @@ wait_serial() {
         waited=$((waited + 1))
     done
 }
-# check_boot LOG N: the probe line of boot N, checked.
+# check_boot LOG N [held]: the probe line of boot N, checked: every nginx
+# process patched (or, with "held", none: the crash lock holds).
 check_boot() {
     local line
     line=$(grep -a "SUTURE-PROBE boot=$2 " "$1" | tail -1)
@@ -196,9 +227,15 @@ check_boot() {
     nginx=$(field "$line" nginx)
     patched=$(field "$line" patched)
     http=$(field "$line" http)
-    [ "${nginx:-0}" -ge 2 ] && [ "$patched" = "$nginx" ] &&
-        pass "boot $2: all $nginx nginx processes (master and workers) had all $expected patches at the probe's first look, $(field "$line" uptime) s after boot" ||
-        fail_check "boot $2: $patched of $nginx nginx processes patched"
+    if [ "${3:-}" = held ]; then
+        [ "${nginx:-0}" -ge 2 ] && [ "$patched" = 0 ] &&
+            pass "boot $2: the crash lock held the patches back from all $nginx nginx processes (exec gate and first update)" ||
+            fail_check "boot $2: $patched of $nginx nginx processes patched despite the crash lock"
+    else
+        [ "${nginx:-0}" -ge 2 ] && [ "$patched" = "$nginx" ] &&
+            pass "boot $2: all $nginx nginx processes (master and workers) had all $expected patches at the probe's first look, $(field "$line" uptime) s after boot" ||
+            fail_check "boot $2: $patched of $nginx nginx processes patched"
+    fi
     check_eq "boot $2: nginx's first request" 200 "$http"
     awk -v s="$(field "$line" sutured_ready_s)" -v n="$(field "$line" nginx_start_s)" 'BEGIN { exit !(s < n) }' &&
         pass "boot $2: sutured was ready before nginx started" ||
@@ -210,6 +247,8 @@ serial=$scratch/serial-1.log
 boot_vm "$serial"
 wait_serial "$serial" "SUTURE-PROBE boot=1 " && check_boot "$serial" 1 ||
     { tail -50 "$serial"; fail_check "boot 1: no probe report within $boot_timeout s"; }
+lock_left=$(field "$(grep -a 'SUTURE-PROBE lock_after_watch=' "$serial" | tail -1)" lock_after_watch)
+check_eq "boot 1: the crash lock gone once its watch was over" no "$lock_left"
 wait_serial "$serial" "SUTURE-PROBE boot=2 " && check_boot "$serial" 2 ||
     { tail -50 "$serial"; fail_check "boot 2 (reboot from inside): no probe report"; }
 if wait_serial "$serial" "kill-me-now"; then
@@ -228,10 +267,23 @@ fi
 serial=$scratch/serial-3.log
 boot_vm "$serial"
 if wait_serial "$serial" "SUTURE-PROBE boot=3 "; then
-    check_boot "$serial" 3
+    check_boot "$serial" 3 held
     closed=$(field "$(grep -a 'SUTURE-PROBE boot=3 ' "$serial")" closed_by_reboot)
     [ "${closed:-0}" -gt 0 ] && pass "boot 3: $closed records of earlier boots closed (history)" ||
         fail_check "boot 3: no record closed as of an earlier boot"
+    if wait_serial "$serial" "after-release"; then
+        line=$(grep -a "after-release" "$serial" | tail -1)
+        echo "$line"
+        check_eq "boot 3: suture status said the crash lock holds" true "$(field "$line" crash_lock_holding)"
+        check_eq "boot 3: suture crash-lock --release" 0 "$(field "$line" release_exit)"
+        { [ "$(field "$line" nginx)" -ge 2 ] && [ "$(field "$line" patched)" = "$(field "$line" nginx)" ]; } &&
+            pass "boot 3: after the release, an automatic update patched all $(field "$line" nginx) nginx processes ($(field "$line" uptime) s after boot)" ||
+            fail_check "boot 3: after the release: $line"
+        check_eq "boot 3: nginx serves after the release" 200 "$(field "$line" http)"
+    else
+        tail -50 "$serial"
+        fail_check "boot 3: no report after the release"
+    fi
 else
     tail -50 "$serial"
     fail_check "boot 3 (after the hard reset): no probe report"
