@@ -187,6 +187,11 @@ ExecStart=/usr/local/sbin/suture-vm-probe
 WantedBy=multi-user.target
 UNIT
 ln -s /etc/systemd/system/suture-vm-probe.service "$tree/etc/systemd/system/multi-user.target.wants/"
+# No login prompt on the serial console: agetty's vhangup() at its start
+# cuts off whoever has ttyS0 open, and a probe that opened it just before
+# wrote its report into nothing (boot 3 of a run: the VM powered off
+# without a line on the console).
+ln -sf /dev/null "$tree/etc/systemd/system/serial-getty@ttyS0.service"
 for unit in multi-user.target.wants/sutured.service multi-user.target.wants/suture-boot.service; do
     [ -L "$tree/etc/systemd/system/$unit" ] && pass "the package enabled $unit" || fail_check "not enabled: $unit"
 done
@@ -247,6 +252,7 @@ serial=$scratch/serial-1.log
 boot_vm "$serial"
 wait_serial "$serial" "SUTURE-PROBE boot=1 " && check_boot "$serial" 1 ||
     { tail -50 "$serial"; fail_check "boot 1: no probe report within $boot_timeout s"; }
+wait_serial "$serial" "SUTURE-PROBE lock_after_watch=" || true
 lock_left=$(field "$(grep -a 'SUTURE-PROBE lock_after_watch=' "$serial" | tail -1)" lock_after_watch)
 check_eq "boot 1: the crash lock gone once its watch was over" no "$lock_left"
 wait_serial "$serial" "SUTURE-PROBE boot=2 " && check_boot "$serial" 2 ||
