@@ -90,7 +90,9 @@ cp /etc/resolv.conf "$tree/etc/resolv.conf"
 printf '#!/bin/sh\nexit 101\n' >"$tree/usr/sbin/policy-rc.d"
 chmod 755 "$tree/usr/sbin/policy-rc.d"
 mount -t proc proc "$tree/proc"
-trap 'umount "$tree/proc" 2>/dev/null || true; [ -n "${qemu_pid:-}" ] && kill -9 "$qemu_pid" 2>/dev/null; cleanup' EXIT
+# (Under set -e: a kill of a QEMU that already exited must not end the trap
+# before cleanup, with status 1 after every check passed.)
+trap 'umount "$tree/proc" 2>/dev/null || true; [ -z "${qemu_pid:-}" ] || kill -9 "$qemu_pid" 2>/dev/null || true; cleanup' EXIT
 in_tree() { chroot "$tree" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"; }
 if [ -n "$deb" ]; then
     cp "$deb" "$tree/tmp/"
