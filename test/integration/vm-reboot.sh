@@ -149,13 +149,19 @@ journalctl -b -u sutured.service -o cat --no-pager 2>/dev/null | sed 's/^/SUTURE
 case $boot in
     1) # The crash lock of this boot (sutured's first update applied to
        # what already ran) goes once its watch is over, at the next run.
+       # A run that applies something again (a process the gate did not
+       # reach) starts a new watch: wait for that one too (at most 5).
        lock=/var/lib/suture/crash-lock.json
-       if [ -f "$lock" ]; then
+       round=0
+       while [ -f "$lock" ] && [ "$round" -lt 5 ]; do
+           round=$((round + 1))
            until_s=$(( $(jq .at "$lock") + 30 - $(date +%s) ))
            [ "$until_s" -gt 0 ] && sleep "$until_s"
            sleep 1
-           suture --direct update --offline --automatic >/dev/null 2>&1
-       fi
+           applied=$(suture --direct update --offline --automatic --json 2>/dev/null |
+               jq -r '[.actions[]? | select(.outcome == "applied") | "\(.pid)/\(.comm)"] | unique | join(",")')
+           echo "SUTURE-PROBE watch round=$round applied=${applied:-none}"
+       done
        [ -f "$lock" ] && lock_left=yes || lock_left=no
        echo "SUTURE-PROBE lock_after_watch=$lock_left rebooting"; systemctl reboot ;;
     2) worker=$(jq -r '[.processes[] | select(.comm == "nginx") | .pid] | max' <<<"$status")
