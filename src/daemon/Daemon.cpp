@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -79,21 +80,31 @@ Result<std::unique_ptr<Daemon>> Daemon::open(DaemonOptions options) {
     if (!engine) {
         return tl::unexpected(engine.error());
     }
-    std::unique_ptr<Daemon> daemon(new Daemon(std::move(options), std::move(*engine)));
+    return std::unique_ptr<Daemon>(new Daemon(std::move(options), std::move(*engine)));
+}
+
+// The bus connection, made only once the event loop is about to run: the
+// connection's authentication proceeds in that loop, and a bus daemon drops
+// a client that does not answer within its auth_timeout (the first offline
+// update at boot can take longer than that on a slow machine).
+Result<void> Daemon::connect_bus() {
     sd_bus* connection = nullptr;
     int result = sd_bus_open_system(&connection);
     if (result < 0) {
         return fail_errno("system bus", -result);
     }
-    daemon->bus_.reset(connection);
+    bus_.reset(connection);
     sd_bus_slot* slot = nullptr;
     result = sd_bus_add_object_vtable(connection, &slot, bus::path, bus::interface, daemon_vtable,
-                                      daemon.get());
+                                      this);
     if (result < 0) {
         return fail_errno("D-Bus object " + std::string(bus::path), -result);
     }
-    daemon->slot_.reset(slot);
-    return daemon;
+    slot_.reset(slot);
+    if (sd_bus_attach_event(connection, event_.get(), 0) < 0) {
+        return fail_errno("system bus: event loop", EINVAL);
+    }
+    return {};
 }
 
 int Daemon::reply(sd_bus_message* message, const nlohmann::json& document) {
@@ -110,10 +121,6 @@ int Daemon::run() {
         return 1;
     }
     event_.reset(loop);
-    if (sd_bus_attach_event(bus_.get(), loop, 0) < 0) {
-        log::error("sutured: cannot set up the event loop");
-        return 1;
-    }
     // SIGTERM/SIGINT end the loop cleanly (sd-event needs them blocked).
     sigset_t signals;
     sigemptyset(&signals);
@@ -131,19 +138,49 @@ int Daemon::run() {
                                    options_.rescan_seconds * 1000000ULL, 1000000ULL, Daemon::rescan,
                                    this);
     }
+    // At boot sutured starts before basic.target, and so before the bus
+    // daemon (data/systemd/sutured.service): new processes are gated from
+    // here on, and one offline update patches what already runs, before
+    // systemd hears that sutured is ready and starts the ordinary services.
+    // (Only with rescans: --rescan-seconds 0 asks for no whole-host updates.)
+    if (options_.rescan_seconds > 0) {
+        rescan_once();
+    }
     write_metrics();
-    // The name last: a client that sees it finds the daemon fully ready.
-    if (int result = sd_bus_request_name(bus_.get(), bus::name, 0); result < 0) {
-        log::error(std::string("sutured: D-Bus name ") + bus::name + ": " + std::strerror(-result) +
-                   " (only root may own it; is another sutured running?)");
+    sd_notify(0, "READY=1\nSTATUS=gating new processes; offline update done");
+    if (auto connected = connect_bus(); !connected) {
+        log::error("sutured: " + connected.error().message);
         return 1;
     }
-    log::info(std::string("sutured: serving ") + bus::name);
+    // The name last, asynchronously: the bus daemon may start only after
+    // sutured is ready; a client that sees the name finds the daemon fully
+    // ready.
+    if (int result = sd_bus_request_name_async(bus_.get(), nullptr, bus::name, 0,
+                                               Daemon::name_acquired, this);
+        result < 0) {
+        log::error(std::string("sutured: D-Bus name ") + bus::name + ": " + std::strerror(-result));
+        return 1;
+    }
     int result = sd_event_loop(loop);
     if (exec_watcher_) {
         log_new_process_statistics();
     }
-    return result < 0 ? 1 : 0;
+    return result != 0 ? 1 : 0;  // an error, or name_acquired's exit(1)
+}
+
+// The answer to the name request: a refusal (another sutured, or not root)
+// ends the daemon as the synchronous request did.
+int Daemon::name_acquired(sd_bus_message* reply, void* self, sd_bus_error*) {
+    auto* daemon = static_cast<Daemon*>(self);
+    if (const sd_bus_error* error = sd_bus_message_get_error(reply); error != nullptr) {
+        log::error(std::string("sutured: D-Bus name ") + bus::name + ": " +
+                   (error->message ? error->message : error->name) +
+                   " (only root may own it; is another sutured running?)");
+        sd_event_exit(daemon->event_.get(), 1);
+        return 0;
+    }
+    log::info(std::string("sutured: serving ") + bus::name);
+    return 0;
 }
 
 void Daemon::watch_new_processes() {
@@ -407,6 +444,9 @@ void Daemon::log_lost(const std::string& what, const std::vector<std::string>& l
 }
 
 void Daemon::emit_patched(int pid, const std::string& patch_id, std::uint32_t level) {
+    if (!bus_) {
+        return;  // the first offline update runs before the bus connection
+    }
     sd_bus_emit_signal(bus_.get(), bus::path, bus::interface, "ProcessPatched", "isu", pid,
                        patch_id.c_str(), level);
 }

@@ -68,6 +68,7 @@ class Daemon {
     static int rescan(sd_event_source* source, std::uint64_t, void* self);
     static int health_events(sd_event_source*, int fd, std::uint32_t, void* self);
     static int health_retry(sd_event_source* source, std::uint64_t, void* self);
+    static int name_acquired(sd_bus_message* reply, void* self, sd_bus_error* error);
 
   private:
     Daemon(DaemonOptions options, std::unique_ptr<Engine> engine)
@@ -80,6 +81,8 @@ class Daemon {
     // The new-process counters, logged when the daemon stops.
     void log_new_process_statistics() const;
     void rescan_once();
+    // Connects to the system bus and serves the object there.
+    Result<void> connect_bus();
     // Rewrites the metrics textfile, if there is one (a failure is logged).
     void write_metrics();
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "base/Files.h"
+#include "base/Log.h"
 #include "config.h"
 #include "distro/BuildIndex.h"
 #include "engine/Candidates.h"
@@ -464,6 +465,19 @@ Result<StateDatabase*> Engine::state() {
         auto database = StateDatabase::open(options_.state_database);
         if (!database) {
             return tl::unexpected(database.error());
+        }
+        // Records of an earlier boot are closed before anything reads them
+        // (docs/state.md, "After a reboot"). The boot id is the crash
+        // lock's (engine/CrashLock.h): one notion of "this boot".
+        if (auto boot = current_boot_id(); !boot.empty()) {
+            auto closed = database->close_applications_of_earlier_boot(boot);
+            if (!closed) {
+                return tl::unexpected(closed.error());
+            }
+            if (*closed > 0) {
+                log::info("state: " + std::to_string(*closed) +
+                          " record(s) of the previous boot closed (the system rebooted)");
+            }
         }
         state_ = std::make_unique<StateDatabase>(std::move(*database));
         state_file_ = file_identity(options_.state_database);

@@ -4,6 +4,7 @@
 
 #include "base/Log.h"
 #include "elf/ElfFile.h"
+#include "engine/CrashLock.h"
 #include "engine/PolicyFacts.h"
 #include "inject/EntryGate.h"
 #include "proc/Process.h"
@@ -14,6 +15,22 @@ namespace {
 
 bool is_openssl_soname(const std::string& name) {
     return name.starts_with("libssl.so") || name.starts_with("libcrypto.so");
+}
+
+// A crash lock of another boot (engine/CrashLock.h) holds its patches back
+// from new processes as from every automatic run: after a hard reset within
+// watch_seconds of an apply, sutured's exec gate must not reapply at once
+// what its first offline update holds back. One of this boot holds nothing.
+Result<void> note_crash_lock(const std::string& state_database, RunContext& context) {
+    auto lock = read_crash_lock(crash_lock_path(state_database));
+    if (!lock) {
+        return tl::unexpected(lock.error());
+    }
+    if (*lock && (*lock)->boot_id != current_boot_id()) {
+        context.crash_locked = (*lock)->patches;
+        context.crash_locked_at = (*lock)->at;
+    }
+    return {};
 }
 
 // A process held at its entry point, released when this goes out of scope
@@ -60,9 +77,9 @@ Result<void> NewProcessPatcher::reload() {
 }
 
 // sutured's runs are automatic: a new process gets what an automatic run
-// would apply now (the policy of suture.conf, with the same rule that a
-// patch the host already applied is never held back by the clock or the
-// rollout). The next reload (every rescan) looks again.
+// would apply now (the policy of suture.conf and the crash lock, with the
+// same rule that a patch the host already applied is never held back by the
+// clock or the rollout). The next reload (every rescan) looks again.
 Result<void> NewProcessPatcher::hold_back_by_policy() {
     auto policy = load_policy(engine_.feed_options().config_directory);
     if (!policy) {
@@ -83,6 +100,10 @@ Result<void> NewProcessPatcher::hold_back_by_policy() {
         return tl::unexpected(quarantined.error());
     }
     context.quarantined = std::move(*quarantined);
+    if (auto noted = note_crash_lock(engine_.state_database_path(), context); !noted) {
+        patches_.clear();  // no patch on a crash lock that cannot be read
+        return tl::unexpected(noted.error());
+    }
     AdvisoryData advisories = load_advisories(engine_.feed_options());
     for (auto& [build_id, candidates] : patches_) {
         std::erase_if(candidates, [&](const UsablePatch& candidate) {

@@ -653,6 +653,54 @@ Result<std::vector<StateDatabase::HistoryTotal>> StateDatabase::history_totals()
                      read_history_total);
 }
 
+Result<std::size_t> StateDatabase::close_applications_of_earlier_boot(const std::string& boot_id) {
+    // 1. The write lock first: the comparison and the closing are one step.
+    auto transaction = Transaction::begin(db_.get(), Transaction::Lock::immediate, path_);
+    if (!transaction) {
+        return tl::unexpected(transaction.error());
+    }
+    auto recorded = setting("boot_id");
+    if (!recorded) {
+        return tl::unexpected(recorded.error());
+    }
+    if (*recorded && **recorded == boot_id) {
+        return std::size_t{0};  // this boot's records
+    }
+    // 2. The active records of the earlier boot, closed one by one (each
+    //    with its history entry).
+    std::size_t closed = 0;
+    if (*recorded) {
+        auto active = applications(ApplicationState::active);
+        if (!active) {
+            return tl::unexpected(active.error());
+        }
+        for (const Application& application : *active) {
+            if (auto set = set_application_state(application.id, ApplicationState::exited); !set) {
+                return tl::unexpected(set.error());
+            }
+            if (auto logged = log({.action = HistoryAction::close,
+                                   .process = application.process,
+                                   .patch_id = application.patch_id,
+                                   .level = application.level,
+                                   .outcome = HistoryOutcome::ok,
+                                   .message = "the system rebooted (boot id " + **recorded +
+                                              " ended)"});
+                !logged) {
+                return tl::unexpected(logged.error());
+            }
+            ++closed;
+        }
+    }
+    // 3. This boot, from now on.
+    if (auto set = set_setting("boot_id", boot_id); !set) {
+        return tl::unexpected(set.error());
+    }
+    if (auto committed = transaction->commit(); !committed) {
+        return tl::unexpected(committed.error());
+    }
+    return closed;
+}
+
 Result<std::optional<std::string>> StateDatabase::setting(const std::string& key) {
     auto values = read_rows(db_.get(), "settings", "SELECT value FROM settings WHERE key = ?",
                             read_text, key);

@@ -176,6 +176,19 @@ class StateDatabase {
     // full disk or an I/O error, and the writes before it are then lost.
     bool in_batch() const;
 
+    // After a reboot: process identities (pid, start time in clock ticks
+    // since boot) from an earlier boot can repeat exactly in this one (a
+    // deterministic boot starts nginx with the same pid at the same tick),
+    // so a record of the last boot must never be taken for a process of
+    // this one. When the "boot_id" setting differs from `boot_id` (the
+    // kernel's /proc/sys/kernel/random/boot_id), every active application
+    // becomes exited, each with a history entry saying so, and the setting
+    // takes `boot_id`; without the setting (a database from before it was
+    // kept) only the setting is written. One immediate transaction, so a
+    // concurrent writer's records of this boot are never closed. Returns
+    // how many applications it closed.
+    Result<std::size_t> close_applications_of_earlier_boot(const std::string& boot_id);
+
     // Settings: "enabled", "channel", … (key/value text).
     Result<std::optional<std::string>> setting(const std::string& key);
     Result<void> set_setting(const std::string& key, const std::string& value);

@@ -4,7 +4,8 @@
 # check first thing in main() and exit. Counts how many saw the patched
 # behaviour from their first call (the target: all). Before sutured runs
 # (and with --no-new-processes), the same program must see VULNERABLE, which
-# shows the count can fail.
+# shows the count can fail. A crash lock of another boot holds the patch
+# back from new processes too.
 #
 # Usage (meson passes it): daemon-new-processes.sh SUTURED REPRODUCER_63074
 source "$(dirname "$0")/lib.sh"
@@ -51,6 +52,17 @@ start_daemon --rescan-seconds 0 --new-processes-under "$scratch/elsewhere"
 check_eq "sutured --new-processes-under another directory: 5 runs, none fixed" 0 "$(count_fixed 5)"
 kill -TERM "$daemon_pid"
 wait "$daemon_pid" 2>/dev/null || true
+# A crash lock of another boot (docs/state.md: the host went down within
+# watch_seconds of an apply) holds its patch back from new processes as
+# from every automatic run; released, the patch reaches them again.
+crash_lock=$(dirname "$SUTURE_STATE_DB")/crash-lock.json
+printf '{"boot_id": "an-earlier-boot", "at": %s, "patches": [{"patch_id": "CVE-2026-63074", "level": 1}]}\n' \
+    "$(date +%s)" >"$crash_lock"
+start_daemon --rescan-seconds 0 --new-processes-under "$(dirname "$(readlink -f "$program")")"
+check_eq "sutured with a crash lock of another boot naming the patch: 5 runs, none fixed" 0 "$(count_fixed 5)"
+kill -TERM "$daemon_pid"
+wait "$daemon_pid" 2>/dev/null || true
+rm -f "$crash_lock"
 start_daemon --rescan-seconds 0 --new-processes-under "$(dirname "$(readlink -f "$program")")"
 check_eq "sutured --new-processes-under the program's directory: 5 runs, all fixed" 5 "$(count_fixed 5)"
 kill -TERM "$daemon_pid"

@@ -27,6 +27,15 @@ grep -q '^ReadWritePaths=.*/run/suture' "$unit" && grep -q '^RuntimeDirectory=su
     grep -q '^RuntimeDirectoryPreserve=yes$' "$unit" &&
     pass "sutured may write the operation lock in /run/suture" || fail_check "sutured.service: /run/suture"
 
+# Each unit's suture command line parses (suture-boot.service once had
+# `suture update --offline --direct`, a usage error: --direct comes first).
+for unit in suture-boot.service suture-update.service; do
+    command=$(sed -n 's/^ExecStart=//p' "$dest$prefix/lib/systemd/system/$unit")
+    read -r -a words <<<"$command"
+    "$dest${words[0]}" "${words[@]:1}" --help >/dev/null 2>"$scratch/parse.log" &&
+        pass "$unit: '$command' parses" || { cat "$scratch/parse.log"; fail_check "$unit: '$command' is a usage error"; }
+done
+
 # systemd-analyze verify in the install root, with the system's own units
 # (targets, dbus.socket) beside ours.
 mkdir -p "$dest/usr/lib/systemd"

@@ -327,7 +327,9 @@ start_sutured() {
         --cache-dir "$scratch/cache" >>"$scratch/sutured.log" 2>&1 &
     daemon_pid=$!
     started_pids+=("$daemon_pid")
-    for _ in $(seq 50); do
+    # It takes its name after a first offline update of every process (the
+    # boot case): seconds on a loaded host.
+    for _ in $(seq 300); do
         timeout 5 busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" status org.suture.Suture1 \
             >/dev/null 2>&1 && return 0
         sleep 0.1

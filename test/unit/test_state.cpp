@@ -192,6 +192,40 @@ TEST_CASE("a new database is private, at the latest schema, and keeps what it re
     CHECK(history->front().level == 1);
 }
 
+TEST_CASE("after a reboot the records of the earlier boot are closed, once, and this boot's kept") {
+    ScratchDirectory scratch;
+    auto database = StateDatabase::open(scratch.file("state.db"));
+    REQUIRE(database);
+    auto record = [&](int pid) {
+        REQUIRE(database->record_application(Application{
+            0, {pid, 51301}, "/usr/sbin/nginx", "7d90f384", "CVE-2026-63076", 1, 0, ApplicationState::active}));
+    };
+    // 1. A database without a boot id keeps its records (they may be this boot's).
+    record(4711);
+    CHECK(database->close_applications_of_earlier_boot("boot-a") == std::size_t{0});
+    CHECK(database->setting("boot_id")->value() == "boot-a");
+    CHECK(database->applications(ApplicationState::active)->size() == 1);
+    // 2. The same boot again: nothing changes.
+    record(4712);
+    CHECK(database->close_applications_of_earlier_boot("boot-a") == std::size_t{0});
+    CHECK(database->applications(ApplicationState::active)->size() == 2);
+    // 3. A new boot: both close, with a history entry each, though pid 4711
+    //    with the same start time may well run again in this boot.
+    CHECK(database->close_applications_of_earlier_boot("boot-b") == std::size_t{2});
+    CHECK(database->applications(ApplicationState::active)->empty());
+    CHECK(database->applications(ApplicationState::exited)->size() == 2);
+    auto history = database->history();
+    REQUIRE(history);
+    REQUIRE(history->size() == 2);
+    CHECK(history->front().action == HistoryAction::close);
+    CHECK(history->front().message.find("rebooted") != std::string::npos);
+    CHECK(database->setting("boot_id")->value() == "boot-b");
+    // 4. This boot's records stay.
+    record(4711);
+    CHECK(database->close_applications_of_earlier_boot("boot-b") == std::size_t{0});
+    CHECK(database->applications(ApplicationState::active)->size() == 1);
+}
+
 TEST_CASE("a schema version 1 database is migrated and keeps its rows") {
     ScratchDirectory scratch;
     std::string path = scratch.file("state-v1.db");
