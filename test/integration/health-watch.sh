@@ -143,6 +143,9 @@ check_eq "the bad patch applied to the ten" 10 "$(applied_of "$bad")"
 sleep 600 &
 stranger=$!
 started_pids+=("$stranger")
+# Not before it runs sleep: a signal that reached the forked shell before
+# its exec was seen lost, and the wait below then waited 600 s.
+wait_for_exec "$stranger" "$(readlink -f "$(command -v sleep)")"
 kill -SEGV "$stranger"
 wait "$stranger" 2>/dev/null || true
 sleep 1
