@@ -9,9 +9,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <catch2/catch.hpp>
 
@@ -240,11 +242,18 @@ TEST_CASE("a function called in a stopped process returns its value, and the thr
         }
         return 0;
     });
-    // The child runs on: it can still be stopped and answers a signal.
+    // The child runs on: alive, neither stopped nor traced. Just let go, it
+    // may still be running on its way back into its sleep ('R'), so its
+    // state is read until it sleeps again ('S'), for up to 2 s.
     CHECK(::kill(child.pid(), 0) == 0);
     char state = 0;
-    std::ifstream stat("/proc/" + std::to_string(child.pid()) + "/stat");
-    std::string text((std::istreambuf_iterator<char>(stat)), {});
-    state = text.at(text.rfind(')') + 2);
+    for (int tries = 0; tries < 200 && state != 'S'; ++tries) {
+        std::ifstream stat("/proc/" + std::to_string(child.pid()) + "/stat");
+        std::string text((std::istreambuf_iterator<char>(stat)), {});
+        state = text.at(text.rfind(')') + 2);
+        if (state != 'S') {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+    }
     CHECK(state == 'S');
 }
