@@ -22,6 +22,10 @@ hold archive_pid "$scratch/archive/usr/lib/x86_64-linux-gnu" libssl.so.3
 
 textfiles=$scratch/node-exporter
 mkdir -p "$textfiles"
+# sutured's first (offline) update at start would patch the process before
+# anything could see it exposed: updates are disabled until the exposed
+# state has been scraped, then enabled for the rescan.
+"$SUTURE" disable >/dev/null
 start_private_system_bus
 start_sutured "$SUTURED" --no-new-processes --rescan-seconds 5 --metrics-textfile "$textfiles/suture.prom"
 [ -f "$textfiles/suture.prom" ] && pass "sutured wrote the textfile at start" ||
@@ -58,6 +62,7 @@ grep '^# \(HELP\|TYPE\) suture_\|^suture_' <<<"$scraped" | promtool check metric
 # other processes on the host.
 check_eq "before the rescan: no patch applied by this sutured" 0 \
     "$(sed -n 's/^suture_patches_applied_total //p' <<<"$scraped")"
+"$SUTURE" enable >/dev/null
 for _ in $(seq 60); do
     [ "$(process_field "$(status_json "$archive_pid")" "$archive_pid" .exposure)" = fully_patched ] && break
     sleep 0.5
