@@ -96,13 +96,19 @@ std::vector<Death> ExitEvents::drain() {
     std::vector<Death> deaths;
     alignas(nlmsghdr) char buffer[8192];
     for (;;) {
-        ssize_t received = ::recv(socket_.get(), buffer, sizeof buffer, 0);
+        sockaddr_nl sender{};
+        socklen_t sender_size = sizeof sender;
+        ssize_t received = ::recvfrom(socket_.get(), buffer, sizeof buffer, 0,
+                                      reinterpret_cast<sockaddr*>(&sender), &sender_size);
         if (received < 0 && errno == ENOBUFS) {
             ++overflows_;  // events were lost; the socket goes on
             continue;
         }
         if (received <= 0) {
             return deaths;  // nothing waiting (EAGAIN)
+        }
+        if (sender.nl_pid != 0) {
+            continue;  // not from the kernel: no process may report a crash
         }
         unsigned remaining = static_cast<unsigned>(received);
         for (auto* header = reinterpret_cast<nlmsghdr*>(buffer); NLMSG_OK(header, remaining);
