@@ -20,11 +20,14 @@ states() {
 }
 
 # kill_at NAME PID GDB-BREAK-ARGS…: runs `suture apply` under gdb, kills it
-# at the break point, prints gdb's output to $scratch/NAME.gdb.
+# at the break point, prints gdb's output to $scratch/NAME.gdb. Without
+# return gates: a gate page's writes (when a worker is caught inside the
+# patched code, as happens on a loaded host) would shift the counted writes.
 kill_at() {
     local name=$1 pid=$2
     shift 2
-    gdb -q -batch "$@" -ex "run apply --pid $pid $DEMO_PATCH_V2" -ex 'bt 12' -ex 'kill' "$SUTURE" \
+    gdb -q -batch "$@" -ex "run apply --no-return-gates --pid $pid $DEMO_PATCH_V2" -ex 'bt 12' \
+        -ex 'kill' "$SUTURE" \
         >"$scratch/$name.gdb" 2>&1 || true
 }
 
