@@ -20,19 +20,10 @@ export SUTURE_STATE_DB=$scratch/state.db
 "$SOURCE_ROOT/scripts/setup-local-feed" "$(dirname "$(dirname "$SUTURE_FEED")")" >"$scratch/setup.log" 2>&1 ||
     { cat "$scratch/setup.log"; fail_check "setup-local-feed"; finish; }
 
-# built_patch_count VERSION: the built patchsets shipped for debian-12 VERSION.
-built_patch_count() {
-    local manifest count=0
-    for manifest in "$SOURCE_ROOT"/patchsets/openssl/debian-12/"$1"/*/patchset.json; do
-        [ -f "$(dirname "$manifest")/$(jq -r .output "$manifest")" ] && count=$((count + 1))
-    done
-    echo "$count"
-}
-
 for version in 3.0.20-1~deb12u2 3.0.17-1~deb12u2; do
     fetch_archive_package debian-12 libssl3 "$version" "$scratch/archive-$version"
     hold holder "$scratch/archive-$version/usr/lib/x86_64-linux-gnu" libcrypto.so.3 libssl.so.3
-    expected=$(built_patch_count "$version")
+    expected=$(PATCHSET_VERSION=$version shipped_patch_count libcrypto.so.3 libssl.so.3)
     start=$EPOCHREALTIME
     status=0
     "$SUTURE" update --json >"$scratch/update-$version.json" 2>"$scratch/update-$version.err" || status=$?
