@@ -178,6 +178,9 @@ void print_update(std::ostream& out, const UpdateReport& report) {
             out << " [" << action.severity << "]";
         }
         out << ": " << outcome_name(action.outcome);
+        if (!action.phase.empty()) {
+            out << (action.phase == "canary" ? " (canary)" : " (after the canaries)");
+        }
         if (!action.message.empty()) {
             out << " (" << (action.reason.empty() ? "" : action.reason + ": ") << action.message
                 << ")";

@@ -225,7 +225,28 @@ void Daemon::watch_health() {
                                Daemon::health_retry, this);
     sd_event_source_set_floating(health_retry_, 1);  // the loop owns it
     sd_event_source_set_enabled(health_retry_, SD_EVENT_OFF);
-    log::info("sutured: watching patched processes for crashes");
+    // The health checks (suture.conf health_check): looked at every 500 ms;
+    // a call never blocks (a check runs as a child of its own).
+    sd_event_source* tick = nullptr;
+    sd_event_add_time_relative(event_.get(), &tick, CLOCK_MONOTONIC, 500000, 50000,
+                               Daemon::health_check_tick, this);
+    sd_event_source_set_floating(tick, 1);
+    sd_event_source_set_enabled(tick, SD_EVENT_ON);
+    log::info("sutured: watching patched processes for crashes and health checks");
+}
+
+int Daemon::health_check_tick(sd_event_source* source, std::uint64_t, void* self) {
+    auto* daemon = static_cast<Daemon*>(self);
+    try {
+        for (const CrashOutcome& failure :
+             daemon->engine_->handle_health_checks(daemon->options_.inject)) {
+            daemon->report_failure(failure);
+        }
+    } catch (const std::exception& exception) {
+        log::error(std::string("sutured: health check: ") + exception.what());
+    }
+    sd_event_source_set_time_relative(source, 500000);
+    return 0;
 }
 
 int Daemon::health_events(sd_event_source*, int, std::uint32_t, void* self) {
@@ -244,27 +265,30 @@ int Daemon::health_retry(sd_event_source*, std::uint64_t, void* self) {
 
 void Daemon::handle_health() {
     for (const CrashOutcome& crash : engine_->handle_health_events(options_.inject)) {
-        log_lost("health watch", crash.reverted.lost_records);
-        for (const Quarantine& row : crash.quarantined) {
-            std::uint32_t reverted = 0;
-            for (const UpdateAction& action : crash.reverted.actions) {
-                reverted += action.patch_id == row.patch_id &&
-                            action.outcome == ActionOutcome::reverted;
-            }
-            log::warning("sutured: " + row.patch_id + " level " + std::to_string(row.level) +
-                         " quarantined: " + row.message + "; reverted from " +
-                         std::to_string(reverted) + " process(es) in " +
-                         std::to_string(crash.revert_ms) + " ms");
-            sd_bus_emit_signal(bus_.get(), bus::path, bus::interface, "PatchQuarantined",
-                               "suisiu", row.patch_id.c_str(), row.level, row.process.pid,
-                               row.comm.c_str(), row.signal, reverted);
-        }
-        write_metrics();
+        report_failure(crash);
     }
     if (health_retry_ != nullptr && engine_->health_watch_pending()) {
         sd_event_source_set_time_relative(health_retry_, 200000);
         sd_event_source_set_enabled(health_retry_, SD_EVENT_ONESHOT);
     }
+}
+
+void Daemon::report_failure(const CrashOutcome& failure) {
+    log_lost("health watch", failure.reverted.lost_records);
+    for (const Quarantine& row : failure.quarantined) {
+        std::uint32_t reverted = 0;
+        for (const UpdateAction& action : failure.reverted.actions) {
+            reverted += action.patch_id == row.patch_id && action.outcome == ActionOutcome::reverted;
+        }
+        log::warning("sutured: " + row.patch_id + " level " + std::to_string(row.level) +
+                     " quarantined: " + row.message + "; reverted from " +
+                     std::to_string(reverted) + " process(es) in " +
+                     std::to_string(failure.revert_ms) + " ms");
+        sd_bus_emit_signal(bus_.get(), bus::path, bus::interface, "PatchQuarantined", "suisiu",
+                           row.patch_id.c_str(), row.level, row.process.pid, row.comm.c_str(),
+                           row.signal, reverted);
+    }
+    write_metrics();
 }
 
 int Daemon::exec_events(sd_event_source*, int, std::uint32_t, void* self) {

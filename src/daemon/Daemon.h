@@ -68,6 +68,7 @@ class Daemon {
     static int rescan(sd_event_source* source, std::uint64_t, void* self);
     static int health_events(sd_event_source*, int fd, std::uint32_t, void* self);
     static int health_retry(sd_event_source* source, std::uint64_t, void* self);
+    static int health_check_tick(sd_event_source* source, std::uint64_t, void* self);
     static int name_acquired(sd_bus_message* reply, void* self, sd_bus_error* error);
 
   private:
@@ -97,6 +98,8 @@ class Daemon {
     // log, the metrics; a crash that found the operation lock held is tried
     // again 200 ms later.
     void handle_health();
+    // One failure the watch acted on: logged, signalled, the metrics rewritten.
+    void report_failure(const CrashOutcome& failure);
 
     // 0 when the sender of `message` may call a mutating method (root, or
     // polkit's org.suture.manage), else an AccessDenied error; `caller_uid`

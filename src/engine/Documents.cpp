@@ -339,6 +339,7 @@ UpdateAction update_action_from_json(const json& value, FieldReader& parent) {
         .message = fields.get<std::string>("message"),
         .severity = fields.optional<std::string>("severity").value_or(""),
         .remote = fields.optional<std::string>("remote").value_or(""),
+        .phase = fields.optional<std::string>("phase").value_or(""),
     };
     std::string outcome = fields.get<std::string>("outcome");
     if (auto known = outcome_from_name(outcome)) {
@@ -722,7 +723,8 @@ json actions_to_json(const std::vector<UpdateAction>& list) {
                            {"reason", action.reason},
                            {"message", action.message},
                            {"severity", action.severity},
-                           {"remote", action.remote}});
+                           {"remote", action.remote},
+                           {"phase", action.phase}});
     }
     return actions;
 }
@@ -808,6 +810,8 @@ json crash_outcomes_to_json(const std::vector<CrashOutcome>& outcomes) {
                            {"comm", outcome.comm},
                            {"executable", outcome.executable},
                            {"signal", outcome.signal},
+                           {"cause", outcome.cause},
+                           {"detail", outcome.detail},
                            {"at", outcome.at},
                            {"quarantined", quarantine_to_json(outcome.quarantined)["quarantined"]},
                            {"reverted", host_revert_to_json(outcome.reverted)},
@@ -987,6 +991,8 @@ Result<CrashOutcome> crash_outcome_from_json(const json& document) {
         .comm = fields.get<std::string>("comm"),
         .executable = fields.get<std::string>("executable"),
         .signal = fields.get<int>("signal"),
+        .cause = fields.optional<std::string>("cause").value_or("crash"),
+        .detail = fields.optional<std::string>("detail").value_or(""),
         .at = fields.get<std::int64_t>("at"),
         .quarantined = {},
         .reverted = {},

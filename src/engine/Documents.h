@@ -76,6 +76,10 @@ struct UpdateAction {
     std::string message;
     std::string severity;  // the patch's ("" unknown): signed custom metadata, else advisories
     std::string remote;    // the feed it came from
+    // With canaries (suture.conf canary_seconds): "canary" for a process
+    // patched first and watched, "after_canary" for one patched once the
+    // canaries survived; "" without canaries. A dry run says the same.
+    std::string phase;
 };
 
 struct CrashOutcome;  // below: what the health watch did about one crash
@@ -113,14 +117,21 @@ struct HostRevertReport {
     std::vector<std::string> lost_records;  // as in UpdateReport
 };
 
-// What the health watch did about one crash (HealthWatch.cpp): the
-// process that died, the patch ids applied in it within watch_seconds
-// (each quarantined), and their reverts from every other process.
+// What the health watch did about one failure (HealthWatch.cpp): a crash,
+// a failed health check or a failed unit, the patch ids of the last apply
+// within watch_seconds of the processes it concerns (each quarantined),
+// and their reverts from every process.
 struct CrashOutcome {
-    ProcessIdentity process;
+    ProcessIdentity process;  // the process that died (health_check, unit_failed: the first blamed)
     std::string comm;
     std::string executable;
-    int signal = 0;
+    int signal = 0;           // 0 unless a crash
+    // What was seen: "crash" (a death by a crash signal), "health_check"
+    // (suture.conf health_check failed), "unit_failed" (its systemd unit
+    // entered `failed`); `detail` says how (the check's name and result,
+    // the unit's name and result).
+    std::string cause = "crash";
+    std::string detail;
     std::int64_t at = 0;                  // Unix seconds of the crash as seen
     std::vector<Quarantine> quarantined;  // the patches blamed
     HostRevertReport reverted;            // their reverts everywhere

@@ -33,6 +33,8 @@ class StateDatabase;
 class NewProcessPatcher;
 class Records;  // engine/Candidates.h
 class ExitEvents;  // engine/HealthWatch.h
+struct HealthChecks;
+struct CheckState;
 
 struct EngineOptions {
     // Directory holding <distribution>/builds.json; empty means the installed
@@ -176,6 +178,17 @@ class Engine {
     int health_watch_fd() const;
     std::vector<CrashOutcome> handle_health_events(const InjectOptions& options);
     bool health_watch_pending() const { return !pending_deaths_.empty(); }
+    // Health checks (suture.conf health_check = NAME: COMMAND; HealthWatch.cpp):
+    // run_health_baselines runs, before an apply to `pids`, each check that
+    // watches one of them, to its end (a failure then is not blamed on the
+    // apply; returned as problems). handle_health_checks never blocks: it
+    // starts the checks due (every health_check_interval while a process
+    // they watch is within watch_seconds of an apply) and judges those that
+    // ended: a failure blames the last apply of each watched process if the
+    // check was healthy before it (quarantine and revert as for a crash).
+    // sutured calls it from a timer; watch_health does too.
+    std::vector<std::string> run_health_baselines(const std::vector<int>& pids);
+    std::vector<CrashOutcome> handle_health_checks(const InjectOptions& options);
     // The foreground form (`suture --direct update --watch`): handles events
     // as they come for `duration`, then returns what it did.
     std::vector<CrashOutcome> watch_health(std::chrono::seconds duration,
@@ -292,6 +305,20 @@ class Engine {
     // `locked` when the operation lock is held elsewhere (tried again).
     Result<std::optional<CrashOutcome>> handle_crash(int pid, int signal,
                                                      const InjectOptions& options);
+    // The blamed applications' patch ids quarantined (what: what was seen),
+    // reverted from every process, recorded through `records` (committed).
+    void quarantine_and_revert(const std::vector<Application>& blamed, const std::string& what,
+                               CrashOutcome& failure, Records& records,
+                               const InjectOptions& options);
+    // One health check's turn (handle_health_checks), and its failure judged.
+    Result<std::optional<CrashOutcome>> step_health_check(const HealthCheck& check,
+                                                          const Policy& policy, CheckState& check_state,
+                                                          const InjectOptions& options);
+    Result<std::optional<CrashOutcome>> blame_health_check(const HealthCheck& check,
+                                                           const Policy& policy,
+                                                           CheckState& check_state,
+                                                           const InjectOptions& options);
+    std::unique_ptr<HealthChecks> health_checks_;  // the checks' state, once configured
 };
 
 // Names `uid` as the engine's caller while it lives, then the previous

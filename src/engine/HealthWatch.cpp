@@ -173,28 +173,87 @@ std::string comm_of(int pid, const std::string& executable) {
     return slash == std::string::npos ? executable : executable.substr(slash + 1);
 }
 
-// Step: one quarantine row per blamed patch id (the highest level applied).
+// Step: one quarantine row per blamed patch id (the highest level applied),
+// `what` saying what was seen ("killed by SIGSEGV", "health_check nginx
+// failed: exit 7").
 std::vector<Quarantine> quarantines_for(const std::vector<Application>& blamed,
-                                        const CrashOutcome& crash, std::int64_t now) {
+                                        const CrashOutcome& failure, const std::string& what,
+                                        std::int64_t now) {
     std::map<std::string, Quarantine> by_id;
     for (const Application& application : blamed) {
         Quarantine& row = by_id[application.patch_id];
         row.level = std::max(row.level, application.level);
         row.patch_id = application.patch_id;
         row.at = now;
-        row.reason = "crash";
-        row.process = crash.process;
-        row.comm = crash.comm;
-        row.signal = crash.signal;
-        row.message = "pid " + std::to_string(crash.process.pid) + " (" + crash.comm +
-                      ") killed by " + signal_name(crash.signal) + " " +
-                      std::to_string(now - application.applied_at) + " s after its apply";
+        row.reason = failure.cause;
+        row.process = application.process;
+        row.comm = failure.comm;
+        row.signal = failure.signal;
+        row.message = "pid " + std::to_string(application.process.pid) + " (" + failure.comm +
+                      ") " + what + " " + std::to_string(now - application.applied_at) +
+                      " s after its apply";
     }
     std::vector<Quarantine> rows;
     for (auto& [id, row] : by_id) {
         rows.push_back(std::move(row));
     }
     return rows;
+}
+
+// The last apply within watch_seconds of each process in `rows`.
+std::vector<Application> last_applies(const std::vector<Application>& rows, std::int64_t now,
+                                      std::uint32_t watch_seconds) {
+    std::map<int, std::vector<Application>> by_pid;
+    for (const Application& application : rows) {
+        by_pid[application.process.pid].push_back(application);
+    }
+    std::vector<Application> blamed;
+    for (const auto& [pid, own] : by_pid) {
+        for (Application& application : last_apply(own, now, watch_seconds)) {
+            blamed.push_back(std::move(application));
+        }
+    }
+    return blamed;
+}
+
+// The active applications of live processes that health check `check`
+// watches (their unit or executable, read now).
+std::vector<Application> watched_by(const HealthCheck& check,
+                                    const std::vector<Application>& active) {
+    std::map<int, bool> watched;
+    std::vector<Application> rows;
+    for (const Application& application : active) {
+        int pid = application.process.pid;
+        if (!watched.contains(pid)) {
+            auto info = read_process_info(pid);
+            watched[pid] = info && info->start_time == application.process.start_time &&
+                           health_check_matches(check.name, systemd_unit(pid),
+                                                application.executable);
+        }
+        if (watched[pid]) {
+            rows.push_back(application);
+        }
+    }
+    return rows;
+}
+
+// Whether the last run of a check that started no later than `applied_at`
+// was healthy (none: nothing says the service was well before the apply).
+bool healthy_before(const std::deque<CheckRun>& runs, std::int64_t applied_at) {
+    const CheckRun* before = nullptr;
+    for (const CheckRun& run : runs) {
+        if (run.started_at <= applied_at) {
+            before = &run;
+        }
+    }
+    return before != nullptr && before->healthy;
+}
+
+void remember(CheckState& state, CheckRun run) {
+    state.runs.push_back(run);
+    while (state.runs.size() > 16) {
+        state.runs.pop_front();
+    }
 }
 
 }  // namespace
@@ -243,10 +302,8 @@ std::vector<CrashOutcome> Engine::handle_health_events(const InjectOptions& opti
 
 // 1. The operation lock (no update applies meanwhile). 2. The patches of
 // the process's last apply, if within watch_seconds: none, and the crash is
-// nobody's. 3. Each blamed id quarantined, before anything else, so
-// nothing applies it again. 4. The dead process's rows closed. 5. The
-// ids reverted from every process (each revert recorded as revert() does).
-// 6. A history entry per id; the new-process patches reloaded without it.
+// nobody's. 3. The dead process's rows closed. 4. The blamed ids
+// quarantined and reverted everywhere (quarantine_and_revert).
 Result<std::optional<CrashOutcome>> Engine::handle_crash(int pid, int signal,
                                                          const InjectOptions& options) {
     auto started = std::chrono::steady_clock::now();
@@ -275,14 +332,10 @@ Result<std::optional<CrashOutcome>> Engine::handle_crash(int pid, int signal,
                        .comm = comm_of(pid, blamed.front().executable),
                        .executable = blamed.front().executable,
                        .signal = signal,
+                       .cause = "crash",
+                       .detail = signal_name(signal),
                        .at = now};
-    crash.quarantined = quarantines_for(blamed, crash, now);
     Records records(&db);
-    RevertScope scope;
-    for (const Quarantine& row : crash.quarantined) {
-        records.wrote("quarantine of " + row.patch_id, db.record_quarantine(row));
-        scope.patch_ids.insert(row.patch_id);
-    }
     for (const Application& application : rows) {
         std::string name =
             record_name("close", application.process, application.patch_id, application.level);
@@ -296,16 +349,34 @@ Result<std::optional<CrashOutcome>> Engine::handle_crash(int pid, int signal,
                               .reason = "crashed",
                               .message = "the process was killed by " + signal_name(signal)}));
     }
-    auto reverted = revert_everywhere(scope, options);
-    if (reverted) {
-        crash.reverted = std::move(*reverted);
-    }
+    quarantine_and_revert(blamed, "killed by " + signal_name(signal), crash, records, options);
     crash.revert_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now() - started)
                           .count();
-    for (const Quarantine& row : crash.quarantined) {
+    return std::optional<CrashOutcome>(std::move(crash));
+}
+
+// 1. Each blamed id quarantined, before anything else, so nothing applies
+// it again. 2. The ids reverted from every process (each revert recorded
+// as revert() does). 3. A history entry per id; the records committed;
+// the new-process patches reloaded without them.
+void Engine::quarantine_and_revert(const std::vector<Application>& blamed,
+                                   const std::string& what, CrashOutcome& failure,
+                                   Records& records, const InjectOptions& options) {
+    StateDatabase& db = *records.database();
+    failure.quarantined = quarantines_for(blamed, failure, what, failure.at);
+    RevertScope scope;
+    for (const Quarantine& row : failure.quarantined) {
+        records.wrote("quarantine of " + row.patch_id, db.record_quarantine(row));
+        scope.patch_ids.insert(row.patch_id);
+    }
+    auto reverted = revert_everywhere(scope, options);
+    if (reverted) {
+        failure.reverted = std::move(*reverted);
+    }
+    for (const Quarantine& row : failure.quarantined) {
         std::size_t count = 0;
-        for (const UpdateAction& action : crash.reverted.actions) {
+        for (const UpdateAction& action : failure.reverted.actions) {
             count += action.patch_id == row.patch_id && action.outcome == ActionOutcome::reverted;
         }
         records.wrote("quarantine of " + row.patch_id + " (history)",
@@ -314,33 +385,194 @@ Result<std::optional<CrashOutcome>> Engine::handle_crash(int pid, int signal,
                               .patch_id = row.patch_id,
                               .level = row.level,
                               .outcome = reverted ? HistoryOutcome::ok : HistoryOutcome::failed,
-                              .reason = "crash",
+                              .reason = failure.cause,
                               .message = row.message + "; reverted from " + std::to_string(count) +
                                          " process(es)" +
                                          (reverted ? "" : ": " + reverted.error().message)}));
     }
     records.commit();
-    crash.reverted.lost_records.insert(crash.reverted.lost_records.end(), records.lost().begin(),
-                                       records.lost().end());
+    failure.reverted.lost_records.insert(failure.reverted.lost_records.end(),
+                                         records.lost().begin(), records.lost().end());
     (void)reload_new_process_patches();
-    return std::optional<CrashOutcome>(std::move(crash));
+}
+
+std::vector<std::string> Engine::run_health_baselines(const std::vector<int>& pids) {
+    std::vector<std::string> problems;
+    auto policy = load_policy(options_.feed.config_directory);
+    if (!policy || policy->health_checks.empty()) {
+        return problems;
+    }
+    if (!health_checks_) {
+        health_checks_ = std::make_unique<HealthChecks>();
+    }
+    for (const HealthCheck& check : policy->health_checks) {
+        bool watched = std::any_of(pids.begin(), pids.end(), [&](int pid) {
+            return health_check_matches(check.name, systemd_unit(pid), executable_of(pid));
+        });
+        if (!watched) {
+            continue;
+        }
+        CheckState& check_state = health_checks_->by_name[check.name];
+        check_state.running.reset();  // a run going on says nothing of now
+        auto run = ProbeRun::start(check.command, std::chrono::seconds(policy->health_check_timeout));
+        if (!run) {
+            problems.push_back("health_check " + check.name + ": " + run.error().message);
+            continue;
+        }
+        ProbeResult result = run->wait();
+        remember(check_state, {.started_at = run->started_at(), .healthy = result.healthy});
+        if (!result.healthy) {
+            problems.push_back("health_check " + check.name + " failed before the apply (" +
+                               result.detail + "): its failures are not blamed on this apply");
+        }
+    }
+    return problems;
+}
+
+std::vector<CrashOutcome> Engine::handle_health_checks(const InjectOptions& options) {
+    std::vector<CrashOutcome> outcomes;
+    auto policy = load_policy(options_.feed.config_directory);
+    if (!policy || policy->health_checks.empty()) {
+        health_checks_.reset();
+        return outcomes;
+    }
+    if (!health_checks_) {
+        health_checks_ = std::make_unique<HealthChecks>();
+    }
+    for (const HealthCheck& check : policy->health_checks) {
+        CheckState& state = health_checks_->by_name[check.name];
+        auto outcome = step_health_check(check, *policy, state, options);
+        if (!outcome && outcome.error().code != ErrorCode::locked) {
+            log::error("health watch: health_check " + check.name + ": " + outcome.error().message);
+        } else if (outcome && *outcome) {
+            outcomes.push_back(std::move(**outcome));
+        }
+    }
+    return outcomes;
+}
+
+// 1. A failure that waited for the lock, or the end of the run going on:
+// a healthy end remembered; a failure judged (blame_health_check). 2. No
+// run going on and one due: started, if some process it watches is within
+// watch_seconds of an apply (else nothing needs watching).
+Result<std::optional<CrashOutcome>> Engine::step_health_check(const HealthCheck& check,
+                                                              const Policy& policy,
+                                                              CheckState& check_state,
+                                                              const InjectOptions& options) {
+    if (!check_state.pending_failure && check_state.running) {
+        if (auto result = check_state.running->poll()) {
+            CheckRun run{.started_at = check_state.running->started_at(), .healthy = result->healthy};
+            check_state.running.reset();
+            if (result->healthy) {
+                remember(check_state, run);
+            } else {
+                check_state.pending_failure = std::make_pair(run, result->detail);
+            }
+        }
+    }
+    if (check_state.pending_failure) {
+        auto outcome = blame_health_check(check, policy, check_state, options);
+        if (outcome || outcome.error().code != ErrorCode::locked) {
+            remember(check_state, check_state.pending_failure->first);
+            check_state.pending_failure.reset();
+        }
+        return outcome;
+    }
+    auto now = ProbeRun::Clock::now();
+    if (check_state.running || now < check_state.next_due) {
+        return std::optional<CrashOutcome>{};
+    }
+    auto database = state();
+    if (!database) {
+        return tl::unexpected(database.error());
+    }
+    auto active = (*database)->applications(ApplicationState::active);
+    if (!active) {
+        return tl::unexpected(active.error());
+    }
+    std::int64_t seconds = ::time(nullptr);
+    if (last_applies(watched_by(check, *active), seconds, policy.watch_seconds).empty()) {
+        return std::optional<CrashOutcome>{};
+    }
+    check_state.next_due = now + std::chrono::seconds(policy.health_check_interval);
+    auto run = ProbeRun::start(check.command, std::chrono::seconds(policy.health_check_timeout));
+    if (!run) {
+        return tl::unexpected(run.error());
+    }
+    check_state.running.emplace(std::move(*run));
+    return std::optional<CrashOutcome>{};
+}
+
+// A failed run of `check`: under the operation lock, the last apply within
+// watch_seconds of each process it watches, if the check was healthy
+// before that apply, quarantined and reverted everywhere.
+Result<std::optional<CrashOutcome>> Engine::blame_health_check(const HealthCheck& check,
+                                                               const Policy& policy,
+                                                               CheckState& check_state,
+                                                               const InjectOptions& options) {
+    auto started = std::chrono::steady_clock::now();
+    auto lock = hold_operation_lock();
+    if (!lock) {
+        return tl::unexpected(lock.error());
+    }
+    auto database = state();
+    if (!database) {
+        return tl::unexpected(database.error());
+    }
+    auto active = (*database)->applications(ApplicationState::active);
+    if (!active) {
+        return tl::unexpected(active.error());
+    }
+    std::int64_t now = ::time(nullptr);
+    std::vector<Application> blamed;
+    for (Application& application :
+         last_applies(watched_by(check, *active), now, policy.watch_seconds)) {
+        if (healthy_before(check_state.runs, application.applied_at)) {
+            blamed.push_back(std::move(application));
+        }
+    }
+    const std::string& detail = check_state.pending_failure->second;
+    if (blamed.empty()) {
+        log::warning("health watch: health_check " + check.name + " failed (" + detail +
+                     "), but it was not healthy before the last apply: nothing blamed");
+        return std::optional<CrashOutcome>{};
+    }
+    CrashOutcome failure{.process = blamed.front().process,
+                         .comm = comm_of(blamed.front().process.pid, blamed.front().executable),
+                         .executable = blamed.front().executable,
+                         .signal = 0,
+                         .cause = "health_check",
+                         .detail = check.name + ": " + detail,
+                         .at = now};
+    Records records(*database);
+    quarantine_and_revert(blamed, "failed health_check " + check.name + " (" + detail + ")",
+                          failure, records, options);
+    failure.revert_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - started)
+                            .count();
+    return std::optional<CrashOutcome>(std::move(failure));
 }
 
 std::vector<CrashOutcome> Engine::watch_health(std::chrono::seconds duration,
                                                const InjectOptions& options) {
     std::vector<CrashOutcome> outcomes;
-    auto deadline = std::chrono::steady_clock::now() + duration;
-    while (exit_events_ && std::chrono::steady_clock::now() < deadline) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        // A crash waiting for the lock is tried again every 200 ms.
-        int timeout = static_cast<int>(pending_deaths_.empty() ? left.count()
-                                                               : std::min<long>(left.count(), 200));
-        pollfd ready{.fd = exit_events_->fd(), .events = POLLIN, .revents = 0};
-        (void)::poll(&ready, 1, std::max(timeout, 0));
-        for (CrashOutcome& outcome : handle_health_events(options)) {
+    auto take = [&](std::vector<CrashOutcome> more) {
+        for (CrashOutcome& outcome : more) {
             outcomes.push_back(std::move(outcome));
         }
+    };
+    auto deadline = std::chrono::steady_clock::now() + duration;
+    while (exit_events_ && std::chrono::steady_clock::now() < deadline) {
+        take(handle_health_checks(options));
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        // A crash waiting for the lock and the health checks are looked at
+        // every 200 ms.
+        bool often = !pending_deaths_.empty() || health_checks_ != nullptr;
+        int timeout = static_cast<int>(often ? std::min<long>(left.count(), 200) : left.count());
+        pollfd ready{.fd = exit_events_->fd(), .events = POLLIN, .revents = 0};
+        (void)::poll(&ready, 1, std::max(timeout, 0));
+        take(handle_health_events(options));
     }
     return outcomes;
 }

@@ -13,11 +13,15 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "base/Error.h"
 #include "base/UniqueFD.h"
+#include "engine/HealthProbes.h"
 
 namespace suture {
 
@@ -54,6 +58,25 @@ class ExitEvents {
 
     UniqueFD socket_;
     std::uint64_t overflows_ = 0;
+};
+
+// The health checks' state between calls (suture.conf health_check), per
+// check name: the run going on, when the next is due, the ends of the last
+// runs (a failure blames an apply only if the last run started before the
+// apply was healthy: a service already failing is not the patch's fault),
+// and a failure waiting for the operation lock.
+struct CheckRun {
+    std::int64_t started_at = 0;  // Unix seconds
+    bool healthy = false;
+};
+struct CheckState {
+    std::optional<ProbeRun> running;
+    ProbeRun::Clock::time_point next_due{};
+    std::deque<CheckRun> runs;  // the last few, oldest first
+    std::optional<std::pair<CheckRun, std::string>> pending_failure;  // its run, the detail
+};
+struct HealthChecks {
+    std::map<std::string, CheckState> by_name;
 };
 
 }  // namespace suture

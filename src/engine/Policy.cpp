@@ -93,6 +93,31 @@ Result<Severity> parse_severity_value(const std::string& value, const std::strin
     return *severity;
 }
 
+}  // namespace
+
+Result<HealthCheck> parse_health_check(std::string_view text) {
+    auto colon = text.find(':');
+    bool split = colon != std::string_view::npos;
+    std::string name = split ? trimmed(text.substr(0, colon)) : "";
+    std::string command = split ? trimmed(text.substr(colon + 1)) : "";
+    bool plain = !name.empty() && name.find_first_of(" \t/") == std::string::npos;
+    if (!plain || command.empty()) {
+        return fail(ErrorCode::bad_format, "health_check is NAME: COMMAND, NAME a unit or "
+                                           "executable name without spaces (got \"" +
+                                               std::string(text) + "\")");
+    }
+    return HealthCheck{.name = std::move(name), .command = std::move(command)};
+}
+
+bool health_check_matches(const std::string& name, const std::string& unit,
+                          const std::string& executable) {
+    auto slash = executable.rfind('/');
+    std::string base = slash == std::string::npos ? executable : executable.substr(slash + 1);
+    return (!unit.empty() && (unit == name || unit == name + ".service")) || base == name;
+}
+
+namespace {
+
 // One key = value line of suture.conf into `policy`.
 Result<void> apply_setting(Policy& policy, const std::string& key, const std::string& value,
                            const std::string& where) {
@@ -133,6 +158,31 @@ Result<void> apply_setting(Policy& policy, const std::string& key, const std::st
             return fail(ErrorCode::bad_format, where + ": bad value for canary_seconds: " + value +
                                                    " (0 to " + std::to_string(max_canary_seconds) +
                                                    ")");
+        }
+        return {};
+    }
+    if (key == "health_check") {
+        auto check = parse_health_check(value);
+        if (!check) {
+            return fail(ErrorCode::bad_format, where + ": " + check.error().message);
+        }
+        for (const HealthCheck& other : policy.health_checks) {
+            if (other.name == check->name) {
+                return fail(ErrorCode::bad_format,
+                            where + ": a second health_check for " + check->name);
+            }
+        }
+        policy.health_checks.push_back(std::move(*check));
+        return {};
+    }
+    if (key == "health_check_interval" || key == "health_check_timeout") {
+        std::uint32_t& seconds = key == "health_check_interval" ? policy.health_check_interval
+                                                                : policy.health_check_timeout;
+        if (!parse_number(std::string_view(value), seconds) || seconds == 0 ||
+            seconds > max_health_check_seconds) {
+            return fail(ErrorCode::bad_format, where + ": bad value for " + key + ": " + value +
+                                                   " (1 to " +
+                                                   std::to_string(max_health_check_seconds) + ")");
         }
         return {};
     }

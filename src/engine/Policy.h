@@ -53,6 +53,20 @@ struct Wave {
 // (hosts above it never get the patch automatically).
 Result<std::vector<Wave>> parse_rollout(std::string_view text);
 
+// One health check of suture.conf: the unit or executable it watches, and
+// the command that says whether it is healthy (exit 0).
+struct HealthCheck {
+    std::string name;
+    std::string command;
+};
+// "nginx: curl -fsS https://127.0.0.1/health" (NAME: a unit or executable
+// name, no spaces; COMMAND: the rest, not empty).
+Result<HealthCheck> parse_health_check(std::string_view text);
+// Whether check `name` watches a process of `unit` ("" none) running
+// `executable` (its path).
+bool health_check_matches(const std::string& name, const std::string& unit,
+                          const std::string& executable);
+
 // The host's policy for automatic runs (the timer, sutured's rescan).
 struct Policy {
     enum class AutoApply { all, min_severity, none };
@@ -69,11 +83,22 @@ struct Policy {
     // several processes to patch, an update applies to one process first and
     // watches it this long before the rest (0: off, every process at once).
     std::uint32_t canary_seconds = 0;
+    // Health checks (`health_check = NAME: COMMAND`, several allowed): while
+    // a process of the systemd unit NAME (NAME.service too) or of the
+    // executable named NAME is within watch_seconds of an apply, COMMAND
+    // (/bin/sh -c) runs every health_check_interval seconds, each run given
+    // health_check_timeout seconds; a failure blames that apply
+    // (HealthWatch.cpp).
+    std::vector<HealthCheck> health_checks;
+    std::uint32_t health_check_interval = 10;
+    std::uint32_t health_check_timeout = 10;
     std::string source;                              // the file, "" for the defaults
 };
 // The longest canary watch: an update holds the operation lock (and sutured
 // its event loop) meanwhile, and sutured's callers wait at most 10 minutes.
 constexpr std::uint32_t max_canary_seconds = 300;
+// The longest health_check_interval and health_check_timeout.
+constexpr std::uint32_t max_health_check_seconds = 3600;
 // Parses suture.conf's text (key = value lines, '#' comments).
 Result<Policy> parse_policy(const std::string& text, const std::string& file_name);
 // CONFIG_DIRECTORY/suture.conf; a missing file is the defaults.

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <thread>
 
@@ -270,6 +271,7 @@ UpdateAction act_on(const Run& run, const Work& item, bool& to_apply) {
     }
     if (run.options.dry_run) {
         describe(decision, action);
+        to_apply = decision.verdict == Verdict::apply;  // for the canary plan
         return action;
     }
     switch (decision.verdict) {
@@ -350,22 +352,47 @@ void apply_jobs(std::vector<ProcessJob>& jobs, const InjectOptions& inject, unsi
 // Canaries inside the host (suture.conf canary_seconds): the jobs of each
 // (executable, systemd unit) split into one canary, applied first, and the
 // rest, applied once the canary has run canary_seconds without crashing.
-// A group of one has nothing to protect: it goes with the canaries.
+// A group of one has nothing to protect: it goes with the canaries, its
+// phase "" (it is not one).
 struct CanaryPlan {
     std::vector<ProcessJob> first;  // the canaries, and groups of one
     std::vector<ProcessJob> rest;
     std::size_t canaries = 0;  // groups of more than one process (0: no wait)
 };
 
-CanaryPlan plan_canaries(std::vector<ProcessJob> jobs) {
+// Step: each action of `job` says its phase ("canary", "after_canary").
+void mark_phase(const ProcessJob& job, const std::string& phase, UpdateReport& report) {
+    for (std::size_t index : job.actions) {
+        report.actions[index].phase = phase;
+    }
+}
+
+CanaryPlan plan_canaries(std::vector<ProcessJob> jobs, UpdateReport& report) {
+    using Group = std::pair<std::string, std::string>;
+    std::vector<Group> group_of;
+    std::map<Group, std::size_t> sizes;
+    for (const ProcessJob& job : jobs) {
+        group_of.push_back({job.executable, systemd_unit(job.pid)});
+        ++sizes[group_of.back()];
+    }
     CanaryPlan plan;
-    std::map<std::pair<std::string, std::string>, std::size_t> groups;
-    for (ProcessJob& job : jobs) {
-        std::size_t& seen = groups[{job.executable, systemd_unit(job.pid)}];
-        plan.canaries += seen == 1 ? 1 : 0;
-        (seen++ == 0 ? plan.first : plan.rest).push_back(std::move(job));
+    std::set<Group> started;
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+        bool alone = sizes[group_of[i]] == 1;
+        bool canary = !alone && started.insert(group_of[i]).second;
+        plan.canaries += canary ? 1 : 0;
+        mark_phase(jobs[i], alone ? "" : canary ? "canary" : "after_canary", report);
+        (alone || canary ? plan.first : plan.rest).push_back(std::move(jobs[i]));
     }
     return plan;
+}
+
+// A dry run's canary plan: the phase each would-be apply would have, and
+// how many groups would have a canary (what a real run then does).
+void describe_canaries(std::vector<ProcessJob> jobs, const Policy& policy, UpdateReport& report) {
+    if (policy.canary_seconds > 0) {
+        report.canaries = plan_canaries(std::move(jobs), report).canaries;
+    }
 }
 
 // Step: the canaries watched for canary_seconds (the engine's health
@@ -430,20 +457,28 @@ void record_jobs(Engine& engine, Records& records, std::vector<ProcessJob>& jobs
     }
 }
 
-// Step: the jobs applied and recorded: all at once, or (canary_seconds)
-// one process per executable and unit first, recorded (the watch blames
-// from the records) and watched, then the rest without what a canary's
-// crash quarantined.
+// Step: the health checks watching the jobs' processes run once (their
+// state before the apply), then the jobs applied and recorded: all at
+// once, or (canary_seconds) one process per executable and unit first,
+// recorded (the watch blames from the records) and watched, then the rest
+// without what a canary's crash quarantined.
 void apply_and_record(Engine& engine, Records& records, std::vector<ProcessJob> jobs,
                       const Policy& policy, const UpdateOptions& options, UpdateReport& report) {
     unsigned parallel = options.parallel != 0 ? options.parallel
                                               : std::max(1U, std::thread::hardware_concurrency());
+    std::vector<int> pids;
+    for (const ProcessJob& job : jobs) {
+        pids.push_back(job.pid);
+    }
+    for (std::string& problem : engine.run_health_baselines(pids)) {
+        report.problems.push_back(std::move(problem));
+    }
     if (policy.canary_seconds == 0) {
         apply_jobs(jobs, options.inject, parallel);
         record_jobs(engine, records, jobs, report);
         return;
     }
-    CanaryPlan plan = plan_canaries(std::move(jobs));
+    CanaryPlan plan = plan_canaries(std::move(jobs), report);
     apply_jobs(plan.first, options.inject, parallel);
     record_jobs(engine, records, plan.first, report);
     report.canaries = plan.canaries;
@@ -682,7 +717,11 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
         }
         begin = end;
     }
-    apply_and_record(engine, records, std::move(jobs), *policy, options, report);
+    if (options.dry_run) {
+        describe_canaries(std::move(jobs), *policy, report);
+    } else {
+        apply_and_record(engine, records, std::move(jobs), *policy, options, report);
+    }
     if (progress) {
         progress(report.actions.size(), work.size());
     }

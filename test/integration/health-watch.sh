@@ -280,6 +280,14 @@ for _ in $(seq 10); do
     fleet+=("$holder")
 done
 holders_json=$(printf '%s\n' "${fleet[@]}" | jq -s .)
+# The dry run names the canary: one process of the fleet first, the nine after.
+phases() { jq -c --argjson holders "$holders_json" --arg id "$bad" "[$ours[] | select(.patch_id == \$id) | {pid, phase}] | sort_by(.pid)" "$1"; }
+"$SUTURE" update --offline --dry-run --cve CVE-2099-0001 --json >"$scratch/canary-dry.json"
+check_eq "dry run: one canary in the fleet" 1 \
+    "$(phases "$scratch/canary-dry.json" | jq '[.[] | select(.phase == "canary")] | length')"
+check_eq "dry run: nine after the canary" 9 \
+    "$(phases "$scratch/canary-dry.json" | jq '[.[] | select(.phase == "after_canary")] | length')"
+dry_canary=$(phases "$scratch/canary-dry.json" | jq -r '.[] | select(.phase == "canary") | .pid')
 "$SUTURE" update --offline --cve CVE-2099-0001 --json >"$scratch/canary.json" 2>"$scratch/canary.err" &
 updater=$!
 started_pids+=("$updater")
@@ -313,6 +321,10 @@ check_eq "the canary update: the other nine held (quarantined: its canary crashe
 check_eq "the canary update: applied to the canary alone" "[$canary]" \
     "$(jq -c --argjson holders "$holders_json" --arg id "$bad" "[$ours[] | select(.patch_id == \$id and .outcome == \"applied\") | .pid]" "$scratch/canary.json")"
 check_eq "the canary update: a canary group (at least ours)" true "$(jq '.canaries >= 1' "$scratch/canary.json")"
+check_eq "the dry run named this canary" "$dry_canary" "$canary"
+check_eq "the real run's phases are the dry run's" "$(phases "$scratch/canary-dry.json")" "$(phases "$scratch/canary.json")"
+check_eq "the dry run counted the real run's canary groups" "$(jq .canaries "$scratch/canary.json")" \
+    "$(jq .canaries "$scratch/canary-dry.json")"
 check_eq "the other nine never carried it" 0 "$(active_in "$bad" "${rest[@]}")"
 check_eq "no revert was needed: none of the nine was touched" 0 \
     "$(sqlite3 "$state" "select count(*) from history where action = 'revert' and patch_id = '$bad' and pid in ($(IFS=,; echo "${rest[*]}"))")"

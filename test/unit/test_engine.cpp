@@ -1,7 +1,15 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
 
 #include "engine/Engine.h"
+#include "engine/HealthProbes.h"
 
 using namespace suture;
 
@@ -71,4 +79,41 @@ TEST_CASE("the status document lists each process's libraries with package null 
     CHECK(second["package"]["distribution"] == "debian-12");
     CHECK(document["unreadable"][0]["reason"] == "permission_denied");
     CHECK(json_process["patches"].empty());
+}
+
+TEST_CASE("A health check run: exit 0 is healthy; a failure keeps its status and last output") {
+    using namespace std::chrono_literals;
+    auto healthy = ProbeRun::start("echo fine", 5s);
+    REQUIRE(healthy);
+    ProbeResult ok = healthy->wait();
+    CHECK(ok.healthy);
+    CHECK(ok.detail == "exit 0: fine");
+    auto failing = ProbeRun::start("echo 'curl: (7) Failed to connect' >&2; exit 7", 5s);
+    REQUIRE(failing);
+    ProbeResult failed = failing->wait();
+    CHECK_FALSE(failed.healthy);
+    CHECK(failed.detail == "exit 7: curl: (7) Failed to connect");
+    auto killed = ProbeRun::start("kill -SEGV $$", 5s);
+    REQUIRE(killed);
+    CHECK(killed->wait().detail == "killed by SIGSEGV");
+    // A run that outlasts its timeout is killed with its children (the
+    // background sleep's pid is gone), and poll() does not wait for it.
+    std::string pid_file = "/tmp/suture-probe-test-" + std::to_string(::getpid());
+    auto slow = ProbeRun::start("sleep 30 & echo $! >" + pid_file + "; sleep 30", 1s);
+    REQUIRE(slow);
+    CHECK_FALSE(slow->poll());
+    ProbeResult timed_out = slow->wait();
+    CHECK_FALSE(timed_out.healthy);
+    CHECK(timed_out.detail == "timed out after 1 s");
+    std::ifstream file(pid_file);
+    int child = 0;
+    file >> child;
+    std::remove(pid_file.c_str());
+    REQUIRE(child > 0);
+    // Gone, or dead and waiting for init to reap it.
+    std::ifstream stat("/proc/" + std::to_string(child) + "/stat");
+    std::string text;
+    std::getline(stat, text);
+    bool dead = text.empty() || text.substr(text.rfind(')') + 2, 1) == "Z";
+    CHECK(dead);
 }

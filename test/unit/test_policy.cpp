@@ -249,6 +249,44 @@ TEST_CASE("The crash lock holds its patches in automatic runs, even those the ho
     CHECK_FALSE(parse_policy("canary_seconds = -1\n", "suture.conf"));
 }
 
+TEST_CASE("Health checks: NAME: COMMAND, one per name, matched by unit or executable") {
+    auto policy = parse_policy(
+        "health_check = nginx: curl -fsS https://127.0.0.1/health\n"
+        "health_check = postfix.service:  /usr/local/bin/smtp-check --tls \n"
+        "health_check_interval = 2\nhealth_check_timeout = 7\n",
+        "suture.conf");
+    REQUIRE(policy);
+    REQUIRE(policy->health_checks.size() == 2);
+    CHECK(policy->health_checks[0].name == "nginx");
+    CHECK(policy->health_checks[0].command == "curl -fsS https://127.0.0.1/health");
+    CHECK(policy->health_checks[1].name == "postfix.service");
+    CHECK(policy->health_checks[1].command == "/usr/local/bin/smtp-check --tls");
+    CHECK(policy->health_check_interval == 2);
+    CHECK(policy->health_check_timeout == 7);
+    CHECK(Policy{}.health_check_interval == 10);
+    CHECK(Policy{}.health_checks.empty());
+    // Refused, naming the file and line: no command, no name, a name with
+    // a space or a slash, a second check of one name, bad seconds.
+    for (const char* bad : {"health_check = nginx\n", "health_check = nginx:   \n",
+                            "health_check = : true\n", "health_check = my app: true\n",
+                            "health_check = /usr/sbin/nginx: true\n",
+                            "health_check = a: true\nhealth_check = a: false\n",
+                            "health_check_interval = 0\n", "health_check_timeout = 3601\n",
+                            "health_check_interval = often\n"}) {
+        auto refused = parse_policy(bad, "suture.conf");
+        REQUIRE_FALSE(refused);
+        CHECK(refused.error().message.starts_with("suture.conf:"));
+    }
+    // A unit (with or without .service) or an executable's file name.
+    CHECK(health_check_matches("nginx", "nginx.service", "/usr/sbin/nginx"));
+    CHECK(health_check_matches("nginx", "", "/usr/sbin/nginx"));
+    CHECK(health_check_matches("web", "web.service", "/usr/sbin/nginx"));
+    CHECK(health_check_matches("web.service", "web.service", "/usr/sbin/nginx"));
+    CHECK_FALSE(health_check_matches("web", "", "/usr/sbin/nginx"));
+    CHECK_FALSE(health_check_matches("nginx", "apache2.service", "/usr/sbin/apache2"));
+    CHECK_FALSE(health_check_matches("ngin", "", "/usr/sbin/nginx"));
+}
+
 TEST_CASE("A quarantined patch id is held in every run, before any other rule") {
     Policy policy;
     RunContext manual{.automatic = false, .now = 0};
