@@ -766,10 +766,15 @@ json audit_report_to_json(const AuditReport& report) {
                                     {"applied_at", row.applied_at},
                                     {"applied_at_utc", format_utc_time(row.applied_at)},
                                     {"state", name_of(row.state)},
+                                    {"unit", row.unit},
                                     {"how", audit.how},
                                     {"caller_uid", uid(audit.caller_uid)},
                                     {"automatic", audit.automatic},
                                     {"source", audit.source},
+                                    {"targets_version", audit.targets_version
+                                                            ? json(*audit.targets_version)
+                                                            : json(nullptr)},
+                                    {"signing_keys", audit.signing_keys},
                                     {"ended_at", audit.ended_at},
                                     {"ended_by", audit.ended_by},
                                     {"ended_message", audit.ended_message},
@@ -871,7 +876,10 @@ json history_to_json(const std::vector<HistoryEntry>& entries) {
                         {"outcome", name_of(entry.outcome)},
                         {"reason", entry.reason},
                         {"message", entry.message},
-                        {"caller_uid", entry.caller_uid ? json(*entry.caller_uid) : json()}});
+                        {"caller_uid", entry.caller_uid ? json(*entry.caller_uid) : json()},
+                        {"targets_version",
+                         entry.targets_version ? json(*entry.targets_version) : json()},
+                        {"signing_keys", entry.signing_keys}});
     }
     return {{"history", rows}};
 }
