@@ -1086,6 +1086,31 @@ std::optional<std::uint32_t> caller_uid_of(const json& row) {
     return uid->get<std::uint32_t>();
 }
 
+// A history row's feed metadata (schema 7): a null or absent version (an
+// older row, an older sutured) is unknown, and so are absent keys; keys
+// that are not strings are not key ids and are left out.
+std::optional<std::uint64_t> targets_version_of(const json& row) {
+    auto version = row.find("targets_version");
+    if (version == row.end() || !version->is_number_unsigned()) {
+        return std::nullopt;
+    }
+    return version->get<std::uint64_t>();
+}
+
+std::vector<std::string> signing_keys_of(const json& row) {
+    std::vector<std::string> keys;
+    auto listed = row.find("signing_keys");
+    if (listed == row.end() || !listed->is_array()) {
+        return keys;
+    }
+    for (const json& key : *listed) {
+        if (key.is_string()) {
+            keys.push_back(key.get<std::string>());
+        }
+    }
+    return keys;
+}
+
 }  // namespace
 
 Result<std::vector<HistoryEntry>> history_from_json(const json& document) {
@@ -1108,6 +1133,8 @@ Result<std::vector<HistoryEntry>> history_from_json(const json& document) {
             .reason = entry.get<std::string>("reason"),
             .message = entry.get<std::string>("message"),
             .caller_uid = caller_uid_of(row),
+            .targets_version = targets_version_of(row),
+            .signing_keys = signing_keys_of(row),
         });
         fields.adopt(entry);
     }

@@ -133,3 +133,29 @@ TEST_CASE("the audit report names each application's unit and the feed metadata 
     CHECK(document[1]["targets_version"].is_null());
     CHECK(document[1]["signing_keys"] == nlohmann::json::array());
 }
+
+TEST_CASE("a history entry's feed metadata survives its JSON (sutured to the CLI)") {
+    std::vector<HistoryEntry> entries{
+        {.id = 2,
+         .action = HistoryAction::apply,
+         .outcome = HistoryOutcome::ok,
+         .message = "from local",
+         .targets_version = 7,
+         .signing_keys = {"0a1b", "5e3c"}},
+        {.id = 1, .action = HistoryAction::apply, .outcome = HistoryOutcome::ok}};
+    auto read = history_from_json(history_to_json(entries));
+    REQUIRE(read);
+    REQUIRE(read->size() == 2);
+    CHECK(read->at(0).targets_version == std::optional<std::uint64_t>(7));
+    CHECK(read->at(0).signing_keys == std::vector<std::string>{"0a1b", "5e3c"});
+    CHECK_FALSE(read->at(1).targets_version);
+    CHECK(read->at(1).signing_keys.empty());
+    // An older sutured's entries have neither member.
+    nlohmann::json older = history_to_json(entries);
+    older["history"][0].erase("targets_version");
+    older["history"][0].erase("signing_keys");
+    auto from_older = history_from_json(older);
+    REQUIRE(from_older);
+    CHECK_FALSE(from_older->at(0).targets_version);
+    CHECK(from_older->at(0).signing_keys.empty());
+}
