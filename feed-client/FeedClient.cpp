@@ -23,13 +23,15 @@ std::string as_text(const std::vector<std::byte>& bytes) {
 }
 
 // One role's verified metadata: what it says, the bytes the cache keeps
-// (stored), and the canonical signed bytes that were verified, which are
-// what "the same file" means (a re-encoding is not a change).
+// (stored), the canonical signed bytes that were verified, which are
+// what "the same file" means (a re-encoding is not a change), and the ids
+// of the role's keys whose signatures verified them (sorted).
 template <typename T>
 struct Held {
     T role;
     std::string stored;
     std::string canonical;
+    std::vector<std::string> signed_by;
 };
 
 // Metadata the client trusts: the root chain from the pinned root, and the
@@ -67,7 +69,12 @@ Result<Held<T>> verified(const std::string& text, const Root& root, Role role,
     }
     std::string stored =
         storage == Storage::canonical ? verified_envelope_text(*envelope, valid) : text;
-    return Held<T>{std::move(*parsed), std::move(stored), std::move(envelope->canonical)};
+    std::vector<std::string> signed_by;
+    for (const auto& [key_id, signature] : valid) {
+        signed_by.push_back(key_id);  // a map: in key id order
+    }
+    return Held<T>{std::move(*parsed), std::move(stored), std::move(envelope->canonical),
+                   std::move(signed_by)};
 }
 
 // A root file that signs itself (the pinned root).
@@ -839,22 +846,31 @@ Result<std::vector<CachedTarget>> FeedClient::list(const Remote& remote, std::ti
                     remote.name + ": the cached targets metadata does not verify from the pinned "
                                   "root (refresh again)");
     }
+    // Each with the metadata that said so, for the records of what is applied.
+    auto listing = [&](Target target, std::string path, std::string held_back,
+                       std::optional<Error> refused) {
+        return CachedTarget{.remote = remote.name,
+                            .target = std::move(target),
+                            .path = std::move(path),
+                            .usable = !refused && held_back.empty(),
+                            .held_back_because = std::move(held_back),
+                            .refused = std::move(refused),
+                            .targets_version = trusted.targets->role.version,
+                            .signing_keys = trusted.targets->signed_by};
+    };
     for (const Target& target : trusted.targets->role.targets) {
         std::string path = *generation + "/targets/" + target.name;
         if (std::string problem = file_problem(path, target); !problem.empty()) {
-            listed.push_back(CachedTarget{remote.name, target, "", false, "refused: " + problem,
-                                          Error{ErrorCode::hash_mismatch,
-                                                target.name + ": " + problem}});
+            listed.push_back(listing(target, "", "refused: " + problem,
+                                     Error{ErrorCode::hash_mismatch, target.name + ": " + problem}));
             continue;
         }
-        std::string held_back = held_back_because(target.info, remote, now);
-        listed.push_back(
-            CachedTarget{remote.name, target, path, held_back.empty(), held_back, std::nullopt});
+        listed.push_back(listing(target, path, held_back_because(target.info, remote, now),
+                                 std::nullopt));
     }
     for (const RefusedTarget& refused : trusted.targets->role.refused) {
-        listed.push_back(CachedTarget{remote.name,
-                                      Target{refused.name, refused.length, refused.sha256, {}}, "",
-                                      false, "refused: " + refused.error.message, refused.error});
+        listed.push_back(listing(Target{refused.name, refused.length, refused.sha256, {}}, "",
+                                 "refused: " + refused.error.message, refused.error));
     }
     return listed;
 }

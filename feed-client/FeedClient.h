@@ -36,6 +36,12 @@ struct CachedTarget {
     bool usable = true;             // passes channel, level pin and delay
     std::string held_back_because;  // why not, if not
     std::optional<Error> refused;   // bad_format "NAME: custom: what", if refused
+    // The remote's targets metadata this listing verified (the same for
+    // every target of one list()): its version, and the ids of the targets
+    // role's keys whose signatures verified it, sorted. What the audit
+    // report names as the feed a patch came from.
+    std::uint64_t targets_version = 0;
+    std::vector<std::string> signing_keys;
 };
 
 // The TUF client. Each remote's verified state lives in

@@ -223,14 +223,30 @@ std::string uid_text(const std::optional<std::uint32_t>& uid) {
     return uid ? "uid " + std::to_string(*uid) : "uid unknown";
 }
 
-// One application as a table row: where, when, by whom, how it ended.
+// The feed metadata an application came from: "targets v3, signed by
+// KEYID, KEYID", or "" when its apply entry does not say.
+std::string feed_metadata_text(const AuditApplication& audit) {
+    if (!audit.targets_version) {
+        return "";
+    }
+    std::string text = "targets v" + std::to_string(*audit.targets_version) + ", signed by";
+    for (std::size_t i = 0; i < audit.signing_keys.size(); ++i) {
+        text += (i == 0 ? " `" : ", `") + audit.signing_keys[i] + "`";
+    }
+    return audit.signing_keys.empty() ? text + " no recorded key" : text;
+}
+
+// One application as a table row: where (and in which systemd unit), when,
+// how and from which feed metadata, by whom, how it ended.
 void print_audit_row(std::ostream& out, const AuditApplication& audit) {
     const Application& row = audit.application;
     out << "| " << row.process.pid << " | " << row.process.start_time << " | `" << row.executable
-        << "` | `" << row.build_id.substr(0, 12) << "` | " << format_utc_time(row.applied_at)
-        << " | " << (audit.how.empty() ? "unrecorded" : audit.how + " " + audit.source) << " | "
-        << uid_text(audit.caller_uid) << (audit.automatic ? ", automatic" : ", by hand") << " | "
-        << name_of(row.state) << " | ";
+        << "` | " << (row.unit.empty() ? "" : "`" + row.unit + "`") << " | `"
+        << row.build_id.substr(0, 12) << "` | " << format_utc_time(row.applied_at) << " | "
+        << (audit.how.empty() ? "unrecorded" : audit.how + " " + audit.source) << " | "
+        << feed_metadata_text(audit) << " | " << uid_text(audit.caller_uid)
+        << (audit.automatic ? ", automatic" : ", by hand") << " | " << name_of(row.state)
+        << " | ";
     if (audit.ended_at != 0) {
         out << format_utc_time(audit.ended_at) << " " << audit.ended_by << " ("
             << uid_text(audit.ended_by_uid) << "): " << audit.ended_message;
@@ -266,8 +282,9 @@ void print_audit_markdown(std::ostream& out, const AuditReport& report) {
         } else {
             out << "Not quarantined.\n";
         }
-        out << "\n| pid | start time | executable | build | applied (UTC) | how | by | state | "
-               "ended |\n|---|---|---|---|---|---|---|---|---|\n";
+        out << "\n| pid | start time | executable | unit | build | applied (UTC) | how | "
+               "feed metadata | by | state | ended |\n"
+               "|---|---|---|---|---|---|---|---|---|---|---|\n";
         for (const AuditApplication& audit : patch.applications) {
             print_audit_row(out, audit);
         }

@@ -40,6 +40,11 @@ std::map<std::string, std::vector<UsablePatch>> load_usable_patches(
     return by_build;
 }
 
+std::optional<std::uint64_t> targets_version_of(const feed::CachedTarget& cached) {
+    return cached.targets_version != 0 ? std::optional<std::uint64_t>(cached.targets_version)
+                                       : std::nullopt;
+}
+
 Exclusions Exclusions::from(const std::vector<Exclusion>& rows) {
     Exclusions exclusions;
     for (const auto& [kind, value] : rows) {
@@ -141,9 +146,11 @@ std::string record_name(std::string_view action, const ProcessIdentity& process,
 namespace {
 
 // An apply the injector found already done in its stop: `already`, and
-// recorded as an adoption if the database does not know it yet.
-void record_already(Records& records, const PatchMetadata& metadata,
+// recorded as an adoption if the database does not know it yet (with the
+// feed that offered the patch in this run).
+void record_already(Records& records, const UsablePatch& candidate,
                     const std::string& executable, UpdateAction& action) {
+    const PatchMetadata& metadata = candidate.patch.metadata;
     action.outcome = ActionOutcome::already;
     StateDatabase* database = records.database();
     std::string name = record_name("adopt", action.process, metadata.patch_id, action.level);
@@ -164,14 +171,17 @@ void record_already(Records& records, const PatchMetadata& metadata,
                                                       .build_id = metadata.target_build_id,
                                                       .patch_id = metadata.patch_id,
                                                       .level = action.level,
-                                                      .state = ApplicationState::active}));
+                                                      .state = ApplicationState::active,
+                                                      .unit = systemd_unit(action.process.pid)}));
     records.wrote(name + " (history)",
                   database->log({.action = HistoryAction::adopt,
                                  .process = action.process,
                                  .patch_id = metadata.patch_id,
                                  .level = action.level,
                                  .outcome = HistoryOutcome::ok,
-                                 .message = "found active in the stop of an apply"}));
+                                 .message = "found active in the stop of an apply",
+                                 .targets_version = targets_version_of(candidate.cached),
+                                 .signing_keys = candidate.cached.signing_keys}));
 }
 
 }  // namespace
@@ -182,7 +192,7 @@ void record_apply(Records& records, const UsablePatch& candidate, const std::str
     const PatchMetadata& metadata = candidate.patch.metadata;
     if (applied && applied->already_applied) {
         action.level = applied->level;
-        record_already(records, metadata, executable, action);
+        record_already(records, candidate, executable, action);
         return;
     }
     action.outcome = applied ? ActionOutcome::applied : ActionOutcome::failed;
@@ -206,7 +216,8 @@ void record_apply(Records& records, const UsablePatch& candidate, const std::str
                                             .build_id = metadata.target_build_id,
                                             .patch_id = metadata.patch_id,
                                             .level = metadata.level,
-                                            .state = ApplicationState::active})
+                                            .state = ApplicationState::active,
+                                            .unit = systemd_unit(action.process.pid)})
                                      : Result<std::int64_t>(0));
     }
     records.wrote(name + " (history)",
@@ -217,7 +228,9 @@ void record_apply(Records& records, const UsablePatch& candidate, const std::str
                                             .outcome = applied ? HistoryOutcome::ok
                                                                : HistoryOutcome::failed,
                                             .reason = action.reason,
-                                            .message = applied ? origin : action.message})
+                                            .message = applied ? origin : action.message,
+                                            .targets_version = targets_version_of(candidate.cached),
+                                            .signing_keys = candidate.cached.signing_keys})
                            : Result<void>{});
 }
 

@@ -27,6 +27,10 @@ struct UsablePatch {
 std::map<std::string, std::vector<UsablePatch>> load_usable_patches(
     const std::vector<feed::CachedTarget>& cached, std::vector<std::string>& problems);
 
+// The version of the targets metadata `cached` was listed from, as a
+// history entry records it: unset when the listing did not say (0).
+std::optional<std::uint64_t> targets_version_of(const feed::CachedTarget& cached);
+
 // Where a process runs from, as exclusions see it.
 struct ProcessPlace {
     std::string executable;  // /proc/PID/exe
@@ -101,9 +105,10 @@ std::string record_name(std::string_view action, const ProcessIdentity& process,
                         const std::string& patch_id, std::uint32_t level);
 
 // Applies `candidate` to the process `action` names, fills in the action's
-// outcome (and reason), and records it in `records`: the application when
-// it succeeded, a history entry either way, with `origin` as its message on
-// success. An apply that finds the patch already active in the stop (another
+// outcome (and reason), and records it in `records`: the application (with
+// the process's systemd unit) when it succeeded, a history entry either
+// way, with `origin` as its message on success and the feed's targets
+// metadata (version, signing keys) the candidate was listed from. An apply that finds the patch already active in the stop (another
 // run got there first) is `already`, never `applied`; it is recorded as an
 // adoption if the database lacks it.
 void apply_and_record(Engine& engine, Records& records, const UsablePatch& candidate,

@@ -768,10 +768,15 @@ json audit_report_to_json(const AuditReport& report) {
                                     {"applied_at", row.applied_at},
                                     {"applied_at_utc", format_utc_time(row.applied_at)},
                                     {"state", name_of(row.state)},
+                                    {"unit", row.unit},
                                     {"how", audit.how},
                                     {"caller_uid", uid(audit.caller_uid)},
                                     {"automatic", audit.automatic},
                                     {"source", audit.source},
+                                    {"targets_version", audit.targets_version
+                                                            ? json(*audit.targets_version)
+                                                            : json(nullptr)},
+                                    {"signing_keys", audit.signing_keys},
                                     {"ended_at", audit.ended_at},
                                     {"ended_by", audit.ended_by},
                                     {"ended_message", audit.ended_message},
@@ -875,7 +880,10 @@ json history_to_json(const std::vector<HistoryEntry>& entries) {
                         {"outcome", name_of(entry.outcome)},
                         {"reason", entry.reason},
                         {"message", entry.message},
-                        {"caller_uid", entry.caller_uid ? json(*entry.caller_uid) : json()}});
+                        {"caller_uid", entry.caller_uid ? json(*entry.caller_uid) : json()},
+                        {"targets_version",
+                         entry.targets_version ? json(*entry.targets_version) : json()},
+                        {"signing_keys", entry.signing_keys}});
     }
     return {{"history", rows}};
 }
@@ -1084,6 +1092,31 @@ std::optional<std::uint32_t> caller_uid_of(const json& row) {
     return uid->get<std::uint32_t>();
 }
 
+// A history row's feed metadata (schema 7): a null or absent version (an
+// older row, an older sutured) is unknown, and so are absent keys; keys
+// that are not strings are not key ids and are left out.
+std::optional<std::uint64_t> targets_version_of(const json& row) {
+    auto version = row.find("targets_version");
+    if (version == row.end() || !version->is_number_unsigned()) {
+        return std::nullopt;
+    }
+    return version->get<std::uint64_t>();
+}
+
+std::vector<std::string> signing_keys_of(const json& row) {
+    std::vector<std::string> keys;
+    auto listed = row.find("signing_keys");
+    if (listed == row.end() || !listed->is_array()) {
+        return keys;
+    }
+    for (const json& key : *listed) {
+        if (key.is_string()) {
+            keys.push_back(key.get<std::string>());
+        }
+    }
+    return keys;
+}
+
 }  // namespace
 
 Result<std::vector<HistoryEntry>> history_from_json(const json& document) {
@@ -1106,6 +1139,8 @@ Result<std::vector<HistoryEntry>> history_from_json(const json& document) {
             .reason = entry.get<std::string>("reason"),
             .message = entry.get<std::string>("message"),
             .caller_uid = caller_uid_of(row),
+            .targets_version = targets_version_of(row),
+            .signing_keys = signing_keys_of(row),
         });
         fields.adopt(entry);
     }

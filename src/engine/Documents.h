@@ -147,6 +147,11 @@ struct AuditApplication {
     std::optional<std::uint32_t> caller_uid;  // whose call (the apply's history entry)
     bool automatic = false;   // by an automatic run (the timer, the boot unit, sutured)
     std::string source;       // the apply entry's message: "from REMOTE[ (automatic)]"
+    // The feed's targets metadata the apply came from (its version and the
+    // ids of the keys that signed it), as the apply entry recorded it
+    // (schema 7); unset and empty when not from a feed or not recorded.
+    std::optional<std::uint64_t> targets_version;
+    std::vector<std::string> signing_keys;
     std::int64_t ended_at = 0;  // 0: still active
     std::string ended_by;       // revert | exit | crash
     std::string ended_message;

@@ -77,6 +77,8 @@ AuditApplication audit_of(const Application& application,
         audit.automatic =
             apply->message.ends_with("(automatic)") || apply->message == "new process";
         audit.source = apply->message;
+        audit.targets_version = apply->targets_version;
+        audit.signing_keys = apply->signing_keys;
     }
     return audit;
 }

@@ -65,7 +65,8 @@ std::vector<Application> applications_in_memory(const StatusReport& status) {
                  .patch_id = patch.marker.patch_id,
                  .level = patch.marker.level,
                  .applied_at = static_cast<std::int64_t>(patch.marker.applied_at_unix_ns / 1000000000),
-                 .state = ApplicationState::active});
+                 .state = ApplicationState::active,
+                 .unit = systemd_unit(process.info.pid)});
         }
     }
     return rows;

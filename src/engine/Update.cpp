@@ -122,22 +122,29 @@ KnownApplications known_applications(const std::vector<Application>& active) {
 }
 
 // In memory but not in the database (a lost database, a lost record, or an
-// apply by hand): adopt it, so intent matches memory.
+// apply by hand): adopt it, so intent matches memory. Its history entry
+// names the feed that offers `candidate` in this run (memory cannot say
+// where the patch came from).
 void adopt(Records& records, StateDatabase& database, const UpdateAction& action,
-           const std::string& executable, const PatchMetadata& metadata, std::uint32_t level) {
+           const std::string& executable, const UsablePatch& candidate, std::uint32_t level) {
+    const PatchMetadata& metadata = candidate.patch.metadata;
     std::string name = record_name("adopt", action.process, metadata.patch_id, level);
     records.wrote(name, database.record_application({.process = action.process,
                                                      .executable = executable,
                                                      .build_id = metadata.target_build_id,
                                                      .patch_id = metadata.patch_id,
                                                      .level = level,
-                                                     .state = ApplicationState::active}));
-    records.wrote(name + " (history)", database.log({.action = HistoryAction::adopt,
-                                                     .process = action.process,
-                                                     .patch_id = metadata.patch_id,
-                                                     .level = level,
-                                                     .outcome = HistoryOutcome::ok,
-                                                     .message = "found active in memory"}));
+                                                     .state = ApplicationState::active,
+                                                     .unit = systemd_unit(action.process.pid)}));
+    records.wrote(name + " (history)",
+                  database.log({.action = HistoryAction::adopt,
+                                .process = action.process,
+                                .patch_id = metadata.patch_id,
+                                .level = level,
+                                .outcome = HistoryOutcome::ok,
+                                .message = "found active in memory",
+                                .targets_version = targets_version_of(candidate.cached),
+                                .signing_keys = candidate.cached.signing_keys}));
 }
 
 // The crash lockfile of one run (engine/CrashLock.h).
@@ -283,7 +290,7 @@ UpdateAction act_on(const Run& run, const Work& item, bool& to_apply) {
             action.outcome = ActionOutcome::adopted;
             action.level = decision.level;
             adopt(run.records, *run.records.database(), action, subject.place.executable,
-                  metadata, decision.level);
+                  candidate, decision.level);
             break;
         case Verdict::apply:
             run.crash.cover(metadata.patch_id, metadata.level, run.context.now);

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <thread>
@@ -24,6 +25,8 @@ namespace {
 //   4 (2026-12): callbacks (each patch callback's outcome, Callbacks.h)
 //   5 (2026-12): history.caller_uid (whose call; NULL in older rows)
 //   6 (2026-12): quarantine (patch ids the health watch blamed for a crash)
+//   7 (2026-12): applications.unit; history.targets_version, signing_keys
+//                (the feed an apply came from, for the audit report)
 // Every older version N has a fixture, test/fixtures/state-vN.db, made from
 // these steps by test/fixtures/make-state-fixtures.sh; a new version makes
 // the one before it old and wants a fixture and a test of its own.
@@ -95,6 +98,10 @@ const char* const migration_steps[] = {
          start_time INTEGER NOT NULL DEFAULT 0,
          comm TEXT NOT NULL DEFAULT '',
          signal INTEGER NOT NULL DEFAULT 0);)",
+    // 7
+    R"(ALTER TABLE applications ADD COLUMN unit TEXT NOT NULL DEFAULT '';
+       ALTER TABLE history ADD COLUMN targets_version INTEGER;
+       ALTER TABLE history ADD COLUMN signing_keys TEXT NOT NULL DEFAULT '';)",
 };
 static_assert(std::size(migration_steps) == StateDatabase::latest_schema_version);
 
@@ -138,7 +145,8 @@ Application read_application(const Statement& row) {
         .level = static_cast<std::uint32_t>(row.integer(6)),
         .applied_at = row.integer(7),
         // The schema's CHECK admits only the three names.
-        .state = application_state_named(row.text(8)).value_or(ApplicationState::active)};
+        .state = application_state_named(row.text(8)).value_or(ApplicationState::active),
+        .unit = row.text(9)};
 }
 
 CallbackRecord read_callback_record(const Statement& row) {
@@ -154,6 +162,28 @@ CallbackRecord read_callback_record(const Statement& row) {
         .message = row.text(9)};
 }
 
+// history.signing_keys: key ids, sorted, joined by commas (a key id is
+// hex, so never holds one); "" for none.
+std::string joined_key_ids(std::vector<std::string> key_ids) {
+    std::sort(key_ids.begin(), key_ids.end());
+    std::string text;
+    for (const std::string& key_id : key_ids) {
+        text += (text.empty() ? "" : ",") + key_id;
+    }
+    return text;
+}
+
+std::vector<std::string> split_key_ids(const std::string& text) {
+    std::vector<std::string> key_ids;
+    std::size_t start = 0;
+    while (start < text.size()) {
+        std::size_t comma = std::min(text.find(',', start), text.size());
+        key_ids.push_back(text.substr(start, comma - start));
+        start = comma + 1;
+    }
+    return key_ids;
+}
+
 HistoryEntry read_history_entry(const Statement& row) {
     return HistoryEntry{
         .id = row.integer(0),
@@ -167,7 +197,11 @@ HistoryEntry read_history_entry(const Statement& row) {
         .message = row.text(9),
         .caller_uid = row.is_null(10) ? std::nullopt
                                       : std::optional<std::uint32_t>(
-                                            static_cast<std::uint32_t>(row.integer(10)))};
+                                            static_cast<std::uint32_t>(row.integer(10))),
+        .targets_version = row.is_null(11) ? std::nullopt
+                                           : std::optional<std::uint64_t>(
+                                                 static_cast<std::uint64_t>(row.integer(11))),
+        .signing_keys = split_key_ids(row.text(12))};
 }
 
 // The names of the enums, each table used both ways.
@@ -485,11 +519,11 @@ Result<std::int64_t> StateDatabase::record_application(const Application& applic
     auto recorded = run_statement(
         db_.get(), "record application",
         "INSERT INTO applications (pid, start_time, executable, build_id, "
-        "patch_id, level, applied_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "patch_id, level, applied_at, state, unit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         application.process.pid, static_cast<std::int64_t>(application.process.start_time),
         application.executable, application.build_id, application.patch_id, application.level,
         application.applied_at != 0 ? application.applied_at : ::time(nullptr),
-        std::string(name_of(application.state)));
+        std::string(name_of(application.state)), application.unit);
     if (!recorded) {
         return tl::unexpected(recorded.error());
     }
@@ -516,7 +550,7 @@ Result<std::vector<CallbackRecord>> StateDatabase::callback_records() {
 Result<std::vector<Application>> StateDatabase::applications(ApplicationState state) {
     return read_rows(db_.get(), "applications",
                      "SELECT id, pid, start_time, executable, build_id, patch_id, level, "
-                     "applied_at, state FROM applications WHERE state = ? ORDER BY id",
+                     "applied_at, state, unit FROM applications WHERE state = ? ORDER BY id",
                      read_application, std::string(name_of(state)));
 }
 
@@ -629,20 +663,25 @@ Result<void> StateDatabase::commit_batch() {
 Result<void> StateDatabase::log(const HistoryEntry& entry) {
     return run_statement(db_.get(), "history",
                          "INSERT INTO history (at, action, pid, start_time, patch_id, level, "
-                         "outcome, reason, message, caller_uid) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         "outcome, reason, message, caller_uid, targets_version, signing_keys) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          entry.at != 0 ? entry.at : ::time(nullptr),
                          std::string(name_of(entry.action)),
                          entry.process.pid, static_cast<std::int64_t>(entry.process.start_time),
                          entry.patch_id, entry.level, std::string(name_of(entry.outcome)),
                          entry.reason, entry.message,
-                         static_cast<std::int64_t>(entry.caller_uid.value_or(caller_uid_)));
+                         static_cast<std::int64_t>(entry.caller_uid.value_or(caller_uid_)),
+                         entry.targets_version ? std::optional<std::int64_t>(
+                                                     static_cast<std::int64_t>(*entry.targets_version))
+                                               : std::nullopt,
+                         joined_key_ids(entry.signing_keys));
 }
 
 Result<std::vector<HistoryEntry>> StateDatabase::history(std::size_t limit) {
     return read_rows(db_.get(), "history",
                      "SELECT id, at, action, pid, start_time, patch_id, level, outcome, reason, "
-                     "message, caller_uid FROM history ORDER BY id DESC LIMIT ?",
+                     "message, caller_uid, targets_version, signing_keys FROM history "
+                     "ORDER BY id DESC LIMIT ?",
                      read_history_entry, static_cast<std::int64_t>(limit));
 }
 

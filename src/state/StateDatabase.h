@@ -48,6 +48,9 @@ struct Application {
     std::uint32_t level = 0;
     std::int64_t applied_at = 0;  // Unix seconds
     ApplicationState state = ApplicationState::active;
+    // The process's systemd unit when it was recorded (schema 7; "" when it
+    // runs in none, and in rows written before schema 7).
+    std::string unit;
 };
 
 // One line of the audit log: every action with its outcome and reason.
@@ -65,6 +68,13 @@ struct HistoryEntry {
     // caller sutured served. Unset when writing: the database's caller
     // (set_caller_uid); unset when read: a row written before schema 5.
     std::optional<std::uint32_t> caller_uid;
+    // The feed an apply or adopt entry's patch came from (schema 7), as the
+    // feed client verified it for that run: the version of the remote's
+    // targets metadata, and the ids of the targets keys whose signatures
+    // verified it (sorted; stored comma-separated). Unset and empty when the
+    // patch did not come from a feed, and in rows written before schema 7.
+    std::optional<std::uint64_t> targets_version;
+    std::vector<std::string> signing_keys;
 };
 
 // The outcome of one patch callback (inject/Callbacks.h), as recorded.
@@ -121,7 +131,7 @@ class StateDatabase {
     StateDatabase(StateDatabase&&) noexcept = default;
     StateDatabase& operator=(StateDatabase&&) noexcept;
 
-    static constexpr int latest_schema_version = 6;
+    static constexpr int latest_schema_version = 7;
     Result<int> schema_version();
 
     // Applications.

@@ -79,6 +79,14 @@ void Statement::bind_one(int index, std::int64_t value) {
     sqlite3_bind_int64(statement_.get(), index, value);
 }
 
+void Statement::bind_one(int index, const std::optional<std::int64_t>& value) {
+    if (value) {
+        sqlite3_bind_int64(statement_.get(), index, *value);
+    } else {
+        sqlite3_bind_null(statement_.get(), index);
+    }
+}
+
 void Statement::bind_one(int index, const std::string& value) {
     sqlite3_bind_text(statement_.get(), index, value.c_str(), static_cast<int>(value.size()),
                       SQLITE_TRANSIENT);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,7 +35,8 @@ class Statement {
     static Result<Statement> prepare(sqlite3* db, const char* sql, std::string what);
 
     // Binds `values` to the parameters 1, 2, … in order: integers (int,
-    // std::uint32_t, std::int64_t) and std::string.
+    // std::uint32_t, std::int64_t), std::optional<std::int64_t> (NULL when
+    // unset) and std::string.
     template <typename... Values>
     Statement& bind(const Values&... values) {
         int index = 0;
@@ -81,6 +83,7 @@ class Statement {
     Statement(sqlite3* db, sqlite3_stmt* statement, std::string what)
         : db_(db), statement_(statement), what_(std::move(what)) {}
     void bind_one(int index, std::int64_t value);
+    void bind_one(int index, const std::optional<std::int64_t>& value);
     void bind_one(int index, const std::string& value);
 
     sqlite3* db_;

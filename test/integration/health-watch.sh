@@ -59,10 +59,16 @@ feed() {
     "$SUTURE_FEED" --repo "$repo" --keys "$scratch/keys" "$@" >>"$scratch/publisher.log" 2>&1 ||
         { cat "$scratch/publisher.log"; fail_check "suture-feed $*"; finish; }
 }
+# latest_targets_version: the version of the repository's newest targets
+# metadata (N of N.targets.json), which the next refresh verifies.
+latest_targets_version() {
+    ls "$repo" | sed -n 's/^\([0-9]*\)\.targets\.json$/\1/p' | sort -n | tail -n 1
+}
 # First the good patch alone; the bad one is published later.
 feed init
 feed add "$scratch/patchsets/$good"
 feed publish
+good_targets_version=$(latest_targets_version)
 mkdir -p "$SUTURE_CONFIG_DIR/remotes.d" "$SUTURE_CONFIG_DIR/roots"
 cp "$repo/1.root.json" "$SUTURE_CONFIG_DIR/roots/test.json"
 cat >"$SUTURE_CONFIG_DIR/remotes.d/test.conf" <<EOF
@@ -135,6 +141,7 @@ check_eq "nothing quarantined" '[]' "$("$SUTURE" quarantine list --json | jq -c 
 # than the good one's: the watch blames the last apply of a process).
 feed add "$scratch/patchsets/$bad"
 feed publish
+bad_targets_version=$(latest_targets_version)
 sleep 1
 run 0 "suture update (through sutured): the bad patch" "$SUTURE" update --json
 check_eq "the bad patch applied to the ten" 10 "$(applied_of "$bad")"
@@ -347,13 +354,33 @@ check_eq "report: the first victim's too, and its build" "\"crash $build_id\"" \
 check_eq "report: applied by uid 0, by hand (an operator's suture update)" '"0 false applied"' \
     "$(bad_report ".applications[] | select(.pid == $canary) | \"\\(.caller_uid) \\(.automatic) \\(.how)\"")"
 check_eq "report: the quarantine names the canary" "$canary" "$(bad_report '.quarantine.pid')"
+# The feed metadata of each apply: the targets version that listed the
+# patch (the good one's first apply came before the bad one was published)
+# and the targets key of the feed's root.json that signed it.
+targets_keys=$(jq -c '.signed.roles.targets.keyids | sort' "$repo/1.root.json")
+check_eq "the two publications are two targets versions" true \
+    "$([ "$bad_targets_version" -gt "$good_targets_version" ] && echo true || echo false)"
+check_eq "report: the canary's apply came from the targets version that published the bad patch" \
+    "$bad_targets_version $targets_keys" \
+    "$(bad_report ".applications[] | select(.pid == $canary) | \"\\(.targets_version) \\(.signing_keys)\"" | jq -r .)"
+check_eq "report: the good patch's first apply came from the version before" \
+    "$good_targets_version $targets_keys" \
+    "$(jq -r --arg id "$good" '.patches[] | select(.patch_id == $id) | .applications[0] | "\(.targets_version) \(.signing_keys | tojson)"' <<<"$report")"
+# unit_of PID: the systemd unit of /proc/PID/cgroup ("" for none), as suture reads it.
+unit_of() {
+    { sed -n 's/^0:://p; s/^[0-9]*:name=systemd://p' "/proc/$1/cgroup" | tr '/' '\n' |
+        grep -E '\.(service|scope)$' || true; } | tail -n 1
+}
+check_eq "report: the canary's unit at apply time (the test's, which started it)" \
+    "\"$(unit_of $$)\"" "$(bad_report ".applications[] | select(.pid == $canary) | .unit")"
 check_eq "report: the watch's events: three quarantines, two releases" "3 2" \
     "$(bad_report '[.events[] | select(.action == "quarantine")] | length' | tr -d '\n') $(bad_report '[.events[] | select(.action == "release")] | length')"
 check_eq "report: the good patch is not quarantined" null \
     "$(jq -c --arg id "$good" '.patches[] | select(.patch_id == $id) | .quarantine' <<<"$report")"
 run 0 "suture report (Markdown)" "$SUTURE" report --state "$state"
 grep -q "^## $bad level 1$" <<<"$output" && grep -q "^\*\*Quarantined\*\* at .*pid $canary" <<<"$output" &&
-    grep -q "^| $canary | " <<<"$output" && pass "the Markdown report names the patch, its quarantine and the canary" ||
+    grep -q "^| $canary | .* | targets v$bad_targets_version, signed by \`$(jq -r '.[0]' <<<"$targets_keys")\` |" <<<"$output" &&
+    pass "the Markdown report names the patch, its quarantine and the canary with its feed metadata" ||
     fail_check "Markdown report: $(head -20 <<<"$output")"
 run 0 "suture report --since a future day" "$SUTURE" report --state "$state" --since 2099-01-01 --format json
 check_eq "nothing applied since then" 0 "$(jq '.patches | length' <<<"$output")"

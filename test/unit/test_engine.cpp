@@ -8,6 +8,7 @@
 #include <fstream>
 #include <string>
 
+#include "ScratchDirectory.h"
 #include "engine/Engine.h"
 #include "engine/HealthProbes.h"
 
@@ -116,4 +117,89 @@ TEST_CASE("A health check run: exit 0 is healthy; a failure keeps its status and
     std::getline(stat, text);
     bool dead = text.empty() || text.substr(text.rfind(')') + 2, 1) == "Z";
     CHECK(dead);
+
+TEST_CASE("the audit report names each application's unit and the feed metadata of its apply") {
+    ScratchDirectory scratch;
+    std::string path = scratch.file("state.db");
+    {
+        auto database = StateDatabase::open(path);
+        REQUIRE(database);
+        for (auto [pid, unit] : {std::pair{4711, "nginx.service"}, std::pair{4712, ""}}) {
+            REQUIRE(database->record_application({.process = {pid, 100},
+                                                  .executable = "/usr/sbin/nginx",
+                                                  .build_id = "7d90f384",
+                                                  .patch_id = "CVE-2026-63076",
+                                                  .level = 1,
+                                                  .applied_at = 1795400001,
+                                                  .unit = unit}));
+        }
+        REQUIRE(database->log({.at = 1795400001,
+                               .action = HistoryAction::apply,
+                               .process = {4711, 100},
+                               .patch_id = "CVE-2026-63076",
+                               .level = 1,
+                               .outcome = HistoryOutcome::ok,
+                               .message = "from local (automatic)",
+                               .targets_version = 3,
+                               .signing_keys = {"5e3c", "0a1b"}}));
+        REQUIRE(database->log({.at = 1795400001,
+                               .action = HistoryAction::apply,
+                               .process = {4712, 100},
+                               .patch_id = "CVE-2026-63076",
+                               .level = 1,
+                               .outcome = HistoryOutcome::ok,
+                               .message = "applied by hand (suture apply)"}));
+    }
+    auto engine = Engine::open({.distro_support_dir = SOURCE_DISTRO_SUPPORT_DIR,
+                                .state_database = path,
+                                .lock_file = scratch.file("lock")});
+    REQUIRE(engine);
+    auto report = (*engine)->audit_report(0);
+    REQUIRE(report);
+    REQUIRE(report->patches.size() == 1);
+    const auto& applications = report->patches.front().applications;
+    REQUIRE(applications.size() == 2);
+    CHECK(applications[0].application.unit == "nginx.service");
+    CHECK(applications[0].automatic);
+    CHECK(applications[0].source == "from local (automatic)");
+    CHECK(applications[0].targets_version == std::optional<std::uint64_t>(3));
+    CHECK(applications[0].signing_keys == std::vector<std::string>{"0a1b", "5e3c"});
+    CHECK(applications[1].application.unit.empty());
+    CHECK_FALSE(applications[1].automatic);
+    CHECK_FALSE(applications[1].targets_version);
+    CHECK(applications[1].signing_keys.empty());
+
+    nlohmann::json document = audit_report_to_json(*report)["patches"][0]["applications"];
+    CHECK(document[0]["unit"] == "nginx.service");
+    CHECK(document[0]["targets_version"] == 3);
+    CHECK(document[0]["signing_keys"] == nlohmann::json::array({"0a1b", "5e3c"}));
+    CHECK(document[1]["unit"] == "");
+    CHECK(document[1]["targets_version"].is_null());
+    CHECK(document[1]["signing_keys"] == nlohmann::json::array());
+}
+
+TEST_CASE("a history entry's feed metadata survives its JSON (sutured to the CLI)") {
+    std::vector<HistoryEntry> entries{
+        {.id = 2,
+         .action = HistoryAction::apply,
+         .outcome = HistoryOutcome::ok,
+         .message = "from local",
+         .targets_version = 7,
+         .signing_keys = {"0a1b", "5e3c"}},
+        {.id = 1, .action = HistoryAction::apply, .outcome = HistoryOutcome::ok}};
+    auto read = history_from_json(history_to_json(entries));
+    REQUIRE(read);
+    REQUIRE(read->size() == 2);
+    CHECK(read->at(0).targets_version == std::optional<std::uint64_t>(7));
+    CHECK(read->at(0).signing_keys == std::vector<std::string>{"0a1b", "5e3c"});
+    CHECK_FALSE(read->at(1).targets_version);
+    CHECK(read->at(1).signing_keys.empty());
+    // An older sutured's entries have neither member.
+    nlohmann::json older = history_to_json(entries);
+    older["history"][0].erase("targets_version");
+    older["history"][0].erase("signing_keys");
+    auto from_older = history_from_json(older);
+    REQUIRE(from_older);
+    CHECK_FALSE(from_older->at(0).targets_version);
+    CHECK(from_older->at(0).signing_keys.empty());
 }

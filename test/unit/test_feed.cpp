@@ -1,12 +1,20 @@
 // The feed's metadata and remote configuration: signing, thresholds,
-// canonical bytes and the strict interpretation of each role. The attacks
-// against a real server are in test/integration/feed-attacks.sh.
+// canonical bytes and the strict interpretation of each role; and which
+// targets metadata (version, signing keys) a listing of the cache says its
+// targets came from. The attacks against a real server are in
+// test/integration/feed-attacks.sh.
+
+#include <algorithm>
 
 #include <catch2/catch.hpp>
 
+#include "ScratchDirectory.h"
 #include "TemporaryFile.h"
+#include "base/Files.h"
+#include "feed-client/FeedClient.h"
 #include "feed-client/KeyPair.h"
 #include "feed-client/Metadata.h"
+#include "feed-client/Publisher.h"
 #include "feed-client/RemoteConfig.h"
 
 using namespace suture;
@@ -14,10 +22,6 @@ using namespace suture::feed;
 using json = nlohmann::json;
 
 namespace {
-
-std::span<const std::byte> bytes_of(const std::string& text) {
-    return std::as_bytes(std::span(text.data(), text.size()));
-}
 
 // A root whose roles all use `keys` with `threshold`.
 Root root_with(const std::vector<const KeyPair*>& keys, std::uint32_t threshold) {
@@ -288,4 +292,66 @@ TEST_CASE("what is stored of a verified file: canonical, only the valid signatur
     CHECK(again->canonical == envelope->canonical);
     CHECK(again->signatures.size() == 1);
     CHECK(verify_signatures(*again, root, Role::timestamp, "stored"));
+}
+
+namespace {
+
+// The ids of the targets role's keys in the repository's latest root.
+std::vector<std::string> targets_key_ids(const std::string& repository) {
+    auto text = read_file(repository + "/root.json");
+    REQUIRE(text);
+    auto keyids = json::parse(*text)["signed"]["roles"]["targets"]["keyids"];
+    std::vector<std::string> ids = keyids.get<std::vector<std::string>>();
+    std::sort(ids.begin(), ids.end());
+    return ids;
+}
+
+}  // namespace
+
+TEST_CASE("a listing names the targets metadata version and the keys that signed it") {
+    ScratchDirectory work;
+    std::string repo = work.path() + "/repo";
+    std::time_t now = ::time(nullptr);
+    Publisher publisher(repo, work.path() + "/keys", Lifetimes{}, now);
+    REQUIRE(publisher.init(1, 1));
+    REQUIRE(write_file_atomically(work.path() + "/patch", bytes_of(std::string("patch bytes"))));
+    auto info = parse_patchset_info(
+        json::parse(R"({"distribution": "debian-12", "package": "libssl3",
+            "version": "3.0.20-1~deb12u2", "soname": "libcrypto.so.3",
+            "build_id": "7d90f38412d00023e58392b03612a24b62fcaede",
+            "patch_id": "CVE-2026-63076", "level": 1, "cves": ["CVE-2026-63076"],
+            "channel": "stable", "published": "2026-11-23T21:09:13Z"})"),
+        "d/p.suture");
+    REQUIRE(info);
+    auto added = publisher.add_targets({{"d/p.suture", work.path() + "/patch", *info}});
+    REQUIRE(added);
+    REQUIRE(publisher.publish());
+
+    Remote remote;
+    remote.name = "feed";
+    remote.url = "file://" + repo + "/";
+    remote.root_file = repo + "/1.root.json";
+    FeedClient client(work.path() + "/cache");
+    REQUIRE(client.refresh(remote, now));
+    auto listed = client.list(remote, now);
+    REQUIRE(listed);
+    REQUIRE(listed->size() == 1);
+    std::vector<std::string> first_keys = targets_key_ids(repo);
+    REQUIRE(first_keys.size() == 1);
+    CHECK(listed->front().targets_version == *added);
+    CHECK(listed->front().signing_keys == first_keys);
+
+    // A new targets key and a new version: the next listing names both.
+    REQUIRE(publisher.rotate(Role::targets));
+    auto readded = publisher.add_targets({{"d/p.suture", work.path() + "/patch", *info}});
+    REQUIRE(readded);
+    REQUIRE(publisher.publish());
+    REQUIRE(client.refresh(remote, now));
+    listed = client.list(remote, now);
+    REQUIRE(listed);
+    REQUIRE(listed->size() == 1);
+    CHECK(*readded > *added);  // the rotation signed one of its own too
+    CHECK(listed->front().targets_version == *readded);
+    CHECK(listed->front().signing_keys == targets_key_ids(repo));
+    CHECK(listed->front().signing_keys != first_keys);
 }

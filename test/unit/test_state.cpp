@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -495,7 +496,7 @@ TEST_CASE("a schema version 5 database gets the quarantine table and keeps its r
     ScratchDirectory scratch;
     auto database = StateDatabase::open(copy_fixture(scratch, "state-v5.db"));
     REQUIRE(database);
-    CHECK(database->schema_version() == 6);
+    CHECK(database->schema_version() == StateDatabase::latest_schema_version);
     auto old_rows = database->history();
     REQUIRE(old_rows);
     REQUIRE(old_rows->size() == 2);
@@ -542,6 +543,143 @@ TEST_CASE("a schema version 5 database gets the quarantine table and keeps its r
     CHECK(latest->at(1).action == HistoryAction::quarantine);
 }
 
+TEST_CASE("a schema version 6 database gets units and feed provenance and keeps every row") {
+    ScratchDirectory scratch;
+    auto database = StateDatabase::open(copy_fixture(scratch, "state-v6.db"));
+    REQUIRE(database);
+    CHECK(database->schema_version() == 7);
+
+    const std::string build = " build 7d90f38412d00023e58392b03612a24b62fcaede ";
+    auto active = database->applications(ApplicationState::active);
+    REQUIRE(active);
+    CHECK(describe_all(*active) ==
+          std::vector<std::string>{"2: pid 2044 started 120007 /usr/sbin/haproxy" + build +
+                                   "CVE-2026-61502 level 1 at 1795400180 active"});
+    auto exited = database->applications(ApplicationState::exited);
+    REQUIRE(exited);
+    CHECK(describe_all(*exited) ==
+          std::vector<std::string>{"1: pid 813 started 4185 /usr/sbin/nginx" + build +
+                                   "CVE-2026-63076 level 1 at 1795400001 exited"});
+    CHECK(database->applications(ApplicationState::reverted)->empty());
+    // Rows from before schema 7 do not know their unit.
+    CHECK(active->front().unit.empty());
+    CHECK(exited->front().unit.empty());
+
+    auto history = database->history();
+    REQUIRE(history);
+    CHECK(describe_all(*history) ==
+          std::vector<std::string>{
+              "4: at 1795400200 quarantine pid 813 started 4185 CVE-2026-63076 level 1 ok "
+              "(crash) pid 813 (nginx) killed by SIGSEGV 199 s after its apply; reverted from 0 "
+              "process(es)",
+              "3: at 1795400200 close pid 813 started 4185 CVE-2026-63076 level 1 ok (crashed) "
+              "the process was killed by SIGSEGV",
+              "2: at 1795400180 apply pid 2044 started 120007 CVE-2026-61502 level 1 ok () "
+              "from debian",
+              "1: at 1795400001 apply pid 813 started 4185 CVE-2026-63076 level 1 ok () "
+              "from debian (automatic)",
+          });
+    std::vector<std::optional<std::uint32_t>> callers;
+    for (const HistoryEntry& entry : *history) {
+        callers.push_back(entry.caller_uid);
+        // Nor do the history entries know the feed's metadata and keys.
+        CHECK_FALSE(entry.targets_version);
+        CHECK(entry.signing_keys.empty());
+    }
+    CHECK(callers == std::vector<std::optional<std::uint32_t>>{0, 0, 1000, 0});
+
+    auto quarantined = database->quarantined();
+    REQUIRE(quarantined);
+    REQUIRE(quarantined->size() == 1);
+    const Quarantine& row = quarantined->front();
+    CHECK(row.patch_id == "CVE-2026-63076");
+    CHECK(row.level == 1);
+    CHECK(row.at == 1795400200);
+    CHECK(row.reason == "crash");
+    CHECK(row.message ==
+          "pid 813 (nginx) killed by SIGSEGV 199 s after its apply; reverted from 0 process(es)");
+    CHECK(row.process == ProcessIdentity{813, 4185});
+    CHECK(row.comm == "nginx");
+    CHECK(row.signal == 11);
+
+    CHECK(database->setting("enabled")->value() == "true");
+    CHECK(database->setting("boot_id")->value() == "0b8f3a52-3c1e-4c1f-9d0e-5a8e2f1b7c64");
+    CHECK(*database->exclusions() ==
+          std::vector<std::pair<std::string, std::string>>{{"unit", "sshd.service"}});
+    auto patchsets = database->patchsets();
+    REQUIRE(patchsets);
+    REQUIRE(patchsets->size() == 1);
+    CHECK(patchsets->front().remote == "debian");
+    CHECK(patchsets->front().name == "openssl/CVE-2026-63076.suture");
+    CHECK(patchsets->front().patch_id == "CVE-2026-63076");
+    CHECK(patchsets->front().level == 1);
+    CHECK(patchsets->front().sha256 == std::string(64, 'a'));
+    CHECK(patchsets->front().cves == "CVE-2026-63076");
+    CHECK(patchsets->front().usable);
+    auto callbacks = database->callback_records();
+    REQUIRE(callbacks);
+    REQUIRE(callbacks->size() == 1);
+    CHECK(callbacks->front().process == ProcessIdentity{2044, 120007});
+    CHECK(callbacks->front().callback == "post_apply");
+    CHECK(callbacks->front().outcome == "ran");
+    CHECK(callbacks->front().duration_ns == 1800);
+}
+
+TEST_CASE("an application keeps its unit, and an apply entry the feed it came from") {
+    ScratchDirectory scratch;
+    std::string path = scratch.file("state.db");
+    {
+        auto database = StateDatabase::open(path);
+        REQUIRE(database);
+        REQUIRE(database->record_application({.process = {4711, 98765},
+                                              .executable = "/usr/sbin/nginx",
+                                              .build_id = "7d90f384",
+                                              .patch_id = "CVE-2026-63076",
+                                              .level = 1,
+                                              .unit = "nginx.service"}));
+        REQUIRE(database->record_application(
+            {.process = {4712, 98766}, .patch_id = "CVE-2026-63076", .level = 1}));
+        // The keys are given unsorted: they are stored (and read) sorted.
+        REQUIRE(database->log({.action = HistoryAction::apply,
+                               .process = {4711, 98765},
+                               .patch_id = "CVE-2026-63076",
+                               .level = 1,
+                               .outcome = HistoryOutcome::ok,
+                               .message = "from local (automatic)",
+                               .targets_version = 4294967300ULL,
+                               .signing_keys = {"f00d", "0a1b", "c3d4"}}));
+        REQUIRE(database->log({.action = HistoryAction::apply,
+                               .process = {4712, 98766},
+                               .patch_id = "CVE-2026-63076",
+                               .level = 1,
+                               .outcome = HistoryOutcome::ok,
+                               .message = "applied by hand (suture apply)"}));
+    }
+    RawConnection raw(path);
+    CHECK(raw.column("SELECT signing_keys FROM history ORDER BY id") ==
+          std::vector<std::string>{"0a1b,c3d4,f00d", ""});
+    CHECK(raw.column("SELECT coalesce(targets_version, 'NULL') FROM history ORDER BY id") ==
+          std::vector<std::string>{"4294967300", "NULL"});
+
+    auto database = StateDatabase::open(path);
+    REQUIRE(database);
+    auto applications = database->applications();
+    REQUIRE(applications);
+    REQUIRE(applications->size() == 2);
+    CHECK(applications->at(0).unit == "nginx.service");
+    CHECK(applications->at(1).unit.empty());
+    auto history = database->history();
+    REQUIRE(history);
+    REQUIRE(history->size() == 2);
+    const HistoryEntry& by_hand = history->at(0);  // newest first
+    const HistoryEntry& from_feed = history->at(1);
+    CHECK(from_feed.targets_version == std::optional<std::uint64_t>(4294967300ULL));
+    CHECK(from_feed.signing_keys == std::vector<std::string>{"0a1b", "c3d4", "f00d"});
+    CHECK(from_feed.message == "from local (automatic)");
+    CHECK_FALSE(by_hand.targets_version);
+    CHECK(by_hand.signing_keys.empty());
+}
+
 TEST_CASE("a new database records this process's uid as the caller by default") {
     ScratchDirectory scratch;
     auto database = StateDatabase::open(scratch.file("new.db"));
@@ -556,7 +694,7 @@ TEST_CASE("every migrated fixture has the schema of a new database") {
     std::string fresh = scratch.file("new.db");
     REQUIRE(StateDatabase::open(fresh));
     for (const char* fixture : {"state-v1.db", "state-v2.db", "state-v3.db", "state-v4.db",
-                                "state-v5.db"}) {
+                                "state-v5.db", "state-v6.db"}) {
         INFO(fixture);
         std::string path = copy_fixture(scratch, fixture);
         REQUIRE(StateDatabase::open(path));
