@@ -117,6 +117,7 @@ TEST_CASE("A health check run: exit 0 is healthy; a failure keeps its status and
     std::getline(stat, text);
     bool dead = text.empty() || text.substr(text.rfind(')') + 2, 1) == "Z";
     CHECK(dead);
+}
 
 TEST_CASE("the audit report names each application's unit and the feed metadata of its apply") {
     ScratchDirectory scratch;
