@@ -122,6 +122,13 @@ void print_cached_targets(std::ostream& out, const std::vector<feed::CachedTarge
             << "  state    " << (cached.usable ? "usable" : "held back: " + cached.held_back_because)
             << "\n"
             << "  file     " << cached.path << "\n";
+        if (!info.supersedes.empty()) {
+            std::string ids;
+            for (const std::string& id : info.supersedes) {
+                ids += (ids.empty() ? "" : ",") + id;
+            }
+            out << "  carries  the fixes of " << ids << " (supersedes them)\n";
+        }
     }
 }
 
