@@ -42,7 +42,10 @@ void print_inject_report(std::ostream& out, int pid, const InjectReport& report,
     out << head << (verb == InjectVerb::applied ? "applied " : "reverted ") << report.patch_id
         << " level " << report.level;
     if (report.replaced_level) {
-        out << " (replacing level " << *report.replaced_level << ")";
+        bool other_id =
+            !report.replaced_patch_id.empty() && report.replaced_patch_id != report.patch_id;
+        out << " (replacing " << (other_id ? report.replaced_patch_id + " " : "") << "level "
+            << *report.replaced_level << ")";
     }
     if (verb == InjectVerb::applied) {
         out << ", consistency " << consistency_name(report.consistency);

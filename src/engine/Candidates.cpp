@@ -21,6 +21,9 @@ std::map<std::string, std::vector<UsablePatch>> load_usable_patches(
             problems.push_back(patch.error().message);
             continue;
         }
+        // A cumulative patch may replace, in its apply's stop, the patches
+        // it supersedes (their fixes are in it): as the signed custom says.
+        patch->replaces = target.target.info.supersedes;
         // Copies: the patch is moved into the map below.
         std::string patch_id = patch->metadata.patch_id;
         std::uint32_t level = patch->metadata.level;
@@ -193,11 +196,26 @@ void record_apply(Records& records, const UsablePatch& candidate, const std::str
     std::string name = record_name("apply", action.process, metadata.patch_id, metadata.level);
     StateDatabase* database = records.database();
     if (applied && applied->replaced_level && database != nullptr) {
-        // The lower level this apply replaced in the same stop is no longer
-        // active: its row says so (reverted), not two active levels.
-        records.wrote(record_name("replace", action.process, metadata.patch_id,
-                                  *applied->replaced_level),
-                      database->mark_reverted(action.process, metadata.patch_id));
+        // The lower level (or, for a cumulative patch, the patch it
+        // supersedes) this apply replaced in the same stop is no longer
+        // active: its row says so (reverted), not two active patches.
+        const std::string& replaced =
+            applied->replaced_patch_id.empty() ? metadata.patch_id : applied->replaced_patch_id;
+        std::string replace =
+            record_name("replace", action.process, replaced, *applied->replaced_level);
+        records.wrote(replace, database->mark_reverted(action.process, replaced));
+        if (replaced != metadata.patch_id) {
+            records.wrote(replace + " (history)",
+                          database->log({.action = HistoryAction::revert,
+                                         .process = action.process,
+                                         .patch_id = replaced,
+                                         .level = *applied->replaced_level,
+                                         .outcome = HistoryOutcome::ok,
+                                         .reason = "superseded",
+                                         .message = "replaced by " + metadata.patch_id + " level " +
+                                                    std::to_string(metadata.level) +
+                                                    ", which carries its fix"}));
+        }
     }
     if (applied) {
         records.wrote(name, database ? database->record_application(
