@@ -1,5 +1,7 @@
 #include "engine/Candidates.h"
 
+#include <algorithm>
+
 #include "proc/Process.h"
 
 namespace suture {
@@ -41,6 +43,77 @@ std::map<std::string, std::vector<UsablePatch>> load_usable_patches(
         }
     }
     return by_build;
+}
+
+SupersedeKey supersede_key(const UsablePatch& candidate) {
+    return {.build_id = candidate.patch.metadata.target_build_id,
+            .patch_id = candidate.patch.metadata.patch_id,
+            .supersedes = candidate.cached.target.info.supersedes};
+}
+
+std::vector<std::optional<std::size_t>> resolve_supersedes(
+    std::span<const SupersedeKey> keys, const std::function<bool(std::size_t)>& decide) {
+    std::size_t count = keys.size();
+    // superseders[i]: the candidates whose fix includes candidate i's.
+    std::vector<std::vector<std::size_t>> superseders(count);
+    for (std::size_t i = 0; i < count; ++i) {
+        for (std::size_t j = 0; j < count; ++j) {
+            const std::vector<std::string>& ids = keys[j].supersedes;
+            if (i != j && keys[i].build_id == keys[j].build_id &&
+                std::find(ids.begin(), ids.end(), keys[i].patch_id) != ids.end()) {
+                superseders[i].push_back(j);
+            }
+        }
+    }
+    std::vector<std::optional<std::size_t>> result(count);
+    std::vector<bool> done(count, false);
+    std::vector<bool> in_effect(count, false);
+    std::size_t left = count;
+    bool waiting = true;  // false: break a cycle by deciding the first pending one
+    while (left > 0) {
+        bool progress = false;
+        for (std::size_t i = 0; i < count && left > 0; ++i) {
+            if (done[i]) {
+                continue;
+            }
+            const std::vector<std::size_t>& by = superseders[i];
+            if (waiting &&
+                std::any_of(by.begin(), by.end(), [&](std::size_t j) { return !done[j]; })) {
+                continue;
+            }
+            auto superseding = std::find_if(by.begin(), by.end(),
+                                            [&](std::size_t j) { return done[j] && in_effect[j]; });
+            if (superseding != by.end()) {
+                result[i] = *superseding;
+            } else {
+                in_effect[i] = decide(i);
+            }
+            done[i] = true;
+            --left;
+            progress = true;
+            if (!waiting) {
+                waiting = true;  // one member of the cycle decided: the rest wait again
+                break;
+            }
+        }
+        if (!progress) {
+            waiting = false;
+        }
+    }
+    return result;
+}
+
+void drop_superseded(std::vector<UsablePatch>& candidates) {
+    std::vector<SupersedeKey> keys;
+    for (const UsablePatch& candidate : candidates) {
+        keys.push_back(supersede_key(candidate));
+    }
+    auto superseded = resolve_supersedes(keys, [](std::size_t) { return true; });
+    for (std::size_t i = candidates.size(); i-- > 0;) {
+        if (superseded[i]) {
+            candidates.erase(candidates.begin() + static_cast<std::ptrdiff_t>(i));
+        }
+    }
 }
 
 Exclusions Exclusions::from(const std::vector<Exclusion>& rows) {
