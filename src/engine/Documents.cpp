@@ -66,10 +66,14 @@ std::string action_for(const ProcessExposure& process) {
 json process_cves_to_json(const ProcessExposure& process) {
     json cves = json::array();
     for (const CveExposure& cve : process.cves) {
-        cves.push_back({{"id", cve.id},
-                        {"severity", cve.severity},
-                        {"state", std::string(cve_state_name(cve.state))},
-                        {"patch_id", cve.patch_id.empty() ? json(nullptr) : json(cve.patch_id)}});
+        json entry = {{"id", cve.id},
+                      {"severity", cve.severity},
+                      {"state", std::string(cve_state_name(cve.state))},
+                      {"patch_id", cve.patch_id.empty() ? json(nullptr) : json(cve.patch_id)}};
+        if (!cve.patched_by.empty()) {
+            entry["patched_by"] = cve.patched_by;  // a cumulative patch superseding patch_id
+        }
+        cves.push_back(std::move(entry));
     }
     return cves;
 }
