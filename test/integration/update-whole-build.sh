@@ -12,11 +12,16 @@
 # with a live patch left open (a superseded one is patched_by its
 # cumulative patch). Then the older history: a 3.0.17 process that got the
 # superseded patches first (a `--cve` run) gets them replaced by the
-# cumulative ones in the next update, in one stop each. Prints, per build,
-# how many were applied and superseded, and the update's wall time.
+# cumulative ones in the next update, in one stop each; that process is
+# CVE-2025-9230's reproducer, so the replacement is seen to keep the fix.
+# Prints, per build, how many were applied and superseded, and the update's
+# wall time.
+#
+# Usage (meson passes it): update-whole-build.sh REPRODUCER_3.0.17_CVE-2025-9230
 source "$(dirname "$0")/lib.sh"
 require_root "ptrace of the holders"
 : "${SUTURE_FEED:?}"
+reproducer_9230=${1:?}
 
 export SUTURE_FEED_ROOT_DIR=$scratch/var
 export SUTURE_CONFIG_DIR=$scratch/etc
@@ -82,7 +87,8 @@ done
 
 # --- the superseded patches already active: replaced in the next update ------
 version=3.0.17-1~deb12u2
-hold older "$scratch/archive-$version/usr/lib/x86_64-linux-gnu" libcrypto.so.3 libssl.so.3
+start_program older "LD_LIBRARY_PATH=$scratch/archive-$version/usr/lib/x86_64-linux-gnu" -- "$reproducer_9230"
+check_eq "older: CVE-2025-9230's probe before" VULNERABLE "$(ask "$older" probe)"
 # A run selecting only the superseded CVEs holds the cumulative patches back
 # (rule `cve`), so the superseded ones go on, as an update before the
 # cumulative patches were published would have done.
@@ -94,7 +100,10 @@ check_eq "older: the first run applies the superseded patches" "CVE-2025-9230 CV
     "$(actions "$scratch/older-first.json" "$older" '.outcome == "applied"' | jq -r 'map(.patch_id) | sort | join(" ")')"
 status=0
 "$SUTURE" update --offline --json >"$scratch/older-second.json" 2>"$scratch/older-second.err" || status=$?
+check_eq "older: CVE-2025-9230's probe after its own patch" FIXED "$(ask "$older" probe)"
 check_eq "older: the full update exits 0" 0 "$status"
+check_eq "older: CVE-2025-9230's probe after the replacement by CVE-2026-9076" FIXED "$(ask "$older" probe)"
+check_eq "older: the workload after the replacement" OK "$(ask "$older" workload)"
 check_eq "older: nothing failed" "" \
     "$(actions "$scratch/older-second.json" "$older" '.outcome == "failed"' | jq -r 'map("\(.patch_id): \(.message)") | join("; ")')"
 check_eq "older: the cumulative patches applied" "applied applied" \
