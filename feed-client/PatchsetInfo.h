@@ -32,6 +32,13 @@ struct PatchsetInfo {
     // feed's advisory data (feed-client/Advisories.h), whose custom has only
     // kind, channel and published; its other fields stay empty, level 1.
     std::string kind = "patch";
+    // Patch ids of the same build whose fixes this patch carries too (a
+    // cumulative patch, for functions several fixes change): optional, each
+    // a valid patch id other than patch_id, no duplicates. `suture update`
+    // applies this one instead of them and replaces them where they are
+    // active; a superseded id's CVEs count as patched where this one is
+    // active (docs/feed-format.md, "Superseding patches").
+    std::vector<std::string> supersedes;
 };
 
 // Interprets one target's custom metadata (`custom`: the JSON value, null

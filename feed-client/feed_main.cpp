@@ -33,6 +33,7 @@ struct Manifest {
     std::string cve;
     std::string severity;  // optional
     std::string summary;   // optional
+    std::vector<std::string> supersedes;  // optional: patch ids whose fixes this one carries
 };
 
 Result<Manifest> read_manifest(const std::string& directory) {
@@ -45,6 +46,10 @@ Result<Manifest> read_manifest(const std::string& directory) {
     return strict::interpret<Manifest>(path, [&] {
         using namespace strict;
         const nlohmann::json& library = object_member(document, "library");
+        std::vector<std::string> supersedes;
+        if (document.contains("supersedes")) {
+            supersedes = string_array_member(document, "supersedes");
+        }
         return Manifest{string_member(document, "output"),
                         string_member(document, "distribution"),
                         string_member(document, "source_package"),
@@ -53,7 +58,8 @@ Result<Manifest> read_manifest(const std::string& directory) {
                         string_member(library, "build_id"),
                         string_member(document, "cve"),
                         optional_string_member(document, "severity"),
-                        optional_string_member(document, "summary")};
+                        optional_string_member(document, "summary"),
+                        std::move(supersedes)};
     });
 }
 
@@ -90,6 +96,7 @@ Result<Publisher::NewTarget> target_from_patchset(const std::string& directory,
                       now,
                       manifest->severity,
                       manifest->summary};
+    info.supersedes = manifest->supersedes;  // checked by add_targets, as clients check it
     return Publisher::NewTarget{name, file, std::move(info)};
 }
 

@@ -42,7 +42,10 @@ void print_inject_report(std::ostream& out, int pid, const InjectReport& report,
     out << head << (verb == InjectVerb::applied ? "applied " : "reverted ") << report.patch_id
         << " level " << report.level;
     if (report.replaced_level) {
-        out << " (replacing level " << *report.replaced_level << ")";
+        bool other_id =
+            !report.replaced_patch_id.empty() && report.replaced_patch_id != report.patch_id;
+        out << " (replacing " << (other_id ? report.replaced_patch_id + " " : "") << "level "
+            << *report.replaced_level << ")";
     }
     if (verb == InjectVerb::applied) {
         out << ", consistency " << consistency_name(report.consistency);
@@ -122,6 +125,13 @@ void print_cached_targets(std::ostream& out, const std::vector<feed::CachedTarge
             << "  state    " << (cached.usable ? "usable" : "held back: " + cached.held_back_because)
             << "\n"
             << "  file     " << cached.path << "\n";
+        if (!info.supersedes.empty()) {
+            std::string ids;
+            for (const std::string& id : info.supersedes) {
+                ids += (ids.empty() ? "" : ",") + id;
+            }
+            out << "  carries  the fixes of " << ids << " (supersedes them)\n";
+        }
     }
 }
 

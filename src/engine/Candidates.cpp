@@ -1,5 +1,7 @@
 #include "engine/Candidates.h"
 
+#include <algorithm>
+
 #include "proc/Process.h"
 
 namespace suture {
@@ -21,6 +23,9 @@ std::map<std::string, std::vector<UsablePatch>> load_usable_patches(
             problems.push_back(patch.error().message);
             continue;
         }
+        // A cumulative patch may replace, in its apply's stop, the patches
+        // it supersedes (their fixes are in it): as the signed custom says.
+        patch->replaces = target.target.info.supersedes;
         // Copies: the patch is moved into the map below.
         std::string patch_id = patch->metadata.patch_id;
         std::uint32_t level = patch->metadata.level;
@@ -43,6 +48,77 @@ std::map<std::string, std::vector<UsablePatch>> load_usable_patches(
 std::optional<std::uint64_t> targets_version_of(const feed::CachedTarget& cached) {
     return cached.targets_version != 0 ? std::optional<std::uint64_t>(cached.targets_version)
                                        : std::nullopt;
+}
+
+SupersedeKey supersede_key(const UsablePatch& candidate) {
+    return {.build_id = candidate.patch.metadata.target_build_id,
+            .patch_id = candidate.patch.metadata.patch_id,
+            .supersedes = candidate.cached.target.info.supersedes};
+}
+
+std::vector<std::optional<std::size_t>> resolve_supersedes(
+    std::span<const SupersedeKey> keys, const std::function<bool(std::size_t)>& decide) {
+    std::size_t count = keys.size();
+    // superseders[i]: the candidates whose fix includes candidate i's.
+    std::vector<std::vector<std::size_t>> superseders(count);
+    for (std::size_t i = 0; i < count; ++i) {
+        for (std::size_t j = 0; j < count; ++j) {
+            const std::vector<std::string>& ids = keys[j].supersedes;
+            if (i != j && keys[i].build_id == keys[j].build_id &&
+                std::find(ids.begin(), ids.end(), keys[i].patch_id) != ids.end()) {
+                superseders[i].push_back(j);
+            }
+        }
+    }
+    std::vector<std::optional<std::size_t>> result(count);
+    std::vector<bool> done(count, false);
+    std::vector<bool> in_effect(count, false);
+    std::size_t left = count;
+    bool waiting = true;  // false: break a cycle by deciding the first pending one
+    while (left > 0) {
+        bool progress = false;
+        for (std::size_t i = 0; i < count && left > 0; ++i) {
+            if (done[i]) {
+                continue;
+            }
+            const std::vector<std::size_t>& by = superseders[i];
+            if (waiting &&
+                std::any_of(by.begin(), by.end(), [&](std::size_t j) { return !done[j]; })) {
+                continue;
+            }
+            auto superseding = std::find_if(by.begin(), by.end(),
+                                            [&](std::size_t j) { return done[j] && in_effect[j]; });
+            if (superseding != by.end()) {
+                result[i] = *superseding;
+            } else {
+                in_effect[i] = decide(i);
+            }
+            done[i] = true;
+            --left;
+            progress = true;
+            if (!waiting) {
+                waiting = true;  // one member of the cycle decided: the rest wait again
+                break;
+            }
+        }
+        if (!progress) {
+            waiting = false;
+        }
+    }
+    return result;
+}
+
+void drop_superseded(std::vector<UsablePatch>& candidates) {
+    std::vector<SupersedeKey> keys;
+    for (const UsablePatch& candidate : candidates) {
+        keys.push_back(supersede_key(candidate));
+    }
+    auto superseded = resolve_supersedes(keys, [](std::size_t) { return true; });
+    for (std::size_t i = candidates.size(); i-- > 0;) {
+        if (superseded[i]) {
+            candidates.erase(candidates.begin() + static_cast<std::ptrdiff_t>(i));
+        }
+    }
 }
 
 Exclusions Exclusions::from(const std::vector<Exclusion>& rows) {
@@ -203,11 +279,26 @@ void record_apply(Records& records, const UsablePatch& candidate, const std::str
     std::string name = record_name("apply", action.process, metadata.patch_id, metadata.level);
     StateDatabase* database = records.database();
     if (applied && applied->replaced_level && database != nullptr) {
-        // The lower level this apply replaced in the same stop is no longer
-        // active: its row says so (reverted), not two active levels.
-        records.wrote(record_name("replace", action.process, metadata.patch_id,
-                                  *applied->replaced_level),
-                      database->mark_reverted(action.process, metadata.patch_id));
+        // The lower level (or, for a cumulative patch, the patch it
+        // supersedes) this apply replaced in the same stop is no longer
+        // active: its row says so (reverted), not two active patches.
+        const std::string& replaced =
+            applied->replaced_patch_id.empty() ? metadata.patch_id : applied->replaced_patch_id;
+        std::string replace =
+            record_name("replace", action.process, replaced, *applied->replaced_level);
+        records.wrote(replace, database->mark_reverted(action.process, replaced));
+        if (replaced != metadata.patch_id) {
+            records.wrote(replace + " (history)",
+                          database->log({.action = HistoryAction::revert,
+                                         .process = action.process,
+                                         .patch_id = replaced,
+                                         .level = *applied->replaced_level,
+                                         .outcome = HistoryOutcome::ok,
+                                         .reason = "superseded",
+                                         .message = "replaced by " + metadata.patch_id + " level " +
+                                                    std::to_string(metadata.level) +
+                                                    ", which carries its fix"}));
+        }
     }
     if (applied) {
         records.wrote(name, database ? database->record_application(

@@ -3,9 +3,12 @@
 // update cycle (Update.cpp) and new processes (NewProcesses.cpp).
 #pragma once
 
+#include <cstddef>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -30,6 +33,32 @@ std::map<std::string, std::vector<UsablePatch>> load_usable_patches(
 // The version of the targets metadata `cached` was listed from, as a
 // history entry records it: unset when the listing did not say (0).
 std::optional<std::uint64_t> targets_version_of(const feed::CachedTarget& cached);
+
+// One candidate as supersession sees it: a cumulative patch (feed custom
+// "supersedes", feed::PatchsetInfo) carries the fixes of other patch ids
+// of its build, so where it is in effect they are not applied.
+struct SupersedeKey {
+    std::string build_id;
+    std::string patch_id;
+    std::vector<std::string> supersedes;
+};
+SupersedeKey supersede_key(const UsablePatch& candidate);
+
+// Decides the candidates of one process (`keys`), each only after every
+// candidate that supersedes it: `decide(i)` decides candidate i and says
+// whether it is in effect (active in the process, or about to be applied).
+// Returns, per candidate, the index of a candidate in effect that
+// supersedes it (it is then not decided: `superseded`), or nullopt (it was
+// decided). A candidate supersedes only candidates of its own build. In a
+// cycle (A supersedes B, B supersedes A: a publisher's mistake) the first
+// pending member is decided on its own, then the others as above. Pure.
+std::vector<std::optional<std::size_t>> resolve_supersedes(
+    std::span<const SupersedeKey> keys, const std::function<bool(std::size_t)>& decide);
+
+// Drops from `candidates` (the patches of one build, or of one process)
+// those another of them supersedes: what a new process gets (nothing of it
+// is active yet, so every candidate left is to be applied).
+void drop_superseded(std::vector<UsablePatch>& candidates);
 
 // Where a process runs from, as exclusions see it.
 struct ProcessPlace {

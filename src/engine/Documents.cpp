@@ -66,10 +66,14 @@ std::string action_for(const ProcessExposure& process) {
 json process_cves_to_json(const ProcessExposure& process) {
     json cves = json::array();
     for (const CveExposure& cve : process.cves) {
-        cves.push_back({{"id", cve.id},
-                        {"severity", cve.severity},
-                        {"state", std::string(cve_state_name(cve.state))},
-                        {"patch_id", cve.patch_id.empty() ? json(nullptr) : json(cve.patch_id)}});
+        json entry = {{"id", cve.id},
+                      {"severity", cve.severity},
+                      {"state", std::string(cve_state_name(cve.state))},
+                      {"patch_id", cve.patch_id.empty() ? json(nullptr) : json(cve.patch_id)}};
+        if (!cve.patched_by.empty()) {
+            entry["patched_by"] = cve.patched_by;  // a cumulative patch superseding patch_id
+        }
+        cves.push_back(std::move(entry));
     }
     return cves;
 }
@@ -270,6 +274,7 @@ InjectReport one_inject_report_from_json(const json& document, FieldReader& pare
         .patch_id = fields.get<std::string>("patch_id"),
         .level = fields.get<std::uint32_t>("level"),
         .replaced_level = fields.optional<std::uint32_t>("replaced_level"),
+        .replaced_patch_id = fields.optional<std::string>("replaced_patch_id").value_or(""),
         .already_applied = fields.get<bool>("already_applied"),
         .region_address = parse_hex_address(fields.get<std::string>("region_address"), fields),
         .functions = fields.get<std::size_t>("functions"),
@@ -461,6 +466,8 @@ json inject_report_to_json(int pid, const InjectReport& report) {
         {"patch_id", report.patch_id},
         {"level", report.level},
         {"replaced_level", optional_to_json(report.replaced_level)},
+        {"replaced_patch_id",
+         report.replaced_patch_id.empty() ? json(nullptr) : json(report.replaced_patch_id)},
         {"already_applied", report.already_applied},
         {"consistency", consistency_name(report.consistency)},
         {"region_address", hex_address(report.region_address)},

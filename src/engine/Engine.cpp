@@ -127,7 +127,8 @@ StatusReport Engine::status(const std::vector<int>& pids) {
     // What each process is exposed to, from the feed's verified advisory data.
     AdvisoryData advisories = load_advisories(options_.feed);
     status.exposure =
-        assess_exposure(status, advisories.advisories ? &*advisories.advisories : nullptr);
+        assess_exposure(status, advisories.advisories ? &*advisories.advisories : nullptr,
+                        advisories.supersessions);
     status.exposure.sources = std::move(advisories.sources);
     status.exposure.problems = std::move(advisories.problems);
     status.feed_expires = advisories.feed_expires;

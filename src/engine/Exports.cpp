@@ -218,12 +218,17 @@ json vex_statement(const RunningBuild& build, const feed::AdvisoryBuild& advisor
         return statement;
     }
     std::vector<int> unpatched;
+    std::set<std::string> patched_by;  // cumulative patches that fixed it in some process
     for (int pid : build.pids) {
         auto found = status.exposure.processes.find(pid);
         bool patched = false;
         if (found != status.exposure.processes.end()) {
             for (const CveExposure& cve : found->second.cves) {
-                patched = patched || (cve.id == advisory.cve && cve.state == CveState::patched);
+                bool fixed = cve.id == advisory.cve && cve.state == CveState::patched;
+                patched = patched || fixed;
+                if (fixed) {
+                    patched_by.insert(cve.patched_by.empty() ? advisory.patch_id : cve.patched_by);
+                }
             }
         }
         if (!patched) {
@@ -236,9 +241,15 @@ json vex_statement(const RunningBuild& build, const feed::AdvisoryBuild& advisor
     }
     if (unpatched.empty()) {
         statement["status"] = "fixed";
-        statement["status_notes"] = "live-patched in memory by suture patch " +
-                                    advisory.patch_id + " in every process running this build (" +
-                                    std::to_string(build.pids.size()) + ")";
+        std::string patches;
+        for (const std::string& id : patched_by) {
+            patches += (patches.empty() ? "" : " or ") + id;
+        }
+        bool cumulative = patched_by.size() != 1 || !patched_by.contains(advisory.patch_id);
+        statement["status_notes"] =
+            "live-patched in memory by suture patch " + patches +
+            (cumulative ? " (cumulative: carries the fix of " + advisory.patch_id + ")" : "") +
+            " in every process running this build (" + std::to_string(build.pids.size()) + ")";
     } else if (advisory.status == feed::AdvisoryStatus::patched) {
         statement["status"] = "affected";
         statement["action_statement"] = "live patch " + advisory.patch_id +

@@ -9,23 +9,39 @@ namespace suture {
 
 namespace {
 
-// The patch ids active in a process, per target build ID.
-std::set<std::pair<std::string, std::string>> active_patches(const StatusReport& status, int pid) {
-    std::set<std::pair<std::string, std::string>> active;
+// The patch ids in effect in a process, per target build ID: each active
+// one -> itself, and each id an active one supersedes -> that one (the
+// first found, when two do).
+using InEffect = std::map<std::pair<std::string, std::string>, std::string>;
+
+InEffect active_patches(const StatusReport& status, int pid, const Supersessions& supersessions) {
+    InEffect active;
     auto found = status.patches.find(pid);
     if (found == status.patches.end()) {
         return active;
     }
     for (const AppliedPatch& patch : found->second) {
         if (patch.state == PatchState::active) {
-            active.emplace(patch.marker.target_build_id, patch.marker.patch_id);
+            const RegionMarker& marker = patch.marker;
+            active[{marker.target_build_id, marker.patch_id}] = marker.patch_id;
+        }
+    }
+    for (const AppliedPatch& patch : found->second) {
+        const RegionMarker& marker = patch.marker;
+        auto superseded =
+            supersessions.find({marker.target_build_id, marker.patch_id, marker.level});
+        if (patch.state != PatchState::active || superseded == supersessions.end()) {
+            continue;
+        }
+        for (const std::string& id : superseded->second) {
+            active.try_emplace({marker.target_build_id, id}, marker.patch_id);
         }
     }
     return active;
 }
 
 CveState state_in_process(const feed::Advisory& advisory, const std::string& build_id,
-                          const std::set<std::pair<std::string, std::string>>& active) {
+                          const InEffect& active) {
     switch (advisory.status) {
         case feed::AdvisoryStatus::not_affected:
             return CveState::not_affected;
@@ -57,9 +73,10 @@ int badness(CveState state) {
 
 // Step of assess_exposure: one process.
 ProcessExposure assess_process(const StatusReport& status, const ProcessReport& process,
-                               const feed::Advisories* advisories) {
+                               const feed::Advisories* advisories,
+                               const Supersessions& supersessions) {
     ProcessExposure result;
-    auto active = active_patches(status, process.info.pid);
+    InEffect active = active_patches(status, process.info.pid, supersessions);
     std::map<std::string, CveExposure> by_id;
     for (const MappedLibrary& library : process.libraries) {
         const feed::AdvisoryBuild* build = nullptr;
@@ -79,6 +96,10 @@ ProcessExposure assess_process(const StatusReport& status, const ProcessReport& 
                             state_in_process(advisory, library.build_id, active),
                             advisory.patch_id, advisory.reason,
                             library.build_id};
+            if (auto by = active.find({library.build_id, advisory.patch_id});
+                cve.state == CveState::patched && by->second != advisory.patch_id) {
+                cve.patched_by = by->second;
+            }
             auto [slot, inserted] = by_id.try_emplace(cve.id, cve);
             if (!inserted && badness(cve.state) > badness(slot->second.state)) {
                 slot->second = cve;
@@ -161,14 +182,15 @@ std::string_view verdict_name(ProcessVerdict verdict) {
     return "unknown";
 }
 
-Exposure assess_exposure(const StatusReport& status, const feed::Advisories* advisories) {
+Exposure assess_exposure(const StatusReport& status, const feed::Advisories* advisories,
+                         const Supersessions& supersessions) {
     Exposure exposure;
     exposure.available = advisories != nullptr;
     for (const ProcessReport& process : status.scan.processes) {
         if (process.libraries.empty()) {
             continue;
         }
-        ProcessExposure assessed = assess_process(status, process, advisories);
+        ProcessExposure assessed = assess_process(status, process, advisories, supersessions);
         for (const MappedLibrary& library : process.libraries) {
             if (advisories == nullptr || exposure.builds.contains(library.build_id)) {
                 continue;

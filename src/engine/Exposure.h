@@ -5,10 +5,12 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "feed-client/Advisories.h"
@@ -35,6 +37,9 @@ struct CveExposure {
     std::string patch_id;  // the live patch's id, when there is one
     std::string reason;    // not_affected / no live patch: why, from the advisory
     std::string build_id;  // the library build the advisory is for
+    // patched by a cumulative patch that supersedes patch_id (feed custom
+    // "supersedes"), not by patch_id itself: that patch's id; else "".
+    std::string patched_by;
 };
 
 // A process as a whole, worst first.
@@ -84,11 +89,20 @@ struct Exposure {
     }
 };
 
+// What a patch also fixes: (build ID, patch id, level) -> the patch ids it
+// supersedes, from the signed custom metadata of the feeds' patch targets
+// (feed::PatchsetInfo::supersedes; engine/Feed.h, load_advisories).
+using Supersessions =
+    std::map<std::tuple<std::string, std::string, std::uint32_t>, std::vector<std::string>>;
+
 // Assesses every process of `status` against `advisories` (nullptr: none
 // available; each process is then `unknown`). A CVE a library build lists
 // is `patched` in a process when a region marker of that process shows its
-// `patch_id` active for that very build ID.
-Exposure assess_exposure(const StatusReport& status, const feed::Advisories* advisories);
+// `patch_id` active for that very build ID, or shows active, for that
+// build, a patch (id and level) that `supersessions` says supersedes its
+// `patch_id` (then `patched_by` names it).
+Exposure assess_exposure(const StatusReport& status, const feed::Advisories* advisories,
+                         const Supersessions& supersessions = {});
 
 // Is some process open to a CVE (the "exposed" exit status of status)?
 bool any_exposed(const Exposure& exposure);

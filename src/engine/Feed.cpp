@@ -185,7 +185,12 @@ std::time_t cached_timestamp_expiry(const FeedOptions& options, const std::strin
 void add_remote_advisories(const feed::Remote& remote, const std::vector<feed::CachedTarget>& listed,
                            AdvisoryData& data) {
     for (const feed::CachedTarget& cached : listed) {
-        if (cached.target.info.kind != "advisories" || cached.refused || !cached.usable) {
+        const feed::PatchsetInfo& info = cached.target.info;
+        if (info.kind == "patch" && !cached.refused && !info.supersedes.empty()) {
+            data.supersessions.try_emplace({info.build_id, info.patch_id, info.level},
+                                           info.supersedes);
+        }
+        if (info.kind != "advisories" || cached.refused || !cached.usable) {
             continue;
         }
         auto text = read_file(cached.path);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "base/Error.h"
+#include "engine/Exposure.h"
 #include "feed-client/Advisories.h"
 #include "feed-client/FeedClient.h"
 
@@ -48,6 +49,10 @@ struct AdvisoryData {
     // For the metrics: the earliest expiry of the remotes' verified
     // timestamp metadata (0: unknown).
     std::time_t feed_expires = 0;
+    // What the remotes' patch targets (refused ones aside, usable or not:
+    // what an active patch fixes does not depend on the channel) say they
+    // supersede, for the exposure of processes where they are active.
+    Supersessions supersessions;
 };
 AdvisoryData load_advisories(const FeedOptions& options);
 

@@ -113,6 +113,8 @@ Result<void> NewProcessPatcher::hold_back_by_policy() {
                              context, known)
                 .has_value();
         });
+        // A cumulative patch goes on instead of the ones it supersedes.
+        drop_superseded(candidates);
     }
     return {};
 }

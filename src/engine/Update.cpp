@@ -311,19 +311,86 @@ struct ProcessJob {
     std::vector<PatchApplication> applied;
 };
 
+// Is an action's patch in effect in its process, or about to be (a real
+// run's apply is still `failed` until it is recorded: `to_apply` says so)?
+bool in_effect(const UpdateAction& action, bool to_apply) {
+    switch (action.outcome) {
+        case ActionOutcome::already:
+        case ActionOutcome::adopted:
+        case ActionOutcome::would_apply:
+        case ActionOutcome::would_adopt:
+            return true;
+        default:
+            return to_apply;
+    }
+}
+
+// The action for a candidate that a cumulative patch in effect supersedes:
+// `held`, reason `superseded` (docs/operator-guide.md, "Cumulative
+// patches"). Where the superseded patch is active, the cumulative one's
+// apply replaces it in its stop (Injector.h, apply_patch step 2).
+UpdateAction superseded_action(const Run& run, const Work& item, const UsablePatch& by,
+                               bool by_applies) {
+    const ProcessInfo& info = item.process->info;
+    const UsablePatch& candidate = *item.candidate;
+    const PatchMetadata& metadata = candidate.patch.metadata;
+    std::string by_name =
+        by.patch.metadata.patch_id + " level " + std::to_string(by.patch.metadata.level);
+    bool active = false;
+    if (auto in_memory = run.status.patches.find(info.pid); in_memory != run.status.patches.end()) {
+        active = std::any_of(in_memory->second.begin(), in_memory->second.end(),
+                             [&](const AppliedPatch& applied) {
+                                 return applied.state == PatchState::active &&
+                                        applied.marker.patch_id == metadata.patch_id &&
+                                        applied.marker.target_build_id == metadata.target_build_id;
+                             });
+    }
+    bool replacing = active && by_applies;
+    return {.process = {info.pid, info.start_time},
+            .comm = info.comm,
+            .patch_id = metadata.patch_id,
+            .level = metadata.level,
+            .outcome = ActionOutcome::held,
+            .reason = "superseded",
+            .message = "superseded by " + by_name + ", which carries its fix" +
+                       (replacing ? "; active here, replaced by it in this update"
+                        : active  ? "; still active here"
+                                  : ""),
+            .severity = std::string(severity_name(severity_of(candidate, run.advisories))),
+            .remote = candidate.cached.remote};
+}
+
 // Step: the pairs of one process (`items`, all naming it), decided one by
-// one, each with an action appended to `report`; the job of those to apply
-// (none: nothing to apply).
+// one, each with an action appended to `report` (in the items' order); the
+// job of those to apply (none: nothing to apply). A candidate that another
+// candidate in effect supersedes is not decided but `held` (superseded);
+// the superseding one is decided first (resolve_supersedes).
 std::optional<ProcessJob> decide_process(const Run& run, std::span<const Work> items,
                                          UpdateReport& report) {
-    ProcessJob job;
+    std::vector<SupersedeKey> keys;
     for (const Work& item : items) {
-        bool to_apply = false;
-        report.actions.push_back(act_on(run, item, to_apply));
-        if (to_apply) {
+        keys.push_back(supersede_key(*item.candidate));
+    }
+    std::vector<UpdateAction> actions(items.size());
+    std::vector<bool> to_apply(items.size(), false);
+    auto superseded = resolve_supersedes(keys, [&](std::size_t i) {
+        bool apply = false;
+        actions[i] = act_on(run, items[i], apply);
+        to_apply[i] = apply;
+        return in_effect(actions[i], apply);
+    });
+    ProcessJob job;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        if (superseded[i]) {
+            std::size_t by = *superseded[i];
+            bool by_applies = to_apply[by] || actions[by].outcome == ActionOutcome::would_apply;
+            actions[i] = superseded_action(run, items[i], *items[by].candidate, by_applies);
+        }
+        report.actions.push_back(std::move(actions[i]));
+        if (to_apply[i]) {
             job.actions.push_back(report.actions.size() - 1);
-            job.candidates.push_back(item.candidate);
-            job.patches.push_back(&item.candidate->patch);
+            job.candidates.push_back(items[i].candidate);
+            job.patches.push_back(&items[i].candidate->patch);
         }
     }
     if (job.candidates.empty()) {

@@ -467,7 +467,9 @@ Result<void> refresh_imports(ApplyPlan& plan) {
 // sees them.
 struct ExistingPatches {
     std::optional<RegionMarker> already_applied;  // this level, every jump in place
-    std::optional<RegionMarker> previous;         // this id at a lower level: to replace
+    // To replace: this id at a lower level, or an id the patch may replace
+    // (PatchFile::replaces, a cumulative patch over one it supersedes).
+    std::optional<RegionMarker> previous;
     std::vector<RegionMarker> retired;            // reverted regions still mapped
     std::vector<RemoteAddress> staged_found;  // regions staged by this operation, still there
 };
@@ -488,17 +490,29 @@ Result<void> check_no_overlap(const RegionMarker& theirs, const PatchMetadata& o
     return {};
 }
 
-// Step 2 of an apply: the same id at the same level with every jump in
-// place is already applied; at a higher level, or another id on one of our
-// functions, a conflict; at a lower level it is the level to replace.
+// Step 2 of an apply of `patch`: the same id at the same level with every
+// jump in place is already applied; at a higher level, or another id on one
+// of our functions, a conflict; at a lower level it is the level to
+// replace, and so is an id of patch.replaces (only one region to replace).
 // The regions this operation staged (at `staged`) are none of these.
 Result<ExistingPatches> find_existing_patches(const RemoteMemory& memory,
                                               const std::vector<Mapping>& mappings,
-                                              const LoadedObject& target,
-                                              const PatchMetadata& metadata,
+                                              const LoadedObject& target, const PatchFile& patch,
                                               const std::string& subject,
                                               const std::vector<RemoteAddress>& staged = {}) {
+    const PatchMetadata& metadata = patch.metadata;
     ExistingPatches existing;
+    // A second region to replace: refused, the stop replaces one at most.
+    auto second_previous = [&](const RegionMarker& marker) -> Result<void> {
+        if (!existing.previous) {
+            return {};
+        }
+        return fail(ErrorCode::conflict, subject + ": " + metadata.patch_id +
+                                             " would replace both " + existing.previous->patch_id +
+                                             " level " + std::to_string(existing.previous->level) +
+                                             " and " + marker.patch_id + " level " +
+                                             std::to_string(marker.level) + " (revert one first)");
+    };
     for (RegionMarker& marker : find_markers(memory, mappings)) {
         RemoteAddress address(marker.region_address);
         if (std::find(staged.begin(), staged.end(), address) != staged.end()) {
@@ -513,9 +527,18 @@ Result<ExistingPatches> find_existing_patches(const RemoteMemory& memory,
             continue;
         }
         if (marker.patch_id != metadata.patch_id) {
-            if (auto overlap = check_no_overlap(marker, metadata, subject); !overlap) {
-                return tl::unexpected(overlap.error());
+            bool replaceable = std::find(patch.replaces.begin(), patch.replaces.end(),
+                                         marker.patch_id) != patch.replaces.end();
+            if (!replaceable) {
+                if (auto overlap = check_no_overlap(marker, metadata, subject); !overlap) {
+                    return tl::unexpected(overlap.error());
+                }
+                continue;
             }
+            if (auto second = second_previous(marker); !second) {
+                return tl::unexpected(second.error());
+            }
+            existing.previous = std::move(marker);
             continue;
         }
         auto jumps = count_jumps(memory, marker);
@@ -529,6 +552,11 @@ Result<ExistingPatches> find_existing_patches(const RemoteMemory& memory,
                                                  std::to_string(marker.level) +
                                                  " is applied, newer than " +
                                                  std::to_string(metadata.level));
+        }
+        if (existing.previous && existing.previous->patch_id != metadata.patch_id) {
+            if (auto second = second_previous(marker); !second) {
+                return tl::unexpected(second.error());
+            }
         }
         existing.previous = std::move(marker);
     }
@@ -898,7 +926,7 @@ Result<std::variant<CheckedApply, InjectReport>> check_in_stop(
     }
     checked.target = *found;
     // 2. The patches already there.
-    auto existing = find_existing_patches(held.memory, held.mappings, *checked.target, metadata,
+    auto existing = find_existing_patches(held.memory, held.mappings, *checked.target, plan.patch,
                                           subject, staged);
     if (!existing) {
         return tl::unexpected(existing.error());
@@ -966,6 +994,7 @@ Result<InjectReport> commit_in_stop(HeldProcess& held, SyscallOnDemand& syscall,
     if (existing.previous) {
         retire_level(held.memory, *existing.previous, metadata);
         report.replaced_level = existing.previous->level;
+        report.replaced_patch_id = existing.previous->patch_id;
     }
     report.patch_id = metadata.patch_id;
     report.level = metadata.level;
@@ -1043,7 +1072,7 @@ std::optional<StagedRegion> stage_on(StoppedProcess& held, const RemoteMemory& m
         return std::nullopt;
     }
     const LoadedObject& target = **found;
-    auto existing = find_existing_patches(memory, mappings, target, metadata, plan.subject);
+    auto existing = find_existing_patches(memory, mappings, target, plan.patch, plan.subject);
     if (!existing || existing->already_applied) {
         return std::nullopt;
     }

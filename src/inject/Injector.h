@@ -40,6 +40,9 @@ struct InjectReport {
     std::string patch_id;
     std::uint32_t level = 0;
     std::optional<std::uint32_t> replaced_level;  // an upgrade replaced this level
+    // ... of this patch id: patch_id for an upgrade, another id for a
+    // cumulative patch that replaced a patch it supersedes (PatchFile::replaces).
+    std::string replaced_patch_id;
     bool already_applied = false;                 // nothing to do
     // The patch's consistency model: which code the stack check kept clear.
     Consistency consistency = Consistency::strict;
@@ -81,7 +84,10 @@ struct InjectReport {
 //  2. Find the patches already there: the same id and level with every jump
 //     in place is `already_applied` (resumed, nothing written); a higher
 //     level, or another id on one of our functions, is a conflict; a lower
-//     level is replaced within this stop.
+//     level is replaced within this stop. So is the region of an id the
+//     patch may replace (PatchFile::replaces: a cumulative patch replacing
+//     one it supersedes), exactly as a lower level; two regions to replace
+//     (a lower level and such an id, or two such ids) are a conflict.
 //  3. Check every function's SHA-256 in the stopped process.
 //  4. Check every stack: no thread in a function being replaced or in the
 //     region of the level being replaced. If one is: resume, back off

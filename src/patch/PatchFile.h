@@ -102,6 +102,13 @@ struct PatchMetadata {
 struct PatchFile {
     PatchMetadata metadata;
     RelocatableObject object;
+    // Not part of the file: other patch ids whose active region an apply of
+    // this patch may replace in its stop, as a higher level replaces a
+    // lower one (inject/Injector.h, apply_patch step 2). The engine fills
+    // it in from the feed's signed custom "supersedes" (a cumulative patch
+    // that carries their fixes); empty, as parse_patch leaves it, another
+    // id on one of this patch's functions is a conflict.
+    std::vector<std::string> replaces;
 };
 
 // The one undefined symbol an object may have beyond its target references

@@ -70,23 +70,25 @@ custom_of() {
     echo ".targets |= with_entries(if (.key | endswith(\"/$1\")) then .value.custom |= ($2) else . end)"
 }
 
-# --- a feed with one good target and six with wrong types ------------------
+# --- a feed with one good target and seven with wrong types ------------------
 feed init
 copy_patchset CVE-2026-63072 cves-number
 copy_patchset CVE-2026-63074 no-patch-id
 copy_patchset CVE-2026-63072 build-id-number
 copy_patchset CVE-2026-63074 published-not-a-date
+copy_patchset CVE-2026-63072 supersedes-not-a-list
 feed add "$patchsets/CVE-2026-63076" "$patchsets/CVE-2026-63072" "$patchsets/CVE-2026-63074" \
     "$scratch/cves-number" "$scratch/no-patch-id" "$scratch/build-id-number" \
-    "$scratch/published-not-a-date"
+    "$scratch/published-not-a-date" "$scratch/supersedes-not-a-list"
 resign_targets "$(custom_of CVE-2026-63072.suture '.level = "1"') |
     $(custom_of CVE-2026-63074.suture '.cves = "CVE-2026-63074"') |
     $(custom_of cves-number.suture '.cves = [63072]') |
     $(custom_of no-patch-id.suture 'del(.patch_id)') |
     $(custom_of build-id-number.suture '.build_id = 7') |
-    $(custom_of published-not-a-date.suture '.published = "last Tuesday"')"
+    $(custom_of published-not-a-date.suture '.published = "last Tuesday"') |
+    $(custom_of supersedes-not-a-list.suture '.supersedes = "CVE-2026-63076"')"
 feed publish
-refused_names="CVE-2026-63072.suture CVE-2026-63074.suture build-id-number.suture cves-number.suture no-patch-id.suture published-not-a-date.suture"
+refused_names="CVE-2026-63072.suture CVE-2026-63074.suture build-id-number.suture cves-number.suture no-patch-id.suture published-not-a-date.suture supersedes-not-a-list.suture"
 
 "$python" "$SOURCE_ROOT/test/integration/feed-server.py" "$repo" 0 \
     >"$scratch/server.out" 2>"$scratch/server.log" &
@@ -148,14 +150,14 @@ check_eq "feed list: exit status (bad_format)" 1 "$status"
 grep -q "^CVE-2026-63076 level 1" "$scratch/list.out" && pass "feed list shows the good target" ||
     fail_check "feed list does not show CVE-2026-63076: $(cat "$scratch/list.out")"
 check_eq "feed list names each refused target, with its reason" \
-    "CVE-2026-63072.suture:level CVE-2026-63074.suture:cves build-id-number.suture:build_id cves-number.suture:cves no-patch-id.suture:patch_id published-not-a-date.suture:published" \
+    "CVE-2026-63072.suture:level CVE-2026-63074.suture:cves build-id-number.suture:build_id cves-number.suture:cves no-patch-id.suture:patch_id published-not-a-date.suture:published supersedes-not-a-list.suture:supersedes" \
     "$(sed -n 's|^refused .*/\([^/ ]*\.suture\): custom: "\([a-z_]*\)".*|\1:\2|p' "$scratch/list.out" | sort | xargs)"
 status=0
 "$SUTURE" feed list --json "${list_args[@]}" >"$scratch/list.json" 2>"$scratch/list-json.err" || status=$?
 check_eq "feed list --json: exit status (bad_format)" 1 "$status"
 check_eq "feed list --json: the good target" "CVE-2026-63076 true" \
     "$(jq -r '[.patchsets[] | "\(.custom.patch_id) \(.usable)"] | join(",")' "$scratch/list.json" 2>/dev/null)"
-check_eq "feed list --json: the refused targets, all bad_format" "6 bad_format" \
+check_eq "feed list --json: the refused targets, all bad_format" "7 bad_format" \
     "$(jq -r '"\(.refused | length) \([.refused[].error.reason] | unique | join(","))"' "$scratch/list.json" 2>/dev/null)"
 
 kill -TERM "$daemon_pid"

@@ -217,6 +217,43 @@ TEST_CASE("OpenVEX: fixed, affected with an action, not_affected with a justific
     CHECK(statuses.at("CVE-2026-63076 62fcaede") == "fixed");
 }
 
+TEST_CASE("a CVE fixed by an active cumulative patch that supersedes its patch counts as patched") {
+    // A cumulative CVE-2026-9076 on libcrypto carries CVE-2026-63076's fix
+    // (feed custom "supersedes").
+    auto advisories = feed::parse_advisories(advisory_document(), "advisories.json");
+    REQUIRE(advisories);
+    Supersessions supersessions{{{libcrypto_id, "CVE-2026-9076", 1}, {"CVE-2026-63076"}}};
+    StatusReport status = one_process(
+        10, {active("CVE-2026-84782", libssl_id), active("CVE-2026-9076", libcrypto_id)});
+    status.exposure = assess_exposure(status, &*advisories, supersessions);
+    const CveExposure& cve = cve_of(status.exposure, 10, "CVE-2026-63076");
+    CHECK(cve.state == CveState::patched);
+    CHECK(cve.patch_id == "CVE-2026-63076");
+    CHECK(cve.patched_by == "CVE-2026-9076");
+    CHECK(cve_of(status.exposure, 10, "CVE-2026-84782").patched_by.empty());  // its own patch
+    CHECK(status.exposure.summary.patched_in_memory == 2);
+    json vex = status_to_openvex(status, "suture on test", 1795450000);
+    bool noted = false;
+    for (const json& statement : vex["statements"]) {
+        if (statement["vulnerability"]["name"] == "CVE-2026-63076") {
+            CHECK(statement["status"] == "fixed");
+            noted = statement["status_notes"].get<std::string>().find(
+                        "CVE-2026-9076 (cumulative") != std::string::npos;
+        }
+    }
+    CHECK(noted);
+
+    // Without the supersession, or for another level or another build, it is open.
+    CHECK(cve_of(assess_exposure(status, &*advisories), 10, "CVE-2026-63076").state ==
+          CveState::open);
+    Supersessions level_two{{{libcrypto_id, "CVE-2026-9076", 2}, {"CVE-2026-63076"}}};
+    CHECK(cve_of(assess_exposure(status, &*advisories, level_two), 10, "CVE-2026-63076").state ==
+          CveState::open);
+    Supersessions other_build{{{libssl_id, "CVE-2026-9076", 1}, {"CVE-2026-63076"}}};
+    CHECK(cve_of(assess_exposure(status, &*advisories, other_build), 10, "CVE-2026-63076").state ==
+          CveState::open);
+}
+
 TEST_CASE("an unknown build is named from the root's own dpkg database") {
     ScratchDirectory root;
     std::filesystem::create_directories(root.file("var/lib/dpkg/info"));

@@ -73,6 +73,43 @@ TEST_CASE("severity and summary are optional, and unknown fields are ignored") {
     CHECK(info->summary.empty());
 }
 
+TEST_CASE("supersedes is optional, parsed, and round-trips") {
+    auto plain = parse_patchset_info(good_custom(), "t.suture");
+    REQUIRE(plain);
+    CHECK(plain->supersedes.empty());
+    json custom = good_custom("CVE-2026-9076");
+    custom["supersedes"] = json::array({"CVE-2025-9230", "CVE-2026-42766"});
+    auto info = parse_patchset_info(custom, "t.suture");
+    REQUIRE(info);
+    CHECK(info->supersedes == std::vector<std::string>{"CVE-2025-9230", "CVE-2026-42766"});
+    CHECK(patchset_info_to_json(*info) == custom);
+    custom["supersedes"] = json::array();  // empty: the same as absent
+    info = parse_patchset_info(custom, "t.suture");
+    REQUIRE(info);
+    CHECK(info->supersedes.empty());
+}
+
+TEST_CASE("a bad supersedes refuses the target, naming the field") {
+    auto with = [](const json& value) {
+        json custom = good_custom("CVE-2026-9076");
+        custom["supersedes"] = value;
+        return refusal(custom);
+    };
+    CHECK(with("CVE-2025-9230") ==
+          "t.suture: custom: \"supersedes\" must be an array of patch ids");
+    CHECK(with(json::object()) == "t.suture: custom: \"supersedes\" must be an array of patch ids");
+    CHECK(with(json::array({"CVE-2025-9230", 9230}))
+              .find("\"supersedes\": each must be a patch id") != std::string::npos);
+    CHECK(with(json::array({"CVE 2025/9230"})).find("\"supersedes\": each must be a patch id") !=
+          std::string::npos);
+    CHECK(with(json::array({""})).find("\"supersedes\": each must be a patch id") !=
+          std::string::npos);
+    CHECK(with(json::array({"CVE-2026-9076"})) ==
+          "t.suture: custom: \"supersedes\" names the patch's own id CVE-2026-9076");
+    CHECK(with(json::array({"CVE-2025-9230", "CVE-2025-9230"})) ==
+          "t.suture: custom: \"supersedes\" names CVE-2025-9230 twice");
+}
+
 TEST_CASE("a wrong type, a missing field or a value out of range is bad_format, naming it") {
     auto changed = [](const char* field, const json& value) {
         json custom = good_custom();

@@ -205,3 +205,79 @@ TEST_CASE("a process refused as busy or unsafe is tried again at the next update
     REQUIRE_FALSE(failed);
     CHECK(failed.error().error.code == ErrorCode::busy);
 }
+
+// Cumulative patches (docs/operator-guide.md, "Cumulative patches"): a
+// candidate that another candidate in effect supersedes is not decided.
+namespace {
+
+SupersedeKey key(const std::string& patch_id, std::vector<std::string> supersedes = {},
+                 const std::string& build_id = "66a6") {
+    return {.build_id = build_id, .patch_id = patch_id, .supersedes = std::move(supersedes)};
+}
+
+}  // namespace
+
+TEST_CASE("a cumulative patch is decided first and holds back the patches it supersedes") {
+    // Debian 12's 3.0.17: CVE-2026-9076 carries CVE-2025-9230's and
+    // CVE-2026-42766's fixes; the 9230 candidate comes first in the list.
+    std::vector<SupersedeKey> keys{key("CVE-2025-9230"),
+                                   key("CVE-2026-9076", {"CVE-2025-9230", "CVE-2026-42766"}),
+                                   key("CVE-2026-42766"), key("CVE-2026-63076")};
+    std::vector<std::size_t> decided;
+    auto superseded = resolve_supersedes(keys, [&](std::size_t i) {
+        decided.push_back(i);
+        return true;
+    });
+    CHECK(decided == std::vector<std::size_t>{1, 3});  // 9076 before what it supersedes
+    REQUIRE(superseded.size() == 4);
+    CHECK(superseded[0] == std::optional<std::size_t>(1));
+    CHECK_FALSE(superseded[1]);
+    CHECK(superseded[2] == std::optional<std::size_t>(1));
+    CHECK_FALSE(superseded[3]);
+}
+
+TEST_CASE("a cumulative patch not in effect leaves the patches it supersedes to be decided") {
+    // Held back by a rule (or excluded): the older fixes still go on.
+    std::vector<SupersedeKey> keys{key("CVE-2025-9230"),
+                                   key("CVE-2026-9076", {"CVE-2025-9230", "CVE-2026-42766"})};
+    std::vector<std::size_t> decided;
+    auto superseded = resolve_supersedes(keys, [&](std::size_t i) {
+        decided.push_back(i);
+        return i != 1;
+    });
+    CHECK(decided == std::vector<std::size_t>{1, 0});
+    CHECK_FALSE(superseded[0]);
+    CHECK_FALSE(superseded[1]);
+}
+
+TEST_CASE("supersession follows a chain and stays within one build") {
+    // Debian 11: 42766 supersedes 9230 and 9076; 9076 supersedes 9230.
+    std::vector<SupersedeKey> chain{key("CVE-2025-9230"), key("CVE-2026-9076", {"CVE-2025-9230"}),
+                                    key("CVE-2026-42766", {"CVE-2025-9230", "CVE-2026-9076"})};
+    auto superseded = resolve_supersedes(chain, [](std::size_t) { return true; });
+    CHECK(superseded[0] == std::optional<std::size_t>(2));
+    CHECK(superseded[1] == std::optional<std::size_t>(2));
+    CHECK_FALSE(superseded[2]);
+    // With the newest held back, 9076 takes 9230's place.
+    superseded = resolve_supersedes(chain, [](std::size_t i) { return i != 2; });
+    CHECK(superseded[0] == std::optional<std::size_t>(1));
+    CHECK_FALSE(superseded[1]);
+    CHECK_FALSE(superseded[2]);
+    // The same id on another build (libssl's, not libcrypto's) is not superseded.
+    std::vector<SupersedeKey> builds{key("CVE-1", {}, "aaaa"), key("CVE-2", {"CVE-1"}, "bbbb")};
+    superseded = resolve_supersedes(builds, [](std::size_t) { return true; });
+    CHECK_FALSE(superseded[0]);
+    CHECK_FALSE(superseded[1]);
+}
+
+TEST_CASE("a supersession cycle, a publisher's mistake, decides its first member on its own") {
+    std::vector<SupersedeKey> keys{key("CVE-A", {"CVE-B"}), key("CVE-B", {"CVE-A"})};
+    std::vector<std::size_t> decided;
+    auto superseded = resolve_supersedes(keys, [&](std::size_t i) {
+        decided.push_back(i);
+        return true;
+    });
+    CHECK(decided == std::vector<std::size_t>{0});
+    CHECK_FALSE(superseded[0]);
+    CHECK(superseded[1] == std::optional<std::size_t>(0));
+}
