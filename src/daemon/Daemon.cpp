@@ -7,8 +7,11 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -152,6 +155,7 @@ int Daemon::run() {
         log::error("sutured: " + connected.error().message);
         return 1;
     }
+    watch_units();
     // The name last, asynchronously: the bus daemon may start only after
     // sutured is ready; a client that sees the name finds the daemon fully
     // ready.
@@ -238,6 +242,9 @@ void Daemon::watch_health() {
 int Daemon::health_check_tick(sd_event_source* source, std::uint64_t, void* self) {
     auto* daemon = static_cast<Daemon*>(self);
     try {
+        for (std::string unit : std::exchange(daemon->failed_units_, {})) {
+            daemon->handle_failed_unit(unit);
+        }
         for (const CrashOutcome& failure :
              daemon->engine_->handle_health_checks(daemon->options_.inject)) {
             daemon->report_failure(failure);
@@ -261,6 +268,108 @@ int Daemon::health_events(sd_event_source*, int, std::uint32_t, void* self) {
 
 int Daemon::health_retry(sd_event_source*, std::uint64_t, void* self) {
     return health_events(nullptr, -1, 0, self);
+}
+
+// 1. The bus systemd is on. 2. A match for its units' PropertiesChanged.
+// 3. Manager.Subscribe, so that it sends them.
+void Daemon::watch_units() {
+    sd_bus* bus = bus_.get();
+    if (!options_.systemd_bus.empty()) {
+        sd_bus* connection = nullptr;
+        bool opened = sd_bus_new(&connection) >= 0;
+        systemd_bus_.reset(connection);
+        opened = opened && sd_bus_set_address(connection, options_.systemd_bus.c_str()) >= 0 &&
+                 sd_bus_set_bus_client(connection, 1) >= 0 && sd_bus_start(connection) >= 0 &&
+                 sd_bus_attach_event(connection, event_.get(), 0) >= 0;
+        if (!opened) {
+            log::warning("sutured: systemd's bus " + options_.systemd_bus +
+                         " unreachable: units entering failed are not watched");
+            systemd_bus_.reset();
+            return;
+        }
+        bus = connection;
+    }
+    sd_bus_slot* slot = nullptr;
+    int result = sd_bus_add_match_async(
+        bus, &slot,
+        "type='signal',sender='org.freedesktop.systemd1',"
+        "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged',"
+        "arg0='org.freedesktop.systemd1.Unit',path_namespace='/org/freedesktop/systemd1/unit'",
+        Daemon::unit_changed, nullptr, this);
+    if (result < 0) {
+        log::warning(std::string("sutured: units entering failed are not watched: ") +
+                     std::strerror(-result));
+        return;
+    }
+    unit_match_.reset(slot);
+    sd_bus_call_method_async(bus, nullptr, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                             "org.freedesktop.systemd1.Manager", "Subscribe",
+                             Daemon::units_subscribed, this, "");
+}
+
+int Daemon::units_subscribed(sd_bus_message* reply, void*, sd_bus_error*) {
+    if (const sd_bus_error* error = sd_bus_message_get_error(reply); error != nullptr) {
+        log::warning(std::string("sutured: systemd's units are not watched (") +
+                     (error->message ? error->message : error->name) + ")");
+    } else {
+        log::info("sutured: watching systemd's units for the failed state");
+    }
+    return 0;
+}
+
+// PropertiesChanged(interface, changed a{sv}, invalidated as) of a unit
+// object: an ActiveState of "failed" is acted on; everything else, and
+// anything malformed, is ignored.
+int Daemon::unit_changed(sd_bus_message* message, void* self, sd_bus_error*) {
+    auto* daemon = static_cast<Daemon*>(self);
+    char* decoded = nullptr;
+    if (sd_bus_path_decode(sd_bus_message_get_path(message), "/org/freedesktop/systemd1/unit",
+                           &decoded) <= 0) {
+        return 0;
+    }
+    std::string unit(decoded);
+    std::free(decoded);
+    const char* interface = nullptr;
+    if (sd_bus_message_read(message, "s", &interface) < 0 ||
+        sd_bus_message_enter_container(message, 'a', "{sv}") < 0) {
+        return 0;
+    }
+    bool failed = false;
+    while (sd_bus_message_enter_container(message, 'e', "sv") > 0) {
+        const char* name = nullptr;
+        const char* state = nullptr;
+        if (sd_bus_message_read(message, "s", &name) < 0) {
+            return 0;
+        }
+        if (std::string_view(name) == "ActiveState" &&
+            sd_bus_message_read(message, "v", "s", &state) >= 0) {
+            failed = state != nullptr && std::string_view(state) == "failed";
+        } else if (sd_bus_message_skip(message, "v") < 0) {
+            return 0;
+        }
+        if (sd_bus_message_exit_container(message) < 0) {
+            return 0;
+        }
+    }
+    if (failed) {
+        try {
+            daemon->handle_failed_unit(unit);
+        } catch (const std::exception& exception) {
+            log::error("sutured: unit " + unit + ": " + exception.what());
+        }
+    }
+    return 0;
+}
+
+void Daemon::handle_failed_unit(const std::string& unit) {
+    auto outcome = engine_->handle_unit_failure(unit, options_.inject);
+    if (!outcome && outcome.error().code == ErrorCode::locked) {
+        failed_units_.push_back(unit);
+    } else if (!outcome) {
+        log::error("sutured: health watch: unit " + unit + ": " + outcome.error().message);
+    } else if (*outcome) {
+        report_failure(**outcome);
+    }
 }
 
 void Daemon::handle_health() {

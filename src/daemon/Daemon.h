@@ -31,6 +31,10 @@ struct DaemonOptions {
     // every other program on the machine alone. Rescans are not limited:
     // set rescan_seconds to 0 with it.
     std::vector<std::string> new_processes_under;
+    // Where systemd's manager is, for the health watch's unit states (a
+    // unit entering `failed`): "" the system bus sutured serves on, else a
+    // D-Bus address (a user manager's bus, as the tests use).
+    std::string systemd_bus;
 };
 
 // sutured: the engine behind a D-Bus API (data/org.suture.Suture1.xml) on
@@ -69,6 +73,8 @@ class Daemon {
     static int health_events(sd_event_source*, int fd, std::uint32_t, void* self);
     static int health_retry(sd_event_source* source, std::uint64_t, void* self);
     static int health_check_tick(sd_event_source* source, std::uint64_t, void* self);
+    static int unit_changed(sd_bus_message* message, void* self, sd_bus_error*);
+    static int units_subscribed(sd_bus_message* reply, void* self, sd_bus_error*);
     static int name_acquired(sd_bus_message* reply, void* self, sd_bus_error* error);
 
   private:
@@ -98,6 +104,12 @@ class Daemon {
     // log, the metrics; a crash that found the operation lock held is tried
     // again 200 ms later.
     void handle_health();
+    // Subscribes to systemd's unit changes (asynchronously: at boot the bus
+    // may come later; a warning if systemd is not there).
+    void watch_units();
+    // A unit that entered `failed` (Engine::handle_unit_failure); one that
+    // found the operation lock held waits for the next tick.
+    void handle_failed_unit(const std::string& unit);
     // One failure the watch acted on: logged, signalled, the metrics rewritten.
     void report_failure(const CrashOutcome& failure);
 
@@ -126,6 +138,9 @@ class Daemon {
     sd_event_source* health_retry_ = nullptr;  // the loop owns it (floating)
     bus::Bus bus_;
     bus::Slot slot_;
+    bus::Bus systemd_bus_;                  // only with options_.systemd_bus
+    bus::Slot unit_match_;
+    std::vector<std::string> failed_units_;  // waiting for the operation lock
 };
 
 }  // namespace suture

@@ -43,6 +43,9 @@ int main(int argc, char** argv) {
     app.add_option("--new-processes-under", options.new_processes_under,
                    "Patch only new processes whose executable is under this directory "
                    "(repeatable; rescans are not limited: use --rescan-seconds 0)");
+    app.add_option("--systemd-bus", options.systemd_bus,
+                   "D-Bus address of systemd's manager, whose units entering `failed` the\n"
+                   "health watch blames on a recent apply (default: the system bus)");
     app.add_flag("-v,--verbose", verbosity, "More diagnostics on stderr");
     try {
         app.parse(argc, argv);

@@ -188,6 +188,13 @@ class Engine {
     // check was healthy before it (quarantine and revert as for a crash).
     // sutured calls it from a timer; watch_health does too.
     std::vector<std::string> run_health_baselines(const std::vector<int>& pids);
+    // A systemd unit that entered `failed` (sutured watches systemd's units
+    // over D-Bus): the last apply within watch_seconds of each process the
+    // state database recorded in that unit is blamed (quarantine and
+    // revert as for a crash), the records of its processes that are gone
+    // closed. nullopt: nothing blamed; error `locked`: try again later.
+    Result<std::optional<CrashOutcome>> handle_unit_failure(const std::string& unit,
+                                                            const InjectOptions& options);
     std::vector<CrashOutcome> handle_health_checks(const InjectOptions& options);
     // The foreground form (`suture --direct update --watch`): handles events
     // as they come for `duration`, then returns what it did.

@@ -396,6 +396,70 @@ void Engine::quarantine_and_revert(const std::vector<Application>& blamed,
     (void)reload_new_process_patches();
 }
 
+// 1. The operation lock. 2. The active applications recorded in `unit`,
+// the last apply within watch_seconds of each process: none, and the
+// failure is nobody's. 3. The records of its processes that are gone
+// closed. 4. The blamed ids quarantined and reverted everywhere.
+Result<std::optional<CrashOutcome>> Engine::handle_unit_failure(const std::string& unit,
+                                                                const InjectOptions& options) {
+    auto started = std::chrono::steady_clock::now();
+    auto lock = hold_operation_lock();
+    if (!lock) {
+        return tl::unexpected(lock.error());
+    }
+    auto database = state();
+    if (!database) {
+        return tl::unexpected(database.error());
+    }
+    StateDatabase& db = **database;
+    auto policy = load_policy(options_.feed.config_directory);
+    std::uint32_t watch_seconds = policy ? policy->watch_seconds : Policy{}.watch_seconds;
+    auto active = db.applications(ApplicationState::active);
+    if (!active) {
+        return tl::unexpected(active.error());
+    }
+    std::vector<Application> rows;
+    std::copy_if(active->begin(), active->end(), std::back_inserter(rows),
+                 [&](const Application& application) { return application.unit == unit; });
+    std::int64_t now = ::time(nullptr);
+    std::vector<Application> blamed = last_applies(rows, now, watch_seconds);
+    if (blamed.empty()) {
+        return std::optional<CrashOutcome>{};
+    }
+    CrashOutcome failure{.process = blamed.front().process,
+                         .comm = comm_of(blamed.front().process.pid, blamed.front().executable),
+                         .executable = blamed.front().executable,
+                         .signal = 0,
+                         .cause = "unit_failed",
+                         .detail = unit + " entered failed",
+                         .at = now};
+    Records records(&db);
+    for (const Application& application : rows) {
+        auto info = read_process_info(application.process.pid);
+        if (info && info->start_time == application.process.start_time) {
+            continue;  // alive: its revert closes it
+        }
+        std::string name =
+            record_name("close", application.process, application.patch_id, application.level);
+        records.wrote(name, db.set_application_state(application.id, ApplicationState::exited));
+        records.wrote(name + " (history)",
+                      db.log({.action = HistoryAction::close,
+                              .process = application.process,
+                              .patch_id = application.patch_id,
+                              .level = application.level,
+                              .outcome = HistoryOutcome::ok,
+                              .reason = "unit_failed",
+                              .message = "the process exited; its unit " + unit +
+                                         " entered failed"}));
+    }
+    quarantine_and_revert(blamed, "of unit " + unit + " which entered failed", failure, records,
+                          options);
+    failure.revert_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - started)
+                            .count();
+    return std::optional<CrashOutcome>(std::move(failure));
+}
+
 std::vector<std::string> Engine::run_health_baselines(const std::vector<int>& pids) {
     std::vector<std::string> problems;
     auto policy = load_policy(options_.feed.config_directory);
