@@ -683,6 +683,7 @@ struct UpdateCommand {
 struct CrashLockCommand {
     CLI::App* app = nullptr;
     bool release = false;
+    bool clean_shutdown = false;
     bool json = false;
 
     void define(CLI::App& parent, Global& global) {
@@ -696,6 +697,11 @@ struct CrashLockCommand {
             "(rule crash_lock) until --release. suture status says so.");
         app->add_flag("--release", release,
                       "Remove the lock: automatic runs may apply its patches again (recorded)");
+        app->add_flag("--clean-shutdown", clean_shutdown,
+                      "What suture-shutdown.service runs at a clean shutdown: this boot's lock\n"
+                      "is removed (recorded), so the next boot reapplies; an earlier boot's\n"
+                      "lock (that boot went down uncleanly) is kept")
+            ->excludes("--release");
         app->add_flag("--json", json, "Print a JSON document (null: no lock)");
         add_state_option(app, global);
         add_wait_option(app, global);
@@ -703,6 +709,15 @@ struct CrashLockCommand {
 
     int run(const Global& global) const {
         return with_engine(global, [&](Engine& engine) -> int {
+            if (clean_shutdown) {
+                auto cleared = engine.clear_crash_lock_at_shutdown();
+                if (!cleared) {
+                    return command_failed(cleared.error());
+                }
+                std::cout << (*cleared ? "crash lock of this boot cleared (clean shutdown)\n"
+                                       : "no crash lock of this boot\n");
+                return exit_ok;
+            }
             if (release) {
                 auto released = engine.release_crash_lock();
                 return released ? exit_ok : command_failed(released.error());

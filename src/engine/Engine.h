@@ -160,6 +160,9 @@ class Engine {
     // lock, with a history entry.
     Result<std::optional<CrashLockStatus>> crash_lock();
     Result<void> release_crash_lock();
+    // At a clean shutdown: the lock of the current boot removed (recorded),
+    // true; false when there is none or it is an earlier boot's (kept).
+    Result<bool> clear_crash_lock_at_shutdown();
 
     // The health watch (HealthWatch.cpp; docs/operator-guide.md, "Health
     // watch"). Every death by a crash signal (SIGSEGV, SIGBUS, SIGILL,

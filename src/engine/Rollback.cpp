@@ -108,4 +108,37 @@ Result<void> Engine::release_crash_lock() {
                              .message = "crash lock released"});
 }
 
+// A clean shutdown (suture-shutdown.service's ExecStop) is not the host
+// going down because of an apply: the lock of this boot goes, recorded, so
+// the next boot reapplies what ran. A lock of an earlier boot stays: that
+// boot ended uncleanly, and only an operator's --release lets it go.
+Result<bool> Engine::clear_crash_lock_at_shutdown() {
+    auto lock = hold_operation_lock();
+    if (!lock) {
+        return tl::unexpected(lock.error());
+    }
+    std::string path = crash_lock_path(options_.state_database);
+    auto found = read_crash_lock(path);
+    if (!found) {
+        return tl::unexpected(found.error());
+    }
+    if (!*found || (*found)->boot_id != current_boot_id()) {
+        return false;
+    }
+    if (auto removed = remove_crash_lock(path); !removed) {
+        return tl::unexpected(removed.error());
+    }
+    auto database = state();
+    if (!database) {
+        return tl::unexpected(database.error());
+    }
+    auto logged = (*database)->log({.action = HistoryAction::settings,
+                                    .outcome = HistoryOutcome::ok,
+                                    .message = "crash lock cleared: a clean shutdown of its boot"});
+    if (!logged) {
+        return tl::unexpected(logged.error());
+    }
+    return true;
+}
+
 }  // namespace suture

@@ -14,7 +14,7 @@ prefix=$(meson introspect "$build" --buildoptions | jq -r '.[] | select(.name ==
 for file in bin/suture bin/suture-feed bin/suture-build bin/suture-make-patch sbin/sutured \
     lib/systemd/system/sutured.service lib/systemd/system/suture-update.service \
     lib/systemd/system/suture-update.timer lib/systemd/system/suture-boot.service \
-    share/dbus-1/system.d/org.suture.Suture1.conf share/dbus-1/interfaces/org.suture.Suture1.xml \
+    lib/systemd/system/suture-shutdown.service share/dbus-1/system.d/org.suture.Suture1.conf share/dbus-1/interfaces/org.suture.Suture1.xml \
     share/polkit-1/actions/org.suture.policy share/man/man8/suture.8 share/man/man8/sutured.8; do
     [ -e "$dest$prefix/$file" ] && pass "installed $file" || fail_check "missing $prefix/$file"
 done
@@ -29,8 +29,10 @@ grep -q '^ReadWritePaths=.*/run/suture' "$unit" && grep -q '^RuntimeDirectory=su
 
 # Each unit's suture command line parses (suture-boot.service once had
 # `suture update --offline --direct`, a usage error: --direct comes first).
-for unit in suture-boot.service suture-update.service; do
-    command=$(sed -n 's/^ExecStart=//p' "$dest$prefix/lib/systemd/system/$unit")
+for unit in suture-boot.service:ExecStart suture-update.service:ExecStart suture-shutdown.service:ExecStop; do
+    key=${unit#*:}
+    unit=${unit%:*}
+    command=$(sed -n "s/^$key=//p" "$dest$prefix/lib/systemd/system/$unit")
     read -r -a words <<<"$command"
     "$dest${words[0]}" "${words[@]:1}" --help >/dev/null 2>"$scratch/parse.log" &&
         pass "$unit: '$command' parses" || { cat "$scratch/parse.log"; fail_check "$unit: '$command' is a usage error"; }

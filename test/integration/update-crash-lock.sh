@@ -8,7 +8,9 @@
 # as suture-boot.service runs it) holds those patches back with the rule
 # crash_lock and says why, `suture status` says so, `suture crash-lock
 # --release` lets them be applied again (recorded), and a run in the same
-# boot after watch_seconds removes the lock.
+# boot after watch_seconds removes the lock. A clean shutdown (`suture
+# crash-lock --clean-shutdown`) removes its own boot's lock and keeps an
+# earlier one.
 source "$(dirname "$0")/lib.sh"
 require_root "ptrace of the holders"
 : "${SUTURE_FEED:?}"
@@ -97,4 +99,28 @@ holders 1
 run 0 "boot 4: the boot path after the kill" boot boot-4
 check_eq "what the killed run covered is held back" "$covered" "$(count held crash_lock)"
 check_eq "the rest is applied" "$((per_process - covered))" "$(count applied)"
+
+# 6. A clean shutdown (suture-shutdown.service's ExecStop) clears its own
+# boot's lock, so the next boot reapplies everything; at the shutdown of a
+# later boot, an earlier boot's lock (an unclean end) is kept.
+run 0 "release the killed run's lock" env SUTURE_TEST_BOOT_ID=boot-5 "$SUTURE" crash-lock --release
+kill -9 "${fleet[@]}"
+holders 1
+run 0 "boot 5: an apply" boot boot-5
+check_eq "boot 5: everything applied" "$per_process" "$(count applied)"
+check_eq "boot 5: a lock of boot 5" boot-5 "$(jq -r .boot_id "$lock")"
+run 0 "the shutdown of another boot" env SUTURE_TEST_BOOT_ID=boot-6 "$SUTURE" crash-lock --clean-shutdown
+check_eq "it says there is no lock of its boot" "no crash lock of this boot" "$output"
+check_eq "and keeps boot 5's lock" boot-5 "$(jq -r .boot_id "$lock" 2>/dev/null || echo gone)"
+run 0 "boot 5's clean shutdown" env SUTURE_TEST_BOOT_ID=boot-5 "$SUTURE" crash-lock --clean-shutdown
+check_eq "it clears the lock" "crash lock of this boot cleared (clean shutdown)" "$output"
+[ ! -e "$lock" ] && pass "no lock after the clean shutdown" || fail_check "lock left: $(cat "$lock")"
+check_eq "the history records it" 1 \
+    "$(sqlite3 "$SUTURE_STATE_DB" "select count(*) from history where message = 'crash lock cleared: a clean shutdown of its boot'")"
+kill -9 "${fleet[@]}"
+holders 1
+run 0 "boot 6, after the clean reboot" boot boot-6
+check_eq "boot 6: everything reapplied" "$per_process" "$(count applied)"
+check_eq "boot 6: nothing held by the crash lock" 0 "$(count held crash_lock)"
+run 2 "--clean-shutdown with --release: a usage error" "$SUTURE" crash-lock --clean-shutdown --release
 finish
