@@ -71,7 +71,7 @@ fresh; mkdir -p "$classified"
 jq -n --arg cve "$open_cve" '{format: "suture-classification", format_version: 1, cve: $cve, severity: "Low",
         summary: "s", status: "not_affected", reason: "r", checks: [{kind: "file_missing", path: "x.c"}]}' \
     > "$classified/classification.json"
-expect_error "an unknown check kind" "check 1: unknown kind 'file_missing' (known: function_absent, not_compiled, source_absent)"
+expect_error "an unknown check kind" "check 1: unknown kind 'file_missing' (known: function_absent, not_compiled, size_overflow_needs_32bit, source_absent)"
 
 fresh; mkdir -p "$classified"
 jq -n --arg cve "$open_cve" '{format: "suture-classification", format_version: 1, cve: $cve, severity: "Low",
