@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # distro-support/coverage's classification checks (source_absent,
-# not_compiled, function_absent), each kind once true and once false: on a
-# small fixture rebuild (a source tree, a build log and a debug file
-# compiled here) always, and on the real cached rebuild of Debian 12's
-# 3.0.20-1~deb12u2 when this machine has it. The fixtures are
+# not_compiled, function_absent, size_overflow_needs_32bit), each kind once
+# true and once false: on a small fixture rebuild (a source tree, a build log
+# and a debug file compiled here) and a fixture archive cache (a .deb built
+# here whose library carries the index's build ID) always, and on the real
+# cached rebuild of Debian 12's 3.0.20-1~deb12u2 and the real package of
+# 3.0.17-1~deb12u2 when this machine has them. The fixtures are
 # classification.json files in a scratch patchsets directory, never in
 # patchsets/.
 source "$(dirname "$0")/lib.sh"
@@ -123,6 +125,78 @@ run 1 "not_compiled of a missing file" "$coverage" --verify-checks --patchsets "
     --build-cache "$fixture/cache" --build-root "$fixture/root" --output-dir "$scratch/misused-out"
 grep -q "not_compiled crypto/gone.c: the file is not in the source tree (that is source_absent)" <<<"$errors" &&
     pass "it says to use source_absent" || { fail_check "unclear error"; printf '%s\n' "$errors"; }
+
+# --- size_overflow_needs_32bit: the build's own package from the archive ------
+# A fixture archive cache with the build's package: its libcrypto.so.3 is a
+# library compiled here (64-bit, this machine's) given the index's build ID.
+fixture_deb() { # ARCHIVE_CACHE BUILD_ID
+    local tree=$scratch/deb-$2 debs=$1/apt/$distro/debs
+    mkdir -p "$tree/DEBIAN" "$tree/usr/lib/x86_64-linux-gnu" "$debs"
+    printf '%s\n' "Package: libssl3" "Version: $version" "Architecture: amd64" \
+        "Maintainer: fixture <fixture@example.org>" "Description: fixture" > "$tree/DEBIAN/control"
+    cc -O0 -shared -fPIC -Wl,--build-id=0x$2 -o "$tree/usr/lib/x86_64-linux-gnu/libcrypto.so.3" \
+        "$fixture/root/build/reproducible-path/openssl-3.0.20/crypto/linked.c" &&
+        dpkg-deb --root-owner-group -b "$tree" "$debs/libssl3_${version}_amd64.deb" >/dev/null
+}
+size_check() { # FUNCTION MULTIPLIER
+    jq -nc --arg f "$1" --argjson m "$2" '{kind: "size_overflow_needs_32bit", library: "libcrypto.so.3", function: $f, multiplier: $m}'
+}
+echo "--- size_overflow_needs_32bit on a fixture archive cache"
+if command -v dpkg-deb >/dev/null && fixture_deb "$scratch/archive" "$crypto_id"; then
+    classify "$scratch/size/all" CVE-2026-35189 "$(size_check fixture_global 3)"
+    classify "$scratch/size/all" CVE-2026-42767 "$(size_check fixture_local 3)"
+    classify "$scratch/size/all" CVE-2026-54872 "$(size_check fixture_global 128)"
+    SUTURE_ARCHIVE_CACHE=$scratch/archive run 1 "size checks with false ones: --verify-checks fails" \
+        "$coverage" --verify-checks --patchsets "$scratch/size/all" --build-cache "$scratch/no-cache" \
+        --output-dir "$scratch/size/out"
+    for line in "true $distro $version CVE-2026-35189: size_overflow_needs_32bit libcrypto.so.3 fixture_global ×3 (libcrypto.so.3 is ELF64 x86-64" \
+        "FALSE $distro $version CVE-2026-42767: size_overflow_needs_32bit libcrypto.so.3 fixture_local ×3 (fixture_local is not a dynamic symbol of libcrypto.so.3" \
+        "FALSE $distro $version CVE-2026-54872: size_overflow_needs_32bit libcrypto.so.3 fixture_global ×128 (an object of up to 2^57 bytes (x86-64) times 128 can wrap a 64-bit size_t)"; do
+        grep -qF "coverage: $line" <<<"$errors" && pass "size: ${line%% (*}" ||
+            { fail_check "size: no line '$line'"; printf '%s\n' "$errors"; }
+    done
+    grep -q "^coverage: 2 classification checks are false" <<<"$errors" &&
+        pass "size: 2 checks false" || fail_check "size: the false checks are not counted"
+    mkdir -p "$scratch/size/true/$distro/$version"
+    cp -r "$scratch/size/all/$distro/$version/CVE-2026-35189" "$scratch/size/true/$distro/$version/"
+    SUTURE_ARCHIVE_CACHE=$scratch/archive run 0 "size: --verify-checks with only the true check" \
+        "$coverage" --verify-checks --patchsets "$scratch/size/true" --build-cache "$scratch/no-cache" \
+        --output-dir "$scratch/size/out"
+
+    # A package whose library is not the indexed build proves nothing: false.
+    fixture_deb "$scratch/other-archive" 0123456789abcdef0123456789abcdef01234567
+    SUTURE_ARCHIVE_CACHE=$scratch/other-archive run 1 "size: another build's library: --verify-checks fails" \
+        "$coverage" --verify-checks --patchsets "$scratch/size/true" --build-cache "$scratch/no-cache" \
+        --output-dir "$scratch/size/out"
+    grep -qF "FALSE $distro $version CVE-2026-35189: size_overflow_needs_32bit libcrypto.so.3 fixture_global ×3 (libcrypto.so.3 in libssl3 $version has build ID 0123456789abcdef0123456789abcdef01234567, the index says $crypto_id)" \
+        <<<"$errors" && pass "size: it names both build IDs" || { fail_check "size: unclear error"; printf '%s\n' "$errors"; }
+
+    # No package at hand and no --verify-checks (no network): unverified.
+    SUTURE_ARCHIVE_CACHE=$scratch/empty-archive run 0 "size: no cached package, no --verify-checks" \
+        "$coverage" --patchsets "$scratch/size/true" --build-cache "$scratch/no-cache" --output-dir "$scratch/size/out"
+    grep -qF "UNVERIFIED $distro $version CVE-2026-35189: size_overflow_needs_32bit libcrypto.so.3 fixture_global ×3 (libssl3 $version is not in the archive cache $scratch/empty-archive (--verify-checks fetches it))" \
+        <<<"$errors" && pass "size: listed as unverified, with the reason" || { fail_check "size: no UNVERIFIED line"; printf '%s\n' "$errors"; }
+else
+    fail_check "cannot build the fixture package (cc, dpkg-deb)"
+fi
+classify "$scratch/size-bad" CVE-2026-35189 '{"kind": "size_overflow_needs_32bit", "library": "libcrypto.so.3", "function": "f", "multiplier": "3"}'
+run 1 "size: a multiplier that is not an integer" "$coverage" --patchsets "$scratch/size-bad" --output-dir "$scratch/size/out"
+grep -qF "check 1 (size_overflow_needs_32bit) needs 'multiplier', an integer of at least 2" <<<"$errors" &&
+    pass "size: it says what multiplier must be" || { fail_check "size: unclear error"; printf '%s\n' "$errors"; }
+
+# The committed classification of CVE-2026-31789 on 3.0.17, against the real
+# package when the archive cache has it (scripts and tests that ran against
+# Debian 12 fetched it).
+real_deb=$(ls "${SUTURE_ARCHIVE_CACHE:-/var/cache/suture-archive}"/apt/debian-12/debs/libssl3_3.0.17-1~deb12u2_amd64.deb 2>/dev/null)
+if [ -n "$real_deb" ]; then
+    mkdir -p "$scratch/real-size/debian-12/3.0.17-1~deb12u2"
+    cp -r "$SOURCE_ROOT/patchsets/openssl/debian-12/3.0.17-1~deb12u2/CVE-2026-31789" "$scratch/real-size/debian-12/3.0.17-1~deb12u2/"
+    run 0 "the committed CVE-2026-31789 classification: --verify-checks" "$coverage" --verify-checks \
+        --patchsets "$scratch/real-size" --build-cache "$scratch/no-cache" --output-dir "$scratch/real-size-out"
+    check_eq "its checks that hold" 2 "$(grep -c '^coverage: true debian-12 3.0.17-1~deb12u2 CVE-2026-31789: size_overflow_needs_32bit' <<<"$errors")"
+else
+    echo "NOTE: no libssl3 3.0.17-1~deb12u2 package in the archive cache: CVE-2026-31789's classification was not verified here"
+fi
 
 # --- the real cached rebuild ------------------------------------------------
 cache=/var/cache/suture-build

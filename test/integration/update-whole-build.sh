@@ -15,7 +15,13 @@
 # cumulative ones in the next update, in one stop each; that process is
 # CVE-2025-9230's reproducer, so the replacement is seen to keep the fix.
 # Prints, per build, how many were applied and superseded, and the update's
-# wall time.
+# wall time. With SUTURE_UPDATE_FIGURES=FILE (patchsets/openssl/update-
+# figures.json, which distro-support/coverage reads into docs/coverage.md's
+# "One update" lines) it also records them there, per build, replacing that
+# build's earlier record: `applied`, `superseded`, `update_ms` (the whole
+# `suture update`, start-up and feed verification included) and
+# `stopped_us` (the longest `stopped_us` of the process's applied actions,
+# null while the update report has none), `measured` (UTC date).
 #
 # Usage (meson passes it): update-whole-build.sh REPRODUCER_3.0.17_CVE-2025-9230
 source "$(dirname "$0")/lib.sh"
@@ -79,9 +85,15 @@ for version in 3.0.20-1~deb12u2 3.0.17-1~deb12u2; do
             "$(status_json "$holder" | jq -r --arg id "$id" \
                 '.processes[0].cves[] | select(.id == $id) | "\(.state) \(.patched_by != null)"')"
     done
+    update_ms=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", (b - a) * 1000 }')
     echo "figures: debian-12 $version: one update (exit $status), $applied of $expected patches applied," \
-        "$superseded_count superseded by a cumulative patch," \
-        "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", (b - a) * 1000 }') ms"
+        "$superseded_count superseded by a cumulative patch, $update_ms ms"
+    actions "$report" "$holder" '.outcome == "applied"' |
+        jq --arg v "$version" --arg s "$superseded" --argjson ms "$update_ms" --arg date "$(date -u +%F)" \
+            '{distribution: "debian-12", version: $v, applied: length,
+              superseded: ($s | split(" ") | map(select(. != ""))), update_ms: $ms,
+              stopped_us: ([.[].stopped_us // empty] | max), measured: $date}' \
+        >"$scratch/figures-$version.json"
     kill "$holder"
 done
 
@@ -132,4 +144,15 @@ status=0
 check_eq "older: a third run exits 0 and applies nothing" "0 0" \
     "$status $(actions "$scratch/older-third.json" "$older" '.outcome == "applied" or .outcome == "failed"' | jq length)"
 kill "$older"
+
+if [ -n "${SUTURE_UPDATE_FIGURES:-}" ]; then
+    [ -f "$SUTURE_UPDATE_FIGURES" ] ||
+        echo '{"format": "suture-update-figures", "format_version": 1, "generator": "test/integration/update-whole-build.sh (SUTURE_UPDATE_FIGURES=FILE)", "builds": []}' \
+            >"$SUTURE_UPDATE_FIGURES"
+    jq --slurpfile new <(cat "$scratch"/figures-*.json) \
+        '.builds = ([.builds[] | select(. as $b | $new | map(.version == $b.version and .distribution == $b.distribution) | any | not)]
+                    + $new | sort_by(.distribution, .version))' \
+        "$SUTURE_UPDATE_FIGURES" >"$scratch/figures.json" && mv "$scratch/figures.json" "$SUTURE_UPDATE_FIGURES" &&
+        pass "figures recorded in $SUTURE_UPDATE_FIGURES" || fail_check "cannot record the figures in $SUTURE_UPDATE_FIGURES"
+fi
 finish
