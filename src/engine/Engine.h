@@ -35,6 +35,7 @@ class Records;  // engine/Candidates.h
 class ExitEvents;  // engine/HealthWatch.h
 struct HealthChecks;
 struct CheckState;
+struct BlameGround;
 
 struct EngineOptions {
     // Directory holding <distribution>/builds.json; empty means the installed
@@ -325,9 +326,11 @@ class Engine {
                                                           const Policy& policy, CheckState& check_state,
                                                           const InjectOptions& options);
     Result<std::optional<CrashOutcome>> blame_health_check(const HealthCheck& check,
-                                                           const Policy& policy,
                                                            CheckState& check_state,
                                                            const InjectOptions& options);
+    // What the watch's judgements start from (HealthWatch.cpp), under the
+    // operation lock.
+    Result<BlameGround> blame_ground();
     std::unique_ptr<HealthChecks> health_checks_;  // the checks' state, once configured
 };
 

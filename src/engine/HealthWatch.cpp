@@ -249,6 +249,31 @@ bool healthy_before(const std::deque<CheckRun>& runs, std::int64_t applied_at) {
     return before != nullptr && before->healthy;
 }
 
+// Step: each of `rows` (applications of processes that are gone) closed,
+// with a history entry giving `reason` and `message`.
+void close_records(Records& records, const std::vector<Application>& rows,
+                   const std::string& reason, const std::string& message) {
+    StateDatabase& db = *records.database();
+    for (const Application& application : rows) {
+        std::string name =
+            record_name("close", application.process, application.patch_id, application.level);
+        records.wrote(name, db.set_application_state(application.id, ApplicationState::exited));
+        records.wrote(name + " (history)", db.log({.action = HistoryAction::close,
+                                                   .process = application.process,
+                                                   .patch_id = application.patch_id,
+                                                   .level = application.level,
+                                                   .outcome = HistoryOutcome::ok,
+                                                   .reason = reason,
+                                                   .message = message}));
+    }
+}
+
+std::int64_t milliseconds_since(std::chrono::steady_clock::time_point started) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 started)
+        .count();
+}
+
 void remember(CheckState& state, CheckRun run) {
     state.runs.push_back(run);
     while (state.runs.size() > 16) {
@@ -300,13 +325,10 @@ std::vector<CrashOutcome> Engine::handle_health_events(const InjectOptions& opti
     return outcomes;
 }
 
-// 1. The operation lock (no update applies meanwhile). 2. The patches of
-// the process's last apply, if within watch_seconds: none, and the crash is
-// nobody's. 3. The dead process's rows closed. 4. The blamed ids
-// quarantined and reverted everywhere (quarantine_and_revert).
-Result<std::optional<CrashOutcome>> Engine::handle_crash(int pid, int signal,
-                                                         const InjectOptions& options) {
-    auto started = std::chrono::steady_clock::now();
+// What every judgement of the watch starts from, under the operation lock
+// (no update applies meanwhile): the state database, watch_seconds
+// (suture.conf) and the applications it knows active, read now.
+Result<BlameGround> Engine::blame_ground() {
     auto lock = hold_operation_lock();
     if (!lock) {
         return tl::unexpected(lock.error());
@@ -315,16 +337,31 @@ Result<std::optional<CrashOutcome>> Engine::handle_crash(int pid, int signal,
     if (!database) {
         return tl::unexpected(database.error());
     }
-    StateDatabase& db = **database;
     auto policy = load_policy(options_.feed.config_directory);
-    std::uint32_t watch_seconds = policy ? policy->watch_seconds : Policy{}.watch_seconds;
-    auto active = db.applications(ApplicationState::active);
+    auto active = (*database)->applications(ApplicationState::active);
     if (!active) {
         return tl::unexpected(active.error());
     }
-    std::int64_t now = ::time(nullptr);
-    std::vector<Application> rows = applications_of(*active, pid);
-    std::vector<Application> blamed = last_apply(rows, now, watch_seconds);
+    return BlameGround{.lock = std::move(*lock),
+                       .database = *database,
+                       .watch_seconds = policy ? policy->watch_seconds : Policy{}.watch_seconds,
+                       .active = std::move(*active),
+                       .now = ::time(nullptr)};
+}
+
+// 1. The blame ground. 2. The patches of the process's last apply, if
+// within watch_seconds: none, and the crash is nobody's. 3. The dead
+// process's rows closed. 4. The blamed ids quarantined and reverted
+// everywhere (quarantine_and_revert).
+Result<std::optional<CrashOutcome>> Engine::handle_crash(int pid, int signal,
+                                                         const InjectOptions& options) {
+    auto started = std::chrono::steady_clock::now();
+    auto ground = blame_ground();
+    if (!ground) {
+        return tl::unexpected(ground.error());
+    }
+    std::vector<Application> rows = applications_of(ground->active, pid);
+    std::vector<Application> blamed = last_apply(rows, ground->now, ground->watch_seconds);
     if (blamed.empty()) {
         return std::optional<CrashOutcome>{};
     }
@@ -334,25 +371,11 @@ Result<std::optional<CrashOutcome>> Engine::handle_crash(int pid, int signal,
                        .signal = signal,
                        .cause = "crash",
                        .detail = signal_name(signal),
-                       .at = now};
-    Records records(&db);
-    for (const Application& application : rows) {
-        std::string name =
-            record_name("close", application.process, application.patch_id, application.level);
-        records.wrote(name, db.set_application_state(application.id, ApplicationState::exited));
-        records.wrote(name + " (history)",
-                      db.log({.action = HistoryAction::close,
-                              .process = application.process,
-                              .patch_id = application.patch_id,
-                              .level = application.level,
-                              .outcome = HistoryOutcome::ok,
-                              .reason = "crashed",
-                              .message = "the process was killed by " + signal_name(signal)}));
-    }
+                       .at = ground->now};
+    Records records(ground->database);
+    close_records(records, rows, "crashed", "the process was killed by " + signal_name(signal));
     quarantine_and_revert(blamed, "killed by " + signal_name(signal), crash, records, options);
-    crash.revert_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::steady_clock::now() - started)
-                          .count();
+    crash.revert_ms = milliseconds_since(started);
     return std::optional<CrashOutcome>(std::move(crash));
 }
 
@@ -396,33 +419,21 @@ void Engine::quarantine_and_revert(const std::vector<Application>& blamed,
     (void)reload_new_process_patches();
 }
 
-// 1. The operation lock. 2. The active applications recorded in `unit`,
-// the last apply within watch_seconds of each process: none, and the
-// failure is nobody's. 3. The records of its processes that are gone
-// closed. 4. The blamed ids quarantined and reverted everywhere.
+// 1. The blame ground. 2. The active applications recorded in `unit`, the
+// last apply within watch_seconds of each process: none, and the failure
+// is nobody's. 3. The records of its processes that are gone closed. 4.
+// The blamed ids quarantined and reverted everywhere.
 Result<std::optional<CrashOutcome>> Engine::handle_unit_failure(const std::string& unit,
                                                                 const InjectOptions& options) {
     auto started = std::chrono::steady_clock::now();
-    auto lock = hold_operation_lock();
-    if (!lock) {
-        return tl::unexpected(lock.error());
-    }
-    auto database = state();
-    if (!database) {
-        return tl::unexpected(database.error());
-    }
-    StateDatabase& db = **database;
-    auto policy = load_policy(options_.feed.config_directory);
-    std::uint32_t watch_seconds = policy ? policy->watch_seconds : Policy{}.watch_seconds;
-    auto active = db.applications(ApplicationState::active);
-    if (!active) {
-        return tl::unexpected(active.error());
+    auto ground = blame_ground();
+    if (!ground) {
+        return tl::unexpected(ground.error());
     }
     std::vector<Application> rows;
-    std::copy_if(active->begin(), active->end(), std::back_inserter(rows),
+    std::copy_if(ground->active.begin(), ground->active.end(), std::back_inserter(rows),
                  [&](const Application& application) { return application.unit == unit; });
-    std::int64_t now = ::time(nullptr);
-    std::vector<Application> blamed = last_applies(rows, now, watch_seconds);
+    std::vector<Application> blamed = last_applies(rows, ground->now, ground->watch_seconds);
     if (blamed.empty()) {
         return std::optional<CrashOutcome>{};
     }
@@ -432,31 +443,17 @@ Result<std::optional<CrashOutcome>> Engine::handle_unit_failure(const std::strin
                          .signal = 0,
                          .cause = "unit_failed",
                          .detail = unit + " entered failed",
-                         .at = now};
-    Records records(&db);
-    for (const Application& application : rows) {
+                         .at = ground->now};
+    std::erase_if(rows, [](const Application& application) {
         auto info = read_process_info(application.process.pid);
-        if (info && info->start_time == application.process.start_time) {
-            continue;  // alive: its revert closes it
-        }
-        std::string name =
-            record_name("close", application.process, application.patch_id, application.level);
-        records.wrote(name, db.set_application_state(application.id, ApplicationState::exited));
-        records.wrote(name + " (history)",
-                      db.log({.action = HistoryAction::close,
-                              .process = application.process,
-                              .patch_id = application.patch_id,
-                              .level = application.level,
-                              .outcome = HistoryOutcome::ok,
-                              .reason = "unit_failed",
-                              .message = "the process exited; its unit " + unit +
-                                         " entered failed"}));
-    }
+        return info && info->start_time == application.process.start_time;  // alive: reverted
+    });
+    Records records(ground->database);
+    close_records(records, rows, "unit_failed",
+                  "the process exited; its unit " + unit + " entered failed");
     quarantine_and_revert(blamed, "of unit " + unit + " which entered failed", failure, records,
                           options);
-    failure.revert_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::steady_clock::now() - started)
-                            .count();
+    failure.revert_ms = milliseconds_since(started);
     return std::optional<CrashOutcome>(std::move(failure));
 }
 
@@ -504,8 +501,8 @@ std::vector<CrashOutcome> Engine::handle_health_checks(const InjectOptions& opti
         health_checks_ = std::make_unique<HealthChecks>();
     }
     for (const HealthCheck& check : policy->health_checks) {
-        CheckState& state = health_checks_->by_name[check.name];
-        auto outcome = step_health_check(check, *policy, state, options);
+        CheckState& check_state = health_checks_->by_name[check.name];
+        auto outcome = step_health_check(check, *policy, check_state, options);
         if (!outcome && outcome.error().code != ErrorCode::locked) {
             log::error("health watch: health_check " + check.name + ": " + outcome.error().message);
         } else if (outcome && *outcome) {
@@ -535,7 +532,7 @@ Result<std::optional<CrashOutcome>> Engine::step_health_check(const HealthCheck&
         }
     }
     if (check_state.pending_failure) {
-        auto outcome = blame_health_check(check, policy, check_state, options);
+        auto outcome = blame_health_check(check, check_state, options);
         if (outcome || outcome.error().code != ErrorCode::locked) {
             remember(check_state, check_state.pending_failure->first);
             check_state.pending_failure.reset();
@@ -546,6 +543,8 @@ Result<std::optional<CrashOutcome>> Engine::step_health_check(const HealthCheck&
     if (check_state.running || now < check_state.next_due) {
         return std::optional<CrashOutcome>{};
     }
+    // Due: looked at again an interval from now, whether it runs or not.
+    check_state.next_due = now + std::chrono::seconds(policy.health_check_interval);
     auto database = state();
     if (!database) {
         return tl::unexpected(database.error());
@@ -558,7 +557,6 @@ Result<std::optional<CrashOutcome>> Engine::step_health_check(const HealthCheck&
     if (last_applies(watched_by(check, *active), seconds, policy.watch_seconds).empty()) {
         return std::optional<CrashOutcome>{};
     }
-    check_state.next_due = now + std::chrono::seconds(policy.health_check_interval);
     auto run = ProbeRun::start(check.command, std::chrono::seconds(policy.health_check_timeout));
     if (!run) {
         return tl::unexpected(run.error());
@@ -571,26 +569,16 @@ Result<std::optional<CrashOutcome>> Engine::step_health_check(const HealthCheck&
 // watch_seconds of each process it watches, if the check was healthy
 // before that apply, quarantined and reverted everywhere.
 Result<std::optional<CrashOutcome>> Engine::blame_health_check(const HealthCheck& check,
-                                                               const Policy& policy,
                                                                CheckState& check_state,
                                                                const InjectOptions& options) {
     auto started = std::chrono::steady_clock::now();
-    auto lock = hold_operation_lock();
-    if (!lock) {
-        return tl::unexpected(lock.error());
+    auto ground = blame_ground();
+    if (!ground) {
+        return tl::unexpected(ground.error());
     }
-    auto database = state();
-    if (!database) {
-        return tl::unexpected(database.error());
-    }
-    auto active = (*database)->applications(ApplicationState::active);
-    if (!active) {
-        return tl::unexpected(active.error());
-    }
-    std::int64_t now = ::time(nullptr);
     std::vector<Application> blamed;
     for (Application& application :
-         last_applies(watched_by(check, *active), now, policy.watch_seconds)) {
+         last_applies(watched_by(check, ground->active), ground->now, ground->watch_seconds)) {
         if (healthy_before(check_state.runs, application.applied_at)) {
             blamed.push_back(std::move(application));
         }
@@ -607,13 +595,11 @@ Result<std::optional<CrashOutcome>> Engine::blame_health_check(const HealthCheck
                          .signal = 0,
                          .cause = "health_check",
                          .detail = check.name + ": " + detail,
-                         .at = now};
-    Records records(*database);
+                         .at = ground->now};
+    Records records(ground->database);
     quarantine_and_revert(blamed, "failed health_check " + check.name + " (" + detail + ")",
                           failure, records, options);
-    failure.revert_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::steady_clock::now() - started)
-                            .count();
+    failure.revert_ms = milliseconds_since(started);
     return std::optional<CrashOutcome>(std::move(failure));
 }
 

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,8 +23,11 @@
 #include "base/Error.h"
 #include "base/UniqueFD.h"
 #include "engine/HealthProbes.h"
+#include "state/StateDatabase.h"
 
 namespace suture {
+
+class HostLock;
 
 // A process (thread group) that died of a signal.
 struct Death {
@@ -77,6 +81,17 @@ struct CheckState {
 };
 struct HealthChecks {
     std::map<std::string, CheckState> by_name;
+};
+
+// What every judgement of the health watch starts from (Engine::
+// blame_ground): the operation lock held, the state database, watch_seconds
+// and the active applications, read at `now` (Unix seconds).
+struct BlameGround {
+    std::shared_ptr<HostLock> lock;
+    StateDatabase* database = nullptr;
+    std::uint32_t watch_seconds = 0;
+    std::vector<Application> active;
+    std::int64_t now = 0;
 };
 
 }  // namespace suture

@@ -27,47 +27,18 @@ rootfs=$("$SOURCE_ROOT/containers/make-rootfs" --pin libssl3=3.0.20-1~deb12u2 de
 libssl=$(readlink -f "$rootfs/usr/lib/x86_64-linux-gnu/libssl.so.3")
 libcrypto=$(readlink -f "$rootfs/usr/lib/x86_64-linux-gnu/libcrypto.so.3")
 
-# make_patchset ID CVE TARGET SONAME OBJECT REPLACEMENT: a patchset
-# directory (its patch packed by suture-pack, its patchset.json).
-make_patchset() {
-    local id=$1 directory=$scratch/patchsets/$1 build_id
-    build_id=$(build_id_of "$3")
-    mkdir -p "$directory"
-    "$SUTURE_PACK" --target "$3" --object "$5" --id "$id" --level 1 --consistency entry \
-        --description "health-check test patch $id" --replace "$6" -o "$directory/$id.suture" \
-        >>"$scratch/pack.log" 2>&1 || { cat "$scratch/pack.log"; fail_check "suture-pack $id"; finish; }
-    jq -n --arg id "$id" --arg cve "$2" --arg build_id "$build_id" --arg soname "$4" '{
-        format: "suture-patchset", format_version: 1, cve: $cve, severity: "High",
-        summary: "health-check test patch", distribution: "debian-12",
-        source_package: "openssl", source_version: "3.0.20-1~deb12u2",
-        library: {package: "libssl3", path: ("/usr/lib/x86_64-linux-gnu/" + $soname),
-                  soname: $soname, build_id: $build_id},
-        patch_id: $id, level: 1, output: ($id + ".suture")}' >"$directory/patchset.json"
-}
 bad=test-handshake-fails
 good=test-good-version
-make_patchset "$bad" CVE-2099-0101 "$libssl" libssl.so.3 "$SSL_HANDSHAKE_FAIL_OBJECT" \
+pack_test_patchset "$bad" CVE-2099-0101 "$libssl" libssl.so.3 "$SSL_HANDSHAKE_FAIL_OBJECT" \
     SSL_do_handshake=SSL_do_handshake_fails
-make_patchset "$good" CVE-2099-0102 "$libcrypto" libcrypto.so.3 "$OPENSSL_VERSION_OBJECT" \
+pack_test_patchset "$good" CVE-2099-0102 "$libcrypto" libcrypto.so.3 "$OPENSSL_VERSION_OBJECT" \
     OpenSSL_version=OpenSSL_version_suture_test
 
-repo=$scratch/repo
-feed() {
-    "$SUTURE_FEED" --repo "$repo" --keys "$scratch/keys" "$@" >>"$scratch/publisher.log" 2>&1 ||
-        { cat "$scratch/publisher.log"; fail_check "suture-feed $*"; finish; }
-}
-feed init
-feed add "$scratch/patchsets/$good"
-feed add "$scratch/patchsets/$bad"
-feed publish
-mkdir -p "$SUTURE_CONFIG_DIR/remotes.d" "$SUTURE_CONFIG_DIR/roots"
-cp "$repo/1.root.json" "$SUTURE_CONFIG_DIR/roots/test.json"
-cat >"$SUTURE_CONFIG_DIR/remotes.d/test.conf" <<EOF
-[remote]
-url=file://$repo/
-root=$SUTURE_CONFIG_DIR/roots/test.json
-channel=stable
-EOF
+test_feed init
+test_feed add "$scratch/patchsets/$good"
+test_feed add "$scratch/patchsets/$bad"
+test_feed publish
+use_test_feed
 
 # nginx in the rootfs, in its own mount and PID namespaces.
 work=$(mktemp -d "$rootfs/tmp/suture-$test_name-XXXXXX")

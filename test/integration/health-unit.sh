@@ -27,37 +27,13 @@ done
 fetch_archive_package debian-12 libssl3 3.0.20-1~deb12u2 "$scratch/archive"
 library_dir=$scratch/archive/usr/lib/x86_64-linux-gnu
 libcrypto=$(readlink -f "$library_dir/libcrypto.so.3")
-build_id=$(build_id_of "$libcrypto")
 bad=test-exit-major
-mkdir -p "$scratch/patchsets/$bad"
-"$SUTURE_PACK" --target "$libcrypto" --object "$OPENSSL_EXIT_OBJECT" --id "$bad" --level 1 \
-    --consistency entry --description "health-unit test patch" \
-    --replace OPENSSL_version_major=OPENSSL_version_major_exits \
-    -o "$scratch/patchsets/$bad/$bad.suture" >"$scratch/pack.log" 2>&1 ||
-    { cat "$scratch/pack.log"; fail_check "suture-pack"; finish; }
-jq -n --arg id "$bad" --arg build_id "$build_id" '{
-    format: "suture-patchset", format_version: 1, cve: "CVE-2099-0201", severity: "High",
-    summary: "health-unit test patch", distribution: "debian-12",
-    source_package: "openssl", source_version: "3.0.20-1~deb12u2",
-    library: {package: "libssl3", path: "/usr/lib/x86_64-linux-gnu/libcrypto.so.3",
-              soname: "libcrypto.so.3", build_id: $build_id},
-    patch_id: $id, level: 1, output: ($id + ".suture")}' >"$scratch/patchsets/$bad/patchset.json"
-repo=$scratch/repo
-feed() {
-    "$SUTURE_FEED" --repo "$repo" --keys "$scratch/keys" "$@" >>"$scratch/publisher.log" 2>&1 ||
-        { cat "$scratch/publisher.log"; fail_check "suture-feed $*"; finish; }
-}
-feed init
-feed add "$scratch/patchsets/$bad"
-feed publish
-mkdir -p "$SUTURE_CONFIG_DIR/remotes.d" "$SUTURE_CONFIG_DIR/roots"
-cp "$repo/1.root.json" "$SUTURE_CONFIG_DIR/roots/test.json"
-cat >"$SUTURE_CONFIG_DIR/remotes.d/test.conf" <<EOF
-[remote]
-url=file://$repo/
-root=$SUTURE_CONFIG_DIR/roots/test.json
-channel=stable
-EOF
+pack_test_patchset "$bad" CVE-2099-0201 "$libcrypto" libcrypto.so.3 "$OPENSSL_EXIT_OBJECT" \
+    OPENSSL_version_major=OPENSSL_version_major_exits
+test_feed init
+test_feed add "$scratch/patchsets/$bad"
+test_feed publish
+use_test_feed
 echo "watch_seconds = 300" >"$SUTURE_CONFIG_DIR/suture.conf"
 
 # A real systemd manager: `systemd --user` on a session bus of our own.

@@ -32,51 +32,24 @@ library_dir=$scratch/archive/usr/lib/x86_64-linux-gnu
 libcrypto=$(readlink -f "$library_dir/libcrypto.so.3")
 build_id=$(build_id_of "$libcrypto")
 
-# make_patchset ID CVE OBJECT REPLACEMENT: a patchset directory (its patch
-# packed by suture-pack, its patchset.json) as suture-feed adds them.
-make_patchset() {
-    local id=$1 directory=$scratch/patchsets/$1
-    mkdir -p "$directory"
-    "$SUTURE_PACK" --target "$libcrypto" --object "$3" --id "$id" --level 1 --consistency entry \
-        --description "health-watch test patch $id" --replace "$4" -o "$directory/$id.suture" \
-        >>"$scratch/pack.log" 2>&1 || { cat "$scratch/pack.log"; fail_check "suture-pack $id"; finish; }
-    jq -n --arg id "$id" --arg cve "$2" --arg build_id "$build_id" '{
-        format: "suture-patchset", format_version: 1, cve: $cve, severity: "High",
-        summary: "health-watch test patch", distribution: "debian-12",
-        source_package: "openssl", source_version: "3.0.20-1~deb12u2",
-        library: {package: "libssl3", path: "/usr/lib/x86_64-linux-gnu/libcrypto.so.3",
-                  soname: "libcrypto.so.3", build_id: $build_id},
-        patch_id: $id, level: 1, output: ($id + ".suture")}' >"$directory/patchset.json"
-}
 bad=test-crash-major
 good=test-good-version
-make_patchset "$bad" CVE-2099-0001 "$OPENSSL_CRASH_OBJECT" OPENSSL_version_major=OPENSSL_version_major_crash
-make_patchset "$good" CVE-2099-0002 "$OPENSSL_VERSION_OBJECT" OpenSSL_version=OpenSSL_version_suture_test
+pack_test_patchset "$bad" CVE-2099-0001 "$libcrypto" libcrypto.so.3 "$OPENSSL_CRASH_OBJECT" OPENSSL_version_major=OPENSSL_version_major_crash
+pack_test_patchset "$good" CVE-2099-0002 "$libcrypto" libcrypto.so.3 "$OPENSSL_VERSION_OBJECT" OpenSSL_version=OpenSSL_version_suture_test
 
 # The signed loopback feed with both, configured as the test's only remote.
 repo=$scratch/repo
-feed() {
-    "$SUTURE_FEED" --repo "$repo" --keys "$scratch/keys" "$@" >>"$scratch/publisher.log" 2>&1 ||
-        { cat "$scratch/publisher.log"; fail_check "suture-feed $*"; finish; }
-}
 # latest_targets_version: the version of the repository's newest targets
 # metadata (N of N.targets.json), which the next refresh verifies.
 latest_targets_version() {
     ls "$repo" | sed -n 's/^\([0-9]*\)\.targets\.json$/\1/p' | sort -n | tail -n 1
 }
 # First the good patch alone; the bad one is published later.
-feed init
-feed add "$scratch/patchsets/$good"
-feed publish
+test_feed init
+test_feed add "$scratch/patchsets/$good"
+test_feed publish
 good_targets_version=$(latest_targets_version)
-mkdir -p "$SUTURE_CONFIG_DIR/remotes.d" "$SUTURE_CONFIG_DIR/roots"
-cp "$repo/1.root.json" "$SUTURE_CONFIG_DIR/roots/test.json"
-cat >"$SUTURE_CONFIG_DIR/remotes.d/test.conf" <<EOF
-[remote]
-url=file://$repo/
-root=$SUTURE_CONFIG_DIR/roots/test.json
-channel=stable
-EOF
+use_test_feed
 cat >"$SUTURE_CONFIG_DIR/suture.conf" <<EOF
 # The health watch blames a crash on what was applied this long before it.
 watch_seconds = 300
@@ -139,8 +112,8 @@ check_eq "nothing quarantined" '[]' "$("$SUTURE" quarantine list --json | jq -c 
 
 # 2. The bad patch published and applied by the next update (a later apply
 # than the good one's: the watch blames the last apply of a process).
-feed add "$scratch/patchsets/$bad"
-feed publish
+test_feed add "$scratch/patchsets/$bad"
+test_feed publish
 bad_targets_version=$(latest_targets_version)
 sleep 1
 run 0 "suture update (through sutured): the bad patch" "$SUTURE" update --json

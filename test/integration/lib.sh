@@ -408,3 +408,41 @@ start_holder_fleet() {
         pid_args+=(--pid "$pid")
     done
 }
+
+# Test patchsets served by a signed loopback feed (the health tests).
+# pack_test_patchset ID CVE LIBRARY SONAME OBJECT REPLACEMENT: the patchset
+# directory $scratch/patchsets/ID as suture-feed adds it: its patch packed
+# by suture-pack from OBJECT against LIBRARY (a file of the archive's
+# 3.0.20-1~deb12u2 build), replacing OLD=NEW, and its patchset.json
+# (severity High).
+pack_test_patchset() {
+    local id=$1 cve=$2 library=$3 soname=$4 object=$5 replacement=$6
+    local directory=$scratch/patchsets/$1 build_id
+    build_id=$(build_id_of "$library")
+    mkdir -p "$directory"
+    "$SUTURE_PACK" --target "$library" --object "$object" --id "$id" --level 1 --consistency entry \
+        --description "$test_name test patch $id" --replace "$replacement" -o "$directory/$id.suture" \
+        >>"$scratch/pack.log" 2>&1 || { cat "$scratch/pack.log"; fail_check "suture-pack $id"; finish; }
+    jq -n --arg id "$id" --arg cve "$cve" --arg build_id "$build_id" --arg soname "$soname" \
+        --arg summary "$test_name test patch" '{
+        format: "suture-patchset", format_version: 1, cve: $cve, severity: "High",
+        summary: $summary, distribution: "debian-12",
+        source_package: "openssl", source_version: "3.0.20-1~deb12u2",
+        library: {package: "libssl3", path: ("/usr/lib/x86_64-linux-gnu/" + $soname),
+                  soname: $soname, build_id: $build_id},
+        patch_id: $id, level: 1, output: ($id + ".suture")}' >"$directory/patchset.json"
+}
+# test_feed ARGS...: suture-feed on the repository $scratch/repo (keys in
+# $scratch/keys); a failure ends the test.
+test_feed() {
+    "$SUTURE_FEED" --repo "$scratch/repo" --keys "$scratch/keys" "$@" >>"$scratch/publisher.log" 2>&1 ||
+        { cat "$scratch/publisher.log"; fail_check "suture-feed $*"; finish; }
+}
+# use_test_feed: $scratch/repo (initialized) as the only remote, its first
+# root pinned, channel stable.
+use_test_feed() {
+    mkdir -p "$SUTURE_CONFIG_DIR/remotes.d" "$SUTURE_CONFIG_DIR/roots"
+    cp "$scratch/repo/1.root.json" "$SUTURE_CONFIG_DIR/roots/test.json"
+    printf '[remote]\nurl=file://%s/\nroot=%s\nchannel=stable\n' "$scratch/repo" \
+        "$SUTURE_CONFIG_DIR/roots/test.json" >"$SUTURE_CONFIG_DIR/remotes.d/test.conf"
+}
