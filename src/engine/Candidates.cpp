@@ -219,6 +219,21 @@ std::string record_name(std::string_view action, const ProcessIdentity& process,
            " level " + std::to_string(level);
 }
 
+void close_application(Records& records, const Application& application,
+                       const std::string& reason, const std::string& message) {
+    StateDatabase& database = *records.database();
+    std::string name =
+        record_name("close", application.process, application.patch_id, application.level);
+    records.wrote(name, database.set_application_state(application.id, ApplicationState::exited));
+    records.wrote(name + " (history)", database.log({.action = HistoryAction::close,
+                                                     .process = application.process,
+                                                     .patch_id = application.patch_id,
+                                                     .level = application.level,
+                                                     .outcome = HistoryOutcome::ok,
+                                                     .reason = reason,
+                                                     .message = message}));
+}
+
 namespace {
 
 // An apply the injector found already done in its stop: `already`, and

@@ -133,6 +133,11 @@ class Records {
 std::string record_name(std::string_view action, const ProcessIdentity& process,
                         const std::string& patch_id, std::uint32_t level);
 
+// The record of `application` closed (its process is gone), through
+// `records`, with a history entry `close` giving `reason` and `message`.
+void close_application(Records& records, const Application& application,
+                       const std::string& reason, const std::string& message);
+
 // Applies `candidate` to the process `action` names, fills in the action's
 // outcome (and reason), and records it in `records`: the application (with
 // the process's systemd unit) when it succeeded, a history entry either

@@ -249,25 +249,6 @@ bool healthy_before(const std::deque<CheckRun>& runs, std::int64_t applied_at) {
     return before != nullptr && before->healthy;
 }
 
-// Step: each of `rows` (applications of processes that are gone) closed,
-// with a history entry giving `reason` and `message`.
-void close_records(Records& records, const std::vector<Application>& rows,
-                   const std::string& reason, const std::string& message) {
-    StateDatabase& db = *records.database();
-    for (const Application& application : rows) {
-        std::string name =
-            record_name("close", application.process, application.patch_id, application.level);
-        records.wrote(name, db.set_application_state(application.id, ApplicationState::exited));
-        records.wrote(name + " (history)", db.log({.action = HistoryAction::close,
-                                                   .process = application.process,
-                                                   .patch_id = application.patch_id,
-                                                   .level = application.level,
-                                                   .outcome = HistoryOutcome::ok,
-                                                   .reason = reason,
-                                                   .message = message}));
-    }
-}
-
 std::int64_t milliseconds_since(std::chrono::steady_clock::time_point started) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                  started)
@@ -373,7 +354,10 @@ Result<std::optional<CrashOutcome>> Engine::handle_crash(int pid, int signal,
                        .detail = signal_name(signal),
                        .at = ground->now};
     Records records(ground->database);
-    close_records(records, rows, "crashed", "the process was killed by " + signal_name(signal));
+    for (const Application& application : rows) {
+        close_application(records, application, "crashed",
+                          "the process was killed by " + signal_name(signal));
+    }
     quarantine_and_revert(blamed, "killed by " + signal_name(signal), crash, records, options);
     crash.revert_ms = milliseconds_since(started);
     return std::optional<CrashOutcome>(std::move(crash));
@@ -449,8 +433,10 @@ Result<std::optional<CrashOutcome>> Engine::handle_unit_failure(const std::strin
         return info && info->start_time == application.process.start_time;  // alive: reverted
     });
     Records records(ground->database);
-    close_records(records, rows, "unit_failed",
-                  "the process exited; its unit " + unit + " entered failed");
+    for (const Application& application : rows) {
+        close_application(records, application, "unit_failed",
+                          "the process exited; its unit " + unit + " entered failed");
+    }
     quarantine_and_revert(blamed, "of unit " + unit + " which entered failed", failure, records,
                           options);
     failure.revert_ms = milliseconds_since(started);

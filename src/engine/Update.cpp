@@ -566,7 +566,7 @@ void apply_and_record(Engine& engine, Records& records, std::vector<ProcessJob> 
 
 // Step: close out what the database believes active in processes now gone
 // (a reused PID has another start time, so it does not count as alive).
-void close_exited(StateDatabase& database, const StatusReport& status,
+void close_exited(const StatusReport& status,
                   const std::vector<Application>& active, Records& records,
                   UpdateReport& report) {
     std::set<std::pair<int, std::uint64_t>> alive;
@@ -582,15 +582,7 @@ void close_exited(StateDatabase& database, const StatusReport& status,
         if (exists) {
             continue;
         }
-        std::string name =
-            record_name("close", application.process, application.patch_id, application.level);
-        records.wrote(name, database.set_application_state(application.id, ApplicationState::exited));
-        records.wrote(name + " (history)", database.log({.action = HistoryAction::close,
-                                                         .process = application.process,
-                                                         .patch_id = application.patch_id,
-                                                         .level = application.level,
-                                                         .outcome = HistoryOutcome::ok,
-                                                         .message = "the process exited"}));
+        close_application(records, application, "", "the process exited");
         ++report.closed;
     }
 }
@@ -805,7 +797,7 @@ Result<UpdateReport> run_update(Engine& engine, const UpdateOptions& options,
         return finish();
     }
     // 6. Records of processes that are gone.
-    close_exited(state, status, *active, records, report);
+    close_exited(status, *active, records, report);
     // 7. Retired regions no thread refers to any more, and empty regions.
     release_retired(status, report);
     remove_empty(status, report);
