@@ -192,7 +192,7 @@ void Daemon::watch_new_processes() {
         log::warning("sutured: released " + std::to_string(released) +
                      " process(es) a previous sutured left parked");
     }
-    if (auto loaded = engine_->reload_new_process_patches(); !loaded) {
+    if (auto loaded = reload_new_processes(); !loaded) {
         log::warning("sutured: no patchsets for new processes yet: " + loaded.error().message);
     }
     auto watcher = ExecWatcher::open();
@@ -215,6 +215,67 @@ void Daemon::watch_new_processes() {
     exec_watcher_.emplace(std::move(*watcher));
     sd_event_add_io(event_.get(), nullptr, exec_watcher_->fd(), EPOLLIN, Daemon::exec_events, this);
     log::info("sutured: patching new processes at their entry point");
+    watch_library_loads();
+}
+
+// Processes that load OpenSSL later (dlopen) or in a way the exec check
+// does not see: caught in their loader (LoadWatcher.h).
+void Daemon::watch_library_loads() {
+    auto watcher = LoadWatcher::open(engine_->new_process_claims());
+    if (!watcher) {
+        log::warning("sutured: libraries loaded later (dlopen) are left to the rescan: " +
+                     watcher.error().message);
+        return;
+    }
+    load_watcher_ = std::move(*watcher);
+    load_watcher_->watch(engine_->take_libraries_to_watch());
+    sd_event_add_io(event_.get(), nullptr, load_watcher_->fd(), EPOLLIN, Daemon::library_loads,
+                    this);
+    log::info("sutured: patching libraries loaded later before their first call");
+}
+
+Result<void> Daemon::reload_new_processes() {
+    auto loaded = engine_->reload_new_process_patches();
+    if (load_watcher_) {
+        load_watcher_->watch(engine_->take_libraries_to_watch());
+    }
+    return loaded;
+}
+
+int Daemon::library_loads(sd_event_source*, int, std::uint32_t, void* self) {
+    auto* daemon = static_cast<Daemon*>(self);
+    for (const LibraryLoad& load : daemon->load_watcher_->take_caught()) {
+        try {
+            daemon->handle_library_load(load);
+        } catch (const std::exception& exception) {
+            log::error("sutured: pid " + std::to_string(load.pid) + " loading " + load.library +
+                       ": " + exception.what());
+        }
+    }
+    return 0;
+}
+
+void Daemon::handle_library_load(const LibraryLoad& load) {
+    if (!in_new_process_scope(load.pid)) {
+        if (load.held) {
+            (void)release_load(*load.held);
+        }
+        engine_->new_process_claims().release(load.pid);
+        return;
+    }
+    auto outcome = engine_->on_library_load(load, options_.inject);
+    if (!outcome) {
+        return;
+    }
+    emit_applied(outcome->actions);
+    log_lost("pid " + std::to_string(load.pid), outcome->lost_records);
+    for (const UpdateAction& action : outcome->actions) {
+        log::info("sutured: pid " + std::to_string(load.pid) + " (" + action.comm + "): " +
+                  action.patch_id + " " + std::string(outcome_name(action.outcome)) +
+                  (outcome->held ? " before its first call" : " while running") +
+                  " (path: dlopen, " + load.library + ")" +
+                  (action.message.empty() ? "" : ": " + action.message));
+    }
 }
 
 void Daemon::watch_health() {
@@ -435,7 +496,11 @@ void Daemon::log_new_process_statistics() const {
               std::to_string(counts.candidates) + " needing libssl/libcrypto, " +
               std::to_string(counts.parked) + " parked, " +
               std::to_string(counts.patched_before_main) + " patched before main(), " +
-              std::to_string(counts.patched_late) + " patched while running");
+              std::to_string(counts.patched_late) + " patched while running; " +
+              std::to_string(counts.loads_caught) + " library loads caught, " +
+              std::to_string(counts.loads_held) + " held in their loader, " +
+              std::to_string(counts.patched_before_first_call) + " patched before their first call, " +
+              std::to_string(counts.loads_patched_late) + " patched right after");
 }
 
 void Daemon::handle_exec(int pid) {
@@ -443,6 +508,11 @@ void Daemon::handle_exec(int pid) {
         return;
     }
     auto outcome = engine_->on_exec(pid, options_.inject);
+    // A container's root: its libraries are watched from now on.
+    engine_->note_process_root(pid);
+    if (load_watcher_) {
+        load_watcher_->watch(engine_->take_libraries_to_watch());
+    }
     if (!outcome) {
         return;
     }
@@ -451,8 +521,8 @@ void Daemon::handle_exec(int pid) {
     for (const UpdateAction& action : outcome->actions) {
         log::info("sutured: new pid " + std::to_string(pid) + " (" + action.comm +
                   "): " + action.patch_id + " " + std::string(outcome_name(action.outcome)) +
-                  (outcome->parked ? " before main()" : " while running") +
-                  (action.message.empty() ? "" : ": " + action.message));
+                  (outcome->parked ? " before main()" : " while running") + " (path: " +
+                  outcome->path + ")" + (action.message.empty() ? "" : ": " + action.message));
     }
 }
 
@@ -507,7 +577,7 @@ void Daemon::rescan_once() {
     } else {
         log::warning("sutured: rescan: " + report.error().message);
     }
-    (void)engine_->reload_new_process_patches();
+    (void)reload_new_processes();
     write_metrics();
     // A process whose release failed (say, a debugger attached to it in
     // between) is found again here; no park is in flight at this point.
@@ -652,7 +722,7 @@ int Daemon::run_update(sd_bus_message* message, UpdateOptions options, std::uint
     }
     log_lost("update", report->lost_records);
     emit_applied(report->actions);
-    (void)engine_->reload_new_process_patches();  // the feed may have brought new patchsets
+    (void)reload_new_processes();  // the feed may have brought new patchsets
     write_metrics();
     return reply(message, update_to_json(*report));
 }
@@ -725,7 +795,7 @@ int Daemon::revert_everywhere(sd_bus_message* message, void* self, sd_bus_error*
         return reply(message, error_to_json(report.error()));
     }
     daemon->log_lost("revert", report->lost_records);
-    (void)daemon->engine_->reload_new_process_patches();
+    (void)daemon->reload_new_processes();
     daemon->write_metrics();
     return reply(message, host_revert_to_json(*report));
 }
@@ -759,7 +829,7 @@ int Daemon::set_enabled(sd_bus_message* message, void* self, sd_bus_error* error
         return sd_bus_error_set(error, locked ? bus::error_locked : SD_BUS_ERROR_FAILED,
                                 set.error().message.c_str());
     }
-    (void)daemon->engine_->reload_new_process_patches();
+    (void)daemon->reload_new_processes();
     sd_bus_emit_properties_changed(daemon->bus_.get(), bus::path, bus::interface, "Enabled",
                                    nullptr);
     return sd_bus_reply_method_return(message, "");
@@ -789,7 +859,7 @@ int Daemon::release_quarantine(sd_bus_message* message, void* self, sd_bus_error
     if (!released) {
         return reply(message, error_to_json(released.error()));
     }
-    (void)daemon->engine_->reload_new_process_patches();
+    (void)daemon->reload_new_processes();
     return reply(message, {{"patch_id", patch_id}, {"released", *released}});
 }
 

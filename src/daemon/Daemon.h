@@ -9,6 +9,7 @@
 
 #include "base/Error.h"
 #include "daemon/ExecWatcher.h"
+#include "daemon/LoadWatcher.h"
 #include "dbus/Bus.h"
 #include "engine/Engine.h"
 
@@ -69,6 +70,7 @@ class Daemon {
                                 sd_bus_message* reply, void* self, sd_bus_error* error);
 
     static int exec_events(sd_event_source*, int fd, std::uint32_t, void* self);
+    static int library_loads(sd_event_source*, int fd, std::uint32_t, void* self);
     static int rescan(sd_event_source* source, std::uint64_t, void* self);
     static int health_events(sd_event_source*, int fd, std::uint32_t, void* self);
     static int health_retry(sd_event_source* source, std::uint64_t, void* self);
@@ -83,6 +85,11 @@ class Daemon {
 
     // One exec event; one offline update with what follows it.
     void handle_exec(int pid);
+    // One caught library load (LoadWatcher.h): patched and let go.
+    void handle_library_load(const LibraryLoad& load);
+    // Reloads the new-process patches and watches their libraries.
+    Result<void> reload_new_processes();
+    void watch_library_loads();
     // Whether new_processes_under lets the daemon touch the new process.
     bool in_new_process_scope(int pid) const;
     // The new-process counters, logged when the daemon stops.
@@ -132,6 +139,7 @@ class Daemon {
     DaemonOptions options_;
     std::unique_ptr<Engine> engine_;
     std::optional<ExecWatcher> exec_watcher_;
+    std::unique_ptr<LoadWatcher> load_watcher_;
     // Declared in this order so the slot goes before the bus, the bus
     // before the event loop it is attached to.
     bus::Event event_;

@@ -185,6 +185,10 @@ struct StateRebuild {
 struct NewProcessOutcome {
     int pid = 0;
     bool parked = false;  // held at its entry point before main()
+    bool held = false;    // held inside its loader before its first call (a load)
+    // How OpenSSL got in: "direct", "transitive" (at exec) or "dlopen"
+    // (a library load caught later: dlopen(), LD_PRELOAD, a missed start).
+    std::string path;
     std::vector<UpdateAction> actions;
     std::vector<std::string> lost_records;  // as in UpdateReport
 };
@@ -196,6 +200,10 @@ struct NewProcessStatistics {
     std::uint64_t parked = 0;      // held at their entry point in time
     std::uint64_t patched_before_main = 0;
     std::uint64_t patched_late = 0;  // too late to park: patched while running
+    std::uint64_t loads_caught = 0;  // opens of libssl/libcrypto handed to sutured
+    std::uint64_t loads_held = 0;    // of those, held inside the loader in time
+    std::uint64_t patched_before_first_call = 0;
+    std::uint64_t loads_patched_late = 0;  // a load not held, patched right after it
 };
 
 // Name of an ErrorCode as it appears in JSON ("permission_denied"), and the

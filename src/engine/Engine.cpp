@@ -443,6 +443,23 @@ std::optional<NewProcessOutcome> Engine::on_exec(int pid, const InjectOptions& o
     return new_processes_->on_exec(pid, options);  // takes the operation lock once parked
 }
 
+std::optional<NewProcessOutcome> Engine::on_library_load(const LibraryLoad& load,
+                                                         const InjectOptions& options) {
+    return new_processes_->on_library_load(load, options);
+}
+
+ProcessClaims& Engine::new_process_claims() {
+    return new_processes_->claims();
+}
+
+std::vector<std::string> Engine::take_libraries_to_watch() {
+    return new_processes_->take_libraries_to_watch();
+}
+
+void Engine::note_process_root(int pid) {
+    new_processes_->note_process_root(pid);
+}
+
 const NewProcessStatistics& Engine::new_process_statistics() const {
     return new_processes_->statistics();
 }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <span>
@@ -21,6 +22,7 @@
 #include "engine/Exports.h"
 #include "engine/Feed.h"
 #include "engine/Policy.h"
+#include "inject/LoadHold.h"
 #include "patch/PatchFile.h"
 #include "state/StateDatabase.h"
 
@@ -35,6 +37,30 @@ class Records;  // engine/Candidates.h
 class ExitEvents;  // engine/HealthWatch.h
 struct HealthChecks;
 struct CheckState;
+
+// A process caught loading libssl or libcrypto (sutured's library-open
+// watcher, daemon/LoadWatcher.h).
+struct LibraryLoad {
+    int pid = 0;
+    std::string library;           // the file's path, as fanotify names it
+    std::optional<HeldLoad> held;  // empty: it could not be held (why_not_held)
+    std::string why_not_held;
+};
+
+// The processes a new-process path (exec gating, or a caught library load)
+// is handling now: each process is handled by one of them at a time, so the
+// exec gate never parks a process whose loader a catch holds, and a catch
+// never takes one the exec gate parks. Thread-safe.
+class ProcessClaims {
+  public:
+    // false if another path has it.
+    bool claim(int pid);
+    void release(int pid);
+
+  private:
+    std::mutex mutex_;
+    std::set<int> claimed_;
+};
 struct BlameGround;
 
 struct EngineOptions {
@@ -222,6 +248,20 @@ class Engine {
     // New processes (sutured): see NewProcesses.h.
     Result<void> reload_new_process_patches();
     std::optional<NewProcessOutcome> on_exec(int pid, const InjectOptions& options);
+    // A process caught loading libssl/libcrypto (LoadHold.h; `held` empty
+    // when it could not be held): patched and let go. Its claim is released.
+    std::optional<NewProcessOutcome> on_library_load(const LibraryLoad& load,
+                                                     const InjectOptions& options);
+    // Processes one of the two paths handles (thread-safe: sutured's
+    // library-open watcher claims from its own threads).
+    ProcessClaims& new_process_claims();
+    // The library files whose opens sutured should watch (the libssl and
+    // libcrypto files, in every root seen, that a usable patch is for),
+    // those not handed out yet; after a reload, all of them again.
+    std::vector<std::string> take_libraries_to_watch();
+    // Notes the root of a process that just exec'ed (a container's): its
+    // libraries are watched from now on.
+    void note_process_root(int pid);
     const NewProcessStatistics& new_process_statistics() const;
     // The executable of PID as the host names it ("" when it is gone):
     // for sutured's --new-processes-under scope.

@@ -1,6 +1,10 @@
 #include "engine/NewProcesses.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <filesystem>
 
 #include "base/Log.h"
 #include "elf/ElfFile.h"
@@ -62,7 +66,96 @@ class Park {
     std::optional<ParkedProcess> parked_;
 };
 
+// A process claimed for one new-process path, released on every path out.
+class Claim {
+  public:
+    Claim(ProcessClaims& claims, int pid) : claims_(claims), pid_(pid), held_(claims.claim(pid)) {}
+    ~Claim() {
+        if (held_) {
+            claims_.release(pid_);
+        }
+    }
+    Claim(const Claim&) = delete;
+    Claim& operator=(const Claim&) = delete;
+    bool held() const { return held_; }
+
+  private:
+    ProcessClaims& claims_;
+    int pid_;
+    bool held_;
+};
+
+// The claim a library-open watcher took, released when this goes out of
+// scope (after the held thread).
+class TakenClaim {
+  public:
+    TakenClaim(ProcessClaims& claims, int pid) : claims_(claims), pid_(pid) {}
+    ~TakenClaim() { claims_.release(pid_); }
+    TakenClaim(const TakenClaim&) = delete;
+    TakenClaim& operator=(const TakenClaim&) = delete;
+
+  private:
+    ProcessClaims& claims_;
+    int pid_;
+};
+
+// A thread held inside its loader, let go when this goes out of scope (on
+// every path: excluded, gone, patched).
+class HeldThread {
+  public:
+    explicit HeldThread(std::optional<HeldLoad> held) : held_(std::move(held)) {}
+    ~HeldThread() { release(); }
+    HeldThread(const HeldThread&) = delete;
+    HeldThread& operator=(const HeldThread&) = delete;
+
+    void release() {
+        if (!held_) {
+            return;
+        }
+        if (auto released = release_load(*held_); !released) {
+            log::error("library load: cannot release thread " + std::to_string(held_->tid) +
+                       ": " + released.error().message + " (its wait ends by itself)");
+        }
+        held_.reset();
+    }
+
+  private:
+    std::optional<HeldLoad> held_;
+};
+
+using FileKey = std::pair<std::uint64_t, std::uint64_t>;
+
+std::optional<FileKey> key_of(const std::string& path, bool follow) {
+    struct stat status {};
+    if ((follow ? ::stat(path.c_str(), &status) : ::lstat(path.c_str(), &status)) != 0) {
+        return std::nullopt;
+    }
+    if (!follow && !S_ISREG(status.st_mode)) {
+        return std::nullopt;
+    }
+    return FileKey{status.st_dev, status.st_ino};
+}
+
+bool is_openssl_file_name(const std::string& name) {
+    return name.starts_with("libssl.so.") || name.starts_with("libcrypto.so.");
+}
+
+// Where Debian's and the usual builds put libssl and libcrypto.
+constexpr std::array library_directories = {"usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu",
+                                            "usr/local/lib", "usr/local/lib/x86_64-linux-gnu",
+                                            "usr/lib", "lib"};
+
 }  // namespace
+
+bool ProcessClaims::claim(int pid) {
+    std::lock_guard lock(mutex_);
+    return claimed_.insert(pid).second;
+}
+
+void ProcessClaims::release(int pid) {
+    std::lock_guard lock(mutex_);
+    claimed_.erase(pid);
+}
 
 Result<void> NewProcessPatcher::reload() {
     auto cached = engine_.list_feeds();
@@ -71,6 +164,8 @@ Result<void> NewProcessPatcher::reload() {
     }
     std::vector<std::string> problems;
     patches_ = load_usable_patches(*cached, problems);
+    watched_.clear();
+    look_everywhere_ = true;
     auto enabled = engine_.enabled();
     enabled_ = !enabled || *enabled;
     return hold_back_by_policy();
@@ -192,6 +287,12 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
         return std::nullopt;
     }
     ++statistics_.candidates;
+    // A catch of its loader (on_library_load) may have it already.
+    Claim claim(claims_, pid);
+    if (!claim.held()) {
+        log::debug("new process: pid " + std::to_string(pid) + ": its loader is held already");
+        return std::nullopt;
+    }
     // 1. Park it at its entry point (or find it past its loader already).
     auto parked = park_at_entry(pid);
     if (!parked) {
@@ -208,7 +309,7 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
         return std::nullopt;
     }
     // 3. Wait until the loader is done and it spins at its entry.
-    NewProcessOutcome outcome{.pid = pid};
+    NewProcessOutcome outcome{.pid = pid, .path = "direct"};
     if (park.held()) {
         if (auto ready = wait_until_parked(park.process(), std::chrono::seconds(5)); !ready) {
             log::warning("new process: " + ready.error().message);
@@ -240,6 +341,112 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
         ++(outcome.parked ? statistics_.patched_before_main : statistics_.patched_late);
     }
     return outcome;
+}
+
+std::optional<NewProcessOutcome> NewProcessPatcher::on_library_load(const LibraryLoad& load,
+                                                                    const InjectOptions& options) {
+    TakenClaim claim(claims_, load.pid);  // released last, after the thread
+    HeldThread thread(load.held);
+    ++statistics_.loads_caught;
+    if (load.held) {
+        ++statistics_.loads_held;
+    } else {
+        log::debug("library load: pid " + std::to_string(load.pid) + " not held: " +
+                   load.why_not_held);
+    }
+    // 1. Skip what is gone or excluded, or when nothing is to be applied.
+    if (load.pid == ::getpid() || !enabled_ || patches_.empty()) {
+        return std::nullopt;
+    }
+    auto info = read_process_info(load.pid);
+    if (!info || excluded(load.pid)) {
+        return std::nullopt;
+    }
+    // 2. Apply what matches, under the operation lock (never waited for,
+    // as for a parked process: the held thread waits meanwhile).
+    auto lock = engine_.hold_operation_lock();
+    if (!lock) {
+        log::info("library load: pid " + std::to_string(load.pid) +
+                  " left to the next update: " + lock.error().message);
+        return std::nullopt;
+    }
+    NewProcessOutcome outcome{.pid = load.pid, .held = load.held.has_value(), .path = "dlopen"};
+    outcome.actions = apply_matching(*info, options, outcome.lost_records);
+    // 3. Let the loader go on, patched.
+    thread.release();
+    bool any_applied = false;
+    for (const UpdateAction& action : outcome.actions) {
+        any_applied = any_applied || action.outcome == ActionOutcome::applied;
+    }
+    if (any_applied) {
+        ++(outcome.held ? statistics_.patched_before_first_call : statistics_.loads_patched_late);
+    }
+    return outcome;
+}
+
+void NewProcessPatcher::note_process_root(int pid) {
+    auto root = key_of("/proc/" + std::to_string(pid) + "/root", true);
+    auto host = key_of("/", true);
+    if (!root || root == host) {
+        return;
+    }
+    auto [known, added] = roots_.insert_or_assign(*root, pid);
+    if (added) {
+        new_roots_.push_back(pid);
+    }
+}
+
+std::vector<std::string> NewProcessPatcher::take_libraries_to_watch() {
+    std::vector<std::string> found;
+    if (patches_.empty()) {
+        return found;
+    }
+    std::vector<int> roots = std::exchange(new_roots_, {});
+    if (std::exchange(look_everywhere_, false)) {
+        find_libraries("/", found);
+        roots.clear();
+        for (auto root = roots_.begin(); root != roots_.end();) {
+            // A root whose last process is gone (or moved) is forgotten.
+            std::string path = "/proc/" + std::to_string(root->second) + "/root";
+            if (key_of(path, true) != root->first) {
+                root = roots_.erase(root);
+                continue;
+            }
+            roots.push_back(root->second);
+            ++root;
+        }
+    }
+    for (int pid : roots) {
+        find_libraries("/proc/" + std::to_string(pid) + "/root", found);
+    }
+    return found;
+}
+
+void NewProcessPatcher::find_libraries(const std::string& root, std::vector<std::string>& found) {
+    for (const char* directory : library_directories) {
+        std::error_code error;
+        std::filesystem::directory_iterator entries(std::filesystem::path(root) / directory, error);
+        for (; !error && entries != std::filesystem::directory_iterator(); entries.increment(error)) {
+            std::string path = entries->path();
+            // Regular files only: a symbolic link would resolve against
+            // sutured's root, not the process's.
+            auto key = is_openssl_file_name(entries->path().filename()) ? key_of(path, false)
+                                                                         : std::nullopt;
+            if (!key || watched_.contains(*key)) {
+                continue;
+            }
+            UniqueFD fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+            if (!fd.is_valid()) {
+                continue;
+            }
+            auto elf = ElfFile::open(fd, path);
+            auto build_id = elf ? elf->build_id() : tl::unexpected(elf.error());
+            if (build_id && patches_.contains(*build_id)) {
+                watched_.insert(*key);
+                found.push_back(path);
+            }
+        }
+    }
 }
 
 }  // namespace suture

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -19,8 +20,10 @@ namespace suture {
 // that needs libssl or libcrypto (DT_NEEDED; cached per file) is parked at
 // its entry point (inject/EntryGate.h), the usable patchsets for the builds
 // it mapped are applied, and it is released into main(). A process already
-// past its loader is patched like `suture update` would. Libraries loaded
-// later with dlopen are left to the next update. Never touches sutured.
+// past its loader is patched like `suture update` would. A library loaded
+// later (dlopen) is caught by sutured's library-open watcher, which holds
+// the loading thread inside its loader (inject/LoadHold.h) and hands it to
+// on_library_load(). Never touches sutured.
 class NewProcessPatcher {
   public:
     explicit NewProcessPatcher(Engine& engine) : engine_(engine) {}
@@ -32,6 +35,16 @@ class NewProcessPatcher {
     // Handles one exec event; nullopt when the process is not a candidate.
     std::optional<NewProcessOutcome> on_exec(int pid, const InjectOptions& options);
 
+    // Patches a process caught loading libssl/libcrypto, releases its
+    // held thread and its claim.
+    std::optional<NewProcessOutcome> on_library_load(const LibraryLoad& load,
+                                                     const InjectOptions& options);
+    ProcessClaims& claims() { return claims_; }
+
+    // Library files to watch (Engine::take_libraries_to_watch).
+    std::vector<std::string> take_libraries_to_watch();
+    void note_process_root(int pid);
+
     const NewProcessStatistics& statistics() const { return statistics_; }
 
   private:
@@ -41,12 +54,23 @@ class NewProcessPatcher {
     bool excluded(int pid);
     std::vector<UpdateAction> apply_matching(const ProcessInfo& info, const InjectOptions& options,
                                              std::vector<std::string>& lost);
+    // The libssl/libcrypto files under `root` ("/" or /proc/PID/root) that
+    // a usable patch is for, not handed out yet.
+    void find_libraries(const std::string& root, std::vector<std::string>& found);
 
     Engine& engine_;
     std::map<std::string, std::vector<UsablePatch>> patches_;
     std::map<std::tuple<std::uint64_t, std::uint64_t, std::int64_t>, bool> executables_;
     NewProcessStatistics statistics_;
     bool enabled_ = true;
+    ProcessClaims claims_;
+    // Roots seen at exec (device, inode of /proc/PID/root) and the last
+    // process seen in each, through which its files are reached again.
+    std::map<std::pair<std::uint64_t, std::uint64_t>, int> roots_;
+    // Library files handed out to watch (device, inode); cleared on reload.
+    std::set<std::pair<std::uint64_t, std::uint64_t>> watched_;
+    bool look_everywhere_ = true;  // after a reload: every root again
+    std::vector<int> new_roots_;   // processes in roots not looked at yet
 };
 
 }  // namespace suture
