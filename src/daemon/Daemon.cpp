@@ -258,11 +258,12 @@ int Daemon::library_loads(sd_event_source*, int, std::uint32_t, void* self) {
 void Daemon::handle_library_load(const LibraryLoad& load) {
     if (!in_new_process_scope(load.pid)) {
         if (load.held) {
-            (void)release_load(*load.held);
+            (void)release_load(*load.held);  // a failure: its wait ends by itself
         }
         engine_->new_process_claims().release(load.pid);
         return;
     }
+    log::debug("sutured: pid " + std::to_string(load.pid) + " loads " + load.library);
     auto outcome = engine_->on_library_load(load, options_.inject);
     if (!outcome) {
         return;
@@ -273,8 +274,7 @@ void Daemon::handle_library_load(const LibraryLoad& load) {
         log::info("sutured: pid " + std::to_string(load.pid) + " (" + action.comm + "): " +
                   action.patch_id + " " + std::string(outcome_name(action.outcome)) +
                   (outcome->held ? " before its first call" : " while running") +
-                  " (path: dlopen, " + load.library + ")" +
-                  (action.message.empty() ? "" : ": " + action.message));
+                  " (path: dlopen)" + (action.message.empty() ? "" : ": " + action.message));
     }
 }
 

@@ -108,15 +108,18 @@ class HeldThread {
     HeldThread(const HeldThread&) = delete;
     HeldThread& operator=(const HeldThread&) = delete;
 
-    void release() {
+    // true if the thread was still held (nothing ran past the hold).
+    bool release() {
         if (!held_) {
-            return;
+            return false;
         }
-        if (auto released = release_load(*held_); !released) {
+        auto released = release_load(*held_);
+        if (!released) {
             log::error("library load: cannot release thread " + std::to_string(held_->tid) +
                        ": " + released.error().message + " (its wait ends by itself)");
         }
         held_.reset();
+        return released && *released;
     }
 
   private:
@@ -370,10 +373,11 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_library_load(const Librar
                   " left to the next update: " + lock.error().message);
         return std::nullopt;
     }
-    NewProcessOutcome outcome{.pid = load.pid, .held = load.held.has_value(), .path = "dlopen"};
+    NewProcessOutcome outcome{.pid = load.pid, .path = "dlopen"};
     outcome.actions = apply_matching(*info, options, outcome.lost_records);
-    // 3. Let the loader go on, patched.
-    thread.release();
+    // 3. Let the loader go on, patched (before its first call only if its
+    // wait had not ended by itself meanwhile).
+    outcome.held = thread.release();
     bool any_applied = false;
     for (const UpdateAction& action : outcome.actions) {
         any_applied = any_applied || action.outcome == ActionOutcome::applied;

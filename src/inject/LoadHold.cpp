@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <array>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 
 #include "inject/RemoteMemory.h"
 #include "inject/WaitStatus.h"
@@ -62,6 +64,19 @@ bool maps_file_at(int pid, dev_t device, ino_t inode, std::uint64_t address) {
     const Mapping* mapping = find_mapping(*mappings, address);
     return mapping != nullptr && mapping->inode == inode &&
            ::makedev(mapping->dev_major, mapping->dev_minor) == device;
+}
+
+// Is the process under a seccomp filter (/proc/PID/status "Seccomp: 2")?
+// One could refuse the wait's ppoll, and a refusal may kill.
+bool filtered_by_seccomp(int pid) {
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+        if (line.starts_with("Seccomp:")) {
+            return std::atoi(line.c_str() + 8) != 0;
+        }
+    }
+    return true;  // cannot tell: do not risk it
 }
 
 // Does the code around `rip` (just after a `syscall`) look like the wrapper?
@@ -143,8 +158,8 @@ Result<std::optional<HeldLoad>> wait_in_ppoll(int pid, int tid) {
     if (!memory) {
         return tl::unexpected(memory.error());
     }
-    if (!returns_after_syscall(*memory, held.saved.rip)) {
-        return std::optional<HeldLoad>{};  // another loader: do not touch its registers
+    if (!returns_after_syscall(*memory, held.saved.rip) || filtered_by_seccomp(pid)) {
+        return std::optional<HeldLoad>{};  // do not touch its registers
     }
     // The ppoll's timeout and signal mask, below the red zone of its stack.
     struct {
@@ -241,7 +256,7 @@ Result<std::optional<HeldLoad>> hold_load(int pid, int tid, dev_t device, ino_t 
     return held;
 }
 
-Result<void> release_load(const HeldLoad& held) {
+Result<bool> release_load(const HeldLoad& held) {
     auto pending = seize_and_stop(held.tid, 0, nullptr);
     if (!pending) {
         return tl::unexpected(pending.error());
@@ -264,7 +279,7 @@ Result<void> release_load(const HeldLoad& held) {
     if (::ptrace(PTRACE_DETACH, held.tid, nullptr, reinterpret_cast<void*>(long{*pending})) != 0) {
         return fail_errno(subject_of(held.tid) + ": detach", errno);
     }
-    return {};
+    return waiting;
 }
 
 }  // namespace suture

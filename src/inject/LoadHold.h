@@ -53,13 +53,15 @@ constexpr std::chrono::seconds load_hold_bound{10};
 // (device, inode). `allow` answers the permission event; it is called
 // exactly once, on every path, right after the seize (or at once if the
 // seize fails). nullopt when the thread let the file go without loading it,
-// or the loader's code is not what step 3 expects (the thread runs on, not
-// held). Errors: target_died, busy (already traced), unsafe.
+// or the loader's code is not what step 3 expects, or a seccomp filter
+// could refuse the wait's ppoll (the thread runs on, not held). Errors:
+// target_died, busy (already traced), unsafe.
 Result<std::optional<HeldLoad>> hold_load(int pid, int tid, dev_t device, ino_t inode,
                                           const std::function<void()>& allow);
 
-// Step 4. Idempotent and safe after the wait ended by itself (the thread is
-// then left alone: it already went on). Errors: target_died, io_error.
-Result<void> release_load(const HeldLoad& held);
+// Step 4: true if the thread was still waiting (so nothing of the load
+// ran past the hold). Safe after the wait ended by itself: the thread is
+// then left alone (it already went on), false. Errors: target_died, io.
+Result<bool> release_load(const HeldLoad& held);
 
 }  // namespace suture

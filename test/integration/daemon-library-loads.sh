@@ -71,6 +71,20 @@ check_eq "sutured logs each as applied before its first call (path: dlopen)" "$r
 check_eq "dlopen() from a second thread: patched before its first call" 5 \
     "$(count_patched 5 --thread)"
 
+# Started with vfork() + exec (Python's subprocess, as posix_spawn does):
+# caught the same way.
+if command -v python3 >/dev/null; then
+    spawned=$(HOLD_UNTIL_STDIN_EOF=1 python3 -c '
+import subprocess, sys
+for _ in range(5):
+    out = subprocess.run([sys.argv[1], sys.argv[2]], input=b"", capture_output=True).stdout
+    print(out.decode().splitlines()[0].split(": ", 1)[-1])
+' "$HOLD_OPENSSL" "$libcrypto" | grep -c -F "$marker" || true)
+    check_eq "started by vfork() + exec (Python subprocess): patched before its first call" 5 "$spawned"
+else
+    echo "SKIP (part): python3 is not installed: the vfork + exec check did not run"
+fi
+
 # A program that reads the file without loading it: let go, unharmed.
 started=$(date +%s%N)
 sum=$(sha256sum "$libcrypto" | cut -d' ' -f1)
