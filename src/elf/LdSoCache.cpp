@@ -1,6 +1,5 @@
 #include "elf/LdSoCache.h"
 
-#include <cstdint>
 #include <cstring>
 
 namespace suture {
@@ -19,29 +18,48 @@ constexpr std::size_t old_entry_size = 12;
 // i386, x32 and libc5 entries differ.
 constexpr std::int32_t x86_64_libc6 = 0x0303;
 
-std::uint32_t read_u32(std::span<const std::byte> bytes, std::size_t offset) {
-    std::uint32_t value;
+template <typename T>
+T read_at(std::span<const std::byte> bytes, std::size_t offset) {
+    T value;
     std::memcpy(&value, bytes.data() + offset, sizeof value);
     return value;
 }
 
-std::uint64_t read_u64(std::span<const std::byte> bytes, std::size_t offset) {
-    std::uint64_t value;
-    std::memcpy(&value, bytes.data() + offset, sizeof value);
-    return value;
+bool is_digit(char c) {
+    return c >= '0' && c <= '9';
 }
 
-// The string at `offset` of `table`, nullopt when it runs off its end.
-std::optional<std::string_view> string_at(std::span<const std::byte> table, std::uint32_t offset) {
-    if (offset >= table.size()) {
-        return std::nullopt;
+// glibc's _dl_cache_libcmp (elf/dl-cache.c): runs of digits compare as
+// numbers, a digit sorts after any other character.
+int library_compare(std::string_view a, std::string_view b) {
+    std::size_t i = 0;
+    std::size_t j = 0;
+    while (i < a.size()) {
+        if (j == b.size()) {
+            return 1;
+        }
+        if (is_digit(a[i]) && is_digit(b[j])) {
+            std::uint64_t x = 0;
+            std::uint64_t y = 0;
+            for (; i < a.size() && is_digit(a[i]); ++i) {
+                x = x * 10 + static_cast<std::uint64_t>(a[i] - '0');
+            }
+            for (; j < b.size() && is_digit(b[j]); ++j) {
+                y = y * 10 + static_cast<std::uint64_t>(b[j] - '0');
+            }
+            if (x != y) {
+                return x < y ? -1 : 1;
+            }
+        } else if (is_digit(a[i]) != is_digit(b[j])) {
+            return is_digit(a[i]) ? 1 : -1;
+        } else if (a[i] != b[j]) {
+            return static_cast<unsigned char>(a[i]) < static_cast<unsigned char>(b[j]) ? -1 : 1;
+        } else {
+            ++i;
+            ++j;
+        }
     }
-    const char* start = reinterpret_cast<const char*>(table.data()) + offset;
-    std::size_t length = strnlen(start, table.size() - offset);
-    if (length == table.size() - offset) {
-        return std::nullopt;
-    }
-    return std::string_view(start, length);
+    return j == b.size() ? 0 : -1;
 }
 
 // Where the new-format table starts: at 0, or after an old-format table
@@ -57,7 +75,8 @@ std::optional<std::size_t> new_table_offset(std::span<const std::byte> bytes) {
     if (!starts_with(0, old_magic) || bytes.size() < old_header_size) {
         return std::nullopt;
     }
-    std::size_t old_end = old_header_size + std::size_t{read_u32(bytes, 12)} * old_entry_size;
+    std::size_t old_end =
+        old_header_size + std::size_t{read_at<std::uint32_t>(bytes, 12)} * old_entry_size;
     std::size_t aligned = (old_end + 7) & ~std::size_t{7};
     return starts_with(aligned, new_magic) ? std::optional(aligned) : std::nullopt;
 }
@@ -76,41 +95,82 @@ Result<LdSoCache> LdSoCache::parse(std::span<const std::byte> bytes, const std::
     if (table.size() < new_header_size) {
         return fail(ErrorCode::bad_format, name + ": header truncated");
     }
-    std::size_t count = read_u32(table, 20);
+    std::size_t count = read_at<std::uint32_t>(table, 20);
     if ((table.size() - new_header_size) / new_entry_size < count) {
         return fail(ErrorCode::bad_format,
                     name + ": " + std::to_string(count) + " entries do not fit in the file");
     }
     LdSoCache cache;
-    std::unordered_map<std::string, bool> baseline;  // soname -> its path is a hwcap-0 entry
+    cache.table_.assign(table.begin(), table.end());
+    cache.count_ = count;
     for (std::size_t i = 0; i < count; ++i) {
         std::size_t entry = new_header_size + i * new_entry_size;
-        if (static_cast<std::int32_t>(read_u32(table, entry)) != x86_64_libc6) {
-            continue;
-        }
-        auto key = string_at(table, read_u32(table, entry + 4));
-        auto value = string_at(table, read_u32(table, entry + 8));
-        if (!key || !value) {
-            return fail(ErrorCode::bad_format,
-                        name + ": entry " + std::to_string(i) + " points outside the file");
-        }
-        // A hwcap entry is a CPU-specific build of the same soname
-        // (glibc-hwcaps/x86-64-v3/...): the baseline one stands for it, so
-        // the answer does not depend on this CPU. One without a baseline is
-        // taken as it comes.
-        bool is_baseline = read_u64(table, entry + 16) == 0;
-        auto [known, inserted] = baseline.try_emplace(std::string(*key), is_baseline);
-        if (inserted || (is_baseline && !known->second)) {
-            cache.paths_[std::string(*key)] = std::string(*value);
-            known->second = is_baseline;
-        }
+        cache.x86_64_entries_ += read_at<std::int32_t>(table, entry) == x86_64_libc6 ? 1 : 0;
     }
     return cache;
 }
 
+std::optional<std::string_view> LdSoCache::string_at(std::uint32_t offset) const {
+    if (offset >= table_.size()) {
+        return std::nullopt;
+    }
+    const char* start = reinterpret_cast<const char*>(table_.data()) + offset;
+    std::size_t length = strnlen(start, table_.size() - offset);
+    if (length == table_.size() - offset) {
+        return std::nullopt;
+    }
+    return std::string_view(start, length);
+}
+
+std::optional<std::string_view> LdSoCache::key_of(std::size_t entry) const {
+    return string_at(read_at<std::uint32_t>(table_, new_header_size + entry * new_entry_size + 4));
+}
+
 std::optional<std::string> LdSoCache::find(std::string_view soname) const {
-    auto found = paths_.find(std::string(soname));
-    return found != paths_.end() ? std::optional(found->second) : std::nullopt;
+    // The loader's binary search over a descending table.
+    std::size_t left = 0;
+    std::size_t right = count_;  // one past the end
+    std::optional<std::size_t> hit;
+    while (left < right && !hit) {
+        std::size_t middle = left + (right - left) / 2;
+        auto key = key_of(middle);
+        if (!key) {
+            return std::nullopt;  // a broken table: as if the cache had nothing
+        }
+        int order = library_compare(soname, *key);
+        if (order == 0) {
+            hit = middle;
+        } else if (order < 0) {
+            left = middle + 1;
+        } else {
+            right = middle;
+        }
+    }
+    if (!hit) {
+        return std::nullopt;
+    }
+    // Equal keys are neighbours: from the first of them, the baseline
+    // x86-64 entry, else the first x86-64 one.
+    std::size_t first = *hit;
+    while (first > 0 && key_of(first - 1) == soname) {
+        --first;
+    }
+    std::optional<std::string_view> chosen;
+    for (std::size_t i = first; i < count_ && key_of(i) == soname; ++i) {
+        std::size_t entry = new_header_size + i * new_entry_size;
+        if (read_at<std::int32_t>(table_, entry) != x86_64_libc6) {
+            continue;
+        }
+        auto value = string_at(read_at<std::uint32_t>(table_, entry + 8));
+        bool baseline = read_at<std::uint64_t>(table_, entry + 16) == 0;
+        if (value && (!chosen || baseline)) {
+            chosen = value;
+        }
+        if (value && baseline) {
+            break;
+        }
+    }
+    return chosen ? std::optional<std::string>(*chosen) : std::nullopt;
 }
 
 }  // namespace suture
