@@ -2,6 +2,7 @@
 // programs of this host and on small programs built here, against what
 // glibc's own loader says (LD_TRACE_LOADED_OBJECTS, which ldd uses).
 
+#include <elf.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
@@ -432,4 +433,22 @@ TEST_CASE("a library dropped into a directory searched in vain invalidates the e
     fs::copy_file("/lib/x86_64-linux-gnu/libz.so.1", empty + "/libouter.so");
     CHECK(cache.openssl_route(*inputs)->reach == OpensslReach::none);
     CHECK(cache.statistics().invalidated == 1);
+}
+
+TEST_CASE("a candidate for another machine is skipped and the search goes on") {
+    Fixture fixture;
+    // wrong/libouter.so: libouter.so with e_machine EM_386 (offset 18).
+    std::string wrong = fixture.file("wrong");
+    fs::create_directories(wrong);
+    fs::copy_file(fixture.file("lib/libouter.so"), wrong + "/libouter.so");
+    {
+        std::fstream file(wrong + "/libouter.so", std::ios::in | std::ios::out | std::ios::binary);
+        file.seekp(18);
+        file.put(static_cast<char>(EM_386));
+    }
+    std::string program = fixture.file("plain-program");
+    std::string library_path = wrong + ":" + fixture.file("lib");
+    DependencyClosure closure = closure_of(program, {.library_path = library_path});
+    CHECK(libraries_of(closure).at("libouter.so") == fixture.file("lib") + "/libouter.so");
+    CHECK(libraries_of(closure) == loader_trace(program, "LD_LIBRARY_PATH=" + library_path));
 }
