@@ -493,7 +493,9 @@ bool Daemon::in_new_process_scope(int pid) const {
 void Daemon::log_new_process_statistics() const {
     const NewProcessStatistics& counts = engine_->new_process_statistics();
     log::info("sutured: new processes: " + std::to_string(counts.execs) + " exec events, " +
-              std::to_string(counts.candidates) + " needing libssl/libcrypto, " +
+              std::to_string(counts.candidates) + " needing libssl/libcrypto (" +
+              std::to_string(counts.direct) + " directly, " + std::to_string(counts.transitive) +
+              " through another library), " +
               std::to_string(counts.parked) + " parked, " +
               std::to_string(counts.patched_before_main) + " patched before main(), " +
               std::to_string(counts.patched_late) + " patched while running; " +

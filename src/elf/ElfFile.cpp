@@ -169,8 +169,8 @@ Result<std::vector<std::string>> ElfFile::dynamic_strings(std::int64_t tag) cons
     return strings;
 }
 
-Result<std::optional<std::string>> ElfFile::soname() const {
-    auto strings = dynamic_strings(DT_SONAME);
+Result<std::optional<std::string>> ElfFile::dynamic_string(std::int64_t tag) const {
+    auto strings = dynamic_strings(tag);
     if (!strings) {
         return tl::unexpected(strings.error());
     }
@@ -178,8 +178,76 @@ Result<std::optional<std::string>> ElfFile::soname() const {
                             : std::optional<std::string>(strings->front());
 }
 
+Result<std::optional<std::string>> ElfFile::soname() const {
+    return dynamic_string(DT_SONAME);
+}
+
 Result<std::vector<std::string>> ElfFile::needed() const {
     return dynamic_strings(DT_NEEDED);
+}
+
+std::optional<std::uint64_t> ElfFile::dynamic_value(std::int64_t tag) const {
+    for (const GElf_Phdr& phdr : segments_) {
+        if (phdr.p_type != PT_DYNAMIC) {
+            continue;
+        }
+        auto segment = segment_data(elf_.get(), phdr, ELF_T_DYN, name_ + ": dynamic segment");
+        if (!segment) {
+            return std::nullopt;
+        }
+        GElf_Dyn entry;
+        for (int j = 0; gelf_getdyn(*segment, j, &entry) != nullptr && entry.d_tag != DT_NULL;
+             ++j) {
+            if (entry.d_tag == tag) {
+                return entry.d_un.d_val;
+            }
+        }
+    }
+    return std::nullopt;
+}
+
+std::optional<std::string> ElfFile::interpreter() const {
+    auto bytes = mapping_.bytes();
+    for (const GElf_Phdr& phdr : segments_) {
+        if (phdr.p_type != PT_INTERP || phdr.p_offset >= bytes.size() ||
+            bytes.size() - phdr.p_offset < phdr.p_filesz) {
+            continue;
+        }
+        const char* text = reinterpret_cast<const char*>(bytes.data()) + phdr.p_offset;
+        return std::string(text, strnlen(text, phdr.p_filesz));
+    }
+    return std::nullopt;
+}
+
+Result<ElfFile::LoadingInfo> ElfFile::loading_info() const {
+    GElf_Ehdr header;
+    if (gelf_getehdr(elf_.get(), &header) == nullptr) {
+        return fail(ErrorCode::bad_format, name_ + ": ELF header: " + libelf_message());
+    }
+    LoadingInfo info;
+    info.native = header.e_ident[EI_CLASS] == ELFCLASS64 &&
+                  header.e_ident[EI_DATA] == ELFDATA2LSB && header.e_machine == EM_X86_64;
+    if (!info.native) {
+        return info;  // the loader reads no further
+    }
+    info.interpreter = interpreter();
+    auto soname = dynamic_string(DT_SONAME);
+    auto needed = dynamic_strings(DT_NEEDED);
+    auto rpath = dynamic_string(DT_RPATH);
+    auto runpath = dynamic_string(DT_RUNPATH);
+    for (const Error* error :
+         {soname ? nullptr : &soname.error(), needed ? nullptr : &needed.error(),
+          rpath ? nullptr : &rpath.error(), runpath ? nullptr : &runpath.error()}) {
+        if (error != nullptr) {
+            return tl::unexpected(*error);
+        }
+    }
+    info.soname = std::move(*soname);
+    info.needed = std::move(*needed);
+    info.runpath = std::move(*runpath);
+    info.rpath = info.runpath ? std::nullopt : std::move(*rpath);
+    info.no_default_libraries = (dynamic_value(DT_FLAGS_1).value_or(0) & DF_1_NODEFLIB) != 0;
+    return info;
 }
 
 std::uint64_t ElfFile::entry_address() const {

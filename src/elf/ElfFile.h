@@ -56,6 +56,24 @@ class ElfFile {
     // runs), in order; empty for a static executable.
     Result<std::vector<std::string>> needed() const;
 
+    // What glibc's dynamic loader reads of a file to find what it needs
+    // (elf/dl-load.c): its class and machine, PT_INTERP and the search
+    // entries of PT_DYNAMIC, as raw strings ($ORIGIN not expanded).
+    struct LoadingInfo {
+        // ELFCLASS64, little-endian, EM_X86_64: what ld-linux-x86-64.so.2
+        // maps. The loader skips any other candidate and searches on.
+        bool native = false;
+        std::optional<std::string> interpreter;  // PT_INTERP; nullopt: no loader runs
+        std::optional<std::string> soname;
+        std::vector<std::string> needed;
+        // DT_RPATH, nullopt when the file also has a DT_RUNPATH: the loader
+        // then ignores it (elf/get-dynamic-info.h).
+        std::optional<std::string> rpath;
+        std::optional<std::string> runpath;
+        bool no_default_libraries = false;  // DF_1_NODEFLIB: no ld.so.cache, no default dirs
+    };
+    Result<LoadingInfo> loading_info() const;
+
     // The first NUL-terminated string starting with "OpenSSL " and a digit in
     // a read-only, non-executable loaded segment: the text OpenSSL_version()
     // returns, e.g. "OpenSSL 3.0.20 16 Jan 2026". libssl holds none.
@@ -122,6 +140,12 @@ class ElfFile {
     Result<std::vector<Symbol>> read_symbols(Elf64_Word section_type) const;
     // Every string of the PT_DYNAMIC entries with `tag` (DT_SONAME, DT_NEEDED).
     Result<std::vector<std::string>> dynamic_strings(std::int64_t tag) const;
+    // The value of the first PT_DYNAMIC entry with `tag`, nullopt if none.
+    std::optional<std::uint64_t> dynamic_value(std::int64_t tag) const;
+    // The first string of entry `tag` (DT_SONAME, DT_RPATH), nullopt if none.
+    Result<std::optional<std::string>> dynamic_string(std::int64_t tag) const;
+    // The NUL-terminated contents of PT_INTERP, nullopt if none.
+    std::optional<std::string> interpreter() const;
 
     std::string name_;
     MappedFile mapping_;  // declared before elf_: unmapped only after elf_end()

@@ -197,6 +197,8 @@ struct NewProcessOutcome {
 struct NewProcessStatistics {
     std::uint64_t execs = 0;       // exec events seen
     std::uint64_t candidates = 0;  // executables that need libssl/libcrypto
+    std::uint64_t direct = 0;      // candidates: by their own DT_NEEDED or a preload
+    std::uint64_t transitive = 0;  // candidates: through a library they load (libcurl)
     std::uint64_t parked = 0;      // held at their entry point in time
     std::uint64_t patched_before_main = 0;
     std::uint64_t patched_late = 0;  // too late to park: patched while running

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "base/Log.h"
+#include "elf/DependencyClosure.h"
 #include "elf/ElfFile.h"
 #include "engine/CrashLock.h"
 #include "engine/PolicyFacts.h"
@@ -16,10 +17,6 @@
 namespace suture {
 
 namespace {
-
-bool is_openssl_soname(const std::string& name) {
-    return name.starts_with("libssl.so") || name.starts_with("libcrypto.so");
-}
 
 // A crash lock of another boot (engine/CrashLock.h) holds its patches back
 // from new processes as from every automatic run: after a hard reset within
@@ -217,27 +214,18 @@ Result<void> NewProcessPatcher::hold_back_by_policy() {
     return {};
 }
 
-// Does the process's executable name libssl or libcrypto in DT_NEEDED?
-// Cached per file (device, inode, modification time).
-bool NewProcessPatcher::needs_openssl(int pid) {
-    auto executable = open_executable(pid);
-    if (!executable) {
-        return false;
+// How the process's loader brings in libssl or libcrypto: the closure of
+// its executable under its root and loader environment, computed once
+// (ClosureCache) while the loader runs; none when /proc cannot tell.
+OpensslReach NewProcessPatcher::needs_openssl(int pid) {
+    auto inputs = loader_inputs_of_process(pid);
+    auto route = inputs ? closures_.openssl_route(*inputs)
+                        : Result<OpensslRoute>(tl::unexpected(inputs.error()));
+    if (!route) {
+        log::debug("new process: pid " + std::to_string(pid) + ": " + route.error().message);
+        return OpensslReach::none;
     }
-    auto key = std::make_tuple(executable->device, executable->inode, executable->modified);
-    if (auto known = executables_.find(key); known != executables_.end()) {
-        return known->second;
-    }
-    bool needs = false;
-    if (auto elf = ElfFile::open(executable->fd, executable->path)) {
-        if (auto needed = elf->needed()) {
-            for (const std::string& name : *needed) {
-                needs = needs || is_openssl_soname(name);
-            }
-        }
-    }
-    executables_[key] = needs;
-    return needs;
+    return route->reach;
 }
 
 // Exclusions are read fresh (the process waits parked meanwhile), so a
@@ -286,10 +274,15 @@ std::vector<UpdateAction> NewProcessPatcher::apply_matching(const ProcessInfo& i
 std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const InjectOptions& options) {
     ++statistics_.execs;
     // Only cheap, cached checks before parking: the loader is racing us.
-    if (pid == ::getpid() || !enabled_ || patches_.empty() || !needs_openssl(pid)) {
+    if (pid == ::getpid() || !enabled_ || patches_.empty()) {
+        return std::nullopt;
+    }
+    OpensslReach reach = needs_openssl(pid);
+    if (reach == OpensslReach::none) {
         return std::nullopt;
     }
     ++statistics_.candidates;
+    ++(reach == OpensslReach::direct ? statistics_.direct : statistics_.transitive);
     // A catch of its loader (on_library_load) may have it already.
     Claim claim(claims_, pid);
     if (!claim.held()) {
@@ -312,7 +305,8 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
         return std::nullopt;
     }
     // 3. Wait until the loader is done and it spins at its entry.
-    NewProcessOutcome outcome{.pid = pid, .path = "direct"};
+    NewProcessOutcome outcome{.pid = pid,
+                              .path = reach == OpensslReach::direct ? "direct" : "transitive"};
     if (park.held()) {
         if (auto ready = wait_until_parked(park.process(), std::chrono::seconds(5)); !ready) {
             log::warning("new process: " + ready.error().message);

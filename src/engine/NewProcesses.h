@@ -7,22 +7,24 @@
 #include <optional>
 #include <set>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "base/Error.h"
+#include "elf/ClosureCache.h"
 #include "engine/Candidates.h"
 #include "engine/Engine.h"
 
 namespace suture {
 
 // Patches processes as they start (sutured, on exec events): an executable
-// that needs libssl or libcrypto (DT_NEEDED; cached per file) is parked at
-// its entry point (inject/EntryGate.h), the usable patchsets for the builds
-// it mapped are applied, and it is released into main(). A process already
-// past its loader is patched like `suture update` would. A library loaded
-// later (dlopen) is caught by sutured's library-open watcher, which holds
-// the loading thread inside its loader (inject/LoadHold.h) and hands it to
+// whose loader brings in libssl or libcrypto (its own DT_NEEDED, a preload,
+// or a library it loads: elf/DependencyClosure.h; cached per executable,
+// root and loader environment) is parked at its entry point
+// (inject/EntryGate.h), the usable patchsets for the builds it mapped are
+// applied, and it is released into main(). A process already past its
+// loader is patched like `suture update` would. A library loaded later
+// (dlopen) is caught by sutured's library-open watcher, which holds the
+// loading thread inside its loader (inject/LoadHold.h) and hands it to
 // on_library_load(). Never touches sutured.
 class NewProcessPatcher {
   public:
@@ -50,7 +52,7 @@ class NewProcessPatcher {
   private:
     // Drops from patches_ what the policy holds back now (NewProcesses.cpp).
     Result<void> hold_back_by_policy();
-    bool needs_openssl(int pid);
+    OpensslReach needs_openssl(int pid);
     bool excluded(int pid);
     std::vector<UpdateAction> apply_matching(const ProcessInfo& info, const InjectOptions& options,
                                              std::vector<std::string>& lost);
@@ -60,7 +62,7 @@ class NewProcessPatcher {
 
     Engine& engine_;
     std::map<std::string, std::vector<UsablePatch>> patches_;
-    std::map<std::tuple<std::uint64_t, std::uint64_t, std::int64_t>, bool> executables_;
+    ClosureCache closures_;
     NewProcessStatistics statistics_;
     bool enabled_ = true;
     ProcessClaims claims_;
