@@ -499,6 +499,14 @@ start_loadpath_sutured() {
         { cat "$scratch/refresh.log"; fail_check "suture feed refresh"; finish; }
     start_private_system_bus
     start_sutured "$1" --rescan-seconds 0
+    # sutured takes real-time priority (SCHED_FIFO) to win the race against
+    # a new process's loader; where the kernel refuses it, it can lose that
+    # race now and then (daemon-new-processes.sh saw 93 to 99 of 100 here).
+    loadpath_realtime=no
+    [ "$(awk '$1 == "policy" { print $3 }' "/proc/$daemon_pid/sched" 2>/dev/null)" = 1 ] &&
+        loadpath_realtime=yes
+    [ "$loadpath_realtime" = yes ] ||
+        echo "NOTE: sutured has no real-time priority here (SCHED_FIFO refused): exec-path lines 'applied while running' are accepted, and how many were before main() is a figure"
 }
 
 # stop_sutured: SIGTERM, then prints the statistics line it logs at exit.
@@ -528,6 +536,26 @@ check_each_pid_logged() {
         fail_check "$description: $(($# - ${#missing[@]})) of $# processes; none for pid ${missing[*]}"
         grep -E "sutured: (new )?pid (${missing[*]// /|}) " "$scratch/sutured.log" | head -n 5 || true
     fi
+}
+
+# check_each_exec_gated DESCRIPTION PATH PID...: check_each_pid_logged for
+# the exec gate's line with "(path: PATH)": applied before main(), or, where
+# sutured has no real-time priority, before main() or while running (then
+# how many were before main() is printed as a figure, not asserted).
+check_each_exec_gated() {
+    local description=$1 path=$2 pid before_main=0
+    shift 2
+    if [ "$loadpath_realtime" = yes ]; then
+        check_each_pid_logged "$description" "applied before main\(\) \(path: $path\)" "$@"
+        return 0
+    fi
+    check_each_pid_logged "$description (before main() or while running: no real-time priority)" \
+        "applied (before main\(\)|while running) \(path: $path\)" "$@"
+    for pid in "$@"; do
+        grep -qE "sutured: new pid $pid \(.*\): [^ ]+ applied before main\(\) \(path: $path\)" \
+            "$scratch/sutured.log" && before_main=$((before_main + 1))
+    done
+    echo "figures: $before_main of $# patched before main() (path: $path)"
 }
 
 # start_tls_hello_server VAR: tls-hello-server.py (Python's ssl module:
