@@ -487,9 +487,11 @@ needed_libraries() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
 
 # start_loadpath_sutured SUTURED: the shipped patchset published on a test
 # feed (the only remote), refreshed into the cache, and sutured started on a
-# private bus with --rescan-seconds 0: no whole-host update at start and no
-# rescan, so whatever a process gets from here on came from a gating path
-# (exec or dlopen), and no process of other work on this host is touched.
+# private bus with --rescan-seconds 0 (no whole-host update at start and no
+# rescan: whatever a process gets from here on came from a gating path, exec
+# or dlopen) and --new-processes-under the rootfs (every program under test
+# runs from it; other work's programs on the same archive libcrypto, such as
+# another checkout's tests, are left alone).
 start_loadpath_sutured() {
     test_feed init
     test_feed add "$loadpath_patchset"
@@ -498,7 +500,7 @@ start_loadpath_sutured() {
     "$SUTURE" feed refresh >"$scratch/refresh.log" 2>&1 ||
         { cat "$scratch/refresh.log"; fail_check "suture feed refresh"; finish; }
     start_private_system_bus
-    start_sutured "$1" --rescan-seconds 0
+    start_sutured "$1" --rescan-seconds 0 --new-processes-under "$rootfs"
     # sutured takes real-time priority (SCHED_FIFO) to win the race against
     # a new process's loader; where the kernel refuses it, it can lose that
     # race now and then (daemon-new-processes.sh saw 93 to 99 of 100 here).
@@ -536,6 +538,15 @@ check_each_pid_logged() {
         fail_check "$description: $(($# - ${#missing[@]})) of $# processes; none for pid ${missing[*]}"
         grep -E "sutured: (new )?pid (${missing[*]// /|}) " "$scratch/sutured.log" | head -n 5 || true
     fi
+}
+
+# applied_here PID: how many applies of the shipped patch to PID this test's
+# sutured recorded (its state database). A `suture update` of other work on
+# this host patches every matching process too, ours included; this tells
+# whose patch a process carries.
+applied_here() {
+    sqlite3 "$scratch/state.db" "select count(*) from history where action = 'apply' and outcome = 'ok'
+        and patch_id = '$loadpath_patch_id' and pid = $1"
 }
 
 # check_each_exec_gated DESCRIPTION PATH PID...: check_each_pid_logged for

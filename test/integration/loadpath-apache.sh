@@ -168,6 +168,7 @@ patched_among() {
         '[.processes[] | select(any(.patches[]?; .patch_id == $id and .state == "active"))] | length'
 }
 check_eq "the parent carries $loadpath_patch_id active after the graceful" 1 "$(patched_among "$parent")"
+check_eq "this test's sutured applied it to the parent" 1 "$(applied_here "$parent")"
 check_eq "children alive after the graceful carrying $loadpath_patch_id active" \
     "${#children_after[@]}" "$(patched_among "${children_after[@]}")"
 echo "figures: sutured logged $(grep -cE "pid $parent \(" "$scratch/sutured.log" || true) lines for the parent" \

@@ -52,6 +52,7 @@ handshake_loop "with sutured"
 check_eq "the server carries $loadpath_patch_id active" active \
     "$(status_json "$server" | jq -r --argjson pid "$server" --arg id "$loadpath_patch_id" \
         '[.processes[] | select(.pid == $pid) | .patches[]? | select(.patch_id == $id) | .state] | first // "none"')"
+check_eq "this test's sutured applied it to the server" 1 "$(applied_here "$server")"
 grep -q "handshake failed\|session failed" "${target_out[$server]}" &&
     fail_check "the server logged failures: $(grep failed "${target_out[$server]}" | head -n 3)" ||
     pass "the server logged no failed handshake"
