@@ -28,12 +28,16 @@ export SUTURE_STATE_DB=$scratch/state.db
 export SUTURE_CONFIG_DIR=$scratch/etc
 export SUTURE_FEED_CACHE=$scratch/cache
 started_pids=()
+started_groups=() # process groups killed at exit: a server that forks its own helpers
 removed_paths=() # also removed at exit, e.g. work directories inside a rootfs
 
 cleanup() {
-    local pid
+    local pid group
     for pid in "${started_pids[@]}"; do
         kill -9 "$pid" 2>/dev/null || true
+    done
+    for group in "${started_groups[@]}"; do
+        kill -9 -- "-$group" 2>/dev/null || true
     done
     rm -rf "$scratch" "${removed_paths[@]}"
 }
@@ -445,4 +449,132 @@ use_test_feed() {
     cp "$scratch/repo/1.root.json" "$SUTURE_CONFIG_DIR/roots/test.json"
     printf '[remote]\nurl=file://%s/\nroot=%s\nchannel=stable\n' "$scratch/repo" \
         "$SUTURE_CONFIG_DIR/roots/test.json" >"$SUTURE_CONFIG_DIR/remotes.d/test.conf"
+}
+
+# --- the load-path tests (loadpath-*.sh) ------------------------------------
+# Real servers from Debian's packages in one pinned bookworm rootfs (one
+# package list, so the four tests share one cache entry: make-rootfs keys its
+# cache by distribution and sorted package list, then by the pins), patched
+# by sutured's gating paths as they start or load OpenSSL.
+loadpath_packages=(apache2 ca-certificates curl postfix python3)
+# The shipped patchset they use: CVE-2026-75803 replaces libcrypto's
+# EVP_EncryptUpdate and EVP_DecryptUpdate, which every TLS 1.3 record goes
+# through (tls13_enc calls EVP_CipherUpdate), so the servers run the patched
+# code on every session.
+loadpath_patchset=$SOURCE_ROOT/patchsets/openssl/debian-12/3.0.20-1~deb12u2/CVE-2026-75803
+loadpath_patch_id=CVE-2026-75803
+
+# loadpath_rootfs: sets rootfs (the pinned tree), work (a directory of this
+# test inside it, removed at exit), inside (work as the rootfs sees it) and
+# port (a loopback port); work gets key.pem and cert.pem, a self-signed
+# P-256 certificate for localhost. Skips when the tree cannot be built.
+loadpath_rootfs() {
+    command -v debootstrap >/dev/null || skip "debootstrap is not installed"
+    rootfs=$("$SOURCE_ROOT/containers/make-rootfs" --pin libssl3=3.0.20-1~deb12u2 debian-12 \
+        "${loadpath_packages[@]}") || skip "cannot build the pinned bookworm rootfs (archive unreachable?)"
+    work=$(mktemp -d "$rootfs/tmp/suture-$test_name-XXXXXX")
+    removed_paths+=("$work")
+    inside=${work#"$rootfs"}
+    port=$((20000 + RANDOM % 20000))
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+        -addext basicConstraints=critical,CA:FALSE -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+    chmod 755 "$work"
+    chmod 644 "$work/key.pem" "$work/cert.pem"
+}
+
+# needed_libraries ELF: its DT_NEEDED names, one a line.
+needed_libraries() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
+
+# start_loadpath_sutured SUTURED: the shipped patchset published on a test
+# feed (the only remote), refreshed into the cache, and sutured started on a
+# private bus with --rescan-seconds 0 (no whole-host update at start and no
+# rescan: whatever a process gets from here on came from a gating path, exec
+# or dlopen) and --new-processes-under the rootfs (every program under test
+# runs from it; other work's programs on the same archive libcrypto, such as
+# another checkout's tests, are left alone).
+start_loadpath_sutured() {
+    test_feed init
+    test_feed add "$loadpath_patchset"
+    test_feed publish
+    use_test_feed
+    "$SUTURE" feed refresh >"$scratch/refresh.log" 2>&1 ||
+        { cat "$scratch/refresh.log"; fail_check "suture feed refresh"; finish; }
+    start_private_system_bus
+    start_sutured "$1" --rescan-seconds 0 --new-processes-under "$rootfs"
+    # sutured takes real-time priority (SCHED_FIFO) to win the race against
+    # a new process's loader; where the kernel refuses it, it can lose that
+    # race now and then (daemon-new-processes.sh saw 93 to 99 of 100 here).
+    loadpath_realtime=no
+    [ "$(awk '$1 == "policy" { print $3 }' "/proc/$daemon_pid/sched" 2>/dev/null)" = 1 ] &&
+        loadpath_realtime=yes
+    [ "$loadpath_realtime" = yes ] ||
+        echo "NOTE: sutured has no real-time priority here (SCHED_FIFO refused): exec-path lines 'applied while running' are accepted, and how many were before main() is a figure"
+}
+
+# stop_sutured: SIGTERM, then prints the statistics line it logs at exit.
+stop_sutured() {
+    kill -TERM "$daemon_pid"
+    wait "$daemon_pid" 2>/dev/null || true
+    echo "figures: $(grep -o 'sutured: new processes:.*' "$scratch/sutured.log" | tail -n 1 || true)"
+}
+
+# check_each_pid_logged DESCRIPTION PATTERN PID...: every PID has a line
+# `sutured: [new ]pid PID (COMM): PATCH_ID PATTERN` in sutured's log (PATTERN
+# an extended regular expression); one check, with the count and the PIDs
+# that have none. An empty list fails: there was nothing to prove.
+check_each_pid_logged() {
+    local description=$1 pattern=$2 pid missing=()
+    shift 2
+    if [ $# -eq 0 ]; then
+        fail_check "$description: no processes to check"
+        return 0
+    fi
+    for pid in "$@"; do
+        grep -qE "sutured: (new )?pid $pid \(.*\): [^ ]+ $pattern" "$scratch/sutured.log" || missing+=("$pid")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        pass "$description: all $# processes"
+    else
+        fail_check "$description: $(($# - ${#missing[@]})) of $# processes; none for pid ${missing[*]}"
+        grep -E "sutured: (new )?pid (${missing[*]// /|}) " "$scratch/sutured.log" | head -n 5 || true
+    fi
+}
+
+# applied_here PID: how many applies of the shipped patch to PID this test's
+# sutured recorded (its state database). A `suture update` of other work on
+# this host patches every matching process too, ours included; this tells
+# whose patch a process carries.
+applied_here() {
+    sqlite3 "$scratch/state.db" "select count(*) from history where action = 'apply' and outcome = 'ok'
+        and patch_id = '$loadpath_patch_id' and pid = $1"
+}
+
+# check_each_exec_gated DESCRIPTION PATH PID...: check_each_pid_logged for
+# the exec gate's line with "(path: PATH)": applied before main(), or, where
+# sutured has no real-time priority, before main() or while running (then
+# how many were before main() is printed as a figure, not asserted).
+check_each_exec_gated() {
+    local description=$1 path=$2 pid before_main=0
+    shift 2
+    if [ "$loadpath_realtime" = yes ]; then
+        check_each_pid_logged "$description" "applied before main\(\) \(path: $path\)" "$@"
+        return 0
+    fi
+    check_each_pid_logged "$description (before main() or while running: no real-time priority)" \
+        "applied (before main\(\)|while running) \(path: $path\)" "$@"
+    for pid in "$@"; do
+        grep -qE "sutured: new pid $pid \(.*\): [^ ]+ applied before main\(\) \(path: $path\)" \
+            "$scratch/sutured.log" && before_main=$((before_main + 1))
+    done
+    echo "figures: $before_main of $# patched before main() (path: $path)"
+}
+
+# start_tls_hello_server VAR: tls-hello-server.py (Python's ssl module:
+# `import ssl` dlopens _ssl, which needs libssl) in the rootfs on $port, in
+# its own mount and PID namespaces; VAR gets its host PID once it listens.
+start_tls_hello_server() {
+    cp "$SOURCE_ROOT/test/integration/tls-hello-server.py" "$work/"
+    chmod 644 "$work/tls-hello-server.py"
+    start_in_rootfs "$1" "$rootfs" -- /usr/bin/python3 "$inside/tls-hello-server.py" "$port" \
+        "$inside/cert.pem" "$inside/key.pem"
 }
