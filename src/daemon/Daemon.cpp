@@ -271,10 +271,14 @@ void Daemon::handle_library_load(const LibraryLoad& load) {
     emit_applied(outcome->actions);
     log_lost("pid " + std::to_string(load.pid), outcome->lost_records);
     for (const UpdateAction& action : outcome->actions) {
-        log::info("sutured: pid " + std::to_string(load.pid) + " (" + action.comm + "): " +
-                  action.patch_id + " " + std::string(outcome_name(action.outcome)) +
-                  (outcome->held ? " before its first call" : " while running") +
-                  " (path: dlopen)" + (action.message.empty() ? "" : ": " + action.message));
+        // A load caught during a program's start is reported as its start.
+        std::string when = outcome->parked  ? " before main()"
+                           : outcome->held ? " before its first call"
+                                           : " while running";
+        log::info(std::string("sutured: ") + (outcome->path == "dlopen" ? "" : "new ") + "pid " +
+                  std::to_string(load.pid) + " (" + action.comm + "): " + action.patch_id + " " +
+                  std::string(outcome_name(action.outcome)) + when + " (path: " + outcome->path +
+                  ")" + (action.message.empty() ? "" : ": " + action.message));
     }
 }
 

@@ -146,7 +146,7 @@ void LoadWatcher::catch_load(int pid, int tid, int file) {
         if (held && *held) {
             load.held = **held;
         } else {
-            load.why_not_held = held ? "the thread did not load it" : held.error().message;
+            load.why_not_held = held ? "its thread went on without the loader relocating it (not a load, or past the step limit)" : held.error().message;
         }
     }
     ::close(file);

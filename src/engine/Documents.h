@@ -184,7 +184,7 @@ struct StateRebuild {
 // What happened to one new process (sutured, on an exec event).
 struct NewProcessOutcome {
     int pid = 0;
-    bool parked = false;  // held at its entry point before main()
+    bool parked = false;  // held before main(): at its entry point, or in its loader at start
     bool held = false;    // held inside its loader before its first call (a load)
     // How OpenSSL got in: "direct", "transitive" (at exec) or "dlopen"
     // (a library load caught later: dlopen(), LD_PRELOAD, a missed start).

@@ -286,7 +286,13 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
     // A catch of its loader (on_library_load) may have it already.
     Claim claim(claims_, pid);
     if (!claim.held()) {
+        // Caught at its library's open during its start: on_library_load
+        // reports it as a start, with this path.
         log::debug("new process: pid " + std::to_string(pid) + ": its loader is held already");
+        if (starting_.size() > 1024) {
+            starting_.clear();  // entries of catches handled before their exec event
+        }
+        starting_[pid] = reach;
         return std::nullopt;
     }
     // 1. Park it at its entry point (or find it past its loader already).
@@ -367,17 +373,27 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_library_load(const Librar
                   " left to the next update: " + lock.error().message);
         return std::nullopt;
     }
+    // A load during the program's start (its exec event found it caught
+    // already) is a start, on the path the exec check saw.
     NewProcessOutcome outcome{.pid = load.pid, .path = "dlopen"};
+    if (auto start = starting_.find(load.pid); start != starting_.end()) {
+        outcome.path = start->second == OpensslReach::direct ? "direct" : "transitive";
+        starting_.erase(start);
+    }
     outcome.actions = apply_matching(*info, options, outcome.lost_records);
     // 3. Let the loader go on, patched (before its first call only if its
     // wait had not ended by itself meanwhile).
     outcome.held = thread.release();
+    outcome.parked = outcome.held && outcome.path != "dlopen";
     bool any_applied = false;
     for (const UpdateAction& action : outcome.actions) {
         any_applied = any_applied || action.outcome == ActionOutcome::applied;
     }
     if (any_applied) {
         ++(outcome.held ? statistics_.patched_before_first_call : statistics_.loads_patched_late);
+        if (outcome.parked) {
+            ++statistics_.patched_before_main;
+        }
     }
     return outcome;
 }

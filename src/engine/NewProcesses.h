@@ -73,6 +73,9 @@ class NewProcessPatcher {
     std::set<std::pair<std::uint64_t, std::uint64_t>> watched_;
     bool look_everywhere_ = true;  // after a reload: every root again
     std::vector<int> new_roots_;   // processes in roots not looked at yet
+    // Processes whose exec event found their loader caught already (a
+    // start, not a dlopen), with how OpenSSL gets in.
+    std::map<int, OpensslReach> starting_;
 };
 
 }  // namespace suture

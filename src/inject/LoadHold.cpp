@@ -6,6 +6,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <cstring>
@@ -19,9 +20,10 @@ namespace suture {
 
 namespace {
 
-// A load maps a library in a few dozen system calls; a program that reads
-// the file instead (a checksum, a backup) is let go after this many.
-constexpr int step_limit = 400;
+// A program's start maps all its libraries before relocating any (curl:
+// 33, some 250 system calls); a program that reads the file instead (a
+// checksum, a backup) is let go after this many stops (two per call).
+constexpr int step_limit = 3000;
 constexpr auto step_bound = std::chrono::seconds(2);
 
 // glibc's mprotect wrapper, as ld.so has it (2.31 to 2.41): `syscall`, then
@@ -55,15 +57,21 @@ class Answer {
     bool given_ = false;
 };
 
-// Is `address` in a mapping of the file (device, inode)?
-bool maps_file_at(int pid, dev_t device, ino_t inode, std::uint64_t address) {
+// Where the file (device, inode) is mapped: from its first mapping to the
+// end of its last; empty (0, 0) while it is not.
+std::pair<std::uint64_t, std::uint64_t> range_of_file(int pid, dev_t device, ino_t inode) {
+    std::pair<std::uint64_t, std::uint64_t> range{0, 0};
     auto mappings = read_process_maps(pid);
     if (!mappings) {
-        return false;
+        return range;
     }
-    const Mapping* mapping = find_mapping(*mappings, address);
-    return mapping != nullptr && mapping->inode == inode &&
-           ::makedev(mapping->dev_major, mapping->dev_minor) == device;
+    for (const Mapping& mapping : *mappings) {
+        if (mapping.inode == inode && ::makedev(mapping.dev_major, mapping.dev_minor) == device) {
+            range.first = range.first == 0 ? mapping.start : std::min(range.first, mapping.start);
+            range.second = std::max(range.second, mapping.end);
+        }
+    }
+    return range;
 }
 
 // Is the process under a seccomp filter (/proc/PID/status "Seccomp: 2")?
@@ -106,6 +114,7 @@ bool returns_after_syscall(const RemoteMemory& memory, std::uint64_t rip) {
 // a stop too, `deliver` the signal to hand back at the detach).
 Result<bool> step_to_relocation(int pid, int tid, dev_t device, ino_t inode, int& deliver) {
     auto deadline = std::chrono::steady_clock::now() + step_bound;
+    std::pair<std::uint64_t, std::uint64_t> file{0, 0};  // read once it is mapped
     __ptrace_syscall_info entry{};
     deliver = 0;  // a signal that arrived, passed on at the next resume
     for (int step = 0; step < step_limit && std::chrono::steady_clock::now() < deadline; ++step) {
@@ -139,7 +148,11 @@ Result<bool> step_to_relocation(int pid, int tid, dev_t device, ino_t inode, int
         bool relro = entry.op == PTRACE_SYSCALL_INFO_ENTRY && entry.entry.nr == SYS_mprotect &&
                      entry.entry.args[2] == PROT_READ && info.op == PTRACE_SYSCALL_INFO_EXIT &&
                      info.exit.rval == 0;
-        if (relro && maps_file_at(pid, device, inode, entry.entry.args[0])) {
+        if (relro && file.second == 0) {
+            file = range_of_file(pid, device, inode);
+        }
+        std::uint64_t address = entry.entry.args[0];
+        if (relro && address >= file.first && address < file.second) {
             return true;
         }
         entry = {};
