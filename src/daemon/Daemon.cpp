@@ -215,7 +215,9 @@ void Daemon::watch_new_processes() {
     exec_watcher_.emplace(std::move(*watcher));
     sd_event_add_io(event_.get(), nullptr, exec_watcher_->fd(), EPOLLIN, Daemon::exec_events, this);
     log::info("sutured: patching new processes at their entry point");
-    watch_library_loads();
+    if (options_.library_loads) {
+        watch_library_loads();
+    }
 }
 
 // Processes that load OpenSSL later (dlopen) or in a way the exec check
@@ -229,6 +231,7 @@ void Daemon::watch_library_loads() {
     }
     load_watcher_ = std::move(*watcher);
     load_watcher_->watch(engine_->take_libraries_to_watch());
+    engine_->set_library_loads_watched(true);
     sd_event_add_io(event_.get(), nullptr, load_watcher_->fd(), EPOLLIN, Daemon::library_loads,
                     this);
     log::info("sutured: patching libraries loaded later before their first call");
@@ -502,7 +505,8 @@ void Daemon::log_new_process_statistics() const {
               " through another library), " +
               std::to_string(counts.parked) + " parked, " +
               std::to_string(counts.patched_before_main) + " patched before main(), " +
-              std::to_string(counts.patched_late) + " patched while running; " +
+              std::to_string(counts.patched_late) + " patched while running, " +
+              std::to_string(counts.left_to_load_watch) + " left to the library-open watch; " +
               std::to_string(counts.loads_caught) + " library loads caught, " +
               std::to_string(counts.loads_held) + " held in their loader, " +
               std::to_string(counts.patched_before_first_call) + " patched before their first call, " +

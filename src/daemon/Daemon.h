@@ -19,6 +19,7 @@ struct DaemonOptions {
     EngineOptions engine;       // build index, feed and state database locations
     InjectOptions inject;       // for Apply, Revert, updates and new processes
     bool new_processes = true;  // patch processes as they start (exec events)
+    bool library_loads = true;  // and libraries as they are loaded (LoadWatcher.h)
     // Rescan every process this often (offline update): catches libraries
     // loaded later with dlopen and exclusions changed meanwhile. 0: never.
     unsigned rescan_seconds = 30;

@@ -33,8 +33,12 @@ int main(int argc, char** argv) {
     bool no_new_processes = false;
     app.add_flag("--no-new-processes", no_new_processes,
                  "Do not patch processes as they start (exec events); updates only");
+    bool no_load_watch = false;
+    app.add_flag("--no-load-watch", no_load_watch,
+                 "Do not watch opens of the libssl/libcrypto files patches are for (fanotify):\n"
+                 "a library loaded later (dlopen) waits for the rescan, and every start is parked");
     app.add_option("--rescan-seconds", options.rescan_seconds,
-                   "Rescan every process this often (catches dlopen'ed libraries); 0: never")
+                   "Rescan every process this often (the safety net for what gating missed); 0: never")
         ->capture_default_str();
     app.add_option("--metrics-textfile", options.metrics_textfile,
                    "Keep this node_exporter textfile current (Prometheus text format, written\n"
@@ -56,6 +60,7 @@ int main(int argc, char** argv) {
                            : verbosity == 1 ? suture::log::Level::info
                                             : suture::log::Level::warning);
     options.new_processes = !no_new_processes;
+    options.library_loads = !no_load_watch;
     // The event loop must never block on the operation lock: a method that
     // finds it held answers `locked` (the CLI asks again within its --wait),
     // a rescan is skipped, a new process is left to the next rescan.

@@ -621,6 +621,11 @@ OpensslRoute openssl_route(const DependencyClosure& closure) {
         route.through.insert(route.through.begin(), objects[i].name);
     }
     route.reach = route.through.size() == 1 ? OpensslReach::direct : OpensslReach::transitive;
+    for (const ClosureObject& object : objects) {
+        if (is_openssl_object(object)) {
+            route.libraries.push_back(object.path);
+        }
+    }
     return route;
 }
 

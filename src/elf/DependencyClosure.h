@@ -126,6 +126,8 @@ struct OpensslRoute {
     // found: {"libssl.so.3"} (direct), {"libcurl.so.4", "libssl.so.3"}
     // (transitive). Empty for none.
     std::vector<std::string> through;
+    // Every libssl and libcrypto of the closure: its path inside the root.
+    std::vector<std::string> libraries;
 };
 
 // Is `object` libssl or libcrypto (by its soname, else by its file name)?

@@ -202,6 +202,9 @@ struct NewProcessStatistics {
     std::uint64_t parked = 0;      // held at their entry point in time
     std::uint64_t patched_before_main = 0;
     std::uint64_t patched_late = 0;  // too late to park: patched while running
+    // Starts whose OpenSSL files are watched: left to the load watcher (their
+    // loader waits at the open), not parked.
+    std::uint64_t left_to_load_watch = 0;
     std::uint64_t loads_caught = 0;  // opens of libssl/libcrypto handed to sutured
     std::uint64_t loads_held = 0;    // of those, held inside the loader in time
     std::uint64_t patched_before_first_call = 0;

@@ -460,6 +460,10 @@ void Engine::note_process_root(int pid) {
     new_processes_->note_process_root(pid);
 }
 
+void Engine::set_library_loads_watched(bool watched) {
+    new_processes_->set_loads_watched(watched);
+}
+
 const NewProcessStatistics& Engine::new_process_statistics() const {
     return new_processes_->statistics();
 }

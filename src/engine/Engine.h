@@ -262,6 +262,8 @@ class Engine {
     // Notes the root of a process that just exec'ed (a container's): its
     // libraries are watched from now on.
     void note_process_root(int pid);
+    // Whether sutured's library-open watcher runs (NewProcesses.h).
+    void set_library_loads_watched(bool watched);
     const NewProcessStatistics& new_process_statistics() const;
     // The executable of PID as the host names it ("" when it is gone):
     // for sutured's --new-processes-under scope.

@@ -164,7 +164,7 @@ Result<void> NewProcessPatcher::reload() {
     }
     std::vector<std::string> problems;
     patches_ = load_usable_patches(*cached, problems);
-    watched_.clear();
+    examined_.clear();
     look_everywhere_ = true;
     auto enabled = engine_.enabled();
     enabled_ = !enabled || *enabled;
@@ -217,15 +217,42 @@ Result<void> NewProcessPatcher::hold_back_by_policy() {
 // How the process's loader brings in libssl or libcrypto: the closure of
 // its executable under its root and loader environment, computed once
 // (ClosureCache) while the loader runs; none when /proc cannot tell.
-OpensslReach NewProcessPatcher::needs_openssl(int pid) {
+OpensslRoute NewProcessPatcher::needs_openssl(int pid) {
     auto inputs = loader_inputs_of_process(pid);
     auto route = inputs ? closures_.openssl_route(*inputs)
                         : Result<OpensslRoute>(tl::unexpected(inputs.error()));
     if (!route) {
         log::debug("new process: pid " + std::to_string(pid) + ": " + route.error().message);
-        return OpensslReach::none;
+        return {};
     }
-    return route->reach;
+    return *route;
+}
+
+// Will its loader wait at the open of an OpenSSL file for the load
+// watcher? Yes when every libssl/libcrypto of its closure is known: watched
+// (a usable patch is for it), or without a usable patch; and at least one
+// is watched. The watcher then holds it there: a catch that cannot lose a
+// race, unlike parking. A file not known yet is opened now (the process may
+// be gone when take_libraries_to_watch() looks at it; the loader is racing
+// us, so nothing more is done here) and watched from then on.
+bool NewProcessPatcher::loader_will_wait(int pid, const std::vector<std::string>& libraries) {
+    std::string root = "/proc/" + std::to_string(pid) + "/root";
+    bool all_known = true;
+    bool any_watched = false;
+    for (const std::string& library : libraries) {
+        auto key = key_of(root + library, false);
+        auto known = key ? examined_.find(*key) : examined_.end();
+        if (known == examined_.end()) {
+            all_known = false;
+            UniqueFD fd(::open((root + library).c_str(), O_RDONLY | O_CLOEXEC));
+            if (fd.is_valid()) {
+                unexamined_.push_back(std::move(fd));
+            }
+            continue;
+        }
+        any_watched = any_watched || known->second;
+    }
+    return loads_watched_ && all_known && any_watched;
 }
 
 // Exclusions are read fresh (the process waits parked meanwhile), so a
@@ -243,29 +270,45 @@ bool NewProcessPatcher::excluded(int pid) {
     return false;
 }
 
+// All patches for the libraries the process maps, in one stop; `applied`
+// runs right after it (the process is let go there), before the records
+// are written: the process does not wait for the state database.
 std::vector<UpdateAction> NewProcessPatcher::apply_matching(const ProcessInfo& info,
                                                             const InjectOptions& options,
-                                                            std::vector<std::string>& lost) {
-    auto database = engine_.state();
-    Records records(database ? *database : nullptr, database ? "" : database.error().message);
-    std::vector<UpdateAction> actions;
+                                                            std::vector<std::string>& lost,
+                                                            const std::function<void()>& applied) {
+    // 1. What matches the builds it maps.
+    std::vector<const UsablePatch*> candidates;
+    std::vector<const PatchFile*> patches;
     StatusReport status = engine_.status({info.pid});
     for (const ProcessReport& process : status.scan.processes) {
         for (const MappedLibrary& library : process.libraries) {
-            auto found = patches_.find(library.build_id);
-            if (found == patches_.end()) {
-                continue;
-            }
-            for (const UsablePatch& candidate : found->second) {
-                const PatchMetadata& metadata = candidate.patch.metadata;
-                UpdateAction action{.process = {info.pid, info.start_time},
-                                    .comm = info.comm,
-                                    .patch_id = metadata.patch_id,
-                                    .level = metadata.level};
-                apply_and_record(engine_, records, candidate, options, "", "new process", action);
-                actions.push_back(std::move(action));
+            if (auto found = patches_.find(library.build_id); found != patches_.end()) {
+                for (const UsablePatch& candidate : found->second) {
+                    candidates.push_back(&candidate);
+                    patches.push_back(&candidate.patch);
+                }
             }
         }
+    }
+    // 2. Apply them together, and let the process go on.
+    auto database = engine_.state();
+    Records records(database ? *database : nullptr, database ? "" : database.error().message);
+    std::vector<InjectResult<InjectReport>> results;
+    if (!patches.empty()) {
+        results = engine_.apply_many(info.pid, patches, options, records);
+    }
+    applied();
+    // 3. Record each.
+    std::vector<UpdateAction> actions;
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+        const PatchMetadata& metadata = candidates[i]->patch.metadata;
+        UpdateAction action{.process = {info.pid, info.start_time},
+                            .comm = info.comm,
+                            .patch_id = metadata.patch_id,
+                            .level = metadata.level};
+        record_apply(records, *candidates[i], "", "new process", action, results[i]);
+        actions.push_back(std::move(action));
     }
     lost = records.lost();
     return actions;
@@ -277,12 +320,18 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
     if (pid == ::getpid() || !enabled_ || patches_.empty()) {
         return std::nullopt;
     }
-    OpensslReach reach = needs_openssl(pid);
+    OpensslRoute route = needs_openssl(pid);
+    OpensslReach reach = route.reach;
     if (reach == OpensslReach::none) {
         return std::nullopt;
     }
     ++statistics_.candidates;
     ++(reach == OpensslReach::direct ? statistics_.direct : statistics_.transitive);
+    if (loader_will_wait(pid, route.libraries)) {
+        ++statistics_.left_to_load_watch;
+        starting_[pid] = reach;  // on_library_load reports it as a start
+        return std::nullopt;
+    }
     // A catch of its loader (on_library_load) may have it already.
     Claim claim(claims_, pid);
     if (!claim.held()) {
@@ -333,9 +382,8 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
                   " left to the next update: " + lock.error().message);
         return std::nullopt;
     }
-    outcome.actions = apply_matching(*info, options, outcome.lost_records);
-    // 5. Into main(), patched.
-    park.release();
+    // 5. Into main(), patched (before the records are written).
+    outcome.actions = apply_matching(*info, options, outcome.lost_records, [&] { park.release(); });
     bool any_applied = false;
     for (const UpdateAction& action : outcome.actions) {
         any_applied = any_applied || action.outcome == ActionOutcome::applied;
@@ -380,10 +428,10 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_library_load(const Librar
         outcome.path = start->second == OpensslReach::direct ? "direct" : "transitive";
         starting_.erase(start);
     }
-    outcome.actions = apply_matching(*info, options, outcome.lost_records);
     // 3. Let the loader go on, patched (before its first call only if its
-    // wait had not ended by itself meanwhile).
-    outcome.held = thread.release();
+    // wait had not ended by itself meanwhile), before the records are written.
+    outcome.actions = apply_matching(*info, options, outcome.lost_records,
+                                     [&] { outcome.held = thread.release(); });
     outcome.parked = outcome.held && outcome.path != "dlopen";
     bool any_applied = false;
     for (const UpdateAction& action : outcome.actions) {
@@ -416,6 +464,12 @@ std::vector<std::string> NewProcessPatcher::take_libraries_to_watch() {
         return found;
     }
     std::vector<int> roots = std::exchange(new_roots_, {});
+    // Files opened at exec: watched through /proc/self/fd, open until the
+    // next call (the caller marks them meanwhile).
+    opened_for_watching_ = std::exchange(unexamined_, {});
+    for (const UniqueFD& fd : opened_for_watching_) {
+        watch_if_patched("/proc/self/fd/" + std::to_string(fd.get()), found);
+    }
     if (std::exchange(look_everywhere_, false)) {
         find_libraries("/", found);
         roots.clear();
@@ -444,22 +498,31 @@ void NewProcessPatcher::find_libraries(const std::string& root, std::vector<std:
             std::string path = entries->path();
             // Regular files only: a symbolic link would resolve against
             // sutured's root, not the process's.
-            auto key = is_openssl_file_name(entries->path().filename()) ? key_of(path, false)
-                                                                         : std::nullopt;
-            if (!key || watched_.contains(*key)) {
-                continue;
-            }
-            UniqueFD fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-            if (!fd.is_valid()) {
-                continue;
-            }
-            auto elf = ElfFile::open(fd, path);
-            auto build_id = elf ? elf->build_id() : tl::unexpected(elf.error());
-            if (build_id && patches_.contains(*build_id)) {
-                watched_.insert(*key);
-                found.push_back(path);
+            if (is_openssl_file_name(entries->path().filename())) {
+                watch_if_patched(path, found);
             }
         }
+    }
+}
+
+// Adds `path` to `found` if it is a regular file not examined yet whose
+// build a usable patch is for; notes either way what it found.
+void NewProcessPatcher::watch_if_patched(const std::string& path, std::vector<std::string>& found) {
+    bool through_descriptor = path.starts_with("/proc/self/fd/");
+    auto key = key_of(path, through_descriptor);  // a descriptor's link is followed
+    if (!key || examined_.contains(*key)) {
+        return;
+    }
+    UniqueFD fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.is_valid()) {
+        return;
+    }
+    auto elf = ElfFile::open(fd, path);
+    auto build_id = elf ? elf->build_id() : tl::unexpected(elf.error());
+    bool patched = build_id && patches_.contains(*build_id);
+    examined_[*key] = patched;
+    if (patched) {
+        found.push_back(path);
     }
 }
 

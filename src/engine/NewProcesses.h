@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "base/Error.h"
+#include "base/UniqueFD.h"
 #include "elf/ClosureCache.h"
 #include "engine/Candidates.h"
 #include "engine/Engine.h"
@@ -46,16 +48,22 @@ class NewProcessPatcher {
     // Library files to watch (Engine::take_libraries_to_watch).
     std::vector<std::string> take_libraries_to_watch();
     void note_process_root(int pid);
+    // Whether sutured's library-open watcher runs (exec gating then leaves
+    // a process whose OpenSSL files are watched to it).
+    void set_loads_watched(bool watched) { loads_watched_ = watched; }
 
     const NewProcessStatistics& statistics() const { return statistics_; }
 
   private:
     // Drops from patches_ what the policy holds back now (NewProcesses.cpp).
     Result<void> hold_back_by_policy();
-    OpensslReach needs_openssl(int pid);
+    OpensslRoute needs_openssl(int pid);
+    bool loader_will_wait(int pid, const std::vector<std::string>& libraries);
+    void watch_if_patched(const std::string& path, std::vector<std::string>& found);
     bool excluded(int pid);
     std::vector<UpdateAction> apply_matching(const ProcessInfo& info, const InjectOptions& options,
-                                             std::vector<std::string>& lost);
+                                             std::vector<std::string>& lost,
+                                             const std::function<void()>& applied);
     // The libssl/libcrypto files under `root` ("/" or /proc/PID/root) that
     // a usable patch is for, not handed out yet.
     void find_libraries(const std::string& root, std::vector<std::string>& found);
@@ -69,13 +77,17 @@ class NewProcessPatcher {
     // Roots seen at exec (device, inode of /proc/PID/root) and the last
     // process seen in each, through which its files are reached again.
     std::map<std::pair<std::uint64_t, std::uint64_t>, int> roots_;
-    // Library files handed out to watch (device, inode); cleared on reload.
-    std::set<std::pair<std::uint64_t, std::uint64_t>> watched_;
+    // Library files looked at (device, inode): true if watched (a usable
+    // patch is for it), false if not; cleared on reload.
+    std::map<std::pair<std::uint64_t, std::uint64_t>, bool> examined_;
     bool look_everywhere_ = true;  // after a reload: every root again
     std::vector<int> new_roots_;   // processes in roots not looked at yet
     // Processes whose exec event found their loader caught already (a
     // start, not a dlopen), with how OpenSSL gets in.
     std::map<int, OpensslReach> starting_;
+    bool loads_watched_ = false;
+    std::vector<UniqueFD> unexamined_;          // OpenSSL files seen at exec, to look at
+    std::vector<UniqueFD> opened_for_watching_;  // kept open until the next take
 };
 
 }  // namespace suture

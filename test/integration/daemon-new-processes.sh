@@ -110,6 +110,18 @@ race_check "new processes patched before main()" "$runs" "$fixed"
 [ "$fixed" = "$runs" ] || sed "s/pid [0-9]*/pid N/g; s/0x[0-9a-f]*/ADDRESS/g" "$scratch/sutured.log" | sort | uniq -c | sort -rn | head -12
 before_main=$(grep -c "before main()" "$scratch/sutured.log" || true)
 echo "figures: sutured reports $before_main patch applications before main()"
+kill -TERM "$daemon_pid"
+wait "$daemon_pid" 2>/dev/null || true
+counts=$(grep -o "new processes: .*" "$scratch/sutured.log" | tail -n 1)
+echo "figures: sutured at exit: $counts"
+[[ "$counts" =~ ([0-9]+)\ left\ to\ the\ library-open\ watch ]] && left=${BASH_REMATCH[1]} || left=0
+# The program's libcrypto is watched from its first start on: later starts
+# wait at its open for the library-open watch, which cannot lose the race.
+[ "$left" -ge $((runs - 5)) ] &&
+    pass "starts left to the library-open watch once the library is watched: $left of $runs" ||
+    fail_check "only $left of $runs starts left to the library-open watch"
+# Parking from here on: without the library-open watch every start is parked.
+start_daemon --no-load-watch
 if [ "$realtime" = yes ]; then
     [ "$before_main" -ge "$runs" ] && pass "sutured applied the patch before main() each time" ||
         fail_check "only $before_main applications before main()"
@@ -139,7 +151,7 @@ elif command -v gdb >/dev/null; then
     else
         fail_check "parked process: alive=$(kill -0 "$parked_pid" 2>/dev/null && echo yes || echo no) output='$(cat "$scratch/parked.out")'; gdb: $(tail -3 "$scratch/gdb.log")"
     fi
-    start_daemon
+    start_daemon --no-load-watch
     wait "$parked_pid" || true
     check_eq "the next sutured released it, and it ran to the end" VULNERABLE "$(cat "$scratch/parked.out")"
     grep -q "released from its entry point" "$scratch/sutured.log" && pass "sutured says it released it" ||
@@ -148,11 +160,12 @@ else
     echo "SKIP (part): gdb is not installed; the kill-while-parked check did not run"
 fi
 
-# Libraries loaded later with dlopen are caught by the periodic rescan, and
-# exclusions keep new processes untouched.
+# Without the library-open watch, libraries loaded later with dlopen are
+# caught by the periodic rescan (the safety net); exclusions keep new
+# processes untouched.
 kill -TERM "$daemon_pid"
 wait "$daemon_pid" 2>/dev/null || true
-start_daemon --rescan-seconds 1
+start_daemon --rescan-seconds 1 --no-load-watch
 hold holder "" "$scratch/archive/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
 patched=""
 expected=$(shipped_patch_count libcrypto.so.3)
