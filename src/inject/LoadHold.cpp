@@ -280,10 +280,15 @@ Result<bool> release_load(const HeldLoad& held) {
         ::ptrace(PTRACE_DETACH, held.tid, nullptr, reinterpret_cast<void*>(long{*pending}));
         return fail_errno(subject_of(held.tid) + ": registers", error);
     }
-    // Still in our wait (ppoll, or its restart after a stop): back to the
-    // mprotect's return. Otherwise the wait ended by itself: leave it.
-    bool waiting = now.rip == held.saved.rip &&
+    // Still in our wait (ppoll, or its restart after a stop), or not even
+    // in it yet (its `syscall` not executed: a busy CPU may not have run
+    // the thread since the hold): back to the mprotect's return. Otherwise
+    // the wait ended by itself: leave it.
+    bool in_wait = now.rip == held.saved.rip &&
                    (now.orig_rax == SYS_ppoll || now.orig_rax == SYS_restart_syscall);
+    bool before_wait = now.rip == held.saved.rip - syscall_instruction.size() &&
+                       now.rax == SYS_ppoll;
+    bool waiting = in_wait || before_wait;
     if (waiting && ::ptrace(PTRACE_SETREGS, held.tid, nullptr, &held.saved) != 0) {
         int error = errno;
         ::ptrace(PTRACE_DETACH, held.tid, nullptr, reinterpret_cast<void*>(long{*pending}));
