@@ -5,8 +5,10 @@
 # OpenSSL_version() in the feed, every run must print the patched text from
 # that first call (the loader was held, patched, let go: LoadHold.h). Before
 # sutured runs, the same runs print the real version, which shows the count
-# can fail. Also: a program that only reads the file is let go unharmed; a
-# dlopen from a second thread is caught the same way; sutured killed while
+# can fail. Also: starts of programs that need libcrypto directly and
+# through a library are caught at the open too; a program that only reads
+# the file is let go unharmed; a dlopen from a second thread, or in a
+# process started by vfork() + exec, is caught the same way; sutured killed while
 # it holds a loader leaves the process to go on by itself, unpatched and
 # alive, within the hold's bound; the added time per dlopen is printed (a
 # figure, never asserted).
@@ -15,6 +17,7 @@
 source "$(dirname "$0")/lib.sh"
 require_root "fanotify permission events and ptrace"
 : "${SUTURE_FEED:?}" "${SUTURE_PACK:?}" "${OPENSSL_VERSION_OBJECT:?}" "${HOLD_OPENSSL:?}"
+: "${FIRST_CALL_DIRECT:?}" "${FIRST_CALL_TRANSITIVE:?}"
 sutured=${1:?}
 runs=${SUTURE_LIBRARY_LOAD_RUNS:-30}
 start_private_system_bus
@@ -22,17 +25,10 @@ export SUTURE_FEED_ROOT_DIR=$scratch/var
 export SUTURE_CONFIG_DIR=$scratch/etc
 export SUTURE_FEED_CACHE=$scratch/cache
 
-libcrypto=$(readlink -f /usr/lib/x86_64-linux-gnu/libcrypto.so.3)
-[ -f "$libcrypto" ] || skip "no system libcrypto.so.3"
+publish_version_marker
 patch=test-version-marker
-pack_test_patchset "$patch" CVE-2099-0301 "$libcrypto" libcrypto.so.3 "$OPENSSL_VERSION_OBJECT" \
-    OpenSSL_version=OpenSSL_version_suture_test
-test_feed init
-test_feed add "$scratch/patchsets/$patch"
-test_feed publish
-use_test_feed
-"$SUTURE" feed refresh >/dev/null
-marker="OpenSSL patched by suture (test)"
+libcrypto=$system_libcrypto
+marker=$version_marker
 
 # first_call [ARGS...]: what hold-openssl's first OpenSSL_version() call
 # said, right after its dlopen() of the system libcrypto.
@@ -67,6 +63,20 @@ echo "figures: $runs dlopen runs in $elapsed_ms ms with sutured, $baseline_ms ms
 held=$(grep -c "(hold-openssl): $patch applied before its first call (path: dlopen" "$scratch/sutured.log" || true)
 check_eq "sutured logs each as applied before its first call (path: dlopen)" "$runs" "$held"
 
+# Starts: a program linked against libcrypto, and one that reaches it only
+# through a library of its own. The system libcrypto is watched, so their
+# loaders wait at its open: every start is caught, whatever the priority.
+for path in direct transitive; do
+    binary=FIRST_CALL_${path^^}
+    caught=0
+    for _ in $(seq 10); do
+        [ "$("${!binary}")" = "$marker" ] && caught=$((caught + 1))
+    done
+    check_eq "a program needing libcrypto $path: 10 starts patched before main()" 10 "$caught"
+done
+starts=$(grep -c "(first-call-tran): $patch applied before main() (path: transitive)" "$scratch/sutured.log" || true)
+check_eq "sutured logs the transitive starts as such" 10 "$starts"
+
 # The same from a second thread (the catch holds the thread that opens).
 check_eq "dlopen() from a second thread: patched before its first call" 5 \
     "$(count_patched 5 --thread)"
@@ -90,7 +100,7 @@ started=$(date +%s%N)
 sum=$(sha256sum "$libcrypto" | cut -d' ' -f1)
 read_ms=$((($(date +%s%N) - started) / 1000000))
 check_eq "sha256sum of the watched file is right" "$(sha256sum <"$libcrypto" | cut -d' ' -f1)" "$sum"
-echo "figures: sha256sum of the watched library took $read_ms ms (followed up to 400 system calls, then let go)"
+echo "figures: sha256sum of the watched library took $read_ms ms (followed until the step limit, then let go)"
 
 # sutured killed while it holds a loader (gdb stops it as it starts to
 # apply, then SIGKILL): the process goes on by itself within the hold's

@@ -578,3 +578,21 @@ start_tls_hello_server() {
     start_in_rootfs "$1" "$rootfs" -- /usr/bin/python3 "$inside/tls-hello-server.py" "$port" \
         "$inside/cert.pem" "$inside/key.pem"
 }
+
+# publish_version_marker: a test feed ($scratch/repo, used as the only
+# remote, its cache refreshed) with one patch for the system's libcrypto
+# whose OpenSSL_version() returns $version_marker instead of the version;
+# sets version_marker and system_libcrypto. Skips without a system
+# libcrypto.so.3.
+publish_version_marker() {
+    system_libcrypto=$(readlink -f /usr/lib/x86_64-linux-gnu/libcrypto.so.3)
+    [ -f "$system_libcrypto" ] || skip "no system libcrypto.so.3"
+    pack_test_patchset test-version-marker CVE-2099-0301 "$system_libcrypto" libcrypto.so.3 \
+        "${OPENSSL_VERSION_OBJECT:?}" OpenSSL_version=OpenSSL_version_suture_test
+    test_feed init
+    test_feed add "$scratch/patchsets/test-version-marker"
+    test_feed publish
+    use_test_feed
+    "$SUTURE" feed refresh >/dev/null
+    version_marker="OpenSSL patched by suture (test)"
+}
