@@ -46,6 +46,7 @@ measure() {
 paths=(direct transitive dlopen)
 for path in "${paths[@]}"; do measure without "$path"; done
 start_sutured "$sutured" --rescan-seconds 0
+policy=$(awk '$1 == "policy" { print $3 }' "/proc/$daemon_pid/sched" 2>/dev/null || echo "?")
 for path in "${paths[@]}"; do measure watch "$path"; done
 kill -TERM "$daemon_pid"
 wait "$daemon_pid" 2>/dev/null || true
@@ -57,7 +58,7 @@ kill -TERM "$daemon_pid"
 wait "$daemon_pid" 2>/dev/null || true
 grep -o "new processes: .*" "$scratch/sutured.log" | tail -n 1 | sed 's/^/figures: sutured --no-load-watch: /'
 
-echo "figures: $runs runs per path and mode on $(nproc) cores (load $(cut -d' ' -f1 /proc/loadavg)); sutured's policy: $(awk '$1 == "policy" { print $3 }' /proc/self/sched 2>/dev/null || echo ?)"
+echo "figures: $runs runs per path and mode on $(nproc) cores (load $(cut -d' ' -f1 /proc/loadavg)); sutured's scheduling policy $policy (1: real time)"
 printf '%-11s %-28s %-18s %-12s %s\n' path mode "patched at first" "median ms" "added ms"
 for path in "${paths[@]}"; do
     read -r _ base <<<"${results[without/$path]}"
