@@ -230,17 +230,23 @@ void Daemon::watch_library_loads() {
         return;
     }
     load_watcher_ = std::move(*watcher);
-    load_watcher_->watch(engine_->take_libraries_to_watch());
+    watch_libraries();
     engine_->set_library_loads_watched(true);
     sd_event_add_io(event_.get(), nullptr, load_watcher_->fd(), EPOLLIN, Daemon::library_loads,
                     this);
     log::info("sutured: patching libraries loaded later before their first call");
 }
 
+// The engine's library files to watch; those the kernel refuses are
+// handed back, so exec gating parks their programs instead.
+void Daemon::watch_libraries() {
+    engine_->library_watch_failed(load_watcher_->watch(engine_->take_libraries_to_watch()));
+}
+
 Result<void> Daemon::reload_new_processes() {
     auto loaded = engine_->reload_new_process_patches();
     if (load_watcher_) {
-        load_watcher_->watch(engine_->take_libraries_to_watch());
+        watch_libraries();
     }
     return loaded;
 }
@@ -521,7 +527,7 @@ void Daemon::handle_exec(int pid) {
     // A container's root: its libraries are watched from now on.
     engine_->note_process_root(pid);
     if (load_watcher_) {
-        load_watcher_->watch(engine_->take_libraries_to_watch());
+        watch_libraries();
     }
     if (!outcome) {
         return;

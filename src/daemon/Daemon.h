@@ -91,6 +91,7 @@ class Daemon {
     // Reloads the new-process patches and watches their libraries.
     Result<void> reload_new_processes();
     void watch_library_loads();
+    void watch_libraries();
     // Whether new_processes_under lets the daemon touch the new process.
     bool in_new_process_scope(int pid) const;
     // The new-process counters, logged when the daemon stops.

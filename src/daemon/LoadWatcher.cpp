@@ -78,15 +78,18 @@ LoadWatcher::~LoadWatcher() {
     }
 }
 
-void LoadWatcher::watch(const std::vector<std::string>& paths) {
+std::vector<std::string> LoadWatcher::watch(const std::vector<std::string>& paths) {
+    std::vector<std::string> failed;
     for (const std::string& path : paths) {
         if (::fanotify_mark(group_.get(), FAN_MARK_ADD, FAN_OPEN_PERM, AT_FDCWD, path.c_str()) !=
             0) {
             log::warning("sutured: cannot watch opens of " + path + ": " + std::strerror(errno));
+            failed.push_back(path);
             continue;
         }
         log::debug("sutured: watching opens of " + path);
     }
+    return failed;
 }
 
 std::vector<LibraryLoad> LoadWatcher::take_caught() {

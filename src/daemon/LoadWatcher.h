@@ -36,8 +36,8 @@ class LoadWatcher {
     LoadWatcher& operator=(const LoadWatcher&) = delete;
 
     // Watches opens of these files from now on (a file watched already is
-    // harmless). A path that cannot be watched is logged.
-    void watch(const std::vector<std::string>& paths);
+    // harmless). Returns those that cannot be watched (each logged).
+    std::vector<std::string> watch(const std::vector<std::string>& paths);
 
     // Readable while caught loads wait for the event loop.
     int fd() const { return ready_.get(); }

@@ -456,6 +456,10 @@ std::vector<std::string> Engine::take_libraries_to_watch() {
     return new_processes_->take_libraries_to_watch();
 }
 
+void Engine::library_watch_failed(const std::vector<std::string>& paths) {
+    new_processes_->library_watch_failed(paths);
+}
+
 void Engine::note_process_root(int pid) {
     new_processes_->note_process_root(pid);
 }

@@ -259,6 +259,8 @@ class Engine {
     // libcrypto files, in every root seen, that a usable patch is for),
     // those not handed out yet; after a reload, all of them again.
     std::vector<std::string> take_libraries_to_watch();
+    // Those of them the watcher could not watch (not known as watched).
+    void library_watch_failed(const std::vector<std::string>& paths);
     // Notes the root of a process that just exec'ed (a container's): its
     // libraries are watched from now on.
     void note_process_root(int pid);

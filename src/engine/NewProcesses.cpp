@@ -490,6 +490,16 @@ std::vector<std::string> NewProcessPatcher::take_libraries_to_watch() {
     return found;
 }
 
+// Not watched after all: forgotten, so its programs are parked again (and
+// it is tried again at their next start).
+void NewProcessPatcher::library_watch_failed(const std::vector<std::string>& paths) {
+    for (const std::string& path : paths) {
+        if (auto key = key_of(path, true)) {
+            examined_.erase(*key);
+        }
+    }
+}
+
 void NewProcessPatcher::find_libraries(const std::string& root, std::vector<std::string>& found) {
     for (const char* directory : library_directories) {
         std::error_code error;

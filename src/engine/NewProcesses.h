@@ -47,6 +47,7 @@ class NewProcessPatcher {
 
     // Library files to watch (Engine::take_libraries_to_watch).
     std::vector<std::string> take_libraries_to_watch();
+    void library_watch_failed(const std::vector<std::string>& paths);
     void note_process_root(int pid);
     // Whether sutured's library-open watcher runs (exec gating then leaves
     // a process whose OpenSSL files are watched to it).
