@@ -223,7 +223,9 @@ void Daemon::watch_new_processes() {
 // Processes that load OpenSSL later (dlopen) or in a way the exec check
 // does not see: caught in their loader (LoadWatcher.h).
 void Daemon::watch_library_loads() {
-    auto watcher = LoadWatcher::open(engine_->new_process_claims());
+    // The scope is read-only after start, so the answering thread may ask it.
+    auto watcher = LoadWatcher::open(engine_->new_process_claims(),
+                                     [this](int pid) { return in_new_process_scope(pid); });
     if (!watcher) {
         log::warning("sutured: libraries loaded later (dlopen) are left to the rescan: " +
                      watcher.error().message);

@@ -47,7 +47,7 @@ void signal_eventfd(const UniqueFD& fd) {
 
 }  // namespace
 
-Result<std::unique_ptr<LoadWatcher>> LoadWatcher::open(ProcessClaims& claims) {
+Result<std::unique_ptr<LoadWatcher>> LoadWatcher::open(ProcessClaims& claims, Scope in_scope) {
     // FAN_REPORT_TID: the event names the thread that waits in open(), the
     // one to hold. FAN_CLASS_CONTENT: permission events.
     UniqueFD group(::fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_TID,
@@ -60,8 +60,8 @@ Result<std::unique_ptr<LoadWatcher>> LoadWatcher::open(ProcessClaims& claims) {
     if (!ready.is_valid() || !stop.is_valid()) {
         return fail_errno("eventfd", errno);
     }
-    std::unique_ptr<LoadWatcher> watcher(
-        new LoadWatcher(claims, std::move(group), std::move(ready), std::move(stop)));
+    std::unique_ptr<LoadWatcher> watcher(new LoadWatcher(
+        claims, std::move(in_scope), std::move(group), std::move(ready), std::move(stop)));
     watcher->answering_ = std::thread([raw = watcher.get()] { raw->answer_opens(); });
     return watcher;
 }
@@ -128,11 +128,12 @@ void LoadWatcher::answer_opens() {
     }
 }
 
-// Decides at once: sutured's own opens, and processes another path has,
-// are allowed; any other gets a catching thread (which answers).
+// Decides at once: sutured's own opens, processes out of scope and those
+// another path has are allowed; any other gets a catching thread (which
+// answers).
 void LoadWatcher::on_open(int tid, int file) {
     int pid = process_of(tid);
-    if (pid <= 0 || pid == ::getpid() || !claims_.claim(pid)) {
+    if (pid <= 0 || pid == ::getpid() || !in_scope_(pid) || !claims_.claim(pid)) {
         allow(file);
         ::close(file);
         return;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,7 +30,10 @@ namespace suture {
 // open still waiting, and a held thread's wait ends by itself.
 class LoadWatcher {
   public:
-    static Result<std::unique_ptr<LoadWatcher>> open(ProcessClaims& claims);
+    // `in_scope(pid)` says whether a process may be caught at all (sutured's
+    // --new-processes-under); it runs on the answering thread.
+    using Scope = std::function<bool(int pid)>;
+    static Result<std::unique_ptr<LoadWatcher>> open(ProcessClaims& claims, Scope in_scope);
     ~LoadWatcher();  // stops answering (the kernel allows what waits) and
                      // waits for the catches in flight
     LoadWatcher(const LoadWatcher&) = delete;
@@ -44,8 +48,13 @@ class LoadWatcher {
     std::vector<LibraryLoad> take_caught();
 
   private:
-    LoadWatcher(ProcessClaims& claims, UniqueFD group, UniqueFD ready, UniqueFD stop)
-        : claims_(claims), group_(std::move(group)), ready_(std::move(ready)), stop_(std::move(stop)) {}
+    LoadWatcher(ProcessClaims& claims, Scope in_scope, UniqueFD group, UniqueFD ready,
+                UniqueFD stop)
+        : claims_(claims),
+          in_scope_(std::move(in_scope)),
+          group_(std::move(group)),
+          ready_(std::move(ready)),
+          stop_(std::move(stop)) {}
 
     void answer_opens();  // the answering thread
     void on_open(int tid, int file);
@@ -54,6 +63,7 @@ class LoadWatcher {
     void queue(LibraryLoad load);
 
     ProcessClaims& claims_;
+    Scope in_scope_;
     UniqueFD group_;  // the fanotify group
     UniqueFD ready_;  // eventfd: caught loads wait
     UniqueFD stop_;   // eventfd: the answering thread ends

@@ -17,7 +17,7 @@
 source "$(dirname "$0")/lib.sh"
 require_root "fanotify permission events and ptrace"
 : "${SUTURE_FEED:?}" "${SUTURE_PACK:?}" "${OPENSSL_VERSION_OBJECT:?}" "${HOLD_OPENSSL:?}"
-: "${FIRST_CALL_DIRECT:?}" "${FIRST_CALL_TRANSITIVE:?}"
+: "${FIRST_CALL_DIRECT:?}" "${FIRST_CALL_TRANSITIVE:?}" "${SECCOMP_EXEC:?}"
 sutured=${1:?}
 runs=${SUTURE_LIBRARY_LOAD_RUNS:-30}
 start_private_system_bus
@@ -94,6 +94,17 @@ for _ in range(5):
 else
     echo "SKIP (part): python3 is not installed: the vfork + exec check did not run"
 fi
+
+# Under a seccomp filter the loader is not held (the filter could refuse
+# the wait's ppoll): the process runs on unharmed and is patched right
+# after its load, which sutured logs as "while running".
+filtered=$(sleep 1 | HOLD_UNTIL_STDIN_EOF=1 timeout 30 "$SECCOMP_EXEC" "$HOLD_OPENSSL" "$libcrypto" 2>&1 |
+    sed -n 's/^loaded [^:]*: //p')
+[ -n "$filtered" ] && pass "under a seccomp filter: the dlopen works and the program goes on ($filtered)" ||
+    fail_check "under a seccomp filter: no output"
+sleep 0.5
+late=$(grep -c "(hold-openssl): $patch applied while running (path: dlopen)" "$scratch/sutured.log" || true)
+check_eq "under a seccomp filter: not held, patched right after its load" 1 "$late"
 
 # A program that reads the file without loading it: let go, unharmed.
 started=$(date +%s%N)
