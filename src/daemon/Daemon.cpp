@@ -255,6 +255,12 @@ Result<void> Daemon::reload_new_processes() {
 
 int Daemon::library_loads(sd_event_source*, int, std::uint32_t, void* self) {
     auto* daemon = static_cast<Daemon*>(self);
+    // The exec events waiting first: a program's exec event is sent before
+    // its loader opens anything, so a load caught during a start is then
+    // known as that start (NewProcesses.cpp, starting_).
+    if (daemon->exec_watcher_) {
+        exec_events(nullptr, daemon->exec_watcher_->fd(), 0, self);
+    }
     for (const LibraryLoad& load : daemon->load_watcher_->take_caught()) {
         try {
             daemon->handle_library_load(load);
