@@ -107,6 +107,11 @@ echo "figures: $fixed of $runs new processes saw the patched behaviour from thei
 race_check "new processes patched before main()" "$runs" "$fixed"
 [ "$fixed" -ge 1 ] && pass "exec gating works: $fixed of $runs patched before main()" ||
     fail_check "no new process was patched before main()"
+# Only the first start races the loader whatever the priority: from then on
+# the library is watched and every start waits at its open.
+[ "$fixed" -ge $((runs - 1)) ] &&
+    pass "with the library-open watch, every start after the first patched before main(): $fixed of $runs" ||
+    fail_check "with the library-open watch: only $fixed of $runs patched before main()"
 [ "$fixed" = "$runs" ] || sed "s/pid [0-9]*/pid N/g; s/0x[0-9a-f]*/ADDRESS/g" "$scratch/sutured.log" | sort | uniq -c | sort -rn | head -12
 before_main=$(grep -c "before main()" "$scratch/sutured.log" || true)
 echo "figures: sutured reports $before_main patch applications before main()"
