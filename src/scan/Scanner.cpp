@@ -236,16 +236,21 @@ void Scanner::check_file_on_disk(int pid, const std::string& process_root,
     }
 }
 
-void Scanner::name_from_dpkg(int pid, MappedLibrary& library, ScanMemo& memo) {
+void Scanner::name_from_dpkg(int pid, MappedLibrary& library) {
     // The process's own root (a container's, a chroot's): its database
-    // tells what it installed. Memoised by that database's status file, so
-    // a thousand processes of one root read it once per scan.
+    // tells what it installed. Kept by that database's status file, so a
+    // thousand processes of one root read it once.
     std::string root = proc_path(pid, "/root");
     struct stat st {};
     if (::stat((root + "/var/lib/dpkg/status").c_str(), &st) != 0) {
         return;
     }
-    auto [entry, inserted] = memo.installed.try_emplace({st.st_dev, st.st_ino, library.path});
+    if (installed_.size() > 4096) {
+        installed_.clear();
+    }
+    std::int64_t modified = st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec;
+    auto [entry, inserted] =
+        installed_.try_emplace({st.st_dev, st.st_ino, modified, library.path});
     if (inserted) {
         entry->second = dpkg_owner(root, library.path);
     }
@@ -303,7 +308,7 @@ Result<ProcessReport> Scanner::scan_process(int pid, ScanMemo& memo) {
         }
         check_file_on_disk(pid, report.root, seen->key, library, memo);
         if (!library.package && !library.deleted && !library.replaced) {
-            name_from_dpkg(pid, library, memo);
+            name_from_dpkg(pid, library);
         }
         report.libraries.push_back(std::move(library));
     }

@@ -134,8 +134,6 @@ class Scanner {
     struct ScanMemo {
         std::unordered_map<MappedFileKey, MappedFileSeen, MappedFileKeyHash> mapped_files;
         std::unordered_map<std::string, std::optional<FileKey>> on_disk;  // by host path
-        // dpkg_owner answers, by (the root's dpkg status file, path).
-        std::map<std::tuple<dev_t, ino_t, std::string>, std::optional<InstalledPackage>> installed;
         // Files identified from their mapped headers (/proc/PID/mem): not
         // cached beyond the scan, having no size or mtime to key them by.
         std::unordered_map<MappedFileKey, FileIdentity, MappedFileKeyHash> from_memory;
@@ -160,11 +158,18 @@ class Scanner {
                             MappedLibrary& library, ScanMemo& memo);
 
     // Sets `installed` for an unknown build still at its path.
-    void name_from_dpkg(int pid, MappedLibrary& library, ScanMemo& memo);
+    void name_from_dpkg(int pid, MappedLibrary& library);
 
     const BuildIndex& index_;
     std::uint64_t own_mount_namespace_;
     std::unordered_map<FileKey, FileIdentity, FileKeyHash> cache_;
+    // dpkg_owner answers, by (the root's dpkg status file: device, inode,
+    // modification time; path), kept beyond the scan: dpkg replaces its
+    // status file at every change, so an answer stays right while its key
+    // does. Reading a root's package lists costs milliseconds, and sutured
+    // scans every new process of an unknown build on its own.
+    std::map<std::tuple<dev_t, ino_t, std::int64_t, std::string>, std::optional<InstalledPackage>>
+        installed_;
     ScanStatistics statistics_;
 };
 
