@@ -35,6 +35,7 @@ Result<ElfFile> open_elf(const std::string& path) {
 struct Unit {
     RelocatableObject original;
     RelocatableObject patched;
+    std::optional<RelocatableObject> single_text;  // CompiledUnit::single_text_object
     SymbolOwners original_owners;
     SymbolOwners patched_owners;
     ObjectChanges changes;
@@ -138,7 +139,9 @@ class Builder {
     std::string find_tie(const PatchGraph& graph);
     Result<void> decide_consistency();
     Result<void> record_callbacks();
-    Result<void> check_original_bytes(const Unit& unit, const Symbol& symbol,
+    Result<void> prove_original(const Unit& unit, const Symbol& original,
+                                const LibrarySymbols::Definition& definition);
+    Result<void> check_original_bytes(const RelocatableObject& object, const Symbol& symbol,
                                       const LibrarySymbols::Definition& definition);
     std::vector<std::byte> write_object();
 
@@ -309,6 +312,13 @@ Result<void> Builder::load_units() {
             return tl::unexpected(patched.error());
         }
         Unit& unit = units_.emplace_back(std::move(*original), std::move(*patched));
+        if (!compiled.single_text_object.empty()) {
+            auto single_text = RelocatableObject::read(compiled.single_text_object);
+            if (!single_text) {
+                return tl::unexpected(single_text.error());
+            }
+            unit.single_text = std::move(*single_text);
+        }
         unit.file = source_file_of(unit.original);
         auto changes = diff_objects(unit.original, unit.patched);
         if (!changes) {
@@ -714,7 +724,52 @@ std::string library_mismatch_cause(const LibraryComparison& comparison, std::byt
     return where + ": the unit was not compiled with the package build's flags";
 }
 
-Result<void> Builder::check_original_bytes(const Unit& unit, const Symbol& symbol,
+// The library's function is what the unit's source compiles to: the
+// -ffunction-sections compile of it has the library's size and bytes, or,
+// when that compile sized a jump or padding otherwise (the package build
+// had one .text for the whole file), the single-.text compile has them.
+Result<void> Builder::prove_original(const Unit& unit, const Symbol& original,
+                                     const LibrarySymbols::Definition& definition) {
+    Result<void> proven = {};
+    if (definition.size != original.size) {
+        proven = fail(ErrorCode::fingerprint_mismatch,
+                      unit.original.name() + ": " + original.name + " is " +
+                          std::to_string(original.size) + " bytes, the library's " +
+                          std::to_string(definition.size) + ": " +
+                          size_mismatch_cause(original.size, definition.size));
+    } else {
+        proven = check_original_bytes(unit.original, original, definition);
+    }
+    if (proven || !unit.single_text) {
+        return proven;
+    }
+    const Symbol* alone = nullptr;
+    for (const Symbol& symbol : unit.single_text->symbols()) {
+        if (symbol.name == original.name && symbol.type == STT_FUNC &&
+            symbol.binding == original.binding && symbol.section != SHN_UNDEF) {
+            alone = &symbol;
+        }
+    }
+    std::string also = " (and the single-.text compile " + unit.single_text->name() + " ";
+    if (alone == nullptr) {
+        return fail(proven.error().code,
+                    proven.error().message + also + "has no function " + original.name + ")");
+    }
+    if (alone->size != definition.size) {
+        return fail(proven.error().code, proven.error().message + also + "makes it " +
+                                             std::to_string(alone->size) + " bytes)");
+    }
+    if (auto same = check_original_bytes(*unit.single_text, *alone, definition); !same) {
+        return fail(proven.error().code,
+                    proven.error().message + also + "differs too: " + same.error().message + ")");
+    }
+    report_.single_text_proofs.push_back(
+        original.name + ": " + std::to_string(original.size) + " bytes with -ffunction-sections, " +
+        std::to_string(definition.size) + " as the package build compiled it");
+    return {};
+}
+
+Result<void> Builder::check_original_bytes(const RelocatableObject& object, const Symbol& symbol,
                                            const LibrarySymbols::Definition& definition) {
     auto file_offset = library_->offset_of_address(definition.offset);
     if (!file_offset) {
@@ -725,13 +780,13 @@ Result<void> Builder::check_original_bytes(const Unit& unit, const Symbol& symbo
     if (!library_bytes) {
         return tl::unexpected(library_bytes.error());
     }
-    const auto& section = unit.original.sections()[symbol.section];
+    const auto& section = object.sections()[symbol.section];
     if (symbol.value + symbol.size > section.bytes.size()) {
         return fail(ErrorCode::bad_format,
-                    unit.original.name() + ": " + symbol.name + " lies outside its section");
+                    object.name() + ": " + symbol.name + " lies outside its section");
     }
     std::vector<FieldSite> sites;
-    for (const auto& relocation : unit.original.relocations_for(symbol.section)) {
+    for (const auto& relocation : object.relocations_for(symbol.section)) {
         if (relocation.offset >= symbol.value && relocation.offset < symbol.value + symbol.size) {
             sites.push_back(FieldSite{relocation.offset - symbol.value, relocation.type});
         }
@@ -745,7 +800,7 @@ Result<void> Builder::check_original_bytes(const Unit& unit, const Symbol& symbo
     if (comparison.differing != 0) {
         return fail(
             ErrorCode::fingerprint_mismatch,
-            unit.original.name() + ": " + symbol.name + ": " +
+            object.name() + ": " + symbol.name + ": " +
                 library_mismatch_cause(comparison, section.bytes[symbol.value + *comparison.first],
                                        (*library_bytes)[*comparison.first]));
     }
@@ -766,15 +821,8 @@ Result<void> Builder::describe_replacements() {
             if (!definition) {
                 return tl::unexpected(definition.error());
             }
-            if (definition->size != original.size) {
-                return fail(ErrorCode::fingerprint_mismatch,
-                            unit.original.name() + ": " + original.name + " is " +
-                                std::to_string(original.size) + " bytes, the library's " +
-                                std::to_string(definition->size) + ": " +
-                                size_mismatch_cause(original.size, definition->size));
-            }
-            if (auto same = check_original_bytes(unit, original, *definition); !same) {
-                return tl::unexpected(same.error());
+            if (auto proven = prove_original(unit, original, *definition); !proven) {
+                return tl::unexpected(proven.error());
             }
             auto file_offset = library_->offset_of_address(definition->offset);
             auto bytes = library_->bytes_at(*file_offset, definition->size);

@@ -16,6 +16,12 @@ namespace suture {
 struct CompiledUnit {
     std::string original_object;
     std::string patched_object;
+    // Optional: the source file before the fix compiled with the package
+    // build's flags alone (one .text for the whole file, as the library's
+    // object was). A replaced function whose jumps or padding the assembler
+    // sized otherwise in its own section is proven equal to the library's
+    // against this compile instead (docs/builder.md, "Proving the compile").
+    std::string single_text_object;
 };
 
 struct BuildRequest {
@@ -59,6 +65,10 @@ struct BuildReport {
     // Linker relaxations accepted when the original compile was compared
     // with the library: "name +0xOFFSET: mov GOT -> lea" (docs/builder.md).
     std::vector<std::string> relaxations;
+    // Replaced functions proven against the single-.text compile
+    // (CompiledUnit::single_text_object): "name: 298 bytes with
+    // -ffunction-sections, 301 as the package build compiled it".
+    std::vector<std::string> single_text_proofs;
     // Functions too short for the entry jump, patched through their
     // callers: "short_fn (3 bytes): through caller_a, caller_b".
     std::vector<std::string> stand_ins;

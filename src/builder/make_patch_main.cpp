@@ -4,7 +4,10 @@
 // rebuild's debug symbols, writes the patch file. suture-build runs it;
 // it is also usable alone.
 
+#include <algorithm>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -13,12 +16,31 @@
 #include "builder/PatchBuilder.h"
 #include "config.h"
 
+namespace {
+
+// "a.o:b.o:c.o" -> {"a.o", "b.o", "c.o"}.
+std::vector<std::string> split_unit_argument(const std::string& argument) {
+    std::vector<std::string> parts;
+    std::size_t start = 0;
+    for (std::size_t colon = argument.find(':'); colon != std::string::npos;
+         colon = argument.find(':', start)) {
+        parts.push_back(argument.substr(start, colon - start));
+        start = colon + 1;
+    }
+    parts.push_back(argument.substr(start));
+    return parts;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
     CLI::App app{
         "suture-make-patch: diff two compiles of the source files a fix touches, function by\n"
         "function, and write a suture patch for one exact library build. Each --unit\n"
         "ORIGINAL.o:PATCHED.o is one source file compiled without and with the fix, using\n"
-        "the package build's exact flags plus -ffunction-sections -fdata-sections.",
+        "the package build's exact flags plus -ffunction-sections -fdata-sections; a third\n"
+        "object, the same file before the fix compiled with the package build's flags alone,\n"
+        "proves the functions whose jumps the assembler sized otherwise in their own section.",
         "suture-make-patch"};
     app.footer(
         "Exit status: 0 written, 1 error (message on stderr: the refused change, the\n"
@@ -38,7 +60,13 @@ int main(int argc, char** argv) {
                    "Full symbol table of the same build (the rebuild's .debug file)")
         ->required()
         ->check(CLI::ExistingFile);
-    app.add_option("--unit", units, "ORIGINAL.o:PATCHED.o (repeatable)")->required();
+    app.add_option("--unit", units,
+                   "ORIGINAL.o:PATCHED.o[:SINGLE_TEXT.o] (repeatable): the unit compiled with "
+                   "-ffunction-sections -fdata-sections before and after the fix, and "
+                   "optionally before the fix with the package build's flags alone, against "
+                   "which a replaced function whose jumps the assembler sized otherwise in its "
+                   "own section is proven equal to the library's")
+        ->required();
     app.add_option("--id", request.patch_id, "Patch id, e.g. CVE-2026-63076")->required();
     app.add_option("--level", request.level, "Patch level (1..65535)")->check(CLI::Range(1, 65535));
     app.add_option("--description", request.description, "One line for humans");
@@ -58,13 +86,14 @@ int main(int argc, char** argv) {
         return app.exit(error) == 0 ? 0 : 2;
     }
     for (const std::string& unit : units) {
-        auto colon = unit.find(':');
-        if (colon == std::string::npos || colon == 0 || colon + 1 == unit.size()) {
+        auto parts = split_unit_argument(unit);
+        if (parts.size() < 2 || parts.size() > 3 ||
+            std::any_of(parts.begin(), parts.end(), [](const auto& part) { return part.empty(); })) {
             std::cerr << "suture-make-patch: error: --unit " << unit
-                      << ": expected ORIGINAL.o:PATCHED.o\n";
+                      << ": expected ORIGINAL.o:PATCHED.o or ORIGINAL.o:PATCHED.o:SINGLE_TEXT.o\n";
             return 2;
         }
-        request.units.push_back({unit.substr(0, colon), unit.substr(colon + 1)});
+        request.units.push_back({parts[0], parts[1], parts.size() == 3 ? parts[2] : ""});
     }
     if (!consistency.empty()) {
         request.consistency = suture::consistency_from_name(consistency);
@@ -89,6 +118,7 @@ int main(int argc, char** argv) {
                                    {"consistency", suture::consistency_name(report.consistency)},
                                    {"consistency_reason", report.consistency_reason},
                                    {"relaxations", report.relaxations},
+                                   {"single_text_proofs", report.single_text_proofs},
                                    {"stand_ins", report.stand_ins}};
         std::cout << document.dump(2) << "\n";
     } else {
@@ -106,6 +136,9 @@ int main(int argc, char** argv) {
         }
         for (const auto& line : report.relaxations) {
             std::cout << "  relaxed  " << line << "\n";
+        }
+        for (const auto& line : report.single_text_proofs) {
+            std::cout << "  proven   " << line << " (the single-.text compile)\n";
         }
         for (const auto& line : report.references) {
             std::cout << "  uses     " << line << "\n";
