@@ -236,13 +236,14 @@ start_target() {
     start_program "$1" "${before[@]}" -- "$PATCH_TARGET" "${rest[@]:1}"
 }
 
-# ask PID COMMAND: sends one command, prints the answer line (empty if the
-# target did not answer within 5 s: dead or stopped).
+# ask PID COMMAND [SECONDS]: sends one command, prints the answer line
+# (empty if the target did not answer within SECONDS, default 5: dead or
+# stopped).
 ask() {
     local ask_pid=$1 before tries
     before=$(wc -l <"${target_out[$ask_pid]}")
     echo "$2" >&"${target_fd[$ask_pid]}" 2>/dev/null || return 0
-    for tries in $(seq 100); do
+    for tries in $(seq $((${3:-5} * 20))); do
         if [ "$(wc -l <"${target_out[$ask_pid]}")" -gt "$before" ]; then
             sed -n "$((before + 1))p" "${target_out[$ask_pid]}"
             return 0
