@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # distro-support/coverage's classification checks (source_absent,
-# not_compiled, function_absent, size_overflow_needs_32bit), each kind once
-# true and once false: on a small fixture rebuild (a source tree, a build log
-# and a debug file compiled here) and a fixture archive cache (a .deb built
-# here whose library carries the index's build ID) always, and on the real
+# not_compiled, function_absent, size_overflow_needs_32bit, source_has,
+# source_lacks), each kind once true and once false: on a small fixture
+# rebuild (a source tree, a build log and a debug file compiled here) and a
+# fixture archive cache (a .deb built here whose library carries the
+# index's build ID, a source package built here) always, and on the real
 # cached rebuild of Debian 12's 3.0.20-1~deb12u2 and the real package of
 # 3.0.17-1~deb12u2 when this machine has them. The fixtures are
 # classification.json files in a scratch patchsets directory, never in
@@ -196,6 +197,83 @@ if [ -n "$real_deb" ]; then
     check_eq "its checks that hold" 2 "$(grep -c '^coverage: true debian-12 3.0.17-1~deb12u2 CVE-2026-31789: size_overflow_needs_32bit' <<<"$errors")"
 else
     echo "NOTE: no libssl3 3.0.17-1~deb12u2 package in the archive cache: CVE-2026-31789's classification was not verified here"
+fi
+
+# --- source_has / source_lacks: the rebuild's tree, else the source package --
+# source_set NAME ARCHIVE_CACHE BUILD_CACHE EXPECTED_FALSE CHECK_JSON=WORD...:
+# each check in its own classification; WORD (true, FALSE, UNVERIFIED) is
+# what --verify-checks must call it; exit 1 if any is FALSE.
+source_check() { # KIND PATH FUNCTION TEXT
+    jq -nc --arg k "$1" --arg p "$2" --arg f "$3" --arg t "$4" '{kind: $k, path: $p, function: $f, text: $t}'
+}
+source_set() {
+    local name=$1 archive=$2 cache=$3 falses=$4 set=$scratch/source-$1 i=0 pair check word subject
+    shift 4
+    for pair in "$@"; do
+        classify "$set" "${cves[$i]}" "${pair%=*}"
+        i=$((i + 1))
+    done
+    SUTURE_ARCHIVE_CACHE=$archive run $([ "$falses" = 0 ] && echo 0 || echo 1) "$name: --verify-checks" \
+        "$coverage" --verify-checks --patchsets "$set" --build-cache "$cache" --build-root "$fixture/root" \
+        --output-dir "$set-out"
+    i=0
+    for pair in "$@"; do
+        check=${pair%=*} word=${pair##*=}
+        subject="$(jq -r '.kind + " " + .path + " " + .function + ": " + (.text | gsub("\\s+"; " "))' <<<"$check")"
+        grep -qF "coverage: $word $distro $version ${cves[$i]}: $subject" <<<"$errors" &&
+            pass "$name: $word $subject" || { fail_check "$name: not $word: $subject"; printf '%s\n' "$errors"; }
+        i=$((i + 1))
+    done
+    [ "$falses" = 0 ] || { grep -q "^coverage: $falses classification checks are false" <<<"$errors" &&
+        pass "$name: $falses checks false" || fail_check "$name: the false checks are not counted"; }
+}
+echo "--- source_has and source_lacks on the fixture rebuild's tree"
+# Only the named function's definition counts: linked.c has "return 1;"
+# nowhere, "fixture_local" in fixture_global's body; white space is free.
+source_set rebuild "$scratch/empty-archive" "$fixture/cache" 3 \
+    "$(source_check source_has crypto/linked.c fixture_global 'return  fixture_local(x)
+        + 1;')=true" \
+    "$(source_check source_lacks crypto/never.c fixture_never 'fixture_local')=true" \
+    "$(source_check source_lacks crypto/linked.c fixture_global 'fixture_local')=FALSE" \
+    "$(source_check source_has crypto/linked.c fixture_local 'return 1;')=FALSE" \
+    "$(source_check source_has crypto/linked.c fixture_gone 'return')=FALSE"
+grep -qF "crypto/linked.c in the rebuild's tree has no definition of fixture_gone" <<<"$errors" &&
+    pass "a function with no definition is named" || fail_check "no 'has no definition' reason"
+
+# No rebuild: the build's source package from the archive cache, unpacked
+# by dpkg-source with its debian/patches applied (a 3.0 (quilt) fixture
+# package: the text its patch adds is there, the unpatched line is not).
+echo "--- source_has and source_lacks on a fixture source package"
+if command -v dpkg-source >/dev/null; then
+    pkg=$scratch/pkg/openssl-3.0.20 sources=$scratch/src-archive/apt/$distro/sources
+    mkdir -p "$pkg/crypto" "$sources"
+    printf '%s\n' 'int fixture_global(int x)' '{' '    return x + 1;' '}' > "$pkg/crypto/linked.c"
+    tar -C "$scratch/pkg" -czf "$sources/openssl_3.0.20.orig.tar.gz" openssl-3.0.20
+    mkdir -p "$pkg/debian/source" "$pkg/debian/patches"
+    echo "3.0 (quilt)" > "$pkg/debian/source/format"
+    printf '%s\n' 'Source: openssl' 'Maintainer: fixture <fixture@example.org>' '' 'Package: libssl3' \
+        'Architecture: any' 'Description: fixture' > "$pkg/debian/control"
+    printf '%s\n' "openssl ($version) bookworm; urgency=medium" '' '  * fixture' '' \
+        ' -- fixture <fixture@example.org>  Thu, 01 Jan 2026 00:00:00 +0000' > "$pkg/debian/changelog"
+    printf '%s\n' '--- a/crypto/linked.c' '+++ b/crypto/linked.c' '@@ -1,4 +1,5 @@' ' int fixture_global(int x)' \
+        ' {' '+    if (x < 0) return 0; /* debian/patches */' '     return x + 1;' ' }' > "$pkg/debian/patches/fix.patch"
+    echo fix.patch > "$pkg/debian/patches/series"
+    (cd "$sources" && dpkg-source -b "$pkg" >/dev/null 2>&1) && [ -f "$sources/openssl_$version.dsc" ] ||
+        fail_check "cannot build the fixture source package"
+    source_set package "$scratch/src-archive" "$scratch/no-cache" 1 \
+        "$(source_check source_has crypto/linked.c fixture_global 'if (x < 0) return 0;')=true" \
+        "$(source_check source_lacks crypto/linked.c fixture_global 'return x + 2;')=true" \
+        "$(source_check source_has crypto/gone.c fixture_global 'return')=FALSE"
+    grep -qF "source openssl $version from the archive" <<<"$errors" &&
+        pass "package: the checks name the source package as their tree" || fail_check "package: no origin named"
+    # Neither a rebuild nor the package, and no --verify-checks: unverified.
+    classify "$scratch/source-none" CVE-2026-35189 "$(source_check source_has crypto/linked.c fixture_global 'return')"
+    SUTURE_ARCHIVE_CACHE=$scratch/empty-archive run 0 "no tree: without --verify-checks" "$coverage" \
+        --patchsets "$scratch/source-none" --build-cache "$scratch/no-cache" --output-dir "$scratch/source-none-out"
+    grep -qF "UNVERIFIED $distro $version CVE-2026-35189: source_has crypto/linked.c fixture_global: return (no verified rebuild, and source openssl $version is not in the archive cache $scratch/empty-archive (--verify-checks fetches it))" \
+        <<<"$errors" && pass "no tree: listed as unverified, with the reason" || { fail_check "no tree: no UNVERIFIED line"; printf '%s\n' "$errors"; }
+else
+    fail_check "no dpkg-source: cannot build the fixture source package"
 fi
 
 # --- the real cached rebuild ------------------------------------------------

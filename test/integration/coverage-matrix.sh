@@ -41,6 +41,13 @@ check_eq "later CVEs of debian-13 3.5.7-1~deb13u2" 13 \
     "$(jq '.builds[] | select(.version == "3.5.7-1~deb13u2") | .totals.later' "$json")"
 check_eq "3.5.7-1~deb13u2 is in the matrix as superseded" true \
     "$(jq '.builds[] | select(.version == "3.5.7-1~deb13u2") | .superseded' "$json")"
+# Cross-release findings (issue 17, patchsets/openssl/cross-release.json):
+# bookworm's seven later fixes read against Debian 11's deb11u8, six the
+# same bug (open later CVEs of it), one classified not affected.
+check_eq "deb11u8's later CVEs: cross-release, open, not affected" "7 7 6 1" \
+    "$(jq -r '.builds[] | select(.version == "1.1.1w-0+deb11u8") | .totals | "\(.later) \(.cross_release) \(.open) \(.not_affected)"' "$json")"
+check_eq "deb11u8's CVE-2026-84782 is fixed by bookworm's build" "debian-12 3.0.22-1~deb12u2 affected" \
+    "$(jq -r '.builds[] | select(.version == "1.1.1w-0+deb11u8") | .cves[] | select(.id == "CVE-2026-84782") | "\(.fixed_in) \(.cross_release.verdict)"' "$json")"
 # The single update per build (issue 17): on 3.0.17 the cumulative patches
 # hold back the ids they supersede, as update-whole-build.sh sees it.
 check_eq "3.0.17's one update: applied, superseded" "30 CVE-2025-9230 CVE-2026-35189 CVE-2026-42766" \
@@ -80,7 +87,7 @@ fresh; mkdir -p "$classified"
 jq -n --arg cve "$open_cve" '{format: "suture-classification", format_version: 1, cve: $cve, severity: "Low",
         summary: "s", status: "not_affected", reason: "r", checks: [{kind: "file_missing", path: "x.c"}]}' \
     > "$classified/classification.json"
-expect_error "an unknown check kind" "check 1: unknown kind 'file_missing' (known: function_absent, not_compiled, size_overflow_needs_32bit, source_absent)"
+expect_error "an unknown check kind" "check 1: unknown kind 'file_missing' (known: function_absent, not_compiled, size_overflow_needs_32bit, source_absent, source_has, source_lacks)"
 
 fresh; mkdir -p "$classified"
 jq -n --arg cve "$open_cve" '{format: "suture-classification", format_version: 1, cve: $cve, severity: "Low",
@@ -128,6 +135,28 @@ expect_error "a patchset without a registered proof test" \
 
 fresh; rm "$patchset/reproducer.c"
 expect_error "a patchset without its reproducer" "reproducer 'reproducer.c' is not there"
+
+cross=$scratch/p/cross-release.json
+finding() { # JQ_UPDATE: the first finding changed
+    jq "$1" "$SOURCE_ROOT/patchsets/openssl/cross-release.json" > "$scratch/m" && mv "$scratch/m" "$cross"
+}
+fresh; finding '.findings[0].cve = "CVE-2026-28388" | .findings[0].fix_read = "debian-12/3.0.20-1~deb12u2/CVE-2026-28388"'
+expect_error "a cross-release finding of a CVE the release fixes" \
+    "finding 1 (CVE-2026-28388): the archive part has no debian-12 build 3.0.22-1~deb12u2 that fixes CVE-2026-28388"
+fresh; finding '.findings[0].build.version = "1.1.1w-0+deb11u1" | .findings[0].cve = "CVE-2026-9076"'
+expect_error "a cross-release finding of a CVE already later by the archive" \
+    "already a later CVE of debian-11 1.1.1w-0+deb11u1 by the archive's data"
+fresh; finding '.findings[0].fixed_by.version = "3.0.22-1~deb12u1"'
+expect_error "a cross-release finding with the wrong fixing build" \
+    "the archive part has no debian-12 build 3.0.22-1~deb12u1 that fixes CVE-2026-35189 (it says: 3.0.22-1~deb12u2)"
+fresh; finding '.findings[0].verdict = "not_affected"'
+expect_error "a not_affected finding without its classification" \
+    "verdict not_affected needs a not_affected classification.json in debian-11/1.1.1w-0+deb11u8/CVE-2026-35189/"
+fresh; finding '(.findings[] | select(.cve == "CVE-2026-75803") | .verdict) = "affected"'
+expect_error "an affected finding that a classification contradicts" \
+    "verdict affected, but debian-11/1.1.1w-0+deb11u8/CVE-2026-75803/ classifies it not_affected"
+fresh; finding '.findings[0].checks[0].kind = "source_contains"'
+expect_error "a finding with an unknown check kind" "finding 1 (CVE-2026-35189): check 1: unknown kind 'source_contains'"
 
 fresh; jq -n '{format: "suture-classification", format_version: 1, cve: "CVE-2026-63072", severity: "Low",
         summary: "s", status: "not_affected", reason: "r", checks: [{kind: "source_absent", path: "x.c"}]}' \
