@@ -36,12 +36,16 @@ export SUTURE_STATE_DB=$scratch/state.db
 "$SOURCE_ROOT/scripts/setup-local-feed" --advisories "$(dirname "$(dirname "$SUTURE_FEED")")" \
     >"$scratch/setup.log" 2>&1 || { cat "$scratch/setup.log"; fail_check "setup-local-feed"; finish; }
 
-# The patch ids each build's cumulative patches supersede (their
-# patchset.json), sorted: what the update must hold back as superseded.
-declare -A superseded_ids=(
-    [3.0.20-1~deb12u2]=""
-    [3.0.17-1~deb12u2]="CVE-2025-9230 CVE-2026-35189 CVE-2026-42766"
-)
+# The patch ids each build's cumulative patches supersede (the "supersedes"
+# of their patchset.json), sorted: what the update must hold back as
+# superseded.
+declare -A superseded_ids=()
+for version in 3.0.20-1~deb12u2 3.0.17-1~deb12u2; do
+    superseded_ids[$version]=$(cat "$SOURCE_ROOT/patchsets/openssl/debian-12/$version"/*/patchset.json |
+        jq -r '.supersedes[]?' | sort -u | paste -sd' ')
+done
+check_eq "3.0.17's cumulative patches supersede some (the test's premise)" yes \
+    "$([ -n "${superseded_ids[3.0.17-1~deb12u2]}" ] && echo yes || echo no)"
 
 # actions FILE PID FILTER: the update's actions for PID that match FILTER.
 actions() {
