@@ -287,6 +287,10 @@ void record_apply(Records& records, const UsablePatch& candidate, const std::str
         return;
     }
     action.outcome = applied ? ActionOutcome::applied : ActionOutcome::failed;
+    if (applied) {
+        action.stopped_us =
+            std::chrono::duration_cast<std::chrono::microseconds>(applied->stopped_for).count();
+    }
     if (!applied) {
         action.reason = error_code_name(applied.error().error.code);
         action.message = applied.error().error.message;

@@ -345,6 +345,7 @@ UpdateAction update_action_from_json(const json& value, FieldReader& parent) {
         .severity = fields.optional<std::string>("severity").value_or(""),
         .remote = fields.optional<std::string>("remote").value_or(""),
         .phase = fields.optional<std::string>("phase").value_or(""),
+        .stopped_us = fields.optional<std::int64_t>("stopped_us"),
     };
     std::string outcome = fields.get<std::string>("outcome");
     if (auto known = outcome_from_name(outcome)) {
@@ -731,7 +732,8 @@ json actions_to_json(const std::vector<UpdateAction>& list) {
                            {"message", action.message},
                            {"severity", action.severity},
                            {"remote", action.remote},
-                           {"phase", action.phase}});
+                           {"phase", action.phase},
+                           {"stopped_us", optional_to_json(action.stopped_us)}});
     }
     return actions;
 }

@@ -80,6 +80,9 @@ struct UpdateAction {
     // patched first and watched, "after_canary" for one patched once the
     // canaries survived; "" without canaries. A dry run says the same.
     std::string phase;
+    // Applied: how long the process's threads were stopped for it (the one
+    // stop that applied all of the process's patches of this update).
+    std::optional<std::int64_t> stopped_us;
 };
 
 struct CrashOutcome;  // below: what the health watch did about one crash
