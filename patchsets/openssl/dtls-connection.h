@@ -559,9 +559,31 @@ static inline const char* rearranged_connection(enum rearrangement how, int pack
 }
 
 /*
+ * Whether the library gets the data of a rearranged last flight through.
+ * OpenSSL 1.1.1 (the debian-11 reproducers) buffers only handshake and
+ * alert records of the next epoch (dtls1_get_bitmap,
+ * ssl/record/rec_layer_d1.c) and drops the others, by design, where 3.0
+ * buffers every record of the next epoch. So on 1.1.1 the "pong" is lost
+ * when it comes before the epoch begins for good: DATA_FIRST, and
+ * DUPLICATED one record per datagram (the client's state machine drops the
+ * ChangeCipherSpec that comes before the NewSessionTicket, but the record
+ * layer has marked its sequence number seen, so its copy in order is a
+ * replay; the handshake completes by a retransmission, after the data).
+ */
+static inline int rearrangement_kept(enum rearrangement how, int packed) {
+#if OPENSSL_VERSION_NUMBER < 0x30000000L
+    return how != DATA_FIRST && (how != DUPLICATED || packed);
+#else
+    (void)how;
+    (void)packed;
+    return 1;
+#endif
+}
+
+/*
  * The reproducers' DTLS workload: a clean connection, then one connection
- * per rearrangement, packed and not. NULL, or what failed (a static
- * message naming the rearrangement).
+ * per rearrangement the library keeps, packed and not. NULL, or what failed
+ * (a static message naming the rearrangement).
  */
 static inline const char* dtls_workload(void) {
     static char message[160];
@@ -570,6 +592,8 @@ static inline const char* dtls_workload(void) {
 
     for (how = 0; failure == NULL && how < REARRANGEMENTS; how++) {
         for (packed = 0; packed < 2; packed++) {
+            if (!rearrangement_kept((enum rearrangement)how, packed))
+                continue;
             failure = rearranged_connection((enum rearrangement)how, packed);
             if (failure != NULL) {
                 snprintf(message, sizeof message, "%s (last flight %s, %s)", failure,
