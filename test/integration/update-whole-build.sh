@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One `suture update` against every shipped patchset of a build (issue 17's
 # "which single update brings a process of that build to no known CVE open"):
-# a process holding the archive's libcrypto and libssl of each host-release
-# build (debian-12 3.0.20-1~deb12u2 and 3.0.17-1~deb12u2), the shipped
+# a process holding the archive's libcrypto and libssl of each build of the
+# host's release (debian-12 3.0.20-1~deb12u2 and 3.0.17-1~deb12u2) and of
+# Debian 11's two (1.1.1w-0+deb11u1 and deb11u8, the holder running in a
+# bullseye root filesystem in its own mount and PID namespaces), the shipped
 # patchsets and advisory data published as the local feed, one update. Every
 # patch for the build must end applied, or held as `superseded` by the
 # cumulative patch that carries its fix (docs/operator-guide.md, "Cumulative
@@ -39,9 +41,14 @@ export SUTURE_STATE_DB=$scratch/state.db
 # The patch ids each build's cumulative patches supersede (the "supersedes"
 # of their patchset.json), sorted: what the update must hold back as
 # superseded.
+# The builds: the host release's two, and Debian 11's two, whose holders run
+# in a bullseye root filesystem (new mount and PID namespaces; suture
+# updates them from the host).
+builds=(debian-12/3.0.20-1~deb12u2 debian-12/3.0.17-1~deb12u2
+        debian-11/1.1.1w-0+deb11u1 debian-11/1.1.1w-0+deb11u8)
 declare -A superseded_ids=()
-for version in 3.0.20-1~deb12u2 3.0.17-1~deb12u2; do
-    superseded_ids[$version]=$(cat "$SOURCE_ROOT/patchsets/openssl/debian-12/$version"/*/patchset.json |
+for build in "${builds[@]}"; do
+    superseded_ids[${build#*/}]=$(cat "$SOURCE_ROOT/patchsets/openssl/$build"/*/patchset.json |
         jq -r '.supersedes[]?' | sort -u | paste -sd' ')
 done
 check_eq "3.0.17's cumulative patches supersede some (the test's premise)" yes \
@@ -59,10 +66,43 @@ open_with_live_patch() {
         else [.[] | select(.state == "open") | .id] | join(" ") end'
 }
 
-for version in 3.0.20-1~deb12u2 3.0.17-1~deb12u2; do
-    fetch_archive_package debian-12 libssl3 "$version" "$scratch/archive-$version"
-    hold holder "$scratch/archive-$version/usr/lib/x86_64-linux-gnu" libcrypto.so.3 libssl.so.3
-    expected=$(PATCHSET_VERSION=$version shipped_patch_count libcrypto.so.3 libssl.so.3)
+# hold_in_bullseye VAR VERSION: hold-openssl, compiled in a bullseye root
+# filesystem, holding libcrypto.so.1.1 and libssl.so.1.1 of the archive's
+# libssl1.1 VERSION there; VAR is its PID.
+bullseye=""
+hold_in_bullseye() {
+    local libraries inside
+    if [ -z "$bullseye" ]; then
+        bullseye=$("$SOURCE_ROOT/containers/make-rootfs" debian-11 gcc libc6-dev libssl-dev) ||
+            { fail_check "cannot build the debian-11 rootfs (archive unreachable?)"; finish; }
+        bullseye_work=$(mktemp -d "$bullseye/tmp/suture-$test_name-XXXXXX")
+        removed_paths+=("$bullseye_work")
+        cp "$SOURCE_ROOT/test/targets/hold-openssl.c" "$bullseye_work/"
+        chroot "$bullseye" gcc -O2 -o "${bullseye_work#"$bullseye"}/hold-openssl" \
+            "${bullseye_work#"$bullseye"}/hold-openssl.c" -ldl -lpthread ||
+            { fail_check "hold-openssl does not compile in the debian-11 rootfs"; finish; }
+    fi
+    fetch_archive_package debian-11 libssl1.1 "$2" "$bullseye_work/archive-$2"
+    libraries=$bullseye_work/archive-$2/usr/lib/x86_64-linux-gnu
+    inside=${bullseye_work#"$bullseye"}
+    start_in_rootfs "$1" "$bullseye" "LD_LIBRARY_PATH=${libraries#"$bullseye"}" -- \
+        "$inside/hold-openssl" libcrypto.so.1.1 libssl.so.1.1
+    wait_for_line "${target_out[${!1}]}" "^ready " ||
+        { cat "${target_out[${!1}]}"; fail_check "hold-openssl did not start in the debian-11 rootfs"; finish; }
+}
+
+for build in "${builds[@]}"; do
+    distro=${build%%/*}
+    version=${build#*/}
+    if [ "$distro" = debian-12 ]; then
+        fetch_archive_package debian-12 libssl3 "$version" "$scratch/archive-$version"
+        hold holder "$scratch/archive-$version/usr/lib/x86_64-linux-gnu" libcrypto.so.3 libssl.so.3
+        sonames=(libcrypto.so.3 libssl.so.3)
+    else
+        hold_in_bullseye holder "$version"
+        sonames=(libcrypto.so.1.1 libssl.so.1.1)
+    fi
+    expected=$(PATCHSET_DISTRO=$distro PATCHSET_VERSION=$version shipped_patch_count "${sonames[@]}")
     start=$EPOCHREALTIME
     status=0
     "$SUTURE" update --json >"$scratch/update-$version.json" 2>"$scratch/update-$version.err" || status=$?
@@ -90,11 +130,11 @@ for version in 3.0.20-1~deb12u2 3.0.17-1~deb12u2; do
                 '.processes[0].cves[] | select(.id == $id) | "\(.state) \(.patched_by != null)"')"
     done
     update_ms=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", (b - a) * 1000 }')
-    echo "figures: debian-12 $version: one update (exit $status), $applied of $expected patches applied," \
+    echo "figures: $distro $version: one update (exit $status), $applied of $expected patches applied," \
         "$superseded_count superseded by a cumulative patch, $update_ms ms"
     actions "$report" "$holder" '.outcome == "applied"' |
-        jq --arg v "$version" --arg s "$superseded" --argjson ms "$update_ms" --arg date "$(date -u +%F)" \
-            '{distribution: "debian-12", version: $v, applied: length,
+        jq --arg d "$distro" --arg v "$version" --arg s "$superseded" --argjson ms "$update_ms" --arg date "$(date -u +%F)" \
+            '{distribution: $d, version: $v, applied: length,
               superseded: ($s | split(" ") | map(select(. != ""))), update_ms: $ms,
               stopped_us: ([.[].stopped_us // empty] | max), measured: $date}' \
         >"$scratch/figures-$version.json"
