@@ -104,8 +104,8 @@ fetch_archive_package() {
 # shipped_patch_count SONAME...: how many of the patchsets shipped for the
 # archive's openssl $PATCHSET_VERSION (default 3.0.20-1~deb12u2) of
 # $PATCHSET_DISTRO (default debian-12), those with a built patch, target
-# one of these libraries: what `suture
-# update` applies to a process that maps them from that build.
+# one of these libraries: what `suture update` applies to a process that
+# maps them from that build.
 shipped_patch_count() {
     local manifest count=0
     for manifest in "$SOURCE_ROOT"/patchsets/openssl/"${PATCHSET_DISTRO:-debian-12}"/"${PATCHSET_VERSION:-3.0.20-1~deb12u2}"/*/patchset.json; do

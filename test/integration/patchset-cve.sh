@@ -72,6 +72,8 @@ start_reproducer() {
 # longest one probe may take, e.g. a gigabyte input the library reads
 # character by character) is asked once per step, and waited for that long.
 probe_seconds=$(jq -r '.probe_seconds // 5' "$manifest")
+[[ $probe_seconds =~ ^[1-9][0-9]{0,2}$ ]] ||
+    { fail_check "patchset.json probe_seconds: expected whole seconds, 1-999, not '$probe_seconds'"; finish; }
 slow_probe=false
 if [ "$probe_seconds" != 5 ]; then
     slow_probe=true

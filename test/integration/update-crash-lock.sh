@@ -85,6 +85,15 @@ run 0 "boot 2, watch_seconds later" env SUTURE_TEST_NOW=$later SUTURE_TEST_BOOT_
 # 5. A kill -9 of the update right after its first apply: the lock is on
 # disk before the apply, so the next boot holds at least that patch back.
 kill -9 "${fleet[@]}"
+# (Gone before the update looks: on a loaded machine a dying holder still
+# in /proc could take the killed run's one apply, which the next boot then
+# has no live process to hold back for.)
+for _ in $(seq 500); do
+    alive=0
+    for pid in "${fleet[@]}"; do [ -e "/proc/$pid/exe" ] && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.01
+done
 holders 1
 SUTURE_TEST_BOOT_ID=boot-3 "$SUTURE" --direct update --offline --automatic >/dev/null 2>&1 &
 updater=$!
