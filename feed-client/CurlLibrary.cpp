@@ -1,5 +1,7 @@
 #include "feed-client/CurlLibrary.h"
 
+#include "base/LoadedLibrary.h"
+
 #include <dlfcn.h>
 
 #include <mutex>
@@ -12,35 +14,24 @@ namespace {
 
 constexpr const char* library_name = "libcurl.so.4";
 
-// `name` from `handle` into `slot`; false if it is missing.
-template <typename Function>
-bool resolve(void* handle, const char* name, Function*& slot) {
-    slot = reinterpret_cast<Function*>(::dlsym(handle, name));
-    return slot != nullptr;
-}
-
 Result<CurlLibrary> load() {
     // 1. The library, its symbols kept to itself.
-    void* handle = ::dlopen(library_name, RTLD_NOW | RTLD_LOCAL);
-    if (handle == nullptr) {
-        const char* why = ::dlerror();
-        return fail(ErrorCode::io,
-                    std::string("downloads need ") + library_name + " (package libcurl4): " +
-                        (why != nullptr ? why : "cannot be loaded"));
+    auto handle = open_library(library_name, "libcurl4", "downloads need");
+    if (!handle) {
+        return tl::unexpected(handle.error());
     }
     // 2. Each function the Fetcher calls.
     CurlLibrary curl{};
-    bool complete = resolve(handle, "curl_global_init", curl.global_init) &&
-                    resolve(handle, "curl_easy_init", curl.easy_init) &&
-                    resolve(handle, "curl_easy_cleanup", curl.easy_cleanup) &&
-                    resolve(handle, "curl_easy_setopt", curl.easy_setopt) &&
-                    resolve(handle, "curl_easy_perform", curl.easy_perform) &&
-                    resolve(handle, "curl_easy_getinfo", curl.easy_getinfo) &&
-                    resolve(handle, "curl_easy_strerror", curl.easy_strerror);
+    bool complete = resolve_symbol(*handle, "curl_global_init", curl.global_init) &&
+                    resolve_symbol(*handle, "curl_easy_init", curl.easy_init) &&
+                    resolve_symbol(*handle, "curl_easy_cleanup", curl.easy_cleanup) &&
+                    resolve_symbol(*handle, "curl_easy_setopt", curl.easy_setopt) &&
+                    resolve_symbol(*handle, "curl_easy_perform", curl.easy_perform) &&
+                    resolve_symbol(*handle, "curl_easy_getinfo", curl.easy_getinfo) &&
+                    resolve_symbol(*handle, "curl_easy_strerror", curl.easy_strerror);
     if (!complete) {
-        ::dlclose(handle);
-        return fail(ErrorCode::io,
-                    std::string(library_name) + " lacks a function suture needs (too old?)");
+        ::dlclose(*handle);
+        return library_too_old(library_name);
     }
     // 3. The global initialisation libcurl wants before any thread uses it.
     if (curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {

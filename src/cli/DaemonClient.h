@@ -1,21 +1,24 @@
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "base/Error.h"
-#include "dbus/Bus.h"
+#include "cli/SdBusLibrary.h"
 
 namespace suture {
 
 // The CLI's side of sutured's D-Bus API (data/org.suture.Suture1.xml): one
-// connection to the system bus on which sutured owns its name.
+// connection to the system bus on which sutured owns its name. sd-bus is
+// reached through SdBusLibrary, loaded at the first connect().
 class DaemonClient {
   public:
-    // nullopt when no daemon answers: no system bus, or nobody owns
-    // org.suture.Suture1 (the caller then runs the engine in-process).
+    // nullopt when no daemon answers: no system bus (or no libsystemd to
+    // reach it), or nobody owns org.suture.Suture1 (the caller then runs
+    // the engine in-process).
     static std::optional<DaemonClient> connect();
 
     // Calls METHOD with arguments of D-Bus signature `types`; returns its
@@ -27,8 +30,16 @@ class DaemonClient {
                                 ...);
 
   private:
-    explicit DaemonClient(bus::Bus connection) : bus_(std::move(connection)) {}
-    bus::Bus bus_;
+    struct CloseBus {
+        const SdBusLibrary* library;
+        void operator()(sd_bus* bus) const { library->flush_close_unref(bus); }
+    };
+    using Bus = std::unique_ptr<sd_bus, CloseBus>;
+
+    DaemonClient(const SdBusLibrary& library, Bus connection)
+        : library_(&library), bus_(std::move(connection)) {}
+    const SdBusLibrary* library_;
+    Bus bus_;
 };
 
 }  // namespace suture

@@ -16,6 +16,14 @@ run 0 "status --help" "$SUTURE" status --help
 grep -q -- "--json" <<<"$output" && pass "status --help lists --json" || fail_check "status --help lacks --json"
 run 0 "--version" "$SUTURE" --version
 check_eq "--version text" "suture $(sed -n "s/^  version : '\(.*\)',$/\1/p" "$SOURCE_ROOT/meson.build")" "$output"
+# Start-up loads only what every command needs: libcurl comes at the first
+# download, libsystemd when the CLI first looks for sutured (dlopen).
+loaded=$(LD_TRACE_LOADED_OBJECTS=1 "$SUTURE" 2>&1)
+grep -q "libc.so.6" <<<"$loaded" || fail_check "the loader's list of the CLI's libraries is empty: $loaded"
+for library in libcurl.so libsystemd.so libstdc++.so; do
+    grep -q "$library" <<<"$loaded" && fail_check "suture loads $library at every start" ||
+        pass "suture does not load $library at start"
+done
 run 2 "no subcommand" "$SUTURE"
 run 2 "unknown option" "$SUTURE" status --no-such-option
 run 2 "--pid not a number" "$SUTURE" status --pid abc
