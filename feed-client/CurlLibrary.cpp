@@ -4,8 +4,6 @@
 
 #include <dlfcn.h>
 
-#include <mutex>
-#include <optional>
 #include <string>
 
 namespace suture::feed {
@@ -43,13 +41,7 @@ Result<CurlLibrary> load() {
 }  // namespace
 
 Result<const CurlLibrary*> curl_library() {
-    static std::once_flag once;
-    static std::optional<Result<CurlLibrary>> loaded;
-    std::call_once(once, [] { loaded = load(); });
-    if (!*loaded) {
-        return tl::unexpected(loaded->error());
-    }
-    return &**loaded;
+    return load_once<CurlLibrary, load>();
 }
 
 }  // namespace suture::feed

@@ -5,6 +5,8 @@
 
 #include <dlfcn.h>
 
+#include <mutex>
+#include <optional>
 #include <string>
 
 #include "base/Error.h"
@@ -34,6 +36,19 @@ bool resolve_symbol(void* handle, const char* symbol, Function*& slot) {
 // The io error for a library that lacks one of the functions suture calls.
 inline tl::unexpected<Error> library_too_old(const char* name) {
     return fail(ErrorCode::io, std::string(name) + " lacks a function suture needs (too old?)");
+}
+
+// The table `Load` makes, made once per process (thread safe): later calls
+// return the same table, or the same error.
+template <typename Table, Result<Table> (*Load)()>
+Result<const Table*> load_once() {
+    static std::once_flag once;
+    static std::optional<Result<Table>> loaded;
+    std::call_once(once, [] { loaded = Load(); });
+    if (!*loaded) {
+        return tl::unexpected(loaded->error());
+    }
+    return &**loaded;
 }
 
 }  // namespace suture

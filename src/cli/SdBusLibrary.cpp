@@ -4,8 +4,6 @@
 
 #include <dlfcn.h>
 
-#include <mutex>
-#include <optional>
 #include <string>
 
 namespace suture {
@@ -44,13 +42,7 @@ Result<SdBusLibrary> load() {
 }  // namespace
 
 Result<const SdBusLibrary*> sd_bus_library() {
-    static std::once_flag once;
-    static std::optional<Result<SdBusLibrary>> loaded;
-    std::call_once(once, [] { loaded = load(); });
-    if (!*loaded) {
-        return tl::unexpected(loaded->error());
-    }
-    return &**loaded;
+    return load_once<SdBusLibrary, load>();
 }
 
 }  // namespace suture
