@@ -159,7 +159,7 @@ elif command -v gdb >/dev/null; then
     start_daemon --no-load-watch
     wait "$parked_pid" || true
     check_eq "the next sutured released it, and it ran to the end" VULNERABLE "$(cat "$scratch/parked.out")"
-    grep -q "released from its entry point" "$scratch/sutured.log" && pass "sutured says it released it" ||
+    wait_for_line "$scratch/sutured.log" "released from its entry point" && pass "sutured says it released it" ||
         fail_check "no word of the release in the log"
 else
     echo "SKIP (part): gdb is not installed; the kill-while-parked check did not run"

@@ -100,7 +100,7 @@ run 5 "$denied_user: suture disable" as_user "$denied_user" "$SUTURE" disable
 check_eq "the target after the refusals" VULNERABLE "$(ask "$target" probe)"
 check_eq "no history row for refused calls" "$history_before" "$(history_rows)"
 check_eq "no application row for refused calls" "$applications_before" "$(application_rows)"
-grep -q "Update by uid $denied_uid: not authorized" "$scratch/sutured.log" &&
+wait_for_line "$scratch/sutured.log" "Update by uid $denied_uid: not authorized" &&
     pass "sutured's log names the refused caller" || fail_check "sutured.log: $(tail -5 "$scratch/sutured.log")"
 
 # 5. Status for both users, through the daemon (it reads as root).

@@ -138,7 +138,8 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 check_eq "a rescan re-applied the good target" FIXED "$(ask "$target" probe)"
-grep -q "rescan: pid $target .*CVE-2026-63076 applied" "$scratch/sutured.log" &&
+# (sutured logs the apply after it has let the process go: wait for it.)
+wait_for_line "$scratch/sutured.log" "rescan: pid $target .*CVE-2026-63076 applied" &&
     pass "sutured's log: the rescan applied it" || fail_check "no rescan in sutured's log"
 check_eq "sutured after its rescans" answers "$(daemon_answers)"
 
