@@ -148,6 +148,7 @@ std::vector<Application> applications_of(const std::vector<Application>& active,
 // their time), if it was within `watch_seconds` of `now`. suture cannot
 // tell which of the patches applied together made the process crash, so
 // it blames each; earlier applies, which the process survived, it does not.
+// A `watch_seconds` of 0 blames nothing (the watch is off).
 std::vector<Application> last_apply(const std::vector<Application>& rows, std::int64_t now,
                                     std::uint32_t watch_seconds) {
     std::int64_t last = 0;
@@ -155,7 +156,7 @@ std::vector<Application> last_apply(const std::vector<Application>& rows, std::i
         last = std::max(last, application.applied_at);
     }
     std::vector<Application> blamed;
-    if (rows.empty() || last + watch_seconds < now) {
+    if (watch_seconds == 0 || rows.empty() || last + watch_seconds < now) {
         return blamed;
     }
     std::copy_if(rows.begin(), rows.end(), std::back_inserter(blamed),

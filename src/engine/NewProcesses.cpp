@@ -63,6 +63,19 @@ class Park {
     std::optional<ParkedProcess> parked_;
 };
 
+// A start held in its loader, parked at its entry point as well, for the
+// patches whose callbacks cannot run inside the loader; nullopt (logged)
+// if it cannot be: they are then applied while it runs.
+std::optional<ParkedProcess> park_for_callbacks(int pid) {
+    auto parked = park_at_entry(pid);
+    if (!parked || !*parked) {
+        log::debug("library load: pid " + std::to_string(pid) + " not parked for its callbacks" +
+                   (parked ? std::string(": past its loader") : ": " + parked.error().message));
+        return std::nullopt;
+    }
+    return std::move(**parked);
+}
+
 // A process claimed for one new-process path, released on every path out.
 class Claim {
   public:
@@ -270,28 +283,34 @@ bool NewProcessPatcher::excluded(int pid) {
     return false;
 }
 
-// All patches for the libraries the process maps, in one stop; `applied`
-// runs right after it (the process is let go there), before the records
-// are written: the process does not wait for the state database.
-std::vector<UpdateAction> NewProcessPatcher::apply_matching(const ProcessInfo& info,
-                                                            const InjectOptions& options,
-                                                            std::vector<std::string>& lost,
-                                                            const std::function<void()>& applied) {
-    // 1. What matches the builds it maps.
+// The usable patches for the builds the process maps.
+std::vector<const UsablePatch*> NewProcessPatcher::matching(const ProcessInfo& info) {
     std::vector<const UsablePatch*> candidates;
-    std::vector<const PatchFile*> patches;
     StatusReport status = engine_.status({info.pid});
     for (const ProcessReport& process : status.scan.processes) {
         for (const MappedLibrary& library : process.libraries) {
             if (auto found = patches_.find(library.build_id); found != patches_.end()) {
                 for (const UsablePatch& candidate : found->second) {
                     candidates.push_back(&candidate);
-                    patches.push_back(&candidate.patch);
                 }
             }
         }
     }
-    // 2. Apply them together, and let the process go on.
+    return candidates;
+}
+
+// `candidates`, in one stop; `applied` runs right after it (the process is
+// let go there), before the records are written: the process does not wait
+// for the state database. Lost records are added to `lost`.
+std::vector<UpdateAction> NewProcessPatcher::apply_matching(
+    const ProcessInfo& info, const std::vector<const UsablePatch*>& candidates,
+    const InjectOptions& options, std::vector<std::string>& lost,
+    const std::function<void()>& applied) {
+    // 1. Apply them together, and let the process go on.
+    std::vector<const PatchFile*> patches;
+    for (const UsablePatch* candidate : candidates) {
+        patches.push_back(&candidate->patch);
+    }
     auto database = engine_.state();
     Records records(database ? *database : nullptr, database ? "" : database.error().message);
     std::vector<InjectResult<InjectReport>> results;
@@ -299,7 +318,7 @@ std::vector<UpdateAction> NewProcessPatcher::apply_matching(const ProcessInfo& i
         results = engine_.apply_many(info.pid, patches, options, records);
     }
     applied();
-    // 3. Record each.
+    // 2. Record each.
     std::vector<UpdateAction> actions;
     for (std::size_t i = 0; i < candidates.size(); ++i) {
         const PatchMetadata& metadata = candidates[i]->patch.metadata;
@@ -310,7 +329,8 @@ std::vector<UpdateAction> NewProcessPatcher::apply_matching(const ProcessInfo& i
         record_apply(records, *candidates[i], "", "new process", action, results[i]);
         actions.push_back(std::move(action));
     }
-    lost = records.lost();
+    std::vector<std::string> lost_here = records.lost();
+    lost.insert(lost.end(), lost_here.begin(), lost_here.end());
     return actions;
 }
 
@@ -383,7 +403,8 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
         return std::nullopt;
     }
     // 5. Into main(), patched (before the records are written).
-    outcome.actions = apply_matching(*info, options, outcome.lost_records, [&] { park.release(); });
+    outcome.actions =
+        apply_matching(*info, matching(*info), options, outcome.lost_records, [&] { park.release(); });
     bool any_applied = false;
     for (const UpdateAction& action : outcome.actions) {
         any_applied = any_applied || action.outcome == ActionOutcome::applied;
@@ -428,11 +449,36 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_library_load(const Librar
         outcome.path = start->second == OpensslReach::direct ? "direct" : "transitive";
         starting_.erase(start);
     }
-    // 3. Let the loader go on, patched (before its first call only if its
+    // 3. What matches. A patch with callbacks cannot have them run inside
+    // the loader (its lock is held, and at a start libc is not initialised
+    // yet): at a start the process is parked at its entry point for them,
+    // after a dlopen() they follow once the loader is done.
+    std::vector<const UsablePatch*> in_loader;
+    std::vector<const UsablePatch*> after_loader;
+    for (const UsablePatch* candidate : matching(*info)) {
+        (candidate->patch.metadata.callbacks.any() ? after_loader : in_loader).push_back(candidate);
+    }
+    bool start = outcome.path != "dlopen";
+    Park park(start && !after_loader.empty() && load.held ? park_for_callbacks(load.pid)
+                                                           : std::nullopt);
+    // 4. Let the loader go on, patched (before its first call only if its
     // wait had not ended by itself meanwhile), before the records are written.
-    outcome.actions = apply_matching(*info, options, outcome.lost_records,
+    outcome.actions = apply_matching(*info, in_loader, options, outcome.lost_records,
                                      [&] { outcome.held = thread.release(); });
-    outcome.parked = outcome.held && outcome.path != "dlopen";
+    outcome.parked = outcome.held && start;
+    // 5. The patches with callbacks: at the entry point (before main()), or
+    // while the process runs.
+    if (!after_loader.empty()) {
+        bool at_entry = park.held() && wait_until_parked(park.process(), std::chrono::seconds(5));
+        std::vector<UpdateAction> later = apply_matching(
+            *info, after_loader, options, outcome.lost_records, [&] { park.release(); });
+        if (!at_entry) {
+            // Some of its patches came while it ran: reported so for all.
+            outcome.parked = false;
+            outcome.held = false;
+        }
+        std::move(later.begin(), later.end(), std::back_inserter(outcome.actions));
+    }
     bool any_applied = false;
     for (const UpdateAction& action : outcome.actions) {
         any_applied = any_applied || action.outcome == ActionOutcome::applied;

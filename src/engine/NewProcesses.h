@@ -62,7 +62,10 @@ class NewProcessPatcher {
     bool loader_will_wait(int pid, const std::vector<std::string>& libraries);
     void watch_if_patched(const std::string& path, std::vector<std::string>& found);
     bool excluded(int pid);
-    std::vector<UpdateAction> apply_matching(const ProcessInfo& info, const InjectOptions& options,
+    std::vector<const UsablePatch*> matching(const ProcessInfo& info);
+    std::vector<UpdateAction> apply_matching(const ProcessInfo& info,
+                                             const std::vector<const UsablePatch*>& candidates,
+                                             const InjectOptions& options,
                                              std::vector<std::string>& lost,
                                              const std::function<void()>& applied);
     // The libssl/libcrypto files under `root` ("/" or /proc/PID/root) that

@@ -77,7 +77,8 @@ struct Policy {
     std::vector<Wave> rollout;                       // empty: every host at once
     std::map<std::string, std::vector<Wave>> rollout_by_channel;  // overrides `rollout`
     // The crash lock covers an apply this long, and the health watch blames
-    // a crash on the patches applied in the process this long before it.
+    // a crash on the patches applied in the process this long before it (0:
+    // the health watch blames nothing).
     std::uint32_t watch_seconds = 300;
     // Canaries inside the host: for each executable (and systemd unit) with
     // several processes to patch, an update applies to one process first and
