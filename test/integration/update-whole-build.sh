@@ -2,14 +2,16 @@
 # One `suture update` against every shipped patchset of a build (issue 17's
 # "which single update brings a process of that build to no known CVE open"):
 # a process holding the archive's libcrypto and libssl of each build of the
-# host's release (debian-12 3.0.20-1~deb12u2 and 3.0.17-1~deb12u2) and of
-# Debian 11's two (1.1.1w-0+deb11u1 and deb11u8, the holder running in a
-# bullseye root filesystem in its own mount and PID namespaces), the shipped
+# host's release (debian-12 3.0.20-1~deb12u2 and 3.0.17-1~deb12u2), of
+# Debian 11's two (1.1.1w-0+deb11u1 and deb11u8) and of Debian 13's
+# 3.5.7-1~deb13u2 (those holders running in a bullseye or trixie root
+# filesystem in their own mount and PID namespaces), the shipped
 # patchsets and advisory data published as the local feed, one update. Every
 # patch for the build must end applied, or held as `superseded` by the
 # cumulative patch that carries its fix (docs/operator-guide.md, "Cumulative
 # patches": on 3.0.17 CVE-2026-9076 over CVE-2025-9230 and CVE-2026-42766,
-# CVE-2026-28388 over CVE-2026-35189); nothing may fail, the update exits 0,
+# CVE-2026-28388 over CVE-2026-35189; on 3.5.7 CVE-2026-42772 over
+# CVE-2026-54873); nothing may fail, the update exits 0,
 # the process stays alive and untraced, and `suture status` shows no CVE
 # with a live patch left open (a superseded one is patched_by its
 # cumulative patch). Then the older history: a 3.0.17 process that got the
@@ -41,11 +43,12 @@ export SUTURE_STATE_DB=$scratch/state.db
 # The patch ids each build's cumulative patches supersede (the "supersedes"
 # of their patchset.json), sorted: what the update must hold back as
 # superseded.
-# The builds: the host release's two, and Debian 11's two, whose holders run
-# in a bullseye root filesystem (new mount and PID namespaces; suture
-# updates them from the host).
+# The builds: the host release's two, Debian 11's two and Debian 13's one,
+# whose holders run in a bullseye or trixie root filesystem (new mount and
+# PID namespaces; suture updates them from the host).
 builds=(debian-12/3.0.20-1~deb12u2 debian-12/3.0.17-1~deb12u2
-        debian-11/1.1.1w-0+deb11u1 debian-11/1.1.1w-0+deb11u8)
+        debian-11/1.1.1w-0+deb11u1 debian-11/1.1.1w-0+deb11u8
+        debian-13/3.5.7-1~deb13u2)
 declare -A superseded_ids=()
 for build in "${builds[@]}"; do
     superseded_ids[${build#*/}]=$(cat "$SOURCE_ROOT/patchsets/openssl/$build"/*/patchset.json |
@@ -66,29 +69,34 @@ open_with_live_patch() {
         else [.[] | select(.state == "open") | .id] | join(" ") end'
 }
 
-# hold_in_bullseye VAR VERSION: hold-openssl, compiled in a bullseye root
-# filesystem, holding libcrypto.so.1.1 and libssl.so.1.1 of the archive's
-# libssl1.1 VERSION there; VAR is its PID.
-bullseye=""
-hold_in_bullseye() {
-    local libraries inside
-    if [ -z "$bullseye" ]; then
-        bullseye=$("$SOURCE_ROOT/containers/make-rootfs" debian-11 gcc libc6-dev libssl-dev) ||
-            { fail_check "cannot build the debian-11 rootfs (archive unreachable?)"; finish; }
-        bullseye_work=$(mktemp -d "$bullseye/tmp/suture-$test_name-XXXXXX")
-        removed_paths+=("$bullseye_work")
-        cp "$SOURCE_ROOT/test/targets/hold-openssl.c" "$bullseye_work/"
-        chroot "$bullseye" gcc -O2 -o "${bullseye_work#"$bullseye"}/hold-openssl" \
-            "${bullseye_work#"$bullseye"}/hold-openssl.c" -ldl -lpthread ||
-            { fail_check "hold-openssl does not compile in the debian-11 rootfs"; finish; }
+# hold_in_rootfs VAR DISTRO PACKAGE VERSION SONAME...: hold-openssl,
+# compiled in DISTRO's root filesystem, holding the SONAMEs of the
+# archive's PACKAGE VERSION there; VAR is its PID.
+declare -A rootfs_of=() rootfs_work=()
+hold_in_rootfs() {
+    local var=$1 distro=$2 package=$3 version=$4 rootfs work libraries inside
+    shift 4
+    if [ -z "${rootfs_of[$distro]:-}" ]; then
+        rootfs=$("$SOURCE_ROOT/containers/make-rootfs" "$distro" gcc libc6-dev libssl-dev) ||
+            { fail_check "cannot build the $distro rootfs (archive unreachable?)"; finish; }
+        work=$(mktemp -d "$rootfs/tmp/suture-$test_name-XXXXXX")
+        removed_paths+=("$work")
+        cp "$SOURCE_ROOT/test/targets/hold-openssl.c" "$work/"
+        chroot "$rootfs" gcc -O2 -o "${work#"$rootfs"}/hold-openssl" \
+            "${work#"$rootfs"}/hold-openssl.c" -ldl -lpthread ||
+            { fail_check "hold-openssl does not compile in the $distro rootfs"; finish; }
+        rootfs_of[$distro]=$rootfs
+        rootfs_work[$distro]=$work
     fi
-    fetch_archive_package debian-11 libssl1.1 "$2" "$bullseye_work/archive-$2"
-    libraries=$bullseye_work/archive-$2/usr/lib/x86_64-linux-gnu
-    inside=${bullseye_work#"$bullseye"}
-    start_in_rootfs "$1" "$bullseye" "LD_LIBRARY_PATH=${libraries#"$bullseye"}" -- \
-        "$inside/hold-openssl" libcrypto.so.1.1 libssl.so.1.1
-    wait_for_line "${target_out[${!1}]}" "^ready " ||
-        { cat "${target_out[${!1}]}"; fail_check "hold-openssl did not start in the debian-11 rootfs"; finish; }
+    rootfs=${rootfs_of[$distro]}
+    work=${rootfs_work[$distro]}
+    fetch_archive_package "$distro" "$package" "$version" "$work/archive-$version"
+    libraries=$work/archive-$version/usr/lib/x86_64-linux-gnu
+    inside=${work#"$rootfs"}
+    start_in_rootfs "$var" "$rootfs" "LD_LIBRARY_PATH=${libraries#"$rootfs"}" -- \
+        "$inside/hold-openssl" "$@"
+    wait_for_line "${target_out[${!var}]}" "^ready " ||
+        { cat "${target_out[${!var}]}"; fail_check "hold-openssl did not start in the $distro rootfs"; finish; }
 }
 
 for build in "${builds[@]}"; do
@@ -98,9 +106,12 @@ for build in "${builds[@]}"; do
         fetch_archive_package debian-12 libssl3 "$version" "$scratch/archive-$version"
         hold holder "$scratch/archive-$version/usr/lib/x86_64-linux-gnu" libcrypto.so.3 libssl.so.3
         sonames=(libcrypto.so.3 libssl.so.3)
+    elif [ "$distro" = debian-13 ]; then
+        sonames=(libcrypto.so.3 libssl.so.3)
+        hold_in_rootfs holder debian-13 libssl3t64 "$version" "${sonames[@]}"
     else
-        hold_in_bullseye holder "$version"
         sonames=(libcrypto.so.1.1 libssl.so.1.1)
+        hold_in_rootfs holder debian-11 libssl1.1 "$version" "${sonames[@]}"
     fi
     expected=$(PATCHSET_DISTRO=$distro PATCHSET_VERSION=$version shipped_patch_count "${sonames[@]}")
     start=$EPOCHREALTIME
