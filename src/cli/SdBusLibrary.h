@@ -11,8 +11,8 @@ namespace suture {
 
 // libsystemd's sd-bus, loaded when the CLI first looks for sutured rather
 // than by the dynamic loader at every start: libsystemd and the libraries
-// it needs (liblzma, libzstd, liblz4, libgcrypt, libgpg-error, libcap) are
-// seven of the CLI's shared objects, which `suture --version`, `--help` and
+// only it needs (libzstd, liblz4, libgcrypt, libgpg-error, libcap) are six
+// of the CLI's shared objects, which `suture --version`, `--help` and
 // `--direct` commands never use. The functions DaemonClient calls,
 // resolved from "libsystemd.so.0" (Debian's libsystemd0).
 struct SdBusLibrary {
