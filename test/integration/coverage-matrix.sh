@@ -83,10 +83,10 @@ expect_error() {
 # of 3.0.20 that nothing else names (no port, no cross-release reading)
 # stands for one: each copy drops its patchset. The registration
 # case needs a CVE id with no proof test at all.
+# pair_with STATUS REGEX: the first DISTRO/VERSION/CVE of that status matching it.
 pair_with() {
-    jq -r --arg status "$1" '[.builds[] | .distribution as $d | .version as $v | .cves[] |
-        select(.status == $status) | "\($d)/\($v)/\(.id)"] | map(select(test($ARGS.named.only))) | first // empty' \
-        --arg only "$2" "$json"
+    jq -r --arg status "$1" --arg only "$2" '[.builds[] | .distribution as $d | .version as $v |
+        .cves[] | select(.status == $status) | "\($d)/\($v)/\(.id)" | select(test($only))] | first // empty' "$json"
 }
 open_pair=$(pair_with open .)
 dropped=""
