@@ -107,11 +107,6 @@ echo "figures: $fixed of $runs new processes saw the patched behaviour from thei
 race_check "new processes patched before main()" "$runs" "$fixed"
 [ "$fixed" -ge 1 ] && pass "exec gating works: $fixed of $runs patched before main()" ||
     fail_check "no new process was patched before main()"
-# Only the first start races the loader whatever the priority: from then on
-# the library is watched and every start waits at its open.
-[ "$fixed" -ge $((runs - 1)) ] &&
-    pass "with the library-open watch, every start after the first patched before main(): $fixed of $runs" ||
-    fail_check "with the library-open watch: only $fixed of $runs patched before main()"
 [ "$fixed" = "$runs" ] || sed "s/pid [0-9]*/pid N/g; s/0x[0-9a-f]*/ADDRESS/g" "$scratch/sutured.log" | sort | uniq -c | sort -rn | head -12
 before_main=$(grep -c "before main()" "$scratch/sutured.log" || true)
 echo "figures: sutured reports $before_main patch applications before main()"
@@ -125,6 +120,14 @@ echo "figures: sutured at exit: $counts"
 [ "$left" -ge $((runs - 5)) ] &&
     pass "starts left to the library-open watch once the library is watched: $left of $runs" ||
     fail_check "only $left of $runs starts left to the library-open watch"
+# Only the starts before the watch is in place race the loader (the first,
+# and on a busy machine one or two more that start before the watcher
+# thread has marked the file); every start left to the watch waits at its
+# open, whatever sutured's priority, so each of those is patched before
+# main().
+[ "$fixed" -ge "$left" ] &&
+    pass "with the library-open watch, every start left to it patched before main(): $fixed of $runs ($left left to it)" ||
+    fail_check "with the library-open watch: only $fixed of $runs patched before main(), $left left to it"
 # Parking from here on: without the library-open watch every start is parked.
 start_daemon --no-load-watch
 if [ "$realtime" = yes ]; then
