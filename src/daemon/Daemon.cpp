@@ -233,7 +233,7 @@ void Daemon::watch_library_loads() {
     }
     load_watcher_ = std::move(*watcher);
     watch_libraries();
-    engine_->set_library_loads_watched(true);
+    engine_->set_library_loads_watched([this] { watch_libraries(); });
     sd_event_add_io(event_.get(), nullptr, load_watcher_->fd(), EPOLLIN, Daemon::library_loads,
                     this);
     log::info("sutured: patching libraries loaded later before their first call");
@@ -242,7 +242,7 @@ void Daemon::watch_library_loads() {
 // The engine's library files to watch; those the kernel refuses are
 // handed back, so exec gating parks their programs instead.
 void Daemon::watch_libraries() {
-    engine_->library_watch_failed(load_watcher_->watch(engine_->take_libraries_to_watch()));
+    engine_->libraries_marked(load_watcher_->watch(engine_->take_libraries_to_watch()));
 }
 
 Result<void> Daemon::reload_new_processes() {
@@ -484,12 +484,12 @@ void Daemon::report_failure(const CrashOutcome& failure) {
 
 int Daemon::exec_events(sd_event_source*, int, std::uint32_t, void* self) {
     auto* daemon = static_cast<Daemon*>(self);
-    daemon->exec_watcher_->drain([&](int pid) {
+    daemon->exec_watcher_->drain([&](const ExecEvent& exec) {
         try {
-            daemon->handle_exec(pid);
+            daemon->handle_exec(exec);
         } catch (const std::exception& exception) {
             // A parked process is released by its guard on the way out.
-            log::error("sutured: new pid " + std::to_string(pid) + ": " + exception.what());
+            log::error("sutured: new pid " + std::to_string(exec.pid) + ": " + exception.what());
         }
     });
     return 0;
@@ -527,11 +527,12 @@ void Daemon::log_new_process_statistics() const {
               std::to_string(counts.loads_patched_late) + " patched right after");
 }
 
-void Daemon::handle_exec(int pid) {
+void Daemon::handle_exec(const ExecEvent& exec) {
+    int pid = exec.pid;
     if (!in_new_process_scope(pid)) {
         return;
     }
-    auto outcome = engine_->on_exec(pid, options_.inject);
+    auto outcome = engine_->on_exec(pid, exec.at, options_.inject);
     // A container's root: its libraries are watched from now on.
     engine_->note_process_root(pid);
     if (load_watcher_) {

@@ -85,7 +85,7 @@ class Daemon {
         : options_(std::move(options)), engine_(std::move(engine)) {}
 
     // One exec event; one offline update with what follows it.
-    void handle_exec(int pid);
+    void handle_exec(const ExecEvent& exec);
     // One caught library load (LoadWatcher.h): patched and let go.
     void handle_library_load(const LibraryLoad& load);
     // Reloads the new-process patches and watches their libraries.

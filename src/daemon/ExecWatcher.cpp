@@ -42,25 +42,25 @@ Result<ExecWatcher> ExecWatcher::open() {
     return ExecWatcher(std::move(socket));
 }
 
-int ExecWatcher::next_exec() {
+ExecEvent ExecWatcher::next_exec() {
     alignas(nlmsghdr) char buffer[4096];
     ssize_t received = ::recv(socket_.get(), buffer, sizeof buffer, 0);
     if (received <= 0) {
-        return 0;  // nothing waiting (EAGAIN) or an error: the caller polls again
+        return {};  // nothing waiting (EAGAIN) or an error: the caller polls again
     }
     auto* header = reinterpret_cast<nlmsghdr*>(buffer);
     if (!NLMSG_OK(header, static_cast<unsigned>(received)) || header->nlmsg_type == NLMSG_ERROR) {
-        return -1;
+        return {.pid = -1};
     }
     auto* message = static_cast<cn_msg*>(NLMSG_DATA(header));
     if (message->id.idx != CN_IDX_PROC || message->len < sizeof(proc_event)) {
-        return -1;
+        return {.pid = -1};
     }
     auto* event = reinterpret_cast<proc_event*>(message->data);
     if (event->what != proc_event::PROC_EVENT_EXEC) {
-        return -1;
+        return {.pid = -1};
     }
-    return event->event_data.exec.process_tgid;
+    return {.pid = event->event_data.exec.process_tgid, .at = event->timestamp_ns};
 }
 
 }  // namespace suture

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <cstdint>
+
 #include "base/Error.h"
 #include "base/UniqueFD.h"
 
@@ -7,7 +9,13 @@ namespace suture {
 
 // Exec events from the kernel's process connector (netlink, CN_IDX_PROC:
 // linux/cn_proc.h): one event per successful execve, with the thread group
-// ID, delivered as it happens. Needs CAP_NET_ADMIN (root).
+// ID and the time of the exec (CLOCK_MONOTONIC nanoseconds, the kernel's
+// stamp), delivered as it happens. Needs CAP_NET_ADMIN (root).
+struct ExecEvent {
+    int pid = 0;
+    std::uint64_t at = 0;  // CLOCK_MONOTONIC ns
+};
+
 class ExecWatcher {
   public:
     static Result<ExecWatcher> open();
@@ -15,22 +23,22 @@ class ExecWatcher {
     // The socket to poll for readability.
     int fd() const { return socket_.get(); }
 
-    // Reads the events that are waiting and calls `on_exec(pid)` for each
-    // exec; returns when nothing more is waiting.
+    // Reads the events that are waiting and calls `on_exec(ExecEvent)` for
+    // each exec; returns when nothing more is waiting.
     template <typename Callback>
     void drain(Callback on_exec) {
-        int pid = 0;
-        while ((pid = next_exec()) != 0) {
-            if (pid > 0) {
-                on_exec(pid);
+        ExecEvent event;
+        while ((event = next_exec()).pid != 0) {
+            if (event.pid > 0) {
+                on_exec(event);
             }
         }
     }
 
   private:
     explicit ExecWatcher(UniqueFD socket) : socket_(std::move(socket)) {}
-    // The next event: a pid for an exec, -1 for another event, 0 for none.
-    int next_exec();
+    // The next event: an exec, pid -1 for another event, pid 0 for none.
+    ExecEvent next_exec();
 
     UniqueFD socket_;
 };

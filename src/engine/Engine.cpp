@@ -439,8 +439,9 @@ Result<void> Engine::reload_new_process_patches() {
     return new_processes_->reload();
 }
 
-std::optional<NewProcessOutcome> Engine::on_exec(int pid, const InjectOptions& options) {
-    return new_processes_->on_exec(pid, options);  // takes the operation lock once parked
+std::optional<NewProcessOutcome> Engine::on_exec(int pid, std::uint64_t exec_time,
+                                                 const InjectOptions& options) {
+    return new_processes_->on_exec(pid, exec_time, options);  // takes the operation lock once parked
 }
 
 std::optional<NewProcessOutcome> Engine::on_library_load(const LibraryLoad& load,
@@ -456,16 +457,16 @@ std::vector<std::string> Engine::take_libraries_to_watch() {
     return new_processes_->take_libraries_to_watch();
 }
 
-void Engine::library_watch_failed(const std::vector<std::string>& paths) {
-    new_processes_->library_watch_failed(paths);
+void Engine::libraries_marked(const std::vector<std::string>& failed) {
+    new_processes_->libraries_marked(failed);
 }
 
 void Engine::note_process_root(int pid) {
     new_processes_->note_process_root(pid);
 }
 
-void Engine::set_library_loads_watched(bool watched) {
-    new_processes_->set_loads_watched(watched);
+void Engine::set_library_loads_watched(std::function<void()> mark) {
+    new_processes_->set_loads_watched(std::move(mark));
 }
 
 const NewProcessStatistics& Engine::new_process_statistics() const {

@@ -247,7 +247,9 @@ class Engine {
 
     // New processes (sutured): see NewProcesses.h.
     Result<void> reload_new_process_patches();
-    std::optional<NewProcessOutcome> on_exec(int pid, const InjectOptions& options);
+    // `exec_time`: when the kernel ran the exec (CLOCK_MONOTONIC ns).
+    std::optional<NewProcessOutcome> on_exec(int pid, std::uint64_t exec_time,
+                                             const InjectOptions& options);
     // A process caught loading libssl/libcrypto (LoadHold.h; `held` empty
     // when it could not be held): patched and let go. Its claim is released.
     std::optional<NewProcessOutcome> on_library_load(const LibraryLoad& load,
@@ -259,13 +261,16 @@ class Engine {
     // libcrypto files, in every root seen, that a usable patch is for),
     // those not handed out yet; after a reload, all of them again.
     std::vector<std::string> take_libraries_to_watch();
-    // Those of them the watcher could not watch (not known as watched).
-    void library_watch_failed(const std::vector<std::string>& paths);
+    // After the watcher marked them: those it could not watch are not
+    // known as watched; the others are watched from now on.
+    void libraries_marked(const std::vector<std::string>& failed);
     // Notes the root of a process that just exec'ed (a container's): its
     // libraries are watched from now on.
     void note_process_root(int pid);
-    // Whether sutured's library-open watcher runs (NewProcesses.h).
-    void set_library_loads_watched(bool watched);
+    // sutured's library-open watcher runs (NewProcesses.h): `mark` marks
+    // the files take_libraries_to_watch() hands out (and reports them with
+    // libraries_marked()).
+    void set_library_loads_watched(std::function<void()> mark);
     const NewProcessStatistics& new_process_statistics() const;
     // The executable of PID as the host names it ("" when it is gone):
     // for sutured's --new-processes-under scope.

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -243,15 +244,20 @@ OpensslRoute NewProcessPatcher::needs_openssl(int pid) {
 
 // Will its loader wait at the open of an OpenSSL file for the load
 // watcher? Yes when every libssl/libcrypto of its closure is known: watched
-// (a usable patch is for it), or without a usable patch; and at least one
-// is watched. The watcher then holds it there: a catch that cannot lose a
-// race, unlike parking. A file not known yet is opened now (the process may
-// be gone when take_libraries_to_watch() looks at it; the loader is racing
-// us, so nothing more is done here) and watched from then on.
-bool NewProcessPatcher::loader_will_wait(int pid, const std::vector<std::string>& libraries) {
+// since before its exec (a usable patch is for it), or without a usable
+// patch; and at least one is watched. The watcher then holds it there: a
+// catch that cannot lose a race, unlike parking. A file marked after the
+// exec may have been opened before the mark (the exec event is read late
+// on a busy machine): that start is parked. A file not known yet is opened
+// now (the process may be gone when take_libraries_to_watch() looks at it;
+// the loader is racing us, so nothing more is done here) and watched from
+// then on.
+bool NewProcessPatcher::loader_will_wait(int pid, std::uint64_t exec_time,
+                                         const std::vector<std::string>& libraries) {
     std::string root = "/proc/" + std::to_string(pid) + "/root";
     bool all_known = true;
     bool any_watched = false;
+    bool watched_in_time = true;
     for (const std::string& library : libraries) {
         auto key = key_of(root + library, false);
         auto known = key ? examined_.find(*key) : examined_.end();
@@ -263,9 +269,14 @@ bool NewProcessPatcher::loader_will_wait(int pid, const std::vector<std::string>
             }
             continue;
         }
-        any_watched = any_watched || known->second;
+        const ExaminedLibrary& examined = known->second;
+        if (examined.patched) {
+            any_watched = true;
+            watched_in_time = watched_in_time && examined.watched_since != 0 &&
+                              examined.watched_since < exec_time;
+        }
     }
-    return loads_watched_ && all_known && any_watched;
+    return mark_libraries_ && all_known && any_watched && watched_in_time;
 }
 
 // Exclusions are read fresh (the process waits parked meanwhile), so a
@@ -334,7 +345,8 @@ std::vector<UpdateAction> NewProcessPatcher::apply_matching(
     return actions;
 }
 
-std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const InjectOptions& options) {
+std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, std::uint64_t exec_time,
+                                                            const InjectOptions& options) {
     ++statistics_.execs;
     // Only cheap, cached checks before parking: the loader is racing us.
     if (pid == ::getpid() || !enabled_ || patches_.empty()) {
@@ -347,7 +359,7 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
     }
     ++statistics_.candidates;
     ++(reach == OpensslReach::direct ? statistics_.direct : statistics_.transitive);
-    if (loader_will_wait(pid, route.libraries)) {
+    if (loader_will_wait(pid, exec_time, route.libraries)) {
         ++statistics_.left_to_load_watch;
         starting_[pid] = reach;  // on_library_load reports it as a start
         return std::nullopt;
@@ -374,12 +386,17 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
     if (!park.held()) {
         log::debug("new process: pid " + std::to_string(pid) + " is past its loader already");
     }
-    // 2. Skip what is gone or excluded (released on return).
+    // 2. Its OpenSSL files not watched yet are watched from now on, while it
+    // is parked: a start after it cannot open them unwatched.
+    if (mark_libraries_) {
+        mark_libraries_();
+    }
+    // 3. Skip what is gone or excluded (released on return).
     auto info = read_process_info(pid);
     if (!info || excluded(pid)) {
         return std::nullopt;
     }
-    // 3. Wait until the loader is done and it spins at its entry.
+    // 4. Wait until the loader is done and it spins at its entry.
     NewProcessOutcome outcome{.pid = pid,
                               .path = reach == OpensslReach::direct ? "direct" : "transitive"};
     if (park.held()) {
@@ -390,7 +407,7 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
         outcome.parked = true;
         ++statistics_.parked;
     }
-    // 4. Apply what matches the libraries it mapped, under the operation
+    // 5. Apply what matches the libraries it mapped, under the operation
     // lock, taken only now: parking is the race against the loader, and a
     // parked process waits at its entry without harm. The lock is never
     // waited for here (the daemon's lock_wait is 0): while another operation
@@ -402,7 +419,7 @@ std::optional<NewProcessOutcome> NewProcessPatcher::on_exec(int pid, const Injec
                   " left to the next update: " + lock.error().message);
         return std::nullopt;
     }
-    // 5. Into main(), patched (before the records are written).
+    // 6. Into main(), patched (before the records are written).
     outcome.actions =
         apply_matching(*info, matching(*info), options, outcome.lost_records, [&] { park.release(); });
     bool any_applied = false;
@@ -536,12 +553,22 @@ std::vector<std::string> NewProcessPatcher::take_libraries_to_watch() {
     return found;
 }
 
-// Not watched after all: forgotten, so its programs are parked again (and
-// it is tried again at their next start).
-void NewProcessPatcher::library_watch_failed(const std::vector<std::string>& paths) {
-    for (const std::string& path : paths) {
+// Those not watched after all are forgotten, so their programs are parked
+// again (and they are tried again at their next start); the others are
+// watched from now on: starts exec'ed after this wait at their open.
+void NewProcessPatcher::libraries_marked(const std::vector<std::string>& failed) {
+    for (const std::string& path : failed) {
         if (auto key = key_of(path, true)) {
             examined_.erase(*key);
+        }
+    }
+    timespec now{};
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    std::uint64_t marked_by = static_cast<std::uint64_t>(now.tv_sec) * 1000000000ULL +
+                              static_cast<std::uint64_t>(now.tv_nsec);
+    for (auto& [key, library] : examined_) {
+        if (library.patched && library.watched_since == 0) {
+            library.watched_since = marked_by;
         }
     }
 }
@@ -576,7 +603,7 @@ void NewProcessPatcher::watch_if_patched(const std::string& path, std::vector<st
     auto elf = ElfFile::open(fd, path);
     auto build_id = elf ? elf->build_id() : tl::unexpected(elf.error());
     bool patched = build_id && patches_.contains(*build_id);
-    examined_[*key] = patched;
+    examined_[*key] = ExaminedLibrary{.patched = patched};
     if (patched) {
         found.push_back(path);
     }

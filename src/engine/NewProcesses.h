@@ -37,7 +37,9 @@ class NewProcessPatcher {
     Result<void> reload();
 
     // Handles one exec event; nullopt when the process is not a candidate.
-    std::optional<NewProcessOutcome> on_exec(int pid, const InjectOptions& options);
+    // `exec_time`: the kernel's stamp of the exec (CLOCK_MONOTONIC ns).
+    std::optional<NewProcessOutcome> on_exec(int pid, std::uint64_t exec_time,
+                                             const InjectOptions& options);
 
     // Patches a process caught loading libssl/libcrypto, releases its
     // held thread and its claim.
@@ -47,11 +49,12 @@ class NewProcessPatcher {
 
     // Library files to watch (Engine::take_libraries_to_watch).
     std::vector<std::string> take_libraries_to_watch();
-    void library_watch_failed(const std::vector<std::string>& paths);
+    void libraries_marked(const std::vector<std::string>& failed);
     void note_process_root(int pid);
-    // Whether sutured's library-open watcher runs (exec gating then leaves
-    // a process whose OpenSSL files are watched to it).
-    void set_loads_watched(bool watched) { loads_watched_ = watched; }
+    // sutured's library-open watcher runs (exec gating then leaves a
+    // process whose OpenSSL files are watched to it); `mark` has it mark
+    // the files not handed out yet (Engine::set_library_loads_watched).
+    void set_loads_watched(std::function<void()> mark) { mark_libraries_ = std::move(mark); }
 
     const NewProcessStatistics& statistics() const { return statistics_; }
 
@@ -59,7 +62,8 @@ class NewProcessPatcher {
     // Drops from patches_ what the policy holds back now (NewProcesses.cpp).
     Result<void> hold_back_by_policy();
     OpensslRoute needs_openssl(int pid);
-    bool loader_will_wait(int pid, const std::vector<std::string>& libraries);
+    bool loader_will_wait(int pid, std::uint64_t exec_time,
+                          const std::vector<std::string>& libraries);
     void watch_if_patched(const std::string& path, std::vector<std::string>& found);
     bool excluded(int pid);
     std::vector<const UsablePatch*> matching(const ProcessInfo& info);
@@ -81,15 +85,19 @@ class NewProcessPatcher {
     // Roots seen at exec (device, inode of /proc/PID/root) and the last
     // process seen in each, through which its files are reached again.
     std::map<std::pair<std::uint64_t, std::uint64_t>, int> roots_;
-    // Library files looked at (device, inode): true if watched (a usable
-    // patch is for it), false if not; cleared on reload.
-    std::map<std::pair<std::uint64_t, std::uint64_t>, bool> examined_;
+    // Library files looked at (device, inode), cleared on reload.
+    struct ExaminedLibrary {
+        bool patched = false;  // a usable patch is for it: to be watched
+        // When the watcher had marked it (CLOCK_MONOTONIC ns); 0: not yet.
+        std::uint64_t watched_since = 0;
+    };
+    std::map<std::pair<std::uint64_t, std::uint64_t>, ExaminedLibrary> examined_;
     bool look_everywhere_ = true;  // after a reload: every root again
     std::vector<int> new_roots_;   // processes in roots not looked at yet
     // Processes whose exec event found their loader caught already (a
     // start, not a dlopen), with how OpenSSL gets in.
     std::map<int, OpensslReach> starting_;
-    bool loads_watched_ = false;
+    std::function<void()> mark_libraries_;  // empty: no library-open watcher
     std::vector<UniqueFD> unexamined_;          // OpenSSL files seen at exec, to look at
     std::vector<UniqueFD> opened_for_watching_;  // kept open until the next take
 };

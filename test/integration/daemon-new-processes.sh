@@ -120,14 +120,45 @@ echo "figures: sutured at exit: $counts"
 [ "$left" -ge $((runs - 5)) ] &&
     pass "starts left to the library-open watch once the library is watched: $left of $runs" ||
     fail_check "only $left of $runs starts left to the library-open watch"
-# Only the starts before the watch is in place race the loader (the first,
-# and on a busy machine one or two more that start before the watcher
-# thread has marked the file); every start left to the watch waits at its
-# open, whatever sutured's priority, so each of those is patched before
-# main().
+# Only the starts exec'ed before the watch is in place race the loader (the
+# first, and on a busy machine one or two more exec'ed before sutured has
+# marked the file: their exec event's time tells, and they are parked);
+# every start left to the watch waits at its open, whatever sutured's
+# priority, so each of those is patched before main().
 [ "$fixed" -ge "$left" ] &&
     pass "with the library-open watch, every start left to it patched before main(): $fixed of $runs ($left left to it)" ||
     fail_check "with the library-open watch: only $fixed of $runs patched before main(), $left left to it"
+# A burst of starts at once on a fresh sutured: the library file is marked
+# once the first start is handled, after the others' exec and maybe after
+# their loader opened it. Such a start must not be left to the watch (its
+# open was not caught: nothing would patch it before the next rescan): it is
+# parked, or patched while it runs. The starts stay alive (the reproducer
+# answers commands), so each is probed once sutured has handled them all.
+burst=8
+start_daemon
+burst_inputs=()
+for i in $(seq "$burst"); do
+    mkfifo "$scratch/burst.$i.in"
+    LD_LIBRARY_PATH=$LD_LIBRARY_PATH_FOR_PROGRAM "$program" <"$scratch/burst.$i.in" >"$scratch/burst.$i.out" 2>&1 &
+    started_pids+=($!)
+    exec {input}>"$scratch/burst.$i.in"
+    burst_inputs+=("$input")
+done
+for i in $(seq "$burst"); do wait_for_line "$scratch/burst.$i.out" ready || true; done
+sleep 0.5  # sutured handles the exec events it has read
+for input in "${burst_inputs[@]}"; do printf 'probe\nquit\n' >&"$input"; exec {input}>&-; done
+for i in $(seq "$burst"); do wait_for_line "$scratch/burst.$i.out" "FIXED\|VULNERABLE\|ERROR" || true; done
+burst_fixed=$(cat "$scratch"/burst.*.out | grep -c "^FIXED$" || true)
+kill -TERM "$daemon_pid"
+wait "$daemon_pid" 2>/dev/null || true
+counts=$(grep -o "new processes: .*" "$scratch/sutured.log" | tail -n 1)
+echo "figures: a burst of $burst starts at once; sutured at exit: $counts"
+check_eq "a burst of $burst starts at once: each patched before main() or while running" "$burst" "$burst_fixed"
+[[ "$counts" =~ ([0-9]+)\ left\ to\ the\ library-open\ watch ]] && left=${BASH_REMATCH[1]} || left=-1
+[[ "$counts" =~ ([0-9]+)\ library\ loads\ caught ]] && caught=${BASH_REMATCH[1]} || caught=-1
+[ "$left" -ge 0 ] && [ "$caught" -ge "$left" ] &&
+    pass "a burst of starts: every start left to the library-open watch was caught at its open ($left left, $caught caught)" ||
+    fail_check "a burst of starts: $left left to the library-open watch, only $caught library loads caught"
 # Parking from here on: without the library-open watch every start is parked.
 start_daemon --no-load-watch
 if [ "$realtime" = yes ]; then

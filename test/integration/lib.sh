@@ -322,14 +322,15 @@ EOF
 
 # start_sutured SUTURED [OPTIONS...]: starts the daemon with its state, feed
 # configuration and cache in $scratch, waits until it owns its name, and sets
-# daemon_pid.
+# daemon_pid. Its log ($scratch/sutured.log) has info lines; with
+# SUTURED_VERBOSITY=-vv in the environment, debug lines too.
 start_sutured() {
     local binary=$1 metrics=()
     shift
     # The metrics textfile in $scratch unless the test chooses one: never the
     # host's /var/lib/prometheus/node-exporter.
     [[ " $* " == *" --metrics-textfile "* ]] || metrics=(--metrics-textfile "$scratch/suture.prom")
-    "$binary" -v "$@" "${metrics[@]}" --state "$scratch/state.db" --config-dir "$scratch/etc" \
+    "$binary" ${SUTURED_VERBOSITY:--v} "$@" "${metrics[@]}" --state "$scratch/state.db" --config-dir "$scratch/etc" \
         --cache-dir "$scratch/cache" >>"$scratch/sutured.log" 2>&1 &
     daemon_pid=$!
     started_pids+=("$daemon_pid")
