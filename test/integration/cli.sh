@@ -24,6 +24,14 @@ for library in libcurl.so libsystemd.so libstdc++.so; do
     grep -q "$library" <<<"$loaded" && fail_check "suture loads $library at every start" ||
         pass "suture does not load $library at start"
 done
+# Its exceptions unwind with the unwinder linked in, not libunwind.so's
+# exported _Unwind_* (CLI11 ends --version with one).
+bindings=$(LD_DEBUG=bindings "$SUTURE" --version 2>&1 >/dev/null)
+grep -q "normal symbol .__libc_start_main" <<<"$bindings" ||
+    fail_check "LD_DEBUG=bindings shows no bindings at all: $(head -n 3 <<<"$bindings")"
+grep -q "to .*libunwind[^ ]* .*symbol ._Unwind_" <<<"$bindings" &&
+    fail_check "exceptions unwind through libunwind.so: $(grep -m 2 "_Unwind_" <<<"$bindings")" ||
+    pass "exceptions unwind with the unwinder linked in (no _Unwind_* bound to libunwind.so)"
 run 2 "no subcommand" "$SUTURE"
 run 2 "unknown option" "$SUTURE" status --no-such-option
 run 2 "--pid not a number" "$SUTURE" status --pid abc
