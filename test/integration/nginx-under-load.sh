@@ -8,7 +8,9 @@
 # are printed beside an unpatched run of the same length in the same script.
 # Then TLS handshakes per second (openssl s_time, a new session each time)
 # through nginx unpatched and with all three debian-12 patchsets applied, in
-# alternating rounds: the median ratio is printed (figures, never assertions).
+# alternating rounds, client and server on separate cores: the median ratio,
+# its range and the unpatched rounds' spread are printed (figures, never
+# assertions).
 #
 # Then the same load while a patch that replaces functions *every request
 # runs* (test/fixtures/request-path: libssl's tls13_enc and tls1_enc rebuilt
@@ -29,7 +31,8 @@
 # SUTURE_RECORD_LAYER_CYCLES (default 100),
 # SUTURE_NGINX_SECONDS (the unpatched run; default about as long as the
 # cycles take on an idle machine) and
-# SUTURE_HANDSHAKE_ROUNDS (pairs of 2 s rounds, default 3) set the size.
+# SUTURE_HANDSHAKE_ROUNDS (pairs of rounds, default 3) and
+# SUTURE_HANDSHAKE_SECONDS (each round's length, default 2) set the size.
 source "$(dirname "$0")/lib.sh"
 require_root "debootstrap, chroot and ptrace of nginx"
 command -v debootstrap >/dev/null || skip "debootstrap is not installed"
@@ -38,6 +41,7 @@ cycles=${SUTURE_NGINX_CYCLES:-20}
 # Long enough for the cycles (each is six CLI runs, about 0.3 s).
 seconds=${SUTURE_NGINX_SECONDS:-$((cycles * 35 / 100 + 2))}
 handshake_rounds=${SUTURE_HANDSHAKE_ROUNDS:-3}
+handshake_seconds=${SUTURE_HANDSHAKE_SECONDS:-2}
 patchsets=$SOURCE_ROOT/patchsets/openssl/debian-12/3.0.20-1~deb12u2
 patch=$patchsets/CVE-2026-63076/CVE-2026-63076.suture
 request_path_patch=$SOURCE_ROOT/test/fixtures/request-path/request-path.suture
@@ -309,28 +313,55 @@ check_eq "failed requests, strict record-layer tries" "no socket errors, 0 non-2
 echo "figures: record layer read as strict: $strict_applied of $strict_tries applies succeeded within the default tries"
 
 # Handshakes per second through nginx: a new TLS session per connection.
-# Alternating rounds, unpatched then with all three patchsets on every nginx
-# process, so slow drift of the machine hits both sides alike.
+# Rounds of SUTURE_HANDSHAKE_SECONDS each, unpatched and with all three
+# patchsets on every nginx process, in the order U P, P U, U P, ... (a slow
+# drift of the machine hits both sides alike, and each pair costs one apply
+# or one revert). With two cores or more the client runs on CPU 0 and every
+# nginx process on CPU 1 during the rounds, so they do not compete for one
+# core; the spread of the unpatched rounds is printed as the noise the
+# ratio has to be read against.
+cores=$(nproc)
+pin_server() {
+    local pid
+    for pid in "${nginx_pids[@]}"; do taskset -pc "$1" "$pid" >/dev/null; done
+}
 handshakes_per_second() {
-    openssl s_time -connect "127.0.0.1:$port" -new -time 2 2>/dev/null |
+    local client=()
+    [ "$cores" -ge 2 ] && client=(taskset -c 0)
+    "${client[@]}" openssl s_time -connect "127.0.0.1:$port" -new -time "$handshake_seconds" 2>/dev/null |
         awk '$2 == "connections" && $5 == "real" { printf "%.1f\n", $1 / $4; exit }'
 }
-handshakes_per_second >/dev/null # warm-up: session caches, page cache, CPU frequency
-ratios=()
-applied_all=true
-for round in $(seq "$handshake_rounds"); do
-    unpatched=$(handshakes_per_second)
+apply_all_three() {
+    local pid cve
     for pid in "${nginx_pids[@]}"; do
         for cve in CVE-2026-63076 CVE-2026-63072 CVE-2026-63074; do
             "$SUTURE" apply --pid "$pid" "$patchsets/$cve/$cve.suture" >/dev/null 2>"$scratch/handshake.err" ||
                 { applied_all=false; echo "apply $cve to $pid: $(head -n 3 "$scratch/handshake.err")"; }
         done
     done
-    patched=$(handshakes_per_second)
+}
+revert_all() {
+    local pid
     for pid in "${nginx_pids[@]}"; do
         "$SUTURE" revert --pid "$pid" >/dev/null 2>"$scratch/handshake.err" ||
             { applied_all=false; echo "revert $pid: $(head -n 3 "$scratch/handshake.err")"; }
     done
+}
+[ "$cores" -ge 2 ] && pin_server 1
+handshakes_per_second >/dev/null # warm-up: session caches, page cache, CPU frequency
+ratios=()
+unpatched_rates=()
+applied_all=true
+for round in $(seq "$handshake_rounds"); do
+    if [ $((round % 2)) = 1 ]; then
+        unpatched=$(handshakes_per_second)
+        apply_all_three
+        patched=$(handshakes_per_second)
+    else
+        patched=$(handshakes_per_second)
+        revert_all
+        unpatched=$(handshakes_per_second)
+    fi
     if [ -z "$unpatched" ] || [ -z "$patched" ]; then
         fail_check "openssl s_time gave no figure in round $round"
         break
@@ -338,8 +369,15 @@ for round in $(seq "$handshake_rounds"); do
     ratio=$(awk -v p="$patched" -v u="$unpatched" 'BEGIN { printf "%.3f", p / u }')
     echo "handshake round $round: unpatched $unpatched/s, patched $patched/s, ratio $ratio"
     ratios+=("$ratio")
+    unpatched_rates+=("$unpatched")
 done
+[ $((handshake_rounds % 2)) = 1 ] && revert_all
+[ "$cores" -ge 2 ] && pin_server "0-$((cores - 1))"
 check_eq "three patchsets applied and reverted on every nginx process in every round" true "$applied_all"
 median_ratio=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
-echo "figures: TLS handshakes/s through nginx, patched / unpatched, median of ${#ratios[@]} rounds: $median_ratio"
+ratio_range=$(printf '%s\n' "${ratios[@]}" | sort -n | awk 'NR == 1 { low = $1 } { high = $1 } END { print low " to " high }')
+noise=$(printf '%s\n' "${unpatched_rates[@]}" | sort -n |
+    awk 'NR == 1 { low = $1 } { high = $1 } END { if (low > 0) printf "%.3f", high / low }')
+placement=$([ "$cores" -ge 2 ] && echo "client on CPU 0, nginx on CPU 1" || echo "one core: client and nginx share it")
+echo "figures: TLS handshakes/s through nginx, patched / unpatched, median of ${#ratios[@]} rounds of ${handshake_seconds} s: $median_ratio (rounds $ratio_range; unpatched rounds max/min $noise; $placement)"
 finish
