@@ -91,6 +91,10 @@ Engine::~Engine() = default;
 
 // Looking.
 
+Result<ProcessReport> Engine::scan_process(int pid) {
+    return scanner_->scan_process(pid);
+}
+
 StatusReport Engine::status(const std::vector<int>& pids) {
     StatusReport status;
     ScanReport& scan = status.scan;

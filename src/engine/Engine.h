@@ -139,6 +139,10 @@ class Engine {
     // The exposure of each process (engine/Exposure.h) is assessed from the
     // feed cache's verified advisory data (no network).
     StatusReport status(const std::vector<int>& pids = {});
+    // The scan of one process alone (what it maps, with build IDs): no
+    // patch list, no exposure, no feed read. What a new process's patches
+    // are matched on.
+    Result<ProcessReport> scan_process(int pid);
     // What the metrics export besides the scan (engine/Exports.h): the
     // history's counters and timestamps, from the state database.
     Result<MetricsFacts> metrics_facts();

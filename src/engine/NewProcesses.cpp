@@ -294,16 +294,20 @@ bool NewProcessPatcher::excluded(int pid) {
     return false;
 }
 
-// The usable patches for the builds the process maps.
+// The usable patches for the builds the process maps (its scan alone: a
+// whole status would also read and verify the feed's advisory data at
+// every start).
 std::vector<const UsablePatch*> NewProcessPatcher::matching(const ProcessInfo& info) {
     std::vector<const UsablePatch*> candidates;
-    StatusReport status = engine_.status({info.pid});
-    for (const ProcessReport& process : status.scan.processes) {
-        for (const MappedLibrary& library : process.libraries) {
-            if (auto found = patches_.find(library.build_id); found != patches_.end()) {
-                for (const UsablePatch& candidate : found->second) {
-                    candidates.push_back(&candidate);
-                }
+    auto process = engine_.scan_process(info.pid);
+    if (!process) {
+        log::debug("new process: " + process.error().message);
+        return candidates;
+    }
+    for (const MappedLibrary& library : process->libraries) {
+        if (auto found = patches_.find(library.build_id); found != patches_.end()) {
+            for (const UsablePatch& candidate : found->second) {
+                candidates.push_back(&candidate);
             }
         }
     }
@@ -329,7 +333,11 @@ std::vector<UpdateAction> NewProcessPatcher::apply_matching(
         results = engine_.apply_many(info.pid, patches, options, records);
     }
     applied();
-    // 2. Record each.
+    // 2. Record each, in one transaction: one write to disk per start, not
+    // two per patch (synchronous=FULL).
+    if (!candidates.empty()) {
+        records.start_batches();
+    }
     std::vector<UpdateAction> actions;
     for (std::size_t i = 0; i < candidates.size(); ++i) {
         const PatchMetadata& metadata = candidates[i]->patch.metadata;
@@ -340,6 +348,7 @@ std::vector<UpdateAction> NewProcessPatcher::apply_matching(
         record_apply(records, *candidates[i], "", "new process", action, results[i]);
         actions.push_back(std::move(action));
     }
+    records.commit();
     std::vector<std::string> lost_here = records.lost();
     lost.insert(lost.end(), lost_here.begin(), lost_here.end());
     return actions;

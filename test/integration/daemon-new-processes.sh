@@ -94,6 +94,11 @@ else
         fail_check "sutured's counts at exit: '$counts'"
 fi
 : >"$scratch/sutured.log"  # the checks below count this log's lines afresh
+# The applies sutured records (one transaction per start): history rows.
+recorded_applies() {
+    sqlite3 "$scratch/state.db" "select count(*) from history where action = 'apply' and outcome = 'ok'"
+}
+applies_before=$(recorded_applies)
 
 start_daemon
 grep -q "patching new processes" "$scratch/sutured.log" ||
@@ -114,6 +119,10 @@ kill -TERM "$daemon_pid"
 wait "$daemon_pid" 2>/dev/null || true
 counts=$(grep -o "new processes: .*" "$scratch/sutured.log" | tail -n 1)
 echo "figures: sutured at exit: $counts"
+logged_applies=$(grep -c " applied \(before main()\|while running\)" "$scratch/sutured.log" || true)
+[ "$logged_applies" -gt 0 ] && check_eq "every apply to the $runs starts is in the state database's history" \
+    "$logged_applies" "$(($(recorded_applies) - applies_before))" ||
+    fail_check "no apply logged for the $runs starts"
 [[ "$counts" =~ ([0-9]+)\ left\ to\ the\ library-open\ watch ]] && left=${BASH_REMATCH[1]} || left=0
 # The program's libcrypto is watched from its first start on: later starts
 # wait at its open for the library-open watch, which cannot lose the race.
