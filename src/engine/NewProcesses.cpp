@@ -569,6 +569,7 @@ void NewProcessPatcher::libraries_marked(const std::vector<std::string>& failed)
     for (const std::string& path : failed) {
         if (auto key = key_of(path, true)) {
             examined_.erase(*key);
+            marked_since_.erase(*key);
         }
     }
     timespec now{};
@@ -577,7 +578,7 @@ void NewProcessPatcher::libraries_marked(const std::vector<std::string>& failed)
                               static_cast<std::uint64_t>(now.tv_nsec);
     for (auto& [key, library] : examined_) {
         if (library.patched && library.watched_since == 0) {
-            library.watched_since = marked_by;
+            library.watched_since = marked_since_.try_emplace(key, marked_by).first->second;
         }
     }
 }
@@ -612,7 +613,10 @@ void NewProcessPatcher::watch_if_patched(const std::string& path, std::vector<st
     auto elf = ElfFile::open(fd, path);
     auto build_id = elf ? elf->build_id() : tl::unexpected(elf.error());
     bool patched = build_id && patches_.contains(*build_id);
-    examined_[*key] = ExaminedLibrary{.patched = patched};
+    auto marked = marked_since_.find(*key);
+    examined_[*key] = ExaminedLibrary{
+        .patched = patched,
+        .watched_since = patched && marked != marked_since_.end() ? marked->second : 0};
     if (patched) {
         found.push_back(path);
     }

@@ -92,6 +92,10 @@ class NewProcessPatcher {
         std::uint64_t watched_since = 0;
     };
     std::map<std::pair<std::uint64_t, std::uint64_t>, ExaminedLibrary> examined_;
+    // When each file was first marked (the watcher never removes a mark):
+    // kept across reloads, so a reload does not make a watched file look
+    // newly watched.
+    std::map<std::pair<std::uint64_t, std::uint64_t>, std::uint64_t> marked_since_;
     bool look_everywhere_ = true;  // after a reload: every root again
     std::vector<int> new_roots_;   // processes in roots not looked at yet
     // Processes whose exec event found their loader caught already (a
