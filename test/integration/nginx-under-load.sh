@@ -9,8 +9,8 @@
 # Then TLS handshakes per second (openssl s_time, a new session each time)
 # through nginx unpatched and with all three debian-12 patchsets applied, in
 # alternating rounds, client and server on separate cores: the median ratio,
-# its range and the unpatched rounds' spread are printed (figures, never
-# assertions).
+# its range and the unpatched rounds' spread are printed, and the same for
+# nginx's CPU time per handshake (figures, never assertions).
 #
 # Then the same load while a patch that replaces functions *every request
 # runs* (test/fixtures/request-path: libssl's tls13_enc and tls1_enc rebuilt
@@ -32,7 +32,8 @@
 # SUTURE_NGINX_SECONDS (the unpatched run; default about as long as the
 # cycles take on an idle machine) and
 # SUTURE_HANDSHAKE_ROUNDS (pairs of rounds, default 3) and
-# SUTURE_HANDSHAKE_SECONDS (each round's length, default 2) set the size.
+# SUTURE_HANDSHAKE_SECONDS (each round's length, default 2) set the size;
+# SUTURE_HANDSHAKE_PIN=0 leaves client and nginx unpinned.
 source "$(dirname "$0")/lib.sh"
 require_root "debootstrap, chroot and ptrace of nginx"
 command -v debootstrap >/dev/null || skip "debootstrap is not installed"
@@ -319,17 +320,33 @@ echo "figures: record layer read as strict: $strict_applied of $strict_tries app
 # or one revert). With two cores or more the client runs on CPU 0 and every
 # nginx process on CPU 1 during the rounds, so they do not compete for one
 # core; the spread of the unpatched rounds is printed as the noise the
-# ratio has to be read against.
+# ratio has to be read against. Beside the rate, nginx's own CPU time per
+# handshake (schedstat of its threads): what the patches could cost the
+# server, much less sensitive to how the client is scheduled.
 cores=$(nproc)
+pinned() { [ "$cores" -ge 2 ] && [ "${SUTURE_HANDSHAKE_PIN:-1}" = 1 ]; }
 pin_server() {
     local pid
     for pid in "${nginx_pids[@]}"; do taskset -pc "$1" "$pid" >/dev/null; done
 }
-handshakes_per_second() {
-    local client=()
-    [ "$cores" -ge 2 ] && client=(taskset -c 0)
-    "${client[@]}" openssl s_time -connect "127.0.0.1:$port" -new -time "$handshake_seconds" 2>/dev/null |
-        awk '$2 == "connections" && $5 == "real" { printf "%.1f\n", $1 / $4; exit }'
+# nginx's CPU time so far, in ns (every thread's schedstat).
+server_cpu_ns() {
+    local pid
+    for pid in "${nginx_pids[@]}"; do cat "/proc/$pid"/task/*/schedstat; done |
+        awk '{ sum += $1 } END { printf "%.0f\n", sum }'
+}
+# handshake_round: "RATE CPU" for one round: handshakes per second, and
+# nginx's CPU time per handshake in µs (what a patch could cost the server,
+# whatever the scheduling of the client).
+handshake_round() {
+    local client=() before after
+    pinned && client=(taskset -c 0)
+    before=$(server_cpu_ns)
+    "${client[@]}" openssl s_time -connect "127.0.0.1:$port" -new -time "$handshake_seconds" 2>/dev/null \
+        >"$scratch/s_time.out"
+    after=$(server_cpu_ns)
+    awk -v cpu=$((after - before)) '$2 == "connections" && $5 == "real" && $1 > 0 {
+        printf "%.1f %.1f\n", $1 / $4, cpu / 1000 / $1; exit }' "$scratch/s_time.out"
 }
 apply_all_three() {
     local pid cve
@@ -347,37 +364,44 @@ revert_all() {
             { applied_all=false; echo "revert $pid: $(head -n 3 "$scratch/handshake.err")"; }
     done
 }
-[ "$cores" -ge 2 ] && pin_server 1
-handshakes_per_second >/dev/null # warm-up: session caches, page cache, CPU frequency
+pinned && pin_server 1
+handshake_round >/dev/null # warm-up: session caches, page cache, CPU frequency
 ratios=()
+cpu_ratios=()
 unpatched_rates=()
 applied_all=true
 for round in $(seq "$handshake_rounds"); do
     if [ $((round % 2)) = 1 ]; then
-        unpatched=$(handshakes_per_second)
+        read -r unpatched unpatched_cpu < <(handshake_round)
         apply_all_three
-        patched=$(handshakes_per_second)
+        read -r patched patched_cpu < <(handshake_round)
     else
-        patched=$(handshakes_per_second)
+        read -r patched patched_cpu < <(handshake_round)
         revert_all
-        unpatched=$(handshakes_per_second)
+        read -r unpatched unpatched_cpu < <(handshake_round)
     fi
-    if [ -z "$unpatched" ] || [ -z "$patched" ]; then
+    if [ -z "$unpatched_cpu" ] || [ -z "$patched_cpu" ]; then
         fail_check "openssl s_time gave no figure in round $round"
         break
     fi
     ratio=$(awk -v p="$patched" -v u="$unpatched" 'BEGIN { printf "%.3f", p / u }')
-    echo "handshake round $round: unpatched $unpatched/s, patched $patched/s, ratio $ratio"
+    cpu_ratio=$(awk -v p="$patched_cpu" -v u="$unpatched_cpu" 'BEGIN { printf "%.3f", p / u }')
+    echo "handshake round $round: unpatched $unpatched/s ($unpatched_cpu us of nginx CPU each)," \
+        "patched $patched/s ($patched_cpu us), rate ratio $ratio, CPU ratio $cpu_ratio"
     ratios+=("$ratio")
+    cpu_ratios+=("$cpu_ratio")
     unpatched_rates+=("$unpatched")
 done
 [ $((handshake_rounds % 2)) = 1 ] && revert_all
-[ "$cores" -ge 2 ] && pin_server "0-$((cores - 1))"
+pinned && pin_server "0-$((cores - 1))"
 check_eq "three patchsets applied and reverted on every nginx process in every round" true "$applied_all"
 median_ratio=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
 ratio_range=$(printf '%s\n' "${ratios[@]}" | sort -n | awk 'NR == 1 { low = $1 } { high = $1 } END { print low " to " high }')
 noise=$(printf '%s\n' "${unpatched_rates[@]}" | sort -n |
     awk 'NR == 1 { low = $1 } { high = $1 } END { if (low > 0) printf "%.3f", high / low }')
-placement=$([ "$cores" -ge 2 ] && echo "client on CPU 0, nginx on CPU 1" || echo "one core: client and nginx share it")
+placement=$(pinned && echo "client on CPU 0, nginx on CPU 1" || echo "client and nginx not pinned")
 echo "figures: TLS handshakes/s through nginx, patched / unpatched, median of ${#ratios[@]} rounds of ${handshake_seconds} s: $median_ratio (rounds $ratio_range; unpatched rounds max/min $noise; $placement)"
+median_cpu=$(printf '%s\n' "${cpu_ratios[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+cpu_range=$(printf '%s\n' "${cpu_ratios[@]}" | sort -n | awk 'NR == 1 { low = $1 } { high = $1 } END { print low " to " high }')
+echo "figures: nginx CPU time per handshake, patched / unpatched, median of ${#cpu_ratios[@]} rounds: $median_cpu (rounds $cpu_range)"
 finish
