@@ -36,13 +36,7 @@ use_test_feed
 "$SUTURE" feed refresh >/dev/null
 
 # starts PROGRAM: how many of `runs` starts printed the marker.
-starts() {
-    local caught=0 i
-    for i in $(seq "$runs"); do
-        [ "$("$1")" = "$marker" ] && caught=$((caught + 1))
-    done
-    echo "$caught"
-}
+starts() { count_answers "$runs" "$marker" "$1"; }
 
 started=$(date +%s%N)
 check_eq "without sutured: no start patched" 0 "$(starts "$FIRST_CALL_DIRECT")"

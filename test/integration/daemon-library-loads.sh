@@ -37,12 +37,9 @@ first_call() {
 }
 # count_patched N [ARGS...]: runs it N times, prints how many saw the patch.
 count_patched() {
-    local count=$1 patched=0 i
+    local count=$1
     shift
-    for i in $(seq "$count"); do
-        [ "$(first_call "$@")" = "$marker" ] && patched=$((patched + 1))
-    done
-    echo "$patched"
+    count_answers "$count" "$marker" first_call "$@"
 }
 
 started=$(date +%s%N)
@@ -68,10 +65,7 @@ check_eq "sutured logs each as applied before its first call (path: dlopen)" "$r
 # loaders wait at its open: every start is caught, whatever the priority.
 for path in direct transitive; do
     binary=FIRST_CALL_${path^^}
-    caught=0
-    for _ in $(seq 10); do
-        [ "$("${!binary}")" = "$marker" ] && caught=$((caught + 1))
-    done
+    caught=$(count_answers 10 "$marker" "${!binary}")
     check_eq "a program needing libcrypto $path: 10 starts patched before main()" 10 "$caught"
 done
 starts=$(grep -c "(first-call-tran): $patch applied before main() (path: transitive)" "$scratch/sutured.log" || true)

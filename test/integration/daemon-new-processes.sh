@@ -27,13 +27,7 @@ export LD_LIBRARY_PATH_FOR_PROGRAM=$scratch/archive/usr/lib/x86_64-linux-gnu
 run_program() { LD_LIBRARY_PATH=$LD_LIBRARY_PATH_FOR_PROGRAM "$program" --once 2>&1; }
 
 # count_fixed N: runs the program N times, prints how many said FIXED.
-count_fixed() {
-    local fixed=0 i
-    for i in $(seq "$1"); do
-        [ "$(run_program)" = FIXED ] && fixed=$((fixed + 1))
-    done
-    echo "$fixed"
-}
+count_fixed() { count_answers "$1" FIXED run_program; }
 
 started=$(date +%s%N)
 check_eq "without sutured: $runs runs, none fixed" 0 "$(count_fixed "$runs")"

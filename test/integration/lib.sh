@@ -128,6 +128,17 @@ hold() {
     printf -v "$hold_var" '%s' "$hold_pid"
 }
 
+# count_answers N EXPECTED COMMAND [ARGS...]: runs COMMAND N times, prints
+# how many of the runs printed exactly EXPECTED.
+count_answers() {
+    local count=$1 expected=$2 matched=0 i
+    shift 2
+    for i in $(seq "$count"); do
+        [ "$("$@")" = "$expected" ] && matched=$((matched + 1))
+    done
+    echo "$matched"
+}
+
 # wait_for_line FILE REGEX: up to 10 s.
 wait_for_line() {
     local tries

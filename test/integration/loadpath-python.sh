@@ -29,11 +29,9 @@ needed_libraries "$extension" | grep -qx libssl.so.3 &&
 # handshake_loop NAME: $handshakes requests over TLS; checks all answered,
 # prints the figures.
 handshake_loop() {
-    local answered=0 started elapsed_ms _
+    local answered started elapsed_ms
     started=$(date +%s%N)
-    for _ in $(seq "$handshakes"); do
-        [ "$(curl -fsSk --max-time 5 "https://127.0.0.1:$port/")" = hello ] && answered=$((answered + 1))
-    done
+    answered=$(count_answers "$handshakes" hello curl -fsSk --max-time 5 "https://127.0.0.1:$port/")
     elapsed_ms=$((($(date +%s%N) - started) / 1000000))
     check_eq "$1: handshakes answered" "$handshakes" "$answered"
     echo "figures: $1: $handshakes handshakes in $elapsed_ms ms"
