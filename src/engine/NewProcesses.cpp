@@ -269,11 +269,11 @@ bool NewProcessPatcher::loader_will_wait(int pid, std::uint64_t exec_time,
             }
             continue;
         }
-        const ExaminedLibrary& examined = known->second;
-        if (examined.patched) {
+        if (known->second) {
             any_watched = true;
-            watched_in_time = watched_in_time && examined.watched_since != 0 &&
-                              examined.watched_since < exec_time;
+            auto marked = marked_since_.find(*key);
+            watched_in_time =
+                watched_in_time && marked != marked_since_.end() && marked->second < exec_time;
         }
     }
     return mark_libraries_ && all_known && any_watched && watched_in_time;
@@ -576,9 +576,9 @@ void NewProcessPatcher::libraries_marked(const std::vector<std::string>& failed)
     ::clock_gettime(CLOCK_MONOTONIC, &now);
     std::uint64_t marked_by = static_cast<std::uint64_t>(now.tv_sec) * 1000000000ULL +
                               static_cast<std::uint64_t>(now.tv_nsec);
-    for (auto& [key, library] : examined_) {
-        if (library.patched && library.watched_since == 0) {
-            library.watched_since = marked_since_.try_emplace(key, marked_by).first->second;
+    for (const auto& [key, watched] : examined_) {
+        if (watched) {
+            marked_since_.try_emplace(key, marked_by);  // an earlier mark stays
         }
     }
 }
@@ -613,10 +613,7 @@ void NewProcessPatcher::watch_if_patched(const std::string& path, std::vector<st
     auto elf = ElfFile::open(fd, path);
     auto build_id = elf ? elf->build_id() : tl::unexpected(elf.error());
     bool patched = build_id && patches_.contains(*build_id);
-    auto marked = marked_since_.find(*key);
-    examined_[*key] = ExaminedLibrary{
-        .patched = patched,
-        .watched_since = patched && marked != marked_since_.end() ? marked->second : 0};
+    examined_[*key] = patched;
     if (patched) {
         found.push_back(path);
     }

@@ -85,16 +85,12 @@ class NewProcessPatcher {
     // Roots seen at exec (device, inode of /proc/PID/root) and the last
     // process seen in each, through which its files are reached again.
     std::map<std::pair<std::uint64_t, std::uint64_t>, int> roots_;
-    // Library files looked at (device, inode), cleared on reload.
-    struct ExaminedLibrary {
-        bool patched = false;  // a usable patch is for it: to be watched
-        // When the watcher had marked it (CLOCK_MONOTONIC ns); 0: not yet.
-        std::uint64_t watched_since = 0;
-    };
-    std::map<std::pair<std::uint64_t, std::uint64_t>, ExaminedLibrary> examined_;
-    // When each file was first marked (the watcher never removes a mark):
-    // kept across reloads, so a reload does not make a watched file look
-    // newly watched.
+    // Library files looked at (device, inode): true if watched (a usable
+    // patch is for it), false if not; cleared on reload.
+    std::map<std::pair<std::uint64_t, std::uint64_t>, bool> examined_;
+    // When the watcher had marked each watched file (CLOCK_MONOTONIC ns):
+    // kept across reloads (the watcher never removes a mark), so a reload
+    // does not make a watched file look newly watched.
     std::map<std::pair<std::uint64_t, std::uint64_t>, std::uint64_t> marked_since_;
     bool look_everywhere_ = true;  // after a reload: every root again
     std::vector<int> new_roots_;   // processes in roots not looked at yet
