@@ -57,7 +57,7 @@ check_eq "deb11u8's CVE-2026-84782 is fixed by bookworm's build" "debian-12 3.0.
 # hold back the ids they supersede (their patchset.json "supersedes"), as
 # update-whole-build.sh sees it.
 release_3017=$SOURCE_ROOT/patchsets/openssl/debian-12/3.0.17-1~deb12u2
-superseded_3017=$(cat "$release_3017"/*/patchset.json | jq -r '.supersedes[]?' | sort -u | paste -sd' ')
+superseded_3017=$(superseded_in "$release_3017")
 ids_3017=$(ls "$release_3017"/*/*.suture | wc -l)
 applied_3017=$((ids_3017 - $(wc -w <<<"$superseded_3017")))
 check_eq "3.0.17's one update: applied, superseded" "$applied_3017 $superseded_3017" \

@@ -139,6 +139,12 @@ count_answers() {
     echo "$matched"
 }
 
+# superseded_in DIR: the patch ids the cumulative patchsets of one build's
+# directory (patchsets/openssl/DISTRO/VERSION) supersede, from their
+# patchset.json "supersedes", sorted and space-separated: what an update
+# holds back as superseded.
+superseded_in() { cat "$1"/*/patchset.json | jq -r '.supersedes[]?' | sort -u | paste -sd' '; }
+
 # wait_for_line FILE REGEX: up to 10 s.
 wait_for_line() {
     local tries

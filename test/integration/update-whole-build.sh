@@ -40,19 +40,17 @@ export SUTURE_STATE_DB=$scratch/state.db
 "$SOURCE_ROOT/scripts/setup-local-feed" --advisories "$(dirname "$(dirname "$SUTURE_FEED")")" \
     >"$scratch/setup.log" 2>&1 || { cat "$scratch/setup.log"; fail_check "setup-local-feed"; finish; }
 
-# The patch ids each build's cumulative patches supersede (the "supersedes"
-# of their patchset.json), sorted: what the update must hold back as
-# superseded.
 # The builds: the host release's two, Debian 11's two and Debian 13's one,
 # whose holders run in a bullseye or trixie root filesystem (new mount and
 # PID namespaces; suture updates them from the host).
 builds=(debian-12/3.0.20-1~deb12u2 debian-12/3.0.17-1~deb12u2
         debian-11/1.1.1w-0+deb11u1 debian-11/1.1.1w-0+deb11u8
         debian-13/3.5.7-1~deb13u2)
+# The patch ids each build's cumulative patches supersede: what the update
+# must hold back as superseded.
 declare -A superseded_ids=()
 for build in "${builds[@]}"; do
-    superseded_ids[${build#*/}]=$(cat "$SOURCE_ROOT/patchsets/openssl/$build"/*/patchset.json |
-        jq -r '.supersedes[]?' | sort -u | paste -sd' ')
+    superseded_ids[${build#*/}]=$(superseded_in "$SOURCE_ROOT/patchsets/openssl/$build")
 done
 check_eq "3.0.17's cumulative patches supersede some (the test's premise)" yes \
     "$([ -n "${superseded_ids[3.0.17-1~deb12u2]}" ] && echo yes || echo no)"
